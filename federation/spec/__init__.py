@@ -1,0 +1,99 @@
+"""Spec files: models, YAML loading with located errors, and JSON Schema export."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from federation.errors import InvalidSpec
+from federation.spec.loader import read_file, read_yaml, validate
+from federation.spec.models import (
+    FederationConfig,
+    JobSpec,
+    PolicyConfig,
+    SiteConfig,
+)
+
+__all__ = [
+    "FederationConfig", "JobSpec", "PolicyConfig", "SiteConfig",
+    "load_job", "job_from_dict", "job_from_text", "load_site", "load_policy", "load_federation",
+    "SCHEMAS",
+]
+
+M = TypeVar("M", bound=BaseModel)
+
+SCHEMAS: dict[str, type[BaseModel]] = {
+    "job": JobSpec,
+    "site": SiteConfig,
+    "policy": PolicyConfig,
+    "federation": FederationConfig,
+}
+
+
+def _load(model: type[M], path: str | Path) -> M:
+    data, lines, source = read_file(path)
+    _check_kind(model, data, source)
+    return validate(model, data, source=source, lines=lines)
+
+
+def _check_kind(model: type[BaseModel], data: Any, source: str) -> None:
+    expected = model.model_fields["kind"].default
+    if isinstance(data, dict) and "kind" in data and data["kind"] != expected:
+        raise InvalidSpec(f"{source}: kind: expected '{expected}', got {data['kind']!r}")
+
+
+def load_job(path: str | Path) -> JobSpec:
+    return _load(JobSpec, path)
+
+
+def job_from_text(text: str, source: str = "<spec>") -> JobSpec:
+    data, lines = read_yaml(text, source)
+    _check_kind(JobSpec, data, source)
+    return validate(JobSpec, data, source=source, lines=lines)
+
+
+def job_from_dict(data: Any, source: str = "<spec>") -> JobSpec:
+    _check_kind(JobSpec, data, source)
+    return validate(JobSpec, data, source=source)
+
+
+def _resolve(base: Path, p: Path | None) -> Path | None:
+    if p is None:
+        return None
+    p = p.expanduser()
+    return p if p.is_absolute() else (base / p).resolve()
+
+
+def load_site(path: str | Path) -> SiteConfig:
+    cfg = _load(SiteConfig, path)
+    base = Path(path).resolve().parent
+    body = cfg.spec
+    fed = body.federation
+    if fed.tls is not None:
+        fed = fed.model_copy(update={"tls": fed.tls.model_copy(update={
+            "ca": _resolve(base, fed.tls.ca), "cert": _resolve(base, fed.tls.cert), "key": _resolve(base, fed.tls.key)})})
+    local = body.ray.local.model_copy(update={"temp_dir": _resolve(base, body.ray.local.temp_dir)})
+    body = body.model_copy(update={
+        "federation": fed,
+        "ray": body.ray.model_copy(update={"local": local}),
+        "work_dir": _resolve(base, body.work_dir),
+    })
+    return cfg.model_copy(update={"spec": body})
+
+
+def load_policy(path: str | Path) -> PolicyConfig:
+    return _load(PolicyConfig, path)
+
+
+def load_federation(path: str | Path) -> FederationConfig:
+    cfg = _load(FederationConfig, path)
+    base = Path(path).resolve().parent
+    body = cfg.spec
+    tls = body.tls
+    if tls is not None:
+        tls = tls.model_copy(update={"cert": _resolve(base, tls.cert), "key": _resolve(base, tls.key),
+                                     "client_ca": _resolve(base, tls.client_ca)})
+    body = body.model_copy(update={"store": _resolve(base, body.store), "policy": _resolve(base, body.policy),
+                                   "tls": tls})
+    return cfg.model_copy(update={"spec": body})

@@ -1,0 +1,286 @@
+"""Spec models users write in YAML: Job, Site, Policy, Federation.
+
+All models forbid unknown fields, so a typo is an error naming the field path
+with a "did you mean" hint (see loader.describe), never a silently ignored key.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from federation.spec.quantity import parse_bytes
+
+API_VERSION = "federation/v1"
+NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_./]{0,61}[A-Za-z0-9])?$")
+JURISDICTION_RE = re.compile(r"^[A-Z]{2}$")
+
+Priority = Literal["low", "normal", "high"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_name(value: str, what: str) -> str:
+    if not NAME_RE.match(value):
+        raise ValueError(f"{what} {value!r} must be lower-case letters, digits and '-', 1-63 characters")
+    return value
+
+
+def _check_labels(labels: dict[str, str]) -> dict[str, str]:
+    for key, value in labels.items():
+        if not LABEL_KEY_RE.match(key):
+            raise ValueError(f"label key {key!r} is not valid")
+        if len(value) > 253:
+            raise ValueError(f"label {key!r} value is longer than 253 characters")
+    return labels
+
+
+class Metadata(Strict):
+    name: str
+    tenant: str = "default"
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _check_name(v, "name")
+
+    @field_validator("tenant")
+    @classmethod
+    def _tenant(cls, v: str) -> str:
+        return _check_name(v, "tenant")
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        return _check_labels(v)
+
+
+class Resources(Strict):
+    cpus: float = Field(default=1.0, ge=0, le=100_000)
+    memory: int = Field(default=0, ge=0, description="bytes; YAML takes quantities such as 4Gi")
+    gpus: float = Field(default=0.0, ge=0, le=100_000)
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _memory(cls, v: Any) -> int:
+        return parse_bytes(v)
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpus(cls, v: float) -> float:
+        if v > 1 and v != int(v):
+            raise ValueError("more than one GPU must be a whole number")
+        return v
+
+
+class PlacementSpec(Strict):
+    regions: list[str] = Field(default_factory=list, description="run only in these regions")
+    sites: list[str] = Field(default_factory=list, description="run only on these sites")
+    prefer: list[str] = Field(default_factory=list, description="regions or sites to prefer")
+
+
+class JobBody(Strict):
+    entrypoint: str = Field(min_length=1, max_length=8192)
+    runtime_env: dict[str, Any] = Field(default_factory=dict)
+    datasets: list[str] = Field(default_factory=list, max_length=64)
+    resources: Resources = Field(default_factory=Resources)
+    placement: PlacementSpec = Field(default_factory=PlacementSpec)
+    priority: Priority = "normal"
+
+    @field_validator("datasets")
+    @classmethod
+    def _datasets(cls, v: list[str]) -> list[str]:
+        for name in v:
+            _check_name(name, "dataset")
+        if len(set(v)) != len(v):
+            raise ValueError("a dataset is listed twice")
+        return v
+
+
+class JobSpec(Strict):
+    """A job as the user submits it (YAML `kind: Job`)."""
+
+    apiVersion: Literal["federation/v1"] = API_VERSION
+    kind: Literal["Job"] = "Job"
+    metadata: Metadata
+    spec: JobBody
+
+
+# ------------------------------------------------------------------ sites
+
+
+class DatasetSpec(Strict):
+    name: str
+    classification: str
+    path: str = ""
+
+    @field_validator("name", "classification")
+    @classmethod
+    def _n(cls, v: str) -> str:
+        return _check_name(v, "name")
+
+
+class Location(Strict):
+    jurisdiction: str = Field(description="ISO 3166-1 alpha-2 country code, e.g. DE")
+    region: str
+
+    @field_validator("jurisdiction")
+    @classmethod
+    def _j(cls, v: str) -> str:
+        if not JURISDICTION_RE.match(v):
+            raise ValueError(f"jurisdiction {v!r} must be an ISO 3166-1 alpha-2 code such as DE or US")
+        return v
+
+
+class TLSConfig(Strict):
+    ca: Path
+    cert: Path
+    key: Path
+
+
+class FederationEndpoint(Strict):
+    address: str = "127.0.0.1:50051"
+    tls: TLSConfig | None = None
+    insecure: bool = Field(default=False, description="plain-text gRPC; development only")
+
+    @model_validator(mode="after")
+    def _tls_or_insecure(self) -> "FederationEndpoint":
+        if self.tls is None and not self.insecure:
+            raise ValueError("set tls (ca, cert, key) or, for development only, insecure: true")
+        return self
+
+
+class LocalRay(Strict):
+    port_base: int = Field(default=26000, ge=1024, le=65000, description="first of ~300 ports the head uses")
+    num_cpus: int | None = Field(default=None, ge=1)
+    num_gpus: int | None = Field(default=None, ge=0)
+    object_store_memory: int = Field(default=100 * 2**20, ge=75 * 2**20)
+    temp_dir: Path | None = None
+
+    @field_validator("object_store_memory", mode="before")
+    @classmethod
+    def _osm(cls, v: Any) -> int:
+        return parse_bytes(v)
+
+
+class RaySpec(Strict):
+    address: str | None = Field(default=None, description="Ray dashboard / Jobs API URL, e.g. http://127.0.0.1:8265")
+    local: LocalRay = Field(default_factory=LocalRay)
+
+
+class Veto(Strict):
+    """Work this site refuses whatever the federation decides."""
+
+    tenants: list[str] | None = Field(default=None, description="only these tenants; null = all")
+    max_cpus_per_job: float | None = None
+    max_gpus_per_job: float | None = None
+    classifications: list[str] | None = Field(default=None, description="only datasets of these classes")
+
+
+class SiteBody(Strict):
+    federation: FederationEndpoint = Field(default_factory=lambda: FederationEndpoint(insecure=True))
+    location: Location
+    labels: dict[str, str] = Field(default_factory=dict)
+    datasets: list[DatasetSpec] = Field(default_factory=list)
+    capacity: Resources | None = Field(default=None, description="declared inventory; default: what Ray reports")
+    ray: RaySpec = Field(default_factory=RaySpec)
+    veto: Veto = Field(default_factory=Veto)
+    work_dir: Path | None = None
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        return _check_labels(v)
+
+
+class SiteMetadata(Strict):
+    name: str
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _check_name(v, "site name")
+
+
+class SiteConfig(Strict):
+    apiVersion: Literal["federation/v1"] = API_VERSION
+    kind: Literal["Site"] = "Site"
+    metadata: SiteMetadata
+    spec: SiteBody
+
+
+# ------------------------------------------------------------------ policy
+
+CrossBorder = Literal["results", "model-updates", "nothing"]
+
+
+class ClassificationRule(Strict):
+    allowed_jurisdictions: list[str] = Field(description="ISO codes, group names (EU, EEA) or '*'")
+    required_labels: dict[str, str] = Field(default_factory=dict)
+    allow_staging: bool = Field(default=False, description="may a copy be staged at another allowed site")
+    may_cross_border: list[CrossBorder] = Field(default_factory=lambda: ["results"])
+
+
+class PolicyBody(Strict):
+    jurisdiction_groups: dict[str, list[str]] = Field(default_factory=dict)
+    classifications: dict[str, ClassificationRule]
+
+
+class PolicyMetadata(Strict):
+    name: str
+    version: str = "1"
+
+
+class PolicyConfig(Strict):
+    apiVersion: Literal["federation/v1"] = API_VERSION
+    kind: Literal["Policy"] = "Policy"
+    metadata: PolicyMetadata
+    spec: PolicyBody
+
+
+# ------------------------------------------------------------------ federation
+
+
+class ServerTLS(Strict):
+    cert: Path
+    key: Path
+    client_ca: Path | None = Field(default=None, description="require client certificates from this CA")
+
+
+class SchedulerSettings(Strict):
+    interval_s: float = Field(default=0.5, gt=0, le=60)
+
+
+class FederationBody(Strict):
+    listen: str = "127.0.0.1:50051"
+    store: Path = Path(".fedctl/federation.db")
+    policy: Path
+    tls: ServerTLS | None = None
+    insecure: bool = False
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    site_timeout_s: float = Field(default=30.0, gt=0)
+    heartbeat_interval_s: float = Field(default=2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _tls_or_insecure(self) -> "FederationBody":
+        if self.tls is None and not self.insecure:
+            raise ValueError("set tls (cert, key, client_ca) or, for development only, insecure: true")
+        return self
+
+
+class FederationMetadata(Strict):
+    name: str = "federation"
+
+
+class FederationConfig(Strict):
+    apiVersion: Literal["federation/v1"] = API_VERSION
+    kind: Literal["Federation"] = "Federation"
+    metadata: FederationMetadata = Field(default_factory=FederationMetadata)
+    spec: FederationBody

@@ -1,0 +1,25 @@
+"""Pure placement policy: no I/O, no clocks, no globals.
+
+`schedule(snapshot, pending, now)` returns where each job goes, and for each
+job it could not place, the reason at every site.
+"""
+from policies.model import (
+    ClassificationRule,
+    DatasetInfo,
+    Decision,
+    PendingJob,
+    Reason,
+    Rules,
+    ScheduleResult,
+    SiteView,
+    Snapshot,
+    Unplaced,
+    Verdict,
+)
+from policies.placement import schedule
+from policies.sovereignty import expand_jurisdictions, sovereignty_verdict
+
+__all__ = [
+    "ClassificationRule", "DatasetInfo", "Decision", "PendingJob", "Reason", "Rules", "ScheduleResult",
+    "SiteView", "Snapshot", "Unplaced", "Verdict", "schedule", "sovereignty_verdict", "expand_jurisdictions",
+]

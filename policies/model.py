@@ -1,0 +1,124 @@
+"""Plain data the placement function reads and returns."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Mapping
+
+
+class Reason(IntEnum):
+    """Why a site can or cannot take a job, in the order the filters run."""
+
+    OK = 0
+    NOT_IN_SITES = 1          # the job's placement.sites excludes this site
+    NOT_IN_REGIONS = 2        # the job's placement.regions excludes this site
+    UNKNOWN_DATASET = 3
+    NO_RULE = 4               # the dataset's classification has no rule in the policy
+    JURISDICTION = 5          # the data may not be processed in this jurisdiction
+    MISSING_LABEL = 6         # the site lacks a label the classification requires
+    DATA_ELSEWHERE = 7        # data is not here and the policy forbids staging a copy
+    NEVER_FITS = 8            # the request exceeds the site's whole capacity
+    VETOED = 9                # the site refused this job before
+    OFFLINE = 10              # no heartbeat within the timeout
+    DRAINING = 11
+    CORDONED = 12
+    NO_FREE_CAPACITY = 13     # it would fit, but not now
+
+    @property
+    def slug(self) -> str:
+        return self.name.lower().replace("_", "-")
+
+    @property
+    def transient(self) -> bool:
+        return self in (Reason.OFFLINE, Reason.NO_FREE_CAPACITY, Reason.CORDONED, Reason.DRAINING)
+
+
+@dataclass(frozen=True, slots=True)
+class ClassificationRule:
+    # None means any jurisdiction.
+    allowed_jurisdictions: frozenset[str] | None
+    required_labels: Mapping[str, str] = field(default_factory=dict)
+    allow_staging: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    classifications: Mapping[str, ClassificationRule]
+    version: str = "1"
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetInfo:
+    name: str
+    classification: str
+    sites: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class SiteView:
+    name: str
+    jurisdiction: str
+    region: str
+    labels: Mapping[str, str]
+    cpus: float
+    memory: float
+    gpus: float
+    used_cpus: float = 0.0
+    used_memory: float = 0.0
+    used_gpus: float = 0.0
+    running: int = 0
+    connected: bool = True
+    cordoned: bool = False
+    draining: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    sites: tuple[SiteView, ...]
+    catalog: Mapping[str, DatasetInfo]
+    rules: Rules
+
+
+@dataclass(frozen=True, slots=True)
+class PendingJob:
+    id: str
+    tenant: str
+    datasets: tuple[str, ...] = ()
+    cpus: float = 1.0
+    memory: float = 0.0
+    gpus: float = 0.0
+    regions: tuple[str, ...] = ()
+    sites: tuple[str, ...] = ()
+    prefer: tuple[str, ...] = ()
+    priority: int = 0            # higher goes first
+    submitted_at: float = 0.0
+    vetoed_by: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    site: str
+    reason: Reason
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    job_id: str
+    site: str
+    score: float
+    reasons: tuple[str, ...]
+    candidates: int              # sites that could have taken it
+
+
+@dataclass(frozen=True, slots=True)
+class Unplaced:
+    job_id: str
+    summary: str
+    verdicts: tuple[Verdict, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleResult:
+    decisions: tuple[Decision, ...]
+    unplaced: tuple[Unplaced, ...]
