@@ -123,18 +123,16 @@ class Attempt(_message.Message):
     def __init__(self, number: _Optional[int] = ..., site: _Optional[str] = ..., state: _Optional[_Union[AttemptState, str]] = ..., submission_id: _Optional[str] = ..., message: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., ended_at: _Optional[float] = ...) -> None: ...
 
 class SiteVerdict(_message.Message):
-    __slots__ = ("site", "eligible", "reason_code", "reason", "score")
+    __slots__ = ("site", "eligible", "reason_code", "reason")
     SITE_FIELD_NUMBER: _ClassVar[int]
     ELIGIBLE_FIELD_NUMBER: _ClassVar[int]
     REASON_CODE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
-    SCORE_FIELD_NUMBER: _ClassVar[int]
     site: str
     eligible: bool
     reason_code: str
     reason: str
-    score: float
-    def __init__(self, site: _Optional[str] = ..., eligible: _Optional[bool] = ..., reason_code: _Optional[str] = ..., reason: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
+    def __init__(self, site: _Optional[str] = ..., eligible: _Optional[bool] = ..., reason_code: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("id", "spec", "state", "site", "message", "created_at", "updated_at", "attempts")

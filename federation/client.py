@@ -1,0 +1,288 @@
+"""Python SDK: `from federation import Client`.
+
+    client = Client.from_env()
+    job = client.submit("configs/examples/tokenize-eu.yaml")
+    job.wait(timeout=120)
+    print(job.status().state, job.placement.site, job.logs())
+"""
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, TypeVar
+
+import grpc
+
+from federation.errors import FederationError, InvalidSpec, Timeout, Unavailable
+from federation.service import wire
+from federation.service.errors import from_rpc_error
+from federation.spec import JobSpec, job_from_dict, load_job
+from federation.transport import open_channel
+from federation.v1 import federation_pb2 as pb
+from federation.v1 import federation_pb2_grpc as pb_grpc
+
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+DEFAULT_PKI = Path(".fedctl/pki")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class AttemptInfo:
+    number: int
+    site: str
+    state: str
+    message: str
+    submission_id: str
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    id: str
+    name: str
+    tenant: str
+    state: str
+    site: str
+    message: str
+    created_at: float
+    updated_at: float
+    attempts: tuple[AttemptInfo, ...] = ()
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in ("succeeded", "failed", "cancelled")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "tenant": self.tenant, "state": self.state,
+                "site": self.site or None, "message": self.message, "created_at": self.created_at,
+                "updated_at": self.updated_at,
+                "attempts": [a.__dict__ for a in self.attempts]}
+
+
+@dataclass(frozen=True)
+class SiteVerdict:
+    site: str
+    eligible: bool
+    reason_code: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a job runs and why, or why it waits."""
+
+    site: str | None
+    state: str
+    summary: str
+    verdicts: tuple[SiteVerdict, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"site": self.site, "state": self.state, "summary": self.summary,
+                "verdicts": [v.__dict__ for v in self.verdicts]}
+
+
+@dataclass(frozen=True)
+class SiteInfo:
+    name: str
+    jurisdiction: str
+    region: str
+    state: str
+    connected: bool
+    labels: dict[str, str] = field(default_factory=dict)
+    datasets: tuple[dict[str, str], ...] = ()
+    capacity: dict[str, float] = field(default_factory=dict)
+    allocated: dict[str, float] = field(default_factory=dict)
+    running_attempts: int = 0
+    last_heartbeat: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__, datasets=list(self.datasets))
+
+
+def _status(job: pb.Job) -> JobStatus:
+    return JobStatus(
+        id=job.id, name=job.spec.name, tenant=job.spec.tenant, state=wire.JOB_STATE_FROM_PB[job.state].value,
+        site=job.site, message=job.message, created_at=job.created_at, updated_at=job.updated_at,
+        attempts=tuple(AttemptInfo(a.number, a.site, wire.ATTEMPT_STATE_FROM_PB[a.state].value, a.message,
+                                   a.submission_id) for a in job.attempts))
+
+
+def _resources(r: pb.Resources) -> dict[str, float]:
+    return {"cpus": r.cpus, "memory": r.memory_bytes, "gpus": r.gpus}
+
+
+def _site(s: pb.Site) -> SiteInfo:
+    return SiteInfo(
+        name=s.name, jurisdiction=s.location.jurisdiction, region=s.location.region,
+        state=wire.SITE_STATE_FROM_PB[s.state].value, connected=s.connected, labels=dict(s.labels),
+        datasets=tuple({"name": d.name, "classification": d.classification, "path": d.path} for d in s.datasets),
+        capacity=_resources(s.capacity), allocated=_resources(s.allocated), running_attempts=s.running_attempts,
+        last_heartbeat=s.last_heartbeat)
+
+
+class Job:
+    """A handle on a submitted job."""
+
+    def __init__(self, client: "Client", job_id: str, last: JobStatus | None = None) -> None:
+        self._client = client
+        self.id = job_id
+        self._last = last
+
+    def __repr__(self) -> str:
+        return f"Job({self.id!r})"
+
+    def status(self) -> JobStatus:
+        self._last = self._client.get(self.id)
+        return self._last
+
+    def wait(self, timeout: float | None = None) -> JobStatus:
+        """Block until the job ends; raises federation.errors.Timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for status in self._client.watch(self.id, timeout=timeout):
+            self._last = status
+            if status.terminal:
+                return status
+        if deadline is not None and time.monotonic() >= deadline:
+            raise Timeout(f"job {self.id} still {self._last.state if self._last else 'unknown'} after {timeout:g}s")
+        return self.status()
+
+    def logs(self) -> str:
+        return b"".join(self._client.stream_logs(self.id, follow=False)).decode("utf-8", "replace")
+
+    def follow_logs(self) -> Iterator[bytes]:
+        return self._client.stream_logs(self.id, follow=True)
+
+    def cancel(self) -> JobStatus:
+        self._last = self._client.cancel(self.id)
+        return self._last
+
+    @property
+    def placement(self) -> Placement:
+        return self._client.explain(self.id)
+
+
+class Client:
+    def __init__(self, address: str = DEFAULT_ADDRESS, *, ca: str | Path | None = None,
+                 cert: str | Path | None = None, key: str | Path | None = None, insecure: bool = False,
+                 timeout: float = 30.0) -> None:
+        self.address = address
+        self.timeout = timeout
+        self._channel = open_channel(address, ca=_path(ca), cert=_path(cert), key=_path(key), insecure=insecure)
+        self._stub = pb_grpc.FederationServiceStub(self._channel)
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> "Client":
+        """FEDCTL_ADDRESS, FEDCTL_CA / FEDCTL_CERT / FEDCTL_KEY or FEDCTL_PKI (a folder with ca.pem,
+        admin.pem, admin.key; default .fedctl/pki), FEDCTL_INSECURE=1 for plain text."""
+        env = os.environ
+        pki = Path(env.get("FEDCTL_PKI", DEFAULT_PKI))
+        settings: dict[str, Any] = {
+            "address": env.get("FEDCTL_ADDRESS", DEFAULT_ADDRESS),
+            "insecure": env.get("FEDCTL_INSECURE", "") in ("1", "true", "yes"),
+            "ca": env.get("FEDCTL_CA") or (pki / "ca.pem"),
+            "cert": env.get("FEDCTL_CERT") or (pki / "admin.pem"),
+            "key": env.get("FEDCTL_KEY") or (pki / "admin.key"),
+        }
+        settings.update({k: v for k, v in overrides.items() if v is not None})
+        if not settings["insecure"] and not Path(settings["ca"]).exists():
+            raise FederationError(
+                f"no TLS credentials: {settings['ca']} does not exist; run `fedctl ca init`, set FEDCTL_PKI, "
+                "or FEDCTL_INSECURE=1 for a plain-text development federation")
+        return cls(**settings)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ calls
+
+    def _call(self, fn: Callable[..., T], request: Any, *, retry: bool = True) -> T:
+        """Unary call; reads are retried on UNAVAILABLE with jittered backoff."""
+        delay = 0.1
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                return fn(request, timeout=max(0.1, deadline - time.monotonic()))
+            except grpc.RpcError as e:
+                err = from_rpc_error(e)
+                if not (retry and isinstance(err, Unavailable)) or time.monotonic() + delay >= deadline:
+                    raise err from None
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 2.0)
+
+    def submit(self, spec: str | Path | dict | JobSpec) -> Job:
+        if isinstance(spec, (str, Path)):
+            spec = load_job(spec)
+        elif isinstance(spec, dict):
+            spec = job_from_dict(spec)
+        elif not isinstance(spec, JobSpec):
+            raise InvalidSpec(f"submit: expected a path, dict or JobSpec, got {type(spec).__name__}")
+        response = self._call(self._stub.SubmitJob, pb.SubmitJobRequest(spec=wire.spec_to_pb(spec)), retry=False)
+        status = _status(response.job)
+        return Job(self, status.id, status)
+
+    def job(self, job_id: str) -> Job:
+        return Job(self, job_id, self.get(job_id))
+
+    def get(self, job_id: str) -> JobStatus:
+        return _status(self._call(self._stub.GetJob, pb.GetJobRequest(id=job_id)).job)
+
+    def jobs(self, tenant: str | None = None, states: Iterable[str] = (), limit: int = 1000) -> list[JobStatus]:
+        request = pb.ListJobsRequest(tenant=tenant or "", limit=limit,
+                                     states=[getattr(pb, f"JOB_STATE_{s.upper()}") for s in states])
+        return [_status(j) for j in self._call(self._stub.ListJobs, request).jobs]
+
+    def cancel(self, job_id: str) -> JobStatus:
+        return _status(self._call(self._stub.CancelJob, pb.CancelJobRequest(id=job_id)).job)
+
+    def explain(self, job_id: str) -> Placement:
+        r = self._call(self._stub.ExplainJob, pb.ExplainJobRequest(id=job_id))
+        return Placement(site=r.job.site or None, state=wire.JOB_STATE_FROM_PB[r.job.state].value, summary=r.summary,
+                         verdicts=tuple(SiteVerdict(v.site, v.eligible, v.reason_code, v.reason) for v in r.verdicts))
+
+    def watch(self, job_id: str, timeout: float | None = None) -> Iterator[JobStatus]:
+        """Yields the job each time it changes, ending when it ends (or at `timeout`)."""
+        try:
+            for r in self._stub.WatchJob(pb.WatchJobRequest(id=job_id), timeout=timeout):
+                yield _status(r.job)
+        except grpc.RpcError as e:
+            if e.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
+                return
+            raise from_rpc_error(e) from None
+
+    def stream_logs(self, job_id: str, follow: bool = False, offset: int = 0) -> Iterator[bytes]:
+        try:
+            for r in self._stub.StreamJobLogs(pb.StreamJobLogsRequest(id=job_id, follow=follow, offset=offset),
+                                              timeout=None if follow else self.timeout):
+                yield r.data
+        except grpc.RpcError as e:
+            raise from_rpc_error(e) from None
+
+    def sites(self) -> list[SiteInfo]:
+        return [_site(s) for s in self._call(self._stub.ListSites, pb.ListSitesRequest()).sites]
+
+    def site(self, name: str) -> SiteInfo:
+        return _site(self._call(self._stub.GetSite, pb.GetSiteRequest(name=name)).site)
+
+    def _set_site_state(self, name: str, state: int) -> SiteInfo:
+        return _site(self._call(self._stub.SetSiteState, pb.SetSiteStateRequest(name=name, state=state)).site)
+
+    def cordon(self, name: str) -> SiteInfo:
+        return self._set_site_state(name, pb.SITE_STATE_CORDONED)
+
+    def uncordon(self, name: str) -> SiteInfo:
+        return self._set_site_state(name, pb.SITE_STATE_READY)
+
+    def drain(self, name: str) -> SiteInfo:
+        return self._set_site_state(name, pb.SITE_STATE_DRAINING)
+
+
+def _path(p: str | Path | None) -> Path | None:
+    return None if p is None else Path(p)

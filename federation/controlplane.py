@@ -1,0 +1,206 @@
+"""What the federation does, independent of the wire.
+
+Servicers translate requests into these calls; the scheduler loop reads the
+snapshot from here and writes decisions back through it. All durable state is in
+the store; this object holds only the policy and the change signal.
+"""
+from __future__ import annotations
+
+import difflib
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import policies
+from federation.changes import Changes
+from federation.errors import Conflict, UnknownDataset, Unsatisfiable
+from federation.jobs import AttemptState, Explanation, Job, JobState, new_job_id
+from federation.sites import Capacity, SiteRecord, SiteState
+from federation.spec import JobSpec, PolicyConfig
+from federation.store import Store
+
+PRIORITY = {"low": -1, "normal": 0, "high": 1}
+
+
+def rules_from_policy(policy: PolicyConfig) -> policies.Rules:
+    groups = policy.spec.jurisdiction_groups
+    return policies.Rules(
+        classifications={
+            name: policies.ClassificationRule(
+                allowed_jurisdictions=policies.expand_jurisdictions(rule.allowed_jurisdictions, groups),
+                required_labels=dict(rule.required_labels),
+                allow_staging=rule.allow_staging)
+            for name, rule in policy.spec.classifications.items()},
+        version=policy.metadata.version)
+
+
+@dataclass(frozen=True)
+class AttemptReport:
+    job_id: str
+    number: int
+    state: AttemptState
+    message: str = ""
+
+
+class ControlPlane:
+    def __init__(self, store: Store, policy: PolicyConfig, *, site_timeout_s: float = 30.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.policy = policy
+        self.rules = rules_from_policy(policy)
+        self.site_timeout_s = site_timeout_s
+        self.clock = clock
+        self.changes = Changes()
+
+    # ------------------------------------------------------------ users
+
+    def submit(self, spec: JobSpec) -> Job:
+        self._check_datasets(spec)
+        self._check_satisfiable(spec)
+        now = self.clock()
+        job = Job(id=new_job_id(), spec=spec, created_at=now, updated_at=now, message="waiting for placement")
+        self.store.add_job(job)
+        self.changes.bump()
+        return job
+
+    def _check_datasets(self, spec: JobSpec) -> None:
+        catalog = self.catalog()
+        for i, name in enumerate(spec.spec.datasets):
+            if name not in catalog:
+                hint = difflib.get_close_matches(name, list(catalog), n=1)
+                suffix = f" (did you mean '{hint[0]}'?)" if hint else (
+                    f"; known: {', '.join(sorted(catalog))}" if catalog else "; no site has registered any dataset")
+                raise UnknownDataset(f"spec.datasets[{i}]: unknown dataset '{name}'{suffix}")
+
+    def _check_satisfiable(self, spec: JobSpec) -> None:
+        sites = self.store.list_sites()
+        r = spec.spec.resources
+        if sites and not any(r.cpus <= s.capacity.cpus and r.memory <= s.capacity.memory
+                             and r.gpus <= s.capacity.gpus for s in sites):
+            biggest = max(sites, key=lambda s: (s.capacity.gpus, s.capacity.cpus, s.capacity.memory))
+            raise Unsatisfiable(
+                f"spec.resources: no site could ever hold {r.cpus:g} cpus, {r.memory / 2**30:.3g}Gi memory, "
+                f"{r.gpus:g} gpus (largest: {biggest.name} with {biggest.capacity.cpus:g} cpus, "
+                f"{biggest.capacity.memory / 2**30:.3g}Gi, {biggest.capacity.gpus:g} gpus)")
+
+    def cancel(self, job_id: str) -> Job:
+        job = self.store.cancel_job(job_id, self.clock())
+        self.changes.bump()
+        return job
+
+    # ------------------------------------------------------------ sites
+
+    def register_site(self, site: SiteRecord) -> SiteRecord:
+        for other in self.store.list_sites():
+            if other.name == site.name:
+                continue
+            theirs = {d.name: d.classification for d in other.datasets}
+            for d in site.datasets:
+                if d.name in theirs and theirs[d.name] != d.classification:
+                    raise Conflict(f"dataset {d.name} is classified {theirs[d.name]} by site {other.name}, "
+                                   f"not {d.classification}")
+        now = self.clock()
+        record = self.store.upsert_site(SiteRecord(
+            name=site.name, jurisdiction=site.jurisdiction, region=site.region, labels=dict(site.labels),
+            datasets=site.datasets, capacity=site.capacity, registered_at=now, last_heartbeat=now))
+        self.changes.bump()
+        return record
+
+    def heartbeat(self, name: str, capacity: Capacity | None) -> SiteRecord:
+        return self.store.heartbeat(name, capacity, self.clock())
+
+    def set_site_state(self, name: str, state: SiteState) -> SiteRecord:
+        site = self.store.set_site_state(name, state)
+        self.changes.bump()
+        return site
+
+    def apply_report(self, site: str, reports: Iterable[AttemptReport], complete: bool) -> None:
+        """Apply what an agent saw. With `complete`, `reports` is every attempt its Ray cluster holds."""
+        now = self.clock()
+        seen: set[tuple[str, int]] = set()
+        changed = False
+        live = {(a.job_id, a.number): (a, j) for a, j in self.store.live_attempts(site)}
+        for r in reports:
+            seen.add((r.job_id, r.number))
+            if (r.job_id, r.number) not in live:
+                continue  # an attempt that ended here already, or one this site does not hold
+            changed |= self.store.apply_attempt_status(r.job_id, r.number, r.state, r.message, now) is not None
+        if complete:
+            for key, (attempt, job) in live.items():
+                if key in seen:
+                    continue
+                if job.state is JobState.CANCELLED:
+                    state, message = AttemptState.STOPPED, "cancelled before it started"
+                elif attempt.state is AttemptState.RUNNING:
+                    state, message = AttemptState.FAILED, "vanished from the site's Ray cluster"
+                else:
+                    continue  # assigned and not yet submitted: the agent will start it
+                changed |= self.store.apply_attempt_status(job.id, attempt.number, state, message, now) is not None
+        if changed:
+            self.changes.bump()
+
+    def desired(self, site: str) -> list[tuple[int, Job]]:
+        """Attempts the site should be running: live ones whose job still wants them."""
+        return sorted(((a.number, j) for a, j in self.store.live_attempts(site) if not j.state.terminal),
+                      key=lambda x: (x[1].id, x[0]))
+
+    # ------------------------------------------------------------ scheduling
+
+    def catalog(self) -> dict[str, policies.DatasetInfo]:
+        held: dict[str, tuple[str, set[str]]] = {}
+        for site in self.store.list_sites():
+            for d in site.datasets:
+                held.setdefault(d.name, (d.classification, set()))[1].add(site.name)
+        return {name: policies.DatasetInfo(name, cls, frozenset(sites)) for name, (cls, sites) in held.items()}
+
+    def snapshot(self, now: float) -> policies.Snapshot:
+        used: dict[str, list[float]] = {}
+        for attempt, job in self.store.live_attempts():
+            r = job.spec.spec.resources
+            u = used.setdefault(attempt.site, [0.0, 0.0, 0.0, 0])
+            u[0] += r.cpus
+            u[1] += r.memory
+            u[2] += r.gpus
+            u[3] += 1
+        sites = []
+        for s in self.store.list_sites():
+            u = used.get(s.name, [0.0, 0.0, 0.0, 0])
+            sites.append(policies.SiteView(
+                name=s.name, jurisdiction=s.jurisdiction, region=s.region, labels=s.labels,
+                cpus=s.capacity.cpus, memory=float(s.capacity.memory), gpus=s.capacity.gpus,
+                used_cpus=u[0], used_memory=u[1], used_gpus=u[2], running=int(u[3]),
+                connected=s.connected(now, self.site_timeout_s),
+                cordoned=s.state is SiteState.CORDONED, draining=s.state is SiteState.DRAINING))
+        return policies.Snapshot(sites=tuple(sites), catalog=self.catalog(), rules=self.rules)
+
+    @staticmethod
+    def pending_view(job: Job) -> policies.PendingJob:
+        body = job.spec.spec
+        return policies.PendingJob(
+            id=job.id, tenant=job.tenant, datasets=tuple(body.datasets), cpus=body.resources.cpus,
+            memory=float(body.resources.memory), gpus=body.resources.gpus,
+            regions=tuple(body.placement.regions), sites=tuple(body.placement.sites),
+            prefer=tuple(body.placement.prefer), priority=PRIORITY[body.priority],
+            submitted_at=job.created_at, vetoed_by=job.vetoed_by)
+
+    def schedule_once(self) -> policies.ScheduleResult:
+        """One observe → decide → act cycle of the scheduling loop."""
+        now = self.clock()
+        pending = self.store.pending_jobs()
+        if not pending:
+            return policies.ScheduleResult((), ())
+        by_id = {j.id: j for j in pending}
+        result = policies.schedule(self.snapshot(now), [self.pending_view(j) for j in pending], now)
+        placed = False
+        for d in result.decisions:
+            explanation = Explanation(summary=f"placed on {d.site}: " + "; ".join(d.reasons), evaluated_at=now,
+                                      verdicts=((d.site, True, "ok", "; ".join(d.reasons)),))
+            placed |= self.store.place_job(d.job_id, d.site, explanation, now) is not None
+        for u in result.unplaced:
+            verdicts = tuple((v.site, False, v.reason.slug, v.detail) for v in u.verdicts)
+            old = by_id[u.job_id].explanation
+            if old is None or old.summary != u.summary or old.verdicts != verdicts:
+                self.store.explain_job(u.job_id, Explanation(u.summary, now, verdicts))
+        if placed:
+            self.changes.bump()
+        return result

@@ -1,0 +1,162 @@
+"""Jobs and attempts: states, the valid transitions between them, and the records.
+
+Every state change of a job or an attempt goes through `check_job` or
+`check_attempt`; the store calls them inside its transactions, so an invalid
+transition can never be persisted whoever asks for it.
+"""
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field, replace
+from enum import Enum
+
+from federation.errors import InvalidTransition
+from federation.spec import JobSpec
+
+
+class JobState(str, Enum):
+    PENDING = "pending"
+    PLACED = "placed"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_JOB_STATES
+
+
+class AttemptState(str, Enum):
+    ASSIGNED = "assigned"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    STOPPED = "stopped"
+    REJECTED = "rejected"
+
+    @property
+    def live(self) -> bool:
+        return self in (AttemptState.ASSIGNED, AttemptState.RUNNING)
+
+
+TERMINAL_JOB_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+
+JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.PENDING: frozenset({JobState.PLACED, JobState.CANCELLED}),
+    # PLACED -> PENDING: the site vetoed it; PLACED -> SUCCEEDED: it finished before we saw it run.
+    JobState.PLACED: frozenset({JobState.PENDING, JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED,
+                                JobState.CANCELLED}),
+    JobState.RUNNING: frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}),
+    JobState.SUCCEEDED: frozenset(),
+    JobState.FAILED: frozenset(),
+    JobState.CANCELLED: frozenset(),
+}
+
+ATTEMPT_TRANSITIONS: dict[AttemptState, frozenset[AttemptState]] = {
+    AttemptState.ASSIGNED: frozenset({AttemptState.RUNNING, AttemptState.SUCCEEDED, AttemptState.FAILED,
+                                      AttemptState.STOPPED, AttemptState.REJECTED}),
+    AttemptState.RUNNING: frozenset({AttemptState.SUCCEEDED, AttemptState.FAILED, AttemptState.STOPPED}),
+    AttemptState.SUCCEEDED: frozenset(),
+    AttemptState.FAILED: frozenset(),
+    AttemptState.STOPPED: frozenset(),
+    AttemptState.REJECTED: frozenset(),
+}
+
+
+def check_job(job_id: str, old: JobState, new: JobState) -> None:
+    if new not in JOB_TRANSITIONS[old]:
+        raise InvalidTransition(f"job {job_id} is {old.value}; it cannot become {new.value}")
+
+
+def check_attempt(job_id: str, number: int, old: AttemptState, new: AttemptState) -> None:
+    if new not in ATTEMPT_TRANSITIONS[old]:
+        raise InvalidTransition(f"attempt {number} of job {job_id} is {old.value}; it cannot become {new.value}")
+
+
+def job_state_after(job_state: JobState, attempt_state: AttemptState) -> JobState | None:
+    """What an attempt's new state means for its job; None means no change.
+
+    A cancelled job stays cancelled whatever its attempt reports afterwards.
+    """
+    if job_state.terminal:
+        return None
+    match attempt_state:
+        case AttemptState.RUNNING:
+            return JobState.RUNNING if job_state is JobState.PLACED else None
+        case AttemptState.SUCCEEDED:
+            return JobState.SUCCEEDED
+        case AttemptState.FAILED | AttemptState.STOPPED:
+            return JobState.FAILED
+        case AttemptState.REJECTED:
+            return JobState.PENDING
+    return None
+
+
+def new_job_id() -> str:
+    return "j-" + secrets.token_hex(6)
+
+
+def submission_id(job_id: str, attempt: int) -> str:
+    """The Ray submission id of an attempt: the same attempt never starts twice."""
+    return f"fed-{job_id}-{attempt}"
+
+
+def parse_submission_id(sid: str) -> tuple[str, int] | None:
+    if not sid.startswith("fed-"):
+        return None
+    job_id, _, number = sid[4:].rpartition("-")
+    if not job_id or not number.isdigit():
+        return None
+    return job_id, int(number)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    job_id: str
+    number: int
+    site: str
+    state: AttemptState = AttemptState.ASSIGNED
+    message: str = ""
+    created_at: float = 0.0
+    started_at: float = 0.0
+    ended_at: float = 0.0
+
+    @property
+    def submission_id(self) -> str:
+        return submission_id(self.job_id, self.number)
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """The scheduler's latest word on a job: where and why, or why not."""
+
+    summary: str
+    evaluated_at: float
+    verdicts: tuple[tuple[str, bool, str, str], ...] = ()   # (site, eligible, reason code, detail)
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    spec: JobSpec
+    state: JobState = JobState.PENDING
+    site: str = ""
+    message: str = ""
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    attempts: tuple[Attempt, ...] = ()
+    vetoed_by: frozenset[str] = field(default_factory=frozenset)
+    explanation: Explanation | None = None
+
+    @property
+    def tenant(self) -> str:
+        return self.spec.metadata.tenant
+
+    @property
+    def current_attempt(self) -> Attempt | None:
+        return self.attempts[-1] if self.attempts else None
+
+    def with_state(self, state: JobState, **changes) -> "Job":
+        check_job(self.id, self.state, state)
+        return replace(self, state=state, **changes)

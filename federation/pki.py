@@ -1,0 +1,99 @@
+"""A small certificate authority for mutual TLS between federation, sites and users.
+
+`init_pki` makes what a single-machine federation needs (the demo, tests, a first
+try): a CA, a server certificate for localhost, and one client certificate per
+name. Keys never leave the directory; it is created with mode 0700.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+VALID_DAYS = 30
+
+
+@dataclass(frozen=True)
+class Issued:
+    cert: Path
+    key: Path
+
+
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fedctl"),
+                      x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def create_ca(directory: Path, name: str = "fedctl CA") -> Issued:
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder()
+            .subject_name(_name(name)).issuer_name(_name(name))
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                         content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                         key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+            .sign(key, hashes.SHA256()))
+    issued = Issued(directory / "ca.pem", directory / "ca.key")
+    issued.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(issued.key, key)
+    return issued
+
+
+def issue(ca: Issued, directory: Path, name: str, *, server: bool = False,
+          hosts: tuple[str, ...] = ("localhost", "127.0.0.1"), days: int = VALID_DAYS) -> Issued:
+    ca_cert = x509.load_pem_x509_certificate(ca.cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(ca.key.read_bytes(), password=None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.timezone.utc)
+    builder = (x509.CertificateBuilder()
+               .subject_name(_name(name)).issuer_name(ca_cert.subject)
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
+               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+               .add_extension(x509.ExtendedKeyUsage(
+                   [ExtendedKeyUsageOID.SERVER_AUTH] if server else [ExtendedKeyUsageOID.CLIENT_AUTH]),
+                   critical=False))
+    if server:
+        sans: list[x509.GeneralName] = []
+        for h in hosts:
+            try:
+                sans.append(x509.IPAddress(ipaddress.ip_address(h)))
+            except ValueError:
+                sans.append(x509.DNSName(h))
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    cert = builder.sign(ca_key, hashes.SHA256())
+    issued = Issued(directory / f"{name}.pem", directory / f"{name}.key")
+    issued.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(issued.key, key)
+    return issued
+
+
+def init_pki(directory: Path, clients: tuple[str, ...] = ("admin",)) -> dict[str, Issued]:
+    """CA, `server` certificate and client certificates, reusing a CA already there."""
+    directory = Path(directory)
+    ca = Issued(directory / "ca.pem", directory / "ca.key")
+    if not ca.cert.exists():
+        ca = create_ca(directory)
+    out = {"ca": ca, "server": issue(ca, directory, "server", server=True)}
+    for name in clients:
+        out[name] = issue(ca, directory, name)
+    return out

@@ -1,0 +1,36 @@
+"""The scheduling loop: level-triggered, wakes on change or every interval."""
+from __future__ import annotations
+
+import logging
+import threading
+
+from federation.controlplane import ControlPlane
+
+log = logging.getLogger("federation.scheduler")
+
+
+class SchedulerLoop:
+    def __init__(self, control: ControlPlane, interval_s: float = 0.5) -> None:
+        self.control = control
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.control.changes.bump()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        changes = self.control.changes
+        while not self._stop.is_set():
+            generation = changes.generation
+            try:
+                for d in self.control.schedule_once().decisions:
+                    log.info("placed %s on %s (%s)", d.job_id, d.site, "; ".join(d.reasons))
+            except Exception:  # the loop must survive a bad cycle; the next one retries
+                log.exception("scheduling cycle failed")
+            changes.wait(generation, self.interval_s)

@@ -1,0 +1,52 @@
+"""The federation process: store + control plane + scheduler loop + gRPC server."""
+from __future__ import annotations
+
+import logging
+from concurrent import futures
+from dataclasses import dataclass
+
+import grpc
+
+from federation.controlplane import ControlPlane
+from federation.scheduler import SchedulerLoop
+from federation.service.sites import SiteServicer
+from federation.service.users import FederationServicer
+from federation.spec import FederationConfig, load_policy
+from federation.store import SQLiteStore
+from federation.transport import SERVER_OPTIONS, add_port
+from federation.v1 import federation_pb2_grpc as pb_grpc
+
+log = logging.getLogger("federation.server")
+
+
+@dataclass
+class RunningServer:
+    server: grpc.Server
+    scheduler: SchedulerLoop
+    control: ControlPlane
+    port: int
+
+    def stop(self, grace: float = 2.0) -> None:
+        self.scheduler.stop()
+        self.server.stop(grace).wait()
+        self.control.store.close()
+
+
+def start_server(config: FederationConfig, *, max_workers: int = 64) -> RunningServer:
+    body = config.spec
+    policy = load_policy(body.policy)
+    store = SQLiteStore(body.store)
+    control = ControlPlane(store, policy, site_timeout_s=body.site_timeout_s)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
+                         options=SERVER_OPTIONS)
+    pb_grpc.add_FederationServiceServicer_to_server(FederationServicer(control), server)
+    pb_grpc.add_SiteServiceServicer_to_server(SiteServicer(control, body.heartbeat_interval_s), server)
+    tls = body.tls
+    port = add_port(server, body.listen, cert=tls.cert if tls else None, key=tls.key if tls else None,
+                    client_ca=tls.client_ca if tls else None, insecure=body.insecure)
+    server.start()
+    scheduler = SchedulerLoop(control, body.scheduler.interval_s)
+    scheduler.start()
+    log.info("federation %s listening on %s (store %s, policy %s v%s)", config.metadata.name,
+             body.listen.rsplit(":", 1)[0] + f":{port}", body.store, policy.metadata.name, policy.metadata.version)
+    return RunningServer(server=server, scheduler=scheduler, control=control, port=port)

@@ -1,0 +1,1 @@
+"""gRPC edge: thin servicers, wire conversion and the error translator."""

@@ -1,0 +1,83 @@
+"""The one translator between typed errors and gRPC status codes."""
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Callable, TypeVar
+
+import grpc
+
+from federation.errors import ErrorCode, FederationError, from_code
+
+log = logging.getLogger("federation.service")
+
+TO_GRPC: dict[ErrorCode, grpc.StatusCode] = {
+    ErrorCode.INVALID_SPEC: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorCode.UNKNOWN_DATASET: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorCode.UNSATISFIABLE: grpc.StatusCode.FAILED_PRECONDITION,
+    ErrorCode.CONFIG: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorCode.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    ErrorCode.CONFLICT: grpc.StatusCode.ALREADY_EXISTS,
+    ErrorCode.INVALID_TRANSITION: grpc.StatusCode.FAILED_PRECONDITION,
+    ErrorCode.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
+    ErrorCode.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    ErrorCode.TIMEOUT: grpc.StatusCode.DEADLINE_EXCEEDED,
+    ErrorCode.RAY: grpc.StatusCode.INTERNAL,
+    ErrorCode.INTERNAL: grpc.StatusCode.INTERNAL,
+}
+CODE_KEY = "federation-error-code"
+
+F = TypeVar("F", bound=Callable)
+
+
+def translate(method: F) -> F:
+    """Servicer decorator: FederationError -> status with the code in trailing metadata."""
+
+    @functools.wraps(method)
+    def unary(self, request, context):
+        try:
+            return method(self, request, context)
+        except FederationError as e:
+            _abort(context, e)
+        except Exception:
+            log.exception("unexpected error in %s", method.__name__)
+            context.abort(grpc.StatusCode.INTERNAL, "internal error; see the federation log")
+
+    return unary  # type: ignore[return-value]
+
+
+def translate_stream(method: F) -> F:
+    @functools.wraps(method)
+    def stream(self, request, context):
+        try:
+            yield from method(self, request, context)
+        except FederationError as e:
+            _abort(context, e)
+        except Exception:
+            if context.is_active():
+                log.exception("unexpected error in %s", method.__name__)
+                context.abort(grpc.StatusCode.INTERNAL, "internal error; see the federation log")
+
+    return stream  # type: ignore[return-value]
+
+
+def _abort(context: grpc.ServicerContext, e: FederationError) -> None:
+    context.set_trailing_metadata(((CODE_KEY, e.code.value),))
+    context.abort(TO_GRPC[e.code], e.message)
+
+
+def from_rpc_error(e: grpc.RpcError) -> FederationError:
+    """Client side: rebuild the typed error from a failed call."""
+    code = None
+    for key, value in (e.trailing_metadata() or ()):
+        if key == CODE_KEY:
+            code = value
+    status = e.code()
+    if code is None:
+        if status in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            code = ErrorCode.UNAVAILABLE.value if status is grpc.StatusCode.UNAVAILABLE else ErrorCode.TIMEOUT.value
+            return from_code(code, f"federation unreachable: {e.details()}")
+        if status is grpc.StatusCode.UNAUTHENTICATED:
+            return from_code(ErrorCode.PERMISSION_DENIED.value, f"not authenticated: {e.details()}")
+        return from_code(ErrorCode.INTERNAL.value, f"{status.name}: {e.details()}")
+    return from_code(code, e.details() or "")

@@ -1,0 +1,120 @@
+"""SiteService: what site agents call."""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+
+import grpc
+from pydantic import ValidationError
+
+from federation.controlplane import AttemptReport, ControlPlane
+from federation.errors import InvalidSpec
+from federation.jobs import submission_id
+from federation.service import wire
+from federation.service.errors import translate, translate_stream
+from federation.spec.models import DatasetSpec, Location, SiteMetadata
+from federation.v1 import federation_pb2 as pb
+from federation.v1 import federation_pb2_grpc as pb_grpc
+
+log = logging.getLogger("federation.sites")
+RESEND_S = 5.0
+
+
+class SiteServicer(pb_grpc.SiteServiceServicer):
+    def __init__(self, control: ControlPlane, heartbeat_interval_s: float = 2.0) -> None:
+        self.control = control
+        self.heartbeat_interval_s = heartbeat_interval_s
+
+    @translate
+    def RegisterSite(self, request: pb.RegisterSiteRequest, context) -> pb.RegisterSiteResponse:
+        _validate_registration(request)
+        site = self.control.register_site(wire.site_from_register(request))
+        log.info("site %s registered (%s, %s)", site.name, site.jurisdiction, site.region)
+        return pb.RegisterSiteResponse(heartbeat_interval_s=self.heartbeat_interval_s)
+
+    @translate
+    def Heartbeat(self, request: pb.HeartbeatRequest, context) -> pb.HeartbeatResponse:
+        capacity = wire.capacity_from_pb(request.capacity) if request.HasField("capacity") else None
+        site = self.control.heartbeat(request.name, capacity)
+        return pb.HeartbeatResponse(state=wire.SITE_STATE_TO_PB[site.state])
+
+    @translate_stream
+    def Connect(self, request_iterator, context):
+        first = next(request_iterator, None)
+        if first is None or not first.site:
+            raise InvalidSpec("the first message on Connect must name the site")
+        site = first.site
+        self.control.store.get_site(site)  # NotFound for a site that never registered
+        errors: queue.Queue[BaseException] = queue.Queue()
+        self._apply(site, first)
+        reader = threading.Thread(target=self._read, args=(site, request_iterator, errors), daemon=True,
+                                  name=f"connect-{site}")
+        reader.start()
+        changes = self.control.changes
+        sent: list[tuple[str, int]] | None = None
+        sent_at = 0.0
+        generation_sent = 0
+        while context.is_active() and reader.is_alive():
+            generation = changes.generation
+            desired = self.control.desired(site)
+            keys = [(job.id, number) for number, job in desired]
+            now = time.monotonic()
+            if keys != sent or now - sent_at >= RESEND_S:
+                generation_sent += 1
+                yield pb.ConnectResponse(generation=generation_sent, assignments=[
+                    pb.Assignment(job_id=job.id, attempt=number, submission_id=submission_id(job.id, number),
+                                  spec=wire.spec_to_pb(job.spec)) for number, job in desired])
+                sent, sent_at = keys, now
+            changes.wait(generation, RESEND_S)
+        if not errors.empty():
+            raise errors.get()
+
+    def _read(self, site: str, request_iterator, errors: queue.Queue) -> None:
+        try:
+            for message in request_iterator:
+                if message.site and message.site != site:
+                    raise InvalidSpec(f"stream opened for {site} cannot report for {message.site}")
+                self._apply(site, message)
+        except grpc.RpcError:
+            pass  # the agent went away; the writer loop ends with the context
+        except Exception as e:  # surfaced to the stream's owner
+            errors.put(e)
+
+    def _apply(self, site: str, message: pb.ConnectRequest) -> None:
+        store = self.control.store
+        live = {(a.job_id, a.number) for a, _ in store.live_attempts(site)}
+        for chunk in message.logs:
+            if (chunk.job_id, chunk.attempt) in live or _held_by(store, site, chunk.job_id, chunk.attempt):
+                store.append_log(chunk.job_id, chunk.attempt, chunk.offset, chunk.data)
+        reports = []
+        for s in message.statuses:
+            state = wire.ATTEMPT_STATE_FROM_PB.get(s.state)
+            if state is None:
+                raise InvalidSpec(f"statuses: attempt {s.job_id}/{s.attempt} has no state")
+            reports.append(AttemptReport(s.job_id, s.attempt, state, s.message))
+        self.control.apply_report(site, reports, complete=True)
+        if message.logs:
+            self.control.changes.bump()
+
+
+def _held_by(store, site: str, job_id: str, number: int) -> bool:
+    """Logs may arrive after an attempt ended; accept them only from the site that ran it."""
+    try:
+        job = store.get_job(job_id)
+    except Exception:
+        return False
+    return any(a.number == number and a.site == site for a in job.attempts)
+
+
+def _validate_registration(request: pb.RegisterSiteRequest) -> None:
+    try:
+        SiteMetadata(name=request.name)
+        Location(jurisdiction=request.location.jurisdiction, region=request.location.region)
+        for d in request.datasets:
+            DatasetSpec(name=d.name, classification=d.classification, path=d.path)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise InvalidSpec(f"registration of {request.name!r}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+

@@ -1,0 +1,44 @@
+"""Sites as the federation records them."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class SiteState(str, Enum):
+    READY = "ready"
+    CORDONED = "cordoned"     # no new work; running work continues
+    DRAINING = "draining"     # no new work; the operator wants it empty
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    name: str
+    classification: str
+    path: str = ""
+
+
+@dataclass(frozen=True)
+class Capacity:
+    cpus: float = 0.0
+    memory: int = 0
+    gpus: float = 0.0
+
+    def __add__(self, other: "Capacity") -> "Capacity":
+        return Capacity(self.cpus + other.cpus, self.memory + other.memory, self.gpus + other.gpus)
+
+
+@dataclass(frozen=True)
+class SiteRecord:
+    name: str
+    jurisdiction: str
+    region: str
+    labels: dict[str, str] = field(default_factory=dict)
+    datasets: tuple[DatasetRecord, ...] = ()
+    capacity: Capacity = Capacity()
+    state: SiteState = SiteState.READY
+    registered_at: float = 0.0
+    last_heartbeat: float = 0.0
+
+    def connected(self, now: float, timeout_s: float) -> bool:
+        return now - self.last_heartbeat <= timeout_s

@@ -1,0 +1,11 @@
+"""Durable state of the federation, behind one interface."""
+from federation.store.base import Store
+from federation.store.sqlite import SQLiteStore
+
+__all__ = ["Store", "SQLiteStore", "open_store"]
+
+
+def open_store(url: str) -> Store:
+    """`sqlite:///path/to.db`, a plain path, or `:memory:`."""
+    path = url.removeprefix("sqlite://")
+    return SQLiteStore(path)

@@ -1,0 +1,76 @@
+"""The storage interface. Every backend passes tests/integration/test_store.py."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Iterable
+
+from federation.jobs import Attempt, AttemptState, Explanation, Job, JobState
+from federation.sites import Capacity, SiteRecord, SiteState
+
+MAX_LOG_BYTES_PER_ATTEMPT = 4 << 20
+
+
+class Store(ABC):
+    # ----------------------------------------------------------- jobs
+    @abstractmethod
+    def add_job(self, job: Job) -> None: ...
+
+    @abstractmethod
+    def get_job(self, job_id: str) -> Job:
+        """Raises NotFound."""
+
+    @abstractmethod
+    def list_jobs(self, tenant: str | None = None, states: Iterable[JobState] = (), limit: int = 1000) -> list[Job]:
+        """Newest first."""
+
+    @abstractmethod
+    def pending_jobs(self) -> list[Job]: ...
+
+    @abstractmethod
+    def place_job(self, job_id: str, site: str, explanation: Explanation, now: float) -> Attempt | None:
+        """PENDING -> PLACED with a new attempt, atomically; None if the job is no longer pending."""
+
+    @abstractmethod
+    def explain_job(self, job_id: str, explanation: Explanation) -> None: ...
+
+    @abstractmethod
+    def cancel_job(self, job_id: str, now: float) -> Job: ...
+
+    @abstractmethod
+    def apply_attempt_status(self, job_id: str, number: int, state: AttemptState, message: str,
+                             now: float) -> Job | None:
+        """Record what a site saw; derives the job's state. Idempotent; None if nothing changed."""
+
+    @abstractmethod
+    def live_attempts(self, site: str | None = None) -> list[tuple[Attempt, Job]]:
+        """Attempts ASSIGNED or RUNNING, with their jobs."""
+
+    # ----------------------------------------------------------- logs
+    @abstractmethod
+    def append_log(self, job_id: str, number: int, offset: int, data: bytes) -> int:
+        """Store bytes at `offset` of an attempt's log; bytes already held are skipped. Returns its length."""
+
+    @abstractmethod
+    def read_log(self, job_id: str, offset: int = 0) -> bytes:
+        """All attempts' logs in order, from `offset`."""
+
+    # ----------------------------------------------------------- sites
+    @abstractmethod
+    def upsert_site(self, site: SiteRecord) -> SiteRecord:
+        """Insert or update a site's declared attributes, keeping its operator state."""
+
+    @abstractmethod
+    def get_site(self, name: str) -> SiteRecord:
+        """Raises NotFound."""
+
+    @abstractmethod
+    def list_sites(self) -> list[SiteRecord]: ...
+
+    @abstractmethod
+    def set_site_state(self, name: str, state: SiteState) -> SiteRecord: ...
+
+    @abstractmethod
+    def heartbeat(self, name: str, capacity: Capacity | None, now: float) -> SiteRecord: ...
+
+    def close(self) -> None:  # noqa: B027 - optional for backends without resources
+        pass

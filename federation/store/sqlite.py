@@ -1,0 +1,351 @@
+"""SQLite store (WAL mode): the embedded default.
+
+One connection guarded by a lock: the federation is the only writer and every
+operation is a short transaction, so this is simpler and faster than a pool.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from federation.errors import Conflict, NotFound
+from federation.jobs import (
+    Attempt,
+    AttemptState,
+    Explanation,
+    Job,
+    JobState,
+    check_attempt,
+    job_state_after,
+)
+from federation.sites import Capacity, DatasetRecord, SiteRecord, SiteState
+from federation.spec import JobSpec
+from federation.store.base import MAX_LOG_BYTES_PER_ATTEMPT, Store
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    state TEXT NOT NULL,
+    site TEXT NOT NULL DEFAULT '',
+    message TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    vetoed_by TEXT NOT NULL DEFAULT '[]',
+    explanation TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE INDEX IF NOT EXISTS jobs_tenant ON jobs(tenant, created_at);
+CREATE TABLE IF NOT EXISTS attempts (
+    job_id TEXT NOT NULL REFERENCES jobs(id),
+    number INTEGER NOT NULL,
+    site TEXT NOT NULL,
+    state TEXT NOT NULL,
+    message TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL,
+    started_at REAL NOT NULL DEFAULT 0,
+    ended_at REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (job_id, number)
+);
+CREATE INDEX IF NOT EXISTS attempts_live ON attempts(site, state);
+CREATE TABLE IF NOT EXISTS logs (
+    job_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (job_id, attempt, offset)
+);
+CREATE TABLE IF NOT EXISTS sites (
+    name TEXT PRIMARY KEY,
+    jurisdiction TEXT NOT NULL,
+    region TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    datasets TEXT NOT NULL,
+    cpus REAL NOT NULL,
+    memory INTEGER NOT NULL,
+    gpus REAL NOT NULL,
+    state TEXT NOT NULL,
+    registered_at REAL NOT NULL,
+    last_heartbeat REAL NOT NULL
+);
+"""
+
+_LIVE = (AttemptState.ASSIGNED.value, AttemptState.RUNNING.value)
+
+
+class SQLiteStore(Store):
+    def __init__(self, path: str | Path) -> None:
+        path = str(path)
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.RLock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(SCHEMA)
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # ----------------------------------------------------------- jobs
+
+    def add_job(self, job: Job) -> None:
+        with self._tx() as db:
+            try:
+                db.execute(
+                    "INSERT INTO jobs (id, tenant, spec, state, site, message, created_at, updated_at, vetoed_by)"
+                    " VALUES (?,?,?,?,?,?,?,?,?)",
+                    (job.id, job.tenant, job.spec.model_dump_json(), job.state.value, job.site, job.message,
+                     job.created_at, job.updated_at, json.dumps(sorted(job.vetoed_by))))
+            except sqlite3.IntegrityError:
+                raise Conflict(f"job {job.id} already exists") from None
+
+    def get_job(self, job_id: str) -> Job:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"job {job_id} not found")
+            return self._job(row, self._attempts([job_id])[job_id])
+
+    def list_jobs(self, tenant: str | None = None, states: Iterable[JobState] = (), limit: int = 1000) -> list[Job]:
+        where, args = [], []
+        if tenant:
+            where.append("tenant=?")
+            args.append(tenant)
+        states = [s.value for s in states]
+        if states:
+            where.append(f"state IN ({','.join('?' * len(states))})")
+            args.extend(states)
+        sql = "SELECT * FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+        args.append(limit)
+        return self._jobs(sql, args)
+
+    def pending_jobs(self) -> list[Job]:
+        return self._jobs("SELECT * FROM jobs WHERE state=? ORDER BY created_at, id", [JobState.PENDING.value])
+
+    def _jobs(self, sql: str, args: list) -> list[Job]:
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+            attempts = self._attempts([r["id"] for r in rows])
+        return [self._job(r, attempts[r["id"]]) for r in rows]
+
+    def _attempts(self, job_ids: list[str]) -> dict[str, list[Attempt]]:
+        out: dict[str, list[Attempt]] = {j: [] for j in job_ids}
+        for chunk in range(0, len(job_ids), 500):
+            ids = job_ids[chunk:chunk + 500]
+            rows = self._db.execute(
+                f"SELECT * FROM attempts WHERE job_id IN ({','.join('?' * len(ids))}) ORDER BY job_id, number",
+                ids).fetchall()
+            for r in rows:
+                out[r["job_id"]].append(_attempt(r))
+        return out
+
+    @staticmethod
+    def _job(row: sqlite3.Row, attempts: list[Attempt]) -> Job:
+        explanation = None
+        if row["explanation"]:
+            e = json.loads(row["explanation"])
+            explanation = Explanation(e["summary"], e["evaluated_at"], tuple(tuple(v) for v in e["verdicts"]))
+        return Job(
+            id=row["id"], spec=JobSpec.model_validate_json(row["spec"]), state=JobState(row["state"]),
+            site=row["site"], message=row["message"], created_at=row["created_at"], updated_at=row["updated_at"],
+            attempts=tuple(attempts), vetoed_by=frozenset(json.loads(row["vetoed_by"])), explanation=explanation)
+
+    def _load(self, db: sqlite3.Connection, job_id: str) -> Job:
+        row = db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"job {job_id} not found")
+        return self._job(row, self._attempts([job_id])[job_id])
+
+    def _save(self, db: sqlite3.Connection, job: Job) -> None:
+        db.execute(
+            "UPDATE jobs SET state=?, site=?, message=?, updated_at=?, vetoed_by=?, explanation=? WHERE id=?",
+            (job.state.value, job.site, job.message, job.updated_at, json.dumps(sorted(job.vetoed_by)),
+             _explanation_json(job.explanation), job.id))
+
+    def place_job(self, job_id: str, site: str, explanation: Explanation, now: float) -> Attempt | None:
+        with self._tx() as db:
+            job = self._load(db, job_id)
+            if job.state is not JobState.PENDING:
+                return None
+            attempt = Attempt(job_id=job_id, number=len(job.attempts) + 1, site=site, created_at=now)
+            self._save(db, job.with_state(JobState.PLACED, site=site, message=f"placed on {site}",
+                                          updated_at=now, explanation=explanation))
+            db.execute("INSERT INTO attempts (job_id, number, site, state, created_at) VALUES (?,?,?,?,?)",
+                       (job_id, attempt.number, site, attempt.state.value, now))
+            return attempt
+
+    def explain_job(self, job_id: str, explanation: Explanation) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET explanation=?, message=? WHERE id=? AND state=?",
+                       (_explanation_json(explanation), explanation.summary, job_id, JobState.PENDING.value))
+
+    def cancel_job(self, job_id: str, now: float) -> Job:
+        with self._tx() as db:
+            job = self._load(db, job_id)
+            if job.state is JobState.CANCELLED:
+                return job
+            job = job.with_state(JobState.CANCELLED, message="cancelled by user", updated_at=now)
+            self._save(db, job)
+            return job
+
+    def apply_attempt_status(self, job_id: str, number: int, state: AttemptState, message: str,
+                             now: float) -> Job | None:
+        with self._tx() as db:
+            row = db.execute("SELECT * FROM attempts WHERE job_id=? AND number=?", (job_id, number)).fetchone()
+            if row is None:
+                raise NotFound(f"attempt {number} of job {job_id} not found")
+            attempt = _attempt(row)
+            if attempt.state is state:
+                return None
+            if not attempt.state.live:
+                return None  # a late or repeated report of an attempt that already ended
+            check_attempt(job_id, number, attempt.state, state)
+            started = now if state is AttemptState.RUNNING else attempt.started_at
+            ended = 0.0 if state.live else now
+            db.execute("UPDATE attempts SET state=?, message=?, started_at=?, ended_at=? WHERE job_id=? AND number=?",
+                       (state.value, message[:2000], started, ended, job_id, number))
+            job = self._load(db, job_id)
+            new_state = job_state_after(job.state, state)
+            if new_state is not None and new_state is not job.state:
+                vetoed = job.vetoed_by | {attempt.site} if state is AttemptState.REJECTED else job.vetoed_by
+                site = "" if new_state is JobState.PENDING else job.site
+                job = job.with_state(new_state, site=site, vetoed_by=vetoed, updated_at=now,
+                                     message=_job_message(state, attempt.site, message))
+                self._save(db, job)
+            return self._load(db, job_id)
+
+    def live_attempts(self, site: str | None = None) -> list[tuple[Attempt, Job]]:
+        sql = f"SELECT * FROM attempts WHERE state IN ({','.join('?' * len(_LIVE))})"
+        args: list = list(_LIVE)
+        if site is not None:
+            sql += " AND site=?"
+            args.append(site)
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+            attempts = [_attempt(r) for r in rows]
+            jobs = {j.id: j for j in self._jobs_by_id({a.job_id for a in attempts})}
+        return [(a, jobs[a.job_id]) for a in attempts]
+
+    def _jobs_by_id(self, ids: set[str]) -> list[Job]:
+        out: list[Job] = []
+        ids_list = sorted(ids)
+        for chunk in range(0, len(ids_list), 500):
+            part = ids_list[chunk:chunk + 500]
+            out += self._jobs(f"SELECT * FROM jobs WHERE id IN ({','.join('?' * len(part))})", part)
+        return out
+
+    # ----------------------------------------------------------- logs
+
+    def append_log(self, job_id: str, number: int, offset: int, data: bytes) -> int:
+        with self._tx() as db:
+            have = db.execute("SELECT COALESCE(SUM(LENGTH(data)), 0) FROM logs WHERE job_id=? AND attempt=?",
+                              (job_id, number)).fetchone()[0]
+            if offset > have or offset + len(data) <= have:
+                return have  # a gap (resent later from an earlier offset) or bytes already held
+            new = data[have - offset:][:max(0, MAX_LOG_BYTES_PER_ATTEMPT - have)]
+            if new:
+                db.execute("INSERT INTO logs (job_id, attempt, offset, data) VALUES (?,?,?,?)",
+                           (job_id, number, have, new))
+            return have + len(new)
+
+    def read_log(self, job_id: str, offset: int = 0) -> bytes:
+        with self._lock:
+            rows = self._db.execute("SELECT data FROM logs WHERE job_id=? ORDER BY attempt, offset",
+                                    (job_id,)).fetchall()
+        return b"".join(r[0] for r in rows)[offset:]
+
+    # ----------------------------------------------------------- sites
+
+    def upsert_site(self, site: SiteRecord) -> SiteRecord:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO sites (name, jurisdiction, region, labels, datasets, cpus, memory, gpus, state,"
+                " registered_at, last_heartbeat) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT(name) DO UPDATE SET jurisdiction=excluded.jurisdiction, region=excluded.region,"
+                " labels=excluded.labels, datasets=excluded.datasets, cpus=excluded.cpus,"
+                " memory=excluded.memory, gpus=excluded.gpus, registered_at=excluded.registered_at,"
+                " last_heartbeat=excluded.last_heartbeat",
+                (site.name, site.jurisdiction, site.region, json.dumps(site.labels, sort_keys=True),
+                 json.dumps([d.__dict__ for d in site.datasets]), site.capacity.cpus, site.capacity.memory,
+                 site.capacity.gpus, site.state.value, site.registered_at, site.last_heartbeat))
+            return _site(db.execute("SELECT * FROM sites WHERE name=?", (site.name,)).fetchone())
+
+    def get_site(self, name: str) -> SiteRecord:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM sites WHERE name=?", (name,)).fetchone()
+        if row is None:
+            raise NotFound(f"site {name} not found")
+        return _site(row)
+
+    def list_sites(self) -> list[SiteRecord]:
+        with self._lock:
+            return [_site(r) for r in self._db.execute("SELECT * FROM sites ORDER BY name").fetchall()]
+
+    def set_site_state(self, name: str, state: SiteState) -> SiteRecord:
+        with self._tx() as db:
+            if db.execute("UPDATE sites SET state=? WHERE name=?", (state.value, name)).rowcount == 0:
+                raise NotFound(f"site {name} not found")
+            return _site(db.execute("SELECT * FROM sites WHERE name=?", (name,)).fetchone())
+
+    def heartbeat(self, name: str, capacity: Capacity | None, now: float) -> SiteRecord:
+        with self._tx() as db:
+            if capacity is None:
+                n = db.execute("UPDATE sites SET last_heartbeat=? WHERE name=?", (now, name)).rowcount
+            else:
+                n = db.execute("UPDATE sites SET last_heartbeat=?, cpus=?, memory=?, gpus=? WHERE name=?",
+                               (now, capacity.cpus, capacity.memory, capacity.gpus, name)).rowcount
+            if n == 0:
+                raise NotFound(f"site {name} is not registered")
+            return _site(db.execute("SELECT * FROM sites WHERE name=?", (name,)).fetchone())
+
+
+def _attempt(r: sqlite3.Row) -> Attempt:
+    return Attempt(job_id=r["job_id"], number=r["number"], site=r["site"], state=AttemptState(r["state"]),
+                   message=r["message"], created_at=r["created_at"], started_at=r["started_at"],
+                   ended_at=r["ended_at"])
+
+
+def _site(r: sqlite3.Row) -> SiteRecord:
+    return SiteRecord(
+        name=r["name"], jurisdiction=r["jurisdiction"], region=r["region"], labels=json.loads(r["labels"]),
+        datasets=tuple(DatasetRecord(**d) for d in json.loads(r["datasets"])),
+        capacity=Capacity(r["cpus"], r["memory"], r["gpus"]), state=SiteState(r["state"]),
+        registered_at=r["registered_at"], last_heartbeat=r["last_heartbeat"])
+
+
+def _explanation_json(e: Explanation | None) -> str | None:
+    if e is None:
+        return None
+    return json.dumps({"summary": e.summary, "evaluated_at": e.evaluated_at, "verdicts": [list(v) for v in e.verdicts]})
+
+
+def _job_message(state: AttemptState, site: str, detail: str) -> str:
+    text = {
+        AttemptState.RUNNING: f"running on {site}",
+        AttemptState.SUCCEEDED: f"succeeded on {site}",
+        AttemptState.FAILED: f"failed on {site}",
+        AttemptState.STOPPED: f"stopped on {site}",
+        AttemptState.REJECTED: f"refused by {site}",
+    }[state]
+    return f"{text}: {detail}" if detail else text
