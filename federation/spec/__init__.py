@@ -74,7 +74,10 @@ def load_site(path: str | Path) -> SiteConfig:
         fed = fed.model_copy(update={"tls": fed.tls.model_copy(update={
             "ca": _resolve(base, fed.tls.ca), "cert": _resolve(base, fed.tls.cert), "key": _resolve(base, fed.tls.key)})})
     local = body.ray.local.model_copy(update={"temp_dir": _resolve(base, body.ray.local.temp_dir)})
+    datasets = [d if "://" in d.path or not d.path else d.model_copy(update={"path": str(_resolve(base, Path(d.path)))})
+                for d in body.datasets]
     body = body.model_copy(update={
+        "datasets": datasets,
         "federation": fed,
         "ray": body.ray.model_copy(update={"local": local}),
         "work_dir": _resolve(base, body.work_dir),

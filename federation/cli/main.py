@@ -1,0 +1,329 @@
+"""fedctl: one command-line program for users and operators.
+
+Every command takes `--format json`. Errors print one line, `error[CODE]: message`
+(or a JSON object with --format json), and exit with the code's status.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+from federation.cli import render
+from federation.errors import ErrorCode, FederationError
+
+EXIT_JOB_DID_NOT_SUCCEED = 1
+
+
+def _client(args: argparse.Namespace):
+    from federation.client import Client
+    return Client.from_env(address=args.address, ca=args.ca, cert=args.cert, key=args.key,
+                           insecure=True if args.insecure else None)
+
+
+def _json(args: argparse.Namespace) -> bool:
+    return args.format == "json"
+
+
+# ------------------------------------------------------------------ jobs
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from federation.spec import load_job
+    spec = load_job(args.file)  # validated here so a bad file never reaches the network
+    with _client(args) as client:
+        job = client.submit(spec)
+        status = job.status()
+        if not _json(args):
+            print(job.id, flush=True)
+        if args.wait:
+            status = job.wait(timeout=args.timeout)
+            if not _json(args):
+                print(f"{status.state}" + (f" on {status.site}" if status.site else "") + f": {status.message}")
+        if _json(args):
+            render.emit_json(status.to_dict())
+        return 0 if not args.wait or status.state == "succeeded" else EXIT_JOB_DID_NOT_SUCCEED
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        jobs = client.jobs(tenant=args.tenant, states=args.state or (), limit=args.limit)
+    if _json(args):
+        render.emit_json({"jobs": [j.to_dict() for j in jobs]})
+    else:
+        render.table(["ID", "NAME", "TENANT", "STATE", "SITE", "AGE", "MESSAGE"],
+                     [[j.id, j.name, j.tenant, j.state, j.site or "-", render.ago(j.created_at), j.message[:60]]
+                      for j in jobs])
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        s = client.get(args.id)
+    if _json(args):
+        render.emit_json(s.to_dict())
+    else:
+        print(f"{s.id}  {s.name}  tenant={s.tenant}  state={s.state}  site={s.site or '-'}")
+        print(f"  {s.message}")
+        for a in s.attempts:
+            print(f"  attempt {a.number}: {a.state} on {a.site} ({a.submission_id}){': ' + a.message if a.message else ''}")
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        if _json(args):
+            data = b"".join(client.stream_logs(args.id, follow=args.follow))
+            render.emit_json({"id": args.id, "logs": data.decode("utf-8", "replace")})
+            return 0
+        for chunk in client.stream_logs(args.id, follow=args.follow):
+            sys.stdout.write(chunk.decode("utf-8", "replace"))
+            sys.stdout.flush()
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        s = client.cancel(args.id)
+    if _json(args):
+        render.emit_json(s.to_dict())
+    else:
+        print(f"{s.id} {s.state}")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        p = client.explain(args.id)
+    if _json(args):
+        render.emit_json(dict(p.to_dict(), id=args.id))
+        return 0
+    print(f"{args.id}: {p.state}" + (f" on {p.site}" if p.site else ""))
+    print(f"  {p.summary}")
+    if p.verdicts:
+        render.table(["SITE", "VERDICT", "WHY"],
+                     [[v.site, "ok" if v.eligible else v.reason_code, v.reason] for v in p.verdicts])
+    return 0
+
+
+# ------------------------------------------------------------------ sites
+
+
+def _site_row(s) -> list[Any]:
+    cap, alloc = s.capacity, s.allocated
+    return [s.name, s.jurisdiction, s.region, s.state, "yes" if s.connected else "no",
+            f"{alloc['cpus']:g}/{cap['cpus']:g}", f"{render.gib(alloc['memory'])}/{render.gib(cap['memory'])}",
+            f"{alloc['gpus']:g}/{cap['gpus']:g}", s.running_attempts,
+            ",".join(f"{k}={v}" for k, v in sorted(s.labels.items())) or "-"]
+
+
+SITE_HEADERS = ["NAME", "JURIS", "REGION", "STATE", "CONNECTED", "CPUS", "MEMORY", "GPUS", "ATTEMPTS", "LABELS"]
+
+
+def cmd_site_list(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        sites = client.sites()
+    if _json(args):
+        render.emit_json({"sites": [s.to_dict() for s in sites]})
+    else:
+        render.table(SITE_HEADERS, [_site_row(s) for s in sites])
+    return 0
+
+
+def cmd_site_show(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        s = client.site(args.name)
+    if _json(args):
+        render.emit_json(s.to_dict())
+        return 0
+    render.table(SITE_HEADERS, [_site_row(s)])
+    for d in s.datasets:
+        print(f"  dataset {d['name']} ({d['classification']}) {d['path']}")
+    print(f"  last heartbeat {render.ago(s.last_heartbeat)}")
+    return 0
+
+
+def _site_state(action: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        with _client(args) as client:
+            s = getattr(client, action)(args.name)
+        if _json(args):
+            render.emit_json(s.to_dict())
+        else:
+            print(f"{s.name} {s.state}")
+        return 0
+    return run
+
+
+def _wait_for_signal(stop: Callable[[], None]) -> threading.Event:
+    done = threading.Event()
+
+    def handler(signum, frame):
+        logging.getLogger("fedctl").info("signal %d: shutting down", signum)
+        done.set()
+        stop()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return done
+
+
+def cmd_site_start(args: argparse.Namespace) -> int:
+    from site_agent.process import run_site
+    from federation.spec import load_site
+    config = load_site(args.config)
+    return run_site(config, local_ray=args.local_ray, on_stop=_wait_for_signal)
+
+
+def cmd_server_start(args: argparse.Namespace) -> int:
+    from federation.server import start_server
+    from federation.spec import load_federation
+    server = start_server(load_federation(args.config))
+    done = _wait_for_signal(lambda: None)
+    print(f"federation listening on port {server.port}", flush=True)
+    done.wait()
+    server.stop()
+    return 0
+
+
+# ------------------------------------------------------------------ misc
+
+
+def cmd_ca_init(args: argparse.Namespace) -> int:
+    from federation.pki import init_pki
+    issued = init_pki(Path(args.dir), clients=tuple(args.client))
+    if _json(args):
+        render.emit_json({k: {"cert": str(v.cert), "key": str(v.key)} for k, v in issued.items()})
+    else:
+        for name, v in issued.items():
+            print(f"{name}: {v.cert}")
+    return 0
+
+
+def cmd_schema_export(args: argparse.Namespace) -> int:
+    from federation.spec.schema import export_schemas
+    written = export_schemas(Path(args.dir))
+    if _json(args):
+        render.emit_json({"written": [str(p) for p in written]})
+    else:
+        for p in written:
+            print(p)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from federation.demo import run_demo
+    return run_demo(json_output=_json(args), keep=args.keep, examples=Path(args.examples) if args.examples else None)
+
+
+# ------------------------------------------------------------------ parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # Defaults are suppressed so an option given before the command is not reset by the
+    # subcommand's copy of the same option; _defaults fills them in after parsing.
+    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    common.add_argument("--format", choices=["table", "json"], help="output format (default: table)")
+    common.add_argument("--address", help="federation address (default: $FEDCTL_ADDRESS or 127.0.0.1:50051)")
+    common.add_argument("--ca", help="CA certificate (default: $FEDCTL_CA or .fedctl/pki/ca.pem)")
+    common.add_argument("--cert", help="client certificate")
+    common.add_argument("--key", help="client key")
+    common.add_argument("--insecure", action="store_true", help="plain-text gRPC (development only)")
+    common.add_argument("-v", "--verbose", action="store_true")
+
+    p = argparse.ArgumentParser(prog="fedctl", description="Run jobs across many Ray sites.", parents=[common])
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(parent, name: str, fn: Callable, help: str) -> argparse.ArgumentParser:
+        sp = parent.add_parser(name, help=help, parents=[common], description=help)
+        sp.set_defaults(fn=fn)
+        return sp
+
+    sp = add(sub, "demo", cmd_demo, "embedded federation and three local Ray sites running the example jobs")
+    sp.add_argument("--keep", action="store_true", help="keep the demo's directory (store, logs) afterwards")
+    sp.add_argument("--examples", help="folder of job specs to submit (default: configs/examples)")
+
+    sp = add(sub, "submit", cmd_submit, "submit a job spec; prints the job id")
+    sp.add_argument("file")
+    sp.add_argument("--wait", action="store_true", help="wait for the job to end; exit 1 unless it succeeded")
+    sp.add_argument("--timeout", type=float, default=None, help="seconds to wait with --wait")
+
+    sp = add(sub, "jobs", cmd_jobs, "list jobs, newest first")
+    sp.add_argument("--tenant")
+    sp.add_argument("--state", action="append", choices=["pending", "placed", "running", "succeeded", "failed",
+                                                           "cancelled"])
+    sp.add_argument("--limit", type=int, default=100)
+
+    for name, fn, help in (("status", cmd_status, "a job's state and attempts"),
+                           ("cancel", cmd_cancel, "cancel a job (stops its Ray job)"),
+                           ("explain", cmd_explain, "why a job runs where it runs, or why it still waits")):
+        add(sub, name, fn, help).add_argument("id")
+    sp = add(sub, "logs", cmd_logs, "a job's logs")
+    sp.add_argument("id")
+    sp.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")
+
+    server = add(sub, "server", None, "the federation control plane")
+    server_sub = server.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add(server_sub, "start", cmd_server_start, "run the federation").add_argument("--config", required=True)
+
+    site = add(sub, "site", None, "site agents and operator actions")
+    site_sub = site.add_subparsers(dest="action", required=True, metavar="ACTION")
+    sp = add(site_sub, "start", cmd_site_start, "run a site agent")
+    sp.add_argument("--config", required=True)
+    sp.add_argument("--local-ray", action="store_true", help="start a private Ray head for this site")
+    add(site_sub, "list", cmd_site_list, "list sites")
+    for action, help in (("show", "one site"), ("cordon", "no new work"), ("uncordon", "accept work again"),
+                         ("drain", "no new work; running work finishes")):
+        fn = cmd_site_show if action == "show" else _site_state(action)
+        add(site_sub, action, fn, help).add_argument("name")
+
+    ca = add(sub, "ca", None, "certificates for mutual TLS")
+    ca_sub = ca.add_subparsers(dest="action", required=True, metavar="ACTION")
+    sp = add(ca_sub, "init", cmd_ca_init, "create a CA, a server certificate and client certificates")
+    sp.add_argument("--dir", default=".fedctl/pki")
+    sp.add_argument("--client", action="append", default=None, help="client certificate name (repeatable)")
+
+    schema = add(sub, "schema", None, "JSON Schemas of the spec files")
+    schema_sub = schema.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add(schema_sub, "export", cmd_schema_export, "write the JSON Schemas").add_argument(
+        "--dir", default="configs/schemas")
+    return p
+
+
+_DEFAULTS = {"format": "table", "address": None, "ca": None, "cert": None, "key": None, "insecure": False,
+             "verbose": False}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    for name, default in _DEFAULTS.items():
+        if not hasattr(args, name):
+            setattr(args, name, default)
+    if getattr(args, "client", "unset") is None:
+        args.client = ["admin"]
+    daemon = getattr(args, "action", None) == "start"
+    level = logging.DEBUG if args.verbose else (logging.INFO if daemon else logging.WARNING)
+    logging.basicConfig(level=level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return args.fn(args)
+    except FederationError as e:
+        return _fail(args, e.code, e.message, e.exit_status)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _fail(args: argparse.Namespace, code: ErrorCode, message: str, status: int) -> int:
+    if _json(args):
+        render.emit_json({"error": {"code": code.value, "message": message}})
+    else:
+        sys.stderr.write(f"error[{code.value}]: {message}\n")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

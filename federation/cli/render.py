@@ -1,0 +1,33 @@
+"""Plain-text tables and JSON for fedctl output."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any, Sequence, TextIO
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO = sys.stdout) -> None:
+    cells = [[str(c) for c in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    for r in cells:
+        out.write("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() + "\n")
+
+
+def emit_json(obj: Any, out: TextIO = sys.stdout) -> None:
+    out.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def ago(ts: float) -> str:
+    if not ts:
+        return "-"
+    s = max(0, time.time() - ts)
+    if s < 60:
+        return f"{s:.0f}s ago"
+    if s < 3600:
+        return f"{s / 60:.0f}m ago"
+    return f"{s / 3600:.1f}h ago"
+
+
+def gib(n: float) -> str:
+    return f"{n / 2**30:.3g}Gi"

@@ -1,0 +1,184 @@
+"""`fedctl demo`: an embedded federation and three local Ray sites on this machine.
+
+The federation runs in this process (SQLite file in a temporary folder); each site
+is a real `fedctl site start --local-ray` process with its own Ray head. The demo
+submits the example jobs, waits for them, and prints where each ran and why.
+Everything it started is stopped on the way out, Ctrl-C included.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from federation.cli import render
+from federation.client import Client
+from federation.errors import ConfigError, Timeout
+from federation.pki import init_pki
+from federation.server import start_server
+from federation.spec import load_job, load_site
+from federation.spec.models import FederationBody, FederationConfig, FederationMetadata, ServerTLS
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+SITE_START_TIMEOUT_S = 120
+JOBS_TIMEOUT_S = 120
+
+
+def _say(msg: str, quiet: bool) -> None:
+    if not quiet:
+        print(msg, flush=True)
+
+
+def run_demo(*, json_output: bool = False, keep: bool = False, examples: Path | None = None,
+             configs: Path = CONFIGS) -> int:
+    examples = examples or configs / "examples"
+    site_files = sorted((configs / "sites").glob("*.yaml"))
+    job_files = sorted(examples.glob("*.yaml"))
+    if not site_files or not job_files:
+        raise ConfigError(f"demo: no site configs in {configs / 'sites'} or no jobs in {examples}")
+    work = Path(tempfile.mkdtemp(prefix="fd-", dir="/tmp"))  # short: Ray's socket paths live below it
+    quiet = json_output
+    agents: list[subprocess.Popen] = []
+    server = None
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        started = time.monotonic()
+        sites = [load_site(f) for f in site_files]
+        pki = init_pki(work / "pki", clients=("admin",) + tuple(s.metadata.name for s in sites))
+        config = FederationConfig(metadata=FederationMetadata(name="demo"), spec=FederationBody(
+            listen="127.0.0.1:0", store=work / "federation.db", policy=configs / "policy.yaml",
+            tls=ServerTLS(cert=pki["server"].cert, key=pki["server"].key, client_ca=pki["ca"].cert),
+            heartbeat_interval_s=1.0, site_timeout_s=15))
+        server = start_server(config)
+        address = f"127.0.0.1:{server.port}"
+        _say(f"federation: embedded, mTLS on {address}, store {config.spec.store}", quiet)
+        for site in sites:
+            agents.append(_start_agent(site, work, address, pki))
+            _say(f"site {site.metadata.name}: {site.spec.location.jurisdiction}/{site.spec.location.region}, "
+                 f"starting a local Ray head on port {site.spec.ray.local.port_base}", quiet)
+        client = Client(address, ca=pki["ca"].cert, cert=pki["admin"].cert, key=pki["admin"].key)
+        _wait_for_sites(client, [s.metadata.name for s in sites], agents, work)
+        _say(f"sites connected after {time.monotonic() - started:.1f}s; submitting {len(job_files)} example jobs",
+             quiet)
+        submitted = [(f, client.submit(load_job(f))) for f in job_files]
+        rows = _wait_for_jobs(client, submitted)
+        if json_output:
+            render.emit_json({"jobs": rows, "elapsed_s": round(time.monotonic() - started, 1)})
+        else:
+            print()
+            render.table(["JOB", "TENANT", "DATA", "SITE", "STATE", "WHY", "RESULT"],
+                         [[r["name"], r["tenant"], ",".join(r["datasets"]) or "-", r["site"] or "-", r["state"],
+                           r["why"], r["result"]] for r in rows])
+            print(f"\ndone in {time.monotonic() - started:.1f}s" + (f"; files kept in {work}" if keep else ""))
+        client.close()
+        return 0 if all(r["state"] in ("succeeded", "cancelled") for r in rows) else 1
+    except KeyboardInterrupt:
+        print("\ninterrupted; stopping sites", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        _stop_agents(agents)
+        if server is not None:
+            server.stop(grace=0.5)
+        _kill_leftovers(work)
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _start_agent(site, work: Path, address: str, pki) -> subprocess.Popen:
+    name = site.metadata.name
+    data = site.model_dump(mode="json")
+    data["spec"]["federation"] = {"address": address, "tls": {
+        "ca": str(pki["ca"].cert), "cert": str(pki[name].cert), "key": str(pki[name].key)}}
+    data["spec"]["ray"]["local"]["temp_dir"] = str(work / f"r{site.spec.ray.local.port_base}")
+    path = work / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    log = open(work / f"{name}.log", "wb")
+    return subprocess.Popen([sys.executable, "-m", "federation.cli.main", "site", "start", "--config", str(path),
+                             "--local-ray"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+
+
+def _wait_for_sites(client: Client, names: list[str], agents: list[subprocess.Popen], work: Path) -> None:
+    deadline = time.monotonic() + SITE_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        for name, agent in zip(names, agents):
+            if agent.poll() is not None:
+                tail = (work / f"{name}.log").read_text(errors="replace").strip().splitlines()[-1:]
+                raise ConfigError(f"site {name} exited with status {agent.returncode}"
+                                  + (f": {tail[0]}" if tail else ""))
+        connected = {s.name for s in client.sites() if s.connected}
+        if connected >= set(names):
+            return
+        time.sleep(0.5)
+    raise Timeout(f"sites did not connect within {SITE_START_TIMEOUT_S}s; see {work}/*.log")
+
+
+def _wait_for_jobs(client: Client, submitted) -> list[dict]:
+    """Until every job has ended, or waits for a reason no site can ever satisfy (then cancel it)."""
+    deadline = time.monotonic() + JOBS_TIMEOUT_S
+    explained: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        open_jobs = 0
+        for _, job in submitted:
+            s = job.status()
+            if s.terminal or job.id in explained:
+                continue
+            if s.state == "pending":
+                p = job.placement
+                if p.summary.startswith("no site may ever"):
+                    explained[job.id] = p.summary
+                    job.cancel()
+                    continue
+            open_jobs += 1
+        if open_jobs == 0:
+            break
+        time.sleep(0.5)
+    rows = []
+    for path, job in submitted:
+        spec = load_job(path)
+        s = job.status()
+        placement = job.placement
+        why = explained.get(job.id) or placement.summary.removeprefix(f"placed on {s.site}: ")
+        result = job.logs().strip().splitlines()[-1:] if s.attempts else []
+        rows.append({"id": job.id, "name": s.name, "tenant": s.tenant, "datasets": spec.spec.datasets,
+                     "site": s.site or None, "state": s.state, "why": why,
+                     "result": result[0][:90] if result else "-"})
+    return rows
+
+
+def _stop_agents(agents: list[subprocess.Popen]) -> None:
+    for a in agents:
+        if a.poll() is None:
+            a.send_signal(signal.SIGTERM)
+    for a in agents:
+        try:
+            a.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            a.kill()
+            a.wait()
+
+
+def _kill_leftovers(work: Path) -> None:
+    """Last resort: any process whose command line names the demo's folder (a Ray head
+    whose agent was killed) is killed, so the demo never leaves a process behind."""
+    marker = str(work)
+    me = os.getpid()
+    for pid_dir in Path("/proc").glob("[0-9]*"):
+        try:
+            pid = int(pid_dir.name)
+            if pid != me and marker in (pid_dir / "cmdline").read_bytes().decode(errors="replace"):
+                os.kill(pid, signal.SIGKILL)
+        except (OSError, ValueError):
+            continue

@@ -1,0 +1,307 @@
+"""The agent loop: register, heartbeat, and reconcile the federation's desired
+attempts with the jobs on this site's Ray cluster.
+
+Each pass observes Ray, starts desired attempts it lacks (unless the site vetoes
+them), stops federation jobs no longer desired, and reports every federation
+attempt Ray holds, with new log bytes. Passes are idempotent: Ray submission ids
+are derived from (job, attempt), so a repeated start is a no-op.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import grpc
+
+from federation.errors import FederationError, NotFound, RayError
+from federation.jobs import AttemptState, parse_submission_id
+from federation.service import wire
+from federation.service.errors import from_rpc_error
+from federation.sites import Capacity
+from federation.spec import SiteConfig
+from federation.v1 import federation_pb2 as pb
+from federation.v1 import federation_pb2_grpc as pb_grpc
+from site_agent.inventory import site_capacity
+from site_agent.ray_driver import RayDriver, RayJob
+from site_agent.veto import resolve_runtime_env, veto_reason
+
+log = logging.getLogger("site_agent")
+
+RAY_TO_ATTEMPT = {
+    "PENDING": AttemptState.ASSIGNED,
+    "RUNNING": AttemptState.RUNNING,
+    "SUCCEEDED": AttemptState.SUCCEEDED,
+    "FAILED": AttemptState.FAILED,
+    "STOPPED": AttemptState.STOPPED,
+}
+MAX_LOG_CHUNK = 1 << 20
+REPORT_EVERY_S = 5.0
+
+
+@dataclass
+class _Local:
+    """What this agent decided itself about an attempt Ray never ran."""
+
+    state: AttemptState
+    message: str
+
+
+@dataclass
+class Reconciler:
+    """One site's reconcile pass, separate from the wire so it can be driven directly."""
+
+    config: SiteConfig
+    driver: RayDriver
+    desired: dict[str, pb.Assignment] = field(default_factory=dict)
+    local: dict[str, _Local] = field(default_factory=dict)
+    shipped: dict[str, int] = field(default_factory=dict)   # log bytes sent, per submission id
+    watched: set[str] = field(default_factory=set)         # attempts desired at some point in this process
+    synced: bool = False        # a desired set has arrived on the current stream
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def held(self) -> dict[str, str]:
+        return {d.name: d.classification for d in self.config.spec.datasets}
+
+    def set_desired(self, assignments: list[pb.Assignment]) -> None:
+        with self.lock:
+            self.desired = {a.submission_id: a for a in assignments}
+            self.watched |= set(self.desired)
+            self.synced = True
+
+    def new_stream(self) -> None:
+        """Until the federation speaks on a new stream, observe and report but change nothing:
+        an empty desired set must not stop work that is running."""
+        with self.lock:
+            self.synced = False
+            self.shipped.clear()
+
+    def reconcile(self) -> pb.ConnectRequest | None:
+        """One pass. Returns the full report, or None if Ray could not be observed."""
+        with self.lock:
+            return self._reconcile()
+
+    def _reconcile(self) -> pb.ConnectRequest | None:
+        try:
+            observed = {sid: j for sid, j in self.driver.jobs().items() if parse_submission_id(sid)}
+        except RayError as e:
+            log.warning("cannot observe Ray: %s", e.message)
+            return None
+        if not self.synced:
+            return self._report(observed)
+        for sid, assignment in self.desired.items():
+            if sid not in observed and sid not in self.local:
+                self._start(sid, assignment, observed)
+        for sid, job in observed.items():
+            if sid not in self.desired and not job.terminal:
+                try:
+                    self.driver.stop(sid)
+                    log.info("stopped %s: no longer desired", sid)
+                except RayError as e:
+                    log.warning("%s", e.message)
+        return self._report(observed)
+
+    def _start(self, sid: str, a: pb.Assignment, observed: dict[str, RayJob]) -> None:
+        spec = wire.spec_from_pb(a.spec)
+        reason = veto_reason(spec, self.config.spec.veto, self.held)
+        runtime_env, env_reason = resolve_runtime_env(spec.spec.runtime_env, self.config.spec.work_dir)
+        reason = reason or env_reason
+        if reason:
+            log.info("refused %s: %s", sid, reason)
+            self.local[sid] = _Local(AttemptState.REJECTED, reason)
+            return
+        runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), **self._job_env(a, spec)}
+        r = spec.spec.resources
+        try:
+            self.driver.submit(sid, spec.spec.entrypoint, runtime_env, cpus=r.cpus, memory=r.memory, gpus=r.gpus,
+                               metadata={"federation_job": a.job_id, "attempt": str(a.attempt),
+                                         "tenant": spec.metadata.tenant})
+            observed[sid] = RayJob(sid, "PENDING")
+            log.info("started %s (%s)", sid, spec.metadata.name)
+        except RayError as e:
+            log.warning("%s", e.message)
+            self.local[sid] = _Local(AttemptState.FAILED, e.message)
+
+    def _job_env(self, a: pb.Assignment, spec) -> dict[str, str]:
+        env = {"FEDCTL_JOB_ID": a.job_id, "FEDCTL_ATTEMPT": str(a.attempt), "FEDCTL_SITE": self.config.metadata.name}
+        for d in self.config.spec.datasets:
+            if d.name in spec.spec.datasets:
+                env["FEDCTL_DATASET_" + d.name.upper().replace("-", "_")] = d.path
+        return env
+
+    def _report(self, observed: dict[str, RayJob]) -> pb.ConnectRequest:
+        statuses, logs = [], []
+        for sid, job in sorted(observed.items()):
+            job_id, number = parse_submission_id(sid)
+            statuses.append(pb.AttemptStatus(job_id=job_id, attempt=number,
+                                             state=wire.ATTEMPT_STATE_TO_PB[RAY_TO_ATTEMPT[job.status]],
+                                             message=job.message[:500] if job.terminal else ""))
+            if sid in self.watched:
+                chunk = self._new_log_bytes(sid)
+                if chunk is not None:
+                    logs.append(pb.LogChunk(job_id=job_id, attempt=number, offset=chunk[0], data=chunk[1]))
+        for sid, decided in sorted(self.local.items()):
+            if sid in self.desired:
+                job_id, number = parse_submission_id(sid)
+                statuses.append(pb.AttemptStatus(job_id=job_id, attempt=number,
+                                                 state=wire.ATTEMPT_STATE_TO_PB[decided.state], message=decided.message))
+        # Forget local decisions the federation has taken in.
+        self.local = {sid: d for sid, d in self.local.items() if sid in self.desired}
+        return pb.ConnectRequest(site=self.config.metadata.name, statuses=statuses, logs=logs)
+
+    def _new_log_bytes(self, sid: str) -> tuple[int, bytes] | None:
+        try:
+            data = self.driver.logs(sid)
+        except RayError:
+            return None
+        start = self.shipped.get(sid, 0)
+        if len(data) <= start:
+            return None
+        chunk = data[start:start + MAX_LOG_CHUNK]
+        self.shipped[sid] = start + len(chunk)
+        return start, chunk
+
+
+class SiteAgent:
+    """Runs until `stop()`: registers, heartbeats, and keeps one Connect stream open."""
+
+    def __init__(self, config: SiteConfig, driver: RayDriver, channel_factory: Callable[[], grpc.Channel],
+                 *, pass_interval_s: float = 0.5) -> None:
+        self.config = config
+        self.name = config.metadata.name
+        self.driver = driver
+        self.channel_factory = channel_factory
+        self.pass_interval_s = pass_interval_s
+        self.reconciler = Reconciler(config, driver)
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self.heartbeat_interval_s = 2.0
+        self.registered = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def run(self) -> None:
+        backoff = Backoff()
+        while not self._stop.is_set():
+            channel = self.channel_factory()
+            try:
+                stub = pb_grpc.SiteServiceStub(channel)
+                self._register(stub)
+                backoff.reset()
+                heartbeat = threading.Thread(target=self._heartbeats, args=(stub,), daemon=True, name="heartbeat")
+                heartbeat.start()
+                self._stream(stub)
+            except FederationError as e:
+                if not self._stop.is_set():
+                    log.warning("federation: %s; retrying", e.message)
+            finally:
+                self.registered.clear()
+                channel.close()
+            self._stop.wait(backoff.next())
+
+    def _capacity(self) -> Capacity | None:
+        try:
+            return site_capacity(self.config.spec.capacity, self.driver)
+        except RayError as e:
+            log.warning("inventory: %s", e.message)
+            return None
+
+    def _register(self, stub: pb_grpc.SiteServiceStub) -> None:
+        body = self.config.spec
+        capacity = self._capacity() or Capacity()
+        request = pb.RegisterSiteRequest(
+            name=self.name, location=pb.Location(jurisdiction=body.location.jurisdiction, region=body.location.region),
+            labels=body.labels, capacity=wire.capacity_to_pb(capacity), agent_version="0.1.0",
+            datasets=[pb.Dataset(name=d.name, classification=d.classification, path=d.path) for d in body.datasets])
+        try:
+            response = stub.RegisterSite(request, timeout=10)
+        except grpc.RpcError as e:
+            raise from_rpc_error(e) from None
+        self.heartbeat_interval_s = response.heartbeat_interval_s or 2.0
+        self.registered.set()
+        log.info("registered %s with the federation", self.name)
+
+    def _heartbeats(self, stub: pb_grpc.SiteServiceStub) -> None:
+        while self.registered.is_set() and not self._stop.wait(self.heartbeat_interval_s):
+            request = pb.HeartbeatRequest(name=self.name)
+            capacity = self._capacity()
+            if capacity is not None:
+                request.capacity.CopyFrom(wire.capacity_to_pb(capacity))
+            try:
+                stub.Heartbeat(request, timeout=5)
+            except grpc.RpcError as e:
+                err = from_rpc_error(e)
+                if isinstance(err, NotFound):
+                    log.warning("federation forgot this site; re-registering")
+                    self._wake.set()
+                    self.registered.clear()
+                    return
+
+    def _stream(self, stub: pb_grpc.SiteServiceStub) -> None:
+        outbox: queue.Queue[pb.ConnectRequest | None] = queue.Queue()
+        self.reconciler.new_stream()
+        first = self.reconciler.reconcile()
+        outbox.put(first or pb.ConnectRequest(site=self.name))
+        responses = stub.Connect(_drain(outbox))
+        reader_error: list[BaseException] = []
+        reader = threading.Thread(target=self._read, args=(responses, reader_error), daemon=True, name="assignments")
+        reader.start()
+        last_report, last_sent = first, time.monotonic()
+        try:
+            while not self._stop.is_set() and reader.is_alive() and self.registered.is_set():
+                self._wake.wait(self.pass_interval_s)
+                self._wake.clear()
+                report = self.reconciler.reconcile()
+                if report is None:
+                    continue
+                now = time.monotonic()
+                if report != last_report or report.logs or now - last_sent >= REPORT_EVERY_S:
+                    outbox.put(report)
+                    last_report, last_sent = report, now
+        finally:
+            outbox.put(None)
+            responses.cancel()
+            reader.join(timeout=5)
+        if reader_error:
+            raise reader_error[0]
+
+    def _read(self, responses: Iterator[pb.ConnectResponse], errors: list[BaseException]) -> None:
+        try:
+            for response in responses:
+                self.reconciler.set_desired(list(response.assignments))
+                self._wake.set()
+        except grpc.RpcError as e:
+            if e.code() is not grpc.StatusCode.CANCELLED:
+                errors.append(from_rpc_error(e))
+        finally:
+            self._wake.set()
+
+
+def _drain(outbox: queue.Queue) -> Iterator[pb.ConnectRequest]:
+    while True:
+        item = outbox.get()
+        if item is None:
+            return
+        yield item
+
+
+class Backoff:
+    """Exponential backoff with full jitter, capped."""
+
+    def __init__(self, base: float = 0.2, cap: float = 5.0) -> None:
+        self.base, self.cap, self.attempt = base, cap, 0
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+    def next(self) -> float:
+        delay = min(self.cap, self.base * 2 ** self.attempt)
+        self.attempt += 1
+        return random.uniform(0, delay)

@@ -1,0 +1,93 @@
+"""A private Ray head for one site, with every port distinct so several share a machine."""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from federation.errors import RayError
+from federation.spec.models import LocalRay
+from site_agent.ray_driver import RayJobsDriver
+
+log = logging.getLogger("site_agent.local_ray")
+
+# Offsets from port_base. Worker ports take [port_base+100, port_base+299].
+PORTS = {
+    "port": 0, "dashboard-port": 1, "ray-client-server-port": 2, "node-manager-port": 3,
+    "object-manager-port": 4, "dashboard-agent-listen-port": 5, "dashboard-agent-grpc-port": 6,
+    "metrics-export-port": 7, "runtime-env-agent-port": 8,
+}
+WORKER_PORTS = (100, 299)
+
+
+@dataclass
+class LocalRayHead:
+    settings: LocalRay
+    name: str = "site"
+    process: subprocess.Popen | None = None
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.port_base + PORTS['dashboard-port']}"
+
+    @property
+    def temp_dir(self) -> Path:
+        # Ray's socket paths must stay short, so the default lives directly under /tmp.
+        return self.settings.temp_dir or Path(f"/tmp/fedray-{self.settings.port_base}")
+
+    def command(self) -> list[str]:
+        s = self.settings
+        ray = Path(sys.executable).with_name("ray")
+        args = [str(ray) if ray.exists() else "ray", "start", "--head", "--block", "--disable-usage-stats",
+                "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", "--include-dashboard=true",
+                f"--temp-dir={self.temp_dir}", f"--object-store-memory={s.object_store_memory}",
+                f"--min-worker-port={s.port_base + WORKER_PORTS[0]}",
+                f"--max-worker-port={s.port_base + WORKER_PORTS[1]}"]
+        args += [f"--{flag}={s.port_base + offset}" for flag, offset in PORTS.items()]
+        if s.num_cpus is not None:
+            args.append(f"--num-cpus={s.num_cpus}")
+        if s.num_gpus is not None:
+            args.append(f"--num-gpus={s.num_gpus}")
+        return args
+
+    def start(self, timeout: float = 90.0) -> RayJobsDriver:
+        self.temp_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.temp_dir / "head.log"
+        env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+        with open(log_path, "ab") as out:
+            # Own session: the whole head (gcs, raylet, dashboard, workers) is one process group.
+            self.process = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, start_new_session=True, env=env)
+        driver = RayJobsDriver(self.dashboard_url)
+        try:
+            driver.wait_ready(timeout)
+        except RayError:
+            self.stop()
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] if log_path.exists() else []
+            raise RayError(f"local Ray head for {self.name} did not start within {timeout:g}s"
+                           + (f": {tail[0]}" if tail else "")) from None
+        log.info("local Ray head for %s at %s", self.name, self.dashboard_url)
+        return driver
+
+    def stop(self, grace: float = 5.0) -> None:
+        """TERM the head's process group, then KILL whatever of it remains."""
+        p = self.process
+        if p is None:
+            return
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+            try:
+                os.killpg(p.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                p.wait(timeout=wait)
+            except subprocess.TimeoutExpired:
+                pass
+        self.process = None
+        if self.settings.temp_dir is None:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)

@@ -1,0 +1,56 @@
+"""`fedctl site start`: a site agent process, optionally with its own Ray head."""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable
+
+from federation.errors import ConfigError
+from federation.spec import SiteConfig
+from federation.transport import open_channel
+from site_agent.agent import SiteAgent
+from site_agent.local_ray import LocalRayHead
+from site_agent.ray_driver import RayJobsDriver
+
+log = logging.getLogger("site_agent")
+
+
+def run_site(config: SiteConfig, *, local_ray: bool,
+             on_stop: Callable[[Callable[[], None]], threading.Event]) -> int:
+    """Run until `on_stop`'s event fires; a local Ray head is always stopped on the way out."""
+    body = config.spec
+    fed = body.federation
+    head: LocalRayHead | None = None
+    if local_ray:
+        head = LocalRayHead(body.ray.local, name=config.metadata.name)
+    elif not body.ray.address:
+        raise ConfigError(f"site {config.metadata.name}: spec.ray.address is not set; give it or use --local-ray")
+    agent: SiteAgent | None = None
+
+    def stop() -> None:
+        if agent is not None:
+            agent.stop()
+
+    done = on_stop(stop)
+    try:
+        if head is not None:
+            driver = head.start()
+        else:
+            driver = RayJobsDriver(body.ray.address)
+            driver.wait_ready(30)
+        if done.is_set():
+            return 0
+
+        def channel():
+            tls = fed.tls
+            return open_channel(fed.address, ca=tls.ca if tls else None, cert=tls.cert if tls else None,
+                                key=tls.key if tls else None, insecure=fed.insecure)
+
+        agent = SiteAgent(config, driver, channel)
+        log.info("site %s (%s, %s) joining %s", config.metadata.name, body.location.jurisdiction,
+                 body.location.region, fed.address)
+        agent.run()
+        return 0
+    finally:
+        if head is not None:
+            head.stop()

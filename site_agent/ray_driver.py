@@ -1,0 +1,136 @@
+"""Ray behind an interface. `ray` is imported only when a real driver is built."""
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+from federation.errors import RayError
+
+
+@dataclass(frozen=True)
+class RayJob:
+    submission_id: str
+    status: str          # Ray's JobStatus name: PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED
+    message: str = ""
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+@dataclass(frozen=True)
+class RayResources:
+    cpus: float
+    memory: int
+    gpus: float
+    nodes: int
+
+
+class RayDriver(ABC):
+    @abstractmethod
+    def submit(self, submission_id: str, entrypoint: str, runtime_env: dict[str, Any], *, cpus: float,
+               memory: int, gpus: float, metadata: dict[str, str]) -> None:
+        """Start a job; a second call with the same id is a no-op."""
+
+    @abstractmethod
+    def jobs(self) -> dict[str, RayJob]:
+        """Every job the cluster knows, by submission id. Raises RayError when unreachable."""
+
+    @abstractmethod
+    def stop(self, submission_id: str) -> None: ...
+
+    @abstractmethod
+    def logs(self, submission_id: str) -> bytes: ...
+
+    @abstractmethod
+    def resources(self) -> RayResources: ...
+
+
+class RayJobsDriver(RayDriver):
+    """Talks to a Ray cluster's Jobs API (the dashboard's HTTP endpoint)."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address if "://" in address else f"http://{address}"
+        self._client = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            from ray.job_submission import JobSubmissionClient
+            try:
+                self._client = JobSubmissionClient(self.address)
+            except Exception as e:
+                raise RayError(f"Ray Jobs API at {self.address} is unreachable: {_first_line(e)}") from None
+        return self._client
+
+    def submit(self, submission_id: str, entrypoint: str, runtime_env: dict[str, Any], *, cpus: float,
+               memory: int, gpus: float, metadata: dict[str, str]) -> None:
+        try:
+            self.client.submit_job(
+                entrypoint=entrypoint, submission_id=submission_id, runtime_env=runtime_env or None,
+                metadata=metadata, entrypoint_num_cpus=cpus or None, entrypoint_num_gpus=gpus or None,
+                entrypoint_memory=int(memory) or None)
+        except Exception as e:
+            if "already exists" in str(e):
+                return
+            raise RayError(f"submitting {submission_id}: {_first_line(e)}") from None
+
+    def jobs(self) -> dict[str, RayJob]:
+        try:
+            details = self.client.list_jobs()
+        except RayError:
+            raise
+        except Exception as e:
+            raise RayError(f"listing jobs at {self.address}: {_first_line(e)}") from None
+        return {d.submission_id: RayJob(d.submission_id, d.status.value, d.message or "")
+                for d in details if d.submission_id}
+
+    def stop(self, submission_id: str) -> None:
+        try:
+            self.client.stop_job(submission_id)
+        except Exception as e:
+            raise RayError(f"stopping {submission_id}: {_first_line(e)}") from None
+
+    def logs(self, submission_id: str) -> bytes:
+        try:
+            return self.client.get_job_logs(submission_id).encode("utf-8", "replace")
+        except Exception as e:
+            raise RayError(f"reading logs of {submission_id}: {_first_line(e)}") from None
+
+    def resources(self) -> RayResources:
+        from ray.util.state import list_nodes
+        try:
+            nodes = [n for n in list_nodes(address=self.address, detail=True, timeout=10) if n.state == "ALIVE"]
+        except Exception as e:
+            raise RayError(f"reading cluster resources at {self.address}: {_first_line(e)}") from None
+        total: dict[str, float] = {}
+        for n in nodes:
+            for k, v in (n.resources_total or {}).items():
+                total[k] = total.get(k, 0.0) + v
+        return RayResources(cpus=total.get("CPU", 0.0), memory=int(total.get("memory", 0)),
+                            gpus=total.get("GPU", 0.0), nodes=len(nodes))
+
+    def wait_ready(self, timeout: float) -> RayResources:
+        """Until the Jobs API answers and a node is alive."""
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            try:
+                self._client = None
+                self.client.get_version()
+                r = self.resources()
+                if r.nodes:
+                    return r
+            except Exception as e:
+                last = e
+            time.sleep(0.25)
+        raise RayError(f"Ray at {self.address} not ready after {timeout:g}s: {_first_line(last) if last else ''}")
+
+
+def _first_line(e: object) -> str:
+    text = str(e).strip()
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    # Ray wraps server tracebacks; the last line carries the actual error.
+    return (lines[-1] if lines and "Traceback" in text else (lines[0] if lines else type(e).__name__))[:300]
