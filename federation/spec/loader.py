@@ -86,7 +86,8 @@ def validate(model: type[M], data: Any, *, source: str = "<spec>", lines: _Lines
 
 
 def describe(error: ValidationError, model: type[BaseModel], source: str, lines: _Lines | None) -> str:
-    errors = error.errors()
+    # A typo'd key also makes the real key "missing"; the typo is the error to show.
+    errors = sorted(error.errors(), key=lambda e: e["type"] != "extra_forbidden")
     first = errors[0]
     loc = tuple(first["loc"])
     field = _dotted(loc) or "(document)"

@@ -7,7 +7,7 @@ _UNITS = {
     "": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
     "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
 }
-_PATTERN = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kMGT]i?|)\s*$")
+_PATTERN = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(Ki|Mi|Gi|Ti|k|M|G|T|)\s*$")
 
 
 def parse_bytes(value: object) -> int:
