@@ -1,0 +1,228 @@
+"""A real gRPC server with mutual TLS and a real SQLite file, driven by the SDK and a raw agent stream."""
+from __future__ import annotations
+
+import queue
+from pathlib import Path
+
+import grpc
+import pytest
+
+from federation.client import Client
+from federation.errors import Conflict, InvalidSpec, InvalidTransition, NotFound, Unavailable, UnknownDataset, \
+    Unsatisfiable
+from federation.pki import create_ca, init_pki, issue
+from federation.server import start_server
+from federation.spec.models import FederationBody, FederationConfig, ServerTLS
+from federation.transport import open_channel
+from federation.v1 import federation_pb2 as pb
+from federation.v1 import federation_pb2_grpc as pb_grpc
+from tests.conftest import make_spec
+from tests.waiting import wait_for
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+GiB = 2**30
+
+
+@pytest.fixture
+def federation(tmp_path):
+    pki = init_pki(tmp_path / "pki", clients=("admin", "eu-west", "us-east"))
+    config = FederationConfig(spec=FederationBody(
+        listen="127.0.0.1:0", store=tmp_path / "fed.db", policy=CONFIGS / "policy.yaml",
+        tls=ServerTLS(cert=pki["server"].cert, key=pki["server"].key, client_ca=pki["ca"].cert),
+        scheduler={"interval_s": 0.1}))
+    server = start_server(config)
+    server.pki = pki
+    server.address = f"127.0.0.1:{server.port}"
+    yield server
+    server.stop(grace=0)
+
+
+@pytest.fixture
+def client(federation):
+    pki = federation.pki
+    with Client(federation.address, ca=pki["ca"].cert, cert=pki["admin"].cert, key=pki["admin"].key,
+                timeout=5) as c:
+        yield c
+
+
+def site_stub(federation, name="eu-west"):
+    pki = federation.pki
+    channel = open_channel(federation.address, ca=pki["ca"].cert, cert=pki[name].cert, key=pki[name].key)
+    return pb_grpc.SiteServiceStub(channel), channel
+
+
+def register(stub, name="eu-west", jurisdiction="DE", region="eu-west", datasets=(("patient-records-eu", "gdpr-personal"),),
+             cpus=4.0, labels=None):
+    stub.RegisterSite(pb.RegisterSiteRequest(
+        name=name, location=pb.Location(jurisdiction=jurisdiction, region=region), labels=labels or {},
+        datasets=[pb.Dataset(name=n, classification=c) for n, c in datasets],
+        capacity=pb.Resources(cpus=cpus, memory_bytes=8 * GiB)), timeout=5)
+
+
+class AgentStream:
+    """The agent's side of Connect, by hand."""
+
+    def __init__(self, stub, site):
+        self.site = site
+        self.outbox: queue.Queue = queue.Queue()
+        self.outbox.put(pb.ConnectRequest(site=site))
+        self.responses = stub.Connect(iter(self.outbox.get, None))
+        self.assignments: queue.Queue = queue.Queue()
+
+    def next_assignments(self, timeout=5.0) -> list[pb.Assignment]:
+        return list(next(self.responses).assignments)
+
+    def report(self, statuses=(), logs=()):
+        self.outbox.put(pb.ConnectRequest(site=self.site, statuses=list(statuses), logs=list(logs)))
+
+    def close(self):
+        self.outbox.put(None)
+        self.responses.cancel()
+
+
+def test_submit_without_sites_waits_and_says_why(client):
+    job = client.submit(make_spec("hello", tenant="research"))
+    assert job.status().state == "pending"
+    p = wait_for(lambda: (p := job.placement).summary != "not yet evaluated by the scheduler" and p, 5, "evaluation")
+    assert p.summary == "no sites are registered"
+
+
+def test_gdpr_job_lands_on_the_eu_site_and_runs_to_completion_with_logs(federation, client):
+    stub, channel = site_stub(federation)
+    register(stub)
+    us_stub, us_channel = site_stub(federation, "us-east")
+    register(us_stub, "us-east", "US", "us-east", datasets=(("claims-us", "hipaa"),), labels={"baa": "true"})
+    stub.Heartbeat(pb.HeartbeatRequest(name="eu-west"), timeout=5)
+    agent = AgentStream(stub, "eu-west")
+    job = client.submit(make_spec("tok", datasets=["patient-records-eu"], resources={"cpus": 1}))
+    wait_for(lambda: job.status().state == "placed", 5, "placement")
+    assert job.status().site == "eu-west"
+    assignments = wait_for(lambda: agent.next_assignments(), 5, "an assignment")
+    (a,) = assignments
+    assert (a.job_id, a.attempt, a.submission_id) == (job.id, 1, f"fed-{job.id}-1")
+    assert a.spec.datasets == ["patient-records-eu"]
+    agent.report([pb.AttemptStatus(job_id=job.id, attempt=1, state=pb.ATTEMPT_STATE_RUNNING)],
+                 [pb.LogChunk(job_id=job.id, attempt=1, offset=0, data=b"line 1\n")])
+    wait_for(lambda: job.status().state == "running", 5, "running")
+    agent.report([pb.AttemptStatus(job_id=job.id, attempt=1, state=pb.ATTEMPT_STATE_SUCCEEDED)],
+                 [pb.LogChunk(job_id=job.id, attempt=1, offset=0, data=b"line 1\nline 2\n")])
+    final = job.wait(timeout=5)
+    assert final.state == "succeeded" and final.attempts[0].state == "succeeded"
+    with pytest.raises(InvalidTransition, match="is succeeded; it cannot become cancelled"):
+        job.cancel()
+    assert job.logs() == "line 1\nline 2\n"
+    verdicts = {v.site: v for v in client.explain(job.id).verdicts}
+    assert verdicts["eu-west"].eligible
+    agent.close()
+    channel.close()
+    us_channel.close()
+
+
+def test_job_no_site_may_run_stays_pending_with_reasons(federation, client):
+    stub, channel = site_stub(federation)
+    register(stub)
+    us_stub, us_channel = site_stub(federation, "us-east")
+    register(us_stub, "us-east", "US", "us-east", datasets=(("claims-us", "hipaa"),), labels={"baa": "true"})
+    job = client.submit(make_spec("export", datasets=["patient-records-eu"], placement={"regions": ["us"]}))
+    p = wait_for(lambda: (p := job.placement).verdicts and p, 5, "verdicts")
+    assert p.state == "pending" and p.summary.startswith("no site may ever take it")
+    assert {v.site: v.reason_code for v in p.verdicts} == {"eu-west": "not-in-regions", "us-east": "jurisdiction"}
+    assert job.status().message == p.summary
+    channel.close()
+    us_channel.close()
+
+
+def test_bad_submissions_are_refused_and_nothing_is_stored(federation, client):
+    stub, channel = site_stub(federation)
+    register(stub)
+    with pytest.raises(UnknownDataset, match=r"spec.datasets\[0\]: unknown dataset 'patient-records' "
+                                             r"\(did you mean 'patient-records-eu'\?\)"):
+        client.submit(make_spec(datasets=["patient-records"]))
+    with pytest.raises(Unsatisfiable, match="no site could ever hold 64 cpus"):
+        client.submit(make_spec(resources={"cpus": 64}))
+    with pytest.raises(InvalidSpec, match="spec.resources.gpus"):
+        client.submit({"metadata": {"name": "x"}, "spec": {"entrypoint": "e", "resources": {"gpus": -2}}})
+    raw = pb_grpc.FederationServiceStub(client._channel)
+    with pytest.raises(grpc.RpcError) as e:
+        raw.SubmitJob(pb.SubmitJobRequest(spec=pb.JobSpec(name="Bad Name", entrypoint="x")), timeout=5)
+    assert e.value.code() is grpc.StatusCode.INVALID_ARGUMENT and "metadata.name" in e.value.details()
+    assert client.jobs() == []
+    channel.close()
+
+
+def test_cancel_and_not_found(client):
+    job = client.submit(make_spec())
+    assert job.cancel().state == "cancelled"
+    assert job.cancel().state == "cancelled"
+    with pytest.raises(NotFound):
+        client.get("j-000000000000")
+    with pytest.raises(NotFound):
+        client.cancel("j-000000000000")
+
+
+def test_cancelling_a_running_job_tells_its_site_to_stop(federation, client):
+    stub, channel = site_stub(federation)
+    register(stub)
+    stub.Heartbeat(pb.HeartbeatRequest(name="eu-west"), timeout=5)
+    agent = AgentStream(stub, "eu-west")
+    job = client.submit(make_spec())
+    wait_for(lambda: agent.next_assignments(), 5, "an assignment")
+    agent.report([pb.AttemptStatus(job_id=job.id, attempt=1, state=pb.ATTEMPT_STATE_RUNNING)])
+    wait_for(lambda: job.status().state == "running", 5, "running")
+    assert job.cancel().state == "cancelled"
+    assert wait_for(lambda: agent.next_assignments() == [], 5, "an empty desired set")
+    agent.report([pb.AttemptStatus(job_id=job.id, attempt=1, state=pb.ATTEMPT_STATE_STOPPED)])
+    wait_for(lambda: job.status().attempts[0].state == "stopped", 5, "the attempt to stop")
+    assert job.status().state == "cancelled"
+    agent.close()
+    channel.close()
+
+
+def test_cordoned_site_gets_no_new_work(federation, client):
+    stub, channel = site_stub(federation)
+    register(stub, datasets=())
+    assert client.cordon("eu-west").state == "cordoned"
+    job = client.submit(make_spec())
+    p = wait_for(lambda: (p := job.placement).verdicts and p, 5, "verdicts")
+    assert [(v.site, v.reason_code) for v in p.verdicts] == [("eu-west", "cordoned")]
+    assert client.uncordon("eu-west").state == "ready"
+    wait_for(lambda: job.status().state == "placed", 5, "placement after uncordon")
+    assert client.drain("eu-west").state == "draining"
+    with pytest.raises(NotFound):
+        client.cordon("nowhere")
+    channel.close()
+
+
+def test_site_registration_is_validated(federation):
+    stub, channel = site_stub(federation)
+    with pytest.raises(grpc.RpcError) as e:
+        register(stub, jurisdiction="Germany")
+    assert e.value.code() is grpc.StatusCode.INVALID_ARGUMENT and "jurisdiction" in e.value.details()
+    register(stub)
+    us_stub, us_channel = site_stub(federation, "us-east")
+    with pytest.raises(grpc.RpcError) as e:
+        register(us_stub, "us-east", "US", "us-east", datasets=(("patient-records-eu", "public"),))
+    assert e.value.code() is grpc.StatusCode.ALREADY_EXISTS
+    assert "classified gdpr-personal by site eu-west" in e.value.details()
+    with pytest.raises(grpc.RpcError) as e:
+        next(us_stub.Connect(iter([pb.ConnectRequest(site="ghost")])))
+    assert e.value.code() is grpc.StatusCode.NOT_FOUND
+    channel.close()
+    us_channel.close()
+
+
+def test_clients_without_a_valid_certificate_are_refused(federation, tmp_path):
+    pki = federation.pki
+    no_cert = Client(federation.address, ca=pki["ca"].cert, timeout=2)
+    with pytest.raises(Unavailable):
+        no_cert.jobs()
+    other_ca = create_ca(tmp_path / "other")
+    stranger = issue(other_ca, tmp_path / "other", "admin")
+    foreign = Client(federation.address, ca=pki["ca"].cert, cert=stranger.cert, key=stranger.key, timeout=2)
+    with pytest.raises(Unavailable):
+        foreign.jobs()
+    plain = Client(federation.address, insecure=True, timeout=2)
+    with pytest.raises(Unavailable):
+        plain.jobs()
+    for c in (no_cert, foreign, plain):
+        c.close()

@@ -1,0 +1,172 @@
+"""One suite, every storage backend."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from federation.errors import Conflict, InvalidTransition, NotFound
+from federation.jobs import AttemptState, Explanation, Job, JobState
+from federation.sites import Capacity, DatasetRecord, SiteRecord, SiteState
+from federation.store import SQLiteStore, Store
+from tests.conftest import make_spec
+
+
+@pytest.fixture(params=["sqlite-file", "sqlite-memory"])
+def store(request, tmp_path) -> Store:
+    s = SQLiteStore(tmp_path / "fed.db" if request.param == "sqlite-file" else ":memory:")
+    yield s
+    s.close()
+
+
+def add(store: Store, job_id: str = "j-1", created_at: float = 1.0, **spec) -> Job:
+    job = Job(id=job_id, spec=make_spec(**spec), created_at=created_at, updated_at=created_at)
+    store.add_job(job)
+    return job
+
+
+EXPL = Explanation("placed on a", 2.0, (("a", True, "ok", "fits"),))
+
+
+def test_add_get_list(store):
+    add(store, "j-1", 1.0, tenant="a")
+    add(store, "j-2", 2.0, tenant="b")
+    assert store.get_job("j-1").spec.metadata.tenant == "a"
+    assert [j.id for j in store.list_jobs()] == ["j-2", "j-1"]
+    assert [j.id for j in store.list_jobs(tenant="a")] == ["j-1"]
+    assert [j.id for j in store.list_jobs(states=[JobState.PENDING], limit=1)] == ["j-2"]
+    with pytest.raises(NotFound):
+        store.get_job("nope")
+    with pytest.raises(Conflict):
+        add(store, "j-1")
+
+
+def test_place_then_run_then_succeed(store):
+    add(store)
+    attempt = store.place_job("j-1", "a", EXPL, now=2.0)
+    assert attempt.number == 1 and attempt.submission_id == "fed-j-1-1"
+    assert store.place_job("j-1", "b", EXPL, now=2.5) is None, "a placed job is not placed twice"
+    job = store.get_job("j-1")
+    assert (job.state, job.site, job.explanation) == (JobState.PLACED, "a", EXPL)
+    assert [(a.job_id, j.id) for a, j in store.live_attempts("a")] == [("j-1", "j-1")]
+    assert store.apply_attempt_status("j-1", 1, AttemptState.RUNNING, "", 3.0).state is JobState.RUNNING
+    assert store.apply_attempt_status("j-1", 1, AttemptState.RUNNING, "", 3.5) is None, "repeats are no-ops"
+    job = store.apply_attempt_status("j-1", 1, AttemptState.SUCCEEDED, "done", 4.0)
+    assert job.state is JobState.SUCCEEDED
+    assert job.attempts[0].started_at == 3.0 and job.attempts[0].ended_at == 4.0
+    assert store.live_attempts() == []
+    assert store.apply_attempt_status("j-1", 1, AttemptState.FAILED, "late", 5.0) is None
+    assert store.get_job("j-1").state is JobState.SUCCEEDED
+
+
+def test_rejection_requeues_and_remembers_the_site(store):
+    add(store)
+    store.place_job("j-1", "a", EXPL, 2.0)
+    job = store.apply_attempt_status("j-1", 1, AttemptState.REJECTED, "tenant not allowed", 3.0)
+    assert job.state is JobState.PENDING and job.site == "" and job.vetoed_by == {"a"}
+    assert "refused by a: tenant not allowed" in job.message
+    assert [j.id for j in store.pending_jobs()] == ["j-1"]
+    assert store.place_job("j-1", "b", EXPL, 4.0).number == 2
+
+
+def test_cancel(store):
+    add(store)
+    store.place_job("j-1", "a", EXPL, 2.0)
+    assert store.cancel_job("j-1", 3.0).state is JobState.CANCELLED
+    assert store.cancel_job("j-1", 3.5).state is JobState.CANCELLED, "cancel is idempotent"
+    # the attempt is still live until the site says it stopped; the job stays cancelled
+    assert len(store.live_attempts("a")) == 1
+    job = store.apply_attempt_status("j-1", 1, AttemptState.SUCCEEDED, "", 4.0)
+    assert job.state is JobState.CANCELLED and job.attempts[0].state is AttemptState.SUCCEEDED
+    add(store, "j-2")
+    store.place_job("j-2", "a", EXPL, 2.0)
+    store.apply_attempt_status("j-2", 1, AttemptState.SUCCEEDED, "", 3.0)
+    with pytest.raises(InvalidTransition):
+        store.cancel_job("j-2", 4.0)
+    with pytest.raises(NotFound):
+        store.cancel_job("nope", 1.0)
+
+
+def test_invalid_attempt_transition_is_refused_and_nothing_changes(store):
+    add(store)
+    store.place_job("j-1", "a", EXPL, 2.0)
+    store.apply_attempt_status("j-1", 1, AttemptState.RUNNING, "", 3.0)
+    with pytest.raises(InvalidTransition):
+        store.apply_attempt_status("j-1", 1, AttemptState.REJECTED, "", 4.0)
+    assert store.get_job("j-1").state is JobState.RUNNING
+    with pytest.raises(NotFound):
+        store.apply_attempt_status("j-1", 9, AttemptState.RUNNING, "", 4.0)
+
+
+def test_explain_only_touches_pending_jobs(store):
+    add(store)
+    e = Explanation("no site can take it", 5.0, (("a", False, "cordoned", "site is cordoned"),))
+    store.explain_job("j-1", e)
+    assert store.get_job("j-1").explanation == e
+    store.place_job("j-1", "a", EXPL, 6.0)
+    store.explain_job("j-1", e)
+    assert store.get_job("j-1").explanation == EXPL
+
+
+def test_logs_are_appended_once_and_capped(store):
+    add(store)
+    store.place_job("j-1", "a", EXPL, 2.0)
+    assert store.append_log("j-1", 1, 0, b"hello ") == 6
+    assert store.append_log("j-1", 1, 0, b"hello world\n") == 12, "a resend from 0 adds only the new bytes"
+    assert store.append_log("j-1", 1, 6, b"world\n") == 12, "bytes already held are skipped"
+    assert store.append_log("j-1", 1, 20, b"gap") == 12, "a chunk past the end is refused"
+    assert store.read_log("j-1") == b"hello world\n"
+    assert store.read_log("j-1", 6) == b"world\n"
+    from federation.store.base import MAX_LOG_BYTES_PER_ATTEMPT
+    big = b"x" * (MAX_LOG_BYTES_PER_ATTEMPT + 10)
+    assert store.append_log("j-1", 1, 0, big) == MAX_LOG_BYTES_PER_ATTEMPT
+
+
+def test_sites(store):
+    site = SiteRecord("a", "DE", "eu-west", {"tier": "edge"}, (DatasetRecord("d", "public", "/x"),),
+                      Capacity(4, 2**30, 0), registered_at=1.0, last_heartbeat=1.0)
+    assert store.upsert_site(site) == site
+    store.set_site_state("a", SiteState.CORDONED)
+    again = store.upsert_site(SiteRecord("a", "DE", "eu-west", capacity=Capacity(8, 0, 0)))
+    assert again.state is SiteState.CORDONED, "re-registering keeps the operator's cordon"
+    assert again.capacity.cpus == 8
+    hb = store.heartbeat("a", Capacity(2, 5, 1), 9.0)
+    assert (hb.last_heartbeat, hb.capacity) == (9.0, Capacity(2, 5, 1))
+    assert hb.connected(now=10.0, timeout_s=5) and not hb.connected(now=20.0, timeout_s=5)
+    assert [s.name for s in store.list_sites()] == ["a"]
+    for call in (lambda: store.get_site("b"), lambda: store.set_site_state("b", SiteState.READY),
+                 lambda: store.heartbeat("b", None, 1.0)):
+        with pytest.raises(NotFound):
+            call()
+
+
+def test_concurrent_placement_places_each_job_once(store):
+    for i in range(50):
+        add(store, f"j-{i}", float(i))
+    won: list[str] = []
+
+    def race(site: str) -> None:
+        for i in range(50):
+            if store.place_job(f"j-{i}", site, EXPL, 1.0) is not None:
+                won.append(f"j-{i}")
+
+    threads = [threading.Thread(target=race, args=(s,)) for s in ("a", "b", "c")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(won) == sorted(f"j-{i}" for i in range(50))
+    assert all(len(store.get_job(f"j-{i}").attempts) == 1 for i in range(50))
+
+
+def test_reopening_the_file_keeps_everything(tmp_path):
+    path = tmp_path / "fed.db"
+    s = SQLiteStore(path)
+    add(s)
+    s.place_job("j-1", "a", EXPL, 2.0)
+    s.close()
+    s = SQLiteStore(path)
+    job = s.get_job("j-1")
+    assert job.state is JobState.PLACED and job.attempts[0].site == "a"
+    assert s._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    s.close()

@@ -1,0 +1,148 @@
+"""The agent's reconcile pass against an in-memory Ray driver."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from federation.errors import RayError
+from federation.service import wire
+from federation.spec import SiteConfig
+from federation.v1 import federation_pb2 as pb
+from site_agent.agent import Reconciler
+from site_agent.ray_driver import RayDriver, RayJob, RayResources
+from site_agent.veto import resolve_runtime_env
+from tests.conftest import make_spec
+
+
+class MemoryRay(RayDriver):
+    def __init__(self):
+        self.jobs_: dict[str, RayJob] = {}
+        self.logs_: dict[str, bytes] = {}
+        self.submitted: list[tuple[str, dict]] = []
+        self.stopped: list[str] = []
+        self.down = False
+
+    def submit(self, submission_id, entrypoint, runtime_env, *, cpus, memory, gpus, metadata):
+        if submission_id not in self.jobs_:
+            self.jobs_[submission_id] = RayJob(submission_id, "PENDING")
+            self.submitted.append((submission_id, runtime_env))
+
+    def jobs(self):
+        if self.down:
+            raise RayError("down")
+        return dict(self.jobs_)
+
+    def stop(self, submission_id):
+        self.stopped.append(submission_id)
+        self.jobs_[submission_id] = RayJob(submission_id, "STOPPED")
+
+    def logs(self, submission_id):
+        return self.logs_.get(submission_id, b"")
+
+    def resources(self):
+        return RayResources(4, 2**30, 0, 1)
+
+
+def site_config(tmp_path: Path, **veto) -> SiteConfig:
+    (tmp_path / "jobs").mkdir(exist_ok=True)
+    return SiteConfig.model_validate({
+        "metadata": {"name": "eu-west"},
+        "spec": {"federation": {"insecure": True}, "location": {"jurisdiction": "DE", "region": "eu-west"},
+                 "datasets": [{"name": "patients", "classification": "gdpr-personal", "path": "/data/p.csv"}],
+                 "veto": veto, "work_dir": str(tmp_path)}})
+
+
+def assignment(job_id="j-1", attempt=1, **spec) -> pb.Assignment:
+    return pb.Assignment(job_id=job_id, attempt=attempt, submission_id=f"fed-{job_id}-{attempt}",
+                         spec=wire.spec_to_pb(make_spec(**spec)))
+
+
+def states(report) -> dict[str, int]:
+    return {f"{s.job_id}/{s.attempt}": s.state for s in report.statuses}
+
+
+@pytest.fixture
+def ray():
+    return MemoryRay()
+
+
+def test_nothing_changes_before_the_federation_speaks(tmp_path, ray):
+    ray.jobs_["fed-j-9-1"] = RayJob("fed-j-9-1", "RUNNING")
+    r = Reconciler(site_config(tmp_path), ray)
+    report = r.reconcile()
+    assert ray.stopped == [] and ray.submitted == []
+    assert states(report) == {"j-9/1": pb.ATTEMPT_STATE_RUNNING}
+
+
+def test_starts_desired_stops_undesired_and_reports_everything(tmp_path, ray):
+    ray.jobs_["fed-j-9-1"] = RayJob("fed-j-9-1", "RUNNING")
+    ray.jobs_["raysubmit_local"] = RayJob("raysubmit_local", "RUNNING")
+    r = Reconciler(site_config(tmp_path), ray)
+    r.set_desired([assignment(datasets=["patients"], runtime_env={"working_dir": "./jobs"})])
+    report = r.reconcile()
+    ((sid, env),) = ray.submitted
+    assert sid == "fed-j-1-1"
+    assert env["working_dir"] == str(tmp_path / "jobs")
+    assert env["env_vars"]["FEDCTL_DATASET_PATIENTS"] == "/data/p.csv"
+    assert env["env_vars"]["FEDCTL_JOB_ID"] == "j-1"
+    assert ray.stopped == ["fed-j-9-1"], "a federation job nobody wants is stopped; local jobs are left alone"
+    assert states(report) == {"j-1/1": pb.ATTEMPT_STATE_ASSIGNED, "j-9/1": pb.ATTEMPT_STATE_RUNNING}
+    report = r.reconcile()
+    assert states(report) == {"j-1/1": pb.ATTEMPT_STATE_ASSIGNED, "j-9/1": pb.ATTEMPT_STATE_STOPPED}
+    assert len(ray.submitted) == 1, "a second pass never submits again"
+
+
+def test_logs_are_shipped_incrementally(tmp_path, ray):
+    r = Reconciler(site_config(tmp_path), ray)
+    r.set_desired([assignment()])
+    r.reconcile()
+    ray.logs_["fed-j-1-1"] = b"one\n"
+    (chunk,) = r.reconcile().logs
+    assert (chunk.offset, chunk.data) == (0, b"one\n")
+    ray.logs_["fed-j-1-1"] = b"one\ntwo\n"
+    (chunk,) = r.reconcile().logs
+    assert (chunk.offset, chunk.data) == (4, b"two\n")
+    assert list(r.reconcile().logs) == []
+    r.new_stream()
+    r.set_desired([assignment()])
+    (chunk,) = r.reconcile().logs
+    assert chunk.offset == 0, "a new stream resends from the start; the federation skips what it holds"
+
+
+@pytest.mark.parametrize("veto, spec, reason", [
+    ({"tenants": ["oncology"]}, {"tenant": "billing"}, "tenant billing may not run here"),
+    ({"max_cpus_per_job": 1}, {"resources": {"cpus": 2}}, "asks 2 cpus; this site allows 1 per job"),
+    ({"max_gpus_per_job": 0}, {"resources": {"gpus": 1}}, "asks 1 gpus"),
+    ({"classifications": ["public"]}, {"datasets": ["patients"]}, "dataset patients is gdpr-personal"),
+    ({}, {"runtime_env": {"working_dir": "../../etc"}}, "escapes the site's work_dir"),
+    ({}, {"runtime_env": {"working_dir": "s3://bucket/code.zip"}}, "remote URIs are not accepted"),
+    ({}, {"runtime_env": {"working_dir": "./missing"}}, "does not exist at this site"),
+])
+def test_site_veto_rejects_and_never_submits(tmp_path, ray, veto, spec, reason):
+    r = Reconciler(site_config(tmp_path, **veto), ray)
+    r.set_desired([assignment(**spec)])
+    report = r.reconcile()
+    assert ray.submitted == []
+    (status,) = report.statuses
+    assert status.state == pb.ATTEMPT_STATE_REJECTED and reason in status.message
+    r.set_desired([])
+    assert list(r.reconcile().statuses) == [], "forgotten once the federation stops asking"
+
+
+def test_unobservable_ray_sends_no_report(tmp_path, ray):
+    r = Reconciler(site_config(tmp_path), ray)
+    r.set_desired([assignment()])
+    ray.down = True
+    assert r.reconcile() is None
+    assert ray.submitted == []
+
+
+def test_working_dir_symlink_escape_is_refused(tmp_path):
+    (tmp_path / "link").symlink_to("/etc")
+    _, reason = resolve_runtime_env({"working_dir": "link"}, tmp_path)
+    assert reason and "escapes" in reason
+    _, reason = resolve_runtime_env({"working_dir": "."}, None)
+    assert reason and "no work_dir" in reason
+    env, reason = resolve_runtime_env({"pip": ["numpy"]}, None)
+    assert reason is None and env == {"pip": ["numpy"]}
