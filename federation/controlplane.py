@@ -190,17 +190,22 @@ class ControlPlane:
         if not pending:
             return policies.ScheduleResult((), ())
         by_id = {j.id: j for j in pending}
-        result = policies.schedule(self.snapshot(now), [self.pending_view(j) for j in pending], now)
+        views = {j.id: self.pending_view(j) for j in pending}
+        snapshot = self.snapshot(now)
+        result = policies.schedule(snapshot, list(views.values()), now)
         placed = False
         for d in result.decisions:
             explanation = Explanation(summary=f"placed on {d.site}: " + "; ".join(d.reasons), evaluated_at=now,
                                       verdicts=((d.site, True, "ok", "; ".join(d.reasons)),))
             placed |= self.store.place_job(d.job_id, d.site, explanation, now) is not None
         for u in result.unplaced:
-            verdicts = tuple((v.site, False, v.reason.slug, v.detail) for v in u.verdicts)
             old = by_id[u.job_id].explanation
-            if old is None or old.summary != u.summary or old.verdicts != verdicts:
-                self.store.explain_job(u.job_id, Explanation(u.summary, now, verdicts))
+            codes = [policies.Reason(c).slug for c in u.reasons]
+            if old is not None and old.summary == u.summary and [v[2] for v in old.verdicts] == codes:
+                continue  # unchanged: no write
+            verdicts = tuple((v.site, False, v.reason.slug, v.detail)
+                             for v in policies.verdicts(u, views[u.job_id], snapshot))
+            self.store.explain_job(u.job_id, Explanation(u.summary, now, verdicts))
         if placed:
             self.changes.bump()
         return result

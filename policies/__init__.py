@@ -16,10 +16,11 @@ from policies.model import (
     Unplaced,
     Verdict,
 )
-from policies.placement import schedule
+from policies.placement import describe, schedule, static_verdict, verdicts
 from policies.sovereignty import expand_jurisdictions, sovereignty_verdict
 
 __all__ = [
     "ClassificationRule", "DatasetInfo", "Decision", "PendingJob", "Reason", "Rules", "ScheduleResult",
     "SiteView", "Snapshot", "Unplaced", "Verdict", "schedule", "sovereignty_verdict", "expand_jurisdictions",
+    "describe", "static_verdict", "verdicts",
 ]

@@ -115,7 +115,10 @@ class Decision:
 class Unplaced:
     job_id: str
     summary: str
-    verdicts: tuple[Verdict, ...]
+    reasons: bytes               # one Reason code per site, in snapshot order
+
+    def reason_at(self, index: int) -> Reason:
+        return Reason(self.reasons[index])
 
 
 @dataclass(frozen=True, slots=True)

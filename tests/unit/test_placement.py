@@ -16,7 +16,10 @@ from policies import (
     expand_jurisdictions,
     schedule,
     sovereignty_verdict,
+    static_verdict,
 )
+from policies import describe
+from policies import verdicts as placement_verdicts
 
 GiB = 2**30
 RULES = Rules({
@@ -60,102 +63,121 @@ def placed(result) -> dict[str, str]:
     return {d.job_id: d.site for d in result.decisions}
 
 
-def verdicts(result, job_id) -> dict[str, Reason]:
+def verdicts(result, job_id, snapshot) -> dict[str, Reason]:
     (u,) = [u for u in result.unplaced if u.job_id == job_id]
-    return {v.site: v.reason for v in u.verdicts}
+    return {s.name: u.reason_at(i) for i, s in enumerate(snapshot.sites)}
 
 
 def test_gdpr_job_runs_only_where_the_data_is_in_the_eu():
-    r = schedule(snap(), [job(datasets=("patients",))], 0)
+    world = snap()
+    r = schedule(world, [job(datasets=("patients",))], 0)
     assert placed(r) == {"j": "eu-west"}
     (d,) = r.decisions
     assert "holds patients" in d.reasons and d.candidates == 1
 
 
 def test_hipaa_needs_the_baa_label_and_us_jurisdiction():
-    r = schedule(snap(), [job(datasets=("claims",), sites=("us-west",))], 0)
-    v = verdicts(r, "j")
+    world = snap()
+    r = schedule(world, [job(datasets=("claims",), sites=("us-west",))], 0)
+    v = verdicts(r, "j", world)
     assert v["us-west"] is Reason.MISSING_LABEL
     assert v["eu-west"] is Reason.NOT_IN_SITES
     assert placed(schedule(snap(), [job(datasets=("claims",))], 0)) == {"j": "us-east"}
 
 
 def test_no_admissible_site_stays_pending_with_a_reason_per_site():
-    r = schedule(snap(), [job(datasets=("patients",), regions=("us",))], 0)
+    world = snap()
+    r = schedule(world, [job(datasets=("patients",), regions=("us",))], 0)
     assert not r.decisions
-    v = verdicts(r, "j")
+    v = verdicts(r, "j", world)
     assert v == {"edge-paris": Reason.NOT_IN_REGIONS, "eu-west": Reason.NOT_IN_REGIONS,
                  "us-east": Reason.JURISDICTION, "us-west": Reason.JURISDICTION}
     (u,) = r.unplaced
     assert u.summary.startswith("no site may ever take it")
-    assert "may not be processed in US" in {x.site: x.detail for x in u.verdicts}["us-east"]
+    details = {v.site: v.detail for v in placement_verdicts(u, job(datasets=("patients",), regions=("us",)), snap())}
+    assert details["us-east"] == "gdpr-personal data (patients) may not be processed in US"
+    assert details["eu-west"] == "region eu-west is not in us"
 
 
 def test_staging_lets_data_move_within_its_jurisdictions_only():
-    r = schedule(snap(), [job(datasets=("eu-staged",), sites=("edge-paris",), cpus=1)], 0)
+    world = snap()
+    r = schedule(world, [job(datasets=("eu-staged",), sites=("edge-paris",), cpus=1)], 0)
     assert placed(r) == {"j": "edge-paris"}
-    r = schedule(snap(), [job(datasets=("eu-staged",), sites=("us-east",))], 0)
-    assert verdicts(r, "j")["us-east"] is Reason.JURISDICTION
-    r = schedule(snap(), [job(datasets=("patients",), sites=("edge-paris",), cpus=1)], 0)
-    assert verdicts(r, "j")["edge-paris"] is Reason.DATA_ELSEWHERE
+    world = snap()
+    r = schedule(world, [job(datasets=("eu-staged",), sites=("us-east",))], 0)
+    assert verdicts(r, "j", world)["us-east"] is Reason.JURISDICTION
+    world = snap()
+    r = schedule(world, [job(datasets=("patients",), sites=("edge-paris",), cpus=1)], 0)
+    assert verdicts(r, "j", world)["edge-paris"] is Reason.DATA_ELSEWHERE
 
 
 def test_locality_wins_over_free_capacity_for_stageable_data():
-    r = schedule(snap(), [job(datasets=("weather",), cpus=0.5)], 0)
+    world = snap()
+    r = schedule(world, [job(datasets=("weather",), cpus=0.5)], 0)
     assert placed(r) == {"j": "edge-paris"}
 
 
 def test_unknown_classification_and_dataset_are_reasons_not_crashes():
-    r = schedule(snap(), [job("a", datasets=("orphan",)), job("b", datasets=("nope",))], 0)
-    assert set(verdicts(r, "a").values()) == {Reason.NO_RULE}
-    assert set(verdicts(r, "b").values()) == {Reason.UNKNOWN_DATASET}
+    world = snap()
+    r = schedule(world, [job("a", datasets=("orphan",)), job("b", datasets=("nope",))], 0)
+    assert set(verdicts(r, "a", world).values()) == {Reason.NO_RULE}
+    assert set(verdicts(r, "b", world).values()) == {Reason.UNKNOWN_DATASET}
 
 
 def test_capacity_is_never_exceeded_and_the_rest_waits():
     jobs = [job(f"j{i}", cpus=2, submitted_at=i) for i in range(10)]
-    r = schedule(snap(), jobs, 0)
+    world = snap()
+    r = schedule(world, jobs, 0)
     # 4 + 4 + 4 cpus on the three big sites, 1 at the edge: six 2-cpu jobs fit
     assert len(r.decisions) == 6
     assert {u.job_id for u in r.unplaced} == {f"j{i}" for i in range(6, 10)}
-    v = verdicts(r, "j9")
+    v = verdicts(r, "j9", world)
     assert v["edge-paris"] is Reason.NEVER_FITS and v["eu-west"] is Reason.NO_FREE_CAPACITY
     assert r.unplaced[0].summary.startswith("no site can take it")
+    detail = describe(job("j9", cpus=2), SITES[1], Reason.NO_FREE_CAPACITY, snap()).detail
+    assert detail.startswith("needs 2 cpus, 0Gi memory, 0 gpus; not free now")
 
 
 def test_used_capacity_from_the_snapshot_counts():
     sites = (site("a", "DE", "eu", cpus=4, used_cpus=3.5), site("b", "DE", "eu", cpus=4, used_cpus=1))
     assert placed(schedule(snap(sites), [job(cpus=2)], 0)) == {"j": "b"}
     sites = (site("a", "DE", "eu", memory=GiB, used_memory=GiB // 2),)
-    r = schedule(snap(sites), [job(memory=GiB)], 0)
-    assert verdicts(r, "j")["a"] is Reason.NO_FREE_CAPACITY
+    world = snap(sites)
+    r = schedule(world, [job(memory=GiB)], 0)
+    assert verdicts(r, "j", world)["a"] is Reason.NO_FREE_CAPACITY
 
 
 def test_gpus_fit_only_where_there_are_gpus():
     sites = (site("cpu", "DE", "eu"), site("gpu", "DE", "eu", gpus=8))
-    r = schedule(snap(sites), [job(gpus=4), job("big", gpus=16)], 0)
+    world = snap(sites)
+    r = schedule(world, [job(gpus=4), job("big", gpus=16)], 0)
     assert placed(r) == {"j": "gpu"}
-    assert verdicts(r, "big") == {"cpu": Reason.NEVER_FITS, "gpu": Reason.NEVER_FITS}
+    assert verdicts(r, "big", world) == {"cpu": Reason.NEVER_FITS, "gpu": Reason.NEVER_FITS}
 
 
 @pytest.mark.parametrize("flag, reason", [({"cordoned": True}, Reason.CORDONED), ({"draining": True}, Reason.DRAINING),
                                           ({"connected": False}, Reason.OFFLINE)])
 def test_unavailable_sites_get_no_work(flag, reason):
     sites = (site("a", "DE", "eu", **flag),)
-    r = schedule(snap(sites), [job()], 0)
-    assert verdicts(r, "j") == {"a": reason}
+    world = snap(sites)
+    r = schedule(world, [job()], 0)
+    assert verdicts(r, "j", world) == {"a": reason}
     assert r.unplaced[0].summary.startswith("waiting")
 
 
 def test_a_site_that_vetoed_a_job_is_not_asked_again():
     sites = (site("a", "DE", "eu"), site("b", "DE", "eu", cpus=2))
-    r = schedule(snap(sites), [job(vetoed_by=frozenset({"a"}))], 0)
+    world = snap(sites)
+    r = schedule(world, [job(vetoed_by=frozenset({"a"}))], 0)
     assert placed(r) == {"j": "b"}
 
 
 def test_regions_nest_and_prefer_breaks_ties():
-    r = schedule(snap(), [job(regions=("eu",), prefer=("edge-paris",), cpus=1)], 0)
+    world = snap()
+    r = schedule(world, [job(regions=("eu",), prefer=("edge-paris",), cpus=1)], 0)
     assert placed(r) == {"j": "edge-paris"}
-    r = schedule(snap(), [job(regions=("eu-west",))], 0)
+    world = snap()
+    r = schedule(world, [job(regions=("eu-west",))], 0)
     assert placed(r) == {"j": "eu-west"}  # eu-west-edge is in eu-west, but has only 1 cpu
 
 
@@ -271,5 +293,16 @@ def test_property_never_over_capacity_and_every_job_accounted_for(world):
     ids = [d.job_id for d in result.decisions] + [u.job_id for u in result.unplaced]
     assert sorted(ids) == sorted(by_id), "every job is placed or explained, exactly once"
     for u in result.unplaced:
-        assert len(u.verdicts) == len(snapshot.sites)
-        assert all(v.reason is not Reason.OK for v in u.verdicts)
+        assert len(u.reasons) == len(snapshot.sites)
+        assert Reason.OK not in u.reasons
+
+
+@settings(max_examples=300, deadline=None)
+@given(worlds())
+def test_property_vector_reasons_agree_with_the_per_site_filters(world):
+    snapshot, jobs = world
+    by_id = {j.id: j for j in jobs}
+    for u in schedule(snapshot, jobs, 0).unplaced:
+        for i, site in enumerate(snapshot.sites):
+            expected, _ = static_verdict(by_id[u.job_id], site, snapshot)
+            assert u.reason_at(i) is (Reason.NO_FREE_CAPACITY if expected is Reason.OK else expected)
