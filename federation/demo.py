@@ -7,7 +7,6 @@ Everything it started is stopped on the way out, Ctrl-C included.
 """
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -16,11 +15,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 from federation.cli import render
 from federation.client import Client
 from federation.errors import ConfigError, Timeout
+from federation.local import kill_processes_mentioning, site_config, start_agent, stop_processes
 from federation.pki import init_pki
 from federation.server import start_server
 from federation.spec import load_job, load_site
@@ -84,10 +82,10 @@ def run_demo(*, json_output: bool = False, keep: bool = False, examples: Path | 
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
-        _stop_agents(agents)
+        stop_processes(agents, timeout=30)
         if server is not None:
             server.stop(grace=0.5)
-        _kill_leftovers(work)
+        kill_processes_mentioning(str(work))
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -97,17 +95,10 @@ def _raise_interrupt(signum, frame):
 
 
 def _start_agent(site, work: Path, address: str, pki) -> subprocess.Popen:
-    name = site.metadata.name
-    data = site.model_dump(mode="json")
-    data["spec"]["federation"] = {"address": address, "tls": {
-        "ca": str(pki["ca"].cert), "cert": str(pki[name].cert), "key": str(pki[name].key)}}
-    data["spec"]["ray"]["local"]["temp_dir"] = str(work / f"r{site.spec.ray.local.port_base}")
-    path = work / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    log = open(work / f"{name}.log", "wb")
-    return subprocess.Popen([sys.executable, "-m", "federation.cli.main", "site", "start", "--config", str(path),
-                             "--local-ray"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    spec = site.spec.model_dump(mode="json", exclude={"federation"})
+    config = site_config(site.metadata.name, address=address, pki=pki, work=work,
+                         port_base=site.spec.ray.local.port_base, spec=spec)
+    return start_agent(config, work)
 
 
 def _wait_for_sites(client: Client, names: list[str], agents: list[subprocess.Popen], work: Path) -> None:
@@ -156,29 +147,3 @@ def _wait_for_jobs(client: Client, submitted) -> list[dict]:
                      "site": s.site or None, "state": s.state, "why": why,
                      "result": result[0][:90] if result else "-"})
     return rows
-
-
-def _stop_agents(agents: list[subprocess.Popen]) -> None:
-    for a in agents:
-        if a.poll() is None:
-            a.send_signal(signal.SIGTERM)
-    for a in agents:
-        try:
-            a.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            a.kill()
-            a.wait()
-
-
-def _kill_leftovers(work: Path) -> None:
-    """Last resort: any process whose command line names the demo's folder (a Ray head
-    whose agent was killed) is killed, so the demo never leaves a process behind."""
-    marker = str(work)
-    me = os.getpid()
-    for pid_dir in Path("/proc").glob("[0-9]*"):
-        try:
-            pid = int(pid_dir.name)
-            if pid != me and marker in (pid_dir / "cmdline").read_bytes().decode(errors="replace"):
-                os.kill(pid, signal.SIGKILL)
-        except (OSError, ValueError):
-            continue

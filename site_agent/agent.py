@@ -41,6 +41,7 @@ RAY_TO_ATTEMPT = {
 }
 MAX_LOG_CHUNK = 1 << 20
 REPORT_EVERY_S = 5.0
+FAST_PASS_S = 0.02      # while an attempt is starting, so "running" is seen within tens of ms
 
 
 @dataclass
@@ -60,8 +61,10 @@ class Reconciler:
     desired: dict[str, pb.Assignment] = field(default_factory=dict)
     local: dict[str, _Local] = field(default_factory=dict)
     shipped: dict[str, int] = field(default_factory=dict)   # log bytes sent, per submission id
+    logs_done: set[str] = field(default_factory=set)        # ended, and every byte sent on this stream
     watched: set[str] = field(default_factory=set)         # attempts desired at some point in this process
     synced: bool = False        # a desired set has arrived on the current stream
+    busy: bool = False          # an attempt is about to start: observe Ray more often
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -80,6 +83,7 @@ class Reconciler:
         with self.lock:
             self.synced = False
             self.shipped.clear()
+            self.logs_done.clear()
 
     def reconcile(self) -> pb.ConnectRequest | None:
         """One pass. Returns the full report, or None if Ray could not be observed."""
@@ -94,6 +98,8 @@ class Reconciler:
             return None
         if not self.synced:
             return self._report(observed)
+        self.busy = any(sid not in self.local and (sid not in observed or observed[sid].status == "PENDING")
+                        for sid in self.desired)
         for sid, assignment in self.desired.items():
             if sid not in observed and sid not in self.local:
                 self._start(sid, assignment, observed)
@@ -141,10 +147,14 @@ class Reconciler:
             statuses.append(pb.AttemptStatus(job_id=job_id, attempt=number,
                                              state=wire.ATTEMPT_STATE_TO_PB[RAY_TO_ATTEMPT[job.status]],
                                              message=job.message[:500] if job.terminal else ""))
-            if sid in self.watched:
+            if sid in self.watched and sid not in self.logs_done and job.status != "PENDING":
                 chunk = self._new_log_bytes(sid)
-                if chunk is not None:
+                if chunk is None:
+                    pass  # Ray did not answer; try again next pass
+                elif chunk[1]:
                     logs.append(pb.LogChunk(job_id=job_id, attempt=number, offset=chunk[0], data=chunk[1]))
+                elif job.terminal:
+                    self.logs_done.add(sid)  # Ray writes no more once a job ended
         for sid, decided in sorted(self.local.items()):
             if sid in self.desired:
                 job_id, number = parse_submission_id(sid)
@@ -155,13 +165,12 @@ class Reconciler:
         return pb.ConnectRequest(site=self.config.metadata.name, statuses=statuses, logs=logs)
 
     def _new_log_bytes(self, sid: str) -> tuple[int, bytes] | None:
+        """(offset, bytes not yet sent), or None when Ray cannot be read."""
         try:
             data = self.driver.logs(sid)
         except RayError:
             return None
         start = self.shipped.get(sid, 0)
-        if len(data) <= start:
-            return None
         chunk = data[start:start + MAX_LOG_CHUNK]
         self.shipped[sid] = start + len(chunk)
         return start, chunk
@@ -256,7 +265,7 @@ class SiteAgent:
         last_report, last_sent = first, time.monotonic()
         try:
             while not self._stop.is_set() and reader.is_alive() and self.registered.is_set():
-                self._wake.wait(self.pass_interval_s)
+                self._wake.wait(FAST_PASS_S if self.reconciler.busy else self.pass_interval_s)
                 self._wake.clear()
                 report = self.reconciler.reconcile()
                 if report is None:

@@ -97,6 +97,9 @@ def test_logs_are_shipped_incrementally(tmp_path, ray):
     r = Reconciler(site_config(tmp_path), ray)
     r.set_desired([assignment()])
     r.reconcile()
+    ray.logs_["fed-j-1-1"] = b"setting up\n"
+    assert list(r.reconcile().logs) == [], "no logs are read while Ray still prepares the job"
+    ray.jobs_["fed-j-1-1"] = RayJob("fed-j-1-1", "RUNNING")
     ray.logs_["fed-j-1-1"] = b"one\n"
     (chunk,) = r.reconcile().logs
     assert (chunk.offset, chunk.data) == (0, b"one\n")
@@ -104,6 +107,13 @@ def test_logs_are_shipped_incrementally(tmp_path, ray):
     (chunk,) = r.reconcile().logs
     assert (chunk.offset, chunk.data) == (4, b"two\n")
     assert list(r.reconcile().logs) == []
+    ray.jobs_["fed-j-1-1"] = RayJob("fed-j-1-1", "SUCCEEDED")
+    ray.logs_["fed-j-1-1"] = b"one\ntwo\nbye\n"
+    (chunk,) = r.reconcile().logs
+    assert chunk.data == b"bye\n", "the last bytes are read after the job ends"
+    r.reconcile()
+    ray.logs_["fed-j-1-1"] += b"never read"
+    assert list(r.reconcile().logs) == [], "an ended job's log is not read again"
     r.new_stream()
     r.set_desired([assignment()])
     (chunk,) = r.reconcile().logs
