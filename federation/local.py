@@ -58,13 +58,15 @@ def site_config(name: str, *, address: str, pki: dict[str, Issued], work: Path, 
 
 
 def start_agent(config: dict[str, Any], work: Path) -> subprocess.Popen:
+    """An agent in its own session: Ctrl-C reaches only its parent, which stops it in order;
+    FEDCTL_PARENT_PID makes it stop by itself if the parent dies (site_agent.process)."""
     name = config["metadata"]["name"]
     path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     log = open(work / f"{name}.log", "ab")
     return subprocess.Popen(fedctl("site", "start", "--config", str(path), "--local-ray"), stdout=log,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1", FEDCTL_PARENT_PID=str(os.getpid())))
 
 
 def stop_processes(processes: list[subprocess.Popen], timeout: float = 40) -> None:

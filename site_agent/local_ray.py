@@ -75,11 +75,14 @@ class LocalRayHead:
         return driver
 
     def stop(self, grace: float = 5.0) -> None:
-        """TERM the head's process group, then KILL whatever of it remains."""
+        """TERM the head's process group, then KILL whatever of it remains, including
+        Ray workers, which the raylet starts outside the group."""
         p = self.process
         if p is None:
             return
+        family = descendants(p.pid)
         for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+            family |= descendants(p.pid)
             try:
                 os.killpg(p.pid, sig)
             except ProcessLookupError:
@@ -88,6 +91,31 @@ class LocalRayHead:
                 p.wait(timeout=wait)
             except subprocess.TimeoutExpired:
                 pass
+        for pid in family:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         self.process = None
         if self.settings.temp_dir is None:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def descendants(root: int) -> set[int]:
+    """Every live process below `root`, from /proc (empty where /proc is absent)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    out: set[int] = set()
+    stack = [root]
+    while stack:
+        for child in children.get(stack.pop(), ()):
+            if child not in out:
+                out.add(child)
+                stack.append(child)
+    return out
+

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
 from typing import Callable
 
@@ -32,6 +34,7 @@ def run_site(config: SiteConfig, *, local_ray: bool,
             agent.stop()
 
     done = on_stop(stop)
+    _stop_with_parent()
     try:
         if head is not None:
             driver = head.start()
@@ -54,3 +57,19 @@ def run_site(config: SiteConfig, *, local_ray: bool,
     finally:
         if head is not None:
             head.stop()
+
+
+def _stop_with_parent() -> None:
+    """With FEDCTL_PARENT_PID set (a demo or test started this agent), get SIGTERM when that
+    parent dies, so a parent killed with SIGKILL leaves no agent or Ray head behind (Linux)."""
+    parent = os.environ.get("FEDCTL_PARENT_PID")
+    if not parent:
+        return
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != int(parent):  # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
