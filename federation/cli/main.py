@@ -43,7 +43,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         if args.wait:
             status = job.wait(timeout=args.timeout)
             if not _json(args):
-                print(f"{status.state}" + (f" on {status.site}" if status.site else "") + f": {status.message}")
+                print(status.message or status.state)
         if _json(args):
             render.emit_json(status.to_dict())
         return 0 if not args.wait or status.state == "succeeded" else EXIT_JOB_DID_NOT_SUCCEED
