@@ -138,15 +138,22 @@ class Job:
         return self._last
 
     def wait(self, timeout: float | None = None) -> JobStatus:
-        """Block until the job ends; raises federation.errors.Timeout."""
+        """Block until the job ends; rides out federation restarts. Raises federation.errors.Timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        for status in self._client.watch(self.id, timeout=timeout):
-            self._last = status
-            if status.terminal:
-                return status
-        if deadline is not None and time.monotonic() >= deadline:
-            raise Timeout(f"job {self.id} still {self._last.state if self._last else 'unknown'} after {timeout:g}s")
-        return self.status()
+        delay = 0.1
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                state = self._last.state if self._last else "unknown"
+                raise Timeout(f"job {self.id} still {state} after {timeout:g}s")
+            try:
+                for status in self._client.watch(self.id, timeout=remaining):
+                    self._last = status
+                    if status.terminal:
+                        return status
+            except Unavailable:
+                time.sleep(min(delay * (0.5 + random.random()), max(0.0, remaining or delay)))
+                delay = min(delay * 2, 2.0)
 
     def logs(self) -> str:
         return b"".join(self._client.stream_logs(self.id, follow=False)).decode("utf-8", "replace")

@@ -87,6 +87,10 @@ class Unavailable(FederationError):
     code = ErrorCode.UNAVAILABLE
 
 
+class PermissionDenied(FederationError):
+    code = ErrorCode.PERMISSION_DENIED
+
+
 class ConfigError(FederationError):
     code = ErrorCode.CONFIG
 
@@ -100,7 +104,8 @@ class Timeout(FederationError):
 
 
 _BY_CODE = {cls.code: cls for cls in (InvalidSpec, UnknownDataset, Unsatisfiable, NotFound, Conflict,
-                                      InvalidTransition, Unavailable, ConfigError, RayError, Timeout)}
+                                      InvalidTransition, Unavailable, PermissionDenied, ConfigError, RayError,
+                                      Timeout)}
 
 
 def from_code(code: str, message: str) -> FederationError:

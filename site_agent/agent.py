@@ -190,7 +190,6 @@ class SiteAgent:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self.heartbeat_interval_s = 2.0
-        self.registered = threading.Event()
 
     def stop(self) -> None:
         self._stop.set()
@@ -200,18 +199,19 @@ class SiteAgent:
         backoff = Backoff()
         while not self._stop.is_set():
             channel = self.channel_factory()
+            session_over = threading.Event()
             try:
                 stub = pb_grpc.SiteServiceStub(channel)
                 self._register(stub)
                 backoff.reset()
-                heartbeat = threading.Thread(target=self._heartbeats, args=(stub,), daemon=True, name="heartbeat")
-                heartbeat.start()
-                self._stream(stub)
+                threading.Thread(target=self._heartbeats, args=(stub, session_over), daemon=True,
+                                 name="heartbeat").start()
+                self._stream(stub, session_over)
             except FederationError as e:
                 if not self._stop.is_set():
                     log.warning("federation: %s; retrying", e.message)
             finally:
-                self.registered.clear()
+                session_over.set()
                 channel.close()
             self._stop.wait(backoff.next())
 
@@ -234,11 +234,10 @@ class SiteAgent:
         except grpc.RpcError as e:
             raise from_rpc_error(e) from None
         self.heartbeat_interval_s = response.heartbeat_interval_s or 2.0
-        self.registered.set()
         log.info("registered %s with the federation", self.name)
 
-    def _heartbeats(self, stub: pb_grpc.SiteServiceStub) -> None:
-        while self.registered.is_set() and not self._stop.wait(self.heartbeat_interval_s):
+    def _heartbeats(self, stub: pb_grpc.SiteServiceStub, session_over: threading.Event) -> None:
+        while not session_over.wait(self.heartbeat_interval_s):
             request = pb.HeartbeatRequest(name=self.name)
             capacity = self._capacity()
             if capacity is not None:
@@ -249,11 +248,11 @@ class SiteAgent:
                 err = from_rpc_error(e)
                 if isinstance(err, NotFound):
                     log.warning("federation forgot this site; re-registering")
+                    session_over.set()
                     self._wake.set()
-                    self.registered.clear()
                     return
 
-    def _stream(self, stub: pb_grpc.SiteServiceStub) -> None:
+    def _stream(self, stub: pb_grpc.SiteServiceStub, session_over: threading.Event) -> None:
         outbox: queue.Queue[pb.ConnectRequest | None] = queue.Queue()
         self.reconciler.new_stream()
         first = self.reconciler.reconcile()
@@ -264,7 +263,7 @@ class SiteAgent:
         reader.start()
         last_report, last_sent = first, time.monotonic()
         try:
-            while not self._stop.is_set() and reader.is_alive() and self.registered.is_set():
+            while not self._stop.is_set() and reader.is_alive() and not session_over.is_set():
                 self._wake.wait(FAST_PASS_S if self.reconciler.busy else self.pass_interval_s)
                 self._wake.clear()
                 report = self.reconciler.reconcile()

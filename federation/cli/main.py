@@ -173,8 +173,8 @@ def _wait_for_signal(stop: Callable[[], None]) -> threading.Event:
 
 
 def cmd_site_start(args: argparse.Namespace) -> int:
-    from site_agent.process import run_site
     from federation.spec import load_site
+    from site_agent.process import run_site
     config = load_site(args.config)
     return run_site(config, local_ray=args.local_ray, on_stop=_wait_for_signal)
 

@@ -74,9 +74,11 @@ def from_rpc_error(e: grpc.RpcError) -> FederationError:
             code = value
     status = e.code()
     if code is None:
-        if status in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-            code = ErrorCode.UNAVAILABLE.value if status is grpc.StatusCode.UNAVAILABLE else ErrorCode.TIMEOUT.value
-            return from_code(code, f"federation unreachable: {e.details()}")
+        if status in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+            # CANCELLED without our code: the server went away mid-stream (a restart), so retry-able.
+            return from_code(ErrorCode.UNAVAILABLE.value, f"federation unreachable: {e.details()}")
+        if status is grpc.StatusCode.DEADLINE_EXCEEDED:
+            return from_code(ErrorCode.TIMEOUT.value, f"federation did not answer in time: {e.details()}")
         if status is grpc.StatusCode.UNAUTHENTICATED:
             return from_code(ErrorCode.PERMISSION_DENIED.value, f"not authenticated: {e.details()}")
         return from_code(ErrorCode.INTERNAL.value, f"{status.name}: {e.details()}")

@@ -10,7 +10,7 @@ import grpc
 from pydantic import ValidationError
 
 from federation.controlplane import AttemptReport, ControlPlane
-from federation.errors import InvalidSpec
+from federation.errors import InvalidSpec, PermissionDenied
 from federation.jobs import submission_id
 from federation.service import wire
 from federation.service.errors import translate, translate_stream
@@ -29,6 +29,7 @@ class SiteServicer(pb_grpc.SiteServiceServicer):
 
     @translate
     def RegisterSite(self, request: pb.RegisterSiteRequest, context) -> pb.RegisterSiteResponse:
+        _authorize(context, request.name)
         _validate_registration(request)
         site = self.control.register_site(wire.site_from_register(request))
         log.info("site %s registered (%s, %s)", site.name, site.jurisdiction, site.region)
@@ -36,6 +37,7 @@ class SiteServicer(pb_grpc.SiteServiceServicer):
 
     @translate
     def Heartbeat(self, request: pb.HeartbeatRequest, context) -> pb.HeartbeatResponse:
+        _authorize(context, request.name)
         capacity = wire.capacity_from_pb(request.capacity) if request.HasField("capacity") else None
         site = self.control.heartbeat(request.name, capacity)
         return pb.HeartbeatResponse(state=wire.SITE_STATE_TO_PB[site.state])
@@ -46,6 +48,7 @@ class SiteServicer(pb_grpc.SiteServiceServicer):
         if first is None or not first.site:
             raise InvalidSpec("the first message on Connect must name the site")
         site = first.site
+        _authorize(context, site)
         self.control.store.get_site(site)  # NotFound for a site that never registered
         errors: queue.Queue[BaseException] = queue.Queue()
         self._apply(site, first)
@@ -106,6 +109,13 @@ def _held_by(store, site: str, job_id: str, number: int) -> bool:
     except Exception:
         return False
     return any(a.number == number and a.site == site for a in job.attempts)
+
+
+def _authorize(context, site: str) -> None:
+    """With client certificates, a site may speak only for the name its certificate carries."""
+    names = [n.decode() for n in (context.auth_context() or {}).get("x509_common_name", [])]
+    if names and site not in names:
+        raise PermissionDenied(f"certificate for {names[0]} cannot act as site {site!r}")
 
 
 def _validate_registration(request: pb.RegisterSiteRequest) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 from pathlib import Path
 
 import pytest
@@ -162,6 +163,9 @@ def test_restarting_the_federation_loses_no_job(federation, client):
     waiting = client.submit(job("waiting", datasets=["claims-us"], placement={"regions": ["eu"]}))
     wait_for(lambda: waiting.placement.verdicts, 30, "verdicts")
     before = {j.id: j.state for j in client.jobs(limit=10_000)}
+    waited: list = []
+    waiter = threading.Thread(target=lambda: waited.append(running.wait(timeout=120)))
+    waiter.start()  # an SDK wait that is in flight while the federation dies
 
     federation.stop_server(signal.SIGKILL)
     federation.start_server()
@@ -169,7 +173,8 @@ def test_restarting_the_federation_loses_no_job(federation, client):
     after = {j.id: j.state for j in client.jobs(limit=10_000)}
     assert after.keys() == before.keys(), "every job is still there"
     assert after[waiting.id] == "pending"
-    final = running.wait(timeout=90)
+    waiter.join(timeout=130)
+    (final,) = waited
     assert final.state == "succeeded", final
     assert len(final.attempts) == 1, "the running job was adopted, not started again"
     assert "line 0 from" in running.logs()

@@ -8,8 +8,14 @@ import grpc
 import pytest
 
 from federation.client import Client
-from federation.errors import Conflict, InvalidSpec, InvalidTransition, NotFound, Unavailable, UnknownDataset, \
-    Unsatisfiable
+from federation.errors import (
+    InvalidSpec,
+    InvalidTransition,
+    NotFound,
+    Unavailable,
+    UnknownDataset,
+    Unsatisfiable,
+)
 from federation.pki import create_ca, init_pki, issue
 from federation.server import start_server
 from federation.spec.models import FederationBody, FederationConfig, ServerTLS
@@ -205,10 +211,22 @@ def test_site_registration_is_validated(federation):
     assert e.value.code() is grpc.StatusCode.ALREADY_EXISTS
     assert "classified gdpr-personal by site eu-west" in e.value.details()
     with pytest.raises(grpc.RpcError) as e:
-        next(us_stub.Connect(iter([pb.ConnectRequest(site="ghost")])))
+        next(us_stub.Connect(iter([pb.ConnectRequest(site="us-east")])))  # never registered
     assert e.value.code() is grpc.StatusCode.NOT_FOUND
     channel.close()
     us_channel.close()
+
+
+def test_a_site_certificate_speaks_only_for_its_own_site(federation):
+    stub, channel = site_stub(federation, "us-east")
+    for call in (lambda: register(stub, "eu-west"),
+                 lambda: stub.Heartbeat(pb.HeartbeatRequest(name="eu-west"), timeout=5),
+                 lambda: next(stub.Connect(iter([pb.ConnectRequest(site="eu-west")]), timeout=5))):
+        with pytest.raises(grpc.RpcError) as e:
+            call()
+        assert e.value.code() is grpc.StatusCode.PERMISSION_DENIED
+        assert "certificate for us-east cannot act as site 'eu-west'" in e.value.details()
+    channel.close()
 
 
 def test_clients_without_a_valid_certificate_are_refused(federation, tmp_path):

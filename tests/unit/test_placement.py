@@ -13,12 +13,12 @@ from policies import (
     Rules,
     SiteView,
     Snapshot,
+    describe,
     expand_jurisdictions,
     schedule,
     sovereignty_verdict,
     static_verdict,
 )
-from policies import describe
 from policies import verdicts as placement_verdicts
 
 GiB = 2**30
