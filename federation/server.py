@@ -42,8 +42,12 @@ def start_server(config: FederationConfig, *, max_workers: int = 64) -> RunningS
     pb_grpc.add_FederationServiceServicer_to_server(FederationServicer(control), server)
     pb_grpc.add_SiteServiceServicer_to_server(SiteServicer(control, body.heartbeat_interval_s), server)
     tls = body.tls
-    port = add_port(server, body.listen, cert=tls.cert if tls else None, key=tls.key if tls else None,
-                    client_ca=tls.client_ca if tls else None, insecure=body.insecure)
+    try:
+        port = add_port(server, body.listen, cert=tls.cert if tls else None, key=tls.key if tls else None,
+                        client_ca=tls.client_ca if tls else None, insecure=body.insecure)
+    except Exception:
+        store.close()
+        raise
     server.start()
     scheduler = SchedulerLoop(control, body.scheduler.interval_s)
     scheduler.start()

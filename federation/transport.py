@@ -23,7 +23,10 @@ OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
 ]
-SERVER_OPTIONS = OPTIONS + [("grpc.http2.min_ping_interval_without_data_ms", 10_000)]
+SERVER_OPTIONS = OPTIONS + [
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.so_reuseport", 0),  # a second federation on the same port must fail, not share it
+]
 INSECURE_WARNING = "PLAIN-TEXT gRPC (insecure: true): anyone on the network can read and forge traffic; development only"
 
 
@@ -38,18 +41,21 @@ def _read(path: Path | None, what: str) -> bytes | None:
 
 def add_port(server: grpc.Server, address: str, *, cert: Path | None, key: Path | None,
              client_ca: Path | None, insecure: bool) -> int:
-    if insecure:
-        log.warning(INSECURE_WARNING)
-        port = server.add_insecure_port(address)
-    else:
-        if cert is None or key is None:
-            raise ConfigError("tls: cert and key are required unless insecure: true")
-        ca = _read(client_ca, "tls.client_ca")
-        creds = grpc.ssl_server_credentials([(_read(key, "tls.key"), _read(cert, "tls.cert"))],
-                                            root_certificates=ca, require_client_auth=ca is not None)
-        port = server.add_secure_port(address, creds)
+    try:
+        if insecure:
+            log.warning(INSECURE_WARNING)
+            port = server.add_insecure_port(address)
+        else:
+            if cert is None or key is None:
+                raise ConfigError("tls: cert and key are required unless insecure: true")
+            ca = _read(client_ca, "tls.client_ca")
+            creds = grpc.ssl_server_credentials([(_read(key, "tls.key"), _read(cert, "tls.cert"))],
+                                                root_certificates=ca, require_client_auth=ca is not None)
+            port = server.add_secure_port(address, creds)
+    except RuntimeError:
+        port = 0
     if port == 0:
-        raise ConfigError(f"listen: cannot bind {address}")
+        raise ConfigError(f"listen: cannot bind {address} (in use, or not an address of this host)")
     return port
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from federation.client import Client
 from federation.errors import (
+    ConfigError,
     InvalidSpec,
     InvalidTransition,
     NotFound,
@@ -244,3 +245,10 @@ def test_clients_without_a_valid_certificate_are_refused(federation, tmp_path):
         plain.jobs()
     for c in (no_cert, foreign, plain):
         c.close()
+
+
+def test_a_second_federation_cannot_share_the_port(federation, tmp_path):
+    config = FederationConfig(spec=FederationBody(listen=federation.address, store=tmp_path / "other.db",
+                                                  policy=CONFIGS / "policy.yaml", insecure=True))
+    with pytest.raises(ConfigError, match=f"listen: cannot bind {federation.address}"):
+        start_server(config)
