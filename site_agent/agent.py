@@ -64,7 +64,9 @@ class Reconciler:
     logs_done: set[str] = field(default_factory=set)        # ended, and every byte sent on this stream
     watched: set[str] = field(default_factory=set)         # attempts desired at some point in this process
     synced: bool = False        # a desired set has arrived on the current stream
-    busy: bool = False          # an attempt is about to start: observe Ray more often
+    starting: set[str] = field(default_factory=set)      # desired attempts Ray has not started yet
+    submitted: set[str] = field(default_factory=set)     # desired attempts handed to Ray by this process
+    ran: set[str] = field(default_factory=set)           # desired attempts seen past PENDING
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -91,6 +93,13 @@ class Reconciler:
             return self._reconcile()
 
     def _reconcile(self) -> pb.ConnectRequest | None:
+        if self.synced:
+            # New assignments start before Ray is listed: listing grows with Ray's job history,
+            # and a start is idempotent (the submission id), so it needs no look first.
+            self.submitted &= set(self.desired)
+            for sid, assignment in self.desired.items():
+                if sid not in self.submitted and sid not in self.local:
+                    self._start(sid, assignment, ray_reachable=False)
         try:
             observed = {sid: j for sid, j in self.driver.jobs().items() if parse_submission_id(sid)}
         except RayError as e:
@@ -98,11 +107,17 @@ class Reconciler:
             return None
         if not self.synced:
             return self._report(observed)
-        self.busy = any(sid not in self.local and (sid not in observed or observed[sid].status == "PENDING")
-                        for sid in self.desired)
+        self.ran |= {sid for sid in self.desired if sid in observed and observed[sid].status != "PENDING"}
+        self.ran &= set(self.desired)
         for sid, assignment in self.desired.items():
-            if sid not in observed and sid not in self.local:
-                self._start(sid, assignment, observed)
+            if sid not in observed and sid not in self.local and sid not in self.ran:
+                # Not started yet, or lost by Ray (a restarted cluster) before it ran. One that
+                # ran and vanished is the federation's to judge: starting it here could run it twice.
+                self._start(sid, assignment, ray_reachable=True)
+                if sid in self.submitted:
+                    observed[sid] = RayJob(sid, "PENDING")
+        self.starting = {sid for sid in self.desired
+                         if sid not in self.local and observed.get(sid, RayJob(sid, "PENDING")).status == "PENDING"}
         for sid, job in observed.items():
             if sid not in self.desired and not job.terminal:
                 try:
@@ -112,7 +127,19 @@ class Reconciler:
                     log.warning("%s", e.message)
         return self._report(observed)
 
-    def _start(self, sid: str, a: pb.Assignment, observed: dict[str, RayJob]) -> None:
+    def any_started(self) -> bool:
+        """A cheap check between full passes: has Ray started any attempt we are waiting on?"""
+        for sid in list(self.starting):
+            try:
+                if self.driver.status(sid) not in (None, "PENDING"):
+                    return True
+            except RayError:
+                return True  # let the full pass find out
+        return False
+
+    def _start(self, sid: str, a: pb.Assignment, *, ray_reachable: bool) -> None:
+        """Submit an attempt, or refuse it. A Ray error fails the attempt only when Ray has
+        just answered a listing: otherwise it may be Ray that is down, not the job that is bad."""
         spec = wire.spec_from_pb(a.spec)
         reason = veto_reason(spec, self.config.spec.veto, self.held)
         runtime_env, env_reason = resolve_runtime_env(spec.spec.runtime_env, self.config.spec.work_dir)
@@ -127,11 +154,12 @@ class Reconciler:
             self.driver.submit(sid, spec.spec.entrypoint, runtime_env, cpus=r.cpus, memory=r.memory, gpus=r.gpus,
                                metadata={"federation_job": a.job_id, "attempt": str(a.attempt),
                                          "tenant": spec.metadata.tenant})
-            observed[sid] = RayJob(sid, "PENDING")
+            self.submitted.add(sid)
             log.info("started %s (%s)", sid, spec.metadata.name)
         except RayError as e:
             log.warning("%s", e.message)
-            self.local[sid] = _Local(AttemptState.FAILED, e.message)
+            if ray_reachable:
+                self.local[sid] = _Local(AttemptState.FAILED, e.message)
 
     def _job_env(self, a: pb.Assignment, spec) -> dict[str, str]:
         env = {"FEDCTL_JOB_ID": a.job_id, "FEDCTL_ATTEMPT": str(a.attempt), "FEDCTL_SITE": self.config.metadata.name}
@@ -262,10 +290,16 @@ class SiteAgent:
         reader = threading.Thread(target=self._read, args=(responses, reader_error), daemon=True, name="assignments")
         reader.start()
         last_report, last_sent = first, time.monotonic()
+        last_pass = time.monotonic()
         try:
             while not self._stop.is_set() and reader.is_alive() and not session_over.is_set():
-                self._wake.wait(FAST_PASS_S if self.reconciler.busy else self.pass_interval_s)
+                starting = bool(self.reconciler.starting)
+                woken = self._wake.wait(FAST_PASS_S if starting else self.pass_interval_s)
                 self._wake.clear()
+                if (starting and not woken and time.monotonic() - last_pass < self.pass_interval_s
+                        and not self.reconciler.any_started()):
+                    continue  # between full passes, only ask Ray about attempts that are starting
+                last_pass = time.monotonic()
                 report = self.reconciler.reconcile()
                 if report is None:
                     continue

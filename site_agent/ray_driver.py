@@ -39,6 +39,10 @@ class RayDriver(ABC):
         """Every job the cluster knows, by submission id. Raises RayError when unreachable."""
 
     @abstractmethod
+    def status(self, submission_id: str) -> str | None:
+        """One job's status name, or None if the cluster does not know it."""
+
+    @abstractmethod
     def stop(self, submission_id: str) -> None: ...
 
     @abstractmethod
@@ -86,6 +90,16 @@ class RayJobsDriver(RayDriver):
             raise RayError(f"listing jobs at {self.address}: {_first_line(e)}") from None
         return {d.submission_id: RayJob(d.submission_id, d.status.value, d.message or "")
                 for d in details if d.submission_id}
+
+    def status(self, submission_id: str) -> str | None:
+        try:
+            return self.client.get_job_status(submission_id).value
+        except RuntimeError as e:
+            if "does not exist" in str(e):
+                return None
+            raise RayError(f"reading status of {submission_id}: {_first_line(e)}") from None
+        except Exception as e:
+            raise RayError(f"reading status of {submission_id}: {_first_line(e)}") from None
 
     def stop(self, submission_id: str) -> None:
         try:

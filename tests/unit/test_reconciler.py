@@ -22,8 +22,13 @@ class MemoryRay(RayDriver):
         self.submitted: list[tuple[str, dict]] = []
         self.stopped: list[str] = []
         self.down = False
+        self.refuse = ""
 
     def submit(self, submission_id, entrypoint, runtime_env, *, cpus, memory, gpus, metadata):
+        if self.down:
+            raise RayError("down")
+        if self.refuse:
+            raise RayError(self.refuse)
         if submission_id not in self.jobs_:
             self.jobs_[submission_id] = RayJob(submission_id, "PENDING")
             self.submitted.append((submission_id, runtime_env))
@@ -32,6 +37,10 @@ class MemoryRay(RayDriver):
         if self.down:
             raise RayError("down")
         return dict(self.jobs_)
+
+    def status(self, submission_id):
+        job = self.jobs_.get(submission_id)
+        return job.status if job else None
 
     def stop(self, submission_id):
         self.stopped.append(submission_id)
@@ -91,6 +100,11 @@ def test_starts_desired_stops_undesired_and_reports_everything(tmp_path, ray):
     report = r.reconcile()
     assert states(report) == {"j-1/1": pb.ATTEMPT_STATE_ASSIGNED, "j-9/1": pb.ATTEMPT_STATE_STOPPED}
     assert len(ray.submitted) == 1, "a second pass never submits again"
+    assert r.starting == {"fed-j-1-1"} and not r.any_started()
+    ray.jobs_["fed-j-1-1"] = RayJob("fed-j-1-1", "RUNNING")
+    assert r.any_started()
+    r.reconcile()
+    assert r.starting == set()
 
 
 def test_logs_are_shipped_incrementally(tmp_path, ray):
@@ -140,12 +154,37 @@ def test_site_veto_rejects_and_never_submits(tmp_path, ray, veto, spec, reason):
     assert list(r.reconcile().statuses) == [], "forgotten once the federation stops asking"
 
 
-def test_unobservable_ray_sends_no_report(tmp_path, ray):
+def test_unreachable_ray_sends_no_report_and_fails_nothing(tmp_path, ray):
     r = Reconciler(site_config(tmp_path), ray)
     r.set_desired([assignment()])
     ray.down = True
     assert r.reconcile() is None
-    assert ray.submitted == []
+    assert ray.submitted == [] and r.local == {}
+    ray.down = False
+    assert states(r.reconcile()) == {"j-1/1": pb.ATTEMPT_STATE_ASSIGNED}
+    assert [sid for sid, _ in ray.submitted] == ["fed-j-1-1"]
+
+
+def test_a_submission_ray_refuses_fails_the_attempt(tmp_path, ray):
+    ray.refuse = "runtime_env: pip package not found"
+    r = Reconciler(site_config(tmp_path), ray)
+    r.set_desired([assignment()])
+    (status,) = r.reconcile().statuses
+    assert status.state == pb.ATTEMPT_STATE_FAILED and "pip package not found" in status.message
+
+
+def test_an_attempt_ray_lost_before_it_ran_is_started_again(tmp_path, ray):
+    r = Reconciler(site_config(tmp_path), ray)
+    r.set_desired([assignment()])
+    r.reconcile()
+    del ray.jobs_["fed-j-1-1"]   # the cluster restarted
+    r.reconcile()
+    assert [sid for sid, _ in ray.submitted] == ["fed-j-1-1", "fed-j-1-1"]
+    ray.jobs_["fed-j-1-1"] = RayJob("fed-j-1-1", "RUNNING")
+    r.reconcile()
+    del ray.jobs_["fed-j-1-1"]   # restarted again, after it ran
+    assert list(r.reconcile().statuses) == [], "reported missing, so the federation decides"
+    assert len(ray.submitted) == 2, "never started a second time by the agent"
 
 
 def test_working_dir_symlink_escape_is_refused(tmp_path):
