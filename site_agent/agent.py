@@ -190,7 +190,7 @@ class Reconciler:
                                                  state=wire.ATTEMPT_STATE_TO_PB[decided.state], message=decided.message))
         # Forget local decisions the federation has taken in.
         self.local = {sid: d for sid, d in self.local.items() if sid in self.desired}
-        return pb.ConnectRequest(site=self.config.metadata.name, statuses=statuses, logs=logs)
+        return pb.ConnectRequest(site=self.config.metadata.name, statuses=statuses, logs=logs, complete=True)
 
     def _new_log_bytes(self, sid: str) -> tuple[int, bytes] | None:
         """(offset, bytes not yet sent), or None when Ray cannot be read."""

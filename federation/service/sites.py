@@ -97,7 +97,7 @@ class SiteServicer(pb_grpc.SiteServiceServicer):
             if state is None:
                 raise InvalidSpec(f"statuses: attempt {s.job_id}/{s.attempt} has no state")
             reports.append(AttemptReport(s.job_id, s.attempt, state, s.message))
-        self.control.apply_report(site, reports, complete=True)
+        self.control.apply_report(site, reports, complete=message.complete)
         if message.logs:
             self.control.changes.bump()
 

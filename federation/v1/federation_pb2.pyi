@@ -421,14 +421,16 @@ class LogChunk(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class ConnectRequest(_message.Message):
-    __slots__ = ("site", "statuses", "logs")
+    __slots__ = ("site", "statuses", "logs", "complete")
     SITE_FIELD_NUMBER: _ClassVar[int]
     STATUSES_FIELD_NUMBER: _ClassVar[int]
     LOGS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
     site: str
     statuses: _containers.RepeatedCompositeFieldContainer[AttemptStatus]
     logs: _containers.RepeatedCompositeFieldContainer[LogChunk]
-    def __init__(self, site: _Optional[str] = ..., statuses: _Optional[_Iterable[_Union[AttemptStatus, _Mapping]]] = ..., logs: _Optional[_Iterable[_Union[LogChunk, _Mapping]]] = ...) -> None: ...
+    complete: bool
+    def __init__(self, site: _Optional[str] = ..., statuses: _Optional[_Iterable[_Union[AttemptStatus, _Mapping]]] = ..., logs: _Optional[_Iterable[_Union[LogChunk, _Mapping]]] = ..., complete: _Optional[bool] = ...) -> None: ...
 
 class ConnectResponse(_message.Message):
     __slots__ = ("generation", "assignments")

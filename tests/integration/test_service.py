@@ -79,8 +79,9 @@ class AgentStream:
     def next_assignments(self, timeout=5.0) -> list[pb.Assignment]:
         return list(next(self.responses).assignments)
 
-    def report(self, statuses=(), logs=()):
-        self.outbox.put(pb.ConnectRequest(site=self.site, statuses=list(statuses), logs=list(logs)))
+    def report(self, statuses=(), logs=(), complete=True):
+        self.outbox.put(pb.ConnectRequest(site=self.site, statuses=list(statuses), logs=list(logs),
+                                          complete=complete))
 
     def close(self):
         self.outbox.put(None)
@@ -181,6 +182,27 @@ def test_cancelling_a_running_job_tells_its_site_to_stop(federation, client):
     agent.report([pb.AttemptStatus(job_id=job.id, attempt=1, state=pb.ATTEMPT_STATE_STOPPED)])
     wait_for(lambda: job.status().attempts[0].state == "stopped", 5, "the attempt to stop")
     assert job.status().state == "cancelled"
+    agent.close()
+    channel.close()
+
+
+def test_only_a_complete_report_can_say_an_attempt_vanished(federation, client):
+    stub, channel = site_stub(federation)
+    register(stub)
+    stub.Heartbeat(pb.HeartbeatRequest(name="eu-west"), timeout=5)
+    agent = AgentStream(stub, "eu-west")
+    job = client.submit(make_spec())
+    wait_for(lambda: agent.next_assignments(), 5, "an assignment")
+    running = pb.AttemptStatus(job_id=job.id, attempt=1, state=pb.ATTEMPT_STATE_RUNNING)
+    agent.report([running])
+    wait_for(lambda: job.status().state == "running", 5, "running")
+    agent.report([], complete=False)     # the agent could not observe Ray: nothing follows from it
+    agent.report([running], [pb.LogChunk(job_id=job.id, attempt=1, offset=0, data=b"mark\n")])
+    wait_for(lambda: job.logs() == "mark\n", 5, "both reports to be applied, in order")
+    assert job.status().state == "running"
+    agent.report([], complete=True)      # Ray no longer has it
+    final = wait_for(lambda: (s := job.status()).terminal and s, 5, "the job to fail")
+    assert final.state == "failed" and "vanished from the site's Ray cluster" in final.attempts[0].message
     agent.close()
     channel.close()
 
