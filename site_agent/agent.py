@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 
 import grpc
 
-from federation.errors import FederationError, NotFound, RayError
+from federation.errors import FederationError, InvalidSpec, NotFound, RayError
 from federation.jobs import AttemptState, parse_submission_id
 from federation.service import wire
 from federation.service.errors import from_rpc_error
@@ -140,7 +140,11 @@ class Reconciler:
     def _start(self, sid: str, a: pb.Assignment, *, ray_reachable: bool) -> None:
         """Submit an attempt, or refuse it. A Ray error fails the attempt only when Ray has
         just answered a listing: otherwise it may be Ray that is down, not the job that is bad."""
-        spec = wire.spec_from_pb(a.spec)
+        try:
+            spec = wire.spec_from_pb(a.spec)
+        except InvalidSpec as e:  # refuse what this site cannot read, rather than wedge on it
+            self.local[sid] = _Local(AttemptState.REJECTED, f"invalid assignment: {e.message}")
+            return
         reason = veto_reason(spec, self.config.spec.veto, self.held)
         runtime_env, env_reason = resolve_runtime_env(spec.spec.runtime_env, self.config.spec.work_dir)
         reason = reason or env_reason

@@ -195,3 +195,14 @@ def test_working_dir_symlink_escape_is_refused(tmp_path):
     assert reason and "no work_dir" in reason
     env, reason = resolve_runtime_env({"pip": ["numpy"]}, None)
     assert reason is None and env == {"pip": ["numpy"]}
+
+
+def test_an_assignment_the_site_cannot_read_is_refused_not_fatal(tmp_path, ray):
+    bad = pb.Assignment(job_id="j-1", attempt=1, submission_id="fed-j-1-1",
+                        spec=pb.JobSpec(name="Not A Name", entrypoint="x"))
+    r = Reconciler(site_config(tmp_path), ray)
+    r.set_desired([bad, assignment("j-2")])
+    report = r.reconcile()
+    assert states(report)["j-1/1"] == pb.ATTEMPT_STATE_REJECTED
+    assert [sid for sid, _ in ray.submitted] == ["fed-j-2-1"]
+
