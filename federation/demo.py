@@ -104,7 +104,7 @@ def _start_agent(site, work: Path, address: str, pki) -> subprocess.Popen:
 def _wait_for_sites(client: Client, names: list[str], agents: list[subprocess.Popen], work: Path) -> None:
     deadline = time.monotonic() + SITE_START_TIMEOUT_S
     while time.monotonic() < deadline:
-        for name, agent in zip(names, agents):
+        for name, agent in zip(names, agents, strict=True):
             if agent.poll() is not None:
                 tail = (work / f"{name}.log").read_text(errors="replace").strip().splitlines()[-1:]
                 raise ConfigError(f"site {name} exited with status {agent.returncode}"

@@ -46,14 +46,16 @@ def kill_processes_mentioning(marker: str) -> None:
             continue
 
 
-def site_config(name: str, *, address: str, pki: dict[str, Issued], work: Path, port_base: int,
-                spec: dict[str, Any]) -> dict[str, Any]:
-    """A Site document pointing at this federation, with its Ray head's files under `work`."""
-    body = {k: v for k, v in spec.items() if k not in ("ray",)}
-    local = dict(spec.get("ray", {}).get("local", {}), port_base=port_base, temp_dir=str(work / f"r{port_base}"))
+def site_config(name: str, *, address: str, pki: dict[str, Issued], work: Path, spec: dict[str, Any],
+                port_base: int | None = None) -> dict[str, Any]:
+    """A Site document pointing at this federation; with `port_base`, for a private Ray head
+    whose files live under `work`, else for the cluster at spec.ray.address."""
+    body = dict(spec)
     body["federation"] = {"address": address, "tls": {
         "ca": str(pki["ca"].cert), "cert": str(pki[name].cert), "key": str(pki[name].key)}}
-    body["ray"] = {"local": local}
+    if port_base is not None:
+        local = dict(spec.get("ray", {}).get("local", {}), port_base=port_base, temp_dir=str(work / f"r{port_base}"))
+        body["ray"] = {"local": local}
     return {"apiVersion": "federation/v1", "kind": "Site", "metadata": {"name": name}, "spec": body}
 
 
@@ -64,7 +66,8 @@ def start_agent(config: dict[str, Any], work: Path) -> subprocess.Popen:
     path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     log = open(work / f"{name}.log", "ab")
-    return subprocess.Popen(fedctl("site", "start", "--config", str(path), "--local-ray"), stdout=log,
+    local_ray = ["--local-ray"] if "local" in config["spec"].get("ray", {}) else []
+    return subprocess.Popen(fedctl("site", "start", "--config", str(path), *local_ray), stdout=log,
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
                             env=dict(os.environ, PYTHONUNBUFFERED="1", FEDCTL_PARENT_PID=str(os.getpid())))
 

@@ -27,7 +27,7 @@ from federation.spec import SiteConfig
 from federation.v1 import federation_pb2 as pb
 from federation.v1 import federation_pb2_grpc as pb_grpc
 from site_agent.inventory import site_capacity
-from site_agent.ray_driver import RayDriver, RayJob
+from site_agent.ray_driver import SITE_KEY, RayDriver, RayJob
 from site_agent.veto import resolve_runtime_env, veto_reason
 
 log = logging.getLogger("site_agent")
@@ -101,7 +101,9 @@ class Reconciler:
                 if sid not in self.submitted and sid not in self.local:
                     self._start(sid, assignment, ray_reachable=False)
         try:
-            observed = {sid: j for sid, j in self.driver.jobs().items() if parse_submission_id(sid)}
+            # Only this site's federation jobs: a Ray cluster may be shared with other sites or users.
+            observed = {sid: j for sid, j in self.driver.jobs().items()
+                        if parse_submission_id(sid) and j.site in (None, self.config.metadata.name)}
         except RayError as e:
             log.warning("cannot observe Ray: %s", e.message)
             return None
@@ -157,7 +159,7 @@ class Reconciler:
         try:
             self.driver.submit(sid, spec.spec.entrypoint, runtime_env, cpus=r.cpus, memory=r.memory, gpus=r.gpus,
                                metadata={"federation_job": a.job_id, "attempt": str(a.attempt),
-                                         "tenant": spec.metadata.tenant})
+                                         "tenant": spec.metadata.tenant, SITE_KEY: self.config.metadata.name})
             self.submitted.add(sid)
             log.info("started %s (%s)", sid, spec.metadata.name)
         except RayError as e:

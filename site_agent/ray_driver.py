@@ -9,11 +9,15 @@ from typing import Any
 from federation.errors import RayError
 
 
+SITE_KEY = "federation_site"   # job metadata naming the site that submitted it
+
+
 @dataclass(frozen=True)
 class RayJob:
     submission_id: str
     status: str          # Ray's JobStatus name: PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED
     message: str = ""
+    site: str | None = None   # from the job's metadata; None for jobs submitted otherwise
 
     @property
     def terminal(self) -> bool:
@@ -88,7 +92,8 @@ class RayJobsDriver(RayDriver):
             raise
         except Exception as e:
             raise RayError(f"listing jobs at {self.address}: {_first_line(e)}") from None
-        return {d.submission_id: RayJob(d.submission_id, d.status.value, d.message or "")
+        return {d.submission_id: RayJob(d.submission_id, d.status.value, d.message or "",
+                                        (d.metadata or {}).get(SITE_KEY))
                 for d in details if d.submission_id}
 
     def status(self, submission_id: str) -> str | None:

@@ -182,3 +182,28 @@ def test_restarting_the_federation_loses_no_job(federation, client):
     fresh = client.submit(job("after-restart"))
     assert fresh.wait(timeout=90).state == "succeeded"
     waiting.cancel()
+
+
+def test_a_site_can_drive_a_ray_cluster_it_shares(federation, client):
+    """`fedctl site start` without --local-ray, on eu-west's running cluster: each agent
+    manages only its own site's jobs. Last in this file: it adds a site the others do not expect."""
+    from federation.local import site_config, start_agent, stop_processes
+    from federation.pki import issue
+
+    federation.pki["eu-central"] = issue(federation.pki["ca"], federation.work / "pki", "eu-central")
+    spec = {"location": {"jurisdiction": "DE", "region": "eu-central"}, "work_dir": str(Path(__file__).parent),
+            "ray": {"address": federation.dashboard("eu-west")}}
+    agent = start_agent(site_config("eu-central", address=federation.address, pki=federation.pki,
+                                    work=federation.work, spec=spec), federation.work)
+    federation.agents["eu-central"] = agent
+    try:
+        federation.wait_connected(timeout=60)
+        j = client.submit(job("shared", env={"SLEEP": "2"}, placement={"sites": ["eu-central"]}))
+        final = j.wait(timeout=90)
+        assert (final.state, final.site) == ("succeeded", "eu-central"), "eu-west's agent left it alone"
+        from ray.job_submission import JobSubmissionClient
+        info = JobSubmissionClient(federation.dashboard("eu-west")).get_job_info(final.attempts[0].submission_id)
+        assert info.metadata["federation_site"] == "eu-central"
+    finally:
+        stop_processes([agent])
+        del federation.agents["eu-central"]

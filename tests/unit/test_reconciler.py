@@ -30,7 +30,7 @@ class MemoryRay(RayDriver):
         if self.refuse:
             raise RayError(self.refuse)
         if submission_id not in self.jobs_:
-            self.jobs_[submission_id] = RayJob(submission_id, "PENDING")
+            self.jobs_[submission_id] = RayJob(submission_id, "PENDING", site=metadata.get("federation_site"))
             self.submitted.append((submission_id, runtime_env))
 
     def jobs(self):
@@ -105,6 +105,14 @@ def test_starts_desired_stops_undesired_and_reports_everything(tmp_path, ray):
     assert r.any_started()
     r.reconcile()
     assert r.starting == set()
+
+
+def test_jobs_of_another_site_on_a_shared_ray_cluster_are_left_alone(tmp_path, ray):
+    ray.jobs_["fed-j-7-1"] = RayJob("fed-j-7-1", "RUNNING", site="eu-central")
+    r = Reconciler(site_config(tmp_path), ray)
+    r.set_desired([])
+    assert list(r.reconcile().statuses) == []
+    assert ray.stopped == []
 
 
 def test_logs_are_shipped_incrementally(tmp_path, ray):
