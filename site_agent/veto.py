@@ -26,26 +26,52 @@ def veto_reason(spec: JobSpec, veto: Veto, held: Mapping[str, str]) -> str | Non
     return None
 
 
+# runtime_env keys a site accepts. Anything else (container images, plugins, file-based
+# conda or pip specs) is refused: each is a way to run or read what the operator did not allow.
+ACCEPTED_RUNTIME_ENV = {"working_dir", "py_modules", "env_vars", "pip", "uv", "excludes", "config"}
+
+
 def resolve_runtime_env(runtime_env: Mapping[str, Any], work_dir: Path | None) -> tuple[dict[str, Any], str | None]:
-    """Resolve a relative working_dir inside the site's work_dir; refuse anything that escapes it.
+    """Resolve local paths (working_dir, py_modules) inside the site's work_dir; refuse
+    anything that escapes it, remote URIs and keys this site does not accept.
 
     Returns (runtime_env for Ray, refusal reason or None).
     """
     env = dict(runtime_env)
-    wd = env.get("working_dir")
-    if wd is None:
-        return env, None
-    if not isinstance(wd, str):
-        return env, "runtime_env.working_dir must be a string"
-    if "://" in wd:
-        return env, "runtime_env.working_dir: remote URIs are not accepted by this site"
-    if work_dir is None:
-        return env, "runtime_env.working_dir: this site has no work_dir to take code from"
-    root = work_dir.resolve()
-    target = (root / wd).resolve()
-    if target != root and root not in target.parents:
-        return env, f"runtime_env.working_dir {wd!r} escapes the site's work_dir"
-    if not target.is_dir():
-        return env, f"runtime_env.working_dir {wd!r} does not exist at this site"
-    env["working_dir"] = str(target)
+    for key in sorted(env):
+        if key not in ACCEPTED_RUNTIME_ENV:
+            return env, f"runtime_env.{key} is not accepted by this site"
+    for key in ("pip", "uv"):
+        if key in env and not (isinstance(env[key], list) and all(isinstance(p, str) for p in env[key])):
+            return env, f"runtime_env.{key} must be a list of package names"
+    if "working_dir" in env:
+        env["working_dir"], reason = _inside(env["working_dir"], work_dir, "runtime_env.working_dir")
+        if reason:
+            return env, reason
+    if "py_modules" in env:
+        if not isinstance(env["py_modules"], list):
+            return env, "runtime_env.py_modules must be a list"
+        resolved = []
+        for i, module in enumerate(env["py_modules"]):
+            path, reason = _inside(module, work_dir, f"runtime_env.py_modules[{i}]")
+            if reason:
+                return env, reason
+            resolved.append(path)
+        env["py_modules"] = resolved
     return env, None
+
+
+def _inside(value: Any, work_dir: Path | None, field: str) -> tuple[str, str | None]:
+    if not isinstance(value, str):
+        return "", f"{field} must be a string"
+    if "://" in value:
+        return value, f"{field}: remote URIs are not accepted by this site"
+    if work_dir is None:
+        return value, f"{field}: this site has no work_dir to take code from"
+    root = work_dir.resolve()
+    target = (root / value).resolve()
+    if target != root and root not in target.parents:
+        return value, f"{field} {value!r} escapes the site's work_dir"
+    if not target.exists():
+        return value, f"{field} {value!r} does not exist at this site"
+    return str(target), None

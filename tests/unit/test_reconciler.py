@@ -150,6 +150,9 @@ def test_logs_are_shipped_incrementally(tmp_path, ray):
     ({}, {"runtime_env": {"working_dir": "../../etc"}}, "escapes the site's work_dir"),
     ({}, {"runtime_env": {"working_dir": "s3://bucket/code.zip"}}, "remote URIs are not accepted"),
     ({}, {"runtime_env": {"working_dir": "./missing"}}, "does not exist at this site"),
+    ({}, {"runtime_env": {"py_modules": ["/etc"]}}, "runtime_env.py_modules[0] '/etc' escapes the site's work_dir"),
+    ({}, {"runtime_env": {"image_uri": "evil:latest"}}, "runtime_env.image_uri is not accepted by this site"),
+    ({}, {"runtime_env": {"pip": "/etc/requirements.txt"}}, "runtime_env.pip must be a list of package names"),
 ])
 def test_site_veto_rejects_and_never_submits(tmp_path, ray, veto, spec, reason):
     r = Reconciler(site_config(tmp_path, **veto), ray)
@@ -203,6 +206,9 @@ def test_working_dir_symlink_escape_is_refused(tmp_path):
     assert reason and "no work_dir" in reason
     env, reason = resolve_runtime_env({"pip": ["numpy"]}, None)
     assert reason is None and env == {"pip": ["numpy"]}
+    (tmp_path / "lib").mkdir()
+    env, reason = resolve_runtime_env({"py_modules": ["lib"], "env_vars": {"A": "1"}}, tmp_path)
+    assert reason is None and env["py_modules"] == [str(tmp_path / "lib")]
 
 
 def test_an_assignment_the_site_cannot_read_is_refused_not_fatal(tmp_path, ray):
