@@ -66,6 +66,40 @@ def register(stub, name="eu-west", jurisdiction="DE", region="eu-west", datasets
         capacity=pb.Resources(cpus=cpus, memory_bytes=8 * GiB)), timeout=5)
 
 
+@pytest.fixture
+def eu_site(federation):
+    """eu-west registered and heartbeating, holding patient-records-eu (gdpr-personal)."""
+    stub, channel = site_stub(federation)
+    register(stub)
+    stub.Heartbeat(pb.HeartbeatRequest(name="eu-west"), timeout=5)
+    yield stub
+    channel.close()
+
+
+@pytest.fixture
+def us_site(federation):
+    """us-east registered, holding claims-us (hipaa), with baa=true."""
+    stub, channel = site_stub(federation, "us-east")
+    register(stub, "us-east", "US", "us-east", datasets=(("claims-us", "hipaa"),), labels={"baa": "true"})
+    yield stub
+    channel.close()
+
+
+@pytest.fixture
+def eu_agent(eu_site):
+    agent = AgentStream(eu_site, "eu-west")
+    yield agent
+    agent.close()
+
+
+def run_on(agent: "AgentStream", job) -> None:
+    """Take the job's assignment and report it running."""
+    (a,) = wait_for(lambda: agent.next_assignments(), 5, "an assignment")
+    assert a.job_id == job.id
+    agent.report([pb.AttemptStatus(job_id=job.id, attempt=1, state=pb.ATTEMPT_STATE_RUNNING)])
+    wait_for(lambda: job.status().state == "running", 5, "running")
+
+
 class AgentStream:
     """The agent's side of Connect, by hand."""
 
@@ -95,13 +129,8 @@ def test_submit_without_sites_waits_and_says_why(client):
     assert p.summary == "no sites are registered"
 
 
-def test_gdpr_job_lands_on_the_eu_site_and_runs_to_completion_with_logs(federation, client):
-    stub, channel = site_stub(federation)
-    register(stub)
-    us_stub, us_channel = site_stub(federation, "us-east")
-    register(us_stub, "us-east", "US", "us-east", datasets=(("claims-us", "hipaa"),), labels={"baa": "true"})
-    stub.Heartbeat(pb.HeartbeatRequest(name="eu-west"), timeout=5)
-    agent = AgentStream(stub, "eu-west")
+def test_gdpr_job_lands_on_the_eu_site_and_runs_to_completion_with_logs(client, eu_agent, us_site):
+    agent = eu_agent
     job = client.submit(make_spec("tok", datasets=["patient-records-eu"], resources={"cpus": 1}))
     wait_for(lambda: job.status().state == "placed", 5, "placement")
     assert job.status().site == "eu-west"
@@ -121,28 +150,17 @@ def test_gdpr_job_lands_on_the_eu_site_and_runs_to_completion_with_logs(federati
     assert job.logs() == "line 1\nline 2\n"
     verdicts = {v.site: v for v in client.explain(job.id).verdicts}
     assert verdicts["eu-west"].eligible
-    agent.close()
-    channel.close()
-    us_channel.close()
 
 
-def test_job_no_site_may_run_stays_pending_with_reasons(federation, client):
-    stub, channel = site_stub(federation)
-    register(stub)
-    us_stub, us_channel = site_stub(federation, "us-east")
-    register(us_stub, "us-east", "US", "us-east", datasets=(("claims-us", "hipaa"),), labels={"baa": "true"})
+def test_job_no_site_may_run_stays_pending_with_reasons(client, eu_site, us_site):
     job = client.submit(make_spec("export", datasets=["patient-records-eu"], placement={"regions": ["us"]}))
     p = wait_for(lambda: (p := job.placement).verdicts and p, 5, "verdicts")
     assert p.state == "pending" and p.summary.startswith("no site may ever take it")
     assert {v.site: v.reason_code for v in p.verdicts} == {"eu-west": "not-in-regions", "us-east": "jurisdiction"}
     assert job.status().message == p.summary
-    channel.close()
-    us_channel.close()
 
 
-def test_bad_submissions_are_refused_and_nothing_is_stored(federation, client):
-    stub, channel = site_stub(federation)
-    register(stub)
+def test_bad_submissions_are_refused_and_nothing_is_stored(client, eu_site):
     with pytest.raises(UnknownDataset, match=r"spec.datasets\[0\]: unknown dataset 'patient-records' "
                                              r"\(did you mean 'patient-records-eu'\?\)"):
         client.submit(make_spec(datasets=["patient-records"]))
@@ -155,7 +173,6 @@ def test_bad_submissions_are_refused_and_nothing_is_stored(federation, client):
         raw.SubmitJob(pb.SubmitJobRequest(spec=pb.JobSpec(name="Bad Name", entrypoint="x")), timeout=5)
     assert e.value.code() is grpc.StatusCode.INVALID_ARGUMENT and "metadata.name" in e.value.details()
     assert client.jobs() == []
-    channel.close()
 
 
 def test_cancel_and_not_found(client):
@@ -168,34 +185,22 @@ def test_cancel_and_not_found(client):
         client.cancel("j-000000000000")
 
 
-def test_cancelling_a_running_job_tells_its_site_to_stop(federation, client):
-    stub, channel = site_stub(federation)
-    register(stub)
-    stub.Heartbeat(pb.HeartbeatRequest(name="eu-west"), timeout=5)
-    agent = AgentStream(stub, "eu-west")
+def test_cancelling_a_running_job_tells_its_site_to_stop(client, eu_agent):
+    agent = eu_agent
     job = client.submit(make_spec())
-    wait_for(lambda: agent.next_assignments(), 5, "an assignment")
-    agent.report([pb.AttemptStatus(job_id=job.id, attempt=1, state=pb.ATTEMPT_STATE_RUNNING)])
-    wait_for(lambda: job.status().state == "running", 5, "running")
+    run_on(agent, job)
     assert job.cancel().state == "cancelled"
     assert wait_for(lambda: agent.next_assignments() == [], 5, "an empty desired set")
     agent.report([pb.AttemptStatus(job_id=job.id, attempt=1, state=pb.ATTEMPT_STATE_STOPPED)])
     wait_for(lambda: job.status().attempts[0].state == "stopped", 5, "the attempt to stop")
     assert job.status().state == "cancelled"
-    agent.close()
-    channel.close()
 
 
-def test_only_a_complete_report_can_say_an_attempt_vanished(federation, client):
-    stub, channel = site_stub(federation)
-    register(stub)
-    stub.Heartbeat(pb.HeartbeatRequest(name="eu-west"), timeout=5)
-    agent = AgentStream(stub, "eu-west")
+def test_only_a_complete_report_can_say_an_attempt_vanished(client, eu_agent):
+    agent = eu_agent
     job = client.submit(make_spec())
-    wait_for(lambda: agent.next_assignments(), 5, "an assignment")
+    run_on(agent, job)
     running = pb.AttemptStatus(job_id=job.id, attempt=1, state=pb.ATTEMPT_STATE_RUNNING)
-    agent.report([running])
-    wait_for(lambda: job.status().state == "running", 5, "running")
     agent.report([], complete=False)     # the agent could not observe Ray: nothing follows from it
     agent.report([running], [pb.LogChunk(job_id=job.id, attempt=1, offset=0, data=b"mark\n")])
     wait_for(lambda: job.logs() == "mark\n", 5, "both reports to be applied, in order")
@@ -203,8 +208,6 @@ def test_only_a_complete_report_can_say_an_attempt_vanished(federation, client):
     agent.report([], complete=True)      # Ray no longer has it
     final = wait_for(lambda: (s := job.status()).terminal and s, 5, "the job to fail")
     assert final.state == "failed" and "vanished from the site's Ray cluster" in final.attempts[0].message
-    agent.close()
-    channel.close()
 
 
 def test_cordoned_site_gets_no_new_work(federation, client):
