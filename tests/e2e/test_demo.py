@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from federation.local import fedctl
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -71,3 +73,18 @@ def test_ctrl_c_stops_the_demo_and_everything_it_started():
     assert "interrupted; stopping sites" in err
     assert leftovers(before) == []
     assert not list(Path("/tmp").glob("fd-*")), "the demo's folder is removed"
+
+
+def test_a_killed_demo_still_leaves_no_process_behind():
+    before = live_processes()
+    p = demo()
+    for line in p.stdout:
+        if line.startswith("site us-east"):
+            break
+    p.kill()  # no chance to clean up: each agent notices its parent died and stops its Ray head
+    p.communicate(timeout=30)
+    try:
+        wait_for(lambda: leftovers(before) == [], 60, "the agents and their Ray heads to stop")
+    finally:
+        for folder in Path("/tmp").glob("fd-*"):
+            shutil.rmtree(folder, ignore_errors=True)
