@@ -20,6 +20,7 @@ from federation.spec import JobSpec, PolicyConfig
 from federation.store import Store
 
 PRIORITY = {"low": -1, "normal": 0, "high": 1}
+SLUGS = {int(r): r.slug for r in policies.Reason}
 
 
 def rules_from_policy(policy: PolicyConfig) -> policies.Rules:
@@ -200,7 +201,7 @@ class ControlPlane:
             placed |= self.store.place_job(d.job_id, d.site, explanation, now) is not None
         for u in result.unplaced:
             old = by_id[u.job_id].explanation
-            codes = [policies.Reason(c).slug for c in u.reasons]
+            codes = [SLUGS[c] for c in u.reasons]
             if old is not None and old.summary == u.summary and [v[2] for v in old.verdicts] == codes:
                 continue  # unchanged: no write
             verdicts = tuple((v.site, False, v.reason.slug, v.detail)
