@@ -13,7 +13,7 @@ from typing import Callable, Iterable
 
 import policies
 from federation.changes import Changes
-from federation.errors import Conflict, UnknownDataset, Unsatisfiable
+from federation.errors import Conflict, NotFound, UnknownDataset, Unsatisfiable
 from federation.jobs import AttemptState, Explanation, Job, JobState, new_job_id
 from federation.sites import Capacity, SiteRecord, SiteState
 from federation.spec import JobSpec, PolicyConfig
@@ -33,6 +33,14 @@ def rules_from_policy(policy: PolicyConfig) -> policies.Rules:
                 allow_staging=rule.allow_staging)
             for name, rule in policy.spec.classifications.items()},
         version=policy.metadata.version)
+
+
+@dataclass(frozen=True)
+class LogChunk:
+    job_id: str
+    number: int
+    offset: int
+    data: bytes
 
 
 @dataclass(frozen=True)
@@ -56,16 +64,17 @@ class ControlPlane:
     # ------------------------------------------------------------ users
 
     def submit(self, spec: JobSpec) -> Job:
-        self._check_datasets(spec)
-        self._check_satisfiable(spec)
+        sites = self.store.list_sites()
+        self._check_datasets(spec, sites)
+        self._check_satisfiable(spec, sites)
         now = self.clock()
         job = Job(id=new_job_id(), spec=spec, created_at=now, updated_at=now, message="waiting for placement")
         self.store.add_job(job)
         self.changes.bump()
         return job
 
-    def _check_datasets(self, spec: JobSpec) -> None:
-        catalog = self.catalog()
+    def _check_datasets(self, spec: JobSpec, sites: list[SiteRecord]) -> None:
+        catalog = self.catalog(sites)
         for i, name in enumerate(spec.spec.datasets):
             if name not in catalog:
                 hint = difflib.get_close_matches(name, list(catalog), n=1)
@@ -73,8 +82,7 @@ class ControlPlane:
                     f"; known: {', '.join(sorted(catalog))}" if catalog else "; no site has registered any dataset")
                 raise UnknownDataset(f"spec.datasets[{i}]: unknown dataset '{name}'{suffix}")
 
-    def _check_satisfiable(self, spec: JobSpec) -> None:
-        sites = self.store.list_sites()
+    def _check_satisfiable(self, spec: JobSpec, sites: list[SiteRecord]) -> None:
         r = spec.spec.resources
         if sites and not any(r.cpus <= s.capacity.cpus and r.memory <= s.capacity.memory
                              and r.gpus <= s.capacity.gpus for s in sites):
@@ -115,12 +123,18 @@ class ControlPlane:
         self.changes.bump()
         return site
 
-    def apply_report(self, site: str, reports: Iterable[AttemptReport], complete: bool) -> None:
-        """Apply what an agent saw. With `complete`, `reports` is every attempt its Ray cluster holds."""
+    def apply_report(self, site: str, reports: Iterable[AttemptReport], logs: Iterable[LogChunk],
+                     complete: bool) -> None:
+        """Apply what an agent saw: log bytes first, so a job is never seen ended before its last
+        lines. With `complete`, `reports` is every attempt its Ray cluster holds."""
         now = self.clock()
         seen: set[tuple[str, int]] = set()
-        changed = False
         live = {(a.job_id, a.number): (a, j) for a, j in self.store.live_attempts(site)}
+        changed = False
+        for chunk in logs:
+            if (chunk.job_id, chunk.number) in live or self._ran_at(site, chunk.job_id, chunk.number):
+                self.store.append_log(chunk.job_id, chunk.number, chunk.offset, chunk.data)
+                changed = True
         for r in reports:
             seen.add((r.job_id, r.number))
             if (r.job_id, r.number) not in live:
@@ -140,6 +154,14 @@ class ControlPlane:
         if changed:
             self.changes.bump()
 
+    def _ran_at(self, site: str, job_id: str, number: int) -> bool:
+        """Logs may arrive after an attempt ended; accept them only from the site that ran it."""
+        try:
+            job = self.store.get_job(job_id)
+        except NotFound:
+            return False
+        return any(a.number == number and a.site == site for a in job.attempts)
+
     def desired(self, site: str) -> list[tuple[int, Job]]:
         """Attempts the site should be running: live ones whose job still wants them."""
         return sorted(((a.number, j) for a, j in self.store.live_attempts(site) if not j.state.terminal),
@@ -147,32 +169,35 @@ class ControlPlane:
 
     # ------------------------------------------------------------ scheduling
 
-    def catalog(self) -> dict[str, policies.DatasetInfo]:
+    def catalog(self, sites: list[SiteRecord]) -> dict[str, policies.DatasetInfo]:
         held: dict[str, tuple[str, set[str]]] = {}
-        for site in self.store.list_sites():
+        for site in sites:
             for d in site.datasets:
                 held.setdefault(d.name, (d.classification, set()))[1].add(site.name)
         return {name: policies.DatasetInfo(name, cls, frozenset(sites)) for name, (cls, sites) in held.items()}
 
-    def snapshot(self, now: float) -> policies.Snapshot:
-        used: dict[str, list[float]] = {}
+    def usage(self) -> dict[str, tuple[Capacity, int]]:
+        """Per site: resources held by its live attempts, and how many there are."""
+        usage: dict[str, tuple[Capacity, int]] = {}
         for attempt, job in self.store.live_attempts():
             r = job.spec.spec.resources
-            u = used.setdefault(attempt.site, [0.0, 0.0, 0.0, 0])
-            u[0] += r.cpus
-            u[1] += r.memory
-            u[2] += r.gpus
-            u[3] += 1
+            held, n = usage.get(attempt.site, (Capacity(), 0))
+            usage[attempt.site] = (held + Capacity(r.cpus, r.memory, r.gpus), n + 1)
+        return usage
+
+    def snapshot(self, now: float) -> policies.Snapshot:
+        usage = self.usage()
+        records = self.store.list_sites()
         sites = []
-        for s in self.store.list_sites():
-            u = used.get(s.name, [0.0, 0.0, 0.0, 0])
+        for s in records:
+            used, running = usage.get(s.name, (Capacity(), 0))
             sites.append(policies.SiteView(
                 name=s.name, jurisdiction=s.jurisdiction, region=s.region, labels=s.labels,
                 cpus=s.capacity.cpus, memory=float(s.capacity.memory), gpus=s.capacity.gpus,
-                used_cpus=u[0], used_memory=u[1], used_gpus=u[2], running=int(u[3]),
+                used_cpus=used.cpus, used_memory=float(used.memory), used_gpus=used.gpus, running=running,
                 connected=s.connected(now, self.site_timeout_s),
                 cordoned=s.state is SiteState.CORDONED, draining=s.state is SiteState.DRAINING))
-        return policies.Snapshot(sites=tuple(sites), catalog=self.catalog(), rules=self.rules)
+        return policies.Snapshot(sites=tuple(sites), catalog=self.catalog(records), rules=self.rules)
 
     @staticmethod
     def pending_view(job: Job) -> policies.PendingJob:

@@ -194,8 +194,9 @@ class Reconciler:
                 job_id, number = parse_submission_id(sid)
                 statuses.append(pb.AttemptStatus(job_id=job_id, attempt=number,
                                                  state=wire.ATTEMPT_STATE_TO_PB[decided.state], message=decided.message))
-        # Forget local decisions the federation has taken in.
+        # Forget local decisions the federation has taken in, and attempts Ray no longer holds.
         self.local = {sid: d for sid, d in self.local.items() if sid in self.desired}
+        self.watched &= set(observed) | set(self.desired)
         return pb.ConnectRequest(site=self.config.metadata.name, statuses=statuses, logs=logs, complete=True)
 
     def _new_log_bytes(self, sid: str) -> tuple[int, bytes] | None:

@@ -9,7 +9,7 @@ import time
 import grpc
 from pydantic import ValidationError
 
-from federation.controlplane import AttemptReport, ControlPlane
+from federation.controlplane import AttemptReport, ControlPlane, LogChunk
 from federation.errors import InvalidSpec, PermissionDenied
 from federation.jobs import submission_id
 from federation.service import wire
@@ -86,29 +86,14 @@ class SiteServicer(pb_grpc.SiteServiceServicer):
             errors.put(e)
 
     def _apply(self, site: str, message: pb.ConnectRequest) -> None:
-        store = self.control.store
-        live = {(a.job_id, a.number) for a, _ in store.live_attempts(site)}
-        for chunk in message.logs:
-            if (chunk.job_id, chunk.attempt) in live or _held_by(store, site, chunk.job_id, chunk.attempt):
-                store.append_log(chunk.job_id, chunk.attempt, chunk.offset, chunk.data)
         reports = []
         for s in message.statuses:
             state = wire.ATTEMPT_STATE_FROM_PB.get(s.state)
             if state is None:
                 raise InvalidSpec(f"statuses: attempt {s.job_id}/{s.attempt} has no state")
             reports.append(AttemptReport(s.job_id, s.attempt, state, s.message))
-        self.control.apply_report(site, reports, complete=message.complete)
-        if message.logs:
-            self.control.changes.bump()
-
-
-def _held_by(store, site: str, job_id: str, number: int) -> bool:
-    """Logs may arrive after an attempt ended; accept them only from the site that ran it."""
-    try:
-        job = store.get_job(job_id)
-    except Exception:
-        return False
-    return any(a.number == number and a.site == site for a in job.attempts)
+        logs = [LogChunk(c.job_id, c.attempt, c.offset, c.data) for c in message.logs]
+        self.control.apply_report(site, reports, logs, complete=message.complete)
 
 
 def _authorize(context, site: str) -> None:

@@ -85,12 +85,12 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
 
     @translate
     def ListSites(self, request: pb.ListSitesRequest, context) -> pb.ListSitesResponse:
-        usage = self._usage()
+        usage = self.control.usage()
         return pb.ListSitesResponse(sites=[self._site(s, usage) for s in self.store.list_sites()])
 
     @translate
     def GetSite(self, request: pb.GetSiteRequest, context) -> pb.GetSiteResponse:
-        return pb.GetSiteResponse(site=self._site(self.store.get_site(request.name), self._usage()))
+        return pb.GetSiteResponse(site=self._site(self.store.get_site(request.name), self.control.usage()))
 
     @translate
     def SetSiteState(self, request: pb.SetSiteStateRequest, context) -> pb.SetSiteStateResponse:
@@ -98,15 +98,7 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
         if state is None:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "state: must be READY, CORDONED or DRAINING")
         site = self.control.set_site_state(request.name, state)
-        return pb.SetSiteStateResponse(site=self._site(site, self._usage()))
-
-    def _usage(self) -> dict[str, tuple[Capacity, int]]:
-        usage: dict[str, tuple[Capacity, int]] = {}
-        for attempt, job in self.store.live_attempts():
-            r = job.spec.spec.resources
-            cap, n = usage.get(attempt.site, (Capacity(), 0))
-            usage[attempt.site] = (cap + Capacity(r.cpus, r.memory, r.gpus), n + 1)
-        return usage
+        return pb.SetSiteStateResponse(site=self._site(site, self.control.usage()))
 
     def _site(self, site: SiteRecord, usage: dict[str, tuple[Capacity, int]]) -> pb.Site:
         allocated, running = usage.get(site.name, (Capacity(), 0))
