@@ -16,11 +16,13 @@ from policies.model import (
     Unplaced,
     Verdict,
 )
-from policies.placement import describe, schedule, static_verdict, verdicts
+from policies.placement import describe, gpu_request, schedule, static_verdict, verdicts
+from policies.topology import Binding, GpuNode, GpuRequest, GpuState, Inventory, Slot, check_binding
 from policies.sovereignty import expand_jurisdictions, sovereignty_verdict
 
 __all__ = [
     "ClassificationRule", "DatasetInfo", "Decision", "PendingJob", "Reason", "Rules", "ScheduleResult",
     "SiteView", "Snapshot", "Unplaced", "Verdict", "schedule", "sovereignty_verdict", "expand_jurisdictions",
-    "describe", "static_verdict", "verdicts",
+    "describe", "static_verdict", "verdicts", "gpu_request", "Binding", "GpuNode", "GpuRequest", "GpuState",
+    "Inventory", "Slot", "check_binding",
 ]

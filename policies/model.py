@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Mapping
 
+from policies.topology import Binding, GpuRequest, GpuState
+
 
 class Reason(IntEnum):
     """Why a site can or cannot take a job, in the order the filters run."""
@@ -23,6 +25,9 @@ class Reason(IntEnum):
     DRAINING = 11
     CORDONED = 12
     NO_FREE_CAPACITY = 13     # it would fit, but not now
+    GPU_TYPE = 14             # no GPU of the wanted type (or memory) at the site; checked after NEVER_FITS
+    TOPOLOGY = 15             # enough GPUs, but never in the wanted shape (NVLink domain, per node, rack)
+    FRAGMENTED = 16           # enough free GPUs now, but not in the wanted shape
 
     @property
     def slug(self) -> str:
@@ -30,7 +35,8 @@ class Reason(IntEnum):
 
     @property
     def transient(self) -> bool:
-        return self in (Reason.OFFLINE, Reason.NO_FREE_CAPACITY, Reason.CORDONED, Reason.DRAINING)
+        return self in (Reason.OFFLINE, Reason.NO_FREE_CAPACITY, Reason.CORDONED, Reason.DRAINING,
+                        Reason.FRAGMENTED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +83,7 @@ class Snapshot:
     sites: tuple[SiteView, ...]
     catalog: Mapping[str, DatasetInfo]
     rules: Rules
+    gpus: GpuState | None = None  # GPU topology with live reservations taken; None: from SiteView totals
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +100,7 @@ class PendingJob:
     priority: int = 0            # higher goes first
     submitted_at: float = 0.0
     vetoed_by: frozenset[str] = frozenset()
+    gpu: GpuRequest | None = None  # the GPU shape; None: `gpus` whole GPUs (or a share below 1), any type
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +117,7 @@ class Decision:
     score: float
     reasons: tuple[str, ...]
     candidates: int              # sites that could have taken it
+    binding: Binding = ()        # the GPUs reserved at the site
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,10 @@
 """Which site runs which job.
 
 Hard filters first (the job's site and region narrowing, data sovereignty, whole-site
-capacity, site vetoes, site health and cordons, free capacity now), then a score over
-the survivors (data locality, preference, capacity left, load). Jobs go in priority
+capacity, GPU type and topology shape, site vetoes, site health and cordons, free capacity
+now, free GPUs in the wanted shape now), then a score over the survivors (data locality,
+preference, CPU capacity left, GPU packing, load); the exact GPU block is then chosen
+inside the best site by `GpuState.fit`, best fit by topology level. Jobs go in priority
 order, FIFO within a priority. Nothing here mutates its input.
 
 `static_verdict` states each filter for one job and one site; `schedule` computes the
@@ -26,11 +28,14 @@ from policies.model import (
     Verdict,
 )
 from policies.sovereignty import sovereignty_verdict
+from policies.topology import MILLI, GpuRequest, GpuState, Slot, synthesized
 
 W_LOCALITY = 4.0   # all of the job's data already at the site
 W_PREFER = 2.0     # the site or its region is in placement.prefer
 W_FREE = 1.0       # mean fraction of capacity still free after placing
 W_LOAD = 0.5       # attempts already running there, saturating
+W_SHARED = 0.5     # a shared-GPU job fits on a GPU that is already shared
+W_NVLINK = 1.0     # a job that prefers one NVLink domain can have it here
 EPS = 1e-9
 OK = int(Reason.OK)
 
@@ -53,9 +58,18 @@ def static_verdict(job: PendingJob, site: SiteView, snapshot: Snapshot) -> tuple
     reason, detail = sovereignty_verdict(job.datasets, site, snapshot.catalog, snapshot.rules)
     if reason is not Reason.OK:
         return reason, detail
-    if job.cpus > site.cpus + EPS or job.memory > site.memory + EPS or job.gpus > site.gpus + EPS:
+    if job.cpus > site.cpus + EPS or job.memory > site.memory + EPS:
         return Reason.NEVER_FITS, (f"needs {_fmt(job.cpus, job.memory, job.gpus)}, "
                                    f"site has {_fmt(site.cpus, site.memory, site.gpus)} in all")
+    req = gpu_request(job)
+    if req is not None:
+        state = gpu_state(snapshot)
+        i = snapshot.sites.index(site)
+        _, miss = state.fit(i, req, capacity=True)
+        if miss is not None:
+            if miss.kind == "capacity" or state.total(i) == 0:
+                return Reason.NEVER_FITS, f"needs {req.shape()}; {miss.detail or 'site has no GPUs'}"
+            return (Reason.GPU_TYPE if miss.kind == "gpu-type" else Reason.TOPOLOGY), miss.detail
     if site.name in job.vetoed_by:
         return Reason.VETOED, "the site refused this job earlier"
     if not site.connected:
@@ -69,7 +83,12 @@ def static_verdict(job: PendingJob, site: SiteView, snapshot: Snapshot) -> tuple
 
 def describe(job: PendingJob, site: SiteView, reason: Reason, snapshot: Snapshot) -> Verdict:
     """The human reason behind a code `schedule` returned."""
-    if reason is Reason.NO_FREE_CAPACITY:
+    if reason in (Reason.NO_FREE_CAPACITY, Reason.FRAGMENTED):
+        req = gpu_request(job)
+        if reason is Reason.FRAGMENTED and req is not None:
+            _, miss = gpu_state(snapshot).fit(snapshot.sites.index(site), req)
+            detail = miss.detail if miss is not None else "the shape was taken by a job placed earlier this cycle"
+            return Verdict(site.name, reason, f"needs {req.shape()}: {detail}")
         free = _fmt(max(0.0, site.cpus - site.used_cpus), max(0.0, site.memory - site.used_memory),
                     max(0.0, site.gpus - site.used_gpus))
         return Verdict(site.name, reason, f"needs {_fmt(job.cpus, job.memory, job.gpus)}; "
@@ -79,6 +98,33 @@ def describe(job: PendingJob, site: SiteView, reason: Reason, snapshot: Snapshot
 
 def _fmt(cpus: float, memory: float, gpus: float) -> str:
     return f"{cpus:g} cpus, {memory / 2**30:.3g}Gi memory, {gpus:g} gpus"
+
+
+def gpu_request(job: PendingJob) -> GpuRequest | None:
+    """The job's GPU shape; legacy `gpus` alone means that many whole GPUs of any type."""
+    if job.gpu is not None and job.gpu.wanted:
+        return job.gpu
+    if job.gpus <= EPS:
+        return None
+    if job.gpus < 1:
+        return GpuRequest(share=max(1, round(job.gpus * MILLI)))
+    return GpuRequest(count=int(round(job.gpus)))
+
+
+def gpu_state(snapshot: Snapshot) -> GpuState:
+    """The snapshot's GPU state, or one made from SiteView totals (one node a site, no NVLink)."""
+    if snapshot.gpus is not None:
+        return snapshot.gpus
+    state = GpuState([synthesized(s.name, s.gpus) for s in snapshot.sites])
+    for i, s in enumerate(snapshot.sites):
+        used = min(s.used_gpus, float(int(s.gpus)))
+        whole, part = int(used), round((used - int(used)) * MILLI)
+        slots = [Slot(s.name, tuple(range(whole)))] if whole else []
+        if part and whole < int(s.gpus):
+            slots.append(Slot(s.name, (whole,), part))
+        if slots:
+            state.reserve(i, tuple(slots))
+    return state
 
 
 def order(pending: Iterable[PendingJob]) -> list[PendingJob]:
@@ -97,13 +143,13 @@ class _Masks:
         f = np.float64
         self.cap_cpu = np.array([s.cpus for s in sites], dtype=f)
         self.cap_mem = np.array([s.memory for s in sites], dtype=f)
-        self.cap_gpu = np.array([s.gpus for s in sites], dtype=f)
         self.free_cpu = self.cap_cpu - np.array([s.used_cpus for s in sites], dtype=f)
         self.free_mem = self.cap_mem - np.array([s.used_memory for s in sites], dtype=f)
-        self.free_gpu = self.cap_gpu - np.array([s.used_gpus for s in sites], dtype=f)
         self.running = np.array([s.running for s in sites], dtype=f)
-        self.inv = [np.divide(1.0, c, out=np.zeros_like(c), where=c > 0)
-                    for c in (self.cap_cpu, self.cap_mem, self.cap_gpu)]
+        self.inv = [np.divide(1.0, c, out=np.zeros_like(c), where=c > 0) for c in (self.cap_cpu, self.cap_mem)]
+        self.gpu = gpu_state(snapshot).copy()
+        self.gpu_total = self.gpu.capacity[0].sum(axis=1).astype(f)
+        self.gpu_inv = np.divide(1.0, self.gpu_total, out=np.zeros_like(self.gpu_total), where=self.gpu_total > 0)
         health = np.full(self.n, OK, dtype=np.uint8)
         for i, s in enumerate(sites):
             if not s.connected:
@@ -118,6 +164,7 @@ class _Masks:
         self._static: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._prefer: dict[tuple, np.ndarray] = {}
         self._regions: dict[tuple, np.ndarray] = {}
+        self._gpu_static: dict[GpuRequest, np.ndarray] = {}
 
     def _classification(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         hit = self._class.get(name)
@@ -151,9 +198,31 @@ class _Masks:
             self._dataset[name] = hit
         return hit
 
-    def static(self, job: PendingJob) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def gpu_static(self, req: GpuRequest | None) -> np.ndarray:
+        """Per site: OK, or why the GPU shape could never be held there (after NEVER_FITS)."""
+        if req is None:
+            return np.full(self.n, OK, dtype=np.uint8)
+        hit = self._gpu_static.get(req)
+        if hit is None:
+            g = self.gpu
+            ms = g.model_ids(req.models)
+            cap_whole = g.capacity[0][:, ms]
+            mem_ok = g.model_memory[ms] >= (req.memory if req.count else 0)
+            has_type = ((cap_whole > 0) & mem_ok).any(axis=1)
+            if req.count:
+                enough = ((cap_whole >= req.count) & mem_ok).any(axis=1)
+            else:
+                enough = has_type & g.may_fit(req, capacity=True)
+            shape = g.may_fit(req, capacity=True)
+            none = self.gpu_total == 0
+            hit = np.where(none, Reason.NEVER_FITS, np.where(~has_type, Reason.GPU_TYPE, np.where(
+                ~enough, Reason.NEVER_FITS, np.where(~shape, Reason.TOPOLOGY, OK)))).astype(np.uint8)
+            self._gpu_static[req] = hit
+        return hit
+
+    def static(self, job: PendingJob, req: GpuRequest | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(code per site before capacity and health, its OK mask with health applied, locality)."""
-        key = (job.sites, job.regions, job.datasets)
+        key = (job.sites, job.regions, job.datasets, req, job.cpus, job.memory)
         hit = self._static.get(key)
         if hit is None:
             codes = np.full(self.n, OK, dtype=np.uint8)
@@ -165,6 +234,9 @@ class _Masks:
                 allowed = np.zeros(self.n, dtype=bool)
                 allowed[[self.index[s] for s in job.sites if s in self.index]] = True
                 codes = np.where(allowed, codes, Reason.NOT_IN_SITES).astype(np.uint8)
+            never = (self.cap_cpu < job.cpus - EPS) | (self.cap_mem < job.memory - EPS)
+            gpu = np.where(never, Reason.NEVER_FITS, self.gpu_static(req))
+            codes = np.where(codes == OK, gpu, codes).astype(np.uint8)
             locality = np.zeros(self.n)
             for name in job.datasets:
                 info = self.snapshot.catalog.get(name)
@@ -187,16 +259,29 @@ class _Masks:
                 [1.0 if job.prefer and _matches(s, job.prefer) else 0.0 for s in self.snapshot.sites])
         return hit
 
-    def reasons(self, job: PendingJob, codes: np.ndarray) -> np.ndarray:
+    def reasons(self, job: PendingJob, req: GpuRequest | None, codes: np.ndarray,
+                fragmented: np.ndarray) -> np.ndarray:
         """The first failing filter per site, in static_verdict's order, then capacity now."""
-        never = (self.cap_cpu < job.cpus - EPS) | (self.cap_mem < job.memory - EPS) | (self.cap_gpu < job.gpus - EPS)
-        out = np.where(self.health != OK, self.health, Reason.NO_FREE_CAPACITY).astype(np.uint8)
+        now = np.where(fragmented, Reason.FRAGMENTED, Reason.NO_FREE_CAPACITY)
+        out = np.where(self.health != OK, self.health, now).astype(np.uint8)
         if job.vetoed_by:
             vetoed = np.zeros(self.n, dtype=bool)
             vetoed[[self.index[s] for s in job.vetoed_by if s in self.index]] = True
             out = np.where(vetoed, Reason.VETOED, out)
-        out = np.where(never, Reason.NEVER_FITS, out)
         return np.where(codes != OK, codes, out).astype(np.uint8)
+
+    def free_now(self, job: PendingJob, req: GpuRequest | None) -> tuple[np.ndarray, np.ndarray]:
+        """(fits now, has enough free GPUs but not in the shape) per site."""
+        ok = (self.free_cpu >= job.cpus - EPS) & (self.free_mem >= job.memory - EPS)
+        if req is None:
+            return ok, np.zeros(self.n, dtype=bool)
+        shaped = self.gpu.may_fit(req)
+        if req.count:
+            ms = self.gpu.model_ids(req.models)
+            enough = (self.gpu.whole_free[:, ms] >= req.count).any(axis=1) if ms.size else shaped
+        else:
+            enough = shaped
+        return ok & shaped, ok & enough & ~shaped
 
 
 def schedule(snapshot: Snapshot, pending: Sequence[PendingJob], now: float) -> ScheduleResult:
@@ -205,44 +290,83 @@ def schedule(snapshot: Snapshot, pending: Sequence[PendingJob], now: float) -> S
     masks = _Masks(snapshot)
     decisions: list[Decision] = []
     unplaced: list[Unplaced] = []
+    # Capacity only shrinks within a cycle, so a job like one that did not fit does not fit either.
+    refused: dict[tuple, Unplaced] = {}
     for job in order(pending):
-        codes, ok, locality = masks.static(job)
-        ok = ok & (masks.free_cpu >= job.cpus - EPS) & (masks.free_mem >= job.memory - EPS) \
-            & (masks.free_gpu >= job.gpus - EPS)
+        req = gpu_request(job)
+        key = (job.sites, job.regions, job.datasets, req, job.cpus, job.memory, job.vetoed_by)
+        seen = refused.get(key)
+        if seen is not None:
+            unplaced.append(Unplaced(job.id, seen.summary, seen.reasons))
+            continue
+        codes, ok, locality = masks.static(job, req)
+        fits, fragmented = masks.free_now(job, req)
+        ok = ok & fits
         if job.vetoed_by:
             ok[[masks.index[s] for s in job.vetoed_by if s in masks.index]] = False
         candidates = np.flatnonzero(ok)
-        if candidates.size == 0:
-            reasons = masks.reasons(job, codes)
-            unplaced.append(Unplaced(job.id, summarize(reasons), reasons.tobytes()))
+        placed = None
+        if candidates.size:
+            prefer = masks.prefer(job)
+            scores = _score(masks, candidates, job, req, locality, prefer)
+            for best in np.argsort(-scores, kind="stable"):
+                i = int(candidates[best])
+                binding = ()
+                if req is not None:
+                    binding, miss = masks.gpu.fit(i, req)
+                    if binding is None:
+                        fragmented[i] = not miss.static
+                        if miss.static:
+                            codes = codes.copy()
+                            codes[i] = Reason.TOPOLOGY
+                        continue
+                placed = (i, best, binding)
+                break
+        if placed is None:
+            reasons = masks.reasons(job, req, codes, fragmented)
+            refused[key] = u = Unplaced(job.id, summarize(reasons), reasons.tobytes())
+            unplaced.append(u)
             continue
-        prefer = masks.prefer(job)
-        scores = _score(masks, candidates, job, locality, prefer)
-        best = int(np.argmax(scores))
-        i = int(candidates[best])
+        i, best, binding = placed
         site = snapshot.sites[i]
         decisions.append(Decision(job_id=job.id, site=site.name, score=round(float(scores[best]), 4),
-                                  reasons=_why(job, site, locality[i], prefer[i], masks, i, candidates.size),
-                                  candidates=int(candidates.size)))
+                                  reasons=_why(job, req, site, locality[i], prefer[i], masks, i, candidates.size,
+                                               binding),
+                                  candidates=int(candidates.size), binding=binding))
         masks.free_cpu[i] -= job.cpus
         masks.free_mem[i] -= job.memory
-        masks.free_gpu[i] -= job.gpus
+        if binding:
+            masks.gpu.reserve(i, binding)
         masks.running[i] += 1
     return ScheduleResult(decisions=tuple(decisions), unplaced=tuple(unplaced))
 
 
-def _score(m: _Masks, idx: np.ndarray, job: PendingJob, locality: np.ndarray, prefer: np.ndarray) -> np.ndarray:
-    free = ((m.free_cpu[idx] - job.cpus) * m.inv[0][idx] + (m.free_mem[idx] - job.memory) * m.inv[1][idx]
-            + (m.free_gpu[idx] - job.gpus) * m.inv[2][idx])
-    dims = (m.inv[0][idx] > 0).astype(float) + (m.inv[1][idx] > 0) + (m.inv[2][idx] > 0)
+def _score(m: _Masks, idx: np.ndarray, job: PendingJob, req: GpuRequest | None, locality: np.ndarray,
+           prefer: np.ndarray) -> np.ndarray:
+    free = (m.free_cpu[idx] - job.cpus) * m.inv[0][idx] + (m.free_mem[idx] - job.memory) * m.inv[1][idx]
+    dims = (m.inv[0][idx] > 0).astype(float) + (m.inv[1][idx] > 0)
     free_frac = np.divide(free, dims, out=np.ones_like(free), where=dims > 0)
     running = m.running[idx]
-    return W_LOCALITY * locality[idx] + W_PREFER * prefer[idx] + W_FREE * free_frac - W_LOAD * running / (running + 4.0)
+    score = W_LOCALITY * locality[idx] + W_PREFER * prefer[idx] + W_FREE * free_frac - W_LOAD * running / (running + 4.0)
+    if req is not None:
+        g = m.gpu
+        ms = g.model_ids(req.models)
+        # Pack GPU work: the fuller site wins, so large blocks stay whole elsewhere.
+        score += W_FREE * (1.0 - g.whole_free[idx][:, ms].sum(axis=1) * m.gpu_inv[idx])
+        if req.count and req.nvlink == "preferred":
+            score += W_NVLINK * (g.max_domain[idx][:, ms] >= req.count).any(axis=1)
+        if not req.count:
+            share = g._share_per_model(req, ms)
+            score += W_SHARED * (g.shared_fit[idx][:, ms] >= share).any(axis=1)
+    return score
 
 
-def _why(job: PendingJob, site: SiteView, locality: float, prefer: float, m: _Masks, i: int,
-         candidates: int) -> tuple[str, ...]:
+def _why(job: PendingJob, req: GpuRequest | None, site: SiteView, locality: float, prefer: float, m: _Masks,
+         i: int, candidates: int, binding: tuple) -> tuple[str, ...]:
     reasons = []
+    if binding:
+        where = "; ".join(f"{s.node} GPU {','.join(map(str, s.gpus))}" for s in binding)
+        reasons.append(f"{req.shape()} on {where}")
     if job.datasets:
         if locality >= 1.0 - EPS:
             reasons.append(f"holds {', '.join(job.datasets)}")

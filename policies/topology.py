@@ -1,0 +1,486 @@
+"""GPU topology: what each site's nodes hold, what is free, and where a GPU request fits.
+
+A site's inventory is its nodes; each GPU carries its model, memory and NVLink domain
+(domain ids are site-wide, so a fabric clique of an NVL72-class rack spans nodes).
+`GpuState` holds every GPU of the federation in flat arrays (free thousandths per GPU)
+plus per-site, per-model summaries (whole GPUs free, most free in one NVLink domain, on
+one node, on one shared GPU) that the scheduler filters on as vectors; `fit` then finds
+the exact block inside one site, best fit by topology level, so big blocks stay whole.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal, Sequence
+
+import numpy as np
+
+MILLI = 1000  # one whole GPU in thousandths
+Need = Literal["", "required", "preferred"]
+Colocate = Literal["", "rack", "block"]
+
+
+@dataclass(frozen=True, slots=True)
+class GpuNode:
+    name: str
+    model: str = ""
+    memory: int = 0                       # bytes per GPU
+    domains: tuple[str, ...] = ()         # NVLink domain of each GPU; "" = no NVLink peer
+    rack: str = ""
+    block: str = ""
+
+    @property
+    def gpus(self) -> int:
+        return len(self.domains)
+
+
+@dataclass(frozen=True, slots=True)
+class Inventory:
+    nodes: tuple[GpuNode, ...] = ()
+
+    @property
+    def gpus(self) -> int:
+        return sum(n.gpus for n in self.nodes)
+
+
+@dataclass(frozen=True, slots=True)
+class GpuRequest:
+    """What a job asks of GPUs. count > 0: whole GPUs; else one GPU's share (thousandths)
+    or, with share == 0, a slice of one GPU sized by `memory`."""
+
+    count: int = 0
+    share: int = 0
+    memory: int = 0                       # per GPU: a minimum for whole GPUs, the slice size otherwise
+    models: frozenset[str] = frozenset()  # empty: any model
+    nvlink: Need = ""
+    per_node: int = 0
+    colocate: Colocate = ""
+
+    @property
+    def wanted(self) -> bool:
+        return self.count > 0 or self.share > 0 or self.memory > 0
+
+    @property
+    def whole(self) -> float:
+        """GPUs this request holds, in GPUs (fractional for a share)."""
+        return float(self.count) if self.count else self.share / MILLI
+
+    def shape(self) -> str:
+        if self.count:
+            s = f"{self.count} GPU{'s' if self.count != 1 else ''}"
+        elif self.share:
+            s = f"{self.share / MILLI:g} of a GPU"
+        else:
+            s = f"{self.memory / 2**30:.3g}Gi of one GPU"
+        if self.models:
+            s += f" ({'|'.join(sorted(self.models))})"
+        if self.nvlink == "required":
+            s += " in one NVLink domain"
+        if self.per_node:
+            s += f", {self.per_node} per node"
+        if self.colocate:
+            s += f", nodes in one {self.colocate}"
+        return s
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """GPUs reserved on one node: local GPU indices and thousandths held on each."""
+
+    node: str
+    gpus: tuple[int, ...]
+    milli: int = MILLI
+
+
+Binding = tuple[Slot, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Miss:
+    """Why a request does not fit a site: it never could (`static`) or not now."""
+
+    static: bool
+    detail: str
+    kind: Literal["gpu-type", "topology", "capacity"] = "topology"
+
+
+def _closeness(miss: Miss) -> int:
+    """Of a request's misses over several GPU models, the one to report: nearest to fitting."""
+    return 3 if not miss.static else 2 if miss.kind == "topology" else 1 if miss.kind == "capacity" else 0
+
+
+def slice_of(memory: int, gpu_memory: int) -> int:
+    """Thousandths of a GPU with `gpu_memory` bytes that hold `memory` bytes."""
+    return MILLI + 1 if gpu_memory <= 0 else max(1, math.ceil(MILLI * memory / gpu_memory))
+
+
+@dataclass
+class _Site:
+    """Static layout of one site inside the flat arrays."""
+
+    start: int                            # first GPU index
+    end: int
+    nodes: tuple[GpuNode, ...]
+    node_start: tuple[int, ...]           # first flat GPU index of each node
+    names: dict[str, int] = field(default_factory=dict)
+
+
+class GpuState:
+    """Every GPU of the federation: static layout plus free thousandths per GPU.
+
+    Sites are indexed as in the snapshot. `copy()` is cheap (a few array copies), so
+    a scheduling cycle works on its own copy and never mutates the caller's state.
+    """
+
+    def __init__(self, inventories: Sequence[Inventory]) -> None:
+        models: dict[str, int] = {}
+        site_of: list[int] = []
+        node_of: list[int] = []
+        local: list[int] = []
+        model_of: list[int] = []
+        memory_of: list[int] = []
+        domain_of: list[int] = []
+        self.sites: list[_Site] = []
+        node_count = 0
+        for s, inv in enumerate(inventories):
+            domains: dict[str, int] = {}
+            start = len(site_of)
+            node_start = []
+            for node in inv.nodes:
+                node_start.append(len(site_of))
+                m = models.setdefault(node.model, len(models))
+                for i, d in enumerate(node.domains):
+                    site_of.append(s)
+                    node_of.append(node_count)
+                    local.append(i)
+                    model_of.append(m)
+                    memory_of.append(node.memory)
+                    # A GPU without NVLink peers is a domain of its own.
+                    domain_of.append(domains.setdefault(d, len(domains)) if d else -1 - len(site_of))
+                node_count += 1
+            site = _Site(start, len(site_of), inv.nodes, tuple(node_start))
+            site.names = {n.name: k for k, n in enumerate(inv.nodes)}
+            self.sites.append(site)
+        self.models = models
+        self.model_names = list(models)
+        self.site_of = np.array(site_of, dtype=np.int32)
+        self.node_of = np.array(node_of, dtype=np.int32)
+        self.local = np.array(local, dtype=np.int16)
+        self.model_of = np.array(model_of, dtype=np.int16)
+        self.memory_of = np.array(memory_of, dtype=np.int64)
+        self.domain_of = np.array(domain_of, dtype=np.int64)
+        self.free = np.full(len(site_of), MILLI, dtype=np.int32)
+        shape = (len(self.sites), max(1, len(models)))
+        self.model_memory = np.zeros(shape[1], dtype=np.int64)
+        for m in range(len(models)):
+            self.model_memory[m] = int(self.memory_of[self.model_of == m].min())
+        self.whole_free = np.zeros(shape, dtype=np.int32)
+        self.max_domain = np.zeros(shape, dtype=np.int32)
+        self.max_node = np.zeros(shape, dtype=np.int32)
+        self.max_share = np.zeros(shape, dtype=np.int32)      # most free thousandths on one GPU
+        self.shared_fit = np.zeros(shape, dtype=np.int32)     # most free on one already-shared GPU
+        for s in range(len(self.sites)):
+            self._summarize(s)
+        self.capacity = (self.whole_free.copy(), self.max_domain.copy(), self.max_node.copy())
+
+    def copy(self) -> "GpuState":
+        out = object.__new__(GpuState)
+        out.__dict__.update(self.__dict__)
+        for name in ("free", "whole_free", "max_domain", "max_node", "max_share", "shared_fit"):
+            setattr(out, name, getattr(self, name).copy())
+        return out
+
+    # ---------------------------------------------------------------- bookkeeping
+
+    def _summarize(self, s: int) -> None:
+        """Recompute site s's per-model summaries from its GPUs (O(GPUs at the site))."""
+        site = self.sites[s]
+        a, b = site.start, site.end
+        for arr in (self.whole_free, self.max_domain, self.max_node, self.max_share, self.shared_fit):
+            arr[s] = 0
+        if a == b:
+            return
+        free = self.free[a:b]
+        model = self.model_of[a:b]
+        whole = free == MILLI
+        for m in np.unique(model):
+            mine = model == m
+            w = whole & mine
+            self.whole_free[s, m] = int(w.sum())
+            self.max_share[s, m] = int(free[mine].max())
+            shared = mine & (free < MILLI) & (free > 0)
+            self.shared_fit[s, m] = int(free[shared].max()) if shared.any() else 0
+            if w.any():
+                self.max_node[s, m] = int(np.bincount(self.node_of[a:b][w]).max())
+                dom = self.domain_of[a:b][w]
+                _, counts = np.unique(dom, return_counts=True)
+                self.max_domain[s, m] = int(counts.max())
+
+    def reserve(self, s: int, binding: Binding, sign: int = -1) -> None:
+        """Take (sign -1) or give back (+1) what a binding holds at site s."""
+        site = self.sites[s]
+        for slot in binding:
+            k = site.names.get(slot.node)
+            if k is None:
+                continue  # the node left the inventory; nothing to account
+            base = site.node_start[k]
+            for g in slot.gpus:
+                if g < site.nodes[k].gpus:
+                    self.free[base + g] = min(MILLI, max(0, self.free[base + g] + sign * slot.milli))
+        self._summarize(s)
+
+    def used(self, s: int) -> float:
+        site = self.sites[s]
+        return float((MILLI - self.free[site.start:site.end]).sum()) / MILLI
+
+    def total(self, s: int) -> int:
+        site = self.sites[s]
+        return site.end - site.start
+
+    def model_ids(self, models: frozenset[str]) -> np.ndarray:
+        if not models:
+            return np.arange(len(self.model_names), dtype=np.int64)
+        return np.array([self.models[m] for m in models if m in self.models], dtype=np.int64)
+
+    # ---------------------------------------------------------------- vector filters
+
+    def may_fit(self, req: GpuRequest, capacity: bool = False) -> np.ndarray:
+        """Per site: a necessary condition for `fit` (exact for the common shapes)."""
+        n = len(self.sites)
+        ms = self.model_ids(req.models)
+        if ms.size == 0:
+            return np.zeros(n, dtype=bool)
+        if capacity:
+            whole, domain, node = (c[:, ms] for c in self.capacity)
+            share = np.where(whole > 0, MILLI, 0)
+        else:
+            whole, domain, node = self.whole_free[:, ms], self.max_domain[:, ms], self.max_node[:, ms]
+            share = self.max_share[:, ms]
+        mem_ok = self.model_memory[ms] >= req.memory
+        if req.count:
+            ok = whole >= req.count
+            if req.nvlink == "required":
+                ok &= domain >= req.count
+            if req.per_node:
+                ok &= node >= req.per_node
+            return (ok & mem_ok).any(axis=1)
+        need = self._share_per_model(req, ms)
+        return (share >= need).any(axis=1)
+
+    def _share_per_model(self, req: GpuRequest, ms: np.ndarray) -> np.ndarray:
+        if req.share:
+            return np.full(ms.size, req.share)
+        mem = self.model_memory[ms]
+        return np.where(mem > 0, np.ceil(MILLI * req.memory / np.maximum(mem, 1)), MILLI + 1).astype(np.int64)
+
+    # ---------------------------------------------------------------- exact fit
+
+    def fit(self, s: int, req: GpuRequest, capacity: bool = False) -> tuple[Binding | None, Miss | None]:
+        """The best block for `req` at site s, or why there is none."""
+        site = self.sites[s]
+        a, b = site.start, site.end
+        free = np.full(b - a, MILLI, dtype=np.int32) if capacity else self.free[a:b]
+        model = self.model_of[a:b]
+        ms = self.model_ids(req.models)
+        have = np.isin(model, ms) & (self.memory_of[a:b] >= (req.memory if req.count else 0))
+        if not have.any():
+            return None, Miss(True, self._type_miss(s, req), "gpu-type")
+        best: tuple[tuple, Binding] | None = None
+        miss: Miss | None = None
+        for m in np.unique(model[have]):
+            mine = have & (model == m)
+            if req.count:
+                got, why = self._fit_whole(site, a, free, mine, req)
+            else:
+                got, why = self._fit_share(site, a, free, mine, req)
+            if got is not None and (best is None or got[0] < best[0]):
+                best = got
+            elif got is None and (miss is None or _closeness(why) > _closeness(miss)):
+                miss = why
+        if best is not None:
+            return best[1], None
+        return None, miss
+
+    def _type_miss(self, s: int, req: GpuRequest) -> str:
+        site = self.sites[s]
+        here = sorted({n.model or "unknown" for n in site.nodes})
+        if not here:
+            return "site has no GPUs"
+        wanted = f"GPU type {'|'.join(sorted(req.models))}" if req.models else "GPUs"
+        if req.count and req.memory:
+            wanted += f" with {req.memory / 2**30:.3g}Gi"
+        return f"no {wanted} here (site has {', '.join(here)})"
+
+    def _fit_share(self, site: _Site, a: int, free: np.ndarray, mine: np.ndarray,
+                   req: GpuRequest) -> tuple[tuple | None, Miss]:
+        idx = np.flatnonzero(mine)
+        mem = self.memory_of[a + idx[0]]
+        share = req.share or slice_of(req.memory, int(mem))
+        if share > MILLI:
+            return None, Miss(True, f"{req.memory / 2**30:.3g}Gi is more than one GPU's {mem / 2**30:.3g}Gi")
+        f = free[idx]
+        ok = f >= share
+        if not ok.any():
+            return None, Miss(False, f"no GPU has {share / MILLI:g} free (most free on one: {f.max() / MILLI:g})",
+                              "capacity")
+        # Best fit: the GPU whose free share is closest above the ask, so shared GPUs fill first.
+        cand = idx[ok]
+        left = free[cand] - share
+        g = int(cand[np.argmin(left)])
+        k = int(np.searchsorted(site.node_start, a + g, side="right")) - 1
+        slot = Slot(site.nodes[k].name, (int(self.local[a + g]),), share)
+        return ((int(left.min()),), (slot,)), Miss(False, "")
+
+    def _fit_whole(self, site: _Site, a: int, free: np.ndarray, mine: np.ndarray,
+                   req: GpuRequest) -> tuple[tuple | None, Miss]:
+        n = req.count
+        whole = mine & (free == MILLI)
+        total = int(mine.sum())
+        if total < n:
+            return None, Miss(True, f"{total} such GPU{'s' if total != 1 else ''} in all, needs {n}", "capacity")
+        node_of = self.node_of[a:a + len(free)]
+        domain_of = self.domain_of[a:a + len(free)]
+        groups = self._groups(site, a, mine, req)
+        best: tuple[tuple, Binding] | None = None
+        static_ok = False
+        for members in groups:
+            if int(members.sum()) < n:
+                continue
+            if not self._shape_fits(members, node_of, domain_of, req):
+                continue
+            static_ok = True
+            avail = members & whole
+            if int(avail.sum()) < n:
+                continue
+            got = self._pick(site, a, avail, node_of, domain_of, req)
+            if got is not None and (best is None or got[0] < best[0]):
+                best = got
+        if best is not None:
+            return best, Miss(False, "")
+        if not static_ok:
+            return None, Miss(True, self._shape_miss(mine, node_of, domain_of, req))
+        free_n = int(whole.sum())
+        if free_n < n:
+            return None, Miss(False, f"{free_n} of {total} such GPUs free, needs {n}", "capacity")
+        return None, Miss(False, f"{free_n} GPUs free but not {req.shape()} ({self._largest(whole, node_of, domain_of, req)})")
+
+    def _groups(self, site: _Site, a: int, mine: np.ndarray, req: GpuRequest) -> list[np.ndarray]:
+        """Sets of GPUs the whole job must fit inside: one NVLink domain, one rack or block, or the site."""
+        groups = [mine]
+        if req.nvlink == "required":
+            dom = self.domain_of[a:a + len(mine)]
+            groups = [mine & (dom == d) for d in np.unique(dom[mine])]
+        if req.colocate:
+            node_of = self.node_of[a:a + len(mine)] - (self.node_of[a] if len(mine) else 0)
+            label = np.array([getattr(site.nodes[k], req.colocate) for k in node_of], dtype=object)
+            groups = [g & (label == v) for g in groups for v in set(label[g].tolist())]
+        return groups
+
+    @staticmethod
+    def _per_node(members: np.ndarray, node_of: np.ndarray) -> np.ndarray:
+        nodes, counts = np.unique(node_of[members], return_counts=True)
+        return counts
+
+    def _shape_fits(self, members: np.ndarray, node_of: np.ndarray, domain_of: np.ndarray,
+                    req: GpuRequest) -> bool:
+        if not req.per_node:
+            return True
+        counts = self._per_node(members, node_of)
+        return int((counts // req.per_node).sum()) * req.per_node >= req.count
+
+    def _pick(self, site: _Site, a: int, avail: np.ndarray, node_of: np.ndarray, domain_of: np.ndarray,
+              req: GpuRequest) -> tuple[tuple, Binding] | None:
+        """Choose GPUs from `avail`: fewest nodes, best-fit nodes, NVLink-dense within a node."""
+        n = req.count
+        nodes, counts = np.unique(node_of[avail], return_counts=True)
+        if req.per_node:
+            take = {int(k): req.per_node for k, c in zip(nodes, counts) if c >= req.per_node}
+            if len(take) * req.per_node < n:
+                return None
+            # Best fit: nodes with the fewest free GPUs that still hold per_node.
+            order = sorted(take, key=lambda k: (int(counts[nodes == k][0]), k))[: n // req.per_node]
+            plan = [(k, req.per_node) for k in order]
+        else:
+            fits = [(int(c), int(k)) for k, c in zip(nodes, counts) if c >= n]
+            if fits:
+                c, k = min(fits)
+                plan = [(k, n)]
+            else:
+                plan, left = [], n
+                for c, k in sorted(((int(c), int(k)) for k, c in zip(nodes, counts)), reverse=True):
+                    plan.append((k, min(c, left)))
+                    left -= min(c, left)
+                    if not left:
+                        break
+        slots, chosen_all, leftover = [], [], 0
+        base_node = int(self.node_of[site.start])
+        for k, want in plan:
+            on = np.flatnonzero(avail & (node_of == k))
+            dom = domain_of[on]
+            # Within a node, the NVLink domain with the fewest free GPUs that still holds the
+            # node's share (best fit), else the largest domains first.
+            doms, dcounts = np.unique(dom, return_counts=True)
+            fit = [(int(c), int(d)) for d, c in zip(doms, dcounts) if c >= want]
+            if fit:
+                chosen = on[dom == min(fit)[1]][:want]
+            else:
+                rank = {int(d): -int(c) for d, c in zip(doms, dcounts)}
+                chosen = np.array(sorted(on, key=lambda g: (rank[int(domain_of[g])], g))[:want])
+            chosen_all.extend(chosen.tolist())
+            leftover += int(counts[nodes == k][0]) - want
+            slots.append(Slot(site.nodes[k - base_node].name, tuple(int(self.local[a + g]) for g in chosen)))
+        split = len(set(domain_of[chosen_all].tolist())) if req.nvlink == "preferred" else 0
+        return (len(plan), split, leftover), tuple(slots)
+
+    def _shape_miss(self, mine: np.ndarray, node_of: np.ndarray, domain_of: np.ndarray, req: GpuRequest) -> str:
+        if req.nvlink == "required":
+            _, counts = np.unique(domain_of[mine], return_counts=True)
+            return f"no NVLink domain holds {req.count} GPUs (largest: {int(counts.max())})"
+        if req.per_node:
+            counts = self._per_node(mine, node_of)
+            return f"fewer than {req.count // req.per_node} nodes with {req.per_node} GPUs each (largest node: {int(counts.max())})"
+        return f"no {req.colocate} holds {req.count} GPUs"
+
+    def _largest(self, whole: np.ndarray, node_of: np.ndarray, domain_of: np.ndarray, req: GpuRequest) -> str:
+        if not whole.any():
+            return "none free"
+        if req.nvlink == "required":
+            _, counts = np.unique(domain_of[whole], return_counts=True)
+            return f"most free in one NVLink domain: {int(counts.max())}"
+        _, counts = np.unique(node_of[whole], return_counts=True)
+        return f"most free on one node: {int(counts.max())}"
+
+
+def synthesized(name: str, gpus: float, model: str = "") -> Inventory:
+    """A site that reports only a GPU total: one node, no NVLink known."""
+    whole = int(gpus)
+    return Inventory((GpuNode(name=name, model=model, domains=("",) * whole),)) if whole else Inventory()
+
+
+def check_binding(inv: Inventory, req: GpuRequest, binding: Binding) -> str:
+    """Independent check that a binding honours the request; '' when it does."""
+    nodes = {n.name: n for n in inv.nodes}
+    gpus = [(nodes.get(s.node), g, s.milli) for s in binding for g in s.gpus]
+    if any(n is None or g >= n.gpus for n, g, _ in gpus):
+        return "binding names a GPU the site does not have"
+    if req.count and len(gpus) != req.count:
+        return f"binding holds {len(gpus)} GPUs, job asked {req.count}"
+    if not req.count and len(gpus) != 1:
+        return "a shared-GPU job must hold exactly one GPU"
+    models = {n.model for n, _, _ in gpus}
+    if len(models) > 1:
+        return f"binding mixes GPU models {sorted(models)}"
+    if req.models and not models <= req.models:
+        return f"GPU type {models.pop()} is not one of {sorted(req.models)}"
+    if req.count and req.memory and any(n.memory < req.memory for n, _, _ in gpus):
+        return "a GPU has less memory than asked"
+    if req.nvlink == "required" and req.count > 1:
+        doms = {n.domains[g] for n, g, _ in gpus}
+        if len(doms) != 1 or "" in doms:
+            return "GPUs span more than one NVLink domain"
+    if req.per_node and any(len(s.gpus) != req.per_node for s in binding):
+        return f"a node holds other than {req.per_node} of the job's GPUs"
+    if req.colocate and len({getattr(nodes[s.node], req.colocate) for s in binding}) > 1:
+        return f"nodes span more than one {req.colocate}"
+    return ""
+
