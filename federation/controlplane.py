@@ -14,10 +14,12 @@ from typing import Callable, Iterable
 import policies
 from federation.changes import Changes
 from federation.errors import Conflict, NotFound, UnknownDataset, Unsatisfiable
-from federation.jobs import AttemptState, Explanation, Job, JobState, new_job_id
+from federation.gpus import request_of
+from federation.jobs import Attempt, AttemptState, Explanation, Job, JobState, new_job_id
 from federation.sites import Capacity, SiteRecord, SiteState
 from federation.spec import JobSpec, PolicyConfig
 from federation.store import Store
+from policies.topology import Inventory, synthesized
 
 PRIORITY = {"low": -1, "normal": 0, "high": 1}
 SLUGS = {int(r): r.slug for r in policies.Reason}
@@ -49,6 +51,13 @@ class AttemptReport:
     number: int
     state: AttemptState
     message: str = ""
+
+
+def gpu_inventory(site: SiteRecord) -> Inventory:
+    """The site's GPU topology; a site that published only a total gets one node without NVLink."""
+    if site.inventory.nodes:
+        return site.inventory
+    return synthesized(site.name, site.capacity.gpus)
 
 
 class ControlPlane:
@@ -84,13 +93,26 @@ class ControlPlane:
 
     def _check_satisfiable(self, spec: JobSpec, sites: list[SiteRecord]) -> None:
         r = spec.spec.resources
-        if sites and not any(r.cpus <= s.capacity.cpus and r.memory <= s.capacity.memory
-                             and r.gpus <= s.capacity.gpus for s in sites):
-            biggest = max(sites, key=lambda s: (s.capacity.gpus, s.capacity.cpus, s.capacity.memory))
-            raise Unsatisfiable(
-                f"spec.resources: no site could ever hold {r.cpus:g} cpus, {r.memory / 2**30:.3g}Gi memory, "
-                f"{r.gpus:g} gpus (largest: {biggest.name} with {biggest.capacity.cpus:g} cpus, "
-                f"{biggest.capacity.memory / 2**30:.3g}Gi, {biggest.capacity.gpus:g} gpus)")
+        if not sites:
+            return
+        roomy = [s for s in sites if r.cpus <= s.capacity.cpus and r.memory <= s.capacity.memory]
+        req = request_of(spec.spec)
+        if roomy and req is None:
+            return
+        if roomy:
+            state = policies.GpuState([gpu_inventory(s) for s in roomy])
+            misses = []
+            for i, s in enumerate(roomy):
+                _, miss = state.fit(i, req, capacity=True)
+                if miss is None:
+                    return
+                misses.append(f"{s.name}: {miss.detail or 'no GPUs'}")
+            raise Unsatisfiable(f"spec.resources: no site could ever hold {req.shape()} ({'; '.join(misses)})")
+        biggest = max(sites, key=lambda s: (s.capacity.gpus, s.capacity.cpus, s.capacity.memory))
+        raise Unsatisfiable(
+            f"spec.resources: no site could ever hold {r.cpus:g} cpus, {r.memory / 2**30:.3g}Gi memory "
+            f"(largest: {biggest.name} with {biggest.capacity.cpus:g} cpus, "
+            f"{biggest.capacity.memory / 2**30:.3g}Gi, {biggest.capacity.gpus:g} gpus)")
 
     def cancel(self, job_id: str) -> Job:
         job = self.store.cancel_job(job_id, self.clock())
@@ -111,12 +133,16 @@ class ControlPlane:
         now = self.clock()
         record = self.store.upsert_site(SiteRecord(
             name=site.name, jurisdiction=site.jurisdiction, region=site.region, labels=dict(site.labels),
-            datasets=site.datasets, capacity=site.capacity, registered_at=now, last_heartbeat=now))
+            datasets=site.datasets, capacity=site.capacity, registered_at=now, last_heartbeat=now,
+            inventory=site.inventory))
         self.changes.bump()
         return record
 
-    def heartbeat(self, name: str, capacity: Capacity | None) -> SiteRecord:
-        return self.store.heartbeat(name, capacity, self.clock())
+    def heartbeat(self, name: str, capacity: Capacity | None, inventory: Inventory | None = None) -> SiteRecord:
+        site = self.store.heartbeat(name, capacity, self.clock(), inventory)
+        if inventory is not None:
+            self.changes.bump()
+        return site
 
     def set_site_state(self, name: str, state: SiteState) -> SiteRecord:
         site = self.store.set_site_state(name, state)
@@ -162,10 +188,10 @@ class ControlPlane:
             return False
         return any(a.number == number and a.site == site for a in job.attempts)
 
-    def desired(self, site: str) -> list[tuple[int, Job]]:
+    def desired(self, site: str) -> list[tuple[Attempt, Job]]:
         """Attempts the site should be running: live ones whose job still wants them."""
-        return sorted(((a.number, j) for a, j in self.store.live_attempts(site) if not j.state.terminal),
-                      key=lambda x: (x[1].id, x[0]))
+        return sorted(((a, j) for a, j in self.store.live_attempts(site) if not j.state.terminal),
+                      key=lambda x: (x[1].id, x[0].number))
 
     # ------------------------------------------------------------ scheduling
 
@@ -176,18 +202,24 @@ class ControlPlane:
                 held.setdefault(d.name, (d.classification, set()))[1].add(site.name)
         return {name: policies.DatasetInfo(name, cls, frozenset(sites)) for name, (cls, sites) in held.items()}
 
-    def usage(self) -> dict[str, tuple[Capacity, int]]:
+    def usage(self, live: list[tuple[Attempt, Job]] | None = None) -> dict[str, tuple[Capacity, int]]:
         """Per site: resources held by its live attempts, and how many there are."""
         usage: dict[str, tuple[Capacity, int]] = {}
-        for attempt, job in self.store.live_attempts():
+        for attempt, job in self.store.live_attempts() if live is None else live:
             r = job.spec.spec.resources
             held, n = usage.get(attempt.site, (Capacity(), 0))
             usage[attempt.site] = (held + Capacity(r.cpus, r.memory, r.gpus), n + 1)
         return usage
 
     def snapshot(self, now: float) -> policies.Snapshot:
-        usage = self.usage()
+        live = self.store.live_attempts()
+        usage = self.usage(live)
         records = self.store.list_sites()
+        gpus = policies.GpuState([gpu_inventory(s) for s in records])
+        index = {s.name: i for i, s in enumerate(records)}
+        for attempt, _ in live:
+            if attempt.binding and attempt.site in index:
+                gpus.reserve(index[attempt.site], attempt.binding)
         sites = []
         for s in records:
             used, running = usage.get(s.name, (Capacity(), 0))
@@ -197,7 +229,7 @@ class ControlPlane:
                 used_cpus=used.cpus, used_memory=float(used.memory), used_gpus=used.gpus, running=running,
                 connected=s.connected(now, self.site_timeout_s),
                 cordoned=s.state is SiteState.CORDONED, draining=s.state is SiteState.DRAINING))
-        return policies.Snapshot(sites=tuple(sites), catalog=self.catalog(records), rules=self.rules)
+        return policies.Snapshot(sites=tuple(sites), catalog=self.catalog(records), rules=self.rules, gpus=gpus)
 
     @staticmethod
     def pending_view(job: Job) -> policies.PendingJob:
@@ -207,7 +239,7 @@ class ControlPlane:
             memory=float(body.resources.memory), gpus=body.resources.gpus,
             regions=tuple(body.placement.regions), sites=tuple(body.placement.sites),
             prefer=tuple(body.placement.prefer), priority=PRIORITY[body.priority],
-            submitted_at=job.created_at, vetoed_by=job.vetoed_by)
+            submitted_at=job.created_at, vetoed_by=job.vetoed_by, gpu=request_of(body))
 
     def schedule_once(self) -> policies.ScheduleResult:
         """One observe → decide → act cycle of the scheduling loop."""
@@ -223,7 +255,7 @@ class ControlPlane:
         for d in result.decisions:
             explanation = Explanation(summary=f"placed on {d.site}: " + "; ".join(d.reasons), evaluated_at=now,
                                       verdicts=((d.site, True, "ok", "; ".join(d.reasons)),))
-            placed |= self.store.place_job(d.job_id, d.site, explanation, now) is not None
+            placed |= self.store.place_job(d.job_id, d.site, explanation, now, d.binding) is not None
         for u in result.unplaced:
             old = by_id[u.job_id].explanation
             codes = [SLUGS[c] for c in u.reasons]

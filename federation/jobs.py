@@ -12,6 +12,7 @@ from enum import Enum
 
 from federation.errors import InvalidTransition
 from federation.spec import JobSpec
+from policies.topology import Binding
 
 
 class JobState(str, Enum):
@@ -121,6 +122,7 @@ class Attempt:
     created_at: float = 0.0
     started_at: float = 0.0
     ended_at: float = 0.0
+    binding: Binding = ()        # GPUs the federation reserved for this attempt
 
     @property
     def submission_id(self) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+from policies.topology import Inventory
+
 
 class SiteState(str, Enum):
     READY = "ready"
@@ -39,6 +41,7 @@ class SiteRecord:
     state: SiteState = SiteState.READY
     registered_at: float = 0.0
     last_heartbeat: float = 0.0
+    inventory: Inventory = Inventory()   # GPU topology; empty when the site has none or did not say
 
     def connected(self, now: float, timeout_s: float) -> bool:
         return now - self.last_heartbeat <= timeout_s

@@ -11,7 +11,6 @@ from pydantic import ValidationError
 
 from federation.controlplane import AttemptReport, ControlPlane, LogChunk
 from federation.errors import InvalidSpec, PermissionDenied
-from federation.jobs import submission_id
 from federation.service import wire
 from federation.service.errors import translate, translate_stream
 from federation.spec.models import DatasetSpec, Location, SiteMetadata
@@ -39,7 +38,8 @@ class SiteServicer(pb_grpc.SiteServiceServicer):
     def Heartbeat(self, request: pb.HeartbeatRequest, context) -> pb.HeartbeatResponse:
         _authorize(context, request.name)
         capacity = wire.capacity_from_pb(request.capacity) if request.HasField("capacity") else None
-        site = self.control.heartbeat(request.name, capacity)
+        inventory = wire.inventory_from_pb(request.inventory, "inventory") if request.HasField("inventory") else None
+        site = self.control.heartbeat(request.name, capacity, inventory)
         return pb.HeartbeatResponse(state=wire.SITE_STATE_TO_PB[site.state])
 
     @translate_stream
@@ -62,13 +62,14 @@ class SiteServicer(pb_grpc.SiteServiceServicer):
         while context.is_active() and reader.is_alive():
             generation = changes.generation
             desired = self.control.desired(site)
-            keys = [(job.id, number) for number, job in desired]
+            keys = [(job.id, attempt.number) for attempt, job in desired]
             now = time.monotonic()
             if keys != sent or now - sent_at >= RESEND_S:
                 generation_sent += 1
                 yield pb.ConnectResponse(generation=generation_sent, assignments=[
-                    pb.Assignment(job_id=job.id, attempt=number, submission_id=submission_id(job.id, number),
-                                  spec=wire.spec_to_pb(job.spec)) for number, job in desired])
+                    pb.Assignment(job_id=job.id, attempt=a.number, submission_id=a.submission_id,
+                                  spec=wire.spec_to_pb(job.spec), binding=wire.binding_to_pb(a.binding))
+                    for a, job in desired])
                 sent, sent_at = keys, now
             changes.wait(generation, RESEND_S)
         if not errors.empty():

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from google.protobuf import json_format, struct_pb2
 
+from federation.gpus import check_inventory, digest
 from federation.jobs import Attempt, AttemptState, Job, JobState
 from federation.sites import Capacity, DatasetRecord, SiteRecord, SiteState
 from federation.spec import JobSpec, job_from_dict
 from federation.v1 import federation_pb2 as pb
+from policies.topology import Binding, GpuNode, Inventory, Slot
 
 JOB_STATE_TO_PB = {s: getattr(pb, f"JOB_STATE_{s.name}") for s in JobState}
 JOB_STATE_FROM_PB = {v: k for k, v in JOB_STATE_TO_PB.items()}
@@ -24,10 +26,13 @@ def spec_to_pb(spec: JobSpec) -> pb.JobSpec:
         name=spec.metadata.name, tenant=spec.metadata.tenant, labels=spec.metadata.labels,
         entrypoint=body.entrypoint, runtime_env=env, datasets=body.datasets,
         resources=pb.Resources(cpus=body.resources.cpus, memory_bytes=body.resources.memory,
-                               gpus=body.resources.gpus),
+                               gpus=body.resources.gpus, gpu_type=body.resources.gpu_type,
+                               gpu_memory_bytes=body.resources.gpu_memory or 0),
         placement=pb.Placement(regions=body.placement.regions, sites=body.placement.sites,
                                prefer=body.placement.prefer),
-        priority=body.priority)
+        priority=body.priority,
+        topology=pb.Topology(nvlink=body.topology.nvlink or "", gpus_per_node=body.topology.gpus_per_node or 0,
+                             colocate=body.topology.colocate or ""))
 
 
 def spec_from_pb(msg: pb.JobSpec) -> JobSpec:
@@ -41,9 +46,12 @@ def spec_from_pb(msg: pb.JobSpec) -> JobSpec:
             "runtime_env": json_format.MessageToDict(msg.runtime_env),
             "datasets": list(msg.datasets),
             "resources": {"cpus": msg.resources.cpus, "memory": msg.resources.memory_bytes,
-                          "gpus": msg.resources.gpus},
+                          "gpus": msg.resources.gpus, "gpu_type": list(msg.resources.gpu_type),
+                          "gpu_memory": msg.resources.gpu_memory_bytes or None},
             "placement": {"regions": list(msg.placement.regions), "sites": list(msg.placement.sites),
                           "prefer": list(msg.placement.prefer)},
+            "topology": {"nvlink": msg.topology.nvlink or None, "gpus_per_node": msg.topology.gpus_per_node or None,
+                         "colocate": msg.topology.colocate or None},
             "priority": msg.priority or "normal",
         },
     }
@@ -53,7 +61,7 @@ def spec_from_pb(msg: pb.JobSpec) -> JobSpec:
 def attempt_to_pb(a: Attempt) -> pb.Attempt:
     return pb.Attempt(number=a.number, site=a.site, state=ATTEMPT_STATE_TO_PB[a.state],
                       submission_id=a.submission_id, message=a.message, created_at=a.created_at,
-                      started_at=a.started_at, ended_at=a.ended_at)
+                      started_at=a.started_at, ended_at=a.ended_at, binding=binding_to_pb(a.binding))
 
 
 def job_to_pb(job: Job) -> pb.Job:
@@ -76,7 +84,8 @@ def site_to_pb(site: SiteRecord, *, connected: bool, allocated: Capacity, runnin
         labels=site.labels,
         datasets=[pb.Dataset(name=d.name, classification=d.classification, path=d.path) for d in site.datasets],
         state=SITE_STATE_TO_PB[site.state], connected=connected, capacity=capacity_to_pb(site.capacity),
-        allocated=capacity_to_pb(allocated), running_attempts=running, last_heartbeat=site.last_heartbeat)
+        allocated=capacity_to_pb(allocated), running_attempts=running, last_heartbeat=site.last_heartbeat,
+        inventory=inventory_to_pb(site.inventory))
 
 
 def site_from_register(req: pb.RegisterSiteRequest) -> SiteRecord:
@@ -84,4 +93,24 @@ def site_from_register(req: pb.RegisterSiteRequest) -> SiteRecord:
         name=req.name, jurisdiction=req.location.jurisdiction, region=req.location.region,
         labels=dict(req.labels),
         datasets=tuple(DatasetRecord(d.name, d.classification, d.path) for d in req.datasets),
-        capacity=capacity_from_pb(req.capacity))
+        capacity=capacity_from_pb(req.capacity), inventory=inventory_from_pb(req.inventory, "inventory"))
+
+
+def inventory_to_pb(inv: Inventory) -> pb.Inventory:
+    return pb.Inventory(nodes=[pb.GpuNode(name=n.name, model=n.model, memory_bytes=n.memory, domains=n.domains,
+                                          rack=n.rack, block=n.block) for n in inv.nodes], digest=digest(inv))
+
+
+def inventory_from_pb(msg: pb.Inventory, where: str) -> Inventory:
+    """What an agent published, bounded and checked: InvalidSpec names the node."""
+    inv = Inventory(tuple(GpuNode(n.name, n.model, n.memory_bytes, tuple(n.domains), n.rack, n.block)
+                          for n in msg.nodes))
+    return check_inventory(inv, where)
+
+
+def binding_to_pb(binding: Binding) -> list[pb.GpuSlot]:
+    return [pb.GpuSlot(node=s.node, gpus=s.gpus, milli=s.milli) for s in binding]
+
+
+def binding_from_pb(slots) -> Binding:
+    return tuple(Slot(s.node, tuple(s.gpus), s.milli) for s in slots)

@@ -64,12 +64,25 @@ class Metadata(Strict):
 class Resources(Strict):
     cpus: float = Field(default=1.0, ge=0, le=100_000)
     memory: int = Field(default=0, ge=0, description="bytes; YAML takes quantities such as 4Gi")
-    gpus: float = Field(default=0.0, ge=0, le=100_000)
+    gpus: float = Field(default=0.0, ge=0, le=100_000, description="whole GPUs, or a share of one below 1")
+    gpu_type: list[str] = Field(default_factory=list, description="allowed GPU models (one or a list); empty: any")
+    gpu_memory: int | None = Field(
+        default=None, ge=1, description="with whole gpus: memory each GPU must have; alone: a slice of one GPU")
 
     @field_validator("memory", mode="before")
     @classmethod
     def _memory(cls, v: Any) -> int:
         return parse_bytes(v)
+
+    @field_validator("gpu_memory", mode="before")
+    @classmethod
+    def _gpu_memory(cls, v: Any) -> int | None:
+        return None if v is None else parse_bytes(v)
+
+    @field_validator("gpu_type", mode="before")
+    @classmethod
+    def _gpu_type(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
 
     @field_validator("gpus")
     @classmethod
@@ -77,6 +90,21 @@ class Resources(Strict):
         if v > 1 and v != int(v):
             raise ValueError("more than one GPU must be a whole number")
         return v
+
+    @model_validator(mode="after")
+    def _shares(self) -> "Resources":
+        if self.gpu_memory is not None and 0 < self.gpus < 1:
+            raise ValueError("gpu_memory: give either a GPU share (gpus below 1) or gpu_memory, not both")
+        return self
+
+
+class Topology(Strict):
+    """How a job's GPUs must sit relative to each other."""
+
+    nvlink: Literal["required", "preferred"] | None = Field(
+        default=None, description="all GPUs in one NVLink domain (an NVSwitch node or a fabric clique)")
+    gpus_per_node: int | None = Field(default=None, ge=1, le=1024, description="exactly this many on each node")
+    colocate: Literal["rack", "block"] | None = Field(default=None, description="all nodes in one rack or block")
 
 
 class PlacementSpec(Strict):
@@ -91,7 +119,21 @@ class JobBody(Strict):
     datasets: list[str] = Field(default_factory=list, max_length=64)
     resources: Resources = Field(default_factory=Resources)
     placement: PlacementSpec = Field(default_factory=PlacementSpec)
+    topology: Topology = Field(default_factory=Topology)
     priority: Priority = "normal"
+
+    @model_validator(mode="after")
+    def _topology_needs_gpus(self) -> "JobBody":
+        t, r = self.topology, self.resources
+        shaped = t.nvlink or t.gpus_per_node or t.colocate
+        if shaped and r.gpus < 1:
+            raise ValueError("topology: needs whole GPUs (resources.gpus of 1 or more)")
+        if t.gpus_per_node and int(r.gpus) % t.gpus_per_node:
+            raise ValueError(f"topology.gpus_per_node: {t.gpus_per_node} does not divide resources.gpus "
+                             f"({r.gpus:g})")
+        if (r.gpu_type or r.gpu_memory) and r.gpus == 0 and r.gpu_memory is None:
+            raise ValueError("resources.gpu_type: set resources.gpus or resources.gpu_memory too")
+        return self
 
     @field_validator("datasets")
     @classmethod
@@ -169,6 +211,48 @@ class LocalRay(Strict):
         return parse_bytes(v)
 
 
+class NodeGpus(Strict):
+    model: str = Field(min_length=1, max_length=64, description="GPU model, e.g. H100")
+    count: int = Field(ge=1, le=128)
+    memory: int = Field(ge=1, description="memory of each GPU, e.g. 80Gi")
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _memory(cls, v: Any) -> int:
+        return parse_bytes(v)
+
+
+class NodeSpec(Strict):
+    """GPU nodes as declared by the operator (machines without NVML, or to pledge a part)."""
+
+    name: str
+    replicas: int = Field(default=1, ge=1, le=10_000, description="this many alike nodes, named <name>-0, -1, …")
+    gpus: NodeGpus
+    nvlink: list[list[int]] = Field(default_factory=list, description="groups of GPU indices sharing NVLink")
+    fabric: str | None = Field(default=None, description="NVLink fabric clique id shared with other nodes")
+    rack: str = ""
+    block: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _check_name(v, "node name")
+
+    @model_validator(mode="after")
+    def _groups(self) -> "NodeSpec":
+        if self.fabric and self.nvlink:
+            raise ValueError("nvlink: a node in a fabric clique shares one domain; give fabric or nvlink, not both")
+        seen: set[int] = set()
+        for k, group in enumerate(self.nvlink):
+            for g in group:
+                if not 0 <= g < self.gpus.count:
+                    raise ValueError(f"nvlink[{k}]: GPU {g} is not one of 0..{self.gpus.count - 1}")
+                if g in seen:
+                    raise ValueError(f"nvlink[{k}]: GPU {g} is in two NVLink groups")
+                seen.add(g)
+        return self
+
+
 class RaySpec(Strict):
     address: str | None = Field(default=None, description="Ray dashboard / Jobs API URL, e.g. http://127.0.0.1:8265")
     local: LocalRay = Field(default_factory=LocalRay)
@@ -189,6 +273,8 @@ class SiteBody(Strict):
     labels: dict[str, str] = Field(default_factory=dict)
     datasets: list[DatasetSpec] = Field(default_factory=list)
     capacity: Resources | None = Field(default=None, description="declared inventory; default: what Ray reports")
+    gpu_nodes: list[NodeSpec] | None = Field(
+        default=None, description="declared GPU topology; default: discovered through NVML and Ray node labels")
     ray: RaySpec = Field(default_factory=RaySpec)
     veto: Veto = Field(default_factory=Veto)
     work_dir: Path | None = None
@@ -197,6 +283,15 @@ class SiteBody(Strict):
     @classmethod
     def _labels(cls, v: dict[str, str]) -> dict[str, str]:
         return _check_labels(v)
+
+
+    @field_validator("gpu_nodes")
+    @classmethod
+    def _unique_nodes(cls, v: list[NodeSpec] | None) -> list[NodeSpec] | None:
+        names = [n.name for n in v or []]
+        if len(set(names)) != len(names):
+            raise ValueError("a node name is declared twice")
+        return v
 
 
 class SiteMetadata(Strict):

@@ -6,6 +6,7 @@ from typing import Iterable
 
 from federation.jobs import Attempt, AttemptState, Explanation, Job, JobState
 from federation.sites import Capacity, SiteRecord, SiteState
+from policies.topology import Binding, Inventory
 
 MAX_LOG_BYTES_PER_ATTEMPT = 4 << 20
 
@@ -27,8 +28,9 @@ class Store(ABC):
     def pending_jobs(self) -> list[Job]: ...
 
     @abstractmethod
-    def place_job(self, job_id: str, site: str, explanation: Explanation, now: float) -> Attempt | None:
-        """PENDING -> PLACED with a new attempt, atomically; None if the job is no longer pending."""
+    def place_job(self, job_id: str, site: str, explanation: Explanation, now: float,
+                  binding: Binding = ()) -> Attempt | None:
+        """PENDING -> PLACED with a new attempt holding `binding`, atomically; None if no longer pending."""
 
     @abstractmethod
     def explain_job(self, job_id: str, explanation: Explanation) -> None: ...
@@ -70,7 +72,9 @@ class Store(ABC):
     def set_site_state(self, name: str, state: SiteState) -> SiteRecord: ...
 
     @abstractmethod
-    def heartbeat(self, name: str, capacity: Capacity | None, now: float) -> SiteRecord: ...
+    def heartbeat(self, name: str, capacity: Capacity | None, now: float,
+                  inventory: Inventory | None = None) -> SiteRecord:
+        """Marks the site alive; a capacity or inventory given replaces the stored one."""
 
     def close(self) -> None:  # noqa: B027 - optional for backends without resources
         pass

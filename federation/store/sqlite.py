@@ -22,7 +22,9 @@ from federation.jobs import (
     check_attempt,
     job_state_after,
 )
+from federation.gpus import binding_from_json, binding_to_json, inventory_from_json, inventory_to_json
 from federation.sites import Capacity, DatasetRecord, SiteRecord, SiteState
+from policies.topology import Binding, Inventory
 from federation.spec import JobSpec
 from federation.store.base import MAX_LOG_BYTES_PER_ATTEMPT, Store
 
@@ -50,6 +52,7 @@ CREATE TABLE IF NOT EXISTS attempts (
     created_at REAL NOT NULL,
     started_at REAL NOT NULL DEFAULT 0,
     ended_at REAL NOT NULL DEFAULT 0,
+    binding TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (job_id, number)
 );
 CREATE INDEX IF NOT EXISTS attempts_live ON attempts(site, state);
@@ -71,9 +74,12 @@ CREATE TABLE IF NOT EXISTS sites (
     gpus REAL NOT NULL,
     state TEXT NOT NULL,
     registered_at REAL NOT NULL,
-    last_heartbeat REAL NOT NULL
+    last_heartbeat REAL NOT NULL,
+    inventory TEXT NOT NULL DEFAULT ''
 );
 """
+# Columns added after the first release; a store written before them gains them on open.
+_ADDED = {"attempts": ("binding", "TEXT NOT NULL DEFAULT ''"), "sites": ("inventory", "TEXT NOT NULL DEFAULT ''")}
 
 _LIVE = (AttemptState.ASSIGNED.value, AttemptState.RUNNING.value)
 
@@ -90,6 +96,9 @@ class SQLiteStore(Store):
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
+        for table, (column, decl) in _ADDED.items():
+            if column not in {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})")}:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -183,16 +192,18 @@ class SQLiteStore(Store):
             (job.state.value, job.site, job.message, job.updated_at, json.dumps(sorted(job.vetoed_by)),
              _explanation_json(job.explanation), job.id))
 
-    def place_job(self, job_id: str, site: str, explanation: Explanation, now: float) -> Attempt | None:
+    def place_job(self, job_id: str, site: str, explanation: Explanation, now: float,
+                  binding: Binding = ()) -> Attempt | None:
         with self._tx() as db:
             job = self._load(db, job_id)
             if job.state is not JobState.PENDING:
                 return None
-            attempt = Attempt(job_id=job_id, number=len(job.attempts) + 1, site=site, created_at=now)
+            attempt = Attempt(job_id=job_id, number=len(job.attempts) + 1, site=site, created_at=now,
+                              binding=binding)
             self._save(db, job.with_state(JobState.PLACED, site=site, message=f"placed on {site}",
                                           updated_at=now, explanation=explanation))
-            db.execute("INSERT INTO attempts (job_id, number, site, state, created_at) VALUES (?,?,?,?,?)",
-                       (job_id, attempt.number, site, attempt.state.value, now))
+            db.execute("INSERT INTO attempts (job_id, number, site, state, created_at, binding) VALUES (?,?,?,?,?,?)",
+                       (job_id, attempt.number, site, attempt.state.value, now, binding_to_json(binding)))
             return attempt
 
     def explain_job(self, job_id: str, explanation: Explanation) -> None:
@@ -281,14 +292,15 @@ class SQLiteStore(Store):
         with self._tx() as db:
             db.execute(
                 "INSERT INTO sites (name, jurisdiction, region, labels, datasets, cpus, memory, gpus, state,"
-                " registered_at, last_heartbeat) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+                " registered_at, last_heartbeat, inventory) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
                 " ON CONFLICT(name) DO UPDATE SET jurisdiction=excluded.jurisdiction, region=excluded.region,"
                 " labels=excluded.labels, datasets=excluded.datasets, cpus=excluded.cpus,"
                 " memory=excluded.memory, gpus=excluded.gpus, registered_at=excluded.registered_at,"
-                " last_heartbeat=excluded.last_heartbeat",
+                " last_heartbeat=excluded.last_heartbeat, inventory=excluded.inventory",
                 (site.name, site.jurisdiction, site.region, json.dumps(site.labels, sort_keys=True),
                  json.dumps([d.__dict__ for d in site.datasets]), site.capacity.cpus, site.capacity.memory,
-                 site.capacity.gpus, site.state.value, site.registered_at, site.last_heartbeat))
+                 site.capacity.gpus, site.state.value, site.registered_at, site.last_heartbeat,
+                 inventory_to_json(site.inventory)))
             return _site(db.execute("SELECT * FROM sites WHERE name=?", (site.name,)).fetchone())
 
     def get_site(self, name: str) -> SiteRecord:
@@ -308,8 +320,11 @@ class SQLiteStore(Store):
                 raise NotFound(f"site {name} not found")
             return _site(db.execute("SELECT * FROM sites WHERE name=?", (name,)).fetchone())
 
-    def heartbeat(self, name: str, capacity: Capacity | None, now: float) -> SiteRecord:
+    def heartbeat(self, name: str, capacity: Capacity | None, now: float,
+                  inventory: Inventory | None = None) -> SiteRecord:
         with self._tx() as db:
+            if inventory is not None:
+                db.execute("UPDATE sites SET inventory=? WHERE name=?", (inventory_to_json(inventory), name))
             if capacity is None:
                 n = db.execute("UPDATE sites SET last_heartbeat=? WHERE name=?", (now, name)).rowcount
             else:
@@ -323,7 +338,7 @@ class SQLiteStore(Store):
 def _attempt(r: sqlite3.Row) -> Attempt:
     return Attempt(job_id=r["job_id"], number=r["number"], site=r["site"], state=AttemptState(r["state"]),
                    message=r["message"], created_at=r["created_at"], started_at=r["started_at"],
-                   ended_at=r["ended_at"])
+                   ended_at=r["ended_at"], binding=binding_from_json(r["binding"]))
 
 
 def _site(r: sqlite3.Row) -> SiteRecord:
@@ -331,7 +346,8 @@ def _site(r: sqlite3.Row) -> SiteRecord:
         name=r["name"], jurisdiction=r["jurisdiction"], region=r["region"], labels=json.loads(r["labels"]),
         datasets=tuple(DatasetRecord(**d) for d in json.loads(r["datasets"])),
         capacity=Capacity(r["cpus"], r["memory"], r["gpus"]), state=SiteState(r["state"]),
-        registered_at=r["registered_at"], last_heartbeat=r["last_heartbeat"])
+        registered_at=r["registered_at"], last_heartbeat=r["last_heartbeat"],
+        inventory=inventory_from_json(r["inventory"]))
 
 
 def _explanation_json(e: Explanation | None) -> str | None:

@@ -54,14 +54,62 @@ SITE_STATE_CORDONED: SiteState
 SITE_STATE_DRAINING: SiteState
 
 class Resources(_message.Message):
-    __slots__ = ("cpus", "memory_bytes", "gpus")
+    __slots__ = ("cpus", "memory_bytes", "gpus", "gpu_type", "gpu_memory_bytes")
     CPUS_FIELD_NUMBER: _ClassVar[int]
     MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     GPUS_FIELD_NUMBER: _ClassVar[int]
+    GPU_TYPE_FIELD_NUMBER: _ClassVar[int]
+    GPU_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     cpus: float
     memory_bytes: int
     gpus: float
-    def __init__(self, cpus: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., gpus: _Optional[float] = ...) -> None: ...
+    gpu_type: _containers.RepeatedScalarFieldContainer[str]
+    gpu_memory_bytes: int
+    def __init__(self, cpus: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., gpus: _Optional[float] = ..., gpu_type: _Optional[_Iterable[str]] = ..., gpu_memory_bytes: _Optional[int] = ...) -> None: ...
+
+class Topology(_message.Message):
+    __slots__ = ("nvlink", "gpus_per_node", "colocate")
+    NVLINK_FIELD_NUMBER: _ClassVar[int]
+    GPUS_PER_NODE_FIELD_NUMBER: _ClassVar[int]
+    COLOCATE_FIELD_NUMBER: _ClassVar[int]
+    nvlink: str
+    gpus_per_node: int
+    colocate: str
+    def __init__(self, nvlink: _Optional[str] = ..., gpus_per_node: _Optional[int] = ..., colocate: _Optional[str] = ...) -> None: ...
+
+class GpuNode(_message.Message):
+    __slots__ = ("name", "model", "memory_bytes", "domains", "rack", "block")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DOMAINS_FIELD_NUMBER: _ClassVar[int]
+    RACK_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    model: str
+    memory_bytes: int
+    domains: _containers.RepeatedScalarFieldContainer[str]
+    rack: str
+    block: str
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., domains: _Optional[_Iterable[str]] = ..., rack: _Optional[str] = ..., block: _Optional[str] = ...) -> None: ...
+
+class Inventory(_message.Message):
+    __slots__ = ("nodes", "digest")
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    nodes: _containers.RepeatedCompositeFieldContainer[GpuNode]
+    digest: str
+    def __init__(self, nodes: _Optional[_Iterable[_Union[GpuNode, _Mapping]]] = ..., digest: _Optional[str] = ...) -> None: ...
+
+class GpuSlot(_message.Message):
+    __slots__ = ("node", "gpus", "milli")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    MILLI_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    gpus: _containers.RepeatedScalarFieldContainer[int]
+    milli: int
+    def __init__(self, node: _Optional[str] = ..., gpus: _Optional[_Iterable[int]] = ..., milli: _Optional[int] = ...) -> None: ...
 
 class Placement(_message.Message):
     __slots__ = ("regions", "sites", "prefer")
@@ -74,7 +122,7 @@ class Placement(_message.Message):
     def __init__(self, regions: _Optional[_Iterable[str]] = ..., sites: _Optional[_Iterable[str]] = ..., prefer: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("name", "tenant", "labels", "entrypoint", "runtime_env", "datasets", "resources", "placement", "priority")
+    __slots__ = ("name", "tenant", "labels", "entrypoint", "runtime_env", "datasets", "resources", "placement", "priority", "topology")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +139,7 @@ class JobSpec(_message.Message):
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
     PLACEMENT_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    TOPOLOGY_FIELD_NUMBER: _ClassVar[int]
     name: str
     tenant: str
     labels: _containers.ScalarMap[str, str]
@@ -100,10 +149,11 @@ class JobSpec(_message.Message):
     resources: Resources
     placement: Placement
     priority: str
-    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., entrypoint: _Optional[str] = ..., runtime_env: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., datasets: _Optional[_Iterable[str]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., priority: _Optional[str] = ...) -> None: ...
+    topology: Topology
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., entrypoint: _Optional[str] = ..., runtime_env: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., datasets: _Optional[_Iterable[str]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., priority: _Optional[str] = ..., topology: _Optional[_Union[Topology, _Mapping]] = ...) -> None: ...
 
 class Attempt(_message.Message):
-    __slots__ = ("number", "site", "state", "submission_id", "message", "created_at", "started_at", "ended_at")
+    __slots__ = ("number", "site", "state", "submission_id", "message", "created_at", "started_at", "ended_at", "binding")
     NUMBER_FIELD_NUMBER: _ClassVar[int]
     SITE_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -112,6 +162,7 @@ class Attempt(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     ENDED_AT_FIELD_NUMBER: _ClassVar[int]
+    BINDING_FIELD_NUMBER: _ClassVar[int]
     number: int
     site: str
     state: AttemptState
@@ -120,7 +171,8 @@ class Attempt(_message.Message):
     created_at: float
     started_at: float
     ended_at: float
-    def __init__(self, number: _Optional[int] = ..., site: _Optional[str] = ..., state: _Optional[_Union[AttemptState, str]] = ..., submission_id: _Optional[str] = ..., message: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., ended_at: _Optional[float] = ...) -> None: ...
+    binding: _containers.RepeatedCompositeFieldContainer[GpuSlot]
+    def __init__(self, number: _Optional[int] = ..., site: _Optional[str] = ..., state: _Optional[_Union[AttemptState, str]] = ..., submission_id: _Optional[str] = ..., message: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., ended_at: _Optional[float] = ..., binding: _Optional[_Iterable[_Union[GpuSlot, _Mapping]]] = ...) -> None: ...
 
 class SiteVerdict(_message.Message):
     __slots__ = ("site", "eligible", "reason_code", "reason")
@@ -173,7 +225,7 @@ class Location(_message.Message):
     def __init__(self, jurisdiction: _Optional[str] = ..., region: _Optional[str] = ...) -> None: ...
 
 class Site(_message.Message):
-    __slots__ = ("name", "location", "labels", "datasets", "state", "connected", "capacity", "allocated", "running_attempts", "last_heartbeat")
+    __slots__ = ("name", "location", "labels", "datasets", "state", "connected", "capacity", "allocated", "running_attempts", "last_heartbeat", "inventory")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -191,6 +243,7 @@ class Site(_message.Message):
     ALLOCATED_FIELD_NUMBER: _ClassVar[int]
     RUNNING_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     LAST_HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    INVENTORY_FIELD_NUMBER: _ClassVar[int]
     name: str
     location: Location
     labels: _containers.ScalarMap[str, str]
@@ -201,7 +254,8 @@ class Site(_message.Message):
     allocated: Resources
     running_attempts: int
     last_heartbeat: float
-    def __init__(self, name: _Optional[str] = ..., location: _Optional[_Union[Location, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., datasets: _Optional[_Iterable[_Union[Dataset, _Mapping]]] = ..., state: _Optional[_Union[SiteState, str]] = ..., connected: _Optional[bool] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., allocated: _Optional[_Union[Resources, _Mapping]] = ..., running_attempts: _Optional[int] = ..., last_heartbeat: _Optional[float] = ...) -> None: ...
+    inventory: Inventory
+    def __init__(self, name: _Optional[str] = ..., location: _Optional[_Union[Location, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., datasets: _Optional[_Iterable[_Union[Dataset, _Mapping]]] = ..., state: _Optional[_Union[SiteState, str]] = ..., connected: _Optional[bool] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., allocated: _Optional[_Union[Resources, _Mapping]] = ..., running_attempts: _Optional[int] = ..., last_heartbeat: _Optional[float] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
     __slots__ = ("spec",)
@@ -342,7 +396,7 @@ class SetSiteStateResponse(_message.Message):
     def __init__(self, site: _Optional[_Union[Site, _Mapping]] = ...) -> None: ...
 
 class RegisterSiteRequest(_message.Message):
-    __slots__ = ("name", "location", "labels", "datasets", "capacity", "agent_version")
+    __slots__ = ("name", "location", "labels", "datasets", "capacity", "agent_version", "inventory")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -356,13 +410,15 @@ class RegisterSiteRequest(_message.Message):
     DATASETS_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    INVENTORY_FIELD_NUMBER: _ClassVar[int]
     name: str
     location: Location
     labels: _containers.ScalarMap[str, str]
     datasets: _containers.RepeatedCompositeFieldContainer[Dataset]
     capacity: Resources
     agent_version: str
-    def __init__(self, name: _Optional[str] = ..., location: _Optional[_Union[Location, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., datasets: _Optional[_Iterable[_Union[Dataset, _Mapping]]] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., agent_version: _Optional[str] = ...) -> None: ...
+    inventory: Inventory
+    def __init__(self, name: _Optional[str] = ..., location: _Optional[_Union[Location, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., datasets: _Optional[_Iterable[_Union[Dataset, _Mapping]]] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., agent_version: _Optional[str] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ...) -> None: ...
 
 class RegisterSiteResponse(_message.Message):
     __slots__ = ("heartbeat_interval_s",)
@@ -371,12 +427,14 @@ class RegisterSiteResponse(_message.Message):
     def __init__(self, heartbeat_interval_s: _Optional[float] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("name", "capacity")
+    __slots__ = ("name", "capacity", "inventory")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    INVENTORY_FIELD_NUMBER: _ClassVar[int]
     name: str
     capacity: Resources
-    def __init__(self, name: _Optional[str] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ...) -> None: ...
+    inventory: Inventory
+    def __init__(self, name: _Optional[str] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
     __slots__ = ("state",)
@@ -385,16 +443,18 @@ class HeartbeatResponse(_message.Message):
     def __init__(self, state: _Optional[_Union[SiteState, str]] = ...) -> None: ...
 
 class Assignment(_message.Message):
-    __slots__ = ("job_id", "attempt", "submission_id", "spec")
+    __slots__ = ("job_id", "attempt", "submission_id", "spec", "binding")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     SUBMISSION_ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
+    BINDING_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     attempt: int
     submission_id: str
     spec: JobSpec
-    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., submission_id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ...) -> None: ...
+    binding: _containers.RepeatedCompositeFieldContainer[GpuSlot]
+    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., submission_id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., binding: _Optional[_Iterable[_Union[GpuSlot, _Mapping]]] = ...) -> None: ...
 
 class AttemptStatus(_message.Message):
     __slots__ = ("job_id", "attempt", "state", "message")
