@@ -26,7 +26,8 @@ from federation.sites import Capacity
 from federation.spec import SiteConfig
 from federation.v1 import federation_pb2 as pb
 from federation.v1 import federation_pb2_grpc as pb_grpc
-from site_agent.inventory import site_capacity
+from site_agent.binding import MISMATCH, check, wrap
+from site_agent.inventory import SiteGpus, site_capacity, site_gpus
 from site_agent.ray_driver import SITE_KEY, RayDriver, RayJob
 from site_agent.veto import resolve_runtime_env, veto_reason
 
@@ -67,6 +68,7 @@ class Reconciler:
     starting: set[str] = field(default_factory=set)      # desired attempts Ray has not started yet
     submitted: set[str] = field(default_factory=set)     # desired attempts handed to Ray by this process
     ran: set[str] = field(default_factory=set)           # desired attempts seen past PENDING
+    gpus: SiteGpus = field(default_factory=SiteGpus)     # this site's GPU inventory, for bindings
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -154,10 +156,24 @@ class Reconciler:
             log.info("refused %s: %s", sid, reason)
             self.local[sid] = _Local(AttemptState.REJECTED, reason)
             return
-        runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), **self._job_env(a, spec)}
         r = spec.spec.resources
+        entrypoint, env, gpus = spec.spec.entrypoint, self._job_env(a, spec), r.gpus
+        if a.binding:
+            try:
+                mismatch = check(wire.binding_from_pb(a.binding), self.gpus.inventory, self.driver.nodes())
+            except RayError as e:
+                log.warning("%s", e.message)
+                return  # Ray is not answering: try again next pass
+            if mismatch:
+                log.warning("refused %s: %s", sid, mismatch)
+                self.local[sid] = _Local(AttemptState.FAILED, f"failed reservation: {mismatch}")
+                return
+            # The placement group holds the GPUs, so the entrypoint itself asks for none.
+            entrypoint, bound_env = wrap(entrypoint, wire.binding_from_pb(a.binding), self.gpus.cuda)
+            env, gpus = {**env, **bound_env}, 0.0
+        runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), **env}
         try:
-            self.driver.submit(sid, spec.spec.entrypoint, runtime_env, cpus=r.cpus, memory=r.memory, gpus=r.gpus,
+            self.driver.submit(sid, entrypoint, runtime_env, cpus=r.cpus, memory=r.memory, gpus=gpus,
                                metadata={"federation_job": a.job_id, "attempt": str(a.attempt),
                                          "tenant": spec.metadata.tenant, SITE_KEY: self.config.metadata.name})
             self.submitted.add(sid)
@@ -180,7 +196,7 @@ class Reconciler:
             job_id, number = parse_submission_id(sid)
             statuses.append(pb.AttemptStatus(job_id=job_id, attempt=number,
                                              state=wire.ATTEMPT_STATE_TO_PB[RAY_TO_ATTEMPT[job.status]],
-                                             message=job.message[:500] if job.terminal else ""))
+                                             message=_ended_message(job) if job.terminal else ""))
             if sid in self.watched and sid not in self.logs_done and job.status != "PENDING":
                 chunk = self._new_log_bytes(sid)
                 if chunk is None:
@@ -211,6 +227,14 @@ class Reconciler:
         return start, chunk
 
 
+def _ended_message(job: RayJob) -> str:
+    """Ray's message, or the binding wrapper's own line when Ray could not honour a reservation."""
+    if job.status == "FAILED" and MISMATCH in job.message:
+        line = next(ln for ln in job.message.splitlines() if MISMATCH in ln)
+        return "failed reservation: " + line[line.index(MISMATCH):][:450]
+    return job.message[:500]
+
+
 class SiteAgent:
     """Runs until `stop()`: registers, heartbeats, and keeps one Connect stream open."""
 
@@ -225,6 +249,7 @@ class SiteAgent:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self.heartbeat_interval_s = 2.0
+        self._published = ""   # digest of the inventory the federation has
 
     def stop(self) -> None:
         self._stop.set()
@@ -257,12 +282,19 @@ class SiteAgent:
             log.warning("inventory: %s", e.message)
             return None
 
+    def _inventory(self) -> pb.Inventory:
+        gpus = site_gpus(self.config, self.driver)
+        self.reconciler.gpus = gpus
+        return wire.inventory_to_pb(gpus.inventory)
+
     def _register(self, stub: pb_grpc.SiteServiceStub) -> None:
         body = self.config.spec
         capacity = self._capacity() or Capacity()
+        inventory = self._inventory()
+        self._published = inventory.digest
         request = pb.RegisterSiteRequest(
             name=self.name, location=pb.Location(jurisdiction=body.location.jurisdiction, region=body.location.region),
-            labels=body.labels, capacity=wire.capacity_to_pb(capacity), agent_version="0.1.0",
+            labels=body.labels, capacity=wire.capacity_to_pb(capacity), agent_version="0.1.0", inventory=inventory,
             datasets=[pb.Dataset(name=d.name, classification=d.classification, path=d.path) for d in body.datasets])
         try:
             response = stub.RegisterSite(request, timeout=10)
@@ -277,8 +309,12 @@ class SiteAgent:
             capacity = self._capacity()
             if capacity is not None:
                 request.capacity.CopyFrom(wire.capacity_to_pb(capacity))
+            inventory = self._inventory()
+            if inventory.digest != self._published:
+                request.inventory.CopyFrom(inventory)  # only when it changed: a GPU lost, a node added
             try:
                 stub.Heartbeat(request, timeout=5)
+                self._published = inventory.digest
             except grpc.RpcError as e:
                 err = from_rpc_error(e)
                 if isinstance(err, NotFound):

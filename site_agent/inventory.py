@@ -2,11 +2,18 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import socket
+from dataclasses import dataclass, field
 
+from federation.errors import RayError
+from federation.gpus import inventory_of
 from federation.sites import Capacity
-from federation.spec.models import Resources
+from federation.spec.models import Resources, SiteConfig
+from policies.topology import Inventory
 from site_agent.ray_driver import RayDriver
+
+RACK_LABEL = "fedctl.io/rack"
+BLOCK_LABEL = "fedctl.io/block"
 
 log = logging.getLogger("site_agent.inventory")
 
@@ -52,3 +59,35 @@ def site_capacity(declared: Resources | None, driver: RayDriver) -> Capacity:
         if found:
             log.warning("NVML sees %d GPUs but Ray reports none; declare them in the site's capacity", len(found))
     return Capacity(cpus=r.cpus, memory=r.memory, gpus=gpus)
+
+
+@dataclass(frozen=True)
+class SiteGpus:
+    inventory: Inventory = Inventory()
+    cuda: dict[tuple[str, int], str] = field(default_factory=dict)   # (entry, index) -> CUDA device
+
+
+def site_gpus(config: SiteConfig, driver: RayDriver) -> SiteGpus:
+    """The declared GPU nodes win; otherwise this host's GPUs through NVML, with its rack and
+    block from the Ray node labelled fedctl.io/node=<hostname>. GPUs of other Ray nodes are not
+    seen here: declare them (their topology is then the operator's word)."""
+    if config.spec.gpu_nodes is not None:
+        return SiteGpus(inventory_of(config.spec.gpu_nodes))
+    try:
+        import pynvml
+    except ImportError:
+        return SiteGpus()
+    from site_agent.binding import NODE_LABEL
+    from site_agent.nvml_topology import discover
+
+    host = socket.gethostname()
+    labels: dict[str, str] = {}
+    try:
+        labels = next((n.labels for n in driver.nodes() if n.labels.get(NODE_LABEL) == host), {})
+    except RayError as e:
+        log.warning("inventory: %s", e.message)
+    try:
+        nodes, devices = discover(pynvml, host, labels.get(RACK_LABEL, ""), labels.get(BLOCK_LABEL, ""))
+    except pynvml.NVMLError:
+        return SiteGpus()  # no driver or no GPU
+    return SiteGpus(Inventory(tuple(nodes)), {(d.entry, d.index): d.cuda for d in devices})

@@ -29,6 +29,8 @@ WORKER_PORTS = (100, 299)
 class LocalRayHead:
     settings: LocalRay
     name: str = "site"
+    labels: dict[str, str] | None = None   # Ray node labels, e.g. fedctl.io/node for GPU bindings
+    num_gpus: int | None = None            # when settings.num_gpus is unset
     process: subprocess.Popen | None = None
 
     @property
@@ -51,8 +53,11 @@ class LocalRayHead:
         args += [f"--{flag}={s.port_base + offset}" for flag, offset in PORTS.items()]
         if s.num_cpus is not None:
             args.append(f"--num-cpus={s.num_cpus}")
-        if s.num_gpus is not None:
-            args.append(f"--num-gpus={s.num_gpus}")
+        gpus = s.num_gpus if s.num_gpus is not None else self.num_gpus
+        if gpus is not None:
+            args.append(f"--num-gpus={gpus}")
+        if self.labels:
+            args.append("--labels=" + ",".join(f"{k}={v}" for k, v in sorted(self.labels.items())))
         return args
 
     def start(self, timeout: float = 90.0) -> RayJobsDriver:

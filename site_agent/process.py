@@ -10,7 +10,9 @@ from typing import Callable
 from federation.errors import ConfigError
 from federation.spec import SiteConfig
 from federation.transport import open_channel
+from federation.gpus import inventory_of
 from site_agent.agent import SiteAgent
+from site_agent.binding import NODE_LABEL
 from site_agent.local_ray import LocalRayHead
 from site_agent.ray_driver import RayJobsDriver
 
@@ -25,6 +27,10 @@ def run_site(config: SiteConfig, *, local_ray: bool,
     head: LocalRayHead | None = None
     if local_ray:
         head = LocalRayHead(body.ray.local, name=config.metadata.name)
+        if body.gpu_nodes:
+            # A local head stands for the first declared GPU node (one machine, one raylet).
+            first = inventory_of(body.gpu_nodes[:1]).nodes[0]
+            head.labels, head.num_gpus = {NODE_LABEL: first.name}, first.gpus
     elif not body.ray.address:
         raise ConfigError(f"site {config.metadata.name}: spec.ray.address is not set; give it or use --local-ray")
     agent: SiteAgent | None = None

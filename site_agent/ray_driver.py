@@ -32,6 +32,12 @@ class RayResources:
     nodes: int
 
 
+@dataclass(frozen=True)
+class RayNode:
+    labels: dict[str, str]
+    gpus: float
+
+
 class RayDriver(ABC):
     @abstractmethod
     def submit(self, submission_id: str, entrypoint: str, runtime_env: dict[str, Any], *, cpus: float,
@@ -54,6 +60,10 @@ class RayDriver(ABC):
 
     @abstractmethod
     def resources(self) -> RayResources: ...
+
+    @abstractmethod
+    def nodes(self) -> list[RayNode]:
+        """Alive nodes with their labels and GPU totals. Raises RayError when unreachable."""
 
 
 class RayJobsDriver(RayDriver):
@@ -118,12 +128,18 @@ class RayJobsDriver(RayDriver):
         except Exception as e:
             raise RayError(f"reading logs of {submission_id}: {_first_line(e)}") from None
 
-    def resources(self) -> RayResources:
+    def _alive(self) -> list:
         from ray.util.state import list_nodes
         try:
-            nodes = [n for n in list_nodes(address=self.address, detail=True, timeout=10) if n.state == "ALIVE"]
+            return [n for n in list_nodes(address=self.address, detail=True, timeout=10) if n.state == "ALIVE"]
         except Exception as e:
             raise RayError(f"reading cluster resources at {self.address}: {_first_line(e)}") from None
+
+    def nodes(self) -> list[RayNode]:
+        return [RayNode(dict(n.labels or {}), float((n.resources_total or {}).get("GPU", 0.0))) for n in self._alive()]
+
+    def resources(self) -> RayResources:
+        nodes = self._alive()
         total: dict[str, float] = {}
         for n in nodes:
             for k, v in (n.resources_total or {}).items():

@@ -1,6 +1,7 @@
 """The agent's reconcile pass against an in-memory Ray driver."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -8,9 +9,13 @@ import pytest
 from federation.errors import RayError
 from federation.service import wire
 from federation.spec import SiteConfig
+from federation.spec.models import NodeSpec
+from policies.topology import Slot
+from site_agent.binding import NODE_LABEL
+from site_agent.inventory import site_gpus
 from federation.v1 import federation_pb2 as pb
 from site_agent.agent import Reconciler
-from site_agent.ray_driver import RayDriver, RayJob, RayResources
+from site_agent.ray_driver import RayDriver, RayJob, RayNode, RayResources
 from site_agent.veto import resolve_runtime_env
 from tests.conftest import make_spec
 
@@ -20,9 +25,11 @@ class MemoryRay(RayDriver):
         self.jobs_: dict[str, RayJob] = {}
         self.logs_: dict[str, bytes] = {}
         self.submitted: list[tuple[str, dict]] = []
+        self.entrypoints: dict[str, tuple[str, float]] = {}
         self.stopped: list[str] = []
         self.down = False
         self.refuse = ""
+        self.nodes_: list[RayNode] = []
 
     def submit(self, submission_id, entrypoint, runtime_env, *, cpus, memory, gpus, metadata):
         if self.down:
@@ -32,6 +39,7 @@ class MemoryRay(RayDriver):
         if submission_id not in self.jobs_:
             self.jobs_[submission_id] = RayJob(submission_id, "PENDING", site=metadata.get("federation_site"))
             self.submitted.append((submission_id, runtime_env))
+            self.entrypoints[submission_id] = (entrypoint, gpus)
 
     def jobs(self):
         if self.down:
@@ -51,6 +59,11 @@ class MemoryRay(RayDriver):
 
     def resources(self):
         return RayResources(4, 2**30, 0, 1)
+
+    def nodes(self):
+        if self.down:
+            raise RayError("down")
+        return list(self.nodes_)
 
 
 def site_config(tmp_path: Path, **veto) -> SiteConfig:
@@ -220,3 +233,58 @@ def test_an_assignment_the_site_cannot_read_is_refused_not_fatal(tmp_path, ray):
     assert states(report)["j-1/1"] == pb.ATTEMPT_STATE_REJECTED
     assert [sid for sid, _ in ray.submitted] == ["fed-j-2-1"]
 
+
+
+def gpu_site(tmp_path: Path) -> SiteConfig:
+    base = site_config(tmp_path)
+    return base.model_copy(update={"spec": base.spec.model_copy(update={"gpu_nodes": [NodeSpec.model_validate(
+        {"name": "dgx", "gpus": {"model": "H100", "count": 4, "memory": "80Gi"}, "nvlink": [[0, 1, 2, 3]]})]})})
+
+
+def bound(binding, **spec) -> pb.Assignment:
+    a = assignment(resources={"gpus": 2}, **spec)
+    a.binding.extend(wire.binding_to_pb(binding))
+    return a
+
+
+def test_a_bound_attempt_runs_behind_its_placement_group(tmp_path, ray):
+    config = gpu_site(tmp_path)
+    ray.nodes_ = [RayNode({NODE_LABEL: "dgx"}, 4.0)]
+    r = Reconciler(config, ray, gpus=site_gpus(config, ray))
+    r.set_desired([bound((Slot("dgx", (2, 3)),), entrypoint="python train.py --lr 1e-3")])
+    r.reconcile()
+    ((sid, env),) = ray.submitted
+    entrypoint, gpus = ray.entrypoints[sid]
+    assert entrypoint.endswith("-m site_agent.binding") and gpus == 0.0
+    assert env["env_vars"]["FEDCTL_ENTRYPOINT"] == "python train.py --lr 1e-3"
+    assert env["env_vars"]["CUDA_VISIBLE_DEVICES"] == "2,3"
+    assert json.loads(env["env_vars"]["FEDCTL_BINDING"]) == [["dgx", [2, 3], 1000]]
+
+
+@pytest.mark.parametrize("binding,nodes,why", [
+    ((Slot("other", (0, 1)),), [RayNode({NODE_LABEL: "dgx"}, 4.0)], "node other is not in this site's GPU inventory"),
+    ((Slot("dgx", (3, 4)),), [RayNode({NODE_LABEL: "dgx"}, 4.0)], "node dgx has 4 GPUs, the binding names [3, 4]"),
+    ((Slot("dgx", (0, 1)),), [RayNode({}, 4.0)], "no live Ray node is labelled fedctl.io/node=dgx"),
+    ((Slot("dgx", (0, 1)),), [RayNode({NODE_LABEL: "dgx"}, 1.0)], "Ray node dgx has 1 GPUs, the binding needs 2"),
+])
+def test_a_binding_the_site_cannot_honour_is_a_failed_reservation(tmp_path, ray, binding, nodes, why):
+    config = gpu_site(tmp_path)
+    ray.nodes_ = nodes
+    r = Reconciler(config, ray, gpus=site_gpus(config, ray))
+    r.set_desired([bound(binding)])
+    (status,) = r.reconcile().statuses
+    assert status.state == pb.ATTEMPT_STATE_FAILED and ray.submitted == []
+    assert status.message == f"failed reservation: reservation mismatch: {why}"
+
+
+def test_ray_refusing_the_placement_group_is_reported_as_a_failed_reservation(tmp_path, ray):
+    config = gpu_site(tmp_path)
+    ray.nodes_ = [RayNode({NODE_LABEL: "dgx"}, 4.0)]
+    r = Reconciler(config, ray, gpus=site_gpus(config, ray))
+    r.set_desired([bound((Slot("dgx", (0, 1)),))])
+    r.reconcile()
+    ray.jobs_["fed-j-1-1"] = RayJob("fed-j-1-1", "FAILED", (
+        "Job entrypoint command failed with exit code 86, last available logs (truncated to 20,000 chars):\n"
+        "reservation mismatch: Ray could not reserve dgx (2 GPU) within 60s"))
+    (status,) = r.reconcile().statuses
+    assert status.message == "failed reservation: reservation mismatch: Ray could not reserve dgx (2 GPU) within 60s"
