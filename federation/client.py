@@ -36,6 +36,10 @@ class AttemptInfo:
     state: str
     message: str
     submission_id: str
+    binding: tuple[dict[str, Any], ...] = ()   # reserved GPUs: {"node", "gpus", "milli"} per node
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__, binding=list(self.binding))
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,7 @@ class JobStatus:
         return {"id": self.id, "name": self.name, "tenant": self.tenant, "state": self.state,
                 "site": self.site or None, "message": self.message, "created_at": self.created_at,
                 "updated_at": self.updated_at,
-                "attempts": [a.__dict__ for a in self.attempts]}
+                "attempts": [a.to_dict() for a in self.attempts]}
 
 
 @dataclass(frozen=True)
@@ -96,9 +100,10 @@ class SiteInfo:
     allocated: dict[str, float] = field(default_factory=dict)
     running_attempts: int = 0
     last_heartbeat: float = 0.0
+    gpu_nodes: tuple[dict[str, Any], ...] = ()   # {"name", "model", "memory", "gpus", "nvlink_domains", rack, block}
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__, datasets=list(self.datasets))
+        return dict(self.__dict__, datasets=list(self.datasets), gpu_nodes=list(self.gpu_nodes))
 
 
 def _status(job: pb.Job) -> JobStatus:
@@ -106,7 +111,9 @@ def _status(job: pb.Job) -> JobStatus:
         id=job.id, name=job.spec.name, tenant=job.spec.tenant, state=wire.JOB_STATE_FROM_PB[job.state].value,
         site=job.site, message=job.message, created_at=job.created_at, updated_at=job.updated_at,
         attempts=tuple(AttemptInfo(a.number, a.site, wire.ATTEMPT_STATE_FROM_PB[a.state].value, a.message,
-                                   a.submission_id) for a in job.attempts))
+                                   a.submission_id,
+                                   tuple({"node": b.node, "gpus": list(b.gpus), "milli": b.milli} for b in a.binding))
+                       for a in job.attempts))
 
 
 def _resources(r: pb.Resources) -> dict[str, float]:
@@ -119,7 +126,10 @@ def _site(s: pb.Site) -> SiteInfo:
         state=wire.SITE_STATE_FROM_PB[s.state].value, connected=s.connected, labels=dict(s.labels),
         datasets=tuple({"name": d.name, "classification": d.classification, "path": d.path} for d in s.datasets),
         capacity=_resources(s.capacity), allocated=_resources(s.allocated), running_attempts=s.running_attempts,
-        last_heartbeat=s.last_heartbeat)
+        last_heartbeat=s.last_heartbeat,
+        gpu_nodes=tuple({"name": n.name, "model": n.model, "memory": n.memory_bytes, "gpus": len(n.domains),
+                         "nvlink_domains": len({d for d in n.domains if d}), "rack": n.rack, "block": n.block}
+                        for n in s.inventory.nodes))
 
 
 class Job:

@@ -252,9 +252,20 @@ class ControlPlane:
         snapshot = self.snapshot(now)
         result = policies.schedule(snapshot, list(views.values()), now)
         placed = False
+        index = {s.name: i for i, s in enumerate(snapshot.sites)}
         for d in result.decisions:
-            explanation = Explanation(summary=f"placed on {d.site}: " + "; ".join(d.reasons), evaluated_at=now,
-                                      verdicts=((d.site, True, "ok", "; ".join(d.reasons)),))
+            why = "; ".join(d.reasons)
+            verdicts = [(d.site, True, "ok", why)]
+            for site, code in zip(snapshot.sites, d.reasons_by_site):
+                if site.name == d.site:
+                    continue
+                if code == policies.Reason.OK:
+                    verdicts.append((site.name, True, "ok", "eligible; scored lower"))
+                else:
+                    v = policies.describe(views[d.job_id], site, policies.Reason(code), snapshot)
+                    verdicts.append((site.name, False, v.reason.slug, v.detail))
+            verdicts.sort(key=lambda v: index[v[0]])
+            explanation = Explanation(summary=f"placed on {d.site}: {why}", evaluated_at=now, verdicts=tuple(verdicts))
             placed |= self.store.place_job(d.job_id, d.site, explanation, now, d.binding) is not None
         for u in result.unplaced:
             old = by_id[u.job_id].explanation

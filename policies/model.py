@@ -118,6 +118,7 @@ class Decision:
     reasons: tuple[str, ...]
     candidates: int              # sites that could have taken it
     binding: Binding = ()        # the GPUs reserved at the site
+    reasons_by_site: bytes = b""  # Reason code per site in snapshot order; OK where it was eligible
 
 
 @dataclass(frozen=True, slots=True)

@@ -329,10 +329,13 @@ def schedule(snapshot: Snapshot, pending: Sequence[PendingJob], now: float) -> S
             continue
         i, best, binding = placed
         site = snapshot.sites[i]
+        by_site = masks.reasons(job, req, codes, fragmented)
+        by_site[candidates] = OK
         decisions.append(Decision(job_id=job.id, site=site.name, score=round(float(scores[best]), 4),
                                   reasons=_why(job, req, site, locality[i], prefer[i], masks, i, candidates.size,
                                                binding),
-                                  candidates=int(candidates.size), binding=binding))
+                                  candidates=int(candidates.size), binding=binding,
+                                  reasons_by_site=by_site.tobytes()))
         masks.free_cpu[i] -= job.cpus
         masks.free_mem[i] -= job.memory
         if binding:

@@ -21,10 +21,14 @@ SITES = {
     "eu-west": {"location": {"jurisdiction": "DE", "region": "eu-west"}, "labels": {"tier": "onprem"},
                 "datasets": [{"name": "patient-records-eu", "classification": "gdpr-personal",
                               "path": str(DATA / "patient-records-eu.csv")}],
-                "ray": {"local": {"num_cpus": 4}}, "veto": {"max_cpus_per_job": 2}, "work_dir": str(HERE)},
+                "ray": {"local": {"num_cpus": 4}}, "veto": {"max_cpus_per_job": 2}, "work_dir": str(HERE),
+                # Two PCIe GPUs without NVLink: scattered for any job that needs a domain.
+                "gpu_nodes": [{"name": "eu-pcie", "gpus": {"model": "L4", "count": 2, "memory": "24Gi"}}]},
     "us-east": {"location": {"jurisdiction": "US", "region": "us-east"}, "labels": {"tier": "cloud", "baa": "true"},
                 "datasets": [{"name": "claims-us", "classification": "hipaa", "path": str(DATA / "claims-us.csv")}],
-                "ray": {"local": {"num_cpus": 4}}, "work_dir": str(HERE)},
+                "ray": {"local": {"num_cpus": 4}}, "work_dir": str(HERE),
+                "gpu_nodes": [{"name": "us-dgx", "gpus": {"model": "H100", "count": 2, "memory": "80Gi"},
+                               "nvlink": [[0, 1]]}]},
 }
 
 
