@@ -303,7 +303,7 @@ class GpuState:
 
     def _type_miss(self, s: int, req: GpuRequest) -> str:
         site = self.sites[s]
-        here = sorted({n.model or "unknown" for n in site.nodes})
+        here = sorted({n.model or "GPUs of unreported type" for n in site.nodes})
         if not here:
             return "site has no GPUs"
         wanted = f"GPU type {'|'.join(sorted(req.models))}" if req.models else "GPUs"

@@ -1,0 +1,1 @@
+"""`fedctl simulate`: replay a trace through the federation's own placement code in simulated time."""

@@ -1,0 +1,188 @@
+"""Simulated time: arrivals, placements by a strategy, completions; nothing but the clock is fake.
+
+The `topology` strategy is `policies.schedule` itself, fed the same Snapshot and GpuState
+the federation builds. Every placement of every strategy is re-checked by an independent
+auditor (GPU type, NVLink, site sovereignty) and counted as a violation if it breaks a rule.
+"""
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+import policies
+from federation.simulate.baselines import strategies
+from federation.simulate.metrics import Shapes, fragmentation
+from federation.simulate.trace import SimJob, Workload
+from policies.topology import MILLI, Binding, GpuState, check_binding
+
+
+@dataclass
+class Sample:
+    t: float
+    used_gpus: float
+    fragmented_gpus: float
+    free_gpus: float
+    pending: int
+
+
+@dataclass
+class Outcome:
+    strategy: str
+    total_gpus: int
+    placed: int = 0
+    never_placed: int = 0
+    violations: dict[str, int] = field(default_factory=dict)
+    nvlink_required: int = 0
+    nvlink_in_one_domain: int = 0
+    waits: list[float] = field(default_factory=list)          # queueing delay of each GPU job placed
+    samples: list[Sample] = field(default_factory=list)
+    gpu_seconds_used: float = 0.0
+    span: float = 0.0
+    unallocated_at_full: float | None = None                   # inflation mode: GPUs left when demand = capacity
+    decisions_per_s: float = 0.0
+
+
+def _snapshot(w: Workload, state: GpuState, used_cpus: np.ndarray, running: np.ndarray,
+              rules: policies.Rules) -> policies.Snapshot:
+    sites = tuple(policies.SiteView(
+        name=s.name, jurisdiction=s.jurisdiction, region=s.region, labels=s.labels, cpus=s.cpus, memory=s.memory,
+        gpus=float(s.inventory.gpus), used_cpus=float(used_cpus[i]), running=int(running[i]))
+        for i, s in enumerate(w.sites))
+    catalog = {name: policies.DatasetInfo(name, cls, held) for name, (cls, held) in w.datasets.items()}
+    return policies.Snapshot(sites, catalog, rules, state)
+
+
+def _pending(j: SimJob) -> policies.PendingJob:
+    return policies.PendingJob(id=j.id, tenant=j.tenant, datasets=j.datasets, cpus=j.cpus, memory=0.0,
+                               gpus=j.gpu.whole if j.gpu else 0.0, submitted_at=j.arrival, gpu=j.gpu)
+
+
+class Auditor:
+    """Checks each placement against the rules without the placement code's help."""
+
+    def __init__(self, w: Workload, rules: policies.Rules) -> None:
+        self.w = w
+        self.rules = rules
+        self.index = {s.name: i for i, s in enumerate(w.sites)}
+        self.nodes = [{n.name: n for n in s.inventory.nodes} for s in w.sites]
+
+    def check(self, job: SimJob, site: str, binding: Binding) -> str:
+        s = self.w.sites[self.index[site]]
+        for name in job.datasets:
+            cls, held = self.w.datasets[name]
+            rule = self.rules.classifications[cls]
+            if rule.allowed_jurisdictions is not None and s.jurisdiction not in rule.allowed_jurisdictions:
+                return "sovereignty"
+            if any(s.labels.get(k) != v for k, v in rule.required_labels.items()):
+                return "sovereignty"
+            if site not in held and not rule.allow_staging:
+                return "sovereignty"
+        if job.gpu is not None:
+            why = check_binding(s.inventory, job.gpu, binding)
+            if why:
+                return "nvlink" if "NVLink" in why else "gpu-type" if "GPU type" in why else "gpu-shape"
+        return ""
+
+
+def run(w: Workload, rules: policies.Rules, strategy: str, *, inflation: bool = False,
+        samples: int = 300, clock: Callable[[], float] | None = None) -> Outcome:
+    """Replay `w`. With `inflation`, jobs never end and each gets one try (the FGD paper's method):
+    the run stops when the GPUs asked reach the cluster's GPUs."""
+    import time
+    clock = clock or time.perf_counter
+    place = strategies()[strategy]
+    state = GpuState([s.inventory for s in w.sites])
+    total = int(sum(s.inventory.gpus for s in w.sites))
+    out = Outcome(strategy, total)
+    audit = Auditor(w, rules)
+    shapes = Shapes.of(w.jobs)
+    used_cpus = np.zeros(len(w.sites))
+    running = np.zeros(len(w.sites))
+    index = {s.name: i for i, s in enumerate(w.sites)}
+    ending: list[tuple[float, str]] = []
+    held: dict[str, tuple[int, Binding, float]] = {}
+    pending: dict[str, SimJob] = {}
+    jobs = list(w.jobs)
+    every = max(1, len(jobs) // samples)
+    asked = 0.0
+    t0 = jobs[0].arrival if jobs else 0.0
+    k = 0
+    next_sample = every
+    busy = 0.0
+    decided = 0
+    last_t = t0
+
+    def sample(t: float) -> None:
+        frag, free = fragmentation(state, shapes)
+        out.samples.append(Sample(t, total - free, frag, free, len(pending)))
+
+    while k < len(jobs) or (ending and not inflation and pending):
+        t = jobs[k].arrival if k < len(jobs) else ending[0][0]
+        if ending and ending[0][0] <= t and not inflation:
+            t = ending[0][0]
+        used_now = total - float(state.free.sum()) / MILLI
+        out.gpu_seconds_used += used_now * (t - last_t)
+        last_t = t
+        while ending and ending[0][0] <= t and not inflation:
+            _, jid = heapq.heappop(ending)
+            i, binding, cpus = held.pop(jid)
+            state.reserve(i, binding, +1)
+            used_cpus[i] -= cpus
+            running[i] -= 1
+        arrived = []
+        while k < len(jobs) and jobs[k].arrival <= t:
+            arrived.append(jobs[k])
+            k += 1
+        if inflation:
+            pending = {}
+            for j in arrived:
+                asked += j.gpu.whole if j.gpu else 0.0
+        for j in arrived:
+            pending[j.id] = j
+        if not pending:
+            continue
+        started = clock()
+        result = place(_snapshot(w, state, used_cpus, running, rules), [_pending(j) for j in pending.values()], t)
+        busy += clock() - started
+        decided += len(pending)
+        for d in result.decisions:
+            j = pending.pop(d.job_id)
+            i = index[d.site]
+            if d.binding:
+                state.reserve(i, d.binding)
+            used_cpus[i] += j.cpus
+            running[i] += 1
+            out.placed += 1
+            why = audit.check(j, d.site, d.binding)
+            if why:
+                out.violations[why] = out.violations.get(why, 0) + 1
+            if j.gpu is not None:
+                out.waits.append(t - j.arrival)
+                if j.gpu.nvlink == "required" and j.gpu.count > 1:
+                    out.nvlink_required += 1
+                    nodes = audit.nodes[i]
+                    doms = {nodes[s.node].domains[g] for s in d.binding for g in s.gpus}
+                    out.nvlink_in_one_domain += len(doms) == 1 and "" not in doms
+            held[j.id] = (i, d.binding, j.cpus)
+            if not inflation:
+                heapq.heappush(ending, (t + j.duration, j.id))
+        if inflation:
+            out.never_placed += len(pending)
+            if asked >= total and out.unallocated_at_full is None:
+                out.unallocated_at_full = float(state.free.sum()) / MILLI
+                sample(t)
+                break
+        if k >= next_sample:
+            sample(t)
+            next_sample += every
+    out.never_placed += 0 if inflation else len(pending)
+    out.span = last_t - t0
+    out.decisions_per_s = decided / busy if busy else 0.0
+    return out
+
+
+def run_all(w: Workload, rules: policies.Rules, strategies: Sequence[str], **kw) -> list[Outcome]:
+    return [run(w, rules, s, **kw) for s in strategies]
