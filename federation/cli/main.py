@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from federation.cli import render
-from federation.errors import ErrorCode, FederationError
+from federation.errors import ConfigError, ErrorCode, FederationError
 
 EXIT_JOB_DID_NOT_SUCCEED = 1
 
@@ -215,6 +216,52 @@ def cmd_schema_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from federation.controlplane import rules_from_policy
+    from federation.simulate import engine, report, trace
+    from federation.spec import load_policy
+
+    rules = rules_from_policy(load_policy(args.policy))
+    if args.site_config:
+        w = trace.configured([Path(p) for p in args.site_config])
+    else:
+        w = trace.alibaba(Path(args.trace), args.pods, args.sites, args.seed)
+    if args.jobs:
+        w = trace.csv_jobs(Path(args.jobs), w)
+    elif args.site_config:
+        raise ConfigError("--site-config: give the jobs to replay with --jobs FILE.csv")
+    missing = {c for _, (c, _) in w.datasets.items()} - set(rules.classifications)
+    if missing:
+        raise ConfigError(f"{args.policy}: no rule for classification(s) {', '.join(sorted(missing))}")
+    modes = ["replay", "inflation"] if args.mode == "both" else [args.mode]
+    if not w.timed:
+        if args.mode == "replay":
+            raise ConfigError(f"--mode replay: the {args.pods} task list has no arrival times; use inflation")
+        modes = ["inflation"]
+    strategies = args.strategy or ["topology", "blind", "round-robin"]
+    outcomes = {m: [engine.run(w, rules, s, inflation=m == "inflation", speedup=args.speedup, seed=args.seed)
+                    for s in strategies] for m in modes}
+    results = {m: [report.summary(o) for o in runs] for m, runs in outcomes.items()}
+    if args.plot:
+        report.plot(outcomes, Path(args.plot))
+    if _json(args):
+        render.emit_json({"rules": w.rules, "jobs": len(w.jobs), "sites": [
+            {"name": s.name, "jurisdiction": s.jurisdiction, "gpus": s.inventory.gpus} for s in w.sites],
+            **{m: {"results": rows, "ratios": report.ratios(rows)} for m, rows in results.items()}})
+        return 0
+    print(f"{len(w.jobs)} jobs on " + ", ".join(f"{s.name} ({s.jurisdiction}, {s.inventory.gpus} GPUs)"
+                                               for s in w.sites))
+    print(f"rules: {w.rules}")
+    for m, rows in results.items():
+        print(f"\n{m}:")
+        print(report.table(rows))
+        for name, r in report.ratios(rows).items():
+            print(f"  {name}: " + ", ".join(f"{k} x{v}" for k, v in r.items()))
+    if args.plot:
+        print(f"\nplot: {args.plot}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from federation.demo import run_demo
     return run_demo(json_output=_json(args), keep=args.keep, examples=Path(args.examples) if args.examples else None)
@@ -291,6 +338,21 @@ def build_parser() -> argparse.ArgumentParser:
     schema_sub = schema.add_subparsers(dest="action", required=True, metavar="ACTION")
     add(schema_sub, "export", cmd_schema_export, "write the JSON Schemas").add_argument(
         "--dir", default="configs/schemas")
+    sp = add(sub, "simulate", cmd_simulate, "replay a trace through the placement code in simulated time")
+    sp.add_argument("--trace", default=os.environ.get("FEDCTL_TRACE", "../shared/traces/alibaba-gpu-v2023"),
+                    help="folder with the Alibaba 2023 GPU trace's csv files")
+    sp.add_argument("--pods", default="default", choices=["default", "gpuspec33", "multigpu50"],
+                    help="which of the trace's task lists")
+    sp.add_argument("--sites", type=int, default=4, help="split the trace's nodes into this many sites (1-4)")
+    sp.add_argument("--site-config", action="append", help="a Site YAML with gpu_nodes (repeatable); needs --jobs")
+    sp.add_argument("--jobs", help="a CSV of jobs: id,arrival_s,duration_s,cpus,gpus,gpu_type,nvlink,dataset,tenant")
+    sp.add_argument("--policy", default="configs/policy.yaml")
+    sp.add_argument("--mode", choices=["replay", "inflation", "both"], default="both",
+                    help="replay: trace times; inflation: draw jobs until GPUs asked = GPUs (FGD's method)")
+    sp.add_argument("--speedup", type=float, default=1.0, help="divide arrival times by this (more load)")
+    sp.add_argument("--strategy", action="append", choices=["topology", "blind", "round-robin"])
+    sp.add_argument("--seed", type=int, default=7)
+    sp.add_argument("--plot", help="write a PNG here")
     return p
 
 

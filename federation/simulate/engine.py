@@ -7,8 +7,10 @@ auditor (GPU type, NVLink, site sovereignty) and counted as a violation if it br
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass, field
-from typing import Callable, Sequence
+import random
+import time
+from dataclasses import dataclass, field, replace
+from typing import Sequence
 
 import numpy as np
 
@@ -26,6 +28,7 @@ class Sample:
     fragmented_gpus: float
     free_gpus: float
     pending: int
+    never_placed: int = 0
 
 
 @dataclass
@@ -83,16 +86,17 @@ class Auditor:
         if job.gpu is not None:
             why = check_binding(s.inventory, job.gpu, binding)
             if why:
-                return "nvlink" if "NVLink" in why else "gpu-type" if "GPU type" in why else "gpu-shape"
+                return "nvlink" if "NVLink" in why else "gpu-type" if "GPU type" in why or "model" in why \
+                    else "gpu-shape"
         return ""
 
 
-def run(w: Workload, rules: policies.Rules, strategy: str, *, inflation: bool = False,
-        samples: int = 300, clock: Callable[[], float] | None = None) -> Outcome:
-    """Replay `w`. With `inflation`, jobs never end and each gets one try (the FGD paper's method):
-    the run stops when the GPUs asked reach the cluster's GPUs."""
-    import time
-    clock = clock or time.perf_counter
+def run(w: Workload, rules: policies.Rules, strategy: str, *, inflation: bool = False, speedup: float = 1.0,
+        samples: int = 300, seed: int = 7) -> Outcome:
+    """Replay `w` in simulated time (arrivals divided by `speedup`, durations as recorded).
+    With `inflation` (the FGD paper's method) jobs are drawn from the trace with replacement,
+    never end, and get one try each, until the GPUs asked reach the cluster's GPUs."""
+    clock = time.perf_counter
     place = strategies()[strategy]
     state = GpuState([s.inventory for s in w.sites])
     total = int(sum(s.inventory.gpus for s in w.sites))
@@ -105,9 +109,9 @@ def run(w: Workload, rules: policies.Rules, strategy: str, *, inflation: bool = 
     ending: list[tuple[float, str]] = []
     held: dict[str, tuple[int, Binding, float]] = {}
     pending: dict[str, SimJob] = {}
-    jobs = list(w.jobs)
+    jobs = inflate(w.jobs, total, seed) if inflation else [
+        replace(j, arrival=j.arrival / speedup) for j in w.jobs]
     every = max(1, len(jobs) // samples)
-    asked = 0.0
     t0 = jobs[0].arrival if jobs else 0.0
     k = 0
     next_sample = every
@@ -117,7 +121,7 @@ def run(w: Workload, rules: policies.Rules, strategy: str, *, inflation: bool = 
 
     def sample(t: float) -> None:
         frag, free = fragmentation(state, shapes)
-        out.samples.append(Sample(t, total - free, frag, free, len(pending)))
+        out.samples.append(Sample(t, total - free, frag, free, len(pending), out.never_placed))
 
     while k < len(jobs) or (ending and not inflation and pending):
         t = jobs[k].arrival if k < len(jobs) else ending[0][0]
@@ -138,8 +142,6 @@ def run(w: Workload, rules: policies.Rules, strategy: str, *, inflation: bool = 
             k += 1
         if inflation:
             pending = {}
-            for j in arrived:
-                asked += j.gpu.whole if j.gpu else 0.0
         for j in arrived:
             pending[j.id] = j
         if not pending:
@@ -171,16 +173,26 @@ def run(w: Workload, rules: policies.Rules, strategy: str, *, inflation: bool = 
                 heapq.heappush(ending, (t + j.duration, j.id))
         if inflation:
             out.never_placed += len(pending)
-            if asked >= total and out.unallocated_at_full is None:
-                out.unallocated_at_full = float(state.free.sum()) / MILLI
-                sample(t)
-                break
         if k >= next_sample:
             sample(t)
             next_sample += every
+    if inflation:
+        out.unallocated_at_full = float(state.free.sum()) / MILLI
     out.never_placed += 0 if inflation else len(pending)
     out.span = last_t - t0
     out.decisions_per_s = decided / busy if busy else 0.0
+    return out
+
+
+def inflate(jobs: Sequence[SimJob], total_gpus: int, seed: int) -> list[SimJob]:
+    """Trace jobs drawn with replacement, one a second, until the GPUs they ask reach `total_gpus`."""
+    rng = random.Random(seed)
+    out: list[SimJob] = []
+    asked = 0.0
+    while asked < total_gpus and jobs:
+        j = rng.choice(jobs)
+        out.append(replace(j, id=f"{j.id}#{len(out)}", arrival=float(len(out))))
+        asked += j.gpu.whole if j.gpu else 0.0
     return out
 
 

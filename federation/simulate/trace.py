@@ -45,6 +45,7 @@ class Workload:
     jobs: tuple[SimJob, ...]
     datasets: dict[str, tuple[str, frozenset[str]]]   # name -> (classification, sites holding it)
     rules: str                                         # how the trace became this workload, in words
+    timed: bool = True                                 # jobs carry real arrival times and durations
 
 
 # Alibaba nodes have no recorded topology: NVLink domains follow the usual build of each model.
@@ -94,7 +95,9 @@ def alibaba(folder: Path, pods: str = "default", sites: int = 4, seed: int = 7) 
     rng = random.Random(seed)
     jobs = []
     with open(pod_file, newline="") as f:
-        for row in csv.DictReader(f):
+        reader = csv.DictReader(f)
+        timed = "creation_time" in (reader.fieldnames or [])
+        for k, row in enumerate(reader):
             n, milli = int(row["num_gpu"]), int(row["gpu_milli"])
             spec = row.get("gpu_spec") or ""
             models = frozenset(spec.split("|")) if spec else frozenset()
@@ -110,13 +113,14 @@ def alibaba(folder: Path, pods: str = "default", sites: int = 4, seed: int = 7) 
                 if draw < acc:
                     dataset = (name,) if DATASETS[name][1] & names else ()
                     break
-            start = float(row["creation_time"])
-            jobs.append(SimJob(row["name"], start, max(1.0, float(row["deletion_time"]) - start),
+            start = float(row["creation_time"]) if timed else float(k)
+            end = float(row["deletion_time"]) if timed else float("inf")
+            jobs.append(SimJob(row["name"], start, max(1.0, end - start),
                                int(row["cpu_milli"]) / 1000, int(row["memory_mib"]) * 2**20, gpu,
                                f"tenant-{rng.randrange(TENANTS)}", dataset))
     datasets = {k: (c, frozenset(held & names)) for k, (c, held) in DATASETS.items() if held & names}
     rules = RULES.format(n=sites, names=", ".join(s.name for s in out_sites), seed=seed)
-    return Workload(out_sites, tuple(sorted(jobs, key=lambda j: (j.arrival, j.id))), datasets, rules)
+    return Workload(out_sites, tuple(sorted(jobs, key=lambda j: (j.arrival, j.id))), datasets, rules, timed)
 
 
 JOB_COLUMNS = ("id", "arrival_s", "duration_s", "cpus", "gpus", "gpu_type", "nvlink", "dataset", "tenant")
@@ -154,3 +158,24 @@ def csv_jobs(path: Path, base: Workload) -> Workload:
         raise ConfigError(f"{path}: {e.strerror}") from None
     return Workload(base.sites, tuple(sorted(jobs, key=lambda j: (j.arrival, j.id))), base.datasets,
                     base.rules.split(" Jobs:")[0] + f" Jobs: from {path.name}.")
+
+
+def configured(site_files: list[Path]) -> Workload:
+    """Sites (with their declared gpu_nodes and datasets) from Site YAML files; no jobs yet."""
+    from federation.gpus import inventory_of
+    from federation.spec import load_site
+
+    sites, datasets = [], {}
+    for path in site_files:
+        cfg = load_site(path)
+        body = cfg.spec
+        if not body.gpu_nodes:
+            raise ConfigError(f"{path}: spec.gpu_nodes: the simulator needs the site's declared GPU nodes")
+        cap = body.capacity
+        sites.append(SimSite(cfg.metadata.name, body.location.jurisdiction, body.location.region,
+                             inventory_of(body.gpu_nodes), cap.cpus if cap else 1e9,
+                             float(cap.memory) if cap else 1e18, dict(body.labels)))
+        for d in body.datasets:
+            cls, held = datasets.get(d.name, (d.classification, frozenset()))
+            datasets[d.name] = (cls, held | {cfg.metadata.name})
+    return Workload(tuple(sites), (), datasets, "sites: " + ", ".join(str(p) for p in site_files) + ".")
