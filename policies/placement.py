@@ -147,6 +147,9 @@ class _Masks:
         self.free_mem = self.cap_mem - np.array([s.used_memory for s in sites], dtype=f)
         self.running = np.array([s.running for s in sites], dtype=f)
         self.inv = [np.divide(1.0, c, out=np.zeros_like(c), where=c > 0) for c in (self.cap_cpu, self.cap_mem)]
+        dims = (self.cap_cpu > 0).astype(f) + (self.cap_mem > 0)
+        self.inv_dims = np.divide(1.0, dims, out=np.zeros_like(dims), where=dims > 0)
+        self.no_dims = (dims == 0).astype(f)   # a site with neither counts as all free
         self.gpu = gpu_state(snapshot).copy()
         self.gpu_total = self.gpu.capacity[0].sum(axis=1).astype(f)
         self.gpu_inv = np.divide(1.0, self.gpu_total, out=np.zeros_like(self.gpu_total), where=self.gpu_total > 0)
@@ -165,6 +168,9 @@ class _Masks:
         self._prefer: dict[tuple, np.ndarray] = {}
         self._regions: dict[tuple, np.ndarray] = {}
         self._gpu_static: dict[GpuRequest, np.ndarray] = {}
+        self._by_data: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        self._by_shape: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        self._free: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
     def _classification(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         hit = self._class.get(name)
@@ -225,24 +231,41 @@ class _Masks:
         key = (job.sites, job.regions, job.datasets, req, job.cpus, job.memory)
         hit = self._static.get(key)
         if hit is None:
+            data, locality = self._data(job.datasets)
+            narrow, capacity = self._placement(job, req)
+            codes = np.where(narrow != OK, narrow, np.where(data != OK, data, capacity)).astype(np.uint8)
+            hit = self._static[key] = (codes, (codes == OK) & (self.health == OK), locality)
+        return hit
+
+    def _data(self, datasets: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """Sovereignty codes and data locality for a set of datasets."""
+        hit = self._by_data.get(datasets)
+        if hit is None:
             codes = np.full(self.n, OK, dtype=np.uint8)
-            for name in job.datasets:
+            locality = np.zeros(self.n)
+            for name in datasets:
                 codes = np.where(codes == OK, self.dataset(name), codes)
+                info = self.snapshot.catalog.get(name)
+                if info is not None:
+                    locality[[self.index[s] for s in info.sites if s in self.index]] += 1.0 / len(datasets)
+            hit = self._by_data[datasets] = (codes, locality)
+        return hit
+
+    def _placement(self, job: PendingJob, req: GpuRequest | None) -> tuple[np.ndarray, np.ndarray]:
+        """(codes of the job's site and region narrowing, codes of whole-site capacity and GPU shape)."""
+        key = (job.sites, job.regions, req, job.cpus, job.memory)
+        hit = self._by_shape.get(key)
+        if hit is None:
+            narrow = np.full(self.n, OK, dtype=np.uint8)
             if job.regions:
-                codes = np.where(self.in_regions(job.regions), codes, Reason.NOT_IN_REGIONS).astype(np.uint8)
+                narrow[~self.in_regions(job.regions)] = Reason.NOT_IN_REGIONS
             if job.sites:
                 allowed = np.zeros(self.n, dtype=bool)
                 allowed[[self.index[s] for s in job.sites if s in self.index]] = True
-                codes = np.where(allowed, codes, Reason.NOT_IN_SITES).astype(np.uint8)
-            never = (self.cap_cpu < job.cpus - EPS) | (self.cap_mem < job.memory - EPS)
-            gpu = np.where(never, Reason.NEVER_FITS, self.gpu_static(req))
-            codes = np.where(codes == OK, gpu, codes).astype(np.uint8)
-            locality = np.zeros(self.n)
-            for name in job.datasets:
-                info = self.snapshot.catalog.get(name)
-                if info is not None:
-                    locality[[self.index[s] for s in info.sites if s in self.index]] += 1.0 / len(job.datasets)
-            hit = self._static[key] = (codes, (codes == OK) & (self.health == OK), locality)
+                narrow[~allowed] = Reason.NOT_IN_SITES
+            capacity = np.where((self.cap_cpu < job.cpus - EPS) | (self.cap_mem < job.memory - EPS),
+                                Reason.NEVER_FITS, self.gpu_static(req)).astype(np.uint8)
+            hit = self._by_shape[key] = (narrow, capacity)
         return hit
 
     def in_regions(self, regions: tuple[str, ...]) -> np.ndarray:
@@ -271,17 +294,30 @@ class _Masks:
         return np.where(codes != OK, codes, out).astype(np.uint8)
 
     def free_now(self, job: PendingJob, req: GpuRequest | None) -> tuple[np.ndarray, np.ndarray]:
-        """(fits now, has enough free GPUs but not in the shape) per site."""
-        ok = (self.free_cpu >= job.cpus - EPS) & (self.free_mem >= job.memory - EPS)
-        if req is None:
-            return ok, np.zeros(self.n, dtype=bool)
-        shaped = self.gpu.may_fit(req)
-        if req.count:
-            ms = self.gpu.model_ids(req.models)
-            enough = (self.gpu.whole_free[:, ms] >= req.count).any(axis=1) if ms.size else shaped
-        else:
-            enough = shaped
-        return ok & shaped, ok & enough & ~shaped
+        """(fits now, has enough free GPUs but not in the shape) per site; read-only arrays,
+        cached until the next placement changes what is free."""
+        key = (req, job.cpus, job.memory)
+        hit = self._free.get(key)
+        if hit is None:
+            ok = (self.free_cpu >= job.cpus - EPS) & (self.free_mem >= job.memory - EPS)
+            if req is None:
+                hit = ok, np.zeros(self.n, dtype=bool)
+            else:
+                shaped, enough = self.gpu.fits_now(req)
+                hit = ok & shaped, ok & enough & ~shaped
+            for a in hit:
+                a.flags.writeable = False
+            self._free[key] = hit
+        return hit
+
+    def took(self, i: int, job: PendingJob, binding: tuple) -> None:
+        """A placement at site i: what is free changed."""
+        self.free_cpu[i] -= job.cpus
+        self.free_mem[i] -= job.memory
+        if binding:
+            self.gpu.reserve(i, binding)
+        self.running[i] += 1
+        self._free.clear()
 
 
 def schedule(snapshot: Snapshot, pending: Sequence[PendingJob], now: float) -> ScheduleResult:
@@ -304,63 +340,73 @@ def schedule(snapshot: Snapshot, pending: Sequence[PendingJob], now: float) -> S
         ok = ok & fits
         if job.vetoed_by:
             ok[[masks.index[s] for s in job.vetoed_by if s in masks.index]] = False
-        candidates = np.flatnonzero(ok)
+        eligible = int(np.count_nonzero(ok))
         placed = None
-        if candidates.size:
+        if eligible:
             prefer = masks.prefer(job)
-            scores = _score(masks, candidates, job, req, locality, prefer)
-            for best in np.argsort(-scores, kind="stable"):
-                i = int(candidates[best])
+            scores = np.where(ok, _score(masks, job, req, locality, prefer), -np.inf)
+            for i in _best_first(scores):
                 binding = ()
                 if req is not None:
                     binding, miss = masks.gpu.fit(i, req)
                     if binding is None:
+                        if not fragmented.flags.writeable:
+                            fragmented = fragmented.copy()
                         fragmented[i] = not miss.static
                         if miss.static:
                             codes = codes.copy()
                             codes[i] = Reason.TOPOLOGY
                         continue
-                placed = (i, best, binding)
+                placed = (i, binding)
                 break
         if placed is None:
             reasons = masks.reasons(job, req, codes, fragmented)
             refused[key] = u = Unplaced(job.id, summarize(reasons), reasons.tobytes())
             unplaced.append(u)
             continue
-        i, best, binding = placed
+        i, binding = placed
         site = snapshot.sites[i]
-        by_site = masks.reasons(job, req, codes, fragmented)
-        by_site[candidates] = OK
-        decisions.append(Decision(job_id=job.id, site=site.name, score=round(float(scores[best]), 4),
-                                  reasons=_why(job, req, site, locality[i], prefer[i], masks, i, candidates.size,
-                                               binding),
-                                  candidates=int(candidates.size), binding=binding,
+        by_site = np.where(codes != OK, codes, np.where(masks.health != OK, masks.health, np.where(
+            fragmented, Reason.FRAGMENTED, Reason.NO_FREE_CAPACITY))).astype(np.uint8)
+        if job.vetoed_by:
+            by_site[[masks.index[s] for s in job.vetoed_by if s in masks.index]] = Reason.VETOED
+        by_site[ok] = OK
+        decisions.append(Decision(job_id=job.id, site=site.name, score=round(float(scores[i]), 4),
+                                  reasons=_why(job, req, site, locality[i], prefer[i], masks, i, eligible, binding),
+                                  candidates=eligible, binding=binding,
                                   reasons_by_site=by_site.tobytes()))
-        masks.free_cpu[i] -= job.cpus
-        masks.free_mem[i] -= job.memory
-        if binding:
-            masks.gpu.reserve(i, binding)
-        masks.running[i] += 1
+        masks.took(i, job, binding)
     return ScheduleResult(decisions=tuple(decisions), unplaced=tuple(unplaced))
 
 
-def _score(m: _Masks, idx: np.ndarray, job: PendingJob, req: GpuRequest | None, locality: np.ndarray,
+def _best_first(scores: np.ndarray):
+    """Site indices, best score first, while any is eligible; the full order is computed
+    only when the best site's exact GPU fit fails."""
+    first = int(np.argmax(scores))
+    yield first
+    for i in np.argsort(-scores, kind="stable"):
+        if scores[i] == -np.inf:
+            return
+        if i != first:
+            yield int(i)
+
+
+def _score(m: _Masks, job: PendingJob, req: GpuRequest | None, locality: np.ndarray,
            prefer: np.ndarray) -> np.ndarray:
-    free = (m.free_cpu[idx] - job.cpus) * m.inv[0][idx] + (m.free_mem[idx] - job.memory) * m.inv[1][idx]
-    dims = (m.inv[0][idx] > 0).astype(float) + (m.inv[1][idx] > 0)
-    free_frac = np.divide(free, dims, out=np.ones_like(free), where=dims > 0)
-    running = m.running[idx]
-    score = W_LOCALITY * locality[idx] + W_PREFER * prefer[idx] + W_FREE * free_frac - W_LOAD * running / (running + 4.0)
+    """Every site's score (the caller masks out the ineligible)."""
+    free_frac = ((m.free_cpu - job.cpus) * m.inv[0] + (m.free_mem - job.memory) * m.inv[1]) * m.inv_dims + m.no_dims
+    score = W_LOCALITY * locality + W_PREFER * prefer + W_FREE * free_frac - W_LOAD * m.running / (m.running + 4.0)
     if req is not None:
         g = m.gpu
-        ms = g.model_ids(req.models)
         # Pack GPU work: the fuller site wins, so large blocks stay whole elsewhere.
-        score += W_FREE * (1.0 - g.whole_free[idx][:, ms].sum(axis=1) * m.gpu_inv[idx])
+        score += W_FREE * (1.0 - g.whole_total * m.gpu_inv)
         if req.count and req.nvlink == "preferred":
-            score += W_NVLINK * (g.max_domain[idx][:, ms] >= req.count).any(axis=1)
-        if not req.count:
-            share = g._share_per_model(req, ms)
-            score += W_SHARED * (g.shared_fit[idx][:, ms] >= share).any(axis=1)
+            score += W_NVLINK * g.fits_now(GpuRequest(count=req.count, models=req.models, nvlink="required"))[0]
+        elif not req.count:
+            ms = g.model_ids(req.models)
+            shared = g.shared_any if not req.models and req.share else \
+                (g.shared_fit[:, ms] >= g._share_per_model(req, ms)).any(axis=1)
+            score += W_SHARED * (shared >= req.share if not req.models and req.share else shared)
     return score
 
 
@@ -390,13 +436,17 @@ _TRANSIENT = np.zeros(256, dtype=bool)
 _TRANSIENT[[int(r) for r in Reason if r.transient]] = True
 
 
+_SLUGS = [Reason(r).slug if r in Reason._value2member_map_ else str(r) for r in range(256)]
+
+
 def summarize(reasons: np.ndarray) -> str:
     """One line for an unplaced job from its reason codes."""
     if reasons.size == 0:
         return "no sites are registered"
     counts = np.bincount(reasons, minlength=len(Reason))
-    parts = ", ".join(f"{n} {Reason(r).slug}" for r, n in enumerate(counts) if n)
-    transient = _TRANSIENT[reasons]
+    present = np.flatnonzero(counts)
+    parts = ", ".join(f"{counts[r]} {_SLUGS[r]}" for r in present.tolist())
+    transient = _TRANSIENT[present]
     if transient.all():
         return f"waiting: no site can take it now ({parts})"
     if not transient.any():

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Iterable, Literal, Sequence
 
 import numpy as np
 
@@ -170,6 +170,7 @@ class GpuState:
         self.memory_of = np.array(memory_of, dtype=np.int64)
         self.domain_of = np.array(domain_of, dtype=np.int64)
         self.free = np.full(len(site_of), MILLI, dtype=np.int32)
+        self._index_groups(node_count)
         shape = (len(self.sites), max(1, len(models)))
         self.model_memory = np.zeros(shape[1], dtype=np.int64)
         for m in range(len(models)):
@@ -179,55 +180,87 @@ class GpuState:
         self.max_node = np.zeros(shape, dtype=np.int32)
         self.max_share = np.zeros(shape, dtype=np.int32)      # most free thousandths on one GPU
         self.shared_fit = np.zeros(shape, dtype=np.int32)     # most free on one already-shared GPU
+        self.whole_any = np.zeros(shape[0], dtype=np.int32)   # the above, best over models
+        self.domain_any = np.zeros(shape[0], dtype=np.int32)
+        self.share_any = np.zeros(shape[0], dtype=np.int32)
+        self.shared_any = np.zeros(shape[0], dtype=np.int32)
+        self.whole_total = np.zeros(shape[0], dtype=np.int32)  # whole free GPUs of any model
         for s in range(len(self.sites)):
             self._summarize(s)
         self.capacity = (self.whole_free.copy(), self.max_domain.copy(), self.max_node.copy())
 
+    def _index_groups(self, nodes: int) -> None:
+        """Counters of whole free GPUs per node and per NVLink group (a domain's GPUs of one model),
+        and each site's GPUs, nodes and groups per model, so one reservation updates a few numbers."""
+        n = self.free.size
+        key = (self.site_of.astype(np.int64) << 42) + ((self.domain_of + (1 << 33)) << 8) + self.model_of
+        _, group = np.unique(key, return_inverse=True)
+        self.group_of = group.reshape(-1).astype(np.int64)
+        groups = int(self.group_of.max()) + 1 if n else 0
+        self.group_gpus = np.argsort(self.group_of, kind="stable")
+        self.group_ptr = np.searchsorted(self.group_of[self.group_gpus], np.arange(groups + 1))
+        self.node_ptr = np.searchsorted(self.node_of, np.arange(nodes + 1))
+        self.node_whole = np.bincount(self.node_of, minlength=nodes).astype(np.int32)
+        self.group_whole = np.bincount(self.group_of, minlength=groups).astype(np.int32)
+        self.by_model: list[dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]] = []
+        for site in self.sites:
+            mine: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+            gpus = np.arange(site.start, site.end)
+            for m in np.unique(self.model_of[site.start:site.end]):
+                g = gpus[self.model_of[site.start:site.end] == m]
+                mine[int(m)] = (g, np.unique(self.node_of[g]), np.unique(self.group_of[g]))
+            self.by_model.append(mine)
+
     def copy(self) -> "GpuState":
         out = object.__new__(GpuState)
         out.__dict__.update(self.__dict__)
-        for name in ("free", "whole_free", "max_domain", "max_node", "max_share", "shared_fit"):
+        for name in ("free", "whole_free", "max_domain", "max_node", "max_share", "shared_fit", "node_whole",
+                     "group_whole", "whole_any", "domain_any", "share_any", "shared_any", "whole_total"):
             setattr(out, name, getattr(self, name).copy())
         return out
 
     # ---------------------------------------------------------------- bookkeeping
 
-    def _summarize(self, s: int) -> None:
-        """Recompute site s's per-model summaries from its GPUs (O(GPUs at the site))."""
-        site = self.sites[s]
-        a, b = site.start, site.end
-        for arr in (self.whole_free, self.max_domain, self.max_node, self.max_share, self.shared_fit):
-            arr[s] = 0
-        if a == b:
-            return
-        free = self.free[a:b]
-        model = self.model_of[a:b]
-        whole = free == MILLI
-        for m in np.unique(model):
-            mine = model == m
-            w = whole & mine
-            self.whole_free[s, m] = int(w.sum())
-            self.max_share[s, m] = int(free[mine].max())
-            shared = mine & (free < MILLI) & (free > 0)
-            self.shared_fit[s, m] = int(free[shared].max()) if shared.any() else 0
-            if w.any():
-                self.max_node[s, m] = int(np.bincount(self.node_of[a:b][w]).max())
-                dom = self.domain_of[a:b][w]
-                _, counts = np.unique(dom, return_counts=True)
-                self.max_domain[s, m] = int(counts.max())
+    def _summarize(self, s: int, models: Iterable[int] | None = None) -> None:
+        """Recompute site s's per-model summaries from its counters (a few small reductions)."""
+        mine = self.by_model[s]
+        for m in (mine if models is None else models):
+            gpus, nodes, groups = mine[m]
+            f = self.free[gpus]
+            counts = self.group_whole[groups]
+            self.whole_free[s, m] = int(counts.sum())
+            self.max_domain[s, m] = int(counts.max())
+            self.max_node[s, m] = int(self.node_whole[nodes].max())
+            self.max_share[s, m] = int(f.max())
+            partial = f[(f < MILLI) & (f > 0)]
+            self.shared_fit[s, m] = int(partial.max()) if partial.size else 0
+        self.whole_any[s] = self.whole_free[s].max()
+        self.domain_any[s] = self.max_domain[s].max()
+        self.share_any[s] = self.max_share[s].max()
+        self.shared_any[s] = self.shared_fit[s].max()
+        self.whole_total[s] = self.whole_free[s].sum()
 
     def reserve(self, s: int, binding: Binding, sign: int = -1) -> None:
         """Take (sign -1) or give back (+1) what a binding holds at site s."""
         site = self.sites[s]
+        touched = set()
         for slot in binding:
             k = site.names.get(slot.node)
             if k is None:
                 continue  # the node left the inventory; nothing to account
             base = site.node_start[k]
             for g in slot.gpus:
-                if g < site.nodes[k].gpus:
-                    self.free[base + g] = min(MILLI, max(0, self.free[base + g] + sign * slot.milli))
-        self._summarize(s)
+                if g >= site.nodes[k].gpus:
+                    continue
+                i = base + g
+                before = self.free[i] == MILLI
+                self.free[i] = min(MILLI, max(0, self.free[i] + sign * slot.milli))
+                delta = int(self.free[i] == MILLI) - int(before)
+                if delta:
+                    self.node_whole[self.node_of[i]] += delta
+                    self.group_whole[self.group_of[i]] += delta
+                touched.add(int(self.model_of[i]))
+        self._summarize(s, touched)
 
     def used(self, s: int) -> float:
         site = self.sites[s]
@@ -267,6 +300,31 @@ class GpuState:
         need = self._share_per_model(req, ms)
         return (share >= need).any(axis=1)
 
+    def fits_now(self, req: GpuRequest) -> tuple[np.ndarray, np.ndarray]:
+        """Per site: (`may_fit` now, enough whole GPUs of a wanted model whatever their shape).
+        One comparison on a per-site array for the common requests; `may_fit` otherwise."""
+        one = None
+        if not req.models and not req.memory and not req.per_node:
+            one = (self.whole_any, self.domain_any, self.share_any)
+        elif len(req.models) == 1 and not req.memory and not req.per_node:
+            m = self.models.get(next(iter(req.models)))
+            if m is None:
+                none = np.zeros(len(self.sites), dtype=bool)
+                return none, none
+            one = (self.whole_free[:, m], self.max_domain[:, m], self.max_share[:, m])
+        if one is None:
+            shaped = self.may_fit(req)
+            if not req.count:
+                return shaped, shaped
+            ms = self.model_ids(req.models)
+            return shaped, (self.whole_free[:, ms] >= req.count).any(axis=1) if ms.size else shaped
+        whole, domain, share = one
+        if not req.count:
+            shaped = share >= req.share
+            return shaped, shaped
+        enough = whole >= req.count
+        return (domain >= req.count if req.nvlink == "required" else enough), enough
+
     def _share_per_model(self, req: GpuRequest, ms: np.ndarray) -> np.ndarray:
         if req.share:
             return np.full(ms.size, req.share)
@@ -277,6 +335,10 @@ class GpuState:
 
     def fit(self, s: int, req: GpuRequest, capacity: bool = False) -> tuple[Binding | None, Miss | None]:
         """The best block for `req` at site s, or why there is none."""
+        if not capacity:
+            fast = self._fit_fast(s, req)
+            if fast is not None:
+                return fast, None
         site = self.sites[s]
         a, b = site.start, site.end
         free = np.full(b - a, MILLI, dtype=np.int32) if capacity else self.free[a:b]
@@ -300,6 +362,67 @@ class GpuState:
         if best is not None:
             return best[1], None
         return None, miss
+
+    def _fit_fast(self, s: int, req: GpuRequest) -> Binding | None:
+        """The common shapes from the counters: a share, a block inside one NVLink domain, or whole
+        GPUs on one node. None sends the caller to the general search (which also explains misses)."""
+        if req.per_node or req.colocate or (req.count and req.memory):
+            return None
+        best: tuple[tuple, Binding] | None = None
+        for m in self.model_ids(req.models):
+            entry = self.by_model[s].get(int(m))
+            if entry is None:
+                continue
+            gpus, nodes, groups = entry
+            if not req.count:
+                need = req.share or slice_of(req.memory, int(self.model_memory[m]))
+                f = self.free[gpus]
+                ok = np.flatnonzero(f >= need)
+                if not ok.size:
+                    continue
+                # Best fit: the GPU with the least left, then the fullest node.
+                g = int(gpus[ok[np.lexsort((self.node_whole[self.node_of[gpus[ok]]], f[ok]))[0]]])
+                got = ((int(self.free[g]) - need, 0), (self._slot(s, [g], need),))
+            elif req.nvlink == "required":
+                counts = self.group_whole[groups]
+                ok = np.flatnonzero(counts >= req.count)
+                if not ok.size:
+                    continue
+                grp = int(groups[ok[np.argmin(counts[ok])]])
+                members = self.group_gpus[self.group_ptr[grp]:self.group_ptr[grp + 1]]
+                chosen = members[self.free[members] == MILLI][:req.count]
+                got = ((int(counts.min()), 0), self._slots(s, chosen))
+            else:
+                counts = self.node_whole[nodes]
+                ok = np.flatnonzero(counts >= req.count)
+                if not ok.size:
+                    return None  # spread over nodes: the general search
+                node = int(nodes[ok[np.argmin(counts[ok])]])
+                on = np.arange(self.node_ptr[node], self.node_ptr[node + 1])
+                on = on[self.free[on] == MILLI]
+                # Inside the node: GPUs of the fullest NVLink group that still holds the ask, else the largest.
+                sizes = self.group_whole[self.group_of[on]]
+                holds = sizes >= req.count
+                order = np.lexsort((on, -sizes, np.where(holds, sizes, 1 << 30)))
+                chosen = np.sort(on[order][:req.count])
+                split = len(set(self.group_of[chosen].tolist()))
+                got = ((int(counts[ok].min()) - req.count, split), self._slots(s, chosen))
+            if best is None or got[0] < best[0]:
+                best = got
+        return None if best is None else best[1]
+
+    def _slot(self, s: int, flat: Sequence[int], milli: int = MILLI) -> Slot:
+        site = self.sites[s]
+        k = int(self.node_of[flat[0]]) - int(self.node_of[site.start])
+        return Slot(site.nodes[k].name, tuple(int(self.local[g]) for g in flat), milli)
+
+    def _slots(self, s: int, flat: np.ndarray) -> Binding:
+        out, start = [], 0
+        for i in range(1, len(flat) + 1):
+            if i == len(flat) or self.node_of[flat[i]] != self.node_of[flat[start]]:
+                out.append(self._slot(s, flat[start:i].tolist()))
+                start = i
+        return tuple(out)
 
     def _type_miss(self, s: int, req: GpuRequest) -> str:
         site = self.sites[s]
