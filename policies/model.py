@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Mapping
+from typing import Callable, Mapping
 
 from policies.topology import Binding, GpuRequest, GpuState
 
@@ -121,14 +121,39 @@ class Decision:
     reasons_by_site: bytes = b""  # Reason code per site in snapshot order; OK where it was eligible
 
 
-@dataclass(frozen=True, slots=True)
 class Unplaced:
-    job_id: str
-    summary: str
-    reasons: bytes               # one Reason code per site, in snapshot order
+    """A job left pending: one Reason code per site (snapshot order) and a one-line summary.
+
+    Both are materialised on first use from the parts the scheduler already holds, so a cycle
+    over a large backlog decides every job without building a per-site array for each."""
+
+    __slots__ = ("job_id", "_summary", "_reasons", "_parts")
+
+    def __init__(self, job_id: str, summary: str | None = None, reasons: bytes | None = None,
+                 parts: Callable[[], tuple[str, bytes]] | None = None) -> None:
+        self.job_id = job_id
+        self._summary, self._reasons, self._parts = summary, reasons, parts
+
+    def _materialise(self) -> None:
+        if self._reasons is None:
+            self._summary, self._reasons = self._parts()
+            self._parts = None
+
+    @property
+    def summary(self) -> str:
+        self._materialise()
+        return self._summary
+
+    @property
+    def reasons(self) -> bytes:
+        self._materialise()
+        return self._reasons
 
     def reason_at(self, index: int) -> Reason:
         return Reason(self.reasons[index])
+
+    def __repr__(self) -> str:
+        return f"Unplaced({self.job_id!r}, {self.summary!r})"
 
 
 @dataclass(frozen=True, slots=True)

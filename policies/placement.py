@@ -13,7 +13,7 @@ so one decision costs a few vector operations (tests hold the two to agreement).
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -38,6 +38,7 @@ W_SHARED = 0.5     # a shared-GPU job fits on a GPU that is already shared
 W_NVLINK = 1.0     # a job that prefers one NVLink domain can have it here
 EPS = 1e-9
 OK = int(Reason.OK)
+VETOED, FRAGMENTED, NO_FREE = int(Reason.VETOED), int(Reason.FRAGMENTED), int(Reason.NO_FREE_CAPACITY)
 
 
 def in_region(site_region: str, wanted: str) -> bool:
@@ -168,7 +169,8 @@ class _Masks:
         self._prefer: dict[tuple, np.ndarray] = {}
         self._regions: dict[tuple, np.ndarray] = {}
         self._gpu_static: dict[GpuRequest, np.ndarray] = {}
-        self._by_data: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        self._by_data: dict[tuple, np.ndarray] = {}
+        self._locality: dict[tuple, np.ndarray] = {}
         self._by_shape: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         self._free: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -226,29 +228,37 @@ class _Masks:
             self._gpu_static[req] = hit
         return hit
 
-    def static(self, job: PendingJob, req: GpuRequest | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(code per site before capacity and health, its OK mask with health applied, locality)."""
+    def static(self, job: PendingJob, req: GpuRequest | None) -> tuple[np.ndarray, np.ndarray]:
+        """(code per site before capacity and health, the same with site health applied)."""
         key = (job.sites, job.regions, job.datasets, req, job.cpus, job.memory)
         hit = self._static.get(key)
         if hit is None:
-            data, locality = self._data(job.datasets)
+            data = self._data(job.datasets)
             narrow, capacity = self._placement(job, req)
             codes = np.where(narrow != OK, narrow, np.where(data != OK, data, capacity)).astype(np.uint8)
-            hit = self._static[key] = (codes, (codes == OK) & (self.health == OK), locality)
+            hit = self._static[key] = (codes, np.where(codes != OK, codes, self.health).astype(np.uint8))
         return hit
 
-    def _data(self, datasets: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-        """Sovereignty codes and data locality for a set of datasets."""
+    def _data(self, datasets: tuple[str, ...]) -> np.ndarray:
+        """Sovereignty codes for a set of datasets."""
         hit = self._by_data.get(datasets)
         if hit is None:
-            codes = np.full(self.n, OK, dtype=np.uint8)
-            locality = np.zeros(self.n)
+            hit = np.full(self.n, OK, dtype=np.uint8)
             for name in datasets:
-                codes = np.where(codes == OK, self.dataset(name), codes)
+                hit = np.where(hit == OK, self.dataset(name), hit)
+            self._by_data[datasets] = hit
+        return hit
+
+    def locality(self, datasets: tuple[str, ...]) -> np.ndarray:
+        """Per site, the share of the datasets it holds."""
+        hit = self._locality.get(datasets)
+        if hit is None:
+            hit = np.zeros(self.n)
+            for name in datasets:
                 info = self.snapshot.catalog.get(name)
                 if info is not None:
-                    locality[[self.index[s] for s in info.sites if s in self.index]] += 1.0 / len(datasets)
-            hit = self._by_data[datasets] = (codes, locality)
+                    hit[[self.index[s] for s in info.sites if s in self.index]] += 1.0 / len(datasets)
+            self._locality[datasets] = hit
         return hit
 
     def _placement(self, job: PendingJob, req: GpuRequest | None) -> tuple[np.ndarray, np.ndarray]:
@@ -282,19 +292,18 @@ class _Masks:
                 [1.0 if job.prefer and _matches(s, job.prefer) else 0.0 for s in self.snapshot.sites])
         return hit
 
-    def reasons(self, job: PendingJob, req: GpuRequest | None, codes: np.ndarray,
-                fragmented: np.ndarray) -> np.ndarray:
-        """The first failing filter per site, in static_verdict's order, then capacity now."""
-        now = np.where(fragmented, Reason.FRAGMENTED, Reason.NO_FREE_CAPACITY)
-        out = np.where(self.health != OK, self.health, now).astype(np.uint8)
+    def reasons(self, job: PendingJob, codes: np.ndarray, base: np.ndarray, now: np.ndarray) -> np.ndarray:
+        """The first failing filter per site, in static_verdict's order, then capacity now.
+        `base` is `codes` with site health applied; `now` the capacity code where both pass."""
+        out = np.where(base != OK, base, now)
         if job.vetoed_by:
-            vetoed = np.zeros(self.n, dtype=bool)
-            vetoed[[self.index[s] for s in job.vetoed_by if s in self.index]] = True
-            out = np.where(vetoed, Reason.VETOED, out)
-        return np.where(codes != OK, codes, out).astype(np.uint8)
+            vetoed = [self.index[s] for s in job.vetoed_by if s in self.index]
+            out[vetoed] = np.where(codes[vetoed] == OK, VETOED, out[vetoed])
+        return out
 
-    def free_now(self, job: PendingJob, req: GpuRequest | None) -> tuple[np.ndarray, np.ndarray]:
-        """(fits now, has enough free GPUs but not in the shape) per site; read-only arrays,
+    def free_now(self, job: PendingJob, req: GpuRequest | None) -> tuple[np.ndarray, np.ndarray, bool]:
+        """(fits now, capacity code where it does not: FRAGMENTED when enough GPUs are free but not
+        in the shape, else NO_FREE_CAPACITY) per site, and whether any site fits; read-only,
         cached until the next placement changes what is free."""
         key = (req, job.cpus, job.memory)
         hit = self._free.get(key)
@@ -305,9 +314,10 @@ class _Masks:
             else:
                 shaped, enough = self.gpu.fits_now(req)
                 hit = ok & shaped, ok & enough & ~shaped
-            for a in hit:
-                a.flags.writeable = False
-            self._free[key] = hit
+            fits, fragmented = hit
+            now = np.where(fragmented, FRAGMENTED, NO_FREE).astype(np.uint8)
+            fits.flags.writeable = now.flags.writeable = False
+            hit = self._free[key] = (fits, now, bool(fits.any()))
         return hit
 
     def took(self, i: int, job: PendingJob, binding: tuple) -> None:
@@ -327,49 +337,51 @@ def schedule(snapshot: Snapshot, pending: Sequence[PendingJob], now: float) -> S
     decisions: list[Decision] = []
     unplaced: list[Unplaced] = []
     # Capacity only shrinks within a cycle, so a job like one that did not fit does not fit either.
-    refused: dict[tuple, Unplaced] = {}
+    refused: dict[tuple, Callable[[], tuple[str, bytes]]] = {}
     for job in order(pending):
         req = gpu_request(job)
         key = (job.sites, job.regions, job.datasets, req, job.cpus, job.memory, job.vetoed_by)
         seen = refused.get(key)
         if seen is not None:
-            unplaced.append(Unplaced(job.id, seen.summary, seen.reasons))
+            unplaced.append(Unplaced(job.id, parts=seen))
             continue
-        codes, ok, locality = masks.static(job, req)
-        fits, fragmented = masks.free_now(job, req)
-        ok = ok & fits
-        if job.vetoed_by:
-            ok[[masks.index[s] for s in job.vetoed_by if s in masks.index]] = False
-        eligible = int(np.count_nonzero(ok))
-        placed = None
+        fits, now, anywhere = masks.free_now(job, req)
+        if not anywhere:
+            # No site has room for this shape now: the per-site reasons wait until someone asks.
+            refused[key] = parts = _parts(masks, job, req, None, now)
+            unplaced.append(Unplaced(job.id, parts=parts))
+            continue
+        codes, base = masks.static(job, req)
+        eligible, placed = 0, None
+        if anywhere:
+            ok = (base == OK) & fits
+            if job.vetoed_by:
+                ok[[masks.index[s] for s in job.vetoed_by if s in masks.index]] = False
+            eligible = int(np.count_nonzero(ok))
         if eligible:
-            prefer = masks.prefer(job)
+            prefer, locality = masks.prefer(job), masks.locality(job.datasets)
             scores = np.where(ok, _score(masks, job, req, locality, prefer), -np.inf)
             for i in _best_first(scores):
                 binding = ()
                 if req is not None:
                     binding, miss = masks.gpu.fit(i, req)
                     if binding is None:
-                        if not fragmented.flags.writeable:
-                            fragmented = fragmented.copy()
-                        fragmented[i] = not miss.static
+                        if not now.flags.writeable:
+                            now = now.copy()
+                        now[i] = NO_FREE if miss.static else FRAGMENTED
                         if miss.static:
-                            codes = codes.copy()
-                            codes[i] = Reason.TOPOLOGY
+                            codes, base = codes.copy(), base.copy()
+                            codes[i] = base[i] = int(Reason.TOPOLOGY)
                         continue
                 placed = (i, binding)
                 break
         if placed is None:
-            reasons = masks.reasons(job, req, codes, fragmented)
-            refused[key] = u = Unplaced(job.id, summarize(reasons), reasons.tobytes())
-            unplaced.append(u)
+            refused[key] = parts = _parts(masks, job, req, (codes, base), now)
+            unplaced.append(Unplaced(job.id, parts=parts))
             continue
         i, binding = placed
         site = snapshot.sites[i]
-        by_site = np.where(codes != OK, codes, np.where(masks.health != OK, masks.health, np.where(
-            fragmented, Reason.FRAGMENTED, Reason.NO_FREE_CAPACITY))).astype(np.uint8)
-        if job.vetoed_by:
-            by_site[[masks.index[s] for s in job.vetoed_by if s in masks.index]] = Reason.VETOED
+        by_site = masks.reasons(job, codes, base, now)
         by_site[ok] = OK
         decisions.append(Decision(job_id=job.id, site=site.name, score=round(float(scores[i]), 4),
                                   reasons=_why(job, req, site, locality[i], prefer[i], masks, i, eligible, binding),
@@ -377,6 +389,21 @@ def schedule(snapshot: Snapshot, pending: Sequence[PendingJob], now: float) -> S
                                   reasons_by_site=by_site.tobytes()))
         masks.took(i, job, binding)
     return ScheduleResult(decisions=tuple(decisions), unplaced=tuple(unplaced))
+
+
+def _parts(masks: _Masks, job: PendingJob, req: GpuRequest | None, static: tuple[np.ndarray, np.ndarray] | None,
+           now: np.ndarray) -> Callable[[], tuple[str, bytes]]:
+    """(summary, reasons) of an unplaced job, computed once when first asked for. The static
+    codes depend only on the snapshot, `now` is the capacity at the moment the job was refused."""
+    done: list[tuple[str, bytes]] = []
+
+    def parts() -> tuple[str, bytes]:
+        if not done:
+            codes, base = static if static is not None else masks.static(job, req)
+            reasons = masks.reasons(job, codes, base, now)
+            done.append((summarize(reasons), reasons.tobytes()))
+        return done[0]
+    return parts
 
 
 def _best_first(scores: np.ndarray):

@@ -55,6 +55,15 @@ class GpuRequest:
     nvlink: Need = ""
     per_node: int = 0
     colocate: Colocate = ""
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Requests key the scheduler's per-cycle caches: hash once, not on every lookup.
+        object.__setattr__(self, "_hash", hash((self.count, self.share, self.memory, self.models, self.nvlink,
+                                                self.per_node, self.colocate)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @property
     def wanted(self) -> bool:

@@ -45,7 +45,7 @@ def _totals_only(choose: Callable[[np.ndarray, _Masks, GpuRequest | None], int])
         decisions, unplaced = [], []
         for job in order(pending):
             req = gpu_request(job)
-            _, ok, _ = masks.static(job, None)
+            ok = masks.static(job, None)[1] == 0
             ok = ok & (masks.free_cpu >= job.cpus - 1e-9)
             if req is not None:
                 ms = masks.gpu.model_ids(req.models)
