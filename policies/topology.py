@@ -494,7 +494,8 @@ class GpuState:
         free_n = int(whole.sum())
         if free_n < n:
             return None, Miss(False, f"{free_n} of {total} such GPUs free, needs {n}", "capacity")
-        return None, Miss(False, f"{free_n} GPUs free but not {req.shape()} ({self._largest(whole, node_of, domain_of, req)})")
+        return None, Miss(False, f"{free_n} such GPUs free, but not in that shape "
+                                 f"({self._largest(whole, node_of, domain_of, req)})")
 
     def _groups(self, site: _Site, a: int, mine: np.ndarray, req: GpuRequest) -> list[np.ndarray]:
         """Sets of GPUs the whole job must fit inside: one NVLink domain, one rack or block, or the site."""

@@ -14,8 +14,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO = s
         out.write("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n")
 
 
-def emit_json(obj: Any, out: TextIO = sys.stdout) -> None:
-    out.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+def emit_json(obj: Any, out: TextIO | None = None) -> None:
+    (out or sys.stdout).write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def ago(ts: float) -> str:

@@ -54,7 +54,9 @@ def test_demo_runs_every_example_where_its_data_rules_allow():
         "weather-stats": ("edge-paris", "succeeded"),
         "export-records-us": (None, "cancelled"),
         "hello": (jobs["hello"]["site"], "succeeded"),
+        "allreduce": ("us-east", "succeeded"),
     }
+    assert jobs["allreduce"]["result"] == "GPUs 0,1 on us-dgx, one NVLink domain, placement group STRICT_PACK created"
     assert jobs["tokenize-records"]["result"].startswith("tokenized 40 records")
     assert "no site may ever take it" in jobs["export-records-us"]["why"]
     assert json.loads(out)["elapsed_s"] < 180

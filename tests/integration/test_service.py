@@ -277,3 +277,60 @@ def test_a_second_federation_cannot_share_the_port(federation, tmp_path):
                                                   policy=CONFIGS / "policy.yaml", insecure=True))
     with pytest.raises(ConfigError, match=f"listen: cannot bind {federation.address}"):
         start_server(config)
+
+
+def gpu_node(name, gpus, nvlink=True, model="H100"):
+    return pb.GpuNode(name=name, model=model, memory_bytes=80 * GiB,
+                      domains=[f"{name}/nv" if nvlink else "" for _ in range(gpus)])
+
+
+def test_a_published_inventory_shapes_placement_and_the_assignment_carries_the_block(federation, client):
+    stub, channel = site_stub(federation)
+    request = pb.RegisterSiteRequest(name="eu-west", location=pb.Location(jurisdiction="DE", region="eu-west"),
+                                     capacity=pb.Resources(cpus=8, memory_bytes=8 * GiB, gpus=8),
+                                     inventory=pb.Inventory(nodes=[gpu_node("pcie", 4, nvlink=False),
+                                                                   gpu_node("dgx", 4)]))
+    stub.RegisterSite(request, timeout=5)
+    (site,) = client.sites()
+    assert [(n["name"], n["gpus"], n["nvlink_domains"]) for n in site.gpu_nodes] == [("pcie", 4, 0), ("dgx", 4, 1)]
+    agent = AgentStream(stub, "eu-west")
+    job = client.submit(make_spec(resources={"gpus": 4}, topology={"nvlink": "required"}))
+    (a,) = wait_for(lambda: agent.next_assignments(), 5, "an assignment")
+    assert [(s.node, list(s.gpus), s.milli) for s in a.binding] == [("dgx", [0, 1, 2, 3], 1000)]
+    assert job.status().attempts[0].binding == ({"node": "dgx", "gpus": [0, 1, 2, 3], "milli": 1000},)
+
+    # The next NVLink job finds the domain taken: it waits, and says why.
+    second = client.submit(make_spec(resources={"gpus": 4}, topology={"nvlink": "required"}))
+    p = wait_for(lambda: (e := second.placement).verdicts and e, 5, "a verdict")
+    assert p.verdicts[0].reason_code == "fragmented"
+    assert p.verdicts[0].reason == ("needs 4 GPUs in one NVLink domain: 4 such GPUs free, but not in that "
+                                     "shape (most free in one NVLink domain: 1)")
+
+    # A heartbeat with a changed inventory (a new node) is taken in, and the waiting job placed there.
+    stub.Heartbeat(pb.HeartbeatRequest(name="eu-west", inventory=pb.Inventory(
+        nodes=[gpu_node("pcie", 4, nvlink=False), gpu_node("dgx", 4), gpu_node("dgx2", 4)])), timeout=5)
+    wait_for(lambda: second.status().state == "placed", 5, "placement on the new node")
+    assert second.status().attempts[0].binding[0]["node"] == "dgx2"
+    agent.close()
+    channel.close()
+
+
+@pytest.mark.parametrize("nodes,error", [
+    ([gpu_node("a", 4), gpu_node("a", 4)], "inventory.nodes[1].name: 'a' is empty, too long or repeated"),
+    ([gpu_node("big", 129)], "inventory.nodes[0]: 129 GPUs on one node is more than 128"),
+    ([gpu_node("", 1)], "inventory.nodes[0].name: '' is empty, too long or repeated"),
+])
+def test_a_malformed_inventory_is_refused_and_nothing_is_stored(federation, client, nodes, error):
+    stub, channel = site_stub(federation)
+    register(stub)
+    for call in (lambda: stub.RegisterSite(pb.RegisterSiteRequest(
+                     name="eu-west", location=pb.Location(jurisdiction="DE", region="eu-west"),
+                     inventory=pb.Inventory(nodes=nodes)), timeout=5),
+                 lambda: stub.Heartbeat(pb.HeartbeatRequest(name="eu-west", inventory=pb.Inventory(nodes=nodes)),
+                                        timeout=5)):
+        with pytest.raises(grpc.RpcError) as e:
+            call()
+        assert e.value.code() is grpc.StatusCode.INVALID_ARGUMENT and error in e.value.details()
+    (site,) = client.sites()
+    assert site.gpu_nodes == ()
+    channel.close()

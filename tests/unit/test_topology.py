@@ -99,7 +99,8 @@ def test_a_busy_domain_is_fragmented_not_topology():
     assert u.reason_at(0) is Reason.FRAGMENTED
     assert "waiting" in u.summary
     (v,) = placement_verdicts(u, job("d", count=2, nvlink="required"), w)
-    assert "2 GPUs free but not 2 GPUs in one NVLink domain (most free in one NVLink domain: 1)" in v.detail
+    assert v.detail == ("needs 2 GPUs in one NVLink domain: 2 such GPUs free, but not in that shape "
+                        "(most free in one NVLink domain: 1)")
     # Without the NVLink rule the same two GPUs do.
     assert schedule(w, [job("e", count=2)], 0).decisions[0].binding[0].gpus == (1, 3)
 

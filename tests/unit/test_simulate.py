@@ -1,0 +1,155 @@
+"""The simulator: trace reading, the engine's invariants, the auditor, fragmentation, and the CLI."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import policies
+from federation.cli.main import main
+from federation.controlplane import rules_from_policy
+from federation.errors import ConfigError
+from federation.simulate import engine, trace
+from federation.simulate.metrics import Shapes, fragmentation
+from federation.spec import load_policy
+from policies.topology import GpuNode, GpuRequest, GpuState, Inventory, Slot
+
+ROOT = Path(__file__).resolve().parents[2]
+ALIBABA = ROOT / "tests" / "fixtures" / "alibaba"
+RULES = rules_from_policy(load_policy(ROOT / "configs" / "policy.yaml"))
+
+
+@pytest.fixture(scope="module")
+def excerpt() -> trace.Workload:
+    return trace.alibaba(ALIBABA)
+
+
+def test_alibaba_nodes_are_dealt_to_sites_by_the_stated_rule(excerpt):
+    assert [s.name for s in excerpt.sites] == ["eu-central", "eu-west", "us-east", "us-west"]
+    assert [len(s.inventory.nodes) for s in excerpt.sites] == [20, 20, 20, 20]
+    assert excerpt.sites[1].inventory.nodes[0].name == "openb-node-0001"
+    by_model = {n.model: n for s in excerpt.sites for n in s.inventory.nodes}
+    assert len(set(by_model["G2"].domains)) == 1 and by_model["G2"].domains[0]  # 8 GPUs, one NVLink domain
+    assert by_model["P100"].domains == ("", "")                                 # PCIe: none
+    assert excerpt.sites[2].labels == {"baa": "true"}
+    assert "i mod 4" in excerpt.rules and "seed 7" in excerpt.rules
+
+
+def test_alibaba_tasks_become_gpu_requests(excerpt):
+    jobs = {j.id: j for j in excerpt.jobs}
+    assert len(jobs) == 419
+    share = jobs["openb-pod-0001"]   # num_gpu 1, gpu_milli 460
+    assert share.gpu == GpuRequest(share=460) and share.arrival == 427061
+    multi = [j for j in jobs.values() if j.gpu and j.gpu.count >= 2]
+    assert multi and all(j.gpu.nvlink == "required" for j in multi)
+    assert any(j.gpu is None for j in jobs.values())          # CPU-only tasks stay
+    assert {d for j in jobs.values() for d in j.datasets} <= set(excerpt.datasets)
+
+
+def test_the_same_seed_gives_the_same_workload():
+    assert trace.alibaba(ALIBABA, seed=3).jobs == trace.alibaba(ALIBABA, seed=3).jobs
+    assert trace.alibaba(ALIBABA, seed=3).jobs != trace.alibaba(ALIBABA, seed=4).jobs
+
+
+@pytest.mark.parametrize("strategy", ["topology", "blind", "round-robin"])
+def test_replay_places_every_job_and_audits_it(excerpt, strategy):
+    out = engine.run(excerpt, RULES, strategy)
+    assert out.placed + out.never_placed == len(excerpt.jobs)
+    assert out.total_gpus == sum(s.inventory.gpus for s in excerpt.sites)
+    if strategy == "topology":
+        assert out.violations == {} and out.nvlink_in_one_domain == out.nvlink_required > 0
+
+
+def test_topology_blind_breaks_nvlink_rules_the_topology_strategy_keeps():
+    # One site of PCIe nodes, one NVSwitch node: a federation blind to topology sends the first
+    # job to the site with most GPUs free, where four GPUs span no NVLink domain.
+    pcie = Inventory(tuple(GpuNode(f"p{i}", "A", 0, ("",) * 4) for i in range(4)))
+    dgx = Inventory((GpuNode("d0", "A", 0, ("d0/nv",) * 8),))
+    sites = (trace.SimSite("pcie", "US", "us-west", pcie, 1e6, 1e18), trace.SimSite("dgx", "US", "us-west", dgx, 1e6, 1e18))
+    jobs = tuple(trace.SimJob(f"j{i}", float(i), 10.0, 1, 0, GpuRequest(count=4, nvlink="required")) for i in range(2))
+    w = trace.Workload(sites, jobs, {}, "test")
+    ours, blind = engine.run(w, RULES, "topology"), engine.run(w, RULES, "blind")
+    assert ours.violations == {} and ours.nvlink_in_one_domain == 2
+    assert blind.violations == {"nvlink": 1} and blind.nvlink_in_one_domain == 1
+
+
+def test_inflation_stops_when_asks_reach_capacity(excerpt):
+    out = engine.run(excerpt, RULES, "topology", inflation=True)
+    asked = out.placed + out.never_placed
+    assert asked > 0 and out.unallocated_at_full is not None
+    assert 0 <= out.unallocated_at_full <= out.total_gpus
+    assert out.violations == {}
+
+
+def test_auditor_flags_sovereignty_breaches():
+    w = trace.Workload((trace.SimSite("us", "US", "us-east", Inventory(), 1, 1),), (),
+                       {"eu-patients": ("gdpr-personal", frozenset({"us"}))}, "test")
+    job = trace.SimJob("j", 0, 1, 1, 0, None, datasets=("eu-patients",))
+    assert engine.Auditor(w, RULES).check(job, "us", ()) == "sovereignty"
+
+
+def test_fragmentation_counts_what_a_shape_cannot_use():
+    state = GpuState([Inventory((GpuNode("n", "A", 0, ("",) * 2),))])
+    state.reserve(0, (Slot("n", (0,), 700),))                 # GPU 0 has 0.3 free, GPU 1 is whole
+    whole = Shapes((GpuRequest(count=1),), (1.0,))
+    half = Shapes((GpuRequest(share=500),), (1.0,))
+    assert fragmentation(state, whole) == pytest.approx((0.3, 1.3))   # the sliver is a fragment
+    assert fragmentation(state, half) == pytest.approx((0.3, 1.3))
+    two = Shapes((GpuRequest(count=2),), (1.0,))
+    assert fragmentation(state, two)[0] == pytest.approx(1.3)          # nothing here holds 2 GPUs
+
+
+def test_bad_inputs_name_the_file_and_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"openb_node_list_gpu_node.csv: not found"):
+        trace.alibaba(tmp_path)
+    with pytest.raises(ConfigError, match=r"--sites: 9 is not between 1 and 4"):
+        trace.alibaba(ALIBABA, sites=9)
+    base = trace.alibaba(ALIBABA)
+    bad = tmp_path / "jobs.csv"
+    bad.write_text("id,arrival_s,duration_s,cpus,gpus,gpu_type,nvlink,dataset,tenant\n"
+                   "a,0,10,1,2,,required,,t\nb,1,10,1,2,,always,,t\n")
+    with pytest.raises(ConfigError, match=r"jobs.csv:3: nvlink 'always' is not required, preferred or empty"):
+        trace.csv_jobs(bad, base)
+    bad.write_text("id,arrival_s\na,0\n")
+    with pytest.raises(ConfigError, match=r"jobs.csv:1: missing column\(s\) duration_s"):
+        trace.csv_jobs(bad, base)
+
+
+def test_cli_replays_a_csv_on_configured_sites(tmp_path, capsys):
+    site = tmp_path / "site.yaml"
+    site.write_text("""
+apiVersion: federation/v1
+kind: Site
+metadata: {name: lab}
+spec:
+  location: {jurisdiction: DE, region: eu-west}
+  gpu_nodes:
+    - {name: dgx, replicas: 2, gpus: {model: H100, count: 8, memory: 80Gi}, nvlink: [[0,1,2,3,4,5,6,7]]}
+""")
+    jobs = tmp_path / "jobs.csv"
+    jobs.write_text("id,arrival_s,duration_s,cpus,gpus,gpu_type,nvlink,dataset,tenant\n"
+                    + "".join(f"j{i},{i},100,1,{[8, 4, 0.5][i % 3]},H100,{'required' if i % 3 < 2 else ''},,t\n"
+                              for i in range(12)))
+    plot = tmp_path / "out.png"
+    assert main(["simulate", "--site-config", str(site), "--jobs", str(jobs), "--mode", "replay",
+                 "--policy", str(ROOT / "configs" / "policy.yaml"), "--plot", str(plot), "--format", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    ours = {r["strategy"]: r for r in out["replay"]["results"]}["topology"]
+    assert ours["placed"] == 12 and ours["violations"] == 0 and ours["nvlink_in_one_domain"] == 8
+    assert set(out["replay"]["ratios"]) == {"topology/blind", "topology/round-robin"}
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_refuses_configured_sites_without_jobs(tmp_path, capsys):
+    assert main(["simulate", "--site-config", str(tmp_path / "none.yaml")]) != 0
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error[") and "none.yaml" in line
+
+
+def test_schedule_on_the_trace_layout_keeps_the_state_unchanged(excerpt):
+    state = GpuState([s.inventory for s in excerpt.sites])
+    snap = engine._snapshot(excerpt, state, __import__("numpy").zeros(4), __import__("numpy").zeros(4), RULES)
+    before = state.free.copy()
+    policies.schedule(snap, [engine._pending(j) for j in excerpt.jobs[:50]], 0)
+    assert (state.free == before).all()
