@@ -430,10 +430,12 @@ def _score(m: _Masks, job: PendingJob, req: GpuRequest | None, locality: np.ndar
         if req.count and req.nvlink == "preferred":
             score += W_NVLINK * g.fits_now(GpuRequest(count=req.count, models=req.models, nvlink="required"))[0]
         elif not req.count:
-            ms = g.model_ids(req.models)
-            shared = g.shared_any if not req.models and req.share else \
-                (g.shared_fit[:, ms] >= g._share_per_model(req, ms)).any(axis=1)
-            score += W_SHARED * (shared >= req.share if not req.models and req.share else shared)
+            if req.share and not req.models:
+                shared = g.shared_any >= req.share
+            else:
+                ms = g.model_ids(req.models)
+                shared = (g.shared_fit[:, ms] >= g.share_per_model(req, ms)).any(axis=1)
+            score += W_SHARED * shared
     return score
 
 

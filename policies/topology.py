@@ -271,10 +271,6 @@ class GpuState:
                 touched.add(int(self.model_of[i]))
         self._summarize(s, touched)
 
-    def used(self, s: int) -> float:
-        site = self.sites[s]
-        return float((MILLI - self.free[site.start:site.end]).sum()) / MILLI
-
     def total(self, s: int) -> int:
         site = self.sites[s]
         return site.end - site.start
@@ -306,7 +302,7 @@ class GpuState:
             if req.per_node:
                 ok &= node >= req.per_node
             return (ok & mem_ok).any(axis=1)
-        need = self._share_per_model(req, ms)
+        need = self.share_per_model(req, ms)
         return (share >= need).any(axis=1)
 
     def fits_now(self, req: GpuRequest) -> tuple[np.ndarray, np.ndarray]:
@@ -334,7 +330,7 @@ class GpuState:
         enough = whole >= req.count
         return (domain >= req.count if req.nvlink == "required" else enough), enough
 
-    def _share_per_model(self, req: GpuRequest, ms: np.ndarray) -> np.ndarray:
+    def share_per_model(self, req: GpuRequest, ms: np.ndarray) -> np.ndarray:
         if req.share:
             return np.full(ms.size, req.share)
         mem = self.model_memory[ms]
@@ -511,8 +507,7 @@ class GpuState:
 
     @staticmethod
     def _per_node(members: np.ndarray, node_of: np.ndarray) -> np.ndarray:
-        nodes, counts = np.unique(node_of[members], return_counts=True)
-        return counts
+        return np.unique(node_of[members], return_counts=True)[1]
 
     def _shape_fits(self, members: np.ndarray, node_of: np.ndarray, domain_of: np.ndarray,
                     req: GpuRequest) -> bool:

@@ -67,7 +67,7 @@ class SiteGpus:
     cuda: dict[tuple[str, int], str] = field(default_factory=dict)   # (entry, index) -> CUDA device
 
 
-def site_gpus(config: SiteConfig, driver: RayDriver) -> SiteGpus:
+def site_gpus(config: SiteConfig, driver: RayDriver | None) -> SiteGpus:
     """The declared GPU nodes win; otherwise this host's GPUs through NVML, with its rack and
     block from the Ray node labelled fedctl.io/node=<hostname>. GPUs of other Ray nodes are not
     seen here: declare them (their topology is then the operator's word)."""
@@ -83,7 +83,8 @@ def site_gpus(config: SiteConfig, driver: RayDriver) -> SiteGpus:
     host = socket.gethostname()
     labels: dict[str, str] = {}
     try:
-        labels = next((n.labels for n in driver.nodes() if n.labels.get(NODE_LABEL) == host), {})
+        if driver is not None:
+            labels = next((n.labels for n in driver.nodes() if n.labels.get(NODE_LABEL) == host), {})
     except RayError as e:
         log.warning("inventory: %s", e.message)
     try:

@@ -148,6 +148,36 @@ def cmd_site_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_site_inventory(args: argparse.Namespace) -> int:
+    """A site's GPU inventory as its agent would publish it, or a raw NVML recording of this machine."""
+    import json
+
+    if args.record:
+        from site_agent.nvml_record import record
+        try:
+            import pynvml
+            data = record(pynvml)
+        except ImportError:
+            raise ConfigError("--record: NVML bindings are not installed (pip install 'fedctl[site]')") from None
+        except Exception as e:  # pynvml.NVMLError and its subclasses: no driver, no GPU
+            raise ConfigError(f"--record: NVML: {e}") from None
+        Path(args.record).write_text(json.dumps(data, indent=1))
+        print(f"{args.record}: {len(data['gpus'])} GPUs recorded")
+        return 0
+    from federation.spec import load_site
+    from site_agent.inventory import site_gpus
+    nodes = site_gpus(load_site(args.config), None).inventory.nodes
+    rows = [{"name": n.name, "model": n.model, "gpus": n.gpus, "memory": n.memory,
+             "nvlink_domains": sorted({d for d in n.domains if d}), "rack": n.rack, "block": n.block} for n in nodes]
+    if _json(args):
+        render.emit_json({"nodes": rows})
+        return 0
+    render.table(["NODE", "MODEL", "GPUS", "MEMORY", "NVLINK", "RACK", "BLOCK"],
+                 [[r["name"], r["model"], r["gpus"], render.gib(r["memory"]), ",".join(r["nvlink_domains"]) or "-",
+                   r["rack"] or "-", r["block"] or "-"] for r in rows])
+    return 0
+
+
 def _site_state(action: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         with _client(args) as client:
@@ -323,6 +353,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--config", required=True)
     sp.add_argument("--local-ray", action="store_true", help="start a private Ray head for this site")
     add(site_sub, "list", cmd_site_list, "list sites")
+    sp = add(site_sub, "inventory", cmd_site_inventory, "the GPU inventory a site agent would publish")
+    target = sp.add_mutually_exclusive_group(required=True)
+    target.add_argument("--config", help="a Site YAML: its declared gpu_nodes, else this machine's NVML view")
+    target.add_argument("--record", metavar="FILE", help="write this machine's raw NVML topology to FILE")
     for action, help in (("show", "one site"), ("cordon", "no new work"), ("uncordon", "accept work again"),
                          ("drain", "no new work; running work finishes")):
         fn = cmd_site_show if action == "show" else _site_state(action)

@@ -70,3 +70,27 @@ def test_recording_a_replay_gives_the_same_recording(name):
     nvml = RecordedNVML(data)
     assert record(nvml) == data
     assert nvml.initialised == 0
+
+
+def test_cli_prints_the_declared_inventory(capsys):
+    from federation.cli.main import main
+    root = FIXTURES.parents[2]
+    assert main(["site", "inventory", "--config", str(root / "configs" / "sites" / "us-east.yaml"),
+                 "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"nodes": [{
+        "name": "us-dgx", "model": "H100", "gpus": 2, "memory": 80 * 2**30, "nvlink_domains": ["us-dgx/nvlink0"],
+        "rack": "", "block": ""}]}
+
+
+def test_cli_record_without_nvml_is_one_clear_error(tmp_path, capsys, monkeypatch):
+    import pynvml
+
+    from federation.cli.main import main
+
+    def no_driver():
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_LIBRARY_NOT_FOUND)
+    monkeypatch.setattr(pynvml, "nvmlInit", no_driver)
+    assert main(["site", "inventory", "--record", str(tmp_path / "rec.json")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error[CONFIG]: --record: NVML: ")
+    assert not (tmp_path / "rec.json").exists()
