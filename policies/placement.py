@@ -36,6 +36,7 @@ W_FREE = 1.0       # mean fraction of capacity still free after placing
 W_LOAD = 0.5       # attempts already running there, saturating
 W_SHARED = 0.5     # a shared-GPU job fits on a GPU that is already shared
 W_NVLINK = 1.0     # a job that prefers one NVLink domain can have it here
+W_TIGHT = 2.0      # the site's tightest NVLink group / node holding the job leaves least free
 EPS = 1e-9
 OK = int(Reason.OK)
 VETOED, FRAGMENTED, NO_FREE = int(Reason.VETOED), int(Reason.FRAGMENTED), int(Reason.NO_FREE_CAPACITY)
@@ -425,8 +426,17 @@ def _score(m: _Masks, job: PendingJob, req: GpuRequest | None, locality: np.ndar
     score = W_LOCALITY * locality + W_PREFER * prefer + W_FREE * free_frac - W_LOAD * m.running / (m.running + 4.0)
     if req is not None:
         g = m.gpu
-        # Pack GPU work: the fuller site wins, so large blocks stay whole elsewhere.
-        score += W_FREE * (1.0 - g.whole_total * m.gpu_inv)
+        # Across sites, spread GPU work (emptier in the models the job accepts wins): every site keeps
+        # room for jobs only it may run. Inside the site, GpuState.fit packs by topology.
+        if req.models:
+            ms = g.model_ids(req.models)
+            cap = g.capacity[0][:, ms].sum(axis=1)
+            free = np.divide(g.whole_free[:, ms].sum(axis=1), cap, out=np.zeros(m.n), where=cap > 0)
+        else:
+            free = g.whole_total * m.gpu_inv
+        score += W_FREE * free
+        if req.count:
+            score += W_TIGHT * g.tightness(req)
         if req.count and req.nvlink == "preferred":
             score += W_NVLINK * g.fits_now(GpuRequest(count=req.count, models=req.models, nvlink="required"))[0]
         elif not req.count:

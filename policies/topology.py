@@ -16,6 +16,7 @@ from typing import Iterable, Literal, Sequence
 import numpy as np
 
 MILLI = 1000  # one whole GPU in thousandths
+HIST = 17     # block sizes counted exactly below this
 Need = Literal["", "required", "preferred"]
 Colocate = Literal["", "rack", "block"]
 
@@ -219,12 +220,26 @@ class GpuState:
                 g = gpus[self.model_of[site.start:site.end] == m]
                 mine[int(m)] = (g, np.unique(self.node_of[g]), np.unique(self.group_of[g]))
             self.by_model.append(mine)
+        # Per site and model, how many nodes (NVLink groups) have k whole GPUs free, k < HIST - 1,
+        # and HIST - 1 or more: the tightest block that holds a request, as one vector lookup.
+        sites, models = len(self.sites), max(1, len(self.models))
+        firsts = self.node_ptr[:-1]
+        self.node_key = (self.site_of[firsts].astype(np.int64), self.model_of[firsts].astype(np.int64))
+        gfirst = self.group_gpus[self.group_ptr[:-1]]
+        self.group_key = (self.site_of[gfirst].astype(np.int64), self.model_of[gfirst].astype(np.int64))
+        self.node_hist = np.zeros((sites, models, HIST), dtype=np.int32)
+        self.group_hist = np.zeros((sites, models, HIST), dtype=np.int32)
+        np.add.at(self.node_hist, (*self.node_key, np.minimum(self.node_whole, HIST - 1)), 1)
+        np.add.at(self.group_hist, (*self.group_key, np.minimum(self.group_whole, HIST - 1)), 1)
+        self.node_hist_any = self.node_hist.sum(axis=1)
+        self.group_hist_any = self.group_hist.sum(axis=1)
 
     def copy(self) -> "GpuState":
         out = object.__new__(GpuState)
         out.__dict__.update(self.__dict__)
         for name in ("free", "whole_free", "max_domain", "max_node", "max_share", "shared_fit", "node_whole",
-                     "group_whole", "whole_any", "domain_any", "share_any", "shared_any", "whole_total"):
+                     "group_whole", "whole_any", "domain_any", "share_any", "shared_any", "whole_total",
+                     "node_hist", "group_hist", "node_hist_any", "group_hist_any"):
             setattr(out, name, getattr(self, name).copy())
         return out
 
@@ -266,10 +281,36 @@ class GpuState:
                 self.free[i] = min(MILLI, max(0, self.free[i] + sign * slot.milli))
                 delta = int(self.free[i] == MILLI) - int(before)
                 if delta:
-                    self.node_whole[self.node_of[i]] += delta
-                    self.group_whole[self.group_of[i]] += delta
+                    self._count(self.node_whole, self.node_hist, self.node_hist_any, self.node_key,
+                                int(self.node_of[i]), delta)
+                    self._count(self.group_whole, self.group_hist, self.group_hist_any, self.group_key,
+                                int(self.group_of[i]), delta)
                 touched.add(int(self.model_of[i]))
         self._summarize(s, touched)
+
+    @staticmethod
+    def _count(whole: np.ndarray, hist: np.ndarray, hist_any: np.ndarray, key: tuple[np.ndarray, np.ndarray],
+               j: int, delta: int) -> None:
+        s, m = key[0][j], key[1][j]
+        before, after = min(int(whole[j]), HIST - 1), min(int(whole[j]) + delta, HIST - 1)
+        whole[j] += delta
+        hist[s, m, before] -= 1
+        hist[s, m, after] += 1
+        hist_any[s, before] -= 1
+        hist_any[s, after] += 1
+
+    def tightness(self, req: GpuRequest) -> np.ndarray:
+        """Per site, how snugly its tightest NVLink group (or node) holds `req`'s whole GPUs:
+        1 when one has exactly that many free, less the more would be left, 0 when none holds it."""
+        group = req.nvlink == "required"
+        if not req.models:
+            counts = self.group_hist_any if group else self.node_hist_any
+        else:
+            hist = self.group_hist if group else self.node_hist
+            ms = self.model_ids(req.models)
+            counts = hist[:, ms[0], :] if ms.size == 1 else hist[:, ms, :].sum(axis=1)
+        holds = counts[:, min(req.count, HIST - 1):] > 0
+        return np.where(holds.any(axis=1), 1.0 - holds.argmax(axis=1) / HIST, 0.0)
 
     def total(self, s: int) -> int:
         site = self.sites[s]
@@ -360,9 +401,11 @@ class GpuState:
                 got, why = self._fit_whole(site, a, free, mine, req)
             else:
                 got, why = self._fit_share(site, a, free, mine, req)
-            if got is not None and (best is None or got[0] < best[0]):
-                best = got
-            elif got is None and (miss is None or _closeness(why) > _closeness(miss)):
+            if got is not None:
+                got = ((self._scarcity(s, int(m)), *got[0]), got[1])
+                if best is None or got[0] < best[0]:
+                    best = got
+            elif miss is None or _closeness(why) > _closeness(miss):
                 miss = why
         if best is not None:
             return best[1], None
@@ -412,9 +455,15 @@ class GpuState:
                 chosen = np.sort(on[order][:req.count])
                 split = len(set(self.group_of[chosen].tolist()))
                 got = ((int(counts[ok].min()) - req.count, split), self._slots(s, chosen))
+            got = ((self._scarcity(s, int(m)), *got[0]), got[1])
             if best is None or got[0] < best[0]:
                 best = got
         return None if best is None else best[1]
+
+    def _scarcity(self, s: int, m: int) -> int:
+        """Among the GPU models a job accepts, the one the site has most of goes first: jobs that
+        take any GPU should not use up the models that jobs asking for them by name need."""
+        return -int(self.capacity[0][s, m])
 
     def _slot(self, s: int, flat: Sequence[int], milli: int = MILLI) -> Slot:
         site = self.sites[s]

@@ -45,6 +45,7 @@ class Outcome:
     gpu_seconds_used: float = 0.0
     span: float = 0.0
     unallocated_at_full: float | None = None                   # inflation mode: GPUs left when demand = capacity
+    violating_gpus: float = 0.0                                # GPUs held by placements that broke a rule
     decisions_per_s: float = 0.0
 
 
@@ -161,6 +162,7 @@ def run(w: Workload, rules: policies.Rules, strategy: str, *, inflation: bool = 
             why = audit.check(j, d.site, d.binding)
             if why:
                 out.violations[why] = out.violations.get(why, 0) + 1
+                out.violating_gpus += j.gpu.whole if j.gpu else 0.0
             if j.gpu is not None:
                 out.waits.append(t - j.arrival)
                 if j.gpu.nvlink == "required" and j.gpu.count > 1:

@@ -21,6 +21,10 @@ def summary(o: Outcome) -> dict[str, Any]:
         "unallocated_gpus_at_full": None if o.unallocated_at_full is None else round(o.unallocated_at_full, 1),
         "allocation_rate_at_full": None if o.unallocated_at_full is None
         else round(1 - o.unallocated_at_full / o.total_gpus, 4),
+        # GPUs allocated by placements that keep every rule: a baseline that spreads an NVLink job
+        # over PCIe GPUs "allocates" them, but the job does not get what it asked for.
+        "unallocated_or_misplaced_at_full": None if o.unallocated_at_full is None
+        else round(o.unallocated_at_full + o.violating_gpus, 1),
         "fragmented_gpus_at_end": round(o.samples[-1].fragmented_gpus, 1) if o.samples else None,
         "fragmentation_rate_mean": round(float(np.mean(frag)), 4) if frag else None,
         "queue_delay_s": {"mean": round(float(waits.mean()), 1), "p50": round(float(np.percentile(waits, 50)), 1),
@@ -40,7 +44,8 @@ def ratios(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
         if r is ours:
             continue
         entry = {}
-        for key in ("unallocated_gpus_at_full", "fragmented_gpus_at_end", "fragmentation_rate_mean"):
+        for key in ("unallocated_gpus_at_full", "unallocated_or_misplaced_at_full", "fragmented_gpus_at_end",
+                    "fragmentation_rate_mean"):
             if r[key] and ours[key] is not None:
                 entry[key] = round(ours[key] / r[key], 3)
         out[f"topology/{r['strategy']}"] = entry
@@ -50,7 +55,8 @@ def ratios(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
 def table(rows: Sequence[dict[str, Any]]) -> str:
     cols = [("strategy", "STRATEGY"), ("placed", "PLACED"), ("never_placed", "NEVER"),
             ("violations", "VIOLATIONS"), ("nvlink", "NVLINK-OK"), ("gpu_utilisation", "UTIL"),
-            ("unallocated_gpus_at_full", "UNALLOC@100%"), ("fragmented_gpus_at_end", "FRAG-GPUS"),
+            ("unallocated_gpus_at_full", "UNALLOC@100%"), ("unallocated_or_misplaced_at_full", "+MISPLACED"),
+            ("fragmented_gpus_at_end", "FRAG-GPUS"),
             ("fragmentation_rate_mean", "FRAG-RATE"), ("wait", "WAIT-P95-S")]
     lines = []
     for r in rows:
