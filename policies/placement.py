@@ -34,7 +34,7 @@ W_LOCALITY = 4.0   # all of the job's data already at the site
 W_PREFER = 2.0     # the site or its region is in placement.prefer
 W_FREE = 1.0       # mean fraction of capacity still free after placing
 W_LOAD = 0.5       # attempts already running there, saturating
-W_SHARED = 0.5     # a shared-GPU job fits on a GPU that is already shared
+W_SHARED = 2.0     # a shared-GPU job fits on a GPU that is already shared
 W_NVLINK = 1.0     # a job that prefers one NVLink domain can have it here
 W_TIGHT = 2.0      # the site's tightest NVLink group / node holding the job leaves least free
 EPS = 1e-9
@@ -445,7 +445,8 @@ def _score(m: _Masks, job: PendingJob, req: GpuRequest | None, locality: np.ndar
             else:
                 ms = g.model_ids(req.models)
                 shared = (g.shared_fit[:, ms] >= g.share_per_model(req, ms)).any(axis=1)
-            score += W_SHARED * shared
+            # Else on a node already partly used, so untouched nodes stay whole.
+            score += W_SHARED * shared + W_TIGHT * (~shared) * g.tightness(GpuRequest(count=1, models=req.models))
     return score
 
 
