@@ -353,12 +353,10 @@ def schedule(snapshot: Snapshot, pending: Sequence[PendingJob], now: float) -> S
             unplaced.append(Unplaced(job.id, parts=parts))
             continue
         codes, base = masks.static(job, req)
-        eligible, placed = 0, None
-        if anywhere:
-            ok = (base == OK) & fits
-            if job.vetoed_by:
-                ok[[masks.index[s] for s in job.vetoed_by if s in masks.index]] = False
-            eligible = int(np.count_nonzero(ok))
+        ok = (base == OK) & fits
+        if job.vetoed_by:
+            ok[[masks.index[s] for s in job.vetoed_by if s in masks.index]] = False
+        eligible, placed = int(np.count_nonzero(ok)), None
         if eligible:
             prefer, locality = masks.prefer(job), masks.locality(job.datasets)
             scores = np.where(ok, _score(masks, job, req, locality, prefer), -np.inf)
