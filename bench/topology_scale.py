@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import gc
 import random
+import statistics
 import time
 import tracemalloc
 from dataclasses import replace
@@ -78,7 +79,8 @@ def pending_jobs(base: list[PendingJob], rng: random.Random) -> list[PendingJob]
     return out
 
 
-def measure(sites: int, jobs: int, held_fraction: float, seed: int = 1) -> dict:
+def measure(sites: int, jobs: int, held_fraction: float, seed: int = 1, repeat: int = 3) -> dict:
+    """One cycle `repeat` times over the same state (schedule does not mutate it); the median time."""
     rng = random.Random(seed)
     gc.collect()
     tracemalloc.start()
@@ -94,9 +96,13 @@ def measure(sites: int, jobs: int, held_fraction: float, seed: int = 1) -> dict:
     snapshot = Snapshot(sites_now, snapshot.catalog, snapshot.rules, state)
     state_bytes = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
-    t = time.perf_counter()
-    result = schedule(snapshot, pending, 0.0)
-    cycle_s = time.perf_counter() - t
+    times = []
+    for _ in range(repeat):
+        gc.collect()
+        t = time.perf_counter()
+        result = schedule(snapshot, pending, 0.0)
+        times.append(time.perf_counter() - t)
+    cycle_s = statistics.median(times)
     return {"sites": sites, "nodes": sites * NODES_PER_SITE, "gpus": int(state.free.size), "held": held,
             "pending": jobs, "placed": len(result.decisions), "unplaced": len(result.unplaced),
             "cycle_s": cycle_s, "decisions_per_s": jobs / cycle_s, "state_build_s": build_s,
@@ -117,9 +123,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="*", default=[500, 1000, 2000], help="site counts (jobs = 100 x)")
     p.add_argument("--scenario", choices=list(SCENARIOS), action="append")
+    p.add_argument("--repeat", type=int, default=3, help="cycles timed per size; the median is reported")
     args = p.parse_args()
     for scenario in args.scenario or list(SCENARIOS):
-        rows = [measure(s, 100 * s, SCENARIOS[scenario]) for s in args.sizes]
+        rows = [measure(s, 100 * s, SCENARIOS[scenario], repeat=args.repeat) for s in args.sizes]
         print(f"\n{scenario} ({SCENARIOS[scenario]:.0%} of GPUs and CPUs held):")
         print(f"{'sites':>6} {'nodes':>7} {'gpus':>8} {'pending':>8} {'placed':>7} {'cycle_s':>8} {'dec/s':>8} "
               f"{'placed/s':>8} {'state_MiB':>9} {'build_s':>7}")

@@ -13,6 +13,7 @@ so one decision costs a few vector operations (tests hold the two to agreement).
 """
 from __future__ import annotations
 
+import gc
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
@@ -174,6 +175,8 @@ class _Masks:
         self._locality: dict[tuple, np.ndarray] = {}
         self._by_shape: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         self._free: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        self._data_ok: dict[tuple, np.ndarray] = {}
+        self._shape_fits: dict[tuple, np.ndarray] = {}
 
     def _classification(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         hit = self._class.get(name)
@@ -293,14 +296,36 @@ class _Masks:
                 [1.0 if job.prefer and _matches(s, job.prefer) else 0.0 for s in self.snapshot.sites])
         return hit
 
-    def reasons(self, job: PendingJob, codes: np.ndarray, base: np.ndarray, now: np.ndarray) -> np.ndarray:
-        """The first failing filter per site, in static_verdict's order, then capacity now.
-        `base` is `codes` with site health applied; `now` the capacity code where both pass."""
+    def reasons(self, job: PendingJob, req: GpuRequest | None, now: np.ndarray, topology: Sequence[int] = ()
+                ) -> np.ndarray:
+        """The first failing filter per site, in static_verdict's order, then capacity now
+        (`now`: NO_FREE_CAPACITY or FRAGMENTED where every other filter passes). `topology`:
+        sites whose exact fit found the shape can never be held, though the summaries allowed it."""
+        codes, base = self.static(job, req)
+        if topology:
+            codes, base = codes.copy(), base.copy()
+            codes[list(topology)] = base[list(topology)] = int(Reason.TOPOLOGY)
         out = np.where(base != OK, base, now)
         if job.vetoed_by:
             vetoed = [self.index[s] for s in job.vetoed_by if s in self.index]
             out[vetoed] = np.where(codes[vetoed] == OK, VETOED, out[vetoed])
         return out
+
+    def data_ok(self, datasets: tuple[str, ...]) -> np.ndarray:
+        hit = self._data_ok.get(datasets)
+        if hit is None:
+            hit = self._data_ok[datasets] = self._data(datasets) == OK
+        return hit
+
+    def shape_fits(self, job: PendingJob, req: GpuRequest | None, fits: np.ndarray) -> np.ndarray:
+        """Healthy sites the job's narrowing and whole-site shape allow, with room now; cached
+        until the next placement."""
+        key = (job.sites, job.regions, req, job.cpus, job.memory)
+        hit = self._shape_fits.get(key)
+        if hit is None:
+            narrow, capacity = self._placement(job, req)
+            hit = self._shape_fits[key] = (narrow == OK) & (capacity == OK) & (self.health == OK) & fits
+        return hit
 
     def free_now(self, job: PendingJob, req: GpuRequest | None) -> tuple[np.ndarray, np.ndarray, bool]:
         """(fits now, capacity code where it does not: FRAGMENTED when enough GPUs are free but not
@@ -329,11 +354,24 @@ class _Masks:
             self.gpu.reserve(i, binding)
         self.running[i] += 1
         self._free.clear()
+        self._shape_fits.clear()
 
 
 def schedule(snapshot: Snapshot, pending: Sequence[PendingJob], now: float) -> ScheduleResult:
     """Place as many pending jobs as fit; give every other one a reason at every site."""
     del now  # decisions depend only on the snapshot for now; ages feed fair share later
+    # A cycle allocates a few objects per job, none in reference cycles; a garbage collection
+    # triggered mid-cycle would walk the whole snapshot and backlog for nothing.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _schedule(snapshot, pending)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _schedule(snapshot: Snapshot, pending: Sequence[PendingJob]) -> ScheduleResult:
     masks = _Masks(snapshot)
     decisions: list[Decision] = []
     unplaced: list[Unplaced] = []
@@ -347,42 +385,47 @@ def schedule(snapshot: Snapshot, pending: Sequence[PendingJob], now: float) -> S
             unplaced.append(Unplaced(job.id, parts=seen))
             continue
         fits, now, anywhere = masks.free_now(job, req)
-        if not anywhere:
-            # No site has room for this shape now: the per-site reasons wait until someone asks.
-            refused[key] = parts = _parts(masks, job, req, None, now)
-            unplaced.append(Unplaced(job.id, parts=parts))
-            continue
-        codes, base = masks.static(job, req)
-        ok = (base == OK) & fits
-        if job.vetoed_by:
-            ok[[masks.index[s] for s in job.vetoed_by if s in masks.index]] = False
-        eligible, placed = int(np.count_nonzero(ok)), None
-        if eligible:
-            prefer, locality = masks.prefer(job), masks.locality(job.datasets)
-            scores = np.where(ok, _score(masks, job, req, locality, prefer), -np.inf)
-            for i in _best_first(scores):
-                binding = ()
-                if req is not None:
-                    binding, miss = masks.gpu.fit(i, req)
-                    if binding is None:
-                        if not now.flags.writeable:
-                            now = now.copy()
-                        now[i] = NO_FREE if miss.static else FRAGMENTED
-                        if miss.static:
-                            codes, base = codes.copy(), base.copy()
-                            codes[i] = base[i] = int(Reason.TOPOLOGY)
-                        continue
-                placed = (i, binding)
-                break
+        topology: list[int] = []    # sites where the exact fit showed the shape can never be held
+        placed = None
+        if anywhere:
+            # Eligible = data may go there, the job's narrowing and whole-site shape allow it,
+            # the site is healthy, and it has room now; the per-site codes wait until needed.
+            ok = masks.data_ok(job.datasets) & masks.shape_fits(job, req, fits)
+            if job.vetoed_by:
+                ok[[masks.index[s] for s in job.vetoed_by if s in masks.index]] = False
+            eligible = int(np.count_nonzero(ok))
+            if eligible:
+                prefer, locality = masks.prefer(job), masks.locality(job.datasets)
+                if eligible * 4 < masks.n:  # few eligible sites: score just those
+                    sites = np.flatnonzero(ok)
+                    scores = _score(masks, sites, job, req, locality, prefer)
+                else:
+                    sites = None
+                    scores = np.where(ok, _score(masks, slice(None), job, req, locality, prefer), -np.inf)
+                for best in _best_first(scores):
+                    i = best if sites is None else int(sites[best])
+                    binding = ()
+                    if req is not None:
+                        binding, miss = masks.gpu.fit(i, req)
+                        if binding is None:
+                            if not now.flags.writeable:
+                                now = now.copy()
+                            now[i] = NO_FREE if miss.static else FRAGMENTED
+                            if miss.static:
+                                topology.append(i)
+                            continue
+                    placed = (i, binding, float(scores[best]))
+                    break
         if placed is None:
-            refused[key] = parts = _parts(masks, job, req, (codes, base), now)
+            # No site has room for this job now: the per-site reasons wait until someone asks.
+            refused[key] = parts = _parts(masks, job, req, now, topology)
             unplaced.append(Unplaced(job.id, parts=parts))
             continue
-        i, binding = placed
+        i, binding, score = placed
         site = snapshot.sites[i]
-        by_site = masks.reasons(job, codes, base, now)
+        by_site = masks.reasons(job, req, now, topology)
         by_site[ok] = OK
-        decisions.append(Decision(job_id=job.id, site=site.name, score=round(float(scores[i]), 4),
+        decisions.append(Decision(job_id=job.id, site=site.name, score=round(score, 4),
                                   reasons=_why(job, req, site, locality[i], prefer[i], masks, i, eligible, binding),
                                   candidates=eligible, binding=binding,
                                   reasons_by_site=by_site.tobytes()))
@@ -390,24 +433,23 @@ def schedule(snapshot: Snapshot, pending: Sequence[PendingJob], now: float) -> S
     return ScheduleResult(decisions=tuple(decisions), unplaced=tuple(unplaced))
 
 
-def _parts(masks: _Masks, job: PendingJob, req: GpuRequest | None, static: tuple[np.ndarray, np.ndarray] | None,
-           now: np.ndarray) -> Callable[[], tuple[str, bytes]]:
+def _parts(masks: _Masks, job: PendingJob, req: GpuRequest | None, now: np.ndarray,
+           topology: list[int]) -> Callable[[], tuple[str, bytes]]:
     """(summary, reasons) of an unplaced job, computed once when first asked for. The static
     codes depend only on the snapshot, `now` is the capacity at the moment the job was refused."""
     done: list[tuple[str, bytes]] = []
 
     def parts() -> tuple[str, bytes]:
         if not done:
-            codes, base = static if static is not None else masks.static(job, req)
-            reasons = masks.reasons(job, codes, base, now)
+            reasons = masks.reasons(job, req, now, topology)
             done.append((summarize(reasons), reasons.tobytes()))
         return done[0]
     return parts
 
 
 def _best_first(scores: np.ndarray):
-    """Site indices, best score first, while any is eligible; the full order is computed
-    only when the best site's exact GPU fit fails."""
+    """Positions in `scores`, best first, while any is eligible (not -inf); the full order is
+    computed only when the best site's exact GPU fit fails."""
     first = int(np.argmax(scores))
     yield first
     for i in np.argsort(-scores, kind="stable"):
@@ -417,34 +459,36 @@ def _best_first(scores: np.ndarray):
             yield int(i)
 
 
-def _score(m: _Masks, job: PendingJob, req: GpuRequest | None, locality: np.ndarray,
+def _score(m: _Masks, sel: np.ndarray | slice, job: PendingJob, req: GpuRequest | None, locality: np.ndarray,
            prefer: np.ndarray) -> np.ndarray:
-    """Every site's score (the caller masks out the ineligible)."""
-    free_frac = ((m.free_cpu - job.cpus) * m.inv[0] + (m.free_mem - job.memory) * m.inv[1]) * m.inv_dims + m.no_dims
-    score = W_LOCALITY * locality + W_PREFER * prefer + W_FREE * free_frac - W_LOAD * m.running / (m.running + 4.0)
+    """Scores of the sites `sel` picks (an index array, or slice(None) for all of them)."""
+    free_frac = ((m.free_cpu[sel] - job.cpus) * m.inv[0][sel] + (m.free_mem[sel] - job.memory) * m.inv[1][sel]) \
+        * m.inv_dims[sel] + m.no_dims[sel]
+    running = m.running[sel]
+    score = W_LOCALITY * locality[sel] + W_PREFER * prefer[sel] + W_FREE * free_frac - W_LOAD * running / (running + 4.0)
     if req is not None:
         g = m.gpu
         # Across sites, spread GPU work (emptier in the models the job accepts wins): every site keeps
         # room for jobs only it may run. Inside the site, GpuState.fit packs by topology.
         if req.models:
             ms = g.model_ids(req.models)
-            cap = g.capacity[0][:, ms].sum(axis=1)
-            free = np.divide(g.whole_free[:, ms].sum(axis=1), cap, out=np.zeros(m.n), where=cap > 0)
+            cap = g.capacity[0][sel][:, ms].sum(axis=1)
+            free = np.divide(g.whole_free[sel][:, ms].sum(axis=1), cap, out=np.zeros(cap.shape), where=cap > 0)
         else:
-            free = g.whole_total * m.gpu_inv
+            free = g.whole_total[sel] * m.gpu_inv[sel]
         score += W_FREE * free
         if req.count:
-            score += W_TIGHT * g.tightness(req)
+            score += W_TIGHT * g.tightness(req, sel)
         if req.count and req.nvlink == "preferred":
-            score += W_NVLINK * g.fits_now(GpuRequest(count=req.count, models=req.models, nvlink="required"))[0]
+            score += W_NVLINK * g.fits_now(GpuRequest(count=req.count, models=req.models, nvlink="required"))[0][sel]
         elif not req.count:
             if req.share and not req.models:
-                shared = g.shared_any >= req.share
+                shared = g.shared_any[sel] >= req.share
             else:
                 ms = g.model_ids(req.models)
-                shared = (g.shared_fit[:, ms] >= g.share_per_model(req, ms)).any(axis=1)
+                shared = (g.shared_fit[sel][:, ms] >= g.share_per_model(req, ms)).any(axis=1)
             # Else on a node already partly used, so untouched nodes stay whole.
-            score += W_SHARED * shared + W_TIGHT * (~shared) * g.tightness(GpuRequest(count=1, models=req.models))
+            score += W_SHARED * shared + W_TIGHT * (~shared) * g.tightness(GpuRequest(count=1, models=req.models), sel)
     return score
 
 

@@ -299,14 +299,14 @@ class GpuState:
         hist_any[s, before] -= 1
         hist_any[s, after] += 1
 
-    def tightness(self, req: GpuRequest) -> np.ndarray:
+    def tightness(self, req: GpuRequest, sel: np.ndarray | slice = slice(None)) -> np.ndarray:
         """Per site, how snugly its tightest NVLink group (or node) holds `req`'s whole GPUs:
         1 when one has exactly that many free, less the more would be left, 0 when none holds it."""
         group = req.nvlink == "required"
         if not req.models:
-            counts = self.group_hist_any if group else self.node_hist_any
+            counts = (self.group_hist_any if group else self.node_hist_any)[sel]
         else:
-            hist = self.group_hist if group else self.node_hist
+            hist = (self.group_hist if group else self.node_hist)[sel]
             ms = self.model_ids(req.models)
             counts = hist[:, ms[0], :] if ms.size == 1 else hist[:, ms, :].sum(axis=1)
         holds = counts[:, min(req.count, HIST - 1):] > 0
