@@ -377,14 +377,15 @@ def _schedule(snapshot: Snapshot, pending: Sequence[PendingJob]) -> ScheduleResu
     unplaced: list[Unplaced] = []
     # Capacity only shrinks within a cycle, so a job like one that did not fit does not fit either.
     refused: dict[tuple, Callable[[], tuple[str, bytes]]] = {}
+    seen_before, free_now, skip = refused.get, masks.free_now, unplaced.append
     for job in order(pending):
-        req = gpu_request(job)
+        req = job.gpu if job.gpu is not None and job.gpu.wanted else gpu_request(job)
         key = (job.sites, job.regions, job.datasets, req, job.cpus, job.memory, job.vetoed_by)
-        seen = refused.get(key)
+        seen = seen_before(key)
         if seen is not None:
-            unplaced.append(Unplaced(job.id, parts=seen))
+            skip(Unplaced(job.id, None, None, seen))
             continue
-        fits, now, anywhere = masks.free_now(job, req)
+        fits, now, anywhere = free_now(job, req)
         topology: list[int] = []    # sites where the exact fit showed the shape can never be held
         placed = None
         if anywhere:
