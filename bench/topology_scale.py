@@ -103,9 +103,14 @@ def measure(sites: int, jobs: int, held_fraction: float, seed: int = 1, repeat: 
         result = schedule(snapshot, pending, 0.0)
         times.append(time.perf_counter() - t)
     cycle_s = statistics.median(times)
+    # What explaining every unplaced job costs on top: its per-site reasons and summary line.
+    t = time.perf_counter()
+    for u in result.unplaced:
+        u.reasons
+    explain_s = time.perf_counter() - t
     return {"sites": sites, "nodes": sites * NODES_PER_SITE, "gpus": int(state.free.size), "held": held,
             "pending": jobs, "placed": len(result.decisions), "unplaced": len(result.unplaced),
-            "cycle_s": cycle_s, "decisions_per_s": jobs / cycle_s, "state_build_s": build_s,
+            "cycle_s": cycle_s, "decisions_per_s": jobs / cycle_s, "explain_s": explain_s, "state_build_s": build_s,
             "state_mib": state_bytes / 2**20}
 
 
@@ -129,10 +134,11 @@ def main() -> None:
         rows = [measure(s, 100 * s, SCENARIOS[scenario], repeat=args.repeat) for s in args.sizes]
         print(f"\n{scenario} ({SCENARIOS[scenario]:.0%} of GPUs and CPUs held):")
         print(f"{'sites':>6} {'nodes':>7} {'gpus':>8} {'pending':>8} {'placed':>7} {'cycle_s':>8} {'dec/s':>8} "
-              f"{'placed/s':>8} {'state_MiB':>9} {'build_s':>7}")
+              f"{'placed/s':>8} {'explain_s':>9} {'state_MiB':>9} {'build_s':>7}")
         for r in rows:
             print(f"{r['sites']:>6} {r['nodes']:>7} {r['gpus']:>8} {r['pending']:>8} {r['placed']:>7} "
                   f"{r['cycle_s']:>8.2f} {r['decisions_per_s']:>8.0f} {r['placed'] / r['cycle_s']:>8.0f} "
+                  f"{r['explain_s']:>9.2f} "
                   f"{r['state_mib']:>9.0f} {r['state_build_s']:>7.2f}")
         for a, b in zip(rows, rows[1:]):
             print(f"doubling {a['sites']}->{b['sites']} sites and {a['pending']}->{b['pending']} jobs: "

@@ -118,7 +118,12 @@ class Decision:
     reasons: tuple[str, ...]
     candidates: int              # sites that could have taken it
     binding: Binding = ()        # the GPUs reserved at the site
-    reasons_by_site: bytes = b""  # Reason code per site in snapshot order; OK where it was eligible
+    site_codes: Callable[[], bytes] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def reasons_by_site(self) -> bytes:
+        """A Reason code per site in snapshot order, OK where the job was eligible; computed on use."""
+        return self.site_codes() if self.site_codes is not None else b""
 
 
 class Unplaced:

@@ -424,12 +424,10 @@ def _schedule(snapshot: Snapshot, pending: Sequence[PendingJob]) -> ScheduleResu
             continue
         i, binding, score = placed
         site = snapshot.sites[i]
-        by_site = masks.reasons(job, req, now, topology)
-        by_site[ok] = OK
         decisions.append(Decision(job_id=job.id, site=site.name, score=round(score, 4),
                                   reasons=_why(job, req, site, locality[i], prefer[i], masks, i, eligible, binding),
                                   candidates=eligible, binding=binding,
-                                  reasons_by_site=by_site.tobytes()))
+                                  site_codes=_site_codes(masks, job, req, now, topology, ok)))
         masks.took(i, job, binding)
     return ScheduleResult(decisions=tuple(decisions), unplaced=tuple(unplaced))
 
@@ -446,6 +444,16 @@ def _parts(masks: _Masks, job: PendingJob, req: GpuRequest | None, now: np.ndarr
             done.append((summarize(reasons), reasons.tobytes()))
         return done[0]
     return parts
+
+
+def _site_codes(masks: _Masks, job: PendingJob, req: GpuRequest | None, now: np.ndarray, topology: list[int],
+                eligible: np.ndarray) -> Callable[[], bytes]:
+    """The per-site codes of a placed job, computed when asked for (explain, the store)."""
+    def codes() -> bytes:
+        out = masks.reasons(job, req, now, topology)
+        out[eligible] = OK
+        return out.tobytes()
+    return codes
 
 
 def _best_first(scores: np.ndarray):

@@ -49,14 +49,11 @@ class _Layout:
         self.domain_node[self.domain] = state.node_of
 
 
-_layouts: dict[int, _Layout] = {}
-
-
 def fragmentation(state: GpuState, shapes: Shapes) -> tuple[float, float]:
     """(expected fragmented GPUs, free GPUs)."""
-    layout = _layouts.get(id(state.site_of))
-    if layout is None:
-        layout = _layouts[id(state.site_of)] = _Layout(state)
+    layout = state.__dict__.get("_fragment_layout")
+    if layout is None:  # static per layout, so copies of the state share it
+        layout = state._fragment_layout = _Layout(state)
     free = state.free.astype(np.float64)
     total_free = float(free.sum()) / MILLI
     if not shapes.requests or layout.nodes == 0:
