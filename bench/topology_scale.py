@@ -106,7 +106,7 @@ def measure(sites: int, jobs: int, held_fraction: float, seed: int = 1, repeat: 
     # What explaining every unplaced job costs on top: its per-site reasons and summary line.
     t = time.perf_counter()
     for u in result.unplaced:
-        u.reasons
+        _ = u.reasons
     explain_s = time.perf_counter() - t
     return {"sites": sites, "nodes": sites * NODES_PER_SITE, "gpus": int(state.free.size), "held": held,
             "pending": jobs, "placed": len(result.decisions), "unplaced": len(result.unplaced),

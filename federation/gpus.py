@@ -4,10 +4,9 @@ from __future__ import annotations
 import hashlib
 import json
 
-from policies.topology import MILLI, Binding, GpuNode, GpuRequest, Inventory, Slot
-
 from federation.errors import InvalidSpec
 from federation.spec.models import JobBody, NodeSpec
+from policies.topology import MILLI, Binding, GpuNode, GpuRequest, Inventory, Slot
 
 MAX_GPUS_PER_SITE = 200_000
 MAX_GPUS_PER_NODE = 128

@@ -17,8 +17,16 @@ from policies.model import (
     Verdict,
 )
 from policies.placement import describe, gpu_request, schedule, static_verdict, verdicts
-from policies.topology import Binding, GpuNode, GpuRequest, GpuState, Inventory, Slot, check_binding
 from policies.sovereignty import expand_jurisdictions, sovereignty_verdict
+from policies.topology import (
+    Binding,
+    GpuNode,
+    GpuRequest,
+    GpuState,
+    Inventory,
+    Slot,
+    check_binding,
+)
 
 __all__ = [
     "ClassificationRule", "DatasetInfo", "Decision", "PendingJob", "Reason", "Rules", "ScheduleResult",

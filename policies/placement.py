@@ -474,7 +474,8 @@ def _score(m: _Masks, sel: np.ndarray | slice, job: PendingJob, req: GpuRequest 
     free_frac = ((m.free_cpu[sel] - job.cpus) * m.inv[0][sel] + (m.free_mem[sel] - job.memory) * m.inv[1][sel]) \
         * m.inv_dims[sel] + m.no_dims[sel]
     running = m.running[sel]
-    score = W_LOCALITY * locality[sel] + W_PREFER * prefer[sel] + W_FREE * free_frac - W_LOAD * running / (running + 4.0)
+    score = (W_LOCALITY * locality[sel] + W_PREFER * prefer[sel] + W_FREE * free_frac
+             - W_LOAD * running / (running + 4.0))
     if req is not None:
         g = m.gpu
         # Across sites, spread GPU work (emptier in the models the job accepts wins): every site keeps

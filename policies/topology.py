@@ -615,7 +615,8 @@ class GpuState:
             return f"no NVLink domain holds {req.count} GPUs (largest: {int(counts.max())})"
         if req.per_node:
             counts = self._per_node(mine, node_of)
-            return f"fewer than {req.count // req.per_node} nodes with {req.per_node} GPUs each (largest node: {int(counts.max())})"
+            return (f"fewer than {req.count // req.per_node} nodes with {req.per_node} GPUs each "
+                    f"(largest node: {int(counts.max())})")
         return f"no {req.colocate} holds {req.count} GPUs"
 
     def _largest(self, whole: np.ndarray, node_of: np.ndarray, domain_of: np.ndarray, req: GpuRequest) -> str:

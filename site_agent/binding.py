@@ -6,8 +6,9 @@ before anything starts; `wrap` puts the job's entrypoint behind this module. Job
 with one bundle per reserved node, each pinned by the node label `fedctl.io/node`
 (STRICT_PACK on one node, STRICT_SPREAD across several), must become ready; then the
 job's own entrypoint (FEDCTL_ENTRYPOINT) runs with FEDCTL_PLACEMENT_GROUP (namespace
-`fedctl`) and CUDA_VISIBLE_DEVICES set. If Ray cannot honour the reservation, the job exits with MISMATCH_EXIT and a `reservation mismatch:` line; the
-agent reports that as a failed reservation, never as a silently spread job.
+`fedctl`) and CUDA_VISIBLE_DEVICES set. If Ray cannot honour the reservation, the job
+exits with MISMATCH_EXIT and a `reservation mismatch:` line; the agent reports that as a
+failed reservation, never as a silently spread job.
 """
 from __future__ import annotations
 

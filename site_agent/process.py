@@ -8,9 +8,9 @@ import threading
 from typing import Callable
 
 from federation.errors import ConfigError
+from federation.gpus import inventory_of
 from federation.spec import SiteConfig
 from federation.transport import open_channel
-from federation.gpus import inventory_of
 from site_agent.agent import SiteAgent
 from site_agent.binding import NODE_LABEL
 from site_agent.local_ray import LocalRayHead

@@ -8,7 +8,6 @@ from typing import Any
 
 from federation.errors import RayError
 
-
 SITE_KEY = "federation_site"   # job metadata naming the site that submitted it
 
 

@@ -10,11 +10,11 @@ from federation.errors import RayError
 from federation.service import wire
 from federation.spec import SiteConfig
 from federation.spec.models import NodeSpec
+from federation.v1 import federation_pb2 as pb
 from policies.topology import Slot
+from site_agent.agent import Reconciler
 from site_agent.binding import NODE_LABEL
 from site_agent.inventory import site_gpus
-from federation.v1 import federation_pb2 as pb
-from site_agent.agent import Reconciler
 from site_agent.ray_driver import RayDriver, RayJob, RayNode, RayResources
 from site_agent.veto import resolve_runtime_env
 from tests.conftest import make_spec

@@ -66,7 +66,8 @@ def test_topology_blind_breaks_nvlink_rules_the_topology_strategy_keeps():
     # job to the site with most GPUs free, where four GPUs span no NVLink domain.
     pcie = Inventory(tuple(GpuNode(f"p{i}", "A", 0, ("",) * 4) for i in range(4)))
     dgx = Inventory((GpuNode("d0", "A", 0, ("d0/nv",) * 8),))
-    sites = (trace.SimSite("pcie", "US", "us-west", pcie, 1e6, 1e18), trace.SimSite("dgx", "US", "us-west", dgx, 1e6, 1e18))
+    sites = (trace.SimSite("pcie", "US", "us-west", pcie, 1e6, 1e18),
+             trace.SimSite("dgx", "US", "us-west", dgx, 1e6, 1e18))
     jobs = tuple(trace.SimJob(f"j{i}", float(i), 10.0, 1, 0, GpuRequest(count=4, nvlink="required")) for i in range(2))
     w = trace.Workload(sites, jobs, {}, "test")
     ours, blind = engine.run(w, RULES, "topology"), engine.run(w, RULES, "blind")

@@ -9,11 +9,11 @@ from policies import (
     GpuRequest,
     GpuState,
     Inventory,
-    Slot,
     PendingJob,
     Reason,
     Rules,
     SiteView,
+    Slot,
     Snapshot,
     check_binding,
     schedule,
@@ -251,5 +251,6 @@ def test_incremental_counters_match_a_fresh_count(invs, reqs, rnd):
                 k = int(fresh.node_of[g]) - int(fresh.node_of[site.start])
                 fresh.reserve(s, (Slot(site.nodes[k].name, (int(fresh.local[g]),), taken),))
     for name in ("free", "whole_free", "max_domain", "max_node", "max_share", "shared_fit", "node_whole",
-                 "group_whole", "node_hist", "group_hist", "node_hist_any", "group_hist_any", "whole_any", "domain_any", "share_any", "whole_total"):
+                 "group_whole", "node_hist", "group_hist", "node_hist_any", "group_hist_any", "whole_any",
+                 "domain_any", "share_any", "whole_total"):
         assert (getattr(state, name) == getattr(fresh, name)).all(), name
