@@ -114,6 +114,15 @@ class Miss:
     kind: Literal["gpu-type", "topology", "capacity"] = "topology"
 
 
+NONE = 2 * HIST  # no block holds it
+
+
+def _tightest(hist: np.ndarray) -> np.ndarray:
+    """From counts of blocks by free size (last axis), the smallest size >= k present, per k."""
+    sizes = np.where(hist > 0, np.arange(HIST), NONE)
+    return np.minimum.accumulate(sizes[..., ::-1], axis=-1)[..., ::-1].astype(np.int8)
+
+
 def _closeness(miss: Miss) -> int:
     """Of a request's misses over several GPU models, the one to report: nearest to fitting."""
     return 3 if not miss.static else 2 if miss.kind == "topology" else 1 if miss.kind == "capacity" else 0
@@ -233,13 +242,16 @@ class GpuState:
         np.add.at(self.group_hist, (*self.group_key, np.minimum(self.group_whole, HIST - 1)), 1)
         self.node_hist_any = self.node_hist.sum(axis=1)
         self.group_hist_any = self.group_hist.sum(axis=1)
+        self.node_tight, self.group_tight = _tightest(self.node_hist), _tightest(self.group_hist)
+        self.node_tight_any, self.group_tight_any = _tightest(self.node_hist_any), _tightest(self.group_hist_any)
 
     def copy(self) -> "GpuState":
         out = object.__new__(GpuState)
         out.__dict__.update(self.__dict__)
         for name in ("free", "whole_free", "max_domain", "max_node", "max_share", "shared_fit", "node_whole",
                      "group_whole", "whole_any", "domain_any", "share_any", "shared_any", "whole_total",
-                     "node_hist", "group_hist", "node_hist_any", "group_hist_any"):
+                     "node_hist", "group_hist", "node_hist_any", "group_hist_any", "node_tight", "group_tight",
+                     "node_tight_any", "group_tight_any"):
             setattr(out, name, getattr(self, name).copy())
         return out
 
@@ -258,6 +270,11 @@ class GpuState:
             self.max_share[s, m] = int(f.max())
             partial = f[(f < MILLI) & (f > 0)]
             self.shared_fit[s, m] = int(partial.max()) if partial.size else 0
+        for m in (mine if models is None else models):
+            self.node_tight[s, m] = _tightest(self.node_hist[s, m])
+            self.group_tight[s, m] = _tightest(self.group_hist[s, m])
+        self.node_tight_any[s] = _tightest(self.node_hist_any[s])
+        self.group_tight_any[s] = _tightest(self.group_hist_any[s])
         self.whole_any[s] = self.whole_free[s].max()
         self.domain_any[s] = self.max_domain[s].max()
         self.share_any[s] = self.max_share[s].max()
@@ -303,14 +320,14 @@ class GpuState:
         """Per site, how snugly its tightest NVLink group (or node) holds `req`'s whole GPUs:
         1 when one has exactly that many free, less the more would be left, 0 when none holds it."""
         group = req.nvlink == "required"
+        k = min(req.count, HIST - 1)
         if not req.models:
-            counts = (self.group_hist_any if group else self.node_hist_any)[sel]
+            tight = (self.group_tight_any if group else self.node_tight_any)[sel, k]
         else:
-            hist = (self.group_hist if group else self.node_hist)[sel]
             ms = self.model_ids(req.models)
-            counts = hist[:, ms[0], :] if ms.size == 1 else hist[:, ms, :].sum(axis=1)
-        holds = counts[:, min(req.count, HIST - 1):] > 0
-        return np.where(holds.any(axis=1), 1.0 - holds.argmax(axis=1) / HIST, 0.0)
+            table = self.group_tight if group else self.node_tight
+            tight = table[sel, ms[0], k] if ms.size == 1 else table[sel][:, ms, k].min(axis=1)
+        return np.where(tight < NONE, 1.0 - (tight - k) / HIST, 0.0)
 
     def total(self, s: int) -> int:
         site = self.sites[s]

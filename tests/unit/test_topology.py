@@ -252,5 +252,6 @@ def test_incremental_counters_match_a_fresh_count(invs, reqs, rnd):
                 fresh.reserve(s, (Slot(site.nodes[k].name, (int(fresh.local[g]),), taken),))
     for name in ("free", "whole_free", "max_domain", "max_node", "max_share", "shared_fit", "node_whole",
                  "group_whole", "node_hist", "group_hist", "node_hist_any", "group_hist_any", "whole_any",
-                 "domain_any", "share_any", "whole_total"):
+                 "domain_any", "share_any", "whole_total", "node_tight", "group_tight", "node_tight_any",
+                 "group_tight_any"):
         assert (getattr(state, name) == getattr(fresh, name)).all(), name
