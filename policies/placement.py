@@ -379,7 +379,7 @@ def _schedule(snapshot: Snapshot, pending: Sequence[PendingJob]) -> ScheduleResu
     refused: dict[tuple, Callable[[], tuple[str, bytes]]] = {}
     seen_before, free_now, skip = refused.get, masks.free_now, unplaced.append
     for job in order(pending):
-        req = job.gpu if job.gpu is not None and job.gpu.wanted else gpu_request(job)
+        req = gpu_request(job)
         key = (job.sites, job.regions, job.datasets, req, job.cpus, job.memory, job.vetoed_by)
         seen = seen_before(key)
         if seen is not None:

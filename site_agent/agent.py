@@ -159,8 +159,9 @@ class Reconciler:
         r = spec.spec.resources
         entrypoint, env, gpus = spec.spec.entrypoint, self._job_env(a, spec), r.gpus
         if a.binding:
+            binding = wire.binding_from_pb(a.binding)
             try:
-                mismatch = check(wire.binding_from_pb(a.binding), self.gpus.inventory, self.driver.nodes())
+                mismatch = check(binding, self.gpus.inventory, self.driver.nodes())
             except RayError as e:
                 log.warning("%s", e.message)
                 return  # Ray is not answering: try again next pass
@@ -169,7 +170,7 @@ class Reconciler:
                 self.local[sid] = _Local(AttemptState.FAILED, f"failed reservation: {mismatch}")
                 return
             # The placement group holds the GPUs, so the entrypoint itself asks for none.
-            entrypoint, bound_env = wrap(entrypoint, wire.binding_from_pb(a.binding), self.gpus.cuda)
+            entrypoint, bound_env = wrap(entrypoint, binding, self.gpus.cuda)
             env, gpus = {**env, **bound_env}, 0.0
         runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), **env}
         try:

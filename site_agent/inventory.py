@@ -10,6 +10,7 @@ from federation.gpus import inventory_of
 from federation.sites import Capacity
 from federation.spec.models import Resources, SiteConfig
 from policies.topology import Inventory
+from site_agent.binding import NODE_LABEL
 from site_agent.ray_driver import RayDriver
 
 RACK_LABEL = "fedctl.io/rack"
@@ -77,7 +78,6 @@ def site_gpus(config: SiteConfig, driver: RayDriver | None) -> SiteGpus:
         import pynvml
     except ImportError:
         return SiteGpus()
-    from site_agent.binding import NODE_LABEL
     from site_agent.nvml_topology import discover
 
     host = socket.gethostname()

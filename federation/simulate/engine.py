@@ -49,14 +49,17 @@ class Outcome:
     decisions_per_s: float = 0.0
 
 
+def _catalog(w: Workload) -> dict[str, policies.DatasetInfo]:
+    return {name: policies.DatasetInfo(name, cls, held) for name, (cls, held) in w.datasets.items()}
+
+
 def _snapshot(w: Workload, state: GpuState, used_cpus: np.ndarray, running: np.ndarray,
-              rules: policies.Rules) -> policies.Snapshot:
+              rules: policies.Rules, catalog: dict[str, policies.DatasetInfo] | None = None) -> policies.Snapshot:
     sites = tuple(policies.SiteView(
         name=s.name, jurisdiction=s.jurisdiction, region=s.region, labels=s.labels, cpus=s.cpus, memory=s.memory,
         gpus=float(s.inventory.gpus), used_cpus=float(used_cpus[i]), running=int(running[i]))
         for i, s in enumerate(w.sites))
-    catalog = {name: policies.DatasetInfo(name, cls, held) for name, (cls, held) in w.datasets.items()}
-    return policies.Snapshot(sites, catalog, rules, state)
+    return policies.Snapshot(sites, _catalog(w) if catalog is None else catalog, rules, state)
 
 
 def _pending(j: SimJob) -> policies.PendingJob:
@@ -97,13 +100,13 @@ def run(w: Workload, rules: policies.Rules, strategy: str, *, inflation: bool = 
     """Replay `w` in simulated time (arrivals divided by `speedup`, durations as recorded).
     With `inflation` (the FGD paper's method) jobs are drawn from the trace with replacement,
     never end, and get one try each, until the GPUs asked reach the cluster's GPUs."""
-    clock = time.perf_counter
     place = strategies()[strategy]
     state = GpuState([s.inventory for s in w.sites])
     total = int(sum(s.inventory.gpus for s in w.sites))
     out = Outcome(strategy, total)
     audit = Auditor(w, rules)
     shapes = Shapes.of(w.jobs)
+    catalog = _catalog(w)
     used_cpus = np.zeros(len(w.sites))
     running = np.zeros(len(w.sites))
     index = {s.name: i for i, s in enumerate(w.sites)}
@@ -147,9 +150,10 @@ def run(w: Workload, rules: policies.Rules, strategy: str, *, inflation: bool = 
             pending[j.id] = j
         if not pending:
             continue
-        started = clock()
-        result = place(_snapshot(w, state, used_cpus, running, rules), [_pending(j) for j in pending.values()], t)
-        busy += clock() - started
+        started = time.perf_counter()
+        result = place(_snapshot(w, state, used_cpus, running, rules, catalog), [_pending(j) for j in pending.values()],
+                       t)
+        busy += time.perf_counter() - started
         decided += len(pending)
         for d in result.decisions:
             j = pending.pop(d.job_id)
