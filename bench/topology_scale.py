@@ -6,6 +6,11 @@ the GPUs already held by running work, and P pending jobs (whole GPUs, shares, N
 blocks of 2/4/8, GPU types, sovereign datasets, CPU-only). Reports the cycle time,
 decisions per second, memory of the state, and how each grows when sites and jobs double.
 
+A cycle places at most `scheduler.max_placements_per_cycle` jobs (default 5,000) and the
+next cycle follows at once; the baseline in the same run is one cycle without that limit,
+and `drain` is every cycle it takes the limited scheduler to place all that one cycle places.
+Decisions per second count jobs placed or refused with their reasons, not those deferred.
+
     python -m bench.topology_scale                 # 500/10k/50k, 1000/20k/100k, 2000/40k/200k
     python -m bench.topology_scale --sizes 1000    # only the target size
 """
@@ -21,7 +26,10 @@ from dataclasses import replace
 
 from bench.workload import federation
 from policies import GpuNode, GpuRequest, GpuState, Inventory, PendingJob, Slot, Snapshot, schedule
+from federation.spec.models import SchedulerSettings
 from policies.topology import MILLI
+
+LIMIT = SchedulerSettings().max_placements_per_cycle
 
 GiB = 2**30
 NODES_PER_SITE = 20
@@ -79,8 +87,43 @@ def pending_jobs(base: list[PendingJob], rng: random.Random) -> list[PendingJob]
     return out
 
 
+def timed(snapshot: Snapshot, pending: list[PendingJob], limit: int | None, repeat: int):
+    """The median of `repeat` cycles over the same state (schedule does not mutate it), and a result."""
+    times = []
+    for _ in range(repeat):
+        gc.collect()
+        t = time.perf_counter()
+        result = schedule(snapshot, pending, 0.0, limit)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), result
+
+
+def drain(snapshot: Snapshot, pending: list[PendingJob], limit: int) -> tuple[list[float], int]:
+    """Cycles with the limit, each applying the last one's placements, until one places fewer than
+    the limit: (each cycle's time, jobs placed in all)."""
+    sites, state, index = list(snapshot.sites), snapshot.gpus.copy(), {s.name: i for i, s in enumerate(snapshot.sites)}
+    by_id = {j.id: j for j in pending}
+    times, placed = [], 0
+    while True:
+        gc.collect()
+        t = time.perf_counter()
+        result = schedule(Snapshot(tuple(sites), snapshot.catalog, snapshot.rules, state), pending, 0.0, limit)
+        times.append(time.perf_counter() - t)
+        for d in result.decisions:
+            i, job = index[d.site], by_id[d.job_id]
+            state.reserve(i, d.binding)
+            v = sites[i]
+            sites[i] = replace(v, used_cpus=v.used_cpus + job.cpus, used_memory=v.used_memory + job.memory,
+                               running=v.running + 1)
+        placed += len(result.decisions)
+        if len(result.decisions) < limit:
+            return times, placed
+        done = {d.job_id for d in result.decisions}
+        pending = [j for j in pending if j.id not in done]
+
+
 def measure(sites: int, jobs: int, held_fraction: float, seed: int = 1, repeat: int = 3) -> dict:
-    """One cycle `repeat` times over the same state (schedule does not mutate it); the median time."""
+    """The cycle with and without the placement limit, and the drain, over one state."""
     rng = random.Random(seed)
     gc.collect()
     tracemalloc.start()
@@ -96,22 +139,20 @@ def measure(sites: int, jobs: int, held_fraction: float, seed: int = 1, repeat: 
     snapshot = Snapshot(sites_now, snapshot.catalog, snapshot.rules, state)
     state_bytes = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
-    times = []
-    for _ in range(repeat):
-        gc.collect()
-        t = time.perf_counter()
-        result = schedule(snapshot, pending, 0.0)
-        times.append(time.perf_counter() - t)
-    cycle_s = statistics.median(times)
+    cycle_s, result = timed(snapshot, pending, LIMIT, repeat)
     # What explaining every unplaced job costs on top: its per-site reasons and summary line.
     t = time.perf_counter()
     for u in result.unplaced:
         _ = u.reasons
     explain_s = time.perf_counter() - t
+    unlimited_s, whole = timed(snapshot, pending, None, repeat)
+    drain_times, drained = drain(snapshot, pending, LIMIT)
     return {"sites": sites, "nodes": sites * NODES_PER_SITE, "gpus": int(state.free.size), "held": held,
-            "pending": jobs, "placed": len(result.decisions), "unplaced": len(result.unplaced),
-            "cycle_s": cycle_s, "decisions_per_s": jobs / cycle_s, "explain_s": explain_s, "state_build_s": build_s,
-            "state_mib": state_bytes / 2**20}
+            "pending": jobs, "placed": len(result.decisions), "cycle_s": cycle_s,
+            "decisions_per_s": (jobs - result.deferred) / cycle_s, "deferred": result.deferred,
+            "explain_s": explain_s, "state_build_s": build_s, "state_mib": state_bytes / 2**20,
+            "unlimited_s": unlimited_s, "unlimited_placed": len(whole.decisions), "drain_cycles": len(drain_times),
+            "drain_s": sum(drain_times), "drain_max_s": max(drain_times), "drained": drained}
 
 
 SCENARIOS = {
@@ -132,14 +173,16 @@ def main() -> None:
     args = p.parse_args()
     for scenario in args.scenario or list(SCENARIOS):
         rows = [measure(s, 100 * s, SCENARIOS[scenario], repeat=args.repeat) for s in args.sizes]
-        print(f"\n{scenario} ({SCENARIOS[scenario]:.0%} of GPUs and CPUs held):")
-        print(f"{'sites':>6} {'nodes':>7} {'gpus':>8} {'pending':>8} {'placed':>7} {'cycle_s':>8} {'dec/s':>8} "
-              f"{'placed/s':>8} {'explain_s':>9} {'state_MiB':>9} {'build_s':>7}")
+        print(f"\n{scenario} ({SCENARIOS[scenario]:.0%} of GPUs and CPUs held; at most {LIMIT} placed a cycle):")
+        print(f"{'sites':>6} {'nodes':>7} {'gpus':>8} {'pending':>8} {'placed':>7} {'defer':>6} {'cycle_s':>8} {'dec/s':>8} "
+              f"{'placed/s':>8} {'explain_s':>9} {'state_MiB':>9} {'build_s':>7} | {'no-limit':>8} {'placed':>7} | "
+              f"{'drain':>5} {'in_s':>6} {'max_s':>6} {'placed':>7}")
         for r in rows:
-            print(f"{r['sites']:>6} {r['nodes']:>7} {r['gpus']:>8} {r['pending']:>8} {r['placed']:>7} "
+            print(f"{r['sites']:>6} {r['nodes']:>7} {r['gpus']:>8} {r['pending']:>8} {r['placed']:>7} {r['deferred']:>6} "
                   f"{r['cycle_s']:>8.2f} {r['decisions_per_s']:>8.0f} {r['placed'] / r['cycle_s']:>8.0f} "
-                  f"{r['explain_s']:>9.2f} "
-                  f"{r['state_mib']:>9.0f} {r['state_build_s']:>7.2f}")
+                  f"{r['explain_s']:>9.2f} {r['state_mib']:>9.0f} {r['state_build_s']:>7.2f} | "
+                  f"{r['unlimited_s']:>8.2f} {r['unlimited_placed']:>7} | {r['drain_cycles']:>5} "
+                  f"{r['drain_s']:>6.2f} {r['drain_max_s']:>6.2f} {r['drained']:>7}")
         for a, b in zip(rows, rows[1:]):
             print(f"doubling {a['sites']}->{b['sites']} sites and {a['pending']}->{b['pending']} jobs: "
                   f"cycle x{b['cycle_s'] / a['cycle_s']:.2f}, decisions/s "
@@ -149,7 +192,10 @@ def main() -> None:
             print(f"target (1000 sites / 20000 nodes / 100000 pending): cycle {target['cycle_s']:.2f}s vs 2s "
                   f"(ratio {target['cycle_s'] / 2:.2f}), {target['decisions_per_s']:.0f} decisions/s vs 5000 "
                   f"(ratio {target['decisions_per_s'] / 5000:.2f}), state {target['state_mib']:.0f} MiB vs 2048 "
-                  f"(ratio {target['state_mib'] / 2048:.3f})")
+                  f"(ratio {target['state_mib'] / 2048:.3f}); one cycle without the limit "
+                  f"{target['unlimited_s']:.2f}s (limited/unlimited {target['cycle_s'] / target['unlimited_s']:.2f}), "
+                  f"draining what it places takes {target['drain_cycles']} cycles, {target['drain_s']:.2f}s "
+                  f"(x{target['drain_s'] / target['unlimited_s']:.2f})")
 
 
 if __name__ == "__main__":

@@ -62,8 +62,9 @@ def gpu_inventory(site: SiteRecord) -> Inventory:
 
 class ControlPlane:
     def __init__(self, store: Store, policy: PolicyConfig, *, site_timeout_s: float = 30.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 max_placements: int | None = None, clock: Callable[[], float] = time.time) -> None:
         self.store = store
+        self.max_placements = max_placements
         self.policy = policy
         self.rules = rules_from_policy(policy)
         self.site_timeout_s = site_timeout_s
@@ -250,7 +251,7 @@ class ControlPlane:
         by_id = {j.id: j for j in pending}
         views = {j.id: self.pending_view(j) for j in pending}
         snapshot = self.snapshot(now)
-        result = policies.schedule(snapshot, list(views.values()), now)
+        result = policies.schedule(snapshot, list(views.values()), now, self.max_placements)
         placed = False
         index = {s.name: i for i, s in enumerate(snapshot.sites)}
         for d in result.decisions:

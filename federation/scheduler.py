@@ -29,8 +29,11 @@ class SchedulerLoop:
         while not self._stop.is_set():
             generation = changes.generation
             try:
-                for d in self.control.schedule_once().decisions:
+                result = self.control.schedule_once()
+                for d in result.decisions:
                     log.info("placed %s on %s (%s)", d.job_id, d.site, "; ".join(d.reasons))
+                if result.deferred:
+                    log.info("placement limit reached: %d jobs deferred to the next cycle", result.deferred)
             except Exception:  # the loop must survive a bad cycle; the next one retries
                 log.exception("scheduling cycle failed")
             changes.wait(generation, self.interval_s)

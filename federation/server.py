@@ -36,7 +36,8 @@ def start_server(config: FederationConfig, *, max_workers: int = 64) -> RunningS
     body = config.spec
     policy = load_policy(body.policy)
     store = SQLiteStore(body.store)
-    control = ControlPlane(store, policy, site_timeout_s=body.site_timeout_s)
+    control = ControlPlane(store, policy, site_timeout_s=body.site_timeout_s,
+                           max_placements=body.scheduler.max_placements_per_cycle)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
                          options=SERVER_OPTIONS)
     pb_grpc.add_FederationServiceServicer_to_server(FederationServicer(control), server)

@@ -28,6 +28,7 @@ class Reason(IntEnum):
     GPU_TYPE = 14             # no GPU of the wanted type (or memory) at the site; checked after NEVER_FITS
     TOPOLOGY = 15             # enough GPUs, but never in the wanted shape (NVLink domain, per node, rack)
     FRAGMENTED = 16           # enough free GPUs now, but not in the wanted shape
+    DEFERRED = 17             # not considered: the cycle's placement limit went to earlier jobs
 
     @property
     def slug(self) -> str:
@@ -36,7 +37,7 @@ class Reason(IntEnum):
     @property
     def transient(self) -> bool:
         return self in (Reason.OFFLINE, Reason.NO_FREE_CAPACITY, Reason.CORDONED, Reason.DRAINING,
-                        Reason.FRAGMENTED)
+                        Reason.FRAGMENTED, Reason.DEFERRED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,3 +166,4 @@ class Unplaced:
 class ScheduleResult:
     decisions: tuple[Decision, ...]
     unplaced: tuple[Unplaced, ...]
+    deferred: int = 0          # of the unplaced, those behind the cycle's placement limit, not tried

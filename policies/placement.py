@@ -41,6 +41,7 @@ W_TIGHT = 2.0      # the site's tightest NVLink group / node holding the job lea
 EPS = 1e-9
 OK = int(Reason.OK)
 VETOED, FRAGMENTED, NO_FREE = int(Reason.VETOED), int(Reason.FRAGMENTED), int(Reason.NO_FREE_CAPACITY)
+DEFERRED = int(Reason.DEFERRED)
 
 
 def in_region(site_region: str, wanted: str) -> bool:
@@ -96,6 +97,9 @@ def describe(job: PendingJob, site: SiteView, reason: Reason, snapshot: Snapshot
                     max(0.0, site.gpus - site.used_gpus))
         return Verdict(site.name, reason, f"needs {_fmt(job.cpus, job.memory, job.gpus)}; "
                                           f"not free now (free at the start of the cycle: {free})")
+    if reason is Reason.DEFERRED:
+        return Verdict(site.name, reason, "not considered this cycle: its placement limit went to jobs ahead "
+                                          "of this one; the next cycle starts at once")
     return Verdict(site.name, reason, static_verdict(job, site, snapshot)[1])
 
 
@@ -357,28 +361,37 @@ class _Masks:
         self._shape_fits.clear()
 
 
-def schedule(snapshot: Snapshot, pending: Sequence[PendingJob], now: float) -> ScheduleResult:
-    """Place as many pending jobs as fit; give every other one a reason at every site."""
+def schedule(snapshot: Snapshot, pending: Sequence[PendingJob], now: float,
+             max_placements: int | None = None) -> ScheduleResult:
+    """Place as many pending jobs as fit, at most `max_placements`; give every other one a
+    reason at every site. Jobs behind a reached limit are DEFERRED where nothing static
+    excludes them: one cycle's time stays bounded in a burst, and the next cycle goes on."""
     del now  # decisions depend only on the snapshot for now; ages feed fair share later
     # A cycle allocates a few objects per job, none in reference cycles; a garbage collection
     # triggered mid-cycle would walk the whole snapshot and backlog for nothing.
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _schedule(snapshot, pending)
+        return _schedule(snapshot, pending, max_placements)
     finally:
         if collecting:
             gc.enable()
 
 
-def _schedule(snapshot: Snapshot, pending: Sequence[PendingJob]) -> ScheduleResult:
+def _schedule(snapshot: Snapshot, pending: Sequence[PendingJob], limit: int | None) -> ScheduleResult:
     masks = _Masks(snapshot)
     decisions: list[Decision] = []
     unplaced: list[Unplaced] = []
     # Capacity only shrinks within a cycle, so a job like one that did not fit does not fit either.
     refused: dict[tuple, Callable[[], tuple[str, bytes]]] = {}
     seen_before, free_now, skip = refused.get, masks.free_now, unplaced.append
-    for job in order(pending):
+    queue = order(pending)
+    deferred = 0
+    for at, job in enumerate(queue):
+        if len(decisions) == limit:
+            unplaced.extend(Unplaced(j.id, parts=_deferred(masks, j)) for j in queue[at:])
+            deferred = len(queue) - at
+            break
         req = gpu_request(job)
         key = (job.sites, job.regions, job.datasets, req, job.cpus, job.memory, job.vetoed_by)
         seen = seen_before(key)
@@ -429,7 +442,7 @@ def _schedule(snapshot: Snapshot, pending: Sequence[PendingJob]) -> ScheduleResu
                                   candidates=eligible, binding=binding,
                                   site_codes=_site_codes(masks, job, req, now, topology, ok)))
         masks.took(i, job, binding)
-    return ScheduleResult(decisions=tuple(decisions), unplaced=tuple(unplaced))
+    return ScheduleResult(decisions=tuple(decisions), unplaced=tuple(unplaced), deferred=deferred)
 
 
 def _parts(masks: _Masks, job: PendingJob, req: GpuRequest | None, now: np.ndarray,
@@ -443,6 +456,14 @@ def _parts(masks: _Masks, job: PendingJob, req: GpuRequest | None, now: np.ndarr
             reasons = masks.reasons(job, req, now, topology)
             done.append((summarize(reasons), reasons.tobytes()))
         return done[0]
+    return parts
+
+
+def _deferred(masks: _Masks, job: PendingJob) -> Callable[[], tuple[str, bytes]]:
+    """(summary, reasons) of a job behind the cycle's placement limit: its static codes, DEFERRED elsewhere."""
+    def parts() -> tuple[str, bytes]:
+        reasons = masks.reasons(job, gpu_request(job), np.full(masks.n, DEFERRED, dtype=np.uint8))
+        return summarize(reasons), reasons.tobytes()
     return parts
 
 
@@ -539,6 +560,8 @@ def summarize(reasons: np.ndarray) -> str:
     present = np.flatnonzero(counts)
     parts = ", ".join(f"{counts[r]} {_SLUGS[r]}" for r in present.tolist())
     transient = _TRANSIENT[present]
+    if counts[DEFERRED]:
+        return f"deferred: this cycle reached its placement limit before this job ({parts})"
     if transient.all():
         return f"waiting: no site can take it now ({parts})"
     if not transient.any():

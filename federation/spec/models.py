@@ -351,6 +351,9 @@ class ServerTLS(Strict):
 
 class SchedulerSettings(Strict):
     interval_s: float = Field(default=0.5, gt=0, le=60)
+    max_placements_per_cycle: int = Field(
+        default=5000, ge=1, le=1_000_000,
+        description="jobs placed in one cycle at most; the rest are deferred and the next cycle starts at once")
 
 
 class FederationBody(Strict):

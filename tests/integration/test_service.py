@@ -30,16 +30,21 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 GiB = 2**30
 
 
-@pytest.fixture
-def federation(tmp_path):
+def start(tmp_path, **scheduler):
     pki = init_pki(tmp_path / "pki", clients=("admin", "eu-west", "us-east"))
     config = FederationConfig(spec=FederationBody(
         listen="127.0.0.1:0", store=tmp_path / "fed.db", policy=CONFIGS / "policy.yaml",
         tls=ServerTLS(cert=pki["server"].cert, key=pki["server"].key, client_ca=pki["ca"].cert),
-        scheduler={"interval_s": 0.1}))
+        scheduler={"interval_s": 0.1, **scheduler}))
     server = start_server(config)
     server.pki = pki
     server.address = f"127.0.0.1:{server.port}"
+    return server
+
+
+@pytest.fixture
+def federation(tmp_path):
+    server = start(tmp_path)
     yield server
     server.stop(grace=0)
 
@@ -208,6 +213,23 @@ def test_only_a_complete_report_can_say_an_attempt_vanished(client, eu_agent):
     agent.report([], complete=True)      # Ray no longer has it
     final = wait_for(lambda: (s := job.status()).terminal and s, 5, "the job to fail")
     assert final.state == "failed" and "vanished from the site's Ray cluster" in final.attempts[0].message
+
+
+def test_a_cycle_that_reaches_its_placement_limit_is_followed_at_once_by_the_next(tmp_path):
+    # One placement a cycle and a minute between timed cycles: only cycles that follow a
+    # placing cycle at once can place five jobs within the wait.
+    federation = start(tmp_path, interval_s=60, max_placements_per_cycle=1)
+    try:
+        pki = federation.pki
+        with Client(federation.address, ca=pki["ca"].cert, cert=pki["admin"].cert, key=pki["admin"].key,
+                    timeout=5) as client:
+            jobs = [client.submit(make_spec(f"j{i}", resources={"cpus": 0.5})) for i in range(5)]
+            stub, channel = site_stub(federation)
+            register(stub)
+            wait_for(lambda: all(j.status().state == "placed" for j in jobs), 5, "all five placed")
+            channel.close()
+    finally:
+        federation.stop(grace=0)
 
 
 def test_cordoned_site_gets_no_new_work(federation, client):

@@ -306,3 +306,21 @@ def test_property_vector_reasons_agree_with_the_per_site_filters(world):
         for i, site in enumerate(snapshot.sites):
             expected, _ = static_verdict(by_id[u.job_id], site, snapshot)
             assert u.reason_at(i) is (Reason.NO_FREE_CAPACITY if expected is Reason.OK else expected)
+
+
+def test_a_placement_limit_defers_the_rest_in_priority_order():
+    sites = (site("a", "DE", "eu", cpus=8), site("b", "US", "us-east", cpus=8))
+    world = snap(sites)
+    jobs = [job(f"j{i}", cpus=1, submitted_at=i) for i in range(5)] + [
+        job("urgent", cpus=1, submitted_at=9, priority=1), job("eu-only", cpus=1, submitted_at=10, regions=("eu",))]
+    r = schedule(world, jobs, 0, max_placements=3)
+    assert set(placed(r)) == {"urgent", "j0", "j1"}
+    assert sorted(u.job_id for u in r.unplaced) == ["eu-only", "j2", "j3", "j4"] and r.deferred == 4
+    assert verdicts(r, "j4", world) == {"a": Reason.DEFERRED, "b": Reason.DEFERRED}
+    # A static reason still shows where it holds; capacity is never claimed for a job not tried.
+    assert verdicts(r, "eu-only", world) == {"a": Reason.DEFERRED, "b": Reason.NOT_IN_REGIONS}
+    deferred = next(u for u in r.unplaced if u.job_id == "eu-only")
+    assert deferred.summary == "deferred: this cycle reached its placement limit before this job (1 not-in-regions, 1 deferred)"
+    assert describe(jobs[-1], sites[0], Reason.DEFERRED, world).detail.startswith("not considered this cycle")
+    # Without a limit, all of them fit.
+    assert len(schedule(world, jobs, 0).decisions) == 7
