@@ -25,8 +25,17 @@ import tracemalloc
 from dataclasses import replace
 
 from bench.workload import federation
-from policies import GpuNode, GpuRequest, GpuState, Inventory, PendingJob, Slot, Snapshot, schedule
 from federation.spec.models import SchedulerSettings
+from policies import (
+    GpuNode,
+    GpuRequest,
+    GpuState,
+    Inventory,
+    PendingJob,
+    Slot,
+    Snapshot,
+    schedule,
+)
 from policies.topology import MILLI
 
 LIMIT = SchedulerSettings().max_placements_per_cycle
