@@ -12,13 +12,28 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import policies
+from federation import queues
 from federation.changes import Changes
-from federation.errors import Conflict, NotFound, UnknownDataset, Unsatisfiable
+from federation.errors import (
+    Conflict,
+    InvalidSpec,
+    NotFound,
+    UnknownDataset,
+    Unsatisfiable,
+)
 from federation.gpus import request_of
-from federation.jobs import Attempt, AttemptState, Explanation, Job, JobState, new_job_id
+from federation.jobs import (
+    Attempt,
+    AttemptState,
+    Explanation,
+    Job,
+    JobState,
+    new_job_id,
+)
 from federation.sites import Capacity, SiteRecord, SiteState
 from federation.spec import JobSpec, PolicyConfig
 from federation.store import Store
+from policies import fairshare
 from policies.topology import Inventory, synthesized
 
 PRIORITY = {"low": -1, "normal": 0, "high": 1}
@@ -74,11 +89,14 @@ class ControlPlane:
     # ------------------------------------------------------------ users
 
     def submit(self, spec: JobSpec) -> Job:
+        queue = queues.resolve(self.policy, spec.metadata.tenant, spec.spec.queue)
+        self._check_queue_limits(spec, queue)
         sites = self.store.list_sites()
         self._check_datasets(spec, sites)
         self._check_satisfiable(spec, sites)
         now = self.clock()
-        job = Job(id=new_job_id(), spec=spec, created_at=now, updated_at=now, message="waiting for placement")
+        job = Job(id=new_job_id(), spec=spec, created_at=now, updated_at=now, message="waiting for placement",
+                  queue=queue)
         self.store.add_job(job)
         self.changes.bump()
         return job
@@ -91,6 +109,18 @@ class ControlPlane:
                 suffix = f" (did you mean '{hint[0]}'?)" if hint else (
                     f"; known: {', '.join(sorted(catalog))}" if catalog else "; no site has registered any dataset")
                 raise UnknownDataset(f"spec.datasets[{i}]: unknown dataset '{name}'{suffix}")
+
+    def _check_queue_limits(self, spec: JobSpec, queue: str) -> None:
+        """A job bigger than a hard limit of its queue or a parent could never start."""
+        asks = fairshare.demand(self.pending_view_of(spec, queue))
+        tree = {q.name: q for q in queues.queue_tree(self.policy)}
+        q = tree.get(queue)
+        while q is not None:
+            for dim, cap in q.limit.items():
+                if asks.get(dim, 0.0) > cap:
+                    raise Unsatisfiable(f"spec.resources: asks {fairshare.describe_dim(dim, asks[dim])}; queue "
+                                        f"{q.name}'s limit is {fairshare.describe_dim(dim, cap)}")
+            q = tree.get(q.parent) if q.parent else None
 
     def _check_satisfiable(self, spec: JobSpec, sites: list[SiteRecord]) -> None:
         r = spec.spec.resources
@@ -230,17 +260,45 @@ class ControlPlane:
                 used_cpus=used.cpus, used_memory=float(used.memory), used_gpus=used.gpus, running=running,
                 connected=s.connected(now, self.site_timeout_s),
                 cordoned=s.state is SiteState.CORDONED, draining=s.state is SiteState.DRAINING))
-        return policies.Snapshot(sites=tuple(sites), catalog=self.catalog(records), rules=self.rules, gpus=gpus)
+        return policies.Snapshot(sites=tuple(sites), catalog=self.catalog(records), rules=self.rules, gpus=gpus,
+                                 queues=self.queues(live, now))
+
+    def queues(self, live: list[tuple[Attempt, Job]], now: float) -> fairshare.Queues:
+        """The policy's queues with what each holds now and its decayed past use."""
+        half_life = self.policy.spec.fair_share.half_life
+        running: dict[str, dict[str, float]] = {}
+        for attempt, job in live:
+            into = running.setdefault(job.queue, {})
+            for dim, v in fairshare.demand(self.pending_view(job), attempt.gpu_model).items():
+                into[dim] = into.get(dim, 0.0) + v
+        # Past use older than ten half-lives weighs under 0.1%.
+        records = self.store.usage_records(since=now - 10 * half_life)
+        return queues.queues_of(self.policy, queues.fair_share_usage(records, running, now, half_life))
 
     @staticmethod
-    def pending_view(job: Job) -> policies.PendingJob:
-        body = job.spec.spec
+    def pending_view(job: Job, queue: str | None = None) -> policies.PendingJob:
+        return ControlPlane.pending_view_of(job.spec, queue or job.queue, job.id, job.created_at, job.vetoed_by)
+
+    @staticmethod
+    def pending_view_of(spec: JobSpec, queue: str, job_id: str = "", submitted_at: float = 0.0,
+                        vetoed_by: frozenset[str] = frozenset()) -> policies.PendingJob:
+        body = spec.spec
         return policies.PendingJob(
-            id=job.id, tenant=job.tenant, datasets=tuple(body.datasets), cpus=body.resources.cpus,
+            id=job_id, tenant=spec.metadata.tenant, datasets=tuple(body.datasets), cpus=body.resources.cpus,
             memory=float(body.resources.memory), gpus=body.resources.gpus,
             regions=tuple(body.placement.regions), sites=tuple(body.placement.sites),
             prefer=tuple(body.placement.prefer), priority=PRIORITY[body.priority],
-            submitted_at=job.created_at, vetoed_by=job.vetoed_by, gpu=request_of(body))
+            submitted_at=submitted_at, vetoed_by=vetoed_by, gpu=request_of(body), queue=queue)
+
+    def _requeue(self, job: Job, now: float) -> str | None:
+        """The queue of a job whose queue left the policy, or None (and the job says why) if it has none."""
+        try:
+            return queues.resolve(self.policy, job.tenant, job.spec.spec.queue)
+        except InvalidSpec as e:
+            summary = f"held: its queue '{job.queue}' is no longer in the policy ({e})"
+            if job.explanation is None or job.explanation.summary != summary:
+                self.store.explain_job(job.id, Explanation(summary, now))
+            return None
 
     def schedule_once(self) -> policies.ScheduleResult:
         """One observe → decide → act cycle of the scheduling loop."""
@@ -249,7 +307,12 @@ class ControlPlane:
         if not pending:
             return policies.ScheduleResult((), ())
         by_id = {j.id: j for j in pending}
-        views = {j.id: self.pending_view(j) for j in pending}
+        leaves = {q.name for q in queues.queue_tree(self.policy)}
+        views = {}
+        for j in pending:
+            queue = j.queue if j.queue in leaves else self._requeue(j, now)
+            if queue:
+                views[j.id] = self.pending_view(j, queue)
         snapshot = self.snapshot(now)
         result = policies.schedule(snapshot, list(views.values()), now, self.max_placements)
         placed = False
@@ -267,7 +330,7 @@ class ControlPlane:
                     verdicts.append((site.name, False, v.reason.slug, v.detail))
             verdicts.sort(key=lambda v: index[v[0]])
             explanation = Explanation(summary=f"placed on {d.site}: {why}", evaluated_at=now, verdicts=tuple(verdicts))
-            placed |= self.store.place_job(d.job_id, d.site, explanation, now, d.binding) is not None
+            placed |= self.store.place_job(d.job_id, d.site, explanation, now, d.binding, d.gpu_model) is not None
         for u in result.unplaced:
             old = by_id[u.job_id].explanation
             codes = [SLUGS[c] for c in u.reasons]

@@ -123,6 +123,7 @@ class Attempt:
     started_at: float = 0.0
     ended_at: float = 0.0
     binding: Binding = ()        # GPUs the federation reserved for this attempt
+    gpu_model: str = ""          # the model of those GPUs, for accounting
 
     @property
     def submission_id(self) -> str:
@@ -150,6 +151,7 @@ class Job:
     attempts: tuple[Attempt, ...] = ()
     vetoed_by: frozenset[str] = field(default_factory=frozenset)
     explanation: Explanation | None = None
+    queue: str = "default"       # the fair-share queue it is charged to, resolved at submission
 
     @property
     def tenant(self) -> str:

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 from policies.topology import Binding, GpuRequest, GpuState
+
+if TYPE_CHECKING:
+    from policies.fairshare import Queues
 
 
 class Reason(IntEnum):
@@ -29,6 +32,7 @@ class Reason(IntEnum):
     TOPOLOGY = 15             # enough GPUs, but never in the wanted shape (NVLink domain, per node, rack)
     FRAGMENTED = 16           # enough free GPUs now, but not in the wanted shape
     DEFERRED = 17             # not considered: the cycle's placement limit went to earlier jobs
+    QUEUE_LIMIT = 18          # the job's queue (or a parent) would exceed its hard limit
 
     @property
     def slug(self) -> str:
@@ -37,7 +41,7 @@ class Reason(IntEnum):
     @property
     def transient(self) -> bool:
         return self in (Reason.OFFLINE, Reason.NO_FREE_CAPACITY, Reason.CORDONED, Reason.DRAINING,
-                        Reason.FRAGMENTED, Reason.DEFERRED)
+                        Reason.FRAGMENTED, Reason.DEFERRED, Reason.QUEUE_LIMIT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +89,7 @@ class Snapshot:
     catalog: Mapping[str, DatasetInfo]
     rules: Rules
     gpus: GpuState | None = None  # GPU topology with live reservations taken; None: from SiteView totals
+    queues: "Queues | None" = None  # fair-share queues and their usage; None: one queue for everyone
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +107,7 @@ class PendingJob:
     submitted_at: float = 0.0
     vetoed_by: frozenset[str] = frozenset()
     gpu: GpuRequest | None = None  # the GPU shape; None: `gpus` whole GPUs (or a share below 1), any type
+    queue: str = "default"         # the fair-share queue it is charged to
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +125,7 @@ class Decision:
     reasons: tuple[str, ...]
     candidates: int              # sites that could have taken it
     binding: Binding = ()        # the GPUs reserved at the site
+    gpu_model: str = ""          # their model
     site_codes: Callable[[], bytes] | None = field(default=None, repr=False, compare=False)
 
     @property

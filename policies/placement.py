@@ -18,6 +18,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from policies.fairshare import Ledger, Queues, demand
 from policies.model import (
     Decision,
     PendingJob,
@@ -41,7 +42,7 @@ W_TIGHT = 2.0      # the site's tightest NVLink group / node holding the job lea
 EPS = 1e-9
 OK = int(Reason.OK)
 VETOED, FRAGMENTED, NO_FREE = int(Reason.VETOED), int(Reason.FRAGMENTED), int(Reason.NO_FREE_CAPACITY)
-DEFERRED = int(Reason.DEFERRED)
+DEFERRED, QUEUE_LIMIT = int(Reason.DEFERRED), int(Reason.QUEUE_LIMIT)
 
 
 def in_region(site_region: str, wanted: str) -> bool:
@@ -97,6 +98,8 @@ def describe(job: PendingJob, site: SiteView, reason: Reason, snapshot: Snapshot
                     max(0.0, site.gpus - site.used_gpus))
         return Verdict(site.name, reason, f"needs {_fmt(job.cpus, job.memory, job.gpus)}; "
                                           f"not free now (free at the start of the cycle: {free})")
+    if reason is Reason.QUEUE_LIMIT:
+        return Verdict(site.name, reason, "the job's queue (or a parent) is at its limit here; see the summary")
     if reason is Reason.DEFERRED:
         return Verdict(site.name, reason, "not considered this cycle: its placement limit went to jobs ahead "
                                           "of this one; the next cycle starts at once")
@@ -380,20 +383,27 @@ def schedule(snapshot: Snapshot, pending: Sequence[PendingJob], now: float,
 
 def _schedule(snapshot: Snapshot, pending: Sequence[PendingJob], limit: int | None) -> ScheduleResult:
     masks = _Masks(snapshot)
+    ledger = Ledger(snapshot.queues or Queues(), _totals(masks), pending)
     decisions: list[Decision] = []
     unplaced: list[Unplaced] = []
     # Capacity only shrinks within a cycle, so a job like one that did not fit does not fit either.
     refused: dict[tuple, Callable[[], tuple[str, bytes]]] = {}
     seen_before, free_now, skip = refused.get, masks.free_now, unplaced.append
-    queue = order(pending)
+    limited = ledger.limited
     deferred = 0
-    for at, job in enumerate(queue):
+    for job in ledger:
         if len(decisions) == limit:
-            unplaced.extend(Unplaced(j.id, parts=_deferred(masks, j)) for j in queue[at:])
-            deferred = len(queue) - at
+            rest = [job, *ledger.remaining()]
+            unplaced.extend(Unplaced(j.id, parts=_held(masks, j, DEFERRED)) for j in rest)
+            deferred = len(rest)
             break
         req = gpu_request(job)
-        key = (job.sites, job.regions, job.datasets, req, job.cpus, job.memory, job.vetoed_by)
+        if limited(job.queue):
+            why = ledger.admits(job.queue, demand(job))
+            if why:
+                skip(Unplaced(job.id, parts=_held(masks, job, QUEUE_LIMIT, f"held by a queue limit: {why}")))
+                continue
+        key = (job.sites, job.regions, job.datasets, req, job.cpus, job.memory, job.vetoed_by, job.queue)
         seen = seen_before(key)
         if seen is not None:
             skip(Unplaced(job.id, None, None, seen))
@@ -418,16 +428,21 @@ def _schedule(snapshot: Snapshot, pending: Sequence[PendingJob], limit: int | No
                     scores = np.where(ok, _score(masks, slice(None), job, req, locality, prefer), -np.inf)
                 for best in _best_first(scores):
                     i = best if sites is None else int(sites[best])
-                    binding = ()
+                    binding, code = (), OK
                     if req is not None:
                         binding, miss = masks.gpu.fit(i, req)
                         if binding is None:
-                            if not now.flags.writeable:
-                                now = now.copy()
-                            now[i] = NO_FREE if miss.static else FRAGMENTED
+                            code = NO_FREE if miss.static else FRAGMENTED
                             if miss.static:
                                 topology.append(i)
-                            continue
+                        elif limited(job.queue, models=True) and ledger.admits(
+                                job.queue, demand(job, masks.gpu.model_of_binding(i, binding))):
+                            code = QUEUE_LIMIT  # this site's GPU model is capped for the queue
+                    if code != OK:
+                        if not now.flags.writeable:
+                            now = now.copy()
+                        now[i] = code
+                        continue
                     placed = (i, binding, float(scores[best]))
                     break
         if placed is None:
@@ -437,12 +452,24 @@ def _schedule(snapshot: Snapshot, pending: Sequence[PendingJob], limit: int | No
             continue
         i, binding, score = placed
         site = snapshot.sites[i]
+        model = masks.gpu.model_of_binding(i, binding) if binding else ""
         decisions.append(Decision(job_id=job.id, site=site.name, score=round(score, 4),
                                   reasons=_why(job, req, site, locality[i], prefer[i], masks, i, eligible, binding),
-                                  candidates=eligible, binding=binding,
+                                  candidates=eligible, binding=binding, gpu_model=model,
                                   site_codes=_site_codes(masks, job, req, now, topology, ok)))
         masks.took(i, job, binding)
+        ledger.charge(job.queue, demand(job, model))
     return ScheduleResult(decisions=tuple(decisions), unplaced=tuple(unplaced), deferred=deferred)
+
+
+def _totals(masks: _Masks) -> dict[str, float]:
+    """The federation's capacity by resource dimension, the denominators of dominant shares."""
+    g = masks.gpu
+    out = {"cpus": float(masks.cap_cpu.sum()), "memory": float(masks.cap_mem.sum()),
+           "gpus": float(masks.gpu_total.sum())}
+    per_model = g.capacity[0].sum(axis=0)
+    out.update({f"gpu:{name}": float(per_model[m]) for name, m in g.models.items() if name})
+    return out
 
 
 def _parts(masks: _Masks, job: PendingJob, req: GpuRequest | None, now: np.ndarray,
@@ -459,11 +486,12 @@ def _parts(masks: _Masks, job: PendingJob, req: GpuRequest | None, now: np.ndarr
     return parts
 
 
-def _deferred(masks: _Masks, job: PendingJob) -> Callable[[], tuple[str, bytes]]:
-    """(summary, reasons) of a job behind the cycle's placement limit: its static codes, DEFERRED elsewhere."""
+def _held(masks: _Masks, job: PendingJob, code: int, summary: str = "") -> Callable[[], tuple[str, bytes]]:
+    """(summary, reasons) of a job not tried at the sites (DEFERRED, QUEUE_LIMIT): its static codes,
+    `code` wherever nothing static excludes it."""
     def parts() -> tuple[str, bytes]:
-        reasons = masks.reasons(job, gpu_request(job), np.full(masks.n, DEFERRED, dtype=np.uint8))
-        return summarize(reasons), reasons.tobytes()
+        reasons = masks.reasons(job, gpu_request(job), np.full(masks.n, code, dtype=np.uint8))
+        return summary or summarize(reasons), reasons.tobytes()
     return parts
 
 

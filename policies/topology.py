@@ -329,6 +329,12 @@ class GpuState:
             tight = table[sel, ms[0], k] if ms.size == 1 else table[sel][:, ms, k].min(axis=1)
         return np.where(tight < NONE, 1.0 - (tight - k) / HIST, 0.0)
 
+    def model_of_binding(self, s: int, binding: Binding) -> str:
+        """The GPU model a binding at site s holds (a binding never mixes models)."""
+        site = self.sites[s]
+        k = site.names.get(binding[0].node) if binding else None
+        return "" if k is None else site.nodes[k].model
+
     def total(self, s: int) -> int:
         site = self.sites[s]
         return site.end - site.start

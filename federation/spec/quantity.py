@@ -1,4 +1,4 @@
-"""Kubernetes-style quantities: `4Gi`, `512Mi`, `2G`, `1500000` (bytes)."""
+"""Kubernetes-style quantities: `4Gi`, `512Mi`, `2G`, `1500000` (bytes); durations: `90s`, `12h`, `7d`."""
 from __future__ import annotations
 
 import re
@@ -30,3 +30,22 @@ def format_bytes(n: int | float) -> str:
         if n >= size:
             return f"{n / size:.4g}{unit}"
     return str(int(n))
+
+
+_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(s|m|h|d|w|)\s*$")
+_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number or a duration string such as 90s, 30m, 12h, 7d, 2w."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 12h, not a boolean")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError("duration must not be negative")
+        return float(value)
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if m:
+            return float(m.group(1)) * _SECONDS[m.group(2)]
+    raise ValueError(f"{value!r} is not a duration; use seconds or a value such as 90s, 30m, 12h, 7d")

@@ -5,6 +5,7 @@ from abc import ABC, abstractmethod
 from typing import Iterable
 
 from federation.jobs import Attempt, AttemptState, Explanation, Job, JobState
+from federation.queues import UsageRecord
 from federation.sites import Capacity, SiteRecord, SiteState
 from policies.topology import Binding, Inventory
 
@@ -29,7 +30,7 @@ class Store(ABC):
 
     @abstractmethod
     def place_job(self, job_id: str, site: str, explanation: Explanation, now: float,
-                  binding: Binding = ()) -> Attempt | None:
+                  binding: Binding = (), gpu_model: str = "") -> Attempt | None:
         """PENDING -> PLACED with a new attempt holding `binding`, atomically; None if no longer pending."""
 
     @abstractmethod
@@ -42,6 +43,10 @@ class Store(ABC):
     def apply_attempt_status(self, job_id: str, number: int, state: AttemptState, message: str,
                              now: float) -> Job | None:
         """Record what a site saw; derives the job's state. Idempotent; None if nothing changed."""
+
+    @abstractmethod
+    def usage_records(self, since: float = 0.0) -> list[UsageRecord]:
+        """Attempts that ran (started) and were still running at or after `since`, oldest first."""
 
     @abstractmethod
     def live_attempts(self, site: str | None = None) -> list[tuple[Attempt, Job]]:

@@ -13,6 +13,12 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from federation.errors import Conflict, NotFound
+from federation.gpus import (
+    binding_from_json,
+    binding_to_json,
+    inventory_from_json,
+    inventory_to_json,
+)
 from federation.jobs import (
     Attempt,
     AttemptState,
@@ -22,11 +28,11 @@ from federation.jobs import (
     check_attempt,
     job_state_after,
 )
-from federation.gpus import binding_from_json, binding_to_json, inventory_from_json, inventory_to_json
+from federation.queues import UsageRecord
 from federation.sites import Capacity, DatasetRecord, SiteRecord, SiteState
-from policies.topology import Binding, Inventory
 from federation.spec import JobSpec
 from federation.store.base import MAX_LOG_BYTES_PER_ATTEMPT, Store
+from policies.topology import Binding, Inventory
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -79,7 +85,8 @@ CREATE TABLE IF NOT EXISTS sites (
 );
 """
 # Columns added after the first release; a store written before them gains them on open.
-_ADDED = {"attempts": ("binding", "TEXT NOT NULL DEFAULT ''"), "sites": ("inventory", "TEXT NOT NULL DEFAULT ''")}
+_ADDED = (("attempts", "binding", "TEXT NOT NULL DEFAULT ''"), ("sites", "inventory", "TEXT NOT NULL DEFAULT ''"),
+          ("jobs", "queue", "TEXT NOT NULL DEFAULT 'default'"), ("attempts", "gpu_model", "TEXT NOT NULL DEFAULT ''"))
 
 _LIVE = (AttemptState.ASSIGNED.value, AttemptState.RUNNING.value)
 
@@ -96,7 +103,7 @@ class SQLiteStore(Store):
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
-        for table, (column, decl) in _ADDED.items():
+        for table, column, decl in _ADDED:
             if column not in {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})")}:
                 self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
@@ -121,10 +128,10 @@ class SQLiteStore(Store):
         with self._tx() as db:
             try:
                 db.execute(
-                    "INSERT INTO jobs (id, tenant, spec, state, site, message, created_at, updated_at, vetoed_by)"
-                    " VALUES (?,?,?,?,?,?,?,?,?)",
+                    "INSERT INTO jobs (id, tenant, spec, state, site, message, created_at, updated_at, vetoed_by, queue)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?)",
                     (job.id, job.tenant, job.spec.model_dump_json(), job.state.value, job.site, job.message,
-                     job.created_at, job.updated_at, json.dumps(sorted(job.vetoed_by))))
+                     job.created_at, job.updated_at, json.dumps(sorted(job.vetoed_by)), job.queue))
             except sqlite3.IntegrityError:
                 raise Conflict(f"job {job.id} already exists") from None
 
@@ -178,7 +185,8 @@ class SQLiteStore(Store):
         return Job(
             id=row["id"], spec=JobSpec.model_validate_json(row["spec"]), state=JobState(row["state"]),
             site=row["site"], message=row["message"], created_at=row["created_at"], updated_at=row["updated_at"],
-            attempts=tuple(attempts), vetoed_by=frozenset(json.loads(row["vetoed_by"])), explanation=explanation)
+            attempts=tuple(attempts), vetoed_by=frozenset(json.loads(row["vetoed_by"])), explanation=explanation,
+            queue=row["queue"])
 
     def _load(self, db: sqlite3.Connection, job_id: str) -> Job:
         row = db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
@@ -193,17 +201,18 @@ class SQLiteStore(Store):
              _explanation_json(job.explanation), job.id))
 
     def place_job(self, job_id: str, site: str, explanation: Explanation, now: float,
-                  binding: Binding = ()) -> Attempt | None:
+                  binding: Binding = (), gpu_model: str = "") -> Attempt | None:
         with self._tx() as db:
             job = self._load(db, job_id)
             if job.state is not JobState.PENDING:
                 return None
             attempt = Attempt(job_id=job_id, number=len(job.attempts) + 1, site=site, created_at=now,
-                              binding=binding)
+                              binding=binding, gpu_model=gpu_model)
             self._save(db, job.with_state(JobState.PLACED, site=site, message=f"placed on {site}",
                                           updated_at=now, explanation=explanation))
-            db.execute("INSERT INTO attempts (job_id, number, site, state, created_at, binding) VALUES (?,?,?,?,?,?)",
-                       (job_id, attempt.number, site, attempt.state.value, now, binding_to_json(binding)))
+            db.execute("INSERT INTO attempts (job_id, number, site, state, created_at, binding, gpu_model)"
+                       " VALUES (?,?,?,?,?,?,?)",
+                       (job_id, attempt.number, site, attempt.state.value, now, binding_to_json(binding), gpu_model))
             return attempt
 
     def explain_job(self, job_id: str, explanation: Explanation) -> None:
@@ -245,6 +254,22 @@ class SQLiteStore(Store):
                                      message=_job_message(state, attempt.site, message))
                 self._save(db, job)
             return self._load(db, job_id)
+
+    def usage_records(self, since: float = 0.0) -> list[UsageRecord]:
+        rows = self._read(
+            "SELECT a.job_id, a.number, a.site, a.gpu_model, a.started_at, a.ended_at, j.tenant, j.queue,"
+            " json_extract(j.spec, '$.spec.resources.cpus') AS cpus,"
+            " json_extract(j.spec, '$.spec.resources.memory') AS memory,"
+            " json_extract(j.spec, '$.spec.resources.gpus') AS gpus"
+            " FROM attempts a JOIN jobs j ON j.id = a.job_id"
+            " WHERE a.started_at > 0 AND (a.ended_at = 0 OR a.ended_at >= ?) ORDER BY a.started_at", (since,))
+        return [UsageRecord(r["job_id"], r["number"], r["tenant"], r["queue"], r["site"], r["gpu_model"],
+                            float(r["cpus"] or 0), float(r["memory"] or 0), float(r["gpus"] or 0),
+                            r["started_at"], r["ended_at"]) for r in rows]
+
+    def _read(self, sql: str, args: tuple) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
 
     def live_attempts(self, site: str | None = None) -> list[tuple[Attempt, Job]]:
         sql = f"SELECT * FROM attempts WHERE state IN ({','.join('?' * len(_LIVE))})"
@@ -338,7 +363,7 @@ class SQLiteStore(Store):
 def _attempt(r: sqlite3.Row) -> Attempt:
     return Attempt(job_id=r["job_id"], number=r["number"], site=r["site"], state=AttemptState(r["state"]),
                    message=r["message"], created_at=r["created_at"], started_at=r["started_at"],
-                   ended_at=r["ended_at"], binding=binding_from_json(r["binding"]))
+                   ended_at=r["ended_at"], binding=binding_from_json(r["binding"]), gpu_model=r["gpu_model"])
 
 
 def _site(r: sqlite3.Row) -> SiteRecord:

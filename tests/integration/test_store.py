@@ -170,3 +170,42 @@ def test_reopening_the_file_keeps_everything(tmp_path):
     assert job.state is JobState.PLACED and job.attempts[0].site == "a"
     assert s._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     s.close()
+
+
+def test_usage_records_are_attempts_that_ran_with_their_job_queue_and_resources(store):
+    job = Job(id="j-1", spec=make_spec(resources={"cpus": 2, "memory": "1Gi", "gpus": 1}), created_at=1.0,
+              updated_at=1.0, queue="oncology")
+    store.add_job(job)
+    store.place_job("j-1", "a", EXPL, 2.0, gpu_model="H100")
+    assert store.usage_records() == [], "an attempt that never started used nothing"
+    store.apply_attempt_status("j-1", 1, AttemptState.RUNNING, "", 10.0)
+    (r,) = store.usage_records()
+    assert (r.tenant, r.queue, r.site, r.gpu_model, r.cpus, r.memory, r.gpus, r.started_at, r.ended_at) == (
+        "default", "oncology", "a", "H100", 2.0, float(2**30), 1.0, 10.0, 0.0)
+    store.apply_attempt_status("j-1", 1, AttemptState.SUCCEEDED, "", 30.0)
+    assert store.usage_records(since=30.0)[0].ended_at == 30.0
+    assert store.usage_records(since=31.0) == [], "ended before the window"
+    assert store.get_job("j-1").queue == "oncology" and store.get_job("j-1").attempts[0].gpu_model == "H100"
+
+
+def test_a_store_written_before_queues_gains_the_columns(tmp_path):
+    import sqlite3
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE jobs (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, spec TEXT NOT NULL, state TEXT NOT NULL,
+            site TEXT NOT NULL DEFAULT '', message TEXT NOT NULL DEFAULT '', created_at REAL NOT NULL,
+            updated_at REAL NOT NULL, vetoed_by TEXT NOT NULL DEFAULT '[]', explanation TEXT);
+        CREATE TABLE attempts (job_id TEXT NOT NULL, number INTEGER NOT NULL, site TEXT NOT NULL,
+            state TEXT NOT NULL, message TEXT NOT NULL DEFAULT '', created_at REAL NOT NULL,
+            started_at REAL NOT NULL DEFAULT 0, ended_at REAL NOT NULL DEFAULT 0, PRIMARY KEY (job_id, number));
+    """)
+    db.execute("INSERT INTO jobs (id, tenant, spec, state, created_at, updated_at) VALUES (?,?,?,?,?,?)",
+               ("j-old", "t", make_spec().model_dump_json(), "pending", 1.0, 1.0))
+    db.commit()
+    db.close()
+    s = SQLiteStore(path)
+    assert s.get_job("j-old").queue == "default"
+    s.place_job("j-old", "a", EXPL, 2.0, gpu_model="L4")
+    assert s.get_job("j-old").attempts[0].gpu_model == "L4"
+    s.close()

@@ -1,0 +1,149 @@
+"""The policy's queues as the scheduler sees them, which queue a job is charged to, and usage.
+
+Usage is resource-seconds of attempts that ran: by tenant, queue, site and GPU model for
+`fedctl usage`, and decayed over the policy's half-life for fair share.
+"""
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+from federation.errors import InvalidSpec
+from federation.spec.models import PolicyConfig, QueueSpec
+from policies.fairshare import DEFAULT, Queue, Queues, Usage
+
+GROUPS = ("tenant", "queue", "site", "gpu_model")
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    """One attempt that ran: what it held, where, for whom, and when."""
+
+    job_id: str
+    attempt: int
+    tenant: str
+    queue: str
+    site: str
+    gpu_model: str
+    cpus: float
+    memory: float
+    gpus: float
+    started_at: float
+    ended_at: float            # 0: still running
+
+    def amounts(self) -> dict[str, float]:
+        out = {"cpus": self.cpus, "memory": self.memory, "gpus": self.gpus}
+        if self.gpu_model and self.gpus:
+            out[f"gpu:{self.gpu_model}"] = self.gpus
+        return out
+
+
+def queue_tree(policy: PolicyConfig) -> tuple[Queue, ...]:
+    """Parents before children; a policy without queues has one, `default`, for every tenant."""
+    out: list[Queue] = []
+
+    def walk(q: QueueSpec, parent: str | None) -> None:
+        out.append(Queue(q.name, parent, q.deserved.amounts(), q.over_quota_weight, q.limit.amounts()))
+        for child in q.queues:
+            walk(child, q.name)
+
+    for q in policy.spec.queues:
+        walk(q, None)
+    return tuple(out) or (Queue(DEFAULT),)
+
+
+def leaves(policy: PolicyConfig) -> dict[str, QueueSpec]:
+    out: dict[str, QueueSpec] = {}
+    stack = list(policy.spec.queues)
+    while stack:
+        q = stack.pop()
+        if q.queues:
+            stack.extend(q.queues)
+        else:
+            out[q.name] = q
+    return out
+
+
+def resolve(policy: PolicyConfig, tenant: str, requested: str | None) -> str:
+    """The leaf queue a job of `tenant` is charged to; InvalidSpec naming `spec.queue` if none."""
+    if not policy.spec.queues:
+        if requested not in (None, DEFAULT):
+            raise InvalidSpec(f"spec.queue: unknown queue '{requested}'; the policy defines no queues "
+                              f"(every job goes to '{DEFAULT}')")
+        return DEFAULT
+    known = leaves(policy)
+    if requested is not None:
+        if requested in known:
+            return requested
+        hint = difflib.get_close_matches(requested, list(known), n=1)
+        groups = {q.name for q in _all(policy)} - set(known)
+        why = " is a group of queues, not a queue jobs go to" if requested in groups else " is not a queue"
+        raise InvalidSpec(f"spec.queue: '{requested}'{why}"
+                          + (f" (did you mean '{hint[0]}'?)" if hint else f"; queues: {', '.join(sorted(known))}"))
+    for q in known.values():
+        if tenant in q.tenants:
+            return q.name
+    if tenant in known:
+        return tenant
+    if DEFAULT in known:
+        return DEFAULT
+    raise InvalidSpec(f"spec.queue: tenant '{tenant}' has no queue in the policy and there is no '{DEFAULT}' "
+                      f"queue; name one of {', '.join(sorted(known))}")
+
+
+def _all(policy: PolicyConfig) -> Iterable[QueueSpec]:
+    stack = list(policy.spec.queues)
+    while stack:
+        q = stack.pop()
+        yield q
+        stack.extend(q.queues)
+
+
+def decayed(start: float, end: float, now: float, half_life: float) -> float:
+    """Seconds of [start, end] weighted by 2^-(age / half_life): the integral, in closed form."""
+    if end <= start:
+        return 0.0
+    k = math.log(2) / half_life
+    return (math.exp(-k * (now - end)) - math.exp(-k * (now - start))) / k
+
+
+def fair_share_usage(records: Iterable[UsageRecord], running: Mapping[str, Mapping[str, float]], now: float,
+                     half_life: float) -> dict[str, Usage]:
+    """Per queue: what its live attempts hold now, and its decayed mean use (decayed resource-seconds
+    over the decayed length of all time, half_life / ln 2)."""
+    window = half_life / math.log(2)
+    history: dict[str, dict[str, float]] = {}
+    for r in records:
+        weight = decayed(r.started_at, r.ended_at or now, now, half_life) / window
+        if weight <= 0:
+            continue
+        into = history.setdefault(r.queue, {})
+        for d, v in r.amounts().items():
+            into[d] = into.get(d, 0.0) + v * weight
+    return {q: Usage(running=dict(running.get(q, {})), history=history.get(q, {}))
+            for q in set(history) | set(running)}
+
+
+def queues_of(policy: PolicyConfig, usage: Mapping[str, Usage]) -> Queues:
+    return Queues(queue_tree(policy), usage, policy.spec.fair_share.history_weight)
+
+
+def report(records: Iterable[UsageRecord], by: tuple[str, ...], since: float, until: float) -> list[dict]:
+    """Resource-seconds within [since, until], grouped by the `by` fields, largest GPU use first."""
+    rows: dict[tuple, dict] = {}
+    for r in records:
+        start, end = max(r.started_at, since), min(r.ended_at or until, until)
+        if end <= start:
+            continue
+        seconds = end - start
+        key = tuple(getattr(r, f) for f in by)
+        row = rows.setdefault(key, {**dict(zip(by, key)), "attempts": 0, "cpu_seconds": 0.0,
+                                    "memory_gib_seconds": 0.0, "gpu_seconds": 0.0})
+        row["attempts"] += 1
+        row["cpu_seconds"] += r.cpus * seconds
+        row["memory_gib_seconds"] += r.memory / 2**30 * seconds
+        row["gpu_seconds"] += r.gpus * seconds
+    return sorted(rows.values(), key=lambda row: (-row["gpu_seconds"], -row["cpu_seconds"],
+                                                  tuple(str(row[f]) for f in by)))
