@@ -8,14 +8,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from federation.client import Client, Job, JobStatus, Placement, SiteInfo
+    from federation.client import Client, Job, JobArray, JobStatus, Placement, SiteInfo
     from federation.spec import JobSpec
 
-__all__ = ["Client", "Job", "JobStatus", "Placement", "SiteInfo", "JobSpec"]
+__all__ = ["Client", "Job", "JobArray", "JobStatus", "Placement", "SiteInfo", "JobSpec"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("Client", "Job", "JobStatus", "Placement", "SiteInfo"):
+    if name in ("Client", "Job", "JobArray", "JobStatus", "Placement", "SiteInfo"):
         from federation import client
         return getattr(client, name)
     if name == "JobSpec":

@@ -53,16 +53,56 @@ class JobStatus:
     created_at: float
     updated_at: float
     attempts: tuple[AttemptInfo, ...] = ()
+    queue: str = ""
+    array_id: str = ""          # set on an element of a job array
+    array_index: int = 0
 
     @property
     def terminal(self) -> bool:
         return self.state in ("succeeded", "failed", "cancelled")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name, "tenant": self.tenant, "state": self.state,
-                "site": self.site or None, "message": self.message, "created_at": self.created_at,
-                "updated_at": self.updated_at,
-                "attempts": [a.to_dict() for a in self.attempts]}
+        out = {"id": self.id, "name": self.name, "tenant": self.tenant, "state": self.state, "queue": self.queue,
+               "site": self.site or None, "message": self.message, "created_at": self.created_at,
+               "updated_at": self.updated_at,
+               "attempts": [a.to_dict() for a in self.attempts]}
+        if self.array_id:
+            out.update(array_id=self.array_id, array_index=self.array_index)
+        return out
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    """A pending job's place in the scheduling order, and what puts it there."""
+
+    position: int
+    job: JobStatus
+    priority: str
+    tier: int        # its queue's tier: 0 below its deserved share, 1 over it, 2 over without weight; -1 held
+    share: float     # tier 0: use / deserved; else share of the federation / over-quota weight
+    held: str        # what holds it back beyond capacity, if anything
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"position": self.position, "id": self.job.id, "name": self.job.name, "tenant": self.job.tenant,
+                "queue": self.job.queue, "priority": self.priority, "tier": self.tier, "share": self.share,
+                "held": self.held or None, "submitted_at": self.job.created_at}
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    name: str
+    parent: str
+    deserved: dict[str, float]
+    limit: dict[str, float]
+    over_quota_weight: float
+    running: dict[str, float]
+    history: dict[str, float]
+    tier: int
+    share: float
+    pending: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
 
 
 @dataclass(frozen=True)
@@ -110,6 +150,7 @@ def _status(job: pb.Job) -> JobStatus:
     return JobStatus(
         id=job.id, name=job.spec.name, tenant=job.spec.tenant, state=wire.JOB_STATE_FROM_PB[job.state].value,
         site=job.site, message=job.message, created_at=job.created_at, updated_at=job.updated_at,
+        queue=job.queue, array_id=job.array_id, array_index=job.array_index,
         attempts=tuple(AttemptInfo(a.number, a.site, wire.ATTEMPT_STATE_FROM_PB[a.state].value, a.message,
                                    a.submission_id,
                                    tuple({"node": b.node, "gpus": list(b.gpus), "milli": b.milli} for b in a.binding))
@@ -180,6 +221,35 @@ class Job:
         return self._client.explain(self.id)
 
 
+class JobArray:
+    """A handle on the elements of a job array, in index order."""
+
+    def __init__(self, client: "Client", array_id: str, jobs: list[Job]) -> None:
+        self._client = client
+        self.id = array_id
+        self.jobs = jobs
+
+    def __repr__(self) -> str:
+        return f"JobArray({self.id!r}, {len(self.jobs)} elements)"
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def __iter__(self) -> Iterator[Job]:
+        return iter(self.jobs)
+
+    def statuses(self) -> list[JobStatus]:
+        return [j.status() for j in self.jobs]
+
+    def wait(self, timeout: float | None = None) -> list[JobStatus]:
+        """Block until every element ends. Raises federation.errors.Timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return [j.wait(None if deadline is None else max(0.0, deadline - time.monotonic())) for j in self.jobs]
+
+    def cancel(self) -> list[JobStatus]:
+        return [j.cancel() for j in self.jobs if not j.status().terminal]
+
+
 class Client:
     def __init__(self, address: str = DEFAULT_ADDRESS, *, ca: str | Path | None = None,
                  cert: str | Path | None = None, key: str | Path | None = None, insecure: bool = False,
@@ -234,7 +304,8 @@ class Client:
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 2.0)
 
-    def submit(self, spec: str | Path | dict | JobSpec) -> Job:
+    def submit(self, spec: str | Path | dict | JobSpec) -> Job | JobArray:
+        """A Job, or for a spec with `array:` a JobArray of its elements."""
         if isinstance(spec, (str, Path)):
             spec = load_job(spec)
         elif isinstance(spec, dict):
@@ -242,8 +313,28 @@ class Client:
         elif not isinstance(spec, JobSpec):
             raise InvalidSpec(f"submit: expected a path, dict or JobSpec, got {type(spec).__name__}")
         response = self._call(self._stub.SubmitJob, pb.SubmitJobRequest(spec=wire.spec_to_pb(spec)), retry=False)
+        if response.elements:
+            statuses = [_status(e) for e in response.elements]
+            return JobArray(self, response.job.array_id, [Job(self, s.id, s) for s in statuses])
         status = _status(response.job)
         return Job(self, status.id, status)
+
+    def queue(self, queue: str | None = None, tenant: str | None = None,
+              limit: int = 1000) -> tuple[list[QueueEntry], list[QueueInfo]]:
+        """Pending jobs in scheduling order with their fair-share factors, and each queue's standing."""
+        r = self._call(self._stub.ListQueue, pb.ListQueueRequest(queue=queue or "", tenant=tenant or "", limit=limit))
+        entries = [QueueEntry(e.position, _status(e.job), e.job.spec.priority or "normal", e.tier, e.share, e.held)
+                   for e in r.entries]
+        queues = [QueueInfo(q.name, q.parent, dict(q.deserved), dict(q.limit), q.over_quota_weight, dict(q.running),
+                            dict(q.history), q.tier, q.share, q.pending) for q in r.queues]
+        return entries, queues
+
+    def usage(self, group_by: Iterable[str] = ("tenant",), since: float = 0.0, until: float = 0.0) -> list[dict]:
+        """Resource-seconds of attempts that ran within [since, until] (0: from the start / now), grouped."""
+        r = self._call(self._stub.GetUsage, pb.GetUsageRequest(group_by=list(group_by), since=since, until=until))
+        fields = list(group_by) or ["tenant"]
+        return [{**{f: getattr(row, f) for f in fields}, "attempts": row.attempts, "cpu_seconds": row.cpu_seconds,
+                 "memory_gib_seconds": row.memory_gib_seconds, "gpu_seconds": row.gpu_seconds} for row in r.rows]
 
     def job(self, job_id: str) -> Job:
         return Job(self, job_id, self.get(job_id))

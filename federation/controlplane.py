@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import difflib
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import policies
+import policies.holds
+import policies.placement
 from federation import queues
 from federation.changes import Changes
 from federation.errors import (
@@ -32,8 +35,10 @@ from federation.jobs import (
 )
 from federation.sites import Capacity, SiteRecord, SiteState
 from federation.spec import JobSpec, PolicyConfig
+from federation.spec.array import parse_array
 from federation.store import Store
 from policies import fairshare
+from policies.holds import Hold
 from policies.topology import Inventory, synthesized
 
 PRIORITY = {"low": -1, "normal": 0, "high": 1}
@@ -53,6 +58,23 @@ def rules_from_policy(policy: PolicyConfig) -> policies.Rules:
 
 
 @dataclass(frozen=True)
+class QueuedJob:
+    job: Job
+    tier: int            # its queue's fair-share tier when its turn comes; -1: held back
+    share: float
+    held: str            # what holds it back beyond capacity, if anything
+
+
+@dataclass(frozen=True)
+class QueueState:
+    queue: fairshare.Queue
+    factors: fairshare.Factors
+    running: dict
+    history: dict
+    pending: int
+
+
+@dataclass(frozen=True)
 class LogChunk:
     job_id: str
     number: int
@@ -66,6 +88,22 @@ class AttemptReport:
     number: int
     state: AttemptState
     message: str = ""
+
+
+def _waiting(job: Job) -> "policies.holds.Waiting":
+    body = job.spec.spec
+    return policies.holds.Waiting(
+        id=job.id, tenant=job.tenant, name=job.spec.metadata.name, submitted_at=job.created_at,
+        after=tuple(body.dependencies.all()), singleton=body.singleton, array_id=job.array_id,
+        array_index=job.array_index, throttle=parse_array(body.array).throttle if job.array_id and body.array else None)
+
+
+def _element(spec: JobSpec, array_id: str, index: int, count: int) -> JobSpec:
+    """An array element's spec: the array's, with its index in the environment."""
+    env = dict(spec.spec.runtime_env)
+    env["env_vars"] = {**env.get("env_vars", {}), "FEDCTL_ARRAY_ID": array_id, "FEDCTL_ARRAY_INDEX": str(index),
+                       "FEDCTL_ARRAY_COUNT": str(count)}
+    return spec.model_copy(update={"spec": spec.spec.model_copy(update={"runtime_env": env})})
 
 
 def gpu_inventory(site: SiteRecord) -> Inventory:
@@ -88,18 +126,38 @@ class ControlPlane:
 
     # ------------------------------------------------------------ users
 
-    def submit(self, spec: JobSpec) -> Job:
+    def submit(self, spec: JobSpec) -> list[Job]:
+        """The job, or every element of a job array, stored together or not at all."""
         queue = queues.resolve(self.policy, spec.metadata.tenant, spec.spec.queue)
         self._check_queue_limits(spec, queue)
+        self._check_dependencies(spec)
         sites = self.store.list_sites()
         self._check_datasets(spec, sites)
         self._check_satisfiable(spec, sites)
         now = self.clock()
-        job = Job(id=new_job_id(), spec=spec, created_at=now, updated_at=now, message="waiting for placement",
-                  queue=queue)
-        self.store.add_job(job)
+        job_id = new_job_id()
+        if spec.spec.array is None:
+            jobs = [Job(id=job_id, spec=spec, created_at=now, updated_at=now, message="waiting for placement",
+                        queue=queue)]
+        else:
+            indices = parse_array(spec.spec.array).indices
+            jobs = [Job(id=f"{job_id}-{i}", spec=_element(spec, job_id, i, len(indices)), created_at=now,
+                        updated_at=now, message="waiting for placement", queue=queue, array_id=job_id, array_index=i)
+                    for i in indices]
+        self.store.add_jobs(jobs)
         self.changes.bump()
-        return job
+        return jobs
+
+    def _check_dependencies(self, spec: JobSpec) -> None:
+        after = spec.spec.dependencies.all()
+        if not after:
+            return
+        states = self.store.dependency_states(ref for _, ref in after)
+        deps = spec.spec.dependencies
+        for kind in ("after_ok", "after_any", "after_not_ok"):
+            for i, ref in enumerate(getattr(deps, kind)):
+                if not states[ref]:
+                    raise NotFound(f"spec.dependencies.{kind}[{i}]: no job or array '{ref}'")
 
     def _check_datasets(self, spec: JobSpec, sites: list[SiteRecord]) -> None:
         catalog = self.catalog(sites)
@@ -242,8 +300,8 @@ class ControlPlane:
             usage[attempt.site] = (held + Capacity(r.cpus, r.memory, r.gpus), n + 1)
         return usage
 
-    def snapshot(self, now: float) -> policies.Snapshot:
-        live = self.store.live_attempts()
+    def snapshot(self, now: float, live: list[tuple[Attempt, Job]] | None = None) -> policies.Snapshot:
+        live = self.store.live_attempts() if live is None else live
         usage = self.usage(live)
         records = self.store.list_sites()
         gpus = policies.GpuState([gpu_inventory(s) for s in records])
@@ -290,6 +348,69 @@ class ControlPlane:
             prefer=tuple(body.placement.prefer), priority=PRIORITY[body.priority],
             submitted_at=submitted_at, vetoed_by=vetoed_by, gpu=request_of(body), queue=queue)
 
+    def holds(self, pending: list[Job], live: list[tuple[Attempt, Job]]) -> dict[str, Hold]:
+        """Per pending job held back by a dependency, a singleton or its array's limit, why."""
+        waiting = [_waiting(j) for j in pending
+                   if j.spec.spec.dependencies.all() or j.spec.spec.singleton or j.array_id]
+        if not waiting:
+            return {}
+        refs = {ref for w in waiting for _, ref in w.after}
+        states = self.store.dependency_states(refs) if refs else {}
+        active_names = Counter((j.tenant, j.spec.metadata.name) for _, j in live)
+        active_arrays = Counter(j.array_id for _, j in live if j.array_id)
+        return policies.holds.holds(waiting, states, active_names, active_arrays)
+
+    def _hold(self, pending: list[Job], live: list[tuple[Attempt, Job]], now: float) -> set[str]:
+        """Explain (or, if it can never start, cancel) each held job; their ids."""
+        found = self.holds(pending, live)
+        if not found:
+            return set()
+        by_id = {j.id: j for j in pending}
+        sites = [s.name for s in self.store.list_sites()]
+        for job_id, hold in found.items():
+            if hold.never:
+                self.store.cancel_job(job_id, now, message=f"cancelled: {hold.detail}")
+                self.changes.bump()
+                continue
+            summary = f"held: {hold.detail}"
+            old = by_id[job_id].explanation
+            if old is None or old.summary != summary:
+                verdicts = tuple((s, False, hold.reason.slug, hold.detail) for s in sites)
+                self.store.explain_job(job_id, Explanation(summary, now, verdicts))
+        return set(found)
+
+    def queue_view(self) -> tuple[list[QueuedJob], list[QueueState]]:
+        """Pending jobs in the order the next cycle considers them if each were placed in turn,
+        then those held back; and each queue's standing."""
+        now = self.clock()
+        pending = self.store.pending_jobs()
+        live = self.store.live_attempts()
+        held = self.holds(pending, live)
+        snapshot = self.snapshot(now, live)
+        leaves = {q.name for q in snapshot.queues.queues}
+        views = [self.pending_view(j) for j in pending if j.id not in held and j.queue in leaves]
+        total = policies.placement.totals(snapshot)
+        standing = fairshare.Ledger(snapshot.queues, total, views)
+        counts = Counter(v.queue for v in views)
+        states = [QueueState(q, standing.factors(q.name), standing.nodes[q.name].running,
+                             standing.nodes[q.name].history, counts[q.name]) for q in snapshot.queues.queues]
+        by_id = {j.id: j for j in pending}
+        ledger = fairshare.Ledger(snapshot.queues, total, views)
+        out = []
+        for view in ledger:
+            factors = ledger.factors(view.queue)
+            blocked = ledger.admits(view.queue, fairshare.demand(view))
+            out.append(QueuedJob(by_id[view.id], factors.tier, factors.ratio, blocked))
+            if not blocked:
+                ledger.charge(view.queue, fairshare.demand(view))
+        out += [QueuedJob(by_id[i], -1, 0.0, h.detail) for i, h in held.items()]
+        out += [QueuedJob(j, -1, 0.0, f"its queue '{j.queue}' is no longer in the policy")
+                for j in pending if j.id not in held and j.queue not in leaves]
+        return out, states
+
+    def usage_report(self, by: tuple[str, ...], since: float, until: float) -> list[dict]:
+        return queues.report(self.store.usage_records(since), by, since, until or self.clock())
+
     def _requeue(self, job: Job, now: float) -> str | None:
         """The queue of a job whose queue left the policy, or None (and the job says why) if it has none."""
         try:
@@ -307,13 +428,17 @@ class ControlPlane:
         if not pending:
             return policies.ScheduleResult((), ())
         by_id = {j.id: j for j in pending}
+        live = self.store.live_attempts()
+        held = self._hold(pending, live, now)
         leaves = {q.name for q in queues.queue_tree(self.policy)}
         views = {}
         for j in pending:
+            if j.id in held:
+                continue
             queue = j.queue if j.queue in leaves else self._requeue(j, now)
             if queue:
                 views[j.id] = self.pending_view(j, queue)
-        snapshot = self.snapshot(now)
+        snapshot = self.snapshot(now, live)
         result = policies.schedule(snapshot, list(views.values()), now, self.max_placements)
         placed = False
         index = {s.name: i for i, s in enumerate(snapshot.sites)}

@@ -18,11 +18,21 @@ from pathlib import Path
 from federation.cli import render
 from federation.client import Client
 from federation.errors import ConfigError, Timeout
-from federation.local import kill_processes_mentioning, site_config, start_agent, stop_processes
+from federation.local import (
+    kill_processes_mentioning,
+    site_config,
+    start_agent,
+    stop_processes,
+)
 from federation.pki import init_pki
 from federation.server import start_server
 from federation.spec import load_job, load_site
-from federation.spec.models import FederationBody, FederationConfig, FederationMetadata, ServerTLS
+from federation.spec.models import (
+    FederationBody,
+    FederationConfig,
+    FederationMetadata,
+    ServerTLS,
+)
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 SITE_START_TIMEOUT_S = 120

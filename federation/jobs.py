@@ -152,6 +152,8 @@ class Job:
     vetoed_by: frozenset[str] = field(default_factory=frozenset)
     explanation: Explanation | None = None
     queue: str = "default"       # the fair-share queue it is charged to, resolved at submission
+    array_id: str = ""           # set on the elements of a job array
+    array_index: int = 0
 
     @property
     def tenant(self) -> str:

@@ -33,6 +33,9 @@ class Reason(IntEnum):
     FRAGMENTED = 16           # enough free GPUs now, but not in the wanted shape
     DEFERRED = 17             # not considered: the cycle's placement limit went to earlier jobs
     QUEUE_LIMIT = 18          # the job's queue (or a parent) would exceed its hard limit
+    DEPENDENCY = 19           # a job it depends on has not ended the way it needs
+    SINGLETON = 20            # another job of its name and tenant is active or older
+    ARRAY_LIMIT = 21          # its array already runs as many elements as it may
 
     @property
     def slug(self) -> str:
@@ -41,7 +44,8 @@ class Reason(IntEnum):
     @property
     def transient(self) -> bool:
         return self in (Reason.OFFLINE, Reason.NO_FREE_CAPACITY, Reason.CORDONED, Reason.DRAINING,
-                        Reason.FRAGMENTED, Reason.DEFERRED, Reason.QUEUE_LIMIT)
+                        Reason.FRAGMENTED, Reason.DEFERRED, Reason.QUEUE_LIMIT, Reason.DEPENDENCY,
+                        Reason.SINGLETON, Reason.ARRAY_LIMIT)
 
 
 @dataclass(frozen=True, slots=True)

@@ -383,7 +383,7 @@ def schedule(snapshot: Snapshot, pending: Sequence[PendingJob], now: float,
 
 def _schedule(snapshot: Snapshot, pending: Sequence[PendingJob], limit: int | None) -> ScheduleResult:
     masks = _Masks(snapshot)
-    ledger = Ledger(snapshot.queues or Queues(), _totals(masks), pending)
+    ledger = Ledger(snapshot.queues or Queues(), totals(snapshot, masks.gpu), pending)
     decisions: list[Decision] = []
     unplaced: list[Unplaced] = []
     # Capacity only shrinks within a cycle, so a job like one that did not fit does not fit either.
@@ -462,12 +462,12 @@ def _schedule(snapshot: Snapshot, pending: Sequence[PendingJob], limit: int | No
     return ScheduleResult(decisions=tuple(decisions), unplaced=tuple(unplaced), deferred=deferred)
 
 
-def _totals(masks: _Masks) -> dict[str, float]:
+def totals(snapshot: Snapshot, gpu: GpuState | None = None) -> dict[str, float]:
     """The federation's capacity by resource dimension, the denominators of dominant shares."""
-    g = masks.gpu
-    out = {"cpus": float(masks.cap_cpu.sum()), "memory": float(masks.cap_mem.sum()),
-           "gpus": float(masks.gpu_total.sum())}
+    g = gpu or gpu_state(snapshot)
     per_model = g.capacity[0].sum(axis=0)
+    out = {"cpus": float(sum(s.cpus for s in snapshot.sites)), "memory": float(sum(s.memory for s in snapshot.sites)),
+           "gpus": float(per_model.sum())}
     out.update({f"gpu:{name}": float(per_model[m]) for name, m in g.models.items() if name})
     return out
 

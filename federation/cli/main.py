@@ -34,20 +34,38 @@ def _json(args: argparse.Namespace) -> bool:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    from federation.client import JobArray
     from federation.spec import load_job
-    spec = load_job(args.file)  # validated here so a bad file never reaches the network
+    spec = _with_flags(load_job(args.file), args)  # validated here so a bad file never reaches the network
     with _client(args) as client:
         job = client.submit(spec)
-        status = job.status()
+        jobs = list(job) if isinstance(job, JobArray) else [job]
         if not _json(args):
-            print(job.id, flush=True)
+            print("\n".join(j.id for j in jobs), flush=True)
         if args.wait:
-            status = job.wait(timeout=args.timeout)
+            statuses = job.wait(timeout=args.timeout) if isinstance(job, JobArray) else [job.wait(args.timeout)]
             if not _json(args):
-                print(status.message or status.state)
+                for st in statuses:
+                    print(f"{st.id}: {st.message or st.state}" if len(statuses) > 1 else st.message or st.state)
+        else:
+            statuses = [j.status() for j in jobs]
         if _json(args):
-            render.emit_json(status.to_dict())
-        return 0 if not args.wait or status.state == "succeeded" else EXIT_JOB_DID_NOT_SUCCEED
+            render.emit_json({"array_id": job.id, "jobs": [st.to_dict() for st in statuses]}
+                             if isinstance(job, JobArray) else statuses[0].to_dict())
+        ok = all(st.state == "succeeded" for st in statuses)
+        return 0 if not args.wait or ok else EXIT_JOB_DID_NOT_SUCCEED
+
+
+def _with_flags(spec, args: argparse.Namespace):
+    """The spec with --queue and --after-* from the command line added (validated like the file)."""
+    from federation.spec import job_from_dict
+    data = spec.model_dump(mode="json", exclude_none=True)
+    if args.queue:
+        data["spec"]["queue"] = args.queue
+    deps = data["spec"].setdefault("dependencies", {})
+    for kind in ("after_ok", "after_any", "after_not_ok"):
+        deps[kind] = list(deps.get(kind, [])) + list(getattr(args, kind) or [])
+    return job_from_dict(data, source=f"{args.file} with command-line flags")
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
@@ -109,6 +127,81 @@ def cmd_explain(args: argparse.Namespace) -> int:
         render.table(["SITE", "VERDICT", "WHY"],
                      [[v.site, "ok" if v.eligible else v.reason_code, v.reason] for v in p.verdicts])
     return 0
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        entries, queues = client.queue(queue=args.queue, tenant=args.tenant, limit=args.limit)
+    if _json(args):
+        render.emit_json({"jobs": [e.to_dict() for e in entries], "queues": [q.to_dict() for q in queues]})
+        return 0
+    render.table(["QUEUE", "PARENT", "PENDING", "STANDING", "USE NOW", "DESERVED", "LIMIT", "WEIGHT"],
+                 [[q.name, q.parent or "-", q.pending, _standing(q.tier, q.share), _amounts(q.running),
+                   _amounts(q.deserved), _amounts(q.limit), f"{q.over_quota_weight:g}"] for q in queues])
+    print()
+    render.table(["POS", "ID", "NAME", "TENANT", "QUEUE", "PRIORITY", "STANDING", "AGE", "HELD"],
+                 [[e.position, e.job.id, e.job.name, e.job.tenant, e.job.queue, e.priority,
+                   _standing(e.tier, e.share), render.ago(e.job.created_at), e.held or "-"] for e in entries])
+    return 0
+
+
+def _standing(tier: int, share: float) -> str:
+    """A queue's fair-share position in words: how far into its deserved share, or past it."""
+    if tier < 0:
+        return "held"
+    if tier == 0:
+        return f"{share:.0%} of deserved"
+    return f"over ({share:.2f}/weight)" if tier == 1 else "over (no weight)"
+
+
+def _amounts(a: dict[str, float]) -> str:
+    from policies.fairshare import describe_dim
+    return ", ".join(describe_dim(d, v) for d, v in sorted(a.items()) if v) or "-"
+
+
+def cmd_usage(args: argparse.Namespace) -> int:
+    import csv
+    import time as clock
+    by = [f.strip() for f in args.by.split(",") if f.strip()]
+    now = clock.time()
+    since, until = _when(args.since, now) if args.since else 0.0, _when(args.until, now) if args.until else 0.0
+    with _client(args) as client:
+        rows = client.usage(group_by=by, since=since, until=until)
+    if args.csv:
+        out = sys.stdout if args.csv == "-" else open(args.csv, "w", newline="")
+        try:
+            writer = csv.DictWriter(out, fieldnames=[*by, "attempts", "cpu_seconds", "memory_gib_seconds",
+                                                     "gpu_seconds"])
+            writer.writeheader()
+            writer.writerows(rows)
+        finally:
+            if out is not sys.stdout:
+                out.close()
+        return 0
+    if _json(args):
+        render.emit_json({"since": since, "until": until or now, "group_by": by, "rows": rows})
+        return 0
+    render.table([f.upper() for f in by] + ["ATTEMPTS", "CPU-HOURS", "MEMORY-GIB-HOURS", "GPU-HOURS"],
+                 [[r[f] or "-" for f in by] + [r["attempts"], f"{r['cpu_seconds'] / 3600:.2f}",
+                                               f"{r['memory_gib_seconds'] / 3600:.2f}", f"{r['gpu_seconds'] / 3600:.2f}"]
+                  for r in rows])
+    return 0
+
+
+def _when(text: str, now: float) -> float:
+    """A time from a duration ago (7d, 12h), an ISO date or time, or unix seconds."""
+    from datetime import datetime, timezone
+
+    from federation.spec.quantity import parse_duration
+    try:
+        return now - parse_duration(text) if not text.replace(".", "", 1).isdigit() else float(text)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"--since/--until: {text!r} is not a duration (7d), an ISO date or unix seconds") from None
+    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
 
 
 # ------------------------------------------------------------------ sites
@@ -328,6 +421,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("file")
     sp.add_argument("--wait", action="store_true", help="wait for the job to end; exit 1 unless it succeeded")
     sp.add_argument("--timeout", type=float, default=None, help="seconds to wait with --wait")
+    sp.add_argument("--queue", help="charge this queue (overrides spec.queue)")
+    for kind in ("after_ok", "after_any", "after_not_ok"):
+        sp.add_argument(f"--{kind.replace('_', '-')}", dest=kind, action="append", metavar="ID",
+                        help=f"add a job or array id to spec.dependencies.{kind} (repeatable)")
+
+    sp = add(sub, "queue", cmd_queue, "pending jobs in scheduling order with their fair-share standing")
+    sp.add_argument("--queue", help="only this queue")
+    sp.add_argument("--tenant", help="only this tenant")
+    sp.add_argument("--limit", type=int, default=100)
+
+    sp = add(sub, "usage", cmd_usage, "resource use of attempts that ran, by tenant, queue, site or GPU model")
+    sp.add_argument("--by", default="tenant", help="comma-separated: tenant, queue, site, gpu_model")
+    sp.add_argument("--since", help="a duration ago (7d), an ISO date, or unix seconds; default: from the start")
+    sp.add_argument("--until", help="as --since; default: now")
+    sp.add_argument("--csv", metavar="FILE", help="write the rows as CSV to FILE (- for standard output)")
 
     sp = add(sub, "jobs", cmd_jobs, "list jobs, newest first")
     sp.add_argument("--tenant")

@@ -4,7 +4,9 @@ from __future__ import annotations
 import grpc
 
 from federation.controlplane import ControlPlane
+from federation.errors import InvalidSpec
 from federation.jobs import Job
+from federation.queues import GROUPS
 from federation.service import wire
 from federation.service.errors import translate, translate_stream
 from federation.sites import Capacity, SiteRecord
@@ -22,8 +24,9 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
 
     @translate
     def SubmitJob(self, request: pb.SubmitJobRequest, context) -> pb.SubmitJobResponse:
-        job = self.control.submit(wire.spec_from_pb(request.spec))
-        return pb.SubmitJobResponse(job=wire.job_to_pb(job))
+        jobs = self.control.submit(wire.spec_from_pb(request.spec))
+        return pb.SubmitJobResponse(job=wire.job_to_pb(jobs[0]),
+                                    elements=[wire.job_to_pb(j) for j in jobs] if jobs[0].array_id else [])
 
     @translate
     def GetJob(self, request: pb.GetJobRequest, context) -> pb.GetJobResponse:
@@ -82,6 +85,34 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
             job=wire.job_to_pb(job), summary=e.summary, evaluated_at=e.evaluated_at,
             verdicts=[pb.SiteVerdict(site=s, eligible=ok, reason_code=code, reason=detail)
                       for s, ok, code, detail in e.verdicts])
+
+    @translate
+    def ListQueue(self, request: pb.ListQueueRequest, context) -> pb.ListQueueResponse:
+        entries, states = self.control.queue_view()
+        limit = request.limit or 1000
+        chosen = [e for e in entries if (not request.queue or e.job.queue == request.queue)
+                  and (not request.tenant or e.job.tenant == request.tenant)][:limit]
+        return pb.ListQueueResponse(
+            entries=[pb.QueueEntry(position=k + 1, job=wire.job_to_pb(e.job), tier=e.tier, share=e.share, held=e.held)
+                     for k, e in enumerate(chosen)],
+            queues=[pb.QueueStatus(name=q.queue.name, parent=q.queue.parent or "", deserved=q.queue.deserved,
+                                   limit=q.queue.limit, over_quota_weight=q.queue.weight, running=q.running,
+                                   history=q.history, tier=q.factors.tier, share=q.factors.ratio, pending=q.pending)
+                    for q in states if not request.queue or q.queue.name == request.queue])
+
+    @translate
+    def GetUsage(self, request: pb.GetUsageRequest, context) -> pb.GetUsageResponse:
+        by = tuple(request.group_by) or ("tenant",)
+        for field in by:
+            if field not in GROUPS:
+                raise InvalidSpec(f"group_by: unknown field '{field}'; choose from {', '.join(GROUPS)}")
+        if len(set(by)) != len(by):
+            raise InvalidSpec("group_by: a field is given twice")
+        until = request.until or self.control.clock()
+        if request.since > until:
+            raise InvalidSpec("since: after until")
+        rows = self.control.usage_report(by, request.since, until)
+        return pb.GetUsageResponse(rows=[pb.UsageRow(**r) for r in rows], since=request.since, until=until)
 
     @translate
     def ListSites(self, request: pb.ListSitesRequest, context) -> pb.ListSitesResponse:

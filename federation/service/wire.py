@@ -32,7 +32,10 @@ def spec_to_pb(spec: JobSpec) -> pb.JobSpec:
                                prefer=body.placement.prefer),
         priority=body.priority,
         topology=pb.Topology(nvlink=body.topology.nvlink or "", gpus_per_node=body.topology.gpus_per_node or 0,
-                             colocate=body.topology.colocate or ""))
+                             colocate=body.topology.colocate or ""),
+        queue=body.queue or "", singleton=body.singleton, array=body.array or "",
+        dependencies=pb.Dependencies(after_ok=body.dependencies.after_ok, after_any=body.dependencies.after_any,
+                                     after_not_ok=body.dependencies.after_not_ok))
 
 
 def spec_from_pb(msg: pb.JobSpec) -> JobSpec:
@@ -53,6 +56,11 @@ def spec_from_pb(msg: pb.JobSpec) -> JobSpec:
             "topology": {"nvlink": msg.topology.nvlink or None, "gpus_per_node": msg.topology.gpus_per_node or None,
                          "colocate": msg.topology.colocate or None},
             "priority": msg.priority or "normal",
+            "queue": msg.queue or None,
+            "dependencies": {"after_ok": list(msg.dependencies.after_ok), "after_any": list(msg.dependencies.after_any),
+                             "after_not_ok": list(msg.dependencies.after_not_ok)},
+            "singleton": msg.singleton,
+            "array": msg.array or None,
         },
     }
     return job_from_dict(data, source="request")
@@ -67,7 +75,8 @@ def attempt_to_pb(a: Attempt) -> pb.Attempt:
 def job_to_pb(job: Job) -> pb.Job:
     return pb.Job(id=job.id, spec=spec_to_pb(job.spec), state=JOB_STATE_TO_PB[job.state], site=job.site,
                   message=job.message, created_at=job.created_at, updated_at=job.updated_at,
-                  attempts=[attempt_to_pb(a) for a in job.attempts])
+                  attempts=[attempt_to_pb(a) for a in job.attempts], queue=job.queue, array_id=job.array_id,
+                  array_index=job.array_index)
 
 
 def capacity_to_pb(c: Capacity) -> pb.Resources:

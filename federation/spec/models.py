@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from federation.spec.array import parse_array
 from federation.spec.quantity import parse_bytes, parse_duration
 
 API_VERSION = "federation/v1"
@@ -113,6 +114,31 @@ class PlacementSpec(Strict):
     prefer: list[str] = Field(default_factory=list, description="regions or sites to prefer")
 
 
+JOB_REF_RE = re.compile(r"^[a-z]-[0-9a-f]{4,32}(-[0-9]{1,6})?$")
+
+
+class Dependencies(Strict):
+    """Jobs (or whole arrays) this one waits on, by id."""
+
+    after_ok: list[str] = Field(default_factory=list, description="start once all of these succeeded")
+    after_any: list[str] = Field(default_factory=list, description="start once all of these ended, however")
+    after_not_ok: list[str] = Field(default_factory=list, description="start once all of these failed or were cancelled")
+
+    @field_validator("after_ok", "after_any", "after_not_ok")
+    @classmethod
+    def _ids(cls, v: list[str]) -> list[str]:
+        if len(v) > 64:
+            raise ValueError("at most 64 jobs")
+        for ref in v:
+            if not JOB_REF_RE.match(ref):
+                raise ValueError(f"{ref!r} is not a job or array id (such as j-1a2b3c4d5e6f)")
+        return v
+
+    def all(self) -> list[tuple[str, str]]:
+        return ([("after_ok", r) for r in self.after_ok] + [("after_any", r) for r in self.after_any]
+                + [("after_not_ok", r) for r in self.after_not_ok])
+
+
 class JobBody(Strict):
     entrypoint: str = Field(min_length=1, max_length=8192)
     runtime_env: dict[str, Any] = Field(default_factory=dict)
@@ -122,6 +148,17 @@ class JobBody(Strict):
     topology: Topology = Field(default_factory=Topology)
     priority: Priority = "normal"
     queue: str | None = Field(default=None, description="the policy's queue to charge; default: the tenant's queue")
+    dependencies: Dependencies = Field(default_factory=Dependencies)
+    singleton: bool = Field(default=False, description="one job of this name and tenant placed or running at a time")
+    array: str | None = Field(default=None, description="one job per index, e.g. 0-99%10 (at most 10 at once); "
+                                                         "each sees FEDCTL_ARRAY_INDEX")
+
+    @field_validator("array")
+    @classmethod
+    def _array(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_array(v)
+        return v
 
     @field_validator("queue")
     @classmethod

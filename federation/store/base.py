@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from federation.jobs import Attempt, AttemptState, Explanation, Job, JobState
 from federation.queues import UsageRecord
@@ -14,8 +14,16 @@ MAX_LOG_BYTES_PER_ATTEMPT = 4 << 20
 
 class Store(ABC):
     # ----------------------------------------------------------- jobs
+    def add_job(self, job: Job) -> None:
+        self.add_jobs([job])
+
     @abstractmethod
-    def add_job(self, job: Job) -> None: ...
+    def add_jobs(self, jobs: Sequence[Job]) -> None:
+        """All or none (an array's elements); Conflict if an id exists."""
+
+    @abstractmethod
+    def dependency_states(self, refs: Iterable[str]) -> dict[str, list[str]]:
+        """Per id: the state of that job, or of every element of the array with that id; [] if neither."""
 
     @abstractmethod
     def get_job(self, job_id: str) -> Job:
@@ -37,7 +45,7 @@ class Store(ABC):
     def explain_job(self, job_id: str, explanation: Explanation) -> None: ...
 
     @abstractmethod
-    def cancel_job(self, job_id: str, now: float) -> Job: ...
+    def cancel_job(self, job_id: str, now: float, message: str = "cancelled by user") -> Job: ...
 
     @abstractmethod
     def apply_attempt_status(self, job_id: str, number: int, state: AttemptState, message: str,

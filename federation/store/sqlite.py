@@ -10,7 +10,7 @@ import sqlite3
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 from federation.errors import Conflict, NotFound
 from federation.gpus import (
@@ -86,7 +86,8 @@ CREATE TABLE IF NOT EXISTS sites (
 """
 # Columns added after the first release; a store written before them gains them on open.
 _ADDED = (("attempts", "binding", "TEXT NOT NULL DEFAULT ''"), ("sites", "inventory", "TEXT NOT NULL DEFAULT ''"),
-          ("jobs", "queue", "TEXT NOT NULL DEFAULT 'default'"), ("attempts", "gpu_model", "TEXT NOT NULL DEFAULT ''"))
+          ("jobs", "queue", "TEXT NOT NULL DEFAULT 'default'"), ("attempts", "gpu_model", "TEXT NOT NULL DEFAULT ''"),
+          ("jobs", "array_id", "TEXT NOT NULL DEFAULT ''"), ("jobs", "array_index", "INTEGER NOT NULL DEFAULT 0"))
 
 _LIVE = (AttemptState.ASSIGNED.value, AttemptState.RUNNING.value)
 
@@ -106,6 +107,7 @@ class SQLiteStore(Store):
         for table, column, decl in _ADDED:
             if column not in {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})")}:
                 self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+        self._db.execute("CREATE INDEX IF NOT EXISTS jobs_array ON jobs(array_id) WHERE array_id != ''")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -124,16 +126,29 @@ class SQLiteStore(Store):
 
     # ----------------------------------------------------------- jobs
 
-    def add_job(self, job: Job) -> None:
+    def add_jobs(self, jobs: Sequence[Job]) -> None:
         with self._tx() as db:
-            try:
-                db.execute(
-                    "INSERT INTO jobs (id, tenant, spec, state, site, message, created_at, updated_at, vetoed_by, queue)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    (job.id, job.tenant, job.spec.model_dump_json(), job.state.value, job.site, job.message,
-                     job.created_at, job.updated_at, json.dumps(sorted(job.vetoed_by)), job.queue))
-            except sqlite3.IntegrityError:
-                raise Conflict(f"job {job.id} already exists") from None
+            for job in jobs:
+                try:
+                    db.execute(
+                        "INSERT INTO jobs (id, tenant, spec, state, site, message, created_at, updated_at, vetoed_by,"
+                        " queue, array_id, array_index) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                        (job.id, job.tenant, job.spec.model_dump_json(), job.state.value, job.site, job.message,
+                         job.created_at, job.updated_at, json.dumps(sorted(job.vetoed_by)), job.queue, job.array_id,
+                         job.array_index))
+                except sqlite3.IntegrityError:
+                    raise Conflict(f"job {job.id} already exists") from None
+
+    def dependency_states(self, refs: Iterable[str]) -> dict[str, list[str]]:
+        refs = sorted(set(refs))
+        out: dict[str, list[str]] = {r: [] for r in refs}
+        for chunk in range(0, len(refs), 400):
+            ids = refs[chunk:chunk + 400]
+            marks = ",".join("?" * len(ids))
+            for r in self._read(f"SELECT id, array_id, state FROM jobs WHERE id IN ({marks}) OR array_id IN ({marks})",
+                                (*ids, *ids)):
+                out[r["id"] if r["id"] in out else r["array_id"]].append(r["state"])
+        return out
 
     def get_job(self, job_id: str) -> Job:
         with self._lock:
@@ -186,7 +201,7 @@ class SQLiteStore(Store):
             id=row["id"], spec=JobSpec.model_validate_json(row["spec"]), state=JobState(row["state"]),
             site=row["site"], message=row["message"], created_at=row["created_at"], updated_at=row["updated_at"],
             attempts=tuple(attempts), vetoed_by=frozenset(json.loads(row["vetoed_by"])), explanation=explanation,
-            queue=row["queue"])
+            queue=row["queue"], array_id=row["array_id"], array_index=row["array_index"])
 
     def _load(self, db: sqlite3.Connection, job_id: str) -> Job:
         row = db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
@@ -220,12 +235,12 @@ class SQLiteStore(Store):
             db.execute("UPDATE jobs SET explanation=?, message=? WHERE id=? AND state=?",
                        (_explanation_json(explanation), explanation.summary, job_id, JobState.PENDING.value))
 
-    def cancel_job(self, job_id: str, now: float) -> Job:
+    def cancel_job(self, job_id: str, now: float, message: str = "cancelled by user") -> Job:
         with self._tx() as db:
             job = self._load(db, job_id)
             if job.state is JobState.CANCELLED:
                 return job
-            job = job.with_state(JobState.CANCELLED, message="cancelled by user", updated_at=now)
+            job = job.with_state(JobState.CANCELLED, message=message, updated_at=now)
             self._save(db, job)
             return job
 

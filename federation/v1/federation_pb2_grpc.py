@@ -86,6 +86,16 @@ class FederationServiceStub:
                 request_serializer=federation_dot_v1_dot_federation__pb2.SetSiteStateRequest.SerializeToString,
                 response_deserializer=federation_dot_v1_dot_federation__pb2.SetSiteStateResponse.FromString,
                 _registered_method=True)
+        self.ListQueue = channel.unary_unary(
+                '/federation.v1.FederationService/ListQueue',
+                request_serializer=federation_dot_v1_dot_federation__pb2.ListQueueRequest.SerializeToString,
+                response_deserializer=federation_dot_v1_dot_federation__pb2.ListQueueResponse.FromString,
+                _registered_method=True)
+        self.GetUsage = channel.unary_unary(
+                '/federation.v1.FederationService/GetUsage',
+                request_serializer=federation_dot_v1_dot_federation__pb2.GetUsageRequest.SerializeToString,
+                response_deserializer=federation_dot_v1_dot_federation__pb2.GetUsageResponse.FromString,
+                _registered_method=True)
 
 
 class FederationServiceServicer:
@@ -153,6 +163,18 @@ class FederationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListQueue(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUsage(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FederationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -205,6 +227,16 @@ def add_FederationServiceServicer_to_server(servicer, server):
                     servicer.SetSiteState,
                     request_deserializer=federation_dot_v1_dot_federation__pb2.SetSiteStateRequest.FromString,
                     response_serializer=federation_dot_v1_dot_federation__pb2.SetSiteStateResponse.SerializeToString,
+            ),
+            'ListQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListQueue,
+                    request_deserializer=federation_dot_v1_dot_federation__pb2.ListQueueRequest.FromString,
+                    response_serializer=federation_dot_v1_dot_federation__pb2.ListQueueResponse.SerializeToString,
+            ),
+            'GetUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUsage,
+                    request_deserializer=federation_dot_v1_dot_federation__pb2.GetUsageRequest.FromString,
+                    response_serializer=federation_dot_v1_dot_federation__pb2.GetUsageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -479,6 +511,60 @@ class FederationService:
             '/federation.v1.FederationService/SetSiteState',
             federation_dot_v1_dot_federation__pb2.SetSiteStateRequest.SerializeToString,
             federation_dot_v1_dot_federation__pb2.SetSiteStateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/federation.v1.FederationService/ListQueue',
+            federation_dot_v1_dot_federation__pb2.ListQueueRequest.SerializeToString,
+            federation_dot_v1_dot_federation__pb2.ListQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/federation.v1.FederationService/GetUsage',
+            federation_dot_v1_dot_federation__pb2.GetUsageRequest.SerializeToString,
+            federation_dot_v1_dot_federation__pb2.GetUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

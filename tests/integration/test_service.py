@@ -7,7 +7,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from federation.client import Client
+from federation.client import Client, JobArray
 from federation.errors import (
     ConfigError,
     InvalidSpec,
@@ -356,3 +356,69 @@ def test_a_malformed_inventory_is_refused_and_nothing_is_stored(federation, clie
     (site,) = client.sites()
     assert site.gpu_nodes == ()
     channel.close()
+
+
+def test_an_array_runs_at_most_its_limit_at_once_and_each_element_knows_its_index(client, eu_agent):
+    array = client.submit(make_spec("sweep", resources={"cpus": 0.5}, array="0-4%2"))
+    assert isinstance(array, JobArray) and [j.id for j in array] == [f"{array.id}-{i}" for i in range(5)]
+    first = wait_for(lambda: len(a := eu_agent.next_assignments()) == 2 and a, 5, "two assignments")
+    assert sorted(a.spec.runtime_env["env_vars"]["FEDCTL_ARRAY_INDEX"] for a in first) == ["0", "1"]
+    assert first[0].spec.runtime_env["env_vars"]["FEDCTL_ARRAY_COUNT"] == "5"
+    last = array.jobs[4]
+    p = wait_for(lambda: (p := last.placement).summary.startswith("held") and p, 5, "the fifth held")
+    assert p.summary == f"held: array {array.id} runs at most 2 at once (2 active)"
+    assert {v.reason_code for v in p.verdicts} == {"array-limit"}
+    eu_agent.report([pb.AttemptStatus(job_id=array.jobs[0].id, attempt=1, state=pb.ATTEMPT_STATE_SUCCEEDED)])
+    wait_for(lambda: array.jobs[2].status().state == "placed", 5, "the third placed once the first ended")
+    states = [s.state for s in array.statuses()]
+    assert states.count("placed") == 2 and states[0] == "succeeded" and states[3:] == ["pending", "pending"]
+
+
+def test_dependencies_hold_until_met_and_cancel_when_they_never_can_be(client, eu_agent):
+    first = client.submit(make_spec("first", resources={"cpus": 0.5}))
+    then_ok = client.submit(make_spec("then-ok", resources={"cpus": 0.5}, dependencies={"after_ok": [first.id]}))
+    then_fail = client.submit(make_spec("on-failure", resources={"cpus": 0.5},
+                                        dependencies={"after_not_ok": [first.id]}))
+    p = wait_for(lambda: (p := then_ok.placement).summary.startswith("held") and p, 5, "then-ok held")
+    assert p.summary.startswith(f"held: after_ok {first.id}: not succeeded yet")
+    assert {v.reason_code for v in p.verdicts} == {"dependency"}
+    run_on(eu_agent, first)
+    assert then_ok.status().state == "pending"
+    eu_agent.report([pb.AttemptStatus(job_id=first.id, attempt=1, state=pb.ATTEMPT_STATE_SUCCEEDED)])
+    wait_for(lambda: then_ok.status().state == "placed", 5, "then-ok placed after first succeeded")
+    cancelled = wait_for(lambda: (s := then_fail.status()).state == "cancelled" and s, 5, "on-failure cancelled")
+    assert cancelled.message == f"cancelled: after_not_ok {first.id}: ended succeeded; this job can never start"
+    # What ran is accounted: one attempt of half a CPU in the default queue on eu-west.
+    (row,) = [r for r in client.usage(group_by=["queue", "site"]) if r["queue"] == "default"]
+    assert row["site"] == "eu-west" and row["attempts"] == 1 and row["cpu_seconds"] > 0 and row["gpu_seconds"] == 0
+
+
+def test_a_dependency_must_name_an_existing_job(client):
+    with pytest.raises(NotFound, match=r"spec.dependencies.after_any\[1\]: no job or array 'j-0000000000ff'"):
+        ok = client.submit(make_spec("a"))
+        client.submit(make_spec("b", dependencies={"after_any": [ok.id, "j-0000000000ff"]}))
+    with pytest.raises(InvalidSpec, match="'lunch' is not a job or array id"):
+        client.submit(make_spec("b", dependencies={"after_ok": ["lunch"]}))
+    with pytest.raises(InvalidSpec, match="spec.queue: 'clinical' is a group of queues"):
+        client.submit(make_spec("c", queue="clinical"))
+    with pytest.raises(Unsatisfiable, match="asks 5 cpus; queue billing's limit is 4 cpus"):
+        client.submit(make_spec("d", tenant="billing", resources={"cpus": 5}))
+    with pytest.raises(InvalidSpec, match="group_by: unknown field 'colour'"):
+        client.usage(group_by=["colour"])
+
+
+def test_the_queue_lists_pending_work_in_fair_share_order(client):
+    jobs = [client.submit(make_spec(f"onc-{i}", tenant="oncology")) for i in range(3)]
+    jobs += [client.submit(make_spec(f"res-{i}", tenant="research")) for i in range(3)]
+    held = client.submit(make_spec("later", tenant="research", dependencies={"after_ok": [jobs[0].id]}))
+    entries, queues = client.queue()
+    order = [e.job.queue for e in entries]
+    # Both are owed their share: research goes second though all of oncology was submitted first.
+    assert order[:2] == ["oncology", "research"] and order.count("research") == 4
+    assert entries[-1].job.id == held.id and entries[-1].tier == -1 and entries[-1].held.startswith("after_ok")
+    assert entries[0].tier == 0 and entries[0].share == 0
+    standing = {q.name: q for q in queues}
+    assert standing["oncology"].parent == "clinical" and standing["oncology"].pending == 3
+    assert standing["research"].limit == {"gpu:H100": 2.0}
+    only, _ = client.queue(queue="research")
+    assert {e.job.queue for e in only} == {"research"}

@@ -4,7 +4,14 @@ from pathlib import Path
 import pytest
 
 from federation.errors import InvalidSpec
-from federation.spec import job_from_dict, job_from_text, load_federation, load_job, load_policy, load_site
+from federation.spec import (
+    job_from_dict,
+    job_from_text,
+    load_federation,
+    load_job,
+    load_policy,
+    load_site,
+)
 from federation.spec.quantity import format_bytes, parse_bytes
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
