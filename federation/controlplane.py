@@ -7,6 +7,7 @@ the store; this object holds only the policy and the change signal.
 from __future__ import annotations
 
 import difflib
+import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -37,11 +38,12 @@ from federation.sites import Capacity, SiteRecord, SiteState
 from federation.spec import JobSpec, PolicyConfig
 from federation.spec.array import parse_array
 from federation.store import Store
-from policies import fairshare
+from policies import fairshare, preemption
 from policies.holds import Hold
 from policies.topology import Inventory, synthesized
 
 PRIORITY = {"low": -1, "normal": 0, "high": 1}
+log = logging.getLogger("federation.control")
 SLUGS = {int(r): r.slug for r in policies.Reason}
 
 
@@ -261,6 +263,8 @@ class ControlPlane:
                     continue
                 if job.state is JobState.CANCELLED:
                     state, message = AttemptState.STOPPED, "cancelled before it started"
+                elif attempt.stop_requested_at:
+                    state, message = AttemptState.PREEMPTED, f"{attempt.stop_reason} (before it started)"
                 elif attempt.state is AttemptState.RUNNING:
                     state, message = AttemptState.FAILED, "vanished from the site's Ray cluster"
                 else:
@@ -279,7 +283,8 @@ class ControlPlane:
 
     def desired(self, site: str) -> list[tuple[Attempt, Job]]:
         """Attempts the site should be running: live ones whose job still wants them."""
-        return sorted(((a, j) for a, j in self.store.live_attempts(site) if not j.state.terminal),
+        return sorted(((a, j) for a, j in self.store.live_attempts(site)
+                       if not j.state.terminal and not a.stop_requested_at),
                       key=lambda x: (x[1].id, x[0].number))
 
     # ------------------------------------------------------------ scheduling
@@ -319,7 +324,20 @@ class ControlPlane:
                 connected=s.connected(now, self.site_timeout_s),
                 cordoned=s.state is SiteState.CORDONED, draining=s.state is SiteState.DRAINING))
         return policies.Snapshot(sites=tuple(sites), catalog=self.catalog(records), rules=self.rules, gpus=gpus,
-                                 queues=self.queues(live, now))
+                                 queues=self.queues(live, now), running=self.running(live, index),
+                                 preemption=self.preemption(now))
+
+    def running(self, live: list[tuple[Attempt, Job]], index: dict[str, int]) -> tuple[preemption.Running, ...]:
+        return tuple(preemption.Running(self.pending_view(job), a.number, index[a.site], a.binding, a.gpu_model,
+                                        a.started_at, bool(a.stop_requested_at))
+                     for a, job in live if a.site in index)
+
+    def preemption(self, now: float) -> preemption.Settings | None:
+        p = self.policy.spec.preemption
+        if not p.enabled:
+            return None
+        budget = min(p.max_per_cycle, max(0, p.max_per_hour - self.store.stops_since(now - 3600)))
+        return preemption.Settings(True, p.min_runtime, budget, p.reclaim)
 
     def queues(self, live: list[tuple[Attempt, Job]], now: float) -> fairshare.Queues:
         """The policy's queues with what each holds now and its decayed past use."""
@@ -456,8 +474,26 @@ class ControlPlane:
             verdicts.sort(key=lambda v: index[v[0]])
             explanation = Explanation(summary=f"placed on {d.site}: {why}", evaluated_at=now, verdicts=tuple(verdicts))
             placed |= self.store.place_job(d.job_id, d.site, explanation, now, d.binding, d.gpu_model) is not None
+        waiting_on: dict[str, list[str]] = {}
+        for p in result.preemptions:
+            reason = f"preempted for {p.for_job} ({p.reason})"
+            if self.store.request_stop(p.job_id, p.attempt, reason, now):
+                log.info("preempting %s attempt %d on %s: %s", p.job_id, p.attempt, p.site, reason)
+                waiting_on.setdefault(p.for_job, []).append(f"{p.job_id} on {p.site}")
+                placed = True  # the site's desired set changed
         for u in result.unplaced:
             old = by_id[u.job_id].explanation
+            if u.job_id in result.making_room:
+                if u.job_id in waiting_on:
+                    summary = f"waiting: stopping {', '.join(waiting_on[u.job_id])} to make room"
+                elif old is not None and old.summary.startswith("waiting: stopping"):
+                    continue  # still waiting on the work named when it was stopped
+                else:
+                    summary = f"waiting: work stopping on {result.making_room[u.job_id]} makes room for it"
+                verdicts = tuple((v.site, False, v.reason.slug, v.detail)
+                                 for v in policies.verdicts(u, views[u.job_id], snapshot))
+                self.store.explain_job(u.job_id, Explanation(summary, now, verdicts))
+                continue
             codes = [SLUGS[c] for c in u.reasons]
             if old is not None and old.summary == u.summary and [v[2] for v in old.verdicts] == codes:
                 continue  # unchanged: no write

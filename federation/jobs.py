@@ -35,6 +35,7 @@ class AttemptState(str, Enum):
     FAILED = "failed"
     STOPPED = "stopped"
     REJECTED = "rejected"
+    PREEMPTED = "preempted"      # stopped to make room for other work; its job is pending again
 
     @property
     def live(self) -> bool:
@@ -48,7 +49,8 @@ JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     # PLACED -> PENDING: the site vetoed it; PLACED -> SUCCEEDED: it finished before we saw it run.
     JobState.PLACED: frozenset({JobState.PENDING, JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED,
                                 JobState.CANCELLED}),
-    JobState.RUNNING: frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}),
+    # RUNNING -> PENDING: preempted, requeued with its attempt history.
+    JobState.RUNNING: frozenset({JobState.PENDING, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}),
     JobState.SUCCEEDED: frozenset(),
     JobState.FAILED: frozenset(),
     JobState.CANCELLED: frozenset(),
@@ -56,12 +58,14 @@ JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
 
 ATTEMPT_TRANSITIONS: dict[AttemptState, frozenset[AttemptState]] = {
     AttemptState.ASSIGNED: frozenset({AttemptState.RUNNING, AttemptState.SUCCEEDED, AttemptState.FAILED,
-                                      AttemptState.STOPPED, AttemptState.REJECTED}),
-    AttemptState.RUNNING: frozenset({AttemptState.SUCCEEDED, AttemptState.FAILED, AttemptState.STOPPED}),
+                                      AttemptState.STOPPED, AttemptState.REJECTED, AttemptState.PREEMPTED}),
+    AttemptState.RUNNING: frozenset({AttemptState.SUCCEEDED, AttemptState.FAILED, AttemptState.STOPPED,
+                                     AttemptState.PREEMPTED}),
     AttemptState.SUCCEEDED: frozenset(),
     AttemptState.FAILED: frozenset(),
     AttemptState.STOPPED: frozenset(),
     AttemptState.REJECTED: frozenset(),
+    AttemptState.PREEMPTED: frozenset(),
 }
 
 
@@ -89,7 +93,7 @@ def job_state_after(job_state: JobState, attempt_state: AttemptState) -> JobStat
             return JobState.SUCCEEDED
         case AttemptState.FAILED | AttemptState.STOPPED:
             return JobState.FAILED
-        case AttemptState.REJECTED:
+        case AttemptState.REJECTED | AttemptState.PREEMPTED:
             return JobState.PENDING
     return None
 
@@ -124,6 +128,8 @@ class Attempt:
     ended_at: float = 0.0
     binding: Binding = ()        # GPUs the federation reserved for this attempt
     gpu_model: str = ""          # the model of those GPUs, for accounting
+    stop_requested_at: float = 0.0   # the federation asked the site to stop it (preemption)
+    stop_reason: str = ""
 
     @property
     def submission_id(self) -> str:

@@ -90,6 +90,7 @@ class LocalFederation:
     sites: dict[str, dict[str, Any]]          # name -> Site spec body (location, labels, datasets, ray.local...)
     port_bases: dict[str, int]
     scheduler_interval_s: float = 0.2
+    policy: Path = CONFIGS / "policy.yaml"
     address: str = field(default_factory=lambda: f"127.0.0.1:{free_port()}")
     server: subprocess.Popen | None = None
     agents: dict[str, subprocess.Popen] = field(default_factory=dict)
@@ -100,7 +101,7 @@ class LocalFederation:
         self.config.write_text(yaml.safe_dump({
             "apiVersion": "federation/v1", "kind": "Federation", "metadata": {"name": "local"},
             "spec": {"listen": self.address, "store": str(self.work / "federation.db"),
-                     "policy": str(CONFIGS / "policy.yaml"),
+                     "policy": str(self.policy),
                      "tls": {"cert": str(self.pki["server"].cert), "key": str(self.pki["server"].key),
                              "client_ca": str(self.pki["ca"].cert)},
                      "scheduler": {"interval_s": self.scheduler_interval_s}, "heartbeat_interval_s": 1,

@@ -9,6 +9,7 @@ from policies.topology import Binding, GpuRequest, GpuState
 
 if TYPE_CHECKING:
     from policies.fairshare import Queues
+    from policies.preemption import Preemption, Running, Settings
 
 
 class Reason(IntEnum):
@@ -94,6 +95,8 @@ class Snapshot:
     rules: Rules
     gpus: GpuState | None = None  # GPU topology with live reservations taken; None: from SiteView totals
     queues: "Queues | None" = None  # fair-share queues and their usage; None: one queue for everyone
+    running: "tuple[Running, ...]" = ()  # live attempts, for preemption
+    preemption: "Settings | None" = None  # None: never preempt
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,3 +181,5 @@ class ScheduleResult:
     decisions: tuple[Decision, ...]
     unplaced: tuple[Unplaced, ...]
     deferred: int = 0          # of the unplaced, those behind the cycle's placement limit, not tried
+    preemptions: "tuple[Preemption, ...]" = ()   # running attempts to stop so that waiting jobs can start
+    making_room: Mapping[str, str] = field(default_factory=dict)  # waiting job -> site where work stops for it

@@ -14,6 +14,7 @@ so one decision costs a few vector operations (tests hold the two to agreement).
 from __future__ import annotations
 
 import gc
+from dataclasses import replace
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
@@ -29,6 +30,7 @@ from policies.model import (
     Unplaced,
     Verdict,
 )
+from policies.preemption import Preemption, preemptions
 from policies.sovereignty import sovereignty_verdict
 from policies.topology import MILLI, GpuRequest, GpuState, Slot, synthesized
 
@@ -369,19 +371,18 @@ def schedule(snapshot: Snapshot, pending: Sequence[PendingJob], now: float,
     """Place as many pending jobs as fit, at most `max_placements`; give every other one a
     reason at every site. Jobs behind a reached limit are DEFERRED where nothing static
     excludes them: one cycle's time stays bounded in a burst, and the next cycle goes on."""
-    del now  # decisions depend only on the snapshot for now; ages feed fair share later
     # A cycle allocates a few objects per job, none in reference cycles; a garbage collection
     # triggered mid-cycle would walk the whole snapshot and backlog for nothing.
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _schedule(snapshot, pending, max_placements)
+        return _schedule(snapshot, pending, now, max_placements)
     finally:
         if collecting:
             gc.enable()
 
 
-def _schedule(snapshot: Snapshot, pending: Sequence[PendingJob], limit: int | None) -> ScheduleResult:
+def _schedule(snapshot: Snapshot, pending: Sequence[PendingJob], at: float, limit: int | None) -> ScheduleResult:
     masks = _Masks(snapshot)
     ledger = Ledger(snapshot.queues or Queues(), totals(snapshot, masks.gpu), pending)
     decisions: list[Decision] = []
@@ -391,6 +392,8 @@ def _schedule(snapshot: Snapshot, pending: Sequence[PendingJob], limit: int | No
     seen_before, free_now, skip = refused.get, masks.free_now, unplaced.append
     limited = ledger.limited
     deferred = 0
+    starved: list[tuple[PendingJob, GpuRequest | None, np.ndarray]] = []   # no site can take it now
+    preempting = bool(snapshot.running) and snapshot.preemption is not None and snapshot.preemption.enabled
     for job in ledger:
         if len(decisions) == limit:
             rest = [job, *ledger.remaining()]
@@ -407,6 +410,8 @@ def _schedule(snapshot: Snapshot, pending: Sequence[PendingJob], limit: int | No
         seen = seen_before(key)
         if seen is not None:
             skip(Unplaced(job.id, None, None, seen))
+            if preempting:
+                starved.append((job, req, _may_use(masks, job, req, ())))
             continue
         fits, now, anywhere = free_now(job, req)
         topology: list[int] = []    # sites where the exact fit showed the shape can never be held
@@ -449,6 +454,8 @@ def _schedule(snapshot: Snapshot, pending: Sequence[PendingJob], limit: int | No
             # No site has room for this job now: the per-site reasons wait until someone asks.
             refused[key] = parts = _parts(masks, job, req, now, topology)
             unplaced.append(Unplaced(job.id, parts=parts))
+            if preempting:
+                starved.append((job, req, _may_use(masks, job, req, topology)))
             continue
         i, binding, score = placed
         site = snapshot.sites[i]
@@ -459,7 +466,28 @@ def _schedule(snapshot: Snapshot, pending: Sequence[PendingJob], limit: int | No
                                   site_codes=_site_codes(masks, job, req, now, topology, ok)))
         masks.took(i, job, binding)
         ledger.charge(job.queue, demand(job, model))
-    return ScheduleResult(decisions=tuple(decisions), unplaced=tuple(unplaced), deferred=deferred)
+    victims: list[Preemption] = []
+    room: dict[str, str] = {}
+    if starved:
+        starved.sort(key=lambda s: -s[0].priority)  # stable: scheduling order within a priority
+        usage = snapshot.queues.usage if snapshot.queues else {}
+        settings = replace(snapshot.preemption, queues_running={q: u.running for q, u in usage.items()})
+        victims, room = preemptions(starved, snapshot.running, [s.name for s in snapshot.sites], masks.free_cpu,
+                                    masks.free_mem, masks.gpu.copy(), ledger, at, settings)
+    return ScheduleResult(decisions=tuple(decisions), unplaced=tuple(unplaced), deferred=deferred,
+                          preemptions=tuple(victims), making_room=room)
+
+
+def _may_use(masks: _Masks, job: PendingJob, req: GpuRequest | None, topology: Sequence[int]) -> np.ndarray:
+    """Sites every filter but capacity now allows: where stopping other work could make room."""
+    ok = masks.static(job, req)[1] == OK
+    if topology:
+        ok = ok.copy()
+        ok[list(topology)] = False
+    if job.vetoed_by:
+        ok = ok.copy()
+        ok[[masks.index[s] for s in job.vetoed_by if s in masks.index]] = False
+    return ok
 
 
 def totals(snapshot: Snapshot, gpu: GpuState | None = None) -> dict[str, float]:

@@ -451,11 +451,25 @@ class FairShareSpec(Strict):
         return parse_duration(v)
 
 
+class PreemptionSpec(Strict):
+    enabled: bool = Field(default=True, description="stop lower-priority or over-quota work for waiting jobs")
+    reclaim: bool = Field(default=True, description="a queue below its deserved share may stop over-quota work")
+    min_runtime: float = Field(default=300.0, ge=0, description="work that ran less than this is never stopped")
+    max_per_cycle: int = Field(default=10, ge=0, le=10_000)
+    max_per_hour: int = Field(default=100, ge=0, le=1_000_000)
+
+    @field_validator("min_runtime", mode="before")
+    @classmethod
+    def _min_runtime(cls, v: Any) -> float:
+        return parse_duration(v)
+
+
 class PolicyBody(Strict):
     jurisdiction_groups: dict[str, list[str]] = Field(default_factory=dict)
     classifications: dict[str, ClassificationRule]
     queues: list[QueueSpec] = Field(default_factory=list, description="fair-share queues; none: one for all")
     fair_share: FairShareSpec = Field(default_factory=FairShareSpec)
+    preemption: PreemptionSpec = Field(default_factory=PreemptionSpec)
 
     @field_validator("queues")
     @classmethod

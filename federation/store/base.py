@@ -53,6 +53,16 @@ class Store(ABC):
         """Record what a site saw; derives the job's state. Idempotent; None if nothing changed."""
 
     @abstractmethod
+    def request_stop(self, job_id: str, number: int, reason: str, now: float) -> bool:
+        """Ask for a live attempt to be stopped to make room (preemption): it leaves its site's desired
+        set, and its site's STOPPED report makes it PREEMPTED and its job PENDING. False if it is not
+        live or a stop was already asked."""
+
+    @abstractmethod
+    def stops_since(self, since: float) -> int:
+        """How many stops were asked at or after `since`."""
+
+    @abstractmethod
     def usage_records(self, since: float = 0.0) -> list[UsageRecord]:
         """Attempts that ran (started) and were still running at or after `since`, oldest first."""
 

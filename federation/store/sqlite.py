@@ -87,7 +87,8 @@ CREATE TABLE IF NOT EXISTS sites (
 # Columns added after the first release; a store written before them gains them on open.
 _ADDED = (("attempts", "binding", "TEXT NOT NULL DEFAULT ''"), ("sites", "inventory", "TEXT NOT NULL DEFAULT ''"),
           ("jobs", "queue", "TEXT NOT NULL DEFAULT 'default'"), ("attempts", "gpu_model", "TEXT NOT NULL DEFAULT ''"),
-          ("jobs", "array_id", "TEXT NOT NULL DEFAULT ''"), ("jobs", "array_index", "INTEGER NOT NULL DEFAULT 0"))
+          ("jobs", "array_id", "TEXT NOT NULL DEFAULT ''"), ("jobs", "array_index", "INTEGER NOT NULL DEFAULT 0"),
+          ("attempts", "stop_requested_at", "REAL NOT NULL DEFAULT 0"), ("attempts", "stop_reason", "TEXT NOT NULL DEFAULT ''"))
 
 _LIVE = (AttemptState.ASSIGNED.value, AttemptState.RUNNING.value)
 
@@ -255,6 +256,8 @@ class SQLiteStore(Store):
                 return None
             if not attempt.state.live:
                 return None  # a late or repeated report of an attempt that already ended
+            if state is AttemptState.STOPPED and attempt.stop_requested_at:
+                state, message = AttemptState.PREEMPTED, attempt.stop_reason
             check_attempt(job_id, number, attempt.state, state)
             started = now if state is AttemptState.RUNNING else attempt.started_at
             ended = 0.0 if state.live else now
@@ -269,6 +272,18 @@ class SQLiteStore(Store):
                                      message=_job_message(state, attempt.site, message))
                 self._save(db, job)
             return self._load(db, job_id)
+
+    def request_stop(self, job_id: str, number: int, reason: str, now: float) -> bool:
+        with self._tx() as db:
+            cur = db.execute(
+                f"UPDATE attempts SET stop_requested_at=?, stop_reason=? WHERE job_id=? AND number=?"
+                f" AND stop_requested_at=0 AND state IN ({','.join('?' * len(_LIVE))})",
+                (now, reason[:2000], job_id, number, *_LIVE))
+            return cur.rowcount == 1
+
+    def stops_since(self, since: float) -> int:
+        return self._read("SELECT COUNT(*) AS n FROM attempts WHERE stop_requested_at >= ? AND stop_requested_at > 0",
+                          (since,))[0]["n"]
 
     def usage_records(self, since: float = 0.0) -> list[UsageRecord]:
         rows = self._read(
@@ -378,7 +393,8 @@ class SQLiteStore(Store):
 def _attempt(r: sqlite3.Row) -> Attempt:
     return Attempt(job_id=r["job_id"], number=r["number"], site=r["site"], state=AttemptState(r["state"]),
                    message=r["message"], created_at=r["created_at"], started_at=r["started_at"],
-                   ended_at=r["ended_at"], binding=binding_from_json(r["binding"]), gpu_model=r["gpu_model"])
+                   ended_at=r["ended_at"], binding=binding_from_json(r["binding"]), gpu_model=r["gpu_model"],
+                   stop_requested_at=r["stop_requested_at"], stop_reason=r["stop_reason"])
 
 
 def _site(r: sqlite3.Row) -> SiteRecord:
@@ -403,5 +419,6 @@ def _job_message(state: AttemptState, site: str, detail: str) -> str:
         AttemptState.FAILED: f"failed on {site}",
         AttemptState.STOPPED: f"stopped on {site}",
         AttemptState.REJECTED: f"refused by {site}",
+        AttemptState.PREEMPTED: f"requeued: preempted on {site}",
     }[state]
     return f"{text}: {detail}" if detail else text

@@ -27,6 +27,7 @@ class AttemptState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ATTEMPT_STATE_FAILED: _ClassVar[AttemptState]
     ATTEMPT_STATE_STOPPED: _ClassVar[AttemptState]
     ATTEMPT_STATE_REJECTED: _ClassVar[AttemptState]
+    ATTEMPT_STATE_PREEMPTED: _ClassVar[AttemptState]
 
 class SiteState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -48,6 +49,7 @@ ATTEMPT_STATE_SUCCEEDED: AttemptState
 ATTEMPT_STATE_FAILED: AttemptState
 ATTEMPT_STATE_STOPPED: AttemptState
 ATTEMPT_STATE_REJECTED: AttemptState
+ATTEMPT_STATE_PREEMPTED: AttemptState
 SITE_STATE_UNSPECIFIED: SiteState
 SITE_STATE_READY: SiteState
 SITE_STATE_CORDONED: SiteState

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+import yaml
 
 from federation.client import Client, JobArray
 from federation.errors import (
@@ -30,10 +31,10 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 GiB = 2**30
 
 
-def start(tmp_path, **scheduler):
+def start(tmp_path, policy: Path = CONFIGS / "policy.yaml", **scheduler):
     pki = init_pki(tmp_path / "pki", clients=("admin", "eu-west", "us-east"))
     config = FederationConfig(spec=FederationBody(
-        listen="127.0.0.1:0", store=tmp_path / "fed.db", policy=CONFIGS / "policy.yaml",
+        listen="127.0.0.1:0", store=tmp_path / "fed.db", policy=policy,
         tls=ServerTLS(cert=pki["server"].cert, key=pki["server"].key, client_ca=pki["ca"].cert),
         scheduler={"interval_s": 0.1, **scheduler}))
     server = start_server(config)
@@ -422,3 +423,46 @@ def test_the_queue_lists_pending_work_in_fair_share_order(client):
     assert standing["research"].limit == {"gpu:H100": 2.0}
     only, _ = client.queue(queue="research")
     assert {e.job.queue for e in only} == {"research"}
+
+
+def quick_preemption_policy(tmp_path: Path, **preemption) -> Path:
+    """The shipped policy with preemption that protects no minimum runtime."""
+    data = yaml.safe_load((CONFIGS / "policy.yaml").read_text())
+    data["spec"]["preemption"] = {"min_runtime": 0, **preemption}
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_a_high_priority_job_preempts_low_priority_work_which_is_requeued_with_its_history(tmp_path):
+    federation = start(tmp_path, quick_preemption_policy(tmp_path))
+    pki = federation.pki
+    try:
+        with Client(federation.address, ca=pki["ca"].cert, cert=pki["admin"].cert, key=pki["admin"].key,
+                    timeout=5) as client:
+            stub, channel = site_stub(federation)
+            register(stub)
+            agent = AgentStream(stub, "eu-west")
+            low = client.submit(make_spec("low", priority="low", resources={"cpus": 4}))
+            run_on(agent, low)
+            high = client.submit(make_spec("high", priority="high", resources={"cpus": 4}))
+            # The low job leaves the site's desired set: the federation asks the site to stop it.
+            wait_for(lambda: agent.next_assignments() == [], 5, "the low job no longer desired")
+            p = high.placement
+            assert p.summary == f"waiting: stopping {low.id} on eu-west to make room"
+            agent.report([pb.AttemptStatus(job_id=low.id, attempt=1, state=pb.ATTEMPT_STATE_STOPPED)])
+            requeued = wait_for(lambda: (s := low.status()).state == "pending" and s, 5, "the low job requeued")
+            assert requeued.attempts[0].state == "preempted"
+            assert requeued.attempts[0].message == f"preempted for {high.id} (priority: {high.id} outranks it)"
+            (a,) = wait_for(lambda: agent.next_assignments(), 5, "the high job's assignment")
+            assert a.job_id == high.id
+            agent.report([pb.AttemptStatus(job_id=high.id, attempt=1, state=pb.ATTEMPT_STATE_SUCCEEDED)])
+            (again,) = wait_for(lambda: agent.next_assignments(), 5, "the low job again")
+            assert (again.job_id, again.attempt) == (low.id, 2)
+            agent.report([pb.AttemptStatus(job_id=low.id, attempt=2, state=pb.ATTEMPT_STATE_SUCCEEDED)])
+            final = low.wait(timeout=5)
+            assert final.state == "succeeded" and [x.state for x in final.attempts] == ["preempted", "succeeded"]
+            agent.close()
+            channel.close()
+    finally:
+        federation.stop(grace=0)

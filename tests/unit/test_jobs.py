@@ -23,7 +23,7 @@ def test_terminal_states_have_no_way_out():
 
 
 @pytest.mark.parametrize("old, new", [(JobState.PENDING, JobState.RUNNING), (JobState.SUCCEEDED, JobState.CANCELLED),
-                                      (JobState.CANCELLED, JobState.PENDING), (JobState.RUNNING, JobState.PENDING)])
+                                      (JobState.CANCELLED, JobState.PENDING), (JobState.RUNNING, JobState.PLACED)])
 def test_invalid_job_transitions_are_refused(old, new):
     with pytest.raises(InvalidTransition, match=f"job j-1 is {old.value}; it cannot become {new.value}"):
         check_job("j-1", old, new)
@@ -42,6 +42,9 @@ def test_invalid_attempt_transition_is_refused():
     (JobState.RUNNING, AttemptState.FAILED, JobState.FAILED),
     (JobState.RUNNING, AttemptState.STOPPED, JobState.FAILED),
     (JobState.PLACED, AttemptState.REJECTED, JobState.PENDING),
+    (JobState.RUNNING, AttemptState.PREEMPTED, JobState.PENDING),
+    (JobState.PLACED, AttemptState.PREEMPTED, JobState.PENDING),
+    (JobState.CANCELLED, AttemptState.PREEMPTED, None),
     (JobState.CANCELLED, AttemptState.SUCCEEDED, None),
     (JobState.CANCELLED, AttemptState.STOPPED, None),
 ])
