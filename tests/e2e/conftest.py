@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 from federation.local import LocalFederation, fedctl
 
@@ -46,7 +47,12 @@ class E2EFederation(LocalFederation):
 @pytest.fixture(scope="session")
 def federation():
     work = Path(tempfile.mkdtemp(prefix="fe2e-", dir="/tmp"))  # short: Ray's socket paths live below it
-    fed = E2EFederation(work=work, sites=SITES, port_bases={"eu-west": 27000, "us-east": 27400})
+    # The shipped policy, with preemption allowed after a second of runtime so a test can see it.
+    policy = yaml.safe_load((ROOT / "configs" / "policy.yaml").read_text())
+    policy["spec"]["preemption"] = {"min_runtime": "1s"}
+    (work / "policy.yaml").write_text(yaml.safe_dump(policy))
+    fed = E2EFederation(work=work, sites=SITES, port_bases={"eu-west": 27000, "us-east": 27400},
+                        policy=work / "policy.yaml")
     try:
         fed.start_server()
         fed.start_agents()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from tests.e2e.test_federation import job, write
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -44,3 +45,25 @@ def test_a_ten_element_array_never_runs_more_than_two_at_once(federation, client
         alive += step
         most = max(most, alive)
     assert most == 2, f"at most 2 at once, and the limit was used: {most}"
+
+
+def test_a_low_priority_job_is_preempted_requeued_and_finishes_with_usage_for_both(client, tmp_path):
+    only_us = {"sites": ["us-east"]}
+    low = client.submit(job("low", tenant="e2e-batch", entrypoint="python stamp.py", priority="low",
+                            env={"MARK": str(tmp_path / "first-run"), "HOLD_FIRST": "120", "HOLD": "0.5"},
+                            resources={"cpus": 4}, placement=only_us))
+    wait_for(lambda: low.status().state == "running", 90, "the low-priority job running")
+    high = client.submit(job("high", tenant="e2e-urgent", entrypoint="python stamp.py", priority="high",
+                             env={"HOLD": "0.5"}, resources={"cpus": 4}, placement=only_us))
+    assert high.wait(timeout=120).state == "succeeded"
+    final = low.wait(timeout=120)
+    assert final.state == "succeeded", final.message
+    assert [a.state for a in final.attempts] == ["preempted", "succeeded"]
+    assert final.attempts[0].message == f"preempted for {high.id} (priority: {high.id} outranks it)"
+    # The first run never ended (it was stopped); the high job ran next; the second run came after it.
+    low_starts = [float(line.split()[1]) for line in low.logs().splitlines() if line.startswith("start ")]
+    high_start, high_end = interval(high.logs())
+    assert len(low_starts) == 2 and low_starts[0] < high_start < high_end < low_starts[1]
+    usage = {r["tenant"]: r for r in client.usage(group_by=["tenant", "site"])}
+    assert usage["e2e-batch"]["attempts"] == 2 and usage["e2e-batch"]["cpu_seconds"] > 0
+    assert usage["e2e-urgent"]["attempts"] == 1 and usage["e2e-urgent"]["site"] == "us-east"
