@@ -356,6 +356,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     missing = {c for _, (c, _) in w.datasets.items()} - set(rules.classifications)
     if missing:
         raise ConfigError(f"{args.policy}: no rule for classification(s) {', '.join(sorted(missing))}")
+    if args.mode == "fairness":
+        return _simulate_fairness(args, w, rules)
     modes = ["replay", "inflation"] if args.mode == "both" else [args.mode]
     if not w.timed:
         if args.mode == "replay":
@@ -382,6 +384,33 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             print(f"  {name}: " + ", ".join(f"{k} x{v}" for k, v in r.items()))
     if args.plot:
         print(f"\nplot: {args.plot}")
+    return 0
+
+
+def _simulate_fairness(args: argparse.Namespace, w, rules) -> int:
+    from dataclasses import replace
+
+    from federation.simulate import fairness
+    w = fairness.smaller(w, args.keep_every)
+    gpus = sum(s.inventory.gpus for s in w.sites)
+    jobs, speedup, load = fairness.compressed(fairness.skewed_tenants(w.jobs, args.seed, args.tenants), gpus,
+                                              args.load)
+    w = replace(w, jobs=tuple(sorted(jobs, key=lambda j: (j.arrival, j.id))))
+    rows = [fairness.summary(fairness.run(w, rules, s, min_runtime=args.min_runtime))
+            for s in args.strategy or fairness.STRATEGIES]
+    setup = (f"{len(w.jobs)} jobs of {args.tenants} tenants (seed {args.seed}, tenant k drawn with weight 1/(k+1)) on "
+             f"{gpus} GPUs (one GPU node in {args.keep_every} of each site); arrivals divided by {speedup:.3g} for an "
+             f"offered load of {load:.2f}x (asked {args.load:g}x); preemption after {args.min_runtime:g}s of runtime")
+    if _json(args):
+        render.emit_json({"setup": setup, "rules": w.rules, "results": rows, "ratios": fairness.ratios(rows)})
+        return 0
+    print(setup)
+    render.table(["STRATEGY", "JAIN(TIME)", "JAIN(ALL)", "DELAY-MEAN-S", "DELAY-P99-S", "PREEMPTIONS", "FINISHED",
+                  "GPU-HOURS"],
+                 [[r["strategy"], r["jain_over_time"], r["jain_gpu_share_vs_entitlement"], r["queue_delay_s"]["mean"],
+                   r["queue_delay_s"]["p99"], r["preemptions"], r["finished"], r["gpu_hours"]] for r in rows])
+    for name, r in fairness.ratios(rows).items():
+        print(f"  {name}: " + ", ".join(f"{k} x{v}" for k, v in r.items()))
     return 0
 
 
@@ -489,10 +518,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--site-config", action="append", help="a Site YAML with gpu_nodes (repeatable); needs --jobs")
     sp.add_argument("--jobs", help="a CSV of jobs: id,arrival_s,duration_s,cpus,gpus,gpu_type,nvlink,dataset,tenant")
     sp.add_argument("--policy", default="configs/policy.yaml")
-    sp.add_argument("--mode", choices=["replay", "inflation", "both"], default="both",
-                    help="replay: trace times; inflation: draw jobs until GPUs asked = GPUs (FGD's method)")
+    sp.add_argument("--mode", choices=["replay", "inflation", "both", "fairness"], default="both",
+                    help="replay: trace times; inflation: draw jobs until GPUs asked = GPUs (FGD's method); "
+                         "fairness: tenants on a contended federation, against per-site scheduling")
     sp.add_argument("--speedup", type=float, default=1.0, help="divide arrival times by this (more load)")
-    sp.add_argument("--strategy", action="append", choices=["topology", "blind", "round-robin"])
+    sp.add_argument("--strategy", action="append",
+                    choices=["topology", "blind", "round-robin", "federated", "fair-per-site", "fifo-per-site"])
+    sp.add_argument("--tenants", type=int, default=8, help="fairness: tenants to draw")
+    sp.add_argument("--load", type=float, default=1.2, help="fairness: GPUs asked at once over GPUs held")
+    sp.add_argument("--keep-every", type=int, default=4, help="fairness: keep one GPU node in this many")
+    sp.add_argument("--min-runtime", type=float, default=600.0, help="fairness: seconds before work may be preempted")
     sp.add_argument("--seed", type=int, default=7)
     sp.add_argument("--plot", help="write a PNG here")
     return p

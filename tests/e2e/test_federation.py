@@ -205,5 +205,7 @@ def test_a_site_can_drive_a_ray_cluster_it_shares(federation, client):
         info = JobSubmissionClient(federation.dashboard("eu-west")).get_job_info(final.attempts[0].submission_id)
         assert info.metadata["federation_site"] == "eu-central"
     finally:
+        # Later tests (other files) must not be placed on a site whose agent is gone.
+        client.cordon("eu-central")
         stop_processes([agent])
         del federation.agents["eu-central"]

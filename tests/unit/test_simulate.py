@@ -154,3 +154,26 @@ def test_schedule_on_the_trace_layout_keeps_the_state_unchanged(excerpt):
     before = state.free.copy()
     policies.schedule(snap, [engine._pending(j) for j in excerpt.jobs[:50]], 0)
     assert (state.free == before).all()
+
+
+def test_water_filling_and_jains_index():
+    from federation.simulate.fairness import entitlements, jain
+    assert entitlements({"a": 1, "b": 10, "c": 10}, 9) == {"a": 1, "b": 4, "c": 4}
+    assert entitlements({"a": 1, "b": 2}, 10) == {"a": 1, "b": 2}
+    assert jain([1, 1, 1]) == 1.0 and jain([1, 0]) == 0.5
+
+
+def test_fairness_on_a_contended_excerpt_federated_is_fairest_and_keeps_every_rule(capsys):
+    args = ["simulate", "--trace", str(ALIBABA), "--mode", "fairness", "--keep-every", "4", "--load", "1.5",
+            "--min-runtime", "60", "--policy", str(ROOT / "configs" / "policy.yaml"), "--format", "json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    rows = {r["strategy"]: r for r in out["results"]}
+    assert set(rows) == {"federated", "fair-per-site", "fifo-per-site"}
+    assert "(asked 1.5x)" in out["setup"]
+    for r in rows.values():
+        assert r["finished"] + r["unfinished"] == 419
+        assert 0 < r["jain_over_time"] <= 1
+    assert rows["fifo-per-site"]["preemptions"] == 0
+    assert rows["federated"]["jain_over_time"] >= rows["fifo-per-site"]["jain_over_time"]
+    assert set(out["ratios"]) == {"federated/fair-per-site", "federated/fifo-per-site"}

@@ -1,0 +1,257 @@
+"""Many tenants on one federation, in simulated time: how fair, how long the wait, how much stopped.
+
+Three ways to run the same workload:
+- `federated`: ours. One fair share across every site (a queue per tenant, each owed an
+  equal part of all GPUs), any site the job's data allows, reclaim by preemption.
+- `fair-per-site`: each site runs fair share among its own tenants only (a tenant owns a
+  home site and its jobs go there, or where their data must be), with the same reclaim.
+- `fifo-per-site`: each site first come, first served, for its own tenants.
+Tenants are drawn with a fixed seed and skewed (tenant k gets weight 1/(k+1)), so a few
+submit most of the work. Arrivals are compressed to a stated offered load so there is
+contention. The measures: Jain's index of each tenant's GPU time over its entitlement (the
+equal split of the GPU time used, water-filled: a tenant that asked for less is entitled to
+what it asked), mean and p99 queueing delay (finish - arrival - run time, so work lost to
+preemption counts as waiting), and preemptions.
+"""
+from __future__ import annotations
+
+import heapq
+import random
+from dataclasses import dataclass, field, replace
+from typing import Sequence
+
+import numpy as np
+
+import policies
+from federation.simulate.engine import _catalog, _snapshot
+from federation.simulate.trace import SimJob, Workload
+from policies.fairshare import Queue, Queues, Usage
+from policies.preemption import Running, Settings
+from policies.topology import Binding, GpuState
+
+STRATEGIES = ("federated", "fair-per-site", "fifo-per-site")
+TENANTS = 8
+
+
+@dataclass
+class FairOutcome:
+    strategy: str
+    received: dict[str, float] = field(default_factory=dict)   # GPU-seconds per tenant
+    asked: dict[str, float] = field(default_factory=dict)
+    delays: list[float] = field(default_factory=list)
+    preemptions: int = 0
+    finished: int = 0
+    unfinished: int = 0
+    span: float = 0.0
+    jain_samples: list[tuple[float, float]] = field(default_factory=list)   # (seconds it held, Jain's index)
+
+
+def skewed_tenants(jobs: Sequence[SimJob], seed: int, tenants: int = TENANTS) -> list[SimJob]:
+    rng = random.Random(seed)
+    weights = [1 / (k + 1) for k in range(tenants)]
+    names = [f"tenant-{k}" for k in range(tenants)]
+    return [replace(j, tenant=rng.choices(names, weights)[0]) for j in jobs]
+
+
+def smaller(w: Workload, keep_every: int) -> Workload:
+    """The same sites with one GPU node in `keep_every` (the trace asks for fewer GPUs than it has)."""
+    sites = tuple(replace(s, inventory=replace(s.inventory, nodes=s.inventory.nodes[::keep_every]),
+                          cpus=s.cpus / keep_every, memory=s.memory / keep_every) for s in w.sites)
+    return replace(w, sites=sites)
+
+
+def compressed(jobs: Sequence[SimJob], gpus: int, load: float) -> tuple[list[SimJob], float, float]:
+    """Arrivals divided (durations kept) until the GPUs asked at once, averaged over the arrival
+    span, are `load` times `gpus` (a bisection on the divisor); the jobs, the divisor, and the load
+    reached (less than `load` when even all jobs at once ask for less)."""
+    t0 = min(j.arrival for j in jobs)
+    arrive = np.array([j.arrival - t0 for j in jobs])
+    size = np.array([j.gpu.whole if j.gpu else 0.0 for j in jobs])
+    last = np.array([j.duration for j in jobs])
+
+    def mean_concurrency(speedup: float) -> float:
+        start = arrive / speedup
+        span = start.max() or 1.0
+        return float((size * np.clip(np.minimum(start + last, span) - start, 0, None)).sum() / span)
+
+    lo, hi = 1.0, 1e7
+    for _ in range(60):
+        mid = (lo * hi) ** 0.5
+        lo, hi = (mid, hi) if mean_concurrency(mid) < load * gpus else (lo, mid)
+    return [replace(j, arrival=t0 + (j.arrival - t0) / hi) for j in jobs], hi, mean_concurrency(hi) / gpus
+
+
+def jain(values: Sequence[float]) -> float:
+    x = np.asarray(values, dtype=float)
+    return float(x.sum() ** 2 / (len(x) * (x ** 2).sum())) if len(x) and (x ** 2).sum() > 0 else 1.0
+
+
+def entitlements(asked: dict[str, float], total: float) -> dict[str, float]:
+    """Equal shares of `total`, water-filled: what a tenant does not ask for goes to the others."""
+    left, out = total, {}
+    open_ = sorted(asked, key=lambda t: asked[t])
+    while open_:
+        share = left / len(open_)
+        t = open_[0]
+        if asked[t] <= share:
+            out[t] = asked[t]
+            left -= asked[t]
+            open_.pop(0)
+        else:
+            for t in open_:
+                out[t] = share
+            break
+    return out
+
+
+def run(w: Workload, rules: policies.Rules, strategy: str, *, min_runtime: float = 600.0,
+        budget: int = 10) -> FairOutcome:
+    state = GpuState([s.inventory for s in w.sites])
+    tenants = sorted({j.tenant for j in w.jobs})
+    home = {t: k % len(w.sites) for k, t in enumerate(tenants)}
+    queues = _queues(w, tenants, home, strategy)
+    settings = None if strategy == "fifo-per-site" else Settings(True, min_runtime, budget, True)
+    catalog = _catalog(w)
+    names = [s.name for s in w.sites]
+    used_cpus, running_n = np.zeros(len(w.sites)), np.zeros(len(w.sites))
+    out = FairOutcome(strategy)
+    for j in w.jobs:
+        out.asked[j.tenant] = out.asked.get(j.tenant, 0.0) + (j.gpu.whole if j.gpu else 0.0) * j.duration
+    live: dict[str, tuple[SimJob, int, Binding, float, int]] = {}   # id -> job, site, binding, start, attempt
+    attempts: dict[str, int] = {}
+    ends: list[tuple[float, str, int]] = []
+    pending: dict[str, SimJob] = {}
+    jobs, k = list(w.jobs), 0
+    t = jobs[0].arrival if jobs else 0.0
+    t0 = t
+
+    def stop(jid: str, now: float) -> SimJob:
+        job, i, binding, start, _ = live.pop(jid)
+        state.reserve(i, binding, +1)
+        used_cpus[i] -= job.cpus
+        running_n[i] -= 1
+        out.received[job.tenant] = out.received.get(job.tenant, 0.0) + (job.gpu.whole if job.gpu else 0) * (now - start)
+        return job
+
+    while k < len(jobs) or ends:
+        t = min(jobs[k].arrival if k < len(jobs) else float("inf"), ends[0][0] if ends else float("inf"))
+        while ends and ends[0][0] <= t:
+            _, jid, attempt = heapq.heappop(ends)
+            if jid in live and live[jid][4] == attempt:
+                job = stop(jid, t)
+                out.finished += 1
+                out.delays.append(t - job.arrival - job.duration)
+        while k < len(jobs) and jobs[k].arrival <= t:
+            pending[jobs[k].id] = jobs[k]
+            k += 1
+        if not pending:
+            continue
+        views = [_view(j, home, w, strategy) for j in pending.values()]
+        running = tuple(Running(_view(job, home, w, strategy), a, i, b, "", start)
+                        for job, i, b, start, a in live.values())
+        usage = {}
+        for job, _, _, _, _ in live.values():
+            u = usage.setdefault(job.tenant, {"gpus": 0.0})
+            u["gpus"] += job.gpu.whole if job.gpu else 0.0
+        snapshot = replace(_snapshot(w, state, used_cpus, running_n, rules, catalog),
+                           queues=replace(queues, usage={q: Usage(running=u) for q, u in usage.items()}),
+                           running=running, preemption=settings)
+        result = policies.schedule(snapshot, views, t)
+        for d in result.decisions:
+            job = pending.pop(d.job_id)
+            i = names.index(d.site)
+            if d.binding:
+                state.reserve(i, d.binding)
+            used_cpus[i] += job.cpus
+            running_n[i] += 1
+            attempts[job.id] = attempts.get(job.id, 0) + 1
+            live[job.id] = (job, i, d.binding, t, attempts[job.id])
+            heapq.heappush(ends, (t + job.duration, job.id, attempts[job.id]))
+        for p in result.preemptions:
+            if p.job_id in live:
+                pending[p.job_id] = stop(p.job_id, t)
+                out.preemptions += 1
+        nxt = min(jobs[k].arrival if k < len(jobs) else float("inf"), ends[0][0] if ends else float("inf"))
+        if nxt < float("inf"):
+            out.jain_samples.append((nxt - t, _instant_jain(live.values(), pending.values(), tenants)))
+        if k >= len(jobs) and not ends and pending:
+            break  # what is left can never start (its home site cannot hold it)
+    out.unfinished = len(pending) + len(live)
+    out.span = t - t0
+    return out
+
+
+def _instant_jain(live, pending, tenants: list[str]) -> float:
+    """Jain's index now over tenants that want GPUs: each one's GPUs over its water-filled equal share
+    of the GPUs in use. 1.0 when nobody waits: without contention every allocation is fair."""
+    held = dict.fromkeys(tenants, 0.0)
+    want = dict.fromkeys(tenants, 0.0)
+    for job, *_ in live:
+        g = job.gpu.whole if job.gpu else 0.0
+        held[job.tenant] += g
+        want[job.tenant] += g
+    waiting = False
+    for job in pending:
+        if job.gpu:
+            want[job.tenant] += job.gpu.whole
+            waiting = True
+    if not waiting:
+        return 1.0
+    owed = entitlements({t: v for t, v in want.items() if v > 0}, sum(held.values()))
+    return jain([held[t] / e for t, e in owed.items() if e > 0])
+
+
+def summary(o: FairOutcome) -> dict:
+    owed = entitlements({t: a for t, a in o.asked.items() if a > 0}, sum(o.received.values()))
+    shares = {t: o.received.get(t, 0.0) / e for t, e in owed.items() if e > 0}
+    delays = np.array(o.delays) if o.delays else np.zeros(1)
+    weights = np.array([w for w, _ in o.jain_samples]) if o.jain_samples else np.ones(1)
+    values = np.array([v for _, v in o.jain_samples]) if o.jain_samples else np.ones(1)
+    over_time = float((weights * values).sum() / weights.sum()) if weights.sum() else 1.0
+    return {"strategy": o.strategy, "jain_over_time": round(over_time, 4),
+            "jain_gpu_share_vs_entitlement": round(jain(list(shares.values())), 4),
+            "share_of_entitlement": {t: round(v, 3) for t, v in sorted(shares.items())},
+            "queue_delay_s": {"mean": round(float(delays.mean()), 1), "p99": round(float(np.percentile(delays, 99)), 1)},
+            "preemptions": o.preemptions, "finished": o.finished, "unfinished": o.unfinished,
+            "gpu_hours": round(sum(o.received.values()) / 3600, 1)}
+
+
+def ratios(rows: Sequence[dict]) -> dict[str, dict[str, float]]:
+    """Ours against each baseline: Jain's index (higher is fairer), delays (lower is better)."""
+    ours = next((r for r in rows if r["strategy"] == "federated"), None)
+    out: dict[str, dict[str, float]] = {}
+    for r in rows:
+        if ours is None or r is ours:
+            continue
+        entry = {"jain_over_time": round(ours["jain_over_time"] / r["jain_over_time"], 3),
+                 "jain_overall": round(ours["jain_gpu_share_vs_entitlement"] / r["jain_gpu_share_vs_entitlement"], 3)}
+        for key in ("mean", "p99"):
+            if r["queue_delay_s"][key]:
+                entry[f"delay_{key}"] = round(ours["queue_delay_s"][key] / r["queue_delay_s"][key], 3)
+        out[f"federated/{r['strategy']}"] = entry
+    return out
+
+
+def _queues(w: Workload, tenants: list[str], home: dict[str, int], strategy: str) -> Queues:
+    gpus = [s.inventory.gpus for s in w.sites]
+    if strategy == "federated":
+        owed = {t: sum(gpus) / len(tenants) for t in tenants}
+    else:
+        at = [sum(1 for t in tenants if home[t] == i) for i in range(len(w.sites))]
+        owed = {t: gpus[home[t]] / at[home[t]] for t in tenants}
+    if strategy == "fifo-per-site":
+        return Queues((Queue("default"),), {}, 0.0)
+    return Queues(tuple(Queue(t, deserved={"gpus": owed[t]}) for t in tenants), {}, 0.0)
+
+
+def _view(j: SimJob, home: dict[str, int], w: Workload, strategy: str) -> policies.PendingJob:
+    sites: tuple[str, ...] = ()
+    queue = "default" if strategy == "fifo-per-site" else j.tenant
+    if strategy != "federated":
+        # Its tenant's site, unless its data may only be processed where the data is.
+        held = set().union(*(w.datasets[d][1] for d in j.datasets)) if j.datasets else set()
+        sites = (w.sites[home[j.tenant]].name,) if not held or w.sites[home[j.tenant]].name in held else \
+            (sorted(held)[0],)
+    return policies.PendingJob(id=j.id, tenant=j.tenant, datasets=j.datasets, cpus=j.cpus, memory=0.0,
+                               gpus=j.gpu.whole if j.gpu else 0.0, submitted_at=j.arrival, gpu=j.gpu,
+                               sites=sites, queue=queue)
