@@ -56,6 +56,7 @@ class JobStatus:
     queue: str = ""
     array_id: str = ""          # set on an element of a job array
     array_index: int = 0
+    gang_id: str = ""           # set on a part of a gang
 
     @property
     def terminal(self) -> bool:
@@ -68,6 +69,8 @@ class JobStatus:
                "attempts": [a.to_dict() for a in self.attempts]}
         if self.array_id:
             out.update(array_id=self.array_id, array_index=self.array_index)
+        if self.gang_id:
+            out["gang_id"] = self.gang_id
         return out
 
 
@@ -150,7 +153,7 @@ def _status(job: pb.Job) -> JobStatus:
     return JobStatus(
         id=job.id, name=job.spec.name, tenant=job.spec.tenant, state=wire.JOB_STATE_FROM_PB[job.state].value,
         site=job.site, message=job.message, created_at=job.created_at, updated_at=job.updated_at,
-        queue=job.queue, array_id=job.array_id, array_index=job.array_index,
+        queue=job.queue, array_id=job.array_id, array_index=job.array_index, gang_id=job.gang_id,
         attempts=tuple(AttemptInfo(a.number, a.site, wire.ATTEMPT_STATE_FROM_PB[a.state].value, a.message,
                                    a.submission_id,
                                    tuple({"node": b.node, "gpus": list(b.gpus), "milli": b.milli} for b in a.binding))
@@ -222,7 +225,7 @@ class Job:
 
 
 class JobArray:
-    """A handle on the elements of a job array, in index order."""
+    """A handle on the elements of a job array (in index order) or the parts of a gang."""
 
     def __init__(self, client: "Client", array_id: str, jobs: list[Job]) -> None:
         self._client = client
@@ -305,7 +308,7 @@ class Client:
             delay = min(delay * 2, 2.0)
 
     def submit(self, spec: str | Path | dict | JobSpec) -> Job | JobArray:
-        """A Job, or for a spec with `array:` a JobArray of its elements."""
+        """A Job, or for a spec with `array:` or `gang:` a JobArray of its elements or parts."""
         if isinstance(spec, (str, Path)):
             spec = load_job(spec)
         elif isinstance(spec, dict):
@@ -315,7 +318,7 @@ class Client:
         response = self._call(self._stub.SubmitJob, pb.SubmitJobRequest(spec=wire.spec_to_pb(spec)), retry=False)
         if response.elements:
             statuses = [_status(e) for e in response.elements]
-            return JobArray(self, response.job.array_id, [Job(self, s.id, s) for s in statuses])
+            return JobArray(self, response.job.array_id or response.job.gang_id, [Job(self, s.id, s) for s in statuses])
         status = _status(response.job)
         return Job(self, status.id, status)
 

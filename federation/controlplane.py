@@ -20,6 +20,7 @@ from federation import queues
 from federation.changes import Changes
 from federation.errors import (
     Conflict,
+    FederationError,
     InvalidSpec,
     NotFound,
     UnknownDataset,
@@ -35,7 +36,7 @@ from federation.jobs import (
     new_job_id,
 )
 from federation.sites import Capacity, SiteRecord, SiteState
-from federation.spec import JobSpec, PolicyConfig
+from federation.spec import JobSpec, PolicyConfig, gang_parts
 from federation.spec.array import parse_array
 from federation.store import Store
 from policies import fairshare, preemption
@@ -102,9 +103,13 @@ def _waiting(job: Job) -> "policies.holds.Waiting":
 
 def _element(spec: JobSpec, array_id: str, index: int, count: int) -> JobSpec:
     """An array element's spec: the array's, with its index in the environment."""
+    return _with_env(spec, {"FEDCTL_ARRAY_ID": array_id, "FEDCTL_ARRAY_INDEX": str(index),
+                            "FEDCTL_ARRAY_COUNT": str(count)})
+
+
+def _with_env(spec: JobSpec, extra: dict[str, str]) -> JobSpec:
     env = dict(spec.spec.runtime_env)
-    env["env_vars"] = {**env.get("env_vars", {}), "FEDCTL_ARRAY_ID": array_id, "FEDCTL_ARRAY_INDEX": str(index),
-                       "FEDCTL_ARRAY_COUNT": str(count)}
+    env["env_vars"] = {**env.get("env_vars", {}), **extra}
     return spec.model_copy(update={"spec": spec.spec.model_copy(update={"runtime_env": env})})
 
 
@@ -129,16 +134,28 @@ class ControlPlane:
     # ------------------------------------------------------------ users
 
     def submit(self, spec: JobSpec) -> list[Job]:
-        """The job, or every element of a job array, stored together or not at all."""
+        """The job, or every element of a job array or part of a gang, stored together or not at all."""
         queue = queues.resolve(self.policy, spec.metadata.tenant, spec.spec.queue)
-        self._check_queue_limits(spec, queue)
         self._check_dependencies(spec)
         sites = self.store.list_sites()
-        self._check_datasets(spec, sites)
-        self._check_satisfiable(spec, sites)
+        parts = gang_parts(spec) if spec.spec.gang is not None else [("", spec)]
+        for k, (name, part) in enumerate(parts):
+            try:
+                self._check_queue_limits(part, queue)
+                self._check_datasets(part, sites)
+                self._check_satisfiable(part, sites)
+            except FederationError as e:
+                if not name:
+                    raise
+                raise type(e)(f"spec.gang.parts[{k}] ({name}): {e.message}") from None
         now = self.clock()
         job_id = new_job_id()
-        if spec.spec.array is None:
+        if spec.spec.gang is not None:
+            jobs = [Job(id=f"{job_id}-{name}", spec=_with_env(part, {
+                        "FEDCTL_GANG_ID": job_id, "FEDCTL_GANG_PART": name, "FEDCTL_GANG_SIZE": str(len(parts))}),
+                        created_at=now, updated_at=now, message="waiting for placement", queue=queue, gang_id=job_id)
+                    for name, part in parts]
+        elif spec.spec.array is None:
             jobs = [Job(id=job_id, spec=spec, created_at=now, updated_at=now, message="waiting for placement",
                         queue=queue)]
         else:
@@ -353,18 +370,20 @@ class ControlPlane:
 
     @staticmethod
     def pending_view(job: Job, queue: str | None = None) -> policies.PendingJob:
-        return ControlPlane.pending_view_of(job.spec, queue or job.queue, job.id, job.created_at, job.vetoed_by)
+        return ControlPlane.pending_view_of(job.spec, queue or job.queue, job.id, job.created_at, job.vetoed_by,
+                                            job.gang_id)
 
     @staticmethod
     def pending_view_of(spec: JobSpec, queue: str, job_id: str = "", submitted_at: float = 0.0,
-                        vetoed_by: frozenset[str] = frozenset()) -> policies.PendingJob:
+                        vetoed_by: frozenset[str] = frozenset(), gang: str = "") -> policies.PendingJob:
         body = spec.spec
         return policies.PendingJob(
             id=job_id, tenant=spec.metadata.tenant, datasets=tuple(body.datasets), cpus=body.resources.cpus,
             memory=float(body.resources.memory), gpus=body.resources.gpus,
             regions=tuple(body.placement.regions), sites=tuple(body.placement.sites),
             prefer=tuple(body.placement.prefer), priority=PRIORITY[body.priority],
-            submitted_at=submitted_at, vetoed_by=vetoed_by, gpu=request_of(body), queue=queue)
+            submitted_at=submitted_at, vetoed_by=vetoed_by, gpu=request_of(body), queue=queue,
+            gang=gang, gang_size=len(body.gang.parts) if gang and body.gang else 0)
 
     def holds(self, pending: list[Job], live: list[tuple[Attempt, Job]]) -> dict[str, Hold]:
         """Per pending job held back by a dependency, a singleton or its array's limit, why."""
@@ -429,6 +448,39 @@ class ControlPlane:
     def usage_report(self, by: tuple[str, ...], since: float, until: float) -> list[dict]:
         return queues.report(self.store.usage_records(since), by, since, until or self.clock())
 
+    def _watch_gangs(self, live: list[tuple[Attempt, Job]], now: float) -> bool:
+        """A gang runs whole or not at all: when one part failed, the rest are cancelled; when one
+        is waiting again, or has not started within the gang's timeout, the live parts are
+        stopped and the gang waits whole. Whether anything changed."""
+        ids = {j.gang_id for _, j in live if j.gang_id}
+        if not ids:
+            return False
+        changed = False
+        for gang, parts in self.store.gang_jobs(ids).items():
+            stopping = [(a, j) for j in parts if (a := j.current_attempt) is not None and a.state.live]
+            ended = next((j for j in parts if j.state in (JobState.FAILED, JobState.CANCELLED)), None)
+            if ended is not None:
+                for j in parts:
+                    if not j.state.terminal:
+                        self.store.cancel_job(j.id, now, f"cancelled: part {ended.id} of gang {gang} {ended.state.value}")
+                        changed = True
+                continue
+            waiting = next((j for j in parts if j.state is JobState.PENDING), None)
+            timeout = parts[0].spec.spec.gang.timeout if parts[0].spec.spec.gang else 0.0
+            late = next((j for a, j in stopping if a.state is AttemptState.ASSIGNED and now - a.created_at > timeout),
+                        None)
+            if waiting is not None:
+                why = f"gang {gang}: part {waiting.id} is waiting again; the gang starts only whole"
+            elif late is not None:
+                why = f"gang {gang}: part {late.id} did not start within {timeout:g}s"
+            else:
+                continue
+            for a, j in stopping:
+                changed |= self.store.request_stop(j.id, a.number, why, now)
+        if changed:
+            self.changes.bump()
+        return changed
+
     def _requeue(self, job: Job, now: float) -> str | None:
         """The queue of a job whose queue left the policy, or None (and the job says why) if it has none."""
         try:
@@ -442,11 +494,13 @@ class ControlPlane:
     def schedule_once(self) -> policies.ScheduleResult:
         """One observe → decide → act cycle of the scheduling loop."""
         now = self.clock()
+        live = self.store.live_attempts()
+        if self._watch_gangs(live, now):
+            live = self.store.live_attempts()
         pending = self.store.pending_jobs()
         if not pending:
             return policies.ScheduleResult((), ())
         by_id = {j.id: j for j in pending}
-        live = self.store.live_attempts()
         held = self._hold(pending, live, now)
         leaves = {q.name for q in queues.queue_tree(self.policy)}
         views = {}

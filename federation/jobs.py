@@ -160,6 +160,7 @@ class Job:
     queue: str = "default"       # the fair-share queue it is charged to, resolved at submission
     array_id: str = ""           # set on the elements of a job array
     array_index: int = 0
+    gang_id: str = ""            # set on the parts of a gang
 
     @property
     def tenant(self) -> str:

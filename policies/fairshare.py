@@ -212,11 +212,12 @@ class Ledger:
             node = node.parent
         return ""
 
-    def charge(self, name: str, amounts: Mapping[str, float]) -> None:
-        """A placement in queue `name`: its use and its parents' grow; their order is updated."""
+    def charge(self, name: str, amounts: Mapping[str, float], sign: float = 1.0) -> None:
+        """A placement in queue `name` (sign -1: one undone): its use and its parents' change; their
+        order is updated."""
         node = self.nodes[name]
         while node is not self.root:
-            _add(node.placed, amounts)
+            _add(node.placed, amounts, sign)
             node.version += 1
             heapq.heappush(node.parent.heap, (self._key(node), next(self._seq), node.version, node))
             node = node.parent

@@ -37,6 +37,7 @@ class Reason(IntEnum):
     DEPENDENCY = 19           # a job it depends on has not ended the way it needs
     SINGLETON = 20            # another job of its name and tenant is active or older
     ARRAY_LIMIT = 21          # its array already runs as many elements as it may
+    GANG = 22                 # another part of its gang cannot be placed now; none is
 
     @property
     def slug(self) -> str:
@@ -46,7 +47,7 @@ class Reason(IntEnum):
     def transient(self) -> bool:
         return self in (Reason.OFFLINE, Reason.NO_FREE_CAPACITY, Reason.CORDONED, Reason.DRAINING,
                         Reason.FRAGMENTED, Reason.DEFERRED, Reason.QUEUE_LIMIT, Reason.DEPENDENCY,
-                        Reason.SINGLETON, Reason.ARRAY_LIMIT)
+                        Reason.SINGLETON, Reason.ARRAY_LIMIT, Reason.GANG)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +116,8 @@ class PendingJob:
     vetoed_by: frozenset[str] = frozenset()
     gpu: GpuRequest | None = None  # the GPU shape; None: `gpus` whole GPUs (or a share below 1), any type
     queue: str = "default"         # the fair-share queue it is charged to
+    gang: str = ""                 # parts of one gang are placed all together or not at all
+    gang_size: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,7 +44,7 @@ W_TIGHT = 2.0      # the site's tightest NVLink group / node holding the job lea
 EPS = 1e-9
 OK = int(Reason.OK)
 VETOED, FRAGMENTED, NO_FREE = int(Reason.VETOED), int(Reason.FRAGMENTED), int(Reason.NO_FREE_CAPACITY)
-DEFERRED, QUEUE_LIMIT = int(Reason.DEFERRED), int(Reason.QUEUE_LIMIT)
+DEFERRED, QUEUE_LIMIT, GANG = int(Reason.DEFERRED), int(Reason.QUEUE_LIMIT), int(Reason.GANG)
 
 
 def in_region(site_region: str, wanted: str) -> bool:
@@ -100,6 +100,8 @@ def describe(job: PendingJob, site: SiteView, reason: Reason, snapshot: Snapshot
                     max(0.0, site.gpus - site.used_gpus))
         return Verdict(site.name, reason, f"needs {_fmt(job.cpus, job.memory, job.gpus)}; "
                                           f"not free now (free at the start of the cycle: {free})")
+    if reason is Reason.GANG:
+        return Verdict(site.name, reason, "another part of the job's gang cannot be placed now; see the summary")
     if reason is Reason.QUEUE_LIMIT:
         return Verdict(site.name, reason, "the job's queue (or a parent) is at its limit here; see the summary")
     if reason is Reason.DEFERRED:
@@ -355,15 +357,18 @@ class _Masks:
             hit = self._free[key] = (fits, now, bool(fits.any()))
         return hit
 
-    def took(self, i: int, job: PendingJob, binding: tuple) -> None:
-        """A placement at site i: what is free changed."""
-        self.free_cpu[i] -= job.cpus
-        self.free_mem[i] -= job.memory
+    def took(self, i: int, job: PendingJob, binding: tuple, sign: int = -1) -> None:
+        """A placement at site i (sign -1), or one undone (+1): what is free changed."""
+        self.free_cpu[i] += sign * job.cpus
+        self.free_mem[i] += sign * job.memory
         if binding:
-            self.gpu.reserve(i, binding)
-        self.running[i] += 1
+            self.gpu.reserve(i, binding, sign)
+        self.running[i] -= sign
         self._free.clear()
         self._shape_fits.clear()
+
+    def gave_back(self, i: int, job: PendingJob, binding: tuple) -> None:
+        self.took(i, job, binding, +1)
 
 
 def schedule(snapshot: Snapshot, pending: Sequence[PendingJob], now: float,
@@ -387,32 +392,32 @@ def _schedule(snapshot: Snapshot, pending: Sequence[PendingJob], at: float, limi
     ledger = Ledger(snapshot.queues or Queues(), totals(snapshot, masks.gpu), pending)
     decisions: list[Decision] = []
     unplaced: list[Unplaced] = []
-    # Capacity only shrinks within a cycle, so a job like one that did not fit does not fit either.
+    # Capacity only shrinks within a cycle (a gang tried and rolled back restores what it took),
+    # so a job like one that did not fit does not fit either.
     refused: dict[tuple, Callable[[], tuple[str, bytes]]] = {}
     seen_before, free_now, skip = refused.get, masks.free_now, unplaced.append
     limited = ledger.limited
     deferred = 0
     starved: list[tuple[PendingJob, GpuRequest | None, np.ndarray]] = []   # no site can take it now
     preempting = bool(snapshot.running) and snapshot.preemption is not None and snapshot.preemption.enabled
-    for job in ledger:
-        if len(decisions) == limit:
-            rest = [job, *ledger.remaining()]
-            unplaced.extend(Unplaced(j.id, parts=_held(masks, j, DEFERRED)) for j in rest)
-            deferred = len(rest)
-            break
+    gangs: dict[str, list[PendingJob]] = {}
+    for job in pending:
+        if job.gang:
+            gangs.setdefault(job.gang, []).append(job)
+
+    def place(job: PendingJob, in_gang: bool = False) -> Decision | Unplaced:
+        """Place one job (taking what it holds), or say why not."""
         req = gpu_request(job)
         if limited(job.queue):
             why = ledger.admits(job.queue, demand(job))
             if why:
-                skip(Unplaced(job.id, parts=_held(masks, job, QUEUE_LIMIT, f"held by a queue limit: {why}")))
-                continue
+                return Unplaced(job.id, parts=_held(masks, job, QUEUE_LIMIT, f"held by a queue limit: {why}"))
         key = (job.sites, job.regions, job.datasets, req, job.cpus, job.memory, job.vetoed_by, job.queue)
         seen = seen_before(key)
         if seen is not None:
-            skip(Unplaced(job.id, None, None, seen))
-            if preempting:
+            if preempting and not in_gang:
                 starved.append((job, req, _may_use(masks, job, req, ())))
-            continue
+            return Unplaced(job.id, None, None, seen)
         fits, now, anywhere = free_now(job, req)
         topology: list[int] = []    # sites where the exact fit showed the shape can never be held
         placed = None
@@ -452,20 +457,40 @@ def _schedule(snapshot: Snapshot, pending: Sequence[PendingJob], at: float, limi
                     break
         if placed is None:
             # No site has room for this job now: the per-site reasons wait until someone asks.
-            refused[key] = parts = _parts(masks, job, req, now, topology)
-            unplaced.append(Unplaced(job.id, parts=parts))
-            if preempting:
-                starved.append((job, req, _may_use(masks, job, req, topology)))
-            continue
+            parts = _parts(masks, job, req, now, topology)
+            if not in_gang:  # a refusal while a gang holds part of the capacity says nothing after it
+                refused[key] = parts
+                if preempting:
+                    starved.append((job, req, _may_use(masks, job, req, topology)))
+            return Unplaced(job.id, parts=parts)
         i, binding, score = placed
         site = snapshot.sites[i]
         model = masks.gpu.model_of_binding(i, binding) if binding else ""
-        decisions.append(Decision(job_id=job.id, site=site.name, score=round(score, 4),
-                                  reasons=_why(job, req, site, locality[i], prefer[i], masks, i, eligible, binding),
-                                  candidates=eligible, binding=binding, gpu_model=model,
-                                  site_codes=_site_codes(masks, job, req, now, topology, ok)))
         masks.took(i, job, binding)
         ledger.charge(job.queue, demand(job, model))
+        return Decision(job_id=job.id, site=site.name, score=round(score, 4),
+                        reasons=_why(job, req, site, locality[i], prefer[i], masks, i, eligible, binding),
+                        candidates=eligible, binding=binding, gpu_model=model,
+                        site_codes=_site_codes(masks, job, req, now, topology, ok))
+
+    tried: set[str] = set()
+    for job in ledger:
+        if limit is not None and len(decisions) >= limit:
+            rest = [j for j in (job, *ledger.remaining()) if j.id not in tried]
+            unplaced.extend(Unplaced(j.id, parts=_held(masks, j, DEFERRED)) for j in rest)
+            deferred = len(rest)
+            break
+        if not job.gang:
+            got = place(job)
+            (decisions if isinstance(got, Decision) else unplaced).append(got)
+            continue
+        if job.id in tried:
+            continue  # placed or refused with the first of its gang
+        parts = sorted(gangs[job.gang], key=lambda j: j.id)
+        tried.update(j.id for j in parts)
+        placed, refusals = _place_gang(parts, place, masks, ledger)
+        decisions.extend(placed)
+        unplaced.extend(refusals)
     victims: list[Preemption] = []
     room: dict[str, str] = {}
     if starved:
@@ -476,6 +501,31 @@ def _schedule(snapshot: Snapshot, pending: Sequence[PendingJob], at: float, limi
                                     masks.free_mem, masks.gpu.copy(), ledger, at, settings)
     return ScheduleResult(decisions=tuple(decisions), unplaced=tuple(unplaced), deferred=deferred,
                           preemptions=tuple(victims), making_room=room)
+
+
+def _place_gang(parts: list[PendingJob], place: Callable[..., Decision | Unplaced], masks: _Masks,
+                ledger: Ledger) -> tuple[list[Decision], list[Unplaced]]:
+    """All parts of a gang placed, or none: what the first parts took is given back when a later one
+    cannot be placed, and every part says why."""
+    size = parts[0].gang_size
+    gang = parts[0].gang
+    if len(parts) < size:
+        why = f"gang {gang}: {len(parts)} of its {size} parts are waiting; it starts only whole"
+        return [], [Unplaced(p.id, parts=_held(masks, p, GANG, why)) for p in parts]
+    done: list[tuple[PendingJob, Decision]] = []
+    for p in parts:
+        got = place(p, in_gang=True)
+        if isinstance(got, Decision):
+            done.append((p, got))
+            continue
+        for q, d in reversed(done):
+            i = masks.index[d.site]
+            masks.gave_back(i, q, d.binding)
+            ledger.charge(q.queue, demand(q, d.gpu_model), -1.0)
+        why = f"gang {gang}: part {p.id} cannot be placed now ({got.summary}), so no part is"
+        return [], [got if q is p else Unplaced(q.id, parts=_held(masks, q, GANG, why)) for q in parts]
+    note = f"gang {gang}: all {size} parts placed together"
+    return [replace(d, reasons=(note, *d.reasons)) for _, d in done], []
 
 
 def _may_use(masks: _Masks, job: PendingJob, req: GpuRequest | None, topology: Sequence[int]) -> np.ndarray:

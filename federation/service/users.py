@@ -26,7 +26,8 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
     def SubmitJob(self, request: pb.SubmitJobRequest, context) -> pb.SubmitJobResponse:
         jobs = self.control.submit(wire.spec_from_pb(request.spec))
         return pb.SubmitJobResponse(job=wire.job_to_pb(jobs[0]),
-                                    elements=[wire.job_to_pb(j) for j in jobs] if jobs[0].array_id else [])
+                                    elements=[wire.job_to_pb(j) for j in jobs] if len(jobs) > 1 or jobs[0].array_id
+                                    else [])
 
     @translate
     def GetJob(self, request: pb.GetJobRequest, context) -> pb.GetJobResponse:

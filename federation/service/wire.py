@@ -18,6 +18,30 @@ SITE_STATE_TO_PB = {s: getattr(pb, f"SITE_STATE_{s.name}") for s in SiteState}
 SITE_STATE_FROM_PB = {v: k for k, v in SITE_STATE_TO_PB.items()}
 
 
+def _resources_pb(r) -> pb.Resources:
+    return pb.Resources(cpus=r.cpus, memory_bytes=r.memory, gpus=r.gpus, gpu_type=r.gpu_type,
+                        gpu_memory_bytes=r.gpu_memory or 0)
+
+
+def _placement_pb(p) -> pb.Placement:
+    return pb.Placement(regions=p.regions, sites=p.sites, prefer=p.prefer)
+
+
+def _topology_pb(t) -> pb.Topology:
+    return pb.Topology(nvlink=t.nvlink or "", gpus_per_node=t.gpus_per_node or 0, colocate=t.colocate or "")
+
+
+def _gang_pb(gang) -> pb.Gang | None:
+    if gang is None:
+        return None
+    return pb.Gang(timeout_s=gang.timeout, parts=[pb.GangPart(
+        name=p.name, entrypoint=p.entrypoint or "",
+        datasets=pb.DatasetList(names=p.datasets) if p.datasets is not None else None,
+        resources=_resources_pb(p.resources) if p.resources else None,
+        placement=_placement_pb(p.placement) if p.placement else None,
+        topology=_topology_pb(p.topology) if p.topology else None) for p in gang.parts])
+
+
 def spec_to_pb(spec: JobSpec) -> pb.JobSpec:
     body = spec.spec
     env = struct_pb2.Struct()
@@ -25,17 +49,42 @@ def spec_to_pb(spec: JobSpec) -> pb.JobSpec:
     return pb.JobSpec(
         name=spec.metadata.name, tenant=spec.metadata.tenant, labels=spec.metadata.labels,
         entrypoint=body.entrypoint, runtime_env=env, datasets=body.datasets,
-        resources=pb.Resources(cpus=body.resources.cpus, memory_bytes=body.resources.memory,
-                               gpus=body.resources.gpus, gpu_type=body.resources.gpu_type,
-                               gpu_memory_bytes=body.resources.gpu_memory or 0),
-        placement=pb.Placement(regions=body.placement.regions, sites=body.placement.sites,
-                               prefer=body.placement.prefer),
-        priority=body.priority,
-        topology=pb.Topology(nvlink=body.topology.nvlink or "", gpus_per_node=body.topology.gpus_per_node or 0,
-                             colocate=body.topology.colocate or ""),
-        queue=body.queue or "", singleton=body.singleton, array=body.array or "",
+        resources=_resources_pb(body.resources), placement=_placement_pb(body.placement), priority=body.priority,
+        topology=_topology_pb(body.topology),
+        queue=body.queue or "", singleton=body.singleton, array=body.array or "", gang=_gang_pb(body.gang),
         dependencies=pb.Dependencies(after_ok=body.dependencies.after_ok, after_any=body.dependencies.after_any,
                                      after_not_ok=body.dependencies.after_not_ok))
+
+
+def _resources_dict(r: pb.Resources) -> dict:
+    return {"cpus": r.cpus, "memory": r.memory_bytes, "gpus": r.gpus, "gpu_type": list(r.gpu_type),
+            "gpu_memory": r.gpu_memory_bytes or None}
+
+
+def _placement_dict(p: pb.Placement) -> dict:
+    return {"regions": list(p.regions), "sites": list(p.sites), "prefer": list(p.prefer)}
+
+
+def _topology_dict(t: pb.Topology) -> dict:
+    return {"nvlink": t.nvlink or None, "gpus_per_node": t.gpus_per_node or None, "colocate": t.colocate or None}
+
+
+def _gang_dict(msg: pb.JobSpec) -> dict | None:
+    if not msg.HasField("gang"):
+        return None
+    parts = []
+    for p in msg.gang.parts:
+        part: dict = {"name": p.name}
+        if p.entrypoint:
+            part["entrypoint"] = p.entrypoint
+        if p.HasField("datasets"):
+            part["datasets"] = list(p.datasets.names)
+        for field, convert in (("resources", _resources_dict), ("placement", _placement_dict),
+                               ("topology", _topology_dict)):
+            if p.HasField(field):
+                part[field] = convert(getattr(p, field))
+        parts.append(part)
+    return {"parts": parts, "timeout": msg.gang.timeout_s}
 
 
 def spec_from_pb(msg: pb.JobSpec) -> JobSpec:
@@ -48,19 +97,16 @@ def spec_from_pb(msg: pb.JobSpec) -> JobSpec:
             "entrypoint": msg.entrypoint,
             "runtime_env": json_format.MessageToDict(msg.runtime_env),
             "datasets": list(msg.datasets),
-            "resources": {"cpus": msg.resources.cpus, "memory": msg.resources.memory_bytes,
-                          "gpus": msg.resources.gpus, "gpu_type": list(msg.resources.gpu_type),
-                          "gpu_memory": msg.resources.gpu_memory_bytes or None},
-            "placement": {"regions": list(msg.placement.regions), "sites": list(msg.placement.sites),
-                          "prefer": list(msg.placement.prefer)},
-            "topology": {"nvlink": msg.topology.nvlink or None, "gpus_per_node": msg.topology.gpus_per_node or None,
-                         "colocate": msg.topology.colocate or None},
+            "resources": _resources_dict(msg.resources),
+            "placement": _placement_dict(msg.placement),
+            "topology": _topology_dict(msg.topology),
             "priority": msg.priority or "normal",
             "queue": msg.queue or None,
             "dependencies": {"after_ok": list(msg.dependencies.after_ok), "after_any": list(msg.dependencies.after_any),
                              "after_not_ok": list(msg.dependencies.after_not_ok)},
             "singleton": msg.singleton,
             "array": msg.array or None,
+            "gang": _gang_dict(msg),
         },
     }
     return job_from_dict(data, source="request")
@@ -76,7 +122,7 @@ def job_to_pb(job: Job) -> pb.Job:
     return pb.Job(id=job.id, spec=spec_to_pb(job.spec), state=JOB_STATE_TO_PB[job.state], site=job.site,
                   message=job.message, created_at=job.created_at, updated_at=job.updated_at,
                   attempts=[attempt_to_pb(a) for a in job.attempts], queue=job.queue, array_id=job.array_id,
-                  array_index=job.array_index)
+                  array_index=job.array_index, gang_id=job.gang_id)
 
 
 def capacity_to_pb(c: Capacity) -> pb.Resources:

@@ -17,7 +17,7 @@ from federation.spec.models import (
 
 __all__ = [
     "FederationConfig", "JobSpec", "PolicyConfig", "SiteConfig",
-    "load_job", "job_from_dict", "job_from_text", "load_site", "load_policy", "load_federation",
+    "load_job", "job_from_dict", "job_from_text", "load_site", "load_policy", "load_federation", "gang_parts",
     "SCHEMAS",
 ]
 
@@ -100,3 +100,21 @@ def load_federation(path: str | Path) -> FederationConfig:
     body = body.model_copy(update={"store": _resolve(base, body.store), "policy": _resolve(base, body.policy),
                                    "tls": tls})
     return cfg.model_copy(update={"spec": body})
+
+
+def gang_parts(spec: JobSpec) -> list[tuple[str, JobSpec]]:
+    """Each part of a gang as a job spec of its own: the job's fields with the part's replacing them,
+    validated whole; InvalidSpec naming spec.gang.parts[i]."""
+    data = spec.model_dump(mode="json", exclude_none=True)
+    out = []
+    for i, part in enumerate(spec.spec.gang.parts):
+        body = dict(data["spec"])
+        for name in ("entrypoint", "datasets", "resources", "placement", "topology"):
+            value = getattr(part, name)
+            if value is not None:
+                body[name] = value.model_dump(mode="json", exclude_none=True) if isinstance(value, BaseModel) else value
+        try:
+            out.append((part.name, job_from_dict({**data, "spec": body}, source="part")))
+        except InvalidSpec as e:
+            raise InvalidSpec(f"spec.gang.parts[{i}] ({part.name}): {e.message.removeprefix('part: ')}") from None
+    return out

@@ -114,6 +114,43 @@ class PlacementSpec(Strict):
     prefer: list[str] = Field(default_factory=list, description="regions or sites to prefer")
 
 
+class GangPart(Strict):
+    """One part of a gang: the job's spec with these fields replaced."""
+
+    name: str
+    entrypoint: str | None = Field(default=None, min_length=1, max_length=8192)
+    datasets: list[str] | None = Field(default=None, max_length=64)
+    resources: Resources | None = None
+    placement: PlacementSpec | None = None
+    topology: Topology | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _check_name(v, "part name")
+
+
+class Gang(Strict):
+    """Parts that start together or not at all (e.g. one per site holding a shard)."""
+
+    parts: list[GangPart] = Field(min_length=2, max_length=64)
+    timeout: float = Field(default=600.0, gt=0, description="every part running within this after placement, "
+                                                            "or all are stopped and the gang waits again")
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _timeout(cls, v: Any) -> float:
+        return parse_duration(v)
+
+    @field_validator("parts")
+    @classmethod
+    def _unique(cls, v: list[GangPart]) -> list[GangPart]:
+        names = [p.name for p in v]
+        if len(set(names)) != len(names):
+            raise ValueError("two parts have the same name")
+        return v
+
+
 JOB_REF_RE = re.compile(r"^[a-z]-[0-9a-f]{4,32}(-[0-9]{1,6})?$")
 
 
@@ -152,6 +189,7 @@ class JobBody(Strict):
     singleton: bool = Field(default=False, description="one job of this name and tenant placed or running at a time")
     array: str | None = Field(default=None, description="one job per index, e.g. 0-99%10 (at most 10 at once); "
                                                          "each sees FEDCTL_ARRAY_INDEX")
+    gang: Gang | None = Field(default=None, description="parts placed and started all together or not at all")
 
     @field_validator("array")
     @classmethod
@@ -176,6 +214,8 @@ class JobBody(Strict):
                              f"({r.gpus:g})")
         if (r.gpu_type or r.gpu_memory) and r.gpus == 0 and r.gpu_memory is None:
             raise ValueError("resources.gpu_type: set resources.gpus or resources.gpu_memory too")
+        if self.gang is not None and self.array is not None:
+            raise ValueError("gang: a job is a gang or an array, not both")
         return self
 
     @field_validator("datasets")

@@ -53,6 +53,10 @@ class Store(ABC):
         """Record what a site saw; derives the job's state. Idempotent; None if nothing changed."""
 
     @abstractmethod
+    def gang_jobs(self, gang_ids: Iterable[str]) -> dict[str, list[Job]]:
+        """Per gang id, its parts (with their attempts)."""
+
+    @abstractmethod
     def request_stop(self, job_id: str, number: int, reason: str, now: float) -> bool:
         """Ask for a live attempt to be stopped to make room (preemption): it leaves its site's desired
         set, and its site's STOPPED report makes it PREEMPTED and its job PENDING. False if it is not

@@ -88,7 +88,8 @@ CREATE TABLE IF NOT EXISTS sites (
 _ADDED = (("attempts", "binding", "TEXT NOT NULL DEFAULT ''"), ("sites", "inventory", "TEXT NOT NULL DEFAULT ''"),
           ("jobs", "queue", "TEXT NOT NULL DEFAULT 'default'"), ("attempts", "gpu_model", "TEXT NOT NULL DEFAULT ''"),
           ("jobs", "array_id", "TEXT NOT NULL DEFAULT ''"), ("jobs", "array_index", "INTEGER NOT NULL DEFAULT 0"),
-          ("attempts", "stop_requested_at", "REAL NOT NULL DEFAULT 0"), ("attempts", "stop_reason", "TEXT NOT NULL DEFAULT ''"))
+          ("attempts", "stop_requested_at", "REAL NOT NULL DEFAULT 0"), ("attempts", "stop_reason", "TEXT NOT NULL DEFAULT ''"),
+          ("jobs", "gang_id", "TEXT NOT NULL DEFAULT ''"))
 
 _LIVE = (AttemptState.ASSIGNED.value, AttemptState.RUNNING.value)
 
@@ -109,6 +110,7 @@ class SQLiteStore(Store):
             if column not in {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})")}:
                 self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
         self._db.execute("CREATE INDEX IF NOT EXISTS jobs_array ON jobs(array_id) WHERE array_id != ''")
+        self._db.execute("CREATE INDEX IF NOT EXISTS jobs_gang ON jobs(gang_id) WHERE gang_id != ''")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -133,10 +135,10 @@ class SQLiteStore(Store):
                 try:
                     db.execute(
                         "INSERT INTO jobs (id, tenant, spec, state, site, message, created_at, updated_at, vetoed_by,"
-                        " queue, array_id, array_index) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                        " queue, array_id, array_index, gang_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                         (job.id, job.tenant, job.spec.model_dump_json(), job.state.value, job.site, job.message,
                          job.created_at, job.updated_at, json.dumps(sorted(job.vetoed_by)), job.queue, job.array_id,
-                         job.array_index))
+                         job.array_index, job.gang_id))
                 except sqlite3.IntegrityError:
                     raise Conflict(f"job {job.id} already exists") from None
 
@@ -202,7 +204,7 @@ class SQLiteStore(Store):
             id=row["id"], spec=JobSpec.model_validate_json(row["spec"]), state=JobState(row["state"]),
             site=row["site"], message=row["message"], created_at=row["created_at"], updated_at=row["updated_at"],
             attempts=tuple(attempts), vetoed_by=frozenset(json.loads(row["vetoed_by"])), explanation=explanation,
-            queue=row["queue"], array_id=row["array_id"], array_index=row["array_index"])
+            queue=row["queue"], array_id=row["array_id"], array_index=row["array_index"], gang_id=row["gang_id"])
 
     def _load(self, db: sqlite3.Connection, job_id: str) -> Job:
         row = db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
@@ -272,6 +274,16 @@ class SQLiteStore(Store):
                                      message=_job_message(state, attempt.site, message))
                 self._save(db, job)
             return self._load(db, job_id)
+
+    def gang_jobs(self, gang_ids: Iterable[str]) -> dict[str, list[Job]]:
+        ids = sorted(set(gang_ids))
+        out: dict[str, list[Job]] = {g: [] for g in ids}
+        for chunk in range(0, len(ids), 400):
+            part = ids[chunk:chunk + 400]
+            for job in self._jobs(f"SELECT * FROM jobs WHERE gang_id IN ({','.join('?' * len(part))}) ORDER BY id",
+                                  part):
+                out[job.gang_id].append(job)
+        return out
 
     def request_stop(self, job_id: str, number: int, reason: str, now: float) -> bool:
         with self._tx() as db:

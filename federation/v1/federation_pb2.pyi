@@ -124,7 +124,7 @@ class Placement(_message.Message):
     def __init__(self, regions: _Optional[_Iterable[str]] = ..., sites: _Optional[_Iterable[str]] = ..., prefer: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("name", "tenant", "labels", "entrypoint", "runtime_env", "datasets", "resources", "placement", "priority", "topology", "queue", "dependencies", "singleton", "array")
+    __slots__ = ("name", "tenant", "labels", "entrypoint", "runtime_env", "datasets", "resources", "placement", "priority", "topology", "queue", "dependencies", "singleton", "array", "gang")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -146,6 +146,7 @@ class JobSpec(_message.Message):
     DEPENDENCIES_FIELD_NUMBER: _ClassVar[int]
     SINGLETON_FIELD_NUMBER: _ClassVar[int]
     ARRAY_FIELD_NUMBER: _ClassVar[int]
+    GANG_FIELD_NUMBER: _ClassVar[int]
     name: str
     tenant: str
     labels: _containers.ScalarMap[str, str]
@@ -160,7 +161,38 @@ class JobSpec(_message.Message):
     dependencies: Dependencies
     singleton: bool
     array: str
-    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., entrypoint: _Optional[str] = ..., runtime_env: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., datasets: _Optional[_Iterable[str]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., priority: _Optional[str] = ..., topology: _Optional[_Union[Topology, _Mapping]] = ..., queue: _Optional[str] = ..., dependencies: _Optional[_Union[Dependencies, _Mapping]] = ..., singleton: _Optional[bool] = ..., array: _Optional[str] = ...) -> None: ...
+    gang: Gang
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., entrypoint: _Optional[str] = ..., runtime_env: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., datasets: _Optional[_Iterable[str]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., priority: _Optional[str] = ..., topology: _Optional[_Union[Topology, _Mapping]] = ..., queue: _Optional[str] = ..., dependencies: _Optional[_Union[Dependencies, _Mapping]] = ..., singleton: _Optional[bool] = ..., array: _Optional[str] = ..., gang: _Optional[_Union[Gang, _Mapping]] = ...) -> None: ...
+
+class Gang(_message.Message):
+    __slots__ = ("parts", "timeout_s")
+    PARTS_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    parts: _containers.RepeatedCompositeFieldContainer[GangPart]
+    timeout_s: float
+    def __init__(self, parts: _Optional[_Iterable[_Union[GangPart, _Mapping]]] = ..., timeout_s: _Optional[float] = ...) -> None: ...
+
+class GangPart(_message.Message):
+    __slots__ = ("name", "entrypoint", "datasets", "resources", "placement", "topology")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ENTRYPOINT_FIELD_NUMBER: _ClassVar[int]
+    DATASETS_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_FIELD_NUMBER: _ClassVar[int]
+    TOPOLOGY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    entrypoint: str
+    datasets: DatasetList
+    resources: Resources
+    placement: Placement
+    topology: Topology
+    def __init__(self, name: _Optional[str] = ..., entrypoint: _Optional[str] = ..., datasets: _Optional[_Union[DatasetList, _Mapping]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., topology: _Optional[_Union[Topology, _Mapping]] = ...) -> None: ...
+
+class DatasetList(_message.Message):
+    __slots__ = ("names",)
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Dependencies(_message.Message):
     __slots__ = ("after_ok", "after_any", "after_not_ok")
@@ -207,7 +239,7 @@ class SiteVerdict(_message.Message):
     def __init__(self, site: _Optional[str] = ..., eligible: _Optional[bool] = ..., reason_code: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "spec", "state", "site", "message", "created_at", "updated_at", "attempts", "queue", "array_id", "array_index")
+    __slots__ = ("id", "spec", "state", "site", "message", "created_at", "updated_at", "attempts", "queue", "array_id", "array_index", "gang_id")
     ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -219,6 +251,7 @@ class Job(_message.Message):
     QUEUE_FIELD_NUMBER: _ClassVar[int]
     ARRAY_ID_FIELD_NUMBER: _ClassVar[int]
     ARRAY_INDEX_FIELD_NUMBER: _ClassVar[int]
+    GANG_ID_FIELD_NUMBER: _ClassVar[int]
     id: str
     spec: JobSpec
     state: JobState
@@ -230,7 +263,8 @@ class Job(_message.Message):
     queue: str
     array_id: str
     array_index: int
-    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., site: _Optional[str] = ..., message: _Optional[str] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., queue: _Optional[str] = ..., array_id: _Optional[str] = ..., array_index: _Optional[int] = ...) -> None: ...
+    gang_id: str
+    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., site: _Optional[str] = ..., message: _Optional[str] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., queue: _Optional[str] = ..., array_id: _Optional[str] = ..., array_index: _Optional[int] = ..., gang_id: _Optional[str] = ...) -> None: ...
 
 class Dataset(_message.Message):
     __slots__ = ("name", "classification", "path")

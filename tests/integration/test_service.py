@@ -466,3 +466,43 @@ def test_a_high_priority_job_preempts_low_priority_work_which_is_requeued_with_i
             channel.close()
     finally:
         federation.stop(grace=0)
+
+
+def test_a_gang_starts_whole_on_the_sites_of_its_shards_or_is_stopped_whole(client, eu_agent, us_site):
+    us_agent = AgentStream(us_site, "us-east")
+    try:
+        gang = client.submit(make_spec("fed-train", resources={"cpus": 1}, gang={"timeout": "1s", "parts": [
+            {"name": "eu", "datasets": ["patient-records-eu"]}, {"name": "us", "datasets": ["claims-us"]}]}))
+        assert isinstance(gang, JobArray) and [j.id for j in gang] == [f"{gang.id}-eu", f"{gang.id}-us"]
+        (eu,) = wait_for(lambda: eu_agent.next_assignments(), 5, "the eu part")
+        (us,) = wait_for(lambda: us_agent.next_assignments(), 5, "the us part")
+        assert eu.spec.runtime_env["env_vars"]["FEDCTL_GANG_PART"] == "eu" and us.spec.datasets == ["claims-us"]
+        assert gang.jobs[0].placement.summary.startswith("placed on eu-west: gang")
+        # eu starts, us never does: after the gang's timeout both are stopped and the gang waits whole.
+        eu_agent.report([pb.AttemptStatus(job_id=eu.job_id, attempt=1, state=pb.ATTEMPT_STATE_RUNNING)])
+        wait_for(lambda: eu_agent.next_assignments() == [], 5, "the eu part stopped")
+        wait_for(lambda: us_agent.next_assignments() == [], 5, "the us part stopped")
+        eu_agent.report([pb.AttemptStatus(job_id=eu.job_id, attempt=1, state=pb.ATTEMPT_STATE_STOPPED)])
+        us_agent.report([pb.AttemptStatus(job_id=us.job_id, attempt=1, state=pb.ATTEMPT_STATE_STOPPED)])
+        (eu2,) = wait_for(lambda: eu_agent.next_assignments(), 5, "the eu part again")
+        (us2,) = wait_for(lambda: us_agent.next_assignments(), 5, "the us part again")
+        assert (eu2.attempt, us2.attempt) == (2, 2)
+        first = gang.jobs[0].status().attempts[0]
+        assert (first.state, first.message) == ("preempted", f"gang {gang.id}: part {us.job_id} did not start within 1s")
+        # One part fails: the other is cancelled, never left holding its site.
+        us_agent.report([pb.AttemptStatus(job_id=us.job_id, attempt=2, state=pb.ATTEMPT_STATE_FAILED)])
+        s = wait_for(lambda: (s := gang.jobs[0].status()).state == "cancelled" and s, 5, "the eu part cancelled")
+        assert s.message == f"cancelled: part {us.job_id} of gang {gang.id} failed"
+    finally:
+        us_agent.close()
+
+
+def test_bad_gang_parts_are_refused_naming_the_part(client, eu_site):
+    with pytest.raises(UnknownDataset, match=r"spec.gang.parts\[1\] \(b\): spec.datasets\[0\]: unknown dataset 'nope'"):
+        client.submit(make_spec("g", gang={"parts": [{"name": "a"}, {"name": "b", "datasets": ["nope"]}]}))
+    with pytest.raises(InvalidSpec, match=r"spec.gang.parts\[0\] \(a\): .*topology: needs whole GPUs"):
+        client.submit(make_spec("g", gang={"parts": [{"name": "a", "topology": {"nvlink": "required"}},
+                                                     {"name": "b"}]}))
+    with pytest.raises(InvalidSpec, match="two parts have the same name"):
+        client.submit(make_spec("g", gang={"parts": [{"name": "a"}, {"name": "a"}]}))
+    assert client.jobs() == []
