@@ -395,7 +395,7 @@ def _schedule(snapshot: Snapshot, pending: Sequence[PendingJob], at: float, limi
     # Capacity only shrinks within a cycle (a gang tried and rolled back restores what it took),
     # so a job like one that did not fit does not fit either.
     refused: dict[tuple, Callable[[], tuple[str, bytes]]] = {}
-    seen_before, free_now, skip = refused.get, masks.free_now, unplaced.append
+    seen_before, free_now = refused.get, masks.free_now
     limited = ledger.limited
     deferred = 0
     starved: list[tuple[PendingJob, GpuRequest | None, np.ndarray]] = []   # no site can take it now
