@@ -6,7 +6,8 @@ narrowing and shape) and only for a job no site can take now:
 - reclaim: the waiting job's queue is below its deserved share and stays within it, the
   victim's queue is above its own and stays at or above it without the victim.
 Victims: lowest priority first, then the most recently started (least work lost); never one
-that has run less than `min_runtime`, never more than `budget` in a cycle. Attempts already
+that has run less than `min_runtime`, never more than `budget` in a cycle; only the head of
+the waiting jobs (in scheduling order, highest priority first) is considered each cycle. Attempts already
 stopping count as free, so a job is not given victims twice. The preemptor is not placed
 in the same cycle: the stopped work frees its resources first.
 """
@@ -20,6 +21,9 @@ import numpy as np
 from policies.fairshare import EPS, Ledger, demand
 from policies.model import PendingJob
 from policies.topology import Binding, GpuRequest, GpuState
+
+
+HEAD = 64   # waiting jobs considered a cycle, at least
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +75,8 @@ def preemptions(waiting: Sequence[tuple[PendingJob, GpuRequest | None, np.ndarra
     queue_use = {q: dict(v) for q, v in settings.queues_running.items()}
     out: list[Preemption] = []
     room: dict[str, str] = {}
-    for job, req, allowed in waiting:
+    # The head of the queue only: a long backlog is not searched for victims every cycle.
+    for job, req, allowed in waiting[:max(HEAD, 4 * settings.budget)]:
         at = _place(job, req, np.flatnonzero(allowed), cpu, mem, gpu)
         if at is not None:
             room[job.id] = sites[at]  # what is already stopping makes room for it

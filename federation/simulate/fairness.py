@@ -11,7 +11,7 @@ submit most of the work. Arrivals are compressed to a stated offered load so the
 contention. The measures: Jain's index of each tenant's GPU time over its entitlement (the
 equal split of the GPU time used, water-filled: a tenant that asked for less is entitled to
 what it asked), mean and p99 queueing delay (finish - arrival - run time, so work lost to
-preemption counts as waiting), and preemptions.
+preemption counts as waiting), and preemptions. Scheduling cycles run once a simulated minute.
 """
 from __future__ import annotations
 
@@ -105,7 +105,8 @@ def entitlements(asked: dict[str, float], total: float) -> dict[str, float]:
 
 
 def run(w: Workload, rules: policies.Rules, strategy: str, *, min_runtime: float = 600.0,
-        budget: int = 10) -> FairOutcome:
+        budget: int = 10, cycle_s: float = 60.0) -> FairOutcome:
+    """Scheduling cycles every `cycle_s` of simulated time (or at the next event, if later)."""
     state = GpuState([s.inventory for s in w.sites])
     tenants = sorted({j.tenant for j in w.jobs})
     home = {t: k % len(w.sites) for k, t in enumerate(tenants)}
@@ -133,8 +134,11 @@ def run(w: Workload, rules: policies.Rules, strategy: str, *, min_runtime: float
         out.received[job.tenant] = out.received.get(job.tenant, 0.0) + (job.gpu.whole if job.gpu else 0) * (now - start)
         return job
 
+    last = -float("inf")
     while k < len(jobs) or ends:
         t = min(jobs[k].arrival if k < len(jobs) else float("inf"), ends[0][0] if ends else float("inf"))
+        t = max(t, last + cycle_s)
+        last = t
         while ends and ends[0][0] <= t:
             _, jid, attempt = heapq.heappop(ends)
             if jid in live and live[jid][4] == attempt:
@@ -171,7 +175,8 @@ def run(w: Workload, rules: policies.Rules, strategy: str, *, min_runtime: float
             if p.job_id in live:
                 pending[p.job_id] = stop(p.job_id, t)
                 out.preemptions += 1
-        nxt = min(jobs[k].arrival if k < len(jobs) else float("inf"), ends[0][0] if ends else float("inf"))
+        nxt = max(last + cycle_s, min(jobs[k].arrival if k < len(jobs) else float("inf"),
+                                      ends[0][0] if ends else float("inf")))
         if nxt < float("inf"):
             out.jain_samples.append((nxt - t, _instant_jain(live.values(), pending.values(), tenants)))
         if k >= len(jobs) and not ends and pending:
