@@ -399,8 +399,9 @@ def _simulate_fairness(args: argparse.Namespace, w, rules) -> int:
     rows = [fairness.summary(fairness.run(w, rules, s, min_runtime=args.min_runtime))
             for s in args.strategy or fairness.STRATEGIES]
     setup = (f"{len(w.jobs)} jobs of {args.tenants} tenants (seed {args.seed}, tenant k drawn with weight 1/(k+1)) on "
-             f"{gpus} GPUs (one GPU node in {args.keep_every} of each site); arrivals divided by {speedup:.3g} for an "
-             f"offered load of {load:.2f}x (asked {args.load:g}x); preemption after {args.min_runtime:g}s of runtime")
+             f"{gpus} GPUs (one GPU node in {args.keep_every} of each site); arrivals divided by {speedup:.3g} for a "
+             f"peak load of {load:.2f}x (asked {args.load:g}x: GPUs asked at once over GPUs held); preemption after "
+             f"{args.min_runtime:g}s of runtime")
     if _json(args):
         render.emit_json({"setup": setup, "rules": w.rules, "results": rows, "ratios": fairness.ratios(rows)})
         return 0
@@ -525,7 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--strategy", action="append",
                     choices=["topology", "blind", "round-robin", "federated", "fair-per-site", "fifo-per-site"])
     sp.add_argument("--tenants", type=int, default=8, help="fairness: tenants to draw")
-    sp.add_argument("--load", type=float, default=1.2, help="fairness: GPUs asked at once over GPUs held")
+    sp.add_argument("--load", type=float, default=2.0, help="fairness: most GPUs asked at once over GPUs held")
     sp.add_argument("--keep-every", type=int, default=4, help="fairness: keep one GPU node in this many")
     sp.add_argument("--min-runtime", type=float, default=600.0, help="fairness: seconds before work may be preempted")
     sp.add_argument("--seed", type=int, default=7)

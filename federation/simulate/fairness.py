@@ -7,8 +7,8 @@ Three ways to run the same workload:
   home site and its jobs go there, or where their data must be), with the same reclaim.
 - `fifo-per-site`: each site first come, first served, for its own tenants.
 Tenants are drawn with a fixed seed and skewed (tenant k gets weight 1/(k+1)), so a few
-submit most of the work. Arrivals are compressed to a stated offered load so there is
-contention. The measures: Jain's index of each tenant's GPU time over its entitlement (the
+submit most of the work. Arrivals are compressed to a stated peak load so there is
+contention at the busiest times. The measures: Jain's index of each tenant's GPU time over its entitlement (the
 equal split of the GPU time used, water-filled: a tenant that asked for less is entitled to
 what it asked), mean and p99 queueing delay (finish - arrival - run time, so work lost to
 preemption counts as waiting), and preemptions. Scheduling cycles run once a simulated minute.
@@ -61,24 +61,26 @@ def smaller(w: Workload, keep_every: int) -> Workload:
 
 
 def compressed(jobs: Sequence[SimJob], gpus: int, load: float) -> tuple[list[SimJob], float, float]:
-    """Arrivals divided (durations kept) until the GPUs asked at once, averaged over the arrival
-    span, are `load` times `gpus` (a bisection on the divisor); the jobs, the divisor, and the load
-    reached (less than `load` when even all jobs at once ask for less)."""
+    """Arrivals divided (durations kept) until the most GPUs asked at once, were every job started
+    on arrival, are `load` times `gpus` (a bisection on the divisor); the jobs, the divisor, and the
+    load reached (less than `load` when even all jobs at once ask for less)."""
     t0 = min(j.arrival for j in jobs)
     arrive = np.array([j.arrival - t0 for j in jobs])
     size = np.array([j.gpu.whole if j.gpu else 0.0 for j in jobs])
     last = np.array([j.duration for j in jobs])
 
-    def mean_concurrency(speedup: float) -> float:
+    def peak(speedup: float) -> float:
         start = arrive / speedup
-        span = start.max() or 1.0
-        return float((size * np.clip(np.minimum(start + last, span) - start, 0, None)).sum() / span)
+        times = np.concatenate([start, start + last])
+        steps = np.concatenate([size, -size])
+        order = np.lexsort((steps, times))   # at equal times, ends before starts
+        return float(np.cumsum(steps[order]).max(initial=0.0))
 
     lo, hi = 1.0, 1e7
-    for _ in range(60):
+    for _ in range(50):
         mid = (lo * hi) ** 0.5
-        lo, hi = (mid, hi) if mean_concurrency(mid) < load * gpus else (lo, mid)
-    return [replace(j, arrival=t0 + (j.arrival - t0) / hi) for j in jobs], hi, mean_concurrency(hi) / gpus
+        lo, hi = (mid, hi) if peak(mid) < load * gpus else (lo, mid)
+    return [replace(j, arrival=t0 + (j.arrival - t0) / hi) for j in jobs], hi, peak(hi) / gpus
 
 
 def jain(values: Sequence[float]) -> float:

@@ -170,7 +170,7 @@ def test_fairness_on_a_contended_excerpt_federated_is_fairest_and_keeps_every_ru
     out = json.loads(capsys.readouterr().out)
     rows = {r["strategy"]: r for r in out["results"]}
     assert set(rows) == {"federated", "fair-per-site", "fifo-per-site"}
-    assert "(asked 1.5x)" in out["setup"]
+    assert "peak load of 1.50x (asked 1.5x" in out["setup"]
     for r in rows.values():
         assert r["finished"] + r["unfinished"] == 419
         assert 0 < r["jain_over_time"] <= 1
