@@ -60,10 +60,15 @@ class LocalRayHead:
             args.append("--labels=" + ",".join(f"{k}={v}" for k, v in sorted(self.labels.items())))
         return args
 
+    def environment(self) -> dict[str, str]:
+        # A stopped job (cancelled or preempted) gets SIGTERM, then SIGKILL after this grace.
+        return dict(os.environ, RAY_USAGE_STATS_ENABLED="0",
+                    RAY_JOB_STOP_WAIT_TIME_S=str(int(self.settings.stop_grace_s)))
+
     def start(self, timeout: float = 90.0) -> RayJobsDriver:
         self.temp_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.temp_dir / "head.log"
-        env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+        env = self.environment()
         with open(log_path, "ab") as out:
             # Own session: the whole head (gcs, raylet, dashboard, workers) is one process group.
             self.process = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT,

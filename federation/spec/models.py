@@ -287,6 +287,8 @@ class LocalRay(Strict):
     num_gpus: int | None = Field(default=None, ge=0)
     object_store_memory: int = Field(default=100 * 2**20, ge=75 * 2**20)
     temp_dir: Path | None = None
+    stop_grace_s: float = Field(default=10.0, ge=1, le=3600,
+                                description="a stopped job (cancelled, preempted) gets SIGTERM, then SIGKILL after this")
 
     @field_validator("object_store_memory", mode="before")
     @classmethod

@@ -64,3 +64,14 @@ def test_declared_capacity_wins_over_what_ray_reports():
 def test_gpus_ray_cannot_see_are_not_offered(fake_nvml, caplog):
     assert site_capacity(None, Ray(gpus=0)).gpus == 0
     assert "NVML sees 2 GPUs but Ray reports none" in caplog.text
+
+
+def test_a_local_ray_head_gets_distinct_ports_labels_and_the_stop_grace():
+    from federation.spec.models import LocalRay
+    from site_agent.local_ray import LocalRayHead
+    head = LocalRayHead(LocalRay(port_base=31000, num_cpus=2, stop_grace_s=45), labels={"fedctl.io/node": "n0"},
+                        num_gpus=2)
+    args = head.command()
+    assert "--port=31000" in args and "--num-cpus=2" in args and "--num-gpus=2" in args
+    assert "--labels=fedctl.io/node=n0" in args
+    assert head.environment()["RAY_JOB_STOP_WAIT_TIME_S"] == "45"
