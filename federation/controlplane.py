@@ -341,22 +341,23 @@ class ControlPlane:
                 connected=s.connected(now, self.site_timeout_s),
                 cordoned=s.state is SiteState.CORDONED, draining=s.state is SiteState.DRAINING))
         return policies.Snapshot(sites=tuple(sites), catalog=self.catalog(records), rules=self.rules, gpus=gpus,
-                                 queues=self.queues(live, now), running=self.running(live, index),
-                                 preemption=self.preemption(now))
+                                 queues=self.queue_usage(live, now), running=self.running_views(live, index),
+                                 preemption=self.preemption_settings(now))
 
-    def running(self, live: list[tuple[Attempt, Job]], index: dict[str, int]) -> tuple[preemption.Running, ...]:
+    def running_views(self, live: list[tuple[Attempt, Job]], index: dict[str, int]
+                      ) -> tuple[preemption.Running, ...]:
         return tuple(preemption.Running(self.pending_view(job), a.number, index[a.site], a.binding, a.gpu_model,
                                         a.started_at, bool(a.stop_requested_at))
                      for a, job in live if a.site in index)
 
-    def preemption(self, now: float) -> preemption.Settings | None:
+    def preemption_settings(self, now: float) -> preemption.Settings | None:
         p = self.policy.spec.preemption
         if not p.enabled:
             return None
         budget = min(p.max_per_cycle, max(0, p.max_per_hour - self.store.stops_since(now - 3600)))
         return preemption.Settings(True, p.min_runtime, budget, p.reclaim)
 
-    def queues(self, live: list[tuple[Attempt, Job]], now: float) -> fairshare.Queues:
+    def queue_usage(self, live: list[tuple[Attempt, Job]], now: float) -> fairshare.Queues:
         """The policy's queues with what each holds now and its decayed past use."""
         half_life = self.policy.spec.fair_share.half_life
         running: dict[str, dict[str, float]] = {}
