@@ -1,6 +1,7 @@
 """A real gRPC server with mutual TLS and a real SQLite file, driven by the SDK and a raw agent stream."""
 from __future__ import annotations
 
+import json
 import queue
 from pathlib import Path
 
@@ -506,3 +507,21 @@ def test_bad_gang_parts_are_refused_naming_the_part(client, eu_site):
     with pytest.raises(InvalidSpec, match="two parts have the same name"):
         client.submit(make_spec("g", gang={"parts": [{"name": "a"}, {"name": "a"}]}))
     assert client.jobs() == []
+
+
+def test_queue_and_usage_from_the_cli(federation, client, capsys):
+    from federation.cli.main import main
+    pki = federation.pki
+    flags = ["--address", federation.address, "--ca", str(pki["ca"].cert), "--cert", str(pki["admin"].cert),
+             "--key", str(pki["admin"].key)]
+    jobs = [client.submit(make_spec(f"q{i}", tenant="research")) for i in range(2)]
+    assert main(["queue", "--format", "json", *flags]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [j["id"] for j in out["jobs"]] == [j.id for j in jobs] and out["jobs"][0]["queue"] == "research"
+    assert main(["queue", *flags]) == 0
+    table = capsys.readouterr().out
+    assert "0% of deserved" in table and jobs[0].id in table
+    assert main(["usage", "--by", "queue,site", "--since", "7d", "--csv", "-", *flags]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "queue,site,attempts,cpu_seconds,memory_gib_seconds,gpu_seconds"
+    assert main(["usage", "--since", "yesterday", *flags]) != 0
+    assert "--since/--until: 'yesterday' is not a duration" in capsys.readouterr().err
