@@ -7,16 +7,19 @@ the store; this object holds only the policy and the change signal.
 from __future__ import annotations
 
 import difflib
+import hashlib
+import json
 import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import policies
 import policies.holds
 import policies.placement
 from federation import queues
+from federation.audit import AuditRecord, Signer
 from federation.changes import Changes
 from federation.errors import (
     Conflict,
@@ -122,8 +125,10 @@ def gpu_inventory(site: SiteRecord) -> Inventory:
 
 class ControlPlane:
     def __init__(self, store: Store, policy: PolicyConfig, *, site_timeout_s: float = 30.0,
-                 max_placements: int | None = None, clock: Callable[[], float] = time.time) -> None:
+                 max_placements: int | None = None, signer: Signer | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.store = store
+        self.signer = signer
         self.max_placements = max_placements
         self.policy = policy
         self.rules = rules_from_policy(policy)
@@ -131,9 +136,15 @@ class ControlPlane:
         self.clock = clock
         self.changes = Changes()
 
+    def record(self, actor: str, action: str, subject: str, **detail: Any) -> None:
+        """Append to the audit log (a no-op without a signing key)."""
+        if self.signer is not None:
+            plain = json.loads(json.dumps(detail, sort_keys=True, default=str))
+            self.store.append_audit(AuditRecord(0, self.clock(), actor, action, subject, plain), self.signer.seal)
+
     # ------------------------------------------------------------ users
 
-    def submit(self, spec: JobSpec) -> list[Job]:
+    def submit(self, spec: JobSpec, actor: str = "") -> list[Job]:
         """The job, or every element of a job array or part of a gang, stored together or not at all."""
         queue = queues.resolve(self.policy, spec.metadata.tenant, spec.spec.queue)
         self._check_dependencies(spec)
@@ -164,6 +175,10 @@ class ControlPlane:
                         updated_at=now, message="waiting for placement", queue=queue, array_id=job_id, array_index=i)
                     for i in indices]
         self.store.add_jobs(jobs)
+        digest = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()
+        for j in jobs:
+            self.record(actor, "job.submit", j.id, tenant=j.tenant, queue=j.queue, name=j.spec.metadata.name,
+                        spec_sha256=digest)
         self.changes.bump()
         return jobs
 
@@ -222,14 +237,15 @@ class ControlPlane:
             f"(largest: {biggest.name} with {biggest.capacity.cpus:g} cpus, "
             f"{biggest.capacity.memory / 2**30:.3g}Gi, {biggest.capacity.gpus:g} gpus)")
 
-    def cancel(self, job_id: str) -> Job:
+    def cancel(self, job_id: str, actor: str = "") -> Job:
         job = self.store.cancel_job(job_id, self.clock())
+        self.record(actor, "job.cancel", job_id, reason=job.message)
         self.changes.bump()
         return job
 
     # ------------------------------------------------------------ sites
 
-    def register_site(self, site: SiteRecord) -> SiteRecord:
+    def register_site(self, site: SiteRecord, actor: str = "") -> SiteRecord:
         for other in self.store.list_sites():
             if other.name == site.name:
                 continue
@@ -243,6 +259,8 @@ class ControlPlane:
             name=site.name, jurisdiction=site.jurisdiction, region=site.region, labels=dict(site.labels),
             datasets=site.datasets, capacity=site.capacity, registered_at=now, last_heartbeat=now,
             inventory=site.inventory))
+        self.record(actor, "site.register", site.name, jurisdiction=site.jurisdiction, region=site.region,
+                    labels=dict(site.labels), datasets={d.name: d.classification for d in site.datasets})
         self.changes.bump()
         return record
 
@@ -252,8 +270,9 @@ class ControlPlane:
             self.changes.bump()
         return site
 
-    def set_site_state(self, name: str, state: SiteState) -> SiteRecord:
+    def set_site_state(self, name: str, state: SiteState, actor: str = "") -> SiteRecord:
         site = self.store.set_site_state(name, state)
+        self.record(actor, "site.state", name, state=state.value)
         self.changes.bump()
         return site
 
@@ -408,6 +427,7 @@ class ControlPlane:
         for job_id, hold in found.items():
             if hold.never:
                 self.store.cancel_job(job_id, now, message=f"cancelled: {hold.detail}")
+                self.record("scheduler", "job.cancel", job_id, reason=hold.detail)
                 self.changes.bump()
                 continue
             summary = f"held: {hold.detail}"
@@ -463,7 +483,9 @@ class ControlPlane:
             if ended is not None:
                 for j in parts:
                     if not j.state.terminal:
-                        self.store.cancel_job(j.id, now, f"cancelled: part {ended.id} of gang {gang} {ended.state.value}")
+                        why = f"part {ended.id} of gang {gang} {ended.state.value}"
+                        self.store.cancel_job(j.id, now, f"cancelled: {why}")
+                        self.record("scheduler", "job.cancel", j.id, reason=why)
                         changed = True
                 continue
             waiting = next((j for j in parts if j.state is JobState.PENDING), None)
@@ -477,7 +499,9 @@ class ControlPlane:
             else:
                 continue
             for a, j in stopping:
-                changed |= self.store.request_stop(j.id, a.number, why, now)
+                if self.store.request_stop(j.id, a.number, why, now):
+                    self.record("scheduler", "job.preempt", j.id, attempt=a.number, site=a.site, reason=why)
+                    changed = True
         if changed:
             self.changes.bump()
         return changed
@@ -528,12 +552,18 @@ class ControlPlane:
                     verdicts.append((site.name, False, v.reason.slug, v.detail))
             verdicts.sort(key=lambda v: index[v[0]])
             explanation = Explanation(summary=f"placed on {d.site}: {why}", evaluated_at=now, verdicts=tuple(verdicts))
-            placed |= self.store.place_job(d.job_id, d.site, explanation, now, d.binding, d.gpu_model) is not None
+            if self.store.place_job(d.job_id, d.site, explanation, now, d.binding, d.gpu_model) is not None:
+                placed = True
+                self.record("scheduler", "job.place", d.job_id, site=d.site, reasons=list(d.reasons),
+                            policy=f"{self.policy.metadata.name}@{self.policy.metadata.version}",
+                            gpus=[(s.node, list(s.gpus), s.milli) for s in d.binding])
         waiting_on: dict[str, list[str]] = {}
         for p in result.preemptions:
             reason = f"preempted for {p.for_job} ({p.reason})"
             if self.store.request_stop(p.job_id, p.attempt, reason, now):
                 log.info("preempting %s attempt %d on %s: %s", p.job_id, p.attempt, p.site, reason)
+                self.record("scheduler", "job.preempt", p.job_id, attempt=p.attempt, site=p.site, for_job=p.for_job,
+                            reason=p.reason)
                 waiting_on.setdefault(p.for_job, []).append(f"{p.job_id} on {p.site}")
                 placed = True  # the site's desired set changed
         for u in result.unplaced:

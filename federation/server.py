@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from federation.audit import Signer
 from federation.controlplane import ControlPlane
 from federation.scheduler import SchedulerLoop
 from federation.service.sites import SiteServicer
@@ -37,7 +38,7 @@ def start_server(config: FederationConfig, *, max_workers: int = 64) -> RunningS
     policy = load_policy(body.policy)
     store = SQLiteStore(body.store)
     control = ControlPlane(store, policy, site_timeout_s=body.site_timeout_s,
-                           max_placements=body.scheduler.max_placements_per_cycle)
+                           max_placements=body.scheduler.max_placements_per_cycle, signer=Signer.beside(body.store))
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
                          options=SERVER_OPTIONS)
     pb_grpc.add_FederationServiceServicer_to_server(FederationServicer(control), server)

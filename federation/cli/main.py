@@ -18,6 +18,7 @@ from federation.cli import render
 from federation.errors import ConfigError, ErrorCode, FederationError
 
 EXIT_JOB_DID_NOT_SUCCEED = 1
+EXIT_CHECK_FAILED = 1
 
 
 def _client(args: argparse.Namespace):
@@ -202,6 +203,33 @@ def _when(text: str, now: float) -> float:
     except ValueError:
         raise ConfigError(f"--since/--until: {text!r} is not a duration (7d), an ISO date or unix seconds") from None
     return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from federation import audit
+    public = Path(args.public) if args.public else audit.public_path(Path(args.store))
+    if not public.exists():
+        raise ConfigError(f"{public}: no audit public key (give --public)")
+    n, head, problem = audit.verify(audit.read(Path(args.store)), audit.load_public(public))
+    if _json(args):
+        render.emit_json({"ok": not problem, "records": n, "head": head, "problem": problem or None})
+    elif problem:
+        sys.stderr.write(f"audit log {args.store}: {problem}\n")
+    else:
+        print(f"audit log {args.store}: {n} records, chain and signatures intact; head {head}")
+    return EXIT_CHECK_FAILED if problem else 0
+
+
+def cmd_audit_show(args: argparse.Namespace) -> int:
+    from federation import audit
+    records = audit.read(Path(args.store), args.action or "", args.subject or "", args.actor or "")[-args.limit:]
+    if _json(args):
+        render.emit_json({"records": [r.to_dict() for r in records]})
+        return 0
+    render.table(["SEQ", "TIME", "ACTOR", "ACTION", "SUBJECT", "DETAIL"],
+                 [[r.seq, render.when(r.at), r.actor, r.action, r.subject,
+                   ", ".join(f"{k}={v}" for k, v in sorted(r.detail.items()))[:120]] for r in records])
+    return 0
 
 
 # ------------------------------------------------------------------ sites
@@ -505,6 +533,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add(ca_sub, "init", cmd_ca_init, "create a CA, a server certificate and client certificates")
     sp.add_argument("--dir", default=".fedctl/pki")
     sp.add_argument("--client", action="append", default=None, help="client certificate name (repeatable)")
+
+    audit = add(sub, "audit", None, "the federation's hash-chained, signed audit log")
+    audit_sub = audit.add_subparsers(dest="action", required=True, metavar="ACTION")
+    sp = add(audit_sub, "verify", cmd_audit_verify, "check every record's hash, order and signature")
+    sp.add_argument("--store", required=True, help="the federation's SQLite file")
+    sp.add_argument("--public", help="the audit public key (default: beside the store)")
+    sp = add(audit_sub, "show", cmd_audit_show, "records, oldest first, filtered")
+    sp.add_argument("--store", required=True, help="the federation's SQLite file")
+    sp.add_argument("--action", help="e.g. job.submit, job.place, job.cancel, job.preempt, site.register, call.denied")
+    sp.add_argument("--subject", help="a job id or site name")
+    sp.add_argument("--actor", help="a certificate name, or scheduler")
+    sp.add_argument("--limit", type=int, default=100, help="the last this many")
 
     schema = add(sub, "schema", None, "JSON Schemas of the spec files")
     schema_sub = schema.add_subparsers(dest="action", required=True, metavar="ACTION")

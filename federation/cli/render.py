@@ -7,7 +7,8 @@ import time
 from typing import Any, Sequence, TextIO
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO = sys.stdout) -> None:
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO | None = None) -> None:
+    out = out or sys.stdout  # looked up on each call: callers may redirect it
     cells = [[str(c) for c in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     for r in cells:
@@ -27,6 +28,10 @@ def ago(ts: float) -> str:
     if s < 3600:
         return f"{s / 60:.0f}m ago"
     return f"{s / 3600:.1f}h ago"
+
+
+def when(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)) if ts else "-"
 
 
 def gib(n: float) -> str:

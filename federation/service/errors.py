@@ -30,6 +30,18 @@ CODE_KEY = "federation-error-code"
 F = TypeVar("F", bound=Callable)
 
 
+def caller(context) -> str:
+    """The name on the caller's client certificate; 'anonymous' on a plain-text development channel."""
+    names = (context.auth_context() or {}).get("x509_common_name", [])
+    return names[0].decode() if names else "anonymous"
+
+
+def _denied(self, context, method: str, e: FederationError) -> None:
+    """Refused calls go to the audit log."""
+    if e.code is ErrorCode.PERMISSION_DENIED:
+        self.control.record(caller(context), "call.denied", method, reason=e.message)
+
+
 def translate(method: F) -> F:
     """Servicer decorator: FederationError -> status with the code in trailing metadata."""
 
@@ -38,6 +50,7 @@ def translate(method: F) -> F:
         try:
             return method(self, request, context)
         except FederationError as e:
+            _denied(self, context, method.__name__, e)
             _abort(context, e)
         except Exception:
             log.exception("unexpected error in %s", method.__name__)
@@ -52,6 +65,7 @@ def translate_stream(method: F) -> F:
         try:
             yield from method(self, request, context)
         except FederationError as e:
+            _denied(self, context, method.__name__, e)
             _abort(context, e)
         except Exception:
             if context.is_active():

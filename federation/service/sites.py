@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from federation.controlplane import AttemptReport, ControlPlane, LogChunk
 from federation.errors import InvalidSpec, PermissionDenied
 from federation.service import wire
-from federation.service.errors import translate, translate_stream
+from federation.service.errors import caller, translate, translate_stream
 from federation.spec.models import DatasetSpec, Location, SiteMetadata
 from federation.v1 import federation_pb2 as pb
 from federation.v1 import federation_pb2_grpc as pb_grpc
@@ -30,7 +30,7 @@ class SiteServicer(pb_grpc.SiteServiceServicer):
     def RegisterSite(self, request: pb.RegisterSiteRequest, context) -> pb.RegisterSiteResponse:
         _authorize(context, request.name)
         _validate_registration(request)
-        site = self.control.register_site(wire.site_from_register(request))
+        site = self.control.register_site(wire.site_from_register(request), caller(context))
         log.info("site %s registered (%s, %s)", site.name, site.jurisdiction, site.region)
         return pb.RegisterSiteResponse(heartbeat_interval_s=self.heartbeat_interval_s)
 

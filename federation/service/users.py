@@ -8,7 +8,7 @@ from federation.errors import InvalidSpec
 from federation.jobs import Job
 from federation.queues import GROUPS
 from federation.service import wire
-from federation.service.errors import translate, translate_stream
+from federation.service.errors import caller, translate, translate_stream
 from federation.sites import Capacity, SiteRecord
 from federation.v1 import federation_pb2 as pb
 from federation.v1 import federation_pb2_grpc as pb_grpc
@@ -24,7 +24,7 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
 
     @translate
     def SubmitJob(self, request: pb.SubmitJobRequest, context) -> pb.SubmitJobResponse:
-        jobs = self.control.submit(wire.spec_from_pb(request.spec))
+        jobs = self.control.submit(wire.spec_from_pb(request.spec), caller(context))
         return pb.SubmitJobResponse(job=wire.job_to_pb(jobs[0]),
                                     elements=[wire.job_to_pb(j) for j in jobs] if len(jobs) > 1 or jobs[0].array_id
                                     else [])
@@ -42,7 +42,7 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
 
     @translate
     def CancelJob(self, request: pb.CancelJobRequest, context) -> pb.CancelJobResponse:
-        return pb.CancelJobResponse(job=wire.job_to_pb(self.control.cancel(request.id)))
+        return pb.CancelJobResponse(job=wire.job_to_pb(self.control.cancel(request.id, caller(context))))
 
     @translate_stream
     def WatchJob(self, request: pb.WatchJobRequest, context):
@@ -129,7 +129,7 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
         state = wire.SITE_STATE_FROM_PB.get(request.state)
         if state is None:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "state: must be READY, CORDONED or DRAINING")
-        site = self.control.set_site_state(request.name, state)
+        site = self.control.set_site_state(request.name, state, caller(context))
         return pb.SetSiteStateResponse(site=self._site(site, self.control.usage()))
 
     def _site(self, site: SiteRecord, usage: dict[str, tuple[Capacity, int]]) -> pb.Site:

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
+from federation.audit import AuditRecord
 from federation.jobs import Attempt, AttemptState, Explanation, Job, JobState
 from federation.queues import UsageRecord
 from federation.sites import Capacity, SiteRecord, SiteState
@@ -55,6 +56,11 @@ class Store(ABC):
     @abstractmethod
     def gang_jobs(self, gang_ids: Iterable[str]) -> dict[str, list[Job]]:
         """Per gang id, its parts (with their attempts)."""
+
+    @abstractmethod
+    def append_audit(self, record: AuditRecord, seal: Callable[[AuditRecord], AuditRecord]) -> AuditRecord:
+        """Append `record` after the last one: its seq and previous hash are set, then `seal` hashes
+        and signs it, in one transaction."""
 
     @abstractmethod
     def request_stop(self, job_id: str, number: int, reason: str, now: float) -> bool:

@@ -9,9 +9,11 @@ import json
 import sqlite3
 import threading
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
+from federation.audit import GENESIS, AuditRecord
 from federation.errors import Conflict, NotFound
 from federation.gpus import (
     binding_from_json,
@@ -83,6 +85,18 @@ CREATE TABLE IF NOT EXISTS sites (
     last_heartbeat REAL NOT NULL,
     inventory TEXT NOT NULL DEFAULT ''
 );
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    prev TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    signature TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_subject ON audit(subject);
 """
 # Columns added after the first release; a store written before them gains them on open.
 _ADDED = (("attempts", "binding", "TEXT NOT NULL DEFAULT ''"), ("sites", "inventory", "TEXT NOT NULL DEFAULT ''"),
@@ -284,6 +298,16 @@ class SQLiteStore(Store):
                                   part):
                 out[job.gang_id].append(job)
         return out
+
+    def append_audit(self, record: AuditRecord, seal: Callable[[AuditRecord], AuditRecord]) -> AuditRecord:
+        with self._tx() as db:
+            last = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+            sealed = seal(replace(record, seq=last["seq"] + 1 if last else 1, prev=last["hash"] if last else GENESIS))
+            db.execute("INSERT INTO audit (seq, at, actor, action, subject, detail, prev, hash, signature)"
+                       " VALUES (?,?,?,?,?,?,?,?,?)",
+                       (sealed.seq, sealed.at, sealed.actor, sealed.action, sealed.subject,
+                        json.dumps(sealed.detail, sort_keys=True), sealed.prev, sealed.hash, sealed.signature))
+            return sealed
 
     def request_stop(self, job_id: str, number: int, reason: str, now: float) -> bool:
         with self._tx() as db:
