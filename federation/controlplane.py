@@ -466,8 +466,11 @@ class ControlPlane:
                 for j in pending if j.id not in held and j.queue not in leaves]
         return out, states
 
-    def usage_report(self, by: tuple[str, ...], since: float, until: float) -> list[dict]:
-        return queues.report(self.store.usage_records(since), by, since, until or self.clock())
+    def usage_report(self, by: tuple[str, ...], since: float, until: float,
+                     tenants: frozenset[str] | None = None) -> list[dict]:
+        """Resource-seconds grouped by `by`; only of `tenants` when given."""
+        records = [r for r in self.store.usage_records(since) if tenants is None or r.tenant in tenants]
+        return queues.report(records, by, since, until or self.clock())
 
     def _watch_gangs(self, live: list[tuple[Attempt, Job]], now: float) -> bool:
         """A gang runs whole or not at all: when one part failed, the rest are cancelled; when one

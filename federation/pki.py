@@ -17,6 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from federation.identity import scopes
+
 VALID_DAYS = 30
 
 
@@ -34,8 +36,9 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
         f.write(data)
 
 
-def _name(common_name: str) -> x509.Name:
+def _name(common_name: str, units: tuple[str, ...] = ()) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fedctl"),
+                      *(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, u) for u in units),
                       x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
@@ -59,13 +62,15 @@ def create_ca(directory: Path, name: str = "fedctl CA") -> Issued:
 
 
 def issue(ca: Issued, directory: Path, name: str, *, server: bool = False,
-          hosts: tuple[str, ...] = ("localhost", "127.0.0.1"), days: int = VALID_DAYS) -> Issued:
+          hosts: tuple[str, ...] = ("localhost", "127.0.0.1"), days: int = VALID_DAYS,
+          units: tuple[str, ...] = ()) -> Issued:
+    """A certificate for `name`; `units` carry a client's role and scope (see federation.identity)."""
     ca_cert = x509.load_pem_x509_certificate(ca.cert.read_bytes())
     ca_key = serialization.load_pem_private_key(ca.key.read_bytes(), password=None)
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.timezone.utc)
     builder = (x509.CertificateBuilder()
-               .subject_name(_name(name)).issuer_name(ca_cert.subject)
+               .subject_name(_name(name, units)).issuer_name(ca_cert.subject)
                .public_key(key.public_key()).serial_number(x509.random_serial_number())
                .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
@@ -88,12 +93,14 @@ def issue(ca: Issued, directory: Path, name: str, *, server: bool = False,
 
 
 def init_pki(directory: Path, clients: tuple[str, ...] = ("admin",)) -> dict[str, Issued]:
-    """CA, `server` certificate and client certificates, reusing a CA already there."""
+    """CA, `server` certificate and client certificates, reusing a CA already there: `admin` is a
+    federation admin, every other name a site."""
     directory = Path(directory)
     ca = Issued(directory / "ca.pem", directory / "ca.key")
     if not ca.cert.exists():
         ca = create_ca(directory)
     out = {"ca": ca, "server": issue(ca, directory, "server", server=True)}
     for name in clients:
-        out[name] = issue(ca, directory, name)
+        role = scopes("federation-admin") if name == "admin" else scopes("site", sites=(name,))
+        out[name] = issue(ca, directory, name, units=tuple(role))
     return out

@@ -205,6 +205,33 @@ def _when(text: str, now: float) -> float:
     return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
 
 
+def cmd_user_add(args: argparse.Namespace) -> int:
+    from federation.identity import TENANT_ROLES, scopes
+    from federation.pki import Issued, issue
+    from federation.spec.models import NAME_RE
+    for what, values in (("name", [args.name]), ("--tenant", args.tenant or []), ("--site", args.site or [])):
+        bad = [v for v in values if not NAME_RE.match(v)]
+        if bad:
+            raise ConfigError(f"{what}: {bad[0]!r} must be lower-case letters, digits and '-'")
+    if args.role in TENANT_ROLES and not args.tenant:
+        raise ConfigError(f"--tenant: a {args.role} needs at least one tenant")
+    if args.role == "site-operator" and not args.site:
+        raise ConfigError("--site: a site-operator needs at least one site")
+    directory = Path(args.dir)
+    ca = Issued(directory / "ca.pem", directory / "ca.key")
+    if not ca.key.exists():
+        raise ConfigError(f"{ca.key}: no CA here; run `fedctl ca init --dir {directory}` first")
+    if (directory / f"{args.name}.pem").exists():
+        raise ConfigError(f"{directory / args.name}.pem exists; remove it to issue a new certificate")
+    issued = issue(ca, directory, args.name, days=args.days,
+                   units=tuple(scopes(args.role, tuple(args.tenant or ()), tuple(args.site or ()))))
+    if _json(args):
+        render.emit_json({"name": args.name, "role": args.role, "cert": str(issued.cert), "key": str(issued.key)})
+    else:
+        print(f"{args.name} ({args.role}): {issued.cert}, {issued.key}")
+    return 0
+
+
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     from federation import audit
     public = Path(args.public) if args.public else audit.public_path(Path(args.store))
@@ -533,6 +560,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add(ca_sub, "init", cmd_ca_init, "create a CA, a server certificate and client certificates")
     sp.add_argument("--dir", default=".fedctl/pki")
     sp.add_argument("--client", action="append", default=None, help="client certificate name (repeatable)")
+
+    user = add(sub, "user", None, "users: client certificates carrying a role and its tenants or sites")
+    user_sub = user.add_subparsers(dest="action", required=True, metavar="ACTION")
+    sp = add(user_sub, "add", cmd_user_add, "issue a user's certificate with the federation's CA")
+    sp.add_argument("name")
+    sp.add_argument("--role", required=True,
+                    choices=["submitter", "tenant-admin", "site-operator", "federation-admin"])
+    sp.add_argument("--tenant", action="append", help="a tenant the user works for (repeatable)")
+    sp.add_argument("--site", action="append", help="a site the operator runs (repeatable)")
+    sp.add_argument("--dir", default=".fedctl/pki", help="the CA's folder")
+    sp.add_argument("--days", type=int, default=30, help="validity")
 
     audit = add(sub, "audit", None, "the federation's hash-chained, signed audit log")
     audit_sub = audit.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -9,6 +9,7 @@ import time
 import grpc
 from pydantic import ValidationError
 
+from federation import identity
 from federation.controlplane import AttemptReport, ControlPlane, LogChunk
 from federation.errors import InvalidSpec, PermissionDenied
 from federation.service import wire
@@ -98,10 +99,12 @@ class SiteServicer(pb_grpc.SiteServiceServicer):
 
 
 def _authorize(context, site: str) -> None:
-    """With client certificates, a site may speak only for the name its certificate carries."""
-    names = [n.decode() for n in (context.auth_context() or {}).get("x509_common_name", [])]
-    if names and site not in names:
-        raise PermissionDenied(f"certificate for {names[0]} cannot act as site {site!r}")
+    """With client certificates, only a site's own certificate may speak for it."""
+    who = identity.of_context(context)
+    if who is identity.ANONYMOUS:
+        return  # plain text, development only
+    if who.role != "site" or site not in who.sites:
+        raise PermissionDenied(f"certificate for {who.name} ({who.role or 'no role'}) cannot act as site {site!r}")
 
 
 def _validate_registration(request: pb.RegisterSiteRequest) -> None:

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import grpc
 
+from federation import identity
 from federation.controlplane import ControlPlane
-from federation.errors import InvalidSpec
+from federation.errors import InvalidSpec, NotFound
+from federation.identity import Identity
 from federation.jobs import Job
 from federation.queues import GROUPS
 from federation.service import wire
@@ -22,30 +24,55 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
         self.control = control
         self.store = control.store
 
+    def _caller(self, context) -> Identity:
+        who = identity.of_context(context)
+        who.check_user()
+        return who
+
+    def _job(self, context, job_id: str, method: str) -> Job:
+        """A job the caller may see; one of another tenant is 'not found', and the attempt is audited."""
+        who = self._caller(context)
+        job = self.store.get_job(job_id)
+        if not who.sees_tenant(job.tenant):
+            self.control.record(who.name, "call.denied", method, job=job_id, reason=f"job of tenant {job.tenant}")
+            raise NotFound(f"job {job_id} not found")
+        return job
+
     @translate
     def SubmitJob(self, request: pb.SubmitJobRequest, context) -> pb.SubmitJobResponse:
-        jobs = self.control.submit(wire.spec_from_pb(request.spec), caller(context))
+        spec = wire.spec_from_pb(request.spec)
+        self._caller(context).check_tenant(spec.metadata.tenant, "submit jobs")
+        jobs = self.control.submit(spec, caller(context))
         return pb.SubmitJobResponse(job=wire.job_to_pb(jobs[0]),
                                     elements=[wire.job_to_pb(j) for j in jobs] if len(jobs) > 1 or jobs[0].array_id
                                     else [])
 
     @translate
     def GetJob(self, request: pb.GetJobRequest, context) -> pb.GetJobResponse:
-        return pb.GetJobResponse(job=wire.job_to_pb(self.store.get_job(request.id)))
+        return pb.GetJobResponse(job=wire.job_to_pb(self._job(context, request.id, "GetJob")))
 
     @translate
     def ListJobs(self, request: pb.ListJobsRequest, context) -> pb.ListJobsResponse:
+        who = self._caller(context)
         states = [wire.JOB_STATE_FROM_PB[s] for s in request.states if s in wire.JOB_STATE_FROM_PB]
         limit = min(request.limit or 1000, 10_000)
-        jobs = self.store.list_jobs(tenant=request.tenant or None, states=states, limit=limit)
+        if request.tenant:
+            who.check_tenant(request.tenant, "list jobs")
+        if who.admin or request.tenant:
+            jobs = self.store.list_jobs(tenant=request.tenant or None, states=states, limit=limit)
+        else:
+            jobs = sorted((j for t in sorted(who.tenants) for j in self.store.list_jobs(t, states, limit)),
+                          key=lambda j: (j.created_at, j.id), reverse=True)[:limit]
         return pb.ListJobsResponse(jobs=[wire.job_to_pb(j) for j in jobs])
 
     @translate
     def CancelJob(self, request: pb.CancelJobRequest, context) -> pb.CancelJobResponse:
+        self._job(context, request.id, "CancelJob")
         return pb.CancelJobResponse(job=wire.job_to_pb(self.control.cancel(request.id, caller(context))))
 
     @translate_stream
     def WatchJob(self, request: pb.WatchJobRequest, context):
+        self._job(context, request.id, "WatchJob")
         changes = self.control.changes
         last: Job | None = None
         while context.is_active():
@@ -61,6 +88,7 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
 
     @translate_stream
     def StreamJobLogs(self, request: pb.StreamJobLogsRequest, context):
+        self._job(context, request.id, "StreamJobLogs")
         changes = self.control.changes
         offset = max(0, request.offset)
         while context.is_active():
@@ -78,7 +106,7 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
 
     @translate
     def ExplainJob(self, request: pb.ExplainJobRequest, context) -> pb.ExplainJobResponse:
-        job = self.store.get_job(request.id)
+        job = self._job(context, request.id, "ExplainJob")
         e = job.explanation
         if e is None:
             return pb.ExplainJobResponse(job=wire.job_to_pb(job), summary="not yet evaluated by the scheduler")
@@ -89,10 +117,11 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
 
     @translate
     def ListQueue(self, request: pb.ListQueueRequest, context) -> pb.ListQueueResponse:
+        who = self._caller(context)
         entries, states = self.control.queue_view()
         limit = request.limit or 1000
         chosen = [e for e in entries if (not request.queue or e.job.queue == request.queue)
-                  and (not request.tenant or e.job.tenant == request.tenant)][:limit]
+                  and (not request.tenant or e.job.tenant == request.tenant) and who.sees_tenant(e.job.tenant)][:limit]
         return pb.ListQueueResponse(
             entries=[pb.QueueEntry(position=k + 1, job=wire.job_to_pb(e.job), tier=e.tier, share=e.share, held=e.held)
                      for k, e in enumerate(chosen)],
@@ -103,6 +132,7 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
 
     @translate
     def GetUsage(self, request: pb.GetUsageRequest, context) -> pb.GetUsageResponse:
+        who = self._caller(context)
         by = tuple(request.group_by) or ("tenant",)
         for field in by:
             if field not in GROUPS:
@@ -112,20 +142,23 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
         until = request.until or self.control.clock()
         if request.since > until:
             raise InvalidSpec("since: after until")
-        rows = self.control.usage_report(by, request.since, until)
+        rows = self.control.usage_report(by, request.since, until, None if who.admin else who.tenants)
         return pb.GetUsageResponse(rows=[pb.UsageRow(**r) for r in rows], since=request.since, until=until)
 
     @translate
     def ListSites(self, request: pb.ListSitesRequest, context) -> pb.ListSitesResponse:
+        self._caller(context)
         usage = self.control.usage()
         return pb.ListSitesResponse(sites=[self._site(s, usage) for s in self.store.list_sites()])
 
     @translate
     def GetSite(self, request: pb.GetSiteRequest, context) -> pb.GetSiteResponse:
+        self._caller(context)
         return pb.GetSiteResponse(site=self._site(self.store.get_site(request.name), self.control.usage()))
 
     @translate
     def SetSiteState(self, request: pb.SetSiteStateRequest, context) -> pb.SetSiteStateResponse:
+        self._caller(context).check_site(request.name, "change the state of")
         state = wire.SITE_STATE_FROM_PB.get(request.state)
         if state is None:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "state: must be READY, CORDONED or DRAINING")

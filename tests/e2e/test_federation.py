@@ -188,9 +188,11 @@ def test_a_site_can_drive_a_ray_cluster_it_shares(federation, client):
     """`fedctl site start` without --local-ray, on eu-west's running cluster: each agent
     manages only its own site's jobs. Last in this file: it adds a site the others do not expect."""
     from federation.local import site_config, start_agent, stop_processes
+    from federation.identity import scopes
     from federation.pki import issue
 
-    federation.pki["eu-central"] = issue(federation.pki["ca"], federation.work / "pki", "eu-central")
+    federation.pki["eu-central"] = issue(federation.pki["ca"], federation.work / "pki", "eu-central",
+                                         units=tuple(scopes("site", sites=("eu-central",))))
     spec = {"location": {"jurisdiction": "DE", "region": "eu-central"}, "work_dir": str(Path(__file__).parent),
             "ray": {"address": federation.dashboard("eu-west")}}
     agent = start_agent(site_config("eu-central", address=federation.address, pki=federation.pki,

@@ -275,7 +275,7 @@ def test_a_site_certificate_speaks_only_for_its_own_site(federation):
         with pytest.raises(grpc.RpcError) as e:
             call()
         assert e.value.code() is grpc.StatusCode.PERMISSION_DENIED
-        assert "certificate for us-east cannot act as site 'eu-west'" in e.value.details()
+        assert "certificate for us-east (site) cannot act as site 'eu-west'" in e.value.details()
     channel.close()
 
 

@@ -1,0 +1,89 @@
+"""Who is calling, and what they may do.
+
+A caller is the client certificate the federation's CA issued it: the common name is the
+user or site, and organizational units carry its role and scope (`role:submitter`,
+`tenant:oncology`, `site:eu-west`), so they cannot be changed without the CA's key.
+
+| role | may |
+| --- | --- |
+| federation-admin | everything |
+| tenant-admin | submit, see, cancel, read logs of its tenants' jobs; see queues and usage of its tenants |
+| submitter | the same for its tenants' jobs |
+| site-operator | cordon, uncordon, drain its sites; list sites |
+| site | the site service for the site it names, nothing else |
+
+A plain-text development channel has no certificates: its callers are an anonymous
+federation admin (the server logs a warning at start).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from federation.errors import PermissionDenied
+
+ROLES = ("federation-admin", "tenant-admin", "submitter", "site-operator", "site")
+TENANT_ROLES = ("tenant-admin", "submitter")
+
+
+@dataclass(frozen=True)
+class Identity:
+    name: str
+    role: str = ""
+    tenants: frozenset[str] = frozenset()
+    sites: frozenset[str] = frozenset()
+
+    @property
+    def admin(self) -> bool:
+        return self.role == "federation-admin"
+
+    def sees_tenant(self, tenant: str) -> bool:
+        return self.admin or (self.role in TENANT_ROLES and tenant in self.tenants)
+
+    def check_tenant(self, tenant: str, what: str) -> None:
+        if not self.sees_tenant(tenant):
+            raise PermissionDenied(f"{self.name} ({self.role or 'no role'}) may not {what} of tenant {tenant!r}")
+
+    def check_site(self, site: str, what: str) -> None:
+        if not (self.admin or (self.role == "site-operator" and site in self.sites)):
+            raise PermissionDenied(f"{self.name} ({self.role or 'no role'}) may not {what} site {site!r}")
+
+    def check_user(self) -> None:
+        """Site agents' certificates are for the site service only."""
+        if self.role not in ROLES or self.role == "site":
+            raise PermissionDenied(f"{self.name} ({self.role or 'no role'}) may not use the federation service")
+
+
+ANONYMOUS = Identity("anonymous", "federation-admin")
+
+
+def scopes(role: str, tenants: tuple[str, ...] = (), sites: tuple[str, ...] = ()) -> list[str]:
+    """The organizational units a certificate carries for a role and its scope."""
+    if role not in ROLES:
+        raise ValueError(f"role {role!r} is not one of {', '.join(ROLES)}")
+    return [f"role:{role}", *(f"tenant:{t}" for t in tenants), *(f"site:{s}" for s in sites)]
+
+
+def of_certificate(pem: bytes) -> Identity:
+    cert = x509.load_pem_x509_certificate(pem)
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    units = [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)]
+    roles = [u.split(":", 1)[1] for u in units if u.startswith("role:")]
+    return Identity(str(names[0].value) if names else "",
+                    roles[0] if len(roles) == 1 else "",
+                    frozenset(u.split(":", 1)[1] for u in units if u.startswith("tenant:")),
+                    frozenset(u.split(":", 1)[1] for u in units if u.startswith("site:")))
+
+
+def of_context(context) -> Identity:
+    """The caller of a gRPC call: its verified client certificate; on TLS without one, nobody;
+    on plain text (development only), the anonymous admin."""
+    auth = context.auth_context() or {}
+    pem = auth.get("x509_pem_cert")
+    if pem:
+        return of_certificate(pem[0])
+    if b"ssl" in auth.get("transport_security_type", []):
+        return Identity("unauthenticated")
+    return ANONYMOUS
