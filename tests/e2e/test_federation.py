@@ -187,8 +187,8 @@ def test_restarting_the_federation_loses_no_job(federation, client):
 def test_a_site_can_drive_a_ray_cluster_it_shares(federation, client):
     """`fedctl site start` without --local-ray, on eu-west's running cluster: each agent
     manages only its own site's jobs. Last in this file: it adds a site the others do not expect."""
-    from federation.local import site_config, start_agent, stop_processes
     from federation.identity import scopes
+    from federation.local import site_config, start_agent, stop_processes
     from federation.pki import issue
 
     federation.pki["eu-central"] = issue(federation.pki["ca"], federation.work / "pki", "eu-central",
