@@ -376,6 +376,10 @@ class Client:
         except grpc.RpcError as e:
             raise from_rpc_error(e) from None
 
+    def revoke(self, name: str) -> int:
+        """Refuse every certificate the federation has seen for this user or site; how many."""
+        return self._call(self._stub.RevokeCertificates, pb.RevokeCertificatesRequest(name=name), retry=False).revoked
+
     def sites(self) -> list[SiteInfo]:
         return [_site(s) for s in self._call(self._stub.ListSites, pb.ListSitesRequest()).sites]
 

@@ -26,10 +26,12 @@ from federation.errors import (
     FederationError,
     InvalidSpec,
     NotFound,
+    PermissionDenied,
     UnknownDataset,
     Unsatisfiable,
 )
 from federation.gpus import request_of
+from federation.identity import Identity
 from federation.jobs import (
     Attempt,
     AttemptState,
@@ -129,6 +131,8 @@ class ControlPlane:
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.signer = signer
+        self._seen: set[str] = set()
+        self._revoked = store.revoked_serials()
         self.max_placements = max_placements
         self.policy = policy
         self.rules = rules_from_policy(policy)
@@ -141,6 +145,30 @@ class ControlPlane:
         if self.signer is not None:
             plain = json.loads(json.dumps(detail, sort_keys=True, default=str))
             self.store.append_audit(AuditRecord(0, self.clock(), actor, action, subject, plain), self.signer.seal)
+
+    # ------------------------------------------------------------ identities
+
+    def authenticate(self, who: Identity) -> Identity:
+        """The caller, unless its certificate was revoked; certificates are remembered when first
+        seen so that they can be revoked by name."""
+        if who.serial:
+            if who.serial in self._revoked:
+                raise PermissionDenied(f"the certificate of {who.name} (serial {who.serial}) is revoked")
+            if who.serial not in self._seen:
+                self.store.remember_certificate(who.serial, who.name, self.clock())
+                self._seen.add(who.serial)
+        return who
+
+    def revoke(self, name: str, actor: str) -> int:
+        """Refuse every certificate seen for `name`, at once (open streams included)."""
+        serials = self.store.revoke_certificates(name, self.clock())
+        self._revoked.update(serials)
+        self.record(actor, "cert.revoke", name, serials=serials)
+        self.changes.bump()
+        return len(serials)
+
+    def revoked(self, who: Identity) -> bool:
+        return bool(who.serial) and who.serial in self._revoked
 
     # ------------------------------------------------------------ users
 

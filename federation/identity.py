@@ -34,6 +34,7 @@ class Identity:
     role: str = ""
     tenants: frozenset[str] = frozenset()
     sites: frozenset[str] = frozenset()
+    serial: str = ""             # of its certificate, for revocation
 
     @property
     def admin(self) -> bool:
@@ -74,7 +75,8 @@ def of_certificate(pem: bytes) -> Identity:
     return Identity(str(names[0].value) if names else "",
                     roles[0] if len(roles) == 1 else "",
                     frozenset(u.split(":", 1)[1] for u in units if u.startswith("tenant:")),
-                    frozenset(u.split(":", 1)[1] for u in units if u.startswith("site:")))
+                    frozenset(u.split(":", 1)[1] for u in units if u.startswith("site:")),
+                    format(cert.serial_number, "x"))
 
 
 def of_context(context) -> Identity:

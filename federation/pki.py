@@ -69,10 +69,12 @@ def issue(ca: Issued, directory: Path, name: str, *, server: bool = False,
     ca_key = serialization.load_pem_private_key(ca.key.read_bytes(), password=None)
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.timezone.utc)
+    end = now + dt.timedelta(days=days)
+    start = min(now - dt.timedelta(minutes=5), end - dt.timedelta(days=1))  # days < 0: already expired
     builder = (x509.CertificateBuilder()
                .subject_name(_name(name, units)).issuer_name(ca_cert.subject)
                .public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
+               .not_valid_before(start).not_valid_after(end)
                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
                .add_extension(x509.ExtendedKeyUsage(
                    [ExtendedKeyUsageOID.SERVER_AUTH] if server else [ExtendedKeyUsageOID.CLIENT_AUTH]),

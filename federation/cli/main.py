@@ -232,6 +232,16 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_revoke(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        n = client.revoke(args.name)
+    if _json(args):
+        render.emit_json({"name": args.name, "revoked": n})
+    else:
+        print(f"{args.name}: {n} certificate{'s' if n != 1 else ''} revoked")
+    return 0
+
+
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     from federation import audit
     public = Path(args.public) if args.public else audit.public_path(Path(args.store))
@@ -550,6 +560,8 @@ def build_parser() -> argparse.ArgumentParser:
     target = sp.add_mutually_exclusive_group(required=True)
     target.add_argument("--config", help="a Site YAML: its declared gpu_nodes, else this machine's NVML view")
     target.add_argument("--record", metavar="FILE", help="write this machine's raw NVML topology to FILE")
+    add(site_sub, "revoke", cmd_revoke, "refuse the site's certificates from now on (open streams too)"
+        ).add_argument("name")
     for action, help in (("show", "one site"), ("cordon", "no new work"), ("uncordon", "accept work again"),
                          ("drain", "no new work; running work finishes")):
         fn = cmd_site_show if action == "show" else _site_state(action)
@@ -563,6 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     user = add(sub, "user", None, "users: client certificates carrying a role and its tenants or sites")
     user_sub = user.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add(user_sub, "revoke", cmd_revoke, "refuse the user's certificates from now on").add_argument("name")
     sp = add(user_sub, "add", cmd_user_add, "issue a user's certificate with the federation's CA")
     sp.add_argument("name")
     sp.add_argument("--role", required=True,

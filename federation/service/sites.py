@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from federation import identity
 from federation.controlplane import AttemptReport, ControlPlane, LogChunk
 from federation.errors import InvalidSpec, PermissionDenied
+from federation.identity import Identity
 from federation.service import wire
 from federation.service.errors import caller, translate, translate_stream
 from federation.spec.models import DatasetSpec, Location, SiteMetadata
@@ -29,7 +30,7 @@ class SiteServicer(pb_grpc.SiteServiceServicer):
 
     @translate
     def RegisterSite(self, request: pb.RegisterSiteRequest, context) -> pb.RegisterSiteResponse:
-        _authorize(context, request.name)
+        _authorize(self.control, context, request.name)
         _validate_registration(request)
         site = self.control.register_site(wire.site_from_register(request), caller(context))
         log.info("site %s registered (%s, %s)", site.name, site.jurisdiction, site.region)
@@ -37,7 +38,7 @@ class SiteServicer(pb_grpc.SiteServiceServicer):
 
     @translate
     def Heartbeat(self, request: pb.HeartbeatRequest, context) -> pb.HeartbeatResponse:
-        _authorize(context, request.name)
+        _authorize(self.control, context, request.name)
         capacity = wire.capacity_from_pb(request.capacity) if request.HasField("capacity") else None
         inventory = wire.inventory_from_pb(request.inventory, "inventory") if request.HasField("inventory") else None
         site = self.control.heartbeat(request.name, capacity, inventory)
@@ -49,7 +50,7 @@ class SiteServicer(pb_grpc.SiteServiceServicer):
         if first is None or not first.site:
             raise InvalidSpec("the first message on Connect must name the site")
         site = first.site
-        _authorize(context, site)
+        who = _authorize(self.control, context, site)
         self.control.store.get_site(site)  # NotFound for a site that never registered
         errors: queue.Queue[BaseException] = queue.Queue()
         self._apply(site, first)
@@ -61,6 +62,8 @@ class SiteServicer(pb_grpc.SiteServiceServicer):
         sent_at = 0.0
         generation_sent = 0
         while context.is_active() and reader.is_alive():
+            if self.control.revoked(who):
+                raise PermissionDenied(f"the certificate of {who.name} was revoked")
             generation = changes.generation
             desired = self.control.desired(site)
             keys = [(job.id, attempt.number) for attempt, job in desired]
@@ -98,13 +101,14 @@ class SiteServicer(pb_grpc.SiteServiceServicer):
         self.control.apply_report(site, reports, logs, complete=message.complete)
 
 
-def _authorize(context, site: str) -> None:
-    """With client certificates, only a site's own certificate may speak for it."""
-    who = identity.of_context(context)
+def _authorize(control: ControlPlane, context, site: str) -> Identity:
+    """With client certificates, only a site's own certificate, not revoked, may speak for it."""
+    who = control.authenticate(identity.of_context(context))
     if who is identity.ANONYMOUS:
-        return  # plain text, development only
+        return who  # plain text, development only
     if who.role != "site" or site not in who.sites:
         raise PermissionDenied(f"certificate for {who.name} ({who.role or 'no role'}) cannot act as site {site!r}")
+    return who
 
 
 def _validate_registration(request: pb.RegisterSiteRequest) -> None:

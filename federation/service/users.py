@@ -5,7 +5,7 @@ import grpc
 
 from federation import identity
 from federation.controlplane import ControlPlane
-from federation.errors import InvalidSpec, NotFound
+from federation.errors import InvalidSpec, NotFound, PermissionDenied
 from federation.identity import Identity
 from federation.jobs import Job
 from federation.queues import GROUPS
@@ -25,7 +25,7 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
         self.store = control.store
 
     def _caller(self, context) -> Identity:
-        who = identity.of_context(context)
+        who = self.control.authenticate(identity.of_context(context))
         who.check_user()
         return who
 
@@ -144,6 +144,15 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
             raise InvalidSpec("since: after until")
         rows = self.control.usage_report(by, request.since, until, None if who.admin else who.tenants)
         return pb.GetUsageResponse(rows=[pb.UsageRow(**r) for r in rows], since=request.since, until=until)
+
+    @translate
+    def RevokeCertificates(self, request: pb.RevokeCertificatesRequest, context) -> pb.RevokeCertificatesResponse:
+        who = self._caller(context)
+        if not who.admin:
+            raise PermissionDenied(f"{who.name} ({who.role}) may not revoke certificates")
+        if not request.name:
+            raise InvalidSpec("name: which user or site")
+        return pb.RevokeCertificatesResponse(revoked=self.control.revoke(request.name, who.name))
 
     @translate
     def ListSites(self, request: pb.ListSitesRequest, context) -> pb.ListSitesResponse:

@@ -63,6 +63,17 @@ class Store(ABC):
         and signs it, in one transaction."""
 
     @abstractmethod
+    def remember_certificate(self, serial: str, name: str, now: float) -> None:
+        """A certificate seen authenticating, so that it can be revoked by name."""
+
+    @abstractmethod
+    def revoke_certificates(self, name: str, now: float) -> list[str]:
+        """Revoke every certificate seen for `name`; their serials."""
+
+    @abstractmethod
+    def revoked_serials(self) -> set[str]: ...
+
+    @abstractmethod
     def request_stop(self, job_id: str, number: int, reason: str, now: float) -> bool:
         """Ask for a live attempt to be stopped to make room (preemption): it leaves its site's desired
         set, and its site's STOPPED report makes it PREEMPTED and its job PENDING. False if it is not

@@ -97,6 +97,13 @@ CREATE TABLE IF NOT EXISTS audit (
     signature TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_subject ON audit(subject);
+CREATE TABLE IF NOT EXISTS certificates (
+    serial TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    first_seen REAL NOT NULL,
+    revoked_at REAL NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS certificates_name ON certificates(name);
 """
 # Columns added after the first release; a store written before them gains them on open.
 _ADDED = (("attempts", "binding", "TEXT NOT NULL DEFAULT ''"), ("sites", "inventory", "TEXT NOT NULL DEFAULT ''"),
@@ -308,6 +315,21 @@ class SQLiteStore(Store):
                        (sealed.seq, sealed.at, sealed.actor, sealed.action, sealed.subject,
                         json.dumps(sealed.detail, sort_keys=True), sealed.prev, sealed.hash, sealed.signature))
             return sealed
+
+    def remember_certificate(self, serial: str, name: str, now: float) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO certificates (serial, name, first_seen) VALUES (?,?,?)",
+                       (serial, name, now))
+
+    def revoke_certificates(self, name: str, now: float) -> list[str]:
+        with self._tx() as db:
+            serials = [r["serial"] for r in db.execute(
+                "SELECT serial FROM certificates WHERE name=? AND revoked_at=0", (name,))]
+            db.execute("UPDATE certificates SET revoked_at=? WHERE name=? AND revoked_at=0", (now, name))
+            return serials
+
+    def revoked_serials(self) -> set[str]:
+        return {r["serial"] for r in self._read("SELECT serial FROM certificates WHERE revoked_at>0", ())}
 
     def request_stop(self, job_id: str, number: int, reason: str, now: float) -> bool:
         with self._tx() as db:

@@ -96,6 +96,11 @@ class FederationServiceStub:
                 request_serializer=federation_dot_v1_dot_federation__pb2.GetUsageRequest.SerializeToString,
                 response_deserializer=federation_dot_v1_dot_federation__pb2.GetUsageResponse.FromString,
                 _registered_method=True)
+        self.RevokeCertificates = channel.unary_unary(
+                '/federation.v1.FederationService/RevokeCertificates',
+                request_serializer=federation_dot_v1_dot_federation__pb2.RevokeCertificatesRequest.SerializeToString,
+                response_deserializer=federation_dot_v1_dot_federation__pb2.RevokeCertificatesResponse.FromString,
+                _registered_method=True)
 
 
 class FederationServiceServicer:
@@ -175,6 +180,13 @@ class FederationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RevokeCertificates(self, request, context):
+        """Every certificate the federation has seen for a user or site is refused from now on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FederationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -237,6 +249,11 @@ def add_FederationServiceServicer_to_server(servicer, server):
                     servicer.GetUsage,
                     request_deserializer=federation_dot_v1_dot_federation__pb2.GetUsageRequest.FromString,
                     response_serializer=federation_dot_v1_dot_federation__pb2.GetUsageResponse.SerializeToString,
+            ),
+            'RevokeCertificates': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeCertificates,
+                    request_deserializer=federation_dot_v1_dot_federation__pb2.RevokeCertificatesRequest.FromString,
+                    response_serializer=federation_dot_v1_dot_federation__pb2.RevokeCertificatesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -565,6 +582,33 @@ class FederationService:
             '/federation.v1.FederationService/GetUsage',
             federation_dot_v1_dot_federation__pb2.GetUsageRequest.SerializeToString,
             federation_dot_v1_dot_federation__pb2.GetUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeCertificates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/federation.v1.FederationService/RevokeCertificates',
+            federation_dot_v1_dot_federation__pb2.RevokeCertificatesRequest.SerializeToString,
+            federation_dot_v1_dot_federation__pb2.RevokeCertificatesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -19,6 +19,7 @@ from federation.errors import (
     UnknownDataset,
     Unsatisfiable,
 )
+from federation.identity import scopes
 from federation.pki import create_ca, init_pki, issue
 from federation.server import start_server
 from federation.spec.models import FederationBody, FederationConfig, ServerTLS
@@ -292,7 +293,11 @@ def test_clients_without_a_valid_certificate_are_refused(federation, tmp_path):
     plain = Client(federation.address, insecure=True, timeout=2)
     with pytest.raises(Unavailable):
         plain.jobs()
-    for c in (no_cert, foreign, plain):
+    old = issue(pki["ca"], tmp_path, "old-admin", days=-1, units=tuple(scopes("federation-admin")))
+    expired = Client(federation.address, ca=pki["ca"].cert, cert=old.cert, key=old.key, timeout=2)
+    with pytest.raises(Unavailable):
+        expired.jobs()
+    for c in (no_cert, foreign, plain, expired):
         c.close()
 
 

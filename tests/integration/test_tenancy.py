@@ -1,6 +1,7 @@
 """Users, tenants and roles over real mutual TLS: each sees only what its certificate allows."""
 from __future__ import annotations
 
+import grpc
 import pytest
 
 from federation.audit import read
@@ -84,3 +85,27 @@ def test_user_certificates_carry_their_role_and_bad_requests_are_refused(federat
     assert main(["user", "add", "alice", "--role", "submitter", "--tenant", "x", "--dir", str(pki)]) == 2
     assert "alice.pem exists" in capsys.readouterr().err
     assert main(["user", "add", "Bad Name", "--role", "federation-admin", "--dir", str(pki)]) == 2
+
+
+def test_revocation_takes_effect_at_once_for_users_and_for_a_connected_site(federation, tmp_path):
+    from federation.v1 import federation_pb2 as pb
+    from tests.integration.test_service import AgentStream
+    with as_user(federation, "alice") as alice, as_user(federation, "admin") as admin:
+        assert alice.jobs() == []
+        with pytest.raises(PermissionDenied):
+            alice.revoke("bob")
+        stub, channel = site_stub(federation)
+        agent = AgentStream(stub, "eu-west")
+        agent.next_assignments()
+        assert admin.revoke("alice") == 1 and admin.revoke("eu-west") == 1
+        with pytest.raises(PermissionDenied, match="the certificate of alice .* is revoked"):
+            alice.jobs()
+        with pytest.raises(grpc.RpcError) as e:
+            for _ in range(3):
+                agent.next_assignments()
+        assert e.value.code() is grpc.StatusCode.PERMISSION_DENIED
+        with pytest.raises(grpc.RpcError) as e:
+            stub.Heartbeat(pb.HeartbeatRequest(name="eu-west"), timeout=5)
+        assert "revoked" in e.value.details()
+        channel.close()
+    assert [r.subject for r in read(tmp_path / "fed.db", action="cert.revoke")] == ["alice", "eu-west"]
