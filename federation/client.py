@@ -376,6 +376,14 @@ class Client:
         except grpc.RpcError as e:
             raise from_rpc_error(e) from None
 
+    def create_join_token(self, name: str, jurisdiction: str, region: str, labels: dict[str, str] | None = None,
+                          ttl_s: float = 0.0) -> tuple[str, float]:
+        """A one-time token for a site to enrol as `name` with these attributes: (token, expires at)."""
+        r = self._call(self._stub.CreateJoinToken, pb.CreateJoinTokenRequest(
+            name=name, location=pb.Location(jurisdiction=jurisdiction, region=region), labels=labels or {},
+            ttl_s=ttl_s), retry=False)
+        return r.token, r.expires_at
+
     def revoke(self, name: str) -> int:
         """Refuse every certificate the federation has seen for this user or site; how many."""
         return self._call(self._stub.RevokeCertificates, pb.RevokeCertificatesRequest(name=name), retry=False).revoked

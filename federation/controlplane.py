@@ -10,6 +10,7 @@ import difflib
 import hashlib
 import json
 import logging
+import secrets
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from federation.errors import (
     Unsatisfiable,
 )
 from federation.gpus import request_of
-from federation.identity import Identity
+from federation.identity import Identity, binding, scopes
 from federation.jobs import (
     Attempt,
     AttemptState,
@@ -40,6 +41,7 @@ from federation.jobs import (
     JobState,
     new_job_id,
 )
+from federation.pki import Issued, sign_request
 from federation.sites import Capacity, SiteRecord, SiteState
 from federation.spec import JobSpec, PolicyConfig, gang_parts
 from federation.spec.array import parse_array
@@ -158,6 +160,30 @@ class ControlPlane:
                 self.store.remember_certificate(who.serial, who.name, self.clock())
                 self._seen.add(who.serial)
         return who
+
+    def create_join_token(self, name: str, jurisdiction: str, region: str, labels: dict[str, str], ttl_s: float,
+                          actor: str) -> tuple[str, float]:
+        """A one-time token for site `name` with its attributes bound; (token, expiry)."""
+        token_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
+        now = self.clock()
+        expires = now + (ttl_s or 3600.0)
+        attributes = {"jurisdiction": jurisdiction, "region": region, "labels": dict(labels)}
+        self.store.add_join_token(token_id, hashlib.sha256(secret.encode()).hexdigest(), name, attributes, now,
+                                  expires)
+        self.record(actor, "site.token", name, token=token_id, expires_at=expires, **attributes)
+        return f"{token_id}.{secret}", expires
+
+    def enroll(self, token: str, csr_pem: bytes, ca: Issued, days: int) -> bytes:
+        """A site certificate for the key in `csr_pem`, naming the token's site and attributes."""
+        token_id, _, secret = token.partition(".")
+        name, attrs = self.store.use_join_token(token_id, hashlib.sha256(secret.encode()).hexdigest(), self.clock())
+        units = (*scopes("site", sites=(name,)), *binding(attrs["jurisdiction"], attrs["region"], attrs["labels"]))
+        try:
+            cert = sign_request(ca, csr_pem, name, units, days)
+        except ValueError as e:
+            raise InvalidSpec(str(e)) from None
+        self.record(name, "site.enrol", name, token=token_id, **attrs)
+        return cert
 
     def revoke(self, name: str, actor: str) -> int:
         """Refuse every certificate seen for `name`, at once (open streams included)."""

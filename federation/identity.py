@@ -24,6 +24,7 @@ from cryptography.x509.oid import NameOID
 
 from federation.errors import PermissionDenied
 
+BOUND = ("jurisdiction", "region", "label")
 ROLES = ("federation-admin", "tenant-admin", "submitter", "site-operator", "site")
 TENANT_ROLES = ("tenant-admin", "submitter")
 
@@ -35,6 +36,7 @@ class Identity:
     tenants: frozenset[str] = frozenset()
     sites: frozenset[str] = frozenset()
     serial: str = ""             # of its certificate, for revocation
+    bound: tuple[str, ...] = ()  # a site's attributes its enrolment fixed: jurisdiction:DE, region:.., label:k=v
 
     @property
     def admin(self) -> bool:
@@ -67,6 +69,18 @@ def scopes(role: str, tenants: tuple[str, ...] = (), sites: tuple[str, ...] = ()
     return [f"role:{role}", *(f"tenant:{t}" for t in tenants), *(f"site:{s}" for s in sites)]
 
 
+def binding(jurisdiction: str, region: str, labels: dict[str, str]) -> list[str]:
+    """The units that fix an enrolled site's attributes."""
+    return [f"jurisdiction:{jurisdiction}", f"region:{region}", *(f"label:{k}={v}" for k, v in sorted(labels.items()))]
+
+
+def check_claim(who: Identity, jurisdiction: str, region: str, labels: dict[str, str]) -> None:
+    """A site whose enrolment fixed its attributes must claim exactly those."""
+    if who.bound and sorted(who.bound) != sorted(binding(jurisdiction, region, labels)):
+        raise PermissionDenied(f"site {who.name} was enrolled as {', '.join(sorted(who.bound))}; it claims "
+                               f"{', '.join(sorted(binding(jurisdiction, region, labels)))}")
+
+
 def of_certificate(pem: bytes) -> Identity:
     cert = x509.load_pem_x509_certificate(pem)
     names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
@@ -76,7 +90,8 @@ def of_certificate(pem: bytes) -> Identity:
                     roles[0] if len(roles) == 1 else "",
                     frozenset(u.split(":", 1)[1] for u in units if u.startswith("tenant:")),
                     frozenset(u.split(":", 1)[1] for u in units if u.startswith("site:")),
-                    format(cert.serial_number, "x"))
+                    format(cert.serial_number, "x"),
+                    tuple(u for u in units if u.split(":", 1)[0] in BOUND))
 
 
 def of_context(context) -> Identity:

@@ -106,3 +106,37 @@ def init_pki(directory: Path, clients: tuple[str, ...] = ("admin",)) -> dict[str
         role = scopes("federation-admin") if name == "admin" else scopes("site", sites=(name,))
         out[name] = issue(ca, directory, name, units=tuple(role))
     return out
+
+
+def sign_request(ca: Issued, csr_pem: bytes, name: str, units: tuple[str, ...], days: int = VALID_DAYS) -> bytes:
+    """A client certificate for `name` with `units`, for the key in a certificate signing request.
+    Only the request's public key is used: its subject is the CA's to decide."""
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem)
+    except ValueError:
+        raise ValueError("csr_pem: not a PEM certificate signing request") from None
+    if not csr.is_signature_valid:
+        raise ValueError("csr_pem: its signature does not match its key")
+    if not isinstance(csr.public_key(), ec.EllipticCurvePublicKey):
+        raise ValueError("csr_pem: the key must be an EC key")
+    ca_cert = x509.load_pem_x509_certificate(ca.cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(ca.key.read_bytes(), password=None)
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder()
+            .subject_name(_name(name, units)).issuer_name(ca_cert.subject)
+            .public_key(csr.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def new_request(name: str, directory: Path) -> tuple[bytes, Path]:
+    """A key (written to `directory`, mode 0600) and a signing request for it."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = ec.generate_private_key(ec.SECP256R1())
+    path = directory / f"{name}.key"
+    _write_key(path, key)
+    csr = x509.CertificateSigningRequestBuilder().subject_name(_name(name)).sign(key, hashes.SHA256())
+    return csr.public_bytes(serialization.Encoding.PEM), path

@@ -9,8 +9,10 @@ import grpc
 
 from federation.audit import Signer
 from federation.controlplane import ControlPlane
+from federation.errors import ConfigError
+from federation.pki import Issued
 from federation.scheduler import SchedulerLoop
-from federation.service.sites import SiteServicer
+from federation.service.sites import EnrollmentServicer, SiteServicer
 from federation.service.users import FederationServicer
 from federation.spec import FederationConfig, load_policy
 from federation.store import SQLiteStore
@@ -26,11 +28,29 @@ class RunningServer:
     scheduler: SchedulerLoop
     control: ControlPlane
     port: int
+    enrolment: grpc.Server | None = None
+    enrolment_port: int = 0
 
     def stop(self, grace: float = 2.0) -> None:
         self.scheduler.stop()
+        if self.enrolment is not None:
+            self.enrolment.stop(grace).wait()
         self.server.stop(grace).wait()
         self.control.store.close()
+
+
+def _enrolment(config: FederationConfig, control: ControlPlane) -> tuple[grpc.Server, int]:
+    """The listener sites join through: server-side TLS only (they have no certificate yet)."""
+    body = config.spec
+    e = body.enrolment
+    if body.tls is None:
+        raise ConfigError("enrolment: needs tls (sites must be able to check they talk to this federation)")
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="enrol"), options=SERVER_OPTIONS)
+    pb_grpc.add_EnrollmentServiceServicer_to_server(
+        EnrollmentServicer(control, Issued(e.ca_cert, e.ca_key), e.cert_days), server)
+    port = add_port(server, e.listen, cert=body.tls.cert, key=body.tls.key, client_ca=None, insecure=False)
+    server.start()
+    return server, port
 
 
 def start_server(config: FederationConfig, *, max_workers: int = 64) -> RunningServer:
@@ -50,9 +70,15 @@ def start_server(config: FederationConfig, *, max_workers: int = 64) -> RunningS
     except Exception:
         store.close()
         raise
+    try:
+        enrolment, enrolment_port = _enrolment(config, control) if body.enrolment else (None, 0)
+    except Exception:
+        store.close()
+        raise
     server.start()
     scheduler = SchedulerLoop(control, body.scheduler.interval_s)
     scheduler.start()
     log.info("federation %s listening on %s (store %s, policy %s v%s)", config.metadata.name,
              body.listen.rsplit(":", 1)[0] + f":{port}", body.store, policy.metadata.name, policy.metadata.version)
-    return RunningServer(server=server, scheduler=scheduler, control=control, port=port)
+    return RunningServer(server=server, scheduler=scheduler, control=control, port=port, enrolment=enrolment,
+                         enrolment_port=enrolment_port)

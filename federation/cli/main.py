@@ -232,6 +232,39 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_site_token(args: argparse.Namespace) -> int:
+    from federation.spec.quantity import parse_duration
+    labels = {}
+    for item in args.label or []:
+        k, sep, v = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--label: {item!r} is not key=value")
+        labels[k] = v
+    try:
+        ttl = parse_duration(args.ttl)
+    except ValueError as e:
+        raise ConfigError(f"--ttl: {e}") from None
+    with _client(args) as client:
+        token, expires = client.create_join_token(args.name, args.jurisdiction, args.region, labels, ttl)
+    if _json(args):
+        render.emit_json({"name": args.name, "token": token, "expires_at": expires})
+    else:
+        print(token)
+    return 0
+
+
+def cmd_site_join(args: argparse.Namespace) -> int:
+    from federation.enrolment import join
+    if not args.ca:
+        raise ConfigError("--ca: the federation's CA certificate is needed to check who answers")
+    cert = join(args.enrol_address, Path(args.ca), args.token, Path(args.dir))
+    if _json(args):
+        render.emit_json({"cert": str(cert), "key": str(Path(args.dir) / "site.key"), "ca": str(Path(args.dir) / "ca.pem")})
+    else:
+        print(f"enrolled: {cert} (key {Path(args.dir) / 'site.key'}); point spec.federation.tls at them")
+    return 0
+
+
 def cmd_revoke(args: argparse.Namespace) -> int:
     with _client(args) as client:
         n = client.revoke(args.name)
@@ -562,6 +595,18 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--record", metavar="FILE", help="write this machine's raw NVML topology to FILE")
     add(site_sub, "revoke", cmd_revoke, "refuse the site's certificates from now on (open streams too)"
         ).add_argument("name")
+    token = add(site_sub, "token", None, "one-time join tokens")
+    token_sub = token.add_subparsers(dest="token_action", required=True, metavar="ACTION")
+    sp = add(token_sub, "create", cmd_site_token, "a token a site enrols with once; its attributes are bound")
+    sp.add_argument("name")
+    sp.add_argument("--jurisdiction", required=True, help="ISO code the site will be bound to, e.g. DE")
+    sp.add_argument("--region", required=True)
+    sp.add_argument("--label", action="append", help="key=value bound to the site (repeatable)")
+    sp.add_argument("--ttl", default="1h", help="how long the token is valid (default 1h)")
+    sp = add(site_sub, "join", cmd_site_join, "enrol this site with a join token: key here, certificate back")
+    sp.add_argument("--token", required=True)
+    sp.add_argument("--enrol-address", required=True, help="the federation's enrolment listener, host:port")
+    sp.add_argument("--dir", default=".fedctl/site", help="where the key and certificate go")
     for action, help in (("show", "one site"), ("cordon", "no new work"), ("uncordon", "accept work again"),
                          ("drain", "no new work; running work finishes")):
         fn = cmd_site_show if action == "show" else _site_state(action)

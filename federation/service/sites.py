@@ -13,6 +13,7 @@ from federation import identity
 from federation.controlplane import AttemptReport, ControlPlane, LogChunk
 from federation.errors import InvalidSpec, PermissionDenied
 from federation.identity import Identity
+from federation.pki import Issued
 from federation.service import wire
 from federation.service.errors import caller, translate, translate_stream
 from federation.spec.models import DatasetSpec, Location, SiteMetadata
@@ -30,8 +31,9 @@ class SiteServicer(pb_grpc.SiteServiceServicer):
 
     @translate
     def RegisterSite(self, request: pb.RegisterSiteRequest, context) -> pb.RegisterSiteResponse:
-        _authorize(self.control, context, request.name)
+        who = _authorize(self.control, context, request.name)
         _validate_registration(request)
+        identity.check_claim(who, request.location.jurisdiction, request.location.region, dict(request.labels))
         site = self.control.register_site(wire.site_from_register(request), caller(context))
         log.info("site %s registered (%s, %s)", site.name, site.jurisdiction, site.region)
         return pb.RegisterSiteResponse(heartbeat_interval_s=self.heartbeat_interval_s)
@@ -121,3 +123,19 @@ def _validate_registration(request: pb.RegisterSiteRequest) -> None:
         err = e.errors()[0]
         raise InvalidSpec(f"registration of {request.name!r}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
 
+
+
+class EnrollmentServicer(pb_grpc.EnrollmentServiceServicer):
+    """Sites without a certificate: a one-time join token buys one, naming the token's site."""
+
+    def __init__(self, control: ControlPlane, ca: Issued, days: int) -> None:
+        self.control = control
+        self.ca = ca
+        self.days = days
+
+    @translate
+    def EnrollSite(self, request: pb.EnrollSiteRequest, context) -> pb.EnrollSiteResponse:
+        if len(request.csr_pem) > 16_384 or len(request.token) > 256:
+            raise InvalidSpec("token or csr_pem: too large")
+        cert = self.control.enroll(request.token, request.csr_pem, self.ca, self.days)
+        return pb.EnrollSiteResponse(cert_pem=cert, ca_pem=self.ca.cert.read_bytes())

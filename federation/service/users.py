@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import grpc
+from pydantic import ValidationError
 
 from federation import identity
 from federation.controlplane import ControlPlane
@@ -12,6 +13,7 @@ from federation.queues import GROUPS
 from federation.service import wire
 from federation.service.errors import caller, translate, translate_stream
 from federation.sites import Capacity, SiteRecord
+from federation.spec.models import Location, SiteMetadata, _check_labels
 from federation.v1 import federation_pb2 as pb
 from federation.v1 import federation_pb2_grpc as pb_grpc
 
@@ -155,6 +157,23 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
         return pb.RevokeCertificatesResponse(revoked=self.control.revoke(request.name, who.name))
 
     @translate
+    def CreateJoinToken(self, request: pb.CreateJoinTokenRequest, context) -> pb.CreateJoinTokenResponse:
+        who = self._caller(context)
+        if not who.admin:
+            raise PermissionDenied(f"{who.name} ({who.role}) may not create join tokens")
+        try:
+            SiteMetadata(name=request.name)
+            location = Location(jurisdiction=request.location.jurisdiction, region=request.location.region)
+            labels = _check_labels(dict(request.labels))
+        except (ValidationError, ValueError) as e:
+            raise InvalidSpec(f"join token for {request.name!r}: {_first(e)}") from None
+        if not 0 <= request.ttl_s <= 7 * 86400:
+            raise InvalidSpec("ttl_s: between 0 (one hour) and a week")
+        token, expires = self.control.create_join_token(request.name, location.jurisdiction, location.region, labels,
+                                                        request.ttl_s, who.name)
+        return pb.CreateJoinTokenResponse(token=token, expires_at=expires)
+
+    @translate
     def ListSites(self, request: pb.ListSitesRequest, context) -> pb.ListSitesResponse:
         self._caller(context)
         usage = self.control.usage()
@@ -178,3 +197,10 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
         allocated, running = usage.get(site.name, (Capacity(), 0))
         connected = site.connected(self.control.clock(), self.control.site_timeout_s)
         return wire.site_to_pb(site, connected=connected, allocated=allocated, running=running)
+
+
+def _first(e: Exception) -> str:
+    if isinstance(e, ValidationError):
+        err = e.errors()[0]
+        return f"{'.'.join(map(str, err['loc']))}: {err['msg']}"
+    return str(e)

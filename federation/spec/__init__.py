@@ -97,8 +97,12 @@ def load_federation(path: str | Path) -> FederationConfig:
     if tls is not None:
         tls = tls.model_copy(update={"cert": _resolve(base, tls.cert), "key": _resolve(base, tls.key),
                                      "client_ca": _resolve(base, tls.client_ca)})
+    enrolment = body.enrolment
+    if enrolment is not None:
+        enrolment = enrolment.model_copy(update={"ca_cert": _resolve(base, enrolment.ca_cert),
+                                                 "ca_key": _resolve(base, enrolment.ca_key)})
     body = body.model_copy(update={"store": _resolve(base, body.store), "policy": _resolve(base, body.policy),
-                                   "tls": tls})
+                                   "tls": tls, "enrolment": enrolment})
     return cfg.model_copy(update={"spec": body})
 
 

@@ -560,6 +560,16 @@ class SchedulerSettings(Strict):
         description="jobs placed in one cycle at most; the rest are deferred and the next cycle starts at once")
 
 
+class Enrolment(Strict):
+    """Sites join with a one-time token (`fedctl site token create`, `fedctl site join`): they
+    reach this listener over TLS without a client certificate and leave with one."""
+
+    listen: str = "127.0.0.1:50052"
+    ca_cert: Path
+    ca_key: Path = Field(description="the CA's key: the federation signs site certificates with it")
+    cert_days: int = Field(default=30, ge=1, le=825)
+
+
 class FederationBody(Strict):
     listen: str = "127.0.0.1:50051"
     store: Path = Path(".fedctl/federation.db")
@@ -567,6 +577,7 @@ class FederationBody(Strict):
     tls: ServerTLS | None = None
     insecure: bool = False
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    enrolment: Enrolment | None = None
     site_timeout_s: float = Field(default=30.0, gt=0)
     heartbeat_interval_s: float = Field(default=2.0, gt=0)
 

@@ -63,6 +63,15 @@ class Store(ABC):
         and signs it, in one transaction."""
 
     @abstractmethod
+    def add_join_token(self, token_id: str, secret_sha256: str, name: str, attributes: dict, now: float,
+                       expires_at: float) -> None: ...
+
+    @abstractmethod
+    def use_join_token(self, token_id: str, secret_sha256: str, now: float) -> tuple[str, dict]:
+        """(site name, bound attributes) of a token used now, once; PermissionDenied if unknown, wrong,
+        used or expired."""
+
+    @abstractmethod
     def remember_certificate(self, serial: str, name: str, now: float) -> None:
         """A certificate seen authenticating, so that it can be revoked by name."""
 

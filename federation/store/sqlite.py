@@ -5,6 +5,7 @@ operation is a short transaction, so this is simpler and faster than a pool.
 """
 from __future__ import annotations
 
+import hmac
 import json
 import sqlite3
 import threading
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 from federation.audit import GENESIS, AuditRecord
-from federation.errors import Conflict, NotFound
+from federation.errors import Conflict, NotFound, PermissionDenied
 from federation.gpus import (
     binding_from_json,
     binding_to_json,
@@ -104,6 +105,15 @@ CREATE TABLE IF NOT EXISTS certificates (
     revoked_at REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS certificates_name ON certificates(name);
+CREATE TABLE IF NOT EXISTS join_tokens (
+    id TEXT PRIMARY KEY,
+    secret_sha256 TEXT NOT NULL,
+    name TEXT NOT NULL,
+    attributes TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    used_at REAL NOT NULL DEFAULT 0
+);
 """
 # Columns added after the first release; a store written before them gains them on open.
 _ADDED = (("attempts", "binding", "TEXT NOT NULL DEFAULT ''"), ("sites", "inventory", "TEXT NOT NULL DEFAULT ''"),
@@ -315,6 +325,24 @@ class SQLiteStore(Store):
                        (sealed.seq, sealed.at, sealed.actor, sealed.action, sealed.subject,
                         json.dumps(sealed.detail, sort_keys=True), sealed.prev, sealed.hash, sealed.signature))
             return sealed
+
+    def add_join_token(self, token_id: str, secret_sha256: str, name: str, attributes: dict, now: float,
+                       expires_at: float) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO join_tokens (id, secret_sha256, name, attributes, created_at, expires_at)"
+                       " VALUES (?,?,?,?,?,?)", (token_id, secret_sha256, name, json.dumps(attributes), now, expires_at))
+
+    def use_join_token(self, token_id: str, secret_sha256: str, now: float) -> tuple[str, dict]:
+        with self._tx() as db:
+            row = db.execute("SELECT * FROM join_tokens WHERE id=?", (token_id,)).fetchone()
+            if row is None or not hmac.compare_digest(row["secret_sha256"], secret_sha256):
+                raise PermissionDenied("join token: not one this federation issued")
+            if row["used_at"]:
+                raise PermissionDenied(f"join token for {row['name']}: already used")
+            if row["expires_at"] <= now:
+                raise PermissionDenied(f"join token for {row['name']}: expired")
+            db.execute("UPDATE join_tokens SET used_at=? WHERE id=?", (now, token_id))
+            return row["name"], json.loads(row["attributes"])
 
     def remember_certificate(self, serial: str, name: str, now: float) -> None:
         with self._tx() as db:

@@ -101,6 +101,11 @@ class FederationServiceStub:
                 request_serializer=federation_dot_v1_dot_federation__pb2.RevokeCertificatesRequest.SerializeToString,
                 response_deserializer=federation_dot_v1_dot_federation__pb2.RevokeCertificatesResponse.FromString,
                 _registered_method=True)
+        self.CreateJoinToken = channel.unary_unary(
+                '/federation.v1.FederationService/CreateJoinToken',
+                request_serializer=federation_dot_v1_dot_federation__pb2.CreateJoinTokenRequest.SerializeToString,
+                response_deserializer=federation_dot_v1_dot_federation__pb2.CreateJoinTokenResponse.FromString,
+                _registered_method=True)
 
 
 class FederationServiceServicer:
@@ -187,6 +192,13 @@ class FederationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateJoinToken(self, request, context):
+        """A one-time token that lets a site enrol under this name, with these attributes bound to it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FederationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -254,6 +266,11 @@ def add_FederationServiceServicer_to_server(servicer, server):
                     servicer.RevokeCertificates,
                     request_deserializer=federation_dot_v1_dot_federation__pb2.RevokeCertificatesRequest.FromString,
                     response_serializer=federation_dot_v1_dot_federation__pb2.RevokeCertificatesResponse.SerializeToString,
+            ),
+            'CreateJoinToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateJoinToken,
+                    request_deserializer=federation_dot_v1_dot_federation__pb2.CreateJoinTokenRequest.FromString,
+                    response_serializer=federation_dot_v1_dot_federation__pb2.CreateJoinTokenResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -609,6 +626,111 @@ class FederationService:
             '/federation.v1.FederationService/RevokeCertificates',
             federation_dot_v1_dot_federation__pb2.RevokeCertificatesRequest.SerializeToString,
             federation_dot_v1_dot_federation__pb2.RevokeCertificatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateJoinToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/federation.v1.FederationService/CreateJoinToken',
+            federation_dot_v1_dot_federation__pb2.CreateJoinTokenRequest.SerializeToString,
+            federation_dot_v1_dot_federation__pb2.CreateJoinTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class EnrollmentServiceStub:
+    """Served on the enrolment listener (TLS without client certificates): a token buys one
+    certificate for the site it names.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.EnrollSite = channel.unary_unary(
+                '/federation.v1.EnrollmentService/EnrollSite',
+                request_serializer=federation_dot_v1_dot_federation__pb2.EnrollSiteRequest.SerializeToString,
+                response_deserializer=federation_dot_v1_dot_federation__pb2.EnrollSiteResponse.FromString,
+                _registered_method=True)
+
+
+class EnrollmentServiceServicer:
+    """Served on the enrolment listener (TLS without client certificates): a token buys one
+    certificate for the site it names.
+    """
+
+    def EnrollSite(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_EnrollmentServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'EnrollSite': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnrollSite,
+                    request_deserializer=federation_dot_v1_dot_federation__pb2.EnrollSiteRequest.FromString,
+                    response_serializer=federation_dot_v1_dot_federation__pb2.EnrollSiteResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'federation.v1.EnrollmentService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('federation.v1.EnrollmentService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class EnrollmentService:
+    """Served on the enrolment listener (TLS without client certificates): a token buys one
+    certificate for the site it names.
+    """
+
+    @staticmethod
+    def EnrollSite(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/federation.v1.EnrollmentService/EnrollSite',
+            federation_dot_v1_dot_federation__pb2.EnrollSiteRequest.SerializeToString,
+            federation_dot_v1_dot_federation__pb2.EnrollSiteResponse.FromString,
             options,
             channel_credentials,
             insecure,
