@@ -1,7 +1,6 @@
 """FederationService: what users call (SDK, fedctl)."""
 from __future__ import annotations
 
-import grpc
 from pydantic import ValidationError
 
 from federation import identity
@@ -189,7 +188,7 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
         self._caller(context).check_site(request.name, "change the state of")
         state = wire.SITE_STATE_FROM_PB.get(request.state)
         if state is None:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "state: must be READY, CORDONED or DRAINING")
+            raise InvalidSpec("state: must be READY, CORDONED or DRAINING")
         site = self.control.set_site_state(request.name, state, caller(context))
         return pb.SetSiteStateResponse(site=self._site(site, self.control.usage()))
 

@@ -103,7 +103,13 @@ def describe(error: ValidationError, model: type[BaseModel], source: str, lines:
     else:
         message = first["msg"].removeprefix("Value error, ")
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{where}: {field}: {message}{more}"
+    return one_line(f"{where}: {field}: {message}{more}")
+
+
+def one_line(text: str, limit: int = 500) -> str:
+    """Control characters a spec put in a name or value, escaped: an error stays one line."""
+    out = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return out if len(out) <= limit else out[:limit - 1] + "…"
 
 
 def _dotted(loc: tuple) -> str:

@@ -1,0 +1,192 @@
+"""Fuzzing: spec parsing and every gRPC request type, fed arbitrary input, answer with a typed
+error or a result, never a crash, and never an internal error."""
+from __future__ import annotations
+
+import itertools
+
+import grpc
+import pytest
+import yaml
+from google.protobuf.descriptor import FieldDescriptor
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from federation.audit import Signer
+from federation.controlplane import ControlPlane
+from federation.errors import FederationError, InvalidSpec
+from federation.pki import Issued, init_pki
+from federation.service.sites import EnrollmentServicer, SiteServicer
+from federation.service.users import FederationServicer
+from federation.spec import job_from_dict, job_from_text, load_policy
+from federation.store import SQLiteStore
+from federation.v1 import federation_pb2 as pb
+from tests.unit.test_spec import GOOD
+
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**63), st.floats(allow_nan=True),
+                    st.text(max_size=40), st.binary(max_size=20).map(lambda b: b.decode("latin-1")))
+VALUES = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                        st.dictionaries(st.text(max_size=12), inner, max_size=4)),
+                      max_leaves=12)
+PATHS = [("spec",), ("spec", "resources"), ("spec", "placement"), ("spec", "topology"), ("spec", "gang"),
+         ("spec", "dependencies"), ("metadata",), ()]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(PATHS), st.text(min_size=1, max_size=16), VALUES)
+def test_fuzz_job_specs_parse_or_fail_with_a_located_error(path, key, value):
+    data = yaml.safe_load(GOOD)
+    target = data
+    for p in path:
+        target = target.setdefault(p, {})
+    target[key] = value
+    try:
+        spec = job_from_dict(data)
+    except InvalidSpec as e:
+        assert e.message and "\n" not in e.message.strip()
+        return
+    assert spec.spec.entrypoint
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=400))
+def test_fuzz_job_text_parses_or_fails_with_an_error(text):
+    try:
+        job_from_text(text)
+    except InvalidSpec as e:
+        assert e.message
+
+
+# ------------------------------------------------------------------ gRPC requests
+
+_SCALAR_FIELDS = {
+    FieldDescriptor.TYPE_STRING: st.text(max_size=30),
+    FieldDescriptor.TYPE_BYTES: st.binary(max_size=64),
+    FieldDescriptor.TYPE_BOOL: st.booleans(),
+    FieldDescriptor.TYPE_DOUBLE: st.floats(allow_nan=True),
+    FieldDescriptor.TYPE_FLOAT: st.floats(width=32, allow_nan=True),
+    FieldDescriptor.TYPE_INT32: st.integers(-2**31, 2**31 - 1),
+    FieldDescriptor.TYPE_INT64: st.integers(-2**63, 2**63 - 1),
+    FieldDescriptor.TYPE_UINT32: st.integers(0, 2**32 - 1),
+    FieldDescriptor.TYPE_UINT64: st.integers(0, 2**64 - 1),
+}
+
+
+def messages(descriptor, depth: int = 0):
+    """Any message of this type: every field set or not, to any value of its type."""
+    fields = {}
+    for f in descriptor.fields:
+        if f.message_type is not None and f.message_type.GetOptions().map_entry:
+            key = _SCALAR_FIELDS[f.message_type.fields_by_name["key"].type]
+            v = f.message_type.fields_by_name["value"]
+            value = messages(v.message_type, depth + 1) if v.message_type else _SCALAR_FIELDS.get(v.type, st.just(0))
+            fields[f.name] = st.dictionaries(key, value, max_size=3)
+            continue
+        if f.message_type is not None:
+            if depth > 3 or f.message_type.full_name.startswith("google.protobuf"):
+                continue
+            one = messages(f.message_type, depth + 1)
+        elif f.type == FieldDescriptor.TYPE_ENUM:
+            one = st.sampled_from([v.number for v in f.enum_type.values] + [99])
+        else:
+            one = _SCALAR_FIELDS[f.type]
+        fields[f.name] = st.lists(one, max_size=3) if f.is_repeated else one
+    cls = _class(descriptor)
+    return st.fixed_dictionaries({}, optional=fields).map(lambda kw: _build(cls, kw))
+
+
+def _class(descriptor):
+    from google.protobuf import message_factory
+    return message_factory.GetMessageClass(descriptor)
+
+
+def _build(cls, kw):
+    msg = cls()
+    for name, value in kw.items():
+        field = msg.DESCRIPTOR.fields_by_name[name]
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            target = getattr(msg, name)
+            for k, v in value.items():
+                if field.message_type.fields_by_name["value"].message_type is not None:
+                    target[k].CopyFrom(v)
+                else:
+                    target[k] = v
+        elif field.is_repeated:
+            getattr(msg, name).extend(value)
+        elif field.message_type is not None:
+            getattr(msg, name).CopyFrom(value)
+        else:
+            setattr(msg, name, value)
+    return msg
+
+
+class Aborted(Exception):
+    def __init__(self, code, details):
+        super().__init__(details)
+        self.code = code
+
+
+class Context:
+    """A servicer context for in-process calls: a caller's certificate, abort as an exception."""
+
+    def __init__(self, pem: bytes, rounds: int = 2) -> None:
+        self.pem = pem
+        self.rounds = itertools.count()
+        self.limit = rounds
+
+    def auth_context(self):
+        return {"x509_pem_cert": [self.pem], "transport_security_type": [b"ssl"]}
+
+    def abort(self, code, details):
+        raise Aborted(code, details)
+
+    def set_trailing_metadata(self, md):
+        pass
+
+    def is_active(self) -> bool:
+        return next(self.rounds) < self.limit
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("fuzz")
+    pki = init_pki(tmp / "pki", clients=("admin", "eu-west"))
+    store = SQLiteStore(tmp / "fed.db")
+    control = ControlPlane(store, load_policy("configs/policy.yaml"), signer=Signer.beside(tmp / "fed.db"))
+    users, sites = FederationServicer(control), SiteServicer(control, 0.01)
+    enrol = EnrollmentServicer(control, Issued(pki["ca"].cert, pki["ca"].key), 1)
+    yield {"users": users, "sites": sites, "enrol": enrol, "admin": pki["admin"].cert.read_bytes(),
+           "site": pki["eu-west"].cert.read_bytes()}
+    store.close()
+
+
+SERVICE = pb.DESCRIPTOR.services_by_name
+CALLS = [("users", m) for m in SERVICE["FederationService"].methods] + \
+        [("sites", m) for m in SERVICE["SiteService"].methods] + \
+        [("enrol", m) for m in SERVICE["EnrollmentService"].methods]
+
+
+@pytest.mark.parametrize("service, method", CALLS, ids=[m.name for _, m in CALLS])
+def test_fuzz_every_request_type_gets_an_answer_or_a_typed_error(services, service, method):
+    servicer = services[service]
+    caller = services["site"] if service == "sites" else services["admin"]
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.lists(messages(method.input_type), min_size=1, max_size=3))
+    def run(requests):
+        fn = getattr(servicer, method.name)
+        context = Context(caller)
+        try:
+            if method.client_streaming:
+                result = fn(iter(requests), context)
+            else:
+                result = fn(requests[0], context)
+            if method.server_streaming:
+                for _ in itertools.islice(result, 3):
+                    pass
+        except Aborted as e:
+            assert e.code is not grpc.StatusCode.INTERNAL, f"{method.name}: internal error: {e}"
+        except FederationError:
+            pass
+
+    run()
+
