@@ -185,6 +185,18 @@ class ControlPlane:
         self.record(name, "site.enrol", name, token=token_id, **attrs)
         return cert
 
+    def renew(self, who: Identity, csr_pem: bytes, ca: Issued | None, days: int) -> bytes:
+        """A new certificate for a site's new key: its name, role and bound attributes unchanged."""
+        if ca is None:
+            raise Unsatisfiable("certificate renewal needs the CA key (spec.enrolment in the federation config)")
+        units = (*scopes("site", sites=tuple(sorted(who.sites))), *who.bound)
+        try:
+            cert = sign_request(ca, csr_pem, who.name, units, days)
+        except ValueError as e:
+            raise InvalidSpec(str(e)) from None
+        self.record(who.name, "cert.renew", who.name, old_serial=who.serial)
+        return cert
+
     def revoke(self, name: str, actor: str) -> int:
         """Refuse every certificate seen for `name`, at once (open streams included)."""
         serials = self.store.revoke_certificates(name, self.clock())

@@ -62,7 +62,10 @@ def start_server(config: FederationConfig, *, max_workers: int = 64) -> RunningS
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
                          options=SERVER_OPTIONS)
     pb_grpc.add_FederationServiceServicer_to_server(FederationServicer(control), server)
-    pb_grpc.add_SiteServiceServicer_to_server(SiteServicer(control, body.heartbeat_interval_s), server)
+    e = body.enrolment
+    pb_grpc.add_SiteServiceServicer_to_server(SiteServicer(
+        control, body.heartbeat_interval_s, Issued(e.ca_cert, e.ca_key) if e else None, e.cert_days if e else 30),
+        server)
     tls = body.tls
     try:
         port = add_port(server, body.listen, cert=tls.cert if tls else None, key=tls.key if tls else None,

@@ -26,6 +26,7 @@ from federation.sites import Capacity
 from federation.spec import SiteConfig
 from federation.v1 import federation_pb2 as pb
 from federation.v1 import federation_pb2_grpc as pb_grpc
+from site_agent import renewal
 from site_agent.binding import MISMATCH, check, wrap
 from site_agent.inventory import SiteGpus, site_capacity, site_gpus
 from site_agent.ray_driver import SITE_KEY, RayDriver, RayJob
@@ -316,6 +317,10 @@ class SiteAgent:
             try:
                 stub.Heartbeat(request, timeout=5)
                 self._published = inventory.digest
+                if self._renew(stub):
+                    session_over.set()  # the next session connects with the new certificate
+                    self._wake.set()
+                    return
             except grpc.RpcError as e:
                 err = from_rpc_error(e)
                 if isinstance(err, NotFound):
@@ -323,6 +328,19 @@ class SiteAgent:
                     session_over.set()
                     self._wake.set()
                     return
+
+    def _renew(self, stub: pb_grpc.SiteServiceStub) -> bool:
+        """Renew the site's certificate when it nears expiry; whether it was renewed."""
+        tls = self.config.spec.federation.tls
+        if tls is None or not renewal.due(tls.cert):
+            return False
+        try:
+            renewal.renew(stub, tls.cert, tls.key)
+        except (grpc.RpcError, OSError) as e:
+            log.warning("certificate renewal failed (the current one still works): %s", e)
+            return False
+        log.info("certificate renewed: %s", tls.cert)
+        return True
 
     def _stream(self, stub: pb_grpc.SiteServiceStub, session_over: threading.Event) -> None:
         outbox: queue.Queue[pb.ConnectRequest | None] = queue.Queue()

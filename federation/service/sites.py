@@ -25,9 +25,21 @@ RESEND_S = 5.0
 
 
 class SiteServicer(pb_grpc.SiteServiceServicer):
-    def __init__(self, control: ControlPlane, heartbeat_interval_s: float = 2.0) -> None:
+    def __init__(self, control: ControlPlane, heartbeat_interval_s: float = 2.0, ca: Issued | None = None,
+                 cert_days: int = 30) -> None:
         self.control = control
         self.heartbeat_interval_s = heartbeat_interval_s
+        self.ca = ca
+        self.cert_days = cert_days
+
+    @translate
+    def RenewCertificate(self, request: pb.RenewCertificateRequest, context) -> pb.RenewCertificateResponse:
+        who = self.control.authenticate(identity.of_context(context))
+        if who.role != "site" or not who.sites:
+            raise PermissionDenied(f"{who.name} ({who.role or 'no role'}): only a site renews its certificate here")
+        if len(request.csr_pem) > 16_384:
+            raise InvalidSpec("csr_pem: too large")
+        return pb.RenewCertificateResponse(cert_pem=self.control.renew(who, request.csr_pem, self.ca, self.cert_days))
 
     @translate
     def RegisterSite(self, request: pb.RegisterSiteRequest, context) -> pb.RegisterSiteResponse:

@@ -457,6 +457,18 @@ class SetSiteStateResponse(_message.Message):
     site: Site
     def __init__(self, site: _Optional[_Union[Site, _Mapping]] = ...) -> None: ...
 
+class RenewCertificateRequest(_message.Message):
+    __slots__ = ("csr_pem",)
+    CSR_PEM_FIELD_NUMBER: _ClassVar[int]
+    csr_pem: bytes
+    def __init__(self, csr_pem: _Optional[bytes] = ...) -> None: ...
+
+class RenewCertificateResponse(_message.Message):
+    __slots__ = ("cert_pem",)
+    CERT_PEM_FIELD_NUMBER: _ClassVar[int]
+    cert_pem: bytes
+    def __init__(self, cert_pem: _Optional[bytes] = ...) -> None: ...
+
 class RegisterSiteRequest(_message.Message):
     __slots__ = ("name", "location", "labels", "datasets", "capacity", "agent_version", "inventory")
     class LabelsEntry(_message.Message):

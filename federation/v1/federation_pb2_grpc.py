@@ -768,6 +768,11 @@ class SiteServiceStub:
                 request_serializer=federation_dot_v1_dot_federation__pb2.ConnectRequest.SerializeToString,
                 response_deserializer=federation_dot_v1_dot_federation__pb2.ConnectResponse.FromString,
                 _registered_method=True)
+        self.RenewCertificate = channel.unary_unary(
+                '/federation.v1.SiteService/RenewCertificate',
+                request_serializer=federation_dot_v1_dot_federation__pb2.RenewCertificateRequest.SerializeToString,
+                response_deserializer=federation_dot_v1_dot_federation__pb2.RenewCertificateResponse.FromString,
+                _registered_method=True)
 
 
 class SiteServiceServicer:
@@ -795,6 +800,13 @@ class SiteServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RenewCertificate(self, request, context):
+        """A fresh certificate, same name and bound attributes, for a new key; before the old one expires.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SiteServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -812,6 +824,11 @@ def add_SiteServiceServicer_to_server(servicer, server):
                     servicer.Connect,
                     request_deserializer=federation_dot_v1_dot_federation__pb2.ConnectRequest.FromString,
                     response_serializer=federation_dot_v1_dot_federation__pb2.ConnectResponse.SerializeToString,
+            ),
+            'RenewCertificate': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenewCertificate,
+                    request_deserializer=federation_dot_v1_dot_federation__pb2.RenewCertificateRequest.FromString,
+                    response_serializer=federation_dot_v1_dot_federation__pb2.RenewCertificateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -897,6 +914,33 @@ class SiteService:
             '/federation.v1.SiteService/Connect',
             federation_dot_v1_dot_federation__pb2.ConnectRequest.SerializeToString,
             federation_dot_v1_dot_federation__pb2.ConnectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenewCertificate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/federation.v1.SiteService/RenewCertificate',
+            federation_dot_v1_dot_federation__pb2.RenewCertificateRequest.SerializeToString,
+            federation_dot_v1_dot_federation__pb2.RenewCertificateResponse.FromString,
             options,
             channel_credentials,
             insecure,

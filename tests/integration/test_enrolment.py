@@ -102,3 +102,33 @@ def test_an_expired_token_is_refused_and_only_admins_make_tokens(federation, tmp
     with Client(federation.address, ca=pki["ca"].cert, cert=user.cert, key=user.key, timeout=5) as alice:
         with pytest.raises(PermissionDenied, match="may not create join tokens"):
             alice.create_join_token("evil", "US", "us-east")
+
+
+def test_an_enrolled_site_renews_its_certificate_before_it_expires_keeping_name_and_bindings(
+        federation, tmp_path, capsys):
+    import datetime as dt
+
+    from site_agent.renewal import due, renew
+    token, _ = federation.admin.create_join_token("us-east", "US", "us-east", {"baa": "true"})
+    site = tmp_path / "us-east"
+    assert join(federation, token, site, capsys)[0] == 0
+    cert, key = site / "site.pem", site / "site.key"
+    before = of_certificate(cert.read_bytes())
+    now = dt.datetime.now(dt.timezone.utc)
+    assert not due(cert, now) and due(cert, now + dt.timedelta(days=21))
+    channel = open_channel(federation.address, ca=federation.pki["ca"].cert, cert=cert, key=key)
+    renew(pb_grpc.SiteServiceStub(channel), cert, key)
+    channel.close()
+    after = of_certificate(cert.read_bytes())
+    assert (after.name, after.role, after.sites, sorted(after.bound)) == (
+        before.name, before.role, before.sites, sorted(before.bound)) and after.serial != before.serial
+    registered(federation, site)   # the renewed pair works
+    assert [r.subject for r in read(tmp_path / "fed.db", action="cert.renew")] == ["us-east"]
+    assert not (site / ".renewal").exists()
+    # A user certificate cannot renew as a site.
+    with pytest.raises(grpc.RpcError) as e:
+        admin = open_channel(federation.address, ca=federation.pki["ca"].cert, cert=federation.pki["admin"].cert,
+                             key=federation.pki["admin"].key)
+        renew(pb_grpc.SiteServiceStub(admin), tmp_path / "x.pem", tmp_path / "x.key")
+    assert e.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    admin.close()
