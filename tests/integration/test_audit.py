@@ -9,11 +9,11 @@ import pytest
 
 from federation.audit import load_public, public_path, read, verify
 from federation.cli.main import main
-from federation.client import Client
 from federation.v1 import federation_pb2 as pb
 from tests.conftest import make_spec
 from tests.integration.test_service import (
     AgentStream,
+    admin_client,
     register,
     run_on,
     site_stub,
@@ -28,10 +28,8 @@ def run_log(tmp_path_factory):
     certificate tries to speak for another site. Returns the store's path once the server stopped."""
     tmp = tmp_path_factory.mktemp("audit")
     federation = start(tmp)
-    pki = federation.pki
     try:
-        with Client(federation.address, ca=pki["ca"].cert, cert=pki["admin"].cert, key=pki["admin"].key,
-                    timeout=5) as client:
+        with admin_client(federation) as client:
             stub, channel = site_stub(federation)
             register(stub)
             agent = AgentStream(stub, "eu-west")

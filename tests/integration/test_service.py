@@ -45,6 +45,11 @@ def start(tmp_path, policy: Path = CONFIGS / "policy.yaml", **scheduler):
     return server
 
 
+def admin_client(federation) -> Client:
+    pki = federation.pki
+    return Client(federation.address, ca=pki["ca"].cert, cert=pki["admin"].cert, key=pki["admin"].key, timeout=5)
+
+
 @pytest.fixture
 def federation(tmp_path):
     server = start(tmp_path)
@@ -54,9 +59,7 @@ def federation(tmp_path):
 
 @pytest.fixture
 def client(federation):
-    pki = federation.pki
-    with Client(federation.address, ca=pki["ca"].cert, cert=pki["admin"].cert, key=pki["admin"].key,
-                timeout=5) as c:
+    with admin_client(federation) as c:
         yield c
 
 
@@ -223,9 +226,7 @@ def test_a_cycle_that_reaches_its_placement_limit_is_followed_at_once_by_the_nex
     # placing cycle at once can place five jobs within the wait.
     federation = start(tmp_path, interval_s=60, max_placements_per_cycle=1)
     try:
-        pki = federation.pki
-        with Client(federation.address, ca=pki["ca"].cert, cert=pki["admin"].cert, key=pki["admin"].key,
-                    timeout=5) as client:
+        with admin_client(federation) as client:
             jobs = [client.submit(make_spec(f"j{i}", resources={"cpus": 0.5})) for i in range(5)]
             stub, channel = site_stub(federation)
             register(stub)
@@ -442,10 +443,8 @@ def quick_preemption_policy(tmp_path: Path, **preemption) -> Path:
 
 def test_a_high_priority_job_preempts_low_priority_work_which_is_requeued_with_its_history(tmp_path):
     federation = start(tmp_path, quick_preemption_policy(tmp_path))
-    pki = federation.pki
     try:
-        with Client(federation.address, ca=pki["ca"].cert, cert=pki["admin"].cert, key=pki["admin"].key,
-                    timeout=5) as client:
+        with admin_client(federation) as client:
             stub, channel = site_stub(federation)
             register(stub)
             agent = AgentStream(stub, "eu-west")
