@@ -22,7 +22,6 @@ from policies.fairshare import EPS, Ledger, demand
 from policies.model import PendingJob
 from policies.topology import Binding, GpuRequest, GpuState
 
-
 HEAD = 64   # waiting jobs considered a cycle, at least
 
 
