@@ -12,7 +12,7 @@ from federation.queues import GROUPS
 from federation.service import wire
 from federation.service.errors import caller, translate, translate_stream
 from federation.sites import Capacity, SiteRecord
-from federation.spec.models import Location, SiteMetadata, _check_labels
+from federation.spec.models import Location, SiteMetadata, check_labels
 from federation.v1 import federation_pb2 as pb
 from federation.v1 import federation_pb2_grpc as pb_grpc
 
@@ -163,7 +163,7 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
         try:
             SiteMetadata(name=request.name)
             location = Location(jurisdiction=request.location.jurisdiction, region=request.location.region)
-            labels = _check_labels(dict(request.labels))
+            labels = check_labels(dict(request.labels))
         except (ValidationError, ValueError) as e:
             raise InvalidSpec(f"join token for {request.name!r}: {_first(e)}") from None
         if not 0 <= request.ttl_s <= 7 * 86400:

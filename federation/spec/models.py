@@ -32,7 +32,7 @@ def _check_name(value: str, what: str) -> str:
     return value
 
 
-def _check_labels(labels: dict[str, str]) -> dict[str, str]:
+def check_labels(labels: dict[str, str]) -> dict[str, str]:
     for key, value in labels.items():
         if not LABEL_KEY_RE.match(key):
             raise ValueError(f"label key {key!r} is not valid")
@@ -59,7 +59,7 @@ class Metadata(Strict):
     @field_validator("labels")
     @classmethod
     def _labels(cls, v: dict[str, str]) -> dict[str, str]:
-        return _check_labels(v)
+        return check_labels(v)
 
 
 class Resources(Strict):
@@ -367,7 +367,7 @@ class SiteBody(Strict):
     @field_validator("labels")
     @classmethod
     def _labels(cls, v: dict[str, str]) -> dict[str, str]:
-        return _check_labels(v)
+        return check_labels(v)
 
 
     @field_validator("gpu_nodes")
