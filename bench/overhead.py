@@ -18,6 +18,7 @@ sum is the federation's overhead.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import tempfile
@@ -103,6 +104,8 @@ def main() -> None:
         fed.start_server()
         fed.start_agents()
         from ray.job_submission import JobSubmissionClient
+        # The site's head uses Ray token auth; this process talks to that one cluster.
+        os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(fed.ray_token("bench")))
         ray = JobSubmissionClient(fed.dashboard("bench"))
         with fed.client(timeout=60) as client:
             direct_run(ray, -1)          # warm both paths once

@@ -3,7 +3,15 @@ from __future__ import annotations
 
 import random
 
-from policies import ClassificationRule, DatasetInfo, PendingJob, Rules, SiteView, Snapshot, expand_jurisdictions
+from policies import (
+    ClassificationRule,
+    DatasetInfo,
+    PendingJob,
+    Rules,
+    SiteView,
+    Snapshot,
+    expand_jurisdictions,
+)
 
 GiB = 2**30
 JURISDICTIONS = [("DE", "eu-central"), ("FR", "eu-west"), ("NL", "eu-west"), ("US", "us-east"), ("US", "us-west"),

@@ -4,12 +4,14 @@ the benchmarks; `fedctl demo` embeds the federation instead but starts agents he
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,6 +119,17 @@ class LocalFederation:
 
     def dashboard(self, name: str) -> str:
         return f"http://127.0.0.1:{self.port_bases[name] + 1}"
+
+    def ray_token(self, name: str) -> Path:
+        """The Ray auth token of a site's local head."""
+        return self.work / f"r{self.port_bases[name]}" / "auth_token"
+
+    def ray_job(self, name: str, submission_id: str) -> dict:
+        """A job's record from a site's Ray Jobs API, authenticated with that head's token."""
+        request = urllib.request.Request(f"{self.dashboard(name)}/api/jobs/{submission_id}", headers={
+            "Authorization": f"Bearer {self.ray_token(name).read_text().strip()}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
 
     def start_server(self, timeout: float = 30) -> None:
         log = open(self.work / "federation.log", "ab")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -60,13 +61,30 @@ class LocalRayHead:
             args.append("--labels=" + ",".join(f"{k}={v}" for k, v in sorted(self.labels.items())))
         return args
 
+    @property
+    def token_path(self) -> Path | None:
+        """Ray's auth token for this head: only this site's agent (and its jobs) hold it."""
+        return self.temp_dir / "auth_token" if self.settings.token_auth else None
+
     def environment(self) -> dict[str, str]:
         # A stopped job (cancelled or preempted) gets SIGTERM, then SIGKILL after this grace.
-        return dict(os.environ, RAY_USAGE_STATS_ENABLED="0",
-                    RAY_JOB_STOP_WAIT_TIME_S=str(int(self.settings.stop_grace_s)))
+        env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0",
+                   RAY_JOB_STOP_WAIT_TIME_S=str(int(self.settings.stop_grace_s)))
+        if self.token_path is not None:
+            env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.token_path))
+            env.pop("RAY_AUTH_TOKEN", None)
+        return env
+
+    def _write_token(self) -> None:
+        path = self.token_path
+        if path is not None and not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
 
     def start(self, timeout: float = 90.0) -> RayJobsDriver:
-        self.temp_dir.mkdir(parents=True, exist_ok=True)
+        self.temp_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._write_token()
         log_path = self.temp_dir / "head.log"
         env = self.environment()
         with open(log_path, "ab") as out:

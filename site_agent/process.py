@@ -41,6 +41,11 @@ def run_site(config: SiteConfig, *, local_ray: bool,
 
     done = on_stop(stop)
     _stop_with_parent()
+    token = head.token_path if head is not None else body.ray.auth_token_path
+    if token is not None:
+        # This process talks to one Ray cluster; Ray's clients read the token from the environment.
+        os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
+        os.environ.pop("RAY_AUTH_TOKEN", None)
     try:
         if head is not None:
             driver = head.start()

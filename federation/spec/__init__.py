@@ -79,7 +79,8 @@ def load_site(path: str | Path) -> SiteConfig:
     body = body.model_copy(update={
         "datasets": datasets,
         "federation": fed,
-        "ray": body.ray.model_copy(update={"local": local}),
+        "ray": body.ray.model_copy(update={"local": local,
+                                           "auth_token_path": _resolve(base, body.ray.auth_token_path)}),
         "work_dir": _resolve(base, body.work_dir),
     })
     return cfg.model_copy(update={"spec": body})

@@ -289,6 +289,7 @@ class LocalRay(Strict):
     temp_dir: Path | None = None
     stop_grace_s: float = Field(default=10.0, ge=1, le=3600,
                                 description="a stopped job (cancelled, preempted) gets SIGTERM, then SIGKILL after this")
+    token_auth: bool = Field(default=True, description="Ray token authentication (a token only this site holds)")
 
     @field_validator("object_store_memory", mode="before")
     @classmethod
@@ -340,6 +341,7 @@ class NodeSpec(Strict):
 
 class RaySpec(Strict):
     address: str | None = Field(default=None, description="Ray dashboard / Jobs API URL, e.g. http://127.0.0.1:8265")
+    auth_token_path: Path | None = Field(default=None, description="the cluster's Ray auth token, if it uses one")
     local: LocalRay = Field(default_factory=LocalRay)
 
 

@@ -28,8 +28,7 @@ def write(tmp_path: Path, spec: dict, name: str = "job.yaml") -> str:
 
 
 def ray_status(federation, site: str, submission_id: str) -> str:
-    from ray.job_submission import JobSubmissionClient
-    return JobSubmissionClient(federation.dashboard(site)).get_job_status(submission_id).value
+    return federation.ray_job(site, submission_id)["status"]
 
 
 def test_gdpr_job_submitted_with_the_cli_runs_only_at_the_eu_site(federation, tmp_path):
@@ -46,6 +45,20 @@ def test_gdpr_job_submitted_with_the_cli_runs_only_at_the_eu_site(federation, tm
     status = federation.cli_json("status", out["id"])
     assert [a["submission_id"] for a in status["attempts"]] == [f"fed-{out['id']}-1"]
     assert ray_status(federation, "eu-west", f"fed-{out['id']}-1") == "SUCCEEDED"
+
+
+def test_a_sites_ray_jobs_api_answers_only_with_that_sites_token(federation):
+    import urllib.error
+    import urllib.request
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(f"{federation.dashboard('eu-west')}/api/jobs/", timeout=10)
+    assert e.value.code in (401, 403)
+    other = federation.ray_token("us-east").read_text().strip()
+    wrong = urllib.request.Request(f"{federation.dashboard('eu-west')}/api/jobs/",
+                                   headers={"Authorization": f"Bearer {other}"})
+    with pytest.raises(urllib.error.HTTPError):
+        urllib.request.urlopen(wrong, timeout=10)
+    assert federation.ray_token("eu-west").stat().st_mode & 0o077 == 0
 
 
 def test_hipaa_job_submitted_with_the_sdk_runs_at_the_baa_site(client):
@@ -194,7 +207,7 @@ def test_a_site_can_drive_a_ray_cluster_it_shares(federation, client):
     federation.pki["eu-central"] = issue(federation.pki["ca"], federation.work / "pki", "eu-central",
                                          units=tuple(scopes("site", sites=("eu-central",))))
     spec = {"location": {"jurisdiction": "DE", "region": "eu-central"}, "work_dir": str(Path(__file__).parent),
-            "ray": {"address": federation.dashboard("eu-west")}}
+            "ray": {"address": federation.dashboard("eu-west"), "auth_token_path": str(federation.ray_token("eu-west"))}}
     agent = start_agent(site_config("eu-central", address=federation.address, pki=federation.pki,
                                     work=federation.work, spec=spec), federation.work)
     federation.agents["eu-central"] = agent
@@ -203,9 +216,8 @@ def test_a_site_can_drive_a_ray_cluster_it_shares(federation, client):
         j = client.submit(job("shared", env={"SLEEP": "2"}, placement={"sites": ["eu-central"]}))
         final = j.wait(timeout=90)
         assert (final.state, final.site) == ("succeeded", "eu-central"), "eu-west's agent left it alone"
-        from ray.job_submission import JobSubmissionClient
-        info = JobSubmissionClient(federation.dashboard("eu-west")).get_job_info(final.attempts[0].submission_id)
-        assert info.metadata["federation_site"] == "eu-central"
+        info = federation.ray_job("eu-west", final.attempts[0].submission_id)
+        assert info["metadata"]["federation_site"] == "eu-central"
     finally:
         # Later tests (other files) must not be placed on a site whose agent is gone.
         client.cordon("eu-central")

@@ -74,4 +74,8 @@ def test_a_local_ray_head_gets_distinct_ports_labels_and_the_stop_grace():
     args = head.command()
     assert "--port=31000" in args and "--num-cpus=2" in args and "--num-gpus=2" in args
     assert "--labels=fedctl.io/node=n0" in args
-    assert head.environment()["RAY_JOB_STOP_WAIT_TIME_S"] == "45"
+    env = head.environment()
+    assert env["RAY_JOB_STOP_WAIT_TIME_S"] == "45"
+    assert env["RAY_AUTH_MODE"] == "token" and env["RAY_AUTH_TOKEN_PATH"] == str(head.temp_dir / "auth_token")
+    open_head = LocalRayHead(LocalRay(port_base=31000, token_auth=False))
+    assert "RAY_AUTH_MODE" not in open_head.environment() or open_head.environment()["RAY_AUTH_MODE"] != "token"
