@@ -69,7 +69,10 @@ def _inside(value: Any, work_dir: Path | None, field: str) -> tuple[str, str | N
     if work_dir is None:
         return value, f"{field}: this site has no work_dir to take code from"
     root = work_dir.resolve()
-    target = (root / value).resolve()
+    try:
+        target = (root / value).resolve()
+    except (ValueError, OSError) as e:  # a NUL byte, a symlink loop
+        return value, f"{field} {value!r} is not a usable path ({e})"
     if target != root and root not in target.parents:
         return value, f"{field} {value!r} escapes the site's work_dir"
     if not target.exists():

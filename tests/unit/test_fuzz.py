@@ -3,6 +3,7 @@ error or a result, never a crash, and never an internal error."""
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import grpc
 import pytest
@@ -190,3 +191,32 @@ def test_fuzz_every_request_type_gets_an_answer_or_a_typed_error(services, servi
 
     run()
 
+
+
+# ------------------------------------------------------------------ paths a spec can name
+
+PATH_PARTS = st.sampled_from(["..", ".", "jobs", "escape", "/", "/etc", "~", "a b", "\x00", "%2e%2e", "link", ""])
+
+
+@pytest.fixture(scope="module")
+def work_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("site")
+    work = root / "work"
+    (work / "jobs").mkdir(parents=True)
+    (root / "outside").mkdir()
+    (work / "link").symlink_to(root / "outside")   # a symlink inside that points out
+    return work
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(PATH_PARTS, min_size=1, max_size=5).map("/".join), st.sampled_from(["working_dir", "py_modules"]))
+def test_fuzz_no_path_in_a_spec_reaches_outside_the_sites_work_dir(work_dir, path, key):
+    from site_agent.veto import resolve_runtime_env
+    env = {"working_dir": path} if key == "working_dir" else {"py_modules": [path]}
+    resolved, refusal = resolve_runtime_env(env, work_dir)
+    if refusal:
+        return
+    chosen = resolved["working_dir"] if key == "working_dir" else resolved["py_modules"][0]
+    real = Path(chosen).resolve()
+    root = work_dir.resolve()
+    assert real == root or root in real.parents, f"{path!r} resolved to {real}, outside {root}"
