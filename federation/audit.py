@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -73,8 +73,7 @@ class Signer:
     def seal(self, record: AuditRecord) -> AuditRecord:
         digest = record.digest()
         signature = self.key.sign(bytes.fromhex(digest), ec.ECDSA(hashes.SHA256())).hex()
-        return AuditRecord(record.seq, record.at, record.actor, record.action, record.subject, record.detail,
-                           record.prev, digest, signature)
+        return replace(record, hash=digest, signature=signature)
 
 
 def key_path(store: Path) -> Path:

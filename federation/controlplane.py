@@ -137,6 +137,8 @@ class ControlPlane:
         self._revoked = store.revoked_serials()
         self.max_placements = max_placements
         self.policy = policy
+        self.tree = queues.queue_tree(policy)
+        self._queue = {q.name: q for q in self.tree}
         self.rules = rules_from_policy(policy)
         self.site_timeout_s = site_timeout_s
         self.clock = clock
@@ -271,14 +273,13 @@ class ControlPlane:
     def _check_queue_limits(self, spec: JobSpec, queue: str) -> None:
         """A job bigger than a hard limit of its queue or a parent could never start."""
         asks = fairshare.demand(self.pending_view_of(spec, queue))
-        tree = {q.name: q for q in queues.queue_tree(self.policy)}
-        q = tree.get(queue)
+        q = self._queue.get(queue)
         while q is not None:
             for dim, cap in q.limit.items():
                 if asks.get(dim, 0.0) > cap:
                     raise Unsatisfiable(f"spec.resources: asks {fairshare.describe_dim(dim, asks[dim])}; queue "
                                         f"{q.name}'s limit is {fairshare.describe_dim(dim, cap)}")
-            q = tree.get(q.parent) if q.parent else None
+            q = self._queue.get(q.parent) if q.parent else None
 
     def _check_satisfiable(self, spec: JobSpec, sites: list[SiteRecord]) -> None:
         r = spec.spec.resources
@@ -425,15 +426,17 @@ class ControlPlane:
                 used_cpus=used.cpus, used_memory=float(used.memory), used_gpus=used.gpus, running=running,
                 connected=s.connected(now, self.site_timeout_s),
                 cordoned=s.state is SiteState.CORDONED, draining=s.state is SiteState.DRAINING))
+        held = [(a, self.pending_view(job)) for a, job in live]
         return policies.Snapshot(sites=tuple(sites), catalog=self.catalog(records), rules=self.rules, gpus=gpus,
-                                 queues=self.queue_usage(live, now), running=self.running_views(live, index),
+                                 queues=self.queue_usage(held, now), running=self.running_views(held, index),
                                  preemption=self.preemption_settings(now))
 
-    def running_views(self, live: list[tuple[Attempt, Job]], index: dict[str, int]
+    @staticmethod
+    def running_views(held: list[tuple[Attempt, policies.PendingJob]], index: dict[str, int]
                       ) -> tuple[preemption.Running, ...]:
-        return tuple(preemption.Running(self.pending_view(job), a.number, index[a.site], a.binding, a.gpu_model,
-                                        a.started_at, bool(a.stop_requested_at))
-                     for a, job in live if a.site in index)
+        return tuple(preemption.Running(view, a.number, index[a.site], a.binding, a.gpu_model, a.started_at,
+                                        bool(a.stop_requested_at))
+                     for a, view in held if a.site in index)
 
     def preemption_settings(self, now: float) -> preemption.Settings | None:
         p = self.policy.spec.preemption
@@ -442,17 +445,19 @@ class ControlPlane:
         budget = min(p.max_per_cycle, max(0, p.max_per_hour - self.store.stops_since(now - 3600)))
         return preemption.Settings(True, p.min_runtime, budget, p.reclaim)
 
-    def queue_usage(self, live: list[tuple[Attempt, Job]], now: float) -> fairshare.Queues:
-        """The policy's queues with what each holds now and its decayed past use."""
+    def queue_usage(self, held: list[tuple[Attempt, policies.PendingJob]], now: float) -> fairshare.Queues:
+        """The policy's queues with what each holds now (`held`: live attempts and their jobs' views)
+        and its decayed past use."""
         half_life = self.policy.spec.fair_share.half_life
         running: dict[str, dict[str, float]] = {}
-        for attempt, job in live:
-            into = running.setdefault(job.queue, {})
-            for dim, v in fairshare.demand(self.pending_view(job), attempt.gpu_model).items():
+        for attempt, view in held:
+            into = running.setdefault(view.queue, {})
+            for dim, v in fairshare.demand(view, attempt.gpu_model).items():
                 into[dim] = into.get(dim, 0.0) + v
         # Past use older than ten half-lives weighs under 0.1%.
         records = self.store.usage_records(since=now - 10 * half_life)
-        return queues.queues_of(self.policy, queues.fair_share_usage(records, running, now, half_life))
+        return fairshare.Queues(self.tree, queues.fair_share_usage(records, running, now, half_life),
+                                self.policy.spec.fair_share.history_weight)
 
     @staticmethod
     def pending_view(job: Job, queue: str | None = None) -> policies.PendingJob:
@@ -483,13 +488,12 @@ class ControlPlane:
         active_arrays = Counter(j.array_id for _, j in live if j.array_id)
         return policies.holds.holds(waiting, states, active_names, active_arrays)
 
-    def _hold(self, pending: list[Job], live: list[tuple[Attempt, Job]], now: float) -> set[str]:
+    def _hold(self, pending: list[Job], live: list[tuple[Attempt, Job]], sites: list[str], now: float) -> set[str]:
         """Explain (or, if it can never start, cancel) each held job; their ids."""
         found = self.holds(pending, live)
         if not found:
             return set()
         by_id = {j.id: j for j in pending}
-        sites = [s.name for s in self.store.list_sites()]
         for job_id, hold in found.items():
             if hold.never:
                 self.store.cancel_job(job_id, now, message=f"cancelled: {hold.detail}")
@@ -511,15 +515,14 @@ class ControlPlane:
         live = self.store.live_attempts()
         held = self.holds(pending, live)
         snapshot = self.snapshot(now, live)
-        leaves = {q.name for q in snapshot.queues.queues}
-        views = [self.pending_view(j) for j in pending if j.id not in held and j.queue in leaves]
-        total = policies.placement.totals(snapshot)
-        standing = fairshare.Ledger(snapshot.queues, total, views)
+        known = self._queue.keys()
+        views = [self.pending_view(j) for j in pending if j.id not in held and j.queue in known]
+        ledger = fairshare.Ledger(snapshot.queues, policies.placement.totals(snapshot), views)
         counts = Counter(v.queue for v in views)
-        states = [QueueState(q, standing.factors(q.name), standing.nodes[q.name].running,
-                             standing.nodes[q.name].history, counts[q.name]) for q in snapshot.queues.queues]
+        # The standing before anything is charged; then the order, charging each job in turn.
+        states = [QueueState(q, ledger.factors(q.name), ledger.nodes[q.name].running, ledger.nodes[q.name].history,
+                             counts[q.name]) for q in self.tree]
         by_id = {j.id: j for j in pending}
-        ledger = fairshare.Ledger(snapshot.queues, total, views)
         out = []
         for view in ledger:
             factors = ledger.factors(view.queue)
@@ -529,7 +532,7 @@ class ControlPlane:
                 ledger.charge(view.queue, fairshare.demand(view))
         out += [QueuedJob(by_id[i], -1, 0.0, h.detail) for i, h in held.items()]
         out += [QueuedJob(j, -1, 0.0, f"its queue '{j.queue}' is no longer in the policy")
-                for j in pending if j.id not in held and j.queue not in leaves]
+                for j in pending if j.id not in held and j.queue not in known]
         return out, states
 
     def usage_report(self, by: tuple[str, ...], since: float, until: float,
@@ -595,16 +598,15 @@ class ControlPlane:
         if not pending:
             return policies.ScheduleResult((), ())
         by_id = {j.id: j for j in pending}
-        held = self._hold(pending, live, now)
-        leaves = {q.name for q in queues.queue_tree(self.policy)}
+        snapshot = self.snapshot(now, live)
+        held = self._hold(pending, live, [s.name for s in snapshot.sites], now)
         views = {}
         for j in pending:
             if j.id in held:
                 continue
-            queue = j.queue if j.queue in leaves else self._requeue(j, now)
+            queue = j.queue if j.queue in self._queue else self._requeue(j, now)
             if queue:
                 views[j.id] = self.pending_view(j, queue)
-        snapshot = self.snapshot(now, live)
         result = policies.schedule(snapshot, list(views.values()), now, self.max_placements)
         placed = False
         index = {s.name: i for i, s in enumerate(snapshot.sites)}
@@ -637,6 +639,7 @@ class ControlPlane:
                 placed = True  # the site's desired set changed
         for u in result.unplaced:
             old = by_id[u.job_id].explanation
+            summary = u.summary
             if u.job_id in result.making_room:
                 if u.job_id in waiting_on:
                     summary = f"waiting: stopping {', '.join(waiting_on[u.job_id])} to make room"
@@ -644,16 +647,12 @@ class ControlPlane:
                     continue  # still waiting on the work named when it was stopped
                 else:
                     summary = f"waiting: work stopping on {result.making_room[u.job_id]} makes room for it"
-                verdicts = tuple((v.site, False, v.reason.slug, v.detail)
-                                 for v in policies.verdicts(u, views[u.job_id], snapshot))
-                self.store.explain_job(u.job_id, Explanation(summary, now, verdicts))
-                continue
-            codes = [SLUGS[c] for c in u.reasons]
-            if old is not None and old.summary == u.summary and [v[2] for v in old.verdicts] == codes:
+            elif old is not None and old.summary == u.summary and [v[2] for v in old.verdicts] == [
+                    SLUGS[c] for c in u.reasons]:
                 continue  # unchanged: no write
             verdicts = tuple((v.site, False, v.reason.slug, v.detail)
                              for v in policies.verdicts(u, views[u.job_id], snapshot))
-            self.store.explain_job(u.job_id, Explanation(u.summary, now, verdicts))
+            self.store.explain_job(u.job_id, Explanation(summary, now, verdicts))
         if placed:
             self.changes.bump()
         return result

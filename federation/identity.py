@@ -76,9 +76,10 @@ def binding(jurisdiction: str, region: str, labels: dict[str, str]) -> list[str]
 
 def check_claim(who: Identity, jurisdiction: str, region: str, labels: dict[str, str]) -> None:
     """A site whose enrolment fixed its attributes must claim exactly those."""
-    if who.bound and sorted(who.bound) != sorted(binding(jurisdiction, region, labels)):
+    claimed = sorted(binding(jurisdiction, region, labels))
+    if who.bound and sorted(who.bound) != claimed:
         raise PermissionDenied(f"site {who.name} was enrolled as {', '.join(sorted(who.bound))}; it claims "
-                               f"{', '.join(sorted(binding(jurisdiction, region, labels)))}")
+                               f"{', '.join(claimed)}")
 
 
 def of_certificate(pem: bytes) -> Identity:

@@ -12,7 +12,7 @@ from typing import Iterable, Mapping
 
 from federation.errors import InvalidSpec
 from federation.spec.models import PolicyConfig, QueueSpec
-from policies.fairshare import DEFAULT, Queue, Queues, Usage
+from policies.fairshare import DEFAULT, Queue, Usage
 
 GROUPS = ("tenant", "queue", "site", "gpu_model")
 
@@ -55,15 +55,7 @@ def queue_tree(policy: PolicyConfig) -> tuple[Queue, ...]:
 
 
 def leaves(policy: PolicyConfig) -> dict[str, QueueSpec]:
-    out: dict[str, QueueSpec] = {}
-    stack = list(policy.spec.queues)
-    while stack:
-        q = stack.pop()
-        if q.queues:
-            stack.extend(q.queues)
-        else:
-            out[q.name] = q
-    return out
+    return {q.name: q for q in _all(policy) if not q.queues}
 
 
 def resolve(policy: PolicyConfig, tenant: str, requested: str | None) -> str:
@@ -124,10 +116,6 @@ def fair_share_usage(records: Iterable[UsageRecord], running: Mapping[str, Mappi
             into[d] = into.get(d, 0.0) + v * weight
     return {q: Usage(running=dict(running.get(q, {})), history=history.get(q, {}))
             for q in set(history) | set(running)}
-
-
-def queues_of(policy: PolicyConfig, usage: Mapping[str, Usage]) -> Queues:
-    return Queues(queue_tree(policy), usage, policy.spec.fair_share.history_weight)
 
 
 def report(records: Iterable[UsageRecord], by: tuple[str, ...], since: float, until: float) -> list[dict]:

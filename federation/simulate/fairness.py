@@ -115,7 +115,16 @@ def run(w: Workload, rules: policies.Rules, strategy: str, *, min_runtime: float
     queues = _queues(w, tenants, home, strategy)
     settings = None if strategy == "fifo-per-site" else Settings(True, min_runtime, budget, True)
     catalog = _catalog(w)
-    names = [s.name for s in w.sites]
+    index = {s.name: i for i, s in enumerate(w.sites)}
+    views: dict[str, policies.PendingJob] = {}
+
+    def view(j: SimJob) -> policies.PendingJob:
+        """A job's view never changes: made once."""
+        got = views.get(j.id)
+        if got is None:
+            got = views[j.id] = _view(j, home, w, strategy)
+        return got
+
     used_cpus, running_n = np.zeros(len(w.sites)), np.zeros(len(w.sites))
     out = FairOutcome(strategy)
     for j in w.jobs:
@@ -152,8 +161,8 @@ def run(w: Workload, rules: policies.Rules, strategy: str, *, min_runtime: float
             k += 1
         if not pending:
             continue
-        views = [_view(j, home, w, strategy) for j in pending.values()]
-        running = tuple(Running(_view(job, home, w, strategy), a, i, b, "", start)
+        waiting = [view(j) for j in pending.values()]
+        running = tuple(Running(view(job), a, i, b, "", start)
                         for job, i, b, start, a in live.values())
         usage = {}
         for job, _, _, _, _ in live.values():
@@ -162,10 +171,10 @@ def run(w: Workload, rules: policies.Rules, strategy: str, *, min_runtime: float
         snapshot = replace(_snapshot(w, state, used_cpus, running_n, rules, catalog),
                            queues=replace(queues, usage={q: Usage(running=u) for q, u in usage.items()}),
                            running=running, preemption=settings)
-        result = policies.schedule(snapshot, views, t)
+        result = policies.schedule(snapshot, waiting, t)
         for d in result.decisions:
             job = pending.pop(d.job_id)
-            i = names.index(d.site)
+            i = index[d.site]
             if d.binding:
                 state.reserve(i, d.binding)
             used_cpus[i] += job.cpus
