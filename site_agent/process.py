@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import threading
 from typing import Callable
 
@@ -31,6 +32,9 @@ def run_site(config: SiteConfig, *, local_ray: bool,
             # A local head stands for the first declared GPU node (one machine, one raylet).
             first = inventory_of(body.gpu_nodes[:1]).nodes[0]
             head.labels, head.num_gpus = {NODE_LABEL: first.name}, first.gpus
+        else:
+            # Ray finds this host's GPUs itself; NVML discovery names the node after the host.
+            head.labels = {NODE_LABEL: socket.gethostname()}
     elif not body.ray.address:
         raise ConfigError(f"site {config.metadata.name}: spec.ray.address is not set; give it or use --local-ray")
     agent: SiteAgent | None = None

@@ -35,6 +35,14 @@ def test_pcie_gpus_have_no_nvlink_domain():
     assert node.model == "L4" and node.domains == ("",) * 4
 
 
+def test_a_single_gpu_cloud_vm_recorded_on_a_real_h100():
+    # tests/fixtures/nvml/h100-vm.json was written by `fedctl site inventory --record` on an H100 VM.
+    (node,), devices = discover(replay("h100-vm"), "vm")
+    assert (node.name, node.model, node.gpus, node.domains) == ("vm", "H100", 1, ("",))
+    assert node.memory == 85520809984
+    assert [d.cuda for d in devices] == ["0"]
+
+
 def test_bridges_make_pairs():
     (node,), _ = discover(replay("bridged-a6000"), "ws")
     assert node.model == "RTX-A6000"
