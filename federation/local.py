@@ -93,6 +93,7 @@ class LocalFederation:
     port_bases: dict[str, int]
     scheduler_interval_s: float = 0.2
     policy: Path = CONFIGS / "policy.yaml"
+    enrolment: bool = False                   # a join-token listener (fedctl site token create / site join)
     address: str = field(default_factory=lambda: f"127.0.0.1:{free_port()}")
     server: subprocess.Popen | None = None
     agents: dict[str, subprocess.Popen] = field(default_factory=dict)
@@ -100,6 +101,9 @@ class LocalFederation:
     def __post_init__(self) -> None:
         self.pki = init_pki(self.work / "pki", clients=("admin", *self.sites))
         self.config = self.work / "federation.yaml"
+        self.enrol_address = f"127.0.0.1:{free_port()}" if self.enrolment else ""
+        enrolment = {"enrolment": {"listen": self.enrol_address, "ca_cert": str(self.pki["ca"].cert),
+                                   "ca_key": str(self.pki["ca"].key)}} if self.enrolment else {}
         self.config.write_text(yaml.safe_dump({
             "apiVersion": "federation/v1", "kind": "Federation", "metadata": {"name": "local"},
             "spec": {"listen": self.address, "store": str(self.work / "federation.db"),
@@ -107,7 +111,7 @@ class LocalFederation:
                      "tls": {"cert": str(self.pki["server"].cert), "key": str(self.pki["server"].key),
                              "client_ca": str(self.pki["ca"].cert)},
                      "scheduler": {"interval_s": self.scheduler_interval_s}, "heartbeat_interval_s": 1,
-                     "site_timeout_s": 10}}))
+                     "site_timeout_s": 10, **enrolment}}))
 
     @property
     def env(self) -> dict[str, str]:

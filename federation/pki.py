@@ -62,7 +62,7 @@ def create_ca(directory: Path, name: str = "fedctl CA") -> Issued:
 
 
 def issue(ca: Issued, directory: Path, name: str, *, server: bool = False,
-          hosts: tuple[str, ...] = ("localhost", "127.0.0.1"), days: int = VALID_DAYS,
+          hosts: tuple[str, ...] = ("localhost", "127.0.0.1"), days: float = VALID_DAYS,
           units: tuple[str, ...] = ()) -> Issued:
     """A certificate for `name`; `units` carry a client's role and scope (see federation.identity)."""
     ca_cert = x509.load_pem_x509_certificate(ca.cert.read_bytes())

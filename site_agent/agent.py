@@ -18,7 +18,13 @@ from typing import Callable, Iterator
 
 import grpc
 
-from federation.errors import FederationError, InvalidSpec, NotFound, RayError
+from federation.errors import (
+    FederationError,
+    InvalidSpec,
+    NotFound,
+    PermissionDenied,
+    RayError,
+)
 from federation.jobs import AttemptState, parse_submission_id
 from federation.service import wire
 from federation.service.errors import from_rpc_error
@@ -258,6 +264,8 @@ class SiteAgent:
         self._wake.set()
 
     def run(self) -> None:
+        """Reconnects with backoff on any error but a refusal: a revoked certificate or a claim
+        the enrolment does not allow will not change by retrying, so it ends the agent."""
         backoff = Backoff()
         while not self._stop.is_set():
             channel = self.channel_factory()
@@ -269,6 +277,8 @@ class SiteAgent:
                 threading.Thread(target=self._heartbeats, args=(stub, session_over), daemon=True,
                                  name="heartbeat").start()
                 self._stream(stub, session_over)
+            except PermissionDenied:
+                raise
             except FederationError as e:
                 if not self._stop.is_set():
                     log.warning("federation: %s; retrying", e.message)
