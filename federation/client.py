@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, TypeVar
@@ -294,7 +295,8 @@ class Client:
     # ------------------------------------------------------------ calls
 
     def _call(self, fn: Callable[..., T], request: Any, *, retry: bool = True) -> T:
-        """Unary call; reads are retried on UNAVAILABLE with jittered backoff."""
+        """Unary call; reads and idempotent writes are retried on UNAVAILABLE (and on a deadline
+        that leaves time for another try) with exponential backoff and jitter."""
         delay = 0.1
         deadline = time.monotonic() + self.timeout
         while True:
@@ -302,20 +304,25 @@ class Client:
                 return fn(request, timeout=max(0.1, deadline - time.monotonic()))
             except grpc.RpcError as e:
                 err = from_rpc_error(e)
-                if not (retry and isinstance(err, Unavailable)) or time.monotonic() + delay >= deadline:
+                if not (retry and isinstance(err, (Unavailable, Timeout))) or time.monotonic() + delay >= deadline:
                     raise err from None
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 2.0)
 
-    def submit(self, spec: str | Path | dict | JobSpec) -> Job | JobArray:
-        """A Job, or for a spec with `array:` or `gang:` a JobArray of its elements or parts."""
+    def submit(self, spec: str | Path | dict | JobSpec, request_id: str | None = None) -> Job | JobArray:
+        """A Job, or for a spec with `array:` or `gang:` a JobArray of its elements or parts.
+
+        Every submission carries a request id (a new one unless given): the call is retried on a
+        lost connection, and the federation returns the job it stored the first time instead of
+        storing it twice. Give your own id to make a retry of the whole program safe too."""
         if isinstance(spec, (str, Path)):
             spec = load_job(spec)
         elif isinstance(spec, dict):
             spec = job_from_dict(spec)
         elif not isinstance(spec, JobSpec):
             raise InvalidSpec(f"submit: expected a path, dict or JobSpec, got {type(spec).__name__}")
-        response = self._call(self._stub.SubmitJob, pb.SubmitJobRequest(spec=wire.spec_to_pb(spec)), retry=False)
+        request = pb.SubmitJobRequest(spec=wire.spec_to_pb(spec), request_id=request_id or uuid.uuid4().hex)
+        response = self._call(self._stub.SubmitJob, request)
         if response.elements:
             statuses = [_status(e) for e in response.elements]
             return JobArray(self, response.job.array_id or response.job.gang_id, [Job(self, s.id, s) for s in statuses])
@@ -383,6 +390,11 @@ class Client:
             name=name, location=pb.Location(jurisdiction=jurisdiction, region=region), labels=labels or {},
             ttl_s=ttl_s), retry=False)
         return r.token, r.expires_at
+
+    def drain(self, drain: bool = True) -> tuple[bool, int, int]:
+        """Stop (or, with False, resume) taking submissions: (draining, jobs pending, attempts live)."""
+        r = self._call(self._stub.DrainFederation, pb.DrainFederationRequest(drain=drain))
+        return r.draining, r.pending, r.live
 
     def revoke(self, name: str) -> int:
         """Refuse every certificate the federation has seen for this user or site; how many."""

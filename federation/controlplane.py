@@ -28,6 +28,7 @@ from federation.errors import (
     InvalidSpec,
     NotFound,
     PermissionDenied,
+    Unavailable,
     UnknownDataset,
     Unsatisfiable,
 )
@@ -45,7 +46,7 @@ from federation.pki import Issued, sign_request
 from federation.sites import Capacity, SiteRecord, SiteState
 from federation.spec import JobSpec, PolicyConfig, gang_parts
 from federation.spec.array import parse_array
-from federation.store import Store
+from federation.store import Store, SubmitRequest
 from policies import fairshare, preemption
 from policies.holds import Hold
 from policies.topology import Inventory, synthesized
@@ -141,7 +142,11 @@ class ControlPlane:
         self._queue = {q.name: q for q in self.tree}
         self.rules = rules_from_policy(policy)
         self.site_timeout_s = site_timeout_s
+        # Leases count from the later of a site's last heartbeat and this process's start: while
+        # the federation was down no site could renew, and none is lost for that.
         self.clock = clock
+        self.started_at = clock()
+        self._stale: set[tuple[str, int]] = set()
         self.changes = Changes()
 
     def record(self, actor: str, action: str, subject: str, **detail: Any) -> None:
@@ -212,8 +217,28 @@ class ControlPlane:
 
     # ------------------------------------------------------------ users
 
-    def submit(self, spec: JobSpec, actor: str = "") -> list[Job]:
-        """The job, or every element of a job array or part of a gang, stored together or not at all."""
+    @property
+    def draining(self) -> bool:
+        return self.store.get_meta("draining") == "1"
+
+    def drain(self, drain: bool, actor: str) -> None:
+        """A draining federation takes no submissions; what is queued or running goes on. It stays
+        draining across restarts until resumed."""
+        if drain != self.draining:
+            self.store.set_meta("draining", "1" if drain else "0")
+            self.record(actor, "federation.drain" if drain else "federation.resume", "federation")
+
+    def submit(self, spec: JobSpec, actor: str = "", request_id: str = "") -> list[Job]:
+        """The job, or every element of a job array or part of a gang, stored together or not at all.
+        With a request id, a repeated submission returns the jobs the first one stored."""
+        digest = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()
+        request = SubmitRequest(actor, request_id, digest, self.clock()) if request_id else None
+        if request is not None:
+            earlier = self.store.submission(request)
+            if earlier is not None:
+                return self.store.jobs_by_id(earlier)
+        if self.draining:
+            raise Unavailable("the federation is draining: it takes no submissions now (retry later)")
         queue = queues.resolve(self.policy, spec.metadata.tenant, spec.spec.queue)
         self._check_dependencies(spec)
         sites = self.store.list_sites()
@@ -242,8 +267,9 @@ class ControlPlane:
             jobs = [Job(id=f"{job_id}-{i}", spec=_element(spec, job_id, i, len(indices)), created_at=now,
                         updated_at=now, message="waiting for placement", queue=queue, array_id=job_id, array_index=i)
                     for i in indices]
-        self.store.add_jobs(jobs)
-        digest = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()
+        stored = self.store.add_jobs(jobs, request)
+        if request is not None and stored != [j.id for j in jobs]:
+            return self.store.jobs_by_id(stored)  # a concurrent retry of the same request stored first
         for j in jobs:
             self.record(actor, "job.submit", j.id, tenant=j.tenant, queue=j.queue, name=j.spec.metadata.name,
                         spec_sha256=digest)
@@ -325,7 +351,7 @@ class ControlPlane:
         record = self.store.upsert_site(SiteRecord(
             name=site.name, jurisdiction=site.jurisdiction, region=site.region, labels=dict(site.labels),
             datasets=site.datasets, capacity=site.capacity, registered_at=now, last_heartbeat=now,
-            inventory=site.inventory))
+            inventory=site.inventory, autonomous=site.autonomous))
         self.record(actor, "site.register", site.name, jurisdiction=site.jurisdiction, region=site.region,
                     labels=dict(site.labels), datasets={d.name: d.classification for d in site.datasets})
         self.changes.bump()
@@ -358,6 +384,8 @@ class ControlPlane:
         for r in reports:
             seen.add((r.job_id, r.number))
             if (r.job_id, r.number) not in live:
+                if r.state.live:
+                    self._refuse_stale(site, r)
                 continue  # an attempt that ended here already, or one this site does not hold
             changed |= self.store.apply_attempt_status(r.job_id, r.number, r.state, r.message, now) is not None
         if complete:
@@ -369,12 +397,46 @@ class ControlPlane:
                 elif attempt.stop_requested_at:
                     state, message = AttemptState.PREEMPTED, f"{attempt.stop_reason} (before it started)"
                 elif attempt.state is AttemptState.RUNNING:
-                    state, message = AttemptState.FAILED, "vanished from the site's Ray cluster"
+                    state, message = AttemptState.LOST, "vanished from the site's Ray cluster (restarted?)"
                 else:
                     continue  # assigned and not yet submitted: the agent will start it
                 changed |= self.store.apply_attempt_status(job.id, attempt.number, state, message, now) is not None
         if changed:
             self.changes.bump()
+
+    def _refuse_stale(self, site: str, r: AttemptReport) -> None:
+        """An attempt the site runs that the federation no longer assigns to it (its lease expired
+        and the job was re-placed, or it ended here): its epoch is stale. Its reports change
+        nothing, and the agent stops it because the desired set no longer holds it."""
+        if (r.job_id, r.number) in self._stale:
+            return
+        self._stale.add((r.job_id, r.number))
+        log.warning("%s reports attempt %d of %s as %s: a stale epoch, refused", site, r.number, r.job_id,
+                    r.state.value)
+        self.record(site, "attempt.stale", r.job_id, attempt=r.number, site=site, state=r.state.value)
+
+    def lease_expired(self, site: SiteRecord, now: float) -> bool:
+        return now - max(site.last_heartbeat, self.started_at) > self.site_timeout_s
+
+    def expire_leases(self, now: float) -> int:
+        """Sites silent for longer than their lease lose their assignments: each live attempt becomes
+        lost and its job is retried by its policy, wherever its rules allow. An autonomous site
+        keeps its work. Returns how many attempts were lost."""
+        lost = 0
+        for site in self.store.list_sites():
+            if site.autonomous or not self.lease_expired(site, now):
+                continue
+            silent = now - max(site.last_heartbeat, self.started_at)
+            for attempt, job in self.store.live_attempts(site.name):
+                message = f"site {site.name} lost: no heartbeat for {silent:.0f}s (lease {self.site_timeout_s:g}s)"
+                if self.store.apply_attempt_status(job.id, attempt.number, AttemptState.LOST, message, now):
+                    lost += 1
+                    log.warning("%s attempt %d: %s", job.id, attempt.number, message)
+                    self.record("federation", "attempt.lost", job.id, attempt=attempt.number, site=site.name,
+                                silent_s=round(silent, 1))
+        if lost:
+            self.changes.bump()
+        return lost
 
     def _ran_at(self, site: str, job_id: str, number: int) -> bool:
         """Logs may arrive after an attempt ended; accept them only from the site that ran it."""
@@ -591,6 +653,7 @@ class ControlPlane:
     def schedule_once(self) -> policies.ScheduleResult:
         """One observe → decide → act cycle of the scheduling loop."""
         now = self.clock()
+        self.expire_leases(now)
         live = self.store.live_attempts()
         if self._watch_gangs(live, now):
             live = self.store.live_attempts()
@@ -602,8 +665,8 @@ class ControlPlane:
         held = self._hold(pending, live, [s.name for s in snapshot.sites], now)
         views = {}
         for j in pending:
-            if j.id in held:
-                continue
+            if j.id in held or j.not_before > now:
+                continue   # held back, or backing off before a retry (its message says until when)
             queue = j.queue if j.queue in self._queue else self._requeue(j, now)
             if queue:
                 views[j.id] = self.pending_view(j, queue)

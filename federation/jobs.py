@@ -36,6 +36,7 @@ class AttemptState(str, Enum):
     STOPPED = "stopped"
     REJECTED = "rejected"
     PREEMPTED = "preempted"      # stopped to make room for other work; its job is pending again
+    LOST = "lost"                # its site or Ray cluster was lost (or the site fenced it); retried by policy
 
     @property
     def live(self) -> bool:
@@ -58,14 +59,16 @@ JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
 
 ATTEMPT_TRANSITIONS: dict[AttemptState, frozenset[AttemptState]] = {
     AttemptState.ASSIGNED: frozenset({AttemptState.RUNNING, AttemptState.SUCCEEDED, AttemptState.FAILED,
-                                      AttemptState.STOPPED, AttemptState.REJECTED, AttemptState.PREEMPTED}),
+                                      AttemptState.STOPPED, AttemptState.REJECTED, AttemptState.PREEMPTED,
+                                      AttemptState.LOST}),
     AttemptState.RUNNING: frozenset({AttemptState.SUCCEEDED, AttemptState.FAILED, AttemptState.STOPPED,
-                                     AttemptState.PREEMPTED}),
+                                     AttemptState.PREEMPTED, AttemptState.LOST}),
     AttemptState.SUCCEEDED: frozenset(),
     AttemptState.FAILED: frozenset(),
     AttemptState.STOPPED: frozenset(),
     AttemptState.REJECTED: frozenset(),
     AttemptState.PREEMPTED: frozenset(),
+    AttemptState.LOST: frozenset(),
 }
 
 
@@ -79,23 +82,44 @@ def check_attempt(job_id: str, number: int, old: AttemptState, new: AttemptState
         raise InvalidTransition(f"attempt {number} of job {job_id} is {old.value}; it cannot become {new.value}")
 
 
-def job_state_after(job_state: JobState, attempt_state: AttemptState) -> JobState | None:
-    """What an attempt's new state means for its job; None means no change.
+def job_state_after(job_state: JobState, attempt_state: AttemptState, retried: bool = False) -> JobState | None:
+    """What an attempt's new state means for its job; None means no change. `retried`: the
+    job's retry policy gives it another attempt (see `retry_delay`).
 
     A cancelled job stays cancelled whatever its attempt reports afterwards.
     """
     if job_state.terminal:
         return None
+    if retried:
+        return JobState.PENDING
     match attempt_state:
         case AttemptState.RUNNING:
             return JobState.RUNNING if job_state is JobState.PLACED else None
         case AttemptState.SUCCEEDED:
             return JobState.SUCCEEDED
-        case AttemptState.FAILED | AttemptState.STOPPED:
+        case AttemptState.FAILED | AttemptState.STOPPED | AttemptState.LOST:
             return JobState.FAILED
         case AttemptState.REJECTED | AttemptState.PREEMPTED:
             return JobState.PENDING
     return None
+
+
+RETRIED = (AttemptState.LOST, AttemptState.FAILED)
+
+
+def retry_delay(job: "Job", number: int, ending: AttemptState, jitter: float) -> tuple[float, int] | None:
+    """(seconds before the next attempt, retries spent) when the job's policy retries its attempt
+    `number` that ends `ending`, else None. Lost attempts are always retried while the limit allows; failed
+    ones only with `on_failure`. The delay doubles with each retry, scaled by `jitter` in [0, 1)
+    to between half and all of it, so that the jobs of a lost site do not all return at once."""
+    policy = job.spec.spec.retry
+    if ending is not AttemptState.LOST and not (ending is AttemptState.FAILED and policy.on_failure):
+        return None
+    spent = 1 + sum(1 for a in job.attempts if a.state in RETRIED and a.number != number)
+    if spent > policy.limit:
+        return None
+    delay = min(policy.max_backoff, policy.backoff * 2 ** (spent - 1))
+    return delay * (0.5 + jitter / 2), spent
 
 
 def new_job_id() -> str:
@@ -161,6 +185,7 @@ class Job:
     array_id: str = ""           # set on the elements of a job array
     array_index: int = 0
     gang_id: str = ""            # set on the parts of a gang
+    not_before: float = 0.0      # a retried job waits until then (its backoff)
 
     @property
     def tenant(self) -> str:

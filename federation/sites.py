@@ -42,6 +42,7 @@ class SiteRecord:
     registered_at: float = 0.0
     last_heartbeat: float = 0.0
     inventory: Inventory = Inventory()   # GPU topology; empty when the site has none or did not say
+    autonomous: bool = False             # cut off, it keeps its work: nothing of it is re-placed
 
     def connected(self, now: float, timeout_s: float) -> bool:
         return now - self.last_heartbeat <= timeout_s

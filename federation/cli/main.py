@@ -11,11 +11,12 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable
 
 from federation.cli import render
-from federation.errors import ConfigError, ErrorCode, FederationError
+from federation.errors import ConfigError, ErrorCode, FederationError, Timeout
 
 EXIT_JOB_DID_NOT_SUCCEED = 1
 EXIT_CHECK_FAILED = 1
@@ -39,7 +40,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from federation.spec import load_job
     spec = _with_flags(load_job(args.file), args)  # validated here so a bad file never reaches the network
     with _client(args) as client:
-        job = client.submit(spec)
+        job = client.submit(spec, args.request_id)
         jobs = list(job) if isinstance(job, JobArray) else [job]
         if not _json(args):
             print("\n".join(j.id for j in jobs), flush=True)
@@ -262,6 +263,24 @@ def cmd_site_join(args: argparse.Namespace) -> int:
         render.emit_json({"cert": str(cert), "key": str(Path(args.dir) / "site.key"), "ca": str(Path(args.dir) / "ca.pem")})
     else:
         print(f"enrolled: {cert} (key {Path(args.dir) / 'site.key'}); point spec.federation.tls at them")
+    return 0
+
+
+def cmd_server_drain(args: argparse.Namespace) -> int:
+    drain = args.action == "drain"
+    deadline = time.monotonic() + (args.timeout if drain else 0)
+    with _client(args) as client:
+        draining, pending, live = client.drain(drain)
+        while drain and args.wait and (pending or live):
+            if time.monotonic() > deadline:
+                raise Timeout(f"--timeout: {pending} jobs pending and {live} attempts live after {args.timeout:g}s")
+            time.sleep(1.0)
+            draining, pending, live = client.drain(True)
+    if _json(args):
+        render.emit_json({"draining": draining, "pending": pending, "live": live})
+    else:
+        print(f"federation {'draining' if draining else 'taking submissions'}: {pending} jobs pending, "
+              f"{live} attempts placed or running")
     return 0
 
 
@@ -550,6 +569,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--wait", action="store_true", help="wait for the job to end; exit 1 unless it succeeded")
     sp.add_argument("--timeout", type=float, default=None, help="seconds to wait with --wait")
     sp.add_argument("--queue", help="charge this queue (overrides spec.queue)")
+    sp.add_argument("--request-id", help="make a retried submission return the first one's job, not a new one")
     for kind in ("after_ok", "after_any", "after_not_ok"):
         sp.add_argument(f"--{kind.replace('_', '-')}", dest=kind, action="append", metavar="ID",
                         help=f"add a job or array id to spec.dependencies.{kind} (repeatable)")
@@ -582,6 +602,10 @@ def build_parser() -> argparse.ArgumentParser:
     server = add(sub, "server", None, "the federation control plane")
     server_sub = server.add_subparsers(dest="action", required=True, metavar="ACTION")
     add(server_sub, "start", cmd_server_start, "run the federation").add_argument("--config", required=True)
+    sp = add(server_sub, "drain", cmd_server_drain, "take no more submissions; queued and running work goes on")
+    sp.add_argument("--wait", action="store_true", help="return once no job is pending or running")
+    sp.add_argument("--timeout", type=float, default=3600.0)
+    add(server_sub, "resume", cmd_server_drain, "take submissions again")
 
     site = add(sub, "site", None, "site agents and operator actions")
     site_sub = site.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -48,7 +48,8 @@ class SiteServicer(pb_grpc.SiteServiceServicer):
         identity.check_claim(who, request.location.jurisdiction, request.location.region, dict(request.labels))
         site = self.control.register_site(wire.site_from_register(request), caller(context))
         log.info("site %s registered (%s, %s)", site.name, site.jurisdiction, site.region)
-        return pb.RegisterSiteResponse(heartbeat_interval_s=self.heartbeat_interval_s)
+        return pb.RegisterSiteResponse(heartbeat_interval_s=self.heartbeat_interval_s,
+                                       lease_s=self.control.site_timeout_s)
 
     @translate
     def Heartbeat(self, request: pb.HeartbeatRequest, context) -> pb.HeartbeatResponse:

@@ -1,6 +1,8 @@
 """FederationService: what users call (SDK, fedctl)."""
 from __future__ import annotations
 
+import re
+
 from pydantic import ValidationError
 
 from federation import identity
@@ -15,6 +17,8 @@ from federation.sites import Capacity, SiteRecord
 from federation.spec.models import Location, SiteMetadata, check_labels
 from federation.v1 import federation_pb2 as pb
 from federation.v1 import federation_pb2_grpc as pb_grpc
+
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 LOG_CHUNK = 64 * 1024
 WAIT_S = 1.0
@@ -43,7 +47,9 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
     def SubmitJob(self, request: pb.SubmitJobRequest, context) -> pb.SubmitJobResponse:
         spec = wire.spec_from_pb(request.spec)
         self._caller(context).check_tenant(spec.metadata.tenant, "submit jobs")
-        jobs = self.control.submit(spec, caller(context))
+        if request.request_id and not REQUEST_ID_RE.match(request.request_id):
+            raise InvalidSpec("request_id: at most 128 letters, digits and . _ : -")
+        jobs = self.control.submit(spec, caller(context), request.request_id)
         return pb.SubmitJobResponse(job=wire.job_to_pb(jobs[0]),
                                     elements=[wire.job_to_pb(j) for j in jobs] if len(jobs) > 1 or jobs[0].array_id
                                     else [])
@@ -147,6 +153,16 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
         return pb.GetUsageResponse(rows=[pb.UsageRow(**r) for r in rows], since=request.since, until=until)
 
     @translate
+    def DrainFederation(self, request: pb.DrainFederationRequest, context) -> pb.DrainFederationResponse:
+        who = self._caller(context)
+        if not who.admin:
+            raise PermissionDenied(f"{who.name} ({who.role}) may not drain the federation")
+        self.control.drain(request.drain, who.name)
+        pending = len(self.control.store.pending_jobs())
+        live = len(self.control.store.live_attempts())
+        return pb.DrainFederationResponse(draining=self.control.draining, pending=pending, live=live)
+
+    @translate
     def RevokeCertificates(self, request: pb.RevokeCertificatesRequest, context) -> pb.RevokeCertificatesResponse:
         who = self._caller(context)
         if not who.admin:
@@ -194,8 +210,10 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
 
     def _site(self, site: SiteRecord, usage: dict[str, tuple[Capacity, int]]) -> pb.Site:
         allocated, running = usage.get(site.name, (Capacity(), 0))
-        connected = site.connected(self.control.clock(), self.control.site_timeout_s)
-        return wire.site_to_pb(site, connected=connected, allocated=allocated, running=running)
+        now = self.control.clock()
+        connected = site.connected(now, self.control.site_timeout_s)
+        return wire.site_to_pb(site, connected=connected, allocated=allocated, running=running,
+                               lost=self.control.lease_expired(site, now))
 
 
 def _first(e: Exception) -> str:

@@ -53,7 +53,10 @@ def spec_to_pb(spec: JobSpec) -> pb.JobSpec:
         topology=_topology_pb(body.topology),
         queue=body.queue or "", singleton=body.singleton, array=body.array or "", gang=_gang_pb(body.gang),
         dependencies=pb.Dependencies(after_ok=body.dependencies.after_ok, after_any=body.dependencies.after_any,
-                                     after_not_ok=body.dependencies.after_not_ok))
+                                     after_not_ok=body.dependencies.after_not_ok),
+        retry=pb.Retry(limit=body.retry.limit, on_failure=body.retry.on_failure, backoff_s=body.retry.backoff,
+                       max_backoff_s=body.retry.max_backoff),
+        checkpoint_path=body.checkpoint.path if body.checkpoint else "")
 
 
 def _resources_dict(r: pb.Resources) -> dict:
@@ -107,8 +110,13 @@ def spec_from_pb(msg: pb.JobSpec) -> JobSpec:
             "singleton": msg.singleton,
             "array": msg.array or None,
             "gang": _gang_dict(msg),
+            "checkpoint": {"path": msg.checkpoint_path} if msg.checkpoint_path else None,
         },
     }
+    if msg.HasField("retry"):
+        r = msg.retry
+        data["spec"]["retry"] = {"limit": r.limit, "on_failure": r.on_failure, "backoff": r.backoff_s,
+                                 "max_backoff": r.max_backoff_s}
     return job_from_dict(data, source="request")
 
 
@@ -133,14 +141,14 @@ def capacity_from_pb(r: pb.Resources) -> Capacity:
     return Capacity(cpus=r.cpus, memory=r.memory_bytes, gpus=r.gpus)
 
 
-def site_to_pb(site: SiteRecord, *, connected: bool, allocated: Capacity, running: int) -> pb.Site:
+def site_to_pb(site: SiteRecord, *, connected: bool, allocated: Capacity, running: int, lost: bool = False) -> pb.Site:
     return pb.Site(
         name=site.name, location=pb.Location(jurisdiction=site.jurisdiction, region=site.region),
         labels=site.labels,
         datasets=[pb.Dataset(name=d.name, classification=d.classification, path=d.path) for d in site.datasets],
         state=SITE_STATE_TO_PB[site.state], connected=connected, capacity=capacity_to_pb(site.capacity),
         allocated=capacity_to_pb(allocated), running_attempts=running, last_heartbeat=site.last_heartbeat,
-        inventory=inventory_to_pb(site.inventory))
+        inventory=inventory_to_pb(site.inventory), autonomous=site.autonomous, lost=lost)
 
 
 def site_from_register(req: pb.RegisterSiteRequest) -> SiteRecord:
@@ -148,7 +156,8 @@ def site_from_register(req: pb.RegisterSiteRequest) -> SiteRecord:
         name=req.name, jurisdiction=req.location.jurisdiction, region=req.location.region,
         labels=dict(req.labels),
         datasets=tuple(DatasetRecord(d.name, d.classification, d.path) for d in req.datasets),
-        capacity=capacity_from_pb(req.capacity), inventory=inventory_from_pb(req.inventory, "inventory"))
+        capacity=capacity_from_pb(req.capacity), inventory=inventory_from_pb(req.inventory, "inventory"),
+        autonomous=req.autonomous)
 
 
 def inventory_to_pb(inv: Inventory) -> pb.Inventory:

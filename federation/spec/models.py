@@ -176,6 +176,29 @@ class Dependencies(Strict):
                 + [("after_not_ok", r) for r in self.after_not_ok])
 
 
+class Retry(Strict):
+    """When an attempt ends without the job ending: its site or Ray cluster was lost (always
+    retried while the limit allows), or, with `on_failure`, the job itself failed."""
+
+    limit: int = Field(default=3, ge=0, le=100, description="attempts after the first that losses or failures may cost")
+    on_failure: bool = Field(default=False, description="also retry when the job exits non-zero")
+    backoff: float = Field(default=5.0, ge=0, description="wait before the next attempt, doubling each time "
+                                                         "(with jitter), at most max_backoff")
+    max_backoff: float = Field(default=300.0, ge=0)
+
+    @field_validator("backoff", "max_backoff", mode="before")
+    @classmethod
+    def _durations(cls, v: Any) -> float:
+        return parse_duration(v)
+
+
+class Checkpoint(Strict):
+    """Where the job keeps checkpoints; a later attempt is told to resume from there."""
+
+    path: str = Field(min_length=1, max_length=1024, description="a path or URI the job writes; every attempt sees "
+                                                                 "FEDCTL_CHECKPOINT_PATH, later ones FEDCTL_RESUME=1")
+
+
 class JobBody(Strict):
     entrypoint: str = Field(min_length=1, max_length=8192)
     runtime_env: dict[str, Any] = Field(default_factory=dict)
@@ -190,6 +213,8 @@ class JobBody(Strict):
     array: str | None = Field(default=None, description="one job per index, e.g. 0-99%10 (at most 10 at once); "
                                                          "each sees FEDCTL_ARRAY_INDEX")
     gang: Gang | None = Field(default=None, description="parts placed and started all together or not at all")
+    retry: Retry = Field(default_factory=Retry)
+    checkpoint: Checkpoint | None = None
 
     @field_validator("array")
     @classmethod
@@ -365,6 +390,8 @@ class SiteBody(Strict):
     ray: RaySpec = Field(default_factory=RaySpec)
     veto: Veto = Field(default_factory=Veto)
     work_dir: Path | None = None
+    autonomous: bool = Field(default=False, description="an edge site: cut off from the federation, it keeps running "
+                                                        "what it holds (nothing is re-placed) and reconciles on return")
 
     @field_validator("labels")
     @classmethod

@@ -1,5 +1,5 @@
 """Durable state of the federation, behind one interface."""
-from federation.store.base import Store
+from federation.store.base import Store, SubmitRequest
 from federation.store.sqlite import SQLiteStore
 
 __all__ = ["Store", "SQLiteStore", "open_store"]

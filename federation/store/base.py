@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 from federation.audit import AuditRecord
@@ -13,14 +14,41 @@ from policies.topology import Binding, Inventory
 MAX_LOG_BYTES_PER_ATTEMPT = 4 << 20
 
 
+@dataclass(frozen=True)
+class SubmitRequest:
+    """A submission's client-supplied id: a retry with the same id returns the same jobs."""
+
+    actor: str
+    request_id: str
+    spec_sha256: str
+    at: float
+
+
 class Store(ABC):
     # ----------------------------------------------------------- jobs
     def add_job(self, job: Job) -> None:
         self.add_jobs([job])
 
     @abstractmethod
-    def add_jobs(self, jobs: Sequence[Job]) -> None:
-        """All or none (an array's elements); Conflict if an id exists."""
+    def add_jobs(self, jobs: Sequence[Job], request: SubmitRequest | None = None) -> list[str]:
+        """All or none (an array's elements); Conflict if an id exists. With `request`: the ids of
+        the jobs an earlier submission with the same actor and request id stored, and nothing
+        added (Conflict if its spec differs); else the new ids."""
+
+    @abstractmethod
+    def submission(self, request: SubmitRequest) -> list[str] | None:
+        """The job ids an earlier submission with this actor and request id stored, or None;
+        Conflict if its spec differs."""
+
+    @abstractmethod
+    def jobs_by_id(self, ids: Sequence[str]) -> list[Job]:
+        """The jobs with these ids that exist, in that order."""
+
+    @abstractmethod
+    def get_meta(self, key: str, default: str = "") -> str: ...
+
+    @abstractmethod
+    def set_meta(self, key: str, value: str) -> None: ...
 
     @abstractmethod
     def dependency_states(self, refs: Iterable[str]) -> dict[str, list[str]]:
@@ -50,8 +78,9 @@ class Store(ABC):
 
     @abstractmethod
     def apply_attempt_status(self, job_id: str, number: int, state: AttemptState, message: str,
-                             now: float) -> Job | None:
-        """Record what a site saw; derives the job's state. Idempotent; None if nothing changed."""
+                             now: float, jitter: float | None = None) -> Job | None:
+        """Record what a site saw; derives the job's state, retrying it by its policy (`jitter` in
+        [0, 1) scales the backoff; random when None). Idempotent; None if nothing changed."""
 
     @abstractmethod
     def gang_jobs(self, gang_ids: Iterable[str]) -> dict[str, list[Job]]:

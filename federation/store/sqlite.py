@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import random
 import sqlite3
 import threading
 from contextlib import contextmanager
@@ -30,11 +31,12 @@ from federation.jobs import (
     JobState,
     check_attempt,
     job_state_after,
+    retry_delay,
 )
 from federation.queues import UsageRecord
 from federation.sites import Capacity, DatasetRecord, SiteRecord, SiteState
 from federation.spec import JobSpec
-from federation.store.base import MAX_LOG_BYTES_PER_ATTEMPT, Store
+from federation.store.base import MAX_LOG_BYTES_PER_ATTEMPT, Store, SubmitRequest
 from policies.topology import Binding, Inventory
 
 SCHEMA = """
@@ -105,6 +107,18 @@ CREATE TABLE IF NOT EXISTS certificates (
     revoked_at REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS certificates_name ON certificates(name);
+CREATE TABLE IF NOT EXISTS submissions (
+    actor TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    spec_sha256 TEXT NOT NULL,
+    job_ids TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (actor, request_id)
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS join_tokens (
     id TEXT PRIMARY KEY,
     secret_sha256 TEXT NOT NULL,
@@ -120,7 +134,8 @@ _ADDED = (("attempts", "binding", "TEXT NOT NULL DEFAULT ''"), ("sites", "invent
           ("jobs", "queue", "TEXT NOT NULL DEFAULT 'default'"), ("attempts", "gpu_model", "TEXT NOT NULL DEFAULT ''"),
           ("jobs", "array_id", "TEXT NOT NULL DEFAULT ''"), ("jobs", "array_index", "INTEGER NOT NULL DEFAULT 0"),
           ("attempts", "stop_requested_at", "REAL NOT NULL DEFAULT 0"), ("attempts", "stop_reason", "TEXT NOT NULL DEFAULT ''"),
-          ("jobs", "gang_id", "TEXT NOT NULL DEFAULT ''"))
+          ("jobs", "gang_id", "TEXT NOT NULL DEFAULT ''"), ("jobs", "not_before", "REAL NOT NULL DEFAULT 0"),
+          ("sites", "autonomous", "INTEGER NOT NULL DEFAULT 0"))
 
 _LIVE = (AttemptState.ASSIGNED.value, AttemptState.RUNNING.value)
 
@@ -160,8 +175,15 @@ class SQLiteStore(Store):
 
     # ----------------------------------------------------------- jobs
 
-    def add_jobs(self, jobs: Sequence[Job]) -> None:
+    def add_jobs(self, jobs: Sequence[Job], request: SubmitRequest | None = None) -> list[str]:
         with self._tx() as db:
+            if request is not None:
+                earlier = self._submission(db, request)
+                if earlier is not None:
+                    return earlier
+                db.execute("INSERT INTO submissions (actor, request_id, spec_sha256, job_ids, created_at)"
+                           " VALUES (?,?,?,?,?)", (request.actor, request.request_id, request.spec_sha256,
+                                                  json.dumps([j.id for j in jobs]), request.at))
             for job in jobs:
                 try:
                     db.execute(
@@ -172,6 +194,35 @@ class SQLiteStore(Store):
                          job.array_index, job.gang_id))
                 except sqlite3.IntegrityError:
                     raise Conflict(f"job {job.id} already exists") from None
+        return [j.id for j in jobs]
+
+    def submission(self, request: SubmitRequest) -> list[str] | None:
+        with self._lock:
+            return self._submission(self._db, request)
+
+    @staticmethod
+    def _submission(db: sqlite3.Connection, request: SubmitRequest) -> list[str] | None:
+        row = db.execute("SELECT spec_sha256, job_ids FROM submissions WHERE actor=? AND request_id=?",
+                         (request.actor, request.request_id)).fetchone()
+        if row is None:
+            return None
+        if row["spec_sha256"] != request.spec_sha256:
+            raise Conflict(f"request id {request.request_id!r} was already used for another spec")
+        return json.loads(row["job_ids"])
+
+    def jobs_by_id(self, ids: Sequence[str]) -> list[Job]:
+        by_id = {j.id: j for j in self._jobs_by_id(set(ids))}
+        return [by_id[i] for i in ids if i in by_id]
+
+    def get_meta(self, key: str, default: str = "") -> str:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row["value"] if row else default
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO meta (key, value) VALUES (?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                       (key, value))
 
     def dependency_states(self, refs: Iterable[str]) -> dict[str, list[str]]:
         refs = sorted(set(refs))
@@ -235,7 +286,8 @@ class SQLiteStore(Store):
             id=row["id"], spec=JobSpec.model_validate_json(row["spec"]), state=JobState(row["state"]),
             site=row["site"], message=row["message"], created_at=row["created_at"], updated_at=row["updated_at"],
             attempts=tuple(attempts), vetoed_by=frozenset(json.loads(row["vetoed_by"])), explanation=explanation,
-            queue=row["queue"], array_id=row["array_id"], array_index=row["array_index"], gang_id=row["gang_id"])
+            queue=row["queue"], array_id=row["array_id"], array_index=row["array_index"], gang_id=row["gang_id"],
+            not_before=row["not_before"])
 
     def _load(self, db: sqlite3.Connection, job_id: str) -> Job:
         row = db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
@@ -245,9 +297,10 @@ class SQLiteStore(Store):
 
     def _save(self, db: sqlite3.Connection, job: Job) -> None:
         db.execute(
-            "UPDATE jobs SET state=?, site=?, message=?, updated_at=?, vetoed_by=?, explanation=? WHERE id=?",
+            "UPDATE jobs SET state=?, site=?, message=?, updated_at=?, vetoed_by=?, explanation=?, not_before=?"
+            " WHERE id=?",
             (job.state.value, job.site, job.message, job.updated_at, json.dumps(sorted(job.vetoed_by)),
-             _explanation_json(job.explanation), job.id))
+             _explanation_json(job.explanation), job.not_before, job.id))
 
     def place_job(self, job_id: str, site: str, explanation: Explanation, now: float,
                   binding: Binding = (), gpu_model: str = "") -> Attempt | None:
@@ -279,7 +332,7 @@ class SQLiteStore(Store):
             return job
 
     def apply_attempt_status(self, job_id: str, number: int, state: AttemptState, message: str,
-                             now: float) -> Job | None:
+                             now: float, jitter: float | None = None) -> Job | None:
         with self._tx() as db:
             row = db.execute("SELECT * FROM attempts WHERE job_id=? AND number=?", (job_id, number)).fetchone()
             if row is None:
@@ -297,12 +350,18 @@ class SQLiteStore(Store):
             db.execute("UPDATE attempts SET state=?, message=?, started_at=?, ended_at=? WHERE job_id=? AND number=?",
                        (state.value, message[:2000], started, ended, job_id, number))
             job = self._load(db, job_id)
-            new_state = job_state_after(job.state, state)
+            retry = None if job.state.terminal else retry_delay(
+                job, number, state, random.random() if jitter is None else jitter)
+            new_state = job_state_after(job.state, state, retried=retry is not None)
             if new_state is not None and new_state is not job.state:
                 vetoed = job.vetoed_by | {attempt.site} if state is AttemptState.REJECTED else job.vetoed_by
                 site = "" if new_state is JobState.PENDING else job.site
-                job = job.with_state(new_state, site=site, vetoed_by=vetoed, updated_at=now,
-                                     message=_job_message(state, attempt.site, message))
+                text = _job_message(state, attempt.site, message)
+                if retry is not None:
+                    text = (f"retry {retry[1]} of {job.spec.spec.retry.limit} in {retry[0]:.1f}s: "
+                            f"attempt {number} {text}")
+                job = job.with_state(new_state, site=site, vetoed_by=vetoed, updated_at=now, message=text,
+                                     not_before=now + retry[0] if retry is not None else job.not_before)
                 self._save(db, job)
             return self._load(db, job_id)
 
@@ -433,15 +492,16 @@ class SQLiteStore(Store):
         with self._tx() as db:
             db.execute(
                 "INSERT INTO sites (name, jurisdiction, region, labels, datasets, cpus, memory, gpus, state,"
-                " registered_at, last_heartbeat, inventory) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+                " registered_at, last_heartbeat, inventory, autonomous) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
                 " ON CONFLICT(name) DO UPDATE SET jurisdiction=excluded.jurisdiction, region=excluded.region,"
                 " labels=excluded.labels, datasets=excluded.datasets, cpus=excluded.cpus,"
                 " memory=excluded.memory, gpus=excluded.gpus, registered_at=excluded.registered_at,"
-                " last_heartbeat=excluded.last_heartbeat, inventory=excluded.inventory",
+                " last_heartbeat=excluded.last_heartbeat, inventory=excluded.inventory,"
+                " autonomous=excluded.autonomous",
                 (site.name, site.jurisdiction, site.region, json.dumps(site.labels, sort_keys=True),
                  json.dumps([d.__dict__ for d in site.datasets]), site.capacity.cpus, site.capacity.memory,
                  site.capacity.gpus, site.state.value, site.registered_at, site.last_heartbeat,
-                 inventory_to_json(site.inventory)))
+                 inventory_to_json(site.inventory), int(site.autonomous)))
             return _site(db.execute("SELECT * FROM sites WHERE name=?", (site.name,)).fetchone())
 
     def get_site(self, name: str) -> SiteRecord:
@@ -489,7 +549,7 @@ def _site(r: sqlite3.Row) -> SiteRecord:
         datasets=tuple(DatasetRecord(**d) for d in json.loads(r["datasets"])),
         capacity=Capacity(r["cpus"], r["memory"], r["gpus"]), state=SiteState(r["state"]),
         registered_at=r["registered_at"], last_heartbeat=r["last_heartbeat"],
-        inventory=inventory_from_json(r["inventory"]))
+        inventory=inventory_from_json(r["inventory"]), autonomous=bool(r["autonomous"]))
 
 
 def _explanation_json(e: Explanation | None) -> str | None:
@@ -506,5 +566,6 @@ def _job_message(state: AttemptState, site: str, detail: str) -> str:
         AttemptState.STOPPED: f"stopped on {site}",
         AttemptState.REJECTED: f"refused by {site}",
         AttemptState.PREEMPTED: f"requeued: preempted on {site}",
+        AttemptState.LOST: f"lost on {site}",
     }[state]
     return f"{text}: {detail}" if detail else text

@@ -28,6 +28,7 @@ class AttemptState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ATTEMPT_STATE_STOPPED: _ClassVar[AttemptState]
     ATTEMPT_STATE_REJECTED: _ClassVar[AttemptState]
     ATTEMPT_STATE_PREEMPTED: _ClassVar[AttemptState]
+    ATTEMPT_STATE_LOST: _ClassVar[AttemptState]
 
 class SiteState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -50,6 +51,7 @@ ATTEMPT_STATE_FAILED: AttemptState
 ATTEMPT_STATE_STOPPED: AttemptState
 ATTEMPT_STATE_REJECTED: AttemptState
 ATTEMPT_STATE_PREEMPTED: AttemptState
+ATTEMPT_STATE_LOST: AttemptState
 SITE_STATE_UNSPECIFIED: SiteState
 SITE_STATE_READY: SiteState
 SITE_STATE_CORDONED: SiteState
@@ -124,7 +126,7 @@ class Placement(_message.Message):
     def __init__(self, regions: _Optional[_Iterable[str]] = ..., sites: _Optional[_Iterable[str]] = ..., prefer: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("name", "tenant", "labels", "entrypoint", "runtime_env", "datasets", "resources", "placement", "priority", "topology", "queue", "dependencies", "singleton", "array", "gang")
+    __slots__ = ("name", "tenant", "labels", "entrypoint", "runtime_env", "datasets", "resources", "placement", "priority", "topology", "queue", "dependencies", "singleton", "array", "gang", "retry", "checkpoint_path")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -147,6 +149,8 @@ class JobSpec(_message.Message):
     SINGLETON_FIELD_NUMBER: _ClassVar[int]
     ARRAY_FIELD_NUMBER: _ClassVar[int]
     GANG_FIELD_NUMBER: _ClassVar[int]
+    RETRY_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_PATH_FIELD_NUMBER: _ClassVar[int]
     name: str
     tenant: str
     labels: _containers.ScalarMap[str, str]
@@ -162,7 +166,21 @@ class JobSpec(_message.Message):
     singleton: bool
     array: str
     gang: Gang
-    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., entrypoint: _Optional[str] = ..., runtime_env: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., datasets: _Optional[_Iterable[str]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., priority: _Optional[str] = ..., topology: _Optional[_Union[Topology, _Mapping]] = ..., queue: _Optional[str] = ..., dependencies: _Optional[_Union[Dependencies, _Mapping]] = ..., singleton: _Optional[bool] = ..., array: _Optional[str] = ..., gang: _Optional[_Union[Gang, _Mapping]] = ...) -> None: ...
+    retry: Retry
+    checkpoint_path: str
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., entrypoint: _Optional[str] = ..., runtime_env: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., datasets: _Optional[_Iterable[str]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., priority: _Optional[str] = ..., topology: _Optional[_Union[Topology, _Mapping]] = ..., queue: _Optional[str] = ..., dependencies: _Optional[_Union[Dependencies, _Mapping]] = ..., singleton: _Optional[bool] = ..., array: _Optional[str] = ..., gang: _Optional[_Union[Gang, _Mapping]] = ..., retry: _Optional[_Union[Retry, _Mapping]] = ..., checkpoint_path: _Optional[str] = ...) -> None: ...
+
+class Retry(_message.Message):
+    __slots__ = ("limit", "on_failure", "backoff_s", "max_backoff_s")
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    ON_FAILURE_FIELD_NUMBER: _ClassVar[int]
+    BACKOFF_S_FIELD_NUMBER: _ClassVar[int]
+    MAX_BACKOFF_S_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    on_failure: bool
+    backoff_s: float
+    max_backoff_s: float
+    def __init__(self, limit: _Optional[int] = ..., on_failure: _Optional[bool] = ..., backoff_s: _Optional[float] = ..., max_backoff_s: _Optional[float] = ...) -> None: ...
 
 class Gang(_message.Message):
     __slots__ = ("parts", "timeout_s")
@@ -285,7 +303,7 @@ class Location(_message.Message):
     def __init__(self, jurisdiction: _Optional[str] = ..., region: _Optional[str] = ...) -> None: ...
 
 class Site(_message.Message):
-    __slots__ = ("name", "location", "labels", "datasets", "state", "connected", "capacity", "allocated", "running_attempts", "last_heartbeat", "inventory")
+    __slots__ = ("name", "location", "labels", "datasets", "state", "connected", "capacity", "allocated", "running_attempts", "last_heartbeat", "inventory", "autonomous", "lost")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -304,6 +322,8 @@ class Site(_message.Message):
     RUNNING_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     LAST_HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     INVENTORY_FIELD_NUMBER: _ClassVar[int]
+    AUTONOMOUS_FIELD_NUMBER: _ClassVar[int]
+    LOST_FIELD_NUMBER: _ClassVar[int]
     name: str
     location: Location
     labels: _containers.ScalarMap[str, str]
@@ -315,13 +335,33 @@ class Site(_message.Message):
     running_attempts: int
     last_heartbeat: float
     inventory: Inventory
-    def __init__(self, name: _Optional[str] = ..., location: _Optional[_Union[Location, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., datasets: _Optional[_Iterable[_Union[Dataset, _Mapping]]] = ..., state: _Optional[_Union[SiteState, str]] = ..., connected: _Optional[bool] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., allocated: _Optional[_Union[Resources, _Mapping]] = ..., running_attempts: _Optional[int] = ..., last_heartbeat: _Optional[float] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ...) -> None: ...
+    autonomous: bool
+    lost: bool
+    def __init__(self, name: _Optional[str] = ..., location: _Optional[_Union[Location, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., datasets: _Optional[_Iterable[_Union[Dataset, _Mapping]]] = ..., state: _Optional[_Union[SiteState, str]] = ..., connected: _Optional[bool] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., allocated: _Optional[_Union[Resources, _Mapping]] = ..., running_attempts: _Optional[int] = ..., last_heartbeat: _Optional[float] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ..., autonomous: _Optional[bool] = ..., lost: _Optional[bool] = ...) -> None: ...
+
+class DrainFederationRequest(_message.Message):
+    __slots__ = ("drain",)
+    DRAIN_FIELD_NUMBER: _ClassVar[int]
+    drain: bool
+    def __init__(self, drain: _Optional[bool] = ...) -> None: ...
+
+class DrainFederationResponse(_message.Message):
+    __slots__ = ("draining", "pending", "live")
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    LIVE_FIELD_NUMBER: _ClassVar[int]
+    draining: bool
+    pending: int
+    live: int
+    def __init__(self, draining: _Optional[bool] = ..., pending: _Optional[int] = ..., live: _Optional[int] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
-    __slots__ = ("spec",)
+    __slots__ = ("spec", "request_id")
     SPEC_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     spec: JobSpec
-    def __init__(self, spec: _Optional[_Union[JobSpec, _Mapping]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, spec: _Optional[_Union[JobSpec, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class SubmitJobResponse(_message.Message):
     __slots__ = ("job", "elements")
@@ -470,7 +510,7 @@ class RenewCertificateResponse(_message.Message):
     def __init__(self, cert_pem: _Optional[bytes] = ...) -> None: ...
 
 class RegisterSiteRequest(_message.Message):
-    __slots__ = ("name", "location", "labels", "datasets", "capacity", "agent_version", "inventory")
+    __slots__ = ("name", "location", "labels", "datasets", "capacity", "agent_version", "inventory", "autonomous")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -485,6 +525,7 @@ class RegisterSiteRequest(_message.Message):
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     INVENTORY_FIELD_NUMBER: _ClassVar[int]
+    AUTONOMOUS_FIELD_NUMBER: _ClassVar[int]
     name: str
     location: Location
     labels: _containers.ScalarMap[str, str]
@@ -492,13 +533,16 @@ class RegisterSiteRequest(_message.Message):
     capacity: Resources
     agent_version: str
     inventory: Inventory
-    def __init__(self, name: _Optional[str] = ..., location: _Optional[_Union[Location, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., datasets: _Optional[_Iterable[_Union[Dataset, _Mapping]]] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., agent_version: _Optional[str] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ...) -> None: ...
+    autonomous: bool
+    def __init__(self, name: _Optional[str] = ..., location: _Optional[_Union[Location, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., datasets: _Optional[_Iterable[_Union[Dataset, _Mapping]]] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., agent_version: _Optional[str] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ..., autonomous: _Optional[bool] = ...) -> None: ...
 
 class RegisterSiteResponse(_message.Message):
-    __slots__ = ("heartbeat_interval_s",)
+    __slots__ = ("heartbeat_interval_s", "lease_s")
     HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    LEASE_S_FIELD_NUMBER: _ClassVar[int]
     heartbeat_interval_s: float
-    def __init__(self, heartbeat_interval_s: _Optional[float] = ...) -> None: ...
+    lease_s: float
+    def __init__(self, heartbeat_interval_s: _Optional[float] = ..., lease_s: _Optional[float] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
     __slots__ = ("name", "capacity", "inventory")

@@ -101,6 +101,11 @@ class FederationServiceStub:
                 request_serializer=federation_dot_v1_dot_federation__pb2.RevokeCertificatesRequest.SerializeToString,
                 response_deserializer=federation_dot_v1_dot_federation__pb2.RevokeCertificatesResponse.FromString,
                 _registered_method=True)
+        self.DrainFederation = channel.unary_unary(
+                '/federation.v1.FederationService/DrainFederation',
+                request_serializer=federation_dot_v1_dot_federation__pb2.DrainFederationRequest.SerializeToString,
+                response_deserializer=federation_dot_v1_dot_federation__pb2.DrainFederationResponse.FromString,
+                _registered_method=True)
         self.CreateJoinToken = channel.unary_unary(
                 '/federation.v1.FederationService/CreateJoinToken',
                 request_serializer=federation_dot_v1_dot_federation__pb2.CreateJoinTokenRequest.SerializeToString,
@@ -192,6 +197,13 @@ class FederationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DrainFederation(self, request, context):
+        """Federation admins: stop taking submissions (running and queued work goes on), or resume.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateJoinToken(self, request, context):
         """A one-time token that lets a site enrol under this name, with these attributes bound to it.
         """
@@ -266,6 +278,11 @@ def add_FederationServiceServicer_to_server(servicer, server):
                     servicer.RevokeCertificates,
                     request_deserializer=federation_dot_v1_dot_federation__pb2.RevokeCertificatesRequest.FromString,
                     response_serializer=federation_dot_v1_dot_federation__pb2.RevokeCertificatesResponse.SerializeToString,
+            ),
+            'DrainFederation': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainFederation,
+                    request_deserializer=federation_dot_v1_dot_federation__pb2.DrainFederationRequest.FromString,
+                    response_serializer=federation_dot_v1_dot_federation__pb2.DrainFederationResponse.SerializeToString,
             ),
             'CreateJoinToken': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateJoinToken,
@@ -626,6 +643,33 @@ class FederationService:
             '/federation.v1.FederationService/RevokeCertificates',
             federation_dot_v1_dot_federation__pb2.RevokeCertificatesRequest.SerializeToString,
             federation_dot_v1_dot_federation__pb2.RevokeCertificatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainFederation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/federation.v1.FederationService/DrainFederation',
+            federation_dot_v1_dot_federation__pb2.DrainFederationRequest.SerializeToString,
+            federation_dot_v1_dot_federation__pb2.DrainFederationResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -209,7 +209,7 @@ def test_cancelling_a_running_job_tells_its_site_to_stop(client, eu_agent):
 
 def test_only_a_complete_report_can_say_an_attempt_vanished(client, eu_agent):
     agent = eu_agent
-    job = client.submit(make_spec())
+    job = client.submit(make_spec(retry={"limit": 0}))
     run_on(agent, job)
     running = pb.AttemptStatus(job_id=job.id, attempt=1, state=pb.ATTEMPT_STATE_RUNNING)
     agent.report([], complete=False)     # the agent could not observe Ray: nothing follows from it
@@ -218,7 +218,24 @@ def test_only_a_complete_report_can_say_an_attempt_vanished(client, eu_agent):
     assert job.status().state == "running"
     agent.report([], complete=True)      # Ray no longer has it
     final = wait_for(lambda: (s := job.status()).terminal and s, 5, "the job to fail")
-    assert final.state == "failed" and "vanished from the site's Ray cluster" in final.attempts[0].message
+    assert final.state == "failed" and final.attempts[0].state == "lost"
+    assert "vanished from the site's Ray cluster" in final.attempts[0].message
+
+
+def test_a_lost_attempt_is_retried_after_its_backoff_and_a_stale_epoch_changes_nothing(client, eu_agent, federation):
+    agent = eu_agent
+    job = client.submit(make_spec(retry={"limit": 2, "backoff": "0.2s"}))
+    run_on(agent, job)
+    agent.report([], complete=True)      # the site's Ray cluster restarted: the attempt is gone
+    retried = wait_for(lambda: (s := job.status()).state == "pending" and s, 5, "the job to wait for its retry")
+    assert retried.attempts[0].state == "lost" and retried.message.startswith("retry 1 of 2 in ")
+    (second,) = wait_for(lambda: agent.next_assignments(), 5, "the retry's assignment")
+    assert (second.job_id, second.attempt) == (job.id, 2)
+    # The old attempt reappears (a partitioned site returning): its epoch is stale and refused.
+    agent.report([pb.AttemptStatus(job_id=job.id, attempt=1, state=pb.ATTEMPT_STATE_SUCCEEDED),
+                  pb.AttemptStatus(job_id=job.id, attempt=2, state=pb.ATTEMPT_STATE_RUNNING)])
+    wait_for(lambda: job.status().state == "running", 5, "attempt 2 to run")
+    assert [a.state for a in job.status().attempts] == ["lost", "running"]
 
 
 def test_a_cycle_that_reaches_its_placement_limit_is_followed_at_once_by_the_next(tmp_path):
