@@ -391,7 +391,7 @@ class Client:
             ttl_s=ttl_s), retry=False)
         return r.token, r.expires_at
 
-    def drain(self, drain: bool = True) -> tuple[bool, int, int]:
+    def drain_federation(self, drain: bool = True) -> tuple[bool, int, int]:
         """Stop (or, with False, resume) taking submissions: (draining, jobs pending, attempts live)."""
         r = self._call(self._stub.DrainFederation, pb.DrainFederationRequest(drain=drain))
         return r.draining, r.pending, r.live

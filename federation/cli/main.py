@@ -270,12 +270,12 @@ def cmd_server_drain(args: argparse.Namespace) -> int:
     drain = args.action == "drain"
     deadline = time.monotonic() + (args.timeout if drain else 0)
     with _client(args) as client:
-        draining, pending, live = client.drain(drain)
+        draining, pending, live = client.drain_federation(drain)
         while drain and args.wait and (pending or live):
             if time.monotonic() > deadline:
                 raise Timeout(f"--timeout: {pending} jobs pending and {live} attempts live after {args.timeout:g}s")
             time.sleep(1.0)
-            draining, pending, live = client.drain(True)
+            draining, pending, live = client.drain_federation(True)
     if _json(args):
         render.emit_json({"draining": draining, "pending": pending, "live": live})
     else:

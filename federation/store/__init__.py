@@ -2,7 +2,7 @@
 from federation.store.base import Store, SubmitRequest
 from federation.store.sqlite import SQLiteStore
 
-__all__ = ["Store", "SQLiteStore", "open_store"]
+__all__ = ["Store", "SQLiteStore", "SubmitRequest", "open_store"]
 
 
 def open_store(url: str) -> Store:
