@@ -50,6 +50,7 @@ RAY_TO_ATTEMPT = {
 MAX_LOG_CHUNK = 1 << 20
 REPORT_EVERY_S = 5.0
 FAST_PASS_S = 0.02      # while an attempt is starting, so "running" is seen within tens of ms
+FENCE_AT = 2 / 3        # of the lease without an acknowledged heartbeat: stop this site's work
 
 
 @dataclass
@@ -76,6 +77,8 @@ class Reconciler:
     submitted: set[str] = field(default_factory=set)     # desired attempts handed to Ray by this process
     ran: set[str] = field(default_factory=set)           # desired attempts seen past PENDING
     gpus: SiteGpus = field(default_factory=SiteGpus)     # this site's GPU inventory, for bindings
+    epochs: dict[str, int] = field(default_factory=dict)   # per job, the newest attempt seen here
+    fenced: str = ""            # why this site stopped its work and starts none (its lease expired)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -87,6 +90,39 @@ class Reconciler:
             self.desired = {a.submission_id: a for a in assignments}
             self.watched |= set(self.desired)
             self.synced = True
+            self.fenced = ""   # the federation speaks: the lease was renewed when the site registered
+            for a in assignments:
+                self._saw_epoch(a.job_id, a.attempt)
+
+    def _saw_epoch(self, job_id: str, number: int) -> None:
+        if number > self.epochs.get(job_id, 0):
+            self.epochs[job_id] = number
+
+    def fence(self, reason: str) -> int:
+        """The lease ran out: the federation will soon re-place this site's work elsewhere, so stop
+        it here first (a job must never run in two places) and start nothing until the federation
+        speaks again. The stopped attempts are reported lost, which their retry policy covers."""
+        with self.lock:
+            if self.fenced:
+                return 0
+            self.fenced = reason
+            try:
+                jobs = self.driver.jobs()
+            except RayError as e:
+                log.warning("fencing: cannot list Ray jobs: %s", e.message)
+                jobs = {}
+            stopped = 0
+            for sid, job in jobs.items():
+                if parse_submission_id(sid) and job.site in (None, self.config.metadata.name) and not job.terminal:
+                    try:
+                        self.driver.stop(sid)
+                    except RayError as e:
+                        log.warning("fencing %s: %s", sid, e.message)
+                    self.local[sid] = _Local(AttemptState.LOST, f"stopped by the site: {reason}")
+                    stopped += 1
+            for sid in self.desired:
+                self.local.setdefault(sid, _Local(AttemptState.LOST, f"not started: {reason}"))
+            return stopped
 
     def new_stream(self) -> None:
         """Until the federation speaks on a new stream, observe and report but change nothing:
@@ -102,7 +138,7 @@ class Reconciler:
             return self._reconcile()
 
     def _reconcile(self) -> pb.ConnectRequest | None:
-        if self.synced:
+        if self.synced and not self.fenced:
             # New assignments start before Ray is listed: listing grows with Ray's job history,
             # and a start is idempotent (the submission id), so it needs no look first.
             self.submitted &= set(self.desired)
@@ -116,7 +152,9 @@ class Reconciler:
         except RayError as e:
             log.warning("cannot observe Ray: %s", e.message)
             return None
-        if not self.synced:
+        for sid in observed:
+            self._saw_epoch(*parse_submission_id(sid))
+        if not self.synced or self.fenced:
             return self._report(observed)
         self.ran |= {sid for sid in self.desired if sid in observed and observed[sid].status != "PENDING"}
         self.ran &= set(self.desired)
@@ -151,6 +189,11 @@ class Reconciler:
     def _start(self, sid: str, a: pb.Assignment, *, ray_reachable: bool) -> None:
         """Submit an attempt, or refuse it. A Ray error fails the attempt only when Ray has
         just answered a listing: otherwise it may be Ray that is down, not the job that is bad."""
+        if a.attempt < self.epochs.get(a.job_id, 0):
+            newer = self.epochs[a.job_id]
+            log.warning("refused %s: stale epoch (attempt %d of this job is newer)", sid, newer)
+            self.local[sid] = _Local(AttemptState.REJECTED, f"stale epoch: attempt {newer} of this job is newer")
+            return
         try:
             spec = wire.spec_from_pb(a.spec)
         except InvalidSpec as e:  # refuse what this site cannot read, rather than wedge on it
@@ -181,11 +224,14 @@ class Reconciler:
             env, gpus = {**env, **bound_env}, 0.0
         runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), **env}
         try:
-            self.driver.submit(sid, entrypoint, runtime_env, cpus=r.cpus, memory=r.memory, gpus=gpus,
-                               metadata={"federation_job": a.job_id, "attempt": str(a.attempt),
-                                         "tenant": spec.metadata.tenant, SITE_KEY: self.config.metadata.name})
+            started = self.driver.submit(sid, entrypoint, runtime_env, cpus=r.cpus, memory=r.memory, gpus=gpus,
+                                         metadata={"federation_job": a.job_id, "attempt": str(a.attempt),
+                                                   "tenant": spec.metadata.tenant, SITE_KEY: self.config.metadata.name})
             self.submitted.add(sid)
-            log.info("started %s (%s)", sid, spec.metadata.name)
+            if started:
+                log.info("started %s (%s)", sid, spec.metadata.name)
+            else:
+                log.info("adopted %s (%s): Ray already holds it", sid, spec.metadata.name)
         except RayError as e:
             log.warning("%s", e.message)
             if ray_reachable:
@@ -202,9 +248,10 @@ class Reconciler:
         statuses, logs = [], []
         for sid, job in sorted(observed.items()):
             job_id, number = parse_submission_id(sid)
-            statuses.append(pb.AttemptStatus(job_id=job_id, attempt=number,
-                                             state=wire.ATTEMPT_STATE_TO_PB[RAY_TO_ATTEMPT[job.status]],
-                                             message=_ended_message(job) if job.terminal else ""))
+            if not (sid in self.local and sid in self.desired):   # else this site's own word, below
+                statuses.append(pb.AttemptStatus(job_id=job_id, attempt=number,
+                                                 state=wire.ATTEMPT_STATE_TO_PB[RAY_TO_ATTEMPT[job.status]],
+                                                 message=_ended_message(job) if job.terminal else ""))
             if sid in self.watched and sid not in self.logs_done and job.status != "PENDING":
                 chunk = self._new_log_bytes(sid)
                 if chunk is None:
@@ -258,6 +305,8 @@ class SiteAgent:
         self._wake = threading.Event()
         self.heartbeat_interval_s = 2.0
         self._published = ""   # digest of the inventory the federation has
+        self.lease_s = 0.0     # from the federation at registration; 0: no lease (never fence)
+        self._renewed = time.monotonic()   # when the last acknowledged registration or heartbeat was sent
 
     def stop(self) -> None:
         self._stop.set()
@@ -267,6 +316,7 @@ class SiteAgent:
         """Reconnects with backoff on any error but a refusal: a revoked certificate or a claim
         the enrolment does not allow will not change by retrying, so it ends the agent."""
         backoff = Backoff()
+        threading.Thread(target=self._watch_lease, daemon=True, name="lease").start()
         while not self._stop.is_set():
             channel = self.channel_factory()
             session_over = threading.Event()
@@ -286,6 +336,19 @@ class SiteAgent:
                 session_over.set()
                 channel.close()
             self._stop.wait(backoff.next())
+
+    def _watch_lease(self) -> None:
+        """Fence this site's work when its lease runs out. The lease is counted from when the last
+        acknowledged heartbeat was *sent*, which is before the federation received it, so the site
+        stops its work at least a third of a lease before the federation may re-place it."""
+        while not self._stop.wait(0.25):
+            if self.config.spec.autonomous or not self.lease_s:
+                continue
+            silent = time.monotonic() - self._renewed
+            if silent > self.lease_s * FENCE_AT and not self.reconciler.fenced:
+                reason = f"lease expired (no heartbeat acknowledged for {silent:.1f}s of a {self.lease_s:g}s lease)"
+                n = self.reconciler.fence(reason)
+                log.warning("fenced: %s; stopped %d jobs, starting none until the federation answers", reason, n)
 
     def _capacity(self) -> Capacity | None:
         try:
@@ -307,12 +370,16 @@ class SiteAgent:
         request = pb.RegisterSiteRequest(
             name=self.name, location=pb.Location(jurisdiction=body.location.jurisdiction, region=body.location.region),
             labels=body.labels, capacity=wire.capacity_to_pb(capacity), agent_version="0.1.0", inventory=inventory,
-            datasets=[pb.Dataset(name=d.name, classification=d.classification, path=d.path) for d in body.datasets])
+            datasets=[pb.Dataset(name=d.name, classification=d.classification, path=d.path) for d in body.datasets],
+            autonomous=body.autonomous)
+        sent = time.monotonic()
         try:
             response = stub.RegisterSite(request, timeout=10)
         except grpc.RpcError as e:
             raise from_rpc_error(e) from None
+        self._renewed = sent
         self.heartbeat_interval_s = response.heartbeat_interval_s or 2.0
+        self.lease_s = response.lease_s
         log.info("registered %s with the federation", self.name)
 
     def _heartbeats(self, stub: pb_grpc.SiteServiceStub, session_over: threading.Event) -> None:
@@ -324,8 +391,10 @@ class SiteAgent:
             inventory = self._inventory()
             if inventory.digest != self._published:
                 request.inventory.CopyFrom(inventory)  # only when it changed: a GPU lost, a node added
+            sent = time.monotonic()
             try:
-                stub.Heartbeat(request, timeout=5)
+                stub.Heartbeat(request, timeout=min(5.0, self.lease_s / 3 or 5.0))
+                self._renewed = sent
                 self._published = inventory.digest
                 if self._renew(stub):
                     session_over.set()  # the next session connects with the new certificate

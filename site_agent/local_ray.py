@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,7 @@ class LocalRayHead:
     labels: dict[str, str] | None = None   # Ray node labels, e.g. fedctl.io/node for GPU bindings
     num_gpus: int | None = None            # when settings.num_gpus is unset
     process: subprocess.Popen | None = None
+    pid: int | None = None                 # the head's (its process group's) pid, started or adopted
 
     @property
     def dashboard_url(self) -> str:
@@ -82,15 +84,45 @@ class LocalRayHead:
             with os.fdopen(fd, "w") as f:
                 f.write(secrets.token_hex(32))
 
+    @property
+    def pid_file(self) -> Path:
+        return self.temp_dir / "head.pid"
+
+    def _running_head(self) -> int | None:
+        """The pid of a head an earlier agent of this site started here and left running (the
+        agent was killed), or None. Its own session outlives the agent, so its jobs run on."""
+        try:
+            pid = int(self.pid_file.read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except (OSError, ValueError):
+            return None
+        return pid if "ray" in cmdline and str(self.temp_dir) in cmdline else None
+
     def start(self, timeout: float = 90.0) -> RayJobsDriver:
         self.temp_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._write_token()
+        running = self._running_head()
+        if running is not None:
+            driver = RayJobsDriver(self.dashboard_url)
+            try:
+                driver.wait_ready(min(timeout, 20.0))
+            except RayError:
+                log.warning("local Ray head %d of an earlier agent does not answer; starting a new one", running)
+                self.pid = running
+                self.stop()
+            else:
+                self.pid = running
+                log.info("adopted the local Ray head %d already running for %s at %s", running, self.name,
+                         self.dashboard_url)
+                return driver
         log_path = self.temp_dir / "head.log"
         env = self.environment()
         with open(log_path, "ab") as out:
             # Own session: the whole head (gcs, raylet, dashboard, workers) is one process group.
             self.process = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, start_new_session=True, env=env)
+        self.pid = self.process.pid
+        self.pid_file.write_text(str(self.pid))
         driver = RayJobsDriver(self.dashboard_url)
         try:
             driver.wait_ready(timeout)
@@ -105,28 +137,37 @@ class LocalRayHead:
     def stop(self, grace: float = 5.0) -> None:
         """TERM the head's process group, then KILL whatever of it remains, including
         Ray workers, which the raylet starts outside the group."""
-        p = self.process
-        if p is None:
+        if self.pid is None:
             return
-        family = descendants(p.pid)
+        family = descendants(self.pid)
         for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
-            family |= descendants(p.pid)
+            family |= descendants(self.pid)
             try:
-                os.killpg(p.pid, sig)
+                os.killpg(self.pid, sig)
             except ProcessLookupError:
                 pass
-            try:
-                p.wait(timeout=wait)
-            except subprocess.TimeoutExpired:
-                pass
+            self._wait_gone(wait)
         for pid in family:
             try:
                 os.kill(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-        self.process = None
+        self.process = self.pid = None
+        self.pid_file.unlink(missing_ok=True)
         if self.settings.temp_dir is None:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+    def _wait_gone(self, timeout: float) -> None:
+        if self.process is not None:
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                pass
+            return
+        deadline = time.monotonic() + timeout   # an adopted head is not our child: poll for it
+        while Path(f"/proc/{self.pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
 
 
 def descendants(root: int) -> set[int]:

@@ -40,8 +40,8 @@ class RayNode:
 class RayDriver(ABC):
     @abstractmethod
     def submit(self, submission_id: str, entrypoint: str, runtime_env: dict[str, Any], *, cpus: float,
-               memory: int, gpus: float, metadata: dict[str, str]) -> None:
-        """Start a job; a second call with the same id is a no-op."""
+               memory: int, gpus: float, metadata: dict[str, str]) -> bool:
+        """Start a job: True; a second call with the same id is a no-op: False."""
 
     @abstractmethod
     def jobs(self) -> dict[str, RayJob]:
@@ -83,15 +83,16 @@ class RayJobsDriver(RayDriver):
         return self._client
 
     def submit(self, submission_id: str, entrypoint: str, runtime_env: dict[str, Any], *, cpus: float,
-               memory: int, gpus: float, metadata: dict[str, str]) -> None:
+               memory: int, gpus: float, metadata: dict[str, str]) -> bool:
         try:
             self.client.submit_job(
                 entrypoint=entrypoint, submission_id=submission_id, runtime_env=runtime_env or None,
                 metadata=metadata, entrypoint_num_cpus=cpus or None, entrypoint_num_gpus=gpus or None,
                 entrypoint_memory=int(memory) or None)
+            return True
         except Exception as e:
             if "already exists" in str(e):
-                return
+                return False
             raise RayError(f"submitting {submission_id}: {_first_line(e)}") from None
 
     def jobs(self) -> dict[str, RayJob]:

@@ -36,10 +36,12 @@ class MemoryRay(RayDriver):
             raise RayError("down")
         if self.refuse:
             raise RayError(self.refuse)
-        if submission_id not in self.jobs_:
-            self.jobs_[submission_id] = RayJob(submission_id, "PENDING", site=metadata.get("federation_site"))
-            self.submitted.append((submission_id, runtime_env))
-            self.entrypoints[submission_id] = (entrypoint, gpus)
+        if submission_id in self.jobs_:
+            return False
+        self.jobs_[submission_id] = RayJob(submission_id, "PENDING", site=metadata.get("federation_site"))
+        self.submitted.append((submission_id, runtime_env))
+        self.entrypoints[submission_id] = (entrypoint, gpus)
+        return True
 
     def jobs(self):
         if self.down:
@@ -288,3 +290,35 @@ def test_ray_refusing_the_placement_group_is_reported_as_a_failed_reservation(tm
         "reservation mismatch: Ray could not reserve dgx (2 GPU) within 60s"))
     (status,) = r.reconcile().statuses
     assert status.message == "failed reservation: reservation mismatch: Ray could not reserve dgx (2 GPU) within 60s"
+
+
+def test_a_fenced_site_stops_its_work_reports_it_lost_and_starts_nothing_until_the_federation_speaks(tmp_path, ray):
+    r = Reconciler(site_config(tmp_path), ray)
+    r.set_desired([assignment("j-1"), assignment("j-2")])
+    r.reconcile()
+    ray.jobs_["fed-j-1-1"] = RayJob("fed-j-1-1", "RUNNING")
+    ray.jobs_["fed-j-2-1"] = RayJob("fed-j-2-1", "PENDING")
+    ray.jobs_["fed-j-0-1"] = RayJob("fed-j-0-1", "SUCCEEDED")
+    assert r.fence("lease expired") == 2
+    assert sorted(ray.stopped) == ["fed-j-1-1", "fed-j-2-1"]     # the ended one is left as it is
+    report = r.reconcile()
+    assert states(report) == {"j-0/1": pb.ATTEMPT_STATE_SUCCEEDED, "j-1/1": pb.ATTEMPT_STATE_LOST,
+                              "j-2/1": pb.ATTEMPT_STATE_LOST}   # Ray says stopped; the site's word is lost
+    assert all("lease expired" in s.message for s in report.statuses if s.state == pb.ATTEMPT_STATE_LOST)
+    del ray.jobs_["fed-j-2-1"]
+    r.new_stream()
+    r.set_desired([assignment("j-1"), assignment("j-2"), assignment("j-3")])   # back, before its lease ran out there
+    r.reconcile()
+    assert [sid for sid, _ in ray.submitted] == ["fed-j-1-1", "fed-j-2-1", "fed-j-3-1"]   # only the new one again
+    assert not r.fenced
+
+
+def test_an_assignment_older_than_an_attempt_seen_here_is_a_stale_epoch(tmp_path, ray):
+    ray.jobs_["fed-j-1-3"] = RayJob("fed-j-1-3", "RUNNING")
+    r = Reconciler(site_config(tmp_path), ray)
+    r.reconcile()
+    r.set_desired([assignment("j-1", attempt=2)])
+    report = r.reconcile()
+    assert ray.submitted == []
+    (refused,) = [s for s in report.statuses if s.attempt == 2]
+    assert refused.state == pb.ATTEMPT_STATE_REJECTED and "stale epoch: attempt 3" in refused.message
