@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -92,6 +93,7 @@ class LocalFederation:
     sites: dict[str, dict[str, Any]]          # name -> Site spec body (location, labels, datasets, ray.local...)
     port_bases: dict[str, int]
     scheduler_interval_s: float = 0.2
+    site_timeout_s: float = 10.0
     policy: Path = CONFIGS / "policy.yaml"
     enrolment: bool = False                   # a join-token listener (fedctl site token create / site join)
     address: str = field(default_factory=lambda: f"127.0.0.1:{free_port()}")
@@ -111,7 +113,7 @@ class LocalFederation:
                      "tls": {"cert": str(self.pki["server"].cert), "key": str(self.pki["server"].key),
                              "client_ca": str(self.pki["ca"].cert)},
                      "scheduler": {"interval_s": self.scheduler_interval_s}, "heartbeat_interval_s": 1,
-                     "site_timeout_s": 10, **enrolment}}))
+                     "site_timeout_s": self.site_timeout_s, **enrolment}}))
 
     @property
     def env(self) -> dict[str, str]:
@@ -147,11 +149,19 @@ class LocalFederation:
         self.server.wait(timeout=30)
 
     def start_agents(self, timeout: float = 120) -> None:
-        for name, spec in self.sites.items():
-            config = site_config(name, address=self.address, pki=self.pki, work=self.work,
-                                 port_base=self.port_bases[name], spec=spec)
-            self.agents[name] = start_agent(config, self.work)
+        for name in self.sites:
+            self.start_agent(name)
         self.wait_connected(timeout)
+
+    def start_agent(self, name: str, address: str | None = None) -> subprocess.Popen:
+        """A site's agent, reaching the federation at `address` (a proxy, say) or directly."""
+        config = site_config(name, address=address or self.address, pki=self.pki, work=self.work,
+                             port_base=self.port_bases[name], spec=self.sites[name])
+        self.agents[name] = start_agent(config, self.work)
+        return self.agents[name]
+
+    def ray_head_pid(self, name: str) -> int:
+        return int((self.work / f"r{self.port_bases[name]}" / "head.pid").read_text())
 
     def wait_connected(self, timeout: float = 120) -> None:
         with self.client() as c:
@@ -167,6 +177,75 @@ class LocalFederation:
         if self.server is not None and self.server.poll() is None:
             stop_processes([self.server])
         kill_processes_mentioning(str(self.work))
+
+
+class Proxy:
+    """A TCP relay standing between a site and the federation, that can be cut (a partition:
+    open connections are dropped and new ones refused) and healed."""
+
+    def __init__(self, target: str) -> None:
+        host, port = target.rsplit(":", 1)
+        self.target = (host, int(port))
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self._listener.getsockname()[1]}"
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self.cut = False
+        threading.Thread(target=self._accept, daemon=True, name="proxy").start()
+
+    def partition(self) -> None:
+        with self._lock:
+            self.cut = True
+            for s in self._open:
+                _close(s)
+            self._open.clear()
+
+    def heal(self) -> None:
+        with self._lock:
+            self.cut = False
+
+    def close(self) -> None:
+        self.partition()
+        _close(self._listener)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                inbound, _ = self._listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                if self.cut:
+                    _close(inbound)
+                    continue
+                try:
+                    outbound = socket.create_connection(self.target, timeout=5)
+                except OSError:
+                    _close(inbound)
+                    continue
+                outbound.settimeout(None)
+                self._open |= {inbound, outbound}
+            for a, b in ((inbound, outbound), (outbound, inbound)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        with self._lock:
+            for s in (source, sink):
+                self._open.discard(s)
+                _close(s)
+
+
+def _close(s: socket.socket) -> None:
+    try:
+        s.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    s.close()
 
 
 def _wait(condition, timeout: float, what: str) -> None:

@@ -134,6 +134,11 @@ class LocalRayHead:
         log.info("local Ray head for %s at %s", self.name, self.dashboard_url)
         return driver
 
+    def alive(self) -> bool:
+        if self.process is not None:
+            return self.process.poll() is None
+        return self.pid is not None and Path(f"/proc/{self.pid}").exists()
+
     def stop(self, grace: float = 5.0) -> None:
         """TERM the head's process group, then KILL whatever of it remains, including
         Ray workers, which the raylet starts outside the group."""

@@ -8,7 +8,7 @@ import socket
 import threading
 from typing import Callable
 
-from federation.errors import ConfigError
+from federation.errors import ConfigError, RayError
 from federation.gpus import inventory_of
 from federation.spec import SiteConfig
 from federation.transport import open_channel
@@ -64,6 +64,8 @@ def run_site(config: SiteConfig, *, local_ray: bool,
             return open_channel(fed.address, ca=tls.ca if tls else None, cert=tls.cert if tls else None,
                                 key=tls.key if tls else None, insecure=fed.insecure)
 
+        if head is not None:
+            threading.Thread(target=_supervise, args=(head, driver, done), daemon=True, name="ray-head").start()
         agent = SiteAgent(config, driver, channel)
         log.info("site %s (%s, %s) joining %s", config.metadata.name, body.location.jurisdiction,
                  body.location.region, fed.address)
@@ -72,6 +74,21 @@ def run_site(config: SiteConfig, *, local_ray: bool,
     finally:
         if head is not None:
             head.stop()
+
+
+def _supervise(head: LocalRayHead, driver, done: threading.Event) -> None:
+    """Start the local Ray head again when it dies. Its jobs died with it: the agent's next full
+    report says they vanished, and the federation retries them by their policy."""
+    while not done.wait(1.0):
+        if head.alive():
+            continue
+        log.warning("the local Ray head of %s exited; starting it again", head.name)
+        head.stop()   # whatever of it is left
+        try:
+            head.start()
+            driver.wait_ready(30)
+        except RayError as e:
+            log.error("could not restart the local Ray head: %s", e.message)
 
 
 def _stop_with_parent() -> None:
