@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from federation.client import Client
 from federation.local import LocalFederation, Proxy
 from site_agent.local_ray import descendants
 from tests.e2e.test_federation import job
