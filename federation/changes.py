@@ -5,17 +5,26 @@ import threading
 
 
 class Changes:
+    """Two generations: every change, and the changes that can alter what a site should run
+    (a submission cannot), so that sites' streams sleep through a stream of submissions."""
+
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._generation = 0
+        self._assignments = 0
 
     @property
     def generation(self) -> int:
         return self._generation
 
-    def bump(self) -> None:
+    @property
+    def assignments(self) -> int:
+        return self._assignments
+
+    def bump(self, assignments: bool = True) -> None:
         with self._cond:
             self._generation += 1
+            self._assignments += assignments
             self._cond.notify_all()
 
     def wait(self, seen: int, timeout: float) -> int:
@@ -23,3 +32,8 @@ class Changes:
         with self._cond:
             self._cond.wait_for(lambda: self._generation != seen, timeout=timeout)
             return self._generation
+
+    def wait_assignments(self, seen: int, timeout: float) -> int:
+        with self._cond:
+            self._cond.wait_for(lambda: self._assignments != seen, timeout=timeout)
+            return self._assignments

@@ -148,12 +148,16 @@ class ControlPlane:
         self.started_at = clock()
         self._stale: set[tuple[str, int]] = set()
         self.changes = Changes()
+        self._draining = self.store.get_meta("draining") == "1"
+
+    def audit_record(self, actor: str, action: str, subject: str, **detail: Any) -> AuditRecord:
+        plain = json.loads(json.dumps(detail, sort_keys=True, default=str))
+        return AuditRecord(0, self.clock(), actor, action, subject, plain)
 
     def record(self, actor: str, action: str, subject: str, **detail: Any) -> None:
         """Append to the audit log (a no-op without a signing key)."""
         if self.signer is not None:
-            plain = json.loads(json.dumps(detail, sort_keys=True, default=str))
-            self.store.append_audit(AuditRecord(0, self.clock(), actor, action, subject, plain), self.signer.seal)
+            self.store.append_audit(self.audit_record(actor, action, subject, **detail), self.signer.seal)
 
     # ------------------------------------------------------------ identities
 
@@ -219,13 +223,14 @@ class ControlPlane:
 
     @property
     def draining(self) -> bool:
-        return self.store.get_meta("draining") == "1"
+        return self._draining
 
     def drain(self, drain: bool, actor: str) -> None:
         """A draining federation takes no submissions; what is queued or running goes on. It stays
         draining across restarts until resumed."""
         if drain != self.draining:
             self.store.set_meta("draining", "1" if drain else "0")
+            self._draining = drain
             self.record(actor, "federation.drain" if drain else "federation.resume", "federation")
 
     def submit(self, spec: JobSpec, actor: str = "", request_id: str = "") -> list[Job]:
@@ -267,13 +272,13 @@ class ControlPlane:
             jobs = [Job(id=f"{job_id}-{i}", spec=_element(spec, job_id, i, len(indices)), created_at=now,
                         updated_at=now, message="waiting for placement", queue=queue, array_id=job_id, array_index=i)
                     for i in indices]
-        stored = self.store.add_jobs(jobs, request)
+        audit = [self.audit_record(actor, "job.submit", j.id, tenant=j.tenant, queue=j.queue,
+                                   name=j.spec.metadata.name, spec_sha256=digest)
+                 for j in jobs] if self.signer is not None else []
+        stored = self.store.add_jobs(jobs, request, audit, self.signer.seal if self.signer else None)
         if request is not None and stored != [j.id for j in jobs]:
             return self.store.jobs_by_id(stored)  # a concurrent retry of the same request stored first
-        for j in jobs:
-            self.record(actor, "job.submit", j.id, tenant=j.tenant, queue=j.queue, name=j.spec.metadata.name,
-                        spec_sha256=digest)
-        self.changes.bump()
+        self.changes.bump(assignments=False)
         return jobs
 
     def _check_dependencies(self, spec: JobSpec) -> None:
@@ -375,7 +380,10 @@ class ControlPlane:
         lines. With `complete`, `reports` is every attempt its Ray cluster holds."""
         now = self.clock()
         seen: set[tuple[str, int]] = set()
-        live = {(a.job_id, a.number): (a, j) for a, j in self.store.live_attempts(site)}
+        reports = list(reports)
+        logs = list(logs)
+        held = None if complete else {r.job_id for r in reports} | {c.job_id for c in logs}
+        live = {(a.job_id, a.number): (a, j) for a, j in self.store.live_attempts(site, held)}
         changed = False
         for chunk in logs:
             if (chunk.job_id, chunk.number) in live or self._ran_at(site, chunk.job_id, chunk.number):

@@ -79,7 +79,7 @@ class SiteServicer(pb_grpc.SiteServiceServicer):
         while context.is_active() and reader.is_alive():
             if self.control.revoked(who):
                 raise PermissionDenied(f"the certificate of {who.name} was revoked")
-            generation = changes.generation
+            generation = changes.assignments
             desired = self.control.desired(site)
             keys = [(job.id, attempt.number) for attempt, job in desired]
             now = time.monotonic()
@@ -90,7 +90,7 @@ class SiteServicer(pb_grpc.SiteServiceServicer):
                                   spec=wire.spec_to_pb(job.spec), binding=wire.binding_to_pb(a.binding))
                     for a, job in desired])
                 sent, sent_at = keys, now
-            changes.wait(generation, RESEND_S)
+            changes.wait_assignments(generation, RESEND_S)
         if not errors.empty():
             raise errors.get()
 

@@ -30,10 +30,12 @@ class Store(ABC):
         self.add_jobs([job])
 
     @abstractmethod
-    def add_jobs(self, jobs: Sequence[Job], request: SubmitRequest | None = None) -> list[str]:
+    def add_jobs(self, jobs: Sequence[Job], request: SubmitRequest | None = None, audit: Sequence[AuditRecord] = (),
+                 seal: Callable[[AuditRecord], AuditRecord] | None = None) -> list[str]:
         """All or none (an array's elements); Conflict if an id exists. With `request`: the ids of
         the jobs an earlier submission with the same actor and request id stored, and nothing
-        added (Conflict if its spec differs); else the new ids."""
+        added (Conflict if its spec differs); else the new ids. The `audit` records are appended
+        (see append_audit) in the same transaction as the jobs."""
 
     @abstractmethod
     def submission(self, request: SubmitRequest) -> list[str] | None:
@@ -126,8 +128,8 @@ class Store(ABC):
         """Attempts that ran (started) and were still running at or after `since`, oldest first."""
 
     @abstractmethod
-    def live_attempts(self, site: str | None = None) -> list[tuple[Attempt, Job]]:
-        """Attempts ASSIGNED or RUNNING, with their jobs."""
+    def live_attempts(self, site: str | None = None, jobs: Iterable[str] | None = None) -> list[tuple[Attempt, Job]]:
+        """Attempts ASSIGNED or RUNNING (at `site`, of `jobs`), with their jobs."""
 
     # ----------------------------------------------------------- logs
     @abstractmethod

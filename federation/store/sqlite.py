@@ -10,6 +10,7 @@ import json
 import random
 import sqlite3
 import threading
+from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -67,6 +68,7 @@ CREATE TABLE IF NOT EXISTS attempts (
     PRIMARY KEY (job_id, number)
 );
 CREATE INDEX IF NOT EXISTS attempts_live ON attempts(site, state);
+CREATE INDEX IF NOT EXISTS attempts_state ON attempts(state);
 CREATE TABLE IF NOT EXISTS logs (
     job_id TEXT NOT NULL,
     attempt INTEGER NOT NULL,
@@ -140,6 +142,29 @@ _ADDED = (("attempts", "binding", "TEXT NOT NULL DEFAULT ''"), ("sites", "invent
 _LIVE = (AttemptState.ASSIGNED.value, AttemptState.RUNNING.value)
 
 
+class SpecCache:
+    """Parsed job specs by job id. A stored spec never changes, and parsing one is most of the cost
+    of reading a job, which the scheduler and every site's stream do many times."""
+
+    def __init__(self, size: int = 50_000) -> None:
+        self._size = size
+        self._specs: OrderedDict[str, JobSpec] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, job_id: str, text: str) -> JobSpec:
+        with self._lock:
+            spec = self._specs.get(job_id)
+            if spec is not None:
+                self._specs.move_to_end(job_id)
+                return spec
+        spec = JobSpec.model_validate_json(text)
+        with self._lock:
+            self._specs[job_id] = spec
+            if len(self._specs) > self._size:
+                self._specs.popitem(last=False)
+        return spec
+
+
 class SQLiteStore(Store):
     def __init__(self, path: str | Path) -> None:
         path = str(path)
@@ -148,6 +173,8 @@ class SQLiteStore(Store):
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._lock = threading.RLock()
+        self._specs = SpecCache()
+        self._sites: list[SiteRecord] | None = None   # this process is the store's only writer
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
@@ -175,7 +202,8 @@ class SQLiteStore(Store):
 
     # ----------------------------------------------------------- jobs
 
-    def add_jobs(self, jobs: Sequence[Job], request: SubmitRequest | None = None) -> list[str]:
+    def add_jobs(self, jobs: Sequence[Job], request: SubmitRequest | None = None, audit: Sequence[AuditRecord] = (),
+                 seal: Callable[[AuditRecord], AuditRecord] | None = None) -> list[str]:
         with self._tx() as db:
             if request is not None:
                 earlier = self._submission(db, request)
@@ -194,6 +222,9 @@ class SQLiteStore(Store):
                          job.array_index, job.gang_id))
                 except sqlite3.IntegrityError:
                     raise Conflict(f"job {job.id} already exists") from None
+            if seal is not None:
+                for record in audit:
+                    self._append_audit(db, record, seal)
         return [j.id for j in jobs]
 
     def submission(self, request: SubmitRequest) -> list[str] | None:
@@ -276,14 +307,13 @@ class SQLiteStore(Store):
                 out[r["job_id"]].append(_attempt(r))
         return out
 
-    @staticmethod
-    def _job(row: sqlite3.Row, attempts: list[Attempt]) -> Job:
+    def _job(self, row: sqlite3.Row, attempts: list[Attempt]) -> Job:
         explanation = None
         if row["explanation"]:
             e = json.loads(row["explanation"])
             explanation = Explanation(e["summary"], e["evaluated_at"], tuple(tuple(v) for v in e["verdicts"]))
         return Job(
-            id=row["id"], spec=JobSpec.model_validate_json(row["spec"]), state=JobState(row["state"]),
+            id=row["id"], spec=self._specs.get(row["id"], row["spec"]), state=JobState(row["state"]),
             site=row["site"], message=row["message"], created_at=row["created_at"], updated_at=row["updated_at"],
             attempts=tuple(attempts), vetoed_by=frozenset(json.loads(row["vetoed_by"])), explanation=explanation,
             queue=row["queue"], array_id=row["array_id"], array_index=row["array_index"], gang_id=row["gang_id"],
@@ -377,13 +407,18 @@ class SQLiteStore(Store):
 
     def append_audit(self, record: AuditRecord, seal: Callable[[AuditRecord], AuditRecord]) -> AuditRecord:
         with self._tx() as db:
-            last = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-            sealed = seal(replace(record, seq=last["seq"] + 1 if last else 1, prev=last["hash"] if last else GENESIS))
-            db.execute("INSERT INTO audit (seq, at, actor, action, subject, detail, prev, hash, signature)"
-                       " VALUES (?,?,?,?,?,?,?,?,?)",
-                       (sealed.seq, sealed.at, sealed.actor, sealed.action, sealed.subject,
-                        json.dumps(sealed.detail, sort_keys=True), sealed.prev, sealed.hash, sealed.signature))
-            return sealed
+            return self._append_audit(db, record, seal)
+
+    @staticmethod
+    def _append_audit(db: sqlite3.Connection, record: AuditRecord,
+                      seal: Callable[[AuditRecord], AuditRecord]) -> AuditRecord:
+        last = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        sealed = seal(replace(record, seq=last["seq"] + 1 if last else 1, prev=last["hash"] if last else GENESIS))
+        db.execute("INSERT INTO audit (seq, at, actor, action, subject, detail, prev, hash, signature)"
+                   " VALUES (?,?,?,?,?,?,?,?,?)",
+                   (sealed.seq, sealed.at, sealed.actor, sealed.action, sealed.subject,
+                    json.dumps(sealed.detail, sort_keys=True), sealed.prev, sealed.hash, sealed.signature))
+        return sealed
 
     def add_join_token(self, token_id: str, secret_sha256: str, name: str, attributes: dict, now: float,
                        expires_at: float) -> None:
@@ -446,14 +481,20 @@ class SQLiteStore(Store):
         with self._lock:
             return self._db.execute(sql, args).fetchall()
 
-    def live_attempts(self, site: str | None = None) -> list[tuple[Attempt, Job]]:
+    def live_attempts(self, site: str | None = None, jobs: Iterable[str] | None = None) -> list[tuple[Attempt, Job]]:
         sql = f"SELECT * FROM attempts WHERE state IN ({','.join('?' * len(_LIVE))})"
         args: list = list(_LIVE)
         if site is not None:
             sql += " AND site=?"
             args.append(site)
         with self._lock:
-            rows = self._db.execute(sql, args).fetchall()
+            if jobs is None:
+                rows = self._db.execute(sql, args).fetchall()
+            else:
+                ids = sorted(set(jobs))
+                rows = [r for chunk in range(0, len(ids), 500) for r in self._db.execute(
+                    sql + f" AND job_id IN ({','.join('?' * len(ids[chunk:chunk + 500]))})",
+                    args + ids[chunk:chunk + 500]).fetchall()]
             attempts = [_attempt(r) for r in rows]
             jobs = {j.id: j for j in self._jobs_by_id({a.job_id for a in attempts})}
         return [(a, jobs[a.job_id]) for a in attempts]
@@ -490,6 +531,7 @@ class SQLiteStore(Store):
 
     def upsert_site(self, site: SiteRecord) -> SiteRecord:
         with self._tx() as db:
+            self._sites = None
             db.execute(
                 "INSERT INTO sites (name, jurisdiction, region, labels, datasets, cpus, memory, gpus, state,"
                 " registered_at, last_heartbeat, inventory, autonomous) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
@@ -513,10 +555,13 @@ class SQLiteStore(Store):
 
     def list_sites(self) -> list[SiteRecord]:
         with self._lock:
-            return [_site(r) for r in self._db.execute("SELECT * FROM sites ORDER BY name").fetchall()]
+            if self._sites is None:
+                self._sites = [_site(r) for r in self._db.execute("SELECT * FROM sites ORDER BY name").fetchall()]
+            return list(self._sites)
 
     def set_site_state(self, name: str, state: SiteState) -> SiteRecord:
         with self._tx() as db:
+            self._sites = None
             if db.execute("UPDATE sites SET state=? WHERE name=?", (state.value, name)).rowcount == 0:
                 raise NotFound(f"site {name} not found")
             return _site(db.execute("SELECT * FROM sites WHERE name=?", (name,)).fetchone())
@@ -524,6 +569,7 @@ class SQLiteStore(Store):
     def heartbeat(self, name: str, capacity: Capacity | None, now: float,
                   inventory: Inventory | None = None) -> SiteRecord:
         with self._tx() as db:
+            self._sites = None
             if inventory is not None:
                 db.execute("UPDATE sites SET inventory=? WHERE name=?", (inventory_to_json(inventory), name))
             if capacity is None:

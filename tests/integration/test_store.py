@@ -209,3 +209,34 @@ def test_a_store_written_before_queues_gains_the_columns(tmp_path):
     s.place_job("j-old", "a", EXPL, 2.0, gpu_model="L4")
     assert s.get_job("j-old").attempts[0].gpu_model == "L4"
     s.close()
+
+
+def test_site_list_follows_every_kind_of_site_write(store):
+    store.upsert_site(SiteRecord("a", "DE", "eu-west", capacity=Capacity(4, 0, 0)))
+    assert [s.capacity.cpus for s in store.list_sites()] == [4]
+    store.heartbeat("a", Capacity(2, 0, 0), 5.0)
+    assert [(s.capacity.cpus, s.last_heartbeat) for s in store.list_sites()] == [(2, 5.0)]
+    store.set_site_state("a", SiteState.CORDONED)
+    assert [s.state for s in store.list_sites()] == [SiteState.CORDONED]
+    store.upsert_site(SiteRecord("b", "FR", "eu-west"))
+    assert [s.name for s in store.list_sites()] == ["a", "b"]
+    store.list_sites().clear()
+    assert len(store.list_sites()) == 2, "callers get their own list"
+
+
+def test_submission_audit_is_written_with_the_jobs_or_not_at_all(tmp_path):
+    from federation import audit
+    path = tmp_path / "fed.db"
+    store, signer = SQLiteStore(path), audit.Signer.beside(path)
+    record = audit.AuditRecord(0, 1.0, "alice", "job.submit", "j-1", {"tenant": "a"})
+    store.add_jobs([Job(id="j-1", spec=make_spec(), created_at=1.0, updated_at=1.0)], None, [record], signer.seal)
+    with pytest.raises(Conflict):
+        store.add_jobs([Job(id="j-2", spec=make_spec(), created_at=1.0, updated_at=1.0),
+                        Job(id="j-1", spec=make_spec(), created_at=1.0, updated_at=1.0)], None,
+                       [audit.AuditRecord(0, 2.0, "alice", "job.submit", "j-2", {})], signer.seal)
+    store.close()
+    records = audit.read(path)
+    assert [(r.action, r.subject) for r in records] == [("job.submit", "j-1")]
+    assert audit.verify(records, audit.load_public(audit.public_path(path)))[0] == 1
+    with pytest.raises(NotFound):
+        SQLiteStore(path).get_job("j-2")
