@@ -1,28 +1,26 @@
 """Load: many submissions through the SDK against one federation process with several sites,
 and the same kind of trivial job submitted to a local Ray Jobs API directly, in one run.
 
-    python -m bench.load [--jobs 10000] [--threads 8] [--ray-jobs 300]
+    python -m bench.load [--jobs 10000] [--threads 8] [--ray-jobs N]
 
 The federation is a real `fedctl server start` process (mutual TLS, SQLite file, scheduling
 loop). Its sites are played in this process by raw Connect streams that report each assignment
 running and then succeeded at once, so the figures measure the federation and the wire, not
 Ray. Every job must end succeeded exactly once: the run fails if one is lost or stored twice.
-The Ray baseline submits `true` to a private Ray head's Jobs API: each Ray submission starts a
-supervisor actor and a driver process, so it is measured on fewer jobs (`--ray-jobs`).
+The Ray baseline submits as many `true` jobs (unless `--ray-jobs` says otherwise) from as many
+threads to a private Ray head's Jobs API, with its token, each asking for the head's one CPU.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import queue
-import statistics
 import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from federation.client import Client
 from federation.local import LocalFederation
 from federation.spec import job_from_dict
 from federation.transport import open_channel
