@@ -406,8 +406,9 @@ class Client:
     def site(self, name: str) -> SiteInfo:
         return _site(self._call(self._stub.GetSite, pb.GetSiteRequest(name=name)).site)
 
-    def _set_site_state(self, name: str, state: int) -> SiteInfo:
-        return _site(self._call(self._stub.SetSiteState, pb.SetSiteStateRequest(name=name, state=state)).site)
+    def _set_site_state(self, name: str, state: int, handover: bool = False) -> SiteInfo:
+        request = pb.SetSiteStateRequest(name=name, state=state, handover=handover)
+        return _site(self._call(self._stub.SetSiteState, request).site)
 
     def cordon(self, name: str) -> SiteInfo:
         return self._set_site_state(name, pb.SITE_STATE_CORDONED)
@@ -415,8 +416,10 @@ class Client:
     def uncordon(self, name: str) -> SiteInfo:
         return self._set_site_state(name, pb.SITE_STATE_READY)
 
-    def drain(self, name: str) -> SiteInfo:
-        return self._set_site_state(name, pb.SITE_STATE_DRAINING)
+    def drain(self, name: str, handover: bool = False) -> SiteInfo:
+        """No new work at the site; its running work finishes there, or with `handover` is stopped
+        now and placed elsewhere (resuming from its checkpoint where it declares one)."""
+        return self._set_site_state(name, pb.SITE_STATE_DRAINING, handover)
 
 
 def _path(p: str | Path | None) -> Path | None:

@@ -368,9 +368,20 @@ class ControlPlane:
             self.changes.bump()
         return site
 
-    def set_site_state(self, name: str, state: SiteState, actor: str = "") -> SiteRecord:
+    def set_site_state(self, name: str, state: SiteState, actor: str = "", handover: bool = False) -> SiteRecord:
+        """With `handover` (draining only), the site's running attempts are stopped as a preemption
+        would stop them, and their jobs go back to the queue to run elsewhere."""
+        if handover and state is not SiteState.DRAINING:
+            raise InvalidSpec("handover: only a draining site hands its work over")
         site = self.store.set_site_state(name, state)
-        self.record(actor, "site.state", name, state=state.value)
+        handed = []
+        if handover:
+            now = self.clock()
+            for attempt, job in self.store.live_attempts(name):
+                if not attempt.stop_requested_at and self.store.request_stop(
+                        job.id, attempt.number, f"handed over: site {name} drained", now):
+                    handed.append(job.id)
+        self.record(actor, "site.state", name, state=state.value, **({"handed_over": handed} if handover else {}))
         self.changes.bump()
         return site
 

@@ -38,15 +38,28 @@ def fedctl(*args: str) -> list[str]:
 
 def kill_processes_mentioning(marker: str) -> None:
     """Last resort: kill every process whose command line names `marker` (a run's own folder),
-    such as a Ray head whose agent was killed, so nothing is left behind."""
-    me = os.getpid()
+    such as a Ray head whose agent was killed, so nothing is left behind. This process and
+    those that started it (a shell or `timeout` whose command names the folder) are spared."""
+    spared = _ancestors(os.getpid())
     for pid_dir in Path("/proc").glob("[0-9]*"):
         try:
             pid = int(pid_dir.name)
-            if pid != me and marker in (pid_dir / "cmdline").read_bytes().decode(errors="replace"):
+            if pid not in spared and marker in (pid_dir / "cmdline").read_bytes().decode(errors="replace"):
                 os.kill(pid, signal.SIGKILL)
         except (OSError, ValueError):
             continue
+
+
+def _ancestors(pid: int) -> set[int]:
+    out = set()
+    while pid > 1 and pid not in out:
+        out.add(pid)
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            pid = int(stat.rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return out
 
 
 def site_config(name: str, *, address: str, pki: dict[str, Issued], work: Path, spec: dict[str, Any],

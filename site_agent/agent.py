@@ -242,6 +242,10 @@ class Reconciler:
         for d in self.config.spec.datasets:
             if d.name in spec.spec.datasets:
                 env["FEDCTL_DATASET_" + d.name.upper().replace("-", "_")] = d.path
+        if spec.spec.checkpoint is not None:
+            env["FEDCTL_CHECKPOINT_PATH"] = spec.spec.checkpoint.path.replace("{job_id}", a.job_id)
+            if a.attempt > 1:   # an earlier attempt was lost, failed or preempted: carry on from its checkpoint
+                env["FEDCTL_RESUME"] = "1"
         return env
 
     def _report(self, observed: dict[str, RayJob]) -> pb.ConnectRequest:

@@ -391,7 +391,7 @@ def cmd_site_inventory(args: argparse.Namespace) -> int:
 def _site_state(action: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         with _client(args) as client:
-            s = getattr(client, action)(args.name)
+            s = client.drain(args.name, args.handover) if action == "drain" else getattr(client, action)(args.name)
         if _json(args):
             render.emit_json(s.to_dict())
         else:
@@ -634,7 +634,11 @@ def build_parser() -> argparse.ArgumentParser:
     for action, help in (("show", "one site"), ("cordon", "no new work"), ("uncordon", "accept work again"),
                          ("drain", "no new work; running work finishes")):
         fn = cmd_site_show if action == "show" else _site_state(action)
-        add(site_sub, action, fn, help).add_argument("name")
+        sp = add(site_sub, action, fn, help)
+        sp.add_argument("name")
+        if action == "drain":
+            sp.add_argument("--handover", action="store_true",
+                            help="stop its running work now and place it elsewhere, instead of letting it finish")
 
     ca = add(sub, "ca", None, "certificates for mutual TLS")
     ca_sub = ca.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -205,7 +205,7 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
         state = wire.SITE_STATE_FROM_PB.get(request.state)
         if state is None:
             raise InvalidSpec("state: must be READY, CORDONED or DRAINING")
-        site = self.control.set_site_state(request.name, state, caller(context))
+        site = self.control.set_site_state(request.name, state, caller(context), request.handover)
         return pb.SetSiteStateResponse(site=self._site(site, self.control.usage()))
 
     def _site(self, site: SiteRecord, usage: dict[str, tuple[Capacity, int]]) -> pb.Site:

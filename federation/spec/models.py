@@ -195,8 +195,9 @@ class Retry(Strict):
 class Checkpoint(Strict):
     """Where the job keeps checkpoints; a later attempt is told to resume from there."""
 
-    path: str = Field(min_length=1, max_length=1024, description="a path or URI the job writes; every attempt sees "
-                                                                 "FEDCTL_CHECKPOINT_PATH, later ones FEDCTL_RESUME=1")
+    path: str = Field(min_length=1, max_length=1024,
+                      description="a path or URI every attempt can reach ({job_id} is replaced); every attempt sees "
+                                  "it as FEDCTL_CHECKPOINT_PATH, the second and later ones FEDCTL_RESUME=1")
 
 
 class JobBody(Strict):

@@ -484,12 +484,14 @@ class GetSiteResponse(_message.Message):
     def __init__(self, site: _Optional[_Union[Site, _Mapping]] = ...) -> None: ...
 
 class SetSiteStateRequest(_message.Message):
-    __slots__ = ("name", "state")
+    __slots__ = ("name", "state", "handover")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
+    HANDOVER_FIELD_NUMBER: _ClassVar[int]
     name: str
     state: SiteState
-    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[SiteState, str]] = ...) -> None: ...
+    handover: bool
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[SiteState, str]] = ..., handover: _Optional[bool] = ...) -> None: ...
 
 class SetSiteStateResponse(_message.Message):
     __slots__ = ("site",)

@@ -5,6 +5,7 @@ and the ledger its attempts write proves none ran twice or in two places at once
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -122,14 +123,19 @@ def test_an_agent_killed_with_jobs_running_adopts_them_when_it_returns(fed, clie
 
 
 def test_a_sites_ray_cluster_that_dies_is_restarted_and_its_jobs_retried(fed, client):
-    j = client.submit(ledger_job(fed, "ray-dies", 3, placement={"sites": ["south"]}, retry={"backoff": "0.5s"}))
+    j = client.submit(ledger_job(fed, "ray-dies", 3, placement={"sites": ["south"]}, retry={"backoff": "0.5s"},
+                                 checkpoint={"path": str(fed.work / "ckpt-{job_id}")}))
     wait_for(lambda: j.status().state == "running", 60, "running on south")
-    wait_for(lambda: fed.ledger.exists() and f"tick {j.id} 1" in fed.ledger.read_text(), 30, "a tick")
+    wait_for(lambda: (fed.work / f"ckpt-{j.id}").exists(), 30, "a checkpoint")
     kill_ray(fed, "south")
     final = wait_for(lambda: (s := j.status()).terminal and s, 120, "the job to end")
     assert [a.state for a in final.attempts] == ["lost", "succeeded"], final
     assert "vanished" in final.attempts[0].message
     ran_once(fed, [j])
+    resumed = re.search(r"resumed at tick (\d+) of 15", j.logs())
+    assert resumed and int(resumed.group(1)) >= 1, j.logs()
+    second = fed.ledger.read_text().count(f"tick {j.id} 2 ")
+    assert second == 15 - int(resumed.group(1)), "the second attempt did only what the first had not checkpointed"
     fed.wait_connected(60)
 
 

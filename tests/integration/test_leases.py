@@ -9,7 +9,7 @@ import pytest
 
 from federation.audit import read
 from federation.client import Client
-from federation.errors import Conflict, PermissionDenied, Unavailable
+from federation.errors import Conflict, InvalidSpec, PermissionDenied, Unavailable
 from federation.identity import scopes
 from federation.pki import init_pki, issue
 from federation.server import start_server
@@ -164,3 +164,30 @@ def test_a_draining_federation_takes_no_submissions_until_resumed(federation, cl
     assert client.submit(make_spec("after")).status().state in ("pending", "placed")
     actions = [r.action for r in read(federation.db) if r.action.startswith("federation.")]
     assert actions == ["federation.drain", "federation.resume"]
+
+
+def test_a_site_drained_with_handover_hands_its_running_work_to_another_site(federation, client):
+    gdpr = (("patient-records-eu", "gdpr-personal"),)
+    eu, eu_channel = site_stub(federation)
+    north, north_channel = site_stub(federation, "eu-north")
+    register(eu, datasets=gdpr)
+    register(north, "eu-north", "SE", "eu-north", datasets=gdpr)
+    with heartbeating(eu, "eu-west"), heartbeating(north, "eu-north"):
+        job = client.submit(make_spec("long", datasets=["patient-records-eu"],
+                                      placement={"prefer": ["eu-west"]}))
+        agent, north_agent = AgentStream(eu, "eu-west"), AgentStream(north, "eu-north")
+        running(agent, job.id, 1)
+        wait_for(lambda: job.status().state == "running", 5, "running on eu-west")
+        with pytest.raises(InvalidSpec, match="only a draining site hands its work over"):
+            client._set_site_state("eu-west", pb.SITE_STATE_CORDONED, handover=True)
+        assert client.drain("eu-west", handover=True).state == "draining"
+        wait_for(lambda: agent.next_assignments() == [], 5, "the attempt to leave eu-west's assignments")
+        agent.report([pb.AttemptStatus(job_id=job.id, attempt=1, state=pb.ATTEMPT_STATE_STOPPED)])
+        running(north_agent, job.id, 2)
+        final = wait_for(lambda: (s := job.status()).state == "running" and s, 5, "attempt 2 to run")
+        assert [(a.site, a.state) for a in final.attempts] == [("eu-west", "preempted"), ("eu-north", "running")]
+        assert "handed over: site eu-west drained" in final.attempts[0].message
+    (record,) = read(federation.db, action="site.state", subject="eu-west")
+    assert record.detail == {"state": "draining", "handed_over": [job.id]}
+    for c in (eu_channel, north_channel):
+        c.close()

@@ -322,3 +322,15 @@ def test_an_assignment_older_than_an_attempt_seen_here_is_a_stale_epoch(tmp_path
     assert ray.submitted == []
     (refused,) = [s for s in report.statuses if s.attempt == 2]
     assert refused.state == pb.ATTEMPT_STATE_REJECTED and "stale epoch: attempt 3" in refused.message
+
+
+def test_a_later_attempt_is_told_to_resume_from_the_checkpoint(tmp_path, ray):
+    r = Reconciler(site_config(tmp_path), ray)
+    r.set_desired([assignment("j-1", 1, checkpoint={"path": "/shared/ckpt/{job_id}"}),
+                   assignment("j-2", 3, checkpoint={"path": "/shared/ckpt/{job_id}"}), assignment("j-3", 2)])
+    r.reconcile()
+    env = {sid: e["env_vars"] for sid, e in ray.submitted}
+    assert env["fed-j-1-1"]["FEDCTL_CHECKPOINT_PATH"] == "/shared/ckpt/j-1"
+    assert "FEDCTL_RESUME" not in env["fed-j-1-1"]
+    assert (env["fed-j-2-3"]["FEDCTL_CHECKPOINT_PATH"], env["fed-j-2-3"]["FEDCTL_RESUME"]) == ("/shared/ckpt/j-2", "1")
+    assert "FEDCTL_CHECKPOINT_PATH" not in env["fed-j-3-2"] and "FEDCTL_RESUME" not in env["fed-j-3-2"]

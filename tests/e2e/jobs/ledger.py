@@ -1,5 +1,6 @@
 """Writes to a shared ledger (LEDGER) when it starts, every TICK seconds while it runs, and when
-it ends after HOLD seconds: the fault tests read it to prove no job ran twice or in two places."""
+it ends after HOLD seconds: the fault tests read it to prove no job ran twice or in two places.
+With a checkpoint path it keeps the ticks done there, and a resumed attempt does only the rest."""
 import os
 import time
 
@@ -15,9 +16,21 @@ def write(event: str) -> None:
         os.close(fd)
 
 
+checkpoint = os.environ.get("FEDCTL_CHECKPOINT_PATH")
+tick = float(os.environ.get("TICK", "0.2"))
+ticks = round(float(os.environ.get("HOLD", "1")) / tick)
+done = 0
+if checkpoint and os.environ.get("FEDCTL_RESUME") == "1" and os.path.exists(checkpoint):
+    with open(checkpoint) as f:
+        done = int(f.read())
+    print(f"resumed at tick {done} of {ticks}", flush=True)
 write("start")
-end = time.monotonic() + float(os.environ.get("HOLD", "1"))
-while time.monotonic() < end:
-    time.sleep(float(os.environ.get("TICK", "0.2")))
+while done < ticks:
+    time.sleep(tick)
+    done += 1
     write("tick")
+    if checkpoint:
+        with open(checkpoint + ".new", "w") as f:
+            f.write(str(done))
+        os.replace(checkpoint + ".new", checkpoint)
 write("end")
