@@ -72,6 +72,8 @@ class LocalRayHead:
         # A stopped job (cancelled or preempted) gets SIGTERM, then SIGKILL after this grace.
         env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0",
                    RAY_JOB_STOP_WAIT_TIME_S=str(int(self.settings.stop_grace_s)))
+        # Jobs' `python` is the agent's own, with Ray in it, even when its venv is not activated.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         if self.token_path is not None:
             env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.token_path))
             env.pop("RAY_AUTH_TOKEN", None)
