@@ -56,6 +56,7 @@ class ClassificationRule:
     allowed_jurisdictions: frozenset[str] | None
     required_labels: Mapping[str, str] = field(default_factory=dict)
     allow_staging: bool = False
+    may_cross_border: frozenset[str] = frozenset({"results"})   # results, model-updates
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 from federation.errors import InvalidSpec
 from federation.spec.loader import read_file, read_yaml, validate
 from federation.spec.models import (
+    FederatedTrainingSpec,
     FederationConfig,
     JobSpec,
     PolicyConfig,
@@ -16,8 +17,8 @@ from federation.spec.models import (
 )
 
 __all__ = [
-    "FederationConfig", "JobSpec", "PolicyConfig", "SiteConfig",
-    "load_job", "job_from_dict", "job_from_text", "load_site", "load_policy", "load_federation", "gang_parts",
+    "FederatedTrainingSpec", "FederationConfig", "JobSpec", "PolicyConfig", "SiteConfig",
+    "load_job", "job_from_dict", "job_from_text", "load_training", "training_from_dict", "load_site", "load_policy", "load_federation", "gang_parts",
     "SCHEMAS",
 ]
 
@@ -25,6 +26,7 @@ M = TypeVar("M", bound=BaseModel)
 
 SCHEMAS: dict[str, type[BaseModel]] = {
     "job": JobSpec,
+    "training": FederatedTrainingSpec,
     "site": SiteConfig,
     "policy": PolicyConfig,
     "federation": FederationConfig,
@@ -56,6 +58,15 @@ def job_from_text(text: str, source: str = "<spec>") -> JobSpec:
 def job_from_dict(data: Any, source: str = "<spec>") -> JobSpec:
     _check_kind(JobSpec, data, source)
     return validate(JobSpec, data, source=source)
+
+
+def load_training(path: str | Path) -> FederatedTrainingSpec:
+    return _load(FederatedTrainingSpec, path)
+
+
+def training_from_dict(data: Any, source: str = "<spec>") -> FederatedTrainingSpec:
+    _check_kind(FederatedTrainingSpec, data, source)
+    return validate(FederatedTrainingSpec, data, source=source)
 
 
 def _resolve(base: Path, p: Path | None) -> Path | None:

@@ -1,0 +1,95 @@
+"""Secure aggregation with pairwise masks (after Bonawitz et al., CCS 2017).
+
+Every participant holds an X25519 key; each pair agrees on a secret and stretches it, per
+training and round, into a mask as long as the update. The lower-named site of a pair adds the
+mask and the higher-named subtracts it, so the masks cancel in the sum and the aggregator learns
+only the sum of the updates. Arithmetic is on fixed-point integers modulo 2**64, where masking
+is exact; a float update is scaled by 2**SCALE_BITS and rounded, which is the only error.
+
+Dropout: when a participant is lost after the others masked their updates, its masks stay in
+their sum. Each survivor then reveals the secret it shares with the lost site (and only that
+one), and the aggregator removes those masks. The lost site's update is not in the sum, so its
+secrets reveal nothing else. (Bonawitz's double masking, which also protects against a server
+that lies about who was lost, is the next step.)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+SCALE_BITS = 24
+_SCALE = float(1 << SCALE_BITS)
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    private: X25519PrivateKey
+
+    @classmethod
+    def generate(cls) -> "KeyPair":
+        return cls(X25519PrivateKey.generate())
+
+    @property
+    def public(self) -> bytes:
+        return self.private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def pair_secret(mine: KeyPair, me: str, peer: str, peer_public: bytes, context: str) -> bytes:
+    """The 32-byte secret `me` and `peer` share for `context` (a training and round): X25519
+    agreement, then HKDF-SHA256 bound to both names, so a secret serves one pair and one round."""
+    if me == peer:
+        raise ValueError(f"{me}: a site shares no mask with itself")
+    shared = mine.private.exchange(X25519PublicKey.from_public_bytes(peer_public))
+    low, high = sorted((me, peer))
+    info = f"fedctl-secagg|{context}|{low}|{high}".encode()
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(shared)
+
+
+def mask(secret: bytes, size: int) -> np.ndarray:
+    """`size` uniform words modulo 2**64: the ChaCha20 keystream of the pair's secret."""
+    stream = Cipher(algorithms.ChaCha20(secret, b"\0" * 16), mode=None).encryptor().update(b"\0" * (8 * size))
+    return np.frombuffer(stream, dtype="<u8").copy()
+
+
+def encode(values: np.ndarray) -> np.ndarray:
+    scaled = np.rint(np.asarray(values, dtype=np.float64) * _SCALE)
+    if not np.all(np.abs(scaled) < 2.0 ** 62):
+        raise ValueError("update too large to encode exactly: scale it down")
+    return scaled.astype(np.int64).view(np.uint64)
+
+
+def decode(words: np.ndarray) -> np.ndarray:
+    return words.view(np.int64).astype(np.float64) / _SCALE
+
+
+def masked(values: np.ndarray, me: str, secrets: dict[str, bytes]) -> np.ndarray:
+    """What `me` sends: its encoded values plus the masks it shares with each peer (added when
+    `me` sorts first in the pair, else subtracted); `secrets` maps each peer to their secret."""
+    out = encode(values)
+    with np.errstate(over="ignore"):
+        for peer, secret in secrets.items():
+            m = mask(secret, out.size)
+            out = out + m if me < peer else out - m
+    return out
+
+
+def unmasked_sum(inputs: dict[str, np.ndarray], revealed: dict[tuple[str, str], bytes]) -> np.ndarray:
+    """The sum of the survivors' values from their masked inputs. `revealed` holds, for each
+    survivor and each lost peer, the secret they shared: (survivor, lost) -> secret."""
+    if not inputs:
+        raise ValueError("no masked inputs to sum")
+    total = np.zeros_like(next(iter(inputs.values())))
+    with np.errstate(over="ignore"):
+        for words in inputs.values():
+            total = total + words
+        for (survivor, lost), secret in revealed.items():
+            if survivor not in inputs or lost in inputs:
+                raise ValueError(f"revealed secret of {survivor} and {lost}: only a survivor's with a lost site")
+            m = mask(secret, total.size)
+            total = total - m if survivor < lost else total + m
+    return decode(total)
