@@ -5,7 +5,13 @@ import numpy as np
 import pytest
 
 from training import secagg
-from training.strategies import FedAdam, FedAvg, proximal_gradient, strategy, weighted_mean
+from training.strategies import (
+    FedAdam,
+    FedAvg,
+    proximal_gradient,
+    strategy,
+    weighted_mean,
+)
 
 SITES = ("eu-west", "us-east", "edge-paris", "eu-north")
 
