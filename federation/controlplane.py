@@ -10,6 +10,7 @@ import difflib
 import hashlib
 import json
 import logging
+import re
 import secrets
 import time
 from collections import Counter
@@ -91,6 +92,18 @@ class LogChunk:
     number: int
     offset: int
     data: bytes
+
+
+@dataclass(frozen=True)
+class Output:
+    job_id: str
+    number: int
+    name: str
+    data: bytes
+
+
+OUTPUT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+MAX_ARTIFACT_BYTES = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -386,16 +399,23 @@ class ControlPlane:
         return site
 
     def apply_report(self, site: str, reports: Iterable[AttemptReport], logs: Iterable[LogChunk],
-                     complete: bool) -> None:
-        """Apply what an agent saw: log bytes first, so a job is never seen ended before its last
-        lines. With `complete`, `reports` is every attempt its Ray cluster holds."""
+                     complete: bool, outputs: Iterable[Output] = ()) -> None:
+        """Apply what an agent saw: log bytes and output files first, so a job is never seen ended
+        before its last lines and its outputs. With `complete`, `reports` is every attempt its Ray
+        cluster holds."""
         now = self.clock()
         seen: set[tuple[str, int]] = set()
-        reports = list(reports)
-        logs = list(logs)
+        reports, logs, outputs = list(reports), list(logs), list(outputs)
         held = None if complete else {r.job_id for r in reports} | {c.job_id for c in logs}
         live = {(a.job_id, a.number): (a, j) for a, j in self.store.live_attempts(site, held)}
         changed = False
+        for out in outputs:
+            if (out.job_id, out.number) not in live:
+                continue   # only from the site running the attempt, while it runs
+            if not OUTPUT_NAME_RE.match(out.name) or len(out.data) > MAX_ARTIFACT_BYTES:
+                raise InvalidSpec(f"outputs: {out.job_id}/{out.number} {out.name[:64]!r}: a name of letters, digits"
+                                  f" and . _ - and at most {MAX_ARTIFACT_BYTES >> 20} MiB")
+            self.store.put_artifact(out.job_id, out.number, out.name, out.data, now)
         for chunk in logs:
             if (chunk.job_id, chunk.number) in live or self._ran_at(site, chunk.job_id, chunk.number):
                 self.store.append_log(chunk.job_id, chunk.number, chunk.offset, chunk.data)
@@ -464,6 +484,13 @@ class ControlPlane:
         except NotFound:
             return False
         return any(a.number == number and a.site == site for a in job.attempts)
+
+    def input_of(self, site: str, job_id: str, number: int, name: str) -> tuple[bytes, str]:
+        """An input of an attempt `site` holds now; NotFound for anything else, so a site learns
+        nothing of other sites' work."""
+        if not any(a.number == number for a, _ in self.store.live_attempts(site, [job_id])):
+            raise NotFound(f"{name} of {job_id}/{number} not found")
+        return self.store.get_artifact(job_id, 0, name)
 
     def desired(self, site: str) -> list[tuple[Attempt, Job]]:
         """Attempts the site should be running: live ones whose job still wants them."""

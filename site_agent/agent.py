@@ -8,12 +8,16 @@ are derived from (job, attempt), so a repeated start is a no-op.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
 import random
+import shutil
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterator
 
 import grpc
@@ -48,6 +52,8 @@ RAY_TO_ATTEMPT = {
     "STOPPED": AttemptState.STOPPED,
 }
 MAX_LOG_CHUNK = 1 << 20
+MAX_OUTPUTS = 16
+MAX_OUTPUT_BYTES = 4 << 20   # the federation's limit per file
 REPORT_EVERY_S = 5.0
 FAST_PASS_S = 0.02      # while an attempt is starting, so "running" is seen within tens of ms
 FENCE_AT = 2 / 3        # of the lease without an acknowledged heartbeat: stop this site's work
@@ -79,7 +85,14 @@ class Reconciler:
     gpus: SiteGpus = field(default_factory=SiteGpus)     # this site's GPU inventory, for bindings
     epochs: dict[str, int] = field(default_factory=dict)   # per job, the newest attempt seen here
     fenced: str = ""            # why this site stopped its work and starts none (its lease expired)
+    fetch_input: Callable[[str, int, str], bytes] | None = None   # (job, attempt, name) -> data, from the federation
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def io_root(self) -> Path:
+        """Where attempts find their inputs and leave their outputs, on this site only."""
+        base = self.config.spec.work_dir or Path(tempfile.gettempdir())
+        return base / ".fedctl-io" / self.config.metadata.name
 
     @property
     def held(self) -> dict[str, str]:
@@ -206,8 +219,11 @@ class Reconciler:
             log.info("refused %s: %s", sid, reason)
             self.local[sid] = _Local(AttemptState.REJECTED, reason)
             return
+        io_env = self._inputs(sid, a)
+        if io_env is None:
+            return  # refused, or an input could not be fetched: next pass tries again
         r = spec.spec.resources
-        entrypoint, env, gpus = spec.spec.entrypoint, self._job_env(a, spec), r.gpus
+        entrypoint, env, gpus = spec.spec.entrypoint, {**self._job_env(a, spec), **io_env}, r.gpus
         if a.binding:
             binding = wire.binding_from_pb(a.binding)
             try:
@@ -237,6 +253,46 @@ class Reconciler:
             if ray_reachable:
                 self.local[sid] = _Local(AttemptState.FAILED, e.message)
 
+    def _inputs(self, sid: str, a: pb.Assignment) -> dict[str, str] | None:
+        """Fetch the attempt's inputs into its input folder and make its output folder; their
+        paths for the job, or None when it must not start now (an input could not be fetched;
+        or one is refused, which is then the attempt's local decision)."""
+        root = self.io_root / sid
+        inbox, outbox = root / "in", root / "out"
+        outbox.mkdir(parents=True, exist_ok=True, mode=0o700)
+        inbox.mkdir(exist_ok=True, mode=0o700)
+        for ref in a.inputs:
+            path = inbox / ref.name
+            if Path(ref.name).name != ref.name or ref.name.startswith("."):
+                self.local[sid] = _Local(AttemptState.REJECTED, f"invalid input name {ref.name[:64]!r}")
+                return None
+            if path.exists() and hashlib.sha256(path.read_bytes()).hexdigest() == ref.sha256:
+                continue
+            if self.fetch_input is None:
+                return None
+            try:
+                data = self.fetch_input(a.job_id, a.attempt, ref.name)
+            except FederationError as e:
+                log.warning("fetching %s of %s: %s", ref.name, sid, e.message)
+                return None
+            if hashlib.sha256(data).hexdigest() != ref.sha256:
+                log.warning("fetching %s of %s: content does not match its digest", ref.name, sid)
+                return None
+            path.write_bytes(data)
+        return {"FEDCTL_INPUT_DIR": str(inbox), "FEDCTL_OUTPUT_DIR": str(outbox)}
+
+    def _outputs(self, sid: str) -> list[tuple[str, bytes]]:
+        """The files an attempt left in its output folder, at most MAX_OUTPUTS of MAX_OUTPUT_BYTES."""
+        outbox = self.io_root / sid / "out"
+        files = sorted(p for p in outbox.iterdir() if p.is_file() and not p.is_symlink()) if outbox.is_dir() else []
+        out = []
+        for p in files[:MAX_OUTPUTS]:
+            if p.stat().st_size > MAX_OUTPUT_BYTES:
+                log.warning("%s: output %s is over %d bytes; not sent", sid, p.name, MAX_OUTPUT_BYTES)
+                continue
+            out.append((p.name, p.read_bytes()))
+        return out
+
     def _job_env(self, a: pb.Assignment, spec) -> dict[str, str]:
         env = {"FEDCTL_JOB_ID": a.job_id, "FEDCTL_ATTEMPT": str(a.attempt), "FEDCTL_SITE": self.config.metadata.name}
         for d in self.config.spec.datasets:
@@ -249,9 +305,13 @@ class Reconciler:
         return env
 
     def _report(self, observed: dict[str, RayJob]) -> pb.ConnectRequest:
-        statuses, logs = [], []
+        statuses, logs, outputs = [], [], []
         for sid, job in sorted(observed.items()):
             job_id, number = parse_submission_id(sid)
+            if job.status == "SUCCEEDED" and sid in self.desired:
+                # Sent with the terminal status until the federation takes both in.
+                outputs += [pb.Output(job_id=job_id, attempt=number, name=name, data=data)
+                            for name, data in self._outputs(sid)]
             if not (sid in self.local and sid in self.desired):   # else this site's own word, below
                 statuses.append(pb.AttemptStatus(job_id=job_id, attempt=number,
                                                  state=wire.ATTEMPT_STATE_TO_PB[RAY_TO_ATTEMPT[job.status]],
@@ -272,7 +332,18 @@ class Reconciler:
         # Forget local decisions the federation has taken in, and attempts Ray no longer holds.
         self.local = {sid: d for sid, d in self.local.items() if sid in self.desired}
         self.watched &= set(observed) | set(self.desired)
-        return pb.ConnectRequest(site=self.config.metadata.name, statuses=statuses, logs=logs, complete=True)
+        self._forget_io(observed)
+        return pb.ConnectRequest(site=self.config.metadata.name, statuses=statuses, logs=logs, outputs=outputs,
+                                 complete=True)
+
+    def _forget_io(self, observed: dict[str, RayJob]) -> None:
+        """Remove the folders of attempts that ended and that the federation no longer wants."""
+        if not self.io_root.is_dir():
+            return
+        for root in self.io_root.iterdir():
+            job = observed.get(root.name)
+            if root.name not in self.desired and (job is None or job.terminal):
+                shutil.rmtree(root, ignore_errors=True)
 
     def _new_log_bytes(self, sid: str) -> tuple[int, bytes] | None:
         """(offset, bytes not yet sent), or None when Ray cannot be read."""
@@ -386,6 +457,15 @@ class SiteAgent:
         self.lease_s = response.lease_s
         log.info("registered %s with the federation", self.name)
 
+    def _fetch_input(self, stub) -> Callable[[str, int, str], bytes]:
+        def fetch(job_id: str, attempt: int, name: str) -> bytes:
+            try:
+                return stub.GetInput(pb.GetInputRequest(site=self.name, job_id=job_id, attempt=attempt, name=name),
+                                     timeout=60).data
+            except grpc.RpcError as e:
+                raise from_rpc_error(e) from None
+        return fetch
+
     def _heartbeats(self, stub: pb_grpc.SiteServiceStub, session_over: threading.Event) -> None:
         while not session_over.wait(self.heartbeat_interval_s):
             request = pb.HeartbeatRequest(name=self.name)
@@ -427,6 +507,7 @@ class SiteAgent:
 
     def _stream(self, stub: pb_grpc.SiteServiceStub, session_over: threading.Event) -> None:
         outbox: queue.Queue[pb.ConnectRequest | None] = queue.Queue()
+        self.reconciler.fetch_input = self._fetch_input(stub)
         self.reconciler.new_stream()
         first = self.reconciler.reconcile()
         outbox.put(first or pb.ConnectRequest(site=self.name))

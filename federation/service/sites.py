@@ -10,7 +10,7 @@ import grpc
 from pydantic import ValidationError
 
 from federation import identity
-from federation.controlplane import AttemptReport, ControlPlane, LogChunk
+from federation.controlplane import AttemptReport, ControlPlane, LogChunk, Output
 from federation.errors import InvalidSpec, PermissionDenied
 from federation.identity import Identity
 from federation.pki import Issued
@@ -52,6 +52,12 @@ class SiteServicer(pb_grpc.SiteServiceServicer):
                                        lease_s=self.control.site_timeout_s)
 
     @translate
+    def GetInput(self, request: pb.GetInputRequest, context) -> pb.GetInputResponse:
+        _authorize(self.control, context, request.site)
+        data, digest = self.control.input_of(request.site, request.job_id, request.attempt, request.name)
+        return pb.GetInputResponse(data=data, sha256=digest)
+
+    @translate
     def Heartbeat(self, request: pb.HeartbeatRequest, context) -> pb.HeartbeatResponse:
         _authorize(self.control, context, request.name)
         capacity = wire.capacity_from_pb(request.capacity) if request.HasField("capacity") else None
@@ -85,9 +91,12 @@ class SiteServicer(pb_grpc.SiteServiceServicer):
             now = time.monotonic()
             if keys != sent or now - sent_at >= RESEND_S:
                 generation_sent += 1
+                inputs = self.control.store.artifact_refs(job.id for _, job in desired)
                 yield pb.ConnectResponse(generation=generation_sent, assignments=[
                     pb.Assignment(job_id=job.id, attempt=a.number, submission_id=a.submission_id,
-                                  spec=wire.spec_to_pb(job.spec), binding=wire.binding_to_pb(a.binding))
+                                  spec=wire.spec_to_pb(job.spec), binding=wire.binding_to_pb(a.binding),
+                                  inputs=[pb.ArtifactRef(name=n, sha256=h, size=size)
+                                          for n, h, size in inputs.get(job.id, ())])
                     for a, job in desired])
                 sent, sent_at = keys, now
             changes.wait_assignments(generation, RESEND_S)
@@ -113,7 +122,8 @@ class SiteServicer(pb_grpc.SiteServiceServicer):
                 raise InvalidSpec(f"statuses: attempt {s.job_id}/{s.attempt} has no state")
             reports.append(AttemptReport(s.job_id, s.attempt, state, s.message))
         logs = [LogChunk(c.job_id, c.attempt, c.offset, c.data) for c in message.logs]
-        self.control.apply_report(site, reports, logs, complete=message.complete)
+        outputs = [Output(o.job_id, o.attempt, o.name, o.data) for o in message.outputs]
+        self.control.apply_report(site, reports, logs, complete=message.complete, outputs=outputs)
 
 
 def _authorize(control: ControlPlane, context, site: str) -> Identity:

@@ -131,6 +131,21 @@ class Store(ABC):
     def live_attempts(self, site: str | None = None, jobs: Iterable[str] | None = None) -> list[tuple[Attempt, Job]]:
         """Attempts ASSIGNED or RUNNING (at `site`, of `jobs`), with their jobs."""
 
+    # ----------------------------------------------------------- artifacts
+
+    @abstractmethod
+    def put_artifact(self, job_id: str, attempt: int, name: str, data: bytes, now: float) -> bool:
+        """Store a file of an attempt (attempt 0: an input of the job). True if new; the same
+        content again is a no-op; other content under the same name is a Conflict."""
+
+    @abstractmethod
+    def get_artifact(self, job_id: str, attempt: int, name: str) -> tuple[bytes, str]:
+        """(data, sha256), or NotFound."""
+
+    @abstractmethod
+    def artifact_refs(self, job_ids: Iterable[str], attempt: int = 0) -> dict[str, list[tuple[str, str, int]]]:
+        """Per job: (name, sha256, size) of its files of `attempt`, by name."""
+
     # ----------------------------------------------------------- logs
     @abstractmethod
     def append_log(self, job_id: str, number: int, offset: int, data: bytes) -> int:

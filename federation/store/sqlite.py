@@ -5,6 +5,7 @@ operation is a short transaction, so this is simpler and faster than a pool.
 """
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import random
@@ -75,6 +76,15 @@ CREATE TABLE IF NOT EXISTS logs (
     offset INTEGER NOT NULL,
     data BLOB NOT NULL,
     PRIMARY KEY (job_id, attempt, offset)
+);
+CREATE TABLE IF NOT EXISTS artifacts (
+    job_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,          -- 0: an input of the job, given to every attempt
+    name TEXT NOT NULL,
+    data BLOB NOT NULL,
+    sha256 TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (job_id, attempt, name)
 );
 CREATE TABLE IF NOT EXISTS sites (
     name TEXT PRIMARY KEY,
@@ -505,6 +515,39 @@ class SQLiteStore(Store):
         for chunk in range(0, len(ids_list), 500):
             part = ids_list[chunk:chunk + 500]
             out += self._jobs(f"SELECT * FROM jobs WHERE id IN ({','.join('?' * len(part))})", part)
+        return out
+
+    # ----------------------------------------------------------- artifacts
+
+    def put_artifact(self, job_id: str, attempt: int, name: str, data: bytes, now: float) -> bool:
+        digest = hashlib.sha256(data).hexdigest()
+        with self._tx() as db:
+            row = db.execute("SELECT sha256 FROM artifacts WHERE job_id=? AND attempt=? AND name=?",
+                             (job_id, attempt, name)).fetchone()
+            if row is not None:
+                if row["sha256"] != digest:
+                    raise Conflict(f"{name} of {job_id}/{attempt} was already stored with other content")
+                return False
+            db.execute("INSERT INTO artifacts (job_id, attempt, name, data, sha256, created_at) VALUES (?,?,?,?,?,?)",
+                       (job_id, attempt, name, data, digest, now))
+            return True
+
+    def get_artifact(self, job_id: str, attempt: int, name: str) -> tuple[bytes, str]:
+        row = self._read("SELECT data, sha256 FROM artifacts WHERE job_id=? AND attempt=? AND name=?",
+                         (job_id, attempt, name))
+        if not row:
+            raise NotFound(f"{name} of {job_id}/{attempt} not found")
+        return bytes(row[0]["data"]), row[0]["sha256"]
+
+    def artifact_refs(self, job_ids: Iterable[str], attempt: int = 0) -> dict[str, list[tuple[str, str, int]]]:
+        ids = sorted(set(job_ids))
+        out: dict[str, list[tuple[str, str, int]]] = {}
+        for chunk in range(0, len(ids), 500):
+            part = ids[chunk:chunk + 500]
+            for r in self._read(f"SELECT job_id, name, sha256, LENGTH(data) AS size FROM artifacts WHERE attempt=?"
+                                f" AND job_id IN ({','.join('?' * len(part))}) ORDER BY job_id, name",
+                                (attempt, *part)):
+                out.setdefault(r["job_id"], []).append((r["name"], r["sha256"], r["size"]))
         return out
 
     # ----------------------------------------------------------- logs

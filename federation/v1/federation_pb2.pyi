@@ -499,6 +499,26 @@ class SetSiteStateResponse(_message.Message):
     site: Site
     def __init__(self, site: _Optional[_Union[Site, _Mapping]] = ...) -> None: ...
 
+class GetInputRequest(_message.Message):
+    __slots__ = ("site", "job_id", "attempt", "name")
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    site: str
+    job_id: str
+    attempt: int
+    name: str
+    def __init__(self, site: _Optional[str] = ..., job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., name: _Optional[str] = ...) -> None: ...
+
+class GetInputResponse(_message.Message):
+    __slots__ = ("data", "sha256")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    sha256: str
+    def __init__(self, data: _Optional[bytes] = ..., sha256: _Optional[str] = ...) -> None: ...
+
 class RenewCertificateRequest(_message.Message):
     __slots__ = ("csr_pem",)
     CSR_PEM_FIELD_NUMBER: _ClassVar[int]
@@ -563,18 +583,42 @@ class HeartbeatResponse(_message.Message):
     def __init__(self, state: _Optional[_Union[SiteState, str]] = ...) -> None: ...
 
 class Assignment(_message.Message):
-    __slots__ = ("job_id", "attempt", "submission_id", "spec", "binding")
+    __slots__ = ("job_id", "attempt", "submission_id", "spec", "binding", "inputs")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     SUBMISSION_ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     BINDING_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     attempt: int
     submission_id: str
     spec: JobSpec
     binding: _containers.RepeatedCompositeFieldContainer[GpuSlot]
-    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., submission_id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., binding: _Optional[_Iterable[_Union[GpuSlot, _Mapping]]] = ...) -> None: ...
+    inputs: _containers.RepeatedCompositeFieldContainer[ArtifactRef]
+    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., submission_id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., binding: _Optional[_Iterable[_Union[GpuSlot, _Mapping]]] = ..., inputs: _Optional[_Iterable[_Union[ArtifactRef, _Mapping]]] = ...) -> None: ...
+
+class ArtifactRef(_message.Message):
+    __slots__ = ("name", "sha256", "size")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    sha256: str
+    size: int
+    def __init__(self, name: _Optional[str] = ..., sha256: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
+
+class Output(_message.Message):
+    __slots__ = ("job_id", "attempt", "name", "data")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    attempt: int
+    name: str
+    data: bytes
+    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., name: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class AttemptStatus(_message.Message):
     __slots__ = ("job_id", "attempt", "state", "message")
@@ -601,16 +645,18 @@ class LogChunk(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class ConnectRequest(_message.Message):
-    __slots__ = ("site", "statuses", "logs", "complete")
+    __slots__ = ("site", "statuses", "logs", "complete", "outputs")
     SITE_FIELD_NUMBER: _ClassVar[int]
     STATUSES_FIELD_NUMBER: _ClassVar[int]
     LOGS_FIELD_NUMBER: _ClassVar[int]
     COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     site: str
     statuses: _containers.RepeatedCompositeFieldContainer[AttemptStatus]
     logs: _containers.RepeatedCompositeFieldContainer[LogChunk]
     complete: bool
-    def __init__(self, site: _Optional[str] = ..., statuses: _Optional[_Iterable[_Union[AttemptStatus, _Mapping]]] = ..., logs: _Optional[_Iterable[_Union[LogChunk, _Mapping]]] = ..., complete: _Optional[bool] = ...) -> None: ...
+    outputs: _containers.RepeatedCompositeFieldContainer[Output]
+    def __init__(self, site: _Optional[str] = ..., statuses: _Optional[_Iterable[_Union[AttemptStatus, _Mapping]]] = ..., logs: _Optional[_Iterable[_Union[LogChunk, _Mapping]]] = ..., complete: _Optional[bool] = ..., outputs: _Optional[_Iterable[_Union[Output, _Mapping]]] = ...) -> None: ...
 
 class ConnectResponse(_message.Message):
     __slots__ = ("generation", "assignments")

@@ -817,6 +817,11 @@ class SiteServiceStub:
                 request_serializer=federation_dot_v1_dot_federation__pb2.RenewCertificateRequest.SerializeToString,
                 response_deserializer=federation_dot_v1_dot_federation__pb2.RenewCertificateResponse.FromString,
                 _registered_method=True)
+        self.GetInput = channel.unary_unary(
+                '/federation.v1.SiteService/GetInput',
+                request_serializer=federation_dot_v1_dot_federation__pb2.GetInputRequest.SerializeToString,
+                response_deserializer=federation_dot_v1_dot_federation__pb2.GetInputResponse.FromString,
+                _registered_method=True)
 
 
 class SiteServiceServicer:
@@ -851,6 +856,13 @@ class SiteServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetInput(self, request, context):
+        """An input of an attempt this site holds (a model to train from, updates to aggregate).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SiteServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -873,6 +885,11 @@ def add_SiteServiceServicer_to_server(servicer, server):
                     servicer.RenewCertificate,
                     request_deserializer=federation_dot_v1_dot_federation__pb2.RenewCertificateRequest.FromString,
                     response_serializer=federation_dot_v1_dot_federation__pb2.RenewCertificateResponse.SerializeToString,
+            ),
+            'GetInput': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInput,
+                    request_deserializer=federation_dot_v1_dot_federation__pb2.GetInputRequest.FromString,
+                    response_serializer=federation_dot_v1_dot_federation__pb2.GetInputResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -985,6 +1002,33 @@ class SiteService:
             '/federation.v1.SiteService/RenewCertificate',
             federation_dot_v1_dot_federation__pb2.RenewCertificateRequest.SerializeToString,
             federation_dot_v1_dot_federation__pb2.RenewCertificateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetInput(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/federation.v1.SiteService/GetInput',
+            federation_dot_v1_dot_federation__pb2.GetInputRequest.SerializeToString,
+            federation_dot_v1_dot_federation__pb2.GetInputResponse.FromString,
             options,
             channel_credentials,
             insecure,

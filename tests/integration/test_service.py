@@ -546,3 +546,32 @@ def test_queue_and_usage_from_the_cli(federation, client, capsys):
     assert capsys.readouterr().out.splitlines()[0] == "queue,site,attempts,cpu_seconds,memory_gib_seconds,gpu_seconds"
     assert main(["usage", "--since", "yesterday", *flags]) != 0
     assert "--since/--until: 'yesterday' is not a duration" in capsys.readouterr().err
+
+
+def test_inputs_go_only_to_the_site_running_the_attempt_and_outputs_only_come_from_it(federation, client, eu_agent,
+                                                                                       eu_site, us_site):
+    import hashlib
+    job = client.submit(make_spec("train", tenant="research", datasets=["patient-records-eu"]))
+    federation.control.store.put_artifact(job.id, 0, "model.npz", b"global-v3", 1.0)
+    (a,) = wait_for(lambda: eu_agent.next_assignments(), 5, "an assignment")
+    assert [(i.name, i.sha256, i.size) for i in a.inputs] == [
+        ("model.npz", hashlib.sha256(b"global-v3").hexdigest(), 9)]
+    got = eu_site.GetInput(pb.GetInputRequest(site="eu-west", job_id=job.id, attempt=1, name="model.npz"), timeout=5)
+    assert got.data == b"global-v3"
+    for stub, site, attempt, name in ((us_site, "us-east", 1, "model.npz"), (eu_site, "eu-west", 2, "model.npz"),
+                                      (eu_site, "eu-west", 1, "other.npz")):
+        with pytest.raises(grpc.RpcError) as e:
+            stub.GetInput(pb.GetInputRequest(site=site, job_id=job.id, attempt=attempt, name=name), timeout=5)
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as e:   # a site's certificate speaks only for that site
+        us_site.GetInput(pb.GetInputRequest(site="eu-west", job_id=job.id, attempt=1, name="model.npz"), timeout=5)
+    assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    us_agent = AgentStream(us_site, "us-east")   # not its attempt: ignored
+    us_agent.outbox.put(pb.ConnectRequest(site="us-east", outputs=[
+        pb.Output(job_id=job.id, attempt=1, name="update.npz", data=b"forged")], complete=False))
+    eu_agent.outbox.put(pb.ConnectRequest(site="eu-west", outputs=[
+        pb.Output(job_id=job.id, attempt=1, name="update.npz", data=b"delta")], statuses=[
+        pb.AttemptStatus(job_id=job.id, attempt=1, state=pb.ATTEMPT_STATE_SUCCEEDED)], complete=False))
+    wait_for(lambda: job.status().state == "succeeded", 5, "success")
+    assert federation.control.store.get_artifact(job.id, 1, "update.npz")[0] == b"delta"
+    us_agent.close()

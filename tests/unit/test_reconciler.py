@@ -334,3 +334,45 @@ def test_a_later_attempt_is_told_to_resume_from_the_checkpoint(tmp_path, ray):
     assert "FEDCTL_RESUME" not in env["fed-j-1-1"]
     assert (env["fed-j-2-3"]["FEDCTL_CHECKPOINT_PATH"], env["fed-j-2-3"]["FEDCTL_RESUME"]) == ("/shared/ckpt/j-2", "1")
     assert "FEDCTL_CHECKPOINT_PATH" not in env["fed-j-3-2"] and "FEDCTL_RESUME" not in env["fed-j-3-2"]
+
+
+def test_inputs_are_fetched_checked_and_outputs_sent_with_the_terminal_status(tmp_path, ray):
+    import hashlib
+    model = b"weights-v1"
+    fetched = []
+
+    def fetch(job_id, attempt, name):
+        fetched.append((job_id, attempt, name))
+        return {"model.npz": model, "bad.npz": b"tampered"}[name]
+
+    r = Reconciler(site_config(tmp_path), ray, fetch_input=fetch)
+    good = assignment("j-1", 1)
+    good.inputs.add(name="model.npz", sha256=hashlib.sha256(model).hexdigest(), size=len(model))
+    bad = assignment("j-2", 1)
+    bad.inputs.add(name="bad.npz", sha256=hashlib.sha256(b"original").hexdigest(), size=8)
+    r.set_desired([good, bad])
+    r.reconcile()
+    assert [sid for sid, _ in ray.submitted] == ["fed-j-1-1"], "an input that fails its digest starts nothing"
+    env = ray.submitted[0][1]["env_vars"]
+    inbox, outbox = Path(env["FEDCTL_INPUT_DIR"]), Path(env["FEDCTL_OUTPUT_DIR"])
+    assert (inbox / "model.npz").read_bytes() == model and outbox.is_dir()
+    assert str(inbox).startswith(str(tmp_path))
+    (outbox / "update.npz").write_bytes(b"delta")
+    ray.jobs_["fed-j-1-1"] = RayJob("fed-j-1-1", "RUNNING")
+    assert list(r.reconcile().outputs) == [], "outputs go up only with success"
+    ray.jobs_["fed-j-1-1"] = RayJob("fed-j-1-1", "SUCCEEDED")
+    report = r.reconcile()
+    assert [(o.job_id, o.attempt, o.name, o.data) for o in report.outputs] == [("j-1", 1, "update.npz", b"delta")]
+    assert states(report)["j-1/1"] == pb.ATTEMPT_STATE_SUCCEEDED
+    r.set_desired([])
+    r.reconcile()
+    assert not inbox.parent.exists(), "an attempt's folder goes once it ended and is no longer wanted"
+
+
+def test_an_input_name_that_would_escape_its_folder_is_refused(tmp_path, ray):
+    r = Reconciler(site_config(tmp_path), ray, fetch_input=lambda *a: b"x")
+    a = assignment("j-1", 1)
+    a.inputs.add(name="../../etc/passwd", sha256="0" * 64, size=1)
+    r.set_desired([a])
+    report = r.reconcile()
+    assert ray.submitted == [] and states(report)["j-1/1"] == pb.ATTEMPT_STATE_REJECTED
