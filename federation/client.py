@@ -20,7 +20,14 @@ import grpc
 from federation.errors import FederationError, InvalidSpec, Timeout, Unavailable
 from federation.service import wire
 from federation.service.errors import from_rpc_error
-from federation.spec import JobSpec, job_from_dict, load_job
+from federation.spec import (
+    FederatedTrainingSpec,
+    JobSpec,
+    job_from_dict,
+    load_job,
+    load_training,
+    training_from_dict,
+)
 from federation.transport import open_channel
 from federation.v1 import federation_pb2 as pb
 from federation.v1 import federation_pb2_grpc as pb_grpc
@@ -225,6 +232,91 @@ class Job:
         return self._client.explain(self.id)
 
 
+@dataclass(frozen=True)
+class RoundInfo:
+    number: int
+    attempt: int
+    state: str
+    participants: tuple[str, ...]
+    aggregator: str
+    reported: tuple[str, ...]
+    lost: tuple[str, ...]
+    bytes_moved: int
+    metrics: dict[str, Any]
+    started_at: float
+    ended_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class TrainingStatus:
+    id: str
+    name: str
+    tenant: str
+    state: str
+    round: int
+    rounds: int
+    message: str
+    history: tuple[RoundInfo, ...] = ()
+
+    @property
+    def terminal(self) -> bool:
+        return self.state != "running"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__, history=[r.to_dict() for r in self.history])
+
+
+def _training_status(t: pb.Training) -> TrainingStatus:
+    from google.protobuf import json_format
+    history = tuple(RoundInfo(r.number, r.attempt, wire.ROUND_STATE_FROM_PB[r.state].value, tuple(r.participants),
+                              r.aggregator, tuple(r.reported), tuple(r.lost), r.bytes_moved,
+                              json_format.MessageToDict(r.metrics), r.started_at, r.ended_at) for r in t.rounds)
+    return TrainingStatus(t.id, t.spec.name, t.spec.tenant, wire.TRAINING_STATE_FROM_PB[t.state].value, t.round,
+                          t.spec.rounds, t.message, history)
+
+
+class Training:
+    """A handle on a submitted federated training."""
+
+    def __init__(self, client: "Client", training_id: str) -> None:
+        self._client = client
+        self.id = training_id
+
+    def __repr__(self) -> str:
+        return f"Training({self.id!r})"
+
+    def status(self) -> TrainingStatus:
+        return _training_status(self._client._call(self._client._stub.GetTraining,
+                                                   pb.GetTrainingRequest(id=self.id)).training)
+
+    def wait(self, timeout: float | None = None, poll: float = 0.5) -> TrainingStatus:
+        """Block until the training ends. Raises federation.errors.Timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            status = self.status()
+            if status.terminal:
+                return status
+            if deadline is not None and time.monotonic() >= deadline:
+                raise Timeout(f"training {self.id} still at round {status.round} after {timeout:g}s: {status.message}")
+            time.sleep(poll)
+
+    def cancel(self) -> TrainingStatus:
+        return _training_status(self._client._call(self._client._stub.CancelTraining,
+                                                   pb.CancelTrainingRequest(id=self.id), retry=False).training)
+
+    def model(self) -> dict[str, Any]:
+        """The current global model as named NumPy arrays."""
+        import io
+
+        import numpy as np
+        r = self._client._call(self._client._stub.GetTrainingModel, pb.GetTrainingModelRequest(id=self.id))
+        with np.load(io.BytesIO(r.model), allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+
+
 class JobArray:
     """A handle on the elements of a job array (in index order) or the parts of a gang."""
 
@@ -308,6 +400,22 @@ class Client:
                     raise err from None
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 2.0)
+
+    def submit_training(self, spec: str | Path | dict | FederatedTrainingSpec) -> Training:
+        """A federated training (YAML `kind: FederatedTraining`)."""
+        if isinstance(spec, (str, Path)):
+            spec = load_training(spec)
+        elif isinstance(spec, dict):
+            spec = training_from_dict(spec)
+        elif not isinstance(spec, FederatedTrainingSpec):
+            raise InvalidSpec(f"submit_training: expected a path, dict or FederatedTrainingSpec, got {type(spec).__name__}")
+        r = self._call(self._stub.SubmitTraining, pb.SubmitTrainingRequest(spec=wire.training_spec_to_pb(spec)),
+                       retry=False)
+        return Training(self, r.training.id)
+
+    def trainings(self, tenant: str | None = None) -> list[TrainingStatus]:
+        r = self._call(self._stub.ListTrainings, pb.ListTrainingsRequest(tenant=tenant or ""))
+        return [_training_status(t) for t in r.trainings]
 
     def submit(self, spec: str | Path | dict | JobSpec, request_id: str | None = None) -> Job | JobArray:
         """A Job, or for a spec with `array:` or `gang:` a JobArray of its elements or parts.

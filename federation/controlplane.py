@@ -246,9 +246,12 @@ class ControlPlane:
             self._draining = drain
             self.record(actor, "federation.drain" if drain else "federation.resume", "federation")
 
-    def submit(self, spec: JobSpec, actor: str = "", request_id: str = "") -> list[Job]:
+    def submit(self, spec: JobSpec, actor: str = "", request_id: str = "",
+               inputs: dict[str, dict[str, bytes]] | None = None) -> list[Job]:
         """The job, or every element of a job array or part of a gang, stored together or not at all.
-        With a request id, a repeated submission returns the jobs the first one stored."""
+        With a request id, a repeated submission returns the jobs the first one stored. `inputs`:
+        per part name ('' for a plain job), files its attempts fetch; stored before the jobs, so no
+        attempt can start without them."""
         digest = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()
         request = SubmitRequest(actor, request_id, digest, self.clock()) if request_id else None
         if request is not None:
@@ -285,6 +288,10 @@ class ControlPlane:
             jobs = [Job(id=f"{job_id}-{i}", spec=_element(spec, job_id, i, len(indices)), created_at=now,
                         updated_at=now, message="waiting for placement", queue=queue, array_id=job_id, array_index=i)
                     for i in indices]
+        for job in jobs:
+            part = job.id[len(job_id) + 1:] if job.gang_id else ""
+            for name, data in (inputs or {}).get(part, {}).items():
+                self.store.put_artifact(job.id, 0, name, data, now)
         audit = [self.audit_record(actor, "job.submit", j.id, tenant=j.tenant, queue=j.queue,
                                    name=j.spec.metadata.name, spec_sha256=digest)
                  for j in jobs] if self.signer is not None else []
@@ -659,8 +666,13 @@ class ControlPlane:
         changed = False
         for gang, parts in self.store.gang_jobs(ids).items():
             stopping = [(a, j) for j in parts if (a := j.current_attempt) is not None and a.state.live]
+            spec = parts[0].spec.spec.gang
+            go_on = spec is not None and spec.on_part_end == "continue"
+            if go_on and all(j.current_attempt is not None and j.current_attempt.started_at
+                             for j in parts if not j.state.terminal):
+                continue   # every part left started once: each goes on alone
             ended = next((j for j in parts if j.state in (JobState.FAILED, JobState.CANCELLED)), None)
-            if ended is not None:
+            if ended is not None and not go_on:
                 for j in parts:
                     if not j.state.terminal:
                         why = f"part {ended.id} of gang {gang} {ended.state.value}"

@@ -5,13 +5,15 @@ import logging
 import threading
 
 from federation.controlplane import ControlPlane
+from federation.training import TrainingLoop
 
 log = logging.getLogger("federation.scheduler")
 
 
 class SchedulerLoop:
-    def __init__(self, control: ControlPlane, interval_s: float = 0.5) -> None:
+    def __init__(self, control: ControlPlane, interval_s: float = 0.5, trainings: TrainingLoop | None = None) -> None:
         self.control = control
+        self.trainings = trainings
         self.interval_s = interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
@@ -36,4 +38,9 @@ class SchedulerLoop:
                     log.info("placement limit reached: %d jobs deferred to the next cycle", result.deferred)
             except Exception:  # the loop must survive a bad cycle; the next one retries
                 log.exception("scheduling cycle failed")
+            if self.trainings is not None:
+                try:
+                    self.trainings.advance()
+                except Exception:
+                    log.exception("training pass failed")
             changes.wait(generation, self.interval_s)

@@ -16,6 +16,7 @@ from federation.service.sites import EnrollmentServicer, SiteServicer
 from federation.service.users import FederationServicer
 from federation.spec import FederationConfig, load_policy
 from federation.store import SQLiteStore
+from federation.training import TrainingLoop
 from federation.transport import SERVER_OPTIONS, add_port
 from federation.v1 import federation_pb2_grpc as pb_grpc
 
@@ -61,7 +62,8 @@ def start_server(config: FederationConfig, *, max_workers: int = 64) -> RunningS
                            max_placements=body.scheduler.max_placements_per_cycle, signer=Signer.beside(body.store))
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
                          options=SERVER_OPTIONS)
-    pb_grpc.add_FederationServiceServicer_to_server(FederationServicer(control), server)
+    trainings = TrainingLoop(control)
+    pb_grpc.add_FederationServiceServicer_to_server(FederationServicer(control, trainings), server)
     e = body.enrolment
     pb_grpc.add_SiteServiceServicer_to_server(SiteServicer(
         control, body.heartbeat_interval_s, Issued(e.ca_cert, e.ca_key) if e else None, e.cert_days if e else 30),
@@ -79,7 +81,7 @@ def start_server(config: FederationConfig, *, max_workers: int = 64) -> RunningS
         store.close()
         raise
     server.start()
-    scheduler = SchedulerLoop(control, body.scheduler.interval_s)
+    scheduler = SchedulerLoop(control, body.scheduler.interval_s, trainings)
     scheduler.start()
     log.info("federation %s listening on %s (store %s, policy %s v%s)", config.metadata.name,
              body.listen.rsplit(":", 1)[0] + f":{port}", body.store, policy.metadata.name, policy.metadata.version)

@@ -6,7 +6,7 @@ keeps optimizer state between rounds, which the aggregator stores beside the mod
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Mapping
 
 import numpy as np
@@ -91,8 +91,10 @@ STRATEGIES = {"fedavg": FedAvg, "fedprox": FedProx, "fedadam": FedAdam}
 
 
 def strategy(name: str, **options: float) -> FedAvg | FedProx | FedAdam:
+    """The named strategy with those of `options` it takes (a spec carries every strategy's)."""
     try:
         cls = STRATEGIES[name]
     except KeyError:
         raise ValueError(f"strategy {name!r}: expected one of {', '.join(sorted(STRATEGIES))}") from None
-    return cls(**options)
+    takes = {f.name for f in fields(cls) if isinstance(options.get(f.name), (int, float))}
+    return cls(**{k: float(options[k]) for k in takes})

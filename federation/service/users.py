@@ -7,7 +7,7 @@ from pydantic import ValidationError
 
 from federation import identity
 from federation.controlplane import ControlPlane
-from federation.errors import InvalidSpec, NotFound, PermissionDenied
+from federation.errors import InvalidSpec, NotFound, PermissionDenied, Unavailable
 from federation.identity import Identity
 from federation.jobs import Job
 from federation.queues import GROUPS
@@ -15,8 +15,10 @@ from federation.service import wire
 from federation.service.errors import caller, translate, translate_stream
 from federation.sites import Capacity, SiteRecord
 from federation.spec.models import Location, SiteMetadata, check_labels
+from federation.training import TrainingLoop
 from federation.v1 import federation_pb2 as pb
 from federation.v1 import federation_pb2_grpc as pb_grpc
+from training.model import Training
 
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -25,9 +27,10 @@ WAIT_S = 1.0
 
 
 class FederationServicer(pb_grpc.FederationServiceServicer):
-    def __init__(self, control: ControlPlane) -> None:
+    def __init__(self, control: ControlPlane, trainings: TrainingLoop | None = None) -> None:
         self.control = control
         self.store = control.store
+        self.trainings = trainings or TrainingLoop(control)
 
     def _caller(self, context) -> Identity:
         who = self.control.authenticate(identity.of_context(context))
@@ -151,6 +154,50 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
             raise InvalidSpec("since: after until")
         rows = self.control.usage_report(by, request.since, until, None if who.admin else who.tenants)
         return pb.GetUsageResponse(rows=[pb.UsageRow(**r) for r in rows], since=request.since, until=until)
+
+    # ------------------------------------------------------------ federated training
+
+    def _training(self, context, training_id: str, method: str) -> Training:
+        who = self._caller(context)
+        t = self.store.get_training(training_id)
+        if not who.sees_tenant(t.tenant):
+            self.control.record(who.name, "call.denied", method, training=training_id, reason=f"tenant {t.tenant}")
+            raise NotFound(f"training {training_id} not found")
+        return t
+
+    @translate
+    def SubmitTraining(self, request: pb.SubmitTrainingRequest, context) -> pb.SubmitTrainingResponse:
+        spec = wire.training_spec_from_pb(request.spec)
+        self._caller(context).check_tenant(spec.metadata.tenant, "submit trainings")
+        if self.control.draining:
+            raise Unavailable("the federation is draining: it takes no submissions now (retry later)")
+        t = self.trainings.submit(spec, caller(context))
+        return pb.SubmitTrainingResponse(training=wire.training_to_pb(t))
+
+    @translate
+    def GetTraining(self, request: pb.GetTrainingRequest, context) -> pb.GetTrainingResponse:
+        t = self._training(context, request.id, "GetTraining")
+        return pb.GetTrainingResponse(training=wire.training_to_pb(t, self.store.rounds(t.id)))
+
+    @translate
+    def ListTrainings(self, request: pb.ListTrainingsRequest, context) -> pb.ListTrainingsResponse:
+        who = self._caller(context)
+        if request.tenant:
+            who.check_tenant(request.tenant, "list trainings")
+        found = self.store.trainings(tenant=request.tenant or None)
+        return pb.ListTrainingsResponse(trainings=[wire.training_to_pb(t) for t in found if who.sees_tenant(t.tenant)])
+
+    @translate
+    def CancelTraining(self, request: pb.CancelTrainingRequest, context) -> pb.CancelTrainingResponse:
+        self._training(context, request.id, "CancelTraining")
+        t = self.trainings.cancel(request.id, caller(context))
+        return pb.CancelTrainingResponse(training=wire.training_to_pb(t, self.store.rounds(t.id)))
+
+    @translate
+    def GetTrainingModel(self, request: pb.GetTrainingModelRequest, context) -> pb.GetTrainingModelResponse:
+        self._training(context, request.id, "GetTrainingModel")
+        model, completed = self.trainings.model(request.id)
+        return pb.GetTrainingModelResponse(model=model, round=completed)
 
     @translate
     def DrainFederation(self, request: pb.DrainFederationRequest, context) -> pb.DrainFederationResponse:

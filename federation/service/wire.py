@@ -6,9 +6,15 @@ from google.protobuf import json_format, struct_pb2
 from federation.gpus import check_inventory, digest
 from federation.jobs import Attempt, AttemptState, Job, JobState
 from federation.sites import Capacity, DatasetRecord, SiteRecord, SiteState
-from federation.spec import JobSpec, job_from_dict
+from federation.spec import (
+    FederatedTrainingSpec,
+    JobSpec,
+    job_from_dict,
+    training_from_dict,
+)
 from federation.v1 import federation_pb2 as pb
 from policies.topology import Binding, GpuNode, Inventory, Slot
+from training.model import Round, RoundState, Training, TrainingState
 
 JOB_STATE_TO_PB = {s: getattr(pb, f"JOB_STATE_{s.name}") for s in JobState}
 JOB_STATE_FROM_PB = {v: k for k, v in JOB_STATE_TO_PB.items()}
@@ -16,6 +22,10 @@ ATTEMPT_STATE_TO_PB = {s: getattr(pb, f"ATTEMPT_STATE_{s.name}") for s in Attemp
 ATTEMPT_STATE_FROM_PB = {v: k for k, v in ATTEMPT_STATE_TO_PB.items()}
 SITE_STATE_TO_PB = {s: getattr(pb, f"SITE_STATE_{s.name}") for s in SiteState}
 SITE_STATE_FROM_PB = {v: k for k, v in SITE_STATE_TO_PB.items()}
+TRAINING_STATE_TO_PB = {s: getattr(pb, f"TRAINING_STATE_{s.name}") for s in TrainingState}
+TRAINING_STATE_FROM_PB = {v: k for k, v in TRAINING_STATE_TO_PB.items()}
+ROUND_STATE_TO_PB = {s: getattr(pb, f"ROUND_STATE_{s.name}") for s in RoundState}
+ROUND_STATE_FROM_PB = {v: k for k, v in ROUND_STATE_TO_PB.items()}
 
 
 def _resources_pb(r) -> pb.Resources:
@@ -34,7 +44,7 @@ def _topology_pb(t) -> pb.Topology:
 def _gang_pb(gang) -> pb.Gang | None:
     if gang is None:
         return None
-    return pb.Gang(timeout_s=gang.timeout, parts=[pb.GangPart(
+    return pb.Gang(timeout_s=gang.timeout, continue_on_part_end=gang.on_part_end == "continue", parts=[pb.GangPart(
         name=p.name, entrypoint=p.entrypoint or "",
         datasets=pb.DatasetList(names=p.datasets) if p.datasets is not None else None,
         resources=_resources_pb(p.resources) if p.resources else None,
@@ -87,7 +97,8 @@ def _gang_dict(msg: pb.JobSpec) -> dict | None:
             if p.HasField(field):
                 part[field] = convert(getattr(p, field))
         parts.append(part)
-    return {"parts": parts, "timeout": msg.gang.timeout_s}
+    return {"parts": parts, "timeout": msg.gang.timeout_s,
+            "on_part_end": "continue" if msg.gang.continue_on_part_end else "stop-all"}
 
 
 def spec_from_pb(msg: pb.JobSpec) -> JobSpec:
@@ -178,3 +189,60 @@ def binding_to_pb(binding: Binding) -> list[pb.GpuSlot]:
 
 def binding_from_pb(slots) -> Binding:
     return tuple(Slot(s.node, tuple(s.gpus), s.milli) for s in slots)
+
+
+def _struct(d: dict) -> struct_pb2.Struct:
+    out = struct_pb2.Struct()
+    out.update(d)
+    return out
+
+
+def training_spec_to_pb(spec: FederatedTrainingSpec) -> pb.TrainingSpec:
+    b = spec.spec
+    s, a, step = b.strategy, b.aggregation, b.local_step
+    return pb.TrainingSpec(
+        name=spec.metadata.name, tenant=spec.metadata.tenant, labels=spec.metadata.labels, dataset=b.dataset,
+        min_sites=b.sites.min, max_sites=b.sites.max or 0, rounds=b.rounds,
+        local_step=pb.LocalStep(entrypoint=step.entrypoint, runtime_env=_struct(step.runtime_env),
+                                resources=_resources_pb(step.resources), topology=_topology_pb(step.topology),
+                                config=_struct(step.config)),
+        strategy=pb.TrainingStrategy(name=s.name, mu=s.mu, lr=s.lr, beta1=s.beta1, beta2=s.beta2, tau=s.tau),
+        aggregation=pb.Aggregation(sites=a.sites, regions=a.regions, resources=_resources_pb(a.resources),
+                                   secure=a.secure),
+        round_timeout_s=b.round_timeout, priority=b.priority, queue=b.queue or "")
+
+
+def training_spec_from_pb(msg: pb.TrainingSpec) -> FederatedTrainingSpec:
+    """Validates like a YAML file would; raises InvalidSpec naming the field."""
+    step, s, a = msg.local_step, msg.strategy, msg.aggregation
+    data = {
+        "apiVersion": "federation/v1", "kind": "FederatedTraining",
+        "metadata": {"name": msg.name, "tenant": msg.tenant or "default", "labels": dict(msg.labels)},
+        "spec": {
+            "dataset": msg.dataset, "sites": {"min": msg.min_sites or 1, "max": msg.max_sites or None},
+            "rounds": msg.rounds,
+            "local_step": {"entrypoint": step.entrypoint, "runtime_env": json_format.MessageToDict(step.runtime_env),
+                           "resources": _resources_dict(step.resources), "topology": _topology_dict(step.topology),
+                           "config": json_format.MessageToDict(step.config)},
+            "strategy": {"name": s.name or "fedavg", "mu": s.mu, "lr": s.lr or 0.05, "beta1": s.beta1,
+                         "beta2": s.beta2, "tau": s.tau or 1e-3},
+            "aggregation": {"sites": list(a.sites), "regions": list(a.regions),
+                            "resources": _resources_dict(a.resources), "secure": a.secure},
+            "round_timeout": msg.round_timeout_s or 600.0, "priority": msg.priority or "normal",
+            "queue": msg.queue or None,
+        },
+    }
+    return training_from_dict(data, source="request")
+
+
+def round_to_pb(r: Round) -> pb.TrainingRound:
+    return pb.TrainingRound(number=r.number, attempt=r.attempt, state=ROUND_STATE_TO_PB[r.state],
+                            participants=r.participants, aggregator=r.aggregator, reported=r.reported, lost=r.lost,
+                            bytes_moved=r.bytes_moved, metrics=_struct(r.metrics), started_at=r.started_at,
+                            ended_at=r.ended_at)
+
+
+def training_to_pb(t: Training, rounds: list[Round] = ()) -> pb.Training:
+    return pb.Training(id=t.id, spec=training_spec_to_pb(t.spec), state=TRAINING_STATE_TO_PB[t.state], round=t.round,
+                       message=t.message, created_at=t.created_at, updated_at=t.updated_at,
+                       rounds=[round_to_pb(r) for r in rounds])

@@ -136,6 +136,9 @@ class Gang(Strict):
     parts: list[GangPart] = Field(min_length=2, max_length=64)
     timeout: float = Field(default=600.0, gt=0, description="every part running within this after placement, "
                                                             "or all are stopped and the gang waits again")
+    on_part_end: Literal["stop-all", "continue"] = Field(
+        default="stop-all", description="a part that fails stops the others, as does one waiting again once "
+                                        "started (stop-all); or, once all started, each goes on alone (continue)")
 
     @field_validator("timeout", mode="before")
     @classmethod

@@ -10,6 +10,7 @@ from federation.jobs import Attempt, AttemptState, Explanation, Job, JobState
 from federation.queues import UsageRecord
 from federation.sites import Capacity, SiteRecord, SiteState
 from policies.topology import Binding, Inventory
+from training.model import Round, Training
 
 MAX_LOG_BYTES_PER_ATTEMPT = 4 << 20
 
@@ -145,6 +146,26 @@ class Store(ABC):
     @abstractmethod
     def artifact_refs(self, job_ids: Iterable[str], attempt: int = 0) -> dict[str, list[tuple[str, str, int]]]:
         """Per job: (name, sha256, size) of its files of `attempt`, by name."""
+
+    # ----------------------------------------------------------- federated training
+
+    @abstractmethod
+    def save_training(self, training: Training) -> None:
+        """Insert, or update its state, round, model and message."""
+
+    @abstractmethod
+    def trainings(self, active: bool = False, tenant: str | None = None) -> list[Training]: ...
+
+    @abstractmethod
+    def get_training(self, training_id: str) -> Training: ...
+
+    @abstractmethod
+    def save_round(self, round_: Round) -> None:
+        """Insert or replace (training, number, attempt)."""
+
+    @abstractmethod
+    def rounds(self, training_id: str) -> list[Round]:
+        """By number, then attempt."""
 
     # ----------------------------------------------------------- logs
     @abstractmethod

@@ -37,9 +37,10 @@ from federation.jobs import (
 )
 from federation.queues import UsageRecord
 from federation.sites import Capacity, DatasetRecord, SiteRecord, SiteState
-from federation.spec import JobSpec
+from federation.spec import FederatedTrainingSpec, JobSpec
 from federation.store.base import MAX_LOG_BYTES_PER_ATTEMPT, Store, SubmitRequest
 from policies.topology import Binding, Inventory
+from training.model import Round, RoundState, Training, TrainingState
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -85,6 +86,35 @@ CREATE TABLE IF NOT EXISTS artifacts (
     sha256 TEXT NOT NULL,
     created_at REAL NOT NULL,
     PRIMARY KEY (job_id, attempt, name)
+);
+CREATE TABLE IF NOT EXISTS trainings (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    state TEXT NOT NULL,
+    round INTEGER NOT NULL,
+    model_job TEXT NOT NULL,
+    message TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rounds (
+    training_id TEXT NOT NULL REFERENCES trainings(id),
+    number INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    participants TEXT NOT NULL,
+    aggregator TEXT NOT NULL,
+    steps TEXT NOT NULL,
+    aggregate_job TEXT NOT NULL,
+    reported TEXT NOT NULL,
+    lost TEXT NOT NULL,
+    bytes_moved INTEGER NOT NULL,
+    metrics TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    ended_at REAL NOT NULL,
+    PRIMARY KEY (training_id, number, attempt)
 );
 CREATE TABLE IF NOT EXISTS sites (
     name TEXT PRIMARY KEY,
@@ -550,6 +580,51 @@ class SQLiteStore(Store):
                 out.setdefault(r["job_id"], []).append((r["name"], r["sha256"], r["size"]))
         return out
 
+    # ----------------------------------------------------------- federated training
+
+    def save_training(self, t: Training) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO trainings (id, tenant, actor, spec, state, round, model_job, message, created_at,"
+                       " updated_at) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET state=excluded.state,"
+                       " round=excluded.round, model_job=excluded.model_job, message=excluded.message,"
+                       " updated_at=excluded.updated_at",
+                       (t.id, t.tenant, t.actor, t.spec.model_dump_json(), t.state.value, t.round, t.model_job,
+                        t.message, t.created_at, t.updated_at))
+
+    def trainings(self, active: bool = False, tenant: str | None = None) -> list[Training]:
+        sql, args = "SELECT * FROM trainings WHERE 1=1", []
+        if active:
+            sql += " AND state=?"
+            args.append(TrainingState.RUNNING.value)
+        if tenant is not None:
+            sql += " AND tenant=?"
+            args.append(tenant)
+        return [_training(r) for r in self._read(sql + " ORDER BY created_at, id", tuple(args))]
+
+    def get_training(self, training_id: str) -> Training:
+        rows = self._read("SELECT * FROM trainings WHERE id=?", (training_id,))
+        if not rows:
+            raise NotFound(f"training {training_id} not found")
+        return _training(rows[0])
+
+    def save_round(self, r: Round) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO rounds (training_id, number, attempt, state, participants, aggregator,"
+                       " steps, aggregate_job, reported, lost, bytes_moved, metrics, started_at, ended_at)"
+                       " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                       (r.training_id, r.number, r.attempt, r.state.value, json.dumps(list(r.participants)),
+                        r.aggregator, json.dumps(r.steps, sort_keys=True), r.aggregate_job,
+                        json.dumps(list(r.reported)), json.dumps(list(r.lost)), r.bytes_moved,
+                        json.dumps(r.metrics, sort_keys=True), r.started_at, r.ended_at))
+
+    def rounds(self, training_id: str) -> list[Round]:
+        return [Round(r["training_id"], r["number"], r["attempt"], RoundState(r["state"]),
+                      tuple(json.loads(r["participants"])), r["aggregator"], json.loads(r["steps"]),
+                      r["aggregate_job"], tuple(json.loads(r["reported"])), tuple(json.loads(r["lost"])),
+                      r["bytes_moved"], json.loads(r["metrics"]), r["started_at"], r["ended_at"])
+                for r in self._read("SELECT * FROM rounds WHERE training_id=? ORDER BY number, attempt",
+                                    (training_id,))]
+
     # ----------------------------------------------------------- logs
 
     def append_log(self, job_id: str, number: int, offset: int, data: bytes) -> int:
@@ -623,6 +698,12 @@ class SQLiteStore(Store):
             if n == 0:
                 raise NotFound(f"site {name} is not registered")
             return _site(db.execute("SELECT * FROM sites WHERE name=?", (name,)).fetchone())
+
+
+def _training(r: sqlite3.Row) -> Training:
+    return Training(r["id"], r["tenant"], r["actor"], FederatedTrainingSpec.model_validate_json(r["spec"]),
+                    TrainingState(r["state"]), r["round"], r["model_job"], r["message"], r["created_at"],
+                    r["updated_at"])
 
 
 def _attempt(r: sqlite3.Row) -> Attempt:

@@ -36,6 +36,22 @@ class SiteState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SITE_STATE_READY: _ClassVar[SiteState]
     SITE_STATE_CORDONED: _ClassVar[SiteState]
     SITE_STATE_DRAINING: _ClassVar[SiteState]
+
+class TrainingState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TRAINING_STATE_UNSPECIFIED: _ClassVar[TrainingState]
+    TRAINING_STATE_RUNNING: _ClassVar[TrainingState]
+    TRAINING_STATE_SUCCEEDED: _ClassVar[TrainingState]
+    TRAINING_STATE_FAILED: _ClassVar[TrainingState]
+    TRAINING_STATE_CANCELLED: _ClassVar[TrainingState]
+
+class RoundState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ROUND_STATE_UNSPECIFIED: _ClassVar[RoundState]
+    ROUND_STATE_TRAINING: _ClassVar[RoundState]
+    ROUND_STATE_AGGREGATING: _ClassVar[RoundState]
+    ROUND_STATE_DONE: _ClassVar[RoundState]
+    ROUND_STATE_FAILED: _ClassVar[RoundState]
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_PENDING: JobState
 JOB_STATE_PLACED: JobState
@@ -56,6 +72,16 @@ SITE_STATE_UNSPECIFIED: SiteState
 SITE_STATE_READY: SiteState
 SITE_STATE_CORDONED: SiteState
 SITE_STATE_DRAINING: SiteState
+TRAINING_STATE_UNSPECIFIED: TrainingState
+TRAINING_STATE_RUNNING: TrainingState
+TRAINING_STATE_SUCCEEDED: TrainingState
+TRAINING_STATE_FAILED: TrainingState
+TRAINING_STATE_CANCELLED: TrainingState
+ROUND_STATE_UNSPECIFIED: RoundState
+ROUND_STATE_TRAINING: RoundState
+ROUND_STATE_AGGREGATING: RoundState
+ROUND_STATE_DONE: RoundState
+ROUND_STATE_FAILED: RoundState
 
 class Resources(_message.Message):
     __slots__ = ("cpus", "memory_bytes", "gpus", "gpu_type", "gpu_memory_bytes")
@@ -183,12 +209,14 @@ class Retry(_message.Message):
     def __init__(self, limit: _Optional[int] = ..., on_failure: _Optional[bool] = ..., backoff_s: _Optional[float] = ..., max_backoff_s: _Optional[float] = ...) -> None: ...
 
 class Gang(_message.Message):
-    __slots__ = ("parts", "timeout_s")
+    __slots__ = ("parts", "timeout_s", "continue_on_part_end")
     PARTS_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    CONTINUE_ON_PART_END_FIELD_NUMBER: _ClassVar[int]
     parts: _containers.RepeatedCompositeFieldContainer[GangPart]
     timeout_s: float
-    def __init__(self, parts: _Optional[_Iterable[_Union[GangPart, _Mapping]]] = ..., timeout_s: _Optional[float] = ...) -> None: ...
+    continue_on_part_end: bool
+    def __init__(self, parts: _Optional[_Iterable[_Union[GangPart, _Mapping]]] = ..., timeout_s: _Optional[float] = ..., continue_on_part_end: _Optional[bool] = ...) -> None: ...
 
 class GangPart(_message.Message):
     __slots__ = ("name", "entrypoint", "datasets", "resources", "placement", "topology")
@@ -338,6 +366,193 @@ class Site(_message.Message):
     autonomous: bool
     lost: bool
     def __init__(self, name: _Optional[str] = ..., location: _Optional[_Union[Location, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., datasets: _Optional[_Iterable[_Union[Dataset, _Mapping]]] = ..., state: _Optional[_Union[SiteState, str]] = ..., connected: _Optional[bool] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., allocated: _Optional[_Union[Resources, _Mapping]] = ..., running_attempts: _Optional[int] = ..., last_heartbeat: _Optional[float] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ..., autonomous: _Optional[bool] = ..., lost: _Optional[bool] = ...) -> None: ...
+
+class TrainingSpec(_message.Message):
+    __slots__ = ("name", "tenant", "labels", "dataset", "min_sites", "max_sites", "rounds", "local_step", "strategy", "aggregation", "round_timeout_s", "priority", "queue")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    MIN_SITES_FIELD_NUMBER: _ClassVar[int]
+    MAX_SITES_FIELD_NUMBER: _ClassVar[int]
+    ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_STEP_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATION_FIELD_NUMBER: _ClassVar[int]
+    ROUND_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    tenant: str
+    labels: _containers.ScalarMap[str, str]
+    dataset: str
+    min_sites: int
+    max_sites: int
+    rounds: int
+    local_step: LocalStep
+    strategy: TrainingStrategy
+    aggregation: Aggregation
+    round_timeout_s: float
+    priority: str
+    queue: str
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., dataset: _Optional[str] = ..., min_sites: _Optional[int] = ..., max_sites: _Optional[int] = ..., rounds: _Optional[int] = ..., local_step: _Optional[_Union[LocalStep, _Mapping]] = ..., strategy: _Optional[_Union[TrainingStrategy, _Mapping]] = ..., aggregation: _Optional[_Union[Aggregation, _Mapping]] = ..., round_timeout_s: _Optional[float] = ..., priority: _Optional[str] = ..., queue: _Optional[str] = ...) -> None: ...
+
+class LocalStep(_message.Message):
+    __slots__ = ("entrypoint", "runtime_env", "resources", "topology", "config")
+    ENTRYPOINT_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_ENV_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    TOPOLOGY_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    entrypoint: str
+    runtime_env: _struct_pb2.Struct
+    resources: Resources
+    topology: Topology
+    config: _struct_pb2.Struct
+    def __init__(self, entrypoint: _Optional[str] = ..., runtime_env: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., topology: _Optional[_Union[Topology, _Mapping]] = ..., config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class TrainingStrategy(_message.Message):
+    __slots__ = ("name", "mu", "lr", "beta1", "beta2", "tau")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MU_FIELD_NUMBER: _ClassVar[int]
+    LR_FIELD_NUMBER: _ClassVar[int]
+    BETA1_FIELD_NUMBER: _ClassVar[int]
+    BETA2_FIELD_NUMBER: _ClassVar[int]
+    TAU_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    mu: float
+    lr: float
+    beta1: float
+    beta2: float
+    tau: float
+    def __init__(self, name: _Optional[str] = ..., mu: _Optional[float] = ..., lr: _Optional[float] = ..., beta1: _Optional[float] = ..., beta2: _Optional[float] = ..., tau: _Optional[float] = ...) -> None: ...
+
+class Aggregation(_message.Message):
+    __slots__ = ("sites", "regions", "resources", "secure")
+    SITES_FIELD_NUMBER: _ClassVar[int]
+    REGIONS_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    SECURE_FIELD_NUMBER: _ClassVar[int]
+    sites: _containers.RepeatedScalarFieldContainer[str]
+    regions: _containers.RepeatedScalarFieldContainer[str]
+    resources: Resources
+    secure: bool
+    def __init__(self, sites: _Optional[_Iterable[str]] = ..., regions: _Optional[_Iterable[str]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., secure: _Optional[bool] = ...) -> None: ...
+
+class TrainingRound(_message.Message):
+    __slots__ = ("number", "attempt", "state", "participants", "aggregator", "reported", "lost", "bytes_moved", "metrics", "started_at", "ended_at")
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATOR_FIELD_NUMBER: _ClassVar[int]
+    REPORTED_FIELD_NUMBER: _ClassVar[int]
+    LOST_FIELD_NUMBER: _ClassVar[int]
+    BYTES_MOVED_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    ENDED_AT_FIELD_NUMBER: _ClassVar[int]
+    number: int
+    attempt: int
+    state: RoundState
+    participants: _containers.RepeatedScalarFieldContainer[str]
+    aggregator: str
+    reported: _containers.RepeatedScalarFieldContainer[str]
+    lost: _containers.RepeatedScalarFieldContainer[str]
+    bytes_moved: int
+    metrics: _struct_pb2.Struct
+    started_at: float
+    ended_at: float
+    def __init__(self, number: _Optional[int] = ..., attempt: _Optional[int] = ..., state: _Optional[_Union[RoundState, str]] = ..., participants: _Optional[_Iterable[str]] = ..., aggregator: _Optional[str] = ..., reported: _Optional[_Iterable[str]] = ..., lost: _Optional[_Iterable[str]] = ..., bytes_moved: _Optional[int] = ..., metrics: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., started_at: _Optional[float] = ..., ended_at: _Optional[float] = ...) -> None: ...
+
+class Training(_message.Message):
+    __slots__ = ("id", "spec", "state", "round", "message", "created_at", "updated_at", "rounds")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    spec: TrainingSpec
+    state: TrainingState
+    round: int
+    message: str
+    created_at: float
+    updated_at: float
+    rounds: _containers.RepeatedCompositeFieldContainer[TrainingRound]
+    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[TrainingSpec, _Mapping]] = ..., state: _Optional[_Union[TrainingState, str]] = ..., round: _Optional[int] = ..., message: _Optional[str] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., rounds: _Optional[_Iterable[_Union[TrainingRound, _Mapping]]] = ...) -> None: ...
+
+class SubmitTrainingRequest(_message.Message):
+    __slots__ = ("spec",)
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    spec: TrainingSpec
+    def __init__(self, spec: _Optional[_Union[TrainingSpec, _Mapping]] = ...) -> None: ...
+
+class SubmitTrainingResponse(_message.Message):
+    __slots__ = ("training",)
+    TRAINING_FIELD_NUMBER: _ClassVar[int]
+    training: Training
+    def __init__(self, training: _Optional[_Union[Training, _Mapping]] = ...) -> None: ...
+
+class GetTrainingRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class GetTrainingResponse(_message.Message):
+    __slots__ = ("training",)
+    TRAINING_FIELD_NUMBER: _ClassVar[int]
+    training: Training
+    def __init__(self, training: _Optional[_Union[Training, _Mapping]] = ...) -> None: ...
+
+class ListTrainingsRequest(_message.Message):
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    def __init__(self, tenant: _Optional[str] = ...) -> None: ...
+
+class ListTrainingsResponse(_message.Message):
+    __slots__ = ("trainings",)
+    TRAININGS_FIELD_NUMBER: _ClassVar[int]
+    trainings: _containers.RepeatedCompositeFieldContainer[Training]
+    def __init__(self, trainings: _Optional[_Iterable[_Union[Training, _Mapping]]] = ...) -> None: ...
+
+class CancelTrainingRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class CancelTrainingResponse(_message.Message):
+    __slots__ = ("training",)
+    TRAINING_FIELD_NUMBER: _ClassVar[int]
+    training: Training
+    def __init__(self, training: _Optional[_Union[Training, _Mapping]] = ...) -> None: ...
+
+class GetTrainingModelRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class GetTrainingModelResponse(_message.Message):
+    __slots__ = ("model", "round")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    model: bytes
+    round: int
+    def __init__(self, model: _Optional[bytes] = ..., round: _Optional[int] = ...) -> None: ...
 
 class DrainFederationRequest(_message.Message):
     __slots__ = ("drain",)

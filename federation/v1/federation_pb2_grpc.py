@@ -111,6 +111,31 @@ class FederationServiceStub:
                 request_serializer=federation_dot_v1_dot_federation__pb2.CreateJoinTokenRequest.SerializeToString,
                 response_deserializer=federation_dot_v1_dot_federation__pb2.CreateJoinTokenResponse.FromString,
                 _registered_method=True)
+        self.SubmitTraining = channel.unary_unary(
+                '/federation.v1.FederationService/SubmitTraining',
+                request_serializer=federation_dot_v1_dot_federation__pb2.SubmitTrainingRequest.SerializeToString,
+                response_deserializer=federation_dot_v1_dot_federation__pb2.SubmitTrainingResponse.FromString,
+                _registered_method=True)
+        self.GetTraining = channel.unary_unary(
+                '/federation.v1.FederationService/GetTraining',
+                request_serializer=federation_dot_v1_dot_federation__pb2.GetTrainingRequest.SerializeToString,
+                response_deserializer=federation_dot_v1_dot_federation__pb2.GetTrainingResponse.FromString,
+                _registered_method=True)
+        self.ListTrainings = channel.unary_unary(
+                '/federation.v1.FederationService/ListTrainings',
+                request_serializer=federation_dot_v1_dot_federation__pb2.ListTrainingsRequest.SerializeToString,
+                response_deserializer=federation_dot_v1_dot_federation__pb2.ListTrainingsResponse.FromString,
+                _registered_method=True)
+        self.CancelTraining = channel.unary_unary(
+                '/federation.v1.FederationService/CancelTraining',
+                request_serializer=federation_dot_v1_dot_federation__pb2.CancelTrainingRequest.SerializeToString,
+                response_deserializer=federation_dot_v1_dot_federation__pb2.CancelTrainingResponse.FromString,
+                _registered_method=True)
+        self.GetTrainingModel = channel.unary_unary(
+                '/federation.v1.FederationService/GetTrainingModel',
+                request_serializer=federation_dot_v1_dot_federation__pb2.GetTrainingModelRequest.SerializeToString,
+                response_deserializer=federation_dot_v1_dot_federation__pb2.GetTrainingModelResponse.FromString,
+                _registered_method=True)
 
 
 class FederationServiceServicer:
@@ -211,6 +236,39 @@ class FederationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitTraining(self, request, context):
+        """Federated training: rounds of local steps at the sites holding a dataset's shards, aggregated
+        where the data's rules let model updates go.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTraining(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTrainings(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelTraining(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTrainingModel(self, request, context):
+        """The training's current global model (model.npz), once a round has completed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FederationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -288,6 +346,31 @@ def add_FederationServiceServicer_to_server(servicer, server):
                     servicer.CreateJoinToken,
                     request_deserializer=federation_dot_v1_dot_federation__pb2.CreateJoinTokenRequest.FromString,
                     response_serializer=federation_dot_v1_dot_federation__pb2.CreateJoinTokenResponse.SerializeToString,
+            ),
+            'SubmitTraining': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitTraining,
+                    request_deserializer=federation_dot_v1_dot_federation__pb2.SubmitTrainingRequest.FromString,
+                    response_serializer=federation_dot_v1_dot_federation__pb2.SubmitTrainingResponse.SerializeToString,
+            ),
+            'GetTraining': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTraining,
+                    request_deserializer=federation_dot_v1_dot_federation__pb2.GetTrainingRequest.FromString,
+                    response_serializer=federation_dot_v1_dot_federation__pb2.GetTrainingResponse.SerializeToString,
+            ),
+            'ListTrainings': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTrainings,
+                    request_deserializer=federation_dot_v1_dot_federation__pb2.ListTrainingsRequest.FromString,
+                    response_serializer=federation_dot_v1_dot_federation__pb2.ListTrainingsResponse.SerializeToString,
+            ),
+            'CancelTraining': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelTraining,
+                    request_deserializer=federation_dot_v1_dot_federation__pb2.CancelTrainingRequest.FromString,
+                    response_serializer=federation_dot_v1_dot_federation__pb2.CancelTrainingResponse.SerializeToString,
+            ),
+            'GetTrainingModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTrainingModel,
+                    request_deserializer=federation_dot_v1_dot_federation__pb2.GetTrainingModelRequest.FromString,
+                    response_serializer=federation_dot_v1_dot_federation__pb2.GetTrainingModelResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -697,6 +780,141 @@ class FederationService:
             '/federation.v1.FederationService/CreateJoinToken',
             federation_dot_v1_dot_federation__pb2.CreateJoinTokenRequest.SerializeToString,
             federation_dot_v1_dot_federation__pb2.CreateJoinTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitTraining(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/federation.v1.FederationService/SubmitTraining',
+            federation_dot_v1_dot_federation__pb2.SubmitTrainingRequest.SerializeToString,
+            federation_dot_v1_dot_federation__pb2.SubmitTrainingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTraining(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/federation.v1.FederationService/GetTraining',
+            federation_dot_v1_dot_federation__pb2.GetTrainingRequest.SerializeToString,
+            federation_dot_v1_dot_federation__pb2.GetTrainingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTrainings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/federation.v1.FederationService/ListTrainings',
+            federation_dot_v1_dot_federation__pb2.ListTrainingsRequest.SerializeToString,
+            federation_dot_v1_dot_federation__pb2.ListTrainingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelTraining(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/federation.v1.FederationService/CancelTraining',
+            federation_dot_v1_dot_federation__pb2.CancelTrainingRequest.SerializeToString,
+            federation_dot_v1_dot_federation__pb2.CancelTrainingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTrainingModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/federation.v1.FederationService/GetTrainingModel',
+            federation_dot_v1_dot_federation__pb2.GetTrainingModelRequest.SerializeToString,
+            federation_dot_v1_dot_federation__pb2.GetTrainingModelResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,1 @@
+"""Examples of federated training that run on real data shipped with a package."""
