@@ -376,7 +376,7 @@ class ControlPlane:
         record = self.store.upsert_site(SiteRecord(
             name=site.name, jurisdiction=site.jurisdiction, region=site.region, labels=dict(site.labels),
             datasets=site.datasets, capacity=site.capacity, registered_at=now, last_heartbeat=now,
-            inventory=site.inventory, autonomous=site.autonomous))
+            inventory=site.inventory, autonomous=site.autonomous, agreement_key=site.agreement_key))
         self.record(actor, "site.register", site.name, jurisdiction=site.jurisdiction, region=site.region,
                     labels=dict(site.labels), datasets={d.name: d.classification for d in site.datasets})
         self.changes.bump()

@@ -43,6 +43,7 @@ class SiteRecord:
     last_heartbeat: float = 0.0
     inventory: Inventory = Inventory()   # GPU topology; empty when the site has none or did not say
     autonomous: bool = False             # cut off, it keeps its work: nothing of it is re-placed
+    agreement_key: str = ""              # hex X25519 public key, for secure aggregation
 
     def connected(self, now: float, timeout_s: float) -> bool:
         return now - self.last_heartbeat <= timeout_s

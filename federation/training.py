@@ -104,6 +104,8 @@ class TrainingLoop:
             self._start_round(t, t.round + 1, attempt)
         elif r.state is RoundState.TRAINING:
             self._watch_steps(t, r)
+        elif r.state is RoundState.REVEALING:
+            self._watch_reveals(t, r)
         elif r.state is RoundState.AGGREGATING:
             self._watch_aggregate(t, r)
 
@@ -127,9 +129,16 @@ class TrainingLoop:
             self._save(t, message=f"waiting: no site may aggregate round {number} ({why})")
             return
         model = self._output(self.store.get_job(t.model_job), "model.npz") if t.model_job else None
-        jobs = self.control.submit(self._step_spec(t, number, chosen.chosen), t.actor, inputs={
-            (site if len(chosen.chosen) > 1 else ""): ({"model.npz": model} if model else {})
-            for site in chosen.chosen})
+        given = {"model.npz": model} if model else {}
+        if body.aggregation.secure:
+            keys = {s.name: s.agreement_key for s in self.store.list_sites() if s.name in chosen.chosen}
+            missing = sorted(s for s in chosen.chosen if not keys.get(s))
+            if missing:
+                self._save(t, message=f"waiting: {', '.join(missing)} published no key for secure aggregation")
+                return
+            given["peers.json"] = self._peers(t, number, attempt, keys)
+        jobs = self.control.submit(self._step_spec(t, number, chosen.chosen), t.actor,
+                                   inputs={(site if len(chosen.chosen) > 1 else ""): given for site in chosen.chosen})
         steps = {site: job.id for site, job in zip(chosen.chosen, jobs)}
         r = Round(t.id, number, attempt, RoundState.TRAINING, chosen.chosen, aggregators[0], steps, started_at=now,
                   bytes_moved=len(model or b"") * len(chosen.chosen))
@@ -161,6 +170,12 @@ class TrainingLoop:
         return job_from_dict({"metadata": {"name": f"{t.spec.metadata.name}-r{number}", "tenant": t.tenant,
                                            "labels": {"fedctl.io/training": t.id}}, "spec": spec})
 
+    @staticmethod
+    def _peers(t: Training, number: int, attempt: int, keys: dict[str, str]) -> bytes:
+        """The round's masking context and every participant's public key; each agent derives its
+        pairwise secrets from it and its own private key. A new attempt of a round gets new masks."""
+        return json.dumps({"context": f"{t.id}/{number}/{attempt}", "keys": keys}, sort_keys=True).encode()
+
     def _watch_steps(self, t: Training, r: Round) -> None:
         body = t.spec.spec
         now = self.control.clock()
@@ -179,12 +194,54 @@ class TrainingLoop:
                                   f"reported (lost: {', '.join(lost) or 'none'}); starting it again")
             return
         left_out = tuple(sorted(set(lost) | {s for s, j in jobs.items() if not j.state.terminal}))
+        if body.aggregation.secure and left_out:
+            # Their masks are in the survivors' inputs: each survivor reveals what it shared with them.
+            peers = self.store.get_artifact(jobs[reported[0]].id, 0, "peers.json")[0]
+            reveals = {}
+            for site in reported:
+                (job,) = self.control.submit(self._reveal_spec(t, r, site), t.actor, inputs={"": {
+                    "peers.json": peers, "lost.json": json.dumps(list(left_out)).encode()}})
+                reveals[site] = job.id
+            self.store.save_round(replace(r, state=RoundState.REVEALING, reported=reported, lost=left_out,
+                                          reveals=reveals))
+            self._save(t, message=f"round {r.number}: {', '.join(reported)} revealing the masks shared with "
+                                  f"{', '.join(left_out)}")
+            return
+        self._aggregate(t, r, jobs, reported, left_out, None)
+
+    def _reveal_spec(self, t: Training, r: Round, site: str):
+        return job_from_dict({"metadata": {"name": f"{t.spec.metadata.name}-r{r.number}-reveal", "tenant": t.tenant,
+                                           "labels": {"fedctl.io/training": t.id}},
+                              "spec": {"entrypoint": "python -m training.runner reveal", "resources": {"cpus": 0.1},
+                                       "placement": {"sites": [site]}, "retry": {"limit": 0},
+                                       "priority": t.spec.spec.priority, "queue": t.spec.spec.queue}})
+
+    def _watch_reveals(self, t: Training, r: Round) -> None:
+        jobs = self.store.jobs_by_id(list(r.reveals.values()))
+        if any(j.state in (JobState.FAILED, JobState.CANCELLED) for j in jobs):
+            self._cancel_jobs([j.id for j in jobs], f"round {r.number} of {t.id} starts again")
+            self.store.save_round(replace(r, state=RoundState.FAILED, ended_at=self.control.clock()))
+            self._save(t, message=f"round {r.number}: a survivor was lost while revealing; starting it again")
+            return
+        if not all(j.state is JobState.SUCCEEDED for j in jobs):
+            return
+        revealed: dict[str, str] = {}
+        for job in jobs:
+            revealed.update(json.loads(self._output(job, "revealed.json")))
+        steps = {site: self.store.get_job(job_id) for site, job_id in r.steps.items()}
+        self._aggregate(t, r, steps, r.reported, r.lost, json.dumps(revealed, sort_keys=True).encode())
+
+    def _aggregate(self, t: Training, r: Round, jobs: dict[str, Job], reported: tuple[str, ...],
+                   left_out: tuple[str, ...], revealed: bytes | None) -> None:
+        body = t.spec.spec
         inputs: dict[str, bytes] = {}
         for site in reported:
             name = "masked.npy" if body.aggregation.secure else "update.npz"
             inputs[f"{name.split('.')[0]}-{site}.{name.split('.')[1]}"] = self._output(jobs[site], name)
         if body.aggregation.secure:
             inputs["shape.npz"] = self._output(jobs[reported[0]], "shape.npz")
+            if revealed is not None:
+                inputs["revealed.json"] = revealed
         if t.model_job:
             model_job = self.store.get_job(t.model_job)
             inputs["model.npz"] = self._output(model_job, "model.npz")

@@ -9,7 +9,9 @@ are derived from (job, attempt), so a repeated start is a no-op.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
 import queue
 import random
 import shutil
@@ -41,6 +43,7 @@ from site_agent.binding import MISMATCH, check, wrap
 from site_agent.inventory import SiteGpus, site_capacity, site_gpus
 from site_agent.ray_driver import SITE_KEY, RayDriver, RayJob
 from site_agent.veto import resolve_runtime_env, veto_reason
+from training import secagg
 
 log = logging.getLogger("site_agent")
 
@@ -279,7 +282,30 @@ class Reconciler:
                 log.warning("fetching %s of %s: content does not match its digest", ref.name, sid)
                 return None
             path.write_bytes(data)
+        if any(ref.name == "peers.json" for ref in a.inputs):
+            try:
+                self._secrets(inbox)
+            except (ValueError, KeyError, TypeError) as e:
+                self.local[sid] = _Local(AttemptState.REJECTED, f"invalid peers.json: {e}")
+                return None
         return {"FEDCTL_INPUT_DIR": str(inbox), "FEDCTL_OUTPUT_DIR": str(outbox)}
+
+    def agreement_key(self) -> secagg.KeyPair:
+        """This site's X25519 key for secure aggregation, made here once and never sent."""
+        path = self.io_root.parent / f"{self.config.metadata.name}.x25519"
+        return secagg.KeyPair.load_or_create(path)
+
+    def _secrets(self, inbox: Path) -> None:
+        """From peers.json (the round's context and each peer's public key), write this site's
+        pairwise secrets for the job beside it: they never leave the site."""
+        peers = json.loads((inbox / "peers.json").read_text())
+        me, key = self.config.metadata.name, self.agreement_key()
+        secrets_ = {peer: secagg.pair_secret(key, me, peer, bytes.fromhex(public), peers["context"]).hex()
+                    for peer, public in peers["keys"].items() if peer != me}
+        path = inbox / "secrets.json"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(secrets_, f)
 
     def _outputs(self, sid: str) -> list[tuple[str, bytes]]:
         """The files an attempt left in its output folder, at most MAX_OUTPUTS of MAX_OUTPUT_BYTES."""
@@ -446,7 +472,7 @@ class SiteAgent:
             name=self.name, location=pb.Location(jurisdiction=body.location.jurisdiction, region=body.location.region),
             labels=body.labels, capacity=wire.capacity_to_pb(capacity), agent_version="0.1.0", inventory=inventory,
             datasets=[pb.Dataset(name=d.name, classification=d.classification, path=d.path) for d in body.datasets],
-            autonomous=body.autonomous)
+            autonomous=body.autonomous, agreement_key=self.reconciler.agreement_key().public)
         sent = time.monotonic()
         try:
             response = stub.RegisterSite(request, timeout=10)

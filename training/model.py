@@ -19,6 +19,7 @@ class TrainingState(str, Enum):
 
 class RoundState(str, Enum):
     TRAINING = "training"          # local steps placed or running
+    REVEALING = "revealing"        # secure: the survivors reveal what they shared with lost sites
     AGGREGATING = "aggregating"    # the aggregator job holds the updates
     DONE = "done"
     FAILED = "failed"              # too few sites reported, or aggregation failed: the round starts again
@@ -48,6 +49,7 @@ class Round:
     aggregator: str = ""
     steps: dict[str, str] = field(default_factory=dict)       # site -> local step job id
     aggregate_job: str = ""
+    reveals: dict[str, str] = field(default_factory=dict)     # site -> reveal job id (secure, with losses)
     reported: tuple[str, ...] = ()
     lost: tuple[str, ...] = ()
     bytes_moved: int = 0

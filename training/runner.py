@@ -2,6 +2,7 @@
 
     python -m training.runner step MODULE:FUNCTION   # a participant's local step
     python -m training.runner aggregate              # the aggregator
+    python -m training.runner reveal                 # secure, after losses: a survivor's part of recovery
 
 A local step reads the global model (FEDCTL_INPUT_DIR/model.npz; none in the first round) and
 its site's shard (FEDCTL_DATASET_<NAME>, a path that never leaves the site), calls
@@ -83,6 +84,18 @@ def step(target: str) -> None:
           + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float))), flush=True)
 
 
+def reveal() -> None:
+    """Leave `revealed.json`: the secrets this site shares with each lost peer (lost.json), and no
+    other. The lost peers' updates are not in the sum, so these reveal nothing of them."""
+    inbox, outbox = Path(_env("FEDCTL_INPUT_DIR")), Path(_env("FEDCTL_OUTPUT_DIR"))
+    me = _env("FEDCTL_SITE")
+    lost = set(json.loads((inbox / "lost.json").read_text()))
+    shared = json.loads((inbox / "secrets.json").read_text())
+    revealed = {f"{me}|{peer}": secret for peer, secret in shared.items() if peer in lost and peer != me}
+    (outbox / "revealed.json").write_text(json.dumps(revealed, sort_keys=True))
+    print(f"revealed the masks {me} shared with {', '.join(sorted(lost)) or 'nobody'}", flush=True)
+
+
 def aggregate() -> None:
     inbox, outbox = Path(_env("FEDCTL_INPUT_DIR")), Path(_env("FEDCTL_OUTPUT_DIR"))
     config = json.loads(os.environ.get("FEDCTL_TRAINING_CONFIG", "{}"))
@@ -117,6 +130,8 @@ def main(argv: list[str]) -> None:
         step(argv[1])
     elif argv == ["aggregate"]:
         aggregate()
+    elif argv == ["reveal"]:
+        reveal()
     else:
         raise SystemExit(__doc__.split("\n\n")[1])
 

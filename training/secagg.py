@@ -14,7 +14,9 @@ that lies about who was lost, is the next step.)
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from cryptography.hazmat.primitives import hashes, serialization
@@ -36,6 +38,19 @@ class KeyPair:
     @classmethod
     def generate(cls) -> "KeyPair":
         return cls(X25519PrivateKey.generate())
+
+    @classmethod
+    def load_or_create(cls, path: Path) -> "KeyPair":
+        """The key kept at `path` (owner-only), made there the first time."""
+        if path.exists():
+            return cls(X25519PrivateKey.from_private_bytes(path.read_bytes()))
+        key = X25519PrivateKey.generate()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                      serialization.NoEncryption()))
+        return cls(key)
 
     @property
     def public(self) -> bytes:

@@ -168,7 +168,7 @@ def site_from_register(req: pb.RegisterSiteRequest) -> SiteRecord:
         labels=dict(req.labels),
         datasets=tuple(DatasetRecord(d.name, d.classification, d.path) for d in req.datasets),
         capacity=capacity_from_pb(req.capacity), inventory=inventory_from_pb(req.inventory, "inventory"),
-        autonomous=req.autonomous)
+        autonomous=req.autonomous, agreement_key=req.agreement_key.hex() if len(req.agreement_key) == 32 else "")
 
 
 def inventory_to_pb(inv: Inventory) -> pb.Inventory:

@@ -108,6 +108,7 @@ CREATE TABLE IF NOT EXISTS rounds (
     aggregator TEXT NOT NULL,
     steps TEXT NOT NULL,
     aggregate_job TEXT NOT NULL,
+    reveals TEXT NOT NULL,
     reported TEXT NOT NULL,
     lost TEXT NOT NULL,
     bytes_moved INTEGER NOT NULL,
@@ -177,7 +178,7 @@ _ADDED = (("attempts", "binding", "TEXT NOT NULL DEFAULT ''"), ("sites", "invent
           ("jobs", "array_id", "TEXT NOT NULL DEFAULT ''"), ("jobs", "array_index", "INTEGER NOT NULL DEFAULT 0"),
           ("attempts", "stop_requested_at", "REAL NOT NULL DEFAULT 0"), ("attempts", "stop_reason", "TEXT NOT NULL DEFAULT ''"),
           ("jobs", "gang_id", "TEXT NOT NULL DEFAULT ''"), ("jobs", "not_before", "REAL NOT NULL DEFAULT 0"),
-          ("sites", "autonomous", "INTEGER NOT NULL DEFAULT 0"))
+          ("sites", "autonomous", "INTEGER NOT NULL DEFAULT 0"), ("sites", "agreement_key", "TEXT NOT NULL DEFAULT ''"))
 
 _LIVE = (AttemptState.ASSIGNED.value, AttemptState.RUNNING.value)
 
@@ -610,18 +611,20 @@ class SQLiteStore(Store):
     def save_round(self, r: Round) -> None:
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO rounds (training_id, number, attempt, state, participants, aggregator,"
-                       " steps, aggregate_job, reported, lost, bytes_moved, metrics, started_at, ended_at)"
-                       " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                       " steps, aggregate_job, reveals, reported, lost, bytes_moved, metrics, started_at, ended_at)"
+                       " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                        (r.training_id, r.number, r.attempt, r.state.value, json.dumps(list(r.participants)),
                         r.aggregator, json.dumps(r.steps, sort_keys=True), r.aggregate_job,
+                        json.dumps(r.reveals, sort_keys=True),
                         json.dumps(list(r.reported)), json.dumps(list(r.lost)), r.bytes_moved,
                         json.dumps(r.metrics, sort_keys=True), r.started_at, r.ended_at))
 
     def rounds(self, training_id: str) -> list[Round]:
         return [Round(r["training_id"], r["number"], r["attempt"], RoundState(r["state"]),
                       tuple(json.loads(r["participants"])), r["aggregator"], json.loads(r["steps"]),
-                      r["aggregate_job"], tuple(json.loads(r["reported"])), tuple(json.loads(r["lost"])),
-                      r["bytes_moved"], json.loads(r["metrics"]), r["started_at"], r["ended_at"])
+                      r["aggregate_job"], json.loads(r["reveals"]), tuple(json.loads(r["reported"])),
+                      tuple(json.loads(r["lost"])), r["bytes_moved"], json.loads(r["metrics"]), r["started_at"],
+                      r["ended_at"])
                 for r in self._read("SELECT * FROM rounds WHERE training_id=? ORDER BY number, attempt",
                                     (training_id,))]
 
@@ -652,16 +655,16 @@ class SQLiteStore(Store):
             self._sites = None
             db.execute(
                 "INSERT INTO sites (name, jurisdiction, region, labels, datasets, cpus, memory, gpus, state,"
-                " registered_at, last_heartbeat, inventory, autonomous) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                " registered_at, last_heartbeat, inventory, autonomous, agreement_key) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
                 " ON CONFLICT(name) DO UPDATE SET jurisdiction=excluded.jurisdiction, region=excluded.region,"
                 " labels=excluded.labels, datasets=excluded.datasets, cpus=excluded.cpus,"
                 " memory=excluded.memory, gpus=excluded.gpus, registered_at=excluded.registered_at,"
                 " last_heartbeat=excluded.last_heartbeat, inventory=excluded.inventory,"
-                " autonomous=excluded.autonomous",
+                " autonomous=excluded.autonomous, agreement_key=excluded.agreement_key",
                 (site.name, site.jurisdiction, site.region, json.dumps(site.labels, sort_keys=True),
                  json.dumps([d.__dict__ for d in site.datasets]), site.capacity.cpus, site.capacity.memory,
                  site.capacity.gpus, site.state.value, site.registered_at, site.last_heartbeat,
-                 inventory_to_json(site.inventory), int(site.autonomous)))
+                 inventory_to_json(site.inventory), int(site.autonomous), site.agreement_key))
             return _site(db.execute("SELECT * FROM sites WHERE name=?", (site.name,)).fetchone())
 
     def get_site(self, name: str) -> SiteRecord:
@@ -719,7 +722,8 @@ def _site(r: sqlite3.Row) -> SiteRecord:
         datasets=tuple(DatasetRecord(**d) for d in json.loads(r["datasets"])),
         capacity=Capacity(r["cpus"], r["memory"], r["gpus"]), state=SiteState(r["state"]),
         registered_at=r["registered_at"], last_heartbeat=r["last_heartbeat"],
-        inventory=inventory_from_json(r["inventory"]), autonomous=bool(r["autonomous"]))
+        inventory=inventory_from_json(r["inventory"]), autonomous=bool(r["autonomous"]),
+        agreement_key=r["agreement_key"])
 
 
 def _explanation_json(e: Explanation | None) -> str | None:

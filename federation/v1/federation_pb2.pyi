@@ -52,6 +52,7 @@ class RoundState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ROUND_STATE_AGGREGATING: _ClassVar[RoundState]
     ROUND_STATE_DONE: _ClassVar[RoundState]
     ROUND_STATE_FAILED: _ClassVar[RoundState]
+    ROUND_STATE_REVEALING: _ClassVar[RoundState]
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_PENDING: JobState
 JOB_STATE_PLACED: JobState
@@ -82,6 +83,7 @@ ROUND_STATE_TRAINING: RoundState
 ROUND_STATE_AGGREGATING: RoundState
 ROUND_STATE_DONE: RoundState
 ROUND_STATE_FAILED: RoundState
+ROUND_STATE_REVEALING: RoundState
 
 class Resources(_message.Message):
     __slots__ = ("cpus", "memory_bytes", "gpus", "gpu_type", "gpu_memory_bytes")
@@ -747,7 +749,7 @@ class RenewCertificateResponse(_message.Message):
     def __init__(self, cert_pem: _Optional[bytes] = ...) -> None: ...
 
 class RegisterSiteRequest(_message.Message):
-    __slots__ = ("name", "location", "labels", "datasets", "capacity", "agent_version", "inventory", "autonomous")
+    __slots__ = ("name", "location", "labels", "datasets", "capacity", "agent_version", "inventory", "autonomous", "agreement_key")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -763,6 +765,7 @@ class RegisterSiteRequest(_message.Message):
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     INVENTORY_FIELD_NUMBER: _ClassVar[int]
     AUTONOMOUS_FIELD_NUMBER: _ClassVar[int]
+    AGREEMENT_KEY_FIELD_NUMBER: _ClassVar[int]
     name: str
     location: Location
     labels: _containers.ScalarMap[str, str]
@@ -771,7 +774,8 @@ class RegisterSiteRequest(_message.Message):
     agent_version: str
     inventory: Inventory
     autonomous: bool
-    def __init__(self, name: _Optional[str] = ..., location: _Optional[_Union[Location, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., datasets: _Optional[_Iterable[_Union[Dataset, _Mapping]]] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., agent_version: _Optional[str] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ..., autonomous: _Optional[bool] = ...) -> None: ...
+    agreement_key: bytes
+    def __init__(self, name: _Optional[str] = ..., location: _Optional[_Union[Location, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., datasets: _Optional[_Iterable[_Union[Dataset, _Mapping]]] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., agent_version: _Optional[str] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ..., autonomous: _Optional[bool] = ..., agreement_key: _Optional[bytes] = ...) -> None: ...
 
 class RegisterSiteResponse(_message.Message):
     __slots__ = ("heartbeat_interval_s", "lease_s")

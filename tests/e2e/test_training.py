@@ -5,9 +5,11 @@ centrally; no site's raw records may appear anywhere outside it; a site killed m
 not stop the training, and it takes part again once back."""
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import signal
+import sqlite3
 import tempfile
 from pathlib import Path
 
@@ -17,7 +19,10 @@ import pytest
 from federation.local import LocalFederation
 from tests.e2e.test_faults import kill_ray
 from tests.waiting import wait_for
+from training import secagg
 from training.examples import digits
+from training.runner import flatten
+from training.strategies import weighted_mean
 
 pytestmark = pytest.mark.e2e
 
@@ -99,8 +104,37 @@ def _inside(path: Path, fed, site: str) -> bool:
     return any(path.is_relative_to(d) for d in own) or path.parent == fed.work / "data"
 
 
+def test_secure_aggregation_masks_every_input_yet_equals_plain_fedavg(fed, client):
+    run = client.submit_training(training("digits-secure", 1, aggregation={"resources": {"cpus": 0.5},
+                                                                          "secure": True}))
+    final = run.wait(timeout=200)
+    assert final.state == "succeeded", final.message
+    secure = run.model()
+    plain_parts, vectors = [], {}
+    for site, shard in fed.shards.items():
+        with np.load(shard) as data:
+            model, _ = digits.train(digits.init(), data["x"], data["y"], epochs=EPOCHS, seed=1)
+            n = len(data["y"])
+        plain_parts.append((model, n))
+        vectors[site] = np.concatenate([flatten(model) * n, [n]])
+    plain = weighted_mean(plain_parts)
+    for k in plain:
+        assert np.allclose(secure[k], plain[k], atol=1e-6), k
+    db = sqlite3.connect(fed.work / "federation.db")
+    masked = {name.removeprefix("masked-").removesuffix(".npy"): np.load(io.BytesIO(data))
+              for name, data in db.execute("SELECT name, data FROM artifacts WHERE name LIKE 'masked-%'")}
+    db.close()
+    assert sorted(masked) == sorted(SITES), "the aggregator got one masked input per site"
+    for site, words in masked.items():
+        seen = secagg.decode(words)
+        assert not np.allclose(seen, vectors[site], atol=1.0)
+        assert abs(np.corrcoef(seen, vectors[site])[0, 1]) < 0.2, f"{site}'s input tells of its update"
+
+
 def test_a_site_killed_mid_round_does_not_stop_the_training_and_rejoins_later(fed, client):
-    run = client.submit_training(training("digits-loss", 50))   # cancelled once the site is back
+    # Secure aggregation on: the survivors reveal the masks they shared with the lost site.
+    run = client.submit_training(training("digits-loss", 50, aggregation={"resources": {"cpus": 0.5},
+                                                                          "secure": True}))   # cancelled later
     wait_for(lambda: any(j.name == "digits-loss-r2" and j.site == "eu-north" and j.state == "running"
                          for j in client.jobs(tenant="research")), 120, "round 2 running at eu-north")
     fed.agents["eu-north"].send_signal(signal.SIGKILL)
@@ -109,6 +143,8 @@ def test_a_site_killed_mid_round_does_not_stop_the_training_and_rejoins_later(fe
     round2 = wait_for(lambda: next((r for r in run.status().history if r.number == 2 and r.state == "done"), None),
                       120, "round 2 to complete without eu-north")
     assert "eu-north" in round2.lost and sorted(round2.reported) == ["edge-paris", "eu-west"]
+    reveals = [j for j in client.jobs(tenant="research") if j.name == "digits-loss-r2-reveal"]
+    assert sorted(j.site for j in reveals) == ["edge-paris", "eu-west"] and all(j.state == "succeeded" for j in reveals)
     fed.start_agent("eu-north")
     fed.wait_connected(120)
     back = wait_for(lambda: next((r for r in run.status().history if r.state == "done" and "eu-north" in r.reported

@@ -551,8 +551,11 @@ def test_queue_and_usage_from_the_cli(federation, client, capsys):
 def test_inputs_go_only_to_the_site_running_the_attempt_and_outputs_only_come_from_it(federation, client, eu_agent,
                                                                                        eu_site, us_site):
     import hashlib
-    job = client.submit(make_spec("train", tenant="research", datasets=["patient-records-eu"]))
-    federation.control.store.put_artifact(job.id, 0, "model.npz", b"global-v3", 1.0)
+    from federation.client import Job
+    # As the training loop submits: the inputs are stored before any attempt can be placed.
+    (stored,) = federation.control.submit(make_spec("train", tenant="research", datasets=["patient-records-eu"]),
+                                          "admin", inputs={"": {"model.npz": b"global-v3"}})
+    job = Job(client, stored.id)
     (a,) = wait_for(lambda: eu_agent.next_assignments(), 5, "an assignment")
     assert [(i.name, i.sha256, i.size) for i in a.inputs] == [
         ("model.npz", hashlib.sha256(b"global-v3").hexdigest(), 9)]
