@@ -156,3 +156,18 @@ def test_a_site_killed_mid_round_does_not_stop_the_training_and_rejoins_later(fe
     assert run.cancel().state == "cancelled"
     assert all(j.state in ("succeeded", "failed", "cancelled") for j in client.jobs(tenant="research")
                if j.name.startswith("digits-loss")), "cancelling a training ends its jobs"
+
+
+def test_a_training_resumes_from_its_last_completed_round_after_the_federation_is_killed(fed, client):
+    run = client.submit_training(training("digits-restart", 4))
+    wait_for(lambda: run.status().round >= 1, 120, "a completed round")
+    before = {r.number: r for r in run.status().history if r.state == "done"}
+    fed.server.send_signal(signal.SIGKILL)
+    fed.server.wait()
+    fed.start_server()
+    final = run.wait(timeout=300)
+    assert final.state == "succeeded", final.message
+    done = [r for r in final.history if r.state == "done"]
+    assert [r.number for r in done] == [1, 2, 3, 4], "each round completed once"
+    for number, r in before.items():
+        assert done[number - 1] == r, "a completed round is never run again"
