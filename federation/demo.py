@@ -2,8 +2,10 @@
 
 The federation runs in this process (SQLite file in a temporary folder); each site
 is a real `fedctl site start --local-ray` process with its own Ray head. The demo
-submits the example jobs, waits for them, and prints where each ran and why.
-Everything it started is stopped on the way out, Ctrl-C included.
+submits the example jobs and federated trainings, waits for them, and prints where each
+job ran and why, and each training's rounds and accuracy. A training's dataset shards are
+written into the demo's folder first (the digits, split non-IID across the sites). Everything
+it started is stopped on the way out, Ctrl-C included.
 """
 from __future__ import annotations
 
@@ -26,7 +28,8 @@ from federation.local import (
 )
 from federation.pki import init_pki
 from federation.server import start_server
-from federation.spec import load_job, load_site
+from federation.spec import load_job, load_site, load_training
+from federation.spec.loader import read_file
 from federation.spec.models import (
     FederationBody,
     FederationConfig,
@@ -37,6 +40,7 @@ from federation.spec.models import (
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 SITE_START_TIMEOUT_S = 120
 JOBS_TIMEOUT_S = 120
+TRAININGS_TIMEOUT_S = 300
 
 
 def _say(msg: str, quiet: bool) -> None:
@@ -48,7 +52,9 @@ def run_demo(*, json_output: bool = False, keep: bool = False, examples: Path | 
              configs: Path = CONFIGS) -> int:
     examples = examples or configs / "examples"
     site_files = sorted((configs / "sites").glob("*.yaml"))
-    job_files = sorted(examples.glob("*.yaml"))
+    spec_files = sorted(examples.glob("*.yaml"))
+    training_files = [f for f in spec_files if _kind(f) == "FederatedTraining"]
+    job_files = [f for f in spec_files if f not in training_files]
     if not site_files or not job_files:
         raise ConfigError(f"demo: no site configs in {configs / 'sites'} or no jobs in {examples}")
     work = Path(tempfile.mkdtemp(prefix="fd-", dir="/tmp"))  # short: Ray's socket paths live below it
@@ -59,6 +65,7 @@ def run_demo(*, json_output: bool = False, keep: bool = False, examples: Path | 
     try:
         started = time.monotonic()
         sites = [load_site(f) for f in site_files]
+        shards = _training_shards(work, [load_training(f) for f in training_files], [s.metadata.name for s in sites])
         pki = init_pki(work / "pki", clients=("admin",) + tuple(s.metadata.name for s in sites))
         config = FederationConfig(metadata=FederationMetadata(name="demo"), spec=FederationBody(
             listen="127.0.0.1:0", store=work / "federation.db", policy=configs / "policy.yaml",
@@ -68,25 +75,34 @@ def run_demo(*, json_output: bool = False, keep: bool = False, examples: Path | 
         address = f"127.0.0.1:{server.port}"
         _say(f"federation: embedded, mTLS on {address}, store {config.spec.store}", quiet)
         for site in sites:
-            agents.append(_start_agent(site, work, address, pki))
+            agents.append(_start_agent(site, work, address, pki, shards.get(site.metadata.name, [])))
             _say(f"site {site.metadata.name}: {site.spec.location.jurisdiction}/{site.spec.location.region}, "
                  f"starting a local Ray head on port {site.spec.ray.local.port_base}", quiet)
         client = Client(address, ca=pki["ca"].cert, cert=pki["admin"].cert, key=pki["admin"].key)
         _wait_for_sites(client, [s.metadata.name for s in sites], agents, work)
-        _say(f"sites connected after {time.monotonic() - started:.1f}s; submitting {len(job_files)} example jobs",
-             quiet)
+        _say(f"sites connected after {time.monotonic() - started:.1f}s; submitting {len(job_files)} example jobs"
+             f" and {len(training_files)} federated training(s)", quiet)
+        trainings = [client.submit_training(load_training(f)) for f in training_files]
         submitted = [(f, client.submit(load_job(f))) for f in job_files]
         rows = _wait_for_jobs(client, submitted)
+        trained = [_wait_for_training(run, work) for run in trainings]
         if json_output:
-            render.emit_json({"jobs": rows, "elapsed_s": round(time.monotonic() - started, 1)})
+            render.emit_json({"jobs": rows, "trainings": trained, "elapsed_s": round(time.monotonic() - started, 1)})
         else:
             print()
             render.table(["JOB", "TENANT", "DATA", "SITE", "STATE", "WHY", "RESULT"],
                          [[r["name"], r["tenant"], ",".join(r["datasets"]) or "-", r["site"] or "-", r["state"],
                            r["why"], r["result"]] for r in rows])
+            for t in trained:
+                print(f"\ntraining {t['name']}: {t['state']}, {t['rounds']} rounds at {', '.join(t['sites'])}, "
+                      f"aggregated at {', '.join(t['aggregators'])}; {t['kib_per_round']:.0f} KiB moved a round; "
+                      f"held-out accuracy {t['accuracy']:.3f} (the same model trained centrally: "
+                      f"{t['central_accuracy']:.3f})")
             print(f"\ndone in {time.monotonic() - started:.1f}s" + (f"; files kept in {work}" if keep else ""))
         client.close()
-        return 0 if all(r["state"] in ("succeeded", "cancelled") for r in rows) else 1
+        ok = all(r["state"] in ("succeeded", "cancelled") for r in rows) and all(
+            t["state"] == "succeeded" for t in trained)
+        return 0 if ok else 1
     except KeyboardInterrupt:
         print("\ninterrupted; stopping sites", file=sys.stderr)
         return 130
@@ -104,8 +120,44 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def _start_agent(site, work: Path, address: str, pki) -> subprocess.Popen:
+def _kind(path: Path) -> str:
+    data, _, _ = read_file(path)
+    return data.get("kind", "") if isinstance(data, dict) else ""
+
+
+def _training_shards(work: Path, trainings: list, sites: list[str]) -> dict[str, list[dict]]:
+    """Per site, the datasets the example trainings need: the digits, split non-IID across the sites."""
+    if not any(t.spec.dataset == "digits" for t in trainings):
+        return {}
+    from training.examples import digits
+    paths = digits.write_shards(work / "data", sites)
+    return {site: [{"name": "digits", "classification": "public", "path": str(p)}] for site, p in paths.items()}
+
+
+def _wait_for_training(run, work: Path) -> dict:
+    status = run.wait(timeout=TRAININGS_TIMEOUT_S)
+    done = [r for r in status.history if r.state == "done"]
+    out = {"id": run.id, "name": status.name, "state": status.state, "rounds": len(done), "message": status.message,
+           "sites": sorted({s for r in done for s in r.reported}), "aggregators": sorted({r.aggregator for r in done}),
+           "kib_per_round": sum(r.bytes_moved for r in done) / max(1, len(done)) / 1024}
+    test = work / "data" / "test.npz"
+    if status.state == "succeeded" and test.exists():
+        import numpy as np
+
+        from training.examples import digits
+        with np.load(test) as data:
+            out["accuracy"] = digits.accuracy(run.model(), data["x"], data["y"])
+            shards = [np.load(p) for p in sorted((work / "data").glob("*/digits.npz"))]
+            x = np.concatenate([s["x"] for s in shards])
+            y = np.concatenate([s["y"] for s in shards])
+            central, _ = digits.train(digits.init(), x, y, epochs=5 * len(done))
+            out["central_accuracy"] = digits.accuracy(central, data["x"], data["y"])
+    return out
+
+
+def _start_agent(site, work: Path, address: str, pki, datasets: list[dict]) -> subprocess.Popen:
     spec = site.spec.model_dump(mode="json", exclude={"federation"})
+    spec["datasets"] = spec.get("datasets", []) + datasets
     config = site_config(site.metadata.name, address=address, pki=pki, work=work,
                          port_base=site.spec.ray.local.port_base, spec=spec)
     return start_agent(config, work)

@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from federation.cli import render
-from federation.errors import ConfigError, ErrorCode, FederationError, Timeout
+from federation.errors import (
+    ConfigError,
+    ErrorCode,
+    FederationError,
+    InvalidSpec,
+    Timeout,
+)
 
 EXIT_JOB_DID_NOT_SUCCEED = 1
 EXIT_CHECK_FAILED = 1
@@ -38,6 +44,10 @@ def _json(args: argparse.Namespace) -> bool:
 def cmd_submit(args: argparse.Namespace) -> int:
     from federation.client import JobArray
     from federation.spec import load_job
+    from federation.spec.loader import read_file
+    data, _, _ = read_file(args.file)
+    if isinstance(data, dict) and data.get("kind") == "FederatedTraining":
+        return _submit_training(args)
     spec = _with_flags(load_job(args.file), args)  # validated here so a bad file never reaches the network
     with _client(args) as client:
         job = client.submit(spec, args.request_id)
@@ -56,6 +66,66 @@ def cmd_submit(args: argparse.Namespace) -> int:
                              if isinstance(job, JobArray) else statuses[0].to_dict())
         ok = all(st.state == "succeeded" for st in statuses)
         return 0 if not args.wait or ok else EXIT_JOB_DID_NOT_SUCCEED
+
+
+def _submit_training(args: argparse.Namespace) -> int:
+    from federation.spec import load_training
+    if args.queue or args.request_id or any(getattr(args, k) for k in ("after_ok", "after_any", "after_not_ok")):
+        raise InvalidSpec(f"{args.file}: --queue, --request-id and --after-* are for jobs; set spec.queue in the file")
+    spec = load_training(args.file)
+    with _client(args) as client:
+        run = client.submit_training(spec)
+        if not _json(args):
+            print(run.id, flush=True)
+        status = run.wait(timeout=args.timeout) if args.wait else run.status()
+    if _json(args):
+        render.emit_json(status.to_dict())
+    elif args.wait:
+        _print_training(status)
+    return 0 if not args.wait or status.state == "succeeded" else EXIT_JOB_DID_NOT_SUCCEED
+
+
+ROUND_HEADERS = ("ROUND", "STATE", "REPORTED", "LEFT OUT", "AGGREGATOR", "KB MOVED", "SECONDS", "LOCAL ACCURACY")
+
+
+def _print_training(t) -> None:
+    print(f"{t.id} {t.name} ({t.tenant}): {t.state}, {t.round} of {t.rounds} rounds; {t.message}")
+    rows = [(f"{r.number}" + (f".{r.attempt}" if r.attempt > 1 else ""), r.state, ",".join(r.reported) or "-",
+             ",".join(r.lost) or "-", r.aggregator, f"{r.bytes_moved / 1024:.1f}",
+             f"{r.metrics['seconds']:.1f}" if "seconds" in r.metrics else "-",
+             f"{r.metrics['accuracy']:.3f}" if "accuracy" in r.metrics else "-") for r in t.history]
+    if rows:
+        render.table(ROUND_HEADERS, rows)
+
+
+def cmd_training(args: argparse.Namespace) -> int:
+    from federation.client import Training
+    with _client(args) as client:
+        if args.action == "list":
+            found = client.trainings(tenant=args.tenant)
+            if _json(args):
+                render.emit_json({"trainings": [t.to_dict() for t in found]})
+            else:
+                render.table(("ID", "NAME", "TENANT", "STATE", "ROUND", "MESSAGE"),
+                             [(t.id, t.name, t.tenant, t.state, f"{t.round}/{t.rounds}", t.message) for t in found])
+            return 0
+        run = Training(client, args.id)
+        if args.action == "model":
+            import io
+
+            import numpy as np
+            model = run.model()
+            buffer = io.BytesIO()
+            np.savez(buffer, **model)
+            Path(args.out).write_bytes(buffer.getvalue())
+            print(f"{args.out}: " + ", ".join(f"{k} {tuple(v.shape)}" for k, v in sorted(model.items())))
+            return 0
+        status = run.cancel() if args.action == "cancel" else run.status()
+    if _json(args):
+        render.emit_json(status.to_dict())
+    else:
+        _print_training(status)
+    return 0
 
 
 def _with_flags(spec, args: argparse.Namespace):
@@ -564,7 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--keep", action="store_true", help="keep the demo's directory (store, logs) afterwards")
     sp.add_argument("--examples", help="folder of job specs to submit (default: configs/examples)")
 
-    sp = add(sub, "submit", cmd_submit, "submit a job spec; prints the job id")
+    sp = add(sub, "submit", cmd_submit, "submit a job or federated training spec; prints its id")
     sp.add_argument("file")
     sp.add_argument("--wait", action="store_true", help="wait for the job to end; exit 1 unless it succeeded")
     sp.add_argument("--timeout", type=float, default=None, help="seconds to wait with --wait")
@@ -573,6 +643,15 @@ def build_parser() -> argparse.ArgumentParser:
     for kind in ("after_ok", "after_any", "after_not_ok"):
         sp.add_argument(f"--{kind.replace('_', '-')}", dest=kind, action="append", metavar="ID",
                         help=f"add a job or array id to spec.dependencies.{kind} (repeatable)")
+
+    training = add(sub, "training", None, "federated trainings: rounds across the sites holding a dataset")
+    training_sub = training.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add(training_sub, "list", cmd_training, "every training you may see").add_argument("--tenant")
+    add(training_sub, "show", cmd_training, "a training and its rounds").add_argument("id")
+    add(training_sub, "cancel", cmd_training, "stop a training and its jobs").add_argument("id")
+    sp = add(training_sub, "model", cmd_training, "save the current global model (.npz)")
+    sp.add_argument("id")
+    sp.add_argument("--out", required=True, help="file to write")
 
     sp = add(sub, "queue", cmd_queue, "pending jobs in scheduling order with their fair-share standing")
     sp.add_argument("--queue", help="only this queue")
