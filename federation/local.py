@@ -169,7 +169,7 @@ class LocalFederation:
     def start_agent(self, name: str, address: str | None = None) -> subprocess.Popen:
         """A site's agent, reaching the federation at `address` (a proxy, say) or directly."""
         config = site_config(name, address=address or self.address, pki=self.pki, work=self.work,
-                             port_base=self.port_bases[name], spec=self.sites[name])
+                             port_base=self.port_bases.get(name), spec=self.sites[name])
         self.agents[name] = start_agent(config, self.work)
         return self.agents[name]
 

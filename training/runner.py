@@ -21,6 +21,7 @@ import io
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -69,8 +70,9 @@ def step(target: str) -> None:
     config = json.loads(os.environ.get("FEDCTL_TRAINING_CONFIG", "{}"))
     data = _env("FEDCTL_DATASET_" + config["dataset"].upper().replace("-", "_"))
     model = load_npz(inbox / "model.npz") if (inbox / "model.npz").exists() else None
+    started = time.perf_counter()
     trained, examples, metrics = fn(model, data, config)
-    metrics = {**metrics, "examples": int(examples)}
+    metrics = {**metrics, "examples": int(examples), "compute_s": time.perf_counter() - started}
     if config.get("secure"):
         # n * parameters and n, masked: the aggregator learns only the sums, hence the weighted mean.
         secrets = {peer: bytes.fromhex(s) for peer, s in json.loads((inbox / "secrets.json").read_text()).items()}
