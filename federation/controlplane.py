@@ -104,6 +104,7 @@ class Output:
 
 OUTPUT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_ARTIFACT_BYTES = 4 << 20
+MAX_OUTPUTS = 16
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,7 @@ class ControlPlane:
         self.clock = clock
         self.started_at = clock()
         self._stale: set[tuple[str, int]] = set()
+        self._refused: set[tuple[str, int, str]] = set()   # outputs refused and audited once
         self.changes = Changes()
         self._draining = self.store.get_meta("draining") == "1"
 
@@ -413,7 +415,8 @@ class ControlPlane:
         now = self.clock()
         seen: set[tuple[str, int]] = set()
         reports, logs, outputs = list(reports), list(logs), list(outputs)
-        held = None if complete else {r.job_id for r in reports} | {c.job_id for c in logs}
+        held = None if complete else ({r.job_id for r in reports} | {c.job_id for c in logs}
+                                      | {o.job_id for o in outputs})
         live = {(a.job_id, a.number): (a, j) for a, j in self.store.live_attempts(site, held)}
         changed = False
         for out in outputs:
@@ -422,6 +425,15 @@ class ControlPlane:
             if not OUTPUT_NAME_RE.match(out.name) or len(out.data) > MAX_ARTIFACT_BYTES:
                 raise InvalidSpec(f"outputs: {out.job_id}/{out.number} {out.name[:64]!r}: a name of letters, digits"
                                   f" and . _ - and at most {MAX_ARTIFACT_BYTES >> 20} MiB")
+            job = live[(out.job_id, out.number)][1]
+            if blocked := self._output_blocked(job):
+                if (out.job_id, out.number, out.name) not in self._refused:
+                    self._refused.add((out.job_id, out.number, out.name))
+                    self.record(site, "output.refused", out.job_id, attempt=out.number, name=out.name, reason=blocked)
+                continue
+            held = self.store.artifact_refs([out.job_id], out.number).get(out.job_id, [])
+            if len(held) >= MAX_OUTPUTS and out.name not in {name for name, _, _ in held}:
+                raise InvalidSpec(f"outputs: {out.job_id}/{out.number}: at most {MAX_OUTPUTS} files an attempt")
             self.store.put_artifact(out.job_id, out.number, out.name, out.data, now)
         for chunk in logs:
             if (chunk.job_id, chunk.number) in live or self._ran_at(site, chunk.job_id, chunk.number):
@@ -491,6 +503,17 @@ class ControlPlane:
         except NotFound:
             return False
         return any(a.number == number and a.site == site for a in job.attempts)
+
+    def _output_blocked(self, job: Job) -> str:
+        """Why the outputs of `job` may not leave its site, or '': none of its data's rules lets
+        anything cross (may_cross_border: [nothing], or no rule)."""
+        catalog = self.catalog(self.store.list_sites())
+        for name in job.spec.spec.datasets:
+            info = catalog.get(name)
+            rule = self.rules.classifications.get(info.classification) if info else None
+            if rule is None or not (rule.may_cross_border - {"nothing"}):
+                return f"{name}: nothing of its data may leave the site"
+        return ""
 
     def input_of(self, site: str, job_id: str, number: int, name: str) -> tuple[bytes, str]:
         """An input of an attempt `site` holds now; NotFound for anything else, so a site learns

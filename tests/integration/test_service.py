@@ -50,19 +50,6 @@ def admin_client(federation) -> Client:
     return Client(federation.address, ca=pki["ca"].cert, cert=pki["admin"].cert, key=pki["admin"].key, timeout=5)
 
 
-@pytest.fixture
-def federation(tmp_path):
-    server = start(tmp_path)
-    yield server
-    server.stop(grace=0)
-
-
-@pytest.fixture
-def client(federation):
-    with admin_client(federation) as c:
-        yield c
-
-
 def site_stub(federation, name="eu-west"):
     pki = federation.pki
     channel = open_channel(federation.address, ca=pki["ca"].cert, cert=pki[name].cert, key=pki[name].key)
@@ -75,32 +62,6 @@ def register(stub, name="eu-west", jurisdiction="DE", region="eu-west", datasets
         name=name, location=pb.Location(jurisdiction=jurisdiction, region=region), labels=labels or {},
         datasets=[pb.Dataset(name=n, classification=c) for n, c in datasets],
         capacity=pb.Resources(cpus=cpus, memory_bytes=8 * GiB)), timeout=5)
-
-
-@pytest.fixture
-def eu_site(federation):
-    """eu-west registered and heartbeating, holding patient-records-eu (gdpr-personal)."""
-    stub, channel = site_stub(federation)
-    register(stub)
-    stub.Heartbeat(pb.HeartbeatRequest(name="eu-west"), timeout=5)
-    yield stub
-    channel.close()
-
-
-@pytest.fixture
-def us_site(federation):
-    """us-east registered, holding claims-us (hipaa), with baa=true."""
-    stub, channel = site_stub(federation, "us-east")
-    register(stub, "us-east", "US", "us-east", datasets=(("claims-us", "hipaa"),), labels={"baa": "true"})
-    yield stub
-    channel.close()
-
-
-@pytest.fixture
-def eu_agent(eu_site):
-    agent = AgentStream(eu_site, "eu-west")
-    yield agent
-    agent.close()
 
 
 def run_on(agent: "AgentStream", job) -> None:
@@ -551,6 +512,7 @@ def test_queue_and_usage_from_the_cli(federation, client, capsys):
 def test_inputs_go_only_to_the_site_running_the_attempt_and_outputs_only_come_from_it(federation, client, eu_agent,
                                                                                        eu_site, us_site):
     import hashlib
+
     from federation.client import Job
     # As the training loop submits: the inputs are stored before any attempt can be placed.
     (stored,) = federation.control.submit(make_spec("train", tenant="research", datasets=["patient-records-eu"]),

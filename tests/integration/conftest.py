@@ -1,0 +1,53 @@
+"""Fixtures shared by the integration tests: a real federation (gRPC, mutual TLS, a SQLite file)
+and sites played by hand (see test_service for the helpers)."""
+from __future__ import annotations
+
+import pytest
+
+from federation.v1 import federation_pb2 as pb
+from tests.integration.test_service import (
+    AgentStream,
+    admin_client,
+    register,
+    site_stub,
+    start,
+)
+
+
+@pytest.fixture
+def federation(tmp_path):
+    server = start(tmp_path)
+    yield server
+    server.stop(grace=0)
+
+
+@pytest.fixture
+def client(federation):
+    with admin_client(federation) as c:
+        yield c
+
+
+@pytest.fixture
+def eu_site(federation):
+    """eu-west registered and heartbeating, holding patient-records-eu (gdpr-personal)."""
+    stub, channel = site_stub(federation)
+    register(stub)
+    stub.Heartbeat(pb.HeartbeatRequest(name="eu-west"), timeout=5)
+    yield stub
+    channel.close()
+
+
+@pytest.fixture
+def us_site(federation):
+    """us-east registered, holding claims-us (hipaa), with baa=true."""
+    stub, channel = site_stub(federation, "us-east")
+    register(stub, "us-east", "US", "us-east", datasets=(("claims-us", "hipaa"),), labels={"baa": "true"})
+    yield stub
+    channel.close()
+
+
+@pytest.fixture
+def eu_agent(eu_site):
+    agent = AgentStream(eu_site, "eu-west")
+    yield agent
+    agent.close()
