@@ -37,13 +37,16 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
         who.check_user()
         return who
 
-    def _job(self, context, job_id: str, method: str) -> Job:
-        """A job the caller may see; one of another tenant is 'not found', and the attempt is audited."""
+    def _visible(self, context, kind: str, thing_id: str, tenant: str, method: str) -> None:
+        """Another tenant's job or training is 'not found' to the caller, and the attempt is audited."""
         who = self._caller(context)
+        if not who.sees_tenant(tenant):
+            self.control.record(who.name, "call.denied", method, **{kind: thing_id}, reason=f"{kind} of tenant {tenant}")
+            raise NotFound(f"{kind} {thing_id} not found")
+
+    def _job(self, context, job_id: str, method: str) -> Job:
         job = self.store.get_job(job_id)
-        if not who.sees_tenant(job.tenant):
-            self.control.record(who.name, "call.denied", method, job=job_id, reason=f"job of tenant {job.tenant}")
-            raise NotFound(f"job {job_id} not found")
+        self._visible(context, "job", job_id, job.tenant, method)
         return job
 
     @translate
@@ -158,11 +161,8 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
     # ------------------------------------------------------------ federated training
 
     def _training(self, context, training_id: str, method: str) -> Training:
-        who = self._caller(context)
         t = self.store.get_training(training_id)
-        if not who.sees_tenant(t.tenant):
-            self.control.record(who.name, "call.denied", method, training=training_id, reason=f"tenant {t.tenant}")
-            raise NotFound(f"training {training_id} not found")
+        self._visible(context, "training", training_id, t.tenant, method)
         return t
 
     @translate

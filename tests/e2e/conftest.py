@@ -33,6 +33,19 @@ SITES = {
 }
 
 
+def running(federation: LocalFederation):
+    """Start a local federation and its agents; stop them (and remove its folder unless
+    FEDCTL_KEEP_E2E=1) when the module's fixture ends."""
+    try:
+        federation.start_server()
+        federation.start_agents()
+        yield federation
+    finally:
+        federation.shutdown()
+        if os.environ.get("FEDCTL_KEEP_E2E") != "1":
+            shutil.rmtree(federation.work, ignore_errors=True)
+
+
 class E2EFederation(LocalFederation):
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         return subprocess.run(fedctl(*args), env=self.env, cwd=HERE, capture_output=True, text=True,
@@ -51,16 +64,8 @@ def federation():
     policy = yaml.safe_load((ROOT / "configs" / "policy.yaml").read_text())
     policy["spec"]["preemption"] = {"min_runtime": "1s"}
     (work / "policy.yaml").write_text(yaml.safe_dump(policy))
-    fed = E2EFederation(work=work, sites=SITES, port_bases={"eu-west": 27000, "us-east": 27400},
-                        policy=work / "policy.yaml")
-    try:
-        fed.start_server()
-        fed.start_agents()
-        yield fed
-    finally:
-        fed.shutdown()
-        if os.environ.get("FEDCTL_KEEP_E2E") != "1":
-            shutil.rmtree(work, ignore_errors=True)
+    yield from running(E2EFederation(work=work, sites=SITES, port_bases={"eu-west": 27000, "us-east": 27400},
+                                     policy=work / "policy.yaml"))
 
 
 @pytest.fixture

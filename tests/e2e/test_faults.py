@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import tempfile
 import threading
@@ -18,6 +17,7 @@ import pytest
 
 from federation.local import LocalFederation, Proxy
 from site_agent.local_ray import descendants
+from tests.e2e.conftest import running
 from tests.e2e.test_federation import job
 from tests.waiting import wait_for
 
@@ -35,14 +35,7 @@ def fed():
     federation = LocalFederation(work=work, sites=SITES, port_bases={"north": 29000, "south": 29400},
                                  site_timeout_s=LEASE_S, scheduler_interval_s=0.1)
     federation.ledger = work / "ledger"
-    try:
-        federation.start_server()
-        federation.start_agents()
-        yield federation
-    finally:
-        federation.shutdown()
-        if os.environ.get("FEDCTL_KEEP_E2E") != "1":
-            shutil.rmtree(work, ignore_errors=True)
+    yield from running(federation)
 
 
 @pytest.fixture

@@ -6,8 +6,6 @@ not stop the training, and it takes part again once back."""
 from __future__ import annotations
 
 import io
-import os
-import shutil
 import signal
 import sqlite3
 import tempfile
@@ -17,6 +15,7 @@ import numpy as np
 import pytest
 
 from federation.local import LocalFederation
+from tests.e2e.conftest import running
 from tests.e2e.test_faults import kill_ray
 from tests.waiting import wait_for
 from training import secagg
@@ -44,14 +43,7 @@ def fed():
                                                                       "edge-paris": 32800},
                                  site_timeout_s=6.0, scheduler_interval_s=0.1)
     federation.shards, federation.test_set = shards, work / "data" / "test.npz"
-    try:
-        federation.start_server()
-        federation.start_agents()
-        yield federation
-    finally:
-        federation.shutdown()
-        if os.environ.get("FEDCTL_KEEP_E2E") != "1":
-            shutil.rmtree(work, ignore_errors=True)
+    yield from running(federation)
 
 
 @pytest.fixture
