@@ -11,6 +11,7 @@ from federation.spec import (
     load_job,
     load_policy,
     load_site,
+    load_training,
 )
 from federation.spec.quantity import format_bytes, parse_bytes
 
@@ -40,7 +41,10 @@ def test_good_job_loads_with_every_field():
 
 @pytest.mark.parametrize("path", sorted((CONFIGS / "examples").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_examples_load(path):
-    assert load_job(path).spec.entrypoint
+    if "kind: FederatedTraining" in path.read_text():
+        assert load_training(path).spec.local_step.entrypoint
+    else:
+        assert load_job(path).spec.entrypoint
 
 
 @pytest.mark.parametrize("path", sorted((CONFIGS / "sites").glob("*.yaml")), ids=lambda p: p.name)
