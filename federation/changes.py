@@ -29,11 +29,12 @@ class Changes:
 
     def wait(self, seen: int, timeout: float) -> int:
         """Block until the generation differs from `seen` or `timeout` passes; return it."""
-        with self._cond:
-            self._cond.wait_for(lambda: self._generation != seen, timeout=timeout)
-            return self._generation
+        return self._wait("_generation", seen, timeout)
 
     def wait_assignments(self, seen: int, timeout: float) -> int:
+        return self._wait("_assignments", seen, timeout)
+
+    def _wait(self, counter: str, seen: int, timeout: float) -> int:
         with self._cond:
-            self._cond.wait_for(lambda: self._assignments != seen, timeout=timeout)
-            return self._assignments
+            self._cond.wait_for(lambda: getattr(self, counter) != seen, timeout=timeout)
+            return getattr(self, counter)

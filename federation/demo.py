@@ -85,7 +85,7 @@ def run_demo(*, json_output: bool = False, keep: bool = False, examples: Path | 
         trainings = [client.submit_training(load_training(f)) for f in training_files]
         submitted = [(f, client.submit(load_job(f))) for f in job_files]
         rows = _wait_for_jobs(client, submitted)
-        trained = [_wait_for_training(run, work) for run in trainings]
+        trained = [_wait_for_training(run, work, load_training(f)) for run, f in zip(trainings, training_files)]
         if json_output:
             render.emit_json({"jobs": rows, "trainings": trained, "elapsed_s": round(time.monotonic() - started, 1)})
         else:
@@ -134,7 +134,7 @@ def _training_shards(work: Path, trainings: list, sites: list[str]) -> dict[str,
     return {site: [{"name": "digits", "classification": "public", "path": str(p)}] for site, p in paths.items()}
 
 
-def _wait_for_training(run, work: Path) -> dict:
+def _wait_for_training(run, work: Path, spec) -> dict:
     status = run.wait(timeout=TRAININGS_TIMEOUT_S)
     done = [r for r in status.history if r.state == "done"]
     out = {"id": run.id, "name": status.name, "state": status.state, "rounds": len(done), "message": status.message,
@@ -150,7 +150,8 @@ def _wait_for_training(run, work: Path) -> dict:
             shards = [np.load(p) for p in sorted((work / "data").glob("*/digits.npz"))]
             x = np.concatenate([s["x"] for s in shards])
             y = np.concatenate([s["y"] for s in shards])
-            central, _ = digits.train(digits.init(), x, y, epochs=5 * len(done))
+            epochs = int(spec.spec.local_step.config.get("epochs", 5)) * len(done)
+            central, _ = digits.train(digits.init(), x, y, epochs=epochs)
             out["central_accuracy"] = digits.accuracy(central, data["x"], data["y"])
     return out
 

@@ -179,7 +179,7 @@ class TrainingLoop:
     def _watch_steps(self, t: Training, r: Round) -> None:
         body = t.spec.spec
         now = self.control.clock()
-        jobs = {site: self.store.get_job(job_id) for site, job_id in r.steps.items()}
+        jobs = self._steps(r)
         reported = tuple(s for s, j in jobs.items() if j.state is JobState.SUCCEEDED)
         lost = tuple(s for s, j in jobs.items() if j.state in (JobState.FAILED, JobState.CANCELLED))
         state = plan.round_state(r.participants, reported, lost, now - r.started_at > body.round_timeout,
@@ -228,16 +228,15 @@ class TrainingLoop:
         revealed: dict[str, str] = {}
         for job in jobs:
             revealed.update(json.loads(self._output(job, "revealed.json")))
-        steps = {site: self.store.get_job(job_id) for site, job_id in r.steps.items()}
-        self._aggregate(t, r, steps, r.reported, r.lost, json.dumps(revealed, sort_keys=True).encode())
+        self._aggregate(t, r, self._steps(r), r.reported, r.lost, json.dumps(revealed, sort_keys=True).encode())
 
     def _aggregate(self, t: Training, r: Round, jobs: dict[str, Job], reported: tuple[str, ...],
                    left_out: tuple[str, ...], revealed: bytes | None) -> None:
         body = t.spec.spec
         inputs: dict[str, bytes] = {}
+        stem, ext = ("masked", "npy") if body.aggregation.secure else ("update", "npz")
         for site in reported:
-            name = "masked.npy" if body.aggregation.secure else "update.npz"
-            inputs[f"{name.split('.')[0]}-{site}.{name.split('.')[1]}"] = self._output(jobs[site], name)
+            inputs[f"{stem}-{site}.{ext}"] = self._output(jobs[site], f"{stem}.{ext}")
         if body.aggregation.secure:
             inputs["shape.npz"] = self._output(jobs[reported[0]], "shape.npz")
             if revealed is not None:
@@ -293,6 +292,11 @@ class TrainingLoop:
                             lost=list(r.lost), bytes_moved=r.bytes_moved + len(model))
 
     # ------------------------------------------------------------ helpers
+
+    def _steps(self, r: Round) -> dict[str, Job]:
+        """The round's local step jobs by site, in one read."""
+        by_id = {j.id: j for j in self.store.jobs_by_id(list(r.steps.values()))}
+        return {site: by_id[job_id] for site, job_id in r.steps.items()}
 
     def _output(self, job: Job, name: str) -> bytes:
         attempt = job.attempts[-1].number if job.attempts else 0

@@ -174,7 +174,7 @@ def test_restarting_everything_in_turn_during_a_stream_of_submissions(fed, clien
         while not done.is_set():
             submitted.append(client.submit(ledger_job(fed, f"rolling-{i}", 1, retry={"backoff": "0.5s"})))
             i += 1
-            time.sleep(0.3)
+            done.wait(0.3)   # a steady stream, ending as soon as the restarts are over
 
     submitter = threading.Thread(target=submit_stream)
     submitter.start()

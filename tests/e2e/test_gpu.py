@@ -3,8 +3,6 @@ the federation places a one-GPU job by model, and the job runs on the very GPU i
 Without a GPU (CI) there is nothing real to test, and the module is skipped."""
 from __future__ import annotations
 
-import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import pytest
 from federation.local import LocalFederation
 from site_agent.inventory import nvml_gpus
 from site_agent.nvml_topology import _short_model
+from tests.e2e.conftest import running
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(not nvml_gpus(), reason="no NVIDIA GPU visible through NVML on this machine")]
@@ -26,14 +25,7 @@ def gpu_site():
     fed = LocalFederation(work=work, sites={"gpu-site": {
         "location": {"jurisdiction": "US", "region": "us-gpu"}, "ray": {"local": {"num_cpus": 4}},
         "work_dir": str(JOBS.parent)}}, port_bases={"gpu-site": 28000})
-    try:
-        fed.start_server()
-        fed.start_agents()
-        yield fed
-    finally:
-        fed.shutdown()
-        if os.environ.get("FEDCTL_KEEP_E2E") != "1":
-            shutil.rmtree(work, ignore_errors=True)
+    yield from running(fed)
 
 
 def test_nvml_discovery_publishes_this_machines_gpus(gpu_site):
