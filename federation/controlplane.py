@@ -23,6 +23,7 @@ import policies.placement
 from federation import queues
 from federation.audit import AuditRecord, Signer
 from federation.changes import Changes
+from federation.control.rules import rules_from_policy
 from federation.errors import (
     Conflict,
     FederationError,
@@ -55,18 +56,6 @@ from policies.topology import Inventory, synthesized
 PRIORITY = {"low": -1, "normal": 0, "high": 1}
 log = logging.getLogger("federation.control")
 SLUGS = {int(r): r.slug for r in policies.Reason}
-
-
-def rules_from_policy(policy: PolicyConfig) -> policies.Rules:
-    groups = policy.spec.jurisdiction_groups
-    return policies.Rules(
-        classifications={
-            name: policies.ClassificationRule(
-                allowed_jurisdictions=policies.expand_jurisdictions(rule.allowed_jurisdictions, groups),
-                required_labels=dict(rule.required_labels),
-                allow_staging=rule.allow_staging, may_cross_border=frozenset(rule.may_cross_border))
-            for name, rule in policy.spec.classifications.items()},
-        version=policy.metadata.version)
 
 
 @dataclass(frozen=True)

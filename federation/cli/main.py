@@ -527,7 +527,7 @@ def cmd_schema_export(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from federation.controlplane import rules_from_policy
+    from federation.control.rules import rules_from_policy
     from federation.simulate import engine, report, trace
     from federation.spec import load_policy
 

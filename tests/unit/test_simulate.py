@@ -8,7 +8,7 @@ import pytest
 
 import policies
 from federation.cli.main import main
-from federation.controlplane import rules_from_policy
+from federation.control.rules import rules_from_policy
 from federation.errors import ConfigError
 from federation.simulate import engine, trace
 from federation.simulate.metrics import Shapes, fragmentation
