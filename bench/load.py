@@ -14,6 +14,7 @@ so Ray stores them and never starts them: both sides measure submission alone.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import queue
 import sqlite3
@@ -105,7 +106,7 @@ def timed_submits(n: int, threads: int, submit, cap_s: float = float("inf")) -> 
 def window_rates(done_at: list[float], size: int = 1000) -> list[float]:
     """Calls a second in each successive window of `size` calls."""
     edges = [0.0] + done_at[size - 1::size]
-    return [size / (b - a) for a, b in zip(edges, edges[1:]) if b > a]
+    return [size / (b - a) for a, b in itertools.pairwise(edges) if b > a]
 
 
 def summary(run: dict) -> dict:
@@ -150,7 +151,7 @@ def federation_load(work: Path, jobs: int, threads: int) -> dict:
 
 
 def ray_load(work: Path, jobs: int, threads: int, cap_s: float) -> dict:
-    from federation.spec.models import LocalRay
+    from federation.spec.site import LocalRay
     from site_agent.local_ray import LocalRayHead
     head = LocalRayHead(LocalRay(port_base=30500, num_cpus=1, temp_dir=work / "ray"), name="bench")
     # Ray's clients read their token from the environment once, when first used (as the agent's do).

@@ -24,7 +24,7 @@ from federation.client import Client
 from federation.pki import init_pki
 from federation.server import start_server
 from federation.spec import job_from_dict
-from federation.spec.models import FederationBody, FederationConfig, ServerTLS
+from federation.spec.server import FederationBody, FederationConfig, ServerTLS
 from federation.transport import open_channel
 from federation.v1 import federation_pb2 as pb
 from federation.v1 import federation_pb2_grpc as pb_grpc
@@ -107,7 +107,7 @@ def main() -> None:
         try:
             rates: dict[str, list[float]] = {k: [] for k in sides}
             latency: dict[str, list[float]] = {k: [] for k in sides}
-            for name, side in sides.items():
+            for side in sides.values():
                 side.submit_rate(20)  # warm up: connections, caches
             for _ in range(3):
                 for name, side in sides.items():

@@ -33,7 +33,7 @@ ENTRYPOINT = "python -c \"import time; time.sleep(0.3)\""
 
 def pct(values: list[float], p: float) -> float:
     s = sorted(values)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
 
 
 
@@ -120,7 +120,7 @@ def main() -> None:
             for i in range(args.runs):
                 report.append(federated_run(client, ray, args.runs + i, split=True)[2])
         md, mf = statistics.median(direct), statistics.median(federated)
-        ms = lambda xs: f"median {statistics.median(xs) * 1000:7.1f} ms   p90 {pct(xs, 90) * 1000:7.1f} ms"  # noqa: E731
+        ms = lambda xs: f"median {statistics.median(xs) * 1000:7.1f} ms   p90 {pct(xs, 90) * 1000:7.1f} ms"
         print(f"submit-to-running over {args.runs} runs each (same Ray cluster, same run):")
         print(f"  direct Ray Jobs API, no runtime_env      : {ms(plain)}")
         print(f"  direct Ray Jobs API, the agent's env_vars: {ms(direct)}")

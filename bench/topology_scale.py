@@ -25,7 +25,8 @@ import tracemalloc
 from dataclasses import replace
 
 from bench.workload import federation
-from federation.spec.models import SchedulerSettings
+from federation.control.cycle import paused_gc
+from federation.spec.server import SchedulerSettings
 from policies import (
     GpuNode,
     GpuRequest,
@@ -36,7 +37,7 @@ from policies import (
     Snapshot,
     schedule,
 )
-from policies.topology import MILLI
+from policies.gpus import MILLI
 
 LIMIT = SchedulerSettings().max_placements_per_cycle
 
@@ -102,7 +103,8 @@ def timed(snapshot: Snapshot, pending: list[PendingJob], limit: int | None, repe
     for _ in range(repeat):
         gc.collect()
         t = time.perf_counter()
-        result = schedule(snapshot, pending, 0.0, limit)
+        with paused_gc():  # as the federation runs a cycle
+            result = schedule(snapshot, pending, 0.0, limit)
         times.append(time.perf_counter() - t)
     return statistics.median(times), result
 
@@ -116,7 +118,8 @@ def drain(snapshot: Snapshot, pending: list[PendingJob], limit: int) -> tuple[li
     while True:
         gc.collect()
         t = time.perf_counter()
-        result = schedule(Snapshot(tuple(sites), snapshot.catalog, snapshot.rules, state), pending, 0.0, limit)
+        with paused_gc():
+            result = schedule(Snapshot(tuple(sites), snapshot.catalog, snapshot.rules, state), pending, 0.0, limit)
         times.append(time.perf_counter() - t)
         for d in result.decisions:
             i, job = index[d.site], by_id[d.job_id]

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from federation.local import LocalFederation
-from federation.spec.models import LocalRay
+from federation.spec.site import LocalRay
 from site_agent.local_ray import LocalRayHead
 from training.examples import digits
 from training.strategies import weighted_mean

@@ -8,16 +8,20 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from federation.client import Client, Job, JobArray, JobStatus, Placement, SiteInfo
+    from federation.client import Client, Job, JobArray
+    from federation.results import JobStatus, Placement, SiteInfo
     from federation.spec import JobSpec
 
-__all__ = ["Client", "Job", "JobArray", "JobStatus", "Placement", "SiteInfo", "JobSpec"]
+__all__ = ["Client", "Job", "JobArray", "JobSpec", "JobStatus", "Placement", "SiteInfo"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("Client", "Job", "JobArray", "JobStatus", "Placement", "SiteInfo"):
+    if name in ("Client", "Job", "JobArray"):
         from federation import client
         return getattr(client, name)
+    if name in ("JobStatus", "Placement", "SiteInfo"):
+        from federation import results
+        return getattr(results, name)
     if name == "JobSpec":
         from federation.spec import JobSpec
         return JobSpec

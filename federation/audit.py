@@ -13,9 +13,10 @@ import hashlib
 import json
 import os
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -56,10 +57,13 @@ class Signer:
         self.key = key
 
     @classmethod
-    def beside(cls, store: Path) -> "Signer":
+    def beside(cls, store: Path) -> Signer:
         path = key_path(store)
         if path.exists():
-            return cls(serialization.load_pem_private_key(path.read_bytes(), password=None))
+            loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+            if not isinstance(loaded, ec.EllipticCurvePrivateKey):
+                raise ValueError(f"{path}: the audit key is not an EC private key")
+            return cls(loaded)
         key = ec.generate_private_key(ec.SECP256R1())
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -85,7 +89,10 @@ def public_path(store: Path) -> Path:
 
 
 def load_public(path: Path) -> ec.EllipticCurvePublicKey:
-    return serialization.load_pem_public_key(Path(path).read_bytes())
+    key = serialization.load_pem_public_key(Path(path).read_bytes())
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise ValueError(f"{path}: the audit public key is not an EC key")
+    return key
 
 
 def verify(records: Iterable[AuditRecord], public: ec.EllipticCurvePublicKey) -> tuple[int, str, str]:

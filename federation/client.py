@@ -11,15 +11,29 @@ import os
 import random
 import time
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
 from federation.errors import FederationError, InvalidSpec, Timeout, Unavailable
-from federation.service import wire
+from federation.results import (
+    JobStatus,
+    Placement,
+    QueueEntry,
+    QueueInfo,
+    SiteInfo,
+    TrainingStatus,
+    job_status,
+    placement,
+    queue_entry,
+    queue_info,
+    site_info,
+    training_status,
+)
 from federation.service.errors import from_rpc_error
+from federation.service.spec_wire import spec_to_pb, training_spec_to_pb
 from federation.spec import (
     FederatedTrainingSpec,
     JobSpec,
@@ -37,157 +51,10 @@ DEFAULT_PKI = Path(".fedctl/pki")
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class AttemptInfo:
-    number: int
-    site: str
-    state: str
-    message: str
-    submission_id: str
-    binding: tuple[dict[str, Any], ...] = ()   # reserved GPUs: {"node", "gpus", "milli"} per node
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__, binding=list(self.binding))
-
-
-@dataclass(frozen=True)
-class JobStatus:
-    id: str
-    name: str
-    tenant: str
-    state: str
-    site: str
-    message: str
-    created_at: float
-    updated_at: float
-    attempts: tuple[AttemptInfo, ...] = ()
-    queue: str = ""
-    array_id: str = ""          # set on an element of a job array
-    array_index: int = 0
-    gang_id: str = ""           # set on a part of a gang
-
-    @property
-    def terminal(self) -> bool:
-        return self.state in ("succeeded", "failed", "cancelled")
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {"id": self.id, "name": self.name, "tenant": self.tenant, "state": self.state, "queue": self.queue,
-               "site": self.site or None, "message": self.message, "created_at": self.created_at,
-               "updated_at": self.updated_at,
-               "attempts": [a.to_dict() for a in self.attempts]}
-        if self.array_id:
-            out.update(array_id=self.array_id, array_index=self.array_index)
-        if self.gang_id:
-            out["gang_id"] = self.gang_id
-        return out
-
-
-@dataclass(frozen=True)
-class QueueEntry:
-    """A pending job's place in the scheduling order, and what puts it there."""
-
-    position: int
-    job: JobStatus
-    priority: str
-    tier: int        # its queue's tier: 0 below its deserved share, 1 over it, 2 over without weight; -1 held
-    share: float     # tier 0: use / deserved; else share of the federation / over-quota weight
-    held: str        # what holds it back beyond capacity, if anything
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"position": self.position, "id": self.job.id, "name": self.job.name, "tenant": self.job.tenant,
-                "queue": self.job.queue, "priority": self.priority, "tier": self.tier, "share": self.share,
-                "held": self.held or None, "submitted_at": self.job.created_at}
-
-
-@dataclass(frozen=True)
-class QueueInfo:
-    name: str
-    parent: str
-    deserved: dict[str, float]
-    limit: dict[str, float]
-    over_quota_weight: float
-    running: dict[str, float]
-    history: dict[str, float]
-    tier: int
-    share: float
-    pending: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-@dataclass(frozen=True)
-class SiteVerdict:
-    site: str
-    eligible: bool
-    reason_code: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where a job runs and why, or why it waits."""
-
-    site: str | None
-    state: str
-    summary: str
-    verdicts: tuple[SiteVerdict, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"site": self.site, "state": self.state, "summary": self.summary,
-                "verdicts": [v.__dict__ for v in self.verdicts]}
-
-
-@dataclass(frozen=True)
-class SiteInfo:
-    name: str
-    jurisdiction: str
-    region: str
-    state: str
-    connected: bool
-    labels: dict[str, str] = field(default_factory=dict)
-    datasets: tuple[dict[str, str], ...] = ()
-    capacity: dict[str, float] = field(default_factory=dict)
-    allocated: dict[str, float] = field(default_factory=dict)
-    running_attempts: int = 0
-    last_heartbeat: float = 0.0
-    gpu_nodes: tuple[dict[str, Any], ...] = ()   # {"name", "model", "memory", "gpus", "nvlink_domains", rack, block}
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__, datasets=list(self.datasets), gpu_nodes=list(self.gpu_nodes))
-
-
-def _status(job: pb.Job) -> JobStatus:
-    return JobStatus(
-        id=job.id, name=job.spec.name, tenant=job.spec.tenant, state=wire.JOB_STATE_FROM_PB[job.state].value,
-        site=job.site, message=job.message, created_at=job.created_at, updated_at=job.updated_at,
-        queue=job.queue, array_id=job.array_id, array_index=job.array_index, gang_id=job.gang_id,
-        attempts=tuple(AttemptInfo(a.number, a.site, wire.ATTEMPT_STATE_FROM_PB[a.state].value, a.message,
-                                   a.submission_id,
-                                   tuple({"node": b.node, "gpus": list(b.gpus), "milli": b.milli} for b in a.binding))
-                       for a in job.attempts))
-
-
-def _resources(r: pb.Resources) -> dict[str, float]:
-    return {"cpus": r.cpus, "memory": r.memory_bytes, "gpus": r.gpus}
-
-
-def _site(s: pb.Site) -> SiteInfo:
-    return SiteInfo(
-        name=s.name, jurisdiction=s.location.jurisdiction, region=s.location.region,
-        state=wire.SITE_STATE_FROM_PB[s.state].value, connected=s.connected, labels=dict(s.labels),
-        datasets=tuple({"name": d.name, "classification": d.classification, "path": d.path} for d in s.datasets),
-        capacity=_resources(s.capacity), allocated=_resources(s.allocated), running_attempts=s.running_attempts,
-        last_heartbeat=s.last_heartbeat,
-        gpu_nodes=tuple({"name": n.name, "model": n.model, "memory": n.memory_bytes, "gpus": len(n.domains),
-                         "nvlink_domains": len({d for d in n.domains if d}), "rack": n.rack, "block": n.block}
-                        for n in s.inventory.nodes))
-
-
 class Job:
     """A handle on a submitted job."""
 
-    def __init__(self, client: "Client", job_id: str, last: JobStatus | None = None) -> None:
+    def __init__(self, client: Client, job_id: str, last: JobStatus | None = None) -> None:
         self._client = client
         self.id = job_id
         self._last = last
@@ -232,56 +99,10 @@ class Job:
         return self._client.explain(self.id)
 
 
-@dataclass(frozen=True)
-class RoundInfo:
-    number: int
-    attempt: int
-    state: str
-    participants: tuple[str, ...]
-    aggregator: str
-    reported: tuple[str, ...]
-    lost: tuple[str, ...]
-    bytes_moved: int
-    metrics: dict[str, Any]
-    started_at: float
-    ended_at: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-@dataclass(frozen=True)
-class TrainingStatus:
-    id: str
-    name: str
-    tenant: str
-    state: str
-    round: int
-    rounds: int
-    message: str
-    history: tuple[RoundInfo, ...] = ()
-
-    @property
-    def terminal(self) -> bool:
-        return self.state != "running"
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__, history=[r.to_dict() for r in self.history])
-
-
-def _training_status(t: pb.Training) -> TrainingStatus:
-    from google.protobuf import json_format
-    history = tuple(RoundInfo(r.number, r.attempt, wire.ROUND_STATE_FROM_PB[r.state].value, tuple(r.participants),
-                              r.aggregator, tuple(r.reported), tuple(r.lost), r.bytes_moved,
-                              json_format.MessageToDict(r.metrics), r.started_at, r.ended_at) for r in t.rounds)
-    return TrainingStatus(t.id, t.spec.name, t.spec.tenant, wire.TRAINING_STATE_FROM_PB[t.state].value, t.round,
-                          t.spec.rounds, t.message, history)
-
-
 class Training:
     """A handle on a submitted federated training."""
 
-    def __init__(self, client: "Client", training_id: str) -> None:
+    def __init__(self, client: Client, training_id: str) -> None:
         self._client = client
         self.id = training_id
 
@@ -289,7 +110,7 @@ class Training:
         return f"Training({self.id!r})"
 
     def status(self) -> TrainingStatus:
-        return _training_status(self._client._call(self._client._stub.GetTraining,
+        return training_status(self._client._call(self._client._stub.GetTraining,
                                                    pb.GetTrainingRequest(id=self.id)).training)
 
     def wait(self, timeout: float | None = None, poll: float = 0.5) -> TrainingStatus:
@@ -304,7 +125,7 @@ class Training:
             time.sleep(poll)
 
     def cancel(self) -> TrainingStatus:
-        return _training_status(self._client._call(self._client._stub.CancelTraining,
+        return training_status(self._client._call(self._client._stub.CancelTraining,
                                                    pb.CancelTrainingRequest(id=self.id), retry=False).training)
 
     def model(self) -> dict[str, Any]:
@@ -320,7 +141,7 @@ class Training:
 class JobArray:
     """A handle on the elements of a job array (in index order) or the parts of a gang."""
 
-    def __init__(self, client: "Client", array_id: str, jobs: list[Job]) -> None:
+    def __init__(self, client: Client, array_id: str, jobs: list[Job]) -> None:
         self._client = client
         self.id = array_id
         self.jobs = jobs
@@ -356,7 +177,7 @@ class Client:
         self._stub = pb_grpc.FederationServiceStub(self._channel)
 
     @classmethod
-    def from_env(cls, **overrides: Any) -> "Client":
+    def from_env(cls, **overrides: Any) -> Client:
         """FEDCTL_ADDRESS, FEDCTL_CA / FEDCTL_CERT / FEDCTL_KEY or FEDCTL_PKI (a folder with ca.pem,
         admin.pem, admin.key; default .fedctl/pki), FEDCTL_INSECURE=1 for plain text."""
         env = os.environ
@@ -378,7 +199,7 @@ class Client:
     def close(self) -> None:
         self._channel.close()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -408,14 +229,15 @@ class Client:
         elif isinstance(spec, dict):
             spec = training_from_dict(spec)
         elif not isinstance(spec, FederatedTrainingSpec):
-            raise InvalidSpec(f"submit_training: expected a path, dict or FederatedTrainingSpec, got {type(spec).__name__}")
-        r = self._call(self._stub.SubmitTraining, pb.SubmitTrainingRequest(spec=wire.training_spec_to_pb(spec)),
+            raise InvalidSpec("submit_training: expected a path, dict or FederatedTrainingSpec, "
+                              f"got {type(spec).__name__}")
+        r = self._call(self._stub.SubmitTraining, pb.SubmitTrainingRequest(spec=training_spec_to_pb(spec)),
                        retry=False)
         return Training(self, r.training.id)
 
     def trainings(self, tenant: str | None = None) -> list[TrainingStatus]:
         r = self._call(self._stub.ListTrainings, pb.ListTrainingsRequest(tenant=tenant or ""))
-        return [_training_status(t) for t in r.trainings]
+        return [training_status(t) for t in r.trainings]
 
     def submit(self, spec: str | Path | dict | JobSpec, request_id: str | None = None) -> Job | JobArray:
         """A Job, or for a spec with `array:` or `gang:` a JobArray of its elements or parts.
@@ -429,23 +251,19 @@ class Client:
             spec = job_from_dict(spec)
         elif not isinstance(spec, JobSpec):
             raise InvalidSpec(f"submit: expected a path, dict or JobSpec, got {type(spec).__name__}")
-        request = pb.SubmitJobRequest(spec=wire.spec_to_pb(spec), request_id=request_id or uuid.uuid4().hex)
+        request = pb.SubmitJobRequest(spec=spec_to_pb(spec), request_id=request_id or uuid.uuid4().hex)
         response = self._call(self._stub.SubmitJob, request)
         if response.elements:
-            statuses = [_status(e) for e in response.elements]
+            statuses = [job_status(e) for e in response.elements]
             return JobArray(self, response.job.array_id or response.job.gang_id, [Job(self, s.id, s) for s in statuses])
-        status = _status(response.job)
+        status = job_status(response.job)
         return Job(self, status.id, status)
 
     def queue(self, queue: str | None = None, tenant: str | None = None,
               limit: int = 1000) -> tuple[list[QueueEntry], list[QueueInfo]]:
         """Pending jobs in scheduling order with their fair-share factors, and each queue's standing."""
         r = self._call(self._stub.ListQueue, pb.ListQueueRequest(queue=queue or "", tenant=tenant or "", limit=limit))
-        entries = [QueueEntry(e.position, _status(e.job), e.job.spec.priority or "normal", e.tier, e.share, e.held)
-                   for e in r.entries]
-        queues = [QueueInfo(q.name, q.parent, dict(q.deserved), dict(q.limit), q.over_quota_weight, dict(q.running),
-                            dict(q.history), q.tier, q.share, q.pending) for q in r.queues]
-        return entries, queues
+        return [queue_entry(e) for e in r.entries], [queue_info(q) for q in r.queues]
 
     def usage(self, group_by: Iterable[str] = ("tenant",), since: float = 0.0, until: float = 0.0) -> list[dict]:
         """Resource-seconds of attempts that ran within [since, until] (0: from the start / now), grouped."""
@@ -458,26 +276,24 @@ class Client:
         return Job(self, job_id, self.get(job_id))
 
     def get(self, job_id: str) -> JobStatus:
-        return _status(self._call(self._stub.GetJob, pb.GetJobRequest(id=job_id)).job)
+        return job_status(self._call(self._stub.GetJob, pb.GetJobRequest(id=job_id)).job)
 
     def jobs(self, tenant: str | None = None, states: Iterable[str] = (), limit: int = 1000) -> list[JobStatus]:
         request = pb.ListJobsRequest(tenant=tenant or "", limit=limit,
                                      states=[getattr(pb, f"JOB_STATE_{s.upper()}") for s in states])
-        return [_status(j) for j in self._call(self._stub.ListJobs, request).jobs]
+        return [job_status(j) for j in self._call(self._stub.ListJobs, request).jobs]
 
     def cancel(self, job_id: str) -> JobStatus:
-        return _status(self._call(self._stub.CancelJob, pb.CancelJobRequest(id=job_id)).job)
+        return job_status(self._call(self._stub.CancelJob, pb.CancelJobRequest(id=job_id)).job)
 
     def explain(self, job_id: str) -> Placement:
-        r = self._call(self._stub.ExplainJob, pb.ExplainJobRequest(id=job_id))
-        return Placement(site=r.job.site or None, state=wire.JOB_STATE_FROM_PB[r.job.state].value, summary=r.summary,
-                         verdicts=tuple(SiteVerdict(v.site, v.eligible, v.reason_code, v.reason) for v in r.verdicts))
+        return placement(self._call(self._stub.ExplainJob, pb.ExplainJobRequest(id=job_id)))
 
     def watch(self, job_id: str, timeout: float | None = None) -> Iterator[JobStatus]:
         """Yields the job each time it changes, ending when it ends (or at `timeout`)."""
         try:
             for r in self._stub.WatchJob(pb.WatchJobRequest(id=job_id), timeout=timeout):
-                yield _status(r.job)
+                yield job_status(r.job)
         except grpc.RpcError as e:
             if e.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
                 return
@@ -509,14 +325,14 @@ class Client:
         return self._call(self._stub.RevokeCertificates, pb.RevokeCertificatesRequest(name=name), retry=False).revoked
 
     def sites(self) -> list[SiteInfo]:
-        return [_site(s) for s in self._call(self._stub.ListSites, pb.ListSitesRequest()).sites]
+        return [site_info(s) for s in self._call(self._stub.ListSites, pb.ListSitesRequest()).sites]
 
     def site(self, name: str) -> SiteInfo:
-        return _site(self._call(self._stub.GetSite, pb.GetSiteRequest(name=name)).site)
+        return site_info(self._call(self._stub.GetSite, pb.GetSiteRequest(name=name)).site)
 
-    def _set_site_state(self, name: str, state: int, handover: bool = False) -> SiteInfo:
+    def _set_site_state(self, name: str, state: pb.SiteState, handover: bool = False) -> SiteInfo:
         request = pb.SetSiteStateRequest(name=name, state=state, handover=handover)
-        return _site(self._call(self._stub.SetSiteState, request).site)
+        return site_info(self._call(self._stub.SetSiteState, request).site)
 
     def cordon(self, name: str) -> SiteInfo:
         return self._set_site_state(name, pb.SITE_STATE_CORDONED)

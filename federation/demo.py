@@ -26,16 +26,11 @@ from federation.local import (
     start_agent,
     stop_processes,
 )
-from federation.pki import init_pki
+from federation.pki import Issued, init_pki
 from federation.server import start_server
 from federation.spec import load_job, load_site, load_training
 from federation.spec.loader import read_file
-from federation.spec.models import (
-    FederationBody,
-    FederationConfig,
-    FederationMetadata,
-    ServerTLS,
-)
+from federation.spec.server import FederationBody, FederationConfig, FederationMetadata, ServerTLS
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 SITE_START_TIMEOUT_S = 120
@@ -50,13 +45,7 @@ def _say(msg: str, quiet: bool) -> None:
 
 def run_demo(*, json_output: bool = False, keep: bool = False, examples: Path | None = None,
              configs: Path = CONFIGS) -> int:
-    examples = examples or configs / "examples"
-    site_files = sorted((configs / "sites").glob("*.yaml"))
-    spec_files = sorted(examples.glob("*.yaml"))
-    training_files = [f for f in spec_files if _kind(f) == "FederatedTraining"]
-    job_files = [f for f in spec_files if f not in training_files]
-    if not site_files or not job_files:
-        raise ConfigError(f"demo: no site configs in {configs / 'sites'} or no jobs in {examples}")
+    site_files, job_files, training_files = _spec_files(configs, examples or configs / "examples")
     work = Path(tempfile.mkdtemp(prefix="fd-", dir="/tmp"))  # short: Ray's socket paths live below it
     quiet = json_output
     agents: list[subprocess.Popen] = []
@@ -67,10 +56,7 @@ def run_demo(*, json_output: bool = False, keep: bool = False, examples: Path | 
         sites = [load_site(f) for f in site_files]
         shards = _training_shards(work, [load_training(f) for f in training_files], [s.metadata.name for s in sites])
         pki = init_pki(work / "pki", clients=("admin",) + tuple(s.metadata.name for s in sites))
-        config = FederationConfig(metadata=FederationMetadata(name="demo"), spec=FederationBody(
-            listen="127.0.0.1:0", store=work / "federation.db", policy=configs / "policy.yaml",
-            tls=ServerTLS(cert=pki["server"].cert, key=pki["server"].key, client_ca=pki["ca"].cert),
-            heartbeat_interval_s=1.0, site_timeout_s=15))
+        config = _federation_config(work, configs, pki)
         server = start_server(config)
         address = f"127.0.0.1:{server.port}"
         _say(f"federation: embedded, mTLS on {address}, store {config.spec.store}", quiet)
@@ -89,16 +75,7 @@ def run_demo(*, json_output: bool = False, keep: bool = False, examples: Path | 
         if json_output:
             render.emit_json({"jobs": rows, "trainings": trained, "elapsed_s": round(time.monotonic() - started, 1)})
         else:
-            print()
-            render.table(["JOB", "TENANT", "DATA", "SITE", "STATE", "WHY", "RESULT"],
-                         [[r["name"], r["tenant"], ",".join(r["datasets"]) or "-", r["site"] or "-", r["state"],
-                           r["why"], r["result"]] for r in rows])
-            for t in trained:
-                print(f"\ntraining {t['name']}: {t['state']}, {t['rounds']} rounds at {', '.join(t['sites'])}, "
-                      f"aggregated at {', '.join(t['aggregators'])}; {t['kib_per_round']:.0f} KiB moved a round; "
-                      f"held-out accuracy {t['accuracy']:.3f} (the same model trained centrally: "
-                      f"{t['central_accuracy']:.3f})")
-            print(f"\ndone in {time.monotonic() - started:.1f}s" + (f"; files kept in {work}" if keep else ""))
+            _print_report(rows, trained, started, work if keep else None)
         client.close()
         ok = all(r["state"] in ("succeeded", "cancelled") for r in rows) and all(
             t["state"] == "succeeded" for t in trained)
@@ -114,6 +91,38 @@ def run_demo(*, json_output: bool = False, keep: bool = False, examples: Path | 
         kill_processes_mentioning(str(work))
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _spec_files(configs: Path, examples: Path) -> tuple[list[Path], list[Path], list[Path]]:
+    """The site configs, the example jobs and the example trainings."""
+    site_files = sorted((configs / "sites").glob("*.yaml"))
+    spec_files = sorted(examples.glob("*.yaml"))
+    training_files = [f for f in spec_files if _kind(f) == "FederatedTraining"]
+    job_files = [f for f in spec_files if f not in training_files]
+    if not site_files or not job_files:
+        raise ConfigError(f"demo: no site configs in {configs / 'sites'} or no jobs in {examples}")
+    return site_files, job_files, training_files
+
+
+def _federation_config(work: Path, configs: Path, pki: dict[str, Issued]) -> FederationConfig:
+    return FederationConfig(metadata=FederationMetadata(name="demo"), spec=FederationBody(
+        listen="127.0.0.1:0", store=work / "federation.db", policy=configs / "policy.yaml",
+        tls=ServerTLS(cert=pki["server"].cert, key=pki["server"].key, client_ca=pki["ca"].cert),
+        heartbeat_interval_s=1.0, site_timeout_s=15))
+
+
+def _print_report(rows: list[dict], trained: list[dict], started: float, kept: Path | None) -> None:
+    """Where each job ran and why, each training's rounds and accuracy, and how long it all took."""
+    print()
+    render.table(["JOB", "TENANT", "DATA", "SITE", "STATE", "WHY", "RESULT"],
+                 [[r["name"], r["tenant"], ",".join(r["datasets"]) or "-", r["site"] or "-", r["state"],
+                   r["why"], r["result"]] for r in rows])
+    for t in trained:
+        print(f"\ntraining {t['name']}: {t['state']}, {t['rounds']} rounds at {', '.join(t['sites'])}, "
+              f"aggregated at {', '.join(t['aggregators'])}; {t['kib_per_round']:.0f} KiB moved a round; "
+              f"held-out accuracy {t['accuracy']:.3f} (the same model trained centrally: "
+              f"{t['central_accuracy']:.3f})")
+    print(f"\ndone in {time.monotonic() - started:.1f}s" + (f"; files kept in {kept}" if kept else ""))
 
 
 def _raise_interrupt(signum, frame):

@@ -5,8 +5,9 @@ import hashlib
 import json
 
 from federation.errors import InvalidSpec
-from federation.spec.models import JobBody, NodeSpec
-from policies.topology import MILLI, Binding, GpuNode, GpuRequest, Inventory, Slot
+from federation.spec.job import JobBody
+from federation.spec.site import NodeSpec
+from policies.gpus import MILLI, Binding, GpuNode, GpuRequest, Inventory, Slot
 
 MAX_GPUS_PER_SITE = 200_000
 MAX_GPUS_PER_NODE = 128

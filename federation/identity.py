@@ -18,7 +18,9 @@ federation admin (the server logs a warning at start).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
+import grpc
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
@@ -95,10 +97,15 @@ def of_certificate(pem: bytes) -> Identity:
                     tuple(u for u in units if u.split(":", 1)[0] in BOUND))
 
 
-def of_context(context) -> Identity:
+def auth_properties(context: grpc.ServicerContext) -> dict[str, list[bytes]]:
+    """The call's authentication properties; grpc's stubs type them as bytes, grpc gives lists of bytes."""
+    return cast(dict[str, list[bytes]], context.auth_context() or {})
+
+
+def of_context(context: grpc.ServicerContext) -> Identity:
     """The caller of a gRPC call: its verified client certificate; on TLS without one, nobody;
     on plain text (development only), the anonymous admin."""
-    auth = context.auth_context() or {}
+    auth = auth_properties(context)
     pem = auth.get("x509_pem_cert")
     if pem:
         return of_certificate(pem[0])

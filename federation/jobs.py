@@ -12,7 +12,7 @@ from enum import Enum
 
 from federation.errors import InvalidTransition
 from federation.spec import JobSpec
-from policies.topology import Binding
+from policies.gpus import Binding
 
 
 class JobState(str, Enum):
@@ -107,7 +107,7 @@ def job_state_after(job_state: JobState, attempt_state: AttemptState, retried: b
 RETRIED = (AttemptState.LOST, AttemptState.FAILED)
 
 
-def retry_delay(job: "Job", number: int, ending: AttemptState, jitter: float) -> tuple[float, int] | None:
+def retry_delay(job: Job, number: int, ending: AttemptState, jitter: float) -> tuple[float, int] | None:
     """(seconds before the next attempt, retries spent) when the job's policy retries its attempt
     `number` that ends `ending`, else None. Lost attempts are always retried while the limit allows; failed
     ones only with `on_failure`. The delay doubles with each retry, scaled by `jitter` in [0, 1)
@@ -195,6 +195,6 @@ class Job:
     def current_attempt(self) -> Attempt | None:
         return self.attempts[-1] if self.attempts else None
 
-    def with_state(self, state: JobState, **changes) -> "Job":
+    def with_state(self, state: JobState, **changes) -> Job:
         check_job(self.id, self.state, state)
         return replace(self, state=state, **changes)

@@ -81,7 +81,7 @@ def start_agent(config: dict[str, Any], work: Path) -> subprocess.Popen:
     name = config["metadata"]["name"]
     path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
-    log = open(work / f"{name}.log", "ab")
+    log = open(work / f"{name}.log", "ab")  # noqa: SIM115  # the child process keeps it open
     local_ray = ["--local-ray"] if "local" in config["spec"].get("ray", {}) else []
     return subprocess.Popen(fedctl("site", "start", "--config", str(path), *local_ray), stdout=log,
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
@@ -151,13 +151,14 @@ class LocalFederation:
             return json.loads(response.read())
 
     def start_server(self, timeout: float = 30) -> None:
-        log = open(self.work / "federation.log", "ab")
+        log = open(self.work / "federation.log", "ab")  # noqa: SIM115  # the child process keeps it open
         self.server = subprocess.Popen(fedctl("server", "start", "--config", str(self.config)), stdout=log,
                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env)
         with self.client() as c:
             _wait(lambda: c.sites() is not None, timeout, "the federation to answer")
 
     def stop_server(self, sig: int = signal.SIGTERM) -> None:
+        assert self.server is not None, "the federation was not started"
         self.server.send_signal(sig)
         self.server.wait(timeout=30)
 

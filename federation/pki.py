@@ -45,7 +45,7 @@ def _name(common_name: str, units: tuple[str, ...] = ()) -> x509.Name:
 def create_ca(directory: Path, name: str = "fedctl CA") -> Issued:
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (x509.CertificateBuilder()
             .subject_name(_name(name)).issuer_name(_name(name))
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
@@ -66,9 +66,9 @@ def issue(ca: Issued, directory: Path, name: str, *, server: bool = False,
           units: tuple[str, ...] = ()) -> Issued:
     """A certificate for `name`; `units` carry a client's role and scope (see federation.identity)."""
     ca_cert = x509.load_pem_x509_certificate(ca.cert.read_bytes())
-    ca_key = serialization.load_pem_private_key(ca.key.read_bytes(), password=None)
+    ca_key = _signing_key(ca.key)
     key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     end = now + dt.timedelta(days=days)
     start = min(now - dt.timedelta(minutes=5), end - dt.timedelta(days=1))  # days < 0: already expired
     builder = (x509.CertificateBuilder()
@@ -120,8 +120,8 @@ def sign_request(ca: Issued, csr_pem: bytes, name: str, units: tuple[str, ...], 
     if not isinstance(csr.public_key(), ec.EllipticCurvePublicKey):
         raise ValueError("csr_pem: the key must be an EC key")
     ca_cert = x509.load_pem_x509_certificate(ca.cert.read_bytes())
-    ca_key = serialization.load_pem_private_key(ca.key.read_bytes(), password=None)
-    now = dt.datetime.now(dt.timezone.utc)
+    ca_key = _signing_key(ca.key)
+    now = dt.datetime.now(dt.UTC)
     cert = (x509.CertificateBuilder()
             .subject_name(_name(name, units)).issuer_name(ca_cert.subject)
             .public_key(csr.public_key()).serial_number(x509.random_serial_number())
@@ -140,3 +140,10 @@ def new_request(name: str, directory: Path) -> tuple[bytes, Path]:
     _write_key(path, key)
     csr = x509.CertificateSigningRequestBuilder().subject_name(_name(name)).sign(key, hashes.SHA256())
     return csr.public_bytes(serialization.Encoding.PEM), path
+
+
+def _signing_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"{path}: the CA key is not an EC private key")
+    return key

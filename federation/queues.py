@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import difflib
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 from federation.errors import InvalidSpec
-from federation.spec.models import PolicyConfig, QueueSpec
+from federation.spec.policy import PolicyConfig, QueueSpec
 from policies.fairshare import DEFAULT, Queue, Usage
 
 GROUPS = ("tenant", "queue", "site", "gpu_model")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from federation.controlplane import ControlPlane
+from federation.control import ControlPlane
 from federation.training import TrainingLoop
 
 log = logging.getLogger("federation.scheduler")
@@ -31,7 +31,7 @@ class SchedulerLoop:
         while not self._stop.is_set():
             generation = changes.generation
             try:
-                result = self.control.schedule_once()
+                result = self.control.cycle.run_once()
                 for d in result.decisions:
                     log.info("placed %s on %s (%s)", d.job_id, d.site, "; ".join(d.reasons))
                 if result.deferred:

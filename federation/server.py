@@ -8,13 +8,14 @@ from dataclasses import dataclass
 import grpc
 
 from federation.audit import Signer
-from federation.controlplane import ControlPlane
+from federation.control import ControlPlane
 from federation.errors import ConfigError
 from federation.pki import Issued
 from federation.scheduler import SchedulerLoop
 from federation.service.sites import EnrollmentServicer, SiteServicer
 from federation.service.users import FederationServicer
 from federation.spec import FederationConfig, load_policy
+from federation.spec.server import Enrolment
 from federation.store import SQLiteStore
 from federation.training import TrainingLoop
 from federation.transport import SERVER_OPTIONS, add_port
@@ -40,10 +41,9 @@ class RunningServer:
         self.control.store.close()
 
 
-def _enrolment(config: FederationConfig, control: ControlPlane) -> tuple[grpc.Server, int]:
+def _enrolment(config: FederationConfig, e: Enrolment, control: ControlPlane) -> tuple[grpc.Server, int]:
     """The listener sites join through: server-side TLS only (they have no certificate yet)."""
     body = config.spec
-    e = body.enrolment
     if body.tls is None:
         raise ConfigError("enrolment: needs tls (sites must be able to check they talk to this federation)")
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="enrol"), options=SERVER_OPTIONS)
@@ -76,7 +76,7 @@ def start_server(config: FederationConfig, *, max_workers: int = 64) -> RunningS
         store.close()
         raise
     try:
-        enrolment, enrolment_port = _enrolment(config, control) if body.enrolment else (None, 0)
+        enrolment, enrolment_port = _enrolment(config, body.enrolment, control) if body.enrolment else (None, 0)
     except Exception:
         store.close()
         raise

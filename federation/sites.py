@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from policies.topology import Inventory
+from policies.gpus import Inventory
 
 
 class SiteState(str, Enum):
@@ -26,7 +26,7 @@ class Capacity:
     memory: int = 0
     gpus: float = 0.0
 
-    def __add__(self, other: "Capacity") -> "Capacity":
+    def __add__(self, other: Capacity) -> Capacity:
         return Capacity(self.cpus + other.cpus, self.memory + other.memory, self.gpus + other.gpus)
 
 
@@ -41,7 +41,7 @@ class SiteRecord:
     state: SiteState = SiteState.READY
     registered_at: float = 0.0
     last_heartbeat: float = 0.0
-    inventory: Inventory = Inventory()   # GPU topology; empty when the site has none or did not say
+    inventory: Inventory = field(default_factory=Inventory)  # GPU topology; empty if none or not said
     autonomous: bool = False             # cut off, it keeps its work: nothing of it is re-placed
     agreement_key: str = ""              # hex X25519 public key, for secure aggregation
 

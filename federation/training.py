@@ -19,7 +19,8 @@ import secrets
 from dataclasses import replace
 from typing import Any
 
-from federation.controlplane import ControlPlane
+from federation.control import ControlPlane
+from federation.control.snapshot import catalog
 from federation.errors import FederationError, InvalidSpec, NotFound
 from federation.jobs import Job, JobState
 from federation.spec import FederatedTrainingSpec, job_from_dict
@@ -42,10 +43,10 @@ class TrainingLoop:
     def submit(self, spec: FederatedTrainingSpec, actor: str) -> Training:
         body = spec.spec
         records = self.store.list_sites()
-        info = self.control.catalog(records).get(body.dataset)
+        info = catalog(records).get(body.dataset)
         if info is None:
             raise InvalidSpec(f"spec.dataset: no site holds a dataset named '{body.dataset}'")
-        if info.classification not in self.control.rules.classifications:
+        if info.classification not in self.control.core.rules.classifications:
             raise InvalidSpec(f"spec.dataset: classification {info.classification} of {body.dataset} has no rule "
                               "in the policy")
         if len(info.sites) < body.sites.min:
@@ -112,7 +113,7 @@ class TrainingLoop:
     def _start_round(self, t: Training, number: int, attempt: int) -> None:
         body = t.spec.spec
         now = self.control.clock()
-        snapshot = self.control.snapshot(now)
+        snapshot = self.control.views.snapshot(now)
         chosen = plan.participants(body.dataset, snapshot.sites, snapshot.catalog, snapshot.rules, body.sites.max)
         if len(chosen.chosen) < body.sites.min:
             why = "; ".join(f"{s}: {w}" for s, w in sorted(chosen.refused.items())) or "no site holds it"
@@ -137,7 +138,7 @@ class TrainingLoop:
                 self._save(t, message=f"waiting: {', '.join(missing)} published no key for secure aggregation")
                 return
             given["peers.json"] = self._peers(t, number, attempt, keys)
-        jobs = self.control.submit(self._step_spec(t, number, chosen.chosen), t.actor,
+        jobs = self.control.admission.submit(self._step_spec(t, number, chosen.chosen), t.actor,
                                    inputs={(site if len(chosen.chosen) > 1 else ""): given for site in chosen.chosen})
         steps = {site: job.id for site, job in zip(chosen.chosen, jobs)}
         r = Round(t.id, number, attempt, RoundState.TRAINING, chosen.chosen, aggregators[0], steps, started_at=now,
@@ -199,7 +200,7 @@ class TrainingLoop:
             peers = self.store.get_artifact(jobs[reported[0]].id, 0, "peers.json")[0]
             reveals = {}
             for site in reported:
-                (job,) = self.control.submit(self._reveal_spec(t, r, site), t.actor, inputs={"": {
+                (job,) = self.control.admission.submit(self._reveal_spec(t, r, site), t.actor, inputs={"": {
                     "peers.json": peers, "lost.json": json.dumps(list(left_out)).encode()}})
                 reveals[site] = job.id
             self.store.save_round(replace(r, state=RoundState.REVEALING, reported=reported, lost=left_out,
@@ -257,7 +258,7 @@ class TrainingLoop:
                                                                                           exclude_none=True),
                                        "placement": {"sites": [r.aggregator]}, "retry": {"limit": 0},
                                        "priority": body.priority, "queue": body.queue}})
-        (job,) = self.control.submit(spec, t.actor, inputs={"": inputs})
+        (job,) = self.control.admission.submit(spec, t.actor, inputs={"": inputs})
         moved = sum(len(v) for k, v in inputs.items() if k.startswith(("update-", "masked-")))
         metrics = {site: self._metrics(jobs[site]) for site in reported}
         self.store.save_round(replace(r, state=RoundState.AGGREGATING, reported=reported, lost=left_out,

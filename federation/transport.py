@@ -27,16 +27,19 @@ SERVER_OPTIONS = OPTIONS + [
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.so_reuseport", 0),  # a second federation on the same port must fail, not share it
 ]
-INSECURE_WARNING = "PLAIN-TEXT gRPC (insecure: true): anyone on the network can read and forge traffic; development only"
+INSECURE_WARNING = ("PLAIN-TEXT gRPC (insecure: true): anyone on the network can read and forge traffic; "
+                    "development only")
 
 
-def _read(path: Path | None, what: str) -> bytes | None:
-    if path is None:
-        return None
+def _read(path: Path, what: str) -> bytes:
     try:
         return Path(path).read_bytes()
     except OSError as e:
         raise ConfigError(f"{what}: cannot read {path}: {e.strerror}") from None
+
+
+def _read_optional(path: Path | None, what: str) -> bytes | None:
+    return None if path is None else _read(path, what)
 
 
 def add_port(server: grpc.Server, address: str, *, cert: Path | None, key: Path | None,
@@ -48,7 +51,7 @@ def add_port(server: grpc.Server, address: str, *, cert: Path | None, key: Path 
         else:
             if cert is None or key is None:
                 raise ConfigError("tls: cert and key are required unless insecure: true")
-            ca = _read(client_ca, "tls.client_ca")
+            ca = _read_optional(client_ca, "tls.client_ca")
             creds = grpc.ssl_server_credentials([(_read(key, "tls.key"), _read(cert, "tls.cert"))],
                                                 root_certificates=ca, require_client_auth=ca is not None)
             port = server.add_secure_port(address, creds)
@@ -66,6 +69,7 @@ def open_channel(address: str, *, ca: Path | None = None, cert: Path | None = No
         return grpc.insecure_channel(address, options=OPTIONS)
     if ca is None:
         raise ConfigError("tls: a CA certificate is required unless insecure is set")
-    creds = grpc.ssl_channel_credentials(root_certificates=_read(ca, "tls.ca"), private_key=_read(key, "tls.key"),
-                                         certificate_chain=_read(cert, "tls.cert"))
+    creds = grpc.ssl_channel_credentials(root_certificates=_read(ca, "tls.ca"),
+                                         private_key=_read_optional(key, "tls.key"),
+                                         certificate_chain=_read_optional(cert, "tls.cert"))
     return grpc.secure_channel(address, creds, options=OPTIONS)

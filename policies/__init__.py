@@ -3,6 +3,10 @@
 `schedule(snapshot, pending, now)` returns where each job goes, and for each
 job it could not place, the reason at every site.
 """
+from policies.explain import describe, verdicts
+from policies.feasible import gpu_request, static_verdict
+from policies.gpu_state import GpuState
+from policies.gpus import Binding, GpuNode, GpuRequest, Inventory, Slot, check_binding
 from policies.model import (
     ClassificationRule,
     DatasetInfo,
@@ -10,27 +14,38 @@ from policies.model import (
     PendingJob,
     Reason,
     Rules,
-    ScheduleResult,
     SiteView,
-    Snapshot,
     Unplaced,
     Verdict,
 )
-from policies.placement import describe, gpu_request, schedule, static_verdict, verdicts
+from policies.placement import schedule
+from policies.snapshot import ScheduleResult, Snapshot
 from policies.sovereignty import expand_jurisdictions, sovereignty_verdict
-from policies.topology import (
-    Binding,
-    GpuNode,
-    GpuRequest,
-    GpuState,
-    Inventory,
-    Slot,
-    check_binding,
-)
 
 __all__ = [
-    "ClassificationRule", "DatasetInfo", "Decision", "PendingJob", "Reason", "Rules", "ScheduleResult",
-    "SiteView", "Snapshot", "Unplaced", "Verdict", "schedule", "sovereignty_verdict", "expand_jurisdictions",
-    "describe", "static_verdict", "verdicts", "gpu_request", "Binding", "GpuNode", "GpuRequest", "GpuState",
-    "Inventory", "Slot", "check_binding",
+    "Binding",
+    "ClassificationRule",
+    "DatasetInfo",
+    "Decision",
+    "GpuNode",
+    "GpuRequest",
+    "GpuState",
+    "Inventory",
+    "PendingJob",
+    "Reason",
+    "Rules",
+    "ScheduleResult",
+    "SiteView",
+    "Slot",
+    "Snapshot",
+    "Unplaced",
+    "Verdict",
+    "check_binding",
+    "describe",
+    "expand_jurisdictions",
+    "gpu_request",
+    "schedule",
+    "sovereignty_verdict",
+    "static_verdict",
+    "verdicts",
 ]

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping, Sequence
 
 from policies.model import PendingJob
 
@@ -73,9 +73,9 @@ def describe_dim(dim: str, amount: float) -> str:
 
 
 class _Node:
-    __slots__ = ("queue", "parent", "children", "running", "history", "placed", "version", "heap", "jobs", "pos")
+    __slots__ = ("children", "heap", "history", "jobs", "parent", "placed", "pos", "queue", "running", "version")
 
-    def __init__(self, queue: Queue, parent: "_Node | None") -> None:
+    def __init__(self, queue: Queue, parent: _Node | None) -> None:
         self.queue, self.parent = queue, parent
         self.children: list[_Node] = []
         self.running: dict[str, float] = {}

@@ -6,8 +6,8 @@ Pure: the control plane passes the states of the jobs depended on and what is ac
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 from policies.model import Reason
 

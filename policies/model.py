@@ -1,15 +1,11 @@
-"""Plain data the placement function reads and returns."""
+"""Plain data the placement function reads and returns: sites, jobs, reasons, decisions."""
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import TYPE_CHECKING, Callable, Mapping
 
-from policies.topology import Binding, GpuRequest, GpuState
-
-if TYPE_CHECKING:
-    from policies.fairshare import Queues
-    from policies.preemption import Preemption, Running, Settings
+from policies.gpus import Binding, GpuRequest
 
 
 class Reason(IntEnum):
@@ -91,17 +87,6 @@ class SiteView:
 
 
 @dataclass(frozen=True, slots=True)
-class Snapshot:
-    sites: tuple[SiteView, ...]
-    catalog: Mapping[str, DatasetInfo]
-    rules: Rules
-    gpus: GpuState | None = None  # GPU topology with live reservations taken; None: from SiteView totals
-    queues: "Queues | None" = None  # fair-share queues and their usage; None: one queue for everyone
-    running: "tuple[Running, ...]" = ()  # live attempts, for preemption
-    preemption: "Settings | None" = None  # None: never preempt
-
-
-@dataclass(frozen=True, slots=True)
 class PendingJob:
     id: str
     tenant: str
@@ -151,7 +136,7 @@ class Unplaced:
     Both are materialised on first use from the parts the scheduler already holds, so a cycle
     over a large backlog decides every job without building a per-site array for each."""
 
-    __slots__ = ("job_id", "_summary", "_reasons", "_parts")
+    __slots__ = ("_parts", "_reasons", "_summary", "job_id")
 
     def __init__(self, job_id: str, summary: str | None = None, reasons: bytes | None = None,
                  parts: Callable[[], tuple[str, bytes]] | None = None) -> None:
@@ -178,12 +163,3 @@ class Unplaced:
 
     def __repr__(self) -> str:
         return f"Unplaced({self.job_id!r}, {self.summary!r})"
-
-
-@dataclass(frozen=True, slots=True)
-class ScheduleResult:
-    decisions: tuple[Decision, ...]
-    unplaced: tuple[Unplaced, ...]
-    deferred: int = 0          # of the unplaced, those behind the cycle's placement limit, not tried
-    preemptions: "tuple[Preemption, ...]" = ()   # running attempts to stop so that waiting jobs can start
-    making_room: Mapping[str, str] = field(default_factory=dict)  # waiting job -> site where work stops for it

@@ -13,14 +13,15 @@ in the same cycle: the stopped work frees its resources first.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 import numpy as np
 
 from policies.fairshare import EPS, Ledger, demand
+from policies.gpu_state import GpuState
+from policies.gpus import Binding, GpuRequest
 from policies.model import PendingJob
-from policies.topology import Binding, GpuRequest, GpuState
 
 HEAD = 64   # waiting jobs considered a cycle, at least
 
@@ -136,7 +137,7 @@ def _victims(job: PendingJob, req: GpuRequest | None, i: int, candidates: list[R
         return None
     # Keep only the victims the fit needs: drop any whose resources turn out not to matter.
     needed = list(taken)
-    for t in list(taken):
+    for t in taken:
         rest = [x for x in needed if x is not t]
         for r, _ in rest:
             _release(r, cpu, mem, gpu)

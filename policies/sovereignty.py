@@ -1,12 +1,14 @@
 """Where data may be processed: dataset classification → allowed sites."""
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from policies.model import DatasetInfo, Reason, Rules, SiteView
 
-EU = frozenset(
-    "AT BE BG HR CY CZ DK EE FI FR DE GR HU IE IT LV LT LU MT NL PL PT RO SK SI ES SE".split())
+EU = frozenset({
+    "AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR", "DE", "GR", "HU", "IE",
+    "IT", "LV", "LT", "LU", "MT", "NL", "PL", "PT", "RO", "SK", "SI", "ES", "SE",
+})
 EEA = EU | {"IS", "LI", "NO"}
 BUILTIN_GROUPS: Mapping[str, frozenset[str]] = {"EU": EU, "EEA": EEA}
 
@@ -35,7 +37,8 @@ def sovereignty_verdict(datasets: Iterable[str], site: SiteView, catalog: Mappin
             return Reason.UNKNOWN_DATASET, f"dataset {name} is not in the catalog"
         rule = rules.classifications.get(info.classification)
         if rule is None:
-            return Reason.NO_RULE, f"classification {info.classification} of {name} has no rule in policy v{rules.version}"
+            return (Reason.NO_RULE,
+                    f"classification {info.classification} of {name} has no rule in policy v{rules.version}")
         if rule.allowed_jurisdictions is not None and site.jurisdiction not in rule.allowed_jurisdictions:
             return (Reason.JURISDICTION,
                     f"{info.classification} data ({name}) may not be processed in {site.jurisdiction}")

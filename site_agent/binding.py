@@ -13,12 +13,13 @@ failed reservation, never as a silently spread job.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
 import subprocess
 import sys
 
-from policies.topology import MILLI, Binding, Inventory
+from policies.gpus import MILLI, Binding, Inventory
 from site_agent.ray_driver import RayNode
 
 NODE_LABEL = "fedctl.io/node"
@@ -35,7 +36,7 @@ def host_of(entry: str) -> str:
 def check(binding: Binding, inventory: Inventory, nodes: list[RayNode]) -> str:
     """Why this site cannot honour the binding, or '' when it can."""
     entries = {n.name: n for n in inventory.nodes}
-    gpus_by_host = {}
+    gpus_by_host: dict[str, float] = {}
     for node in nodes:
         host = node.labels.get(NODE_LABEL)
         if host:
@@ -76,7 +77,7 @@ def main() -> int:
     import ray
     from ray.util.placement_group import placement_group, remove_placement_group
 
-    ray.init(address="auto", namespace="fedctl", log_to_driver=False, logging_level="ERROR")
+    ray.init(address="auto", namespace="fedctl", log_to_driver=False, logging_level=logging.ERROR)
     shapes, selectors, strategy = bundles(binding)
     name = "fed-" + os.environ.get("FEDCTL_JOB_ID", "job") + "-" + os.environ.get("FEDCTL_ATTEMPT", "0")
     pg = placement_group(shapes, strategy=strategy, name=name, bundle_label_selector=selectors)

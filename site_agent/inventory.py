@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from federation.errors import RayError
 from federation.gpus import inventory_of
 from federation.sites import Capacity
-from federation.spec.models import Resources, SiteConfig
-from policies.topology import Inventory
+from federation.spec.common import Resources
+from federation.spec.site import SiteConfig
+from policies.gpus import Inventory
 from site_agent.binding import NODE_LABEL
 from site_agent.ray_driver import RayDriver
 
@@ -64,7 +65,7 @@ def site_capacity(declared: Resources | None, driver: RayDriver) -> Capacity:
 
 @dataclass(frozen=True)
 class SiteGpus:
-    inventory: Inventory = Inventory()
+    inventory: Inventory = field(default_factory=Inventory)
     cuda: dict[tuple[str, int], str] = field(default_factory=dict)   # (entry, index) -> CUDA device
 
 

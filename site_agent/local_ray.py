@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from federation.errors import RayError
-from federation.spec.models import LocalRay
+from federation.spec.site import LocalRay
 from site_agent.ray_driver import RayJobsDriver
 
 log = logging.getLogger("site_agent.local_ray")

@@ -14,7 +14,7 @@ import logging
 import re
 from dataclasses import dataclass
 
-from policies.topology import GpuNode
+from policies.gpus import GpuNode
 
 log = logging.getLogger("site_agent.nvml")
 
@@ -94,7 +94,8 @@ def discover(nvml, host: str, rack: str = "", block: str = "") -> tuple[list[Gpu
                 (domain, int(nvml.nvmlDeviceGetMemoryInfo(h).total), str(i)))
     finally:
         nvml.nvmlShutdown()
-    nodes, devices = [], []
+    nodes: list[GpuNode] = []
+    devices: list[Device] = []
     for model, gpus in kinds.items():
         entry = host if len(kinds) == 1 else f"{host}/{model.lower()}"
         nodes.append(GpuNode(entry, model, min(m for _, m, _ in gpus), tuple(d for d, _, _ in gpus), rack, block))

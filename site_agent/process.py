@@ -6,7 +6,7 @@ import os
 import signal
 import socket
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from federation.errors import ConfigError, RayError
 from federation.gpus import inventory_of
@@ -54,6 +54,7 @@ def run_site(config: SiteConfig, *, local_ray: bool,
         if head is not None:
             driver = head.start()
         else:
+            assert body.ray.address, "a site config names spec.ray.local or spec.ray.address"
             driver = RayJobsDriver(body.ray.address)
             driver.wait_ready(30)
         if done.is_set():

@@ -70,7 +70,7 @@ class RayJobsDriver(RayDriver):
 
     def __init__(self, address: str) -> None:
         self.address = address if "://" in address else f"http://{address}"
-        self._client = None
+        self._client: Any = None   # ray.job_submission.JobSubmissionClient, made on first use
 
     @property
     def client(self):

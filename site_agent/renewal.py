@@ -21,7 +21,7 @@ RENEW_AT = 1 / 3   # renew when less than this part of the certificate's lifetim
 def due(cert: Path, now: dt.datetime | None = None) -> bool:
     c = x509.load_pem_x509_certificate(cert.read_bytes())
     start, end = c.not_valid_before_utc, c.not_valid_after_utc
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     return (end - now) < (end - start) * RENEW_AT
 
 

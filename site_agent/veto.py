@@ -1,11 +1,12 @@
 """A site's own refusal: work its operator forbids, whatever the federation decided."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from federation.spec import JobSpec
-from federation.spec.models import Veto
+from federation.spec.site import Veto
 
 
 def veto_reason(spec: JobSpec, veto: Veto, held: Mapping[str, str]) -> str | None:

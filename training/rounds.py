@@ -5,12 +5,12 @@ federation's training loop only gathers state and acts on the answers.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Iterable, Mapping
 
+from policies.feasible import in_region
 from policies.model import DatasetInfo, Reason, Rules, SiteView
-from policies.placement import in_region
 from policies.sovereignty import sovereignty_verdict
 
 MODEL_UPDATES = "model-updates"

@@ -34,7 +34,7 @@ COUNT = "__examples__"
 
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
     path.write_bytes(buffer.getvalue())
 
 

@@ -36,11 +36,11 @@ class KeyPair:
     private: X25519PrivateKey
 
     @classmethod
-    def generate(cls) -> "KeyPair":
+    def generate(cls) -> KeyPair:
         return cls(X25519PrivateKey.generate())
 
     @classmethod
-    def load_or_create(cls, path: Path) -> "KeyPair":
+    def load_or_create(cls, path: Path) -> KeyPair:
         """The key kept at `path` (owner-only), made there the first time."""
         if path.exists():
             return cls(X25519PrivateKey.from_private_bytes(path.read_bytes()))

@@ -6,8 +6,8 @@ keeps optimizer state between rounds, which the aggregator stores beside the mod
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Mapping
 
 import numpy as np
 
@@ -25,7 +25,9 @@ def weighted_mean(updates: list[tuple[Model, float]]) -> Model:
     for model, _ in updates[1:]:
         if model.keys() != names:
             raise ValueError(f"models disagree on their parameters: {sorted(names)} vs {sorted(model)}")
-    return {k: sum(m[k].astype(np.float64) * (n / total) for m, n in updates) for k in names}
+    first = updates[0][0]
+    return {k: sum((m[k].astype(np.float64) * (n / total) for m, n in updates), np.zeros(first[k].shape))
+            for k in names}
 
 
 @dataclass

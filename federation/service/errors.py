@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Callable, TypeVar
+from collections.abc import Callable, Iterable
+from typing import TypeVar, cast
 
 import grpc
 
 from federation.errors import ErrorCode, FederationError, from_code
+from federation.identity import auth_properties
 
 log = logging.getLogger("federation.service")
 
@@ -30,13 +32,13 @@ CODE_KEY = "federation-error-code"
 F = TypeVar("F", bound=Callable)
 
 
-def caller(context) -> str:
+def caller(context: grpc.ServicerContext) -> str:
     """The name on the caller's client certificate; 'anonymous' on a plain-text development channel."""
-    names = (context.auth_context() or {}).get("x509_common_name", [])
+    names = auth_properties(context).get("x509_common_name", [])
     return names[0].decode() if names else "anonymous"
 
 
-def _denied(self, context, method: str, e: FederationError) -> None:
+def _denied(self, context: grpc.ServicerContext, method: str, e: FederationError) -> None:
     """Refused calls go to the audit log."""
     if e.code is ErrorCode.PERMISSION_DENIED:
         self.control.record(caller(context), "call.denied", method, reason=e.message)
@@ -46,7 +48,7 @@ def translate(method: F) -> F:
     """Servicer decorator: FederationError -> status with the code in trailing metadata."""
 
     @functools.wraps(method)
-    def unary(self, request, context):
+    def unary(self, request, context: grpc.ServicerContext):
         try:
             return method(self, request, context)
         except FederationError as e:
@@ -61,7 +63,7 @@ def translate(method: F) -> F:
 
 def translate_stream(method: F) -> F:
     @functools.wraps(method)
-    def stream(self, request, context):
+    def stream(self, request, context: grpc.ServicerContext):
         try:
             yield from method(self, request, context)
         except FederationError as e:
@@ -83,7 +85,8 @@ def _abort(context: grpc.ServicerContext, e: FederationError) -> None:
 def from_rpc_error(e: grpc.RpcError) -> FederationError:
     """Client side: rebuild the typed error from a failed call."""
     code = None
-    for key, value in (e.trailing_metadata() or ()):
+    # Each item is a (key, value) named tuple; grpc's stubs type it as an opaque _Metadatum.
+    for key, value in cast("Iterable[tuple[str, str]]", e.trailing_metadata() or ()):
         if key == CODE_KEY:
             code = value
     status = e.code()

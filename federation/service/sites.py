@@ -10,13 +10,14 @@ import grpc
 from pydantic import ValidationError
 
 from federation import identity
-from federation.controlplane import AttemptReport, ControlPlane, LogChunk, Output
+from federation.control import AttemptReport, ControlPlane, LogChunk, Output
 from federation.errors import InvalidSpec, PermissionDenied
 from federation.identity import Identity
 from federation.pki import Issued
 from federation.service import wire
 from federation.service.errors import caller, translate, translate_stream
-from federation.spec.models import DatasetSpec, Location, SiteMetadata
+from federation.service.spec_wire import spec_to_pb
+from federation.spec.site import DatasetSpec, Location, SiteMetadata
 from federation.v1 import federation_pb2 as pb
 from federation.v1 import federation_pb2_grpc as pb_grpc
 
@@ -33,46 +34,47 @@ class SiteServicer(pb_grpc.SiteServiceServicer):
         self.cert_days = cert_days
 
     @translate
-    def RenewCertificate(self, request: pb.RenewCertificateRequest, context) -> pb.RenewCertificateResponse:
-        who = self.control.authenticate(identity.of_context(context))
+    def RenewCertificate(self, request: pb.RenewCertificateRequest, context: grpc.ServicerContext) -> pb.RenewCertificateResponse:
+        who = self.control.trust.authenticate(identity.of_context(context))
         if who.role != "site" or not who.sites:
             raise PermissionDenied(f"{who.name} ({who.role or 'no role'}): only a site renews its certificate here")
         if len(request.csr_pem) > 16_384:
             raise InvalidSpec("csr_pem: too large")
-        return pb.RenewCertificateResponse(cert_pem=self.control.renew(who, request.csr_pem, self.ca, self.cert_days))
+        cert = self.control.trust.renew(who, request.csr_pem, self.ca, self.cert_days)
+        return pb.RenewCertificateResponse(cert_pem=cert)
 
     @translate
-    def RegisterSite(self, request: pb.RegisterSiteRequest, context) -> pb.RegisterSiteResponse:
+    def RegisterSite(self, request: pb.RegisterSiteRequest, context: grpc.ServicerContext) -> pb.RegisterSiteResponse:
         who = _authorize(self.control, context, request.name)
         _validate_registration(request)
         identity.check_claim(who, request.location.jurisdiction, request.location.region, dict(request.labels))
-        site = self.control.register_site(wire.site_from_register(request), caller(context))
+        site = self.control.sites.register(wire.site_from_register(request), caller(context))
         log.info("site %s registered (%s, %s)", site.name, site.jurisdiction, site.region)
         return pb.RegisterSiteResponse(heartbeat_interval_s=self.heartbeat_interval_s,
-                                       lease_s=self.control.site_timeout_s)
+                                       lease_s=self.control.core.site_timeout_s)
 
     @translate
-    def GetInput(self, request: pb.GetInputRequest, context) -> pb.GetInputResponse:
+    def GetInput(self, request: pb.GetInputRequest, context: grpc.ServicerContext) -> pb.GetInputResponse:
         _authorize(self.control, context, request.site)
-        data, digest = self.control.input_of(request.site, request.job_id, request.attempt, request.name)
+        data, digest = self.control.sites.input_of(request.site, request.job_id, request.attempt, request.name)
         return pb.GetInputResponse(data=data, sha256=digest)
 
     @translate
-    def Heartbeat(self, request: pb.HeartbeatRequest, context) -> pb.HeartbeatResponse:
+    def Heartbeat(self, request: pb.HeartbeatRequest, context: grpc.ServicerContext) -> pb.HeartbeatResponse:
         _authorize(self.control, context, request.name)
         capacity = wire.capacity_from_pb(request.capacity) if request.HasField("capacity") else None
         inventory = wire.inventory_from_pb(request.inventory, "inventory") if request.HasField("inventory") else None
-        site = self.control.heartbeat(request.name, capacity, inventory)
+        site = self.control.sites.heartbeat(request.name, capacity, inventory)
         return pb.HeartbeatResponse(state=wire.SITE_STATE_TO_PB[site.state])
 
     @translate_stream
-    def Connect(self, request_iterator, context):
+    def Connect(self, request_iterator, context: grpc.ServicerContext):
         first = next(request_iterator, None)
         if first is None or not first.site:
             raise InvalidSpec("the first message on Connect must name the site")
         site = first.site
         who = _authorize(self.control, context, site)
-        self.control.store.get_site(site)  # NotFound for a site that never registered
+        self.control.views.site(site)  # NotFound for a site that never registered
         errors: queue.Queue[BaseException] = queue.Queue()
         self._apply(site, first)
         reader = threading.Thread(target=self._read, args=(site, request_iterator, errors), daemon=True,
@@ -83,18 +85,18 @@ class SiteServicer(pb_grpc.SiteServiceServicer):
         sent_at = 0.0
         generation_sent = 0
         while context.is_active() and reader.is_alive():
-            if self.control.revoked(who):
+            if self.control.trust.revoked(who):
                 raise PermissionDenied(f"the certificate of {who.name} was revoked")
             generation = changes.assignments
-            desired = self.control.desired(site)
+            desired = self.control.sites.desired(site)
             keys = [(job.id, attempt.number) for attempt, job in desired]
             now = time.monotonic()
             if keys != sent or now - sent_at >= RESEND_S:
                 generation_sent += 1
-                inputs = self.control.store.artifact_refs(job.id for _, job in desired)
+                inputs = self.control.views.inputs(job.id for _, job in desired)
                 yield pb.ConnectResponse(generation=generation_sent, assignments=[
                     pb.Assignment(job_id=job.id, attempt=a.number, submission_id=a.submission_id,
-                                  spec=wire.spec_to_pb(job.spec), binding=wire.binding_to_pb(a.binding),
+                                  spec=spec_to_pb(job.spec), binding=wire.binding_to_pb(a.binding),
                                   inputs=[pb.ArtifactRef(name=n, sha256=h, size=size)
                                           for n, h, size in inputs.get(job.id, ())])
                     for a, job in desired])
@@ -123,12 +125,12 @@ class SiteServicer(pb_grpc.SiteServiceServicer):
             reports.append(AttemptReport(s.job_id, s.attempt, state, s.message))
         logs = [LogChunk(c.job_id, c.attempt, c.offset, c.data) for c in message.logs]
         outputs = [Output(o.job_id, o.attempt, o.name, o.data) for o in message.outputs]
-        self.control.apply_report(site, reports, logs, complete=message.complete, outputs=outputs)
+        self.control.reports.apply(site, reports, logs, complete=message.complete, outputs=outputs)
 
 
-def _authorize(control: ControlPlane, context, site: str) -> Identity:
+def _authorize(control: ControlPlane, context: grpc.ServicerContext, site: str) -> Identity:
     """With client certificates, only a site's own certificate, not revoked, may speak for it."""
-    who = control.authenticate(identity.of_context(context))
+    who = control.trust.authenticate(identity.of_context(context))
     if who is identity.ANONYMOUS:
         return who  # plain text, development only
     if who.role != "site" or site not in who.sites:
@@ -157,8 +159,8 @@ class EnrollmentServicer(pb_grpc.EnrollmentServiceServicer):
         self.days = days
 
     @translate
-    def EnrollSite(self, request: pb.EnrollSiteRequest, context) -> pb.EnrollSiteResponse:
+    def EnrollSite(self, request: pb.EnrollSiteRequest, context: grpc.ServicerContext) -> pb.EnrollSiteResponse:
         if len(request.csr_pem) > 16_384 or len(request.token) > 256:
             raise InvalidSpec("token or csr_pem: too large")
-        cert = self.control.enroll(request.token, request.csr_pem, self.ca, self.days)
+        cert = self.control.trust.enroll(request.token, request.csr_pem, self.ca, self.days)
         return pb.EnrollSiteResponse(cert_pem=cert, ca_pem=self.ca.cert.read_bytes())

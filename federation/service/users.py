@@ -3,18 +3,20 @@ from __future__ import annotations
 
 import re
 
+import grpc
 from pydantic import ValidationError
 
 from federation import identity
-from federation.controlplane import ControlPlane
+from federation.control import ControlPlane, SiteStatus
 from federation.errors import InvalidSpec, NotFound, PermissionDenied, Unavailable
 from federation.identity import Identity
 from federation.jobs import Job
 from federation.queues import GROUPS
 from federation.service import wire
 from federation.service.errors import caller, translate, translate_stream
-from federation.sites import Capacity, SiteRecord
-from federation.spec.models import Location, SiteMetadata, check_labels
+from federation.service.spec_wire import spec_from_pb, training_spec_from_pb
+from federation.spec.common import check_labels
+from federation.spec.site import Location, SiteMetadata
 from federation.training import TrainingLoop
 from federation.v1 import federation_pb2 as pb
 from federation.v1 import federation_pb2_grpc as pb_grpc
@@ -29,68 +31,67 @@ WAIT_S = 1.0
 class FederationServicer(pb_grpc.FederationServiceServicer):
     def __init__(self, control: ControlPlane, trainings: TrainingLoop | None = None) -> None:
         self.control = control
-        self.store = control.store
         self.trainings = trainings or TrainingLoop(control)
 
-    def _caller(self, context) -> Identity:
-        who = self.control.authenticate(identity.of_context(context))
+    def _caller(self, context: grpc.ServicerContext) -> Identity:
+        who = self.control.trust.authenticate(identity.of_context(context))
         who.check_user()
         return who
 
-    def _visible(self, context, kind: str, thing_id: str, tenant: str, method: str) -> None:
+    def _visible(self, context: grpc.ServicerContext, kind: str, thing_id: str, tenant: str, method: str) -> None:
         """Another tenant's job or training is 'not found' to the caller, and the attempt is audited."""
         who = self._caller(context)
         if not who.sees_tenant(tenant):
-            self.control.record(who.name, "call.denied", method, **{kind: thing_id}, reason=f"{kind} of tenant {tenant}")
+            self.control.record(who.name, "call.denied", method, **{kind: thing_id},
+                                reason=f"{kind} of tenant {tenant}")
             raise NotFound(f"{kind} {thing_id} not found")
 
-    def _job(self, context, job_id: str, method: str) -> Job:
-        job = self.store.get_job(job_id)
+    def _job(self, context: grpc.ServicerContext, job_id: str, method: str) -> Job:
+        job = self.control.views.job(job_id)
         self._visible(context, "job", job_id, job.tenant, method)
         return job
 
     @translate
-    def SubmitJob(self, request: pb.SubmitJobRequest, context) -> pb.SubmitJobResponse:
-        spec = wire.spec_from_pb(request.spec)
+    def SubmitJob(self, request: pb.SubmitJobRequest, context: grpc.ServicerContext) -> pb.SubmitJobResponse:
+        spec = spec_from_pb(request.spec)
         self._caller(context).check_tenant(spec.metadata.tenant, "submit jobs")
         if request.request_id and not REQUEST_ID_RE.match(request.request_id):
             raise InvalidSpec("request_id: at most 128 letters, digits and . _ : -")
-        jobs = self.control.submit(spec, caller(context), request.request_id)
+        jobs = self.control.admission.submit(spec, caller(context), request.request_id)
         return pb.SubmitJobResponse(job=wire.job_to_pb(jobs[0]),
                                     elements=[wire.job_to_pb(j) for j in jobs] if len(jobs) > 1 or jobs[0].array_id
                                     else [])
 
     @translate
-    def GetJob(self, request: pb.GetJobRequest, context) -> pb.GetJobResponse:
+    def GetJob(self, request: pb.GetJobRequest, context: grpc.ServicerContext) -> pb.GetJobResponse:
         return pb.GetJobResponse(job=wire.job_to_pb(self._job(context, request.id, "GetJob")))
 
     @translate
-    def ListJobs(self, request: pb.ListJobsRequest, context) -> pb.ListJobsResponse:
+    def ListJobs(self, request: pb.ListJobsRequest, context: grpc.ServicerContext) -> pb.ListJobsResponse:
         who = self._caller(context)
         states = [wire.JOB_STATE_FROM_PB[s] for s in request.states if s in wire.JOB_STATE_FROM_PB]
         limit = min(request.limit or 1000, 10_000)
         if request.tenant:
             who.check_tenant(request.tenant, "list jobs")
         if who.admin or request.tenant:
-            jobs = self.store.list_jobs(tenant=request.tenant or None, states=states, limit=limit)
+            jobs = self.control.views.jobs(request.tenant or None, states, limit)
         else:
-            jobs = sorted((j for t in sorted(who.tenants) for j in self.store.list_jobs(t, states, limit)),
-                          key=lambda j: (j.created_at, j.id), reverse=True)[:limit]
+            jobs = self.control.views.jobs_of(who.tenants, states, limit)
         return pb.ListJobsResponse(jobs=[wire.job_to_pb(j) for j in jobs])
 
     @translate
-    def CancelJob(self, request: pb.CancelJobRequest, context) -> pb.CancelJobResponse:
+    def CancelJob(self, request: pb.CancelJobRequest, context: grpc.ServicerContext) -> pb.CancelJobResponse:
         self._job(context, request.id, "CancelJob")
-        return pb.CancelJobResponse(job=wire.job_to_pb(self.control.cancel(request.id, caller(context))))
+        return pb.CancelJobResponse(job=wire.job_to_pb(self.control.admission.cancel(request.id, caller(context))))
 
     @translate_stream
-    def WatchJob(self, request: pb.WatchJobRequest, context):
+    def WatchJob(self, request: pb.WatchJobRequest, context: grpc.ServicerContext):
         self._job(context, request.id, "WatchJob")
         changes = self.control.changes
         last: Job | None = None
         while context.is_active():
             generation = changes.generation
-            job = self.store.get_job(request.id)
+            job = self.control.views.job(request.id)
             if last is None or (job.state, job.updated_at, len(job.attempts)) != (
                     last.state, last.updated_at, len(last.attempts)):
                 yield pb.WatchJobResponse(job=wire.job_to_pb(job))
@@ -100,14 +101,14 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
             changes.wait(generation, WAIT_S)
 
     @translate_stream
-    def StreamJobLogs(self, request: pb.StreamJobLogsRequest, context):
+    def StreamJobLogs(self, request: pb.StreamJobLogsRequest, context: grpc.ServicerContext):
         self._job(context, request.id, "StreamJobLogs")
         changes = self.control.changes
         offset = max(0, request.offset)
         while context.is_active():
             generation = changes.generation
-            job = self.store.get_job(request.id)
-            data = self.store.read_log(request.id, offset)
+            job = self.control.views.job(request.id)
+            data = self.control.views.log(request.id, offset)
             for i in range(0, len(data), LOG_CHUNK):
                 chunk = data[i:i + LOG_CHUNK]
                 offset += len(chunk)
@@ -118,7 +119,7 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
             changes.wait(generation, WAIT_S)
 
     @translate
-    def ExplainJob(self, request: pb.ExplainJobRequest, context) -> pb.ExplainJobResponse:
+    def ExplainJob(self, request: pb.ExplainJobRequest, context: grpc.ServicerContext) -> pb.ExplainJobResponse:
         job = self._job(context, request.id, "ExplainJob")
         e = job.explanation
         if e is None:
@@ -129,22 +130,22 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
                       for s, ok, code, detail in e.verdicts])
 
     @translate
-    def ListQueue(self, request: pb.ListQueueRequest, context) -> pb.ListQueueResponse:
+    def ListQueue(self, request: pb.ListQueueRequest, context: grpc.ServicerContext) -> pb.ListQueueResponse:
         who = self._caller(context)
-        entries, states = self.control.queue_view()
+        entries, states = self.control.views.queue()
         limit = request.limit or 1000
         chosen = [e for e in entries if (not request.queue or e.job.queue == request.queue)
                   and (not request.tenant or e.job.tenant == request.tenant) and who.sees_tenant(e.job.tenant)][:limit]
         return pb.ListQueueResponse(
-            entries=[pb.QueueEntry(position=k + 1, job=wire.job_to_pb(e.job), tier=e.tier, share=e.share, held=e.held)
-                     for k, e in enumerate(chosen)],
+            entries=[pb.QueueEntry(position=k + 1, job=wire.job_to_pb(e.job), tier=e.tier, share=e.share,
+                                   held=e.held_back) for k, e in enumerate(chosen)],
             queues=[pb.QueueStatus(name=q.queue.name, parent=q.queue.parent or "", deserved=q.queue.deserved,
                                    limit=q.queue.limit, over_quota_weight=q.queue.weight, running=q.running,
                                    history=q.history, tier=q.factors.tier, share=q.factors.ratio, pending=q.pending)
                     for q in states if not request.queue or q.queue.name == request.queue])
 
     @translate
-    def GetUsage(self, request: pb.GetUsageRequest, context) -> pb.GetUsageResponse:
+    def GetUsage(self, request: pb.GetUsageRequest, context: grpc.ServicerContext) -> pb.GetUsageResponse:
         who = self._caller(context)
         by = tuple(request.group_by) or ("tenant",)
         for field in by:
@@ -155,71 +156,70 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
         until = request.until or self.control.clock()
         if request.since > until:
             raise InvalidSpec("since: after until")
-        rows = self.control.usage_report(by, request.since, until, None if who.admin else who.tenants)
+        rows = self.control.views.usage_report(by, request.since, until, None if who.admin else who.tenants)
         return pb.GetUsageResponse(rows=[pb.UsageRow(**r) for r in rows], since=request.since, until=until)
 
     # ------------------------------------------------------------ federated training
 
-    def _training(self, context, training_id: str, method: str) -> Training:
-        t = self.store.get_training(training_id)
+    def _training(self, context: grpc.ServicerContext, training_id: str, method: str) -> Training:
+        t = self.control.views.training(training_id)
         self._visible(context, "training", training_id, t.tenant, method)
         return t
 
     @translate
-    def SubmitTraining(self, request: pb.SubmitTrainingRequest, context) -> pb.SubmitTrainingResponse:
-        spec = wire.training_spec_from_pb(request.spec)
+    def SubmitTraining(self, request: pb.SubmitTrainingRequest, context: grpc.ServicerContext) -> pb.SubmitTrainingResponse:
+        spec = training_spec_from_pb(request.spec)
         self._caller(context).check_tenant(spec.metadata.tenant, "submit trainings")
-        if self.control.draining:
+        if self.control.admission.draining:
             raise Unavailable("the federation is draining: it takes no submissions now (retry later)")
         t = self.trainings.submit(spec, caller(context))
         return pb.SubmitTrainingResponse(training=wire.training_to_pb(t))
 
     @translate
-    def GetTraining(self, request: pb.GetTrainingRequest, context) -> pb.GetTrainingResponse:
+    def GetTraining(self, request: pb.GetTrainingRequest, context: grpc.ServicerContext) -> pb.GetTrainingResponse:
         t = self._training(context, request.id, "GetTraining")
-        return pb.GetTrainingResponse(training=wire.training_to_pb(t, self.store.rounds(t.id)))
+        return pb.GetTrainingResponse(training=wire.training_to_pb(t, self.control.views.rounds(t.id)))
 
     @translate
-    def ListTrainings(self, request: pb.ListTrainingsRequest, context) -> pb.ListTrainingsResponse:
+    def ListTrainings(self, request: pb.ListTrainingsRequest, context: grpc.ServicerContext) -> pb.ListTrainingsResponse:
         who = self._caller(context)
         if request.tenant:
             who.check_tenant(request.tenant, "list trainings")
-        found = self.store.trainings(tenant=request.tenant or None)
+        found = self.control.views.trainings(request.tenant or None)
         return pb.ListTrainingsResponse(trainings=[wire.training_to_pb(t) for t in found if who.sees_tenant(t.tenant)])
 
     @translate
-    def CancelTraining(self, request: pb.CancelTrainingRequest, context) -> pb.CancelTrainingResponse:
+    def CancelTraining(self, request: pb.CancelTrainingRequest, context: grpc.ServicerContext) -> pb.CancelTrainingResponse:
         self._training(context, request.id, "CancelTraining")
         t = self.trainings.cancel(request.id, caller(context))
-        return pb.CancelTrainingResponse(training=wire.training_to_pb(t, self.store.rounds(t.id)))
+        return pb.CancelTrainingResponse(training=wire.training_to_pb(t, self.control.views.rounds(t.id)))
 
     @translate
-    def GetTrainingModel(self, request: pb.GetTrainingModelRequest, context) -> pb.GetTrainingModelResponse:
+    def GetTrainingModel(self, request: pb.GetTrainingModelRequest, context: grpc.ServicerContext) -> pb.GetTrainingModelResponse:
         self._training(context, request.id, "GetTrainingModel")
         model, completed = self.trainings.model(request.id)
         return pb.GetTrainingModelResponse(model=model, round=completed)
 
     @translate
-    def DrainFederation(self, request: pb.DrainFederationRequest, context) -> pb.DrainFederationResponse:
+    def DrainFederation(self, request: pb.DrainFederationRequest, context: grpc.ServicerContext) -> pb.DrainFederationResponse:
         who = self._caller(context)
         if not who.admin:
             raise PermissionDenied(f"{who.name} ({who.role}) may not drain the federation")
-        self.control.drain(request.drain, who.name)
-        pending = len(self.control.store.pending_jobs())
-        live = len(self.control.store.live_attempts())
-        return pb.DrainFederationResponse(draining=self.control.draining, pending=pending, live=live)
+        self.control.admission.drain(request.drain, who.name)
+        pending, live = self.control.views.backlog()
+        return pb.DrainFederationResponse(draining=self.control.admission.draining, pending=pending, live=live)
 
     @translate
-    def RevokeCertificates(self, request: pb.RevokeCertificatesRequest, context) -> pb.RevokeCertificatesResponse:
+    def RevokeCertificates(self, request: pb.RevokeCertificatesRequest, context: grpc.ServicerContext) -> pb.RevokeCertificatesResponse:
         who = self._caller(context)
         if not who.admin:
             raise PermissionDenied(f"{who.name} ({who.role}) may not revoke certificates")
         if not request.name:
             raise InvalidSpec("name: which user or site")
-        return pb.RevokeCertificatesResponse(revoked=self.control.revoke(request.name, who.name))
+        return pb.RevokeCertificatesResponse(revoked=self.control.trust.revoke(request.name, who.name))
 
     @translate
-    def CreateJoinToken(self, request: pb.CreateJoinTokenRequest, context) -> pb.CreateJoinTokenResponse:
+    def CreateJoinToken(self, request: pb.CreateJoinTokenRequest, context: grpc.ServicerContext) -> pb.CreateJoinTokenResponse:
         who = self._caller(context)
         if not who.admin:
             raise PermissionDenied(f"{who.name} ({who.role}) may not create join tokens")
@@ -231,36 +231,34 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
             raise InvalidSpec(f"join token for {request.name!r}: {_first(e)}") from None
         if not 0 <= request.ttl_s <= 7 * 86400:
             raise InvalidSpec("ttl_s: between 0 (one hour) and a week")
-        token, expires = self.control.create_join_token(request.name, location.jurisdiction, location.region, labels,
-                                                        request.ttl_s, who.name)
+        token, expires = self.control.trust.create_join_token(request.name, location.jurisdiction, location.region,
+                                                              labels, request.ttl_s, who.name)
         return pb.CreateJoinTokenResponse(token=token, expires_at=expires)
 
     @translate
-    def ListSites(self, request: pb.ListSitesRequest, context) -> pb.ListSitesResponse:
+    def ListSites(self, request: pb.ListSitesRequest, context: grpc.ServicerContext) -> pb.ListSitesResponse:
         self._caller(context)
-        usage = self.control.usage()
-        return pb.ListSitesResponse(sites=[self._site(s, usage) for s in self.store.list_sites()])
+        return pb.ListSitesResponse(sites=[_site(s) for s in self.control.views.site_statuses()])
 
     @translate
-    def GetSite(self, request: pb.GetSiteRequest, context) -> pb.GetSiteResponse:
+    def GetSite(self, request: pb.GetSiteRequest, context: grpc.ServicerContext) -> pb.GetSiteResponse:
         self._caller(context)
-        return pb.GetSiteResponse(site=self._site(self.store.get_site(request.name), self.control.usage()))
+        (status,) = self.control.views.site_statuses(request.name)
+        return pb.GetSiteResponse(site=_site(status))
 
     @translate
-    def SetSiteState(self, request: pb.SetSiteStateRequest, context) -> pb.SetSiteStateResponse:
+    def SetSiteState(self, request: pb.SetSiteStateRequest, context: grpc.ServicerContext) -> pb.SetSiteStateResponse:
         self._caller(context).check_site(request.name, "change the state of")
         state = wire.SITE_STATE_FROM_PB.get(request.state)
         if state is None:
             raise InvalidSpec("state: must be READY, CORDONED or DRAINING")
-        site = self.control.set_site_state(request.name, state, caller(context), request.handover)
-        return pb.SetSiteStateResponse(site=self._site(site, self.control.usage()))
+        self.control.sites.set_state(request.name, state, caller(context), request.handover)
+        (status,) = self.control.views.site_statuses(request.name)
+        return pb.SetSiteStateResponse(site=_site(status))
 
-    def _site(self, site: SiteRecord, usage: dict[str, tuple[Capacity, int]]) -> pb.Site:
-        allocated, running = usage.get(site.name, (Capacity(), 0))
-        now = self.control.clock()
-        connected = site.connected(now, self.control.site_timeout_s)
-        return wire.site_to_pb(site, connected=connected, allocated=allocated, running=running,
-                               lost=self.control.lease_expired(site, now))
+
+def _site(s: SiteStatus) -> pb.Site:
+    return wire.site_to_pb(s.record, connected=s.connected, allocated=s.allocated, running=s.running, lost=s.lost)
 
 
 def _first(e: Exception) -> str:

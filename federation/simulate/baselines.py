@@ -6,13 +6,16 @@ fit in index order wherever they sit. `round-robin` takes eligible sites in turn
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 import policies
-from policies.placement import _Masks, gpu_request, order
-from policies.topology import MILLI, GpuRequest, GpuState, Slot
+from policies.feasible import Masks as _Masks
+from policies.feasible import gpu_request
+from policies.gpu_state import GpuState
+from policies.gpus import MILLI, GpuRequest, Slot
+from policies.placement import order
 
 Strategy = Callable[[policies.Snapshot, Sequence[policies.PendingJob], float], policies.ScheduleResult]
 

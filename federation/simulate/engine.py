@@ -9,8 +9,8 @@ from __future__ import annotations
 import heapq
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Sequence
 
 import numpy as np
 
@@ -18,7 +18,8 @@ import policies
 from federation.simulate.baselines import strategies
 from federation.simulate.metrics import Shapes, fragmentation
 from federation.simulate.trace import SimJob, Workload
-from policies.topology import MILLI, Binding, GpuState, check_binding
+from policies.gpu_state import GpuState
+from policies.gpus import MILLI, Binding, check_binding
 
 
 @dataclass
@@ -95,99 +96,113 @@ class Auditor:
         return ""
 
 
+@dataclass
+class _Cluster:
+    """What is held where while a replay runs: GPUs, CPUs, attempts, and when each job ends."""
+    w: Workload
+    state: GpuState
+    used_cpus: np.ndarray
+    running: np.ndarray
+    index: dict[str, int]
+    held: dict[str, tuple[int, Binding, float]] = field(default_factory=dict)
+    ending: list[tuple[float, str]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, w: Workload) -> _Cluster:
+        return cls(w, GpuState([s.inventory for s in w.sites]), np.zeros(len(w.sites)), np.zeros(len(w.sites)),
+                   {s.name: i for i, s in enumerate(w.sites)})
+
+    def hold(self, j: SimJob, site: str, binding: Binding, end: float | None) -> int:
+        """Places `j` on `site`, to end at `end` (None: never); returns the site's index."""
+        i = self.index[site]
+        if binding:
+            self.state.reserve(i, binding)
+        self.used_cpus[i] += j.cpus
+        self.running[i] += 1
+        self.held[j.id] = (i, binding, j.cpus)
+        if end is not None:
+            heapq.heappush(self.ending, (end, j.id))
+        return i
+
+    def release_until(self, t: float) -> None:
+        while self.ending and self.ending[0][0] <= t:
+            _, jid = heapq.heappop(self.ending)
+            i, binding, cpus = self.held.pop(jid)
+            self.state.reserve(i, binding, +1)
+            self.used_cpus[i] -= cpus
+            self.running[i] -= 1
+
+
 def run(w: Workload, rules: policies.Rules, strategy: str, *, inflation: bool = False, speedup: float = 1.0,
         samples: int = 300, seed: int = 7) -> Outcome:
     """Replay `w` in simulated time (arrivals divided by `speedup`, durations as recorded).
     With `inflation` (the FGD paper's method) jobs are drawn from the trace with replacement,
     never end, and get one try each, until the GPUs asked reach the cluster's GPUs."""
     place = strategies()[strategy]
-    state = GpuState([s.inventory for s in w.sites])
+    cluster = _Cluster.of(w)
     total = int(sum(s.inventory.gpus for s in w.sites))
     out = Outcome(strategy, total)
     audit = Auditor(w, rules)
     shapes = Shapes.of(w.jobs)
     catalog = _catalog(w)
-    used_cpus = np.zeros(len(w.sites))
-    running = np.zeros(len(w.sites))
-    index = {s.name: i for i, s in enumerate(w.sites)}
-    ending: list[tuple[float, str]] = []
-    held: dict[str, tuple[int, Binding, float]] = {}
     pending: dict[str, SimJob] = {}
     jobs = inflate(w.jobs, total, seed) if inflation else [
         replace(j, arrival=j.arrival / speedup) for j in w.jobs]
     every = max(1, len(jobs) // samples)
     t0 = jobs[0].arrival if jobs else 0.0
-    k = 0
-    next_sample = every
-    busy = 0.0
-    decided = 0
-    last_t = t0
-
-    def sample(t: float) -> None:
-        frag, free = fragmentation(state, shapes)
-        out.samples.append(Sample(t, total - free, frag, free, len(pending), out.never_placed))
-
-    while k < len(jobs) or (ending and not inflation and pending):
-        t = jobs[k].arrival if k < len(jobs) else ending[0][0]
-        if ending and ending[0][0] <= t and not inflation:
-            t = ending[0][0]
-        used_now = total - float(state.free.sum()) / MILLI
-        out.gpu_seconds_used += used_now * (t - last_t)
+    k, next_sample, busy, decided, last_t = 0, every, 0.0, 0, t0
+    while k < len(jobs) or (cluster.ending and not inflation and pending):
+        t = jobs[k].arrival if k < len(jobs) else cluster.ending[0][0]
+        if cluster.ending and cluster.ending[0][0] <= t and not inflation:
+            t = cluster.ending[0][0]
+        out.gpu_seconds_used += (total - float(cluster.state.free.sum()) / MILLI) * (t - last_t)
         last_t = t
-        while ending and ending[0][0] <= t and not inflation:
-            _, jid = heapq.heappop(ending)
-            i, binding, cpus = held.pop(jid)
-            state.reserve(i, binding, +1)
-            used_cpus[i] -= cpus
-            running[i] -= 1
-        arrived = []
-        while k < len(jobs) and jobs[k].arrival <= t:
-            arrived.append(jobs[k])
-            k += 1
+        if not inflation:
+            cluster.release_until(t)
         if inflation:
             pending = {}
-        for j in arrived:
-            pending[j.id] = j
+        while k < len(jobs) and jobs[k].arrival <= t:
+            pending[jobs[k].id] = jobs[k]
+            k += 1
         if not pending:
             continue
         started = time.perf_counter()
-        result = place(_snapshot(w, state, used_cpus, running, rules, catalog), [_pending(j) for j in pending.values()],
-                       t)
+        result = place(_snapshot(w, cluster.state, cluster.used_cpus, cluster.running, rules, catalog),
+                       [_pending(j) for j in pending.values()], t)
         busy += time.perf_counter() - started
         decided += len(pending)
         for d in result.decisions:
             j = pending.pop(d.job_id)
-            i = index[d.site]
-            if d.binding:
-                state.reserve(i, d.binding)
-            used_cpus[i] += j.cpus
-            running[i] += 1
-            out.placed += 1
-            why = audit.check(j, d.site, d.binding)
-            if why:
-                out.violations[why] = out.violations.get(why, 0) + 1
-                out.violating_gpus += j.gpu.whole if j.gpu else 0.0
-            if j.gpu is not None:
-                out.waits.append(t - j.arrival)
-                if j.gpu.nvlink == "required" and j.gpu.count > 1:
-                    out.nvlink_required += 1
-                    nodes = audit.nodes[i]
-                    doms = {nodes[s.node].domains[g] for s in d.binding for g in s.gpus}
-                    out.nvlink_in_one_domain += len(doms) == 1 and "" not in doms
-            held[j.id] = (i, d.binding, j.cpus)
-            if not inflation:
-                heapq.heappush(ending, (t + j.duration, j.id))
+            i = cluster.hold(j, d.site, d.binding, None if inflation else t + j.duration)
+            _count_placement(out, audit, j, d, i, t)
         if inflation:
             out.never_placed += len(pending)
         if k >= next_sample:
-            sample(t)
+            frag, free = fragmentation(cluster.state, shapes)
+            out.samples.append(Sample(t, total - free, frag, free, len(pending), out.never_placed))
             next_sample += every
     if inflation:
-        out.unallocated_at_full = float(state.free.sum()) / MILLI
+        out.unallocated_at_full = float(cluster.state.free.sum()) / MILLI
     out.never_placed += 0 if inflation else len(pending)
     out.span = last_t - t0
     out.decisions_per_s = decided / busy if busy else 0.0
     return out
+
+
+def _count_placement(out: Outcome, audit: Auditor, j: SimJob, d: policies.Decision, i: int, t: float) -> None:
+    """Adds a placement at time `t` on site `i` to the outcome: any rule it broke, its wait, its NVLink shape."""
+    out.placed += 1
+    why = audit.check(j, d.site, d.binding)
+    if why:
+        out.violations[why] = out.violations.get(why, 0) + 1
+        out.violating_gpus += j.gpu.whole if j.gpu else 0.0
+    if j.gpu is not None:
+        out.waits.append(t - j.arrival)
+        if j.gpu.nvlink == "required" and j.gpu.count > 1:
+            out.nvlink_required += 1
+            nodes = audit.nodes[i]
+            doms = {nodes[s.node].domains[g] for s in d.binding for g in s.gpus}
+            out.nvlink_in_one_domain += len(doms) == 1 and "" not in doms
 
 
 def inflate(jobs: Sequence[SimJob], total_gpus: int, seed: int) -> list[SimJob]:

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import heapq
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Sequence
 
 import numpy as np
 
@@ -26,8 +26,9 @@ import policies
 from federation.simulate.engine import _catalog, _snapshot
 from federation.simulate.trace import SimJob, Workload
 from policies.fairshare import Queue, Queues, Usage
+from policies.gpu_state import GpuState
+from policies.gpus import Binding
 from policies.preemption import Running, Settings
-from policies.topology import Binding, GpuState
 
 STRATEGIES = ("federated", "fair-per-site", "fifo-per-site")
 TENANTS = 8
@@ -106,95 +107,120 @@ def entitlements(asked: dict[str, float], total: float) -> dict[str, float]:
     return out
 
 
+@dataclass
+class _Cluster:
+    """What is held where while a fairness run goes on: GPUs, CPUs, the attempts running, when each ends."""
+    out: FairOutcome
+    state: GpuState
+    used_cpus: np.ndarray
+    running: np.ndarray
+    # id -> job, site, binding, start, attempt
+    live: dict[str, tuple[SimJob, int, Binding, float, int]] = field(default_factory=dict)
+    attempts: dict[str, int] = field(default_factory=dict)
+    ends: list[tuple[float, str, int]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, w: Workload, out: FairOutcome) -> _Cluster:
+        return cls(out, GpuState([s.inventory for s in w.sites]), np.zeros(len(w.sites)), np.zeros(len(w.sites)))
+
+    def next_end(self) -> float:
+        return self.ends[0][0] if self.ends else float("inf")
+
+    def start(self, job: SimJob, i: int, binding: Binding, t: float) -> None:
+        if binding:
+            self.state.reserve(i, binding)
+        self.used_cpus[i] += job.cpus
+        self.running[i] += 1
+        self.attempts[job.id] = self.attempts.get(job.id, 0) + 1
+        self.live[job.id] = (job, i, binding, t, self.attempts[job.id])
+        heapq.heappush(self.ends, (t + job.duration, job.id, self.attempts[job.id]))
+
+    def stop(self, jid: str, now: float) -> SimJob:
+        """Ends an attempt (finished or preempted) and credits its tenant with the GPU time it held."""
+        job, i, binding, start, _ = self.live.pop(jid)
+        self.state.reserve(i, binding, +1)
+        self.used_cpus[i] -= job.cpus
+        self.running[i] -= 1
+        received = self.out.received
+        received[job.tenant] = received.get(job.tenant, 0.0) + (job.gpu.whole if job.gpu else 0) * (now - start)
+        return job
+
+    def finish_until(self, t: float) -> None:
+        while self.ends and self.ends[0][0] <= t:
+            _, jid, attempt = heapq.heappop(self.ends)
+            if jid in self.live and self.live[jid][4] == attempt:
+                job = self.stop(jid, t)
+                self.out.finished += 1
+                self.out.delays.append(t - job.arrival - job.duration)
+
+    def usage(self) -> dict[str, Usage]:
+        """GPUs each tenant's queue holds now."""
+        usage: dict[str, dict[str, float]] = {}
+        for job, _, _, _, _ in self.live.values():
+            u = usage.setdefault(job.tenant, {"gpus": 0.0})
+            u["gpus"] += job.gpu.whole if job.gpu else 0.0
+        return {q: Usage(running=u) for q, u in usage.items()}
+
+
 def run(w: Workload, rules: policies.Rules, strategy: str, *, min_runtime: float = 600.0,
         budget: int = 10, cycle_s: float = 60.0) -> FairOutcome:
     """Scheduling cycles every `cycle_s` of simulated time (or at the next event, if later)."""
-    state = GpuState([s.inventory for s in w.sites])
     tenants = sorted({j.tenant for j in w.jobs})
     home = {t: k % len(w.sites) for k, t in enumerate(tenants)}
     queues = _queues(w, tenants, home, strategy)
     settings = None if strategy == "fifo-per-site" else Settings(True, min_runtime, budget, True)
     catalog = _catalog(w)
     index = {s.name: i for i, s in enumerate(w.sites)}
-    views: dict[str, policies.PendingJob] = {}
-
-    def view(j: SimJob) -> policies.PendingJob:
-        """A job's view never changes: made once."""
-        got = views.get(j.id)
-        if got is None:
-            got = views[j.id] = _view(j, home, w, strategy)
-        return got
-
-    used_cpus, running_n = np.zeros(len(w.sites)), np.zeros(len(w.sites))
+    view = _viewer(home, w, strategy)
     out = FairOutcome(strategy)
     for j in w.jobs:
         out.asked[j.tenant] = out.asked.get(j.tenant, 0.0) + (j.gpu.whole if j.gpu else 0.0) * j.duration
-    live: dict[str, tuple[SimJob, int, Binding, float, int]] = {}   # id -> job, site, binding, start, attempt
-    attempts: dict[str, int] = {}
-    ends: list[tuple[float, str, int]] = []
+    cluster = _Cluster.of(w, out)
     pending: dict[str, SimJob] = {}
     jobs, k = list(w.jobs), 0
     t = jobs[0].arrival if jobs else 0.0
     t0 = t
-
-    def stop(jid: str, now: float) -> SimJob:
-        job, i, binding, start, _ = live.pop(jid)
-        state.reserve(i, binding, +1)
-        used_cpus[i] -= job.cpus
-        running_n[i] -= 1
-        out.received[job.tenant] = out.received.get(job.tenant, 0.0) + (job.gpu.whole if job.gpu else 0) * (now - start)
-        return job
-
     last = -float("inf")
-    while k < len(jobs) or ends:
-        t = min(jobs[k].arrival if k < len(jobs) else float("inf"), ends[0][0] if ends else float("inf"))
-        t = max(t, last + cycle_s)
+    while k < len(jobs) or cluster.ends:
+        t = max(min(jobs[k].arrival if k < len(jobs) else float("inf"), cluster.next_end()), last + cycle_s)
         last = t
-        while ends and ends[0][0] <= t:
-            _, jid, attempt = heapq.heappop(ends)
-            if jid in live and live[jid][4] == attempt:
-                job = stop(jid, t)
-                out.finished += 1
-                out.delays.append(t - job.arrival - job.duration)
+        cluster.finish_until(t)
         while k < len(jobs) and jobs[k].arrival <= t:
             pending[jobs[k].id] = jobs[k]
             k += 1
         if not pending:
             continue
         waiting = [view(j) for j in pending.values()]
-        running = tuple(Running(view(job), a, i, b, "", start)
-                        for job, i, b, start, a in live.values())
-        usage = {}
-        for job, _, _, _, _ in live.values():
-            u = usage.setdefault(job.tenant, {"gpus": 0.0})
-            u["gpus"] += job.gpu.whole if job.gpu else 0.0
-        snapshot = replace(_snapshot(w, state, used_cpus, running_n, rules, catalog),
-                           queues=replace(queues, usage={q: Usage(running=u) for q, u in usage.items()}),
-                           running=running, preemption=settings)
+        running = tuple(Running(view(job), a, i, b, "", start) for job, i, b, start, a in cluster.live.values())
+        snapshot = replace(_snapshot(w, cluster.state, cluster.used_cpus, cluster.running, rules, catalog),
+                           queues=replace(queues, usage=cluster.usage()), running=running, preemption=settings)
         result = policies.schedule(snapshot, waiting, t)
         for d in result.decisions:
-            job = pending.pop(d.job_id)
-            i = index[d.site]
-            if d.binding:
-                state.reserve(i, d.binding)
-            used_cpus[i] += job.cpus
-            running_n[i] += 1
-            attempts[job.id] = attempts.get(job.id, 0) + 1
-            live[job.id] = (job, i, d.binding, t, attempts[job.id])
-            heapq.heappush(ends, (t + job.duration, job.id, attempts[job.id]))
+            cluster.start(pending.pop(d.job_id), index[d.site], d.binding, t)
         for p in result.preemptions:
-            if p.job_id in live:
-                pending[p.job_id] = stop(p.job_id, t)
+            if p.job_id in cluster.live:
+                pending[p.job_id] = cluster.stop(p.job_id, t)
                 out.preemptions += 1
-        nxt = max(last + cycle_s, min(jobs[k].arrival if k < len(jobs) else float("inf"),
-                                      ends[0][0] if ends else float("inf")))
+        nxt = max(last + cycle_s, min(jobs[k].arrival if k < len(jobs) else float("inf"), cluster.next_end()))
         if nxt < float("inf"):
-            out.jain_samples.append((nxt - t, _instant_jain(live.values(), pending.values(), tenants)))
-        if k >= len(jobs) and not ends and pending:
+            out.jain_samples.append((nxt - t, _instant_jain(cluster.live.values(), pending.values(), tenants)))
+        if k >= len(jobs) and not cluster.ends and pending:
             break  # what is left can never start (its home site cannot hold it)
-    out.unfinished = len(pending) + len(live)
+    out.unfinished = len(pending) + len(cluster.live)
     out.span = t - t0
     return out
+
+
+def _viewer(home: dict[str, int], w: Workload, strategy: str) -> Callable[[SimJob], policies.PendingJob]:
+    """A job's view for the scheduler; it never changes, so each is made once."""
+    views: dict[str, policies.PendingJob] = {}
+
+    def view(j: SimJob) -> policies.PendingJob:
+        got = views.get(j.id)
+        if got is None:
+            got = views[j.id] = _view(j, home, w, strategy)
+        return got
+    return view
 
 
 def _instant_jain(live, pending, tenants: list[str]) -> float:
@@ -227,7 +253,8 @@ def summary(o: FairOutcome) -> dict:
     return {"strategy": o.strategy, "jain_over_time": round(over_time, 4),
             "jain_gpu_share_vs_entitlement": round(jain(list(shares.values())), 4),
             "share_of_entitlement": {t: round(v, 3) for t, v in sorted(shares.items())},
-            "queue_delay_s": {"mean": round(float(delays.mean()), 1), "p99": round(float(np.percentile(delays, 99)), 1)},
+            "queue_delay_s": {"mean": round(float(delays.mean()), 1),
+                              "p99": round(float(np.percentile(delays, 99)), 1)},
             "preemptions": o.preemptions, "finished": o.finished, "unfinished": o.unfinished,
             "gpu_hours": round(sum(o.received.values()) / 3600, 1)}
 

@@ -9,13 +9,14 @@ expectation over the workload's shape popularity, summed over nodes.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import numpy as np
 
 from federation.simulate.trace import SimJob
-from policies.topology import MILLI, GpuRequest, GpuState
+from policies.gpu_state import GpuState
+from policies.gpus import MILLI, GpuRequest
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class Shapes:
     weights: tuple[float, ...]
 
     @classmethod
-    def of(cls, jobs: Iterable[SimJob], cover: float = 0.99) -> "Shapes":
+    def of(cls, jobs: Iterable[SimJob], cover: float = 0.99) -> Shapes:
         counts = Counter(j.gpu for j in jobs if j.gpu is not None)
         total = sum(counts.values())
         kept, seen = [], 0
@@ -53,7 +54,7 @@ def fragmentation(state: GpuState, shapes: Shapes) -> tuple[float, float]:
     """(expected fragmented GPUs, free GPUs)."""
     layout = state.__dict__.get("_fragment_layout")
     if layout is None:  # static per layout, so copies of the state share it
-        layout = state._fragment_layout = _Layout(state)
+        layout = state.__dict__["_fragment_layout"] = _Layout(state)
     free = state.free.astype(np.float64)
     total_free = float(free.sum()) / MILLI
     if not shapes.requests or layout.nodes == 0:

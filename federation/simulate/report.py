@@ -1,8 +1,9 @@
 """Simulator results as a table, JSON, and a PNG."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

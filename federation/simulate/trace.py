@@ -9,9 +9,10 @@ import csv
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from federation.errors import ConfigError
-from policies.topology import MILLI, GpuNode, GpuRequest, Inventory
+from policies.gpus import MILLI, GpuNode, GpuRequest, Inventory
 
 GiB = 2**30
 
@@ -50,8 +51,9 @@ class Workload:
 
 # Alibaba nodes have no recorded topology: NVLink domains follow the usual build of each model.
 NVLINK_8 = {"G2", "G3", "V100M16", "V100M32"}        # 8-GPU SXM boards: one NVSwitch / cube-mesh domain
-SITES = (("eu-central", "DE", "eu-central", {}), ("eu-west", "FR", "eu-west", {}),
-         ("us-east", "US", "us-east", {"baa": "true"}), ("us-west", "US", "us-west", {}))
+SITES: tuple[tuple[str, str, str, dict[str, str]], ...] = (
+    ("eu-central", "DE", "eu-central", {}), ("eu-west", "FR", "eu-west", {}),
+    ("us-east", "US", "us-east", {"baa": "true"}), ("us-west", "US", "us-west", {}))
 DATASETS = {"eu-patients": ("gdpr-personal", {"eu-central", "eu-west"}),
             "us-claims": ("hipaa", {"us-east"}),
             "web-text": ("public", {"us-west"})}
@@ -70,9 +72,9 @@ RULES = (
 def alibaba(folder: Path, pods: str = "default", sites: int = 4, seed: int = 7) -> Workload:
     node_file = folder / "openb_node_list_gpu_node.csv"
     pod_file = folder / f"openb_pod_list_{pods}.csv"
-    for f in (node_file, pod_file):
-        if not f.exists():
-            raise ConfigError(f"{f}: not found (expected the Alibaba 2023 GPU trace's csv files)")
+    for csv_file in (node_file, pod_file):
+        if not csv_file.exists():
+            raise ConfigError(f"{csv_file}: not found (expected the Alibaba 2023 GPU trace's csv files)")
     if not 1 <= sites <= len(SITES):
         raise ConfigError(f"--sites: {sites} is not between 1 and {len(SITES)}")
     chosen = SITES[:sites]
@@ -107,7 +109,8 @@ def alibaba(folder: Path, pods: str = "default", sites: int = 4, seed: int = 7) 
                 gpu = GpuRequest(share=milli, models=models)
             else:
                 gpu = GpuRequest(count=n, models=models, nvlink="required" if n >= 2 else "")
-            draw, acc, dataset = rng.random(), 0.0, ()
+            dataset: tuple[str, ...] = ()
+            draw, acc = rng.random(), 0.0
             for name, p in DATASET_DRAW:
                 acc += p
                 if draw < acc:
@@ -140,15 +143,14 @@ def csv_jobs(path: Path, base: Workload) -> Workload:
                 try:
                     gpus = float(row["gpus"] or 0)
                     models = frozenset(m for m in row["gpu_type"].split("|") if m)
-                    if row["nvlink"] not in ("", "required", "preferred"):
-                        raise ValueError(f"nvlink {row['nvlink']!r} is not required, preferred or empty")
+                    nvlink = _nvlink(row["nvlink"])
                     if row["dataset"] and row["dataset"] not in base.datasets:
                         raise ValueError(f"dataset {row['dataset']!r} is not one of {', '.join(sorted(base.datasets))}")
                     if gpus > 1 and gpus != int(gpus):
                         raise ValueError(f"gpus {gpus:g}: more than one GPU must be a whole number")
                     gpu = None if gpus <= 0 else (GpuRequest(share=round(gpus * MILLI), models=models) if gpus < 1
                                                   else GpuRequest(count=int(gpus), models=models,
-                                                                  nvlink=row["nvlink"]))
+                                                                  nvlink=nvlink))
                     jobs.append(SimJob(row["id"], float(row["arrival_s"]), float(row["duration_s"]),
                                        float(row["cpus"] or 0), 0.0, gpu, row["tenant"] or "default",
                                        (row["dataset"],) if row["dataset"] else ()))
@@ -160,12 +162,19 @@ def csv_jobs(path: Path, base: Workload) -> Workload:
                     base.rules.split(" Jobs:")[0] + f" Jobs: from {path.name}.")
 
 
+def _nvlink(value: str) -> Literal["", "required", "preferred"]:
+    if value not in ("", "required", "preferred"):
+        raise ValueError(f"nvlink {value!r} is not required, preferred or empty")
+    return value  # type: ignore[return-value]
+
+
 def configured(site_files: list[Path]) -> Workload:
     """Sites (with their declared gpu_nodes and datasets) from Site YAML files; no jobs yet."""
     from federation.gpus import inventory_of
     from federation.spec import load_site
 
-    sites, datasets = [], {}
+    sites: list[SimSite] = []
+    datasets: dict[str, tuple[str, frozenset[str]]] = {}
     for path in site_files:
         cfg = load_site(path)
         body = cfg.spec

@@ -7,19 +7,29 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from federation.errors import InvalidSpec
+from federation.spec.job import JobSpec
 from federation.spec.loader import read_file, read_yaml, validate
-from federation.spec.models import (
-    FederatedTrainingSpec,
-    FederationConfig,
-    JobSpec,
-    PolicyConfig,
-    SiteConfig,
-)
+from federation.spec.policy import PolicyConfig
+from federation.spec.server import FederationConfig
+from federation.spec.site import SiteConfig
+from federation.spec.training import FederatedTrainingSpec
 
 __all__ = [
-    "FederatedTrainingSpec", "FederationConfig", "JobSpec", "PolicyConfig", "SiteConfig",
-    "load_job", "job_from_dict", "job_from_text", "load_training", "training_from_dict", "load_site", "load_policy", "load_federation", "gang_parts",
     "SCHEMAS",
+    "FederatedTrainingSpec",
+    "FederationConfig",
+    "JobSpec",
+    "PolicyConfig",
+    "SiteConfig",
+    "gang_parts",
+    "job_from_dict",
+    "job_from_text",
+    "load_federation",
+    "load_job",
+    "load_policy",
+    "load_site",
+    "load_training",
+    "training_from_dict",
 ]
 
 M = TypeVar("M", bound=BaseModel)
@@ -82,8 +92,9 @@ def load_site(path: str | Path) -> SiteConfig:
     body = cfg.spec
     fed = body.federation
     if fed.tls is not None:
-        fed = fed.model_copy(update={"tls": fed.tls.model_copy(update={
-            "ca": _resolve(base, fed.tls.ca), "cert": _resolve(base, fed.tls.cert), "key": _resolve(base, fed.tls.key)})})
+        tls = fed.tls
+        fed = fed.model_copy(update={"tls": tls.model_copy(update={
+            "ca": _resolve(base, tls.ca), "cert": _resolve(base, tls.cert), "key": _resolve(base, tls.key)})})
     local = body.ray.local.model_copy(update={"temp_dir": _resolve(base, body.ray.local.temp_dir)})
     datasets = [d if "://" in d.path or not d.path else d.model_copy(update={"path": str(_resolve(base, Path(d.path)))})
                 for d in body.datasets]
@@ -121,6 +132,7 @@ def load_federation(path: str | Path) -> FederationConfig:
 def gang_parts(spec: JobSpec) -> list[tuple[str, JobSpec]]:
     """Each part of a gang as a job spec of its own: the job's fields with the part's replacing them,
     validated whole; InvalidSpec naming spec.gang.parts[i]."""
+    assert spec.spec.gang is not None, "a job without a gang has no parts"
     data = spec.model_dump(mode="json", exclude_none=True)
     out = []
     for i, part in enumerate(spec.spec.gang.parts):

@@ -2,7 +2,7 @@
 from federation.store.base import Store, SubmitRequest
 from federation.store.sqlite import SQLiteStore
 
-__all__ = ["Store", "SQLiteStore", "SubmitRequest", "open_store"]
+__all__ = ["SQLiteStore", "Store", "SubmitRequest", "open_store"]
 
 
 def open_store(url: str) -> Store:

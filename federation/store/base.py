@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
 
 from federation.audit import AuditRecord
 from federation.jobs import Attempt, AttemptState, Explanation, Job, JobState
 from federation.queues import UsageRecord
 from federation.sites import Capacity, SiteRecord, SiteState
-from policies.topology import Binding, Inventory
+from policies.gpus import Binding, Inventory
 from training.model import Round, Training
 
 MAX_LOG_BYTES_PER_ATTEMPT = 4 << 20

@@ -86,28 +86,14 @@ ROUND_STATE_FAILED: RoundState
 ROUND_STATE_REVEALING: RoundState
 
 class Resources(_message.Message):
-    __slots__ = ("cpus", "memory_bytes", "gpus", "gpu_type", "gpu_memory_bytes")
+    __slots__ = ("cpus", "memory_bytes", "gpus")
     CPUS_FIELD_NUMBER: _ClassVar[int]
     MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     GPUS_FIELD_NUMBER: _ClassVar[int]
-    GPU_TYPE_FIELD_NUMBER: _ClassVar[int]
-    GPU_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     cpus: float
     memory_bytes: int
     gpus: float
-    gpu_type: _containers.RepeatedScalarFieldContainer[str]
-    gpu_memory_bytes: int
-    def __init__(self, cpus: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., gpus: _Optional[float] = ..., gpu_type: _Optional[_Iterable[str]] = ..., gpu_memory_bytes: _Optional[int] = ...) -> None: ...
-
-class Topology(_message.Message):
-    __slots__ = ("nvlink", "gpus_per_node", "colocate")
-    NVLINK_FIELD_NUMBER: _ClassVar[int]
-    GPUS_PER_NODE_FIELD_NUMBER: _ClassVar[int]
-    COLOCATE_FIELD_NUMBER: _ClassVar[int]
-    nvlink: str
-    gpus_per_node: int
-    colocate: str
-    def __init__(self, nvlink: _Optional[str] = ..., gpus_per_node: _Optional[int] = ..., colocate: _Optional[str] = ...) -> None: ...
+    def __init__(self, cpus: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., gpus: _Optional[float] = ...) -> None: ...
 
 class GpuNode(_message.Message):
     __slots__ = ("name", "model", "memory_bytes", "domains", "rack", "block")
@@ -143,114 +129,11 @@ class GpuSlot(_message.Message):
     milli: int
     def __init__(self, node: _Optional[str] = ..., gpus: _Optional[_Iterable[int]] = ..., milli: _Optional[int] = ...) -> None: ...
 
-class Placement(_message.Message):
-    __slots__ = ("regions", "sites", "prefer")
-    REGIONS_FIELD_NUMBER: _ClassVar[int]
-    SITES_FIELD_NUMBER: _ClassVar[int]
-    PREFER_FIELD_NUMBER: _ClassVar[int]
-    regions: _containers.RepeatedScalarFieldContainer[str]
-    sites: _containers.RepeatedScalarFieldContainer[str]
-    prefer: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, regions: _Optional[_Iterable[str]] = ..., sites: _Optional[_Iterable[str]] = ..., prefer: _Optional[_Iterable[str]] = ...) -> None: ...
-
 class JobSpec(_message.Message):
-    __slots__ = ("name", "tenant", "labels", "entrypoint", "runtime_env", "datasets", "resources", "placement", "priority", "topology", "queue", "dependencies", "singleton", "array", "gang", "retry", "checkpoint_path")
-    class LabelsEntry(_message.Message):
-        __slots__ = ("key", "value")
-        KEY_FIELD_NUMBER: _ClassVar[int]
-        VALUE_FIELD_NUMBER: _ClassVar[int]
-        key: str
-        value: str
-        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
-    NAME_FIELD_NUMBER: _ClassVar[int]
-    TENANT_FIELD_NUMBER: _ClassVar[int]
-    LABELS_FIELD_NUMBER: _ClassVar[int]
-    ENTRYPOINT_FIELD_NUMBER: _ClassVar[int]
-    RUNTIME_ENV_FIELD_NUMBER: _ClassVar[int]
-    DATASETS_FIELD_NUMBER: _ClassVar[int]
-    RESOURCES_FIELD_NUMBER: _ClassVar[int]
-    PLACEMENT_FIELD_NUMBER: _ClassVar[int]
-    PRIORITY_FIELD_NUMBER: _ClassVar[int]
-    TOPOLOGY_FIELD_NUMBER: _ClassVar[int]
-    QUEUE_FIELD_NUMBER: _ClassVar[int]
-    DEPENDENCIES_FIELD_NUMBER: _ClassVar[int]
-    SINGLETON_FIELD_NUMBER: _ClassVar[int]
-    ARRAY_FIELD_NUMBER: _ClassVar[int]
-    GANG_FIELD_NUMBER: _ClassVar[int]
-    RETRY_FIELD_NUMBER: _ClassVar[int]
-    CHECKPOINT_PATH_FIELD_NUMBER: _ClassVar[int]
-    name: str
-    tenant: str
-    labels: _containers.ScalarMap[str, str]
-    entrypoint: str
-    runtime_env: _struct_pb2.Struct
-    datasets: _containers.RepeatedScalarFieldContainer[str]
-    resources: Resources
-    placement: Placement
-    priority: str
-    topology: Topology
-    queue: str
-    dependencies: Dependencies
-    singleton: bool
-    array: str
-    gang: Gang
-    retry: Retry
-    checkpoint_path: str
-    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., entrypoint: _Optional[str] = ..., runtime_env: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., datasets: _Optional[_Iterable[str]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., priority: _Optional[str] = ..., topology: _Optional[_Union[Topology, _Mapping]] = ..., queue: _Optional[str] = ..., dependencies: _Optional[_Union[Dependencies, _Mapping]] = ..., singleton: _Optional[bool] = ..., array: _Optional[str] = ..., gang: _Optional[_Union[Gang, _Mapping]] = ..., retry: _Optional[_Union[Retry, _Mapping]] = ..., checkpoint_path: _Optional[str] = ...) -> None: ...
-
-class Retry(_message.Message):
-    __slots__ = ("limit", "on_failure", "backoff_s", "max_backoff_s")
-    LIMIT_FIELD_NUMBER: _ClassVar[int]
-    ON_FAILURE_FIELD_NUMBER: _ClassVar[int]
-    BACKOFF_S_FIELD_NUMBER: _ClassVar[int]
-    MAX_BACKOFF_S_FIELD_NUMBER: _ClassVar[int]
-    limit: int
-    on_failure: bool
-    backoff_s: float
-    max_backoff_s: float
-    def __init__(self, limit: _Optional[int] = ..., on_failure: _Optional[bool] = ..., backoff_s: _Optional[float] = ..., max_backoff_s: _Optional[float] = ...) -> None: ...
-
-class Gang(_message.Message):
-    __slots__ = ("parts", "timeout_s", "continue_on_part_end")
-    PARTS_FIELD_NUMBER: _ClassVar[int]
-    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
-    CONTINUE_ON_PART_END_FIELD_NUMBER: _ClassVar[int]
-    parts: _containers.RepeatedCompositeFieldContainer[GangPart]
-    timeout_s: float
-    continue_on_part_end: bool
-    def __init__(self, parts: _Optional[_Iterable[_Union[GangPart, _Mapping]]] = ..., timeout_s: _Optional[float] = ..., continue_on_part_end: _Optional[bool] = ...) -> None: ...
-
-class GangPart(_message.Message):
-    __slots__ = ("name", "entrypoint", "datasets", "resources", "placement", "topology")
-    NAME_FIELD_NUMBER: _ClassVar[int]
-    ENTRYPOINT_FIELD_NUMBER: _ClassVar[int]
-    DATASETS_FIELD_NUMBER: _ClassVar[int]
-    RESOURCES_FIELD_NUMBER: _ClassVar[int]
-    PLACEMENT_FIELD_NUMBER: _ClassVar[int]
-    TOPOLOGY_FIELD_NUMBER: _ClassVar[int]
-    name: str
-    entrypoint: str
-    datasets: DatasetList
-    resources: Resources
-    placement: Placement
-    topology: Topology
-    def __init__(self, name: _Optional[str] = ..., entrypoint: _Optional[str] = ..., datasets: _Optional[_Union[DatasetList, _Mapping]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., topology: _Optional[_Union[Topology, _Mapping]] = ...) -> None: ...
-
-class DatasetList(_message.Message):
-    __slots__ = ("names",)
-    NAMES_FIELD_NUMBER: _ClassVar[int]
-    names: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, names: _Optional[_Iterable[str]] = ...) -> None: ...
-
-class Dependencies(_message.Message):
-    __slots__ = ("after_ok", "after_any", "after_not_ok")
-    AFTER_OK_FIELD_NUMBER: _ClassVar[int]
-    AFTER_ANY_FIELD_NUMBER: _ClassVar[int]
-    AFTER_NOT_OK_FIELD_NUMBER: _ClassVar[int]
-    after_ok: _containers.RepeatedScalarFieldContainer[str]
-    after_any: _containers.RepeatedScalarFieldContainer[str]
-    after_not_ok: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, after_ok: _Optional[_Iterable[str]] = ..., after_any: _Optional[_Iterable[str]] = ..., after_not_ok: _Optional[_Iterable[str]] = ...) -> None: ...
+    __slots__ = ("json",)
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    json: str
+    def __init__(self, json: _Optional[str] = ...) -> None: ...
 
 class Attempt(_message.Message):
     __slots__ = ("number", "site", "state", "submission_id", "message", "created_at", "started_at", "ended_at", "binding")
@@ -370,83 +253,10 @@ class Site(_message.Message):
     def __init__(self, name: _Optional[str] = ..., location: _Optional[_Union[Location, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., datasets: _Optional[_Iterable[_Union[Dataset, _Mapping]]] = ..., state: _Optional[_Union[SiteState, str]] = ..., connected: _Optional[bool] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., allocated: _Optional[_Union[Resources, _Mapping]] = ..., running_attempts: _Optional[int] = ..., last_heartbeat: _Optional[float] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ..., autonomous: _Optional[bool] = ..., lost: _Optional[bool] = ...) -> None: ...
 
 class TrainingSpec(_message.Message):
-    __slots__ = ("name", "tenant", "labels", "dataset", "min_sites", "max_sites", "rounds", "local_step", "strategy", "aggregation", "round_timeout_s", "priority", "queue")
-    class LabelsEntry(_message.Message):
-        __slots__ = ("key", "value")
-        KEY_FIELD_NUMBER: _ClassVar[int]
-        VALUE_FIELD_NUMBER: _ClassVar[int]
-        key: str
-        value: str
-        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
-    NAME_FIELD_NUMBER: _ClassVar[int]
-    TENANT_FIELD_NUMBER: _ClassVar[int]
-    LABELS_FIELD_NUMBER: _ClassVar[int]
-    DATASET_FIELD_NUMBER: _ClassVar[int]
-    MIN_SITES_FIELD_NUMBER: _ClassVar[int]
-    MAX_SITES_FIELD_NUMBER: _ClassVar[int]
-    ROUNDS_FIELD_NUMBER: _ClassVar[int]
-    LOCAL_STEP_FIELD_NUMBER: _ClassVar[int]
-    STRATEGY_FIELD_NUMBER: _ClassVar[int]
-    AGGREGATION_FIELD_NUMBER: _ClassVar[int]
-    ROUND_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
-    PRIORITY_FIELD_NUMBER: _ClassVar[int]
-    QUEUE_FIELD_NUMBER: _ClassVar[int]
-    name: str
-    tenant: str
-    labels: _containers.ScalarMap[str, str]
-    dataset: str
-    min_sites: int
-    max_sites: int
-    rounds: int
-    local_step: LocalStep
-    strategy: TrainingStrategy
-    aggregation: Aggregation
-    round_timeout_s: float
-    priority: str
-    queue: str
-    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., dataset: _Optional[str] = ..., min_sites: _Optional[int] = ..., max_sites: _Optional[int] = ..., rounds: _Optional[int] = ..., local_step: _Optional[_Union[LocalStep, _Mapping]] = ..., strategy: _Optional[_Union[TrainingStrategy, _Mapping]] = ..., aggregation: _Optional[_Union[Aggregation, _Mapping]] = ..., round_timeout_s: _Optional[float] = ..., priority: _Optional[str] = ..., queue: _Optional[str] = ...) -> None: ...
-
-class LocalStep(_message.Message):
-    __slots__ = ("entrypoint", "runtime_env", "resources", "topology", "config")
-    ENTRYPOINT_FIELD_NUMBER: _ClassVar[int]
-    RUNTIME_ENV_FIELD_NUMBER: _ClassVar[int]
-    RESOURCES_FIELD_NUMBER: _ClassVar[int]
-    TOPOLOGY_FIELD_NUMBER: _ClassVar[int]
-    CONFIG_FIELD_NUMBER: _ClassVar[int]
-    entrypoint: str
-    runtime_env: _struct_pb2.Struct
-    resources: Resources
-    topology: Topology
-    config: _struct_pb2.Struct
-    def __init__(self, entrypoint: _Optional[str] = ..., runtime_env: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., topology: _Optional[_Union[Topology, _Mapping]] = ..., config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
-
-class TrainingStrategy(_message.Message):
-    __slots__ = ("name", "mu", "lr", "beta1", "beta2", "tau")
-    NAME_FIELD_NUMBER: _ClassVar[int]
-    MU_FIELD_NUMBER: _ClassVar[int]
-    LR_FIELD_NUMBER: _ClassVar[int]
-    BETA1_FIELD_NUMBER: _ClassVar[int]
-    BETA2_FIELD_NUMBER: _ClassVar[int]
-    TAU_FIELD_NUMBER: _ClassVar[int]
-    name: str
-    mu: float
-    lr: float
-    beta1: float
-    beta2: float
-    tau: float
-    def __init__(self, name: _Optional[str] = ..., mu: _Optional[float] = ..., lr: _Optional[float] = ..., beta1: _Optional[float] = ..., beta2: _Optional[float] = ..., tau: _Optional[float] = ...) -> None: ...
-
-class Aggregation(_message.Message):
-    __slots__ = ("sites", "regions", "resources", "secure")
-    SITES_FIELD_NUMBER: _ClassVar[int]
-    REGIONS_FIELD_NUMBER: _ClassVar[int]
-    RESOURCES_FIELD_NUMBER: _ClassVar[int]
-    SECURE_FIELD_NUMBER: _ClassVar[int]
-    sites: _containers.RepeatedScalarFieldContainer[str]
-    regions: _containers.RepeatedScalarFieldContainer[str]
-    resources: Resources
-    secure: bool
-    def __init__(self, sites: _Optional[_Iterable[str]] = ..., regions: _Optional[_Iterable[str]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., secure: _Optional[bool] = ...) -> None: ...
+    __slots__ = ("json",)
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    json: str
+    def __init__(self, json: _Optional[str] = ...) -> None: ...
 
 class TrainingRound(_message.Message):
     __slots__ = ("number", "attempt", "state", "participants", "aggregator", "reported", "lost", "bytes_moved", "metrics", "started_at", "ended_at")

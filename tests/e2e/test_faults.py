@@ -4,6 +4,7 @@ everything restarted in turn during a stream of submissions. After each, every j
 and the ledger its attempts write proves none ran twice or in two places at once."""
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import signal
@@ -64,7 +65,7 @@ def ran_once(fed, jobs) -> dict[str, list[tuple[int, str, float, float]]]:
         ends = [n for (job_id, n), ev in lines.items() if job_id == j.id and ev[-1][0] == "end"]
         assert len(ends) == 1, (j.id, runs)
         assert ends == [status.attempts[-1].number] and status.attempts[-1].state == "succeeded"
-        for (_, _, _, last), (n, _, first, _) in zip(runs, runs[1:]):
+        for (_, _, _, last), (n, _, first, _) in itertools.pairwise(runs):
             assert last < first, f"{j.id}: attempt {n} started before the one before it stopped: {runs}"
         out[j.id] = runs
     return out

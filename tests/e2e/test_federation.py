@@ -207,7 +207,8 @@ def test_a_site_can_drive_a_ray_cluster_it_shares(federation, client):
     federation.pki["eu-central"] = issue(federation.pki["ca"], federation.work / "pki", "eu-central",
                                          units=tuple(scopes("site", sites=("eu-central",))))
     spec = {"location": {"jurisdiction": "DE", "region": "eu-central"}, "work_dir": str(Path(__file__).parent),
-            "ray": {"address": federation.dashboard("eu-west"), "auth_token_path": str(federation.ray_token("eu-west"))}}
+            "ray": {"address": federation.dashboard("eu-west"),
+                    "auth_token_path": str(federation.ray_token("eu-west"))}}
     agent = start_agent(site_config("eu-central", address=federation.address, pki=federation.pki,
                                     work=federation.work, spec=spec), federation.work)
     federation.agents["eu-central"] = agent

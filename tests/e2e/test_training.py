@@ -53,7 +53,8 @@ def client(fed):
 
 
 def training(name: str, rounds: int, **spec) -> dict:
-    return {"apiVersion": "federation/v1", "kind": "FederatedTraining", "metadata": {"name": name, "tenant": "research"},
+    return {"apiVersion": "federation/v1", "kind": "FederatedTraining",
+            "metadata": {"name": name, "tenant": "research"},
             "spec": {"dataset": "digits", "sites": {"min": 2}, "rounds": rounds, "round_timeout": "90s",
                      "local_step": {"entrypoint": "training.examples.digits:local_step", "config": {"epochs": EPOCHS},
                                     "resources": {"cpus": 0.5}},

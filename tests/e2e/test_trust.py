@@ -105,7 +105,8 @@ def test_an_enrolled_site_claims_only_its_binding_and_stops_when_revoked(trusted
             assert revoked.returncode == 0 and "edge-1: 1 certificate revoked" in revoked.stdout, revoked.stderr
             assert honest.wait(timeout=60) != 0   # its stream is cut and it may not come back
             wait_for(lambda: not c.sites()[0].connected, timeout=30, what="the revoked site to be disconnected")
-        assert "error[PERMISSION_DENIED]: the certificate of edge-1 was revoked" in (trusted.work / "edge-1.log").read_text()
+        revoked = "error[PERMISSION_DENIED]: the certificate of edge-1 was revoked"
+        assert revoked in (trusted.work / "edge-1.log").read_text()
         assert [r.subject for r in read(trusted.work / "federation.db", action="cert.revoke")] == ["edge-1"]
     finally:
         stop_processes([honest])

@@ -1,11 +1,11 @@
 """Fixtures shared by the integration tests: a real federation (gRPC, mutual TLS, a SQLite file)
-and sites played by hand (see test_service for the helpers)."""
+and sites played by hand (see harness for the helpers)."""
 from __future__ import annotations
 
 import pytest
 
 from federation.v1 import federation_pb2 as pb
-from tests.integration.test_service import (
+from tests.integration.harness import (
     AgentStream,
     admin_client,
     register,

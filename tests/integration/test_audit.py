@@ -11,7 +11,7 @@ from federation.audit import load_public, public_path, read, verify
 from federation.cli.main import main
 from federation.v1 import federation_pb2 as pb
 from tests.conftest import make_spec
-from tests.integration.test_service import (
+from tests.integration.harness import (
     AgentStream,
     admin_client,
     register,

@@ -14,12 +14,7 @@ from federation.errors import PermissionDenied
 from federation.identity import of_certificate
 from federation.pki import init_pki
 from federation.server import start_server
-from federation.spec.models import (
-    Enrolment,
-    FederationBody,
-    FederationConfig,
-    ServerTLS,
-)
+from federation.spec.server import Enrolment, FederationBody, FederationConfig, ServerTLS
 from federation.transport import open_channel
 from federation.v1 import federation_pb2 as pb
 from federation.v1 import federation_pb2_grpc as pb_grpc
@@ -114,7 +109,7 @@ def test_an_enrolled_site_renews_its_certificate_before_it_expires_keeping_name_
     assert join(federation, token, site, capsys)[0] == 0
     cert, key = site / "site.pem", site / "site.key"
     before = of_certificate(cert.read_bytes())
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     assert not due(cert, now) and due(cert, now + dt.timedelta(days=21))
     channel = open_channel(federation.address, ca=federation.pki["ca"].cert, cert=cert, key=key)
     renew(pb_grpc.SiteServiceStub(channel), cert, key)

@@ -13,10 +13,10 @@ from federation.errors import Conflict, InvalidSpec, PermissionDenied, Unavailab
 from federation.identity import scopes
 from federation.pki import init_pki, issue
 from federation.server import start_server
-from federation.spec.models import FederationBody, FederationConfig, ServerTLS
+from federation.spec.server import FederationBody, FederationConfig, ServerTLS
 from federation.v1 import federation_pb2 as pb
 from tests.conftest import make_spec
-from tests.integration.test_service import CONFIGS, AgentStream, register, site_stub
+from tests.integration.harness import CONFIGS, AgentStream, register, site_stub
 from tests.waiting import wait_for
 
 LEASE_S = 1.0
@@ -156,9 +156,8 @@ def test_a_draining_federation_takes_no_submissions_until_resumed(federation, cl
         with pytest.raises(Unavailable, match="the federation is draining"):
             impatient.submit(make_spec("during"))
     with Client(federation.address, ca=federation.pki["ca"].cert, cert=federation.pki["alice"].cert,
-                key=federation.pki["alice"].key, timeout=5) as alice:
-        with pytest.raises(PermissionDenied):
-            alice.drain_federation(False)
+                key=federation.pki["alice"].key, timeout=5) as alice, pytest.raises(PermissionDenied):
+        alice.drain_federation(False)
     assert client.get(queued.id).state == "pending"   # queued work is kept
     assert client.drain_federation(False)[0] is False
     assert client.submit(make_spec("after")).status().state in ("pending", "placed")

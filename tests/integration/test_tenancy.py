@@ -10,7 +10,7 @@ from federation.client import Client, Job
 from federation.errors import NotFound, PermissionDenied
 from federation.identity import of_certificate
 from tests.conftest import make_spec
-from tests.integration.test_service import register, site_stub, start
+from tests.integration.harness import register, site_stub, start
 
 
 @pytest.fixture
@@ -89,7 +89,7 @@ def test_user_certificates_carry_their_role_and_bad_requests_are_refused(federat
 
 def test_revocation_takes_effect_at_once_for_users_and_for_a_connected_site(federation, tmp_path):
     from federation.v1 import federation_pb2 as pb
-    from tests.integration.test_service import AgentStream
+    from tests.integration.harness import AgentStream
     with as_user(federation, "alice") as alice, as_user(federation, "admin") as admin:
         assert alice.jobs() == []
         with pytest.raises(PermissionDenied):

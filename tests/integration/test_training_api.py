@@ -11,7 +11,7 @@ from federation.identity import scopes
 from federation.pki import issue
 from federation.v1 import federation_pb2 as pb
 from tests.conftest import make_spec
-from tests.integration.test_service import (
+from tests.integration.harness import (
     CONFIGS,
     AgentStream,
     admin_client,
@@ -66,10 +66,11 @@ def test_outputs_of_data_that_may_not_leave_are_refused_and_audited(tmp_path):
     admin = admin_client(server)
     us_site, channel = site_stub(server, "us-east")
     register(us_site, "us-east", "US", "us-east", datasets=(("claims-us", "hipaa"),), labels={"baa": "true"})
-    (stored,) = server.control.submit(make_spec("claims", tenant="billing", datasets=["claims-us"]), "admin")
+    (stored,) = server.control.admission.submit(make_spec("claims", tenant="billing", datasets=["claims-us"]),
+                                                "admin")
     job = Job(admin, stored.id)
     agent = AgentStream(us_site, "us-east")
-    (a,) = wait_for(lambda: agent.next_assignments(), 5, "an assignment")
+    (_,) = wait_for(lambda: agent.next_assignments(), 5, "an assignment")
     agent.outbox.put(pb.ConnectRequest(site="us-east", outputs=[
         pb.Output(job_id=job.id, attempt=1, name="rows.csv", data=b"patient,42")], statuses=[
         pb.AttemptStatus(job_id=job.id, attempt=1, state=pb.ATTEMPT_STATE_SUCCEEDED)], complete=False))
@@ -84,8 +85,8 @@ def test_outputs_of_data_that_may_not_leave_are_refused_and_audited(tmp_path):
 
 
 def test_a_site_may_not_flood_an_attempt_with_outputs(federation, client, eu_site, eu_agent):
-    (stored,) = federation.control.submit(make_spec("many", tenant="research", datasets=["patient-records-eu"]),
-                                          "admin")
+    (stored,) = federation.control.admission.submit(
+        make_spec("many", tenant="research", datasets=["patient-records-eu"]), "admin")
     wait_for(lambda: eu_agent.next_assignments(), 5, "an assignment")
     eu_agent.outbox.put(pb.ConnectRequest(site="eu-west", outputs=[
         pb.Output(job_id=stored.id, attempt=1, name=f"f{i}", data=b"x") for i in range(17)], complete=False))

@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from policies import PendingJob, Reason, Rules, SiteView, Snapshot, schedule
 from policies.fairshare import Ledger, Queue, Queues, Usage, demand
-from policies.topology import GpuNode, GpuRequest, GpuState, Inventory
+from policies.gpu_state import GpuState
+from policies.gpus import GpuNode, GpuRequest, Inventory
 
 GiB = 2**30
 

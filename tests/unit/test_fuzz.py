@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from federation.audit import Signer
-from federation.controlplane import ControlPlane
+from federation.control import ControlPlane
 from federation.errors import FederationError, InvalidSpec
 from federation.pki import Issued, init_pki
 from federation.service.sites import EnrollmentServicer, SiteServicer

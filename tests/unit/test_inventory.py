@@ -7,7 +7,7 @@ import types
 import pytest
 
 from federation.sites import Capacity
-from federation.spec.models import Resources
+from federation.spec.common import Resources
 from site_agent.inventory import nvml_gpus, site_capacity
 from site_agent.ray_driver import RayResources
 
@@ -67,7 +67,7 @@ def test_gpus_ray_cannot_see_are_not_offered(fake_nvml, caplog):
 
 
 def test_a_local_ray_head_gets_distinct_ports_labels_and_the_stop_grace():
-    from federation.spec.models import LocalRay
+    from federation.spec.site import LocalRay
     from site_agent.local_ray import LocalRayHead
     head = LocalRayHead(LocalRay(port_base=31000, num_cpus=2, stop_grace_s=45), labels={"fedctl.io/node": "n0"},
                         num_gpus=2)

@@ -11,9 +11,10 @@ from policies import (
     schedule,
 )
 from policies.fairshare import Queue, Queues, Usage
+from policies.gpu_state import GpuState
+from policies.gpus import GpuNode, GpuRequest, Inventory, Slot
 from policies.preemption import Running, Settings
 from policies.sovereignty import expand_jurisdictions
-from policies.topology import GpuNode, GpuRequest, GpuState, Inventory, Slot
 
 GiB = 2**30
 NOW = 10_000.0

@@ -15,7 +15,7 @@ from federation.queues import (
     resolve,
 )
 from federation.spec import load_policy
-from federation.spec.models import PolicyConfig
+from federation.spec.policy import PolicyConfig
 
 HEAD = """\
 apiVersion: federation/v1

@@ -8,14 +8,15 @@ import pytest
 
 from federation.errors import RayError
 from federation.service import wire
+from federation.service.spec_wire import spec_to_pb
 from federation.spec import SiteConfig
-from federation.spec.models import NodeSpec
+from federation.spec.site import NodeSpec
 from federation.v1 import federation_pb2 as pb
-from policies.topology import Slot
-from site_agent.agent import Reconciler
+from policies.gpus import Slot
 from site_agent.binding import NODE_LABEL
 from site_agent.inventory import site_gpus
 from site_agent.ray_driver import RayDriver, RayJob, RayNode, RayResources
+from site_agent.reconciler import Reconciler
 from site_agent.veto import resolve_runtime_env
 from tests.conftest import make_spec
 
@@ -79,7 +80,7 @@ def site_config(tmp_path: Path, **veto) -> SiteConfig:
 
 def assignment(job_id="j-1", attempt=1, **spec) -> pb.Assignment:
     return pb.Assignment(job_id=job_id, attempt=attempt, submission_id=f"fed-{job_id}-{attempt}",
-                         spec=wire.spec_to_pb(make_spec(**spec)))
+                         spec=spec_to_pb(make_spec(**spec)))
 
 
 def states(report) -> dict[str, int]:
@@ -227,8 +228,8 @@ def test_working_dir_symlink_escape_is_refused(tmp_path):
 
 
 def test_an_assignment_the_site_cannot_read_is_refused_not_fatal(tmp_path, ray):
-    bad = pb.Assignment(job_id="j-1", attempt=1, submission_id="fed-j-1-1",
-                        spec=pb.JobSpec(name="Not A Name", entrypoint="x"))
+    unreadable = json.dumps({"metadata": {"name": "Not A Name"}, "spec": {"entrypoint": "x"}})
+    bad = pb.Assignment(job_id="j-1", attempt=1, submission_id="fed-j-1-1", spec=pb.JobSpec(json=unreadable))
     r = Reconciler(site_config(tmp_path), ray)
     r.set_desired([bad, assignment("j-2")])
     report = r.reconcile()

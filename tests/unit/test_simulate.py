@@ -13,7 +13,8 @@ from federation.errors import ConfigError
 from federation.simulate import engine, trace
 from federation.simulate.metrics import Shapes, fragmentation
 from federation.spec import load_policy
-from policies.topology import GpuNode, GpuRequest, GpuState, Inventory, Slot
+from policies.gpu_state import GpuState
+from policies.gpus import GpuNode, GpuRequest, Inventory, Slot
 
 ROOT = Path(__file__).resolve().parents[2]
 ALIBABA = ROOT / "tests" / "fixtures" / "alibaba"

@@ -64,14 +64,17 @@ def test_shipped_federation_and_policy_load():
 @pytest.mark.parametrize("text, expected", [
     # unknown field, with the line and a hint
     (GOOD.replace("gpus: 0", "gpuz: 0"), "<spec>:8: spec.resources.gpuz: unknown field 'gpuz' (did you mean 'gpus'?)"),
-    (GOOD.replace("  priority: normal", "  priorty: normal"), "<spec>:10: spec.priorty: unknown field 'priorty' (did you mean 'priority'?)"),
+    (GOOD.replace("  priority: normal", "  priorty: normal"),
+     "<spec>:10: spec.priorty: unknown field 'priorty' (did you mean 'priority'?)"),
     (GOOD.replace("metadata:", "metdata:"), "metdata: unknown field 'metdata' (did you mean 'metadata'?)"),
     # wrong values
     (GOOD.replace("memory: 4Gi", "memory: 4Gx"), "<spec>:8: spec.resources.memory: '4Gx' is not a size"),
     (GOOD.replace("cpus: 2", "cpus: -1"), "<spec>:8: spec.resources.cpus: Input should be greater than or equal to 0"),
     (GOOD.replace("gpus: 0", "gpus: 1.5"), "spec.resources.gpus: more than one GPU must be a whole number"),
-    (GOOD.replace("priority: normal", "priority: urgent"), "<spec>:10: spec.priority: Input should be 'low', 'normal' or 'high'"),
-    (GOOD.replace("name: tokenize-records", "name: Tokenize_Records"), "<spec>:3: metadata.name: name 'Tokenize_Records' must be"),
+    (GOOD.replace("priority: normal", "priority: urgent"),
+     "<spec>:10: spec.priority: Input should be 'low', 'normal' or 'high'"),
+    (GOOD.replace("name: tokenize-records", "name: Tokenize_Records"),
+     "<spec>:3: metadata.name: name 'Tokenize_Records' must be"),
     (GOOD.replace("[patient-records-eu]", "[a, a]"), "spec.datasets: a dataset is listed twice"),
     (GOOD.replace("federation/v1", "federation/v2"), "<spec>:1: apiVersion: Input should be 'federation/v1'"),
     (GOOD.replace("  entrypoint: python -m jobs.tokenize\n", ""), "spec.entrypoint: required field is missing"),

@@ -20,7 +20,7 @@ from policies import (
     static_verdict,
 )
 from policies import verdicts as placement_verdicts
-from policies.topology import MILLI
+from policies.gpus import MILLI
 
 GiB = 2**30
 

@@ -128,7 +128,8 @@ def test_a_training_spec_is_checked_like_a_job(tmp_path):
     path.write_text("apiVersion: federation/v1\nkind: FederatedTraining\nmetadata: {name: d, tenant: r}\n"
                     "spec:\n  dataset: digits\n  rounds: 3\n  sites: {min: 3, max: 2}\n"
                     "  local_step: {entrypoint: x}\n  stratgy: {name: fedavg}\n")
-    with pytest.raises(InvalidSpec, match=r"t.yaml:9: spec.stratgy: unknown field 'stratgy' \(did you mean 'strategy'\?\)"):
+    unknown = r"t.yaml:9: spec.stratgy: unknown field 'stratgy' \(did you mean 'strategy'\?\)"
+    with pytest.raises(InvalidSpec, match=unknown):
         load_training(path)
     bad = dict(good, spec=dict(good["spec"], sites={"min": 3, "max": 2}))
     with pytest.raises(InvalidSpec, match=r"spec.sites: .*max \(2\) is below min \(3\)"):

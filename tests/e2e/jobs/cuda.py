@@ -8,7 +8,8 @@ visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
 print("CUDA_VISIBLE_DEVICES", visible)
 pynvml.nvmlInit()
 for v in filter(None, visible.split(",")):
-    h = pynvml.nvmlDeviceGetHandleByUUID(v) if v.startswith(("GPU-", "MIG-")) else pynvml.nvmlDeviceGetHandleByIndex(int(v))
+    by_uuid = v.startswith(("GPU-", "MIG-"))
+    h = pynvml.nvmlDeviceGetHandleByUUID(v) if by_uuid else pynvml.nvmlDeviceGetHandleByIndex(int(v))
     print("bound", pynvml.nvmlDeviceGetUUID(h), pynvml.nvmlDeviceGetName(h))
 try:
     import torch

@@ -1,119 +1,21 @@
-"""GPU topology: what each site's nodes hold, what is free, and where a GPU request fits.
+"""Every GPU of the federation, what is free, and where a GPU request fits.
 
-A site's inventory is its nodes; each GPU carries its model, memory and NVLink domain
-(domain ids are site-wide, so a fabric clique of an NVL72-class rack spans nodes).
-`GpuState` holds every GPU of the federation in flat arrays (free thousandths per GPU)
-plus per-site, per-model summaries (whole GPUs free, most free in one NVLink domain, on
-one node, on one shared GPU) that the scheduler filters on as vectors; `fit` then finds
-the exact block inside one site, best fit by topology level, so big blocks stay whole.
+`GpuState` holds every GPU in flat arrays (free thousandths per GPU) plus per-site,
+per-model summaries (whole GPUs free, most free in one NVLink domain, on one node, on one
+shared GPU) that the scheduler filters on as vectors; `fit` then finds the exact block
+inside one site, best fit by topology level, so big blocks stay whole (the general search
+is `policies.gpu_fit`).
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-from typing import Iterable, Literal, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-MILLI = 1000  # one whole GPU in thousandths
+from policies.gpu_fit import SiteGpus, SiteLayout, closeness, fit_share, fit_whole, type_miss
+from policies.gpus import MILLI, Binding, GpuRequest, Inventory, Miss, Slot, slice_of
+
 HIST = 17     # block sizes counted exactly below this
-Need = Literal["", "required", "preferred"]
-Colocate = Literal["", "rack", "block"]
-
-
-@dataclass(frozen=True, slots=True)
-class GpuNode:
-    name: str
-    model: str = ""
-    memory: int = 0                       # bytes per GPU
-    domains: tuple[str, ...] = ()         # NVLink domain of each GPU; "" = no NVLink peer
-    rack: str = ""
-    block: str = ""
-
-    @property
-    def gpus(self) -> int:
-        return len(self.domains)
-
-
-@dataclass(frozen=True, slots=True)
-class Inventory:
-    nodes: tuple[GpuNode, ...] = ()
-
-    @property
-    def gpus(self) -> int:
-        return sum(n.gpus for n in self.nodes)
-
-
-@dataclass(frozen=True, slots=True)
-class GpuRequest:
-    """What a job asks of GPUs. count > 0: whole GPUs; else one GPU's share (thousandths)
-    or, with share == 0, a slice of one GPU sized by `memory`."""
-
-    count: int = 0
-    share: int = 0
-    memory: int = 0                       # per GPU: a minimum for whole GPUs, the slice size otherwise
-    models: frozenset[str] = frozenset()  # empty: any model
-    nvlink: Need = ""
-    per_node: int = 0
-    colocate: Colocate = ""
-    _hash: int = field(default=0, init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        # Requests key the scheduler's per-cycle caches: hash once, not on every lookup.
-        object.__setattr__(self, "_hash", hash((self.count, self.share, self.memory, self.models, self.nvlink,
-                                                self.per_node, self.colocate)))
-
-    def __hash__(self) -> int:
-        return self._hash
-
-    @property
-    def wanted(self) -> bool:
-        return self.count > 0 or self.share > 0 or self.memory > 0
-
-    @property
-    def whole(self) -> float:
-        """GPUs this request holds, in GPUs (fractional for a share)."""
-        return float(self.count) if self.count else self.share / MILLI
-
-    def shape(self) -> str:
-        if self.count:
-            s = f"{self.count} GPU{'s' if self.count != 1 else ''}"
-        elif self.share:
-            s = f"{self.share / MILLI:g} of a GPU"
-        else:
-            s = f"{self.memory / 2**30:.3g}Gi of one GPU"
-        if self.models:
-            s += f" ({'|'.join(sorted(self.models))})"
-        if self.nvlink == "required":
-            s += " in one NVLink domain"
-        if self.per_node:
-            s += f", {self.per_node} per node"
-        if self.colocate:
-            s += f", nodes in one {self.colocate}"
-        return s
-
-
-@dataclass(frozen=True, slots=True)
-class Slot:
-    """GPUs reserved on one node: local GPU indices and thousandths held on each."""
-
-    node: str
-    gpus: tuple[int, ...]
-    milli: int = MILLI
-
-
-Binding = tuple[Slot, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Miss:
-    """Why a request does not fit a site: it never could (`static`) or not now."""
-
-    static: bool
-    detail: str
-    kind: Literal["gpu-type", "topology", "capacity"] = "topology"
-
-
 NONE = 2 * HIST  # no block holds it
 
 
@@ -121,27 +23,6 @@ def _tightest(hist: np.ndarray) -> np.ndarray:
     """From counts of blocks by free size (last axis), the smallest size >= k present, per k."""
     sizes = np.where(hist > 0, np.arange(HIST), NONE)
     return np.minimum.accumulate(sizes[..., ::-1], axis=-1)[..., ::-1].astype(np.int8)
-
-
-def _closeness(miss: Miss) -> int:
-    """Of a request's misses over several GPU models, the one to report: nearest to fitting."""
-    return 3 if not miss.static else 2 if miss.kind == "topology" else 1 if miss.kind == "capacity" else 0
-
-
-def slice_of(memory: int, gpu_memory: int) -> int:
-    """Thousandths of a GPU with `gpu_memory` bytes that hold `memory` bytes."""
-    return MILLI + 1 if gpu_memory <= 0 else max(1, math.ceil(MILLI * memory / gpu_memory))
-
-
-@dataclass
-class _Site:
-    """Static layout of one site inside the flat arrays."""
-
-    start: int                            # first GPU index
-    end: int
-    nodes: tuple[GpuNode, ...]
-    node_start: tuple[int, ...]           # first flat GPU index of each node
-    names: dict[str, int] = field(default_factory=dict)
 
 
 class GpuState:
@@ -159,7 +40,7 @@ class GpuState:
         model_of: list[int] = []
         memory_of: list[int] = []
         domain_of: list[int] = []
-        self.sites: list[_Site] = []
+        self.sites: list[SiteLayout] = []
         node_count = 0
         for s, inv in enumerate(inventories):
             domains: dict[str, int] = {}
@@ -177,7 +58,7 @@ class GpuState:
                     # A GPU without NVLink peers is a domain of its own.
                     domain_of.append(domains.setdefault(d, len(domains)) if d else -1 - len(site_of))
                 node_count += 1
-            site = _Site(start, len(site_of), inv.nodes, tuple(node_start))
+            site = SiteLayout(start, len(site_of), inv.nodes, tuple(node_start))
             site.names = {n.name: k for k, n in enumerate(inv.nodes)}
             self.sites.append(site)
         self.models = models
@@ -245,7 +126,7 @@ class GpuState:
         self.node_tight, self.group_tight = _tightest(self.node_hist), _tightest(self.group_hist)
         self.node_tight_any, self.group_tight_any = _tightest(self.node_hist_any), _tightest(self.group_hist_any)
 
-    def copy(self) -> "GpuState":
+    def copy(self) -> GpuState:
         out = object.__new__(GpuState)
         out.__dict__.update(self.__dict__)
         for name in ("free", "whole_free", "max_domain", "max_node", "max_share", "shared_fit", "node_whole",
@@ -415,20 +296,21 @@ class GpuState:
         ms = self.model_ids(req.models)
         have = np.isin(model, ms) & (self.memory_of[a:b] >= (req.memory if req.count else 0))
         if not have.any():
-            return None, Miss(True, self._type_miss(s, req), "gpu-type")
+            return None, Miss(True, type_miss(site, req), "gpu-type")
+        view = SiteGpus(site, free, self.node_of[a:b], self.domain_of[a:b], self.memory_of[a:b], self.local[a:b])
         best: tuple[tuple, Binding] | None = None
         miss: Miss | None = None
         for m in np.unique(model[have]):
             mine = have & (model == m)
             if req.count:
-                got, why = self._fit_whole(site, a, free, mine, req)
+                got, why = fit_whole(view, mine, req)
             else:
-                got, why = self._fit_share(site, a, free, mine, req)
+                got, why = fit_share(view, mine, req)
             if got is not None:
                 got = ((self._scarcity(s, int(m)), *got[0]), got[1])
                 if best is None or got[0] < best[0]:
                     best = got
-            elif miss is None or _closeness(why) > _closeness(miss):
+            elif miss is None or closeness(why) > closeness(miss):
                 miss = why
         if best is not None:
             return best[1], None
@@ -440,6 +322,7 @@ class GpuState:
         if req.per_node or req.colocate or (req.count and req.memory):
             return None
         best: tuple[tuple, Binding] | None = None
+        got: tuple[tuple, Binding]
         for m in self.model_ids(req.models):
             entry = self.by_model[s].get(int(m))
             if entry is None:
@@ -500,188 +383,3 @@ class GpuState:
                 out.append(self._slot(s, flat[start:i].tolist()))
                 start = i
         return tuple(out)
-
-    def _type_miss(self, s: int, req: GpuRequest) -> str:
-        site = self.sites[s]
-        here = sorted({n.model or "GPUs of unreported type" for n in site.nodes})
-        if not here:
-            return "site has no GPUs"
-        wanted = f"GPU type {'|'.join(sorted(req.models))}" if req.models else "GPUs"
-        if req.count and req.memory:
-            wanted += f" with {req.memory / 2**30:.3g}Gi"
-        return f"no {wanted} here (site has {', '.join(here)})"
-
-    def _fit_share(self, site: _Site, a: int, free: np.ndarray, mine: np.ndarray,
-                   req: GpuRequest) -> tuple[tuple | None, Miss]:
-        idx = np.flatnonzero(mine)
-        mem = self.memory_of[a + idx[0]]
-        share = req.share or slice_of(req.memory, int(mem))
-        if share > MILLI:
-            return None, Miss(True, f"{req.memory / 2**30:.3g}Gi is more than one GPU's {mem / 2**30:.3g}Gi")
-        f = free[idx]
-        ok = f >= share
-        if not ok.any():
-            return None, Miss(False, f"no GPU has {share / MILLI:g} free (most free on one: {f.max() / MILLI:g})",
-                              "capacity")
-        # Best fit: the GPU whose free share is closest above the ask, so shared GPUs fill first.
-        cand = idx[ok]
-        left = free[cand] - share
-        g = int(cand[np.argmin(left)])
-        k = int(np.searchsorted(site.node_start, a + g, side="right")) - 1
-        slot = Slot(site.nodes[k].name, (int(self.local[a + g]),), share)
-        return ((int(left.min()),), (slot,)), Miss(False, "")
-
-    def _fit_whole(self, site: _Site, a: int, free: np.ndarray, mine: np.ndarray,
-                   req: GpuRequest) -> tuple[tuple | None, Miss]:
-        n = req.count
-        whole = mine & (free == MILLI)
-        total = int(mine.sum())
-        if total < n:
-            return None, Miss(True, f"{total} such GPU{'s' if total != 1 else ''} in all, needs {n}", "capacity")
-        node_of = self.node_of[a:a + len(free)]
-        domain_of = self.domain_of[a:a + len(free)]
-        groups = self._groups(site, a, mine, req)
-        best: tuple[tuple, Binding] | None = None
-        static_ok = False
-        for members in groups:
-            if int(members.sum()) < n:
-                continue
-            if not self._shape_fits(members, node_of, domain_of, req):
-                continue
-            static_ok = True
-            avail = members & whole
-            if int(avail.sum()) < n:
-                continue
-            got = self._pick(site, a, avail, node_of, domain_of, req)
-            if got is not None and (best is None or got[0] < best[0]):
-                best = got
-        if best is not None:
-            return best, Miss(False, "")
-        if not static_ok:
-            return None, Miss(True, self._shape_miss(mine, node_of, domain_of, req))
-        free_n = int(whole.sum())
-        if free_n < n:
-            return None, Miss(False, f"{free_n} of {total} such GPUs free, needs {n}", "capacity")
-        return None, Miss(False, f"{free_n} such GPUs free, but not in that shape "
-                                 f"({self._largest(whole, node_of, domain_of, req)})")
-
-    def _groups(self, site: _Site, a: int, mine: np.ndarray, req: GpuRequest) -> list[np.ndarray]:
-        """Sets of GPUs the whole job must fit inside: one NVLink domain, one rack or block, or the site."""
-        groups = [mine]
-        if req.nvlink == "required":
-            dom = self.domain_of[a:a + len(mine)]
-            groups = [mine & (dom == d) for d in np.unique(dom[mine])]
-        if req.colocate:
-            node_of = self.node_of[a:a + len(mine)] - (self.node_of[a] if len(mine) else 0)
-            label = np.array([getattr(site.nodes[k], req.colocate) for k in node_of], dtype=object)
-            groups = [g & (label == v) for g in groups for v in set(label[g].tolist())]
-        return groups
-
-    @staticmethod
-    def _per_node(members: np.ndarray, node_of: np.ndarray) -> np.ndarray:
-        return np.unique(node_of[members], return_counts=True)[1]
-
-    def _shape_fits(self, members: np.ndarray, node_of: np.ndarray, domain_of: np.ndarray,
-                    req: GpuRequest) -> bool:
-        if not req.per_node:
-            return True
-        counts = self._per_node(members, node_of)
-        return int((counts // req.per_node).sum()) * req.per_node >= req.count
-
-    def _pick(self, site: _Site, a: int, avail: np.ndarray, node_of: np.ndarray, domain_of: np.ndarray,
-              req: GpuRequest) -> tuple[tuple, Binding] | None:
-        """Choose GPUs from `avail`: fewest nodes, best-fit nodes, NVLink-dense within a node."""
-        n = req.count
-        nodes, counts = np.unique(node_of[avail], return_counts=True)
-        if req.per_node:
-            take = {int(k): req.per_node for k, c in zip(nodes, counts) if c >= req.per_node}
-            if len(take) * req.per_node < n:
-                return None
-            # Best fit: nodes with the fewest free GPUs that still hold per_node.
-            order = sorted(take, key=lambda k: (int(counts[nodes == k][0]), k))[: n // req.per_node]
-            plan = [(k, req.per_node) for k in order]
-        else:
-            fits = [(int(c), int(k)) for k, c in zip(nodes, counts) if c >= n]
-            if fits:
-                c, k = min(fits)
-                plan = [(k, n)]
-            else:
-                plan, left = [], n
-                for c, k in sorted(((int(c), int(k)) for k, c in zip(nodes, counts)), reverse=True):
-                    plan.append((k, min(c, left)))
-                    left -= min(c, left)
-                    if not left:
-                        break
-        slots, chosen_all, leftover = [], [], 0
-        base_node = int(self.node_of[site.start])
-        for k, want in plan:
-            on = np.flatnonzero(avail & (node_of == k))
-            dom = domain_of[on]
-            # Within a node, the NVLink domain with the fewest free GPUs that still holds the
-            # node's share (best fit), else the largest domains first.
-            doms, dcounts = np.unique(dom, return_counts=True)
-            fit = [(int(c), int(d)) for d, c in zip(doms, dcounts) if c >= want]
-            if fit:
-                chosen = on[dom == min(fit)[1]][:want]
-            else:
-                rank = {int(d): -int(c) for d, c in zip(doms, dcounts)}
-                chosen = np.array(sorted(on, key=lambda g: (rank[int(domain_of[g])], g))[:want])
-            chosen_all.extend(chosen.tolist())
-            leftover += int(counts[nodes == k][0]) - want
-            slots.append(Slot(site.nodes[k - base_node].name, tuple(int(self.local[a + g]) for g in chosen)))
-        split = len(set(domain_of[chosen_all].tolist())) if req.nvlink == "preferred" else 0
-        return (len(plan), split, leftover), tuple(slots)
-
-    def _shape_miss(self, mine: np.ndarray, node_of: np.ndarray, domain_of: np.ndarray, req: GpuRequest) -> str:
-        if req.nvlink == "required":
-            _, counts = np.unique(domain_of[mine], return_counts=True)
-            return f"no NVLink domain holds {req.count} GPUs (largest: {int(counts.max())})"
-        if req.per_node:
-            counts = self._per_node(mine, node_of)
-            return (f"fewer than {req.count // req.per_node} nodes with {req.per_node} GPUs each "
-                    f"(largest node: {int(counts.max())})")
-        return f"no {req.colocate} holds {req.count} GPUs"
-
-    def _largest(self, whole: np.ndarray, node_of: np.ndarray, domain_of: np.ndarray, req: GpuRequest) -> str:
-        if not whole.any():
-            return "none free"
-        if req.nvlink == "required":
-            _, counts = np.unique(domain_of[whole], return_counts=True)
-            return f"most free in one NVLink domain: {int(counts.max())}"
-        _, counts = np.unique(node_of[whole], return_counts=True)
-        return f"most free on one node: {int(counts.max())}"
-
-
-def synthesized(name: str, gpus: float, model: str = "") -> Inventory:
-    """A site that reports only a GPU total: one node, no NVLink known."""
-    whole = int(gpus)
-    return Inventory((GpuNode(name=name, model=model, domains=("",) * whole),)) if whole else Inventory()
-
-
-def check_binding(inv: Inventory, req: GpuRequest, binding: Binding) -> str:
-    """Independent check that a binding honours the request; '' when it does."""
-    nodes = {n.name: n for n in inv.nodes}
-    gpus = [(nodes.get(s.node), g, s.milli) for s in binding for g in s.gpus]
-    if any(n is None or g >= n.gpus for n, g, _ in gpus):
-        return "binding names a GPU the site does not have"
-    if req.count and len(gpus) != req.count:
-        return f"binding holds {len(gpus)} GPUs, job asked {req.count}"
-    if not req.count and len(gpus) != 1:
-        return "a shared-GPU job must hold exactly one GPU"
-    models = {n.model for n, _, _ in gpus}
-    if len(models) > 1:
-        return f"binding mixes GPU models {sorted(models)}"
-    if req.models and not models <= req.models:
-        return f"GPU type {models.pop()} is not one of {sorted(req.models)}"
-    if req.count and req.memory and any(n.memory < req.memory for n, _, _ in gpus):
-        return "a GPU has less memory than asked"
-    if req.nvlink == "required" and req.count > 1:
-        doms = {n.domains[g] for n, g, _ in gpus}
-        if len(doms) != 1 or "" in doms:
-            return "GPUs span more than one NVLink domain"
-    if req.per_node and any(len(s.gpus) != req.per_node for s in binding):
-        return f"a node holds other than {req.per_node} of the job's GPUs"
-    if req.colocate and len({getattr(nodes[s.node], req.colocate) for s in binding}) > 1:
-        return f"nodes span more than one {req.colocate}"
-    return ""
-

@@ -1,0 +1,172 @@
+"""fedctl commands about jobs: list, status, logs, cancel, explain, the queue and resource usage."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from datetime import UTC
+
+from federation.cli import render
+from federation.cli.common import AddCommand, Subcommands, connect, wants_json
+from federation.errors import ConfigError
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        jobs = client.jobs(tenant=args.tenant, states=args.state or (), limit=args.limit)
+    if wants_json(args):
+        render.emit_json({"jobs": [j.to_dict() for j in jobs]})
+    else:
+        render.table(["ID", "NAME", "TENANT", "STATE", "SITE", "AGE", "MESSAGE"],
+                     [[j.id, j.name, j.tenant, j.state, j.site or "-", render.ago(j.created_at), j.message[:60]]
+                      for j in jobs])
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        s = client.get(args.id)
+    if wants_json(args):
+        render.emit_json(s.to_dict())
+    else:
+        print(f"{s.id}  {s.name}  tenant={s.tenant}  state={s.state}  site={s.site or '-'}")
+        print(f"  {s.message}")
+        for a in s.attempts:
+            print(f"  attempt {a.number}: {a.state} on {a.site} ({a.submission_id})"
+                  f"{': ' + a.message if a.message else ''}")
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        if wants_json(args):
+            data = b"".join(client.stream_logs(args.id, follow=args.follow))
+            render.emit_json({"id": args.id, "logs": data.decode("utf-8", "replace")})
+            return 0
+        for chunk in client.stream_logs(args.id, follow=args.follow):
+            sys.stdout.write(chunk.decode("utf-8", "replace"))
+            sys.stdout.flush()
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        s = client.cancel(args.id)
+    if wants_json(args):
+        render.emit_json(s.to_dict())
+    else:
+        print(f"{s.id} {s.state}")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        p = client.explain(args.id)
+    if wants_json(args):
+        render.emit_json(dict(p.to_dict(), id=args.id))
+        return 0
+    print(f"{args.id}: {p.state}" + (f" on {p.site}" if p.site else ""))
+    print(f"  {p.summary}")
+    if p.verdicts:
+        render.table(["SITE", "VERDICT", "WHY"],
+                     [[v.site, "ok" if v.eligible else v.reason_code, v.reason] for v in p.verdicts])
+    return 0
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        entries, queues = client.queue(queue=args.queue, tenant=args.tenant, limit=args.limit)
+    if wants_json(args):
+        render.emit_json({"jobs": [e.to_dict() for e in entries], "queues": [q.to_dict() for q in queues]})
+        return 0
+    render.table(["QUEUE", "PARENT", "PENDING", "STANDING", "USE NOW", "DESERVED", "LIMIT", "WEIGHT"],
+                 [[q.name, q.parent or "-", q.pending, _standing(q.tier, q.share), _amounts(q.running),
+                   _amounts(q.deserved), _amounts(q.limit), f"{q.over_quota_weight:g}"] for q in queues])
+    print()
+    render.table(["POS", "ID", "NAME", "TENANT", "QUEUE", "PRIORITY", "STANDING", "AGE", "HELD"],
+                 [[e.position, e.job.id, e.job.name, e.job.tenant, e.job.queue, e.priority,
+                   _standing(e.tier, e.share), render.ago(e.job.created_at), e.held or "-"] for e in entries])
+    return 0
+
+
+def _standing(tier: int, share: float) -> str:
+    """A queue's fair-share position in words: how far into its deserved share, or past it."""
+    if tier < 0:
+        return "held"
+    if tier == 0:
+        return f"{share:.0%} of deserved"
+    return f"over ({share:.2f}/weight)" if tier == 1 else "over (no weight)"
+
+
+def _amounts(a: dict[str, float]) -> str:
+    from policies.fairshare import describe_dim
+    return ", ".join(describe_dim(d, v) for d, v in sorted(a.items()) if v) or "-"
+
+
+def cmd_usage(args: argparse.Namespace) -> int:
+    import csv
+    import time as clock
+    by = [f.strip() for f in args.by.split(",") if f.strip()]
+    now = clock.time()
+    since, until = _when(args.since, now) if args.since else 0.0, _when(args.until, now) if args.until else 0.0
+    with connect(args) as client:
+        rows = client.usage(group_by=by, since=since, until=until)
+    if args.csv:
+        with contextlib.nullcontext(sys.stdout) if args.csv == "-" else open(args.csv, "w", newline="") as out:
+            writer = csv.DictWriter(out, fieldnames=[*by, "attempts", "cpu_seconds", "memory_gib_seconds",
+                                                     "gpu_seconds"])
+            writer.writeheader()
+            writer.writerows(rows)
+        return 0
+    if wants_json(args):
+        render.emit_json({"since": since, "until": until or now, "group_by": by, "rows": rows})
+        return 0
+    render.table([f.upper() for f in by] + ["ATTEMPTS", "CPU-HOURS", "MEMORY-GIB-HOURS", "GPU-HOURS"],
+                 [[r[f] or "-" for f in by] + [r["attempts"], f"{r['cpu_seconds'] / 3600:.2f}",
+                                               f"{r['memory_gib_seconds'] / 3600:.2f}",
+                                               f"{r['gpu_seconds'] / 3600:.2f}"]
+                  for r in rows])
+    return 0
+
+
+def _when(text: str, now: float) -> float:
+    """A time from a duration ago (7d, 12h), an ISO date or time, or unix seconds."""
+    from datetime import datetime
+
+    from federation.spec.quantity import parse_duration
+    try:
+        return now - parse_duration(text) if not text.replace(".", "", 1).isdigit() else float(text)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"--since/--until: {text!r} is not a duration (7d), an ISO date or unix seconds") from None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
+def register(sub: Subcommands, add: AddCommand) -> None:
+    sp = add(sub, "queue", cmd_queue, "pending jobs in scheduling order with their fair-share standing")
+    sp.add_argument("--queue", help="only this queue")
+    sp.add_argument("--tenant", help="only this tenant")
+    sp.add_argument("--limit", type=int, default=100)
+
+    sp = add(sub, "usage", cmd_usage, "resource use of attempts that ran, by tenant, queue, site or GPU model")
+    sp.add_argument("--by", default="tenant", help="comma-separated: tenant, queue, site, gpu_model")
+    sp.add_argument("--since", help="a duration ago (7d), an ISO date, or unix seconds; default: from the start")
+    sp.add_argument("--until", help="as --since; default: now")
+    sp.add_argument("--csv", metavar="FILE", help="write the rows as CSV to FILE (- for standard output)")
+
+    sp = add(sub, "jobs", cmd_jobs, "list jobs, newest first")
+    sp.add_argument("--tenant")
+    sp.add_argument("--state", action="append", choices=["pending", "placed", "running", "succeeded", "failed",
+                                                           "cancelled"])
+    sp.add_argument("--limit", type=int, default=100)
+
+    for name, fn, help in (("status", cmd_status, "a job's state and attempts"),
+                           ("cancel", cmd_cancel, "cancel a job (stops its Ray job)"),
+                           ("explain", cmd_explain, "why a job runs where it runs, or why it still waits")):
+        add(sub, name, fn, help).add_argument("id")
+    sp = add(sub, "logs", cmd_logs, "a job's logs")
+    sp.add_argument("id")
+    sp.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")

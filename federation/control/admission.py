@@ -1,0 +1,176 @@
+"""What the federation accepts: submissions and their checks, cancellation, and draining."""
+from __future__ import annotations
+
+import difflib
+import hashlib
+
+import policies
+from federation import queues
+from federation.control.core import Core
+from federation.control.snapshot import catalog, gpu_inventory, pending_view_of
+from federation.errors import FederationError, NotFound, Unavailable, UnknownDataset, Unsatisfiable
+from federation.gpus import request_of
+from federation.jobs import Job, new_job_id
+from federation.sites import SiteRecord
+from federation.spec import JobSpec, gang_parts
+from federation.spec.array import parse_array
+from federation.store import SubmitRequest
+from policies import fairshare
+
+
+def with_env(spec: JobSpec, extra: dict[str, str]) -> JobSpec:
+    env = dict(spec.spec.runtime_env)
+    env["env_vars"] = {**env.get("env_vars", {}), **extra}
+    return spec.model_copy(update={"spec": spec.spec.model_copy(update={"runtime_env": env})})
+
+
+def element(spec: JobSpec, array_id: str, index: int, count: int) -> JobSpec:
+    """An array element's spec: the array's, with its index in the environment."""
+    return with_env(spec, {"FEDCTL_ARRAY_ID": array_id, "FEDCTL_ARRAY_INDEX": str(index),
+                           "FEDCTL_ARRAY_COUNT": str(count)})
+
+
+def new_jobs(spec: JobSpec, queue: str, now: float) -> list[Job]:
+    """The job, or every element of its array or part of its gang, under one new id."""
+    job_id = new_job_id()
+    if spec.spec.gang is not None:
+        parts = gang_parts(spec)
+        return [Job(id=f"{job_id}-{name}", spec=with_env(part, {
+                    "FEDCTL_GANG_ID": job_id, "FEDCTL_GANG_PART": name, "FEDCTL_GANG_SIZE": str(len(parts))}),
+                    created_at=now, updated_at=now, message="waiting for placement", queue=queue, gang_id=job_id)
+                for name, part in parts]
+    if spec.spec.array is None:
+        return [Job(id=job_id, spec=spec, created_at=now, updated_at=now, message="waiting for placement",
+                    queue=queue)]
+    indices = parse_array(spec.spec.array).indices
+    return [Job(id=f"{job_id}-{i}", spec=element(spec, job_id, i, len(indices)), created_at=now,
+                updated_at=now, message="waiting for placement", queue=queue, array_id=job_id, array_index=i)
+            for i in indices]
+
+
+class Admission:
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self._draining = core.store.get_meta("draining") == "1"
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    def drain(self, drain: bool, actor: str) -> None:
+        """A draining federation takes no submissions; what is queued or running goes on. It stays
+        draining across restarts until resumed."""
+        if drain != self.draining:
+            self.core.store.set_meta("draining", "1" if drain else "0")
+            self._draining = drain
+            self.core.record(actor, "federation.drain" if drain else "federation.resume", "federation")
+
+    def submit(self, spec: JobSpec, actor: str = "", request_id: str = "",
+               inputs: dict[str, dict[str, bytes]] | None = None) -> list[Job]:
+        """The job, or every element of a job array or part of a gang, stored together or not at all.
+        With a request id, a repeated submission returns the jobs the first one stored. `inputs`:
+        per part name ('' for a plain job), files its attempts fetch; stored before the jobs, so no
+        attempt can start without them."""
+        store = self.core.store
+        digest = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()
+        request = SubmitRequest(actor, request_id, digest, self.core.clock()) if request_id else None
+        if request is not None:
+            earlier = store.submission(request)
+            if earlier is not None:
+                return store.jobs_by_id(earlier)
+        if self.draining:
+            raise Unavailable("the federation is draining: it takes no submissions now (retry later)")
+        queue = queues.resolve(self.core.policy, spec.metadata.tenant, spec.spec.queue)
+        self._check(spec, queue)
+        now = self.core.clock()
+        jobs = new_jobs(spec, queue, now)
+        for job in jobs:
+            part = job.id[len(job.gang_id) + 1:] if job.gang_id else ""
+            for name, data in (inputs or {}).get(part, {}).items():
+                store.put_artifact(job.id, 0, name, data, now)
+        signer = self.core.signer
+        audit = [self.core.audit_record(actor, "job.submit", j.id, tenant=j.tenant, queue=j.queue,
+                                        name=j.spec.metadata.name, spec_sha256=digest)
+                 for j in jobs] if signer is not None else []
+        stored = store.add_jobs(jobs, request, audit, signer.seal if signer else None)
+        if request is not None and stored != [j.id for j in jobs]:
+            return store.jobs_by_id(stored)  # a concurrent retry of the same request stored first
+        self.core.changes.bump(assignments=False)
+        return jobs
+
+    def cancel(self, job_id: str, actor: str = "") -> Job:
+        job = self.core.store.cancel_job(job_id, self.core.clock())
+        self.core.record(actor, "job.cancel", job_id, reason=job.message)
+        self.core.changes.bump()
+        return job
+
+    def _check(self, spec: JobSpec, queue: str) -> None:
+        """Refuse what could never run; a gang's errors name the part."""
+        self._check_dependencies(spec)
+        sites = self.core.store.list_sites()
+        parts = gang_parts(spec) if spec.spec.gang is not None else [("", spec)]
+        for k, (name, part) in enumerate(parts):
+            try:
+                self._check_queue_limits(part, queue)
+                check_datasets(part, sites)
+                check_satisfiable(part, sites)
+            except FederationError as e:
+                if not name:
+                    raise
+                raise type(e)(f"spec.gang.parts[{k}] ({name}): {e.message}") from None
+
+    def _check_dependencies(self, spec: JobSpec) -> None:
+        after = spec.spec.dependencies.all()
+        if not after:
+            return
+        states = self.core.store.dependency_states(ref for _, ref in after)
+        deps = spec.spec.dependencies
+        for kind in ("after_ok", "after_any", "after_not_ok"):
+            for i, ref in enumerate(getattr(deps, kind)):
+                if not states[ref]:
+                    raise NotFound(f"spec.dependencies.{kind}[{i}]: no job or array '{ref}'")
+
+    def _check_queue_limits(self, spec: JobSpec, queue: str) -> None:
+        """A job bigger than a hard limit of its queue or a parent could never start."""
+        asks = fairshare.demand(pending_view_of(spec, queue))
+        q = self.core.queue_by_name.get(queue)
+        while q is not None:
+            for dim, cap in q.limit.items():
+                if asks.get(dim, 0.0) > cap:
+                    raise Unsatisfiable(f"spec.resources: asks {fairshare.describe_dim(dim, asks[dim])}; queue "
+                                        f"{q.name}'s limit is {fairshare.describe_dim(dim, cap)}")
+            q = self.core.queue_by_name.get(q.parent) if q.parent else None
+
+
+def check_datasets(spec: JobSpec, sites: list[SiteRecord]) -> None:
+    known = catalog(sites)
+    for i, name in enumerate(spec.spec.datasets):
+        if name not in known:
+            hint = difflib.get_close_matches(name, list(known), n=1)
+            suffix = f" (did you mean '{hint[0]}'?)" if hint else (
+                f"; known: {', '.join(sorted(known))}" if known else "; no site has registered any dataset")
+            raise UnknownDataset(f"spec.datasets[{i}]: unknown dataset '{name}'{suffix}")
+
+
+def check_satisfiable(spec: JobSpec, sites: list[SiteRecord]) -> None:
+    r = spec.spec.resources
+    if not sites:
+        return
+    roomy = [s for s in sites if r.cpus <= s.capacity.cpus and r.memory <= s.capacity.memory]
+    req = request_of(spec.spec)
+    if roomy:
+        if req is None:
+            return
+        state = policies.GpuState([gpu_inventory(s) for s in roomy])
+        misses = []
+        for i, s in enumerate(roomy):
+            _, miss = state.fit(i, req, capacity=True)
+            if miss is None:
+                return
+            misses.append(f"{s.name}: {miss.detail or 'no GPUs'}")
+        raise Unsatisfiable(f"spec.resources: no site could ever hold {req.shape()} ({'; '.join(misses)})")
+    biggest = max(sites, key=lambda s: (s.capacity.gpus, s.capacity.cpus, s.capacity.memory))
+    raise Unsatisfiable(
+        f"spec.resources: no site could ever hold {r.cpus:g} cpus, {r.memory / 2**30:.3g}Gi memory "
+        f"(largest: {biggest.name} with {biggest.capacity.cpus:g} cpus, "
+        f"{biggest.capacity.memory / 2**30:.3g}Gi, {biggest.capacity.gpus:g} gpus)")

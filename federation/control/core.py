@@ -1,0 +1,47 @@
+"""What every part of the control plane shares: the store, the policy, the clock, the audit log
+and the change signal. All durable state is in the store."""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import policies
+from federation import queues
+from federation.audit import AuditRecord, Signer
+from federation.changes import Changes
+from federation.control.rules import rules_from_policy
+from federation.sites import SiteRecord
+from federation.spec import PolicyConfig
+from federation.store import Store
+from policies import fairshare
+
+
+class Core:
+    def __init__(self, store: Store, policy: PolicyConfig, *, site_timeout_s: float = 30.0,
+                 signer: Signer | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.signer = signer
+        self.policy = policy
+        self.tree = queues.queue_tree(policy)
+        self.queue_by_name: dict[str, fairshare.Queue] = {q.name: q for q in self.tree}
+        self.rules: policies.Rules = rules_from_policy(policy)
+        self.site_timeout_s = site_timeout_s
+        # Leases count from the later of a site's last heartbeat and this process's start: while
+        # the federation was down no site could renew, and none is lost for that.
+        self.clock = clock
+        self.started_at = clock()
+        self.changes = Changes()
+
+    def audit_record(self, actor: str, action: str, subject: str, **detail: Any) -> AuditRecord:
+        plain = json.loads(json.dumps(detail, sort_keys=True, default=str))
+        return AuditRecord(0, self.clock(), actor, action, subject, plain)
+
+    def record(self, actor: str, action: str, subject: str, **detail: Any) -> None:
+        """Append to the audit log (a no-op without a signing key)."""
+        if self.signer is not None:
+            self.store.append_audit(self.audit_record(actor, action, subject, **detail), self.signer.seal)
+
+    def lease_expired(self, site: SiteRecord, now: float) -> bool:
+        return now - max(site.last_heartbeat, self.started_at) > self.site_timeout_s

@@ -1,0 +1,172 @@
+"""The scheduling cycle, as state -> plan -> apply: observe the store into a snapshot, let the pure
+`policies.schedule` decide, and write its decisions back in one place."""
+from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import policies
+from federation import queues
+from federation.control.core import Core
+from federation.control.gangs import watch_gangs
+from federation.control.sites import Sites
+from federation.control.snapshot import holds, observe, pending_view
+from federation.errors import InvalidSpec
+from federation.jobs import Attempt, Explanation, Job
+
+log = logging.getLogger("federation.control")
+SLUGS = {int(r): r.slug for r in policies.Reason}
+VerdictRow = tuple[str, bool, str, str]   # site, eligible, reason code, detail
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """No garbage collection inside: a cycle allocates a few objects per job, none in reference
+    cycles, and a collection triggered mid-cycle would walk the whole snapshot and backlog for nothing."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
+
+@dataclass(frozen=True)
+class Observed:
+    """The state one cycle decides on."""
+    now: float
+    pending: dict[str, Job]
+    snapshot: policies.Snapshot
+    views: dict[str, policies.PendingJob]   # of the jobs it may place: not held back, not backing off
+
+
+def placed_explanation(d: policies.Decision, observed: Observed) -> Explanation:
+    """Why a job went where it went: its site's reasons, then every other site's verdict, in site order."""
+    snapshot = observed.snapshot
+    why = "; ".join(d.reasons)
+    verdicts: list[VerdictRow] = [(d.site, True, "ok", why)]
+    for site, code in zip(snapshot.sites, d.reasons_by_site):
+        if site.name == d.site:
+            continue
+        if code == policies.Reason.OK:
+            verdicts.append((site.name, True, "ok", "eligible; scored lower"))
+        else:
+            v = policies.describe(observed.views[d.job_id], site, policies.Reason(code), snapshot)
+            verdicts.append((site.name, False, v.reason.slug, v.detail))
+    index = {s.name: i for i, s in enumerate(snapshot.sites)}
+    verdicts.sort(key=lambda v: index[v[0]])
+    return Explanation(summary=f"placed on {d.site}: {why}", evaluated_at=observed.now, verdicts=tuple(verdicts))
+
+
+def unplaced_summary(u: policies.Unplaced, old: Explanation | None, result: policies.ScheduleResult,
+                     waiting_on: dict[str, list[str]]) -> str | None:
+    """What an unplaced job's explanation should now say; None when it should stay as it is."""
+    if u.job_id in result.making_room:
+        if u.job_id in waiting_on:
+            return f"waiting: stopping {', '.join(waiting_on[u.job_id])} to make room"
+        if old is not None and old.summary.startswith("waiting: stopping"):
+            return None  # still waiting on the work named when it was stopped
+        return f"waiting: work stopping on {result.making_room[u.job_id]} makes room for it"
+    if old is not None and old.summary == u.summary and [v[2] for v in old.verdicts] == [
+            SLUGS[c] for c in u.reasons]:
+        return None  # unchanged: no write
+    return u.summary
+
+
+class Cycle:
+    def __init__(self, core: Core, sites: Sites, max_placements: int | None = None) -> None:
+        self.core = core
+        self.sites = sites
+        self.max_placements = max_placements
+
+    def run_once(self) -> policies.ScheduleResult:
+        """One observe -> decide -> apply cycle of the scheduling loop."""
+        store = self.core.store
+        now = self.core.clock()
+        self.sites.expire_leases(now)
+        live = store.live_attempts()
+        if watch_gangs(self.core, live, now):
+            live = store.live_attempts()
+        pending = store.pending_jobs()
+        if not pending:
+            return policies.ScheduleResult((), ())
+        observed = self._observe(now, pending, live)
+        with paused_gc():
+            result = policies.schedule(observed.snapshot, list(observed.views.values()), now, self.max_placements)
+        self._apply(result, observed)
+        return result
+
+    def _observe(self, now: float, pending: list[Job], live: list[tuple[Attempt, Job]]) -> Observed:
+        snapshot = observe(self.core, now, live)
+        held_back = self._settle_holds(pending, live, [s.name for s in snapshot.sites], now)
+        views = {}
+        for j in pending:
+            if j.id in held_back or j.not_before > now:
+                continue   # held back, or backing off before a retry (its message says until when)
+            queue = j.queue if j.queue in self.core.queue_by_name else self._requeue(j, now)
+            if queue:
+                views[j.id] = pending_view(j, queue)
+        return Observed(now, {j.id: j for j in pending}, snapshot, views)
+
+    def _settle_holds(self, pending: list[Job], live: list[tuple[Attempt, Job]], sites: list[str],
+                      now: float) -> set[str]:
+        """Explain (or, if it can never start, cancel) each job held back; their ids."""
+        found = holds(self.core, pending, live)
+        if not found:
+            return set()
+        by_id = {j.id: j for j in pending}
+        for job_id, hold in found.items():
+            if hold.never:
+                self.core.store.cancel_job(job_id, now, message=f"cancelled: {hold.detail}")
+                self.core.record("scheduler", "job.cancel", job_id, reason=hold.detail)
+                self.core.changes.bump()
+                continue
+            summary = f"held: {hold.detail}"
+            old = by_id[job_id].explanation
+            if old is None or old.summary != summary:
+                verdicts = tuple((s, False, hold.reason.slug, hold.detail) for s in sites)
+                self.core.store.explain_job(job_id, Explanation(summary, now, verdicts))
+        return set(found)
+
+    def _requeue(self, job: Job, now: float) -> str | None:
+        """The queue of a job whose queue left the policy, or None (and the job says why) if it has none."""
+        try:
+            return queues.resolve(self.core.policy, job.tenant, job.spec.spec.queue)
+        except InvalidSpec as e:
+            summary = f"held: its queue '{job.queue}' is no longer in the policy ({e})"
+            if job.explanation is None or job.explanation.summary != summary:
+                self.core.store.explain_job(job.id, Explanation(summary, now))
+            return None
+
+    def _apply(self, result: policies.ScheduleResult, observed: Observed) -> None:
+        """Write the plan: placements, then preemptions, then why the rest wait."""
+        core, now = self.core, observed.now
+        changed = False
+        for d in result.decisions:
+            if core.store.place_job(d.job_id, d.site, placed_explanation(d, observed), now, d.binding,
+                                    d.gpu_model) is not None:
+                changed = True
+                core.record("scheduler", "job.place", d.job_id, site=d.site, reasons=list(d.reasons),
+                            policy=f"{core.policy.metadata.name}@{core.policy.metadata.version}",
+                            gpus=[(s.node, list(s.gpus), s.milli) for s in d.binding])
+        waiting_on: dict[str, list[str]] = {}
+        for p in result.preemptions:
+            reason = f"preempted for {p.for_job} ({p.reason})"
+            if core.store.request_stop(p.job_id, p.attempt, reason, now):
+                log.info("preempting %s attempt %d on %s: %s", p.job_id, p.attempt, p.site, reason)
+                core.record("scheduler", "job.preempt", p.job_id, attempt=p.attempt, site=p.site, for_job=p.for_job,
+                            reason=p.reason)
+                waiting_on.setdefault(p.for_job, []).append(f"{p.job_id} on {p.site}")
+                changed = True  # the site's desired set changed
+        for u in result.unplaced:
+            summary = unplaced_summary(u, observed.pending[u.job_id].explanation, result, waiting_on)
+            if summary is not None:
+                verdicts = tuple((v.site, False, v.reason.slug, v.detail)
+                                 for v in policies.verdicts(u, observed.views[u.job_id], observed.snapshot))
+                core.store.explain_job(u.job_id, Explanation(summary, now, verdicts))
+        if changed:
+            core.changes.bump()

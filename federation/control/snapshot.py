@@ -1,0 +1,138 @@
+"""The scheduler's view of the federation: pending jobs as the pure policy sees them, and the
+snapshot of sites, data, live work and fair-share standing it decides on."""
+from __future__ import annotations
+
+from collections import Counter
+
+import policies
+import policies.holds
+from federation import queues
+from federation.control.core import Core
+from federation.gpus import request_of
+from federation.jobs import Attempt, Job
+from federation.sites import Capacity, SiteRecord, SiteState
+from federation.spec import JobSpec
+from federation.spec.array import parse_array
+from policies import fairshare, preemption
+from policies.gpus import Inventory, synthesized
+from policies.holds import Hold
+
+PRIORITY = {"low": -1, "normal": 0, "high": 1}
+
+
+def pending_view(job: Job, queue: str | None = None) -> policies.PendingJob:
+    return pending_view_of(job.spec, queue or job.queue, job.id, job.created_at, job.vetoed_by, job.gang_id)
+
+
+def pending_view_of(spec: JobSpec, queue: str, job_id: str = "", submitted_at: float = 0.0,
+                    vetoed_by: frozenset[str] = frozenset(), gang: str = "") -> policies.PendingJob:
+    body = spec.spec
+    return policies.PendingJob(
+        id=job_id, tenant=spec.metadata.tenant, datasets=tuple(body.datasets), cpus=body.resources.cpus,
+        memory=float(body.resources.memory), gpus=body.resources.gpus,
+        regions=tuple(body.placement.regions), sites=tuple(body.placement.sites),
+        prefer=tuple(body.placement.prefer), priority=PRIORITY[body.priority],
+        submitted_at=submitted_at, vetoed_by=vetoed_by, gpu=request_of(body), queue=queue,
+        gang=gang, gang_size=len(body.gang.parts) if gang and body.gang else 0)
+
+
+def gpu_inventory(site: SiteRecord) -> Inventory:
+    """The site's GPU topology; a site that published only a total gets one node without NVLink."""
+    if site.inventory.nodes:
+        return site.inventory
+    return synthesized(site.name, site.capacity.gpus)
+
+
+def catalog(sites: list[SiteRecord]) -> dict[str, policies.DatasetInfo]:
+    """Per dataset: its classification and the sites that hold it."""
+    holders: dict[str, tuple[str, set[str]]] = {}
+    for site in sites:
+        for d in site.datasets:
+            holders.setdefault(d.name, (d.classification, set()))[1].add(site.name)
+    return {name: policies.DatasetInfo(name, cls, frozenset(names)) for name, (cls, names) in holders.items()}
+
+
+def usage(live: list[tuple[Attempt, Job]]) -> dict[str, tuple[Capacity, int]]:
+    """Per site: resources in use by its live attempts, and how many there are."""
+    by_site: dict[str, tuple[Capacity, int]] = {}
+    for attempt, job in live:
+        r = job.spec.spec.resources
+        in_use, n = by_site.get(attempt.site, (Capacity(), 0))
+        by_site[attempt.site] = (in_use + Capacity(r.cpus, r.memory, r.gpus), n + 1)
+    return by_site
+
+
+def running_views(live_views: list[tuple[Attempt, policies.PendingJob]], index: dict[str, int]
+                  ) -> tuple[preemption.Running, ...]:
+    return tuple(preemption.Running(view, a.number, index[a.site], a.binding, a.gpu_model, a.started_at,
+                                    bool(a.stop_requested_at))
+                 for a, view in live_views if a.site in index)
+
+
+def waiting(job: Job) -> policies.holds.Waiting:
+    body = job.spec.spec
+    return policies.holds.Waiting(
+        id=job.id, tenant=job.tenant, name=job.spec.metadata.name, submitted_at=job.created_at,
+        after=tuple(body.dependencies.all()), singleton=body.singleton, array_id=job.array_id,
+        array_index=job.array_index, throttle=parse_array(body.array).throttle if job.array_id and body.array else None)
+
+
+def holds(core: Core, pending: list[Job], live: list[tuple[Attempt, Job]]) -> dict[str, Hold]:
+    """Per pending job held back by a dependency, a singleton or its array's limit, why."""
+    candidates = [waiting(j) for j in pending
+                  if j.spec.spec.dependencies.all() or j.spec.spec.singleton or j.array_id]
+    if not candidates:
+        return {}
+    refs = {ref for w in candidates for _, ref in w.after}
+    states = core.store.dependency_states(refs) if refs else {}
+    active_names = Counter((j.tenant, j.spec.metadata.name) for _, j in live)
+    active_arrays = Counter(j.array_id for _, j in live if j.array_id)
+    return policies.holds.holds(candidates, states, active_names, active_arrays)
+
+
+def preemption_settings(core: Core, now: float) -> preemption.Settings | None:
+    p = core.policy.spec.preemption
+    if not p.enabled:
+        return None
+    budget = min(p.max_per_cycle, max(0, p.max_per_hour - core.store.stops_since(now - 3600)))
+    return preemption.Settings(True, p.min_runtime, budget, p.reclaim)
+
+
+def queue_usage(core: Core, live_views: list[tuple[Attempt, policies.PendingJob]], now: float) -> fairshare.Queues:
+    """The policy's queues with what each has in use now (`live_views`: live attempts and their
+    jobs' views) and its decayed past use."""
+    half_life = core.policy.spec.fair_share.half_life
+    running: dict[str, dict[str, float]] = {}
+    for attempt, view in live_views:
+        into = running.setdefault(view.queue, {})
+        for dim, v in fairshare.demand(view, attempt.gpu_model).items():
+            into[dim] = into.get(dim, 0.0) + v
+    # Past use older than ten half-lives weighs under 0.1%.
+    records = core.store.usage_records(since=now - 10 * half_life)
+    return fairshare.Queues(core.tree, queues.fair_share_usage(records, running, now, half_life),
+                            core.policy.spec.fair_share.history_weight)
+
+
+def observe(core: Core, now: float, live: list[tuple[Attempt, Job]] | None = None) -> policies.Snapshot:
+    """The snapshot the pure scheduler decides on, read from the store."""
+    live = core.store.live_attempts() if live is None else live
+    in_use = usage(live)
+    records = core.store.list_sites()
+    gpus = policies.GpuState([gpu_inventory(s) for s in records])
+    index = {s.name: i for i, s in enumerate(records)}
+    for attempt, _ in live:
+        if attempt.binding and attempt.site in index:
+            gpus.reserve(index[attempt.site], attempt.binding)
+    sites = []
+    for s in records:
+        used, running = in_use.get(s.name, (Capacity(), 0))
+        sites.append(policies.SiteView(
+            name=s.name, jurisdiction=s.jurisdiction, region=s.region, labels=s.labels,
+            cpus=s.capacity.cpus, memory=float(s.capacity.memory), gpus=s.capacity.gpus,
+            used_cpus=used.cpus, used_memory=float(used.memory), used_gpus=used.gpus, running=running,
+            connected=s.connected(now, core.site_timeout_s),
+            cordoned=s.state is SiteState.CORDONED, draining=s.state is SiteState.DRAINING))
+    live_views = [(a, pending_view(job)) for a, job in live]
+    return policies.Snapshot(sites=tuple(sites), catalog=catalog(records), rules=core.rules, gpus=gpus,
+                             queues=queue_usage(core, live_views, now), running=running_views(live_views, index),
+                             preemption=preemption_settings(core, now))

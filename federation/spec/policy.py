@@ -1,0 +1,159 @@
+"""`kind: Policy`: data classifications, fair-share queues and preemption."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from federation.spec.common import API_VERSION, Strict, check_name
+from federation.spec.quantity import parse_bytes, parse_duration
+
+CrossBorder = Literal["results", "model-updates", "nothing"]
+
+
+def _results_only() -> list[CrossBorder]:
+    return ["results"]
+
+
+class ClassificationRule(Strict):
+    allowed_jurisdictions: list[str] = Field(description="ISO codes, group names (EU, EEA) or '*'")
+    required_labels: dict[str, str] = Field(default_factory=dict)
+    allow_staging: bool = Field(default=False, description="may a copy be staged at another allowed site")
+    may_cross_border: list[CrossBorder] = Field(default_factory=_results_only)
+
+
+class Quota(Strict):
+    """An amount of each resource; a resource left out is not bounded (limit) or not owed (deserved)."""
+
+    cpus: float | None = Field(default=None, ge=0)
+    memory: int | None = Field(default=None, ge=0, description="bytes; YAML takes quantities such as 4Gi")
+    gpus: float | None = Field(default=None, ge=0, description="GPUs of any model")
+    gpu_models: dict[str, float] = Field(default_factory=dict, description="GPUs of one model, e.g. {H100: 4}")
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _memory(cls, v: Any) -> int | None:
+        return None if v is None else parse_bytes(v)
+
+    @field_validator("gpu_models")
+    @classmethod
+    def _models(cls, v: dict[str, float]) -> dict[str, float]:
+        for model, n in v.items():
+            if n < 0:
+                raise ValueError(f"gpu_models.{model}: must not be negative")
+        return v
+
+    def amounts(self) -> dict[str, float]:
+        """The quota as resource dimensions: cpus, memory, gpus, gpu:<model>."""
+        out = {k: float(v) for k, v in (("cpus", self.cpus), ("memory", self.memory), ("gpus", self.gpus))
+               if v is not None}
+        out.update({f"gpu:{m}": float(n) for m, n in self.gpu_models.items()})
+        return out
+
+
+class QueueSpec(Strict):
+    """A queue of the federation-wide fair share; a queue with `queues` only groups them."""
+
+    name: str
+    tenants: list[str] = Field(default_factory=list, description="tenants whose jobs go here unless they name a queue")
+    deserved: Quota = Field(default_factory=Quota, description="the share this queue is owed when it has work")
+    over_quota_weight: float = Field(default=1.0, ge=0, description="its part of what is left over; 0: none")
+    limit: Quota = Field(default_factory=Quota, description="never more than this at once")
+    queues: list[QueueSpec] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name(v, "queue name")
+
+    @field_validator("tenants")
+    @classmethod
+    def _tenants(cls, v: list[str]) -> list[str]:
+        for t in v:
+            check_name(t, "tenant")
+        return v
+
+    @model_validator(mode="after")
+    def _shape(self) -> QueueSpec:
+        if self.queues and self.tenants:
+            raise ValueError("tenants: only a queue without child queues takes jobs")
+        deserved, limit = self.deserved.amounts(), self.limit.amounts()
+        for dim, amount in deserved.items():
+            if dim in limit and amount > limit[dim]:
+                raise ValueError(f"deserved.{_field(dim)}: {amount:g} is more than limit.{_field(dim)} "
+                                 f"({limit[dim]:g})")
+        owed: dict[str, float] = {}
+        for child in self.queues:
+            for dim, amount in child.deserved.amounts().items():
+                owed[dim] = owed.get(dim, 0.0) + amount
+        for dim, amount in owed.items():
+            if dim in deserved and amount > deserved[dim] + 1e-9:
+                raise ValueError(f"queues: deserved {_field(dim)} of the child queues ({amount:g}) is more than "
+                                 f"this queue's ({deserved[dim]:g})")
+        return self
+
+
+def _field(dim: str) -> str:
+    return dim.replace("gpu:", "gpu_models.")
+
+
+class FairShareSpec(Strict):
+    half_life: float = Field(default=86400.0, gt=0, description="past usage counts half after this long, e.g. 1d")
+    history_weight: float = Field(
+        default=0.5, ge=0, le=1, description="0: share by what runs now only; 1: by decayed past usage only")
+
+    @field_validator("half_life", mode="before")
+    @classmethod
+    def _half_life(cls, v: Any) -> float:
+        return parse_duration(v)
+
+
+class PreemptionSpec(Strict):
+    enabled: bool = Field(default=True, description="stop lower-priority or over-quota work for waiting jobs")
+    reclaim: bool = Field(default=True, description="a queue below its deserved share may stop over-quota work")
+    min_runtime: float = Field(default=300.0, ge=0, description="work that ran less than this is never stopped")
+    max_per_cycle: int = Field(default=10, ge=0, le=10_000)
+    max_per_hour: int = Field(default=100, ge=0, le=1_000_000)
+
+    @field_validator("min_runtime", mode="before")
+    @classmethod
+    def _min_runtime(cls, v: Any) -> float:
+        return parse_duration(v)
+
+
+class PolicyBody(Strict):
+    jurisdiction_groups: dict[str, list[str]] = Field(default_factory=dict)
+    classifications: dict[str, ClassificationRule]
+    queues: list[QueueSpec] = Field(default_factory=list, description="fair-share queues; none: one for all")
+    fair_share: FairShareSpec = Field(default_factory=FairShareSpec)
+    preemption: PreemptionSpec = Field(default_factory=PreemptionSpec)
+
+    @field_validator("queues")
+    @classmethod
+    def _unique(cls, v: list[QueueSpec]) -> list[QueueSpec]:
+        names: set[str] = set()
+        tenants: dict[str, str] = {}
+        stack = list(v)
+        while stack:
+            q = stack.pop()
+            if q.name in names:
+                raise ValueError(f"queue {q.name!r} is defined twice")
+            names.add(q.name)
+            for t in q.tenants:
+                if t in tenants:
+                    raise ValueError(f"tenant {t!r} is in queues {tenants[t]!r} and {q.name!r}")
+                tenants[t] = q.name
+            stack.extend(q.queues)
+        return v
+
+
+class PolicyMetadata(Strict):
+    name: str
+    version: str = "1"
+
+
+class PolicyConfig(Strict):
+    apiVersion: Literal["federation/v1"] = API_VERSION
+    kind: Literal["Policy"] = "Policy"
+    metadata: PolicyMetadata
+    spec: PolicyBody

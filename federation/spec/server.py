@@ -1,0 +1,61 @@
+"""`kind: Federation`: the federation server's listener, store, policy, TLS and enrolment."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from federation.spec.common import API_VERSION, Strict
+
+
+class ServerTLS(Strict):
+    cert: Path
+    key: Path
+    client_ca: Path | None = Field(default=None, description="require client certificates from this CA")
+
+
+class SchedulerSettings(Strict):
+    interval_s: float = Field(default=0.5, gt=0, le=60)
+    max_placements_per_cycle: int = Field(
+        default=5000, ge=1, le=1_000_000,
+        description="jobs placed in one cycle at most; the rest are deferred and the next cycle starts at once")
+
+
+class Enrolment(Strict):
+    """Sites join with a one-time token (`fedctl site token create`, `fedctl site join`): they
+    reach this listener over TLS without a client certificate and leave with one."""
+
+    listen: str = "127.0.0.1:50052"
+    ca_cert: Path
+    ca_key: Path = Field(description="the CA's key: the federation signs site certificates with it")
+    cert_days: int = Field(default=30, ge=1, le=825)
+
+
+class FederationBody(Strict):
+    listen: str = "127.0.0.1:50051"
+    store: Path = Path(".fedctl/federation.db")
+    policy: Path
+    tls: ServerTLS | None = None
+    insecure: bool = False
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    enrolment: Enrolment | None = None
+    site_timeout_s: float = Field(default=30.0, gt=0)
+    heartbeat_interval_s: float = Field(default=2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _tls_or_insecure(self) -> FederationBody:
+        if self.tls is None and not self.insecure:
+            raise ValueError("set tls (cert, key, client_ca) or, for development only, insecure: true")
+        return self
+
+
+class FederationMetadata(Strict):
+    name: str = "federation"
+
+
+class FederationConfig(Strict):
+    apiVersion: Literal["federation/v1"] = API_VERSION
+    kind: Literal["Federation"] = "Federation"
+    metadata: FederationMetadata = Field(default_factory=FederationMetadata)
+    spec: FederationBody

@@ -1,0 +1,173 @@
+"""`kind: Site`: one site's location, datasets, Ray cluster, GPU nodes and vetoes."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from federation.spec.common import API_VERSION, Resources, Strict, check_labels, check_name
+from federation.spec.quantity import parse_bytes
+
+JURISDICTION_RE = re.compile(r"^[A-Z]{2}$")
+
+
+class DatasetSpec(Strict):
+    name: str
+    classification: str
+    path: str = ""
+
+    @field_validator("name", "classification")
+    @classmethod
+    def _n(cls, v: str) -> str:
+        return check_name(v, "name")
+
+
+class Location(Strict):
+    jurisdiction: str = Field(description="ISO 3166-1 alpha-2 country code, e.g. DE")
+    region: str
+
+    @field_validator("jurisdiction")
+    @classmethod
+    def _j(cls, v: str) -> str:
+        if not JURISDICTION_RE.match(v):
+            raise ValueError(f"jurisdiction {v!r} must be an ISO 3166-1 alpha-2 code such as DE or US")
+        return v
+
+
+class TLSConfig(Strict):
+    ca: Path
+    cert: Path
+    key: Path
+
+
+class FederationEndpoint(Strict):
+    address: str = "127.0.0.1:50051"
+    tls: TLSConfig | None = None
+    insecure: bool = Field(default=False, description="plain-text gRPC; development only")
+
+    @model_validator(mode="after")
+    def _tls_or_insecure(self) -> FederationEndpoint:
+        if self.tls is None and not self.insecure:
+            raise ValueError("set tls (ca, cert, key) or, for development only, insecure: true")
+        return self
+
+
+class LocalRay(Strict):
+    port_base: int = Field(default=26000, ge=1024, le=65000, description="first of ~300 ports the head uses")
+    num_cpus: int | None = Field(default=None, ge=1)
+    num_gpus: int | None = Field(default=None, ge=0)
+    object_store_memory: int = Field(default=100 * 2**20, ge=75 * 2**20)
+    temp_dir: Path | None = None
+    stop_grace_s: float = Field(
+        default=10.0, ge=1, le=3600,
+        description="a stopped job (cancelled, preempted) gets SIGTERM, then SIGKILL after this")
+    token_auth: bool = Field(default=True, description="Ray token authentication (a token only this site holds)")
+
+    @field_validator("object_store_memory", mode="before")
+    @classmethod
+    def _osm(cls, v: Any) -> int:
+        return parse_bytes(v)
+
+
+class NodeGpus(Strict):
+    model: str = Field(min_length=1, max_length=64, description="GPU model, e.g. H100")
+    count: int = Field(ge=1, le=128)
+    memory: int = Field(ge=1, description="memory of each GPU, e.g. 80Gi")
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _memory(cls, v: Any) -> int:
+        return parse_bytes(v)
+
+
+class NodeSpec(Strict):
+    """GPU nodes as declared by the operator (machines without NVML, or to pledge a part)."""
+
+    name: str
+    replicas: int = Field(default=1, ge=1, le=10_000, description="this many alike nodes, named <name>-0, -1, …")
+    gpus: NodeGpus
+    nvlink: list[list[int]] = Field(default_factory=list, description="groups of GPU indices sharing NVLink")
+    fabric: str | None = Field(default=None, description="NVLink fabric clique id shared with other nodes")
+    rack: str = ""
+    block: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name(v, "node name")
+
+    @model_validator(mode="after")
+    def _groups(self) -> NodeSpec:
+        if self.fabric and self.nvlink:
+            raise ValueError("nvlink: a node in a fabric clique shares one domain; give fabric or nvlink, not both")
+        seen: set[int] = set()
+        for k, group in enumerate(self.nvlink):
+            for g in group:
+                if not 0 <= g < self.gpus.count:
+                    raise ValueError(f"nvlink[{k}]: GPU {g} is not one of 0..{self.gpus.count - 1}")
+                if g in seen:
+                    raise ValueError(f"nvlink[{k}]: GPU {g} is in two NVLink groups")
+                seen.add(g)
+        return self
+
+
+class RaySpec(Strict):
+    address: str | None = Field(default=None, description="Ray dashboard / Jobs API URL, e.g. http://127.0.0.1:8265")
+    auth_token_path: Path | None = Field(default=None, description="the cluster's Ray auth token, if it uses one")
+    local: LocalRay = Field(default_factory=LocalRay)
+
+
+class Veto(Strict):
+    """Work this site refuses whatever the federation decides."""
+
+    tenants: list[str] | None = Field(default=None, description="only these tenants; null = all")
+    max_cpus_per_job: float | None = None
+    max_gpus_per_job: float | None = None
+    classifications: list[str] | None = Field(default=None, description="only datasets of these classes")
+
+
+class SiteBody(Strict):
+    federation: FederationEndpoint = Field(default_factory=lambda: FederationEndpoint(insecure=True))
+    location: Location
+    labels: dict[str, str] = Field(default_factory=dict)
+    datasets: list[DatasetSpec] = Field(default_factory=list)
+    capacity: Resources | None = Field(default=None, description="declared inventory; default: what Ray reports")
+    gpu_nodes: list[NodeSpec] | None = Field(
+        default=None, description="declared GPU topology; default: discovered through NVML and Ray node labels")
+    ray: RaySpec = Field(default_factory=RaySpec)
+    veto: Veto = Field(default_factory=Veto)
+    work_dir: Path | None = None
+    autonomous: bool = Field(default=False, description="an edge site: cut off from the federation, it keeps running "
+                                                        "what it holds (nothing is re-placed) and reconciles on return")
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        return check_labels(v)
+
+    @field_validator("gpu_nodes")
+    @classmethod
+    def _unique_nodes(cls, v: list[NodeSpec] | None) -> list[NodeSpec] | None:
+        names = [n.name for n in v or []]
+        if len(set(names)) != len(names):
+            raise ValueError("a node name is declared twice")
+        return v
+
+
+class SiteMetadata(Strict):
+    name: str
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name(v, "site name")
+
+
+class SiteConfig(Strict):
+    apiVersion: Literal["federation/v1"] = API_VERSION
+    kind: Literal["Site"] = "Site"
+    metadata: SiteMetadata
+    spec: SiteBody

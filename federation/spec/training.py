@@ -1,0 +1,82 @@
+"""`kind: FederatedTraining`: rounds of a local step at the sites holding a dataset's shards."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from federation.spec.common import API_VERSION, Metadata, Priority, Resources, Strict, Topology, check_name
+from federation.spec.quantity import parse_duration
+
+
+class SiteCount(Strict):
+    min: int = Field(default=2, ge=1, le=1000, description="a round proceeds with at least this many sites")
+    max: int | None = Field(default=None, ge=1, le=1000, description="at most this many take part (default: all)")
+
+    @model_validator(mode="after")
+    def _order(self) -> SiteCount:
+        if self.max is not None and self.max < self.min:
+            raise ValueError(f"max ({self.max}) is below min ({self.min})")
+        return self
+
+
+class LocalStep(Strict):
+    """What each participating site runs in a round, on its own shard."""
+
+    entrypoint: str = Field(min_length=1, max_length=8192,
+                            description="a command, or module:function for the built-in runner")
+    runtime_env: dict[str, Any] = Field(default_factory=dict)
+    resources: Resources = Field(default_factory=Resources)
+    topology: Topology = Field(default_factory=Topology)
+    config: dict[str, Any] = Field(default_factory=dict, description="passed to the step (epochs, batch size, ...)")
+
+
+class StrategySpec(Strict):
+    name: Literal["fedavg", "fedprox", "fedadam"] = "fedavg"
+    mu: float = Field(default=0.01, ge=0, description="fedprox: weight of the proximal term")
+    lr: float = Field(default=0.05, gt=0, description="fedadam: server learning rate")
+    beta1: float = Field(default=0.9, ge=0, lt=1)
+    beta2: float = Field(default=0.99, ge=0, lt=1)
+    tau: float = Field(default=1e-3, gt=0, description="fedadam: adaptivity")
+
+
+class AggregationSpec(Strict):
+    """Where the aggregator may run: it receives every participant's model update, so only at a
+    site whose jurisdiction the data's rules let model updates reach."""
+
+    sites: list[str] = Field(default_factory=list, max_length=64)
+    regions: list[str] = Field(default_factory=list, max_length=64)
+    resources: Resources = Field(default_factory=Resources)
+    secure: bool = Field(default=False, description="pairwise masks: the aggregator learns only the sum of updates")
+
+
+class TrainingBody(Strict):
+    dataset: str = Field(description="catalog name; its shards are the datasets of this name at several sites")
+    sites: SiteCount = Field(default_factory=SiteCount)
+    rounds: int = Field(ge=1, le=100_000)
+    local_step: LocalStep
+    strategy: StrategySpec = Field(default_factory=StrategySpec)
+    aggregation: AggregationSpec = Field(default_factory=AggregationSpec)
+    round_timeout: float = Field(default=600.0, gt=0, description="stragglers past this are left out of the round")
+    priority: Priority = "normal"
+    queue: str | None = None
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset(cls, v: str) -> str:
+        return check_name(v, "dataset")
+
+    @field_validator("round_timeout", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> float:
+        return parse_duration(v)
+
+
+class FederatedTrainingSpec(Strict):
+    """Federated training as the user submits it (YAML `kind: FederatedTraining`): rounds of a
+    local step at the sites holding the dataset's shards, aggregated where the rules allow."""
+
+    apiVersion: Literal["federation/v1"] = API_VERSION
+    kind: Literal["FederatedTraining"] = "FederatedTraining"
+    metadata: Metadata
+    spec: TrainingBody

@@ -1,0 +1,19 @@
+"""SQLite store (WAL mode): the embedded default.
+
+One connection guarded by a lock (database.py); each group of tables has a module whose
+class holds its operations, and `SQLiteStore` composes them behind the `Store` interface.
+"""
+from __future__ import annotations
+
+from federation.store.base import Store
+from federation.store.sqlite.attempts import AttemptTables
+from federation.store.sqlite.files import FileTables
+from federation.store.sqlite.sites import SiteTables
+from federation.store.sqlite.training import TrainingTables
+from federation.store.sqlite.trust import TrustTables
+
+__all__ = ["SQLiteStore"]
+
+
+class SQLiteStore(AttemptTables, SiteTables, TrainingTables, FileTables, TrustTables, Store):
+    """Jobs and their attempts, sites, federated trainings, files and logs, and the trust records."""

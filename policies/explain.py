@@ -1,0 +1,126 @@
+"""Explanations: why a job went where it did, and why every other site could not take it.
+
+The cycle keeps reason codes per site (`Reason`); the per-site arrays and the one-line
+summary of an unplaced job are built here, lazily, from what the cycle already holds, and
+`describe` / `verdicts` turn codes into the human reasons `fedctl explain` shows.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from policies.feasible import EPS, OK, Masks, fmt_resources, gpu_request, gpu_state, static_verdict
+from policies.gpus import Binding, GpuRequest
+from policies.model import PendingJob, Reason, SiteView, Unplaced, Verdict
+from policies.snapshot import Snapshot
+
+DEFERRED = int(Reason.DEFERRED)
+# (summary, reasons) of an unplaced job, computed when first asked for.
+Parts = Callable[[], tuple[str, bytes]]
+
+
+def describe(job: PendingJob, site: SiteView, reason: Reason, snapshot: Snapshot) -> Verdict:
+    """The human reason behind a code `schedule` returned."""
+    if reason in (Reason.NO_FREE_CAPACITY, Reason.FRAGMENTED):
+        req = gpu_request(job)
+        if reason is Reason.FRAGMENTED and req is not None:
+            _, miss = gpu_state(snapshot).fit(snapshot.sites.index(site), req)
+            detail = miss.detail if miss is not None else "the shape was taken by a job placed earlier this cycle"
+            return Verdict(site.name, reason, f"needs {req.shape()}: {detail}")
+        free = fmt_resources(max(0.0, site.cpus - site.used_cpus), max(0.0, site.memory - site.used_memory),
+                             max(0.0, site.gpus - site.used_gpus))
+        return Verdict(site.name, reason, f"needs {fmt_resources(job.cpus, job.memory, job.gpus)}; "
+                                          f"not free now (free at the start of the cycle: {free})")
+    if reason is Reason.GANG:
+        return Verdict(site.name, reason, "another part of the job's gang cannot be placed now; see the summary")
+    if reason is Reason.QUEUE_LIMIT:
+        return Verdict(site.name, reason, "the job's queue (or a parent) is at its limit here; see the summary")
+    if reason is Reason.DEFERRED:
+        return Verdict(site.name, reason, "not considered this cycle: its placement limit went to jobs ahead "
+                                          "of this one; the next cycle starts at once")
+    return Verdict(site.name, reason, static_verdict(job, site, snapshot)[1])
+
+
+def unplaced_parts(masks: Masks, job: PendingJob, req: GpuRequest | None, now: np.ndarray,
+                   topology: list[int]) -> Parts:
+    """(summary, reasons) of an unplaced job, computed once when first asked for. The static
+    codes depend only on the snapshot, `now` is the capacity at the moment the job was refused."""
+    done: list[tuple[str, bytes]] = []
+
+    def parts() -> tuple[str, bytes]:
+        if not done:
+            reasons = masks.reasons(job, req, now, topology)
+            done.append((summarize(reasons), reasons.tobytes()))
+        return done[0]
+    return parts
+
+
+def held_parts(masks: Masks, job: PendingJob, code: int, summary: str = "") -> Parts:
+    """(summary, reasons) of a job not tried at the sites (DEFERRED, QUEUE_LIMIT): its static codes,
+    `code` wherever nothing static excludes it."""
+    def parts() -> tuple[str, bytes]:
+        reasons = masks.reasons(job, gpu_request(job), np.full(masks.n, code, dtype=np.uint8))
+        return summary or summarize(reasons), reasons.tobytes()
+    return parts
+
+
+def site_codes(masks: Masks, job: PendingJob, req: GpuRequest | None, now: np.ndarray, topology: list[int],
+               eligible: np.ndarray) -> Callable[[], bytes]:
+    """The per-site codes of a placed job, computed when asked for (explain, the store)."""
+    def codes() -> bytes:
+        out = masks.reasons(job, req, now, topology)
+        out[eligible] = OK
+        return out.tobytes()
+    return codes
+
+
+def why(job: PendingJob, req: GpuRequest | None, site: SiteView, locality: float, prefer: float, m: Masks,
+        i: int, candidates: int, binding: Binding) -> tuple[str, ...]:
+    reasons = []
+    if binding and req is not None:
+        where = "; ".join(f"{s.node} GPU {','.join(map(str, s.gpus))}" for s in binding)
+        reasons.append(f"{req.shape()} on {where}")
+    if job.datasets:
+        if locality >= 1.0 - EPS:
+            reasons.append(f"holds {', '.join(job.datasets)}")
+        elif locality > 0:
+            reasons.append("holds part of the job's data; the rest may be staged here")
+        else:
+            reasons.append("the job's data may be staged here")
+        reasons.append(f"{site.jurisdiction} is allowed for the job's data")
+    if prefer:
+        reasons.append("in placement.prefer")
+    if site.cpus:
+        reasons.append(f"{max(0.0, m.free_cpu[i] - job.cpus):g} of {site.cpus:g} cpus free after")
+    reasons.append(f"best score of {candidates} eligible site{'s' if candidates != 1 else ''}")
+    return tuple(reasons)
+
+
+_TRANSIENT = np.zeros(256, dtype=bool)
+_TRANSIENT[[int(r) for r in Reason if r.transient]] = True
+
+
+_SLUGS = [Reason(r).slug if r in Reason._value2member_map_ else str(r) for r in range(256)]
+
+
+def summarize(reasons: np.ndarray) -> str:
+    """One line for an unplaced job from its reason codes."""
+    if reasons.size == 0:
+        return "no sites are registered"
+    counts = np.bincount(reasons, minlength=len(Reason))
+    present = np.flatnonzero(counts)
+    parts = ", ".join(f"{counts[r]} {_SLUGS[r]}" for r in present.tolist())
+    transient = _TRANSIENT[present]
+    if counts[DEFERRED]:
+        return f"deferred: this cycle reached its placement limit before this job ({parts})"
+    if transient.all():
+        return f"waiting: no site can take it now ({parts})"
+    if not transient.any():
+        return f"no site may ever take it as things stand ({parts})"
+    return f"no site can take it ({parts})"
+
+
+def verdicts(unplaced: Unplaced, job: PendingJob, snapshot: Snapshot) -> tuple[Verdict, ...]:
+    """Per-site verdicts, with their human reasons, for an unplaced job."""
+    return tuple(describe(job, s, unplaced.reason_at(i), snapshot) for i, s in enumerate(snapshot.sites))

@@ -1,0 +1,331 @@
+"""Feasibility: which sites may take a job, and if not, the first filter that says no.
+
+The hard filters in order: the job's site and region narrowing, data sovereignty, whole-site
+capacity, GPU type and topology shape, site vetoes, site health and cordons, free capacity
+now, free GPUs in the wanted shape now. `static_verdict` states each filter for one job and
+one site; `Masks` computes the same filters as NumPy arrays over all sites, cached per
+dataset and per constraint set, and holds what one cycle has left free (tests hold the two
+to agreement).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from policies.gpu_state import GpuState
+from policies.gpus import MILLI, Binding, GpuRequest, Slot, synthesized
+from policies.model import PendingJob, Reason, SiteView
+from policies.snapshot import Snapshot
+from policies.sovereignty import sovereignty_verdict
+
+EPS = 1e-9
+OK = int(Reason.OK)
+VETOED, FRAGMENTED, NO_FREE = int(Reason.VETOED), int(Reason.FRAGMENTED), int(Reason.NO_FREE_CAPACITY)
+
+
+def in_region(site_region: str, wanted: str) -> bool:
+    """Regions nest by '-': 'eu' contains 'eu-west' and 'eu-west-1'."""
+    return site_region == wanted or site_region.startswith(wanted + "-")
+
+
+def _matches(site: SiteView, names: Iterable[str]) -> bool:
+    return any(site.name == n or in_region(site.region, n) for n in names)
+
+
+def static_verdict(job: PendingJob, site: SiteView, snapshot: Snapshot) -> tuple[Reason, str]:
+    """Every filter that does not depend on what else is placed this cycle, in order."""
+    if job.sites and site.name not in job.sites:
+        return Reason.NOT_IN_SITES, f"job allows only sites {', '.join(job.sites)}"
+    if job.regions and not any(in_region(site.region, r) for r in job.regions):
+        return Reason.NOT_IN_REGIONS, f"region {site.region} is not in {', '.join(job.regions)}"
+    reason, detail = sovereignty_verdict(job.datasets, site, snapshot.catalog, snapshot.rules)
+    if reason is not Reason.OK:
+        return reason, detail
+    if job.cpus > site.cpus + EPS or job.memory > site.memory + EPS:
+        return Reason.NEVER_FITS, (f"needs {fmt_resources(job.cpus, job.memory, job.gpus)}, "
+                                   f"site has {fmt_resources(site.cpus, site.memory, site.gpus)} in all")
+    req = gpu_request(job)
+    if req is not None:
+        state = gpu_state(snapshot)
+        i = snapshot.sites.index(site)
+        _, miss = state.fit(i, req, capacity=True)
+        if miss is not None:
+            if miss.kind == "capacity" or state.total(i) == 0:
+                return Reason.NEVER_FITS, f"needs {req.shape()}; {miss.detail or 'site has no GPUs'}"
+            return (Reason.GPU_TYPE if miss.kind == "gpu-type" else Reason.TOPOLOGY), miss.detail
+    if site.name in job.vetoed_by:
+        return Reason.VETOED, "the site refused this job earlier"
+    if not site.connected:
+        return Reason.OFFLINE, "site agent is not connected"
+    if site.draining:
+        return Reason.DRAINING, "site is draining"
+    if site.cordoned:
+        return Reason.CORDONED, "site is cordoned"
+    return Reason.OK, ""
+
+
+def fmt_resources(cpus: float, memory: float, gpus: float) -> str:
+    return f"{cpus:g} cpus, {memory / 2**30:.3g}Gi memory, {gpus:g} gpus"
+
+
+def gpu_request(job: PendingJob) -> GpuRequest | None:
+    """The job's GPU shape; legacy `gpus` alone means that many whole GPUs of any type."""
+    if job.gpu is not None and job.gpu.wanted:
+        return job.gpu
+    if job.gpus <= EPS:
+        return None
+    if job.gpus < 1:
+        return GpuRequest(share=max(1, round(job.gpus * MILLI)))
+    return GpuRequest(count=round(job.gpus))
+
+
+def gpu_state(snapshot: Snapshot) -> GpuState:
+    """The snapshot's GPU state, or one made from SiteView totals (one node a site, no NVLink)."""
+    if snapshot.gpus is not None:
+        return snapshot.gpus
+    state = GpuState([synthesized(s.name, s.gpus) for s in snapshot.sites])
+    for i, s in enumerate(snapshot.sites):
+        used = min(s.used_gpus, float(int(s.gpus)))
+        whole, part = int(used), round((used - int(used)) * MILLI)
+        slots = [Slot(s.name, tuple(range(whole)))] if whole else []
+        if part and whole < int(s.gpus):
+            slots.append(Slot(s.name, (whole,), part))
+        if slots:
+            state.reserve(i, tuple(slots))
+    return state
+
+
+class Masks:
+    """Per-cycle arrays over the sites, with caches keyed by what jobs share."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        sites = snapshot.sites
+        self.index = {s.name: i for i, s in enumerate(sites)}
+        self.n = len(sites)
+        f = np.float64
+        self.cap_cpu = np.array([s.cpus for s in sites], dtype=f)
+        self.cap_mem = np.array([s.memory for s in sites], dtype=f)
+        self.free_cpu = self.cap_cpu - np.array([s.used_cpus for s in sites], dtype=f)
+        self.free_mem = self.cap_mem - np.array([s.used_memory for s in sites], dtype=f)
+        self.running = np.array([s.running for s in sites], dtype=f)
+        self.inv = [np.divide(1.0, c, out=np.zeros_like(c), where=c > 0) for c in (self.cap_cpu, self.cap_mem)]
+        dims = (self.cap_cpu > 0).astype(f) + (self.cap_mem > 0)
+        self.inv_dims = np.divide(1.0, dims, out=np.zeros_like(dims), where=dims > 0)
+        self.no_dims = (dims == 0).astype(f)   # a site with neither counts as all free
+        self.gpu = gpu_state(snapshot).copy()
+        self.gpu_total = self.gpu.capacity[0].sum(axis=1).astype(f)
+        self.gpu_inv = np.divide(1.0, self.gpu_total, out=np.zeros_like(self.gpu_total), where=self.gpu_total > 0)
+        health = np.full(self.n, OK, dtype=np.uint8)
+        for i, s in enumerate(sites):
+            if not s.connected:
+                health[i] = Reason.OFFLINE
+            elif s.draining:
+                health[i] = Reason.DRAINING
+            elif s.cordoned:
+                health[i] = Reason.CORDONED
+        self.health = health
+        self._dataset: dict[str, np.ndarray] = {}
+        self._class: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._static: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        self._prefer: dict[tuple, np.ndarray] = {}
+        self._regions: dict[tuple, np.ndarray] = {}
+        self._gpu_static: dict[GpuRequest, np.ndarray] = {}
+        self._by_data: dict[tuple, np.ndarray] = {}
+        self._locality: dict[tuple, np.ndarray] = {}
+        self._by_shape: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        self._free: dict[tuple, tuple[np.ndarray, np.ndarray, bool]] = {}
+        self._data_ok: dict[tuple, np.ndarray] = {}
+        self._shape_fits: dict[tuple, np.ndarray] = {}
+
+    def _classification(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        hit = self._class.get(name)
+        if hit is None:
+            rule = self.snapshot.rules.classifications[name]
+            sites = self.snapshot.sites
+            allowed = rule.allowed_jurisdictions
+            jur_ok = np.array([allowed is None or s.jurisdiction in allowed for s in sites], dtype=bool)
+            label_ok = np.array([all(s.labels.get(k) == v for k, v in rule.required_labels.items()) for s in sites],
+                                dtype=bool)
+            hit = self._class[name] = (jur_ok, label_ok)
+        return hit
+
+    def dataset(self, name: str) -> np.ndarray:
+        """Reason code per site for processing this dataset there."""
+        hit = self._dataset.get(name)
+        if hit is None:
+            info = self.snapshot.catalog.get(name)
+            if info is None:
+                hit = np.full(self.n, Reason.UNKNOWN_DATASET, dtype=np.uint8)
+            elif info.classification not in self.snapshot.rules.classifications:
+                hit = np.full(self.n, Reason.NO_RULE, dtype=np.uint8)
+            else:
+                jur_ok, label_ok = self._classification(info.classification)
+                held = np.zeros(self.n, dtype=bool)
+                held[[self.index[s] for s in info.sites if s in self.index]] = True
+                staging = self.snapshot.rules.classifications[info.classification].allow_staging
+                hit = np.where(~jur_ok, Reason.JURISDICTION,
+                               np.where(~label_ok, Reason.MISSING_LABEL,
+                                        np.where(held | staging, OK, Reason.DATA_ELSEWHERE))).astype(np.uint8)
+            self._dataset[name] = hit
+        return hit
+
+    def gpu_static(self, req: GpuRequest | None) -> np.ndarray:
+        """Per site: OK, or why the GPU shape could never be held there (after NEVER_FITS)."""
+        if req is None:
+            return np.full(self.n, OK, dtype=np.uint8)
+        hit = self._gpu_static.get(req)
+        if hit is None:
+            g = self.gpu
+            ms = g.model_ids(req.models)
+            cap_whole = g.capacity[0][:, ms]
+            mem_ok = g.model_memory[ms] >= (req.memory if req.count else 0)
+            has_type = ((cap_whole > 0) & mem_ok).any(axis=1)
+            if req.count:
+                enough = ((cap_whole >= req.count) & mem_ok).any(axis=1)
+            else:
+                enough = has_type & g.may_fit(req, capacity=True)
+            shape = g.may_fit(req, capacity=True)
+            none = self.gpu_total == 0
+            hit = np.where(none, Reason.NEVER_FITS, np.where(~has_type, Reason.GPU_TYPE, np.where(
+                ~enough, Reason.NEVER_FITS, np.where(~shape, Reason.TOPOLOGY, OK)))).astype(np.uint8)
+            self._gpu_static[req] = hit
+        return hit
+
+    def static(self, job: PendingJob, req: GpuRequest | None) -> tuple[np.ndarray, np.ndarray]:
+        """(code per site before capacity and health, the same with site health applied)."""
+        key = (job.sites, job.regions, job.datasets, req, job.cpus, job.memory)
+        hit = self._static.get(key)
+        if hit is None:
+            data = self._data(job.datasets)
+            narrow, capacity = self._placement(job, req)
+            codes = np.where(narrow != OK, narrow, np.where(data != OK, data, capacity)).astype(np.uint8)
+            hit = self._static[key] = (codes, np.where(codes != OK, codes, self.health).astype(np.uint8))
+        return hit
+
+    def _data(self, datasets: tuple[str, ...]) -> np.ndarray:
+        """Sovereignty codes for a set of datasets."""
+        hit = self._by_data.get(datasets)
+        if hit is None:
+            hit = np.full(self.n, OK, dtype=np.uint8)
+            for name in datasets:
+                hit = np.where(hit == OK, self.dataset(name), hit)
+            self._by_data[datasets] = hit
+        return hit
+
+    def locality(self, datasets: tuple[str, ...]) -> np.ndarray:
+        """Per site, the share of the datasets it holds."""
+        hit = self._locality.get(datasets)
+        if hit is None:
+            hit = np.zeros(self.n)
+            for name in datasets:
+                info = self.snapshot.catalog.get(name)
+                if info is not None:
+                    hit[[self.index[s] for s in info.sites if s in self.index]] += 1.0 / len(datasets)
+            self._locality[datasets] = hit
+        return hit
+
+    def _placement(self, job: PendingJob, req: GpuRequest | None) -> tuple[np.ndarray, np.ndarray]:
+        """(codes of the job's site and region narrowing, codes of whole-site capacity and GPU shape)."""
+        key = (job.sites, job.regions, req, job.cpus, job.memory)
+        hit = self._by_shape.get(key)
+        if hit is None:
+            narrow = np.full(self.n, OK, dtype=np.uint8)
+            if job.regions:
+                narrow[~self.in_regions(job.regions)] = Reason.NOT_IN_REGIONS
+            if job.sites:
+                allowed = np.zeros(self.n, dtype=bool)
+                allowed[[self.index[s] for s in job.sites if s in self.index]] = True
+                narrow[~allowed] = Reason.NOT_IN_SITES
+            capacity = np.where((self.cap_cpu < job.cpus - EPS) | (self.cap_mem < job.memory - EPS),
+                                Reason.NEVER_FITS, self.gpu_static(req)).astype(np.uint8)
+            hit = self._by_shape[key] = (narrow, capacity)
+        return hit
+
+    def in_regions(self, regions: tuple[str, ...]) -> np.ndarray:
+        hit = self._regions.get(regions)
+        if hit is None:
+            hit = self._regions[regions] = np.array(
+                [any(in_region(s.region, r) for r in regions) for s in self.snapshot.sites], dtype=bool)
+        return hit
+
+    def prefer(self, job: PendingJob) -> np.ndarray:
+        hit = self._prefer.get(job.prefer)
+        if hit is None:
+            hit = self._prefer[job.prefer] = np.array(
+                [1.0 if job.prefer and _matches(s, job.prefer) else 0.0 for s in self.snapshot.sites])
+        return hit
+
+    def reasons(self, job: PendingJob, req: GpuRequest | None, now: np.ndarray, topology: Sequence[int] = ()
+                ) -> np.ndarray:
+        """The first failing filter per site, in static_verdict's order, then capacity now
+        (`now`: NO_FREE_CAPACITY or FRAGMENTED where every other filter passes). `topology`:
+        sites whose exact fit found the shape can never be held, though the summaries allowed it."""
+        codes, base = self.static(job, req)
+        if topology:
+            codes, base = codes.copy(), base.copy()
+            codes[list(topology)] = base[list(topology)] = int(Reason.TOPOLOGY)
+        out = np.where(base != OK, base, now)
+        if job.vetoed_by:
+            vetoed = [self.index[s] for s in job.vetoed_by if s in self.index]
+            out[vetoed] = np.where(codes[vetoed] == OK, VETOED, out[vetoed])
+        return out
+
+    def data_ok(self, datasets: tuple[str, ...]) -> np.ndarray:
+        hit = self._data_ok.get(datasets)
+        if hit is None:
+            hit = self._data_ok[datasets] = self._data(datasets) == OK
+        return hit
+
+    def shape_fits(self, job: PendingJob, req: GpuRequest | None, fits: np.ndarray) -> np.ndarray:
+        """Healthy sites the job's narrowing and whole-site shape allow, with room now; cached
+        until the next placement."""
+        key = (job.sites, job.regions, req, job.cpus, job.memory)
+        hit = self._shape_fits.get(key)
+        if hit is None:
+            narrow, capacity = self._placement(job, req)
+            hit = self._shape_fits[key] = (narrow == OK) & (capacity == OK) & (self.health == OK) & fits
+        return hit
+
+    def free_now(self, job: PendingJob, req: GpuRequest | None) -> tuple[np.ndarray, np.ndarray, bool]:
+        """(fits now, capacity code where it does not: FRAGMENTED when enough GPUs are free but not
+        in the shape, else NO_FREE_CAPACITY) per site, and whether any site fits; read-only,
+        cached until the next placement changes what is free."""
+        key = (req, job.cpus, job.memory)
+        hit = self._free.get(key)
+        if hit is None:
+            ok = (self.free_cpu >= job.cpus - EPS) & (self.free_mem >= job.memory - EPS)
+            if req is None:
+                fits, fragmented = ok, np.zeros(self.n, dtype=bool)
+            else:
+                shaped, enough = self.gpu.fits_now(req)
+                fits, fragmented = ok & shaped, ok & enough & ~shaped
+            now = np.where(fragmented, FRAGMENTED, NO_FREE).astype(np.uint8)
+            fits.flags.writeable = now.flags.writeable = False
+            hit = self._free[key] = (fits, now, bool(fits.any()))
+        return hit
+
+    def took(self, i: int, job: PendingJob, binding: Binding, sign: int = -1) -> None:
+        """A placement at site i (sign -1), or one undone (+1): what is free changed."""
+        self.free_cpu[i] += sign * job.cpus
+        self.free_mem[i] += sign * job.memory
+        if binding:
+            self.gpu.reserve(i, binding, sign)
+        self.running[i] -= sign
+        self._free.clear()
+        self._shape_fits.clear()
+
+    def gave_back(self, i: int, job: PendingJob, binding: Binding) -> None:
+        self.took(i, job, binding, +1)
+
+    def may_use(self, job: PendingJob, req: GpuRequest | None, topology: Sequence[int]) -> np.ndarray:
+        """Sites every filter but capacity now allows: where stopping other work could make room."""
+        ok = self.static(job, req)[1] == OK
+        if topology:
+            ok = ok.copy()
+            ok[list(topology)] = False
+        if job.vetoed_by:
+            ok = ok.copy()
+            ok[[self.index[s] for s in job.vetoed_by if s in self.index]] = False
+        return ok

@@ -1,0 +1,69 @@
+"""Ranking: a score for each site that may take a job; the best one is tried first.
+
+Data locality, preference, CPU and memory left, load, and for GPU jobs: spread across
+sites (emptier in the models the job accepts wins), pack inside them (the tightest NVLink
+group or node that holds the job), shared GPUs before whole ones for fractional jobs.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from policies.feasible import Masks
+from policies.gpus import GpuRequest
+from policies.model import PendingJob
+
+W_LOCALITY = 4.0   # all of the job's data already at the site
+W_PREFER = 2.0     # the site or its region is in placement.prefer
+W_FREE = 1.0       # mean fraction of capacity still free after placing
+W_LOAD = 0.5       # attempts already running there, saturating
+W_SHARED = 2.0     # a shared-GPU job fits on a GPU that is already shared
+W_NVLINK = 1.0     # a job that prefers one NVLink domain can have it here
+W_TIGHT = 2.0      # the site's tightest NVLink group / node holding the job leaves least free
+
+
+def best_first(scores: np.ndarray) -> Iterator[int]:
+    """Positions in `scores`, best first, while any is eligible (not -inf); the full order is
+    computed only when the best site's exact GPU fit fails."""
+    first = int(np.argmax(scores))
+    yield first
+    for i in np.argsort(-scores, kind="stable"):
+        if scores[i] == -np.inf:
+            return
+        if i != first:
+            yield int(i)
+
+
+def score(m: Masks, sel: np.ndarray | slice, job: PendingJob, req: GpuRequest | None, locality: np.ndarray,
+          prefer: np.ndarray) -> np.ndarray:
+    """Scores of the sites `sel` picks (an index array, or slice(None) for all of them)."""
+    free_frac = ((m.free_cpu[sel] - job.cpus) * m.inv[0][sel] + (m.free_mem[sel] - job.memory) * m.inv[1][sel]) \
+        * m.inv_dims[sel] + m.no_dims[sel]
+    running = m.running[sel]
+    total = (W_LOCALITY * locality[sel] + W_PREFER * prefer[sel] + W_FREE * free_frac
+             - W_LOAD * running / (running + 4.0))
+    if req is not None:
+        g = m.gpu
+        # Across sites, spread GPU work (emptier in the models the job accepts wins): every site keeps
+        # room for jobs only it may run. Inside the site, GpuState.fit packs by topology.
+        if req.models:
+            ms = g.model_ids(req.models)
+            cap = g.capacity[0][sel][:, ms].sum(axis=1)
+            free = np.divide(g.whole_free[sel][:, ms].sum(axis=1), cap, out=np.zeros(cap.shape), where=cap > 0)
+        else:
+            free = g.whole_total[sel] * m.gpu_inv[sel]
+        total += W_FREE * free
+        if req.count:
+            total += W_TIGHT * g.tightness(req, sel)
+        if req.count and req.nvlink == "preferred":
+            total += W_NVLINK * g.fits_now(GpuRequest(count=req.count, models=req.models, nvlink="required"))[0][sel]
+        elif not req.count:
+            if req.share and not req.models:
+                shared = g.shared_any[sel] >= req.share
+            else:
+                ms = g.model_ids(req.models)
+                shared = (g.shared_fit[sel][:, ms] >= g.share_per_model(req, ms)).any(axis=1)
+            # Else on a node already partly used, so untouched nodes stay whole.
+            total += W_SHARED * shared + W_TIGHT * (~shared) * g.tightness(GpuRequest(count=1, models=req.models), sel)
+    return total
