@@ -81,14 +81,16 @@ def main() -> None:
     snapshot, pending = federation(args.sites, args.baseline_jobs)
     base_s, _ = timed(lambda: naive_schedule(snapshot, pending), 1)
     ours_s, _ = timed(lambda: paused(snapshot, pending), args.repeat)
-    print(f"baseline (naive per-site loop) on {args.baseline_jobs} jobs: {args.baseline_jobs / base_s:,.0f} decisions/s; "
+    print(f"baseline (naive per-site loop) on {args.baseline_jobs} jobs: "
+          f"{args.baseline_jobs / base_s:,.0f} decisions/s; "
           f"ours on the same jobs {args.baseline_jobs / ours_s:,.0f} decisions/s; ratio {base_s / ours_s:.1f}x faster")
 
     print("scaling (time of one cycle):")
     for s, j in ((args.sites // 2, args.jobs // 2), (args.sites, args.jobs), (args.sites * 2, args.jobs),
                  (args.sites, args.jobs * 2)):
         r = cycle(s, j, 1)
-        print(f"  {s:>6} sites x {j:>7} jobs: {r['seconds'] * 1000:8.0f} ms  {r['decisions_per_s']:>10,.0f} decisions/s")
+        print(f"  {s:>6} sites x {j:>7} jobs: {r['seconds'] * 1000:8.0f} ms  "
+              f"{r['decisions_per_s']:>10,.0f} decisions/s")
 
 
 if __name__ == "__main__":

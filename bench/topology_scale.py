@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import random
 import statistics
 import time
@@ -186,16 +187,18 @@ def main() -> None:
     for scenario in args.scenario or list(SCENARIOS):
         rows = [measure(s, 100 * s, SCENARIOS[scenario], repeat=args.repeat) for s in args.sizes]
         print(f"\n{scenario} ({SCENARIOS[scenario]:.0%} of GPUs and CPUs held; at most {LIMIT} placed a cycle):")
-        print(f"{'sites':>6} {'nodes':>7} {'gpus':>8} {'pending':>8} {'placed':>7} {'defer':>6} {'cycle_s':>8} {'dec/s':>8} "
-              f"{'placed/s':>8} {'explain_s':>9} {'state_MiB':>9} {'build_s':>7} | {'no-limit':>8} {'placed':>7} | "
+        print(f"{'sites':>6} {'nodes':>7} {'gpus':>8} {'pending':>8} {'placed':>7} {'defer':>6} {'cycle_s':>8} "
+              f"{'dec/s':>8} {'placed/s':>8} {'explain_s':>9} {'state_MiB':>9} {'build_s':>7} | "
+              f"{'no-limit':>8} {'placed':>7} | "
               f"{'drain':>5} {'in_s':>6} {'max_s':>6} {'placed':>7}")
         for r in rows:
-            print(f"{r['sites']:>6} {r['nodes']:>7} {r['gpus']:>8} {r['pending']:>8} {r['placed']:>7} {r['deferred']:>6} "
-                  f"{r['cycle_s']:>8.2f} {r['decisions_per_s']:>8.0f} {r['placed'] / r['cycle_s']:>8.0f} "
+            print(f"{r['sites']:>6} {r['nodes']:>7} {r['gpus']:>8} {r['pending']:>8} {r['placed']:>7} "
+                  f"{r['deferred']:>6} {r['cycle_s']:>8.2f} {r['decisions_per_s']:>8.0f} "
+                  f"{r['placed'] / r['cycle_s']:>8.0f} "
                   f"{r['explain_s']:>9.2f} {r['state_mib']:>9.0f} {r['state_build_s']:>7.2f} | "
                   f"{r['unlimited_s']:>8.2f} {r['unlimited_placed']:>7} | {r['drain_cycles']:>5} "
                   f"{r['drain_s']:>6.2f} {r['drain_max_s']:>6.2f} {r['drained']:>7}")
-        for a, b in zip(rows, rows[1:]):
+        for a, b in itertools.pairwise(rows):
             print(f"doubling {a['sites']}->{b['sites']} sites and {a['pending']}->{b['pending']} jobs: "
                   f"cycle x{b['cycle_s'] / a['cycle_s']:.2f}, decisions/s "
                   f"x{b['decisions_per_s'] / a['decisions_per_s']:.2f}, memory x{b['state_mib'] / a['state_mib']:.2f}")

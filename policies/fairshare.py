@@ -15,6 +15,7 @@ import heapq
 import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 from policies.model import PendingJob
 
@@ -76,7 +77,9 @@ class _Node:
     __slots__ = ("children", "heap", "history", "jobs", "parent", "placed", "pos", "queue", "running", "version")
 
     def __init__(self, queue: Queue, parent: _Node | None) -> None:
-        self.queue, self.parent = queue, parent
+        self.queue = queue
+        # None only at the root, above which no walk goes (they stop at it, or test for None)
+        self.parent: _Node = cast("_Node", parent)
         self.children: list[_Node] = []
         self.running: dict[str, float] = {}
         self.history: dict[str, float] = {}
@@ -111,11 +114,11 @@ class Ledger:
             node = self.nodes[q.name] = _Node(q, parent)
             parent.children.append(node)
         for name, u in queues.usage.items():
-            node = self.nodes.get(name)
-            while node is not None:
-                _add(node.running, u.running)
-                _add(node.history, u.history)
-                node = node.parent
+            walk = self.nodes.get(name)
+            while walk is not None:
+                _add(walk.running, u.running)
+                _add(walk.history, u.history)
+                walk = walk.parent
         for job in pending:
             self.nodes[job.queue].jobs.append(job)
         for node in self.nodes.values():

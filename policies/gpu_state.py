@@ -246,9 +246,9 @@ class GpuState:
                 ok &= domain >= req.count
             if req.per_node:
                 ok &= node >= req.per_node
-            return (ok & mem_ok).any(axis=1)
+            return np.asarray((ok & mem_ok).any(axis=1))
         need = self.share_per_model(req, ms)
-        return (share >= need).any(axis=1)
+        return np.asarray((share >= need).any(axis=1))
 
     def fits_now(self, req: GpuRequest) -> tuple[np.ndarray, np.ndarray]:
         """Per site: (`may_fit` now, enough whole GPUs of a wanted model whatever their shape).
@@ -267,7 +267,7 @@ class GpuState:
             if not req.count:
                 return shaped, shaped
             ms = self.model_ids(req.models)
-            return shaped, (self.whole_free[:, ms] >= req.count).any(axis=1) if ms.size else shaped
+            return shaped, np.asarray((self.whole_free[:, ms] >= req.count).any(axis=1)) if ms.size else shaped
         whole, domain, share = one
         if not req.count:
             shaped = share >= req.share

@@ -123,9 +123,9 @@ def synthesized(name: str, gpus: float, model: str = "") -> Inventory:
 def check_binding(inv: Inventory, req: GpuRequest, binding: Binding) -> str:
     """Independent check that a binding honours the request; '' when it does."""
     nodes = {n.name: n for n in inv.nodes}
-    gpus = [(nodes.get(s.node), g, s.milli) for s in binding for g in s.gpus]
-    if any(n is None or g >= n.gpus for n, g, _ in gpus):
+    if any(s.node not in nodes or g >= nodes[s.node].gpus for s in binding for g in s.gpus):
         return "binding names a GPU the site does not have"
+    gpus = [(nodes[s.node], g, s.milli) for s in binding for g in s.gpus]
     if req.count and len(gpus) != req.count:
         return f"binding holds {len(gpus)} GPUs, job asked {req.count}"
     if not req.count and len(gpus) != 1:

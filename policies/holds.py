@@ -88,6 +88,7 @@ def holds(waiting: Sequence[Waiting], states: Mapping[str, Sequence[str]], activ
     for array_id, group in arrays.items():
         group.sort(key=lambda w: w.array_index)
         throttle = group[0].throttle
+        assert throttle is not None   # only throttled arrays are grouped
         room = max(0, throttle - active_arrays[array_id])
         for w in group[room:]:
             out[w.id] = Hold(Reason.ARRAY_LIMIT, f"array {array_id} runs at most {throttle} at once "

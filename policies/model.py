@@ -145,17 +145,20 @@ class Unplaced:
 
     def _materialise(self) -> None:
         if self._reasons is None:
+            assert self._parts is not None, "an Unplaced is made with its reasons or a way to make them"
             self._summary, self._reasons = self._parts()
             self._parts = None
 
     @property
     def summary(self) -> str:
         self._materialise()
+        assert self._summary is not None
         return self._summary
 
     @property
     def reasons(self) -> bytes:
         self._materialise()
+        assert self._reasons is not None
         return self._reasons
 
     def reason_at(self, index: int) -> Reason:

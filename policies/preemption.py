@@ -179,9 +179,10 @@ def _place(job: PendingJob, req: GpuRequest | None, sites: np.ndarray, cpu: np.n
             continue
         binding: Binding = ()
         if req is not None:
-            binding = gpu.fit(i, req)[0]
-            if binding is None:
+            fitted = gpu.fit(i, req)[0]
+            if fitted is None:
                 continue
+            binding = fitted
             gpu.reserve(i, binding)
         cpu[i] -= job.cpus
         mem[i] -= job.memory

@@ -63,7 +63,7 @@ def score(m: Masks, sel: np.ndarray | slice, job: PendingJob, req: GpuRequest | 
                 shared = g.shared_any[sel] >= req.share
             else:
                 ms = g.model_ids(req.models)
-                shared = (g.shared_fit[sel][:, ms] >= g.share_per_model(req, ms)).any(axis=1)
+                shared = np.asarray((g.shared_fit[sel][:, ms] >= g.share_per_model(req, ms)).any(axis=1))
             # Else on a node already partly used, so untouched nodes stay whole.
             total += W_SHARED * shared + W_TIGHT * (~shared) * g.tightness(GpuRequest(count=1, models=req.models), sel)
     return total

@@ -34,7 +34,8 @@ class SiteServicer(pb_grpc.SiteServiceServicer):
         self.cert_days = cert_days
 
     @translate
-    def RenewCertificate(self, request: pb.RenewCertificateRequest, context: grpc.ServicerContext) -> pb.RenewCertificateResponse:
+    def RenewCertificate(self, request: pb.RenewCertificateRequest,
+                         context: grpc.ServicerContext) -> pb.RenewCertificateResponse:
         who = self.control.trust.authenticate(identity.of_context(context))
         if who.role != "site" or not who.sites:
             raise PermissionDenied(f"{who.name} ({who.role or 'no role'}): only a site renews its certificate here")

@@ -167,7 +167,8 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
         return t
 
     @translate
-    def SubmitTraining(self, request: pb.SubmitTrainingRequest, context: grpc.ServicerContext) -> pb.SubmitTrainingResponse:
+    def SubmitTraining(self, request: pb.SubmitTrainingRequest,
+                       context: grpc.ServicerContext) -> pb.SubmitTrainingResponse:
         spec = training_spec_from_pb(request.spec)
         self._caller(context).check_tenant(spec.metadata.tenant, "submit trainings")
         if self.control.admission.draining:
@@ -181,7 +182,8 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
         return pb.GetTrainingResponse(training=wire.training_to_pb(t, self.control.views.rounds(t.id)))
 
     @translate
-    def ListTrainings(self, request: pb.ListTrainingsRequest, context: grpc.ServicerContext) -> pb.ListTrainingsResponse:
+    def ListTrainings(self, request: pb.ListTrainingsRequest,
+                      context: grpc.ServicerContext) -> pb.ListTrainingsResponse:
         who = self._caller(context)
         if request.tenant:
             who.check_tenant(request.tenant, "list trainings")
@@ -189,19 +191,22 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
         return pb.ListTrainingsResponse(trainings=[wire.training_to_pb(t) for t in found if who.sees_tenant(t.tenant)])
 
     @translate
-    def CancelTraining(self, request: pb.CancelTrainingRequest, context: grpc.ServicerContext) -> pb.CancelTrainingResponse:
+    def CancelTraining(self, request: pb.CancelTrainingRequest,
+                       context: grpc.ServicerContext) -> pb.CancelTrainingResponse:
         self._training(context, request.id, "CancelTraining")
         t = self.trainings.cancel(request.id, caller(context))
         return pb.CancelTrainingResponse(training=wire.training_to_pb(t, self.control.views.rounds(t.id)))
 
     @translate
-    def GetTrainingModel(self, request: pb.GetTrainingModelRequest, context: grpc.ServicerContext) -> pb.GetTrainingModelResponse:
+    def GetTrainingModel(self, request: pb.GetTrainingModelRequest,
+                         context: grpc.ServicerContext) -> pb.GetTrainingModelResponse:
         self._training(context, request.id, "GetTrainingModel")
         model, completed = self.trainings.model(request.id)
         return pb.GetTrainingModelResponse(model=model, round=completed)
 
     @translate
-    def DrainFederation(self, request: pb.DrainFederationRequest, context: grpc.ServicerContext) -> pb.DrainFederationResponse:
+    def DrainFederation(self, request: pb.DrainFederationRequest,
+                        context: grpc.ServicerContext) -> pb.DrainFederationResponse:
         who = self._caller(context)
         if not who.admin:
             raise PermissionDenied(f"{who.name} ({who.role}) may not drain the federation")
@@ -210,7 +215,8 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
         return pb.DrainFederationResponse(draining=self.control.admission.draining, pending=pending, live=live)
 
     @translate
-    def RevokeCertificates(self, request: pb.RevokeCertificatesRequest, context: grpc.ServicerContext) -> pb.RevokeCertificatesResponse:
+    def RevokeCertificates(self, request: pb.RevokeCertificatesRequest,
+                           context: grpc.ServicerContext) -> pb.RevokeCertificatesResponse:
         who = self._caller(context)
         if not who.admin:
             raise PermissionDenied(f"{who.name} ({who.role}) may not revoke certificates")
@@ -219,7 +225,8 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
         return pb.RevokeCertificatesResponse(revoked=self.control.trust.revoke(request.name, who.name))
 
     @translate
-    def CreateJoinToken(self, request: pb.CreateJoinTokenRequest, context: grpc.ServicerContext) -> pb.CreateJoinTokenResponse:
+    def CreateJoinToken(self, request: pb.CreateJoinTokenRequest,
+                        context: grpc.ServicerContext) -> pb.CreateJoinTokenResponse:
         who = self._caller(context)
         if not who.admin:
             raise PermissionDenied(f"{who.name} ({who.role}) may not create join tokens")

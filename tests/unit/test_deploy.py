@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from federation.cli.main import build_parser
-from federation.spec import SCHEMAS, job_from_text
+from federation.spec import SCHEMAS, job_from_dict, job_from_text, training_from_dict
 from federation.spec.loader import read_yaml, validate
 from federation.spec.schema import schema_text
 
@@ -109,3 +109,21 @@ def test_readme_example_job_is_valid():
     text = (ROOT / "README.md").read_text()
     block = text.split("```yaml\n", 1)[1].split("```", 1)[0]
     assert job_from_text(block, "README.md").kind == "Job"
+
+
+DOCUMENTED = [(path.name, block) for path in sorted((ROOT / "docs").glob("*.md"))
+              for block in path.read_text().split("```yaml\n")[1:]
+              if block.startswith("apiVersion:")]
+
+
+@pytest.mark.parametrize("page, block", DOCUMENTED, ids=[f"{p}#{i}" for i, (p, _) in enumerate(DOCUMENTED)])
+def test_whole_documents_in_the_docs_are_valid(page, block):
+    """A page's example of a whole Job or FederatedTraining loads as that kind."""
+    data = yaml.safe_load(block.split("```", 1)[0])
+    loaded = job_from_dict(data, page) if data["kind"] == "Job" else training_from_dict(data, page)
+    assert loaded.kind == data["kind"]
+
+
+def test_the_docs_show_whole_documents():
+    kinds = {yaml.safe_load(block.split("```", 1)[0])["kind"] for _, block in DOCUMENTED}
+    assert kinds == {"Job", "FederatedTraining"}

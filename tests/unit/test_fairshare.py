@@ -70,7 +70,7 @@ def test_a_hard_limit_holds_the_rest_with_the_reason():
     snapshot = world([gpu_site("s", 8)], queues)
     r = schedule(snapshot, pending, 0)
     assert by_queue(r, pending) == {"a": 2}
-    held = [u for u in r.unplaced]
+    held = list(r.unplaced)
     assert len(held) == 2
     assert held[0].summary == ("held by a queue limit: queue a holds 2 gpus of its limit of 2 gpus; "
                                "this job needs 1 gpus")
@@ -95,7 +95,8 @@ def test_hierarchy_splits_at_each_level():
 
 
 def test_a_per_model_limit_sends_the_job_to_another_model():
-    invs = [Inventory((GpuNode("h", "H100", 80 * GiB, ("",) * 4),)), Inventory((GpuNode("l", "L4", 24 * GiB, ("",) * 4),))]
+    invs = [Inventory((GpuNode("h", "H100", 80 * GiB, ("",) * 4),)),
+            Inventory((GpuNode("l", "L4", 24 * GiB, ("",) * 4),))]
     gpus = GpuState(invs)
     queues = Queues((Queue("a", limit={"gpu:H100": 1}),))
     pending = [PendingJob(id=f"j{i}", tenant="a", cpus=1, gpus=1, gpu=GpuRequest(count=1), queue="a", submitted_at=i)

@@ -320,7 +320,8 @@ def test_a_placement_limit_defers_the_rest_in_priority_order():
     # A static reason still shows where it holds; capacity is never claimed for a job not tried.
     assert verdicts(r, "eu-only", world) == {"a": Reason.DEFERRED, "b": Reason.NOT_IN_REGIONS}
     deferred = next(u for u in r.unplaced if u.job_id == "eu-only")
-    assert deferred.summary == "deferred: this cycle reached its placement limit before this job (1 not-in-regions, 1 deferred)"
+    assert deferred.summary == ("deferred: this cycle reached its placement limit before this job "
+                                "(1 not-in-regions, 1 deferred)")
     assert describe(jobs[-1], sites[0], Reason.DEFERRED, world).detail.startswith("not considered this cycle")
     # Without a limit, all of them fit.
     assert len(schedule(world, jobs, 0).decisions) == 7

@@ -25,7 +25,10 @@ def job(id: str, cpus: float = 2, priority: int = 0, queue: str = "default", **k
     return PendingJob(id=id, tenant="t", cpus=cpus, priority=priority, queue=queue, **kw)
 
 
-def world(running: list[Running], sites=("a",), cpus: float = 4, settings: Settings | None = Settings(),
+DEFAULT = Settings()
+
+
+def world(running: list[Running], sites=("a",), cpus: float = 4, settings: Settings | None = DEFAULT,
           queues: Queues | None = None, gpus: GpuState | None = None, catalog=None, rules=None) -> Snapshot:
     views = []
     for i, name in enumerate(sites):
