@@ -15,7 +15,7 @@ import statistics
 import time
 
 from bench.workload import federation
-from federation.control.cycle import paused_gc
+from federation.collector import paused_gc
 from policies import Reason, schedule
 from policies.feasible import static_verdict
 from policies.placement import order

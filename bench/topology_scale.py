@@ -26,7 +26,7 @@ import tracemalloc
 from dataclasses import replace
 
 from bench.workload import federation
-from federation.control.cycle import paused_gc
+from federation.collector import paused_gc
 from federation.spec.server import SchedulerSettings
 from policies import (
     GpuNode,

@@ -2,14 +2,12 @@
 `policies.schedule` decide, and write its decisions back in one place."""
 from __future__ import annotations
 
-import gc
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import policies
 from federation import queues
+from federation.collector import paused_gc
 from federation.control.core import Core
 from federation.control.gangs import watch_gangs
 from federation.control.sites import Sites
@@ -20,19 +18,6 @@ from federation.jobs import Attempt, Explanation, Job
 log = logging.getLogger("federation.control")
 SLUGS = {int(r): r.slug for r in policies.Reason}
 VerdictRow = tuple[str, bool, str, str]   # site, eligible, reason code, detail
-
-
-@contextmanager
-def paused_gc() -> Iterator[None]:
-    """No garbage collection inside: a cycle allocates a few objects per job, none in reference
-    cycles, and a collection triggered mid-cycle would walk the whole snapshot and backlog for nothing."""
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if collecting:
-            gc.enable()
 
 
 @dataclass(frozen=True)

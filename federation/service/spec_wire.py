@@ -7,6 +7,7 @@ SDK imports it, so it knows nothing of the scheduler or training.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from federation.errors import InvalidSpec
@@ -14,6 +15,8 @@ from federation.spec import FederatedTrainingSpec, JobSpec, job_from_dict, train
 from federation.v1 import federation_pb2 as pb
 
 SOURCE = "request"  # where a spec's errors say it came from
+MAX_DEPTH = 32      # far deeper than any spec; the store's JSON reader gives up near 200
+INT64 = 2**63
 
 
 def spec_to_pb(spec: JobSpec) -> pb.JobSpec:
@@ -39,6 +42,35 @@ def spec_document(msg: pb.JobSpec | pb.TrainingSpec) -> Any:
     if not msg.json:
         return {}
     try:
-        return json.loads(msg.json)
+        document = json.loads(msg.json, parse_constant=_no_constant, parse_float=_finite)
     except (ValueError, RecursionError) as e:
         raise InvalidSpec(f"{SOURCE}: the spec is not a JSON document: {e}") from None
+    _check_values(document)
+    return document
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number a spec may hold")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} is out of range")
+    return value
+
+
+def _check_values(document: Any) -> None:
+    """Refuse what JSON can say but a stored spec cannot hold: nesting deeper than MAX_DEPTH and
+    integers beyond 64 bits, naming where."""
+    todo: list[tuple[Any, str, int]] = [(document, "", 0)]
+    while todo:
+        value, path, depth = todo.pop()
+        if depth > MAX_DEPTH:
+            raise InvalidSpec(f"{SOURCE}: {path}: nested more than {MAX_DEPTH} levels deep")
+        if isinstance(value, dict):
+            todo += [(v, f"{path}.{k}" if path else str(k), depth + 1) for k, v in value.items()]
+        elif isinstance(value, list):
+            todo += [(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
+        elif isinstance(value, int) and not isinstance(value, bool) and not -INT64 <= value < INT64:
+            raise InvalidSpec(f"{SOURCE}: {path}: {str(value)[:40]}... does not fit in 64 bits")

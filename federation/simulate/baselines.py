@@ -11,8 +11,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 import policies
-from policies.feasible import Masks as _Masks
-from policies.feasible import gpu_request
+from federation.collector import paused_gc
+from policies.feasible import Masks, gpu_request
 from policies.gpu_state import GpuState
 from policies.gpus import MILLI, GpuRequest, Slot
 from policies.placement import order
@@ -42,9 +42,9 @@ def _first_fit(state: GpuState, s: int, req: GpuRequest) -> tuple[Slot, ...] | N
     return tuple(Slot(site.nodes[k].name, tuple(gs), need if not req.count else MILLI) for k, gs in slots.items())
 
 
-def _totals_only(choose: Callable[[np.ndarray, _Masks, GpuRequest | None], int]) -> Strategy:
+def _totals_only(choose: Callable[[np.ndarray, Masks, GpuRequest | None], int]) -> Strategy:
     def schedule(snapshot: policies.Snapshot, pending: Sequence[policies.PendingJob], now: float):
-        masks = _Masks(snapshot)
+        masks = Masks(snapshot)
         decisions, unplaced = [], []
         for job in order(pending):
             req = gpu_request(job)
@@ -71,7 +71,7 @@ def _totals_only(choose: Callable[[np.ndarray, _Masks, GpuRequest | None], int])
     return schedule
 
 
-def _emptiest(candidates: np.ndarray, masks: _Masks, req: GpuRequest | None) -> int:
+def _emptiest(candidates: np.ndarray, masks: Masks, req: GpuRequest | None) -> int:
     free = masks.gpu.whole_free[candidates].sum(axis=1) * masks.gpu_inv[candidates]
     return int(candidates[int(np.argmax(free))])
 
@@ -80,16 +80,25 @@ class _RoundRobin:
     def __init__(self) -> None:
         self.next = 0
 
-    def __call__(self, candidates: np.ndarray, masks: _Masks, req: GpuRequest | None) -> int:
+    def __call__(self, candidates: np.ndarray, masks: Masks, req: GpuRequest | None) -> int:
         after = candidates[candidates >= self.next]
         i = int(after[0] if after.size else candidates[0])
         self.next = (i + 1) % masks.n
         return i
 
 
+def _paused(schedule: Strategy) -> Strategy:
+    """As the federation runs its cycle: with the garbage collector paused."""
+    def run(snapshot: policies.Snapshot, pending: Sequence[policies.PendingJob], now: float) -> policies.ScheduleResult:
+        with paused_gc():
+            return schedule(snapshot, pending, now)
+    return run
+
+
 def strategies() -> dict[str, Strategy]:
     """Fresh strategies (round-robin keeps its turn between cycles of one run)."""
-    return {"topology": policies.schedule, "blind": _totals_only(_emptiest), "round-robin": _totals_only(_RoundRobin())}
+    return {"topology": _paused(policies.schedule), "blind": _totals_only(_emptiest),
+            "round-robin": _totals_only(_RoundRobin())}
 
 
 NAMES = tuple(strategies())

@@ -50,17 +50,17 @@ class Outcome:
     decisions_per_s: float = 0.0
 
 
-def _catalog(w: Workload) -> dict[str, policies.DatasetInfo]:
+def catalog_of(w: Workload) -> dict[str, policies.DatasetInfo]:
     return {name: policies.DatasetInfo(name, cls, held) for name, (cls, held) in w.datasets.items()}
 
 
-def _snapshot(w: Workload, state: GpuState, used_cpus: np.ndarray, running: np.ndarray,
+def snapshot_of(w: Workload, state: GpuState, used_cpus: np.ndarray, running: np.ndarray,
               rules: policies.Rules, catalog: dict[str, policies.DatasetInfo] | None = None) -> policies.Snapshot:
     sites = tuple(policies.SiteView(
         name=s.name, jurisdiction=s.jurisdiction, region=s.region, labels=s.labels, cpus=s.cpus, memory=s.memory,
         gpus=float(s.inventory.gpus), used_cpus=float(used_cpus[i]), running=int(running[i]))
         for i, s in enumerate(w.sites))
-    return policies.Snapshot(sites, _catalog(w) if catalog is None else catalog, rules, state)
+    return policies.Snapshot(sites, catalog_of(w) if catalog is None else catalog, rules, state)
 
 
 def _pending(j: SimJob) -> policies.PendingJob:
@@ -144,7 +144,7 @@ def run(w: Workload, rules: policies.Rules, strategy: str, *, inflation: bool = 
     out = Outcome(strategy, total)
     audit = Auditor(w, rules)
     shapes = Shapes.of(w.jobs)
-    catalog = _catalog(w)
+    catalog = catalog_of(w)
     pending: dict[str, SimJob] = {}
     jobs = inflate(w.jobs, total, seed) if inflation else [
         replace(j, arrival=j.arrival / speedup) for j in w.jobs]
@@ -167,7 +167,7 @@ def run(w: Workload, rules: policies.Rules, strategy: str, *, inflation: bool = 
         if not pending:
             continue
         started = time.perf_counter()
-        result = place(_snapshot(w, cluster.state, cluster.used_cpus, cluster.running, rules, catalog),
+        result = place(snapshot_of(w, cluster.state, cluster.used_cpus, cluster.running, rules, catalog),
                        [_pending(j) for j in pending.values()], t)
         busy += time.perf_counter() - started
         decided += len(pending)

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 import policies
-from federation.simulate.engine import _catalog, _snapshot
+from federation.collector import paused_gc
+from federation.simulate.engine import catalog_of, snapshot_of
 from federation.simulate.trace import SimJob, Workload
 from policies.fairshare import Queue, Queues, Usage
 from policies.gpu_state import GpuState
@@ -169,7 +170,7 @@ def run(w: Workload, rules: policies.Rules, strategy: str, *, min_runtime: float
     home = {t: k % len(w.sites) for k, t in enumerate(tenants)}
     queues = _queues(w, tenants, home, strategy)
     settings = None if strategy == "fifo-per-site" else Settings(True, min_runtime, budget, True)
-    catalog = _catalog(w)
+    catalog = catalog_of(w)
     index = {s.name: i for i, s in enumerate(w.sites)}
     view = _viewer(home, w, strategy)
     out = FairOutcome(strategy)
@@ -192,9 +193,10 @@ def run(w: Workload, rules: policies.Rules, strategy: str, *, min_runtime: float
             continue
         waiting = [view(j) for j in pending.values()]
         running = tuple(Running(view(job), a, i, b, "", start) for job, i, b, start, a in cluster.live.values())
-        snapshot = replace(_snapshot(w, cluster.state, cluster.used_cpus, cluster.running, rules, catalog),
+        snapshot = replace(snapshot_of(w, cluster.state, cluster.used_cpus, cluster.running, rules, catalog),
                            queues=replace(queues, usage=cluster.usage()), running=running, preemption=settings)
-        result = policies.schedule(snapshot, waiting, t)
+        with paused_gc():
+            result = policies.schedule(snapshot, waiting, t)
         for d in result.decisions:
             cluster.start(pending.pop(d.job_id), index[d.site], d.binding, t)
         for p in result.preemptions:

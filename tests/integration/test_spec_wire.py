@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+import grpc
+import pytest
+
 from federation.service.spec_wire import spec_document
 from federation.v1 import federation_pb2 as pb
 from federation.v1 import federation_pb2_grpc as pb_grpc
@@ -37,3 +40,24 @@ def test_a_training_step_config_arrives_as_written(client, eu_agent):
     (step,) = wait_for(lambda: eu_agent.next_assignments(), 5, "the local step")
     sent = json.loads(spec_document(step.spec)["spec"]["runtime_env"]["env_vars"]["FEDCTL_TRAINING_CONFIG"])
     assert typed({k: sent[k] for k in config}) == typed(config)
+
+
+@pytest.mark.parametrize("value, error", [
+    ('{"a": ' * 220 + "1" + "}" * 220, "nested more than 32 levels deep"),
+    ("NaN", "NaN is not a number a spec may hold"),
+    ("1" + "0" * 30, "does not fit in 64 bits"),
+])
+def test_what_the_store_could_not_read_back_is_refused_and_the_federation_goes_on(client, eu_agent, value, error):
+    """A raw client (no SDK) sends what JSON can say but a stored spec cannot hold: refused as bad
+    input, nothing stored, and the scheduler and job listing carry on for everyone."""
+    raw = pb_grpc.FederationServiceStub(client._channel)
+    doc = ('{"apiVersion": "federation/v1", "kind": "Job", "metadata": {"name": "bad"}, '
+           '"spec": {"entrypoint": "e", "runtime_env": {"config": {"v": ' + value + "}}}}")
+    with pytest.raises(grpc.RpcError) as e:
+        raw.SubmitJob(pb.SubmitJobRequest(spec=pb.JobSpec(json=doc)), timeout=5)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error in e.value.details()
+    assert client.jobs() == []
+    client.submit({"metadata": {"name": "after"}, "spec": {"entrypoint": "python x.py", "resources": {"cpus": 1}}})
+    (a,) = wait_for(lambda: eu_agent.next_assignments(), 5, "an assignment")
+    assert spec_document(a.spec)["metadata"]["name"] == "after"

@@ -151,7 +151,7 @@ def test_cli_refuses_configured_sites_without_jobs(tmp_path, capsys):
 
 def test_schedule_on_the_trace_layout_keeps_the_state_unchanged(excerpt):
     state = GpuState([s.inventory for s in excerpt.sites])
-    snap = engine._snapshot(excerpt, state, __import__("numpy").zeros(4), __import__("numpy").zeros(4), RULES)
+    snap = engine.snapshot_of(excerpt, state, __import__("numpy").zeros(4), __import__("numpy").zeros(4), RULES)
     before = state.free.copy()
     policies.schedule(snap, [engine._pending(j) for j in excerpt.jobs[:50]], 0)
     assert (state.free == before).all()

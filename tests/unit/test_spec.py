@@ -69,6 +69,8 @@ def test_shipped_federation_and_policy_load():
     (GOOD.replace("metadata:", "metdata:"), "metdata: unknown field 'metdata' (did you mean 'metadata'?)"),
     # wrong values
     (GOOD.replace("memory: 4Gi", "memory: 4Gx"), "<spec>:8: spec.resources.memory: '4Gx' is not a size"),
+    (GOOD.replace("memory: 4Gi", "memory: " + "9" * 400 + "Gi"), "<spec>:8: spec.resources.memory: '9999"),
+    (GOOD.replace("memory: 4Gi", "memory: 1" + "0" * 30), "<spec>:8: spec.resources.memory: '1000"),
     (GOOD.replace("cpus: 2", "cpus: -1"), "<spec>:8: spec.resources.cpus: Input should be greater than or equal to 0"),
     (GOOD.replace("gpus: 0", "gpus: 1.5"), "spec.resources.gpus: more than one GPU must be a whole number"),
     (GOOD.replace("priority: normal", "priority: urgent"),

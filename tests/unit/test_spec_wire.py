@@ -1,6 +1,7 @@
 """The user's spec on the wire: one pydantic-written JSON document, read back exactly."""
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -66,6 +67,19 @@ def test_a_training_spec_crosses_the_wire_unchanged_types_included():
      "request: kind: expected 'Job'"),
     ('{"metadata": {"name": "x"}, "spec": {"entrypoint": "e", "runtim_env": {}}}',
      "request: spec.runtim_env: unknown field 'runtim_env' (did you mean 'runtime_env'?)"),
+    # what JSON can say but a stored spec cannot hold
+    ('{"metadata": {"name": "x"}, "spec": {"entrypoint": "e", "runtime_env": {"config": {"a": NaN}}}}',
+     "request: the spec is not a JSON document: NaN is not a number a spec may hold"),
+    ('{"metadata": {"name": "x"}, "spec": {"entrypoint": "e", "retry": {"backoff": Infinity}}}',
+     "request: the spec is not a JSON document: Infinity is not a number a spec may hold"),
+    ('{"metadata": {"name": "x"}, "spec": {"entrypoint": "e", "resources": {"cpus": 1e400}}}',
+     "request: the spec is not a JSON document: 1e400 is out of range"),
+    ('{"metadata": {"name": "x"}, "spec": {"entrypoint": "e", "resources": {"memory": 1' + "0" * 30 + '}}}',
+     "request: spec.resources.memory: 1000000000000000000000000000000... does not fit in 64 bits"),
+    ('{"metadata": {"name": "x"}, "spec": {"entrypoint": "e", "runtime_env": {"config": ' + '{"a": ' * 40
+     + "1" + "}" * 40 + "}}}", "request: spec.runtime_env.config.a.a."),
+    ('{"metadata": {"name": "x"}, "spec": {"entrypoint": "e", "resources": {"memory": "' + "9" * 400 + 'Gi"}}}',
+     "request: spec.resources.memory: '9999"),
 ])
 def test_a_bad_spec_from_the_wire_is_refused_naming_where(document, error):
     with pytest.raises(InvalidSpec) as e:
@@ -79,3 +93,12 @@ def test_the_sdk_reads_states_as_the_domain_names_them():
                         (results.TRAINING_STATES, wire.TRAINING_STATE_TO_PB),
                         (results.ROUND_STATES, wire.ROUND_STATE_TO_PB)):
         assert {sdk[number]: state.value for state, number in domain.items()} == {s.value: s.value for s in domain}
+
+
+def test_a_spec_nested_too_deep_is_refused_at_the_level_it_crosses():
+    nested: dict[str, Any] = {}
+    for _ in range(40):
+        nested = {"a": nested}
+    doc = {"metadata": {"name": "x"}, "spec": {"entrypoint": "e", "runtime_env": {"config": nested}}}
+    with pytest.raises(InvalidSpec, match=r"^request: spec\.runtime_env\.config(\.a){30}: nested more than 32 levels"):
+        spec_from_pb(pb.JobSpec(json=json.dumps(doc)))
