@@ -63,14 +63,28 @@ def _finite(text: str) -> float:
 def _check_values(document: Any) -> None:
     """Refuse what JSON can say but a stored spec cannot hold: nesting deeper than MAX_DEPTH and
     integers beyond 64 bits, naming where."""
-    todo: list[tuple[Any, str, int]] = [(document, "", 0)]
-    while todo:
-        value, path, depth = todo.pop()
-        if depth > MAX_DEPTH:
-            raise InvalidSpec(f"{SOURCE}: {path}: nested more than {MAX_DEPTH} levels deep")
-        if isinstance(value, dict):
-            todo += [(v, f"{path}.{k}" if path else str(k), depth + 1) for k, v in value.items()]
-        elif isinstance(value, list):
-            todo += [(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
-        elif isinstance(value, int) and not isinstance(value, bool) and not -INT64 <= value < INT64:
-            raise InvalidSpec(f"{SOURCE}: {path}: {str(value)[:40]}... does not fit in 64 bits")
+    found = _problem(document, 0)
+    if found is not None:
+        keys, what = found
+        path = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in reversed(keys)).lstrip(".")
+        raise InvalidSpec(f"{SOURCE}: {path}: {what}")
+
+
+def _problem(value: Any, depth: int) -> tuple[list[str | int], str] | None:
+    """What is wrong and where (the keys, innermost first), or None; paths are built only on failure."""
+    if depth > MAX_DEPTH:
+        return [], f"nested more than {MAX_DEPTH} levels deep"
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    elif type(value) is int and not -INT64 <= value < INT64:
+        return [], f"{str(value)[:32]}... does not fit in 64 bits"
+    else:
+        return None
+    for key, item in items:
+        found = _problem(item, depth + 1)
+        if found is not None:
+            found[0].append(key)
+            return found
+    return None
