@@ -29,7 +29,7 @@ from site_agent.local_ray import LocalRayHead
 from training.examples import digits
 from training.strategies import weighted_mean
 
-PORT_BASE = 33000
+PORT_BASE = 31700   # below the kernel's ephemeral ports (32768 up), which a connection could take
 
 
 def federated(work: Path, head: LocalRayHead, n: int, rounds: int, epochs: int) -> dict:
