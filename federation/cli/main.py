@@ -52,12 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     level = logging.DEBUG if args.verbose else (logging.INFO if daemon else logging.WARNING)
     logging.basicConfig(level=level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    try:
-        return args.fn(args)
-    except FederationError as e:
-        return _fail(args, e.code, e.message, e.exit_status)
-    except KeyboardInterrupt:
-        return 130
+    with render.escaped_output():
+        try:
+            return args.fn(args)
+        except FederationError as e:
+            return _fail(args, e.code, e.message, e.exit_status)
+        except KeyboardInterrupt:
+            return 130
 
 
 def _fail(args: argparse.Namespace, code: ErrorCode, message: str, status: int) -> int:

@@ -1,11 +1,19 @@
 """Plain-text tables and JSON for fedctl output."""
 from __future__ import annotations
 
+import io
 import json
+import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TextIO
+
+# C0 controls but tab, newline and carriage return (escaped unless it ends a line, as in CSV),
+# DEL and C1 controls: what could drive a terminal
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0)) if chr(c) not in "\t\n\r"}
+_LONE_CR = re.compile(r"\r(?!\n)")
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO | None = None) -> None:
@@ -37,3 +45,37 @@ def when(ts: float) -> str:
 
 def gib(n: float) -> str:
     return f"{n / 2**30:.3g}Gi"
+
+
+def escape(text: str) -> str:
+    """Control characters shown as escapes (`\\x1b`): names, messages and logs come from jobs and
+    sites, and none of them may move the cursor, retitle or clear the operator's terminal."""
+    return _LONE_CR.sub(r"\\x0d", text.translate(_CONTROLS))
+
+
+class Escaped(io.TextIOBase):
+    """A text stream that writes through `escape`."""
+
+    def __init__(self, raw: TextIO) -> None:
+        self.raw = raw
+
+    def write(self, text: str) -> int:
+        self.raw.write(escape(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+    def isatty(self) -> bool:
+        return self.raw.isatty()
+
+
+@contextmanager
+def escaped_output() -> Iterator[None]:
+    """stdout and stderr escaped while a command runs."""
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = Escaped(out), Escaped(err)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = out, err

@@ -1,6 +1,7 @@
 """One suite, every storage backend."""
 from __future__ import annotations
 
+import stat
 import threading
 
 import pytest
@@ -240,3 +241,17 @@ def test_submission_audit_is_written_with_the_jobs_or_not_at_all(tmp_path):
     assert audit.verify(records, audit.load_public(audit.public_path(path)))[0] == 1
     with pytest.raises(NotFound):
         SQLiteStore(path).get_job("j-2")
+
+
+def test_the_store_and_its_wal_are_readable_by_their_owner_only(tmp_path):
+    path = tmp_path / "federation.db"
+    path.write_bytes(b"")
+    path.chmod(0o644)   # an existing file made world-readable is tightened too
+    store = SQLiteStore(path)
+    store.set_meta("k", "v")
+    try:
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+        assert set(modes) == {"federation.db", "federation.db-wal", "federation.db-shm"}
+        assert set(modes.values()) == {0o600}
+    finally:
+        store.close()

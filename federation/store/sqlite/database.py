@@ -5,6 +5,7 @@ this is simpler and faster than a pool. Every write goes through `_tx`.
 """
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ class Database:
         path = str(path)
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+            _owner_only(path)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._lock = threading.RLock()
@@ -59,3 +61,10 @@ class Database:
         with self._tx() as db:
             db.execute("INSERT INTO meta (key, value) VALUES (?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                        (key, value))
+
+
+def _owner_only(path: str) -> None:
+    """The store holds every spec, log and audit record: readable by its owner only. SQLite makes
+    its -wal and -shm files with the database file's mode, so they follow."""
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    os.chmod(path, 0o600)
