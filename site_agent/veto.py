@@ -5,6 +5,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from packaging.requirements import InvalidRequirement, Requirement
+
 from federation.spec import JobSpec
 from federation.spec.site import Veto
 
@@ -43,8 +45,10 @@ def resolve_runtime_env(runtime_env: Mapping[str, Any], work_dir: Path | None) -
         if key not in ACCEPTED_RUNTIME_ENV:
             return env, f"runtime_env.{key} is not accepted by this site"
     for key in ("pip", "uv"):
-        if key in env and not (isinstance(env[key], list) and all(isinstance(p, str) for p in env[key])):
-            return env, f"runtime_env.{key} must be a list of package names"
+        if key in env:
+            reason = _packages_reason(env[key], f"runtime_env.{key}")
+            if reason:
+                return env, reason
     if "working_dir" in env:
         env["working_dir"], reason = _inside(env["working_dir"], work_dir, "runtime_env.working_dir")
         if reason:
@@ -60,6 +64,22 @@ def resolve_runtime_env(runtime_env: Mapping[str, Any], work_dir: Path | None) -
             resolved.append(path)
         env["py_modules"] = resolved
     return env, None
+
+
+def _packages_reason(packages: Any, field: str) -> str | None:
+    """Only plain requirement specifiers (`numpy==2.1`, `ray[default]>=2`): an option (`-r FILE`,
+    `--index-url=...`), a VCS or file URL, or a direct reference (`pkg @ https://...`) would install or
+    read what the operator did not allow."""
+    if not (isinstance(packages, list) and all(isinstance(p, str) for p in packages)):
+        return f"{field} must be a list of package names"
+    for i, entry in enumerate(packages):
+        try:
+            requirement = Requirement(entry)
+        except InvalidRequirement:
+            requirement = None
+        if requirement is None or requirement.url or entry.lstrip().startswith("-"):
+            return f"{field}[{i}] {entry[:80]!r} is not a plain requirement (a name and version, e.g. numpy==2.1)"
+    return None
 
 
 def _inside(value: Any, work_dir: Path | None, field: str) -> tuple[str, str | None]:

@@ -169,6 +169,16 @@ def test_logs_are_shipped_incrementally(tmp_path, ray):
     ({}, {"runtime_env": {"py_modules": ["/etc"]}}, "runtime_env.py_modules[0] '/etc' escapes the site's work_dir"),
     ({}, {"runtime_env": {"image_uri": "evil:latest"}}, "runtime_env.image_uri is not accepted by this site"),
     ({}, {"runtime_env": {"pip": "/etc/requirements.txt"}}, "runtime_env.pip must be a list of package names"),
+    # what a hostile job would install or read instead of a package
+    ({}, {"runtime_env": {"pip": ["numpy", "git+https://evil.example/x.git"]}},
+     "runtime_env.pip[1] 'git+https://evil.example/x.git' is not a plain requirement"),
+    ({}, {"runtime_env": {"pip": ["--index-url=https://evil.example/simple", "numpy"]}},
+     "runtime_env.pip[0] '--index-url=https://evil.example/simple' is not a plain requirement"),
+    ({}, {"runtime_env": {"pip": ["-r /etc/shadow"]}}, "runtime_env.pip[0] '-r /etc/shadow' is not a plain"),
+    ({}, {"runtime_env": {"uv": ["pkg @ https://evil.example/pkg.whl"]}},
+     "runtime_env.uv[0] 'pkg @ https://evil.example/pkg.whl' is not a plain requirement"),
+    ({}, {"runtime_env": {"uv": ["-e ."]}}, "runtime_env.uv[0] '-e .' is not a plain requirement"),
+    ({}, {"runtime_env": {"pip": ["./local_wheel.whl"]}}, "runtime_env.pip[0] './local_wheel.whl' is not a plain"),
 ])
 def test_site_veto_rejects_and_never_submits(tmp_path, ray, veto, spec, reason):
     r = Reconciler(site_config(tmp_path, **veto), ray)
@@ -179,6 +189,12 @@ def test_site_veto_rejects_and_never_submits(tmp_path, ray, veto, spec, reason):
     assert status.state == pb.ATTEMPT_STATE_REJECTED and reason in status.message
     r.set_desired([])
     assert list(r.reconcile().statuses) == [], "forgotten once the federation stops asking"
+
+
+def test_plain_requirements_pass_the_site(tmp_path):
+    packages = ["numpy==2.1", "ray[default]>=2.40", "torch>=2; python_version >= '3.10'", "scikit-learn"]
+    env, reason = resolve_runtime_env({"pip": packages, "uv": packages}, tmp_path)
+    assert reason is None and env["pip"] == packages
 
 
 def test_unreachable_ray_sends_no_report_and_fails_nothing(tmp_path, ray):
