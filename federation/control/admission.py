@@ -30,11 +30,17 @@ def element(spec: JobSpec, array_id: str, index: int, count: int) -> JobSpec:
                            "FEDCTL_ARRAY_COUNT": str(count)})
 
 
-def new_jobs(spec: JobSpec, queue: str, now: float) -> list[Job]:
-    """The job, or every element of its array or part of its gang, under one new id."""
+def parts_of(spec: JobSpec) -> list[tuple[str, JobSpec]]:
+    """A gang's parts by name; a job that is not a gang is its one unnamed part."""
+    return gang_parts(spec) if spec.spec.gang is not None else [("", spec)]
+
+
+def new_jobs(spec: JobSpec, queue: str, now: float, parts: list[tuple[str, JobSpec]] | None = None) -> list[Job]:
+    """The job, or every element of its array or part of its gang (`parts`, if already made), under one
+    new id."""
     job_id = new_job_id()
     if spec.spec.gang is not None:
-        parts = gang_parts(spec)
+        parts = parts or gang_parts(spec)
         return [Job(id=f"{job_id}-{name}", spec=with_env(part, {
                     "FEDCTL_GANG_ID": job_id, "FEDCTL_GANG_PART": name, "FEDCTL_GANG_SIZE": str(len(parts))}),
                     created_at=now, updated_at=now, message="waiting for placement", queue=queue, gang_id=job_id)
@@ -81,9 +87,10 @@ class Admission:
         if self.draining:
             raise Unavailable("the federation is draining: it takes no submissions now (retry later)")
         queue = queues.resolve(self.core.policy, spec.metadata.tenant, spec.spec.queue)
-        self._check(spec, queue)
+        parts = parts_of(spec)
+        self._check(spec, queue, parts)
         now = self.core.clock()
-        jobs = new_jobs(spec, queue, now)
+        jobs = new_jobs(spec, queue, now, parts)
         for job in jobs:
             part = job.id[len(job.gang_id) + 1:] if job.gang_id else ""
             for name, data in (inputs or {}).get(part, {}).items():
@@ -104,11 +111,10 @@ class Admission:
         self.core.changes.bump()
         return job
 
-    def _check(self, spec: JobSpec, queue: str) -> None:
+    def _check(self, spec: JobSpec, queue: str, parts: list[tuple[str, JobSpec]]) -> None:
         """Refuse what could never run; a gang's errors name the part."""
         self._check_dependencies(spec)
         sites = self.core.store.list_sites()
-        parts = gang_parts(spec) if spec.spec.gang is not None else [("", spec)]
         for k, (name, part) in enumerate(parts):
             try:
                 self._check_queue_limits(part, queue)

@@ -25,7 +25,7 @@ def spec_to_pb(spec: JobSpec) -> pb.JobSpec:
 
 def spec_from_pb(msg: pb.JobSpec) -> JobSpec:
     """Validates like a YAML file would; raises InvalidSpec naming the field."""
-    return job_from_dict(spec_document(msg), source=SOURCE)
+    return job_from_dict(_received(msg), source=SOURCE)
 
 
 def training_spec_to_pb(spec: FederatedTrainingSpec) -> pb.TrainingSpec:
@@ -34,11 +34,17 @@ def training_spec_to_pb(spec: FederatedTrainingSpec) -> pb.TrainingSpec:
 
 def training_spec_from_pb(msg: pb.TrainingSpec) -> FederatedTrainingSpec:
     """Validates like a YAML file would; raises InvalidSpec naming the field."""
-    return training_from_dict(spec_document(msg), source=SOURCE)
+    return training_from_dict(_received(msg), source=SOURCE)
 
 
 def spec_document(msg: pb.JobSpec | pb.TrainingSpec) -> Any:
-    """The spec document as sent, parsed but not validated; {} when none was sent."""
+    """A spec document the federation wrote (it validated it), parsed; {} when there is none."""
+    return json.loads(msg.json) if msg.json else {}
+
+
+def _received(msg: pb.JobSpec | pb.TrainingSpec) -> Any:
+    """A spec document as a caller sent it, parsed but not validated, refusing what a stored spec
+    could not hold; {} when none was sent."""
     if not msg.json:
         return {}
     try:

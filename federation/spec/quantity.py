@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 
 _UNITS = {
     "": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
@@ -15,22 +16,7 @@ _PATTERN = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(Ki|Mi|Gi|Ti|k|M|G|T|)\s*$")
 
 def parse_bytes(value: object) -> int:
     """Bytes from an int or a quantity string; raises ValueError with a hint."""
-    if isinstance(value, bool):
-        raise ValueError("expected a size such as 4Gi, not a boolean")
-    size: float | int | None = None
-    if isinstance(value, (int, float)):
-        if value < 0:
-            raise ValueError("size must not be negative")
-        size = value
-    elif isinstance(value, str) and (m := _PATTERN.match(value)):
-        size = float(m.group(1)) * _UNITS[m.group(2)]
-    if size is None:
-        raise ValueError(f"{value!r} is not a size; use bytes or a quantity such as 512Mi, 4Gi, 2G")
-    if isinstance(size, float) and not math.isfinite(size):
-        raise ValueError(f"{str(value)[:40]!r} is not a finite size")
-    if size > MAX_BYTES:
-        raise ValueError(f"{str(value)[:40]!r} is larger than any size a site holds (at most {MAX_BYTES} bytes)")
-    return int(size)
+    return int(_parse(value, _SIZE))
 
 
 def format_bytes(n: int | float) -> str:
@@ -46,19 +32,40 @@ _SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 def parse_duration(value: object) -> float:
     """Seconds from a number or a duration string such as 90s, 30m, 12h, 7d, 2w."""
+    return float(_parse(value, _TIME))
+
+
+@dataclass(frozen=True)
+class _Kind:
+    noun: str
+    example: str
+    pattern: re.Pattern[str]
+    units: dict[str, int]
+    hint: str         # how to write one
+    limit: float
+    too_big: str
+
+
+_SIZE = _Kind("size", "4Gi", _PATTERN, _UNITS, "bytes or a quantity such as 512Mi, 4Gi, 2G", MAX_BYTES,
+              f"is larger than any size a site holds (at most {MAX_BYTES} bytes)")
+_TIME = _Kind("duration", "12h", _DURATION, _SECONDS, "seconds or a value such as 90s, 30m, 12h, 7d", MAX_SECONDS,
+              "is longer than any duration allowed here (at most 100 years)")
+
+
+def _parse(value: object, kind: _Kind) -> float | int:
     if isinstance(value, bool):
-        raise ValueError("expected a duration such as 12h, not a boolean")
-    seconds: float | int | None = None
+        raise ValueError(f"expected a {kind.noun} such as {kind.example}, not a boolean")
+    number: float | int | None = None
     if isinstance(value, (int, float)):
         if value < 0:
-            raise ValueError("duration must not be negative")
-        seconds = value
-    elif isinstance(value, str) and (m := _DURATION.match(value)):
-        seconds = float(m.group(1)) * _SECONDS[m.group(2)]
-    if seconds is None:
-        raise ValueError(f"{value!r} is not a duration; use seconds or a value such as 90s, 30m, 12h, 7d")
-    if isinstance(seconds, float) and not math.isfinite(seconds):
-        raise ValueError(f"{str(value)[:40]!r} is not a finite duration")
-    if seconds > MAX_SECONDS:
-        raise ValueError(f"{str(value)[:40]!r} is longer than any duration allowed here (at most 100 years)")
-    return float(seconds)
+            raise ValueError(f"{kind.noun} must not be negative")
+        number = value
+    elif isinstance(value, str) and (m := kind.pattern.match(value)):
+        number = float(m.group(1)) * kind.units[m.group(2)]
+    if number is None:
+        raise ValueError(f"{value!r} is not a {kind.noun}; use {kind.hint}")
+    if isinstance(number, float) and not math.isfinite(number):
+        raise ValueError(f"{str(value)[:40]!r} is not a finite {kind.noun}")
+    if number > kind.limit:   # an int is compared as it is: float() of a huge one overflows
+        raise ValueError(f"{str(value)[:40]!r} {kind.too_big}")
+    return number
