@@ -112,6 +112,7 @@ class LocalFederation:
     address: str = field(default_factory=lambda: f"127.0.0.1:{free_port()}")
     server: subprocess.Popen | None = None
     agents: dict[str, subprocess.Popen] = field(default_factory=dict)
+    started: dict[str, float] = field(default_factory=dict)   # agent name -> when its process was started
 
     def __post_init__(self) -> None:
         self.pki = init_pki(self.work / "pki", clients=("admin", *self.sites))
@@ -171,6 +172,7 @@ class LocalFederation:
         """A site's agent, reaching the federation at `address` (a proxy, say) or directly."""
         config = site_config(name, address=address or self.address, pki=self.pki, work=self.work,
                              port_base=self.port_bases.get(name), spec=self.sites[name])
+        self.started[name] = time.time()
         self.agents[name] = start_agent(config, self.work)
         return self.agents[name]
 
@@ -183,7 +185,9 @@ class LocalFederation:
                 for name, agent in self.agents.items():
                     if agent.poll() is not None:
                         raise RuntimeError(f"agent {name} exited ({agent.returncode}); see {self.work / name}.log")
-                return {s.name for s in c.sites() if s.connected} >= set(self.agents)
+                # A heartbeat from before an agent was (re)started is its predecessor's, still inside the lease.
+                fresh = {s.name for s in c.sites() if s.connected and s.last_heartbeat >= self.started.get(s.name, 0)}
+                return fresh >= set(self.agents)
             _wait(ready, timeout, "every site to connect")
 
     def shutdown(self) -> None:
