@@ -120,7 +120,8 @@ def pct(values: list[float], q: float) -> float:
 
 
 def federation_load(work: Path, jobs: int, threads: int) -> dict:
-    fed = LocalFederation(work=work, sites={name: {} for name in SITES}, port_bases={}, scheduler_interval_s=0.2)
+    specs = {name: {"location": {"jurisdiction": "DE", "region": name}} for name in SITES}
+    fed = LocalFederation(work=work, sites=specs, port_bases={}, scheduler_interval_s=0.2)
     fed.start_server()
     sites = [PlayedSite(fed, name) for name in SITES]
     clients = [fed.client(timeout=60) for _ in range(threads)]

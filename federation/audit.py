@@ -4,16 +4,24 @@ Each record holds its sequence number, time, actor, action, subject and details,
 of the record before it, its own hash (SHA-256 over the previous hash and its canonical
 JSON), and the federation's ECDSA signature of that hash. `verify` walks the chain and
 names the first record that was edited, dropped, reordered or not signed by the key.
-Dropping records from the end leaves a valid shorter chain: keep the head (`fedctl audit
-verify` prints it) somewhere the federation cannot write to detect that.
+
+The chain alone cannot show that records were dropped from its end, that it was emptied, or
+that whoever holds the signing key rewrote and re-signed all of it. So its head (seq, hash)
+goes out with every heartbeat acknowledgement and each site agent keeps the latest in a file
+(an `Anchor`); `check_anchor` then requires the log to hold that record with that hash. The
+anchor together with a public key kept apart from the store and its signing key (the key's
+path is `spec.audit.key`; by default beside the store) is what catches a re-signed log.
+Refusals that anyone can provoke are counted, not logged one by one
+(`federation.control.refusals`).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -25,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from federation.errors import ConfigError
 
 GENESIS = "0" * 64
+HASH_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -51,27 +60,34 @@ class AuditRecord:
 
 
 class Signer:
-    """The federation's audit key: EC P-256, kept beside the store (mode 0600)."""
+    """The federation's audit key: EC P-256, mode 0600, beside the store unless configured elsewhere."""
 
     def __init__(self, key: ec.EllipticCurvePrivateKey) -> None:
         self.key = key
 
     @classmethod
     def beside(cls, store: Path) -> Signer:
-        path = key_path(store)
+        key_path(store).parent.mkdir(parents=True, exist_ok=True)
+        return cls.at(key_path(store), public_path(store))
+
+    @classmethod
+    def at(cls, path: Path, *publics: Path) -> Signer:
+        """The key at `path`, made there if absent (its folder must exist) with its public half
+        written to each of `publics`. OSError or ValueError when it cannot be read or made."""
         if path.exists():
             loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
             if not isinstance(loaded, ec.EllipticCurvePrivateKey):
                 raise ValueError(f"{path}: the audit key is not an EC private key")
             return cls(loaded)
         key = ec.generate_private_key(ec.SECP256R1())
-        path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                       serialization.NoEncryption()))
-        public_path(store).write_bytes(key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+        public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo)
+        for p in publics:
+            p.write_bytes(public)
         return cls(key)
 
     def seal(self, record: AuditRecord) -> AuditRecord:
@@ -113,6 +129,56 @@ def verify(records: Iterable[AuditRecord], public: ec.EllipticCurvePublicKey) ->
             return n, prev, f"{where}: the signature is not the federation's"
         prev, expected = r.hash, expected + 1
     return n, prev, ""
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """A copy of the log's head kept where the federation cannot write: a site's agent keeps one."""
+    seq: int
+    hash: str
+    at: float = 0.0        # when it was received
+    source: str = ""       # the federation it came from
+
+    def to_json(self) -> str:
+        return json.dumps({"seq": self.seq, "hash": self.hash, "at": self.at, "source": self.source},
+                          sort_keys=True) + "\n"
+
+
+def parse_anchor(text: str) -> Anchor:
+    """ValueError unless `text` is an anchor file: JSON with a seq >= 1 and a 64-hex-digit hash."""
+    try:
+        data = json.loads(text)
+        seq, digest = data["seq"], data["hash"]
+    except (ValueError, KeyError, TypeError):
+        raise ValueError("not an audit anchor (JSON with seq and hash)") from None
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1 or not isinstance(digest, str) \
+            or not HASH_RE.match(digest):
+        raise ValueError("not an audit anchor (seq must be a positive integer, hash 64 hex digits)")
+    return Anchor(seq, digest, float(data.get("at") or 0.0), str(data.get("source") or ""))
+
+
+def load_anchor(path: Path) -> Anchor:
+    try:
+        return parse_anchor(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path}: {e.strerror if isinstance(e, OSError) else e}") from None
+
+
+def check_anchor(records: Sequence[AuditRecord], anchor: Anchor, name: str = "the anchor") -> str:
+    """'' when the log holds the anchored record with the anchored hash, else what is wrong."""
+    if not records:
+        return f"the log is empty, but {name} holds record {anchor.seq}: the log was emptied"
+    last = records[-1].seq
+    if last < anchor.seq:
+        return (f"the log ends at record {last}, but {name} holds record {anchor.seq}: "
+                "records were dropped from its end")
+    found = next((r for r in records if r.seq == anchor.seq), None)
+    if found is None:
+        return f"the log has no record {anchor.seq}, which {name} holds: records were dropped"
+    if found.hash != anchor.hash:
+        return (f"record {anchor.seq} has hash {found.hash[:16]}…, but {name} holds {anchor.hash[:16]}…: "
+                "the log was rewritten (and re-signed)")
+    return ""
 
 
 def read(store: Path, action: str = "", subject: str = "", actor: str = "") -> list[AuditRecord]:

@@ -85,7 +85,8 @@ class Job:
                 delay = min(delay * 2, 2.0)
 
     def logs(self) -> str:
-        return b"".join(self._client.stream_logs(self.id, follow=False)).decode("utf-8", "replace")
+        """The job's logs; where the rules of its data keep them at its site, the line that says so."""
+        return self._client.logs(self.id)
 
     def follow_logs(self) -> Iterator[bytes]:
         return self._client.stream_logs(self.id, follow=True)
@@ -299,11 +300,23 @@ class Client:
                 return
             raise from_rpc_error(e) from None
 
+    def logs(self, job_id: str) -> str:
+        """A job's logs so far; where the rules of its data keep them at its site, the line that says
+        so and how to read them there."""
+        return b"".join(self.stream_logs(job_id)).decode("utf-8", "replace")
+
     def stream_logs(self, job_id: str, follow: bool = False, offset: int = 0) -> Iterator[bytes]:
+        """A job's log bytes as they come; where its logs stay at its site, that line instead."""
+        for data, kept in self.log_stream(job_id, follow, offset):
+            yield (kept + "\n").encode() if kept else data
+
+    def log_stream(self, job_id: str, follow: bool = False, offset: int = 0) -> Iterator[tuple[bytes, str]]:
+        """(bytes, '') as a job's logs come; or one (b'', why and where) when the rules of its data
+        keep its logs at the site that runs it."""
         try:
             for r in self._stub.StreamJobLogs(pb.StreamJobLogsRequest(id=job_id, follow=follow, offset=offset),
                                               timeout=None if follow else self.timeout):
-                yield r.data
+                yield r.data, r.kept_at_site
         except grpc.RpcError as e:
             raise from_rpc_error(e) from None
 
@@ -321,7 +334,8 @@ class Client:
         return r.draining, r.pending, r.live
 
     def revoke(self, name: str) -> int:
-        """Refuse every certificate the federation has seen for this user or site; how many."""
+        """Refuse every certificate issued for this user or site until now, used or not; how many of
+        them the federation had seen. Certificates issued afterwards work."""
         return self._call(self._stub.RevokeCertificates, pb.RevokeCertificatesRequest(name=name), retry=False).revoked
 
     def sites(self) -> list[SiteInfo]:

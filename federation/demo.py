@@ -55,7 +55,7 @@ def run_demo(*, json_output: bool = False, keep: bool = False, examples: Path | 
         started = time.monotonic()
         sites = [load_site(f) for f in site_files]
         shards = _training_shards(work, [load_training(f) for f in training_files], [s.metadata.name for s in sites])
-        pki = init_pki(work / "pki", clients=("admin",) + tuple(s.metadata.name for s in sites))
+        pki = init_pki(work / "pki", sites={s.metadata.name: s.spec.model_dump(mode="json") for s in sites})
         config = _federation_config(work, configs, pki)
         server = start_server(config)
         address = f"127.0.0.1:{server.port}"
@@ -140,7 +140,7 @@ def _training_shards(work: Path, trainings: list, sites: list[str]) -> dict[str,
         return {}
     from training.examples import digits
     paths = digits.write_shards(work / "data", sites)
-    return {site: [{"name": "digits", "classification": "public", "path": str(p)}] for site, p in paths.items()}
+    return {site: [{"name": "digits", "path": str(p)}] for site, p in paths.items()}
 
 
 def _wait_for_training(run, work: Path, spec) -> dict:
@@ -214,8 +214,18 @@ def _wait_for_jobs(client: Client, submitted) -> list[dict]:
         s = job.status()
         placement = job.placement
         why = explained.get(job.id) or placement.summary.removeprefix(f"placed on {s.site}: ")
-        result = job.logs().strip().splitlines()[-1:] if s.attempts else []
         rows.append({"id": job.id, "name": s.name, "tenant": s.tenant, "datasets": spec.spec.datasets,
                      "site": s.site or None, "state": s.state, "why": why,
-                     "result": result[0][:90] if result else "-"})
+                     "result": _result(client, job.id, s.site) if s.attempts else "-"})
     return rows
+
+
+def _result(client: Client, job_id: str, site: str) -> str:
+    """The last line of a job's logs, or where its data's rules keep them."""
+    data = b""
+    for chunk, kept in client.log_stream(job_id):
+        if kept:
+            return f"(logs stay at {site})"
+        data += chunk
+    last = data.decode("utf-8", "replace").strip().splitlines()[-1:]
+    return last[0][:90] if last else "-"

@@ -11,9 +11,12 @@ user or site, and organizational units carry its role and scope (`role:submitter
 | submitter | the same for its tenants' jobs |
 | site-operator | cordon, uncordon, drain its sites; list sites |
 | site | the site service for the site it names, nothing else |
+| anonymous (plain text) | submit, see, cancel, read logs of every tenant's jobs; the site service for any site |
 
-A plain-text development channel has no certificates: its callers are an anonymous
-federation admin (the server logs a warning at start).
+Plain text is served only when a config asks for `insecure: true` alone, never beside `tls`
+(the server logs a warning at start). It proves nothing about a caller, so without a
+certificate there is no admin: revoking, join tokens, draining the federation and changing a
+site's state need one.
 """
 from __future__ import annotations
 
@@ -29,6 +32,9 @@ from federation.errors import PermissionDenied
 BOUND = ("jurisdiction", "region", "label")
 ROLES = ("federation-admin", "tenant-admin", "submitter", "site-operator", "site")
 TENANT_ROLES = ("tenant-admin", "submitter")
+# Our CA dates every certificate's start this long before its issue, for machines whose clocks lag;
+# the issue time is read back from it (federation.pki issues, Trust refuses by name and issue time).
+BACKDATE_S = 300
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,7 @@ class Identity:
     sites: frozenset[str] = frozenset()
     serial: str = ""             # of its certificate, for revocation
     bound: tuple[str, ...] = ()  # a site's attributes its enrolment fixed: jurisdiction:DE, region:.., label:k=v
+    issued_at: float = 0.0       # when its certificate was issued, to the second; for revocation by name
 
     @property
     def admin(self) -> bool:
@@ -61,7 +68,14 @@ class Identity:
             raise PermissionDenied(f"{self.name} ({self.role or 'no role'}) may not use the federation service")
 
 
-ANONYMOUS = Identity("anonymous", "federation-admin")
+@dataclass(frozen=True)
+class _Anonymous(Identity):
+    def sees_tenant(self, tenant: str) -> bool:
+        return True
+
+
+# Site agents over plain text still work: federation.service.sites lets ANONYMOUS speak for any site.
+ANONYMOUS: Identity = _Anonymous("anonymous", "submitter")
 
 
 def scopes(role: str, tenants: tuple[str, ...] = (), sites: tuple[str, ...] = ()) -> list[str]:
@@ -94,7 +108,8 @@ def of_certificate(pem: bytes) -> Identity:
                     frozenset(u.split(":", 1)[1] for u in units if u.startswith("tenant:")),
                     frozenset(u.split(":", 1)[1] for u in units if u.startswith("site:")),
                     format(cert.serial_number, "x"),
-                    tuple(u for u in units if u.split(":", 1)[0] in BOUND))
+                    tuple(u for u in units if u.split(":", 1)[0] in BOUND),
+                    cert.not_valid_before_utc.timestamp() + BACKDATE_S)
 
 
 def auth_properties(context: grpc.ServicerContext) -> dict[str, list[bytes]]:
@@ -104,7 +119,7 @@ def auth_properties(context: grpc.ServicerContext) -> dict[str, list[bytes]]:
 
 def of_context(context: grpc.ServicerContext) -> Identity:
     """The caller of a gRPC call: its verified client certificate; on TLS without one, nobody;
-    on plain text (development only), the anonymous admin."""
+    on plain text (development only), the anonymous submitter, never an admin."""
     auth = auth_properties(context)
     pem = auth.get("x509_pem_cert")
     if pem:

@@ -115,7 +115,7 @@ class LocalFederation:
     started: dict[str, float] = field(default_factory=dict)   # agent name -> when its process was started
 
     def __post_init__(self) -> None:
-        self.pki = init_pki(self.work / "pki", clients=("admin", *self.sites))
+        self.pki = init_pki(self.work / "pki", clients=("admin",), sites=self.sites)
         self.config = self.work / "federation.yaml"
         self.enrol_address = f"127.0.0.1:{free_port()}" if self.enrolment else ""
         enrolment = {"enrolment": {"listen": self.enrol_address, "ca_cert": str(self.pki["ca"].cert),

@@ -9,17 +9,29 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from federation.identity import scopes
+from federation.identity import BACKDATE_S, binding, scopes
 
 VALID_DAYS = 30
+BACKDATE = dt.timedelta(seconds=BACKDATE_S)   # every certificate starts this long before its issue
+
+
+SiteSpec = Mapping[str, Any]   # a Site spec body, as in a site config: location, labels, ...
+
+
+def site_binding(spec: SiteSpec) -> list[str]:
+    """The certificate units that fix a site's location and labels (see federation.identity)."""
+    location = spec["location"]
+    return binding(location["jurisdiction"], location["region"], dict(spec.get("labels") or {}))
 
 
 @dataclass(frozen=True)
@@ -49,7 +61,7 @@ def create_ca(directory: Path, name: str = "fedctl CA") -> Issued:
     cert = (x509.CertificateBuilder()
             .subject_name(_name(name)).issuer_name(_name(name))
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=3650))
+            .not_valid_before(now - BACKDATE).not_valid_after(now + dt.timedelta(days=3650))
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
                                          content_commitment=False, key_encipherment=False, data_encipherment=False,
@@ -64,13 +76,15 @@ def create_ca(directory: Path, name: str = "fedctl CA") -> Issued:
 def issue(ca: Issued, directory: Path, name: str, *, server: bool = False,
           hosts: tuple[str, ...] = ("localhost", "127.0.0.1"), days: float = VALID_DAYS,
           units: tuple[str, ...] = ()) -> Issued:
-    """A certificate for `name`; `units` carry a client's role and scope (see federation.identity)."""
+    """A certificate for `name`; `units` carry a client's role and scope (see federation.identity).
+    One valid for less than a day starts a day before it ends, so it reads as issued earlier than it
+    was (a revocation by name refuses it if anything too readily)."""
     ca_cert = x509.load_pem_x509_certificate(ca.cert.read_bytes())
     ca_key = _signing_key(ca.key)
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
     end = now + dt.timedelta(days=days)
-    start = min(now - dt.timedelta(minutes=5), end - dt.timedelta(days=1))  # days < 0: already expired
+    start = min(now - BACKDATE, end - dt.timedelta(days=1))  # days < 0: already expired
     builder = (x509.CertificateBuilder()
                .subject_name(_name(name, units)).issuer_name(ca_cert.subject)
                .public_key(key.public_key()).serial_number(x509.random_serial_number())
@@ -94,17 +108,24 @@ def issue(ca: Issued, directory: Path, name: str, *, server: bool = False,
     return issued
 
 
-def init_pki(directory: Path, clients: tuple[str, ...] = ("admin",)) -> dict[str, Issued]:
+def init_pki(directory: Path, clients: tuple[str, ...] = ("admin",),
+             sites: Mapping[str, SiteSpec] | None = None) -> dict[str, Issued]:
     """CA, `server` certificate and client certificates, reusing a CA already there: `admin` is a
-    federation admin, every other name a site."""
+    federation admin, every other name a site; a site in `sites` has its location and labels bound
+    into its certificate, so it cannot register as anything else."""
     directory = Path(directory)
     ca = Issued(directory / "ca.pem", directory / "ca.key")
     if not ca.cert.exists():
         ca = create_ca(directory)
     out = {"ca": ca, "server": issue(ca, directory, "server", server=True)}
-    for name in clients:
-        role = scopes("federation-admin") if name == "admin" else scopes("site", sites=(name,))
-        out[name] = issue(ca, directory, name, units=tuple(role))
+    for name in (*clients, *(s for s in sites or {} if s not in clients)):
+        if name == "admin":
+            units = scopes("federation-admin")
+        else:
+            units = scopes("site", sites=(name,))
+            if sites and name in sites:
+                units += site_binding(sites[name])
+        out[name] = issue(ca, directory, name, units=tuple(units))
     return out
 
 
@@ -125,7 +146,7 @@ def sign_request(ca: Issued, csr_pem: bytes, name: str, units: tuple[str, ...], 
     cert = (x509.CertificateBuilder()
             .subject_name(_name(name, units)).issuer_name(ca_cert.subject)
             .public_key(csr.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
+            .not_valid_before(now - BACKDATE).not_valid_after(now + dt.timedelta(days=days))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
             .sign(ca_key, hashes.SHA256()))

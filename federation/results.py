@@ -218,7 +218,7 @@ def site_info(s: pb.Site) -> SiteInfo:
     return SiteInfo(
         name=s.name, jurisdiction=s.location.jurisdiction, region=s.location.region,
         state=SITE_STATES[s.state], connected=s.connected, labels=dict(s.labels),
-        datasets=tuple({"name": d.name, "classification": d.classification, "path": d.path} for d in s.datasets),
+        datasets=tuple({"name": d.name, "classification": d.classification} for d in s.datasets),
         capacity=_resources(s.capacity), allocated=_resources(s.allocated), running_attempts=s.running_attempts,
         last_heartbeat=s.last_heartbeat,
         gpu_nodes=tuple({"name": n.name, "model": n.model, "memory": n.memory_bytes, "gpus": len(n.domains),

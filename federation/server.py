@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from federation.audit import Signer
+from federation.audit import Signer, public_path
 from federation.control import ControlPlane
 from federation.errors import ConfigError
 from federation.pki import Issued
@@ -15,7 +15,7 @@ from federation.scheduler import SchedulerLoop
 from federation.service.sites import EnrollmentServicer, SiteServicer
 from federation.service.users import FederationServicer
 from federation.spec import FederationConfig, load_policy
-from federation.spec.server import Enrolment
+from federation.spec.server import Enrolment, FederationBody
 from federation.store import SQLiteStore
 from federation.training import TrainingLoop
 from federation.transport import SERVER_OPTIONS, add_port
@@ -38,6 +38,7 @@ class RunningServer:
         if self.enrolment is not None:
             self.enrolment.stop(grace).wait()
         self.server.stop(grace).wait()
+        self.control.refusals.close()   # counted refusals not yet written
         self.control.store.close()
 
 
@@ -54,12 +55,31 @@ def _enrolment(config: FederationConfig, e: Enrolment, control: ControlPlane) ->
     return server, port
 
 
+def _signer(body: FederationBody) -> Signer:
+    """The audit key at spec.audit.key (its public half beside it and beside the store), else beside the store."""
+    path = body.audit.key
+    if path is None:
+        return Signer.beside(body.store)
+    try:
+        return Signer.at(path, path.with_name(f"{path.stem}.pub{path.suffix}"), public_path(body.store))
+    except OSError as e:
+        raise ConfigError(f"spec.audit.key: {path}: {e.strerror or e}") from None
+    except ValueError:
+        raise ConfigError(f"spec.audit.key: {path}: not an EC private key in PEM") from None
+
+
 def start_server(config: FederationConfig, *, max_workers: int = 64) -> RunningServer:
     body = config.spec
     policy = load_policy(body.policy)
     store = SQLiteStore(body.store)
+    try:
+        signer = _signer(body)
+    except Exception:
+        store.close()
+        raise
     control = ControlPlane(store, policy, site_timeout_s=body.site_timeout_s,
-                           max_placements=body.scheduler.max_placements_per_cycle, signer=Signer.beside(body.store))
+                           max_placements=body.scheduler.max_placements_per_cycle, signer=signer)
+    control.refusals.window_s = body.audit.refusal_window_s
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
                          options=SERVER_OPTIONS)
     trainings = TrainingLoop(control)
@@ -83,6 +103,7 @@ def start_server(config: FederationConfig, *, max_workers: int = 64) -> RunningS
     server.start()
     scheduler = SchedulerLoop(control, body.scheduler.interval_s, trainings)
     scheduler.start()
+    control.refusals.start()
     log.info("federation %s listening on %s (store %s, policy %s v%s)", config.metadata.name,
              body.listen.rsplit(":", 1)[0] + f":{port}", body.store, policy.metadata.name, policy.metadata.version)
     return RunningServer(server=server, scheduler=scheduler, control=control, port=port, enrolment=enrolment,

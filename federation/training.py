@@ -20,6 +20,7 @@ from dataclasses import replace
 from typing import Any
 
 from federation.control import ControlPlane
+from federation.control.catalog import check_access
 from federation.control.snapshot import catalog
 from federation.errors import FederationError, InvalidSpec, NotFound
 from federation.jobs import Job, JobState
@@ -49,6 +50,7 @@ class TrainingLoop:
         if info.classification not in self.control.core.rules.classifications:
             raise InvalidSpec(f"spec.dataset: classification {info.classification} of {body.dataset} has no rule "
                               "in the policy")
+        check_access(spec.metadata.tenant, {"spec.dataset": body.dataset}, self.control.core.policy)
         if len(info.sites) < body.sites.min:
             raise InvalidSpec(f"spec.sites.min: {body.sites.min} sites wanted, but only {len(info.sites)} hold "
                               f"{body.dataset} ({', '.join(sorted(info.sites))})")

@@ -20,9 +20,10 @@ from policies.model import (
 )
 from policies.placement import schedule
 from policies.snapshot import ScheduleResult, Snapshot
-from policies.sovereignty import expand_jurisdictions, sovereignty_verdict
+from policies.sovereignty import LOGS, expand_jurisdictions, kept_by, may_cross, sovereignty_verdict
 
 __all__ = [
+    "LOGS",
     "Binding",
     "ClassificationRule",
     "DatasetInfo",
@@ -44,6 +45,8 @@ __all__ = [
     "describe",
     "expand_jurisdictions",
     "gpu_request",
+    "kept_by",
+    "may_cross",
     "schedule",
     "sovereignty_verdict",
     "static_verdict",

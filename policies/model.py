@@ -52,7 +52,7 @@ class ClassificationRule:
     allowed_jurisdictions: frozenset[str] | None
     required_labels: Mapping[str, str] = field(default_factory=dict)
     allow_staging: bool = False
-    may_cross_border: frozenset[str] = frozenset({"results"})   # results, model-updates
+    may_cross_border: frozenset[str] = frozenset({"results"})   # results, model-updates, logs
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,3 +48,33 @@ def sovereignty_verdict(datasets: Iterable[str], site: SiteView, catalog: Mappin
         if site.name not in info.sites and not rule.allow_staging:
             return Reason.DATA_ELSEWHERE, f"{name} is not held here and {info.classification} data may not be staged"
     return Reason.OK, ""
+
+
+LOGS = "logs"
+
+
+def may_cross(datasets: Iterable[str], catalog: Mapping[str, DatasetInfo], rules: Rules) -> frozenset[str]:
+    """What of a job on `datasets` may leave the site that runs it (results, model-updates, logs):
+    what every dataset's rule lets cross. A dataset not in the catalog, or whose classification has
+    no rule, lets nothing cross; a job without datasets keeps nothing back."""
+    out = frozenset({"results", "model-updates", LOGS})
+    for name in datasets:
+        info = catalog.get(name)
+        rule = rules.classifications.get(info.classification) if info else None
+        out &= (rule.may_cross_border - {"nothing"}) if rule else frozenset()
+    return out
+
+
+def kept_by(what: str, datasets: Iterable[str], catalog: Mapping[str, DatasetInfo], rules: Rules) -> str:
+    """Why `what` of a job on `datasets` stays at its site ('classification hipaa does not let logs
+    cross'), or '' when it may leave."""
+    for name in datasets:
+        info = catalog.get(name)
+        if info is None:
+            return f"dataset {name} is not in the catalog"
+        rule = rules.classifications.get(info.classification)
+        if rule is None:
+            return f"classification {info.classification} of {name} has no rule in policy v{rules.version}"
+        if what not in rule.may_cross_border:
+            return f"classification {info.classification} does not let {what} cross"
+    return ""

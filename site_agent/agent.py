@@ -22,7 +22,7 @@ from federation.sites import Capacity
 from federation.spec import SiteConfig
 from federation.v1 import federation_pb2 as pb
 from federation.v1 import federation_pb2_grpc as pb_grpc
-from site_agent import renewal
+from site_agent import anchor, renewal
 from site_agent.files import Fetch
 from site_agent.inventory import site_capacity, site_gpus
 from site_agent.plan import fence_reason
@@ -52,6 +52,8 @@ class SiteAgent:
         self._published = ""   # digest of the inventory the federation has
         self.lease_s = 0.0     # from the federation at registration; 0: no lease (never fence)
         self._renewed = time.monotonic()   # when the last acknowledged registration or heartbeat was sent
+        self.anchor = anchor.anchor_path(self.reconciler.files.root.parent, self.name)
+        self._anchor_warning = ""
 
     def stop(self) -> None:
         self._stop.set()
@@ -124,6 +126,7 @@ class SiteAgent:
         self._renewed = sent
         self.heartbeat_interval_s = response.heartbeat_interval_s or 2.0
         self.lease_s = response.lease_s
+        self.reconciler.classified = {d.name: d.classification for d in response.datasets}
         log.info("registered %s with the federation", self.name)
 
     def _fetch_input(self, stub: pb_grpc.SiteServiceStub) -> Fetch:
@@ -146,8 +149,9 @@ class SiteAgent:
                 request.inventory.CopyFrom(inventory)  # only when it changed: a GPU lost, a node added
             sent = time.monotonic()
             try:
-                stub.Heartbeat(request, timeout=min(5.0, self.lease_s / 3 or 5.0))
+                response = stub.Heartbeat(request, timeout=min(5.0, self.lease_s / 3 or 5.0))
                 self._renewed = sent
+                self._keep_anchor(response)
                 self._published = inventory.digest
                 if self._renew(stub):
                     session_over.set()  # the next session connects with the new certificate
@@ -160,6 +164,19 @@ class SiteAgent:
                     session_over.set()
                     self._wake.set()
                     return
+
+    def _keep_anchor(self, response: pb.HeartbeatResponse) -> None:
+        """Keep the federation's audit head outside it (`site_agent.anchor`); warn once per refusal."""
+        if not response.HasField("audit_head"):
+            return
+        try:
+            warning = anchor.keep(self.anchor, response.audit_head.seq, response.audit_head.hash,
+                                  self.config.spec.federation.address)
+        except OSError as e:
+            warning = f"cannot keep the federation's audit head in {self.anchor}: {e}"
+        if warning and warning != self._anchor_warning:
+            log.warning("%s", warning)
+        self._anchor_warning = warning
 
     def _renew(self, stub: pb_grpc.SiteServiceStub) -> bool:
         """Renew the site's certificate when it nears expiry; whether it was renewed."""

@@ -1,22 +1,25 @@
 """An attempt's files on this site: its input folder (fetched and checked), its output folder, the
-pairwise secrets of secure aggregation, and this site's agreement key. Nothing here leaves the site
-but what an attempt left in its output folder."""
+pairwise secrets of secure aggregation, this site's agreement key, and the logs its data's rules
+keep here. Nothing here leaves the site but what an attempt left in its output folder."""
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from federation.errors import FederationError
-from federation.jobs import AttemptState
+from federation.jobs import AttemptState, parse_submission_id
 from federation.spec import SiteConfig
 from federation.v1 import federation_pb2 as pb
+from site_agent.isolation import OSUser, hand_over
 from site_agent.plan import SiteWord
 from training import secagg
 
@@ -25,6 +28,7 @@ log = logging.getLogger("site_agent")
 MAX_OUTPUTS = 16
 MAX_OUTPUT_BYTES = 4 << 20   # the federation's limit per file
 
+SID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 Fetch = Callable[[str, int, str], bytes]   # (job, attempt, name) -> data, from the federation
 
 
@@ -38,13 +42,21 @@ class AttemptFiles:
         base = config.spec.work_dir or Path(tempfile.gettempdir())
         return cls(base / ".fedctl-io" / config.metadata.name, config.metadata.name)
 
-    def prepare(self, sid: str, a: pb.Assignment, fetch: Fetch | None) -> dict[str, str] | SiteWord | None:
-        """Fetch the attempt's inputs into its input folder and make its output folder; their
-        paths for the job, or the site's word when it refuses an input, or None when an input
-        could not be fetched (the next pass tries again)."""
-        inbox, outbox = self.root / sid / "in", self.root / sid / "out"
+    def prepare(self, sid: str, a: pb.Assignment, fetch: Fetch | None,
+                user: OSUser | None = None) -> dict[str, str] | SiteWord | None:
+        """Fetch the attempt's inputs into its input folder and make its output folder, both
+        `user`'s alone when jobs run as their own user; their paths for the job, or the site's word
+        when it refuses an input, or None when an input could not be fetched (the next pass tries
+        again)."""
+        folder = self.root / sid
+        inbox, outbox = folder / "in", folder / "out"
+        env = {"FEDCTL_INPUT_DIR": str(inbox), "FEDCTL_OUTPUT_DIR": str(outbox)}
+        if user is not None and folder.is_dir() and folder.stat().st_uid == user.uid:
+            return env   # handed over (the attempt is adopted): what is in it is the job's, not to be written
         outbox.mkdir(parents=True, exist_ok=True, mode=0o700)
         inbox.mkdir(exist_ok=True, mode=0o700)
+        if user is not None:
+            self.root.chmod(0o711)   # others may pass through to their own folder, not list them
         for ref in a.inputs:
             if Path(ref.name).name != ref.name or ref.name.startswith("."):
                 return SiteWord(AttemptState.REJECTED, f"invalid input name {ref.name[:64]!r}")
@@ -55,7 +67,8 @@ class AttemptFiles:
                 self._secrets(inbox)
             except (ValueError, KeyError, TypeError) as e:
                 return SiteWord(AttemptState.REJECTED, f"invalid peers.json: {e}")
-        return {"FEDCTL_INPUT_DIR": str(inbox), "FEDCTL_OUTPUT_DIR": str(outbox)}
+        hand_over([folder, inbox, outbox, *inbox.iterdir()], user)
+        return env
 
     def _fetched(self, path: Path, ref: pb.ArtifactRef, a: pb.Assignment, fetch: Fetch | None) -> bool:
         """Whether `path` holds the input `ref` names, fetching it when it does not yet."""
@@ -90,16 +103,43 @@ class AttemptFiles:
             json.dump(secrets_, f)
 
     def outputs(self, sid: str) -> list[tuple[str, bytes]]:
-        """The files an attempt left in its output folder, at most MAX_OUTPUTS of MAX_OUTPUT_BYTES."""
-        outbox = self.root / sid / "out"
-        files = sorted(p for p in outbox.iterdir() if p.is_file() and not p.is_symlink()) if outbox.is_dir() else []
-        out = []
-        for p in files[:MAX_OUTPUTS]:
-            if p.stat().st_size > MAX_OUTPUT_BYTES:
-                log.warning("%s: output %s is over %d bytes; not sent", sid, p.name, MAX_OUTPUT_BYTES)
-                continue
-            out.append((p.name, p.read_bytes()))
-        return out
+        """The plain files an attempt left in its output folder, at most MAX_OUTPUTS of
+        MAX_OUTPUT_BYTES. The folder is the job's: a link in it (or in its place) is not followed,
+        and a file not owned by the folder's owner is not sent, so a job cannot ship what only the
+        agent may read."""
+        try:
+            folder = os.open(self.root / sid / "out", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError:
+            return []
+        try:
+            owner = os.fstat(folder).st_uid
+            with os.scandir(folder) as entries:
+                names = sorted(e.name for e in entries if e.is_file(follow_symlinks=False))
+            return [f for name in names[:MAX_OUTPUTS] if (f := _output(sid, folder, name, owner)) is not None]
+        finally:
+            os.close(folder)
+
+    @property
+    def logs_dir(self) -> Path:
+        """Logs kept at the site, one file an attempt; outside `root`, so `forget` leaves them."""
+        return self.root.parent / f"{self.site}.logs"
+
+    def keep_log(self, sid: str, offset: int, data: bytes) -> None:
+        """Write an attempt's log bytes at `offset` of its kept log (a resend rewrites the same bytes)."""
+        if not SID_RE.match(sid):
+            raise ValueError(f"not a submission id: {sid[:64]!r}")
+        self.logs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.logs_dir / f"{sid}.log", os.O_WRONLY | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.seek(offset)
+            f.write(data)
+
+    def kept_logs(self, job_id: str) -> list[tuple[int, Path]]:
+        """(attempt, path) of each kept log of a job, in attempt order."""
+        if not SID_RE.match(job_id) or not self.logs_dir.is_dir():
+            return []
+        found = [(parse_submission_id(p.name[:-4]), p) for p in self.logs_dir.glob(f"fed-{job_id}-*.log")]
+        return sorted((ids[1], p) for ids, p in found if ids is not None and ids[0] == job_id)
 
     def forget(self, keep: Callable[[str], bool]) -> None:
         """Remove the folders of the attempts `keep` lets go."""
@@ -108,3 +148,19 @@ class AttemptFiles:
         for folder in self.root.iterdir():
             if not keep(folder.name):
                 shutil.rmtree(folder, ignore_errors=True)
+
+
+def _output(sid: str, folder: int, name: str, owner: int) -> tuple[str, bytes] | None:
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=folder)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != owner:
+            log.warning("%s: output %s is not a plain file of the attempt's own; not sent", sid, name)
+            return None
+        if st.st_size > MAX_OUTPUT_BYTES:
+            log.warning("%s: output %s is over %d bytes; not sent", sid, name, MAX_OUTPUT_BYTES)
+            return None
+        return name, f.read(MAX_OUTPUT_BYTES + 1)[:MAX_OUTPUT_BYTES]

@@ -4,10 +4,11 @@ off to the next pass when it is Ray or the federation that does not answer."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from federation.errors import InvalidSpec, RayError
+from federation.errors import ConfigError, InvalidSpec, RayError
 from federation.jobs import AttemptState
 from federation.service import wire
 from federation.service.spec_wire import spec_from_pb
@@ -16,8 +17,10 @@ from federation.v1 import federation_pb2 as pb
 from site_agent.binding import check, wrap
 from site_agent.files import AttemptFiles, Fetch
 from site_agent.inventory import SiteGpus
+from site_agent.isolation import DatasetGrants, JobUsers
 from site_agent.plan import SiteWord
 from site_agent.ray_driver import SITE_KEY, RayDriver
+from site_agent.tenant_heads import Busy
 from site_agent.veto import resolve_runtime_env, veto_reason
 
 log = logging.getLogger("site_agent")
@@ -40,6 +43,8 @@ class Launcher:
     gpus: SiteGpus
     files: AttemptFiles
     fetch: Fetch | None
+    classifications: dict[str, str]   # dataset -> class
+    grants: DatasetGrants = field(default_factory=DatasetGrants)
 
     def launch(self, a: pb.Assignment, *, ray_reachable: bool) -> Outcome:
         sid = a.submission_id
@@ -47,9 +52,15 @@ class Launcher:
         if isinstance(admitted, SiteWord):
             return admitted
         spec, runtime_env = admitted
-        io_env = self.files.prepare(sid, a, self.fetch)
+        try:
+            user = JobUsers.of_config(self.config).of(spec.metadata.tenant)
+        except ConfigError as e:   # no OS user for this tenant here: the site cannot run it apart
+            return SiteWord(AttemptState.REJECTED, e.message)
+        io_env = self.files.prepare(sid, a, self.fetch, user)
         if not isinstance(io_env, dict):
             return io_env   # refused, or an input could not be fetched
+        held = {d.name: Path(d.path) for d in self.config.spec.datasets if d.path}
+        self.grants.allow(sid, [held[d] for d in spec.spec.datasets if d in held], user)
         r = spec.spec.resources
         entrypoint, env, gpus = spec.spec.entrypoint, {**job_env(self.config, a, spec), **io_env}, r.gpus
         if a.binding:
@@ -64,6 +75,11 @@ class Launcher:
         try:
             started = self.driver.submit(sid, entrypoint, runtime_env, cpus=r.cpus, memory=r.memory, gpus=gpus,
                                          metadata=metadata)
+        except Busy as e:
+            log.debug("%s", e.message)
+            return None
+        except ConfigError as e:   # this tenant's head cannot start here as its OS user
+            return SiteWord(AttemptState.REJECTED, e.message)
         except RayError as e:
             log.warning("%s", e.message)
             return SiteWord(AttemptState.FAILED, e.message) if ray_reachable else None
@@ -79,8 +95,7 @@ class Launcher:
             spec = spec_from_pb(a.spec)
         except InvalidSpec as e:  # refuse what this site cannot read, rather than wedge on it
             return SiteWord(AttemptState.REJECTED, f"invalid assignment: {e.message}")
-        held = {d.name: d.classification for d in self.config.spec.datasets}
-        reason = veto_reason(spec, self.config.spec.veto, held)
+        reason = veto_reason(spec, self.config.spec.veto, self.classifications)
         runtime_env, env_reason = resolve_runtime_env(spec.spec.runtime_env, self.config.spec.work_dir)
         reason = reason or env_reason
         if reason:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from federation.errors import RayError
 from federation.spec.site import LocalRay
+from site_agent.isolation import OSUser, check_runs_python, hand_over
 from site_agent.ray_driver import RayJobsDriver
 
 log = logging.getLogger("site_agent.local_ray")
@@ -33,6 +34,7 @@ class LocalRayHead:
     name: str = "site"
     labels: dict[str, str] | None = None   # Ray node labels, e.g. fedctl.io/node for GPU bindings
     num_gpus: int | None = None            # when settings.num_gpus is unset
+    user: OSUser | None = None             # the OS user the head and its jobs run as; None: the agent's
     process: subprocess.Popen | None = None
     pid: int | None = None                 # the head's (its process group's) pid, started or adopted
 
@@ -77,6 +79,8 @@ class LocalRayHead:
         if self.token_path is not None:
             env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.token_path))
             env.pop("RAY_AUTH_TOKEN", None)
+        if self.user is not None:
+            env.update(HOME=str(self.temp_dir), USER=self.user.name, LOGNAME=self.user.name)
         return env
 
     def _write_token(self) -> None:
@@ -101,11 +105,14 @@ class LocalRayHead:
         return pid if "ray" in cmdline and str(self.temp_dir) in cmdline else None
 
     def start(self, timeout: float = 90.0) -> RayJobsDriver:
+        if self.user is not None:
+            check_runs_python(self.user, "spec.ray.local")
         self.temp_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._write_token()
+        hand_over([self.temp_dir, *([self.token_path] if self.token_path else [])], self.user)
         running = self._running_head()
         if running is not None:
-            driver = RayJobsDriver(self.dashboard_url)
+            driver = RayJobsDriver(self.dashboard_url, self.token_path)
             try:
                 driver.wait_ready(min(timeout, 20.0))
             except RayError:
@@ -122,10 +129,11 @@ class LocalRayHead:
         with open(log_path, "ab") as out:
             # Own session: the whole head (gcs, raylet, dashboard, workers) is one process group.
             self.process = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True, env=env)
+                                            stdin=subprocess.DEVNULL, start_new_session=True, env=env,
+                                            **_as_user(self.user))
         self.pid = self.process.pid
         self.pid_file.write_text(str(self.pid))
-        driver = RayJobsDriver(self.dashboard_url)
+        driver = RayJobsDriver(self.dashboard_url, self.token_path)
         try:
             driver.wait_ready(timeout)
         except RayError:
@@ -175,6 +183,11 @@ class LocalRayHead:
         deadline = time.monotonic() + timeout   # an adopted head is not our child: poll for it
         while Path(f"/proc/{self.pid}").exists() and time.monotonic() < deadline:
             time.sleep(0.1)
+
+
+def _as_user(user: OSUser | None) -> dict:
+    """Popen's arguments to run as `user`, with no supplementary groups of the agent's."""
+    return {} if user is None else {"user": user.uid, "group": user.gid, "extra_groups": []}
 
 
 def descendants(root: int) -> set[int]:

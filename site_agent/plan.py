@@ -8,11 +8,12 @@ clock, Ray or a file.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from federation.jobs import AttemptState, parse_submission_id
-from site_agent.binding import MISMATCH
+from site_agent.binding import MISMATCH, MISMATCH_EXIT
 from site_agent.ray_driver import RayJob
 
 RAY_TO_ATTEMPT = {
@@ -22,6 +23,8 @@ RAY_TO_ATTEMPT = {
     "FAILED": AttemptState.FAILED,
     "STOPPED": AttemptState.STOPPED,
 }
+# Ray's own words before the job's output; only the code is taken from a kept job's failure.
+RAY_EXIT = re.compile(r"Job entrypoint command failed with exit code (-?\d{1,3})\b")
 FENCE_AT = 2 / 3        # of the lease without an acknowledged heartbeat: stop this site's work
 NO_LONGER_DESIRED = "no longer desired"
 
@@ -184,17 +187,20 @@ class Report:
 
 
 def plan_report(desired: Collection[str], observed: Mapping[str, RayJob], local: Mapping[str, SiteWord],
-                watched: Collection[str], logs_done: Collection[str]) -> Report:
+                watched: Collection[str], logs_done: Collection[str], *, speaks: Collection[str],
+                site: str) -> Report:
     """Every federation attempt Ray holds for this site, with Ray's state unless the site has its
     own word on a desired one; then the site's own words. Outputs go with the terminal status until
-    the federation takes both in; logs are read once Ray runs a job, until an ended one is drained."""
+    the federation takes both in; logs are read once Ray runs a job, until an ended one is drained.
+    Ray's message goes up only for attempts in `speaks` (whose data lets logs cross); the others get
+    a fixed word instead (`kept_message`)."""
     statuses, outputs, logs = [], [], []
     for sid, job in sorted(observed.items()):
         ref = Ref(sid, *_ids(sid))
         if job.status == "SUCCEEDED" and sid in desired:
             outputs.append(ref)
         if not (sid in local and sid in desired):
-            message = ended_message(job) if job.terminal else ""
+            message = "" if not job.terminal else ended_message(job) if sid in speaks else kept_message(job, site)
             statuses.append(Status(ref.job_id, ref.attempt, RAY_TO_ATTEMPT[job.status], message))
         if sid in watched and sid not in logs_done and job.status != "PENDING":
             logs.append((ref, job.terminal))
@@ -222,6 +228,17 @@ def ended_message(job: RayJob) -> str:
         line = next(ln for ln in job.message.splitlines() if MISMATCH in ln)
         return "failed reservation: " + line[line.index(MISMATCH):][:450]
     return job.message[:500]
+
+
+def kept_message(job: RayJob, site: str) -> str:
+    """A fixed word, free of the job's data, for an attempt whose data keeps its logs at the site:
+    Ray's message on a failure carries the tail of the job's output."""
+    if job.status != "FAILED":
+        return ""
+    exited = RAY_EXIT.match(job.message)
+    code = int(exited.group(1)) if exited else None
+    what = "failed reservation" if code == MISMATCH_EXIT and MISMATCH in job.message else "failed"
+    return f"{what}{f' (exit {code})' if code is not None else ''}; details kept at site {site}"
 
 
 def _ids(sid: str) -> tuple[str, int]:

@@ -14,8 +14,10 @@ from federation.spec import SiteConfig
 from federation.transport import open_channel
 from site_agent.agent import SiteAgent
 from site_agent.binding import NODE_LABEL
+from site_agent.isolation import JobUsers
 from site_agent.local_ray import LocalRayHead
 from site_agent.ray_driver import RayJobsDriver
+from site_agent.tenant_heads import TenantHeads
 
 log = logging.getLogger("site_agent")
 
@@ -25,18 +27,13 @@ def run_site(config: SiteConfig, *, local_ray: bool,
     """Run until `on_stop`'s event fires; a local Ray head is always stopped on the way out."""
     body = config.spec
     fed = body.federation
-    head: LocalRayHead | None = None
-    if local_ray:
-        head = LocalRayHead(body.ray.local, name=config.metadata.name)
-        if body.gpu_nodes:
-            # A local head stands for the first declared GPU node (one machine, one raylet).
-            first = inventory_of(body.gpu_nodes[:1]).nodes[0]
-            head.labels, head.num_gpus = {NODE_LABEL: first.name}, first.gpus
-        else:
-            # Ray finds this host's GPUs itself; NVML discovery names the node after the host.
-            head.labels = {NODE_LABEL: socket.gethostname()}
-    elif not body.ray.address:
+    users = JobUsers.of_config(config)
+    head = _local_head(config, users) if local_ray else None
+    if head is None and not body.ray.address:
         raise ConfigError(f"site {config.metadata.name}: spec.ray.address is not set; give it or use --local-ray")
+    if head is None and (body.ray.local.tenant_heads or body.ray.local.run_as):
+        raise ConfigError(f"site {config.metadata.name}: spec.ray.local.run_as and tenant_heads need --local-ray")
+    pool: TenantHeads | None = None
     agent: SiteAgent | None = None
 
     def stop() -> None:
@@ -53,6 +50,8 @@ def run_site(config: SiteConfig, *, local_ray: bool,
     try:
         if head is not None:
             driver = head.start()
+            if body.ray.local.tenant_heads is not None:
+                pool = TenantHeads(head, driver, users)
         else:
             assert body.ray.address, "a site config names spec.ray.local or spec.ray.address"
             driver = RayJobsDriver(body.ray.address)
@@ -66,21 +65,40 @@ def run_site(config: SiteConfig, *, local_ray: bool,
                                 key=tls.key if tls else None, insecure=fed.insecure)
 
         if head is not None:
-            threading.Thread(target=_supervise, args=(head, driver, done), daemon=True, name="ray-head").start()
-        agent = SiteAgent(config, driver, channel)
+            threading.Thread(target=_supervise, args=(head, driver, pool, done), daemon=True,
+                             name="ray-head").start()
+        agent = SiteAgent(config, pool or driver, channel)
         log.info("site %s (%s, %s) joining %s", config.metadata.name, body.location.jurisdiction,
                  body.location.region, fed.address)
         agent.run()
         return 0
     finally:
+        if pool is not None:
+            pool.stop_all()
         if head is not None:
             head.stop()
 
 
-def _supervise(head: LocalRayHead, driver, done: threading.Event) -> None:
-    """Start the local Ray head again when it dies. Its jobs died with it: the agent's next full
-    report says they vanished, and the federation retries them by their policy."""
+def _local_head(config: SiteConfig, users: JobUsers) -> LocalRayHead:
+    body = config.spec
+    head = LocalRayHead(body.ray.local, name=config.metadata.name, user=users.base())
+    if body.gpu_nodes:
+        # A local head stands for the first declared GPU node (one machine, one raylet).
+        first = inventory_of(body.gpu_nodes[:1]).nodes[0]
+        head.labels, head.num_gpus = {NODE_LABEL: first.name}, first.gpus
+    else:
+        # Ray finds this host's GPUs itself; NVML discovery names the node after the host.
+        head.labels = {NODE_LABEL: socket.gethostname()}
+    return head
+
+
+def _supervise(head: LocalRayHead, driver, pool: TenantHeads | None, done: threading.Event) -> None:
+    """Start the local Ray head again when it dies, and stop tenant heads that died or idle. Their
+    jobs died with them: the agent's next full report says they vanished, and the federation
+    retries them by their policy."""
     while not done.wait(1.0):
+        if pool is not None:
+            pool.reap()
         if head.alive():
             continue
         log.warning("the local Ray head of %s exited; starting it again", head.name)

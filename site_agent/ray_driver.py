@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from federation.errors import RayError
@@ -68,16 +69,23 @@ class RayDriver(ABC):
 class RayJobsDriver(RayDriver):
     """Talks to a Ray cluster's Jobs API (the dashboard's HTTP endpoint)."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, token_path: Path | None = None) -> None:
         self.address = address if "://" in address else f"http://{address}"
         self._client: Any = None   # ray.job_submission.JobSubmissionClient, made on first use
+        # This cluster's own token (else Ray's, from the environment): one agent may talk to several.
+        self.token_path = token_path
+
+    def _headers(self) -> dict[str, str] | None:
+        if self.token_path is None:
+            return None
+        return {"Authorization": f"Bearer {self.token_path.read_text().strip()}"}
 
     @property
     def client(self):
         if self._client is None:
             from ray.job_submission import JobSubmissionClient
             try:
-                self._client = JobSubmissionClient(self.address)
+                self._client = JobSubmissionClient(self.address, headers=self._headers())
             except Exception as e:
                 raise RayError(f"Ray Jobs API at {self.address} is unreachable: {_first_line(e)}") from None
         return self._client
@@ -129,9 +137,12 @@ class RayJobsDriver(RayDriver):
             raise RayError(f"reading logs of {submission_id}: {_first_line(e)}") from None
 
     def _alive(self) -> list:
-        from ray.util.state import list_nodes
+        from ray.util.state.api import StateApiClient
+        from ray.util.state.common import ListApiOptions, StateResource
         try:
-            return [n for n in list_nodes(address=self.address, detail=True, timeout=10) if n.state == "ALIVE"]
+            nodes = StateApiClient(address=self.address, headers=self._headers()).list(
+                StateResource.NODES, options=ListApiOptions(detail=True, timeout=10), raise_on_missing_output=False)
+            return [n for n in nodes if getattr(n, "state", "") == "ALIVE"]
         except Exception as e:
             raise RayError(f"reading cluster resources at {self.address}: {_first_line(e)}") from None
 

@@ -16,8 +16,10 @@ from federation.errors import RayError
 from federation.service import wire
 from federation.spec import SiteConfig
 from federation.v1 import federation_pb2 as pb
+from policies import LOGS
 from site_agent.files import AttemptFiles, Fetch
 from site_agent.inventory import SiteGpus
+from site_agent.isolation import DatasetGrants
 from site_agent.launch import Launcher, Submitted
 from site_agent.plan import (
     Action,
@@ -50,9 +52,12 @@ class Reconciler:
     driver: RayDriver
     desired: dict[str, pb.Assignment] = field(default_factory=dict)
     local: dict[str, SiteWord] = field(default_factory=dict)
-    shipped: dict[str, int] = field(default_factory=dict)   # log bytes sent, per submission id
+    shipped: dict[str, int] = field(default_factory=dict)   # log bytes sent (or kept here), per submission id
     logs_done: set[str] = field(default_factory=set)        # ended, and every byte sent on this stream
     watched: set[str] = field(default_factory=set)         # attempts desired at some point in this process
+    # What of each watched attempt may leave the site, as its assignment said; an attempt not here
+    # (never assigned in this process) keeps its logs and messages at the site.
+    crossing: dict[str, frozenset[str]] = field(default_factory=dict)
     synced: bool = False        # a desired set has arrived on the current stream
     starting: set[str] = field(default_factory=set)      # desired attempts Ray has not started yet
     submitted: set[str] = field(default_factory=set)     # desired attempts handed to Ray by this process
@@ -61,7 +66,14 @@ class Reconciler:
     epochs: dict[str, int] = field(default_factory=dict)   # per job, the newest attempt seen here
     fenced: str = ""            # why this site stopped its work and starts none (its lease expired)
     fetch_input: Fetch | None = None   # (job, attempt, name) -> data, from the federation
+    classified: dict[str, str] = field(default_factory=dict)   # dataset -> class, as the federation's policy says
+    grants: DatasetGrants = field(default_factory=DatasetGrants)   # who may read which dataset now
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def classifications(self) -> dict[str, str]:
+        """Each dataset's class: the federation's word once registered, before that the site config's."""
+        return self.classified or {d.name: d.classification for d in self.config.spec.datasets}
 
     @property
     def files(self) -> AttemptFiles:
@@ -71,6 +83,7 @@ class Reconciler:
         with self.lock:
             self.desired = {a.submission_id: a for a in assignments}
             self.watched |= set(self.desired)
+            self.crossing.update({a.submission_id: frozenset(a.may_cross_border) for a in assignments})
             self.synced = True
             self.fenced = ""   # the federation speaks: the lease was renewed when the site registered
             self.epochs = newest(self.epochs, [(a.job_id, a.attempt) for a in assignments])
@@ -111,6 +124,8 @@ class Reconciler:
         if observed is None:
             return None
         acts, started = self._step(observed)
+        self.grants.retain({sid for sid in self.desired if sid in started or (
+            sid in observed and not observed[sid].terminal)})
         # What was just handed to Ray counts as pending even when the listing predates it.
         observed |= {sid: RayJob(sid, "PENDING") for sid in started if sid in self.submitted}
         if acts:
@@ -144,7 +159,8 @@ class Reconciler:
                 self.local[action.sid] = action.word
 
     def _start(self, action: Start) -> None:
-        launcher = Launcher(self.config, self.driver, self.gpus, self.files, self.fetch_input)
+        launcher = Launcher(self.config, self.driver, self.gpus, self.files, self.fetch_input, self.classifications,
+                            self.grants)
         outcome = launcher.launch(self.desired[action.sid], ray_reachable=action.ray_reachable)
         if isinstance(outcome, Submitted):
             self.submitted.add(action.sid)
@@ -169,7 +185,9 @@ class Reconciler:
         return False
 
     def _report(self, observed: dict[str, RayJob]) -> pb.ConnectRequest:
-        report = plan_report(self.desired.keys(), observed, self.local, self.watched, self.logs_done)
+        speaks = {sid for sid, what in self.crossing.items() if LOGS in what}
+        report = plan_report(self.desired.keys(), observed, self.local, self.watched, self.logs_done,
+                             speaks=speaks, site=self.config.metadata.name)
         files = self.files
         outputs = [pb.Output(job_id=ref.job_id, attempt=ref.attempt, name=name, data=data)
                    for ref in report.outputs for name, data in files.outputs(ref.sid)]
@@ -178,8 +196,10 @@ class Reconciler:
             chunk = self._new_log_bytes(ref.sid)
             if chunk is None:
                 pass  # Ray did not answer; try again next pass
-            elif chunk[1]:
+            elif chunk[1] and ref.sid in speaks:
                 logs.append(pb.LogChunk(job_id=ref.job_id, attempt=ref.attempt, offset=chunk[0], data=chunk[1]))
+            elif chunk[1]:
+                self._keep_log(ref.sid, *chunk)
             elif ended:
                 self.logs_done.add(ref.sid)  # Ray writes no more once a job ended
         statuses = [pb.AttemptStatus(job_id=s.job_id, attempt=s.attempt, state=wire.ATTEMPT_STATE_TO_PB[s.state],
@@ -187,9 +207,18 @@ class Reconciler:
         # Forget local decisions the federation has taken in, and attempts Ray no longer holds.
         self.local = {sid: w for sid, w in self.local.items() if sid in self.desired}
         self.watched &= set(observed) | set(self.desired)
+        self.crossing = {sid: what for sid, what in self.crossing.items() if sid in self.watched}
         files.forget(lambda sid: keep_folder(sid, self.desired.keys(), observed))
         return pb.ConnectRequest(site=self.config.metadata.name, statuses=statuses, logs=logs, outputs=outputs,
                                  complete=True)
+
+    def _keep_log(self, sid: str, offset: int, data: bytes) -> None:
+        """The rules of the attempt's data keep its logs here: into the site's own folder, not the report."""
+        try:
+            self.files.keep_log(sid, offset, data)
+        except (OSError, ValueError) as e:
+            log.warning("keeping the logs of %s at the site: %s", sid, e)
+            self.shipped[sid] = offset   # read them again next pass
 
     def _new_log_bytes(self, sid: str) -> tuple[int, bytes] | None:
         """(offset, bytes not yet sent), or None when Ray cannot be read."""

@@ -12,7 +12,10 @@ from federation.errors import ConfigError
 
 def cmd_ca_init(args: argparse.Namespace) -> int:
     from federation.pki import init_pki
-    issued = init_pki(Path(args.dir), clients=tuple(args.client))
+    from federation.spec import load_site
+    configs = [load_site(path) for path in args.site or ()]
+    sites = {c.metadata.name: c.spec.model_dump(mode="json") for c in configs}
+    issued = init_pki(Path(args.dir), clients=tuple(args.client or ("admin",)), sites=sites)
     if wants_json(args):
         render.emit_json({k: {"cert": str(v.cert), "key": str(v.key)} for k, v in issued.items()})
     else:
@@ -65,7 +68,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     if wants_json(args):
         render.emit_json({"name": args.name, "revoked": n})
     else:
-        print(f"{args.name}: {n} certificate{'s' if n != 1 else ''} revoked")
+        print(f"{args.name}: every certificate issued until now refused ({n} seen)")
     return 0
 
 
@@ -74,13 +77,19 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     public = Path(args.public) if args.public else audit.public_path(Path(args.store))
     if not public.exists():
         raise ConfigError(f"{public}: no audit public key (give --public)")
-    n, head, problem = audit.verify(audit.read(Path(args.store)), audit.load_public(public))
+    anchors = [(path, audit.load_anchor(Path(path))) for path in args.anchor or ()]
+    records = audit.read(Path(args.store))
+    n, head, problem = audit.verify(records, audit.load_public(public))
+    for path, anchor in anchors:
+        problem = problem or audit.check_anchor(records, anchor, f"anchor {path}")
     if wants_json(args):
-        render.emit_json({"ok": not problem, "records": n, "head": head, "problem": problem or None})
+        render.emit_json({"ok": not problem, "records": n, "head": head, "problem": problem or None,
+                          "anchors": [{"path": path, "seq": a.seq, "hash": a.hash} for path, a in anchors]})
     elif problem:
         sys.stderr.write(f"audit log {args.store}: {problem}\n")
     else:
-        print(f"audit log {args.store}: {n} records, chain and signatures intact; head {head}")
+        held = f"; agrees with {len(anchors)} anchor{'s' if len(anchors) != 1 else ''}" if anchors else ""
+        print(f"audit log {args.store}: {n} records, chain and signatures intact; head {head}{held}")
     return EXIT_CHECK_FAILED if problem else 0
 
 
@@ -101,11 +110,16 @@ def register(sub: Subcommands, add: AddCommand) -> None:
     ca_sub = ca.add_subparsers(dest="action", required=True, metavar="ACTION")
     sp = add(ca_sub, "init", cmd_ca_init, "create a CA, a server certificate and client certificates")
     sp.add_argument("--dir", default=".fedctl/pki")
-    sp.add_argument("--client", action="append", default=None, help="client certificate name (repeatable)")
+    sp.add_argument("--client", action="append", default=None,
+                    help="client certificate name (repeatable): admin is a federation admin, any other a site whose "
+                         "attributes only the policy's site catalog binds")
+    sp.add_argument("--site", action="append", metavar="CONFIG",
+                    help="a site config (repeatable): its certificate binds the site's location and labels")
 
     user = add(sub, "user", None, "users: client certificates carrying a role and its tenants or sites")
     user_sub = user.add_subparsers(dest="action", required=True, metavar="ACTION")
-    add(user_sub, "revoke", cmd_revoke, "refuse the user's certificates from now on").add_argument("name")
+    add(user_sub, "revoke", cmd_revoke, "refuse every certificate issued for the user until now"
+        ).add_argument("name")
     sp = add(user_sub, "add", cmd_user_add, "issue a user's certificate with the federation's CA")
     sp.add_argument("name")
     sp.add_argument("--role", required=True,
@@ -119,7 +133,11 @@ def register(sub: Subcommands, add: AddCommand) -> None:
     audit_sub = audit.add_subparsers(dest="action", required=True, metavar="ACTION")
     sp = add(audit_sub, "verify", cmd_audit_verify, "check every record's hash, order and signature")
     sp.add_argument("--store", required=True, help="the federation's SQLite file")
-    sp.add_argument("--public", help="the audit public key (default: beside the store)")
+    sp.add_argument("--public", help="the audit public key (default: beside the store, where whoever can rewrite the "
+                                     "store can replace it: give a copy kept apart)")
+    sp.add_argument("--anchor", action="append", metavar="FILE",
+                    help="a head a site agent kept (<work_dir>/.fedctl-io/<site>.audit-head.json): the log must hold "
+                         "that record with that hash, so a truncated, emptied or re-signed log fails (repeatable)")
     sp = add(audit_sub, "show", cmd_audit_show, "records, oldest first, filtered")
     sp.add_argument("--store", required=True, help="the federation's SQLite file")
     sp.add_argument("--action", help="e.g. job.submit, job.place, job.cancel, job.preempt, site.register, call.denied")

@@ -38,12 +38,18 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
+    """The job's logs; where the rules of its data keep them at its site, a line on stderr saying so
+    and how to read them there (`kept_at_site` in JSON)."""
     with connect(args) as client:
         if wants_json(args):
-            data = b"".join(client.stream_logs(args.id, follow=args.follow))
-            render.emit_json({"id": args.id, "logs": data.decode("utf-8", "replace")})
+            parts = list(client.log_stream(args.id, follow=args.follow))
+            render.emit_json({"id": args.id, "logs": b"".join(d for d, _ in parts).decode("utf-8", "replace"),
+                              "kept_at_site": next((k for _, k in parts if k), None)})
             return 0
-        for chunk in client.stream_logs(args.id, follow=args.follow):
+        for chunk, kept in client.log_stream(args.id, follow=args.follow):
+            if kept:
+                print(kept, file=sys.stderr)
+                continue
             sys.stdout.write(chunk.decode("utf-8", "replace"))
             sys.stdout.flush()
     return 0

@@ -1,14 +1,16 @@
-"""`fedctl site`: run a site agent, enrol it, list and show sites, cordon, drain, its GPU inventory."""
+"""`fedctl site`: run a site agent, enrol it, list and show sites, cordon, drain, its GPU inventory, and
+the logs it keeps of jobs whose data's rules keep them there."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
 from federation.cli import render
 from federation.cli.admin import cmd_revoke
 from federation.cli.common import AddCommand, Handler, Subcommands, connect, wait_for_signal, wants_json
-from federation.errors import ConfigError
+from federation.errors import ConfigError, NotFound
 
 
 def _site_row(s: Any) -> list[Any]:
@@ -75,6 +77,27 @@ def cmd_site_inventory(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_site_logs(args: argparse.Namespace) -> int:
+    """The logs a site keeps of a job whose data's rules do not let them cross, read at the site."""
+    from federation.spec import load_site
+    from site_agent.files import AttemptFiles
+    config = load_site(args.config)
+    files = AttemptFiles.of(config)
+    kept = files.kept_logs(args.id)
+    if not kept:
+        raise NotFound(f"site {config.metadata.name} keeps no logs of job {args.id} (in {files.logs_dir}); "
+                       f"logs that may cross are read with: fedctl logs {args.id}")
+    if wants_json(args):
+        render.emit_json({"id": args.id, "site": config.metadata.name, "attempts": [
+            {"attempt": n, "path": str(p), "logs": p.read_bytes().decode("utf-8", "replace")} for n, p in kept]})
+        return 0
+    for n, path in kept:
+        if len(kept) > 1:
+            print(f"==> attempt {n} ({path}) <==", flush=True)
+        sys.stdout.write(path.read_bytes().decode("utf-8", "replace"))
+    return 0
+
+
 def _site_state(action: str) -> Handler:
     def run(args: argparse.Namespace) -> int:
         with connect(args) as client:
@@ -135,11 +158,14 @@ def register(sub: Subcommands, add: AddCommand) -> None:
     sp.add_argument("--config", required=True)
     sp.add_argument("--local-ray", action="store_true", help="start a private Ray head for this site")
     add(site_sub, "list", cmd_site_list, "list sites")
+    sp = add(site_sub, "logs", cmd_site_logs, "a job's logs kept at this site (its data's rules keep them here)")
+    sp.add_argument("id")
+    sp.add_argument("--config", required=True, help="this site's config (its work_dir holds the kept logs)")
     sp = add(site_sub, "inventory", cmd_site_inventory, "the GPU inventory a site agent would publish")
     target = sp.add_mutually_exclusive_group(required=True)
     target.add_argument("--config", help="a Site YAML: its declared gpu_nodes, else this machine's NVML view")
     target.add_argument("--record", metavar="FILE", help="write this machine's raw NVML topology to FILE")
-    add(site_sub, "revoke", cmd_revoke, "refuse the site's certificates from now on (open streams too)"
+    add(site_sub, "revoke", cmd_revoke, "refuse every certificate issued for the site until now (open streams too)"
         ).add_argument("name")
     token = add(site_sub, "token", None, "one-time join tokens")
     token_sub = token.add_subparsers(dest="token_action", required=True, metavar="ACTION")

@@ -6,6 +6,7 @@ import hashlib
 
 import policies
 from federation import queues
+from federation.control.catalog import check_access
 from federation.control.core import Core
 from federation.control.snapshot import catalog, gpu_inventory, pending_view_of
 from federation.errors import FederationError, NotFound, Unavailable, UnknownDataset, Unsatisfiable
@@ -119,6 +120,8 @@ class Admission:
             try:
                 self._check_queue_limits(part, queue)
                 check_datasets(part, sites)
+                check_access(part.metadata.tenant, {f"spec.datasets[{i}]": d for i, d in enumerate(part.spec.datasets)},
+                             self.core.policy)
                 check_satisfiable(part, sites)
             except FederationError as e:
                 if not name:

@@ -11,6 +11,7 @@ import policies
 from federation import queues
 from federation.audit import AuditRecord, Signer
 from federation.changes import Changes
+from federation.control.refusals import Refusals
 from federation.control.rules import rules_from_policy
 from federation.sites import SiteRecord
 from federation.spec import PolicyConfig
@@ -33,6 +34,7 @@ class Core:
         self.clock = clock
         self.started_at = clock()
         self.changes = Changes()
+        self.refusals = Refusals(self.record, lambda: self.clock())
 
     def audit_record(self, actor: str, action: str, subject: str, **detail: Any) -> AuditRecord:
         plain = json.loads(json.dumps(detail, sort_keys=True, default=str))

@@ -11,6 +11,7 @@ from federation.changes import Changes
 from federation.control.admission import Admission
 from federation.control.core import Core
 from federation.control.cycle import Cycle
+from federation.control.refusals import Refusals
 from federation.control.reports import Reports
 from federation.control.sites import Sites
 from federation.control.trust import Trust
@@ -47,5 +48,13 @@ class ControlPlane:
     def clock(self, clock: Callable[[], float]) -> None:
         self.core.clock = clock
 
+    @property
+    def refusals(self) -> Refusals:
+        return self.core.refusals
+
     def record(self, actor: str, action: str, subject: str, **detail: Any) -> None:
         self.core.record(actor, action, subject, **detail)
+
+    def refuse(self, actor: str, action: str, subject: str, kind: str, **detail: Any) -> None:
+        """Audit a refusal, counted with its like (see `federation.control.refusals`)."""
+        self.core.refusals.refuse(actor, action, subject, kind, **detail)

@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from federation.control.border import Border
 from federation.control.core import Core
 from federation.control.snapshot import catalog
 from federation.errors import InvalidSpec, NotFound
@@ -56,11 +57,15 @@ def vanished(attempt: Attempt, job: Job) -> tuple[AttemptState, str] | None:
     return None  # assigned and not yet submitted: the agent will start it
 
 
+MAX_STALE = 10_000   # stale (job, attempt) reports remembered, so each is refused and logged once
+
+
 class Reports:
     def __init__(self, core: Core) -> None:
         self.core = core
         self._stale: set[tuple[str, int]] = set()
         self._refused: set[tuple[str, int, str]] = set()   # outputs refused and audited once
+        self._dropped: set[tuple[str, int]] = set()         # attempts whose logs were refused, warned once
 
     def apply(self, site: str, reports: Iterable[AttemptReport], logs: Iterable[LogChunk],
               complete: bool, outputs: Iterable[Output] = ()) -> None:
@@ -102,10 +107,26 @@ class Reports:
 
     def _take_logs(self, site: str, logs: list[LogChunk], live: Live) -> bool:
         changed = False
+        border: Border | None = None
+        kept: dict[str, str] = {}
         for chunk in logs:
-            if (chunk.job_id, chunk.number) in live or self._ran_at(site, chunk.job_id, chunk.number):
-                self.core.store.append_log(chunk.job_id, chunk.number, chunk.offset, chunk.data)
-                changed = True
+            key = (chunk.job_id, chunk.number)
+            job = live[key][1] if key in live else self._ran_at(site, *key)
+            if job is None:
+                continue
+            if job.id not in kept:
+                border = border or Border(self.core)
+                kept[job.id] = border.logs_kept(job)
+            if kept[job.id]:
+                # The site should have kept them: its agent is modified, or older than this rule.
+                if key not in self._dropped:
+                    self._dropped.add(key)
+                    log.warning("%s sent logs of %s that its data's rules keep at the site; dropped", site, job.id)
+                self.core.refusals.refuse(site, "logs.refused", job.id, "logs kept at site", attempt=chunk.number,
+                                          reason=kept[job.id])
+                continue
+            self.core.store.append_log(chunk.job_id, chunk.number, chunk.offset, chunk.data)
+            changed = True
         return changed
 
     def _take_states(self, site: str, reports: list[AttemptReport], live: Live, now: float) -> bool:
@@ -134,18 +155,21 @@ class Reports:
         nothing, and the agent stops it because the desired set no longer holds it."""
         if (r.job_id, r.number) in self._stale:
             return
+        if len(self._stale) >= MAX_STALE:
+            self._stale.clear()   # a site may name any job: forget rather than grow
         self._stale.add((r.job_id, r.number))
         log.warning("%s reports attempt %d of %s as %s: a stale epoch, refused", site, r.number, r.job_id,
                     r.state.value)
-        self.core.record(site, "attempt.stale", r.job_id, attempt=r.number, site=site, state=r.state.value)
+        self.core.refusals.refuse(site, "attempt.stale", r.job_id, "stale epoch", attempt=r.number, site=site,
+                                  state=r.state.value)
 
-    def _ran_at(self, site: str, job_id: str, number: int) -> bool:
+    def _ran_at(self, site: str, job_id: str, number: int) -> Job | None:
         """Logs may arrive after an attempt ended; accept them only from the site that ran it."""
         try:
             job = self.core.store.get_job(job_id)
         except NotFound:
-            return False
-        return any(a.number == number and a.site == site for a in job.attempts)
+            return None
+        return job if any(a.number == number and a.site == site for a in job.attempts) else None
 
     def _output_blocked(self, job: Job) -> str:
         """Why the outputs of `job` may not leave its site, or '': none of its data's rules lets

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
+from federation.control.catalog import bound_site
 from federation.control.core import Core
-from federation.errors import Conflict, InvalidSpec, NotFound
+from federation.errors import InvalidSpec, NotFound
+from federation.identity import Identity
 from federation.jobs import Attempt, AttemptState, Job
 from federation.sites import Capacity, SiteRecord, SiteState
 from policies.gpus import Inventory
@@ -16,21 +19,12 @@ class Sites:
     def __init__(self, core: Core) -> None:
         self.core = core
 
-    def register(self, site: SiteRecord, actor: str = "") -> SiteRecord:
-        store = self.core.store
-        for other in store.list_sites():
-            if other.name == site.name:
-                continue
-            theirs = {d.name: d.classification for d in other.datasets}
-            for d in site.datasets:
-                if d.name in theirs and theirs[d.name] != d.classification:
-                    raise Conflict(f"dataset {d.name} is classified {theirs[d.name]} by site {other.name}, "
-                                   f"not {d.classification}")
+    def register(self, who: Identity, site: SiteRecord, actor: str = "") -> SiteRecord:
+        """The site as its certificate or the policy binds it (PermissionDenied otherwise), its
+        datasets classified by the policy."""
+        site = bound_site(who, site, self.core.policy)
         now = self.core.clock()
-        record = store.upsert_site(SiteRecord(
-            name=site.name, jurisdiction=site.jurisdiction, region=site.region, labels=dict(site.labels),
-            datasets=site.datasets, capacity=site.capacity, registered_at=now, last_heartbeat=now,
-            inventory=site.inventory, autonomous=site.autonomous, agreement_key=site.agreement_key))
+        record = self.core.store.upsert_site(replace(site, registered_at=now, last_heartbeat=now))
         self.core.record(actor, "site.register", site.name, jurisdiction=site.jurisdiction, region=site.region,
                          labels=dict(site.labels), datasets={d.name: d.classification for d in site.datasets})
         self.core.changes.bump()

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import policies
 import policies.placement
 from federation import queues
+from federation.control.border import Border, kept_notice
 from federation.control.core import Core
 from federation.control.snapshot import holds, observe, pending_view, usage
 from federation.jobs import Job, JobState
@@ -63,6 +64,16 @@ class Views:
 
     def log(self, job_id: str, offset: int) -> bytes:
         return self.core.store.read_log(job_id, offset)
+
+    def logs_kept(self, job: Job) -> str:
+        """Where the rules of the job's data keep its logs at its site: what to say instead; else ''."""
+        reason = Border(self.core).logs_kept(job)
+        return kept_notice(job, reason) if reason else ""
+
+    def crossing(self, jobs: Iterable[Job]) -> dict[str, frozenset[str]]:
+        """Per job id: what of it may leave the site that runs it."""
+        border = Border(self.core)
+        return {j.id: border.may_cross(j) for j in jobs}
 
     def training(self, training_id: str) -> Training:
         return self.core.store.get_training(training_id)

@@ -39,9 +39,9 @@ def caller(context: grpc.ServicerContext) -> str:
 
 
 def _denied(self, context: grpc.ServicerContext, method: str, e: FederationError) -> None:
-    """Refused calls go to the audit log."""
+    """Refused calls go to the audit log, counted with their like (`federation.control.refusals`)."""
     if e.code is ErrorCode.PERMISSION_DENIED:
-        self.control.record(caller(context), "call.denied", method, reason=e.message)
+        self.control.refuse(caller(context), "call.denied", method, f"{method}: permission denied", reason=e.message)
 
 
 def translate(method: F) -> F:

@@ -48,11 +48,12 @@ class SiteServicer(pb_grpc.SiteServiceServicer):
     def RegisterSite(self, request: pb.RegisterSiteRequest, context: grpc.ServicerContext) -> pb.RegisterSiteResponse:
         who = _authorize(self.control, context, request.name)
         _validate_registration(request)
-        identity.check_claim(who, request.location.jurisdiction, request.location.region, dict(request.labels))
-        site = self.control.sites.register(wire.site_from_register(request), caller(context))
+        site = self.control.sites.register(who, wire.site_from_register(request), caller(context))
         log.info("site %s registered (%s, %s)", site.name, site.jurisdiction, site.region)
         return pb.RegisterSiteResponse(heartbeat_interval_s=self.heartbeat_interval_s,
-                                       lease_s=self.control.core.site_timeout_s)
+                                       lease_s=self.control.core.site_timeout_s,
+                                       datasets=[pb.Dataset(name=d.name, classification=d.classification)
+                                                 for d in site.datasets])
 
     @translate
     def GetInput(self, request: pb.GetInputRequest, context: grpc.ServicerContext) -> pb.GetInputResponse:
@@ -66,7 +67,9 @@ class SiteServicer(pb_grpc.SiteServiceServicer):
         capacity = wire.capacity_from_pb(request.capacity) if request.HasField("capacity") else None
         inventory = wire.inventory_from_pb(request.inventory, "inventory") if request.HasField("inventory") else None
         site = self.control.sites.heartbeat(request.name, capacity, inventory)
-        return pb.HeartbeatResponse(state=wire.SITE_STATE_TO_PB[site.state])
+        seq, digest = self.control.store.audit_head()
+        return pb.HeartbeatResponse(state=wire.SITE_STATE_TO_PB[site.state],
+                                    audit_head=pb.AuditHead(seq=seq, hash=digest) if seq else None)
 
     @translate_stream
     def Connect(self, request_iterator, context: grpc.ServicerContext):
@@ -78,7 +81,7 @@ class SiteServicer(pb_grpc.SiteServiceServicer):
         self.control.views.site(site)  # NotFound for a site that never registered
         errors: queue.Queue[BaseException] = queue.Queue()
         self._apply(site, first)
-        reader = threading.Thread(target=self._read, args=(site, request_iterator, errors), daemon=True,
+        reader = threading.Thread(target=self._read, args=(site, who, request_iterator, errors), daemon=True,
                                   name=f"connect-{site}")
         reader.start()
         changes = self.control.changes
@@ -86,8 +89,7 @@ class SiteServicer(pb_grpc.SiteServiceServicer):
         sent_at = 0.0
         generation_sent = 0
         while context.is_active() and reader.is_alive():
-            if self.control.trust.revoked(who):
-                raise PermissionDenied(f"the certificate of {who.name} was revoked")
+            _still_trusted(self.control, who)
             generation = changes.assignments
             desired = self.control.sites.desired(site)
             keys = [(job.id, attempt.number) for attempt, job in desired]
@@ -95,20 +97,23 @@ class SiteServicer(pb_grpc.SiteServiceServicer):
             if keys != sent or now - sent_at >= RESEND_S:
                 generation_sent += 1
                 inputs = self.control.views.inputs(job.id for _, job in desired)
+                crossing = self.control.views.crossing(job for _, job in desired)
                 yield pb.ConnectResponse(generation=generation_sent, assignments=[
                     pb.Assignment(job_id=job.id, attempt=a.number, submission_id=a.submission_id,
                                   spec=spec_to_pb(job.spec), binding=wire.binding_to_pb(a.binding),
                                   inputs=[pb.ArtifactRef(name=n, sha256=h, size=size)
-                                          for n, h, size in inputs.get(job.id, ())])
+                                          for n, h, size in inputs.get(job.id, ())],
+                                  may_cross_border=sorted(crossing[job.id]))
                     for a, job in desired])
                 sent, sent_at = keys, now
             changes.wait_assignments(generation, RESEND_S)
         if not errors.empty():
             raise errors.get()
 
-    def _read(self, site: str, request_iterator, errors: queue.Queue) -> None:
+    def _read(self, site: str, who: Identity, request_iterator, errors: queue.Queue) -> None:
         try:
             for message in request_iterator:
+                _still_trusted(self.control, who)  # nothing more from a site revoked while connected
                 if message.site and message.site != site:
                     raise InvalidSpec(f"stream opened for {site} cannot report for {message.site}")
                 self._apply(site, message)
@@ -127,6 +132,11 @@ class SiteServicer(pb_grpc.SiteServiceServicer):
         logs = [LogChunk(c.job_id, c.attempt, c.offset, c.data) for c in message.logs]
         outputs = [Output(o.job_id, o.attempt, o.name, o.data) for o in message.outputs]
         self.control.reports.apply(site, reports, logs, complete=message.complete, outputs=outputs)
+
+
+def _still_trusted(control: ControlPlane, who: Identity) -> None:
+    if control.trust.revoked(who):
+        raise PermissionDenied(f"the certificate of {who.name} was revoked")
 
 
 def _authorize(control: ControlPlane, context: grpc.ServicerContext, site: str) -> Identity:

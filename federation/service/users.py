@@ -38,18 +38,24 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
         who.check_user()
         return who
 
-    def _visible(self, context: grpc.ServicerContext, kind: str, thing_id: str, tenant: str, method: str) -> None:
+    def _visible(self, context: grpc.ServicerContext, kind: str, thing_id: str, tenant: str,
+                 method: str) -> Identity:
         """Another tenant's job or training is 'not found' to the caller, and the attempt is audited."""
         who = self._caller(context)
         if not who.sees_tenant(tenant):
-            self.control.record(who.name, "call.denied", method, **{kind: thing_id},
-                                reason=f"{kind} of tenant {tenant}")
+            self.control.refuse(who.name, "call.denied", method, f"{method}: another tenant's {kind}",
+                                **{kind: thing_id}, reason=f"{kind} of tenant {tenant}")
             raise NotFound(f"{kind} {thing_id} not found")
+        return who
 
     def _job(self, context: grpc.ServicerContext, job_id: str, method: str) -> Job:
         job = self.control.views.job(job_id)
         self._visible(context, "job", job_id, job.tenant, method)
         return job
+
+    def _watcher(self, context: grpc.ServicerContext, job_id: str, method: str) -> Identity:
+        """The caller of a stream about a job it may see; the stream checks it again before each message."""
+        return self._visible(context, "job", job_id, self.control.views.job(job_id).tenant, method)
 
     @translate
     def SubmitJob(self, request: pb.SubmitJobRequest, context: grpc.ServicerContext) -> pb.SubmitJobResponse:
@@ -73,7 +79,7 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
         limit = min(request.limit or 1000, 10_000)
         if request.tenant:
             who.check_tenant(request.tenant, "list jobs")
-        if who.admin or request.tenant:
+        if _every_tenant(who) or request.tenant:
             jobs = self.control.views.jobs(request.tenant or None, states, limit)
         else:
             jobs = self.control.views.jobs_of(who.tenants, states, limit)
@@ -86,10 +92,11 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
 
     @translate_stream
     def WatchJob(self, request: pb.WatchJobRequest, context: grpc.ServicerContext):
-        self._job(context, request.id, "WatchJob")
+        who = self._watcher(context, request.id, "WatchJob")
         changes = self.control.changes
         last: Job | None = None
         while context.is_active():
+            self.control.trust.check(who)
             generation = changes.generation
             job = self.control.views.job(request.id)
             if last is None or (job.state, job.updated_at, len(job.attempts)) != (
@@ -102,14 +109,19 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
 
     @translate_stream
     def StreamJobLogs(self, request: pb.StreamJobLogsRequest, context: grpc.ServicerContext):
-        self._job(context, request.id, "StreamJobLogs")
+        who = self._watcher(context, request.id, "StreamJobLogs")
         changes = self.control.changes
         offset = max(0, request.offset)
         while context.is_active():
+            self.control.trust.check(who)
             generation = changes.generation
             job = self.control.views.job(request.id)
+            if kept := self.control.views.logs_kept(job):
+                yield pb.StreamJobLogsResponse(kept_at_site=kept)
+                return
             data = self.control.views.log(request.id, offset)
             for i in range(0, len(data), LOG_CHUNK):
+                self.control.trust.check(who)
                 chunk = data[i:i + LOG_CHUNK]
                 offset += len(chunk)
                 attempt = job.current_attempt.number if job.current_attempt else 0
@@ -156,7 +168,7 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
         until = request.until or self.control.clock()
         if request.since > until:
             raise InvalidSpec("since: after until")
-        rows = self.control.views.usage_report(by, request.since, until, None if who.admin else who.tenants)
+        rows = self.control.views.usage_report(by, request.since, until, None if _every_tenant(who) else who.tenants)
         return pb.GetUsageResponse(rows=[pb.UsageRow(**r) for r in rows], since=request.since, until=until)
 
     # ------------------------------------------------------------ federated training
@@ -262,6 +274,11 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
         self.control.sites.set_state(request.name, state, caller(context), request.handover)
         (status,) = self.control.views.site_statuses(request.name)
         return pb.SetSiteStateResponse(site=_site(status))
+
+
+def _every_tenant(who: Identity) -> bool:
+    """The admin sees every tenant; so does the anonymous plain-text caller, a submitter for all."""
+    return who.admin or who is identity.ANONYMOUS
 
 
 def _site(s: SiteStatus) -> pb.Site:

@@ -55,7 +55,7 @@ def site_to_pb(site: SiteRecord, *, connected: bool, allocated: Capacity, runnin
     return pb.Site(
         name=site.name, location=pb.Location(jurisdiction=site.jurisdiction, region=site.region),
         labels=site.labels,
-        datasets=[pb.Dataset(name=d.name, classification=d.classification, path=d.path) for d in site.datasets],
+        datasets=[pb.Dataset(name=d.name, classification=d.classification) for d in site.datasets],  # no paths
         state=SITE_STATE_TO_PB[site.state], connected=connected, capacity=capacity_to_pb(site.capacity),
         allocated=capacity_to_pb(allocated), running_attempts=running, last_heartbeat=site.last_heartbeat,
         inventory=inventory_to_pb(site.inventory), autonomous=site.autonomous, lost=lost)

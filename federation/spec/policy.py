@@ -1,14 +1,17 @@
-"""`kind: Policy`: data classifications, fair-share queues and preemption."""
+"""`kind: Policy`: data classifications, the site and dataset catalog, fair-share queues and preemption."""
 from __future__ import annotations
 
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from federation.spec.common import API_VERSION, Strict, check_name
+from federation.spec.common import API_VERSION, Strict, check_labels, check_name
 from federation.spec.quantity import parse_bytes, parse_duration
+from federation.spec.site import Location
 
-CrossBorder = Literal["results", "model-updates", "nothing"]
+# What may leave a site for data of a classification: output files, model updates, the job's logs
+# and its free-form status messages; or nothing.
+CrossBorder = Literal["results", "model-updates", "logs", "nothing"]
 
 
 def _results_only() -> list[CrossBorder]:
@@ -19,7 +22,62 @@ class ClassificationRule(Strict):
     allowed_jurisdictions: list[str] = Field(description="ISO codes, group names (EU, EEA) or '*'")
     required_labels: dict[str, str] = Field(default_factory=dict)
     allow_staging: bool = Field(default=False, description="may a copy be staged at another allowed site")
-    may_cross_border: list[CrossBorder] = Field(default_factory=_results_only)
+    may_cross_border: list[CrossBorder] = Field(
+        default_factory=_results_only,
+        description="what may leave the site: results, model-updates, logs (logs and job messages); or nothing")
+    tenants: list[str] = Field(default_factory=lambda: ["*"],
+                               description="tenants whose jobs may use data of this class; '*': every tenant")
+
+    @field_validator("tenants")
+    @classmethod
+    def _tenants(cls, v: list[str]) -> list[str]:
+        return _tenant_names(v)
+
+    @field_validator("may_cross_border")
+    @classmethod
+    def _crossing(cls, v: list[CrossBorder]) -> list[CrossBorder]:
+        if "nothing" in v and len(set(v)) > 1:
+            raise ValueError("'nothing' stands alone: list what may cross, or [nothing]")
+        return v
+
+
+def _tenant_names(v: list[str]) -> list[str]:
+    for t in v:
+        if t != "*":
+            check_name(t, "tenant")
+    return v
+
+
+class SiteEntry(Location):
+    """What a site is, as the federation's admin says: a registration claiming otherwise is refused."""
+
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        return check_labels(v)
+
+
+class DatasetEntry(Strict):
+    """A dataset the federation knows: its classification, the sites that hold it and who may use it."""
+
+    classification: str
+    sites: list[str] = Field(min_length=1, description="sites that hold it; '*': any site")
+    tenants: list[str] | None = Field(default=None, description="tenants that may use it; default: its class's")
+
+    @field_validator("sites")
+    @classmethod
+    def _sites(cls, v: list[str]) -> list[str]:
+        for s in v:
+            if s != "*":
+                check_name(s, "site name")
+        return v
+
+    @field_validator("tenants")
+    @classmethod
+    def _tenants(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else _tenant_names(v)
 
 
 class Quota(Strict):
@@ -124,6 +182,11 @@ class PreemptionSpec(Strict):
 class PolicyBody(Strict):
     jurisdiction_groups: dict[str, list[str]] = Field(default_factory=dict)
     classifications: dict[str, ClassificationRule]
+    sites: dict[str, SiteEntry] = Field(
+        default_factory=dict, description="site catalog: each site's location and labels, for sites whose "
+                                          "certificate does not bind them")
+    datasets: dict[str, DatasetEntry] = Field(
+        default_factory=dict, description="dataset catalog: a site may register only the datasets listed for it")
     queues: list[QueueSpec] = Field(default_factory=list, description="fair-share queues; none: one for all")
     fair_share: FairShareSpec = Field(default_factory=FairShareSpec)
     preemption: PreemptionSpec = Field(default_factory=PreemptionSpec)
@@ -145,6 +208,17 @@ class PolicyBody(Strict):
                 tenants[t] = q.name
             stack.extend(q.queues)
         return v
+
+    @model_validator(mode="after")
+    def _catalog(self) -> PolicyBody:
+        for name in self.sites:
+            check_name(name, "site name")
+        for name, d in self.datasets.items():
+            check_name(name, "dataset name")
+            if d.classification not in self.classifications:
+                raise ValueError(f"datasets.{name}.classification: {d.classification!r} is not one of "
+                                 f"classifications ({', '.join(sorted(self.classifications))})")
+        return self
 
 
 class PolicyMetadata(Strict):

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from federation.spec.common import API_VERSION, Strict
 
@@ -32,6 +32,16 @@ class Enrolment(Strict):
     cert_days: int = Field(default=30, ge=1, le=825)
 
 
+class AuditSettings(Strict):
+    key: Path | None = Field(
+        default=None, description="the audit signing key (EC P-256 PEM, made there 0600 if absent; its folder must "
+                                  "exist); default: beside the store. Keep it where the store's writers cannot write")
+    refusal_window_s: float = Field(
+        default=60.0, gt=0, le=3600,
+        description="refused calls, bad enrolment tokens and stale reports are audited once per actor, action and "
+                    "kind this often, with their count")
+
+
 class FederationBody(Strict):
     listen: str = "127.0.0.1:50051"
     store: Path = Path(".fedctl/federation.db")
@@ -42,6 +52,21 @@ class FederationBody(Strict):
     enrolment: Enrolment | None = None
     site_timeout_s: float = Field(default=30.0, gt=0)
     heartbeat_interval_s: float = Field(default=2.0, gt=0)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+
+    @field_validator("insecure")
+    @classmethod
+    def _not_beside_tls(cls, v: bool, info: ValidationInfo) -> bool:
+        if v and info.data.get("tls") is not None:
+            raise ValueError("plain text is never served beside tls: remove insecure (or, for development only, tls)")
+        return v
+
+    @field_validator("enrolment")
+    @classmethod
+    def _enrolment_over_tls(cls, v: Enrolment | None, info: ValidationInfo) -> Enrolment | None:
+        if v is not None and info.data.get("tls") is None:
+            raise ValueError("needs tls (sites must be able to check they talk to this federation)")
+        return v
 
     @model_validator(mode="after")
     def _tls_or_insecure(self) -> FederationBody:

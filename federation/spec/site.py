@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from federation.spec.common import API_VERSION, Resources, Strict, check_labels, check_name
 from federation.spec.quantity import parse_bytes
@@ -15,13 +15,19 @@ JURISDICTION_RE = re.compile(r"^[A-Z]{2}$")
 
 class DatasetSpec(Strict):
     name: str
-    classification: str
+    classification: str = Field(default="", description="the federation's policy classifies it; if given, it "
+                                                         "must say the same or the site is refused")
     path: str = ""
 
-    @field_validator("name", "classification")
+    @field_validator("name")
     @classmethod
     def _n(cls, v: str) -> str:
         return check_name(v, "name")
+
+    @field_validator("classification")
+    @classmethod
+    def _c(cls, v: str) -> str:
+        return v and check_name(v, "classification")
 
 
 class Location(Strict):
@@ -47,11 +53,44 @@ class FederationEndpoint(Strict):
     tls: TLSConfig | None = None
     insecure: bool = Field(default=False, description="plain-text gRPC; development only")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _given(cls, data: Any) -> Any:
+        if data is None:  # SiteBody passes a missing block on as None, to be refused here with its own path
+            raise ValueError("required: give address and tls, or insecure: true for development")
+        return data
+
+    @field_validator("insecure")
+    @classmethod
+    def _not_beside_tls(cls, v: bool, info: ValidationInfo) -> bool:
+        if v and info.data.get("tls") is not None:
+            raise ValueError("plain text is never used beside tls: remove insecure (or, for development only, tls)")
+        return v
+
     @model_validator(mode="after")
     def _tls_or_insecure(self) -> FederationEndpoint:
         if self.tls is None and not self.insecure:
             raise ValueError("set tls (ca, cert, key) or, for development only, insecure: true")
         return self
+
+
+USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+
+
+class TenantHeads(Strict):
+    """A local Ray head per tenant, started on demand beside the site's own, each as an OS user of
+    its own: one tenant's jobs cannot read another's files, logs or Ray token, nor reach its jobs."""
+
+    user: str = Field(default="fedjob-{tenant}", description="OS user per tenant; {tenant} is replaced")
+    max: int = Field(default=4, ge=1, le=32, description="heads at once; each takes ~300 ports after the last")
+    idle_stop_s: float = Field(default=300.0, ge=0, le=86400, description="a head with no work stops after this")
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, v: str) -> str:
+        if "{tenant}" not in v or not USER_RE.match(v.replace("{tenant}", "t")):
+            raise ValueError(f"user {v!r} must be an OS user name with {{tenant}} in it, e.g. fedjob-{{tenant}}")
+        return v
 
 
 class LocalRay(Strict):
@@ -64,6 +103,18 @@ class LocalRay(Strict):
         default=10.0, ge=1, le=3600,
         description="a stopped job (cancelled, preempted) gets SIGTERM, then SIGKILL after this")
     token_auth: bool = Field(default=True, description="Ray token authentication (a token only this site holds)")
+    run_as: str | None = Field(
+        default=None, description="OS user the head and so every job runs as, never the agent's own (the agent "
+                                  "runs as root to switch); default: the agent's user")
+    tenant_heads: TenantHeads | None = Field(
+        default=None, description="for mutually untrusted tenants: each tenant's jobs on a head of its own")
+
+    @field_validator("run_as")
+    @classmethod
+    def _user(cls, v: str | None) -> str | None:
+        if v is not None and not USER_RE.match(v):
+            raise ValueError(f"run_as {v!r} is not an OS user name")
+        return v
 
     @field_validator("object_store_memory", mode="before")
     @classmethod
@@ -129,7 +180,7 @@ class Veto(Strict):
 
 
 class SiteBody(Strict):
-    federation: FederationEndpoint = Field(default_factory=lambda: FederationEndpoint(insecure=True))
+    federation: FederationEndpoint
     location: Location
     labels: dict[str, str] = Field(default_factory=dict)
     datasets: list[DatasetSpec] = Field(default_factory=list)
@@ -141,6 +192,13 @@ class SiteBody(Strict):
     work_dir: Path | None = None
     autonomous: bool = Field(default=False, description="an edge site: cut off from the federation, it keeps running "
                                                         "what it holds (nothing is re-placed) and reconciles on return")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _federation_block(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "federation" not in data:
+            return {**data, "federation": None}  # no plain-text default: FederationEndpoint says what to give
+        return data
 
     @field_validator("labels")
     @classmethod

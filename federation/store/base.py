@@ -95,6 +95,10 @@ class Store(ABC):
         and signs it, in one transaction."""
 
     @abstractmethod
+    def audit_head(self) -> tuple[int, str]:
+        """(seq, hash) of the last audit record; (0, GENESIS) when the log is empty."""
+
+    @abstractmethod
     def add_join_token(self, token_id: str, secret_sha256: str, name: str, attributes: dict, now: float,
                        expires_at: float) -> None: ...
 
@@ -109,10 +113,15 @@ class Store(ABC):
 
     @abstractmethod
     def revoke_certificates(self, name: str, now: float) -> list[str]:
-        """Revoke every certificate seen for `name`; their serials."""
+        """Revoke `name` as of `now` (see `revoked_names`), every certificate seen for it, and its
+        join tokens not yet used; the serials newly revoked."""
 
     @abstractmethod
     def revoked_serials(self) -> set[str]: ...
+
+    @abstractmethod
+    def revoked_names(self) -> dict[str, float]:
+        """Per name revoked, its latest revocation time: its certificates issued up to then are refused."""
 
     @abstractmethod
     def request_stop(self, job_id: str, number: int, reason: str, now: float) -> bool:

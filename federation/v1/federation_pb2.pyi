@@ -461,14 +461,16 @@ class StreamJobLogsRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., follow: _Optional[bool] = ..., offset: _Optional[int] = ...) -> None: ...
 
 class StreamJobLogsResponse(_message.Message):
-    __slots__ = ("data", "offset", "attempt")
+    __slots__ = ("data", "offset", "attempt", "kept_at_site")
     DATA_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    KEPT_AT_SITE_FIELD_NUMBER: _ClassVar[int]
     data: bytes
     offset: int
     attempt: int
-    def __init__(self, data: _Optional[bytes] = ..., offset: _Optional[int] = ..., attempt: _Optional[int] = ...) -> None: ...
+    kept_at_site: str
+    def __init__(self, data: _Optional[bytes] = ..., offset: _Optional[int] = ..., attempt: _Optional[int] = ..., kept_at_site: _Optional[str] = ...) -> None: ...
 
 class ExplainJobRequest(_message.Message):
     __slots__ = ("id",)
@@ -588,12 +590,14 @@ class RegisterSiteRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., location: _Optional[_Union[Location, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., datasets: _Optional[_Iterable[_Union[Dataset, _Mapping]]] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., agent_version: _Optional[str] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ..., autonomous: _Optional[bool] = ..., agreement_key: _Optional[bytes] = ...) -> None: ...
 
 class RegisterSiteResponse(_message.Message):
-    __slots__ = ("heartbeat_interval_s", "lease_s")
+    __slots__ = ("heartbeat_interval_s", "lease_s", "datasets")
     HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
     LEASE_S_FIELD_NUMBER: _ClassVar[int]
+    DATASETS_FIELD_NUMBER: _ClassVar[int]
     heartbeat_interval_s: float
     lease_s: float
-    def __init__(self, heartbeat_interval_s: _Optional[float] = ..., lease_s: _Optional[float] = ...) -> None: ...
+    datasets: _containers.RepeatedCompositeFieldContainer[Dataset]
+    def __init__(self, heartbeat_interval_s: _Optional[float] = ..., lease_s: _Optional[float] = ..., datasets: _Optional[_Iterable[_Union[Dataset, _Mapping]]] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
     __slots__ = ("name", "capacity", "inventory")
@@ -606,26 +610,38 @@ class HeartbeatRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
-    __slots__ = ("state",)
+    __slots__ = ("state", "audit_head")
     STATE_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_HEAD_FIELD_NUMBER: _ClassVar[int]
     state: SiteState
-    def __init__(self, state: _Optional[_Union[SiteState, str]] = ...) -> None: ...
+    audit_head: AuditHead
+    def __init__(self, state: _Optional[_Union[SiteState, str]] = ..., audit_head: _Optional[_Union[AuditHead, _Mapping]] = ...) -> None: ...
+
+class AuditHead(_message.Message):
+    __slots__ = ("seq", "hash")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    hash: str
+    def __init__(self, seq: _Optional[int] = ..., hash: _Optional[str] = ...) -> None: ...
 
 class Assignment(_message.Message):
-    __slots__ = ("job_id", "attempt", "submission_id", "spec", "binding", "inputs")
+    __slots__ = ("job_id", "attempt", "submission_id", "spec", "binding", "inputs", "may_cross_border")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     SUBMISSION_ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     BINDING_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
+    MAY_CROSS_BORDER_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     attempt: int
     submission_id: str
     spec: JobSpec
     binding: _containers.RepeatedCompositeFieldContainer[GpuSlot]
     inputs: _containers.RepeatedCompositeFieldContainer[ArtifactRef]
-    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., submission_id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., binding: _Optional[_Iterable[_Union[GpuSlot, _Mapping]]] = ..., inputs: _Optional[_Iterable[_Union[ArtifactRef, _Mapping]]] = ...) -> None: ...
+    may_cross_border: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., submission_id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., binding: _Optional[_Iterable[_Union[GpuSlot, _Mapping]]] = ..., inputs: _Optional[_Iterable[_Union[ArtifactRef, _Mapping]]] = ..., may_cross_border: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ArtifactRef(_message.Message):
     __slots__ = ("name", "sha256", "size")

@@ -60,9 +60,12 @@ class E2EFederation(LocalFederation):
 @pytest.fixture(scope="session")
 def federation():
     work = Path(tempfile.mkdtemp(prefix="fe2e-", dir="/tmp"))  # short: Ray's socket paths live below it
-    # The shipped policy, with preemption allowed after a second of runtime so a test can see it.
+    # The shipped policy, with preemption allowed after a second of runtime so a test can see it,
+    # and every class of data open to the tests' tenant.
     policy = yaml.safe_load((ROOT / "configs" / "policy.yaml").read_text())
     policy["spec"]["preemption"] = {"min_runtime": "1s"}
+    for rule in policy["spec"]["classifications"].values():
+        rule["tenants"] = [*rule.get("tenants", []), "e2e"]
     (work / "policy.yaml").write_text(yaml.safe_dump(policy))
     yield from running(E2EFederation(work=work, sites=SITES, port_bases={"eu-west": 27000, "us-east": 27400},
                                      policy=work / "policy.yaml"))

@@ -37,9 +37,13 @@ def test_gdpr_job_submitted_with_the_cli_runs_only_at_the_eu_site(federation, tm
     assert out["state"] == "succeeded", out
     assert out["site"] == "eu-west", "GDPR data never leaves the EU, whatever the job prefers"
     logs = federation.cli("logs", out["id"])
-    assert logs.returncode == 0
-    assert "line 0 from eu-west" in logs.stdout
-    assert "FEDCTL_DATASET_PATIENT_RECORDS_EU: 41 lines" in logs.stdout
+    assert (logs.returncode, logs.stdout) == (0, ""), "gdpr-personal lets no logs cross: the federation has none"
+    assert f"logs of job {out['id']} stay at site eu-west (classification gdpr-personal does not let logs " \
+           f"cross); read them there: fedctl site logs {out['id']} --config" in logs.stderr
+    kept = federation.cli("site", "logs", out["id"], "--config", str(federation.work / "eu-west.yaml"))
+    assert kept.returncode == 0, kept.stderr
+    assert "line 0 from eu-west" in kept.stdout
+    assert "FEDCTL_DATASET_PATIENT_RECORDS_EU: 41 lines" in kept.stdout
     explain = federation.cli_json("explain", out["id"])
     assert explain["site"] == "eu-west" and "holds patient-records-eu" in explain["summary"]
     status = federation.cli_json("status", out["id"])
@@ -61,11 +65,13 @@ def test_a_sites_ray_jobs_api_answers_only_with_that_sites_token(federation):
     assert federation.ray_token("eu-west").stat().st_mode & 0o077 == 0
 
 
-def test_hipaa_job_submitted_with_the_sdk_runs_at_the_baa_site(client):
+def test_hipaa_job_submitted_with_the_sdk_runs_at_the_baa_site(federation, client):
     j = client.submit(job("claims", datasets=["claims-us"]))
     status = j.wait(timeout=90)
     assert (status.state, status.site) == ("succeeded", "us-east")
-    assert "FEDCTL_DATASET_CLAIMS_US: 61 lines" in j.logs()
+    assert j.logs().startswith(f"logs of job {j.id} stay at site us-east (classification hipaa does not let logs")
+    kept = federation.cli("site", "logs", j.id, "--config", str(federation.work / "us-east.yaml"))
+    assert "FEDCTL_DATASET_CLAIMS_US: 61 lines" in kept.stdout, kept.stderr
     assert j.placement.site == "us-east"
 
 

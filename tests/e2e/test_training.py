@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
-from federation.local import LocalFederation
+from federation.local import CONFIGS, LocalFederation
 from tests.e2e.conftest import running
 from tests.e2e.test_faults import kill_ray
 from tests.waiting import wait_for
@@ -40,9 +41,12 @@ def fed():
     for name in SITES:
         (work / name).mkdir()
     # each head takes ~300 ports from its base: all below 32768, where the kernel's ephemeral ports start
+    policy = yaml.safe_load((CONFIGS / "policy.yaml").read_text())   # the shipped one, the digits personal data
+    policy["spec"]["datasets"]["digits"]["classification"] = "gdpr-personal"
+    (work / "policy.yaml").write_text(yaml.safe_dump(policy))
     federation = LocalFederation(work=work, sites=sites, port_bases={"eu-west": 32000, "eu-north": 32400,
                                                                       "edge-paris": 30000},
-                                 site_timeout_s=6.0, scheduler_interval_s=0.1)
+                                 site_timeout_s=6.0, scheduler_interval_s=0.1, policy=work / "policy.yaml")
     federation.shards, federation.test_set = shards, work / "data" / "test.npz"
     yield from running(federation)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import queue
 from pathlib import Path
 
+import yaml
+
 from federation.client import Client
 from federation.pki import init_pki
 from federation.server import start_server
@@ -18,10 +20,30 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 GiB = 2**30
 
 
+# The sites the integration tests play, as the policy's catalog binds them (their certificates bind nothing).
+SITES = {"eu-west": {"jurisdiction": "DE", "region": "eu-west"},
+         "eu-north": {"jurisdiction": "SE", "region": "eu-north"},
+         "us-east": {"jurisdiction": "US", "region": "us-east", "labels": {"baa": "true"}}}
+
+
+def with_sites(policy: Path, directory: Path) -> Path:
+    """`policy` with the test sites in its catalog, patient-records-eu held in eu-north too, and every
+    class of data open to the tests' `default` tenant as well."""
+    data = yaml.safe_load(policy.read_text())
+    data["spec"]["sites"] = SITES
+    for rule in data["spec"]["classifications"].values():
+        if "*" not in rule.get("tenants", ["*"]):
+            rule["tenants"].append("default")
+    data["spec"]["datasets"]["patient-records-eu"]["sites"] = ["eu-west", "eu-north"]
+    path = directory / "harness-policy.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
 def start(tmp_path, policy: Path = CONFIGS / "policy.yaml", **scheduler):
     pki = init_pki(tmp_path / "pki", clients=("admin", "eu-west", "us-east"))
     config = FederationConfig(spec=FederationBody(
-        listen="127.0.0.1:0", store=tmp_path / "fed.db", policy=policy,
+        listen="127.0.0.1:0", store=tmp_path / "fed.db", policy=with_sites(policy, tmp_path),
         tls=ServerTLS(cert=pki["server"].cert, key=pki["server"].key, client_ca=pki["ca"].cert),
         scheduler={"interval_s": 0.1, **scheduler}))
     server = start_server(config)
@@ -44,7 +66,8 @@ def site_stub(federation, name="eu-west"):
 def register(stub, name="eu-west", jurisdiction="DE", region="eu-west",
              datasets=(("patient-records-eu", "gdpr-personal"),), cpus=4.0, labels=None):
     stub.RegisterSite(pb.RegisterSiteRequest(
-        name=name, location=pb.Location(jurisdiction=jurisdiction, region=region), labels=labels or {},
+        name=name, location=pb.Location(jurisdiction=jurisdiction, region=region),
+        labels=SITES.get(name, {}).get("labels", {}) if labels is None else labels,
         datasets=[pb.Dataset(name=n, classification=c) for n, c in datasets],
         capacity=pb.Resources(cpus=cpus, memory_bytes=8 * GiB)), timeout=5)
 

@@ -30,7 +30,7 @@ def test_submit_without_sites_waits_and_says_why(client):
     assert p.summary == "no sites are registered"
 
 
-def test_gdpr_job_lands_on_the_eu_site_and_runs_to_completion_with_logs(client, eu_agent, us_site):
+def test_gdpr_job_lands_on_the_eu_site_and_runs_to_completion_its_logs_kept_there(client, eu_agent, us_site):
     agent = eu_agent
     job = client.submit(make_spec("tok", datasets=["patient-records-eu"], resources={"cpus": 1}))
     wait_for(lambda: job.status().state == "placed", 5, "placement")
@@ -39,16 +39,15 @@ def test_gdpr_job_lands_on_the_eu_site_and_runs_to_completion_with_logs(client, 
     (a,) = assignments
     assert (a.job_id, a.attempt, a.submission_id) == (job.id, 1, f"fed-{job.id}-1")
     assert spec_from_pb(a.spec).spec.datasets == ["patient-records-eu"]
-    agent.report([pb.AttemptStatus(job_id=job.id, attempt=1, state=pb.ATTEMPT_STATE_RUNNING)],
-                 [pb.LogChunk(job_id=job.id, attempt=1, offset=0, data=b"line 1\n")])
+    assert list(a.may_cross_border) == ["model-updates", "results"], "gdpr-personal lets no logs cross"
+    agent.report([pb.AttemptStatus(job_id=job.id, attempt=1, state=pb.ATTEMPT_STATE_RUNNING)])
     wait_for(lambda: job.status().state == "running", 5, "running")
-    agent.report([pb.AttemptStatus(job_id=job.id, attempt=1, state=pb.ATTEMPT_STATE_SUCCEEDED)],
-                 [pb.LogChunk(job_id=job.id, attempt=1, offset=0, data=b"line 1\nline 2\n")])
+    agent.report([pb.AttemptStatus(job_id=job.id, attempt=1, state=pb.ATTEMPT_STATE_SUCCEEDED)])
     final = job.wait(timeout=5)
     assert final.state == "succeeded" and final.attempts[0].state == "succeeded"
     with pytest.raises(InvalidTransition, match="is succeeded; it cannot become cancelled"):
         job.cancel()
-    assert job.logs() == "line 1\nline 2\n"
+    assert job.logs().startswith(f"logs of job {job.id} stay at site eu-west")
     verdicts = {v.site: v for v in client.explain(job.id).verdicts}
     assert verdicts["eu-west"].eligible
 

@@ -16,7 +16,7 @@ from federation.server import start_server
 from federation.spec.server import FederationBody, FederationConfig, ServerTLS
 from federation.v1 import federation_pb2 as pb
 from tests.conftest import make_spec
-from tests.integration.harness import CONFIGS, AgentStream, register, site_stub
+from tests.integration.harness import CONFIGS, AgentStream, register, site_stub, with_sites
 from tests.waiting import wait_for
 
 LEASE_S = 1.0
@@ -28,7 +28,8 @@ def federation(tmp_path):
     pki["eu-north"] = issue(pki["ca"], tmp_path / "pki", "eu-north", units=tuple(scopes("site", sites=("eu-north",))))
     pki["alice"] = issue(pki["ca"], tmp_path / "pki", "alice", units=tuple(scopes("submitter", ("research",))))
     server = start_server(FederationConfig(spec=FederationBody(
-        listen="127.0.0.1:0", store=tmp_path / "fed.db", policy=CONFIGS / "policy.yaml", site_timeout_s=LEASE_S,
+        listen="127.0.0.1:0", store=tmp_path / "fed.db", policy=with_sites(CONFIGS / "policy.yaml", tmp_path),
+        site_timeout_s=LEASE_S,
         tls=ServerTLS(cert=pki["server"].cert, key=pki["server"].key, client_ca=pki["ca"].cert),
         scheduler={"interval_s": 0.05})))
     server.pki, server.address, server.db = pki, f"127.0.0.1:{server.port}", tmp_path / "fed.db"

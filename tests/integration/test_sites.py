@@ -44,8 +44,8 @@ def test_site_registration_is_validated(federation):
     us_stub, us_channel = site_stub(federation, "us-east")
     with pytest.raises(grpc.RpcError) as e:
         register(us_stub, "us-east", "US", "us-east", datasets=(("patient-records-eu", "public"),))
-    assert e.value.code() is grpc.StatusCode.ALREADY_EXISTS
-    assert "classified gdpr-personal by site eu-west" in e.value.details()
+    assert e.value.code() is grpc.StatusCode.PERMISSION_DENIED   # the catalog says where a dataset is held
+    assert "the policy lists it at eu-west, eu-north only" in e.value.details()
     with pytest.raises(grpc.RpcError) as e:
         next(us_stub.Connect(iter([pb.ConnectRequest(site="us-east")])))  # never registered
     assert e.value.code() is grpc.StatusCode.NOT_FOUND

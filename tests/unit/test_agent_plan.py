@@ -123,7 +123,8 @@ def test_the_report_carries_rays_word_unless_the_site_has_its_own():
                 "fed-e-1": RayJob("fed-e-1", "PENDING")}
     lost = SiteWord(AttemptState.LOST, "stopped by the site: lease expired")
     report = plan_report({A1, B1, "fed-f-1"}, observed, {B1: lost, "fed-c-1": lost, "fed-f-1": REJECTED},
-                         watched={A1, B1, "fed-c-1", "fed-e-1"}, logs_done={B1})
+                         watched={A1, B1, "fed-c-1", "fed-e-1"}, logs_done={B1}, speaks=set(observed),
+                         site="eu-west")
     assert report.statuses == (
         Status("a", 1, AttemptState.SUCCEEDED, ""),
         Status("c", 1, AttemptState.RUNNING, ""),   # not desired: the site's word on it is not sent
@@ -135,6 +136,30 @@ def test_the_report_carries_rays_word_unless_the_site_has_its_own():
     assert report.outputs == (Ref(A1, "a", 1),), "outputs go up with a desired attempt's success only"
     assert report.logs == ((Ref(A1, "a", 1), True), (Ref("fed-c-1", "c", 1), False)), \
         "logs of watched jobs Ray runs or ran, until drained"
+
+
+RAY_FAILED = "Job entrypoint command failed with exit code {}, last available logs (truncated to 20,000 chars):\n"
+
+
+def test_ray_words_on_an_attempt_whose_data_keeps_its_logs_are_replaced_by_a_fixed_word():
+    leak = "patient 4711 Jane Doe, born 1970-01-01\n"
+    observed = {A1: RayJob(A1, "FAILED", RAY_FAILED.format(3) + leak),
+                B1: RayJob(B1, "FAILED", RAY_FAILED.format(3) + leak),
+                "fed-c-1": RayJob("fed-c-1", "SUCCEEDED", "Job finished successfully."),
+                "fed-d-1": RayJob("fed-d-1", "FAILED", RAY_FAILED.format(86) + "reservation mismatch: no GPU\n"),
+                "fed-e-1": RayJob("fed-e-1", "FAILED", "runtime_env setup failed: " + leak),
+                "fed-f-1": RayJob("fed-f-1", "FAILED", RAY_FAILED.format(4711) + leak),
+                "fed-g-1": RayJob("fed-g-1", "STOPPED", "Job was intentionally stopped: " + leak)}
+    report = plan_report(set(observed), observed, {}, watched=set(), logs_done=set(), speaks={B1}, site="eu-west")
+    assert {s.job_id: s.message for s in report.statuses} == {
+        "a": "failed (exit 3); details kept at site eu-west",
+        "b": RAY_FAILED.format(3) + leak,           # its data lets logs cross: Ray's word as it is
+        "c": "",
+        "d": "failed reservation (exit 86); details kept at site eu-west",
+        "e": "failed; details kept at site eu-west",
+        "f": "failed; details kept at site eu-west",   # no number of the job's choosing goes up either
+        "g": "",
+    }
 
 
 @pytest.mark.parametrize("now, lease_s, fenced", [(100.0, 0.0, False), (106.0, 10.0, False), (107.0, 10.0, True)])

@@ -78,9 +78,9 @@ def site_config(tmp_path: Path, **veto) -> SiteConfig:
                  "veto": veto, "work_dir": str(tmp_path)}})
 
 
-def assignment(job_id="j-1", attempt=1, **spec) -> pb.Assignment:
+def assignment(job_id="j-1", attempt=1, crosses=("results", "model-updates", "logs"), **spec) -> pb.Assignment:
     return pb.Assignment(job_id=job_id, attempt=attempt, submission_id=f"fed-{job_id}-{attempt}",
-                         spec=spec_to_pb(make_spec(**spec)))
+                         spec=spec_to_pb(make_spec(**spec)), may_cross_border=list(crosses))
 
 
 def states(report) -> dict[str, int]:

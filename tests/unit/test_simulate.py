@@ -125,6 +125,7 @@ apiVersion: federation/v1
 kind: Site
 metadata: {name: lab}
 spec:
+  federation: {insecure: true}
   location: {jurisdiction: DE, region: eu-west}
   gpu_nodes:
     - {name: dgx, replicas: 2, gpus: {model: H100, count: 8, memory: 80Gi}, nvlink: [[0,1,2,3,4,5,6,7]]}

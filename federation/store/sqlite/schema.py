@@ -111,6 +111,10 @@ CREATE TABLE IF NOT EXISTS certificates (
     revoked_at REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS certificates_name ON certificates(name);
+CREATE TABLE IF NOT EXISTS revoked_names (
+    name TEXT PRIMARY KEY,
+    revoked_at REAL NOT NULL     -- every certificate for this name issued up to then is refused
+);
 CREATE TABLE IF NOT EXISTS submissions (
     actor TEXT NOT NULL,
     request_id TEXT NOT NULL,

@@ -1,4 +1,4 @@
-"""The audit chain, join tokens, and the certificates seen (to revoke them by name)."""
+"""The audit chain, join tokens, the certificates seen, and the names revoked."""
 from __future__ import annotations
 
 import hmac
@@ -29,6 +29,10 @@ class TrustTables(Database):
         with self._tx() as db:
             return insert_audit(db, record, seal)
 
+    def audit_head(self) -> tuple[int, str]:
+        rows = self._read("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", ())
+        return (rows[0]["seq"], rows[0]["hash"]) if rows else (0, GENESIS)
+
     def add_join_token(self, token_id: str, secret_sha256: str, name: str, attributes: dict, now: float,
                        expires_at: float) -> None:
         with self._tx() as db:
@@ -58,7 +62,13 @@ class TrustTables(Database):
             serials = [r["serial"] for r in db.execute(
                 "SELECT serial FROM certificates WHERE name=? AND revoked_at=0", (name,))]
             db.execute("UPDATE certificates SET revoked_at=? WHERE name=? AND revoked_at=0", (now, name))
+            db.execute("INSERT INTO revoked_names (name, revoked_at) VALUES (?,?) ON CONFLICT(name)"
+                       " DO UPDATE SET revoked_at=max(revoked_at, excluded.revoked_at)", (name, now))
+            db.execute("UPDATE join_tokens SET expires_at=min(expires_at, ?) WHERE name=? AND used_at=0", (now, name))
             return serials
 
     def revoked_serials(self) -> set[str]:
         return {r["serial"] for r in self._read("SELECT serial FROM certificates WHERE revoked_at>0", ())}
+
+    def revoked_names(self) -> dict[str, float]:
+        return {r["name"]: r["revoked_at"] for r in self._read("SELECT name, revoked_at FROM revoked_names", ())}

@@ -1,0 +1,76 @@
+"""The operating system's means of keeping jobs apart: OS users, handed-over folders, dataset grants."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from federation.errors import ConfigError
+from federation.spec.site import LocalRay
+from site_agent.isolation import DatasetGrants, JobUsers, hand_over, os_user
+
+root_only = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+
+
+@pytest.fixture
+def open_dir():
+    """A folder other users may pass through (pytest's own tmp_path sits below a root-only one)."""
+    path = Path(tempfile.mkdtemp(prefix="fiso-unit-", dir="/tmp"))
+    path.chmod(0o711)
+    yield path
+    shutil.rmtree(path)
+
+
+def reads(user: str, path) -> bool:
+    return subprocess.run(["su", user, "-s", "/bin/sh", "-c", f"cat {path} >/dev/null"],
+                          capture_output=True).returncode == 0
+
+
+def test_a_missing_user_or_root_is_refused_with_the_field_named():
+    with pytest.raises(ConfigError, match=r"spec.ray.local.run_as: no OS user 'no-such-user'"):
+        JobUsers(run_as="no-such-user").base()
+    with pytest.raises(ConfigError, match=r"tenant_heads.user: no OS user 'fedjob-x-no-such'"):
+        JobUsers(tenant_user="fedjob-{tenant}-no-such").of("x")
+    with pytest.raises(ConfigError, match="jobs must not run as root"):
+        os_user("root", "spec.ray.local.run_as")
+    assert JobUsers().of("any") is None
+
+
+def test_tenant_heads_need_a_user_per_tenant():
+    with pytest.raises(ValidationError, match=r"with \{tenant\} in it"):
+        LocalRay(tenant_heads={"user": "fedjob"})
+    with pytest.raises(ValidationError, match="not an OS user name"):
+        LocalRay(run_as="Bad User")
+
+
+@root_only
+def test_a_dataset_is_readable_by_an_attempts_user_only_while_the_attempt_lives(open_dir):
+    data = open_dir / "data"
+    data.mkdir(mode=0o700)
+    (data / "rows.csv").write_text("secret")
+    (data / "rows.csv").chmod(0o600)
+    nobody = os_user("nobody", "test")
+    grants = DatasetGrants()
+    assert not reads("nobody", data / "rows.csv")
+    grants.allow("fed-j-1-1", [data], nobody)
+    assert reads("nobody", data / "rows.csv")
+    grants.retain({"fed-j-1-1"})
+    assert reads("nobody", data / "rows.csv")
+    grants.retain(set())
+    assert not reads("nobody", data / "rows.csv")
+    assert oct((data / "rows.csv").stat().st_mode & 0o777) == "0o600"
+
+
+@root_only
+def test_handed_over_folders_are_their_users_alone(open_dir):
+    folder = open_dir / "in"
+    folder.mkdir()
+    (folder / "x").write_text("input")
+    hand_over([folder, folder / "x"], os_user("nobody", "test"))
+    assert folder.stat().st_uid == os_user("nobody", "test").uid and (folder.stat().st_mode & 0o777) == 0o700
+    assert reads("nobody", folder / "x")
