@@ -96,7 +96,8 @@ class Launcher:
         except InvalidSpec as e:  # refuse what this site cannot read, rather than wedge on it
             return SiteWord(AttemptState.REJECTED, f"invalid assignment: {e.message}")
         reason = veto_reason(spec, self.config.spec.veto, self.classifications)
-        runtime_env, env_reason = resolve_runtime_env(spec.spec.runtime_env, self.config.spec.work_dir)
+        runtime_env, env_reason = resolve_runtime_env(spec.spec.runtime_env, self.config.spec.work_dir,
+                                                      self.config.spec.veto.packages)
         reason = reason or env_reason
         if reason:
             log.info("refused %s: %s", a.submission_id, reason)
@@ -121,6 +122,9 @@ class Launcher:
 def job_env(config: SiteConfig, a: pb.Assignment, spec: JobSpec) -> dict[str, str]:
     """What the attempt learns from its environment: who it is, where its datasets and checkpoint are."""
     env = {"FEDCTL_JOB_ID": a.job_id, "FEDCTL_ATTEMPT": str(a.attempt), "FEDCTL_SITE": config.metadata.name}
+    r = spec.spec.resources
+    if not r.gpus and r.gpu_memory is None:
+        env["CUDA_VISIBLE_DEVICES"] = ""   # Ray leaves a job that asks for no GPU every GPU to see
     for d in config.spec.datasets:
         if d.name in spec.spec.datasets:
             env["FEDCTL_DATASET_" + d.name.upper().replace("-", "_")] = d.path

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 
 from federation.spec import JobSpec
 from federation.spec.site import Veto
@@ -34,9 +35,11 @@ def veto_reason(spec: JobSpec, veto: Veto, held: Mapping[str, str]) -> str | Non
 ACCEPTED_RUNTIME_ENV = {"working_dir", "py_modules", "env_vars", "pip", "uv", "excludes", "config"}
 
 
-def resolve_runtime_env(runtime_env: Mapping[str, Any], work_dir: Path | None) -> tuple[dict[str, Any], str | None]:
+def resolve_runtime_env(runtime_env: Mapping[str, Any], work_dir: Path | None,
+                        packages: list[str] | None = None) -> tuple[dict[str, Any], str | None]:
     """Resolve local paths (working_dir, py_modules) inside the site's work_dir; refuse
-    anything that escapes it, remote URIs and keys this site does not accept.
+    anything that escapes it, remote URIs, keys this site does not accept, and packages outside
+    its allow-list (`packages`, names; None: any plain requirement).
 
     Returns (runtime_env for Ray, refusal reason or None).
     """
@@ -46,7 +49,7 @@ def resolve_runtime_env(runtime_env: Mapping[str, Any], work_dir: Path | None) -
             return env, f"runtime_env.{key} is not accepted by this site"
     for key in ("pip", "uv"):
         if key in env:
-            reason = _packages_reason(env[key], f"runtime_env.{key}")
+            reason = _packages_reason(env[key], f"runtime_env.{key}", packages)
             if reason:
                 return env, reason
     if "working_dir" in env:
@@ -66,10 +69,10 @@ def resolve_runtime_env(runtime_env: Mapping[str, Any], work_dir: Path | None) -
     return env, None
 
 
-def _packages_reason(packages: Any, field: str) -> str | None:
+def _packages_reason(packages: Any, field: str, allowed: list[str] | None = None) -> str | None:
     """Only plain requirement specifiers (`numpy==2.1`, `ray[default]>=2`): an option (`-r FILE`,
     `--index-url=...`), a VCS or file URL, or a direct reference (`pkg @ https://...`) would install or
-    read what the operator did not allow."""
+    read what the operator did not allow; and, with an allow-list, only the packages it names."""
     if not (isinstance(packages, list) and all(isinstance(p, str) for p in packages)):
         return f"{field} must be a list of package names"
     for i, entry in enumerate(packages):
@@ -79,6 +82,8 @@ def _packages_reason(packages: Any, field: str) -> str | None:
             requirement = None
         if requirement is None or requirement.url or entry.lstrip().startswith("-"):
             return f"{field}[{i}] {entry[:80]!r} is not a plain requirement (a name and version, e.g. numpy==2.1)"
+        if allowed is not None and canonicalize_name(requirement.name) not in {canonicalize_name(a) for a in allowed}:
+            return f"{field}[{i}] {requirement.name!r} is not in this site's allowed packages (spec.veto.packages)"
     return None
 
 

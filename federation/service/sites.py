@@ -17,6 +17,7 @@ from federation.pki import Issued
 from federation.service import wire
 from federation.service.errors import caller, translate, translate_stream
 from federation.service.spec_wire import spec_to_pb
+from federation.spec.common import check_labels
 from federation.spec.site import DatasetSpec, Location, SiteMetadata
 from federation.v1 import federation_pb2 as pb
 from federation.v1 import federation_pb2_grpc as pb_grpc
@@ -149,7 +150,13 @@ def _authorize(control: ControlPlane, context: grpc.ServicerContext, site: str) 
     return who
 
 
+MAX_LABELS, MAX_DATASETS = 64, 1024
+
+
 def _validate_registration(request: pb.RegisterSiteRequest) -> None:
+    if len(request.labels) > MAX_LABELS or len(request.datasets) > MAX_DATASETS:
+        raise InvalidSpec(f"registration of {request.name[:64]!r}: at most {MAX_LABELS} labels and "
+                          f"{MAX_DATASETS} datasets")
     try:
         SiteMetadata(name=request.name)
         Location(jurisdiction=request.location.jurisdiction, region=request.location.region)
@@ -158,6 +165,10 @@ def _validate_registration(request: pb.RegisterSiteRequest) -> None:
     except ValidationError as e:
         err = e.errors()[0]
         raise InvalidSpec(f"registration of {request.name!r}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+    try:
+        check_labels(dict(request.labels))
+    except ValueError as e:
+        raise InvalidSpec(f"registration of {request.name!r}: labels: {e}") from None
 
 
 

@@ -110,6 +110,11 @@ class Checkpoint(Strict):
                                   "it as FEDCTL_CHECKPOINT_PATH, the second and later ones FEDCTL_RESUME=1")
 
 
+# Which devices a job sees is the site's to say, from the GPUs the job asked for and was given.
+RESERVED_ENV = frozenset({"CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES",
+                          "HIP_VISIBLE_DEVICES"})
+
+
 class JobBody(Strict):
     entrypoint: str = Field(min_length=1, max_length=8192)
     runtime_env: dict[str, Any] = Field(default_factory=dict)
@@ -153,6 +158,18 @@ class JobBody(Strict):
         if self.gang is not None and self.array is not None:
             raise ValueError("gang: a job is a gang or an array, not both")
         return self
+
+    @field_validator("runtime_env")
+    @classmethod
+    def _runtime_env(cls, v: dict[str, Any]) -> dict[str, Any]:
+        env_vars = v.get("env_vars", {})
+        if not isinstance(env_vars, dict):
+            raise ValueError("env_vars must be a mapping of names to strings")
+        for name in env_vars:
+            if name in RESERVED_ENV or str(name).startswith("RAY_AUTH"):
+                raise ValueError(f"env_vars.{name}: set by the site (GPUs from spec.resources, Ray's token its "
+                                 "own); a job may not set it")
+        return v
 
     @field_validator("datasets")
     @classmethod

@@ -177,6 +177,8 @@ class Veto(Strict):
     max_cpus_per_job: float | None = None
     max_gpus_per_job: float | None = None
     classifications: list[str] | None = Field(default=None, description="only datasets of these classes")
+    packages: list[str] | None = Field(default=None, description="only these packages from runtime_env pip/uv; "
+                                                                 "null = any plain requirement")
 
 
 class SiteBody(Strict):

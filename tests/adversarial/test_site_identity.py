@@ -121,3 +121,16 @@ def test_site_local_paths_are_never_shown_to_users(federation):
     kept = b"".join(p.read_bytes() for p in federation.db.parent.glob("fed.db*"))
     assert b"/srv/secret" not in kept, "the federation does not even keep it"
     channel.close()
+
+
+def test_a_registration_cannot_grow_the_record_without_bound(federation):
+    eu, channel = site_stub(federation)
+    with pytest.raises(grpc.RpcError) as e:
+        register(eu, labels={f"k{i}": "v" for i in range(65)})
+    assert e.value.code() is grpc.StatusCode.INVALID_ARGUMENT and "at most 64 labels" in e.value.details()
+    with pytest.raises(grpc.RpcError) as e:
+        register(eu, labels={"bad key!": "v"})
+    assert e.value.code() is grpc.StatusCode.INVALID_ARGUMENT and "labels: label key 'bad key!'" in e.value.details()
+    with admin_client(federation) as admin:
+        assert admin.sites() == []
+    channel.close()

@@ -156,7 +156,7 @@ def services(tmp_path_factory):
     users, sites = FederationServicer(control), SiteServicer(control, 0.01)
     enrol = EnrollmentServicer(control, Issued(pki["ca"].cert, pki["ca"].key), 1)
     yield {"users": users, "sites": sites, "enrol": enrol, "admin": pki["admin"].cert.read_bytes(),
-           "site": pki["eu-west"].cert.read_bytes()}
+           "site": pki["eu-west"].cert.read_bytes(), "db": tmp / "fed.db"}
     store.close()
 
 
@@ -191,6 +191,83 @@ def test_fuzz_every_request_type_gets_an_answer_or_a_typed_error(services, servi
 
     run()
 
+
+
+def oversized(descriptor, n: int, depth: int = 0):
+    """A message of this type with every field at size `n`: strings and bytes of n characters,
+    n entries in each repeated field and map (nested messages a level down, smaller)."""
+    msg = _class(descriptor)()
+    m = max(1, n // 1000)
+    for f in descriptor.fields:
+        entry = f.message_type is not None and f.message_type.GetOptions().map_entry
+        if entry:
+            target = getattr(msg, f.name)
+            value = f.message_type.fields_by_name["value"]
+            for i in range(min(n, 2000)):
+                key = f"k{i}-" + "x" * m
+                if value.message_type is not None:
+                    if depth < 2:
+                        target[key].CopyFrom(oversized(value.message_type, m, depth + 1))
+                else:
+                    target[key] = _big(value.type, m, i)
+        elif f.message_type is not None:
+            if depth >= 2 or f.message_type.full_name.startswith("google.protobuf"):
+                continue
+            one = oversized(f.message_type, m, depth + 1)
+            if f.is_repeated:
+                getattr(msg, f.name).extend([one] * min(n, 2000))
+            else:
+                getattr(msg, f.name).CopyFrom(one)
+        elif f.type == FieldDescriptor.TYPE_ENUM:
+            value = f.enum_type.values[-1].number
+            if f.is_repeated:
+                getattr(msg, f.name).extend([value] * min(n, 2000))
+            else:
+                setattr(msg, f.name, value)
+        elif f.is_repeated:
+            getattr(msg, f.name).extend([_big(f.type, m, i) for i in range(min(n, 2000))])
+        else:
+            setattr(msg, f.name, _big(f.type, n, 0))
+    return msg
+
+
+def _big(kind: int, n: int, i: int):
+    if kind == FieldDescriptor.TYPE_STRING:
+        return f"{i}" + "x" * n
+    if kind == FieldDescriptor.TYPE_BYTES:
+        return b"\xff" * n
+    if kind == FieldDescriptor.TYPE_BOOL:
+        return True
+    if kind in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
+        return 1e308 if kind == FieldDescriptor.TYPE_DOUBLE else 3e38
+    return {FieldDescriptor.TYPE_INT32: 2**31 - 1, FieldDescriptor.TYPE_UINT32: 2**32 - 1,
+            FieldDescriptor.TYPE_UINT64: 2**64 - 1}.get(kind, 2**63 - 1)
+
+
+def stored(db: Path) -> int:
+    return sum(p.stat().st_size for p in db.parent.glob(db.name + "*"))
+
+
+@pytest.mark.parametrize("size", [1_000, 100_000])
+@pytest.mark.parametrize("service, method", CALLS, ids=[m.name for _, m in CALLS])
+def test_fuzz_every_request_type_at_large_sizes_gets_a_typed_error_and_stores_nothing_unbounded(
+        services, service, method, size):
+    servicer = services[service]
+    caller = services["site"] if service == "sites" else services["admin"]
+    request = oversized(method.input_type, size)
+    before = stored(services["db"])
+    try:
+        result = getattr(servicer, method.name)(iter([request]) if method.client_streaming else request,
+                                               Context(caller))
+        if method.server_streaming:
+            for _ in itertools.islice(result, 3):
+                pass
+    except Aborted as e:
+        assert e.code is not grpc.StatusCode.INTERNAL, f"{method.name}: internal error: {e}"
+    except FederationError:
+        pass
+    grown = stored(services["db"]) - before
+    assert grown < 2 * 2**20, f"{method.name} at size {size} grew the store by {grown} bytes"
 
 
 # ------------------------------------------------------------------ paths a spec can name

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from federation.errors import RayError
+from federation.errors import InvalidSpec, RayError
 from federation.service import wire
 from federation.service.spec_wire import spec_to_pb
 from federation.spec import SiteConfig
@@ -195,6 +195,19 @@ def test_plain_requirements_pass_the_site(tmp_path):
     packages = ["numpy==2.1", "ray[default]>=2.40", "torch>=2; python_version >= '3.10'", "scikit-learn"]
     env, reason = resolve_runtime_env({"pip": packages, "uv": packages}, tmp_path)
     assert reason is None and env["pip"] == packages
+
+
+def test_a_sites_package_allow_list_refuses_the_rest(tmp_path, ray):
+    allowed = ["NumPy", "scikit_learn"]
+    _, reason = resolve_runtime_env({"pip": ["numpy==2.1", "scikit-learn>=1"]}, tmp_path, allowed)
+    assert reason is None, "names compare as pip does: case and -/_ aside"
+    _, reason = resolve_runtime_env({"uv": ["numpy", "evil-pkg==1"]}, tmp_path, allowed)
+    assert reason == "runtime_env.uv[1] 'evil-pkg' is not in this site's allowed packages (spec.veto.packages)"
+    r = Reconciler(site_config(tmp_path, packages=allowed), ray)
+    r.set_desired([assignment(runtime_env={"pip": ["requests"]})])
+    (status,) = r.reconcile().statuses
+    assert status.state == pb.ATTEMPT_STATE_REJECTED and "'requests' is not in this site's allowed" in status.message
+    assert ray.submitted == []
 
 
 def test_unreachable_ray_sends_no_report_and_fails_nothing(tmp_path, ray):
@@ -393,3 +406,15 @@ def test_an_input_name_that_would_escape_its_folder_is_refused(tmp_path, ray):
     r.set_desired([a])
     report = r.reconcile()
     assert ray.submitted == [] and states(report)["j-1/1"] == pb.ATTEMPT_STATE_REJECTED
+
+
+def test_a_job_asking_for_no_gpu_sees_none_and_may_not_choose_its_devices(tmp_path, ray):
+    r = Reconciler(site_config(tmp_path), ray)
+    r.set_desired([assignment(entrypoint="nvidia-smi")])
+    r.reconcile()
+    ((_, env),) = ray.submitted
+    assert env["env_vars"]["CUDA_VISIBLE_DEVICES"] == ""
+    with pytest.raises(InvalidSpec, match=r"env_vars.CUDA_VISIBLE_DEVICES: set by the site"):
+        make_spec(runtime_env={"env_vars": {"CUDA_VISIBLE_DEVICES": "0,1,2,3"}})
+    with pytest.raises(InvalidSpec, match=r"env_vars.RAY_AUTH_TOKEN: set by the site"):
+        make_spec(runtime_env={"env_vars": {"RAY_AUTH_TOKEN": "stolen"}})
