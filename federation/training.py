@@ -44,7 +44,7 @@ class TrainingLoop:
     def submit(self, spec: FederatedTrainingSpec, actor: str) -> Training:
         body = spec.spec
         records = self.store.list_sites()
-        info = catalog(records).get(body.dataset)
+        info = catalog(records, self.control.core.policy).get(body.dataset)
         if info is None:
             raise InvalidSpec(f"spec.dataset: no site holds a dataset named '{body.dataset}'")
         if info.classification not in self.control.core.rules.classifications:

@@ -25,8 +25,10 @@ from training import secagg
 
 log = logging.getLogger("site_agent")
 
+PRIVATE = ".fedctl-io"   # under the work_dir: attempts' folders, this site's keys, kept logs
 MAX_OUTPUTS = 16
 MAX_OUTPUT_BYTES = 4 << 20   # the federation's limit per file
+MAX_KEPT_LOG = 4 << 20       # as the federation keeps of a log it receives
 
 SID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 Fetch = Callable[[str, int, str], bytes]   # (job, attempt, name) -> data, from the federation
@@ -40,7 +42,7 @@ class AttemptFiles:
     @classmethod
     def of(cls, config: SiteConfig) -> AttemptFiles:
         base = config.spec.work_dir or Path(tempfile.gettempdir())
-        return cls(base / ".fedctl-io" / config.metadata.name, config.metadata.name)
+        return cls(base / PRIVATE / config.metadata.name, config.metadata.name)
 
     def prepare(self, sid: str, a: pb.Assignment, fetch: Fetch | None,
                 user: OSUser | None = None) -> dict[str, str] | SiteWord | None:
@@ -125,9 +127,13 @@ class AttemptFiles:
         return self.root.parent / f"{self.site}.logs"
 
     def keep_log(self, sid: str, offset: int, data: bytes) -> None:
-        """Write an attempt's log bytes at `offset` of its kept log (a resend rewrites the same bytes)."""
+        """Write an attempt's log bytes at `offset` of its kept log (a resend rewrites the same bytes),
+        up to MAX_KEPT_LOG: the agent writes as root, so no quota of the job's would stop it."""
         if not SID_RE.match(sid):
             raise ValueError(f"not a submission id: {sid[:64]!r}")
+        data = data[:max(0, MAX_KEPT_LOG - offset)]
+        if not data:
+            return
         self.logs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.logs_dir / f"{sid}.log", os.O_WRONLY | os.O_CREAT, 0o600)
         with os.fdopen(fd, "wb") as f:

@@ -66,6 +66,19 @@ class JobUsers:
     def base(self) -> OSUser | None:
         return os_user(self.run_as, "spec.ray.local.run_as") if self.run_as else None
 
+    def owns(self, uid: int) -> bool:
+        """Whether `uid` is one of the users jobs run as here."""
+        try:
+            name = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            return False
+        if name == self.run_as:
+            return True
+        if self.tenant_user:
+            prefix, _, suffix = self.tenant_user.partition("{tenant}")
+            return name.startswith(prefix) and name.endswith(suffix) and len(name) > len(prefix) + len(suffix)
+        return False
+
     def of(self, tenant: str) -> OSUser | None:
         if self.tenant_user:
             return os_user(self.tenant_user.replace("{tenant}", tenant), "spec.ray.local.tenant_heads.user")
@@ -77,10 +90,12 @@ def check_runs_python(user: OSUser, where: str) -> None:
     try:
         subprocess.run([sys.executable, "-c", ""], user=user.uid, group=user.gid, extra_groups=[], check=True,
                        capture_output=True, timeout=60, cwd="/")
-    except (OSError, subprocess.SubprocessError):
+    except (OSError, subprocess.SubprocessError) as e:
+        detail = e.stderr.decode(errors="replace").strip().splitlines()[-1:] if isinstance(
+            e, subprocess.CalledProcessError) and e.stderr else [str(e)]
         raise ConfigError(f"{where}: OS user {user.name!r} cannot run {sys.executable} (resolved: "
                           f"{os.path.realpath(sys.executable)}); every folder above it and its "
-                          f"libraries must be open to it") from None
+                          f"libraries must be open to it ({detail[0][:200] if detail else e})") from None
 
 
 def hand_over(paths: Iterable[Path], user: OSUser | None) -> None:
@@ -103,14 +118,18 @@ def _from_mode(mode: int) -> list[tuple[int, int, int]]:
             (_OTHER, mode & 7, _UNDEFINED)]
 
 
-def _set_user_entry(path: Path, uid: int, perm: int | None) -> None:
-    """Give `uid` `perm` on `path` (None: take its entry away), keeping every other entry."""
+def _acl(path: Path) -> bytes:
     try:
-        entries = _entries(os.getxattr(path, _ACL))
+        return os.getxattr(path, _ACL)
     except OSError as e:
         if e.errno not in (errno.ENODATA, errno.EOPNOTSUPP):
             raise
-        entries = []
+        return b""
+
+
+def _set_user_entry(path: Path, uid: int, perm: int | None) -> None:
+    """Give `uid` `perm` on `path` (None: take its entry away), keeping every other entry."""
+    entries = _entries(_acl(path))
     if not entries:
         entries = _from_mode(os.stat(path).st_mode)
     users = {e[2]: e[1] for e in entries if e[0] == _USER and e[2] != uid}
@@ -120,9 +139,9 @@ def _set_user_entry(path: Path, uid: int, perm: int | None) -> None:
     groups = {e[2]: e[1] for e in entries if e[0] == _GROUP}
     out = [(_USER_OBJ, base[_USER_OBJ], _UNDEFINED), *((_USER, p, u) for u, p in sorted(users.items())),
            (_GROUP_OBJ, base[_GROUP_OBJ], _UNDEFINED), *((_GROUP, p, g) for g, p in sorted(groups.items()))]
-    if users or groups:   # the mask bounds the group class: exactly what its entries give
-        mask = base[_GROUP_OBJ]
-        for p in (*users.values(), *groups.values()):
+    if users or groups:   # the mask bounds the group class: what it was, and what the users named now get
+        mask = next((p for tag, p, _ in entries if tag == _MASK), base[_GROUP_OBJ])
+        for p in users.values():
             mask |= p
         out.append((_MASK, mask, _UNDEFINED))
     out.append((_OTHER, base[_OTHER], _UNDEFINED))
@@ -155,18 +174,30 @@ class DatasetGrants:
             self._sync()
 
     def _sync(self) -> None:
+        """Take back, then grant; what failed is tried again at the next call."""
         wanted = set().union(*self.by_attempt.values())
-        for path, uid in sorted(self.granted - wanted):
-            self._apply(path, uid, None)
-        for path, uid in sorted(wanted - self.granted):
-            self._apply(path, uid, 4)
-        self.granted = wanted
+        kept = {g for g in sorted(self.granted - wanted) if not self._apply(*g, None)}
+        failed = {g for g in sorted(wanted - self.granted) if not self._apply(*g, 4)}
+        self.granted = (wanted - failed) | kept
 
     @staticmethod
-    def _apply(path: Path, uid: int, perm: int | None) -> None:
+    def _apply(path: Path, uid: int, perm: int | None) -> bool:
         try:
             for p in _tree(path):
                 _set_user_entry(p, uid, None if perm is None else (perm | 1 if p.is_dir() else perm))
         except OSError as e:
             log.warning("dataset %s: cannot %s read access for uid %d: %s", path,
                         "grant" if perm else "take back", uid, e.strerror)
+            return False
+        return True
+
+    def clear(self, paths: Iterable[Path], users: JobUsers) -> None:
+        """Take back what an earlier agent of this site granted and could not take back (it was
+        killed): every entry of a job user on the datasets' files."""
+        for path in paths:
+            try:
+                for p in _tree(path):
+                    for uid in {e[2] for e in _entries(_acl(p)) if e[0] == _USER and users.owns(e[2])}:
+                        _set_user_entry(p, uid, None)
+            except OSError as e:
+                log.warning("dataset %s: cannot read or clear its ACL: %s", path, e.strerror)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from federation.errors import RayError
 from federation.spec.site import LocalRay
-from site_agent.isolation import OSUser, check_runs_python, hand_over
+from site_agent.isolation import OSUser, check_runs_python
 from site_agent.ray_driver import RayJobsDriver
 
 log = logging.getLogger("site_agent.local_ray")
@@ -26,6 +26,7 @@ PORTS = {
     "metrics-export-port": 7, "runtime-env-agent-port": 8,
 }
 WORKER_PORTS = (100, 299)
+PLAIN_ENV = frozenset({"PATH", "LANG", "LANGUAGE", "TZ", "TMPDIR", "PYTHONUNBUFFERED"})
 
 
 @dataclass
@@ -47,12 +48,18 @@ class LocalRayHead:
         # Ray's socket paths must stay short, so the default lives directly under /tmp.
         return self.settings.temp_dir or Path(f"/tmp/fedray-{self.settings.port_base}")
 
+    @property
+    def ray_dir(self) -> Path:
+        """Where Ray writes. Under another user, a folder of that user's inside the agent's own, so the
+        agent's files beside it (token, pid, log) are never reached through a link the head's jobs made."""
+        return self.temp_dir / "ray" if self.user is not None else self.temp_dir
+
     def command(self) -> list[str]:
         s = self.settings
         ray = Path(sys.executable).with_name("ray")
         args = [str(ray) if ray.exists() else "ray", "start", "--head", "--block", "--disable-usage-stats",
                 "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", "--include-dashboard=true",
-                f"--temp-dir={self.temp_dir}", f"--object-store-memory={s.object_store_memory}",
+                f"--temp-dir={self.ray_dir}", f"--object-store-memory={s.object_store_memory}",
                 f"--min-worker-port={s.port_base + WORKER_PORTS[0]}",
                 f"--max-worker-port={s.port_base + WORKER_PORTS[1]}"]
         args += [f"--{flag}={s.port_base + offset}" for flag, offset in PORTS.items()]
@@ -72,7 +79,11 @@ class LocalRayHead:
 
     def environment(self) -> dict[str, str]:
         # A stopped job (cancelled or preempted) gets SIGTERM, then SIGKILL after this grace.
-        env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0",
+        # Under a user of its own, the head (and every job) gets none of the agent's environment
+        # (credentials, agent sockets) but what a process needs to run.
+        inherited = os.environ if self.user is None else {
+            k: v for k, v in os.environ.items() if k in PLAIN_ENV or k.startswith("LC_")}
+        env = dict(inherited, RAY_USAGE_STATS_ENABLED="0",
                    RAY_JOB_STOP_WAIT_TIME_S=str(int(self.settings.stop_grace_s)))
         # Jobs' `python` is the agent's own, with Ray in it, even when its venv is not activated.
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
@@ -80,15 +91,33 @@ class LocalRayHead:
             env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.token_path))
             env.pop("RAY_AUTH_TOKEN", None)
         if self.user is not None:
-            env.update(HOME=str(self.temp_dir), USER=self.user.name, LOGNAME=self.user.name)
+            env.update(HOME=str(self.ray_dir), USER=self.user.name, LOGNAME=self.user.name)
         return env
+
+    def _make_dirs(self) -> None:
+        """The head's folder, the agent's own (a folder someone else made or linked is replaced),
+        with the token in it readable by the head's user, and Ray's folder that user's."""
+        d = self.temp_dir
+        if self.user is not None and (d.is_symlink() or (d.exists() and d.stat().st_uid != os.geteuid())):
+            log.warning("%s is not this agent's; replacing it", d)
+            d.unlink() if d.is_symlink() else shutil.rmtree(d)
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.user is None:
+            self._write_token()
+            return
+        d.chmod(0o711)
+        self._write_token()
+        self.ray_dir.mkdir(exist_ok=True, mode=0o700)
+        os.chown(self.ray_dir, self.user.uid, self.user.gid, follow_symlinks=False)
 
     def _write_token(self) -> None:
         path = self.token_path
         if path is not None and not path.exists():
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(secrets.token_hex(32))
+                if self.user is not None:
+                    os.fchown(fd, self.user.uid, self.user.gid)
 
     @property
     def pid_file(self) -> Path:
@@ -107,40 +136,62 @@ class LocalRayHead:
     def start(self, timeout: float = 90.0) -> RayJobsDriver:
         if self.user is not None:
             check_runs_python(self.user, "spec.ray.local")
-        self.temp_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._write_token()
-        hand_over([self.temp_dir, *([self.token_path] if self.token_path else [])], self.user)
+        self._make_dirs()
+        return self._adopt() or self._launch(timeout)
+
+    @property
+    def _uid(self) -> int:
+        return self.user.uid if self.user else os.geteuid()
+
+    def _adopt(self) -> RayJobsDriver | None:
+        """The head an earlier agent left running here, if it still answers on its own port."""
         running = self._running_head()
-        if running is not None:
-            driver = RayJobsDriver(self.dashboard_url, self.token_path)
-            try:
-                driver.wait_ready(min(timeout, 20.0))
-            except RayError:
-                log.warning("local Ray head %d of an earlier agent does not answer; starting a new one", running)
-                self.pid = running
-                self.stop()
-            else:
-                self.pid = running
-                log.info("adopted the local Ray head %d already running for %s at %s", running, self.name,
-                         self.dashboard_url)
-                return driver
+        if running is None:
+            return None
+        self.pid = running
+        driver = RayJobsDriver(self.dashboard_url, self.token_path)
+        try:
+            if listener_uid(self.settings.port_base + PORTS["dashboard-port"]) != self._uid:
+                raise RayError("its dashboard port is not its own")   # never hand the token to another
+            driver.wait_ready(20.0)
+        except RayError:
+            log.warning("local Ray head %d of an earlier agent does not answer; starting a new one", running)
+            self.stop()
+            return None
+        log.info("adopted the local Ray head %d already running for %s at %s", running, self.name, self.dashboard_url)
+        return driver
+
+    def _launch(self, timeout: float) -> RayJobsDriver:
+        dashboard = self.settings.port_base + PORTS["dashboard-port"]
+        taken = [p for p in (self.settings.port_base, dashboard) if listener_uid(p) is not None]
+        if taken:
+            raise RayError(f"local Ray head for {self.name}: port {taken[0]} is already in use")
         log_path = self.temp_dir / "head.log"
-        env = self.environment()
         with open(log_path, "ab") as out:
             # Own session: the whole head (gcs, raylet, dashboard, workers) is one process group.
             self.process = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True, env=env,
-                                            **_as_user(self.user))
+                                            stdin=subprocess.DEVNULL, start_new_session=True,
+                                            env=self.environment(), **_as_user(self.user))
         self.pid = self.process.pid
         self.pid_file.write_text(str(self.pid))
         driver = RayJobsDriver(self.dashboard_url, self.token_path)
+        deadline = time.monotonic() + timeout
         try:
-            driver.wait_ready(timeout)
-        except RayError:
+            # Only once the head's own user listens on its port does the token go there.
+            while (owner := listener_uid(dashboard)) != self._uid:
+                if owner is not None:
+                    raise RayError(f"its dashboard port {dashboard} is held by uid {owner}")
+                if not self.alive():
+                    raise RayError("it exited")
+                if time.monotonic() > deadline:
+                    raise RayError(f"it did not listen within {timeout:g}s")
+                time.sleep(0.1)
+            driver.wait_ready(max(1.0, deadline - time.monotonic()))
+        except RayError as e:
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-3:] if log_path.exists() else []
             self.stop()
-            tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] if log_path.exists() else []
-            raise RayError(f"local Ray head for {self.name} did not start within {timeout:g}s"
-                           + (f": {tail[0]}" if tail else "")) from None
+            raise RayError(f"local Ray head for {self.name} did not start: {e.message}"
+                           + (f"; its log ends: {' | '.join(tail)}" if tail else "")) from None
         log.info("local Ray head for %s at %s", self.name, self.dashboard_url)
         return driver
 
@@ -183,6 +234,20 @@ class LocalRayHead:
         deadline = time.monotonic() + timeout   # an adopted head is not our child: poll for it
         while Path(f"/proc/{self.pid}").exists() and time.monotonic() < deadline:
             time.sleep(0.1)
+
+
+def listener_uid(port: int) -> int | None:
+    """The uid owning the socket that listens on 127.0.0.1:`port` (or any address), or None."""
+    try:
+        lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        address, hex_port = fields[1].split(":")
+        if fields[3] == "0A" and int(hex_port, 16) == port and address in ("0100007F", "00000000"):
+            return int(fields[7])
+    return None
 
 
 def _as_user(user: OSUser | None) -> dict:

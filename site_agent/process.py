@@ -7,6 +7,7 @@ import signal
 import socket
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 from federation.errors import ConfigError, RayError
 from federation.gpus import inventory_of
@@ -14,7 +15,7 @@ from federation.spec import SiteConfig
 from federation.transport import open_channel
 from site_agent.agent import SiteAgent
 from site_agent.binding import NODE_LABEL
-from site_agent.isolation import JobUsers
+from site_agent.isolation import DatasetGrants, JobUsers
 from site_agent.local_ray import LocalRayHead
 from site_agent.ray_driver import RayJobsDriver
 from site_agent.tenant_heads import TenantHeads
@@ -29,6 +30,8 @@ def run_site(config: SiteConfig, *, local_ray: bool,
     fed = body.federation
     users = JobUsers.of_config(config)
     head = _local_head(config, users) if local_ray else None
+    if users.run_as or users.tenant_user:
+        DatasetGrants().clear([Path(d.path) for d in body.datasets if d.path], users)
     if head is None and not body.ray.address:
         raise ConfigError(f"site {config.metadata.name}: spec.ray.address is not set; give it or use --local-ray")
     if head is None and (body.ray.local.tenant_heads or body.ray.local.run_as):

@@ -18,6 +18,7 @@ class RayJob:
     status: str          # Ray's JobStatus name: PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED
     message: str = ""
     site: str | None = None   # from the job's metadata; None for jobs submitted otherwise
+    tenant: str | None = None  # likewise
 
     @property
     def terminal(self) -> bool:
@@ -111,7 +112,7 @@ class RayJobsDriver(RayDriver):
         except Exception as e:
             raise RayError(f"listing jobs at {self.address}: {_first_line(e)}") from None
         return {d.submission_id: RayJob(d.submission_id, d.status.value, d.message or "",
-                                        (d.metadata or {}).get(SITE_KEY))
+                                        (d.metadata or {}).get(SITE_KEY), (d.metadata or {}).get("tenant"))
                 for d in details if d.submission_id}
 
     def status(self, submission_id: str) -> str | None:

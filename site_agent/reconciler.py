@@ -189,8 +189,10 @@ class Reconciler:
         report = plan_report(self.desired.keys(), observed, self.local, self.watched, self.logs_done,
                              speaks=speaks, site=self.config.metadata.name)
         files = self.files
+        # Files leave only where the job's data lets results or model updates cross at all.
         outputs = [pb.Output(job_id=ref.job_id, attempt=ref.attempt, name=name, data=data)
-                   for ref in report.outputs for name, data in files.outputs(ref.sid)]
+                   for ref in report.outputs if self.crossing.get(ref.sid, frozenset()) & {"results", "model-updates"}
+                   for name, data in files.outputs(ref.sid)]
         logs = []
         for ref, ended in report.logs:
             chunk = self._new_log_bytes(ref.sid)

@@ -120,9 +120,11 @@ class TenantHeads(RayDriver):
         for tenant, (head, driver) in heads:
             if not head.alive():
                 continue   # its jobs died with it: reported vanished, retried by their policy
-            found = driver.jobs()
+            # A head answers only for its own tenant's attempts: a job there could submit others under any id.
+            listed = driver.jobs()
             with self.lock:
-                self.owner.update((sid, tenant) for sid in found)
+                found = {sid: j for sid, j in listed.items()
+                         if j.tenant == tenant and self.owner.setdefault(sid, tenant) == tenant}
                 if any(not j.terminal for j in found.values()):
                     self.busy_at[tenant] = time.monotonic()
             out.update(found)

@@ -10,6 +10,7 @@ from packaging.utils import canonicalize_name
 
 from federation.spec import JobSpec
 from federation.spec.site import Veto
+from site_agent.files import PRIVATE
 
 
 def veto_reason(spec: JobSpec, veto: Veto, held: Mapping[str, str]) -> str | None:
@@ -101,6 +102,9 @@ def _inside(value: Any, work_dir: Path | None, field: str) -> tuple[str, str | N
         return value, f"{field} {value!r} is not a usable path ({e})"
     if target != root and root not in target.parents:
         return value, f"{field} {value!r} escapes the site's work_dir"
+    private = root / PRIVATE   # the agent packs this folder as root: never its keys or other attempts' files
+    if target == private or private in target.parents or target in private.parents:
+        return value, f"{field} {value!r} holds the site's own folder {PRIVATE}; name a folder beside it"
     if not target.exists():
         return value, f"{field} {value!r} does not exist at this site"
     return str(target), None

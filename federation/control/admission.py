@@ -13,7 +13,7 @@ from federation.errors import FederationError, NotFound, Unavailable, UnknownDat
 from federation.gpus import request_of
 from federation.jobs import Job, new_job_id
 from federation.sites import SiteRecord
-from federation.spec import JobSpec, gang_parts
+from federation.spec import JobSpec, PolicyConfig, gang_parts
 from federation.spec.array import parse_array
 from federation.store import SubmitRequest
 from policies import fairshare
@@ -119,7 +119,7 @@ class Admission:
         for k, (name, part) in enumerate(parts):
             try:
                 self._check_queue_limits(part, queue)
-                check_datasets(part, sites)
+                check_datasets(part, sites, self.core.policy)
                 check_access(part.metadata.tenant, {f"spec.datasets[{i}]": d for i, d in enumerate(part.spec.datasets)},
                              self.core.policy)
                 check_satisfiable(part, sites)
@@ -151,8 +151,8 @@ class Admission:
             q = self.core.queue_by_name.get(q.parent) if q.parent else None
 
 
-def check_datasets(spec: JobSpec, sites: list[SiteRecord]) -> None:
-    known = catalog(sites)
+def check_datasets(spec: JobSpec, sites: list[SiteRecord], policy: PolicyConfig) -> None:
+    known = catalog(sites, policy)
     for i, name in enumerate(spec.spec.datasets):
         if name not in known:
             hint = difflib.get_close_matches(name, list(known), n=1)

@@ -14,7 +14,7 @@ class Border:
 
     def __init__(self, core: Core) -> None:
         self.rules = core.rules
-        self.catalog = catalog(core.store.list_sites())
+        self.catalog = catalog(core.store.list_sites(), core.policy)
 
     def may_cross(self, job: Job) -> frozenset[str]:
         return policies.may_cross(job.spec.spec.datasets, self.catalog, self.rules)

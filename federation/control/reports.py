@@ -64,7 +64,6 @@ class Reports:
     def __init__(self, core: Core) -> None:
         self.core = core
         self._stale: set[tuple[str, int]] = set()
-        self._refused: set[tuple[str, int, str]] = set()   # outputs refused and audited once
         self._dropped: set[tuple[str, int]] = set()         # attempts whose logs were refused, warned once
 
     def apply(self, site: str, reports: Iterable[AttemptReport], logs: Iterable[LogChunk],
@@ -95,10 +94,9 @@ class Reports:
                                   f" and . _ - and at most {MAX_ARTIFACT_BYTES >> 20} MiB")
             job = live[(out.job_id, out.number)][1]
             if blocked := self._output_blocked(job):
-                if (out.job_id, out.number, out.name) not in self._refused:
-                    self._refused.add((out.job_id, out.number, out.name))
-                    self.core.record(site, "output.refused", out.job_id, attempt=out.number, name=out.name,
-                                     reason=blocked)
+                # Counted with its like: a site may send any number of names.
+                self.core.refusals.refuse(site, "output.refused", out.job_id, "output of data that may not leave",
+                                          attempt=out.number, name=out.name, reason=blocked)
                 continue
             stored = store.artifact_refs([out.job_id], out.number).get(out.job_id, [])
             if len(stored) >= MAX_OUTPUTS and out.name not in {name for name, _, _ in stored}:
@@ -174,7 +172,7 @@ class Reports:
     def _output_blocked(self, job: Job) -> str:
         """Why the outputs of `job` may not leave its site, or '': none of its data's rules lets
         anything cross (may_cross_border: [nothing], or no rule)."""
-        known = catalog(self.core.store.list_sites())
+        known = catalog(self.core.store.list_sites(), self.core.policy)
         for name in job.spec.spec.datasets:
             info = known.get(name)
             rule = self.core.rules.classifications.get(info.classification) if info else None

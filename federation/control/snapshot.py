@@ -11,7 +11,7 @@ from federation.control.core import Core
 from federation.gpus import request_of
 from federation.jobs import Attempt, Job
 from federation.sites import Capacity, SiteRecord, SiteState
-from federation.spec import JobSpec
+from federation.spec import JobSpec, PolicyConfig
 from federation.spec.array import parse_array
 from policies import fairshare, preemption
 from policies.gpus import Inventory, synthesized
@@ -43,13 +43,18 @@ def gpu_inventory(site: SiteRecord) -> Inventory:
     return synthesized(site.name, site.capacity.gpus)
 
 
-def catalog(sites: list[SiteRecord]) -> dict[str, policies.DatasetInfo]:
-    """Per dataset: its classification and the sites that hold it."""
-    holders: dict[str, tuple[str, set[str]]] = {}
+def catalog(sites: list[SiteRecord], policy: PolicyConfig) -> dict[str, policies.DatasetInfo]:
+    """Per dataset: its classification and the sites that hold it, as the policy says now (a site's
+    record, from a registration under an older policy, may say otherwise)."""
+    listed = policy.spec.datasets
+    holders: dict[str, set[str]] = {}
     for site in sites:
         for d in site.datasets:
-            holders.setdefault(d.name, (d.classification, set()))[1].add(site.name)
-    return {name: policies.DatasetInfo(name, cls, frozenset(names)) for name, (cls, names) in holders.items()}
+            entry = listed.get(d.name)
+            if entry is not None and ("*" in entry.sites or site.name in entry.sites):
+                holders.setdefault(d.name, set()).add(site.name)
+    return {name: policies.DatasetInfo(name, listed[name].classification, frozenset(names))
+            for name, names in holders.items()}
 
 
 def usage(live: list[tuple[Attempt, Job]]) -> dict[str, tuple[Capacity, int]]:
@@ -133,6 +138,6 @@ def observe(core: Core, now: float, live: list[tuple[Attempt, Job]] | None = Non
             connected=s.connected(now, core.site_timeout_s),
             cordoned=s.state is SiteState.CORDONED, draining=s.state is SiteState.DRAINING))
     live_views = [(a, pending_view(job)) for a, job in live]
-    return policies.Snapshot(sites=tuple(sites), catalog=catalog(records), rules=core.rules, gpus=gpus,
+    return policies.Snapshot(sites=tuple(sites), catalog=catalog(records, core.policy), rules=core.rules, gpus=gpus,
                              queues=queue_usage(core, live_views, now), running=running_views(live_views, index),
                              preemption=preemption_settings(core, now))

@@ -112,7 +112,10 @@ class Checkpoint(Strict):
 
 # Which devices a job sees is the site's to say, from the GPUs the job asked for and was given.
 RESERVED_ENV = frozenset({"CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES",
-                          "HIP_VISIBLE_DEVICES"})
+                          "HIP_VISIBLE_DEVICES", "PYTHONUSERBASE"})
+# Ray's token is the site's; pip and uv read their index, links and config from these, which would
+# bring back what runtime_env.pip/uv refuses.
+RESERVED_PREFIXES = ("RAY_AUTH", "PIP_", "UV_")
 
 
 class JobBody(Strict):
@@ -166,9 +169,9 @@ class JobBody(Strict):
         if not isinstance(env_vars, dict):
             raise ValueError("env_vars must be a mapping of names to strings")
         for name in env_vars:
-            if name in RESERVED_ENV or str(name).startswith("RAY_AUTH"):
-                raise ValueError(f"env_vars.{name}: set by the site (GPUs from spec.resources, Ray's token its "
-                                 "own); a job may not set it")
+            if name in RESERVED_ENV or str(name).startswith(RESERVED_PREFIXES):
+                raise ValueError(f"env_vars.{name}: set by the site (GPUs from spec.resources, Ray's token, "
+                                 "where packages come from); a job may not set it")
         return v
 
     @field_validator("datasets")

@@ -88,8 +88,9 @@ class TenantHeads(Strict):
     @field_validator("user")
     @classmethod
     def _user(cls, v: str) -> str:
-        if "{tenant}" not in v or not USER_RE.match(v.replace("{tenant}", "t")):
-            raise ValueError(f"user {v!r} must be an OS user name with {{tenant}} in it, e.g. fedjob-{{tenant}}")
+        if "{tenant}" not in v or v == "{tenant}" or not USER_RE.match(v.replace("{tenant}", "t")):
+            raise ValueError(f"user {v!r} must be an OS user name with {{tenant}} and a fixed part in it, e.g. "
+                             "fedjob-{tenant} (a tenant must not be able to name a system account)")
         return v
 
 
@@ -115,6 +116,14 @@ class LocalRay(Strict):
         if v is not None and not USER_RE.match(v):
             raise ValueError(f"run_as {v!r} is not an OS user name")
         return v
+
+    @model_validator(mode="after")
+    def _apart(self) -> LocalRay:
+        if self.tenant_heads is not None and self.run_as is None:
+            raise ValueError("tenant_heads: needs run_as too, or the site's own head runs as the agent's user")
+        if (self.run_as or self.tenant_heads) and not self.token_auth:
+            raise ValueError("token_auth: jobs kept apart need Ray's token, or any job may use any head")
+        return self
 
     @field_validator("object_store_memory", mode="before")
     @classmethod

@@ -208,13 +208,13 @@ def test_a_site_can_drive_a_ray_cluster_it_shares(federation, client):
     manages only its own site's jobs. Last in this file: it adds a site the others do not expect."""
     from federation.identity import scopes
     from federation.local import site_config, start_agent, stop_processes
-    from federation.pki import issue
+    from federation.pki import issue, site_binding
 
-    federation.pki["eu-central"] = issue(federation.pki["ca"], federation.work / "pki", "eu-central",
-                                         units=tuple(scopes("site", sites=("eu-central",))))
     spec = {"location": {"jurisdiction": "DE", "region": "eu-central"}, "work_dir": str(Path(__file__).parent),
             "ray": {"address": federation.dashboard("eu-west"),
                     "auth_token_path": str(federation.ray_token("eu-west"))}}
+    federation.pki["eu-central"] = issue(federation.pki["ca"], federation.work / "pki", "eu-central",
+                                         units=(*scopes("site", sites=("eu-central",)), *site_binding(spec)))
     agent = start_agent(site_config("eu-central", address=federation.address, pki=federation.pki,
                                     work=federation.work, spec=spec), federation.work)
     federation.agents["eu-central"] = agent

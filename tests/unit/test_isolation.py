@@ -42,10 +42,16 @@ def test_a_missing_user_or_root_is_refused_with_the_field_named():
 
 
 def test_tenant_heads_need_a_user_per_tenant():
-    with pytest.raises(ValidationError, match=r"with \{tenant\} in it"):
-        LocalRay(tenant_heads={"user": "fedjob"})
+    with pytest.raises(ValidationError, match=r"with \{tenant\} and a fixed part"):
+        LocalRay(run_as="fedjob", tenant_heads={"user": "fedjob"})
     with pytest.raises(ValidationError, match="not an OS user name"):
         LocalRay(run_as="Bad User")
+    with pytest.raises(ValidationError, match="a fixed part"):
+        LocalRay(run_as="fedjob", tenant_heads={"user": "{tenant}"})
+    with pytest.raises(ValidationError, match="tenant_heads: needs run_as too"):
+        LocalRay(tenant_heads={})
+    with pytest.raises(ValidationError, match="token_auth: jobs kept apart need Ray's token"):
+        LocalRay(run_as="fedjob", token_auth=False)
 
 
 @root_only
@@ -74,3 +80,15 @@ def test_handed_over_folders_are_their_users_alone(open_dir):
     hand_over([folder, folder / "x"], os_user("nobody", "test"))
     assert folder.stat().st_uid == os_user("nobody", "test").uid and (folder.stat().st_mode & 0o777) == 0o700
     assert reads("nobody", folder / "x")
+
+
+@root_only
+def test_grants_an_earlier_agent_left_behind_are_taken_back_at_start(open_dir):
+    data = open_dir / "rows.csv"
+    data.write_text("secret")
+    data.chmod(0o600)
+    nobody = os_user("nobody", "test")
+    DatasetGrants().allow("fed-j-1-1", [data], nobody)    # the agent that granted it is gone
+    assert reads("nobody", data)
+    DatasetGrants().clear([data], JobUsers(run_as="nobody"))
+    assert not reads("nobody", data)

@@ -416,5 +416,29 @@ def test_a_job_asking_for_no_gpu_sees_none_and_may_not_choose_its_devices(tmp_pa
     assert env["env_vars"]["CUDA_VISIBLE_DEVICES"] == ""
     with pytest.raises(InvalidSpec, match=r"env_vars.CUDA_VISIBLE_DEVICES: set by the site"):
         make_spec(runtime_env={"env_vars": {"CUDA_VISIBLE_DEVICES": "0,1,2,3"}})
-    with pytest.raises(InvalidSpec, match=r"env_vars.RAY_AUTH_TOKEN: set by the site"):
-        make_spec(runtime_env={"env_vars": {"RAY_AUTH_TOKEN": "stolen"}})
+    for name in ("RAY_AUTH_TOKEN", "PIP_INDEX_URL", "PIP_CONFIG_FILE", "UV_INDEX_URL", "PYTHONUSERBASE"):
+        with pytest.raises(InvalidSpec, match=rf"env_vars.{name}: set by the site"):
+            make_spec(runtime_env={"env_vars": {name: "https://evil.example/simple"}})
+
+
+@pytest.mark.parametrize("working_dir", [".", ".fedctl-io", ".fedctl-io/eu-west/fed-j-1-1/out", "jobs/../.fedctl-io"])
+def test_a_job_cannot_have_the_site_pack_its_private_folder(tmp_path, working_dir):
+    (tmp_path / ".fedctl-io" / "eu-west" / "fed-j-1-1" / "out").mkdir(parents=True)
+    (tmp_path / "jobs").mkdir()
+    _, reason = resolve_runtime_env({"working_dir": working_dir}, tmp_path)
+    assert reason and "holds the site's own folder .fedctl-io" in reason
+    _, reason = resolve_runtime_env({"py_modules": [working_dir]}, tmp_path)
+    assert reason and "holds the site's own folder" in reason
+
+
+@pytest.mark.parametrize("crosses, sent", [(("nothing",), False), (("logs",), False), (("results",), True)])
+def test_files_leave_the_site_only_where_the_jobs_data_lets_results_cross(tmp_path, ray, crosses, sent):
+    r = Reconciler(site_config(tmp_path), ray)
+    r.set_desired([assignment("j-1", 1, crosses=crosses)])
+    r.reconcile()
+    outbox = Path(ray.submitted[0][1]["env_vars"]["FEDCTL_OUTPUT_DIR"])
+    (outbox / "rows.csv").write_bytes(b"patient,diagnosis")
+    (outbox / "shadow").symlink_to("/etc/shadow")     # a link is never followed, whatever the data
+    ray.jobs_["fed-j-1-1"] = RayJob("fed-j-1-1", "SUCCEEDED")
+    names = [o.name for o in r.reconcile().outputs]
+    assert names == (["rows.csv"] if sent else [])
