@@ -92,3 +92,30 @@ def test_grants_an_earlier_agent_left_behind_are_taken_back_at_start(open_dir):
     assert reads("nobody", data)
     DatasetGrants().clear([data], JobUsers(run_as="nobody"))
     assert not reads("nobody", data)
+
+
+@root_only
+def test_a_jobs_link_in_a_heads_folder_never_leads_the_agent_elsewhere(open_dir):
+    from federation.errors import RayError
+    from site_agent.local_ray import PORTS, LocalRayHead
+    victim = open_dir / "victim"
+    victim.write_text("root's")
+    victim.chmod(0o600)
+    nobody = os_user("nobody", "test")
+    head = LocalRayHead(LocalRay(port_base=24000, temp_dir=open_dir / "head", run_as="nobody"), user=nobody)
+    planted = open_dir / "head"                       # made ahead by a job, with the token a link to a root file
+    planted.mkdir()
+    (planted / "auth_token").symlink_to(victim)
+    os.chown(planted, nobody.uid, nobody.gid)
+    head._make_dirs()
+    assert victim.stat().st_uid == 0 and victim.stat().st_mode & 0o777 == 0o600
+    assert victim.read_text() == "root's"
+    assert planted.stat().st_uid == 0 and not (planted / "auth_token").is_symlink()
+    assert (planted / "auth_token").stat().st_uid == nobody.uid, "the head's user reads its token"
+    assert (planted / "ray").stat().st_uid == nobody.uid and planted.stat().st_mode & 0o777 == 0o711
+    import socket
+    with socket.socket() as squatter:                 # something else on the head's dashboard port
+        squatter.bind(("127.0.0.1", 24000 + PORTS["dashboard-port"]))
+        squatter.listen()
+        with pytest.raises(RayError, match="port 24001 is already in use"):
+            head._launch(5)
