@@ -20,7 +20,7 @@ from federation.client import Client
 from federation.errors import ConfigError, NotFound
 from federation.pki import init_pki
 from federation.server import start_server
-from federation.spec.server import AuditSettings, Enrolment, FederationBody, FederationConfig, ServerTLS
+from federation.spec.server import AuditSettings, FederationBody, FederationConfig, ServerTLS
 from federation.transport import open_channel
 from federation.v1 import federation_pb2 as pb
 from federation.v1 import federation_pb2_grpc as pb_grpc
@@ -218,18 +218,11 @@ def test_the_agents_heartbeats_keep_the_head_the_federation_sends(tmp_path):
 
 @pytest.fixture
 def federation(tmp_path, capsys):
-    pki = init_pki(tmp_path / "pki", clients=("admin",))
+    server = start(tmp_path, enrolment=True)
     for name, tenant in (("alice", "oncology"), ("bob", "billing")):
         assert main(["user", "add", name, "--role", "submitter", "--tenant", tenant, "--dir", str(tmp_path / "pki")]) \
             == 0
     capsys.readouterr()
-    server = start_server(FederationConfig(spec=FederationBody(
-        listen="127.0.0.1:0", store=tmp_path / "fed.db", policy=CONFIGS / "policy.yaml",
-        tls=ServerTLS(cert=pki["server"].cert, key=pki["server"].key, client_ca=pki["ca"].cert),
-        enrolment=Enrolment(listen="127.0.0.1:0", ca_cert=pki["ca"].cert, ca_key=pki["ca"].key),
-        scheduler={"interval_s": 0.1})))
-    server.pki = pki
-    server.address = f"127.0.0.1:{server.port}"
     yield server
     server.stop(grace=0)
 

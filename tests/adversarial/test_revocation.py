@@ -18,28 +18,19 @@ from federation.enrolment import join
 from federation.errors import PermissionDenied
 from federation.identity import of_certificate, scopes
 from federation.pki import Issued, init_pki, issue
-from federation.server import start_server
-from federation.spec.server import Enrolment, FederationBody, FederationConfig, ServerTLS
 from federation.transport import open_channel
 from federation.v1 import federation_pb2 as pb
 from federation.v1 import federation_pb2_grpc as pb_grpc
 from site_agent.renewal import renew
 from tests.conftest import make_spec
-from tests.integration.harness import CONFIGS, AgentStream, GiB, admin_client, run_on
+from tests.integration.harness import AgentStream, GiB, admin_client, run_on, start
 from tests.waiting import wait_for
 
 
 def serve(tmp_path, pki: dict[str, Issued]):
     """The harness's federation, with the enrolment listener (and so the CA key for renewals); its sites
     enrol, so their certificates bind what they may claim."""
-    server = start_server(FederationConfig(spec=FederationBody(
-        listen="127.0.0.1:0", store=tmp_path / "fed.db", policy=CONFIGS / "policy.yaml",
-        tls=ServerTLS(cert=pki["server"].cert, key=pki["server"].key, client_ca=pki["ca"].cert),
-        enrolment=Enrolment(listen="127.0.0.1:0", ca_cert=pki["ca"].cert, ca_key=pki["ca"].key),
-        scheduler={"interval_s": 0.1})))
-    server.pki = pki
-    server.address = f"127.0.0.1:{server.port}"
-    return server
+    return start(tmp_path, pki=pki, enrolment=True)
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ from pathlib import Path
 import yaml
 
 from federation.client import Client
-from federation.pki import init_pki
+from federation.pki import Issued, init_pki
 from federation.server import start_server
-from federation.spec.server import FederationBody, FederationConfig, ServerTLS
+from federation.spec.server import Enrolment, FederationBody, FederationConfig, ServerTLS
 from federation.transport import open_channel
 from federation.v1 import federation_pb2 as pb
 from federation.v1 import federation_pb2_grpc as pb_grpc
@@ -40,11 +40,15 @@ def with_sites(policy: Path, directory: Path) -> Path:
     return path
 
 
-def start(tmp_path, policy: Path = CONFIGS / "policy.yaml", **scheduler):
-    pki = init_pki(tmp_path / "pki", clients=("admin", "eu-west", "us-east"))
+def start(tmp_path, policy: Path = CONFIGS / "policy.yaml", *, pki: dict[str, Issued] | None = None,
+          enrolment: bool = False, **scheduler):
+    """With `enrolment`, a join-token listener too (and so the CA key for renewals); with `pki`, its
+    certificates (a restart), else new ones for admin, eu-west and us-east."""
+    pki = pki or init_pki(tmp_path / "pki", clients=("admin", "eu-west", "us-east"))
     config = FederationConfig(spec=FederationBody(
         listen="127.0.0.1:0", store=tmp_path / "fed.db", policy=with_sites(policy, tmp_path),
         tls=ServerTLS(cert=pki["server"].cert, key=pki["server"].key, client_ca=pki["ca"].cert),
+        enrolment=Enrolment(listen="127.0.0.1:0", ca_cert=pki["ca"].cert, ca_key=pki["ca"].key) if enrolment else None,
         scheduler={"interval_s": 0.1, **scheduler}))
     server = start_server(config)
     server.pki = pki

@@ -12,28 +12,18 @@ from federation.cli.main import main
 from federation.client import Client
 from federation.errors import PermissionDenied
 from federation.identity import of_certificate
-from federation.pki import init_pki
-from federation.server import start_server
-from federation.spec.server import Enrolment, FederationBody, FederationConfig, ServerTLS
 from federation.transport import open_channel
 from federation.v1 import federation_pb2 as pb
 from federation.v1 import federation_pb2_grpc as pb_grpc
+from tests.integration.harness import admin_client, start
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 GiB = 2**30
 
 
 @pytest.fixture
 def federation(tmp_path):
-    pki = init_pki(tmp_path / "pki", clients=("admin",))
-    server = start_server(FederationConfig(spec=FederationBody(
-        listen="127.0.0.1:0", store=tmp_path / "fed.db", policy=CONFIGS / "policy.yaml",
-        tls=ServerTLS(cert=pki["server"].cert, key=pki["server"].key, client_ca=pki["ca"].cert),
-        enrolment=Enrolment(listen="127.0.0.1:0", ca_cert=pki["ca"].cert, ca_key=pki["ca"].key),
-        scheduler={"interval_s": 0.1})))
-    server.pki = pki
-    server.address = f"127.0.0.1:{server.port}"
-    with Client(server.address, ca=pki["ca"].cert, cert=pki["admin"].cert, key=pki["admin"].key, timeout=5) as c:
+    server = start(tmp_path, enrolment=True)
+    with admin_client(server) as c:
         server.admin = c
         yield server
     server.stop(grace=0)

@@ -174,22 +174,23 @@ def test_fuzz_every_request_type_gets_an_answer_or_a_typed_error(services, servi
     @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
     @given(st.lists(messages(method.input_type), min_size=1, max_size=3))
     def run(requests):
-        fn = getattr(servicer, method.name)
-        context = Context(caller)
-        try:
-            if method.client_streaming:
-                result = fn(iter(requests), context)
-            else:
-                result = fn(requests[0], context)
-            if method.server_streaming:
-                for _ in itertools.islice(result, 3):
-                    pass
-        except Aborted as e:
-            assert e.code is not grpc.StatusCode.INTERNAL, f"{method.name}: internal error: {e}"
-        except FederationError:
-            pass
+        answer_or_typed_error(servicer, method, requests, caller)
 
     run()
+
+
+def answer_or_typed_error(servicer, method, requests: list, caller: bytes) -> None:
+    """Call `method` with `requests` (the first alone for a unary call); never an internal error."""
+    fn = getattr(servicer, method.name)
+    try:
+        result = fn(iter(requests) if method.client_streaming else requests[0], Context(caller))
+        if method.server_streaming:
+            for _ in itertools.islice(result, 3):
+                pass
+    except Aborted as e:
+        assert e.code is not grpc.StatusCode.INTERNAL, f"{method.name}: internal error: {e}"
+    except FederationError:
+        pass
 
 
 
@@ -254,18 +255,8 @@ def test_fuzz_every_request_type_at_large_sizes_gets_a_typed_error_and_stores_no
         services, service, method, size):
     servicer = services[service]
     caller = services["site"] if service == "sites" else services["admin"]
-    request = oversized(method.input_type, size)
     before = stored(services["db"])
-    try:
-        result = getattr(servicer, method.name)(iter([request]) if method.client_streaming else request,
-                                               Context(caller))
-        if method.server_streaming:
-            for _ in itertools.islice(result, 3):
-                pass
-    except Aborted as e:
-        assert e.code is not grpc.StatusCode.INTERNAL, f"{method.name}: internal error: {e}"
-    except FederationError:
-        pass
+    answer_or_typed_error(servicer, method, [oversized(method.input_type, size)], caller)
     grown = stored(services["db"]) - before
     assert grown < 2 * 2**20, f"{method.name} at size {size} grew the store by {grown} bytes"
 
