@@ -21,6 +21,7 @@ from site_agent.ray_driver import RayDriver, RayJob, RayJobsDriver, RayNode, Ray
 log = logging.getLogger("site_agent")
 
 SPAN = WORKER_PORTS[1] + 1   # ports one head takes from its base
+START_TRIES = 3
 
 
 class Busy(RayError):
@@ -83,14 +84,20 @@ class TenantHeads(RayDriver):
         raise Busy(f"the Ray head of tenant {tenant} is starting")
 
     def _start(self, tenant: str, head: LocalRayHead) -> None:
-        try:
-            driver = head.start()
-            (head.temp_dir / "tenant").write_text(tenant)
-        except (RayError, ConfigError) as e:
-            log.warning("the Ray head of tenant %s: %s", tenant, e.message)
+        """Start the head, trying again twice: what fails here fails the attempt, which its job's retry
+        policy covers, never a refusal that would keep the tenant's work from this site for good."""
+        for tries in range(1, START_TRIES + 1):
+            try:
+                driver = head.start()
+                (head.temp_dir / "tenant").write_text(tenant)
+                break
+            except (RayError, ConfigError) as e:
+                log.warning("the Ray head of tenant %s (try %d of %d): %s", tenant, tries, START_TRIES, e.message)
+                error = e.message
+        else:
             with self.lock:
                 self.starting.pop(tenant, None)
-                self.failed[tenant] = e
+                self.failed[tenant] = RayError(f"the Ray head of tenant {tenant} did not start: {error}")
             return
         with self.lock:
             self.starting.pop(tenant, None)

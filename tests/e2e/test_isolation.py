@@ -88,14 +88,25 @@ def found(fed, name: str) -> dict:
     return json.loads((fed.drop / f"{name}.json").read_text())
 
 
+def site_warnings(fed) -> list[str]:
+    return [ln for ln in (fed.work / "iso.log").read_text().splitlines() if "WARNING" in ln or "ERROR" in ln][-5:]
+
+
+def running_with_findings(fed, job, name: str) -> bool:
+    status = job.status()
+    assert status.state == "running" and (fed.drop / f"{name}.json").exists(), (
+        f"{status.state}: {status.message}; the site said: {site_warnings(fed)}")
+    return True
+
+
 def ended(fed, job) -> str:
     """The job's end state; on a timeout, what the site warned of (a head starts in seconds, but
     three on a loaded machine may take minutes)."""
     try:
         return job.wait(timeout=240).state
     except Timeout:
-        warnings = [ln for ln in (fed.work / "iso.log").read_text().splitlines() if "WARNING" in ln or "ERROR" in ln]
-        raise AssertionError(f"{job.id} did not end: {job.status().message}; the site said: {warnings[-5:]}") from None
+        raise AssertionError(f"{job.id} did not end: {job.status().message}; the site said: {site_warnings(fed)}") \
+            from None
 
 
 def acl_users(path: Path) -> set[int]:
@@ -109,8 +120,7 @@ def test_jobs_reach_neither_the_agents_keys_nor_another_tenant_nor_data_they_did
     io = fed.work / ".fedctl-io"
     with fed.client(timeout=30) as client:
         beta = client.submit(probe(fed, "beta-hold", "beta", {"dataset": ("read", str(fed.dataset))}, hold=120))
-        wait_for(lambda: beta.status().state == "running" and (fed.drop / "beta-hold.json").exists(), 240,
-                 "beta's job running on its own head")
+        wait_for(lambda: running_with_findings(fed, beta, "beta-hold"), 240, "beta's job running on its own head")
         beta_sid = f"fed-{beta.id}-1"
         alpha = client.submit(probe(fed, "alpha-blind", "alpha", {
             "site key": ("read", str(fed.pki["iso"].key)),
