@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import time
@@ -279,10 +280,20 @@ class Client:
     def get(self, job_id: str) -> JobStatus:
         return job_status(self._call(self._stub.GetJob, pb.GetJobRequest(id=job_id)).job)
 
-    def jobs(self, tenant: str | None = None, states: Iterable[str] = (), limit: int = 1000) -> list[JobStatus]:
-        request = pb.ListJobsRequest(tenant=tenant or "", limit=limit,
+    def jobs(self, tenant: str | None = None, states: Iterable[str] = (), limit: int | None = 1000) -> list[JobStatus]:
+        """Newest first, at most `limit` (None: every one), fetched a page at a time."""
+        return list(itertools.islice(self.iter_jobs(tenant, states), limit))
+
+    def iter_jobs(self, tenant: str | None = None, states: Iterable[str] = (), page: int = 1000) -> Iterator[JobStatus]:
+        """Every job, newest first, a page of `page` jobs per call."""
+        request = pb.ListJobsRequest(tenant=tenant or "", limit=page,
                                      states=[getattr(pb, f"JOB_STATE_{s.upper()}") for s in states])
-        return [job_status(j) for j in self._call(self._stub.ListJobs, request).jobs]
+        while True:
+            response = self._call(self._stub.ListJobs, request)
+            yield from (job_status(j) for j in response.jobs)
+            if not response.next_page_token:
+                return
+            request.page_token = response.next_page_token
 
     def cancel(self, job_id: str) -> JobStatus:
         return job_status(self._call(self._stub.CancelJob, pb.CancelJobRequest(id=job_id)).job)

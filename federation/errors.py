@@ -22,6 +22,7 @@ class ErrorCode(str, Enum):
     CONFIG = "CONFIG"                        # a server/site config is wrong
     RAY = "RAY"                              # the site's Ray cluster misbehaved
     TIMEOUT = "TIMEOUT"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"  # a caller's or tenant's limit is reached; retry later
     INTERNAL = "INTERNAL"
 
 
@@ -38,6 +39,7 @@ EXIT_STATUS: dict[ErrorCode, int] = {
     ErrorCode.UNAVAILABLE: 6,
     ErrorCode.TIMEOUT: 7,
     ErrorCode.RAY: 8,
+    ErrorCode.RESOURCE_EXHAUSTED: 9,
     ErrorCode.INTERNAL: 1,
 }
 
@@ -103,9 +105,13 @@ class Timeout(FederationError):
     code = ErrorCode.TIMEOUT
 
 
+class ResourceExhausted(FederationError):
+    code = ErrorCode.RESOURCE_EXHAUSTED
+
+
 _BY_CODE = {cls.code: cls for cls in (InvalidSpec, UnknownDataset, Unsatisfiable, NotFound, Conflict,
                                       InvalidTransition, Unavailable, PermissionDenied, ConfigError, RayError,
-                                      Timeout)}
+                                      Timeout, ResourceExhausted)}
 
 
 def from_code(code: str, message: str) -> FederationError:

@@ -13,7 +13,7 @@ from federation.errors import ConfigError
 
 def cmd_jobs(args: argparse.Namespace) -> int:
     with connect(args) as client:
-        jobs = client.jobs(tenant=args.tenant, states=args.state or (), limit=args.limit)
+        jobs = client.jobs(tenant=args.tenant, states=args.state or (), limit=args.limit or None)
     if wants_json(args):
         render.emit_json({"jobs": [j.to_dict() for j in jobs]})
     else:
@@ -167,7 +167,7 @@ def register(sub: Subcommands, add: AddCommand) -> None:
     sp.add_argument("--tenant")
     sp.add_argument("--state", action="append", choices=["pending", "placed", "running", "succeeded", "failed",
                                                            "cancelled"])
-    sp.add_argument("--limit", type=int, default=100)
+    sp.add_argument("--limit", type=int, default=100, help="at most this many, fetched a page at a time (0: all)")
 
     for name, fn, help in (("status", cmd_status, "a job's state and attempts"),
                            ("cancel", cmd_cancel, "cancel a job (stops its Ray job)"),

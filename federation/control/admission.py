@@ -9,7 +9,15 @@ from federation import queues
 from federation.control.catalog import check_access
 from federation.control.core import Core
 from federation.control.snapshot import catalog, gpu_inventory, pending_view_of
-from federation.errors import FederationError, NotFound, Unavailable, UnknownDataset, Unsatisfiable
+from federation.errors import (
+    FederationError,
+    InvalidSpec,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+    UnknownDataset,
+    Unsatisfiable,
+)
 from federation.gpus import request_of
 from federation.jobs import Job, new_job_id
 from federation.sites import SiteRecord
@@ -55,6 +63,9 @@ def new_jobs(spec: JobSpec, queue: str, now: float, parts: list[tuple[str, JobSp
             for i in indices]
 
 
+MAX_SUBMISSION_BYTES = 16 << 20   # a spec times its array elements or gang parts
+
+
 class Admission:
     def __init__(self, core: Core) -> None:
         self.core = core
@@ -92,6 +103,7 @@ class Admission:
         self._check(spec, queue, parts)
         now = self.core.clock()
         jobs = new_jobs(spec, queue, now, parts)
+        self._check_bounds(spec, len(jobs))
         for job in jobs:
             part = job.id[len(job.gang_id) + 1:] if job.gang_id else ""
             for name, data in (inputs or {}).get(part, {}).items():
@@ -127,6 +139,19 @@ class Admission:
                 if not name:
                     raise
                 raise type(e)(f"spec.gang.parts[{k}] ({name}): {e.message}") from None
+
+    def _check_bounds(self, spec: JobSpec, count: int) -> None:
+        """What one submission may store: its spec times its elements, and the tenant's waiting jobs."""
+        stored = len(spec.model_dump_json()) * count
+        if stored > MAX_SUBMISSION_BYTES:
+            raise InvalidSpec(f"spec.array: {count} elements of a {len(spec.model_dump_json()) / 1024:.1f} KiB spec "
+                              f"would store {stored / 2**20:.0f} MiB; at most {MAX_SUBMISSION_BYTES >> 20} MiB "
+                              "(fewer elements or a smaller spec)")
+        limit = self.core.policy.spec.limits.pending_per_tenant
+        waiting = self.core.store.pending_count(spec.metadata.tenant)
+        if waiting + count > limit:
+            raise ResourceExhausted(f"tenant {spec.metadata.tenant} has {waiting} jobs waiting; {count} more would "
+                                    f"pass its limit of {limit} (policy spec.limits.pending_per_tenant); retry later")
 
     def _check_dependencies(self, spec: JobSpec) -> None:
         after = spec.spec.dependencies.all()

@@ -45,5 +45,10 @@ class Core:
         if self.signer is not None:
             self.store.append_audit(self.audit_record(actor, action, subject, **detail), self.signer.seal)
 
+    def connected(self, site: SiteRecord, now: float) -> bool:
+        """Heard from within its lease, and since this process started: a record from before a
+        restart says nothing of whether the site is still there."""
+        return site.connected(now, self.site_timeout_s) and site.last_heartbeat >= self.started_at
+
     def lease_expired(self, site: SiteRecord, now: float) -> bool:
         return now - max(site.last_heartbeat, self.started_at) > self.site_timeout_s

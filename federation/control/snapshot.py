@@ -135,7 +135,7 @@ def observe(core: Core, now: float, live: list[tuple[Attempt, Job]] | None = Non
             name=s.name, jurisdiction=s.jurisdiction, region=s.region, labels=s.labels,
             cpus=s.capacity.cpus, memory=float(s.capacity.memory), gpus=s.capacity.gpus,
             used_cpus=used.cpus, used_memory=float(used.memory), used_gpus=used.gpus, running=running,
-            connected=s.connected(now, core.site_timeout_s),
+            connected=core.connected(s, now),
             cordoned=s.state is SiteState.CORDONED, draining=s.state is SiteState.DRAINING))
     live_views = [(a, pending_view(job)) for a, job in live]
     return policies.Snapshot(sites=tuple(sites), catalog=catalog(records, core.policy), rules=core.rules, gpus=gpus,

@@ -52,15 +52,10 @@ class Views:
     def job(self, job_id: str) -> Job:
         return self.core.store.get_job(job_id)
 
-    def jobs(self, tenant: str | None, states: list[JobState], limit: int) -> list[Job]:
-        """Newest first; every tenant's when `tenant` is None."""
-        return self.core.store.list_jobs(tenant=tenant, states=states, limit=limit)
-
-    def jobs_of(self, tenants: Iterable[str], states: list[JobState], limit: int) -> list[Job]:
-        """The jobs of several tenants, newest first."""
-        store = self.core.store
-        return sorted((j for t in sorted(tenants) for j in store.list_jobs(t, states, limit)),
-                      key=lambda j: (j.created_at, j.id), reverse=True)[:limit]
+    def jobs(self, tenants: Iterable[str] | None, states: list[JobState], limit: int,
+             before: tuple[float, str] | None = None) -> list[Job]:
+        """A page of jobs, newest first: of `tenants` (None: every tenant's), older than `before`."""
+        return self.core.store.list_jobs(tenants=tenants, states=states, limit=limit, before=before)
 
     def log(self, job_id: str, offset: int) -> bytes:
         return self.core.store.read_log(job_id, offset)
@@ -100,7 +95,7 @@ class Views:
         in_use = usage(store.live_attempts())
         now = self.core.clock()
         return [SiteStatus(s, *in_use.get(s.name, (Capacity(), 0)),
-                           connected=s.connected(now, self.core.site_timeout_s), lost=self.core.lease_expired(s, now))
+                           connected=self.core.connected(s, now), lost=self.core.lease_expired(s, now))
                 for s in records]
 
     def inputs(self, job_ids: Iterable[str]) -> dict[str, list[tuple[str, str, int]]]:

@@ -17,6 +17,7 @@ from federation.v1 import federation_pb2 as pb
 SOURCE = "request"  # where a spec's errors say it came from
 MAX_DEPTH = 32      # far deeper than any spec; the store's JSON reader gives up near 200
 INT64 = 2**63
+MAX_SPEC_BYTES = 64 << 10   # a spec as it travels and is stored: every attempt and assignment carries it
 
 
 def spec_to_pb(spec: JobSpec) -> pb.JobSpec:
@@ -47,6 +48,9 @@ def _received(msg: pb.JobSpec | pb.TrainingSpec) -> Any:
     could not hold; {} when none was sent."""
     if not msg.json:
         return {}
+    if len(msg.json) > MAX_SPEC_BYTES:
+        raise InvalidSpec(f"{SOURCE}: the spec is {len(msg.json) / 1024:.0f} KiB; at most {MAX_SPEC_BYTES >> 10} KiB "
+                          "(large data belongs in datasets or inputs, not in a spec)")
     try:
         document = json.loads(msg.json, parse_constant=_no_constant, parse_float=_finite)
     except (ValueError, RecursionError) as e:

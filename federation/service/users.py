@@ -79,11 +79,10 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
         limit = min(request.limit or 1000, 10_000)
         if request.tenant:
             who.check_tenant(request.tenant, "list jobs")
-        if _every_tenant(who) or request.tenant:
-            jobs = self.control.views.jobs(request.tenant or None, states, limit)
-        else:
-            jobs = self.control.views.jobs_of(who.tenants, states, limit)
-        return pb.ListJobsResponse(jobs=[wire.job_to_pb(j) for j in jobs])
+        tenants = [request.tenant] if request.tenant else None if _every_tenant(who) else who.tenants
+        jobs = self.control.views.jobs(tenants, states, limit, wire.page_after(request.page_token))
+        return pb.ListJobsResponse(jobs=[wire.job_to_pb(j) for j in jobs],
+                                   next_page_token=wire.page_token(jobs[-1]) if len(jobs) == limit else "")
 
     @translate
     def CancelJob(self, request: pb.CancelJobRequest, context: grpc.ServicerContext) -> pb.CancelJobResponse:

@@ -5,11 +5,14 @@ records. The user's specs travel through the light spec_wire, which the SDK uses
 """
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Iterable
 from typing import Any
 
 from google.protobuf import struct_pb2
 
+from federation.errors import InvalidSpec
 from federation.gpus import check_inventory, digest
 from federation.jobs import Attempt, AttemptState, Job, JobState
 from federation.service.spec_wire import spec_to_pb, training_spec_to_pb
@@ -107,3 +110,20 @@ def training_to_pb(t: Training, rounds: Iterable[Round] = ()) -> pb.Training:
     return pb.Training(id=t.id, spec=training_spec_to_pb(t.spec), state=TRAINING_STATE_TO_PB[t.state], round=t.round,
                        message=t.message, created_at=t.created_at, updated_at=t.updated_at,
                        rounds=[round_to_pb(r) for r in rounds])
+
+
+def page_token(last: Job) -> str:
+    """Where the next page of jobs starts: after `last` (newest first)."""
+    return base64.urlsafe_b64encode(json.dumps([last.created_at, last.id]).encode()).decode()
+
+
+def page_after(token: str) -> tuple[float, str] | None:
+    if not token:
+        return None
+    try:
+        at, job_id = json.loads(base64.urlsafe_b64decode(token.encode()))
+        if isinstance(at, (int, float)) and not isinstance(at, bool) and isinstance(job_id, str):
+            return float(at), job_id
+    except (ValueError, TypeError):
+        pass
+    raise InvalidSpec("page_token: not a token a listing returned")

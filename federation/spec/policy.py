@@ -179,6 +179,11 @@ class PreemptionSpec(Strict):
         return parse_duration(v)
 
 
+class LimitsSpec(Strict):
+    pending_per_tenant: int = Field(default=10_000, ge=1, le=10_000_000,
+                                    description="a submission that would leave a tenant more jobs waiting is refused")
+
+
 class PolicyBody(Strict):
     jurisdiction_groups: dict[str, list[str]] = Field(default_factory=dict)
     classifications: dict[str, ClassificationRule]
@@ -190,6 +195,7 @@ class PolicyBody(Strict):
     queues: list[QueueSpec] = Field(default_factory=list, description="fair-share queues; none: one for all")
     fair_share: FairShareSpec = Field(default_factory=FairShareSpec)
     preemption: PreemptionSpec = Field(default_factory=PreemptionSpec)
+    limits: LimitsSpec = Field(default_factory=LimitsSpec)
 
     @field_validator("queues")
     @classmethod

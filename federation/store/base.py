@@ -62,11 +62,16 @@ class Store(ABC):
         """Raises NotFound."""
 
     @abstractmethod
-    def list_jobs(self, tenant: str | None = None, states: Iterable[JobState] = (), limit: int = 1000) -> list[Job]:
-        """Newest first."""
+    def list_jobs(self, tenants: Iterable[str] | None = None, states: Iterable[JobState] = (), limit: int = 1000,
+                  before: tuple[float, str] | None = None) -> list[Job]:
+        """Newest first: of `tenants` (None: every tenant's), older than `before` (created_at, id)."""
 
     @abstractmethod
     def pending_jobs(self) -> list[Job]: ...
+
+    @abstractmethod
+    def pending_count(self, tenant: str) -> int:
+        """How many of the tenant's jobs wait for placement."""
 
     @abstractmethod
     def place_job(self, job_id: str, site: str, explanation: Explanation, now: float,

@@ -16,7 +16,7 @@ from federation.server import start_server
 from federation.spec.server import FederationBody, FederationConfig, ServerTLS
 from federation.v1 import federation_pb2 as pb
 from tests.conftest import make_spec
-from tests.integration.harness import CONFIGS, AgentStream, register, site_stub, with_sites
+from tests.integration.harness import CONFIGS, AgentStream, admin_client, register, site_stub, start, with_sites
 from tests.waiting import wait_for
 
 LEASE_S = 1.0
@@ -191,3 +191,24 @@ def test_a_site_drained_with_handover_hands_its_running_work_to_another_site(fed
     assert record.detail == {"state": "draining", "handed_over": [job.id]}
     for c in (eu_channel, north_channel):
         c.close()
+
+
+def test_after_a_restart_no_work_goes_to_a_site_not_heard_from_since(tmp_path):
+    first = start(tmp_path)
+    stub, channel = site_stub(first)
+    register(stub)
+    first.stop(grace=0)
+    channel.close()
+    second = start(tmp_path, pki=first.pki)   # the same store: eu-west's record says it beat a moment ago
+    try:
+        with admin_client(second) as admin:
+            job = admin.submit(make_spec("after-restart", datasets=["patient-records-eu"]))
+            why = wait_for(lambda: (p := job.placement).verdicts and p, 5, "a placement decision")
+            assert job.status().state == "pending" and not admin.sites()[0].connected
+            assert "site agent is not connected" in str(why.verdicts), why
+            stub, channel = site_stub(second)
+            register(stub)                       # heard from again
+            wait_for(lambda: job.status().state == "placed", 5, "placed once eu-west is heard from")
+            channel.close()
+    finally:
+        second.stop(grace=0)

@@ -34,7 +34,7 @@ def test_add_get_list(store):
     add(store, "j-2", 2.0, tenant="b")
     assert store.get_job("j-1").spec.metadata.tenant == "a"
     assert [j.id for j in store.list_jobs()] == ["j-2", "j-1"]
-    assert [j.id for j in store.list_jobs(tenant="a")] == ["j-1"]
+    assert [j.id for j in store.list_jobs(tenants=["a"])] == ["j-1"]
     assert [j.id for j in store.list_jobs(states=[JobState.PENDING], limit=1)] == ["j-2"]
     with pytest.raises(NotFound):
         store.get_job("nope")

@@ -7,8 +7,9 @@ import pytest
 from federation.audit import read
 from federation.cli.main import main
 from federation.client import Client, Job
-from federation.errors import NotFound, PermissionDenied
+from federation.errors import InvalidSpec, NotFound, PermissionDenied
 from federation.identity import of_certificate
+from federation.v1 import federation_pb2 as pb
 from tests.conftest import make_spec
 from tests.integration.harness import register, site_stub, start
 
@@ -109,3 +110,15 @@ def test_revocation_takes_effect_at_once_for_users_and_for_a_connected_site(fede
         assert "revoked" in e.value.details()
         channel.close()
     assert [r.subject for r in read(tmp_path / "fed.db", action="cert.revoke")] == ["alice", "eu-west"]
+
+
+def test_listings_come_a_page_at_a_time_with_nothing_lost_repeated_or_foreign(federation):
+    with as_user(federation, "tess") as tess, as_user(federation, "bob") as bob:
+        mine = [tess.submit(make_spec(f"p-{i}", tenant=("oncology", "research")[i % 2])).id for i in range(25)]
+        bob.submit(make_spec("not-tess", tenant="billing"))
+        pages = list(tess.iter_jobs(page=10))
+        assert [j.id for j in pages] == mine[::-1], "newest first, each once, only tess's tenants"
+        assert [j.id for j in tess.jobs(limit=7)] == mine[::-1][:7]
+        assert len(tess.jobs(limit=None)) == 25
+        with pytest.raises(InvalidSpec, match="page_token: not a token a listing returned"):
+            tess._call(tess._stub.ListJobs, pb.ListJobsRequest(page_token="bm90IGpzb24"))

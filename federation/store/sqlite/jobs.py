@@ -73,12 +73,17 @@ class JobTables(Database):
         with self._lock:
             return self._load(self._db, job_id)
 
-    def list_jobs(self, tenant: str | None = None, states: Iterable[JobState] = (), limit: int = 1000) -> list[Job]:
+    def list_jobs(self, tenants: Iterable[str] | None = None, states: Iterable[JobState] = (), limit: int = 1000,
+                  before: tuple[float, str] | None = None) -> list[Job]:
         where: list[str] = []
-        args: list[str | int] = []
-        if tenant:
-            where.append("tenant=?")
-            args.append(tenant)
+        args: list[str | int | float] = []
+        if tenants is not None:
+            names = sorted(set(tenants))
+            where.append(f"tenant IN ({','.join('?' * len(names))})")
+            args.extend(names)
+        if before is not None:
+            where.append("(created_at, id) < (?, ?)")
+            args.extend(before)
         values = [s.value for s in states]
         if values:
             where.append(f"state IN ({','.join('?' * len(values))})")
@@ -87,6 +92,12 @@ class JobTables(Database):
         sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
         args.append(limit)
         return self._jobs(sql, args)
+
+    def pending_count(self, tenant: str) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT COUNT(*) AS n FROM jobs WHERE tenant=? AND state=?",
+                                   [tenant, JobState.PENDING.value]).fetchone()
+        return int(row["n"])
 
     def pending_jobs(self) -> list[Job]:
         return self._jobs("SELECT * FROM jobs WHERE state=? ORDER BY created_at, id", [JobState.PENDING.value])
@@ -117,7 +128,7 @@ class JobTables(Database):
 
     # ----------------------------------------------------------- shared by the attempts' operations
 
-    def _jobs(self, sql: str, args: Sequence[str | int]) -> list[Job]:
+    def _jobs(self, sql: str, args: Sequence[str | int | float]) -> list[Job]:
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
             attempts = self._attempts([r["id"] for r in rows])
