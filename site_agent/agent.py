@@ -71,6 +71,9 @@ class SiteAgent:
                 stub = pb_grpc.SiteServiceStub(channel)
                 self._register(stub)
                 backoff.reset()
+                # Back within a quarter of the lease once the federation returns: a restarted federation
+                # counts leases from its own start, and must not find this site silent for a whole one.
+                backoff.cap = min(Backoff.CAP, self.lease_s / 4) if self.lease_s else Backoff.CAP
                 threading.Thread(target=self._heartbeats, args=(stub, session_over), daemon=True,
                                  name="heartbeat").start()
                 self._stream(stub, session_over)
@@ -249,7 +252,9 @@ def _drain(outbox: queue.Queue) -> Iterator[pb.ConnectRequest]:
 class Backoff:
     """Exponential backoff with full jitter, capped."""
 
-    def __init__(self, base: float = 0.2, cap: float = 5.0) -> None:
+    CAP = 5.0
+
+    def __init__(self, base: float = 0.2, cap: float = CAP) -> None:
         self.base, self.cap, self.attempt = base, cap, 0
 
     def reset(self) -> None:
