@@ -32,7 +32,6 @@ class OSUser:
     name: str
     uid: int
     gid: int
-    home: str
 
 
 def os_user(name: str, where: str) -> OSUser:
@@ -47,7 +46,7 @@ def os_user(name: str, where: str) -> OSUser:
         raise ConfigError(f"{where}: {name!r} is root; jobs must not run as root")
     if os.geteuid() != 0:
         raise ConfigError(f"{where}: running jobs as {name!r} needs the agent to run as root")
-    return OSUser(name, entry.pw_uid, entry.pw_gid, entry.pw_dir)
+    return OSUser(name, entry.pw_uid, entry.pw_gid)
 
 
 @dataclass(frozen=True)
@@ -103,7 +102,7 @@ def hand_over(paths: Iterable[Path], user: OSUser | None) -> None:
     if user is None:
         return
     for path in paths:
-        os.chown(path, user.uid, user.gid)
+        os.chown(path, user.uid, user.gid, follow_symlinks=False)
         os.chmod(path, 0o700 if path.is_dir() else 0o600)
 
 

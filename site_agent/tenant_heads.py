@@ -7,6 +7,7 @@ The site's own head answers for the site (resources, nodes) and holds no tenant'
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -52,15 +53,19 @@ class TenantHeads(RayDriver):
                             num_gpus=self.site.num_gpus, user=self.users.of(tenant))
 
     def _adopt(self, slot: int) -> None:
-        """Take back a tenant head an earlier agent of this site left running."""
+        """Take back a tenant head an earlier agent of this site left running: only from a folder
+        that agent made (a job may make one in /tmp too), never failing this agent's start."""
+        folder = Path(f"/tmp/fedray-{self._settings(slot).port_base}")
         try:
-            tenant = (Path(f"/tmp/fedray-{self._settings(slot).port_base}") / "tenant").read_text().strip()
-        except OSError:
-            return
-        head = self._head(slot, tenant)
-        if head._running_head() is not None:
-            self.heads[tenant] = (head, head.start())
-            self.busy_at[tenant] = time.monotonic()
+            if folder.is_symlink() or folder.stat().st_uid != os.geteuid():
+                return
+            tenant = (folder / "tenant").read_text().strip()
+            head = self._head(slot, tenant)
+            if head._running_head() is not None:
+                self.heads[tenant] = (head, head.start())
+                self.busy_at[tenant] = time.monotonic()
+        except (OSError, FederationError) as e:
+            log.warning("not adopting the tenant head in %s: %s", folder, getattr(e, "message", e))
 
     def for_tenant(self, tenant: str) -> RayJobsDriver:
         """The tenant's head. One not running is started in the background, and Busy says so

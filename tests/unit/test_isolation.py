@@ -119,3 +119,20 @@ def test_a_jobs_link_in_a_heads_folder_never_leads_the_agent_elsewhere(open_dir)
         squatter.listen()
         with pytest.raises(RayError, match="port 24001 is already in use"):
             head._launch(5)
+
+
+@root_only
+def test_a_head_folder_a_job_made_in_tmp_is_never_adopted(open_dir):
+    from site_agent.local_ray import LocalRayHead
+    from site_agent.tenant_heads import SPAN, TenantHeads
+    settings = LocalRay(port_base=23000, run_as="nobody", tenant_heads={"user": "fedjob-{tenant}", "max": 1})
+    fake = Path(f"/tmp/fedray-{23000 + SPAN}")   # slot 1's folder, made ahead by a job
+    fake.mkdir(exist_ok=True)
+    (fake / "tenant").write_text("ghost")        # no such tenant user: adopting it would stop the agent
+    os.chown(fake, os_user("nobody", "test").uid, -1)
+    try:
+        pool = TenantHeads(LocalRayHead(settings, user=os_user("nobody", "test")), driver=None,  # type: ignore[arg-type]
+                           users=JobUsers("nobody", "fedjob-{tenant}"))
+        assert pool.heads == {}
+    finally:
+        shutil.rmtree(fake)
