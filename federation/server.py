@@ -13,6 +13,7 @@ from federation.errors import ConfigError
 from federation.pki import Issued
 from federation.scheduler import SchedulerLoop
 from federation.service.sites import EnrollmentServicer, SiteServicer
+from federation.service.streams import StreamSlots
 from federation.service.users import FederationServicer
 from federation.spec import FederationConfig, load_policy
 from federation.spec.server import Enrolment, FederationBody
@@ -83,7 +84,9 @@ def start_server(config: FederationConfig, *, max_workers: int = 64) -> RunningS
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
                          options=SERVER_OPTIONS)
     trainings = TrainingLoop(control)
-    pb_grpc.add_FederationServiceServicer_to_server(FederationServicer(control, trainings), server)
+    # Users' open streams take at most half the threads: the rest are the sites'.
+    streams = StreamSlots(total=max_workers // 2)
+    pb_grpc.add_FederationServiceServicer_to_server(FederationServicer(control, trainings, streams), server)
     e = body.enrolment
     pb_grpc.add_SiteServiceServicer_to_server(SiteServicer(
         control, body.heartbeat_interval_s, Issued(e.ca_cert, e.ca_key) if e else None, e.cert_days if e else 30),

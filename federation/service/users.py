@@ -15,6 +15,7 @@ from federation.queues import GROUPS
 from federation.service import wire
 from federation.service.errors import caller, translate, translate_stream
 from federation.service.spec_wire import spec_from_pb, training_spec_from_pb
+from federation.service.streams import StreamSlots
 from federation.spec.common import check_labels
 from federation.spec.site import Location, SiteMetadata
 from federation.training import TrainingLoop
@@ -29,9 +30,11 @@ WAIT_S = 1.0
 
 
 class FederationServicer(pb_grpc.FederationServiceServicer):
-    def __init__(self, control: ControlPlane, trainings: TrainingLoop | None = None) -> None:
+    def __init__(self, control: ControlPlane, trainings: TrainingLoop | None = None,
+                 streams: StreamSlots | None = None) -> None:
         self.control = control
         self.trainings = trainings or TrainingLoop(control)
+        self.streams = streams or StreamSlots()
 
     def _caller(self, context: grpc.ServicerContext) -> Identity:
         who = self.control.trust.authenticate(identity.of_context(context))
@@ -92,12 +95,16 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
     @translate_stream
     def WatchJob(self, request: pb.WatchJobRequest, context: grpc.ServicerContext):
         who = self._watcher(context, request.id, "WatchJob")
+        with self.streams.slot(who.name):
+            yield from self._watch(who, request.id, context)
+
+    def _watch(self, who: Identity, job_id: str, context: grpc.ServicerContext):
         changes = self.control.changes
         last: Job | None = None
         while context.is_active():
             self.control.trust.check(who)
             generation = changes.generation
-            job = self.control.views.job(request.id)
+            job = self.control.views.job(job_id)
             if last is None or (job.state, job.updated_at, len(job.attempts)) != (
                     last.state, last.updated_at, len(last.attempts)):
                 yield pb.WatchJobResponse(job=wire.job_to_pb(job))
@@ -109,6 +116,10 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
     @translate_stream
     def StreamJobLogs(self, request: pb.StreamJobLogsRequest, context: grpc.ServicerContext):
         who = self._watcher(context, request.id, "StreamJobLogs")
+        with self.streams.slot(who.name):
+            yield from self._logs(who, request, context)
+
+    def _logs(self, who: Identity, request: pb.StreamJobLogsRequest, context: grpc.ServicerContext):
         changes = self.control.changes
         offset = max(0, request.offset)
         while context.is_active():

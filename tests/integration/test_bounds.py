@@ -3,13 +3,18 @@ size times its spec's, and the jobs a tenant may have waiting; each refused in o
 nothing stored."""
 from __future__ import annotations
 
+import time
+
+import grpc
 import pytest
 import yaml
 
 from federation.cli.main import main
 from federation.errors import InvalidSpec, ResourceExhausted
+from federation.v1 import federation_pb2 as pb
 from tests.conftest import make_spec
-from tests.integration.harness import CONFIGS, admin_client, start
+from tests.integration.harness import CONFIGS, admin_client, register, site_stub, start
+from tests.waiting import wait_for
 
 
 @pytest.fixture
@@ -53,3 +58,37 @@ def test_a_tenant_past_its_waiting_limit_is_told_to_retry_later(federation, tmp_
                  "--cert", str(pki["admin"].cert), "--key", str(pki["admin"].key)])
     err = capsys.readouterr().err
     assert code == 9 and err.startswith("error[RESOURCE_EXHAUSTED]: tenant research") and err.count("\n") == 1
+
+
+def test_one_user_holding_streams_cannot_take_the_threads_sites_heartbeat_on(federation):
+    stub, channel = site_stub(federation)
+    register(stub, datasets=())
+    with admin_client(federation) as admin:
+        job = admin.submit(make_spec("watched"))
+        watchers = [admin._stub.WatchJob(pb.WatchJobRequest(id=job.id)) for _ in range(200)]
+        opened, refused = 0, 0
+        for call in watchers:
+            try:
+                next(call)
+                opened += 1
+            except grpc.RpcError as e:
+                assert e.code() is grpc.StatusCode.RESOURCE_EXHAUSTED, e
+                assert "streams open (watch, logs -f); at most 8: close one" in e.details()
+                refused += 1
+        assert (opened, refused) == (8, 192)
+        started = time.monotonic()
+        for _ in range(20):
+            stub.Heartbeat(pb.HeartbeatRequest(name="eu-west"), timeout=2)
+        print(f"\n20 heartbeats beside 8 open streams and 192 refused: {(time.monotonic() - started) * 50:.1f} ms each")
+        for call in watchers:
+            call.cancel()
+        wait_for(lambda: watch_once(admin, job.id), 10, "a slot once they closed")
+    channel.close()
+
+
+def watch_once(admin, job_id: str) -> bool:
+    try:
+        next(admin._stub.WatchJob(pb.WatchJobRequest(id=job_id)))
+        return True
+    except grpc.RpcError as e:
+        raise AssertionError(e.details()) from None
