@@ -303,13 +303,16 @@ class Client:
 
     def watch(self, job_id: str, timeout: float | None = None) -> Iterator[JobStatus]:
         """Yields the job each time it changes, ending when it ends (or at `timeout`)."""
+        call = self._stub.WatchJob(pb.WatchJobRequest(id=job_id), timeout=timeout)
         try:
-            for r in self._stub.WatchJob(pb.WatchJobRequest(id=job_id), timeout=timeout):
+            for r in call:
                 yield job_status(r.job)
         except grpc.RpcError as e:
             if e.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
                 return
             raise from_rpc_error(e) from None
+        finally:
+            call.cancel()   # a caller that stops early frees its stream at once (the federation bounds them)
 
     def logs(self, job_id: str) -> str:
         """A job's logs so far; where the rules of its data keep them at its site, the line that says
@@ -324,12 +327,15 @@ class Client:
     def log_stream(self, job_id: str, follow: bool = False, offset: int = 0) -> Iterator[tuple[bytes, str]]:
         """(bytes, '') as a job's logs come; or one (b'', why and where) when the rules of its data
         keep its logs at the site that runs it."""
+        call = self._stub.StreamJobLogs(pb.StreamJobLogsRequest(id=job_id, follow=follow, offset=offset),
+                                        timeout=None if follow else self.timeout)
         try:
-            for r in self._stub.StreamJobLogs(pb.StreamJobLogsRequest(id=job_id, follow=follow, offset=offset),
-                                              timeout=None if follow else self.timeout):
+            for r in call:
                 yield r.data, r.kept_at_site
         except grpc.RpcError as e:
             raise from_rpc_error(e) from None
+        finally:
+            call.cancel()
 
     def create_join_token(self, name: str, jurisdiction: str, region: str, labels: dict[str, str] | None = None,
                           ttl_s: float = 0.0) -> tuple[str, float]:
