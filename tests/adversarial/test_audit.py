@@ -48,7 +48,7 @@ def anchored(tmp_path_factory):
             response = stub.Heartbeat(pb.HeartbeatRequest(name="eu-west"), timeout=5)
             assert response.HasField("audit_head")
             head = response.audit_head
-            assert (head.seq, head.hash) == federation.control.store.audit_head()
+            # A record of the log (the scheduler may have added more since the acknowledgement).
             assert head.seq >= 3 and head.hash == read(tmp / "fed.db")[head.seq - 1].hash
             anchor = anchor_path(tmp / "site" / ".fedctl-io", "eu-west")
             assert keep(anchor, head.seq, head.hash, federation.address) == ""
