@@ -90,7 +90,8 @@ class Admission:
         per part name ('' for a plain job), files its attempts fetch; stored before the jobs, so no
         attempt can start without them."""
         store = self.core.store
-        digest = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()
+        document = spec.model_dump_json().encode()
+        digest = hashlib.sha256(document).hexdigest()
         request = SubmitRequest(actor, request_id, digest, self.core.clock()) if request_id else None
         if request is not None:
             earlier = store.submission(request)
@@ -103,7 +104,7 @@ class Admission:
         self._check(spec, queue, parts)
         now = self.core.clock()
         jobs = new_jobs(spec, queue, now, parts)
-        self._check_bounds(spec, len(jobs))
+        self._check_bounds(spec.metadata.tenant, len(document), len(jobs))
         for job in jobs:
             part = job.id[len(job.gang_id) + 1:] if job.gang_id else ""
             for name, data in (inputs or {}).get(part, {}).items():
@@ -140,18 +141,18 @@ class Admission:
                     raise
                 raise type(e)(f"spec.gang.parts[{k}] ({name}): {e.message}") from None
 
-    def _check_bounds(self, spec: JobSpec, count: int) -> None:
-        """What one submission may store: its spec times its elements, and the tenant's waiting jobs."""
-        stored = len(spec.model_dump_json()) * count
-        if stored > MAX_SUBMISSION_BYTES:
-            raise InvalidSpec(f"spec.array: {count} elements of a {len(spec.model_dump_json()) / 1024:.1f} KiB spec "
-                              f"would store {stored / 2**20:.0f} MiB; at most {MAX_SUBMISSION_BYTES >> 20} MiB "
+    def _check_bounds(self, tenant: str, size: int, count: int) -> None:
+        """What one submission may store: its spec (`size` bytes) times its elements, and the
+        tenant's waiting jobs."""
+        if size * count > MAX_SUBMISSION_BYTES:
+            raise InvalidSpec(f"spec.array: {count} elements of a {size / 1024:.1f} KiB spec would store "
+                              f"{size * count / 2**20:.0f} MiB; at most {MAX_SUBMISSION_BYTES >> 20} MiB "
                               "(fewer elements or a smaller spec)")
         limit = self.core.policy.spec.limits.pending_per_tenant
-        waiting = self.core.store.pending_count(spec.metadata.tenant)
+        waiting = self.core.store.pending_count(tenant)
         if waiting + count > limit:
-            raise ResourceExhausted(f"tenant {spec.metadata.tenant} has {waiting} jobs waiting; {count} more would "
-                                    f"pass its limit of {limit} (policy spec.limits.pending_per_tenant); retry later")
+            raise ResourceExhausted(f"tenant {tenant} has {waiting} jobs waiting; {count} more would pass its "
+                                    f"limit of {limit} (policy spec.limits.pending_per_tenant); retry later")
 
     def _check_dependencies(self, spec: JobSpec) -> None:
         after = spec.spec.dependencies.all()

@@ -18,6 +18,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
 CREATE INDEX IF NOT EXISTS jobs_tenant ON jobs(tenant, created_at);
+CREATE INDEX IF NOT EXISTS jobs_tenant_state ON jobs(tenant, state);
 CREATE TABLE IF NOT EXISTS attempts (
     job_id TEXT NOT NULL REFERENCES jobs(id),
     number INTEGER NOT NULL,
