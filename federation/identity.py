@@ -51,8 +51,13 @@ class Identity:
     def admin(self) -> bool:
         return self.role == "federation-admin"
 
+    @property
+    def every_tenant(self) -> bool:
+        """Sees every tenant's work, not only its own tenants'."""
+        return self.admin
+
     def sees_tenant(self, tenant: str) -> bool:
-        return self.admin or (self.role in TENANT_ROLES and tenant in self.tenants)
+        return self.every_tenant or (self.role in TENANT_ROLES and tenant in self.tenants)
 
     def check_tenant(self, tenant: str, what: str) -> None:
         if not self.sees_tenant(tenant):
@@ -70,7 +75,8 @@ class Identity:
 
 @dataclass(frozen=True)
 class _Anonymous(Identity):
-    def sees_tenant(self, tenant: str) -> bool:
+    @property
+    def every_tenant(self) -> bool:
         return True
 
 
