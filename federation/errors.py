@@ -89,6 +89,10 @@ class Unavailable(FederationError):
     code = ErrorCode.UNAVAILABLE
 
 
+class Deposed(Unavailable):
+    """A replica that no longer leads tried to write: another holds the federation now."""
+
+
 class PermissionDenied(FederationError):
     code = ErrorCode.PERMISSION_DENIED
 

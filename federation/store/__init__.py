@@ -1,8 +1,8 @@
 """Durable state of the federation, behind one interface."""
-from federation.store.base import Store, SubmitRequest
+from federation.store.base import Leadership, Store, SubmitRequest
 from federation.store.sqlite import SQLiteStore
 
-__all__ = ["SQLiteStore", "Store", "SubmitRequest", "open_store"]
+__all__ = ["Leadership", "SQLiteStore", "Store", "SubmitRequest", "open_store"]
 
 
 def open_store(url: str) -> Store:

@@ -25,7 +25,43 @@ class SubmitRequest:
     at: float
 
 
+@dataclass(frozen=True)
+class Leadership:
+    """Who leads the federation: one replica schedules and writes while its lease lasts.
+
+    `term` is the fencing token: it grows with every new tenure, and a store bound to a term
+    (`Store.fence`) refuses every write once another term has begun. `since` is when this
+    tenure began: a holder that lets its lease lapse and takes it again starts a new one."""
+
+    holder: str
+    address: str
+    term: int
+    since: float
+    expires_at: float
+
+    def live(self, now: float) -> bool:
+        return now < self.expires_at
+
+
 class Store(ABC):
+    # ----------------------------------------------------------- leadership
+    @abstractmethod
+    def acquire_leadership(self, holder: str, address: str, now: float, ttl_s: float) -> Leadership:
+        """Take the lease if it is free or expired, or renew it if `holder` holds it, until
+        `now + ttl_s`, in one transaction; the leadership as it stands after (another holder's
+        when it is held). Taking it, or taking it again after it lapsed, begins a new term.
+        Not itself fenced."""
+
+    @abstractmethod
+    def leadership(self) -> Leadership | None:
+        """The current record, read from the database (never a cache); None before any leader."""
+
+    @abstractmethod
+    def fence(self, term: int | None) -> None:
+        """Bind this store's writes to `term`: from then on every write transaction first checks
+        that the leadership record still holds `term`, and raises `Deposed` (nothing written)
+        otherwise. None: unfenced (tests, tools)."""
+
     # ----------------------------------------------------------- jobs
     def add_job(self, job: Job) -> None:
         self.add_jobs([job])

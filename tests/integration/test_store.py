@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from federation.errors import Conflict, InvalidTransition, NotFound
+from federation.errors import Conflict, Deposed, InvalidTransition, NotFound
 from federation.jobs import AttemptState, Explanation, Job, JobState
 from federation.sites import Capacity, DatasetRecord, SiteRecord, SiteState
 from federation.store import SQLiteStore, Store
@@ -255,3 +255,31 @@ def test_the_store_and_its_wal_are_readable_by_their_owner_only(tmp_path):
         assert set(modes.values()) == {0o600}
     finally:
         store.close()
+
+
+def test_leadership_is_held_renewed_and_taken_after_it_lapses(store):
+    assert store.leadership() is None
+    a = store.acquire_leadership("a", "10.0.0.1:50051", now=100.0, ttl_s=10.0)
+    assert (a.holder, a.term, a.since, a.expires_at) == ("a", 1, 100.0, 110.0)
+    assert store.acquire_leadership("b", "10.0.0.2:50051", now=105.0, ttl_s=10.0) == a, "held: b does not take it"
+    renewed = store.acquire_leadership("a", "10.0.0.1:50051", now=108.0, ttl_s=10.0)
+    assert (renewed.term, renewed.since, renewed.expires_at) == (1, 100.0, 118.0), "a renewal keeps the term"
+    b = store.acquire_leadership("b", "10.0.0.2:50051", now=118.5, ttl_s=10.0)
+    assert (b.holder, b.address, b.term, b.since) == ("b", "10.0.0.2:50051", 2, 118.5)
+    assert store.leadership() == b
+    lapsed = store.acquire_leadership("b", "10.0.0.2:50051", now=200.0, ttl_s=10.0)
+    assert (lapsed.term, lapsed.since) == (3, 200.0), "taking a lapsed lease again begins a new term"
+
+
+def test_a_deposed_leader_cannot_write(store):
+    a = store.acquire_leadership("a", "x:1", now=100.0, ttl_s=10.0)
+    store.fence(a.term)
+    add(store, "j-1")
+    store.acquire_leadership("b", "y:1", now=111.0, ttl_s=10.0)
+    with pytest.raises(Deposed):
+        add(store, "j-2")
+    with pytest.raises(Deposed):
+        store.place_job("j-1", "s", EXPL, now=112.0)
+    store.fence(None)
+    assert [j.id for j in store.list_jobs()] == ["j-1"], "nothing half-written by the deposed leader"
+    assert store.get_job("j-1").state is JobState.PENDING

@@ -8,6 +8,7 @@ from __future__ import annotations
 from federation.store.base import Store
 from federation.store.sqlite.attempts import AttemptTables
 from federation.store.sqlite.files import FileTables
+from federation.store.sqlite.leadership import LeadershipTables
 from federation.store.sqlite.sites import SiteTables
 from federation.store.sqlite.training import TrainingTables
 from federation.store.sqlite.trust import TrustTables
@@ -15,5 +16,6 @@ from federation.store.sqlite.trust import TrustTables
 __all__ = ["SQLiteStore"]
 
 
-class SQLiteStore(AttemptTables, SiteTables, TrainingTables, FileTables, TrustTables, Store):
-    """Jobs and their attempts, sites, federated trainings, files and logs, and the trust records."""
+class SQLiteStore(AttemptTables, SiteTables, TrainingTables, FileTables, TrustTables, LeadershipTables, Store):
+    """Jobs and their attempts, sites, federated trainings, files and logs, the trust records and
+    the leadership."""

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from federation.errors import Deposed
 from federation.sites import SiteRecord
 from federation.store.sqlite.rows import SpecCache
 from federation.store.sqlite.schema import create_or_upgrade
@@ -23,11 +24,13 @@ class Database:
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             _owner_only(path)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        # Replicas of one federation share the file: a writer waits its turn rather than failing.
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
         self._db.row_factory = sqlite3.Row
         self._lock = threading.RLock()
         self._specs = SpecCache()
         self._sites: list[SiteRecord] | None = None   # this process is the store's only writer
+        self._term: int | None = None                  # see Store.fence
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
@@ -38,11 +41,18 @@ class Database:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                if self._term is not None:
+                    self._check_term(self._db)
                 yield self._db
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    def _check_term(self, db: sqlite3.Connection) -> None:
+        row = db.execute("SELECT term FROM leadership WHERE id=1").fetchone()
+        if row is None or row["term"] != self._term:
+            raise Deposed(f"this replica led in term {self._term}, and another term has begun: it may not write")
 
     def _read(self, sql: str, args: tuple) -> list[sqlite3.Row]:
         with self._lock:

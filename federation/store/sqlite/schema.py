@@ -124,6 +124,14 @@ CREATE TABLE IF NOT EXISTS submissions (
     created_at REAL NOT NULL,
     PRIMARY KEY (actor, request_id)
 );
+CREATE TABLE IF NOT EXISTS leadership (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    holder TEXT NOT NULL,
+    address TEXT NOT NULL,
+    term INTEGER NOT NULL,
+    since REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
