@@ -7,12 +7,14 @@
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import random
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -82,6 +84,7 @@ class Job:
                     if status.terminal:
                         return status
             except Unavailable:
+                self._client._next_replica(self._client.address)
                 time.sleep(min(delay * (0.5 + random.random()), max(0.0, remaining or delay)))
                 delay = min(delay * 2, 2.0)
 
@@ -112,7 +115,7 @@ class Training:
         return f"Training({self.id!r})"
 
     def status(self) -> TrainingStatus:
-        return training_status(self._client._call(self._client._stub.GetTraining,
+        return training_status(self._client._call("GetTraining",
                                                    pb.GetTrainingRequest(id=self.id)).training)
 
     def wait(self, timeout: float | None = None, poll: float = 0.5) -> TrainingStatus:
@@ -127,7 +130,7 @@ class Training:
             time.sleep(poll)
 
     def cancel(self) -> TrainingStatus:
-        return training_status(self._client._call(self._client._stub.CancelTraining,
+        return training_status(self._client._call("CancelTraining",
                                                    pb.CancelTrainingRequest(id=self.id), retry=False).training)
 
     def model(self) -> dict[str, Any]:
@@ -135,7 +138,7 @@ class Training:
         import io
 
         import numpy as np
-        r = self._client._call(self._client._stub.GetTrainingModel, pb.GetTrainingModelRequest(id=self.id))
+        r = self._client._call("GetTrainingModel", pb.GetTrainingModelRequest(id=self.id))
         with np.load(io.BytesIO(r.model), allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
 
@@ -170,13 +173,36 @@ class JobArray:
 
 
 class Client:
-    def __init__(self, address: str = DEFAULT_ADDRESS, *, ca: str | Path | None = None,
+    """`address`: one, or the federation's replicas, as a list or comma-separated: a call a replica
+    refuses as not leading, or one that cannot reach it, goes on to the next."""
+
+    def __init__(self, address: str | Sequence[str] = DEFAULT_ADDRESS, *, ca: str | Path | None = None,
                  cert: str | Path | None = None, key: str | Path | None = None, insecure: bool = False,
                  timeout: float = 30.0) -> None:
-        self.address = address
+        given = address.split(",") if isinstance(address, str) else list(address)
+        self.addresses = list(dict.fromkeys(a.strip() for a in given if a.strip())) or [DEFAULT_ADDRESS]
         self.timeout = timeout
-        self._channel = open_channel(address, ca=_path(ca), cert=_path(cert), key=_path(key), insecure=insecure)
-        self._stub = pb_grpc.FederationServiceStub(self._channel)
+        self._open = functools.partial(open_channel, ca=_path(ca), cert=_path(cert), key=_path(key),
+                                       insecure=insecure)
+        self._channels: dict[str, grpc.Channel] = {}
+        self._lock = threading.Lock()
+        self._connect(self.addresses[0])
+
+    def _connect(self, address: str) -> None:
+        if address not in self._channels:
+            self._channels[address] = self._open(address)
+        self.address = address
+        self._stub = pb_grpc.FederationServiceStub(self._channels[address])
+
+    def _next_replica(self, failed: str) -> bool:
+        """Move on from `failed` to the next address (unless another call already has); False when
+        there is only one."""
+        if len(self.addresses) < 2:
+            return False
+        with self._lock:
+            if self.address == failed:
+                self._connect(self.addresses[(self.addresses.index(failed) + 1) % len(self.addresses)])
+        return True
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Client:
@@ -199,7 +225,8 @@ class Client:
         return cls(**settings)
 
     def close(self) -> None:
-        self._channel.close()
+        for channel in self._channels.values():
+            channel.close()
 
     def __enter__(self) -> Client:
         return self
@@ -209,18 +236,21 @@ class Client:
 
     # ------------------------------------------------------------ calls
 
-    def _call(self, fn: Callable[..., T], request: Any, *, retry: bool = True) -> T:
+    def _call(self, method: str, request: Any, *, retry: bool = True) -> Any:
         """Unary call; reads and idempotent writes are retried on UNAVAILABLE (and on a deadline
         that leaves time for another try) with exponential backoff and jitter."""
         delay = 0.1
         deadline = time.monotonic() + self.timeout
         while True:
+            address = self.address
             try:
-                return fn(request, timeout=max(0.1, deadline - time.monotonic()))
+                return getattr(self._stub, method)(request, timeout=max(0.1, deadline - time.monotonic()))
             except grpc.RpcError as e:
                 err = from_rpc_error(e)
                 if not (retry and isinstance(err, (Unavailable, Timeout))) or time.monotonic() + delay >= deadline:
                     raise err from None
+            if self._next_replica(address) and self.addresses.index(self.address):
+                continue   # try every replica once before backing off
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 2.0)
 
@@ -233,12 +263,12 @@ class Client:
         elif not isinstance(spec, FederatedTrainingSpec):
             raise InvalidSpec("submit_training: expected a path, dict or FederatedTrainingSpec, "
                               f"got {type(spec).__name__}")
-        r = self._call(self._stub.SubmitTraining, pb.SubmitTrainingRequest(spec=training_spec_to_pb(spec)),
+        r = self._call("SubmitTraining", pb.SubmitTrainingRequest(spec=training_spec_to_pb(spec)),
                        retry=False)
         return Training(self, r.training.id)
 
     def trainings(self, tenant: str | None = None) -> list[TrainingStatus]:
-        r = self._call(self._stub.ListTrainings, pb.ListTrainingsRequest(tenant=tenant or ""))
+        r = self._call("ListTrainings", pb.ListTrainingsRequest(tenant=tenant or ""))
         return [training_status(t) for t in r.trainings]
 
     def submit(self, spec: str | Path | dict | JobSpec, request_id: str | None = None) -> Job | JobArray:
@@ -254,7 +284,7 @@ class Client:
         elif not isinstance(spec, JobSpec):
             raise InvalidSpec(f"submit: expected a path, dict or JobSpec, got {type(spec).__name__}")
         request = pb.SubmitJobRequest(spec=spec_to_pb(spec), request_id=request_id or uuid.uuid4().hex)
-        response = self._call(self._stub.SubmitJob, request)
+        response = self._call("SubmitJob", request)
         if response.elements:
             statuses = [job_status(e) for e in response.elements]
             return JobArray(self, response.job.array_id or response.job.gang_id, [Job(self, s.id, s) for s in statuses])
@@ -264,12 +294,12 @@ class Client:
     def queue(self, queue: str | None = None, tenant: str | None = None,
               limit: int = 1000) -> tuple[list[QueueEntry], list[QueueInfo]]:
         """Pending jobs in scheduling order with their fair-share factors, and each queue's standing."""
-        r = self._call(self._stub.ListQueue, pb.ListQueueRequest(queue=queue or "", tenant=tenant or "", limit=limit))
+        r = self._call("ListQueue", pb.ListQueueRequest(queue=queue or "", tenant=tenant or "", limit=limit))
         return [queue_entry(e) for e in r.entries], [queue_info(q) for q in r.queues]
 
     def usage(self, group_by: Iterable[str] = ("tenant",), since: float = 0.0, until: float = 0.0) -> list[dict]:
         """Resource-seconds of attempts that ran within [since, until] (0: from the start / now), grouped."""
-        r = self._call(self._stub.GetUsage, pb.GetUsageRequest(group_by=list(group_by), since=since, until=until))
+        r = self._call("GetUsage", pb.GetUsageRequest(group_by=list(group_by), since=since, until=until))
         fields = list(group_by) or ["tenant"]
         return [{**{f: getattr(row, f) for f in fields}, "attempts": row.attempts, "cpu_seconds": row.cpu_seconds,
                  "memory_gib_seconds": row.memory_gib_seconds, "gpu_seconds": row.gpu_seconds} for row in r.rows]
@@ -278,7 +308,7 @@ class Client:
         return Job(self, job_id, self.get(job_id))
 
     def get(self, job_id: str) -> JobStatus:
-        return job_status(self._call(self._stub.GetJob, pb.GetJobRequest(id=job_id)).job)
+        return job_status(self._call("GetJob", pb.GetJobRequest(id=job_id)).job)
 
     def jobs(self, tenant: str | None = None, states: Iterable[str] = (), limit: int | None = 1000) -> list[JobStatus]:
         """Newest first, at most `limit` (None: every one), fetched a page at a time."""
@@ -289,17 +319,17 @@ class Client:
         request = pb.ListJobsRequest(tenant=tenant or "", limit=page,
                                      states=[getattr(pb, f"JOB_STATE_{s.upper()}") for s in states])
         while True:
-            response = self._call(self._stub.ListJobs, request)
+            response = self._call("ListJobs", request)
             yield from (job_status(j) for j in response.jobs)
             if not response.next_page_token:
                 return
             request.page_token = response.next_page_token
 
     def cancel(self, job_id: str) -> JobStatus:
-        return job_status(self._call(self._stub.CancelJob, pb.CancelJobRequest(id=job_id)).job)
+        return job_status(self._call("CancelJob", pb.CancelJobRequest(id=job_id)).job)
 
     def explain(self, job_id: str) -> Placement:
-        return placement(self._call(self._stub.ExplainJob, pb.ExplainJobRequest(id=job_id)))
+        return placement(self._call("ExplainJob", pb.ExplainJobRequest(id=job_id)))
 
     def watch(self, job_id: str, timeout: float | None = None) -> Iterator[JobStatus]:
         """Yields the job each time it changes, ending when it ends (or at `timeout`)."""
@@ -340,30 +370,30 @@ class Client:
     def create_join_token(self, name: str, jurisdiction: str, region: str, labels: dict[str, str] | None = None,
                           ttl_s: float = 0.0) -> tuple[str, float]:
         """A one-time token for a site to enrol as `name` with these attributes: (token, expires at)."""
-        r = self._call(self._stub.CreateJoinToken, pb.CreateJoinTokenRequest(
+        r = self._call("CreateJoinToken", pb.CreateJoinTokenRequest(
             name=name, location=pb.Location(jurisdiction=jurisdiction, region=region), labels=labels or {},
             ttl_s=ttl_s), retry=False)
         return r.token, r.expires_at
 
     def drain_federation(self, drain: bool = True) -> tuple[bool, int, int]:
         """Stop (or, with False, resume) taking submissions: (draining, jobs pending, attempts live)."""
-        r = self._call(self._stub.DrainFederation, pb.DrainFederationRequest(drain=drain))
+        r = self._call("DrainFederation", pb.DrainFederationRequest(drain=drain))
         return r.draining, r.pending, r.live
 
     def revoke(self, name: str) -> int:
         """Refuse every certificate issued for this user or site until now, used or not; how many of
         them the federation had seen. Certificates issued afterwards work."""
-        return self._call(self._stub.RevokeCertificates, pb.RevokeCertificatesRequest(name=name), retry=False).revoked
+        return self._call("RevokeCertificates", pb.RevokeCertificatesRequest(name=name), retry=False).revoked
 
     def sites(self) -> list[SiteInfo]:
-        return [site_info(s) for s in self._call(self._stub.ListSites, pb.ListSitesRequest()).sites]
+        return [site_info(s) for s in self._call("ListSites", pb.ListSitesRequest()).sites]
 
     def site(self, name: str) -> SiteInfo:
-        return site_info(self._call(self._stub.GetSite, pb.GetSiteRequest(name=name)).site)
+        return site_info(self._call("GetSite", pb.GetSiteRequest(name=name)).site)
 
     def _set_site_state(self, name: str, state: pb.SiteState, handover: bool = False) -> SiteInfo:
         request = pb.SetSiteStateRequest(name=name, state=state, handover=handover)
-        return site_info(self._call(self._stub.SetSiteState, request).site)
+        return site_info(self._call("SetSiteState", request).site)
 
     def cordon(self, name: str) -> SiteInfo:
         return self._set_site_state(name, pb.SITE_STATE_CORDONED)

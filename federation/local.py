@@ -63,11 +63,12 @@ def _ancestors(pid: int) -> set[int]:
 
 
 def site_config(name: str, *, address: str, pki: dict[str, Issued], work: Path, spec: dict[str, Any],
-                port_base: int | None = None) -> dict[str, Any]:
-    """A Site document pointing at this federation; with `port_base`, for a private Ray head
-    whose files live under `work`, else for the cluster at spec.ray.address."""
+                port_base: int | None = None, replicas: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A Site document pointing at this federation (and its other replicas and witnesses); with
+    `port_base`, for a private Ray head whose files live under `work`, else for the cluster at
+    spec.ray.address."""
     body = dict(spec)
-    body["federation"] = {"address": address, "tls": {
+    body["federation"] = {"address": address, **({"replicas": list(replicas)} if replicas else {}), "tls": {
         "ca": str(pki["ca"].cert), "cert": str(pki[name].cert), "key": str(pki[name].key)}}
     if port_base is not None:
         local = dict(spec.get("ray", {}).get("local", {}), port_base=port_base, temp_dir=str(work / f"r{port_base}"))
@@ -109,8 +110,10 @@ class LocalFederation:
     site_timeout_s: float = 10.0
     policy: Path = CONFIGS / "policy.yaml"
     enrolment: bool = False                   # a join-token listener (fedctl site token create / site join)
+    witness: bool = False                     # a witness beside the server (`spec.replication.role: witness`)
     address: str = field(default_factory=lambda: f"127.0.0.1:{free_port()}")
     server: subprocess.Popen | None = None
+    witness_server: subprocess.Popen | None = None
     agents: dict[str, subprocess.Popen] = field(default_factory=dict)
     started: dict[str, float] = field(default_factory=dict)   # agent name -> when its process was started
 
@@ -120,14 +123,18 @@ class LocalFederation:
         self.enrol_address = f"127.0.0.1:{free_port()}" if self.enrolment else ""
         enrolment = {"enrolment": {"listen": self.enrol_address, "ca_cert": str(self.pki["ca"].cert),
                                    "ca_key": str(self.pki["ca"].key)}} if self.enrolment else {}
+        spec = {"listen": self.address, "store": str(self.work / "federation.db"), "policy": str(self.policy),
+                "tls": {"cert": str(self.pki["server"].cert), "key": str(self.pki["server"].key),
+                        "client_ca": str(self.pki["ca"].cert)},
+                "scheduler": {"interval_s": self.scheduler_interval_s}, "heartbeat_interval_s": 1,
+                "site_timeout_s": self.site_timeout_s, **enrolment}
         self.config.write_text(yaml.safe_dump({
-            "apiVersion": "federation/v1", "kind": "Federation", "metadata": {"name": "local"},
-            "spec": {"listen": self.address, "store": str(self.work / "federation.db"),
-                     "policy": str(self.policy),
-                     "tls": {"cert": str(self.pki["server"].cert), "key": str(self.pki["server"].key),
-                             "client_ca": str(self.pki["ca"].cert)},
-                     "scheduler": {"interval_s": self.scheduler_interval_s}, "heartbeat_interval_s": 1,
-                     "site_timeout_s": self.site_timeout_s, **enrolment}}))
+            "apiVersion": "federation/v1", "kind": "Federation", "metadata": {"name": "local"}, "spec": spec}))
+        self.witness_address = f"127.0.0.1:{free_port()}" if self.witness else ""
+        if self.witness:
+            (self.work / "witness.yaml").write_text(yaml.safe_dump({
+                "apiVersion": "federation/v1", "kind": "Federation", "metadata": {"name": "witness"},
+                "spec": dict(spec, listen=self.witness_address, enrolment=None, replication={"role": "witness"})}))
 
     @property
     def env(self) -> dict[str, str]:
@@ -158,6 +165,12 @@ class LocalFederation:
         with self.client() as c:
             _wait(lambda: c.sites() is not None, timeout, "the federation to answer")
 
+    def start_witness(self) -> None:
+        log = open(self.work / "witness.log", "ab")  # noqa: SIM115  # the child process keeps it open
+        self.witness_server = subprocess.Popen(
+            fedctl("server", "start", "--config", str(self.work / "witness.yaml")), stdout=log,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env)
+
     def stop_server(self, sig: int = signal.SIGTERM) -> None:
         assert self.server is not None, "the federation was not started"
         self.server.send_signal(sig)
@@ -171,7 +184,8 @@ class LocalFederation:
     def start_agent(self, name: str, address: str | None = None) -> subprocess.Popen:
         """A site's agent, reaching the federation at `address` (a proxy, say) or directly."""
         config = site_config(name, address=address or self.address, pki=self.pki, work=self.work,
-                             port_base=self.port_bases.get(name), spec=self.sites[name])
+                             port_base=self.port_bases.get(name), spec=self.sites[name],
+                             replicas=(self.witness_address,) if self.witness else ())
         self.started[name] = time.time()
         self.agents[name] = start_agent(config, self.work)
         return self.agents[name]
@@ -192,8 +206,7 @@ class LocalFederation:
 
     def shutdown(self) -> None:
         stop_processes(list(self.agents.values()))
-        if self.server is not None and self.server.poll() is None:
-            stop_processes([self.server])
+        stop_processes([p for p in (self.server, self.witness_server) if p is not None and p.poll() is None])
         kill_processes_mentioning(str(self.work))
 
 

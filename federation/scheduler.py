@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from federation.control import ControlPlane
 from federation.training import TrainingLoop
@@ -11,8 +12,10 @@ log = logging.getLogger("federation.scheduler")
 
 
 class SchedulerLoop:
-    def __init__(self, control: ControlPlane, interval_s: float = 0.5, trainings: TrainingLoop | None = None) -> None:
+    def __init__(self, control: ControlPlane, interval_s: float = 0.5, trainings: TrainingLoop | None = None,
+                 leading: Callable[[], bool] = lambda: True) -> None:
         self.control = control
+        self.leading = leading   # only the leading replica schedules (`federation.replication`)
         self.trainings = trainings
         self.interval_s = interval_s
         self._stop = threading.Event()
@@ -30,6 +33,9 @@ class SchedulerLoop:
         changes = self.control.changes
         while not self._stop.is_set():
             generation = changes.generation
+            if not self.leading():
+                changes.wait(generation, self.interval_s)
+                continue
             try:
                 result = self.control.cycle.run_once()
                 for d in result.decisions:

@@ -11,13 +11,14 @@ from federation.audit import Signer, public_path
 from federation.control import ControlPlane
 from federation.errors import ConfigError
 from federation.pki import Issued
+from federation.replication import Elector, Gate, lease_for, refusal
 from federation.scheduler import SchedulerLoop
 from federation.service.sites import EnrollmentServicer, SiteServicer
 from federation.service.streams import StreamSlots
 from federation.service.users import FederationServicer
 from federation.spec import FederationConfig, load_policy
 from federation.spec.server import Enrolment, FederationBody
-from federation.store import SQLiteStore
+from federation.store import SQLiteStore, open_store
 from federation.training import TrainingLoop
 from federation.transport import SERVER_OPTIONS, add_port
 from federation.v1 import federation_pb2_grpc as pb_grpc
@@ -33,6 +34,7 @@ class RunningServer:
     port: int
     enrolment: grpc.Server | None = None
     enrolment_port: int = 0
+    elector: Elector | None = None   # None: a witness
 
     def stop(self, grace: float = 2.0) -> None:
         self.scheduler.stop()
@@ -40,15 +42,18 @@ class RunningServer:
             self.enrolment.stop(grace).wait()
         self.server.stop(grace).wait()
         self.control.refusals.close()   # counted refusals not yet written
+        if self.elector is not None:
+            self.elector.stop()   # hands the lease back: a successor need not wait for it to lapse
         self.control.store.close()
 
 
-def _enrolment(config: FederationConfig, e: Enrolment, control: ControlPlane) -> tuple[grpc.Server, int]:
+def _enrolment(config: FederationConfig, e: Enrolment, control: ControlPlane, gate: Gate) -> tuple[grpc.Server, int]:
     """The listener sites join through: server-side TLS only (they have no certificate yet)."""
     body = config.spec
     if body.tls is None:
         raise ConfigError("enrolment: needs tls (sites must be able to check they talk to this federation)")
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="enrol"), options=SERVER_OPTIONS)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="enrol"), options=SERVER_OPTIONS,
+                         interceptors=[gate])
     pb_grpc.add_EnrollmentServiceServicer_to_server(
         EnrollmentServicer(control, Issued(e.ca_cert, e.ca_key), e.cert_days), server)
     port = add_port(server, e.listen, cert=body.tls.cert, key=body.tls.key, client_ca=None, insecure=False)
@@ -61,8 +66,9 @@ def _signer(body: FederationBody) -> Signer:
     path = body.audit.key
     if path is None:
         return Signer.beside(body.store)
+    publics = () if body.database else (public_path(body.store),)
     try:
-        return Signer.at(path, path.with_name(f"{path.stem}.pub{path.suffix}"), public_path(body.store))
+        return Signer.at(path, path.with_name(f"{path.stem}.pub{path.suffix}"), *publics)
     except OSError as e:
         raise ConfigError(f"spec.audit.key: {path}: {e.strerror or e}") from None
     except ValueError:
@@ -72,7 +78,7 @@ def _signer(body: FederationBody) -> Signer:
 def start_server(config: FederationConfig, *, max_workers: int = 64) -> RunningServer:
     body = config.spec
     policy = load_policy(body.policy)
-    store = SQLiteStore(body.store)
+    store = open_store(body.database) if body.database else SQLiteStore(body.store)
     try:
         signer = _signer(body)
     except Exception:
@@ -81,16 +87,21 @@ def start_server(config: FederationConfig, *, max_workers: int = 64) -> RunningS
     control = ControlPlane(store, policy, site_timeout_s=body.site_timeout_s,
                            max_placements=body.scheduler.max_placements_per_cycle, signer=signer)
     control.refusals.window_s = body.audit.refusal_window_s
+    replication = body.replication
+    witness = replication.role == "witness"
+    elector = None if witness else Elector(control, config.metadata.name, "",
+                                           replication.lease_s or lease_for(body.site_timeout_s))
+    gate = Gate(lambda: elector is not None and elector.leading, lambda: refusal(control, witness))
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
-                         options=SERVER_OPTIONS)
+                         options=SERVER_OPTIONS, interceptors=[gate])
     trainings = TrainingLoop(control)
     # Users' open streams take at most half the threads: the rest are the sites'.
     streams = StreamSlots(total=max_workers // 2)
     pb_grpc.add_FederationServiceServicer_to_server(FederationServicer(control, trainings, streams), server)
     e = body.enrolment
     pb_grpc.add_SiteServiceServicer_to_server(SiteServicer(
-        control, body.heartbeat_interval_s, Issued(e.ca_cert, e.ca_key) if e else None, e.cert_days if e else 30),
-        server)
+        control, body.heartbeat_interval_s, Issued(e.ca_cert, e.ca_key) if e else None, e.cert_days if e else 30,
+        replica=f"{config.metadata.name} ({replication.role})"), server)
     tls = body.tls
     try:
         port = add_port(server, body.listen, cert=tls.cert if tls else None, key=tls.key if tls else None,
@@ -99,15 +110,22 @@ def start_server(config: FederationConfig, *, max_workers: int = 64) -> RunningS
         store.close()
         raise
     try:
-        enrolment, enrolment_port = _enrolment(config, body.enrolment, control) if body.enrolment else (None, 0)
+        enrolment, enrolment_port = (_enrolment(config, body.enrolment, control, gate) if body.enrolment
+                                     else (None, 0))
     except Exception:
         store.close()
         raise
+    listening = body.listen.rsplit(":", 1)[0] + f":{port}"
+    if elector is not None:
+        elector.address = replication.advertise or listening
+        elector.start()
     server.start()
-    scheduler = SchedulerLoop(control, body.scheduler.interval_s, trainings)
+    scheduler = SchedulerLoop(control, body.scheduler.interval_s, trainings,
+                              leading=lambda: elector is not None and elector.leading)
     scheduler.start()
     control.refusals.start()
-    log.info("federation %s listening on %s (store %s, policy %s v%s)", config.metadata.name,
-             body.listen.rsplit(":", 1)[0] + f":{port}", body.store, policy.metadata.name, policy.metadata.version)
+    log.info("federation %s %s listening on %s (store %s, policy %s v%s)", config.metadata.name, replication.role,
+             listening, "a PostgreSQL database" if body.database else body.store, policy.metadata.name,
+             policy.metadata.version)
     return RunningServer(server=server, scheduler=scheduler, control=control, port=port, enrolment=enrolment,
-                         enrolment_port=enrolment_port)
+                         enrolment_port=enrolment_port, elector=elector)

@@ -22,7 +22,7 @@ from federation.sites import Capacity
 from federation.spec import SiteConfig
 from federation.v1 import federation_pb2 as pb
 from federation.v1 import federation_pb2_grpc as pb_grpc
-from site_agent import anchor, renewal
+from site_agent import anchor, renewal, witness
 from site_agent.files import Fetch
 from site_agent.inventory import site_capacity, site_gpus
 from site_agent.plan import fence_reason
@@ -38,12 +38,15 @@ FAST_PASS_S = 0.02      # while an attempt is starting, so "running" is seen wit
 class SiteAgent:
     """Runs until `stop()`: registers, heartbeats, and keeps one Connect stream open."""
 
-    def __init__(self, config: SiteConfig, driver: RayDriver, channel_factory: Callable[[], grpc.Channel],
+    def __init__(self, config: SiteConfig, driver: RayDriver, channel_factory: Callable[[str], grpc.Channel],
                  *, pass_interval_s: float = 0.5) -> None:
         self.config = config
         self.name = config.metadata.name
         self.driver = driver
         self.channel_factory = channel_factory
+        fed = config.spec.federation
+        self.addresses = list(dict.fromkeys([fed.address, *fed.replicas]))
+        self.address = fed.address   # where the next session connects: the leader, when known
         self.pass_interval_s = pass_interval_s
         self.reconciler = Reconciler(config, driver)
         self._stop = threading.Event()
@@ -54,6 +57,7 @@ class SiteAgent:
         self._renewed = time.monotonic()   # when the last acknowledged registration or heartbeat was sent
         self.anchor = anchor.anchor_path(self.reconciler.files.root.parent, self.name)
         self._anchor_warning = ""
+        self._outage = False   # the replicas said nobody leads; until the next registration
 
     def stop(self) -> None:
         self._stop.set()
@@ -65,7 +69,7 @@ class SiteAgent:
         backoff = Backoff()
         threading.Thread(target=self._watch_lease, daemon=True, name="lease").start()
         while not self._stop.is_set():
-            channel = self.channel_factory()
+            channel = self.channel_factory(self.address)
             session_over = threading.Event()
             try:
                 stub = pb_grpc.SiteServiceStub(channel)
@@ -81,7 +85,8 @@ class SiteAgent:
                 raise
             except FederationError as e:
                 if not self._stop.is_set():
-                    log.warning("federation: %s; retrying", e.message)
+                    log.warning("federation at %s: %s; retrying", self.address, e.message)
+                    self._follow(witness.ask(self.addresses, self.channel_factory, self.name, 2.0).leader)
             finally:
                 session_over.set()
                 channel.close()
@@ -95,9 +100,32 @@ class SiteAgent:
             if self.config.spec.autonomous or self.reconciler.fenced:
                 continue
             reason = fence_reason(time.monotonic(), self._renewed, self.lease_s)
-            if reason:
+            if reason and not self._federation_down():
                 n = self.reconciler.fence(reason)
                 log.warning("fenced: %s; stopped %d jobs, starting none until the federation answers", reason, n)
+
+    def _federation_down(self) -> bool:
+        """Whether the replicas and witnesses say nobody leads: then nobody can re-place this site's
+        work, and their answer renews the lease, counted from when it was asked (a replica that
+        takes the lead after that counts this site's lease from then)."""
+        asked = time.monotonic()
+        verdict = witness.ask(self.addresses, self.channel_factory, self.name, max(0.5, min(2.0, self.lease_s / 10)))
+        self._follow(verdict.leader)
+        if not verdict.federation_down:
+            return False
+        if not self._outage:
+            log.warning("no replica leads the federation (said %s): keeping this site's work running",
+                        verdict.down_by)
+        self._outage = True
+        self._renewed = asked
+        return True
+
+    def _follow(self, leader: str) -> None:
+        """Connect next to the leader named, when it is one of this site's addresses; else the next one."""
+        if leader in self.addresses:
+            self.address = leader
+        elif len(self.addresses) > 1:
+            self.address = self.addresses[(self.addresses.index(self.address) + 1) % len(self.addresses)]
 
     def _capacity(self) -> Capacity | None:
         try:
@@ -127,6 +155,7 @@ class SiteAgent:
         except grpc.RpcError as e:
             raise from_rpc_error(e) from None
         self._renewed = sent
+        self._outage = False
         self.heartbeat_interval_s = response.heartbeat_interval_s or 2.0
         self.lease_s = response.lease_s
         self.reconciler.classified = {d.name: d.classification for d in response.datasets}

@@ -143,16 +143,17 @@ def _start(sid: str, wanted: Wanted, epochs: Mapping[str, int], *, ray_reachable
 
 
 def plan_fence(desired: Collection[str], observed: Mapping[str, RayJob], local: Mapping[str, SiteWord],
-               reason: str) -> list[Action]:
+               reason: str, waiting: Collection[str] = ()) -> list[Action]:
     """The lease ran out: stop every running federation job of this site and call it lost, and
-    call every desired attempt not yet decided lost too (its retry policy covers that)."""
-    stops = [sid for sid, job in observed.items() if not job.terminal]
+    call every desired attempt not yet decided lost too (its retry policy covers that). Attempts
+    `waiting` for the site (`on_site_loss: wait`) are never re-placed, so they keep running."""
+    stops = [sid for sid, job in observed.items() if not job.terminal and sid not in waiting]
     actions: list[Action] = []
     for sid in stops:
         actions += [Stop(sid, f"fencing: {reason}"),
                     Settle(sid, SiteWord(AttemptState.LOST, f"stopped by the site: {reason}"))]
     actions += [Settle(sid, SiteWord(AttemptState.LOST, f"not started: {reason}"))
-                for sid in desired if sid not in local and sid not in stops]
+                for sid in desired if sid not in local and sid not in stops and sid not in waiting]
     return actions
 
 

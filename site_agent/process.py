@@ -9,6 +9,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import grpc
+
 from federation.errors import ConfigError, RayError
 from federation.gpus import inventory_of
 from federation.spec import SiteConfig
@@ -62,9 +64,9 @@ def run_site(config: SiteConfig, *, local_ray: bool,
         if done.is_set():
             return 0
 
-        def channel():
+        def channel(address: str) -> grpc.Channel:
             tls = fed.tls
-            return open_channel(fed.address, ca=tls.ca if tls else None, cert=tls.cert if tls else None,
+            return open_channel(address, ca=tls.ca if tls else None, cert=tls.cert if tls else None,
                                 key=tls.key if tls else None, insecure=fed.insecure)
 
         if head is not None:

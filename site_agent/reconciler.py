@@ -12,8 +12,9 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from federation.errors import RayError
+from federation.errors import InvalidSpec, RayError
 from federation.service import wire
+from federation.service.spec_wire import spec_from_pb
 from federation.spec import SiteConfig
 from federation.v1 import federation_pb2 as pb
 from policies import LOGS
@@ -101,7 +102,8 @@ class Reconciler:
             except RayError as e:
                 log.warning("fencing: cannot list Ray jobs: %s", e.message)
                 jobs = {}
-            actions = plan_fence(self.desired.keys(), jobs, self.local, reason)
+            waiting = {sid for sid, a in self.desired.items() if waits_for_site(a)}
+            actions = plan_fence(self.desired.keys(), jobs, self.local, reason, waiting)
             self._apply(actions)
             return sum(isinstance(a, Stop) for a in actions)
 
@@ -232,3 +234,11 @@ class Reconciler:
         chunk = data[start:start + MAX_LOG_CHUNK]
         self.shipped[sid] = start + len(chunk)
         return start, chunk
+
+
+def waits_for_site(assignment: pb.Assignment) -> bool:
+    """The job says `on_site_loss: wait`: the federation never re-places it while this site is silent."""
+    try:
+        return spec_from_pb(assignment.spec).spec.on_site_loss == "wait"
+    except InvalidSpec:  # a spec this agent cannot read is fenced like any other
+        return False

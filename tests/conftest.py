@@ -1,6 +1,7 @@
 import pytest
 
 from federation.spec import job_from_dict
+from tests.postgres import postgres, postgres_url  # noqa: F401  (fixtures: a real PostgreSQL server)
 
 
 def make_spec(name: str = "job", tenant: str = "default", **body) -> "JobSpec":  # noqa: F821

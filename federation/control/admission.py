@@ -8,6 +8,7 @@ import policies
 from federation import queues
 from federation.control.catalog import check_access
 from federation.control.core import Core
+from federation.control.rates import SubmissionRates
 from federation.control.snapshot import catalog, gpu_inventory, pending_view_of
 from federation.errors import (
     FederationError,
@@ -70,6 +71,8 @@ class Admission:
     def __init__(self, core: Core) -> None:
         self.core = core
         self._draining = core.store.get_meta("draining") == "1"
+        # Callers' submissions a second; the servicers take one for each request, before reading it.
+        self.rates = SubmissionRates.of(core.policy.spec.limits)
 
     @property
     def draining(self) -> bool:

@@ -45,6 +45,11 @@ class Core:
         if self.signer is not None:
             self.store.append_audit(self.audit_record(actor, action, subject, **detail), self.signer.seal)
 
+    def begin_term(self, since: float) -> None:
+        """This process leads from `since` (`federation.replication`): leases count from then."""
+        self.started_at = since
+        self.changes.bump()
+
     def connected(self, site: SiteRecord, now: float) -> bool:
         """Heard from within its lease, and since this process started: a record from before a
         restart says nothing of whether the site is still there."""

@@ -58,7 +58,8 @@ class Sites:
     def expire_leases(self, now: float) -> int:
         """Sites silent for longer than their lease lose their assignments: each live attempt becomes
         lost and its job is retried by its policy, wherever its rules allow. An autonomous site
-        keeps its work. Returns how many attempts were lost."""
+        keeps its work, and so does any site the jobs that say `on_site_loss: wait`. Returns how
+        many attempts were lost."""
         core, store = self.core, self.core.store
         lost = 0
         for site in store.list_sites():
@@ -66,6 +67,8 @@ class Sites:
                 continue
             silent = now - max(site.last_heartbeat, core.started_at)
             for attempt, job in store.live_attempts(site.name):
+                if job.spec.spec.on_site_loss == "wait":
+                    continue   # its site keeps it running (it does not fence it), and it waits for the site
                 message = f"site {site.name} lost: no heartbeat for {silent:.0f}s (lease {core.site_timeout_s:g}s)"
                 if store.apply_attempt_status(job.id, attempt.number, AttemptState.LOST, message, now):
                     lost += 1

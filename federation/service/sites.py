@@ -28,8 +28,9 @@ RESEND_S = 5.0
 
 class SiteServicer(pb_grpc.SiteServiceServicer):
     def __init__(self, control: ControlPlane, heartbeat_interval_s: float = 2.0, ca: Issued | None = None,
-                 cert_days: int = 30) -> None:
+                 cert_days: int = 30, replica: str = "federation") -> None:
         self.control = control
+        self.replica = replica
         self.heartbeat_interval_s = heartbeat_interval_s
         self.ca = ca
         self.cert_days = cert_days
@@ -55,6 +56,15 @@ class SiteServicer(pb_grpc.SiteServiceServicer):
                                        lease_s=self.control.core.site_timeout_s,
                                        datasets=[pb.Dataset(name=d.name, classification=d.classification)
                                                  for d in site.datasets])
+
+    @translate
+    def Leader(self, request: pb.LeaderRequest, context: grpc.ServicerContext) -> pb.LeaderResponse:
+        _authorize(self.control, context, request.site)
+        lead = self.control.store.leadership()
+        if lead is None:
+            return pb.LeaderResponse(answered_by=self.replica)
+        return pb.LeaderResponse(live=lead.live(self.control.clock()), address=lead.address, term=lead.term,
+                                 answered_by=self.replica)
 
     @translate
     def GetInput(self, request: pb.GetInputRequest, context: grpc.ServicerContext) -> pb.GetInputResponse:

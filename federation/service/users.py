@@ -62,6 +62,7 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
 
     @translate
     def SubmitJob(self, request: pb.SubmitJobRequest, context: grpc.ServicerContext) -> pb.SubmitJobResponse:
+        self.control.admission.rates.take(caller(context))
         spec = spec_from_pb(request.spec)
         self._caller(context).check_tenant(spec.metadata.tenant, "submit jobs")
         if request.request_id and not REQUEST_ID_RE.match(request.request_id):
@@ -191,6 +192,7 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
     @translate
     def SubmitTraining(self, request: pb.SubmitTrainingRequest,
                        context: grpc.ServicerContext) -> pb.SubmitTrainingResponse:
+        self.control.admission.rates.take(caller(context))
         spec = training_spec_from_pb(request.spec)
         self._caller(context).check_tenant(spec.metadata.tenant, "submit trainings")
         if self.control.admission.draining:

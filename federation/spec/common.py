@@ -10,6 +10,7 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from federation.spec.bounds import MAX_GPU_TYPES, MAX_LIST, GpuType, SiteName
 from federation.spec.quantity import parse_bytes
 
 API_VERSION: Final = "federation/v1"
@@ -41,7 +42,7 @@ def check_labels(labels: dict[str, str]) -> dict[str, str]:
 class Metadata(Strict):
     name: str
     tenant: str = "default"
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict, max_length=MAX_LIST)
 
     @field_validator("name")
     @classmethod
@@ -63,7 +64,8 @@ class Resources(Strict):
     cpus: float = Field(default=1.0, ge=0, le=100_000)
     memory: int = Field(default=0, ge=0, description="bytes; YAML takes quantities such as 4Gi")
     gpus: float = Field(default=0.0, ge=0, le=100_000, description="whole GPUs, or a share of one below 1")
-    gpu_type: list[str] = Field(default_factory=list, description="allowed GPU models (one or a list); empty: any")
+    gpu_type: list[GpuType] = Field(default_factory=list, max_length=MAX_GPU_TYPES,
+                                    description="allowed GPU models (one or a list); empty: any")
     gpu_memory: int | None = Field(
         default=None, ge=1, description="with whole gpus: memory each GPU must have; alone: a slice of one GPU")
 
@@ -106,6 +108,6 @@ class Topology(Strict):
 
 
 class PlacementSpec(Strict):
-    regions: list[str] = Field(default_factory=list, description="run only in these regions")
-    sites: list[str] = Field(default_factory=list, description="run only on these sites")
-    prefer: list[str] = Field(default_factory=list, description="regions or sites to prefer")
+    regions: list[SiteName] = Field(default_factory=list, max_length=MAX_LIST, description="run only in these regions")
+    sites: list[SiteName] = Field(default_factory=list, max_length=MAX_LIST, description="run only on these sites")
+    prefer: list[SiteName] = Field(default_factory=list, max_length=MAX_LIST, description="regions or sites to prefer")

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from federation.spec.array import parse_array
+from federation.spec.bounds import MAX_ARRAY_TEXT, MAX_LIST, MAX_RUNTIME_ENV_KEYS, check_runtime_env
 from federation.spec.common import (
     API_VERSION,
     Metadata,
@@ -25,7 +26,7 @@ class GangPart(Strict):
 
     name: str
     entrypoint: str | None = Field(default=None, min_length=1, max_length=8192)
-    datasets: list[str] | None = Field(default=None, max_length=64)
+    datasets: list[str] | None = Field(default=None, max_length=MAX_LIST)
     resources: Resources | None = None
     placement: PlacementSpec | None = None
     topology: Topology | None = None
@@ -39,7 +40,7 @@ class GangPart(Strict):
 class Gang(Strict):
     """Parts that start together or not at all (e.g. one per site holding a shard)."""
 
-    parts: list[GangPart] = Field(min_length=2, max_length=64)
+    parts: list[GangPart] = Field(min_length=2, max_length=MAX_LIST)
     timeout: float = Field(default=600.0, gt=0, description="every part running within this after placement, "
                                                             "or all are stopped and the gang waits again")
     on_part_end: Literal["stop-all", "continue"] = Field(
@@ -66,16 +67,16 @@ JOB_REF_RE = re.compile(r"^[a-z]-[0-9a-f]{4,32}(-[0-9]{1,6})?$")
 class Dependencies(Strict):
     """Jobs (or whole arrays) this one waits on, by id."""
 
-    after_ok: list[str] = Field(default_factory=list, description="start once all of these succeeded")
-    after_any: list[str] = Field(default_factory=list, description="start once all of these ended, however")
-    after_not_ok: list[str] = Field(default_factory=list,
+    after_ok: list[str] = Field(default_factory=list, max_length=MAX_LIST,
+                                description="start once all of these succeeded")
+    after_any: list[str] = Field(default_factory=list, max_length=MAX_LIST,
+                                 description="start once all of these ended, however")
+    after_not_ok: list[str] = Field(default_factory=list, max_length=MAX_LIST,
                                     description="start once all of these failed or were cancelled")
 
     @field_validator("after_ok", "after_any", "after_not_ok")
     @classmethod
     def _ids(cls, v: list[str]) -> list[str]:
-        if len(v) > 64:
-            raise ValueError("at most 64 jobs")
         for ref in v:
             if not JOB_REF_RE.match(ref):
                 raise ValueError(f"{ref!r} is not a job or array id (such as j-1a2b3c4d5e6f)")
@@ -120,8 +121,10 @@ RESERVED_PREFIXES = ("RAY_AUTH", "PIP_", "UV_")
 
 class JobBody(Strict):
     entrypoint: str = Field(min_length=1, max_length=8192)
-    runtime_env: dict[str, Any] = Field(default_factory=dict)
-    datasets: list[str] = Field(default_factory=list, max_length=64)
+    runtime_env: dict[str, Any] = Field(default_factory=dict, max_length=MAX_RUNTIME_ENV_KEYS,
+                                        description="Ray's runtime_env, passed through; env_vars: at most 256, "
+                                                    "values of 32 KiB; lists and mappings inside: at most 256")
+    datasets: list[str] = Field(default_factory=list, max_length=MAX_LIST)
     resources: Resources = Field(default_factory=Resources)
     placement: PlacementSpec = Field(default_factory=PlacementSpec)
     topology: Topology = Field(default_factory=Topology)
@@ -129,11 +132,17 @@ class JobBody(Strict):
     queue: str | None = Field(default=None, description="the policy's queue to charge; default: the tenant's queue")
     dependencies: Dependencies = Field(default_factory=Dependencies)
     singleton: bool = Field(default=False, description="one job of this name and tenant placed or running at a time")
-    array: str | None = Field(default=None, description="one job per index, e.g. 0-99%10 (at most 10 at once); "
-                                                         "each sees FEDCTL_ARRAY_INDEX")
+    array: str | None = Field(default=None, max_length=MAX_ARRAY_TEXT,
+                              description="one job per index, e.g. 0-99%10 (at most 10 at once); "
+                                          "each sees FEDCTL_ARRAY_INDEX")
     gang: Gang | None = Field(default=None, description="parts placed and started all together or not at all")
     retry: Retry = Field(default_factory=Retry)
     checkpoint: Checkpoint | None = None
+    on_site_loss: Literal["replace", "wait"] = Field(
+        default="replace", description="when its site stops answering: replace (the site stops the job and it runs "
+                                       "again elsewhere, by spec.retry) or wait (it keeps running there, and the "
+                                       "federation waits for the site to return; a long training would rather "
+                                       "wait than start over)")
 
     @field_validator("array")
     @classmethod
@@ -165,10 +174,8 @@ class JobBody(Strict):
     @field_validator("runtime_env")
     @classmethod
     def _runtime_env(cls, v: dict[str, Any]) -> dict[str, Any]:
-        env_vars = v.get("env_vars", {})
-        if not isinstance(env_vars, dict):
-            raise ValueError("env_vars must be a mapping of names to strings")
-        for name in env_vars:
+        check_runtime_env(v)
+        for name in v.get("env_vars", {}):
             if name in RESERVED_ENV or str(name).startswith(RESERVED_PREFIXES):
                 raise ValueError(f"env_vars.{name}: set by the site (GPUs from spec.resources, Ray's token, "
                                  "where packages come from); a job may not set it")

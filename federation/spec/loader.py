@@ -100,6 +100,12 @@ def describe(error: ValidationError, model: type[BaseModel], source: str, lines:
             message += f" (did you mean '{hint}'?)"
     elif first["type"] == "missing":
         message = "required field is missing"
+    elif first["type"] == "too_long":   # a list or mapping past its max_length (federation.spec.bounds)
+        ctx = first.get("ctx", {})
+        actual = ctx.get("actual_length")
+        actual = len(first["input"]) if actual is None and hasattr(first.get("input"), "__len__") else actual
+        got = f" (got {actual})" if actual is not None else ""
+        message = f"at most {ctx.get('max_length')} entries{got}"
     else:
         message = first["msg"].removeprefix("Value error, ")
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""

@@ -182,6 +182,18 @@ class PreemptionSpec(Strict):
 class LimitsSpec(Strict):
     pending_per_tenant: int = Field(default=10_000, ge=1, le=10_000_000,
                                     description="a submission that would leave a tenant more jobs waiting is refused")
+    submissions_per_second: float = Field(
+        default=2_000, gt=0, le=1_000_000,
+        description="each caller's submissions (SubmitJob, SubmitTraining; a request counts once, however many "
+                    "array elements or gang parts it makes) a second, on average; past it and the burst a "
+                    "submission is refused (retry later)")
+    submission_burst: int | None = Field(
+        default=None, ge=1, le=10_000_000,
+        description="submissions a caller may make at once before its rate applies; default: two seconds' worth")
+
+    @property
+    def burst(self) -> int:
+        return self.submission_burst or max(1, round(2 * self.submissions_per_second))
 
 
 class PolicyBody(Strict):

@@ -42,9 +42,27 @@ class AuditSettings(Strict):
                     "kind this often, with their count")
 
 
+class Replication(Strict):
+    """Several replicas over one store: one leads (schedules and writes) while its lease on the
+    store lasts, the others take over when it lapses. A witness never leads: it only tells sites
+    whether some replica does, so that a site that cannot reach the leader keeps its work running
+    through an outage of the whole federation and fences it only when cut off from a live one."""
+
+    role: Literal["replica", "witness"] = "replica"
+    advertise: str | None = Field(default=None, description="where sites and users reach this replica "
+                                                            "(default: listen)")
+    lease_s: float | None = Field(default=None, gt=0, le=60,
+                                  description="the leadership lease; default: a quarter of site_timeout_s, "
+                                              "at most 10 s")
+
+
 class FederationBody(Strict):
     listen: str = "127.0.0.1:50051"
     store: Path = Path(".fedctl/federation.db")
+    database: str | None = Field(default=None, pattern=r"^postgres(ql)?://",
+                                 description="a PostgreSQL URL (postgresql://user@host/db): the store the "
+                                             "federation's replicas share, instead of the SQLite file at store; "
+                                             "needs audit.key")
     policy: Path
     tls: ServerTLS | None = None
     insecure: bool = False
@@ -53,6 +71,7 @@ class FederationBody(Strict):
     site_timeout_s: float = Field(default=30.0, gt=0)
     heartbeat_interval_s: float = Field(default=2.0, gt=0)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    replication: Replication = Field(default_factory=Replication)
 
     @field_validator("insecure")
     @classmethod
@@ -72,6 +91,9 @@ class FederationBody(Strict):
     def _tls_or_insecure(self) -> FederationBody:
         if self.tls is None and not self.insecure:
             raise ValueError("set tls (cert, key, client_ca) or, for development only, insecure: true")
+        if self.database and self.audit.key is None:
+            raise ValueError("audit.key: required with database (the audit key is kept beside a SQLite store, "
+                             "and a database has no folder beside it)")
         return self
 
 

@@ -50,6 +50,11 @@ class TLSConfig(Strict):
 
 class FederationEndpoint(Strict):
     address: str = "127.0.0.1:50051"
+    replicas: list[str] = Field(default_factory=list, max_length=16,
+                                description="the federation's other replicas and witnesses: the agent follows "
+                                            "the leader among them, and when it cannot reach the leader asks "
+                                            "them whether any replica leads; if none does (an outage of the "
+                                            "whole federation) it keeps its work running instead of fencing it")
     tls: TLSConfig | None = None
     insecure: bool = Field(default=False, description="plain-text gRPC; development only")
 

@@ -5,6 +5,14 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from federation.spec.bounds import (
+    MAX_CONFIG_KEYS,
+    MAX_LIST,
+    MAX_RUNTIME_ENV_KEYS,
+    SiteName,
+    check_config,
+    check_runtime_env,
+)
 from federation.spec.common import API_VERSION, Metadata, Priority, Resources, Strict, Topology, check_name
 from federation.spec.quantity import parse_duration
 
@@ -25,10 +33,24 @@ class LocalStep(Strict):
 
     entrypoint: str = Field(min_length=1, max_length=8192,
                             description="a command, or module:function for the built-in runner")
-    runtime_env: dict[str, Any] = Field(default_factory=dict)
+    runtime_env: dict[str, Any] = Field(default_factory=dict, max_length=MAX_RUNTIME_ENV_KEYS,
+                                        description="as a job's (each round's job has it)")
     resources: Resources = Field(default_factory=Resources)
     topology: Topology = Field(default_factory=Topology)
-    config: dict[str, Any] = Field(default_factory=dict, description="passed to the step (epochs, batch size, ...)")
+    config: dict[str, Any] = Field(default_factory=dict, max_length=MAX_CONFIG_KEYS,
+                                   description="passed to the step (epochs, batch size, ...); at most 16 KiB as JSON")
+
+    @field_validator("runtime_env")
+    @classmethod
+    def _runtime_env(cls, v: dict[str, Any]) -> dict[str, Any]:
+        check_runtime_env(v)
+        return v
+
+    @field_validator("config")
+    @classmethod
+    def _config(cls, v: dict[str, Any]) -> dict[str, Any]:
+        check_config(v)
+        return v
 
 
 class StrategySpec(Strict):
@@ -44,8 +66,8 @@ class AggregationSpec(Strict):
     """Where the aggregator may run: it receives every participant's model update, so only at a
     site whose jurisdiction the data's rules let model updates reach."""
 
-    sites: list[str] = Field(default_factory=list, max_length=64)
-    regions: list[str] = Field(default_factory=list, max_length=64)
+    sites: list[SiteName] = Field(default_factory=list, max_length=MAX_LIST)
+    regions: list[SiteName] = Field(default_factory=list, max_length=MAX_LIST)
     resources: Resources = Field(default_factory=Resources)
     secure: bool = Field(default=False, description="pairwise masks: the aggregator learns only the sum of updates")
 

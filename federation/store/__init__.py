@@ -4,8 +4,14 @@ from federation.store.sqlite import SQLiteStore
 
 __all__ = ["Leadership", "SQLiteStore", "Store", "SubmitRequest", "open_store"]
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
 
 def open_store(url: str) -> Store:
-    """`sqlite:///path/to.db`, a plain path, or `:memory:`."""
+    """`postgresql://...` (or `postgres://...`): a PostgreSQL database, shared by replicas;
+    `sqlite:///path/to.db`, a plain path, or `:memory:`: a SQLite file."""
+    if url.startswith(POSTGRES_SCHEMES):
+        from federation.store.postgres import PostgresStore  # psycopg only where it is used
+        return PostgresStore(url)
     path = url.removeprefix("sqlite://")
     return SQLiteStore(path)

@@ -1,6 +1,7 @@
 """The storage interface. Every backend passes tests/integration/test_store.py."""
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -57,10 +58,11 @@ class Store(ABC):
         """The current record, read from the database (never a cache); None before any leader."""
 
     @abstractmethod
-    def fence(self, term: int | None) -> None:
+    def fence(self, term: int | None, clock: Callable[[], float] = time.time) -> None:
         """Bind this store's writes to `term`: from then on every write transaction first checks
-        that the leadership record still holds `term`, and raises `Deposed` (nothing written)
-        otherwise. None: unfenced (tests, tools)."""
+        that the leadership record still holds `term` and that its lease has not run out by
+        `clock`, and raises `Deposed` (nothing written) otherwise. What the store cached from
+        before is dropped: another replica may have written. None: unfenced (tests, tools)."""
 
     # ----------------------------------------------------------- jobs
     def add_job(self, job: Job) -> None:

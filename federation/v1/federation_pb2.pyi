@@ -532,6 +532,24 @@ class SetSiteStateResponse(_message.Message):
     site: Site
     def __init__(self, site: _Optional[_Union[Site, _Mapping]] = ...) -> None: ...
 
+class LeaderRequest(_message.Message):
+    __slots__ = ("site",)
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    site: str
+    def __init__(self, site: _Optional[str] = ...) -> None: ...
+
+class LeaderResponse(_message.Message):
+    __slots__ = ("live", "address", "term", "answered_by")
+    LIVE_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    ANSWERED_BY_FIELD_NUMBER: _ClassVar[int]
+    live: bool
+    address: str
+    term: int
+    answered_by: str
+    def __init__(self, live: _Optional[bool] = ..., address: _Optional[str] = ..., term: _Optional[int] = ..., answered_by: _Optional[str] = ...) -> None: ...
+
 class GetInputRequest(_message.Message):
     __slots__ = ("site", "job_id", "attempt", "name")
     SITE_FIELD_NUMBER: _ClassVar[int]

@@ -1040,6 +1040,11 @@ class SiteServiceStub:
                 request_serializer=federation_dot_v1_dot_federation__pb2.GetInputRequest.SerializeToString,
                 response_deserializer=federation_dot_v1_dot_federation__pb2.GetInputResponse.FromString,
                 _registered_method=True)
+        self.Leader = channel.unary_unary(
+                '/federation.v1.SiteService/Leader',
+                request_serializer=federation_dot_v1_dot_federation__pb2.LeaderRequest.SerializeToString,
+                response_deserializer=federation_dot_v1_dot_federation__pb2.LeaderResponse.FromString,
+                _registered_method=True)
 
 
 class SiteServiceServicer:
@@ -1081,6 +1086,15 @@ class SiteServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Leader(self, request, context):
+        """Whether some replica leads the federation now. Every replica and witness answers it, from
+        the store: a site that cannot reach the leader asks, to tell an outage of the federation
+        (keep working) from its own partition (fence).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SiteServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1108,6 +1122,11 @@ def add_SiteServiceServicer_to_server(servicer, server):
                     servicer.GetInput,
                     request_deserializer=federation_dot_v1_dot_federation__pb2.GetInputRequest.FromString,
                     response_serializer=federation_dot_v1_dot_federation__pb2.GetInputResponse.SerializeToString,
+            ),
+            'Leader': grpc.unary_unary_rpc_method_handler(
+                    servicer.Leader,
+                    request_deserializer=federation_dot_v1_dot_federation__pb2.LeaderRequest.FromString,
+                    response_serializer=federation_dot_v1_dot_federation__pb2.LeaderResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1247,6 +1266,33 @@ class SiteService:
             '/federation.v1.SiteService/GetInput',
             federation_dot_v1_dot_federation__pb2.GetInputRequest.SerializeToString,
             federation_dot_v1_dot_federation__pb2.GetInputResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Leader(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/federation.v1.SiteService/Leader',
+            federation_dot_v1_dot_federation__pb2.LeaderRequest.SerializeToString,
+            federation_dot_v1_dot_federation__pb2.LeaderResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -195,7 +195,7 @@ def test_the_agents_heartbeats_keep_the_head_the_federation_sends(tmp_path):
             "metadata": {"name": "eu-west"},
             "spec": {"federation": {"insecure": True}, "location": {"jurisdiction": "DE", "region": "eu-west"},
                      "work_dir": str(tmp_path / "site")}})
-        agent = SiteAgent(config, MemoryRay(), lambda: channel)
+        agent = SiteAgent(config, MemoryRay(), lambda _address: channel)
         agent.heartbeat_interval_s = 0.05
         over = threading.Event()
         beating = threading.Thread(target=agent._heartbeats, args=(stub, over), daemon=True)

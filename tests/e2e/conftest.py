@@ -38,6 +38,8 @@ def running(federation: LocalFederation):
     FEDCTL_KEEP_E2E=1) when the module's fixture ends."""
     try:
         federation.start_server()
+        if federation.witness:
+            federation.start_witness()
         federation.start_agents()
         yield federation
     finally:

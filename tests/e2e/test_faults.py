@@ -34,7 +34,7 @@ SITES = {name: {"location": {"jurisdiction": "DE", "region": name}, "ray": {"loc
 def fed():
     work = Path(tempfile.mkdtemp(prefix="ffault-", dir="/tmp"))
     federation = LocalFederation(work=work, sites=SITES, port_bases={"north": 29000, "south": 29400},
-                                 site_timeout_s=LEASE_S, scheduler_interval_s=0.1)
+                                 site_timeout_s=LEASE_S, scheduler_interval_s=0.1, witness=True)
     federation.ledger = work / "ledger"
     yield from running(federation)
 
@@ -130,6 +130,29 @@ def test_a_sites_ray_cluster_that_dies_is_restarted_and_its_jobs_retried(fed, cl
     assert resumed and int(resumed.group(1)) >= 1, j.logs()
     second = fed.ledger.read_text().count(f"tick {j.id} 2 ")
     assert second == 15 - int(resumed.group(1)), "the second attempt did only what the first had not checkpointed"
+    fed.wait_connected(60)
+
+
+def test_the_federation_down_for_twice_the_lease_stops_no_work(fed, client):
+    """kill -9 the federation while jobs run at both sites and keep it down for two leases: the
+    witness tells the sites nobody leads, so they keep their work, and each job runs once."""
+    jobs = [client.submit(ledger_job(fed, f"outage-{site}", 4 * LEASE_S, placement={"sites": [site]}))
+            for site in ("north", "south")]
+    wait_for(lambda: all(j.status().state == "running" for j in jobs), 60, "both jobs running")
+    marks = {name: (fed.work / f"{name}.log").stat().st_size for name in fed.agents}
+    fed.stop_server(signal.SIGKILL)
+    time.sleep(2 * LEASE_S)   # the outage itself: what is measured is what the sites did through it
+    fed.start_server(timeout=60)
+    for j in jobs:
+        status = j.wait(timeout=120)
+        assert status.state == "succeeded" and len(status.attempts) == 1, (j.id, status.attempts)
+    assert {j.id: len(runs) for j, runs in zip(jobs, ran_once(fed, jobs).values(), strict=True)} == {
+        j.id: 1 for j in jobs}
+    for name, mark in marks.items():
+        with open(fed.work / f"{name}.log") as f:
+            f.seek(mark)
+            through = f.read()
+        assert "no replica leads the federation" in through and "fenced" not in through, (name, through[-2000:])
     fed.wait_connected(60)
 
 

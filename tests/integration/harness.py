@@ -41,15 +41,15 @@ def with_sites(policy: Path, directory: Path) -> Path:
 
 
 def start(tmp_path, policy: Path = CONFIGS / "policy.yaml", *, pki: dict[str, Issued] | None = None,
-          enrolment: bool = False, **scheduler):
+          enrolment: bool = False, site_timeout_s: float = 30.0, replication: dict | None = None, **scheduler):
     """With `enrolment`, a join-token listener too (and so the CA key for renewals); with `pki`, its
-    certificates (a restart), else new ones for admin, eu-west and us-east."""
+    certificates (a restart, or another replica), else new ones for admin, eu-west and us-east."""
     pki = pki or init_pki(tmp_path / "pki", clients=("admin", "eu-west", "us-east"))
     config = FederationConfig(spec=FederationBody(
         listen="127.0.0.1:0", store=tmp_path / "fed.db", policy=with_sites(policy, tmp_path),
         tls=ServerTLS(cert=pki["server"].cert, key=pki["server"].key, client_ca=pki["ca"].cert),
         enrolment=Enrolment(listen="127.0.0.1:0", ca_cert=pki["ca"].cert, ca_key=pki["ca"].key) if enrolment else None,
-        scheduler={"interval_s": 0.1, **scheduler}))
+        scheduler={"interval_s": 0.1, **scheduler}, site_timeout_s=site_timeout_s, replication=replication or {}))
     server = start_server(config)
     server.pki = pki
     server.address = f"127.0.0.1:{server.port}"
@@ -69,7 +69,7 @@ def site_stub(federation, name="eu-west"):
 
 def register(stub, name="eu-west", jurisdiction="DE", region="eu-west",
              datasets=(("patient-records-eu", "gdpr-personal"),), cpus=4.0, labels=None):
-    stub.RegisterSite(pb.RegisterSiteRequest(
+    return stub.RegisterSite(pb.RegisterSiteRequest(
         name=name, location=pb.Location(jurisdiction=jurisdiction, region=region),
         labels=SITES.get(name, {}).get("labels", {}) if labels is None else labels,
         datasets=[pb.Dataset(name=n, classification=c) for n, c in datasets],

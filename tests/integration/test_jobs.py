@@ -17,7 +17,6 @@ from federation.errors import (
 )
 from federation.service.spec_wire import spec_from_pb
 from federation.v1 import federation_pb2 as pb
-from federation.v1 import federation_pb2_grpc as pb_grpc
 from tests.conftest import make_spec
 from tests.integration.harness import AgentStream, admin_client, register, run_on, site_stub, start
 from tests.waiting import wait_for
@@ -68,7 +67,7 @@ def test_bad_submissions_are_refused_and_nothing_is_stored(client, eu_site):
         client.submit(make_spec(resources={"cpus": 64}))
     with pytest.raises(InvalidSpec, match="spec.resources.gpus"):
         client.submit({"metadata": {"name": "x"}, "spec": {"entrypoint": "e", "resources": {"gpus": -2}}})
-    raw = pb_grpc.FederationServiceStub(client._channel)
+    raw = client._stub
     with pytest.raises(grpc.RpcError) as e:
         bad = {"metadata": {"name": "Bad Name"}, "spec": {"entrypoint": "x"}}
         raw.SubmitJob(pb.SubmitJobRequest(spec=pb.JobSpec(json=json.dumps(bad))), timeout=5)

@@ -126,6 +126,29 @@ def test_an_autonomous_site_keeps_its_work_through_a_partition(federation, clien
     channel.close()
 
 
+def test_a_job_that_waits_for_its_site_is_not_re_placed_when_the_site_falls_silent(federation, client):
+    eu, channel = site_stub(federation)
+    us, us_channel = site_stub(federation, "us-east")
+    register(eu)
+    register(us, "us-east", "US", "us-east", datasets=(), cpus=64)
+    waits = client.submit(make_spec("long-training", on_site_loss="wait", placement={"sites": ["eu-west"]}))
+    moves = client.submit(make_spec("short", placement={"prefer": ["eu-west"]}, retry={"backoff": "0.1s"}))
+    agent = AgentStream(eu, "eu-west")
+    assignments = wait_for(lambda: len(a := agent.next_assignments()) == 2 and a, 5, "both assigned")
+    agent.report([pb.AttemptStatus(job_id=a.job_id, attempt=1, state=pb.ATTEMPT_STATE_RUNNING) for a in assignments])
+    with heartbeating(us, "us-east"):
+        wait_for(lambda: moves.status().attempts[0].state == "lost", 10, "the other job's attempt to be lost")
+        wait_for(lambda: moves.status().site == "us-east", 5, "it to be re-placed")
+        status = waits.status()
+        assert (status.state, [a.state for a in status.attempts]) == ("running", ["running"])
+    eu.Heartbeat(pb.HeartbeatRequest(name="eu-west"), timeout=5)
+    agent.report([pb.AttemptStatus(job_id=waits.id, attempt=1, state=pb.ATTEMPT_STATE_SUCCEEDED)])
+    final = wait_for(lambda: (s := waits.status()).terminal and s, 5, "its site to report it done")
+    assert (final.state, len(final.attempts)) == ("succeeded", 1)
+    for c in (channel, us_channel):
+        c.close()
+
+
 def test_a_retried_submission_returns_the_same_job(federation, client):
     spec = make_spec("idem", tenant="research")
     first = client.submit(spec, request_id="req-1")

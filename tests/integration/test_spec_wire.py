@@ -9,7 +9,6 @@ import pytest
 
 from federation.service.spec_wire import spec_document
 from federation.v1 import federation_pb2 as pb
-from federation.v1 import federation_pb2_grpc as pb_grpc
 from tests.unit.test_spec_wire import RUNTIME_ENV, typed
 from tests.waiting import wait_for
 
@@ -19,7 +18,7 @@ LABELS = {"team": "nlp", "cost-centre": "42"}
 def test_a_job_arrives_as_written(client, eu_agent):
     job = client.submit({"metadata": {"name": "typed", "labels": LABELS},
                          "spec": {"entrypoint": "python x.py", "runtime_env": RUNTIME_ENV, "resources": {"cpus": 1}}})
-    raw = pb_grpc.FederationServiceStub(client._channel)
+    raw = client._stub
     stored = spec_document(raw.GetJob(pb.GetJobRequest(id=job.id), timeout=5).job.spec)
     (a,) = wait_for(lambda: eu_agent.next_assignments(), 5, "an assignment")
     for doc in (stored, spec_document(a.spec)):
@@ -33,7 +32,7 @@ def test_a_training_step_config_arrives_as_written(client, eu_agent):
         "apiVersion": "federation/v1", "kind": "FederatedTraining", "metadata": {"name": "t", "labels": LABELS},
         "spec": {"dataset": "patient-records-eu", "sites": {"min": 1}, "rounds": 1,
                  "local_step": {"entrypoint": "training.examples.digits:local_step", "config": config}}})
-    raw = pb_grpc.FederationServiceStub(client._channel)
+    raw = client._stub
     stored = spec_document(raw.GetTraining(pb.GetTrainingRequest(id=run.id), timeout=5).training.spec)
     assert typed(stored["spec"]["local_step"]["config"]) == typed(config)
     assert stored["metadata"]["labels"] == LABELS
@@ -50,7 +49,7 @@ def test_a_training_step_config_arrives_as_written(client, eu_agent):
 def test_what_the_store_could_not_read_back_is_refused_and_the_federation_goes_on(client, eu_agent, value, error):
     """A raw client (no SDK) sends what JSON can say but a stored spec cannot hold: refused as bad
     input, nothing stored, and the scheduler and job listing carry on for everyone."""
-    raw = pb_grpc.FederationServiceStub(client._channel)
+    raw = client._stub
     doc = ('{"apiVersion": "federation/v1", "kind": "Job", "metadata": {"name": "bad"}, '
            '"spec": {"entrypoint": "e", "runtime_env": {"config": {"v": ' + value + "}}}}")
     with pytest.raises(grpc.RpcError) as e:

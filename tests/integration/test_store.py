@@ -3,21 +3,45 @@ from __future__ import annotations
 
 import stat
 import threading
+from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
+from itertools import pairwise
 
 import pytest
 
+from federation.audit import AuditRecord
 from federation.errors import Conflict, Deposed, InvalidTransition, NotFound
 from federation.jobs import AttemptState, Explanation, Job, JobState
 from federation.sites import Capacity, DatasetRecord, SiteRecord, SiteState
-from federation.store import SQLiteStore, Store
+from federation.store import Leadership, SQLiteStore, Store, SubmitRequest, open_store
+from federation.store.postgres import PostgresStore
 from tests.conftest import make_spec
 
 
-@pytest.fixture(params=["sqlite-file", "sqlite-memory"])
+@pytest.fixture(params=["sqlite-file", "sqlite-memory", "postgres"])
 def store(request, tmp_path) -> Store:
-    s = SQLiteStore(tmp_path / "fed.db" if request.param == "sqlite-file" else ":memory:")
+    if request.param == "postgres":
+        s: Store = PostgresStore(request.getfixturevalue("postgres_url"))
+    else:
+        s = SQLiteStore(tmp_path / "fed.db" if request.param == "sqlite-file" else ":memory:")
     yield s
     s.close()
+
+
+@pytest.fixture(params=["sqlite-file", "postgres"])
+def replicas(request, tmp_path) -> Callable[[], Store]:
+    """Opens another store on one shared database, as another replica of the federation would."""
+    url = request.getfixturevalue("postgres_url") if request.param == "postgres" else str(tmp_path / "fed.db")
+    opened: list[Store] = []
+
+    def open_one() -> Store:
+        opened.append(open_store(url))
+        return opened[-1]
+
+    yield open_one
+    for s in opened:
+        s.close()
 
 
 def add(store: Store, job_id: str = "j-1", created_at: float = 1.0, **spec) -> Job:
@@ -272,14 +296,94 @@ def test_leadership_is_held_renewed_and_taken_after_it_lapses(store):
 
 
 def test_a_deposed_leader_cannot_write(store):
+    now = [100.0]
     a = store.acquire_leadership("a", "x:1", now=100.0, ttl_s=10.0)
-    store.fence(a.term)
+    store.fence(a.term, lambda: now[0])
     add(store, "j-1")
-    store.acquire_leadership("b", "y:1", now=111.0, ttl_s=10.0)
-    with pytest.raises(Deposed):
+    now[0] = 110.5
+    with pytest.raises(Deposed, match="ran out"):
         add(store, "j-2")
-    with pytest.raises(Deposed):
+    store.acquire_leadership("b", "y:1", now=111.0, ttl_s=10.0)
+    now[0] = 112.0
+    with pytest.raises(Deposed, match="another term"):
         store.place_job("j-1", "s", EXPL, now=112.0)
     store.fence(None)
     assert [j.id for j in store.list_jobs()] == ["j-1"], "nothing half-written by the deposed leader"
     assert store.get_job("j-1").state is JobState.PENDING
+
+
+def run_together(*calls: Callable[[], None]) -> None:
+    """Each call in a thread of its own, started together; re-raises the first failure."""
+    start, errors = threading.Barrier(len(calls)), []
+
+    def run(call: Callable[[], None]) -> None:
+        start.wait()
+        try:
+            call()
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(c,)) for c in calls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+def test_two_replicas_keep_one_audit_chain_and_one_copy_of_each_submission(replicas):
+    a, b = replicas(), replicas()
+    sealed: list[AuditRecord] = []
+    submitted: dict[str, list[list[str]]] = {}
+
+    def work(store: Store, name: str) -> None:
+        for i in range(40):
+            record = AuditRecord(0, float(i), name, "job.submit", f"{name}-{i}")
+            sealed.append(store.append_audit(record, lambda r: replace(r, hash=r.digest())))
+            request = SubmitRequest("alice", f"r-{i}", "sha", float(i))
+            job = Job(id=f"{name}-j-{i}", spec=make_spec(), created_at=float(i), updated_at=float(i))
+            submitted.setdefault(f"r-{i}", []).append(store.add_jobs([job], request))
+
+    run_together(lambda: work(a, "a"), lambda: work(a, "a2"), lambda: work(b, "b"), lambda: work(b, "b2"))
+    chain = sorted(sealed, key=lambda r: r.seq)
+    assert [r.seq for r in chain] == list(range(1, 161))
+    assert all(r.prev == before.hash for before, r in pairwise(chain)), "no record links to a stale head"
+    assert a.audit_head() == b.audit_head() == (160, chain[-1].hash)
+    assert all(len({tuple(ids) for ids in answers}) == 1 for answers in submitted.values()), "one answer a request"
+    assert len(b.list_jobs()) == 40, "each request stored its job once"
+
+
+def test_two_replicas_racing_for_the_lease_leave_one_holder_a_term(replicas):
+    stores = [replicas(), replicas()]
+    contenders = [(s, f"{i}-{h}") for i, s in enumerate(stores) for h in "xy"]
+    for term in range(1, 6):
+        now = term * 100.0   # every earlier lease (ttl 10) has lapsed
+        got: list[Leadership] = []
+
+        def contend(store: Store, holder: str, now: float = now, got: list[Leadership] = got) -> None:
+            got.append(store.acquire_leadership(holder, f"{holder}:1", now, 10.0))
+
+        run_together(*(partial(contend, s, h) for s, h in contenders))
+        assert len(set(got)) == 1, f"every contender sees the one winner: {got}"
+        assert (got[0].term, got[0].since) == (term, now)
+        assert stores[0].leadership() == stores[1].leadership() == got[0]
+
+
+def test_a_replica_deposed_by_another_cannot_write(replicas):
+    old, new = replicas(), replicas()
+    now = [105.0]
+    old.fence(old.acquire_leadership("old", "x:1", now=100.0, ttl_s=10.0).term, lambda: now[0])
+    add(old, "j-1")
+    took = new.acquire_leadership("new", "y:1", now=111.0, ttl_s=10.0)
+    new.fence(took.term, lambda: now[0])
+    now[0] = 112.0
+    seal = lambda r: replace(r, hash=r.digest())
+    for write in (lambda: add(old, "j-2"), lambda: old.place_job("j-1", "s", EXPL, now=112.0),
+                  lambda: old.append_audit(AuditRecord(0, 112.0, "old", "x", "y"), seal),
+                  lambda: old.set_meta("k", "old")):
+        with pytest.raises(Deposed, match="another term"):
+            write()
+    assert new.place_job("j-1", "s", EXPL, now=113.0).number == 1
+    assert new.append_audit(AuditRecord(0, 113.0, "new", "x", "y"), seal).seq == 1
+    assert old.get_meta("k") == "" and [j.id for j in old.list_jobs()] == ["j-1"], "the deposed wrote nothing"

@@ -4,6 +4,8 @@ from __future__ import annotations
 import pytest
 
 from federation.jobs import AttemptState
+from federation.service.spec_wire import spec_to_pb
+from federation.v1 import federation_pb2 as pb
 from site_agent.plan import (
     Records,
     Ref,
@@ -22,6 +24,8 @@ from site_agent.plan import (
     starting,
 )
 from site_agent.ray_driver import RayJob
+from site_agent.reconciler import waits_for_site
+from tests.conftest import make_spec
 
 A1, B1 = "fed-a-1", "fed-b-1"
 WANT = {A1: Wanted("a", 1)}
@@ -105,6 +109,14 @@ def test_a_fence_stops_what_runs_and_calls_it_and_everything_undecided_lost():
     assert unreachable == [Settle(A1, SiteWord(AttemptState.LOST, "not started: x"))]
 
 
+def test_a_fence_leaves_running_what_waits_for_its_site():
+    observed = jobs(a_1="RUNNING", b_1="RUNNING")
+    actions = plan_fence({A1, B1}, observed, {}, "lease expired", waiting={B1})
+    assert actions == [Stop(A1, "fencing: lease expired"),
+                       Settle(A1, SiteWord(AttemptState.LOST, "stopped by the site: lease expired"))]
+    assert plan_fence({B1}, {}, {}, "x", waiting={B1}) == [], "nor is it called lost before it starts"
+
+
 def test_starting_is_what_ray_has_not_started_and_the_site_did_not_decide():
     desired = {A1, B1, "fed-c-1", "fed-d-1"}
     assert starting(desired, jobs(a_1="PENDING", b_1="RUNNING"), {"fed-d-1"}) == {A1, "fed-c-1"}
@@ -174,3 +186,12 @@ def test_an_attempts_folder_stays_while_desired_or_running():
     observed = jobs(a_1="RUNNING", b_1="SUCCEEDED")
     assert keep_folder(A1, set(), observed) and keep_folder(B1, {B1}, observed)
     assert not keep_folder(B1, set(), observed) and not keep_folder("fed-c-1", set(), observed)
+
+
+def test_only_a_job_that_says_so_waits_for_its_site():
+    def assignment(**body) -> pb.Assignment:
+        return pb.Assignment(job_id="j", attempt=1, submission_id="fed-j-1", spec=spec_to_pb(make_spec(**body)))
+
+    assert waits_for_site(assignment(on_site_loss="wait"))
+    assert not waits_for_site(assignment()) and not waits_for_site(assignment(on_site_loss="replace"))
+    assert not waits_for_site(pb.Assignment(spec=pb.JobSpec(json="{not json")))

@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -31,6 +32,7 @@ class Database:
         self._specs = SpecCache()
         self._sites: list[SiteRecord] | None = None   # this process is the store's only writer
         self._term: int | None = None                  # see Store.fence
+        self._clock: Callable[[], float] = time.time
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
@@ -50,9 +52,11 @@ class Database:
             self._db.execute("COMMIT")
 
     def _check_term(self, db: sqlite3.Connection) -> None:
-        row = db.execute("SELECT term FROM leadership WHERE id=1").fetchone()
+        row = db.execute("SELECT term, expires_at FROM leadership WHERE id=1").fetchone()
         if row is None or row["term"] != self._term:
             raise Deposed(f"this replica led in term {self._term}, and another term has begun: it may not write")
+        if row["expires_at"] <= self._clock():
+            raise Deposed(f"this replica's lease on term {self._term} ran out: it may not write until it leads again")
 
     def _read(self, sql: str, args: tuple) -> list[sqlite3.Row]:
         with self._lock:

@@ -1,9 +1,19 @@
-"""Jobs: submission (idempotent by request id), reading, explaining and cancelling."""
+"""Jobs: submission (idempotent by request id), reading, explaining and cancelling.
+
+Submissions made at the same moment are committed together (group commit): each caller still
+returns only once the transaction holding its jobs has committed, and each submission succeeds or
+fails alone (a savepoint apiece). Reads of jobs go through their own connections where the store
+is a file: in WAL mode they see the last commit without waiting for the writer's lock.
+"""
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from federation.audit import AuditRecord
 from federation.errors import Conflict, NotFound
@@ -13,36 +23,160 @@ from federation.store.sqlite.database import Database
 from federation.store.sqlite.rows import attempt_from_row, explanation_json, job_from_row
 from federation.store.sqlite.trust import insert_audit
 
+Seal = Callable[[AuditRecord], AuditRecord]
+
+
+@dataclass
+class _Submission:
+    """One caller's add_jobs, waiting for the transaction that commits it."""
+    jobs: Sequence[Job]
+    request: SubmitRequest | None
+    audit: Sequence[AuditRecord]
+    seal: Seal | None
+    done: bool = False
+    ids: list[str] = field(default_factory=list)
+    error: BaseException | None = None
+
+
+class _Readers:
+    """Read-only connections to the store's file, reused; as many as readers at once."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._free: list[sqlite3.Connection] = []
+        self._open: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def connection(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            db = self._free.pop() if self._free else None
+        if db is None:
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA query_only=ON")
+            with self._lock:
+                self._open.append(db)
+        try:
+            yield db
+        finally:
+            with self._lock:
+                self._free.append(db)
+
+    def close(self) -> None:
+        with self._lock:
+            for db in self._open:
+                db.close()
+            self._open.clear()
+            self._free.clear()
+
 
 class JobTables(Database):
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(path)
+        self._readers = None if str(path) == ":memory:" else _Readers(str(path))
+        self._queued: list[_Submission] = []
+        self._queue = threading.Condition()
+        self._committing = False
+
+    def close(self) -> None:
+        if self._readers is not None:
+            self._readers.close()
+        super().close()
+
+    @contextmanager
+    def _reading(self, statements: int = 2) -> Iterator[sqlite3.Connection]:
+        """A connection to read committed rows from: one of the readers, else (in memory) the writer's.
+        A read of more than one statement reads them all from one snapshot."""
+        if self._readers is None:
+            with self._lock:
+                yield self._db
+            return
+        with self._readers.connection() as db:
+            if statements == 1:
+                yield db
+                return
+            db.execute("BEGIN")
+            try:
+                yield db
+            finally:
+                db.execute("COMMIT")
+
     def add_jobs(self, jobs: Sequence[Job], request: SubmitRequest | None = None, audit: Sequence[AuditRecord] = (),
-                 seal: Callable[[AuditRecord], AuditRecord] | None = None) -> list[str]:
-        with self._tx() as db:
-            if request is not None:
-                earlier = self._submission(db, request)
-                if earlier is not None:
-                    return earlier
-                db.execute("INSERT INTO submissions (actor, request_id, spec_sha256, job_ids, created_at)"
-                           " VALUES (?,?,?,?,?)", (request.actor, request.request_id, request.spec_sha256,
-                                                  json.dumps([j.id for j in jobs]), request.at))
-            for job in jobs:
-                try:
-                    db.execute(
-                        "INSERT INTO jobs (id, tenant, spec, state, site, message, created_at, updated_at, vetoed_by,"
-                        " queue, array_id, array_index, gang_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                        (job.id, job.tenant, job.spec.model_dump_json(), job.state.value, job.site, job.message,
-                         job.created_at, job.updated_at, json.dumps(sorted(job.vetoed_by)), job.queue, job.array_id,
-                         job.array_index, job.gang_id))
-                except sqlite3.IntegrityError:
-                    raise Conflict(f"job {job.id} already exists") from None
-            if seal is not None:
-                for record in audit:
-                    insert_audit(db, record, seal)
+                 seal: Seal | None = None) -> list[str]:
+        mine = _Submission(jobs, request, audit, seal)
+        with self._queue:
+            self._queued.append(mine)
+            while self._committing and not mine.done:
+                self._queue.wait()
+            leader = not mine.done
+            self._committing = self._committing or leader
+        if leader:
+            try:
+                self._commit_queued()
+            finally:
+                with self._queue:
+                    self._committing = False
+                    self._queue.notify_all()
+        if mine.error is not None:
+            raise mine.error
+        return mine.ids
+
+    def _commit_queued(self) -> None:
+        """Every submission queued now, in one transaction; when there are several, each under its
+        own savepoint, so that one refused leaves the others stored."""
+        with self._queue:
+            batch, self._queued = self._queued, []
+        try:
+            with self._tx() as db:
+                if len(batch) == 1:
+                    batch[0].ids = self._insert_jobs(db, batch[0])
+                else:
+                    for s in batch:
+                        self._insert_saved(db, s)
+        except BaseException as e:
+            for s in batch:
+                s.error = e   # nothing of the batch was committed
+        with self._queue:
+            for s in batch:
+                s.done = True
+
+    def _insert_saved(self, db: sqlite3.Connection, s: _Submission) -> None:
+        db.execute("SAVEPOINT submission")
+        try:
+            s.ids = self._insert_jobs(db, s)
+        except Exception as e:
+            db.execute("ROLLBACK TO submission")
+            s.error = e
+        db.execute("RELEASE submission")
+
+    def _insert_jobs(self, db: sqlite3.Connection, s: _Submission) -> list[str]:
+        jobs, request, audit, seal = s.jobs, s.request, s.audit, s.seal
+        if request is not None:
+            earlier = self._submission(db, request)
+            if earlier is not None:
+                return earlier
+            db.execute("INSERT INTO submissions (actor, request_id, spec_sha256, job_ids, created_at)"
+                       " VALUES (?,?,?,?,?)", (request.actor, request.request_id, request.spec_sha256,
+                                              json.dumps([j.id for j in jobs]), request.at))
+        for job in jobs:
+            try:
+                db.execute(
+                    "INSERT INTO jobs (id, tenant, spec, state, site, message, created_at, updated_at, vetoed_by,"
+                    " queue, array_id, array_index, gang_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (job.id, job.tenant, job.spec.model_dump_json(), job.state.value, job.site, job.message,
+                     job.created_at, job.updated_at, json.dumps(sorted(job.vetoed_by)), job.queue, job.array_id,
+                     job.array_index, job.gang_id))
+            except sqlite3.IntegrityError:
+                raise Conflict(f"job {job.id} already exists") from None
+        if seal is not None:
+            for record in audit:
+                insert_audit(db, record, seal)
         return [j.id for j in jobs]
 
     def submission(self, request: SubmitRequest) -> list[str] | None:
-        with self._lock:
-            return self._submission(self._db, request)
+        with self._reading(statements=1) as db:
+            return self._submission(db, request)
 
     @staticmethod
     def _submission(db: sqlite3.Connection, request: SubmitRequest) -> list[str] | None:
@@ -70,8 +204,8 @@ class JobTables(Database):
         return out
 
     def get_job(self, job_id: str) -> Job:
-        with self._lock:
-            return self._load(self._db, job_id)
+        with self._reading() as db:
+            return self._load(db, job_id)
 
     def list_jobs(self, tenants: Iterable[str] | None = None, states: Iterable[JobState] = (), limit: int = 1000,
                   before: tuple[float, str] | None = None) -> list[Job]:
@@ -94,9 +228,9 @@ class JobTables(Database):
         return self._jobs(sql, args)
 
     def pending_count(self, tenant: str) -> int:
-        with self._lock:
-            row = self._db.execute("SELECT COUNT(*) AS n FROM jobs WHERE tenant=? AND state=?",
-                                   [tenant, JobState.PENDING.value]).fetchone()
+        with self._reading(statements=1) as db:
+            row = db.execute("SELECT COUNT(*) AS n FROM jobs WHERE tenant=? AND state=?",
+                             [tenant, JobState.PENDING.value]).fetchone()
         return int(row["n"])
 
     def pending_jobs(self) -> list[Job]:
@@ -129,9 +263,9 @@ class JobTables(Database):
     # ----------------------------------------------------------- shared by the attempts' operations
 
     def _jobs(self, sql: str, args: Sequence[str | int | float]) -> list[Job]:
-        with self._lock:
-            rows = self._db.execute(sql, args).fetchall()
-            attempts = self._attempts([r["id"] for r in rows])
+        with self._reading() as db:
+            rows = db.execute(sql, args).fetchall()
+            attempts = self._attempts(db, [r["id"] for r in rows])
         return [job_from_row(r, attempts[r["id"]], self._specs) for r in rows]
 
     def _jobs_by_id(self, ids: set[str]) -> list[Job]:
@@ -142,11 +276,12 @@ class JobTables(Database):
             out += self._jobs(f"SELECT * FROM jobs WHERE id IN ({','.join('?' * len(part))})", part)
         return out
 
-    def _attempts(self, job_ids: list[str]) -> dict[str, list[Attempt]]:
+    @staticmethod
+    def _attempts(db: sqlite3.Connection, job_ids: list[str]) -> dict[str, list[Attempt]]:
         out: dict[str, list[Attempt]] = {j: [] for j in job_ids}
         for chunk in range(0, len(job_ids), 500):
             ids = job_ids[chunk:chunk + 500]
-            rows = self._db.execute(
+            rows = db.execute(
                 f"SELECT * FROM attempts WHERE job_id IN ({','.join('?' * len(ids))}) ORDER BY job_id, number",
                 ids).fetchall()
             for r in rows:
@@ -157,7 +292,7 @@ class JobTables(Database):
         row = db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
         if row is None:
             raise NotFound(f"job {job_id} not found")
-        return job_from_row(row, self._attempts([job_id])[job_id], self._specs)
+        return job_from_row(row, self._attempts(db, [job_id])[job_id], self._specs)
 
     def _save(self, db: sqlite3.Connection, job: Job) -> None:
         db.execute(

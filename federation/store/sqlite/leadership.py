@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import sqlite3
+import time
+from collections.abc import Callable
 
 from federation.store.base import Leadership
 from federation.store.sqlite.database import Database
@@ -14,9 +16,10 @@ class LeadershipTables(Database):
             try:
                 current = _row(self._db)
                 if current is None or current.holder == holder or not current.live(now):
-                    continuing = current is not None and current.holder == holder and current.live(now)
-                    term = current.term if continuing else (current.term + 1 if current else 1)
-                    since = current.since if continuing else now
+                    if current is not None and current.holder == holder and current.live(now):
+                        term, since = current.term, current.since
+                    else:
+                        term, since = (current.term + 1 if current else 1), now
                     current = Leadership(holder, address, term, since, now + ttl_s)
                     self._db.execute(
                         "INSERT INTO leadership (id, holder, address, term, since, expires_at) VALUES (1,?,?,?,?,?) "
@@ -33,8 +36,9 @@ class LeadershipTables(Database):
         with self._lock:
             return _row(self._db)
 
-    def fence(self, term: int | None) -> None:
-        self._term = term
+    def fence(self, term: int | None, clock: Callable[[], float] = time.time) -> None:
+        self._term, self._clock = term, clock
+        self._sites = None   # another writer led before this term: what this process cached may be stale
 
 
 def _row(db: sqlite3.Connection) -> Leadership | None:

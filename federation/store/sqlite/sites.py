@@ -38,6 +38,9 @@ class SiteTables(Database):
         return site_from_row(row)
 
     def list_sites(self) -> list[SiteRecord]:
+        cached = self._sites   # a write empties it before it begins: a list here is the last commit's
+        if cached is not None:
+            return list(cached)
         with self._lock:
             if self._sites is None:
                 rows = self._db.execute("SELECT * FROM sites ORDER BY name").fetchall()

@@ -1,0 +1,117 @@
+"""Attempts: placing a job, what its site reports, stops asked for preemption, and usage."""
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from typing import Any
+
+from federation.errors import NotFound
+from federation.gpus import binding_to_json
+from federation.jobs import (
+    Attempt,
+    AttemptState,
+    Explanation,
+    Job,
+    JobState,
+    check_attempt,
+    job_state_after,
+    retry_delay,
+)
+from federation.queues import UsageRecord
+from federation.store.postgres.jobs import JobTables
+from federation.store.sqlite.attempts import LIVE, _job_message
+from federation.store.sqlite.rows import attempt_from_row, job_from_row
+from policies.gpus import Binding
+
+RESOURCE = "(j.spec::jsonb #>> '{{spec,resources,{0}}}')::float8 AS {0}"
+
+
+class AttemptTables(JobTables):
+    def place_job(self, job_id: str, site: str, explanation: Explanation, now: float,
+                  binding: Binding = (), gpu_model: str = "") -> Attempt | None:
+        with self._tx() as db:
+            job = self._load(db, job_id, lock=True)
+            if job.state is not JobState.PENDING:
+                return None
+            attempt = Attempt(job_id=job_id, number=len(job.attempts) + 1, site=site, created_at=now,
+                              binding=binding, gpu_model=gpu_model)
+            self._save(db, job.with_state(JobState.PLACED, site=site, message=f"placed on {site}",
+                                          updated_at=now, explanation=explanation))
+            db.execute("INSERT INTO attempts (job_id, number, site, state, created_at, binding, gpu_model)"
+                       " VALUES (%s,%s,%s,%s,%s,%s,%s)",
+                       (job_id, attempt.number, site, attempt.state.value, now, binding_to_json(binding), gpu_model))
+            return attempt
+
+    def apply_attempt_status(self, job_id: str, number: int, state: AttemptState, message: str,
+                             now: float, jitter: float | None = None) -> Job | None:
+        with self._tx() as db:
+            # The job's row first (as every writer of a job), then its attempt's.
+            db.execute("SELECT 1 FROM jobs WHERE id=%s FOR UPDATE", (job_id,))
+            row = db.execute("SELECT * FROM attempts WHERE job_id=%s AND number=%s", (job_id, number)).fetchone()
+            if row is None:
+                raise NotFound(f"attempt {number} of job {job_id} not found")
+            attempt = attempt_from_row(row)
+            if attempt.state is state:
+                return None
+            if not attempt.state.live:
+                return None  # a late or repeated report of an attempt that already ended
+            if state is AttemptState.STOPPED and attempt.stop_requested_at:
+                state, message = AttemptState.PREEMPTED, attempt.stop_reason
+            check_attempt(job_id, number, attempt.state, state)
+            started = now if state is AttemptState.RUNNING else attempt.started_at
+            ended = 0.0 if state.live else now
+            db.execute("UPDATE attempts SET state=%s, message=%s, started_at=%s, ended_at=%s"
+                       " WHERE job_id=%s AND number=%s", (state.value, message[:2000], started, ended, job_id, number))
+            job = self._load(db, job_id)
+            retry = None if job.state.terminal else retry_delay(
+                job, number, state, random.random() if jitter is None else jitter)
+            new_state = job_state_after(job.state, state, retried=retry is not None)
+            if new_state is not None and new_state is not job.state:
+                vetoed = job.vetoed_by | {attempt.site} if state is AttemptState.REJECTED else job.vetoed_by
+                site = "" if new_state is JobState.PENDING else job.site
+                text = _job_message(state, attempt.site, message)
+                if retry is not None:
+                    text = (f"retry {retry[1]} of {job.spec.spec.retry.limit} in {retry[0]:.1f}s: "
+                            f"attempt {number} {text}")
+                job = job.with_state(new_state, site=site, vetoed_by=vetoed, updated_at=now, message=text,
+                                     not_before=now + retry[0] if retry is not None else job.not_before)
+                self._save(db, job)
+            return self._load(db, job_id)
+
+    def request_stop(self, job_id: str, number: int, reason: str, now: float) -> bool:
+        with self._tx() as db:
+            cur = db.execute("UPDATE attempts SET stop_requested_at=%s, stop_reason=%s WHERE job_id=%s AND number=%s"
+                             " AND stop_requested_at=0 AND state = ANY(%s)",
+                             (now, reason[:2000], job_id, number, list(LIVE)))
+            return cur.rowcount == 1
+
+    def stops_since(self, since: float) -> int:
+        return int(self._read("SELECT COUNT(*) AS n FROM attempts WHERE stop_requested_at >= %s"
+                              " AND stop_requested_at > 0", (since,))[0]["n"])
+
+    def usage_records(self, since: float = 0.0) -> list[UsageRecord]:
+        rows = self._read(
+            "SELECT a.job_id, a.number, a.site, a.gpu_model, a.started_at, a.ended_at, j.tenant, j.queue, "
+            + ", ".join(RESOURCE.format(r) for r in ("cpus", "memory", "gpus")) +
+            " FROM attempts a JOIN jobs j ON j.id = a.job_id"
+            " WHERE a.started_at > 0 AND (a.ended_at = 0 OR a.ended_at >= %s) ORDER BY a.started_at", (since,))
+        return [UsageRecord(r["job_id"], r["number"], r["tenant"], r["queue"], r["site"], r["gpu_model"],
+                            float(r["cpus"] or 0), float(r["memory"] or 0), float(r["gpus"] or 0),
+                            r["started_at"], r["ended_at"]) for r in rows]
+
+    def live_attempts(self, site: str | None = None, jobs: Iterable[str] | None = None) -> list[tuple[Attempt, Job]]:
+        sql = "SELECT * FROM attempts WHERE state = ANY(%s)"
+        args: list[Any] = [list(LIVE)]
+        if site is not None:
+            sql += " AND site=%s"
+            args.append(site)
+        if jobs is not None:
+            sql += " AND job_id = ANY(%s)"
+            args.append(sorted(set(jobs)))
+        with self._snapshot() as db:
+            attempts = [attempt_from_row(r) for r in db.execute(sql, args)]
+            rows = db.execute("SELECT * FROM jobs WHERE id = ANY(%s)", (sorted({a.job_id for a in attempts}),))
+            by_id = {r["id"]: r for r in rows}
+            history = self._attempts(db, list(by_id))
+        jobs_by_id = {i: job_from_row(r, history[i], self._specs) for i, r in by_id.items()}
+        return [(a, jobs_by_id[a.job_id]) for a in attempts]
