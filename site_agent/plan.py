@@ -35,6 +35,7 @@ class Wanted:
 
     job_id: str
     attempt: int
+    described: bool = True   # its spec has arrived; one listed only by reference yet is kept, not started
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,7 @@ def plan(desired: Mapping[str, Wanted], observed: Mapping[str, RayJob] | None, r
         # Not started yet, or lost by Ray (a restarted cluster) before it ran. One that ran and
         # vanished is the federation's to judge: starting it here could run it twice.
         todo = [sid for sid in desired if sid not in observed and sid not in records.local and sid not in ran]
+    todo = [sid for sid in todo if desired[sid].described]
     actions: list[Action] = [_start(sid, desired[sid], epochs, ray_reachable=observed is not None) for sid in todo]
     if observed is not None:
         actions += [Stop(sid, NO_LONGER_DESIRED) for sid, job in observed.items()

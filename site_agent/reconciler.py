@@ -81,10 +81,14 @@ class Reconciler:
         return AttemptFiles.of(self.config)
 
     def set_desired(self, assignments: list[pb.Assignment]) -> None:
+        """The whole desired set; an attempt listed by reference keeps the spec it came with before."""
         with self.lock:
-            self.desired = {a.submission_id: a for a in assignments}
+            known = self.desired
+            self.desired = {a.submission_id: a if a.HasField("spec") else known.get(a.submission_id, a)
+                            for a in assignments}
             self.watched |= set(self.desired)
-            self.crossing.update({a.submission_id: frozenset(a.may_cross_border) for a in assignments})
+            self.crossing.update({a.submission_id: frozenset(a.may_cross_border) for a in assignments
+                                  if a.HasField("spec")})
             self.synced = True
             self.fenced = ""   # the federation speaks: the lease was renewed when the site registered
             self.epochs = newest(self.epochs, [(a.job_id, a.attempt) for a in assignments])
@@ -143,7 +147,7 @@ class Reconciler:
 
     def _step(self, observed: dict[str, RayJob] | None) -> tuple[bool, list[str]]:
         """Plan on what is known now and apply it: whether it acted, and which attempts it started."""
-        wanted = {sid: Wanted(a.job_id, a.attempt) for sid, a in self.desired.items()}
+        wanted = {sid: Wanted(a.job_id, a.attempt, a.HasField("spec")) for sid, a in self.desired.items()}
         records = Records(self.local, self.submitted, self.ran, self.epochs, self.synced, self.fenced)
         step = plan(wanted, observed, records)
         self.submitted, self.ran, self.epochs = set(step.submitted), set(step.ran), step.epochs

@@ -13,6 +13,7 @@ from federation import identity
 from federation.control import AttemptReport, ControlPlane, LogChunk, Output
 from federation.errors import InvalidSpec, PermissionDenied
 from federation.identity import Identity
+from federation.jobs import Attempt, Job
 from federation.pki import Issued
 from federation.service import wire
 from federation.service.errors import caller, translate, translate_stream
@@ -24,6 +25,7 @@ from federation.v1 import federation_pb2_grpc as pb_grpc
 
 log = logging.getLogger("federation.sites")
 RESEND_S = 5.0
+MESSAGE_BUDGET = 2 << 20   # new specs per Connect message; the channel's cap is 8 MiB
 
 
 class SiteServicer(pb_grpc.SiteServiceServicer):
@@ -99,27 +101,50 @@ class SiteServicer(pb_grpc.SiteServiceServicer):
         sent: list[tuple[str, int]] | None = None
         sent_at = 0.0
         generation_sent = 0
+        described: set[str] = set()   # attempts whose spec this stream has carried
         while context.is_active() and reader.is_alive():
             _still_trusted(self.control, who)
             generation = changes.assignments
             desired = self.control.sites.desired(site)
             keys = [(job.id, attempt.number) for attempt, job in desired]
             now = time.monotonic()
-            if keys != sent or now - sent_at >= RESEND_S:
+            undescribed = [(a, job) for a, job in desired if a.submission_id not in described]
+            if keys != sent or undescribed or now - sent_at >= RESEND_S:
                 generation_sent += 1
-                inputs = self.control.views.inputs(job.id for _, job in desired)
-                crossing = self.control.views.crossing(job for _, job in desired)
-                yield pb.ConnectResponse(generation=generation_sent, assignments=[
-                    pb.Assignment(job_id=job.id, attempt=a.number, submission_id=a.submission_id,
-                                  spec=spec_to_pb(job.spec), binding=wire.binding_to_pb(a.binding),
-                                  inputs=[pb.ArtifactRef(name=n, sha256=h, size=size)
-                                          for n, h, size in inputs.get(job.id, ())],
-                                  may_cross_border=sorted(crossing[job.id]))
-                    for a, job in desired])
+                assignments = self._assignments(desired, undescribed, described)
+                yield pb.ConnectResponse(generation=generation_sent, assignments=assignments)
                 sent, sent_at = keys, now
+                if any(a.submission_id not in described for a, _ in undescribed):
+                    continue   # specs left for the next message: send it at once
             changes.wait_assignments(generation, RESEND_S)
         if not errors.empty():
             raise errors.get()
+
+    def _assignments(self, desired: list[tuple[Attempt, Job]], undescribed: list[tuple[Attempt, Job]],
+                     described: set[str]) -> list[pb.Assignment]:
+        """The whole desired set, each attempt by reference once its spec has been sent on this
+        stream; new specs up to MESSAGE_BUDGET bytes a message, the rest in the next ones. So the
+        set is never larger than its references, and no job's size holds up another's."""
+        inputs = self.control.views.inputs(job.id for _, job in undescribed)
+        crossing = self.control.views.crossing(job for _, job in undescribed)
+        full: dict[str, pb.Assignment] = {}
+        budget = MESSAGE_BUDGET
+        for a, job in undescribed:
+            message = pb.Assignment(job_id=job.id, attempt=a.number, submission_id=a.submission_id,
+                                    spec=spec_to_pb(job.spec), binding=wire.binding_to_pb(a.binding),
+                                    inputs=[pb.ArtifactRef(name=n, sha256=h, size=size)
+                                            for n, h, size in inputs.get(job.id, ())],
+                                    may_cross_border=sorted(crossing[job.id]))
+            size = message.ByteSize()
+            if size > budget and full:
+                break
+            budget -= size
+            full[a.submission_id] = message
+        described.intersection_update(a.submission_id for a, _ in desired)
+        described.update(full)
+        return [full.get(a.submission_id) or pb.Assignment(job_id=job.id, attempt=a.number,
+                                                           submission_id=a.submission_id)
+                for a, job in desired]
 
     def _read(self, site: str, who: Identity, request_iterator, errors: queue.Queue) -> None:
         try:

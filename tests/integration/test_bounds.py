@@ -15,11 +15,12 @@ from federation.cli.main import main
 from federation.client import Client
 from federation.errors import InvalidSpec, ResourceExhausted
 from federation.pki import init_pki, issue, scopes
+from federation.service.sites import MESSAGE_BUDGET
 from federation.transport import open_channel
 from federation.v1 import federation_pb2 as pb
 from federation.v1 import federation_pb2_grpc as pb_grpc
 from tests.conftest import make_spec
-from tests.integration.harness import CONFIGS, admin_client, register, site_stub, start
+from tests.integration.harness import CONFIGS, AgentStream, admin_client, register, site_stub, start
 from tests.waiting import wait_for
 
 
@@ -213,3 +214,28 @@ def watch_once(admin, job_id: str) -> bool:
         return True
     except grpc.RpcError as e:
         raise AssertionError(e.details()) from None
+
+
+def test_a_site_gets_more_specs_than_one_message_holds_and_each_only_once(tmp_path):
+    """200 jobs of 50 KB each: 10 MB of specs, past the channel's 8 MiB cap for one message. The
+    desired set always lists every attempt; specs come at most a budget a message, once each."""
+    server = start(tmp_path)
+    try:
+        eu, channel = site_stub(server)
+        register(eu, datasets=(), cpus=64)
+        with admin_client(server) as admin:
+            ids = {admin.submit(make_spec(f"big-{i}", resources={"cpus": 0.01},
+                                          runtime_env={"env_vars": {"A": "x" * 25_000, "B": "y" * 25_000}})).id for i in range(200)}
+        agent = AgentStream(eu, "eu-west")
+        described: list[str] = []
+        while set(described) != ids:
+            response = next(agent.responses)
+            assert response.ByteSize() < MESSAGE_BUDGET + 64 * 1024 + 100 * len(response.assignments)
+            listed = [a.job_id for a in response.assignments]
+            assert set(described) <= set(listed), "every attempt already described is still listed"
+            described += [a.job_id for a in response.assignments if a.HasField("spec")]
+        assert len(described) == len(ids) == 200, "no spec sent twice on one stream"
+        agent.close()
+        channel.close()
+    finally:
+        server.stop(grace=0)

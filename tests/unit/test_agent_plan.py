@@ -195,3 +195,11 @@ def test_only_a_job_that_says_so_waits_for_its_site():
     assert waits_for_site(assignment(on_site_loss="wait"))
     assert not waits_for_site(assignment()) and not waits_for_site(assignment(on_site_loss="replace"))
     assert not waits_for_site(pb.Assignment(spec=pb.JobSpec(json="{not json")))
+
+
+def test_an_attempt_listed_before_its_spec_arrives_is_kept_but_not_started():
+    wanted = {A1: Wanted("a", 1, described=False), B1: Wanted("b", 1, described=False)}
+    step = plan(wanted, jobs(a_1="RUNNING"), records())
+    assert step.actions == (), "A1 runs on (it is desired) and B1 waits for its spec"
+    step = plan({**wanted, B1: Wanted("b", 1)}, jobs(a_1="RUNNING"), records())
+    assert step.actions == (Start(B1, True),)
