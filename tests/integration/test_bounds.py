@@ -224,8 +224,9 @@ def test_a_site_gets_more_specs_than_one_message_holds_and_each_only_once(tmp_pa
         eu, channel = site_stub(server)
         register(eu, datasets=(), cpus=64)
         with admin_client(server) as admin:
-            ids = {admin.submit(make_spec(f"big-{i}", resources={"cpus": 0.01},
-                                          runtime_env={"env_vars": {"A": "x" * 25_000, "B": "y" * 25_000}})).id for i in range(200)}
+            pad = {"env_vars": {"A": "x" * 25_000, "B": "y" * 25_000}}
+            ids = {admin.submit(make_spec(f"big-{i}", resources={"cpus": 0.01}, runtime_env=pad)).id
+                   for i in range(200)}
         agent = AgentStream(eu, "eu-west")
         described: list[str] = []
         while set(described) != ids:
