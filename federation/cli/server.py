@@ -12,7 +12,12 @@ from federation.errors import Timeout
 def cmd_server_start(args: argparse.Namespace) -> int:
     from federation.server import start_server
     from federation.spec import load_federation
-    server = start_server(load_federation(args.config))
+    config = load_federation(args.config)
+    if args.advertise:   # one config for every replica; each says where it is reached
+        body = config.spec
+        config = config.model_copy(update={"spec": body.model_copy(update={
+            "replication": body.replication.model_copy(update={"advertise": args.advertise})})})
+    server = start_server(config)
     done = wait_for_signal(lambda: None)
     print(f"federation listening on port {server.port}", flush=True)
     done.wait()
@@ -41,7 +46,10 @@ def cmd_server_drain(args: argparse.Namespace) -> int:
 def register(sub: Subcommands, add: AddCommand) -> None:
     server = add(sub, "server", None, "the federation control plane")
     server_sub = server.add_subparsers(dest="action", required=True, metavar="ACTION")
-    add(server_sub, "start", cmd_server_start, "run the federation").add_argument("--config", required=True)
+    sp = add(server_sub, "start", cmd_server_start, "run the federation")
+    sp.add_argument("--config", required=True)
+    sp.add_argument("--advertise", metavar="HOST:PORT",
+                    help="where sites and users reach this replica (spec.replication.advertise)")
     sp = add(server_sub, "drain", cmd_server_drain, "take no more submissions; queued and running work goes on")
     sp.add_argument("--wait", action="store_true", help="return once no job is pending or running")
     sp.add_argument("--timeout", type=float, default=3600.0)

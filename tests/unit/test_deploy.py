@@ -30,13 +30,13 @@ def manifests() -> list[dict]:
 
 def test_kubernetes_manifests_are_well_formed():
     docs = manifests()
-    assert {d["kind"] for d in docs} >= {"Deployment", "Service", "ConfigMap", "RayCluster"}
+    assert {d["kind"] for d in docs} >= {"Deployment", "StatefulSet", "Service", "ConfigMap", "RayCluster"}
     for d in docs:
         assert d["apiVersion"] and d["metadata"]["name"], d
 
 
 def _containers(doc: dict) -> list[dict]:
-    if doc["kind"] == "Deployment":
+    if doc["kind"] in ("Deployment", "StatefulSet"):
         return doc["spec"]["template"]["spec"]["containers"]
     if doc["kind"] == "RayCluster":
         out = doc["spec"]["headGroupSpec"]["template"]["spec"]["containers"]
@@ -50,7 +50,7 @@ def test_fedctl_containers_run_real_commands_with_mounted_configs():
     docs = manifests()
     configmaps = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ConfigMap"}
     for doc in docs:
-        pod = doc["spec"]["template"]["spec"] if doc["kind"] == "Deployment" else \
+        pod = doc["spec"]["template"]["spec"] if doc["kind"] in ("Deployment", "StatefulSet") else \
             doc.get("spec", {}).get("headGroupSpec", {}).get("template", {}).get("spec")
         for c in _containers(doc):
             assert c.get("resources", {}).get("limits", {}).get("memory"), f"{c['name']} has no memory limit"
