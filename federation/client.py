@@ -191,8 +191,15 @@ class Client:
     def _connect(self, address: str) -> None:
         if address not in self._channels:
             self._channels[address] = self._open(address)
-        self.address = address
-        self._stub = pb_grpc.FederationServiceStub(self._channels[address])
+        self._target = (address, pb_grpc.FederationServiceStub(self._channels[address]))   # one assignment
+
+    @property
+    def address(self) -> str:
+        return self._target[0]
+
+    @property
+    def _stub(self) -> pb_grpc.FederationServiceStub:
+        return self._target[1]
 
     def _next_replica(self, failed: str) -> bool:
         """Move on from `failed` to the next address (unless another call already has); False when
@@ -242,9 +249,9 @@ class Client:
         delay = 0.1
         deadline = time.monotonic() + self.timeout
         while True:
-            address = self.address
+            address, stub = self._target
             try:
-                return getattr(self._stub, method)(request, timeout=max(0.1, deadline - time.monotonic()))
+                return getattr(stub, method)(request, timeout=max(0.1, deadline - time.monotonic()))
             except grpc.RpcError as e:
                 err = from_rpc_error(e)
                 if not (retry and isinstance(err, (Unavailable, Timeout))) or time.monotonic() + delay >= deadline:

@@ -20,6 +20,7 @@ site's state need one.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import cast
 
@@ -104,7 +105,10 @@ def check_claim(who: Identity, jurisdiction: str, region: str, labels: dict[str,
                                f"{', '.join(claimed)}")
 
 
+@functools.lru_cache(maxsize=4096)
 def of_certificate(pem: bytes) -> Identity:
+    """The identity a verified client certificate carries. Remembered by its bytes: every call a
+    caller makes presents the same certificate, and reading one is most of the cost of checking it."""
     cert = x509.load_pem_x509_certificate(pem)
     names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     units = [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)]

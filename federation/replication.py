@@ -38,24 +38,25 @@ def lease_for(site_timeout_s: float) -> float:
 
 
 class Elector:
-    """Takes and renews the lease every third of it; `leading` while held with a margin to spare."""
+    """Takes and renews the lease every third of it; `leading` while held with a margin to spare.
 
-    def __init__(self, control: ControlPlane, name: str, address: str, lease_s: float,
-                 clock: Callable[[], float] = time.time) -> None:
+    The lease is judged by the store's clock (`Store.clock`), and how long it has left is then
+    counted on this process's monotonic clock: no replica's wall clock decides who leads."""
+
+    def __init__(self, control: ControlPlane, name: str, address: str, lease_s: float) -> None:
         self.control = control
         self.holder = f"{name}/{uuid.uuid4().hex[:8]}"   # a restarted replica is a new holder: a new term
         self.address = address
         self.lease_s = lease_s
-        self.clock = clock
         self.term: int | None = None
-        self.expires_at = 0.0
+        self._until = 0.0   # monotonic: when the lease held runs out, less the margin
         self.last: Leadership | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="elector", daemon=True)
 
     @property
     def leading(self) -> bool:
-        return self.term is not None and self.clock() < self.expires_at - self.lease_s / 5
+        return self.term is not None and time.monotonic() < self._until
 
     def start(self) -> None:
         self.step()
@@ -68,14 +69,17 @@ class Elector:
         if self.term is not None:
             self.term = None
             try:
-                self.control.store.acquire_leadership(self.holder, self.address, self.clock(), 0.0)
+                store = self.control.store
+                store.acquire_leadership(self.holder, self.address, store.clock(), 0.0)
             except Exception as e:
                 log.warning("leadership: could not hand the lease back (it lapses by itself): %s", e)
 
     def step(self) -> None:
         store = self.control.store
+        asked = time.monotonic()
         try:
-            lead = store.acquire_leadership(self.holder, self.address, self.clock(), self.lease_s)
+            now = store.clock()
+            lead = store.acquire_leadership(self.holder, self.address, now, self.lease_s)
         except Exception as e:  # the store unreachable: lead no longer than the lease already held
             log.warning("leadership: cannot reach the store: %s", e)
             return
@@ -84,13 +88,14 @@ class Elector:
             if self.term is not None:
                 log.warning("stepped down: %s leads in term %d", lead.holder, lead.term)
             self.term = None
+            store.fence(0)
             return
         if lead.term != self.term:
-            self.control.core.begin_term(lead.since)
+            self.control.begin_term()
             store.fence(lead.term)
             self.term = lead.term
             log.info("leading the federation (term %d, from %s)", lead.term, self.address)
-        self.expires_at = lead.expires_at
+        self._until = asked + (lead.expires_at - now) - self.lease_s / 5
 
     def _run(self) -> None:
         while not self._stop.wait(self.lease_s / 3):
@@ -124,13 +129,26 @@ class Gate(grpc.ServerInterceptor):
                     response_serializer=handler.response_serializer)
 
 
-def refusal(control: ControlPlane, witness: bool) -> str:
-    """Why this replica does not serve the call, and where to go instead."""
-    try:
-        lead = control.store.leadership()
-    except FederationError as e:
-        return f"this replica cannot read the store: {e.message}"
-    if lead is not None and lead.live(control.clock()):
-        return f"not the leader: the federation is led from {lead.address}"
-    what = "a witness" if witness else "a replica waiting to lead"
-    return f"no replica leads the federation now ({what} answered); retry shortly"
+class Refusal:
+    """Why this replica does not serve a call, and where to go instead; read from the store at
+    most once a second, however many calls are refused."""
+
+    def __init__(self, control: ControlPlane, witness: bool) -> None:
+        self.control, self.witness = control, witness
+        self._message, self._at = "", -1.0
+
+    def __call__(self) -> str:
+        if time.monotonic() - self._at >= 1.0:
+            self._message, self._at = self._read(), time.monotonic()
+        return self._message
+
+    def _read(self) -> str:
+        store = self.control.store
+        try:
+            lead = store.leadership()
+            if lead is not None and lead.live(store.clock()):
+                return f"not the leader: the federation is led from {lead.address}"
+        except FederationError as e:
+            return f"this replica cannot read the store: {e.message}"
+        what = "a witness" if self.witness else "a replica waiting to lead"
+        return f"no replica leads the federation now ({what} answered); retry shortly"

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Callable
 
 from federation.control import ControlPlane
+from federation.control.retention import Retention
 from federation.training import TrainingLoop
 
 log = logging.getLogger("federation.scheduler")
@@ -13,8 +14,9 @@ log = logging.getLogger("federation.scheduler")
 
 class SchedulerLoop:
     def __init__(self, control: ControlPlane, interval_s: float = 0.5, trainings: TrainingLoop | None = None,
-                 leading: Callable[[], bool] = lambda: True) -> None:
+                 leading: Callable[[], bool] = lambda: True, retention: Retention | None = None) -> None:
         self.control = control
+        self.retention = retention or Retention(control.core)   # ended jobs leave after the policy's retention
         self.leading = leading   # only the leading replica schedules (`federation.replication`)
         self.trainings = trainings
         self.interval_s = interval_s
@@ -49,4 +51,8 @@ class SchedulerLoop:
                     self.trainings.advance()
                 except Exception:
                     log.exception("training pass failed")
+            try:
+                self.retention.maybe_run()
+            except Exception:
+                log.exception("retention pass failed")
             changes.wait(generation, self.interval_s)

@@ -11,7 +11,7 @@ from federation.audit import Signer, public_path
 from federation.control import ControlPlane
 from federation.errors import ConfigError
 from federation.pki import Issued
-from federation.replication import Elector, Gate, lease_for, refusal
+from federation.replication import Elector, Gate, Refusal, lease_for
 from federation.scheduler import SchedulerLoop
 from federation.service.sites import EnrollmentServicer, SiteServicer
 from federation.service.streams import StreamSlots
@@ -91,7 +91,12 @@ def start_server(config: FederationConfig, *, max_workers: int = 64) -> RunningS
     witness = replication.role == "witness"
     elector = None if witness else Elector(control, config.metadata.name, "",
                                            replication.lease_s or lease_for(body.site_timeout_s))
-    gate = Gate(lambda: elector is not None and elector.leading, lambda: refusal(control, witness))
+    store.fence(0)   # read only until this replica leads (a witness never does)
+
+    def leading() -> bool:
+        return elector is not None and elector.leading
+
+    gate = Gate(leading, Refusal(control, witness))
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
                          options=SERVER_OPTIONS, interceptors=[gate])
     trainings = TrainingLoop(control)
@@ -101,7 +106,7 @@ def start_server(config: FederationConfig, *, max_workers: int = 64) -> RunningS
     e = body.enrolment
     pb_grpc.add_SiteServiceServicer_to_server(SiteServicer(
         control, body.heartbeat_interval_s, Issued(e.ca_cert, e.ca_key) if e else None, e.cert_days if e else 30,
-        replica=f"{config.metadata.name} ({replication.role})"), server)
+        replica=f"{config.metadata.name} ({replication.role})", leading=leading), server)
     tls = body.tls
     try:
         port = add_port(server, body.listen, cert=tls.cert if tls else None, key=tls.key if tls else None,
@@ -120,8 +125,7 @@ def start_server(config: FederationConfig, *, max_workers: int = 64) -> RunningS
         elector.address = replication.advertise or listening
         elector.start()
     server.start()
-    scheduler = SchedulerLoop(control, body.scheduler.interval_s, trainings,
-                              leading=lambda: elector is not None and elector.leading)
+    scheduler = SchedulerLoop(control, body.scheduler.interval_s, trainings, leading=leading)
     scheduler.start()
     control.refusals.start()
     log.info("federation %s %s listening on %s (store %s, policy %s v%s)", config.metadata.name, replication.role,

@@ -15,14 +15,14 @@ from collections.abc import Callable, Iterator
 
 import grpc
 
-from federation.errors import FederationError, NotFound, PermissionDenied, RayError
+from federation.errors import FederationError, NotFound, PermissionDenied, RayError, Unavailable
 from federation.service import wire
 from federation.service.errors import from_rpc_error
 from federation.sites import Capacity
 from federation.spec import SiteConfig
 from federation.v1 import federation_pb2 as pb
 from federation.v1 import federation_pb2_grpc as pb_grpc
-from site_agent import anchor, renewal, witness
+from site_agent import anchor, lease_file, renewal, witness
 from site_agent.files import Fetch
 from site_agent.inventory import site_capacity, site_gpus
 from site_agent.plan import fence_reason
@@ -55,6 +55,12 @@ class SiteAgent:
         self._published = ""   # digest of the inventory the federation has
         self.lease_s = 0.0     # from the federation at registration; 0: no lease (never fence)
         self._renewed = time.monotonic()   # when the last acknowledged registration or heartbeat was sent
+        self._saved = 0.0
+        self.lease_file = lease_file.lease_path(self.reconciler.files.root.parent, self.name)
+        kept = lease_file.load(self.lease_file)
+        if kept is not None:   # a restart: the lease runs from when it was renewed before, not from now
+            self.lease_s, renewed_at = kept
+            self._renewed -= max(0.0, time.time() - renewed_at)
         self.anchor = anchor.anchor_path(self.reconciler.files.root.parent, self.name)
         self._anchor_warning = ""
         self._outage = False   # the replicas said nobody leads; until the next registration
@@ -114,11 +120,20 @@ class SiteAgent:
         if not verdict.federation_down:
             return False
         if not self._outage:
-            log.warning("no replica leads the federation (said %s): keeping this site's work running",
-                        verdict.down_by)
+            log.warning("nobody can re-place this site's work (%s): keeping it running", verdict.down_by)
         self._outage = True
-        self._renewed = asked
+        self._renew_lease(asked)
         return True
+
+    def _renew_lease(self, sent: float) -> None:
+        """The lease runs from `sent` (monotonic); kept on disk a few times a lease, for a restart."""
+        self._renewed = sent
+        if self.lease_s and time.monotonic() - self._saved >= self.lease_s / 6:
+            try:
+                lease_file.save(self.lease_file, self.lease_s, time.time() - (time.monotonic() - sent))
+                self._saved = time.monotonic()
+            except OSError as e:
+                log.warning("cannot keep the lease in %s: %s", self.lease_file, e)
 
     def _follow(self, leader: str) -> None:
         """Connect next to the leader named, when it is one of this site's addresses; else the next one."""
@@ -154,10 +169,11 @@ class SiteAgent:
             response = stub.RegisterSite(request, timeout=10)
         except grpc.RpcError as e:
             raise from_rpc_error(e) from None
-        self._renewed = sent
         self._outage = False
         self.heartbeat_interval_s = response.heartbeat_interval_s or 2.0
         self.lease_s = response.lease_s
+        self._saved = 0.0
+        self._renew_lease(sent)
         self.reconciler.classified = {d.name: d.classification for d in response.datasets}
         log.info("registered %s with the federation", self.name)
 
@@ -182,7 +198,7 @@ class SiteAgent:
             sent = time.monotonic()
             try:
                 response = stub.Heartbeat(request, timeout=min(5.0, self.lease_s / 3 or 5.0))
-                self._renewed = sent
+                self._renew_lease(sent)
                 self._keep_anchor(response)
                 self._published = inventory.digest
                 if self._renew(stub):
@@ -191,8 +207,9 @@ class SiteAgent:
                     return
             except grpc.RpcError as e:
                 err = from_rpc_error(e)
-                if isinstance(err, NotFound):
-                    log.warning("federation forgot this site; re-registering")
+                if isinstance(err, (NotFound, Unavailable)):
+                    # Forgotten (re-register), or a replica that no longer leads (find the one that does).
+                    log.warning("heartbeat: %s; connecting again", err.message)
                     session_over.set()
                     self._wake.set()
                     return

@@ -70,9 +70,13 @@ MAX_SUBMISSION_BYTES = 16 << 20   # a spec times its array elements or gang part
 class Admission:
     def __init__(self, core: Core) -> None:
         self.core = core
-        self._draining = core.store.get_meta("draining") == "1"
+        self.reload()
         # Callers' submissions a second; the servicers take one for each request, before reading it.
         self.rates = SubmissionRates.of(core.policy.spec.limits)
+
+    def reload(self) -> None:
+        """Whether the federation drains, as the store says (another replica may have drained it)."""
+        self._draining = self.core.store.get_meta("draining") == "1"
 
     @property
     def draining(self) -> bool:

@@ -3,6 +3,7 @@ and the change signal. All durable state is in the store."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -13,10 +14,13 @@ from federation.audit import AuditRecord, Signer
 from federation.changes import Changes
 from federation.control.refusals import Refusals
 from federation.control.rules import rules_from_policy
+from federation.errors import Deposed
 from federation.sites import SiteRecord
 from federation.spec import PolicyConfig
 from federation.store import Store
 from policies import fairshare
+
+log = logging.getLogger("federation.control")
 
 
 class Core:
@@ -34,6 +38,8 @@ class Core:
         self.clock = clock
         self.started_at = clock()
         self.changes = Changes()
+        self.deaf = False   # heard no site for a lease, at the last look (see hearing)
+        self.newest_heard = store.newest_heartbeat()
         self.refusals = Refusals(self.record, lambda: self.clock())
 
     def audit_record(self, actor: str, action: str, subject: str, **detail: Any) -> AuditRecord:
@@ -41,14 +47,36 @@ class Core:
         return AuditRecord(0, self.clock(), actor, action, subject, plain)
 
     def record(self, actor: str, action: str, subject: str, **detail: Any) -> None:
-        """Append to the audit log (a no-op without a signing key)."""
-        if self.signer is not None:
+        """Append to the audit log (a no-op without a signing key, or on a replica that does not lead)."""
+        if self.signer is None:
+            return
+        try:
             self.store.append_audit(self.audit_record(actor, action, subject, **detail), self.signer.seal)
+        except Deposed as e:
+            log.warning("not recorded (%s %s %s): %s", actor, action, subject, e.message)
 
-    def begin_term(self, since: float) -> None:
-        """This process leads from `since` (`federation.replication`): leases count from then."""
-        self.started_at = since
+    def begin_term(self) -> None:
+        """This process leads from now (`federation.replication`): leases count from then."""
+        self.started_at = self.clock()
+        self.newest_heard = self.store.newest_heartbeat()
         self.changes.bump()
+
+    def heard(self, at: float) -> None:
+        """A site that can be lost was heard at `at`. After a lease in which none was, leases count
+        from here: a site that asked in between was told nobody would re-place its work."""
+        if not self.hearing(self.newest_heard, at):
+            self.started_at = max(self.started_at, at)
+            if self.deaf:
+                log.warning("hearing sites again: their leases count from now")
+            self.deaf = False
+        self.newest_heard = max(self.newest_heard, at)
+
+    def hearing(self, newest_heartbeat: float, now: float) -> bool:
+        """Whether some site got through within a lease (or there is none to hear). When none did,
+        the likelier story is that this process is cut off or overloaded, not that every site
+        died at once: it re-places nobody's work, and tells sites that ask that nobody can
+        (as Kubernetes stops evicting from a zone where every node went silent)."""
+        return not newest_heartbeat or now - newest_heartbeat <= self.site_timeout_s
 
     def connected(self, site: SiteRecord, now: float) -> bool:
         """Heard from within its lease, and since this process started: a record from before a

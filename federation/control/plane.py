@@ -32,6 +32,13 @@ class ControlPlane:
         self.views = Views(self.core)            # read views
         self.cycle = Cycle(self.core, self.sites, max_placements)
 
+    def begin_term(self) -> None:
+        """This replica leads from now (`federation.replication`): leases count from now, and what
+        the last leader changed (revocations, drain) is read again."""
+        self.core.begin_term()
+        self.trust.reload()
+        self.admission.reload()
+
     @property
     def store(self) -> Store:
         return self.core.store

@@ -25,13 +25,18 @@ class Sites:
         site = bound_site(who, site, self.core.policy)
         now = self.core.clock()
         record = self.core.store.upsert_site(replace(site, registered_at=now, last_heartbeat=now))
+        if not record.autonomous:
+            self.core.heard(now)
         self.core.record(actor, "site.register", site.name, jurisdiction=site.jurisdiction, region=site.region,
                          labels=dict(site.labels), datasets={d.name: d.classification for d in site.datasets})
         self.core.changes.bump()
         return record
 
     def heartbeat(self, name: str, capacity: Capacity | None, inventory: Inventory | None = None) -> SiteRecord:
-        site = self.core.store.heartbeat(name, capacity, self.core.clock(), inventory)
+        now = self.core.clock()
+        site = self.core.store.heartbeat(name, capacity, now, inventory)
+        if not site.autonomous:
+            self.core.heard(now)
         if inventory is not None:
             self.core.changes.bump()
         return site
@@ -61,6 +66,8 @@ class Sites:
         keeps its work, and so does any site the jobs that say `on_site_loss: wait`. Returns how
         many attempts were lost."""
         core, store = self.core, self.core.store
+        if not self._hearing(now):
+            return 0
         lost = 0
         for site in store.list_sites():
             if site.autonomous or not core.lease_expired(site, now):
@@ -78,6 +85,18 @@ class Sites:
         if lost:
             core.changes.bump()
         return lost
+
+    def _hearing(self, now: float) -> bool:
+        """While no site gets through, no lease runs out (and the next heartbeat that does restarts
+        every lease: `Core.heard`)."""
+        core = self.core
+        if core.hearing(core.newest_heard, now):
+            return True
+        if not core.deaf:
+            log.warning("no site heard from for %gs: re-placing nobody's work until one is", core.site_timeout_s)
+            core.record("federation", "federation.deaf", "sites", newest_heartbeat=core.newest_heard)
+        core.deaf = True
+        return False
 
     def desired(self, site: str) -> list[tuple[Attempt, Job]]:
         """Attempts the site should be running: live ones whose job still wants them."""

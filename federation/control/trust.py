@@ -16,11 +16,15 @@ class Trust:
     def __init__(self, core: Core) -> None:
         self.core = core
         self._seen: set[str] = set()
-        self._revoked = core.store.revoked_serials()
-        self._revoked_names = core.store.revoked_names()
+        self.reload()
         # Held while this federation issues a certificate and while it revokes a name, so that a
         # certificate is issued either before the revocation (and refused) or not at all.
         self._issuing = threading.Lock()
+
+    def reload(self) -> None:
+        """Revocations as the store holds them (another replica may have revoked)."""
+        self._revoked = self.core.store.revoked_serials()
+        self._revoked_names = self.core.store.revoked_names()
 
     def authenticate(self, who: Identity) -> Identity:
         """The caller, unless its certificate was revoked; certificates are remembered when first

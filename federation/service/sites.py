@@ -5,13 +5,14 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 
 import grpc
 from pydantic import ValidationError
 
 from federation import identity
 from federation.control import AttemptReport, ControlPlane, LogChunk, Output
-from federation.errors import InvalidSpec, PermissionDenied
+from federation.errors import InvalidSpec, PermissionDenied, Unavailable
 from federation.identity import Identity
 from federation.jobs import Attempt, Job
 from federation.pki import Issued
@@ -30,9 +31,10 @@ MESSAGE_BUDGET = 2 << 20   # new specs per Connect message; the channel's cap is
 
 class SiteServicer(pb_grpc.SiteServiceServicer):
     def __init__(self, control: ControlPlane, heartbeat_interval_s: float = 2.0, ca: Issued | None = None,
-                 cert_days: int = 30, replica: str = "federation") -> None:
+                 cert_days: int = 30, replica: str = "federation", leading: Callable[[], bool] = lambda: True) -> None:
         self.control = control
         self.replica = replica
+        self.leading = leading   # a Connect stream ends when this replica stops leading
         self.heartbeat_interval_s = heartbeat_interval_s
         self.ca = ca
         self.cert_days = cert_days
@@ -61,12 +63,14 @@ class SiteServicer(pb_grpc.SiteServiceServicer):
 
     @translate
     def Leader(self, request: pb.LeaderRequest, context: grpc.ServicerContext) -> pb.LeaderResponse:
-        _authorize(self.control, context, request.site)
-        lead = self.control.store.leadership()
+        _authorize(self.control, context, request.site, remember=False)   # answered by every replica: writes nothing
+        store = self.control.store
+        lead = store.leadership()
         if lead is None:
             return pb.LeaderResponse(answered_by=self.replica)
-        return pb.LeaderResponse(live=lead.live(self.control.clock()), address=lead.address, term=lead.term,
-                                 answered_by=self.replica)
+        hears = self.control.core.hearing(store.newest_heartbeat(), self.control.clock())
+        return pb.LeaderResponse(live=lead.live(store.clock()), address=lead.address, term=lead.term,
+                                 answered_by=self.replica, hears_sites=hears)
 
     @translate
     def GetInput(self, request: pb.GetInputRequest, context: grpc.ServicerContext) -> pb.GetInputResponse:
@@ -104,6 +108,8 @@ class SiteServicer(pb_grpc.SiteServiceServicer):
         described: set[str] = set()   # attempts whose spec this stream has carried
         while context.is_active() and reader.is_alive():
             _still_trusted(self.control, who)
+            if not self.leading():
+                raise Unavailable("this replica no longer leads the federation: connect again")
             generation = changes.assignments
             desired = self.control.sites.desired(site)
             keys = [(job.id, attempt.number) for attempt, job in desired]
@@ -175,9 +181,13 @@ def _still_trusted(control: ControlPlane, who: Identity) -> None:
         raise PermissionDenied(f"the certificate of {who.name} was revoked")
 
 
-def _authorize(control: ControlPlane, context: grpc.ServicerContext, site: str) -> Identity:
+def _authorize(control: ControlPlane, context: grpc.ServicerContext, site: str, remember: bool = True) -> Identity:
     """With client certificates, only a site's own certificate, not revoked, may speak for it."""
-    who = control.trust.authenticate(identity.of_context(context))
+    who = identity.of_context(context)
+    if remember:
+        control.trust.authenticate(who)
+    else:
+        control.trust.check(who)
     if who is identity.ANONYMOUS:
         return who  # plain text, development only
     if who.role != "site" or site not in who.sites:

@@ -196,6 +196,22 @@ class LimitsSpec(Strict):
         return self.submission_burst or max(1, round(2 * self.submissions_per_second))
 
 
+class RetentionSpec(Strict):
+    """How long the federation keeps jobs after they end (federation.control.retention)."""
+
+    jobs: float = Field(
+        default=30 * 86400.0, ge=0,
+        description="a job is removed this long after it ended (e.g. 30d), with its attempts, logs, files and "
+                    "request id; its usage (fedctl usage, fair share) and final state (for dependencies) are "
+                    "kept, and the audit log is never cut; an array or gang goes when all of it is old enough. "
+                    "0: keep every job forever")
+
+    @field_validator("jobs", mode="before")
+    @classmethod
+    def _jobs(cls, v: Any) -> float:
+        return parse_duration(v)
+
+
 class PolicyBody(Strict):
     jurisdiction_groups: dict[str, list[str]] = Field(default_factory=dict)
     classifications: dict[str, ClassificationRule]
@@ -208,6 +224,7 @@ class PolicyBody(Strict):
     fair_share: FairShareSpec = Field(default_factory=FairShareSpec)
     preemption: PreemptionSpec = Field(default_factory=PreemptionSpec)
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
+    retention: RetentionSpec = Field(default_factory=RetentionSpec)
 
     @field_validator("queues")
     @classmethod

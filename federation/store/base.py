@@ -27,6 +27,14 @@ class SubmitRequest:
 
 
 @dataclass(frozen=True)
+class Compaction:
+    """What one batch of `Store.compact` did."""
+
+    removed: int                              # jobs removed
+    resume_after: tuple[float, str] | None    # (ended, id) the next batch goes on after; None: none left
+
+
+@dataclass(frozen=True)
 class Leadership:
     """Who leads the federation: one replica schedules and writes while its lease lasts.
 
@@ -57,12 +65,24 @@ class Store(ABC):
     def leadership(self) -> Leadership | None:
         """The current record, read from the database (never a cache); None before any leader."""
 
+    def clock(self) -> float:
+        """Now, by the clock every replica of this store agrees on: the database server's for a
+        shared database, this host's for a file. Leadership is judged by it, never by a replica's own."""
+        return time.time()
+
     @abstractmethod
-    def fence(self, term: int | None, clock: Callable[[], float] = time.time) -> None:
+    def newest_heartbeat(self) -> float:
+        """The latest heartbeat of any site that can be lost (not autonomous), read from the
+        database (never a cache); 0.0 when there is none. A leader that hears no site at all is
+        cut off itself, and re-places nobody's work (`Core.hearing`)."""
+
+    @abstractmethod
+    def fence(self, term: int | None, clock: Callable[[], float] | None = None) -> None:
         """Bind this store's writes to `term`: from then on every write transaction first checks
         that the leadership record still holds `term` and that its lease has not run out by
-        `clock`, and raises `Deposed` (nothing written) otherwise. What the store cached from
-        before is dropped: another replica may have written. None: unfenced (tests, tools)."""
+        `clock` (default: the store's own, `Store.clock`), and raises `Deposed` (nothing written)
+        otherwise. What the store cached from before is dropped: another replica may have
+        written. None: unfenced (tests, tools); 0, a term that never begins: read only."""
 
     # ----------------------------------------------------------- jobs
     def add_job(self, job: Job) -> None:
@@ -93,7 +113,8 @@ class Store(ABC):
 
     @abstractmethod
     def dependency_states(self, refs: Iterable[str]) -> dict[str, list[str]]:
-        """Per id: the state of that job, or of every element of the array with that id; [] if neither."""
+        """Per id: the state of that job, or of every element of the array with that id (compacted ones
+        too: their final state); [] if neither."""
 
     @abstractmethod
     def get_job(self, job_id: str) -> Job:
@@ -178,7 +199,16 @@ class Store(ABC):
 
     @abstractmethod
     def usage_records(self, since: float = 0.0) -> list[UsageRecord]:
-        """Attempts that ran (started) and were still running at or after `since`, oldest first."""
+        """Attempts that ran (started) and were still running at or after `since`, oldest first; those
+        of compacted jobs too."""
+
+    @abstractmethod
+    def compact(self, ended_before: float, limit: int, after: tuple[float, str] | None = None) -> Compaction:
+        """One batch of retention (federation.store.retention), in one transaction: remove jobs that
+        ended before `ended_before` with their attempts, logs, files and submission record, keeping
+        their usage and final state; an array or gang whole or not at all; never what a live attempt
+        or a training still needs. Looks at up to `limit` ended jobs, oldest first (after `after`, the
+        last batch's `resume_after`), and removes up to `limit` (more only to finish an array or gang)."""
 
     @abstractmethod
     def live_attempts(self, site: str | None = None, jobs: Iterable[str] | None = None) -> list[tuple[Attempt, Job]]:

@@ -539,16 +539,18 @@ class LeaderRequest(_message.Message):
     def __init__(self, site: _Optional[str] = ...) -> None: ...
 
 class LeaderResponse(_message.Message):
-    __slots__ = ("live", "address", "term", "answered_by")
+    __slots__ = ("live", "address", "term", "answered_by", "hears_sites")
     LIVE_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
     ANSWERED_BY_FIELD_NUMBER: _ClassVar[int]
+    HEARS_SITES_FIELD_NUMBER: _ClassVar[int]
     live: bool
     address: str
     term: int
     answered_by: str
-    def __init__(self, live: _Optional[bool] = ..., address: _Optional[str] = ..., term: _Optional[int] = ..., answered_by: _Optional[str] = ...) -> None: ...
+    hears_sites: bool
+    def __init__(self, live: _Optional[bool] = ..., address: _Optional[str] = ..., term: _Optional[int] = ..., answered_by: _Optional[str] = ..., hears_sites: _Optional[bool] = ...) -> None: ...
 
 class GetInputRequest(_message.Message):
     __slots__ = ("site", "job_id", "attempt", "name")

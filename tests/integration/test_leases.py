@@ -103,12 +103,43 @@ def test_a_lost_sites_job_is_re_placed_only_where_its_data_rules_allow(federatio
 
 def test_a_job_out_of_retries_fails_and_a_site_with_no_other_home_keeps_it_waiting(federation, client):
     eu, channel = site_stub(federation)
+    us, us_channel = site_stub(federation, "us-east")
     register(eu, datasets=(("patient-records-eu", "gdpr-personal"),))
+    register(us, "us-east", "US", "us-east", datasets=(), cpus=64)
     job = client.submit(make_spec("once", datasets=["patient-records-eu"], retry={"limit": 0}))
     running(AgentStream(eu, "eu-west"), job.id, 1)
-    final = wait_for(lambda: (s := job.status()).terminal and s, 10, "the job to fail")
+    with heartbeating(us, "us-east"):
+        final = wait_for(lambda: (s := job.status()).terminal and s, 10, "the job to fail")
     assert (final.state, final.attempts[0].state) == ("failed", "lost")
     channel.close()
+    us_channel.close()
+
+
+def test_a_federation_that_hears_no_site_re_places_nobodys_work(federation, client):
+    """Every site silent at once: the federation is the one cut off (or overloaded). It loses no
+    attempt, tells sites that ask so, and once a site gets through counts leases from then."""
+    eu, channel = site_stub(federation)
+    us, us_channel = site_stub(federation, "us-east")
+    register(us, "us-east", "US", "us-east", datasets=(), cpus=64)
+    register(eu)   # last heard: its lease runs out only as the federation stops hearing anyone
+    job = client.submit(make_spec("through-deafness", placement={"sites": ["eu-west"]}))
+    agent = AgentStream(eu, "eu-west")
+    running(agent, job.id, 1)
+    wait_for(lambda: job.status().state == "running", 5, "running on eu-west")
+    wait_for(lambda: not eu.Leader(pb.LeaderRequest(site="eu-west"), timeout=5).hears_sites, 10,
+             "the federation to hear no site")
+    wait_for(lambda: read(federation.db, action="federation.deaf"), 5, "the scheduler to find it hears no site")
+    assert job.status().attempts[0].state == "running"
+    with heartbeating(us, "us-east"):
+        answer = wait_for(lambda: (a := eu.Leader(pb.LeaderRequest(site="eu-west"), timeout=5)).hears_sites and a,
+                          5, "us-east to be heard")
+        assert answer.live
+        status = wait_for(lambda: (s := job.status()).attempts[0].state == "lost" and s, 10,
+                          "eu-west's lease to run out, counted from when us-east was heard")
+    assert "site eu-west lost" in status.attempts[0].message
+    agent.close()
+    channel.close()
+    us_channel.close()
 
 
 def test_an_autonomous_site_keeps_its_work_through_a_partition(federation, client):

@@ -281,6 +281,16 @@ def test_the_store_and_its_wal_are_readable_by_their_owner_only(tmp_path):
         store.close()
 
 
+def test_the_newest_heartbeat_is_of_a_site_that_can_be_lost(store):
+    assert store.newest_heartbeat() == 0.0
+    store.upsert_site(SiteRecord("a", "DE", "eu-west", last_heartbeat=5.0))
+    store.upsert_site(SiteRecord("edge", "DE", "eu-west", autonomous=True, last_heartbeat=9.0))
+    assert store.newest_heartbeat() == 5.0
+    store.heartbeat("a", None, 7.0)
+    store.heartbeat("edge", None, 12.0)
+    assert store.newest_heartbeat() == 7.0, "an autonomous site is never lost, so it says nothing here"
+
+
 def test_leadership_is_held_renewed_and_taken_after_it_lapses(store):
     assert store.leadership() is None
     a = store.acquire_leadership("a", "10.0.0.1:50051", now=100.0, ttl_s=10.0)

@@ -10,6 +10,7 @@ from federation.store.base import Store
 from federation.store.postgres.attempts import AttemptTables
 from federation.store.postgres.files import FileTables
 from federation.store.postgres.leadership import LeadershipTables
+from federation.store.postgres.retention import RetentionTables
 from federation.store.postgres.sites import SiteTables
 from federation.store.postgres.training import TrainingTables
 from federation.store.postgres.trust import TrustTables
@@ -17,6 +18,7 @@ from federation.store.postgres.trust import TrustTables
 __all__ = ["PostgresStore"]
 
 
-class PostgresStore(AttemptTables, SiteTables, TrainingTables, FileTables, TrustTables, LeadershipTables, Store):
-    """Jobs and their attempts, sites, federated trainings, files and logs, the trust records and
-    the leadership."""
+class PostgresStore(RetentionTables, AttemptTables, SiteTables, TrainingTables, FileTables, TrustTables,
+                    LeadershipTables, Store):
+    """Jobs and their attempts, sites, federated trainings, files and logs, the trust records, the
+    leadership, and retention."""

@@ -94,7 +94,10 @@ class AttemptTables(JobTables):
             "SELECT a.job_id, a.number, a.site, a.gpu_model, a.started_at, a.ended_at, j.tenant, j.queue, "
             + ", ".join(RESOURCE.format(r) for r in ("cpus", "memory", "gpus")) +
             " FROM attempts a JOIN jobs j ON j.id = a.job_id"
-            " WHERE a.started_at > 0 AND (a.ended_at = 0 OR a.ended_at >= %s) ORDER BY a.started_at", (since,))
+            " WHERE a.started_at > 0 AND (a.ended_at = 0 OR a.ended_at >= %s)"
+            # Those of jobs removed by retention (postgres/retention.py): one statement, so never seen twice.
+            " UNION ALL SELECT job_id, attempt, site, gpu_model, started_at, ended_at, tenant, queue, cpus, memory,"
+            " gpus FROM compacted_usage WHERE ended_at >= %s ORDER BY started_at, job_id, number", (since, since))
         return [UsageRecord(r["job_id"], r["number"], r["tenant"], r["queue"], r["site"], r["gpu_model"],
                             float(r["cpus"] or 0), float(r["memory"] or 0), float(r["gpus"] or 0),
                             r["started_at"], r["ended_at"]) for r in rows]

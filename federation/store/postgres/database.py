@@ -11,7 +11,6 @@ one snapshot (`_snapshot`).
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -36,7 +35,7 @@ class Database:
     def __init__(self, url: str, pool_size: int = 4, connect_timeout_s: float = 10.0) -> None:
         self._specs = SpecCache()
         self._term: int | None = None                  # see Store.fence
-        self._clock: Callable[[], float] = time.time
+        self._clock: Callable[[], float] | None = None   # None: the database's own (see fence)
         try:
             with psycopg.connect(url, autocommit=True, connect_timeout=max(1, int(connect_timeout_s))) as conn:
                 create(conn)
@@ -54,10 +53,11 @@ class Database:
             yield conn
 
     def _check_term(self, conn: Conn) -> None:
-        row = conn.execute("SELECT term, expires_at FROM leadership WHERE id=1 FOR SHARE").fetchone()
+        row = conn.execute("SELECT term, expires_at, extract(epoch from clock_timestamp()) AS now"
+                           " FROM leadership WHERE id=1 FOR SHARE").fetchone()
         if row is None or row["term"] != self._term:
             raise Deposed(f"this replica led in term {self._term}, and another term has begun: it may not write")
-        if row["expires_at"] <= self._clock():
+        if row["expires_at"] <= (self._clock() if self._clock else float(row["now"])):
             raise Deposed(f"this replica's lease on term {self._term} ran out: it may not write until it leads again")
 
     @contextmanager

@@ -1,7 +1,6 @@
 """Which replica leads, and the fence that keeps a deposed one from writing (`Store.fence`)."""
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -34,8 +33,17 @@ class LeadershipTables(Database):
         with self._pool.connection() as db:
             return _row(db)
 
-    def fence(self, term: int | None, clock: Callable[[], float] = time.time) -> None:
+    def newest_heartbeat(self) -> float:
+        (row,) = self._read("SELECT MAX(last_heartbeat) AS newest FROM sites WHERE NOT autonomous")
+        return float(row["newest"] or 0.0)
+
+    def clock(self) -> float:
+        (row,) = self._read("SELECT extract(epoch from clock_timestamp()) AS now")
+        return float(row["now"])
+
+    def fence(self, term: int | None, clock: Callable[[], float] | None = None) -> None:
         # Nothing cached to drop: sites are read afresh, and a stored job spec never changes.
+        # Without a clock, the lease is judged by the database's, in the same statement.
         self._term, self._clock = term, clock
 
 

@@ -10,6 +10,8 @@ from typing import Any
 
 import psycopg
 
+from federation.store.retention import TERMINAL_SQL
+
 # pg_advisory_xact_lock keys (one bigint each); see database.py for the per-log keys.
 SCHEMA_LOCK = 0x6665_6463_746C_0001
 AUDIT_LOCK = 0x6665_6463_746C_0002
@@ -162,6 +164,33 @@ CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS compacted_jobs (   -- jobs removed by retention: their final state, for dependants
+    id TEXT COLLATE "C" PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    array_id TEXT COLLATE "C" NOT NULL,
+    gang_id TEXT COLLATE "C" NOT NULL,
+    state TEXT NOT NULL,
+    ended_at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS compacted_jobs_array ON compacted_jobs(array_id) WHERE array_id != '';
+CREATE TABLE IF NOT EXISTS compacted_usage (  -- the attempts that ran, of jobs removed by retention
+    job_id TEXT COLLATE "C" NOT NULL,
+    attempt BIGINT NOT NULL,
+    tenant TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    site TEXT NOT NULL,
+    gpu_model TEXT NOT NULL,
+    cpus DOUBLE PRECISION NOT NULL,
+    memory DOUBLE PRECISION NOT NULL,
+    gpus DOUBLE PRECISION NOT NULL,
+    started_at DOUBLE PRECISION NOT NULL,
+    ended_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (job_id, attempt)
+);
+CREATE INDEX IF NOT EXISTS compacted_usage_ended ON compacted_usage(ended_at);
+-- Retention (federation.store.retention): ended jobs oldest first, and a submission by its first job.
+CREATE INDEX IF NOT EXISTS jobs_ended ON jobs(updated_at, id) WHERE state IN {terminal};
+CREATE INDEX IF NOT EXISTS submissions_first ON submissions(((job_ids::jsonb) ->> 0));
 CREATE TABLE IF NOT EXISTS join_tokens (
     id TEXT PRIMARY KEY,
     secret_sha256 TEXT NOT NULL,
@@ -180,4 +209,4 @@ def create(conn: psycopg.Connection[Any]) -> None:
     EXISTS, as the SQLite store's ADDED."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-        conn.execute(SCHEMA)
+        conn.execute(SCHEMA.replace("{terminal}", TERMINAL_SQL))

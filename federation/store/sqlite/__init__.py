@@ -9,6 +9,7 @@ from federation.store.base import Store
 from federation.store.sqlite.attempts import AttemptTables
 from federation.store.sqlite.files import FileTables
 from federation.store.sqlite.leadership import LeadershipTables
+from federation.store.sqlite.retention import RetentionTables
 from federation.store.sqlite.sites import SiteTables
 from federation.store.sqlite.training import TrainingTables
 from federation.store.sqlite.trust import TrustTables
@@ -16,6 +17,7 @@ from federation.store.sqlite.trust import TrustTables
 __all__ = ["SQLiteStore"]
 
 
-class SQLiteStore(AttemptTables, SiteTables, TrainingTables, FileTables, TrustTables, LeadershipTables, Store):
-    """Jobs and their attempts, sites, federated trainings, files and logs, the trust records and
-    the leadership."""
+class SQLiteStore(RetentionTables, AttemptTables, SiteTables, TrainingTables, FileTables, TrustTables, LeadershipTables,
+                  Store):
+    """Jobs and their attempts, sites, federated trainings, files and logs, the trust records, the
+    leadership, and retention."""

@@ -93,7 +93,10 @@ class AttemptTables(JobTables):
             " json_extract(j.spec, '$.spec.resources.memory') AS memory,"
             " json_extract(j.spec, '$.spec.resources.gpus') AS gpus"
             " FROM attempts a JOIN jobs j ON j.id = a.job_id"
-            " WHERE a.started_at > 0 AND (a.ended_at = 0 OR a.ended_at >= ?) ORDER BY a.started_at", (since,))
+            " WHERE a.started_at > 0 AND (a.ended_at = 0 OR a.ended_at >= ?)"
+            # Those of jobs removed by retention (sqlite/retention.py): one statement, so never seen twice.
+            " UNION ALL SELECT job_id, attempt, site, gpu_model, started_at, ended_at, tenant, queue, cpus, memory,"
+            " gpus FROM compacted_usage WHERE ended_at >= ? ORDER BY started_at, job_id, number", (since, since))
         return [UsageRecord(r["job_id"], r["number"], r["tenant"], r["queue"], r["site"], r["gpu_model"],
                             float(r["cpus"] or 0), float(r["memory"] or 0), float(r["gpus"] or 0),
                             r["started_at"], r["ended_at"]) for r in rows]

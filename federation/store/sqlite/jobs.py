@@ -36,6 +36,7 @@ class _Submission:
     done: bool = False
     ids: list[str] = field(default_factory=list)
     error: BaseException | None = None
+    turn: threading.Event = field(default_factory=threading.Event)   # done, or its turn to commit
 
 
 class _Readers:
@@ -75,9 +76,9 @@ class JobTables(Database):
     def __init__(self, path: str | Path) -> None:
         super().__init__(path)
         self._readers = None if str(path) == ":memory:" else _Readers(str(path))
-        self._queued: list[_Submission] = []
-        self._queue = threading.Condition()
-        self._committing = False
+        self._queued: list[_Submission] = []   # submissions waiting for the next transaction
+        self._queue = threading.Lock()
+        self._committing = False                # a caller is committing a batch now
 
     def close(self) -> None:
         if self._readers is not None:
@@ -107,26 +108,35 @@ class JobTables(Database):
         mine = _Submission(jobs, request, audit, seal)
         with self._queue:
             self._queued.append(mine)
-            while self._committing and not mine.done:
-                self._queue.wait()
-            leader = not mine.done
-            self._committing = self._committing or leader
-        if leader:
-            try:
-                self._commit_queued()
-            finally:
-                with self._queue:
-                    self._committing = False
-                    self._queue.notify_all()
+            lead, self._committing = not self._committing, True
+        if not lead:
+            mine.turn.wait()   # until a batch committed it, or the last one handed this caller the turn
+        if not mine.done:
+            self._commit_queued()
         if mine.error is not None:
             raise mine.error
         return mine.ids
 
     def _commit_queued(self) -> None:
         """Every submission queued now, in one transaction; when there are several, each under its
-        own savepoint, so that one refused leaves the others stored."""
+        own savepoint, so that one refused leaves the others stored. Then the first of those queued
+        meanwhile commits the next batch."""
         with self._queue:
             batch, self._queued = self._queued, []
+        try:
+            self._commit(batch)
+        finally:
+            with self._queue:
+                for s in batch:
+                    s.done = True
+                following = self._queued[0] if self._queued else None
+                self._committing = following is not None
+            for s in batch:
+                s.turn.set()
+            if following is not None:
+                following.turn.set()
+
+    def _commit(self, batch: list[_Submission]) -> None:
         try:
             with self._tx() as db:
                 if len(batch) == 1:
@@ -137,9 +147,6 @@ class JobTables(Database):
         except BaseException as e:
             for s in batch:
                 s.error = e   # nothing of the batch was committed
-        with self._queue:
-            for s in batch:
-                s.done = True
 
     def _insert_saved(self, db: sqlite3.Connection, s: _Submission) -> None:
         db.execute("SAVEPOINT submission")
@@ -198,8 +205,10 @@ class JobTables(Database):
         for chunk in range(0, len(refs), 400):
             ids = refs[chunk:chunk + 400]
             marks = ",".join("?" * len(ids))
-            for r in self._read(f"SELECT id, array_id, state FROM jobs WHERE id IN ({marks}) OR array_id IN ({marks})",
-                                (*ids, *ids)):
+            # With the final states of jobs removed by retention (sqlite/retention.py), in one statement.
+            for r in self._read(f"SELECT id, array_id, state FROM jobs WHERE id IN ({marks}) OR array_id IN ({marks})"
+                                f" UNION SELECT id, array_id, state FROM compacted_jobs WHERE id IN ({marks})"
+                                f" OR array_id IN ({marks})", (*ids, *ids, *ids, *ids)):
                 out[r["id"] if r["id"] in out else r["array_id"]].append(r["state"])
         return out
 

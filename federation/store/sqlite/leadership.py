@@ -36,8 +36,13 @@ class LeadershipTables(Database):
         with self._lock:
             return _row(self._db)
 
-    def fence(self, term: int | None, clock: Callable[[], float] = time.time) -> None:
-        self._term, self._clock = term, clock
+    def newest_heartbeat(self) -> float:
+        with self._lock:
+            row = self._db.execute("SELECT MAX(last_heartbeat) AS newest FROM sites WHERE autonomous=0").fetchone()
+        return float(row["newest"] or 0.0)
+
+    def fence(self, term: int | None, clock: Callable[[], float] | None = None) -> None:
+        self._term, self._clock = term, clock or time.time
         self._sites = None   # another writer led before this term: what this process cached may be stale
 
 

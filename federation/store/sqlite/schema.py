@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from federation.store.retention import TERMINAL_SQL
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -136,6 +138,30 @@ CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS compacted_jobs (   -- jobs removed by retention: their final state, for dependants
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    array_id TEXT NOT NULL,
+    gang_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    ended_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS compacted_jobs_array ON compacted_jobs(array_id) WHERE array_id != '';
+CREATE TABLE IF NOT EXISTS compacted_usage (  -- the attempts that ran, of jobs removed by retention
+    job_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    tenant TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    site TEXT NOT NULL,
+    gpu_model TEXT NOT NULL,
+    cpus REAL NOT NULL,
+    memory REAL NOT NULL,
+    gpus REAL NOT NULL,
+    started_at REAL NOT NULL,
+    ended_at REAL NOT NULL,
+    PRIMARY KEY (job_id, attempt)
+);
+CREATE INDEX IF NOT EXISTS compacted_usage_ended ON compacted_usage(ended_at);
 CREATE TABLE IF NOT EXISTS join_tokens (
     id TEXT PRIMARY KEY,
     secret_sha256 TEXT NOT NULL,
@@ -166,3 +192,6 @@ def create_or_upgrade(db: sqlite3.Connection) -> None:
             db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
     db.execute("CREATE INDEX IF NOT EXISTS jobs_array ON jobs(array_id) WHERE array_id != ''")
     db.execute("CREATE INDEX IF NOT EXISTS jobs_gang ON jobs(gang_id) WHERE gang_id != ''")
+    # Retention (federation.store.retention): ended jobs oldest first, and a submission by its first job.
+    db.execute(f"CREATE INDEX IF NOT EXISTS jobs_ended ON jobs(updated_at, id) WHERE state IN {TERMINAL_SQL}")
+    db.execute("CREATE INDEX IF NOT EXISTS submissions_first ON submissions(json_extract(job_ids, '$[0]'))")
