@@ -47,10 +47,14 @@ class Database:
 
     @contextmanager
     def _tx(self) -> Iterator[Conn]:
-        with self._pool.connection() as conn, conn.transaction():
-            if self._term is not None:
-                self._check_term(conn)
-            yield conn
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                if self._term is not None:
+                    self._check_term(conn)
+                yield conn
+        except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as e:
+            # Rolled back whole: the caller may try again (submissions are idempotent by request id).
+            raise Unavailable(f"the store was busy ({type(e).__name__}); nothing was written: retry") from None
 
     def _check_term(self, conn: Conn) -> None:
         row = conn.execute("SELECT term, expires_at, extract(epoch from clock_timestamp()) AS now"

@@ -6,6 +6,7 @@ set of row decoders (federation.store.sqlite.rows) serves both.
 """
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import psycopg
@@ -206,7 +207,23 @@ CREATE TABLE IF NOT EXISTS join_tokens (
 def create(conn: psycopg.Connection[Any]) -> None:
     """Create the tables a database lacks. Replicas starting together take turns (CREATE ... IF NOT
     EXISTS alone races). Columns added in later releases go here as ALTER TABLE ... ADD COLUMN IF NOT
-    EXISTS, as the SQLite store's ADDED."""
+    EXISTS, as the SQLite store's ADDED. A database already at this schema is left alone: CREATE
+    INDEX IF NOT EXISTS locks its table before it looks, and would deadlock with a live leader's
+    writes when a replica starts beside it."""
+    ddl = SCHEMA.replace("{terminal}", TERMINAL_SQL)
+    version = hashlib.sha256(ddl.encode()).hexdigest()
+    if _version(conn) == version:
+        return
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-        conn.execute(SCHEMA.replace("{terminal}", TERMINAL_SQL))
+        conn.execute(ddl)
+        conn.execute("INSERT INTO meta (key, value) VALUES ('schema', %s)"
+                     " ON CONFLICT (key) DO UPDATE SET value=excluded.value", (version,))
+
+
+def _version(conn: psycopg.Connection[Any]) -> str:
+    present = conn.execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()
+    if not present or present[0] is not True:
+        return ""
+    row = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+    return str(row[0]) if row else ""
