@@ -1,7 +1,7 @@
 """Load: many submissions through the SDK against one federation process with several sites,
 and the same kind of trivial job submitted to a local Ray Jobs API directly, in one run.
 
-    python -m bench.load [--jobs 10000] [--threads 8] [--ray-jobs N]
+    python -m bench.load [--jobs 10000] [--threads 8] [--ray-jobs N (0: none)] [--profile OUT.svg]
 
 The federation is a real `fedctl server start` process (mutual TLS, SQLite file, scheduling
 loop). Its sites are played in this process by raw Connect streams that report each assignment
@@ -10,31 +10,30 @@ Ray. Every job must end succeeded exactly once: the run fails if one is lost or 
 The Ray baseline submits as many `true` jobs (unless `--ray-jobs` says otherwise) from as many
 threads to a private Ray head's Jobs API, with its token; they ask for a resource no node has,
 so Ray stores them and never starts them: both sides measure submission alone.
+
+Beside each side's rate: its p50 and p99 submit latency (SDK call to acknowledgement; the
+federation acknowledges a submission once it is committed), and the federation process's CPU
+time per submission while they were made (its scheduler and the sites' reports included).
+`--profile` samples that process with py-spy during the submissions.
 """
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import queue
 import sqlite3
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from bench.common import SPEC, WARMUP, bench_policy, cpu_seconds, profiled, summary, timed_submits
 from federation.jobs import JobState
 from federation.local import LocalFederation
-from federation.spec import job_from_dict
 from federation.transport import open_channel
 from federation.v1 import federation_pb2 as pb
 from federation.v1 import federation_pb2_grpc as pb_grpc
 
-SPEC = job_from_dict({"metadata": {"name": "load", "tenant": "load"},
-                      "spec": {"entrypoint": "true", "resources": {"cpus": 0.01}}})
-WARMUP = job_from_dict({"metadata": {"name": "warmup", "tenant": "warmup"},
-                        "spec": {"entrypoint": "true", "resources": {"cpus": 0.01}}})
 SITES = ("site-a", "site-b", "site-c")
 
 
@@ -80,55 +79,21 @@ class PlayedSite:
         self.channel.close()
 
 
-def timed_submits(n: int, threads: int, submit, cap_s: float = float("inf")) -> dict:
-    """n calls of `submit(i)` from `threads` threads; calls not begun within `cap_s` are not made.
-    rate: calls a second; latencies; results (None where not made); done_at: when each call
-    ended, in order, from the start."""
-    latencies: list[float] = []
-    done_at: list[float] = []
-    results: list = [None] * n
-    start = time.perf_counter()
-
-    def one(i: int) -> None:
-        t = time.perf_counter()
-        if t - start < cap_s:
-            results[i] = submit(i)
-            end = time.perf_counter()
-            latencies.append(end - t)
-            done_at.append(end - start)
-
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(one, range(n)))
-    return {"rate": len(latencies) / (time.perf_counter() - start), "latencies": latencies, "results": results,
-            "done_at": sorted(done_at)}
-
-
-def window_rates(done_at: list[float], size: int = 1000) -> list[float]:
-    """Calls a second in each successive window of `size` calls."""
-    edges = [0.0] + done_at[size - 1::size]
-    return [size / (b - a) for a, b in itertools.pairwise(edges) if b > a]
-
-
-def summary(run: dict) -> dict:
-    return {"rate": run["rate"], "p50": pct(run["latencies"], 0.5), "p99": pct(run["latencies"], 0.99),
-            "done": len(run["latencies"]), "windows": window_rates(run["done_at"])}
-
-
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(q * len(s)))] * 1000
-
-
-def federation_load(work: Path, jobs: int, threads: int) -> dict:
+def federation_load(work: Path, jobs: int, threads: int, profile: Path | None = None) -> dict:
     specs = {name: {"location": {"jurisdiction": "DE", "region": name}} for name in SITES}
-    fed = LocalFederation(work=work, sites=specs, port_bases={}, scheduler_interval_s=0.2)
+    fed = LocalFederation(work=work, sites=specs, port_bases={}, scheduler_interval_s=0.2,
+                          policy=bench_policy(work, pending=max(10_000, jobs)))
     fed.start_server()
+    assert fed.server is not None
     sites = [PlayedSite(fed, name) for name in SITES]
     clients = [fed.client(timeout=60) for _ in range(threads)]
     try:
         for _ in range(50):   # warm up, as another tenant
             clients[0].submit(WARMUP)
-        run = timed_submits(jobs, threads, lambda i: clients[i % threads].submit(SPEC).id)
+        cpu = cpu_seconds(fed.server.pid)
+        with profiled(fed.server.pid, profile):
+            run = timed_submits(jobs, threads, lambda i: clients[i % threads].submit(SPEC).id)
+        run["cpu_ms"] = (cpu_seconds(fed.server.pid) - cpu) / jobs * 1000
         submitted = run["results"]
         unfinished = [s.value for s in JobState if not s.terminal]
         deadline = time.monotonic() + 600
@@ -146,7 +111,8 @@ def federation_load(work: Path, jobs: int, threads: int) -> dict:
     attempts = dict(db.execute("SELECT job_id, COUNT(*) FROM attempts GROUP BY job_id").fetchall())
     db.close()
     ids = {job_id for job_id, _ in stored}
-    return {**summary(run), "lost": len(set(submitted) - ids), "duplicated": len(stored) - len(set(submitted) & ids),
+    return {**summary(run), "cpu_ms": run["cpu_ms"], "lost": len(set(submitted) - ids),
+            "duplicated": len(stored) - len(set(submitted) & ids),
             "unfinished": sum(1 for _, state in stored if state != "succeeded"),
             "ran_twice": sum(1 for job_id in ids if attempts.get(job_id, 0) != 1)}
 
@@ -178,25 +144,40 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--jobs", type=int, default=10_000)
     p.add_argument("--threads", type=int, default=8, help="concurrent SDK callers")
-    p.add_argument("--ray-jobs", type=int, default=10_000, help="jobs submitted to Ray directly (default: the same)")
+    p.add_argument("--ray-jobs", type=int, default=None,
+                   help="jobs submitted to Ray directly (default: the same; 0: no Ray baseline)")
     p.add_argument("--ray-cap", type=float, default=300.0,
                    help="stop submitting to Ray after this many seconds (it slows as its queue grows)")
+    p.add_argument("--profile", type=Path, help="py-spy the federation during the submissions into this file "
+                                                  "(.svg: a flame graph; else raw stacks)")
     args = p.parse_args()
+    ray_jobs = args.jobs if args.ray_jobs is None else args.ray_jobs
     with tempfile.TemporaryDirectory(prefix="fload-", dir="/tmp") as tmp:
-        fed = federation_load(Path(tmp) / "fed", args.jobs, args.threads)
-        ray = ray_load(Path(tmp), args.ray_jobs, args.threads, args.ray_cap)
+        fed = federation_load(Path(tmp) / "fed", args.jobs, args.threads, args.profile)
+        ray = ray_load(Path(tmp), ray_jobs, args.threads, args.ray_cap) if ray_jobs else None
+    report(fed, ray, ray_jobs, args)
+
+
+def report(fed: dict, ray: dict | None, ray_jobs: int, args: argparse.Namespace) -> None:
     print(f"{'target':<22} {'jobs':>6} {'submits/s':>10} {'p50 ms':>8} {'p99 ms':>8}  submits/s per 1,000 in turn")
     for name, r in (("federation (3 sites)", fed), ("Ray Jobs API direct", ray)):
-        print(f"{name:<22} {r['done']:>6} {r['rate']:>10.0f} {r['p50']:>8.1f} {r['p99']:>8.1f}  "
-              + " ".join(f"{w:.0f}" for w in r["windows"]))
-    if ray["done"] < args.ray_jobs:
-        print(f"Ray: stopped after {args.ray_cap:g}s with {ray['done']} of {args.ray_jobs} submitted")
-    print(f"federation/Ray: submits/s x{fed['rate'] / ray['rate']:.2f}, p50 x{fed['p50'] / ray['p50']:.2f}; "
-          f"federation vs the 500/s target: x{fed['rate'] / 500:.2f}")
+        if r is not None:
+            print(f"{name:<22} {r['done']:>6} {r['rate']:>10.0f} {r['p50']:>8.1f} {r['p99']:>8.1f}  "
+                  + " ".join(f"{w:.0f}" for w in r["windows"]))
+    print(f"{args.threads} SDK threads; federation process CPU {fed['cpu_ms']:.2f} ms per submission "
+          f"(scheduler and site reports included)")
+    if ray is not None:
+        if ray["done"] < ray_jobs:
+            print(f"Ray: stopped after {args.ray_cap:g}s with {ray['done']} of {ray_jobs} submitted")
+        print(f"federation/Ray: submits/s x{fed['rate'] / ray['rate']:.2f}, p50 x{fed['p50'] / ray['p50']:.2f}, "
+              f"p99 x{fed['p99'] / ray['p99']:.2f}")
+    print(f"federation vs targets: x{fed['rate'] / 500:.2f} Slurm's documented 500/s, "
+          f"x{fed['rate'] / 1000:.2f} the 1,000/s goal")
     print(f"lost {fed['lost']}, duplicated {fed['duplicated']}, not succeeded {fed['unfinished']}, "
           f"with more than one attempt {fed['ran_twice']}")
     if fed["lost"] or fed["duplicated"] or fed["unfinished"] or fed["ran_twice"]:
         raise SystemExit("FAILED: every job must end succeeded exactly once")
+
 
 if __name__ == "__main__":
     main()

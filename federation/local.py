@@ -171,6 +171,20 @@ class LocalFederation:
             fedctl("server", "start", "--config", str(self.work / "witness.yaml")), stdout=log,
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env)
 
+    def start_replica(self, name: str, address: str, database: str = "") -> subprocess.Popen:
+        """Another `fedctl server` over this federation's store (or the PostgreSQL `database`, with
+        an audit key of its own in the work folder), listening at `address`; logs to NAME.log."""
+        data = yaml.safe_load(self.config.read_text())
+        data["metadata"]["name"] = name
+        data["spec"]["listen"] = address
+        if database:
+            data["spec"].update(database=database, audit={"key": str(self.work / "audit.pem")})
+        path = self.work / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(data))
+        log = open(self.work / f"{name}.log", "ab")  # noqa: SIM115  # the child process keeps it open
+        return subprocess.Popen(fedctl("server", "start", "--config", str(path)), stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env)
+
     def stop_server(self, sig: int = signal.SIGTERM) -> None:
         assert self.server is not None, "the federation was not started"
         self.server.send_signal(sig)

@@ -33,8 +33,9 @@ ALWAYS_SERVED = frozenset({"/federation.v1.SiteService/Leader"})
 
 def lease_for(site_timeout_s: float) -> float:
     """The leadership lease: short beside the sites' lease, so that a site that asks when its
-    own lease is two thirds gone hears that a dead leader no longer leads."""
-    return min(10.0, site_timeout_s / 4)
+    own lease is two thirds gone hears that a dead leader no longer leads; and a few seconds at
+    most, since a replica takes over once it lapses."""
+    return min(4.0, site_timeout_s / 4)
 
 
 class Elector:

@@ -75,8 +75,9 @@ def _signer(body: FederationBody) -> Signer:
         raise ConfigError(f"spec.audit.key: {path}: not an EC private key in PEM") from None
 
 
-def start_server(config: FederationConfig, *, max_workers: int = 64) -> RunningServer:
+def start_server(config: FederationConfig) -> RunningServer:
     body = config.spec
+    max_workers = body.threads
     policy = load_policy(body.policy)
     store = open_store(body.database) if body.database else SQLiteStore(body.store)
     try:

@@ -130,11 +130,11 @@ class Cycle:
     def _apply(self, result: policies.ScheduleResult, observed: Observed) -> None:
         """Write the plan: placements, then preemptions, then why the rest wait."""
         core, now = self.core, observed.now
-        changed = False
+        changed: set[str] = set()   # sites whose desired sets changed
         for d in result.decisions:
             if core.store.place_job(d.job_id, d.site, placed_explanation(d, observed), now, d.binding,
                                     d.gpu_model) is not None:
-                changed = True
+                changed.add(d.site)
                 core.record("scheduler", "job.place", d.job_id, site=d.site, reasons=list(d.reasons),
                             policy=f"{core.policy.metadata.name}@{core.policy.metadata.version}",
                             gpus=[(s.node, list(s.gpus), s.milli) for s in d.binding])
@@ -146,7 +146,7 @@ class Cycle:
                 core.record("scheduler", "job.preempt", p.job_id, attempt=p.attempt, site=p.site, for_job=p.for_job,
                             reason=p.reason)
                 waiting_on.setdefault(p.for_job, []).append(f"{p.job_id} on {p.site}")
-                changed = True  # the site's desired set changed
+                changed.add(p.site)
         for u in result.unplaced:
             summary = unplaced_summary(u, observed.pending[u.job_id].explanation, result, waiting_on)
             if summary is not None:
@@ -154,4 +154,4 @@ class Cycle:
                                  for v in policies.verdicts(u, observed.views[u.job_id], observed.snapshot))
                 core.store.explain_job(u.job_id, Explanation(summary, now, verdicts))
         if changed:
-            core.changes.bump()
+            core.changes.bump(sites=changed)

@@ -110,7 +110,7 @@ class SiteServicer(pb_grpc.SiteServiceServicer):
             _still_trusted(self.control, who)
             if not self.leading():
                 raise Unavailable("this replica no longer leads the federation: connect again")
-            generation = changes.assignments
+            generation = changes.assignments(site)
             desired = self.control.sites.desired(site)
             keys = [(job.id, attempt.number) for attempt, job in desired]
             now = time.monotonic()
@@ -122,7 +122,7 @@ class SiteServicer(pb_grpc.SiteServiceServicer):
                 sent, sent_at = keys, now
                 if any(a.submission_id not in described for a, _ in undescribed):
                     continue   # specs left for the next message: send it at once
-            changes.wait_assignments(generation, RESEND_S)
+            changes.wait_assignments(site, generation, RESEND_S)
         if not errors.empty():
             raise errors.get()
 

@@ -53,7 +53,7 @@ class Replication(Strict):
                                                             "(default: listen)")
     lease_s: float | None = Field(default=None, gt=0, le=60,
                                   description="the leadership lease; default: a quarter of site_timeout_s, "
-                                              "at most 10 s")
+                                              "at most 4 s")
 
 
 class FederationBody(Strict):
@@ -72,6 +72,9 @@ class FederationBody(Strict):
     heartbeat_interval_s: float = Field(default=2.0, gt=0)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     replication: Replication = Field(default_factory=Replication)
+    threads: int = Field(default=256, ge=16, le=8192,
+                         description="the gRPC server's threads: each connected site's Connect stream holds one "
+                                     "and users' open streams at most half; give it twice the sites, and more")
 
     @field_validator("insecure")
     @classmethod

@@ -56,15 +56,21 @@ class SiteTables(Database):
 
     def heartbeat(self, name: str, capacity: Capacity | None, now: float,
                   inventory: Inventory | None = None) -> SiteRecord:
-        with self._tx() as db:
-            self._sites = None
-            if inventory is not None:
-                db.execute("UPDATE sites SET inventory=? WHERE name=?", (inventory_to_json(inventory), name))
-            if capacity is None:
-                n = db.execute("UPDATE sites SET last_heartbeat=? WHERE name=?", (now, name)).rowcount
-            else:
-                n = db.execute("UPDATE sites SET last_heartbeat=?, cpus=?, memory=?, gpus=? WHERE name=?",
-                               (now, capacity.cpus, capacity.memory, capacity.gpus, name)).rowcount
-            if n == 0:
-                raise NotFound(f"site {name} is not registered")
-            return site_from_row(db.execute("SELECT * FROM sites WHERE name=?", (name,)).fetchone())
+        """Once committed, the cached list gets the site's new record in place of its old one, rather
+        than being read again whole: every site heartbeats every few seconds."""
+        with self._lock:   # held past the commit: no other write comes between it and the cache
+            cached, term, self._sites = self._sites, self._term, None
+            with self._tx() as db:
+                if inventory is not None:
+                    db.execute("UPDATE sites SET inventory=? WHERE name=?", (inventory_to_json(inventory), name))
+                if capacity is None:
+                    n = db.execute("UPDATE sites SET last_heartbeat=? WHERE name=?", (now, name)).rowcount
+                else:
+                    n = db.execute("UPDATE sites SET last_heartbeat=?, cpus=?, memory=?, gpus=? WHERE name=?",
+                                   (now, capacity.cpus, capacity.memory, capacity.gpus, name)).rowcount
+                if n == 0:
+                    raise NotFound(f"site {name} is not registered")
+                site = site_from_row(db.execute("SELECT * FROM sites WHERE name=?", (name,)).fetchone())
+            if cached is not None and self._sites is None and self._term == term:   # not fenced meanwhile
+                self._sites = [site if s.name == name else s for s in cached]
+            return site
