@@ -198,3 +198,33 @@ class Job:
     def with_state(self, state: JobState, **changes) -> Job:
         check_job(self.id, self.state, state)
         return replace(self, state=state, **changes)
+
+
+def after_report(job: Job, attempt: Attempt, state: AttemptState, message: str, now: float,
+                 jitter: float) -> Job | None:
+    """The job as its site's report that `attempt` is now `state` leaves it (`job` read after the
+    attempt's row was written): retried by its policy, or ended; None when its state stays."""
+    retry = None if job.state.terminal else retry_delay(job, attempt.number, state, jitter)
+    new_state = job_state_after(job.state, state, retried=retry is not None)
+    if new_state is None or new_state is job.state:
+        return None
+    vetoed = job.vetoed_by | {attempt.site} if state is AttemptState.REJECTED else job.vetoed_by
+    site = "" if new_state is JobState.PENDING else job.site
+    text = attempt_message(state, attempt.site, message)
+    if retry is not None:
+        text = f"retry {retry[1]} of {job.spec.spec.retry.limit} in {retry[0]:.1f}s: attempt {attempt.number} {text}"
+    return job.with_state(new_state, site=site, vetoed_by=vetoed, updated_at=now, message=text,
+                          not_before=now + retry[0] if retry is not None else job.not_before)
+
+
+def attempt_message(state: AttemptState, site: str, detail: str) -> str:
+    text = {
+        AttemptState.RUNNING: f"running on {site}",
+        AttemptState.SUCCEEDED: f"succeeded on {site}",
+        AttemptState.FAILED: f"failed on {site}",
+        AttemptState.STOPPED: f"stopped on {site}",
+        AttemptState.REJECTED: f"refused by {site}",
+        AttemptState.PREEMPTED: f"requeued: preempted on {site}",
+        AttemptState.LOST: f"lost on {site}",
+    }[state]
+    return f"{text}: {detail}" if detail else text

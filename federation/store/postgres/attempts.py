@@ -13,13 +13,12 @@ from federation.jobs import (
     Explanation,
     Job,
     JobState,
+    after_report,
     check_attempt,
-    job_state_after,
-    retry_delay,
 )
 from federation.queues import UsageRecord
 from federation.store.postgres.jobs import JobTables
-from federation.store.sqlite.attempts import LIVE, _job_message
+from federation.store.sqlite.attempts import LIVE
 from federation.store.sqlite.rows import attempt_from_row, job_from_row
 from policies.gpus import Binding
 
@@ -62,20 +61,10 @@ class AttemptTables(JobTables):
             ended = 0.0 if state.live else now
             db.execute("UPDATE attempts SET state=%s, message=%s, started_at=%s, ended_at=%s"
                        " WHERE job_id=%s AND number=%s", (state.value, message[:2000], started, ended, job_id, number))
-            job = self._load(db, job_id)
-            retry = None if job.state.terminal else retry_delay(
-                job, number, state, random.random() if jitter is None else jitter)
-            new_state = job_state_after(job.state, state, retried=retry is not None)
-            if new_state is not None and new_state is not job.state:
-                vetoed = job.vetoed_by | {attempt.site} if state is AttemptState.REJECTED else job.vetoed_by
-                site = "" if new_state is JobState.PENDING else job.site
-                text = _job_message(state, attempt.site, message)
-                if retry is not None:
-                    text = (f"retry {retry[1]} of {job.spec.spec.retry.limit} in {retry[0]:.1f}s: "
-                            f"attempt {number} {text}")
-                job = job.with_state(new_state, site=site, vetoed_by=vetoed, updated_at=now, message=text,
-                                     not_before=now + retry[0] if retry is not None else job.not_before)
-                self._save(db, job)
+            changed = after_report(self._load(db, job_id), attempt, state, message, now,
+                                   random.random() if jitter is None else jitter)
+            if changed is not None:
+                self._save(db, changed)
             return self._load(db, job_id)
 
     def request_stop(self, job_id: str, number: int, reason: str, now: float) -> bool:

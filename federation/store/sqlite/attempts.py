@@ -12,9 +12,8 @@ from federation.jobs import (
     Explanation,
     Job,
     JobState,
+    after_report,
     check_attempt,
-    job_state_after,
-    retry_delay,
 )
 from federation.queues import UsageRecord
 from federation.store.sqlite.jobs import JobTables
@@ -58,20 +57,10 @@ class AttemptTables(JobTables):
             ended = 0.0 if state.live else now
             db.execute("UPDATE attempts SET state=?, message=?, started_at=?, ended_at=? WHERE job_id=? AND number=?",
                        (state.value, message[:2000], started, ended, job_id, number))
-            job = self._load(db, job_id)
-            retry = None if job.state.terminal else retry_delay(
-                job, number, state, random.random() if jitter is None else jitter)
-            new_state = job_state_after(job.state, state, retried=retry is not None)
-            if new_state is not None and new_state is not job.state:
-                vetoed = job.vetoed_by | {attempt.site} if state is AttemptState.REJECTED else job.vetoed_by
-                site = "" if new_state is JobState.PENDING else job.site
-                text = _job_message(state, attempt.site, message)
-                if retry is not None:
-                    text = (f"retry {retry[1]} of {job.spec.spec.retry.limit} in {retry[0]:.1f}s: "
-                            f"attempt {number} {text}")
-                job = job.with_state(new_state, site=site, vetoed_by=vetoed, updated_at=now, message=text,
-                                     not_before=now + retry[0] if retry is not None else job.not_before)
-                self._save(db, job)
+            changed = after_report(self._load(db, job_id), attempt, state, message, now,
+                                   random.random() if jitter is None else jitter)
+            if changed is not None:
+                self._save(db, changed)
             return self._load(db, job_id)
 
     def request_stop(self, job_id: str, number: int, reason: str, now: float) -> bool:
@@ -118,16 +107,3 @@ class AttemptTables(JobTables):
             attempts = [attempt_from_row(r) for r in rows]
             by_id = {j.id: j for j in self._jobs_by_id({a.job_id for a in attempts})}
         return [(a, by_id[a.job_id]) for a in attempts]
-
-
-def _job_message(state: AttemptState, site: str, detail: str) -> str:
-    text = {
-        AttemptState.RUNNING: f"running on {site}",
-        AttemptState.SUCCEEDED: f"succeeded on {site}",
-        AttemptState.FAILED: f"failed on {site}",
-        AttemptState.STOPPED: f"stopped on {site}",
-        AttemptState.REJECTED: f"refused by {site}",
-        AttemptState.PREEMPTED: f"requeued: preempted on {site}",
-        AttemptState.LOST: f"lost on {site}",
-    }[state]
-    return f"{text}: {detail}" if detail else text
