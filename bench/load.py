@@ -21,11 +21,15 @@ from __future__ import annotations
 import argparse
 import os
 import queue
+import shutil
 import sqlite3
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+import psycopg
+import yaml
 
 from bench.common import SPEC, WARMUP, bench_policy, cpu_seconds, profiled, summary, timed_submits
 from federation.jobs import JobState
@@ -79,10 +83,15 @@ class PlayedSite:
         self.channel.close()
 
 
-def federation_load(work: Path, jobs: int, threads: int, profile: Path | None = None) -> dict:
+def federation_load(work: Path, jobs: int, threads: int, profile: Path | None = None, database: str = "") -> dict:
+    """With `database` (a PostgreSQL URL), the federation's store is there instead of a SQLite file."""
     specs = {name: {"location": {"jurisdiction": "DE", "region": name}} for name in SITES}
     fed = LocalFederation(work=work, sites=specs, port_bases={}, scheduler_interval_s=0.2,
                           policy=bench_policy(work, pending=max(10_000, jobs)))
+    if database:
+        config = yaml.safe_load(fed.config.read_text())
+        config["spec"].update(database=database, audit={"key": str(work / "audit.pem")})
+        fed.config.write_text(yaml.safe_dump(config))
     fed.start_server()
     assert fed.server is not None
     sites = [PlayedSite(fed, name) for name in SITES]
@@ -106,7 +115,7 @@ def federation_load(work: Path, jobs: int, threads: int, profile: Path | None = 
             s.close()
         fed.shutdown()
     # Counted in the store itself, after the federation stopped: nothing can hide there.
-    db = sqlite3.connect(work / "federation.db")
+    db = psycopg.connect(database) if database else sqlite3.connect(work / "federation.db")
     stored = db.execute("SELECT id, state FROM jobs WHERE tenant='load'").fetchall()
     attempts = dict(db.execute("SELECT job_id, COUNT(*) FROM attempts GROUP BY job_id").fetchall())
     db.close()
@@ -150,12 +159,41 @@ def main() -> None:
                    help="stop submitting to Ray after this many seconds (it slows as its queue grows)")
     p.add_argument("--profile", type=Path, help="py-spy the federation during the submissions into this file "
                                                   "(.svg: a flame graph; else raw stacks)")
+    p.add_argument("--postgres", action="store_true",
+                   help="also with the store on PostgreSQL (a real server from the OS packages), in the same run")
     args = p.parse_args()
     ray_jobs = args.jobs if args.ray_jobs is None else args.ray_jobs
     with tempfile.TemporaryDirectory(prefix="fload-", dir="/tmp") as tmp:
         fed = federation_load(Path(tmp) / "fed", args.jobs, args.threads, args.profile)
+        pg = postgres_load(Path(tmp) / "pg", args.jobs, args.threads) if args.postgres else None
         ray = ray_load(Path(tmp), ray_jobs, args.threads, args.ray_cap) if ray_jobs else None
     report(fed, ray, ray_jobs, args)
+    if pg is not None:
+        report_postgres(pg, fed)
+
+
+def postgres_load(work: Path, jobs: int, threads: int) -> dict:
+    from tests.postgres import MISSING, PostgresServer, binaries
+    bin_dir = binaries()
+    if bin_dir is None:
+        raise SystemExit(MISSING)
+    work.mkdir(parents=True)
+    server = PostgresServer(bin_dir, Path(tempfile.mkdtemp(prefix="fedctl-pg-")))
+    server.start()
+    try:
+        return federation_load(work, jobs, threads, database=server.database())
+    finally:
+        server.stop()
+        shutil.rmtree(server.root, ignore_errors=True)
+
+
+def report_postgres(pg: dict, sqlite: dict) -> None:
+    print(f"{'federation, PostgreSQL':<22} {pg['done']:>6} {pg['rate']:>10.0f} {pg['p50']:>8.1f} {pg['p99']:>8.1f}  "
+          + " ".join(f"{w:.0f}" for w in pg["windows"]))
+    print(f"PostgreSQL/SQLite: submits/s x{pg['rate'] / sqlite['rate']:.2f}, p99 x{pg['p99'] / sqlite['p99']:.2f}; "
+          f"lost {pg['lost']}, duplicated {pg['duplicated']}, not succeeded {pg['unfinished']}")
+    if pg["lost"] or pg["duplicated"] or pg["unfinished"] or pg["ran_twice"]:
+        raise SystemExit("FAILED: every job must end succeeded exactly once")
 
 
 def report(fed: dict, ray: dict | None, ray_jobs: int, args: argparse.Namespace) -> None:
