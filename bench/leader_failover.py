@@ -79,6 +79,7 @@ def trial(work: Path, database: str, replicas: int) -> float:
         return wait(first_after, 120, "a placement after the kill") - killed_at
     finally:
         done.set()
+        submitter.join(timeout=130)   # its last call ends (or times out) before its client closes
         for s in sites:
             s.done.set()
         client.close()
