@@ -98,6 +98,9 @@ def test_a_deposed_leader_ends_its_site_streams_and_writes_nothing(replicas):
     assert stream.next_assignments() == []
     a.elector._stop.set()   # a stalls: it stops renewing, as a process paused or cut off from its store
     wait_for(lambda: b.elector.leading, 5, "b to take the lapsed lease")
+    with pytest.raises(Deposed, match="another term"):
+        a.control.store.add_job(Job(id="j-stalled", spec=make_spec("by-a"), created_at=1.0, updated_at=1.0))
+    a.elector.step()        # a resumes, and sees b hold the lease
     with pytest.raises(grpc.RpcError) as ended:
         while True:
             stream.next_assignments()
@@ -127,4 +130,28 @@ def test_a_witness_tells_sites_whether_anybody_leads(tmp_path):
         assert stranger.answered == 0, "a site's certificate asks only for itself"
     finally:
         w.stop(grace=0)
+        a.stop(grace=0)
+
+
+def test_a_lease_that_lapses_under_load_writes_nothing_until_retaken_but_keeps_its_sites(tmp_path):
+    a = start(tmp_path, site_timeout_s=LEASE_S)
+    try:
+        stub, channel = site_stub(a)
+        register(stub)
+        stream = AgentStream(stub, "eu-west")
+        assert stream.next_assignments() == []
+        a.elector._stop.set()   # starved: no renewal
+        store = a.control.store
+        wait_for(lambda: not store.leadership().live(store.clock()), 5, "the lease to lapse")
+        with pytest.raises(Deposed, match="ran out"):
+            store.add_job(Job(id="j-lapsed", spec=make_spec("lapsed"), created_at=1.0, updated_at=1.0))
+        assert a.elector.leading, "no other replica took it: the sites' streams stay"
+        a.elector.step()        # the renewal that was late: a new term, leases counted from it
+        assert a.elector.term == 2 and a.control.core.started_at >= a.elector.last.since
+        with admin_client(a) as admin:
+            job = admin.submit(make_spec("after-the-lapse"))
+        assert [a_.job_id for a_ in stream.next_assignments()] in ([], [job.id])
+        stream.close()
+        channel.close()
+    finally:
         a.stop(grace=0)
