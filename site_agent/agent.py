@@ -92,7 +92,8 @@ class SiteAgent:
             except FederationError as e:
                 if not self._stop.is_set():
                     log.warning("federation at %s: %s; retrying", self.address, e.message)
-                    self._follow(witness.ask(self.addresses, self.channel_factory, self.name, 2.0).leader)
+                    if len(self.addresses) > 1:   # with one address there is nobody else to follow
+                        self._follow(witness.ask(self.addresses, self.channel_factory, self.name, 2.0).leader)
             finally:
                 session_over.set()
                 channel.close()
