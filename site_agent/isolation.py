@@ -9,6 +9,7 @@ import errno
 import logging
 import os
 import pwd
+import shutil
 import struct
 import subprocess
 import sys
@@ -84,11 +85,25 @@ class JobUsers:
         return self.base()
 
 
+def as_user(user: OSUser | None, argv: list[str]) -> list[str]:
+    """`argv` run as `user`, with none of the agent's supplementary groups.
+
+    setpriv, not Popen's `user=`: Python forks for `user=`, and in a process with gRPC's threads
+    gRPC's fork handlers now and then crash the child before it execs (SIGSEGV, SIGABRT); without
+    `user=`, Python starts the child with vfork, which runs no fork handlers."""
+    if user is None:
+        return argv
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        raise ConfigError(f"running jobs as OS user {user.name!r} needs setpriv (util-linux) on the PATH")
+    return [setpriv, f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups", "--", *argv]
+
+
 def check_runs_python(user: OSUser, where: str) -> None:
     """ConfigError unless `user` can start this agent's Python, which its Ray head and jobs run."""
     try:
-        subprocess.run([sys.executable, "-c", ""], user=user.uid, group=user.gid, extra_groups=[], check=True,
-                       capture_output=True, timeout=60, cwd="/")
+        subprocess.run(as_user(user, [sys.executable, "-c", ""]), check=True, capture_output=True, timeout=60,
+                       cwd="/")
     except (OSError, subprocess.SubprocessError) as e:
         detail = e.stderr.decode(errors="replace").strip().splitlines()[-1:] if isinstance(
             e, subprocess.CalledProcessError) and e.stderr else [str(e)]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from federation.errors import RayError
 from federation.spec.site import LocalRay
-from site_agent.isolation import OSUser, check_runs_python
+from site_agent.isolation import OSUser, as_user, check_runs_python
 from site_agent.ray_driver import RayJobsDriver
 
 log = logging.getLogger("site_agent.local_ray")
@@ -169,9 +169,9 @@ class LocalRayHead:
         log_path = self.temp_dir / "head.log"
         with open(log_path, "ab") as out:
             # Own session: the whole head (gcs, raylet, dashboard, workers) is one process group.
-            self.process = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True,
-                                            env=self.environment(), **_as_user(self.user))
+            self.process = subprocess.Popen(as_user(self.user, self.command()), stdout=out,
+                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            start_new_session=True, env=self.environment())
         self.pid = self.process.pid
         self.pid_file.write_text(str(self.pid))
         driver = RayJobsDriver(self.dashboard_url, self.token_path)
@@ -248,11 +248,6 @@ def listener_uid(port: int) -> int | None:
         if fields[3] == "0A" and int(hex_port, 16) == port and address in ("0100007F", "00000000"):
             return int(fields[7])
     return None
-
-
-def _as_user(user: OSUser | None) -> dict:
-    """Popen's arguments to run as `user`, with no supplementary groups of the agent's."""
-    return {} if user is None else {"user": user.uid, "group": user.gid, "extra_groups": []}
 
 
 def descendants(root: int) -> set[int]:

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from federation.errors import ConfigError
 from federation.spec.site import LocalRay
-from site_agent.isolation import DatasetGrants, JobUsers, hand_over, os_user
+from site_agent.isolation import DatasetGrants, JobUsers, as_user, hand_over, os_user
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
 
@@ -52,6 +52,16 @@ def test_tenant_heads_need_a_user_per_tenant():
         LocalRay(tenant_heads={})
     with pytest.raises(ValidationError, match="token_auth: jobs kept apart need Ray's token"):
         LocalRay(run_as="fedjob", token_auth=False)
+
+
+@root_only
+def test_a_command_run_as_a_user_has_its_ids_and_none_of_the_agents_groups():
+    user = JobUsers(run_as="nobody").base()
+    assert user is not None
+    out = subprocess.run(as_user(user, ["sh", "-c", "id -u; id -g; id -G"]), capture_output=True, text=True,
+                         check=True, cwd="/").stdout.split("\n")
+    assert out[:3] == [str(user.uid), str(user.gid), str(user.gid)]
+    assert as_user(None, ["true"]) == ["true"]
 
 
 @root_only
