@@ -5,7 +5,7 @@ and the same run with ten sites as the baseline.
     python -m bench.sites --quick          # 200 sites, 5,000 jobs: a minute or two
 
 The federation is a real `fedctl server start` process (mutual TLS, SQLite file, scheduling loop);
-with --server-threads, its `spec.threads` (the gRPC thread pool) set to that. Each site registers
+with --server-threads, its `spec.threads` (the pool that serves users' calls) set to that. Each site registers
 with its own certificate
 (its location bound in it), heartbeats at the federation's interval, and keeps a Connect stream
 open, reporting each assignment running and then succeeded at once (bench.agents: one asyncio
@@ -211,7 +211,7 @@ def _memory(pid: int) -> dict[str, int]:
 
 def report(runs: list[dict], args: argparse.Namespace) -> None:
     base, big = runs
-    threads = args.server_threads or "256 (the default spec.threads)"
+    threads = args.server_threads or "64 (the default spec.threads)"
     pace = f"paced at {args.rate:g}/s" if args.rate else f"from {args.threads} threads, unpaced"
     print(f"federation gRPC threads: {threads}; heartbeat every {args.heartbeat:g}s; {args.jobs} jobs each run, {pace}")
     print(ROW.format("", f"{base['sites']} sites", f"{big['sites']} sites", "ratio"))

@@ -1,8 +1,12 @@
-"""In-process change signal: watchers wait for the generation to move on."""
+"""In-process change signal: watchers wait for the generation to move on. Threads wait on a
+condition; streams served on the event loop wait on an `asyncio.Event`, holding no thread."""
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterable
+
+_Waiter = tuple[asyncio.AbstractEventLoop, asyncio.Event]
 
 
 class Changes:
@@ -11,11 +15,12 @@ class Changes:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)    # waiters for any change
-        self._sites: dict[str, threading.Condition] = {}   # per site: waiters for its assignment changes
+        self._cond = threading.Condition(self._lock)    # threads waiting for any change
         self._generation = 0
         self._assignments = 0                           # changes that may concern every site
         self._of_site: dict[str, int] = {}              # changes that concern one site
+        self._any: set[_Waiter] = set()                 # streams waiting for any change
+        self._sites: dict[str, set[_Waiter]] = {}      # per site: streams waiting for its assignment changes
 
     @property
     def generation(self) -> int:
@@ -30,17 +35,16 @@ class Changes:
         with self._lock:
             self._generation += 1
             self._cond.notify_all()
-            if not assignments:
-                return
-            if sites is None:
+            woken = list(self._any)
+            if assignments and sites is None:
                 self._assignments += 1
-                for cond in self._sites.values():
-                    cond.notify_all()
-                return
-            for site in sites:
-                self._of_site[site] = self._of_site.get(site, 0) + 1
-                if site in self._sites:
-                    self._sites[site].notify_all()
+                woken += [w for waiters in self._sites.values() for w in waiters]
+            elif assignments:
+                for site in sites or ():
+                    self._of_site[site] = self._of_site.get(site, 0) + 1
+                    woken += self._sites.get(site, ())
+        for loop, event in woken:
+            loop.call_soon_threadsafe(event.set)
 
     def wait(self, seen: int, timeout: float) -> int:
         """Block until the generation differs from `seen` or `timeout` passes; return it."""
@@ -48,8 +52,27 @@ class Changes:
             self._cond.wait_for(lambda: self._generation != seen, timeout=timeout)
             return self._generation
 
-    def wait_assignments(self, site: str, seen: int, timeout: float) -> int:
+    async def changed(self, seen: int, timeout: float) -> None:
+        """Until the generation differs from `seen`, or `timeout` passes."""
+        await self._until(self._any, lambda: self._generation != seen, timeout)
+
+    async def assignments_changed(self, site: str, seen: int, timeout: float) -> None:
+        """Until the site's desired set may differ from when its counter was `seen`, or `timeout` passes."""
         with self._lock:
-            cond = self._sites.setdefault(site, threading.Condition(self._lock))
-            cond.wait_for(lambda: self.assignments(site) != seen, timeout=timeout)
-            return self.assignments(site)
+            waiters = self._sites.setdefault(site, set())
+        await self._until(waiters, lambda: self.assignments(site) != seen, timeout)
+
+    async def _until(self, waiters: set[_Waiter], moved, timeout: float) -> None:
+        waiter = (asyncio.get_running_loop(), asyncio.Event())
+        with self._lock:
+            if moved():
+                return
+            waiters.add(waiter)
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter[1].wait()
+        except TimeoutError:
+            pass
+        finally:
+            with self._lock:
+                waiters.discard(waiter)

@@ -122,12 +122,12 @@ def of_certificate(pem: bytes) -> Identity:
                     cert.not_valid_before_utc.timestamp() + BACKDATE_S)
 
 
-def auth_properties(context: grpc.ServicerContext) -> dict[str, list[bytes]]:
+def auth_properties(context: grpc.ServicerContext | grpc.aio.ServicerContext) -> dict[str, list[bytes]]:
     """The call's authentication properties; grpc's stubs type them as bytes, grpc gives lists of bytes."""
     return cast(dict[str, list[bytes]], context.auth_context() or {})
 
 
-def of_context(context: grpc.ServicerContext) -> Identity:
+def of_context(context: grpc.ServicerContext | grpc.aio.ServicerContext) -> Identity:
     """The caller of a gRPC call: its verified client certificate; on TLS without one, nobody;
     on plain text (development only), the anonymous submitter, never an admin."""
     auth = auth_properties(context)

@@ -24,6 +24,7 @@ import grpc
 from federation.control import ControlPlane
 from federation.errors import ErrorCode, FederationError
 from federation.service.errors import CODE_KEY
+from federation.service.loop import Pool
 from federation.store import Leadership
 
 log = logging.getLogger("federation.replication")
@@ -102,23 +103,24 @@ class Elector:
             self.step()
 
 
-class Gate(grpc.ServerInterceptor):
+class Gate(grpc.aio.ServerInterceptor):
     """A replica that does not lead answers only `Leader`; every other call is UNAVAILABLE, naming
     the leader when there is one, so clients with several addresses go there."""
 
-    def __init__(self, leading: Callable[[], bool], refusal: Callable[[], str]) -> None:
+    def __init__(self, leading: Callable[[], bool], refusal: Callable[[], str], pool: Pool) -> None:
         self.leading = leading
         self.refusal = refusal
+        self.pool = pool   # the refusal reads the store: never on the event loop
 
-    def intercept_service(self, continuation: Callable[[Any], Any], details: grpc.HandlerCallDetails) -> Any:
-        handler = continuation(details)
+    async def intercept_service(self, continuation: Callable[[Any], Any], details: grpc.HandlerCallDetails) -> Any:
+        handler = await continuation(details)
         if handler is None or details.method in ALWAYS_SERVED or self.leading():
             return handler
-        message = self.refusal()
 
-        def refuse(_request: Any, context: grpc.ServicerContext) -> Any:
+        async def refuse(_request: Any, context: grpc.aio.ServicerContext) -> None:
+            message = await self.pool.run(self.refusal)
             context.set_trailing_metadata(((CODE_KEY, ErrorCode.UNAVAILABLE.value),))
-            context.abort(grpc.StatusCode.UNAVAILABLE, message)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, message)
 
         kind = {(False, False): grpc.unary_unary_rpc_method_handler,
                 (False, True): grpc.unary_stream_rpc_method_handler,

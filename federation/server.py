@@ -2,10 +2,7 @@
 from __future__ import annotations
 
 import logging
-from concurrent import futures
 from dataclasses import dataclass
-
-import grpc
 
 from federation.audit import Signer, public_path
 from federation.control import ControlPlane
@@ -13,14 +10,14 @@ from federation.errors import ConfigError
 from federation.pki import Issued
 from federation.replication import Elector, Gate, Refusal, lease_for
 from federation.scheduler import SchedulerLoop
+from federation.service.loop import Pool, RpcLoop
 from federation.service.sites import EnrollmentServicer, SiteServicer
-from federation.service.streams import StreamSlots
 from federation.service.users import FederationServicer
 from federation.spec import FederationConfig, load_policy
 from federation.spec.server import Enrolment, FederationBody
 from federation.store import SQLiteStore, open_store
 from federation.training import TrainingLoop
-from federation.transport import SERVER_OPTIONS, add_port
+from federation.transport import add_port
 from federation.v1 import federation_pb2_grpc as pb_grpc
 
 log = logging.getLogger("federation.server")
@@ -28,37 +25,39 @@ log = logging.getLogger("federation.server")
 
 @dataclass
 class RunningServer:
-    server: grpc.Server
+    rpc: RpcLoop
+    pools: tuple[Pool, ...]
     scheduler: SchedulerLoop
     control: ControlPlane
     port: int
-    enrolment: grpc.Server | None = None
     enrolment_port: int = 0
     elector: Elector | None = None   # None: a witness
 
     def stop(self, grace: float = 2.0) -> None:
-        self.scheduler.stop()
-        if self.enrolment is not None:
-            self.enrolment.stop(grace).wait()
-        self.server.stop(grace).wait()
-        self.control.refusals.close()   # counted refusals not yet written
-        if self.elector is not None:
-            self.elector.stop()   # hands the lease back: a successor need not wait for it to lapse
-        self.control.store.close()
+        try:
+            self.scheduler.stop()
+            self.rpc.stop(grace)
+        finally:
+            for pool in self.pools:
+                pool.close()   # waits for the work in hand: none of it outlives the store
+            self.control.refusals.close()   # counted refusals not yet written
+            if self.elector is not None:
+                self.elector.stop()   # hands the lease back: a successor need not wait for it to lapse
+            self.control.store.close()
 
 
-def _enrolment(config: FederationConfig, e: Enrolment, control: ControlPlane, gate: Gate) -> tuple[grpc.Server, int]:
+def _enrolment(config: FederationConfig, e: Enrolment, control: ControlPlane, gate: Gate, rpc: RpcLoop,
+               pool: Pool) -> int:
     """The listener sites join through: server-side TLS only (they have no certificate yet)."""
-    body = config.spec
-    if body.tls is None:
+    tls = config.spec.tls
+    if tls is None:
         raise ConfigError("enrolment: needs tls (sites must be able to check they talk to this federation)")
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="enrol"), options=SERVER_OPTIONS,
-                         interceptors=[gate])
+    server = rpc.server(pool, [gate])
     pb_grpc.add_EnrollmentServiceServicer_to_server(
         EnrollmentServicer(control, Issued(e.ca_cert, e.ca_key), e.cert_days), server)
-    port = add_port(server, e.listen, cert=body.tls.cert, key=body.tls.key, client_ca=None, insecure=False)
-    server.start()
-    return server, port
+    port = rpc.on_loop(lambda: add_port(server, e.listen, cert=tls.cert, key=tls.key, client_ca=None, insecure=False))
+    rpc.call(server.start())
+    return port
 
 
 def _signer(body: FederationBody) -> Signer:
@@ -97,40 +96,39 @@ def start_server(config: FederationConfig) -> RunningServer:
     def leading() -> bool:
         return elector is not None and elector.leading
 
-    gate = Gate(leading, Refusal(control, witness))
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
-                         options=SERVER_OPTIONS, interceptors=[gate])
-    trainings = TrainingLoop(control)
-    # Users' open streams take at most half the threads: the rest are the sites'.
-    streams = StreamSlots(total=max_workers // 2)
-    pb_grpc.add_FederationServiceServicer_to_server(FederationServicer(control, trainings, streams), server)
-    e = body.enrolment
-    pb_grpc.add_SiteServiceServicer_to_server(SiteServicer(
-        control, body.heartbeat_interval_s, Issued(e.ca_cert, e.ca_key) if e else None, e.cert_days if e else 30,
-        replica=f"{config.metadata.name} ({replication.role})", leading=leading), server)
-    tls = body.tls
+    rpc = RpcLoop()
+    users, sites, enrolling = Pool(max_workers, "rpc"), Pool(max(8, max_workers // 4), "sites"), Pool(4, "enrol")
+    gate = Gate(leading, Refusal(control, witness), users)
     try:
-        port = add_port(server, body.listen, cert=tls.cert if tls else None, key=tls.key if tls else None,
-                        client_ca=tls.client_ca if tls else None, insecure=body.insecure)
+        server = rpc.server(users, [gate])
+        trainings = TrainingLoop(control)
+        pb_grpc.add_FederationServiceServicer_to_server(FederationServicer(control, users, trainings),
+                                                        server)
+        e = body.enrolment
+        pb_grpc.add_SiteServiceServicer_to_server(SiteServicer(
+            control, sites, body.heartbeat_interval_s, Issued(e.ca_cert, e.ca_key) if e else None,
+            e.cert_days if e else 30, replica=f"{config.metadata.name} ({replication.role})", leading=leading), server)
+        tls = body.tls
+        port = rpc.on_loop(lambda: add_port(server, body.listen, cert=tls.cert if tls else None,
+                                            key=tls.key if tls else None, client_ca=tls.client_ca if tls else None,
+                                            insecure=body.insecure))
+        enrolment_port = _enrolment(config, e, control, gate, rpc, enrolling) if e else 0
     except Exception:
-        store.close()
-        raise
-    try:
-        enrolment, enrolment_port = (_enrolment(config, body.enrolment, control, gate) if body.enrolment
-                                     else (None, 0))
-    except Exception:
+        rpc.stop(0)
+        for pool in (users, sites, enrolling):
+            pool.close()
         store.close()
         raise
     listening = body.listen.rsplit(":", 1)[0] + f":{port}"
     if elector is not None:
         elector.address = replication.advertise or listening
         elector.start()
-    server.start()
+    rpc.call(server.start())
     scheduler = SchedulerLoop(control, body.scheduler.interval_s, trainings, leading=leading)
     scheduler.start()
     control.refusals.start()
     log.info("federation %s %s listening on %s (store %s, policy %s v%s)", config.metadata.name, replication.role,
              listening, "a PostgreSQL database" if body.database else body.store, policy.metadata.name,
              policy.metadata.version)
-    return RunningServer(server=server, scheduler=scheduler, control=control, port=port, enrolment=enrolment,
+    return RunningServer(rpc=rpc, pools=(users, sites, enrolling), scheduler=scheduler, control=control, port=port,
                          enrolment_port=enrolment_port, elector=elector)

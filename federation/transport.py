@@ -42,7 +42,7 @@ def _read_optional(path: Path | None, what: str) -> bytes | None:
     return None if path is None else _read(path, what)
 
 
-def add_port(server: grpc.Server, address: str, *, cert: Path | None, key: Path | None,
+def add_port(server: grpc.Server | grpc.aio.Server, address: str, *, cert: Path | None, key: Path | None,
              client_ca: Path | None, insecure: bool) -> int:
     try:
         if insecure:

@@ -1,6 +1,7 @@
 """The one translator between typed errors and gRPC status codes."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from collections.abc import Callable, Iterable
@@ -62,20 +63,52 @@ def translate(method: F) -> F:
     return unary  # type: ignore[return-value]
 
 
-def translate_stream(method: F) -> F:
-    @functools.wraps(method)
-    def stream(self, request, context: grpc.ServicerContext):
-        try:
-            yield from method(self, request, context)
-        except FederationError as e:
-            _denied(self, context, method.__name__, e)
-            _abort(context, e)
-        except Exception:
-            if context.is_active():
+def offload(admit: Callable[[grpc.aio.ServicerContext], None] | None = None) -> Callable[[F], F]:
+    """Servicer decorator for a call served on the event loop: `admit` checks the caller there
+    (cheaply: who may not call this never takes a pool's thread), the synchronous body runs in the
+    servicer's pool (`self.pool`), and errors are translated as `translate` does."""
+
+    def decorate(method: F) -> F:
+        @functools.wraps(method)
+        async def unary(self, request, context: grpc.aio.ServicerContext):
+            try:
+                if admit is not None:
+                    admit(context)
+                return await self.pool.run(method, self, request, context)
+            except FederationError as e:
+                await _abort_async(self, context, method.__name__, e)
+            except Exception:
                 log.exception("unexpected error in %s", method.__name__)
-                context.abort(grpc.StatusCode.INTERNAL, "internal error; see the federation log")
+                await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the federation log")
+
+        return unary  # type: ignore[return-value]
+
+    return decorate
+
+
+def translate_stream(method: F) -> F:
+    """Servicer decorator for a stream served on the event loop (an async generator)."""
+
+    @functools.wraps(method)
+    async def stream(self, request, context: grpc.aio.ServicerContext):
+        try:
+            async with contextlib.aclosing(method(self, request, context)) as responses:
+                async for response in responses:
+                    yield response
+        except FederationError as e:
+            await _abort_async(self, context, method.__name__, e)
+        except Exception:
+            log.exception("unexpected error in %s", method.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the federation log")
 
     return stream  # type: ignore[return-value]
+
+
+async def _abort_async(self, context: grpc.aio.ServicerContext, method: str, e: FederationError) -> None:
+    if e.code is ErrorCode.PERMISSION_DENIED:
+        await self.pool.run(_denied, self, context, method, e)
+    context.set_trailing_metadata(((CODE_KEY, e.code.value),))
+    await context.abort(TO_GRPC[e.code], e.message)
 
 
 def _abort(context: grpc.ServicerContext, e: FederationError) -> None:

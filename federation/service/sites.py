@@ -1,11 +1,11 @@
 """SiteService: what site agents call."""
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-import queue
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import grpc
 from pydantic import ValidationError
@@ -17,7 +17,8 @@ from federation.identity import Identity
 from federation.jobs import Attempt, Job
 from federation.pki import Issued
 from federation.service import wire
-from federation.service.errors import caller, translate, translate_stream
+from federation.service.errors import caller, offload, translate, translate_stream
+from federation.service.loop import Pool
 from federation.service.spec_wire import spec_to_pb
 from federation.spec.common import check_labels
 from federation.spec.site import DatasetSpec, Location, SiteMetadata
@@ -26,20 +27,32 @@ from federation.v1 import federation_pb2_grpc as pb_grpc
 
 log = logging.getLogger("federation.sites")
 RESEND_S = 5.0
+FIRST_MESSAGE_S = 30.0   # a Connect stream that names no site by then is closed
 MESSAGE_BUDGET = 2 << 20   # new specs per Connect message; the channel's cap is 8 MiB
 
 
+def _a_site(context: grpc.aio.ServicerContext) -> None:
+    """Only sites call SiteService (anyone on a plain-text development channel): checked on the
+    event loop, from the certificate alone, before a call takes any of the sites' threads."""
+    who = identity.of_context(context)
+    if who is not identity.ANONYMOUS and who.role != "site":
+        raise PermissionDenied(f"certificate for {who.name} ({who.role or 'no role'}) is not a site's")
+
+
 class SiteServicer(pb_grpc.SiteServiceServicer):
-    def __init__(self, control: ControlPlane, heartbeat_interval_s: float = 2.0, ca: Issued | None = None,
-                 cert_days: int = 30, replica: str = "federation", leading: Callable[[], bool] = lambda: True) -> None:
+    def __init__(self, control: ControlPlane, pool: Pool, heartbeat_interval_s: float = 2.0,
+                 ca: Issued | None = None, cert_days: int = 30, replica: str = "federation",
+                 leading: Callable[[], bool] = lambda: True) -> None:
         self.control = control
+        self.pool = pool   # the sites' own: users' calls never hold up a heartbeat
+        self._streams: dict[str, asyncio.Event] = {}   # per site: set to end its Connect stream
         self.replica = replica
         self.leading = leading   # a Connect stream ends when this replica stops leading
         self.heartbeat_interval_s = heartbeat_interval_s
         self.ca = ca
         self.cert_days = cert_days
 
-    @translate
+    @offload(admit=_a_site)
     def RenewCertificate(self, request: pb.RenewCertificateRequest,
                          context: grpc.ServicerContext) -> pb.RenewCertificateResponse:
         who = self.control.trust.authenticate(identity.of_context(context))
@@ -50,7 +63,7 @@ class SiteServicer(pb_grpc.SiteServiceServicer):
         cert = self.control.trust.renew(who, request.csr_pem, self.ca, self.cert_days)
         return pb.RenewCertificateResponse(cert_pem=cert)
 
-    @translate
+    @offload(admit=_a_site)
     def RegisterSite(self, request: pb.RegisterSiteRequest, context: grpc.ServicerContext) -> pb.RegisterSiteResponse:
         who = _authorize(self.control, context, request.name)
         _validate_registration(request)
@@ -61,7 +74,7 @@ class SiteServicer(pb_grpc.SiteServiceServicer):
                                        datasets=[pb.Dataset(name=d.name, classification=d.classification)
                                                  for d in site.datasets])
 
-    @translate
+    @offload(admit=_a_site)
     def Leader(self, request: pb.LeaderRequest, context: grpc.ServicerContext) -> pb.LeaderResponse:
         _authorize(self.control, context, request.site, remember=False)   # answered by every replica: writes nothing
         store = self.control.store
@@ -72,13 +85,13 @@ class SiteServicer(pb_grpc.SiteServiceServicer):
         return pb.LeaderResponse(live=lead.live(store.clock()), address=lead.address, term=lead.term,
                                  answered_by=self.replica, hears_sites=hears)
 
-    @translate
+    @offload(admit=_a_site)
     def GetInput(self, request: pb.GetInputRequest, context: grpc.ServicerContext) -> pb.GetInputResponse:
         _authorize(self.control, context, request.site)
         data, digest = self.control.sites.input_of(request.site, request.job_id, request.attempt, request.name)
         return pb.GetInputResponse(data=data, sha256=digest)
 
-    @translate
+    @offload(admit=_a_site)
     def Heartbeat(self, request: pb.HeartbeatRequest, context: grpc.ServicerContext) -> pb.HeartbeatResponse:
         _authorize(self.control, context, request.name)
         capacity = wire.capacity_from_pb(request.capacity) if request.HasField("capacity") else None
@@ -89,42 +102,84 @@ class SiteServicer(pb_grpc.SiteServiceServicer):
                                     audit_head=pb.AuditHead(seq=seq, hash=digest) if seq else None)
 
     @translate_stream
-    def Connect(self, request_iterator, context: grpc.ServicerContext):
-        first = next(request_iterator, None)
+    async def Connect(self, request_iterator, context: grpc.aio.ServicerContext):
+        _a_site(context)
+        run = self.pool.run
+        try:
+            async with asyncio.timeout(FIRST_MESSAGE_S):
+                first = await anext(aiter(request_iterator), None)
+        except TimeoutError:
+            raise InvalidSpec(f"Connect: no first message within {FIRST_MESSAGE_S:g}s") from None
         if first is None or not first.site:
             raise InvalidSpec("the first message on Connect must name the site")
         site = first.site
-        who = _authorize(self.control, context, site)
-        self.control.views.site(site)  # NotFound for a site that never registered
-        errors: queue.Queue[BaseException] = queue.Queue()
-        self._apply(site, first)
-        reader = threading.Thread(target=self._read, args=(site, who, request_iterator, errors), daemon=True,
-                                  name=f"connect-{site}")
-        reader.start()
+        who = await run(_authorize, self.control, context, site)
+        await run(self.control.views.site, site)  # NotFound for a site that never registered
+        await run(self._apply, site, first)
+        with self._only_stream(site) as replaced:
+            reader = asyncio.ensure_future(self._read(site, who, request_iterator))
+            try:
+                async for response in self._desired(site, who, reader, replaced):
+                    yield response
+                reader.result()   # the reader's error, if it ended on one
+            finally:
+                reader.cancel()
+                if reader.done() and not reader.cancelled():
+                    reader.exception()   # retrieved: the stream's own error, if any, was raised above
+
+    @contextlib.contextmanager
+    def _only_stream(self, site: str) -> Iterator[asyncio.Event]:
+        """One Connect stream per site: a newer one (an agent that reconnected before its old
+        stream was seen to break) ends the one before, which would otherwise read and wake on the
+        site's behalf until its connection timed out. Yields the event that says so."""
+        replaced = asyncio.Event()
+        before = self._streams.get(site)
+        if before is not None:
+            log.warning("site %s connected again: its earlier stream is closed", site)
+            before.set()
+        self._streams[site] = replaced
+        try:
+            yield replaced
+        finally:
+            if self._streams.get(site) is replaced:
+                del self._streams[site]
+
+    async def _desired(self, site: str, who: Identity, reader: asyncio.Future, replaced: asyncio.Event):
+        """The site's desired set whenever it may have changed, and at least every RESEND_S, until
+        the site stops reading or a newer stream replaces this one."""
+        run = self.pool.run
         changes = self.control.changes
         sent: list[tuple[str, int]] | None = None
         sent_at = 0.0
         generation_sent = 0
         described: set[str] = set()   # attempts whose spec this stream has carried
-        while context.is_active() and reader.is_alive():
-            _still_trusted(self.control, who)
-            if not self.leading():
-                raise Unavailable("this replica no longer leads the federation: connect again")
-            generation = changes.assignments(site)
-            desired = self.control.sites.desired(site)
-            keys = [(job.id, attempt.number) for attempt, job in desired]
-            now = time.monotonic()
-            undescribed = [(a, job) for a, job in desired if a.submission_id not in described]
-            if keys != sent or undescribed or now - sent_at >= RESEND_S:
-                generation_sent += 1
-                assignments = self._assignments(desired, undescribed, described)
-                yield pb.ConnectResponse(generation=generation_sent, assignments=assignments)
-                sent, sent_at = keys, now
-                if any(a.submission_id not in described for a, _ in undescribed):
-                    continue   # specs left for the next message: send it at once
-            changes.wait_assignments(site, generation, RESEND_S)
-        if not errors.empty():
-            raise errors.get()
+        ends = (reader, asyncio.ensure_future(replaced.wait()))
+        try:
+            while not reader.done():
+                if replaced.is_set():
+                    raise Unavailable(f"a newer Connect stream for {site} replaced this one")
+                await run(_still_trusted, self.control, who)
+                if not self.leading():
+                    raise Unavailable("this replica no longer leads the federation: connect again")
+                generation = changes.assignments(site)
+                desired = await run(self.control.sites.desired, site)
+                keys = [(job.id, attempt.number) for attempt, job in desired]
+                now = time.monotonic()
+                undescribed = [(a, job) for a, job in desired if a.submission_id not in described]
+                if keys != sent or undescribed or now - sent_at >= RESEND_S:
+                    generation_sent += 1
+                    assignments = await run(self._assignments, desired, undescribed, described)
+                    yield pb.ConnectResponse(generation=generation_sent, assignments=assignments)
+                    sent, sent_at = keys, now
+                    if any(a.submission_id not in described for a, _ in undescribed):
+                        continue   # specs left for the next message: send it at once
+                waiting = asyncio.ensure_future(changes.assignments_changed(site, generation, RESEND_S))
+                try:
+                    await asyncio.wait((waiting, *ends), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiting.cancel()
+        finally:
+            ends[1].cancel()
 
     def _assignments(self, desired: list[tuple[Attempt, Job]], undescribed: list[tuple[Attempt, Job]],
                      described: set[str]) -> list[pb.Assignment]:
@@ -152,17 +207,15 @@ class SiteServicer(pb_grpc.SiteServiceServicer):
                                                            submission_id=a.submission_id)
                 for a, job in desired]
 
-    def _read(self, site: str, who: Identity, request_iterator, errors: queue.Queue) -> None:
-        try:
-            for message in request_iterator:
-                _still_trusted(self.control, who)  # nothing more from a site revoked while connected
-                if message.site and message.site != site:
-                    raise InvalidSpec(f"stream opened for {site} cannot report for {message.site}")
-                self._apply(site, message)
-        except grpc.RpcError:
-            pass  # the agent went away; the writer loop ends with the context
-        except Exception as e:  # surfaced to the stream's owner
-            errors.put(e)
+    async def _read(self, site: str, who: Identity, request_iterator) -> None:
+        async for message in request_iterator:
+            await self.pool.run(self._take, site, who, message)
+
+    def _take(self, site: str, who: Identity, message: pb.ConnectRequest) -> None:
+        _still_trusted(self.control, who)  # nothing more from a site revoked while connected
+        if message.site and message.site != site:
+            raise InvalidSpec(f"stream opened for {site} cannot report for {message.site}")
+        self._apply(site, message)
 
     def _apply(self, site: str, message: pb.ConnectRequest) -> None:
         reports = []

@@ -1,12 +1,14 @@
 """FederationService: what users call (SDK, fedctl)."""
 from __future__ import annotations
 
+import asyncio
 import re
 
 import grpc
 from pydantic import ValidationError
 
 from federation import identity
+from federation.changes import Changes
 from federation.control import ControlPlane, SiteStatus
 from federation.errors import InvalidSpec, NotFound, PermissionDenied, Unavailable
 from federation.identity import Identity
@@ -14,6 +16,7 @@ from federation.jobs import Job
 from federation.queues import GROUPS
 from federation.service import wire
 from federation.service.errors import caller, translate, translate_stream
+from federation.service.loop import Pool
 from federation.service.spec_wire import spec_from_pb, training_spec_from_pb
 from federation.service.streams import StreamSlots
 from federation.spec.common import check_labels
@@ -27,14 +30,21 @@ REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 LOG_CHUNK = 64 * 1024
 WAIT_S = 1.0
+GAP_S = 0.2   # a stream reads the store at most this often: a burst of changes is one read, not one each
+
+
+async def _next_change(changes: Changes, seen: int) -> None:
+    await changes.changed(seen, WAIT_S)
+    await asyncio.sleep(GAP_S)
 
 
 class FederationServicer(pb_grpc.FederationServiceServicer):
-    def __init__(self, control: ControlPlane, trainings: TrainingLoop | None = None,
+    def __init__(self, control: ControlPlane, pool: Pool, trainings: TrainingLoop | None = None,
                  streams: StreamSlots | None = None) -> None:
         self.control = control
+        self.pool = pool   # where the streams' reads run (the users' calls run there too)
         self.trainings = trainings or TrainingLoop(control)
-        self.streams = streams or StreamSlots()
+        self.streams = streams or StreamSlots.of(control.core.policy.spec.limits)
 
     def _caller(self, context: grpc.ServicerContext) -> Identity:
         who = self.control.trust.authenticate(identity.of_context(context))
@@ -94,52 +104,53 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
         return pb.CancelJobResponse(job=wire.job_to_pb(self.control.admission.cancel(request.id, caller(context))))
 
     @translate_stream
-    def WatchJob(self, request: pb.WatchJobRequest, context: grpc.ServicerContext):
-        who = self._watcher(context, request.id, "WatchJob")
+    async def WatchJob(self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext):
+        who = await self.pool.run(self._watcher, context, request.id, "WatchJob")
         with self.streams.slot(who.name):
-            yield from self._watch(who, request.id, context)
+            changes = self.control.changes
+            last: Job | None = None
+            while True:
+                generation = changes.generation
+                job = await self.pool.run(self._still_watched, who, request.id)
+                if last is None or (job.state, job.updated_at, len(job.attempts)) != (
+                        last.state, last.updated_at, len(last.attempts)):
+                    yield pb.WatchJobResponse(job=wire.job_to_pb(job))
+                    last = job
+                if job.state.terminal:
+                    return
+                await _next_change(changes, generation)
 
-    def _watch(self, who: Identity, job_id: str, context: grpc.ServicerContext):
-        changes = self.control.changes
-        last: Job | None = None
-        while context.is_active():
-            self.control.trust.check(who)
-            generation = changes.generation
-            job = self.control.views.job(job_id)
-            if last is None or (job.state, job.updated_at, len(job.attempts)) != (
-                    last.state, last.updated_at, len(last.attempts)):
-                yield pb.WatchJobResponse(job=wire.job_to_pb(job))
-                last = job
-            if job.state.terminal:
-                return
-            changes.wait(generation, WAIT_S)
+    def _still_watched(self, who: Identity, job_id: str) -> Job:
+        self.control.trust.check(who)
+        return self.control.views.job(job_id)
 
     @translate_stream
-    def StreamJobLogs(self, request: pb.StreamJobLogsRequest, context: grpc.ServicerContext):
-        who = self._watcher(context, request.id, "StreamJobLogs")
+    async def StreamJobLogs(self, request: pb.StreamJobLogsRequest, context: grpc.aio.ServicerContext):
+        who = await self.pool.run(self._watcher, context, request.id, "StreamJobLogs")
         with self.streams.slot(who.name):
-            yield from self._logs(who, request, context)
-
-    def _logs(self, who: Identity, request: pb.StreamJobLogsRequest, context: grpc.ServicerContext):
-        changes = self.control.changes
-        offset = max(0, request.offset)
-        while context.is_active():
-            self.control.trust.check(who)
-            generation = changes.generation
-            job = self.control.views.job(request.id)
-            if kept := self.control.views.logs_kept(job):
-                yield pb.StreamJobLogsResponse(kept_at_site=kept)
-                return
-            data = self.control.views.log(request.id, offset)
-            for i in range(0, len(data), LOG_CHUNK):
-                self.control.trust.check(who)
-                chunk = data[i:i + LOG_CHUNK]
-                offset += len(chunk)
+            changes = self.control.changes
+            offset = max(0, request.offset)
+            while True:
+                generation = changes.generation
+                job, kept, data = await self.pool.run(self._logs_after, who, request.id, offset)
+                if kept:
+                    yield pb.StreamJobLogsResponse(kept_at_site=kept)
+                    return
                 attempt = job.current_attempt.number if job.current_attempt else 0
-                yield pb.StreamJobLogsResponse(data=chunk, offset=offset, attempt=attempt)
-            if not request.follow or (job.state.terminal and not data):
-                return
-            changes.wait(generation, WAIT_S)
+                for i in range(0, len(data), LOG_CHUNK):
+                    chunk = data[i:i + LOG_CHUNK]
+                    offset += len(chunk)
+                    yield pb.StreamJobLogsResponse(data=chunk, offset=offset, attempt=attempt)
+                if not request.follow or (job.state.terminal and not data):
+                    return
+                await _next_change(changes, generation)
+
+    def _logs_after(self, who: Identity, job_id: str, offset: int) -> tuple[Job, str, bytes]:
+        """The job, where its logs are kept if not here, and its log from `offset`."""
+        job = self._still_watched(who, job_id)
+        if kept := self.control.views.logs_kept(job):
+            return job, kept, b""
+        return job, "", self.control.views.log(job_id, offset)
 
     @translate
     def ExplainJob(self, request: pb.ExplainJobRequest, context: grpc.ServicerContext) -> pb.ExplainJobResponse:

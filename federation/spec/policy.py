@@ -190,6 +190,11 @@ class LimitsSpec(Strict):
     submission_burst: int | None = Field(
         default=None, ge=1, le=10_000_000,
         description="submissions a caller may make at once before its rate applies; default: two seconds' worth")
+    streams_per_caller: int = Field(default=8, ge=1, le=10_000,
+                                    description="open WatchJob and StreamJobLogs streams (watch, logs -f) a caller "
+                                                "may hold; past it a stream is refused")
+    user_streams: int = Field(default=256, ge=1, le=1_000_000,
+                              description="open user streams the federation holds, all callers together")
 
     @property
     def burst(self) -> int:

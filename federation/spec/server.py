@@ -72,9 +72,9 @@ class FederationBody(Strict):
     heartbeat_interval_s: float = Field(default=2.0, gt=0)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     replication: Replication = Field(default_factory=Replication)
-    threads: int = Field(default=256, ge=16, le=8192,
-                         description="the gRPC server's threads: each connected site's Connect stream holds one "
-                                     "and users' open streams at most half; give it twice the sites, and more")
+    threads: int = Field(default=64, ge=8, le=8192,
+                         description="threads that serve users' calls; sites' calls have a quarter as many (at least "
+                                     "8) of their own. Open streams hold none: they wait on the event loop")
 
     @field_validator("insecure")
     @classmethod

@@ -85,7 +85,7 @@ def test_one_user_opening_a_thousand_streams_cannot_starve_the_sites_heartbeats(
         refusals = [outcome(call) for call in calls]
         assert (refusals.count(None), len(refusals) - refusals.count(None)) == (8, 992)
         assert {r for r in refusals if r} == {"RESOURCE_EXHAUSTED: admin has 8 streams open (watch, logs -f); "
-                                              "at most 8: close one"}
+                                              "at most 8 (policy spec.limits.streams_per_caller): close one"}
         answered = beats.answered()
         wait_for(lambda: beats.answered() >= answered + 4, deadline, "heartbeats beside the open streams")
         for call in calls:
@@ -100,6 +100,27 @@ def test_one_user_opening_a_thousand_streams_cannot_starve_the_sites_heartbeats(
           f"{deadline:g} s deadline")
     assert beats.failures == [], "every heartbeat acknowledged"
     assert worst < deadline / 2, f"a heartbeat took {worst:.1f}s of its {deadline:g}s deadline"
+
+
+def test_open_streams_hold_no_thread(tmp_path):
+    """500 WatchJob streams open at once (the policy lets this caller hold them) add no thread to
+    the federation beyond its bounded pools: they wait on the event loop, not in a thread each."""
+    federation = start(tmp_path, with_limits(tmp_path, streams_per_caller=600, user_streams=600))
+    try:
+        with admin_client(federation) as admin:
+            job = admin.submit(make_spec("watched-by-many"))
+            before = threading.active_count()
+            calls, channels = open_watches(federation, job.id, 500, connections=4)
+            assert [outcome(call) for call in calls].count(None) == 500, "every stream open"
+            grown = threading.active_count() - before
+            for call in calls:
+                call.cancel()
+            for channel in channels:
+                channel.close()
+    finally:
+        federation.stop(grace=0)
+    bounded = 64 + 16 + 4 + 4   # the users' and sites' pools at their default, the client's connections
+    assert grown < bounded, f"{grown} threads more with 500 open streams"
 
 
 def test_a_caller_past_its_submission_rate_is_told_to_retry_later(tmp_path):

@@ -11,6 +11,7 @@ from federation.errors import Deposed, Unavailable
 from federation.jobs import Job
 from federation.transport import open_channel
 from federation.v1 import federation_pb2 as pb
+from federation.v1 import federation_pb2_grpc as pb_grpc
 from site_agent import witness
 from tests.conftest import make_spec
 from tests.integration.harness import AgentStream, admin_client, register, site_stub, start
@@ -57,6 +58,28 @@ def test_one_replica_leads_and_the_other_sends_callers_on(replicas):
                 timeout=5) as both:
         job = both.submit(make_spec("through-the-follower"))
         assert both.address == a.address and job.status().state == "pending"
+
+
+def test_a_follower_refuses_streams_and_still_answers_who_leads(replicas):
+    """Agents failing over open Connect on whatever replica they reach, users their watches: a
+    follower refuses each with UNAVAILABLE naming the leader, and goes on answering `Leader`."""
+    a, b = replicas
+    register(site_stub(a)[0])
+    with admin_client(a) as admin:
+        job_id = admin.submit(make_spec("watched-on-a")).id
+    pki = a.pki
+    users = pb_grpc.FederationServiceStub(open_channel(b.address, ca=pki["ca"].cert, cert=pki["admin"].cert,
+                                                       key=pki["admin"].key))
+    stub, channel = site_stub(b)
+    for call in (lambda: next(users.WatchJob(pb.WatchJobRequest(id=job_id), timeout=5)),
+                 lambda: next(users.StreamJobLogs(pb.StreamJobLogsRequest(id=job_id, follow=True), timeout=5)),
+                 lambda: next(stub.Connect(iter([pb.ConnectRequest(site="eu-west")]), timeout=5))):
+        with pytest.raises(grpc.RpcError) as refused:
+            call()
+        assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+        assert f"led from {a.address}" in refused.value.details()
+    assert leader(b).address == a.address
+    channel.close()
 
 
 def test_a_replica_takes_over_when_the_leader_goes_and_counts_leases_from_then(replicas):

@@ -148,3 +148,38 @@ def test_a_malformed_inventory_is_refused_and_nothing_is_stored(federation, clie
     (site,) = client.sites()
     assert site.gpu_nodes == ()
     channel.close()
+
+
+def test_a_sites_newer_connect_stream_closes_the_one_before(federation):
+    """An agent that reconnects before its old stream was seen to break: the old stream is closed,
+    so one site never has two streams reading and reporting for it."""
+    stub, channel = site_stub(federation)
+    register(stub, datasets=())
+    first = AgentStream(stub, "eu-west")
+    first.next_assignments()
+    second = AgentStream(stub, "eu-west")
+    second.next_assignments()
+    with pytest.raises(grpc.RpcError) as closed:
+        while True:
+            first.next_assignments()
+    assert closed.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert closed.value.details() == "a newer Connect stream for eu-west replaced this one"
+    second.report()
+    assert second.next_assignments() == []   # the newer stream serves on
+    second.close()
+    channel.close()
+
+
+def test_a_user_calling_site_methods_is_refused_before_taking_a_sites_thread(federation):
+    pki = federation.pki
+    from federation.transport import open_channel
+    from federation.v1 import federation_pb2_grpc as pb_grpc
+    channel = open_channel(federation.address, ca=pki["ca"].cert, cert=pki["admin"].cert, key=pki["admin"].key)
+    stub = pb_grpc.SiteServiceStub(channel)
+    for call in (lambda: stub.Heartbeat(pb.HeartbeatRequest(name="eu-west"), timeout=5),
+                 lambda: next(stub.Connect(iter([pb.ConnectRequest(site="eu-west")]), timeout=5))):
+        with pytest.raises(grpc.RpcError) as refused:
+            call()
+        assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+        assert refused.value.details() == "certificate for admin (federation-admin) is not a site's"
+    channel.close()

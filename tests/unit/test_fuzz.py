@@ -2,6 +2,8 @@
 error or a result, never a crash, and never an internal error."""
 from __future__ import annotations
 
+import asyncio
+import inspect
 import itertools
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from federation.audit import Signer
 from federation.control import ControlPlane
 from federation.errors import FederationError, InvalidSpec
 from federation.pki import Issued, init_pki
+from federation.service.loop import Pool
 from federation.service.sites import EnrollmentServicer, SiteServicer
 from federation.service.users import FederationServicer
 from federation.spec import job_from_dict, job_from_text, load_policy
@@ -147,16 +150,25 @@ class Context:
         return next(self.rounds) < self.limit
 
 
+class AsyncContext(Context):
+    """The same for calls served on the event loop, where abort is awaited."""
+
+    async def abort(self, code, details):  # type: ignore[override]
+        raise Aborted(code, details)
+
+
 @pytest.fixture(scope="module")
 def services(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fuzz")
     pki = init_pki(tmp / "pki", clients=("admin", "eu-west"))
     store = SQLiteStore(tmp / "fed.db")
     control = ControlPlane(store, load_policy("configs/policy.yaml"), signer=Signer.beside(tmp / "fed.db"))
-    users, sites = FederationServicer(control), SiteServicer(control, 0.01)
+    pool = Pool(4, "fuzz")
+    users, sites = FederationServicer(control, pool), SiteServicer(control, pool, 0.01)
     enrol = EnrollmentServicer(control, Issued(pki["ca"].cert, pki["ca"].key), 1)
     yield {"users": users, "sites": sites, "enrol": enrol, "admin": pki["admin"].cert.read_bytes(),
            "site": pki["eu-west"].cert.read_bytes(), "db": tmp / "fed.db"}
+    pool.close()
     store.close()
 
 
@@ -183,6 +195,9 @@ def answer_or_typed_error(servicer, method, requests: list, caller: bytes) -> No
     """Call `method` with `requests` (the first alone for a unary call); never an internal error."""
     fn = getattr(servicer, method.name)
     try:
+        if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+            asyncio.run(asyncio.wait_for(_served(fn, method, requests, AsyncContext(caller)), 30))
+            return
         result = fn(iter(requests) if method.client_streaming else requests[0], Context(caller))
         if method.server_streaming:
             for _ in itertools.islice(result, 3):
@@ -192,6 +207,24 @@ def answer_or_typed_error(servicer, method, requests: list, caller: bytes) -> No
     except FederationError:
         pass
 
+
+
+async def _served(fn, method, requests: list, context: AsyncContext) -> None:
+    """A call served on the event loop: its answer, or at most three messages of its stream."""
+    async def each():
+        for r in requests:
+            yield r
+    request = each() if method.client_streaming else requests[0]
+    if not method.server_streaming:
+        await fn(request, context)
+        return
+    stream = fn(request, context)
+    try:
+        for _ in range(3):
+            if await anext(stream, None) is None:
+                break
+    finally:
+        await stream.aclose()
 
 
 def oversized(descriptor, n: int, depth: int = 0):
