@@ -7,12 +7,11 @@ different hash at the same seq, is never written over the kept one: that is the 
 """
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from pathlib import Path
 
 from federation.audit import HASH_RE, Anchor, parse_anchor
+from site_agent.private_file import write_private
 
 
 def anchor_path(work_root: Path, site: str) -> Path:
@@ -43,15 +42,4 @@ def keep(path: Path, seq: int, digest: str, source: str = "") -> str:
 
 
 def write(path: Path, anchor: Anchor) -> None:
-    """Atomically (a temporary file renamed over it) and readable by this user only."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)   # mode 0600
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(anchor.to_json())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_private(path, anchor.to_json())

@@ -4,9 +4,9 @@ not from a lease of zero (no lease: never fence)."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from site_agent.private_file import write_private
 
 
 def lease_path(work_root: Path, site: str) -> Path:
@@ -23,13 +23,4 @@ def load(path: Path) -> tuple[float, float] | None:
 
 
 def save(path: Path, lease_s: float, renewed_at: float) -> None:
-    """Atomically, readable by this user only."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)   # mode 0600
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump({"lease_s": lease_s, "renewed_at": renewed_at}, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_private(path, json.dumps({"lease_s": lease_s, "renewed_at": renewed_at}))

@@ -75,11 +75,8 @@ def offload(admit: Callable[[grpc.aio.ServicerContext], None] | None = None) -> 
                 if admit is not None:
                     admit(context)
                 return await self.pool.run(method, self, request, context)
-            except FederationError as e:
+            except Exception as e:
                 await _abort_async(self, context, method.__name__, e)
-            except Exception:
-                log.exception("unexpected error in %s", method.__name__)
-                await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the federation log")
 
         return unary  # type: ignore[return-value]
 
@@ -95,16 +92,18 @@ def translate_stream(method: F) -> F:
             async with contextlib.aclosing(method(self, request, context)) as responses:
                 async for response in responses:
                     yield response
-        except FederationError as e:
+        except Exception as e:
             await _abort_async(self, context, method.__name__, e)
-        except Exception:
-            log.exception("unexpected error in %s", method.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the federation log")
 
     return stream  # type: ignore[return-value]
 
 
-async def _abort_async(self, context: grpc.aio.ServicerContext, method: str, e: FederationError) -> None:
+async def _abort_async(self, context: grpc.aio.ServicerContext, method: str, e: Exception) -> None:
+    """End the call with the status of what its body raised: a typed error's, else INTERNAL (logged)."""
+    if not isinstance(e, FederationError):
+        log.exception("unexpected error in %s", method)
+        await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the federation log")
+        return
     if e.code is ErrorCode.PERMISSION_DENIED:
         await self.pool.run(_denied, self, context, method, e)
     context.set_trailing_metadata(((CODE_KEY, e.code.value),))

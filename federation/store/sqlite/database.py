@@ -26,8 +26,7 @@ class Database:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             _owner_only(path)
         # Replicas of one federation share the file: a writer waits its turn rather than failing.
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.row_factory = sqlite3.Row
+        self._db = _connect(path)
         self._lock = threading.RLock()
         self._specs = SpecCache()
         self._sites: list[SiteRecord] | None = None   # this process is the store's only writer
@@ -37,6 +36,10 @@ class Database:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         create_or_upgrade(self._db)
+        # The leader renews its lease on a connection of its own: never queued behind the main
+        # lock, which a big read (every pending job, at scale) can hold for seconds.
+        self._lease_db = self._db if path == ":memory:" else _connect(path)
+        self._lease_lock = self._lock if path == ":memory:" else threading.Lock()
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -63,6 +66,8 @@ class Database:
             return self._db.execute(sql, args).fetchall()
 
     def close(self) -> None:
+        with self._lease_lock:
+            self._lease_db.close()
         with self._lock:
             self._db.close()
 
@@ -75,6 +80,13 @@ class Database:
         with self._tx() as db:
             db.execute("INSERT INTO meta (key, value) VALUES (?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                        (key, value))
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    # Replicas of one federation share the file: a writer waits its turn rather than failing.
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+    db.row_factory = sqlite3.Row
+    return db
 
 
 def _owner_only(path: str) -> None:

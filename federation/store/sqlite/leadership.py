@@ -11,25 +11,26 @@ from federation.store.sqlite.database import Database
 
 class LeadershipTables(Database):
     def acquire_leadership(self, holder: str, address: str, now: float, ttl_s: float) -> Leadership:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+        with self._lease_lock:
+            db = self._lease_db
+            db.execute("BEGIN IMMEDIATE")
             try:
-                current = _row(self._db)
+                current = _row(db)
                 if current is None or current.holder == holder or not current.live(now):
                     if current is not None and current.holder == holder and current.live(now):
                         term, since = current.term, current.since
                     else:
                         term, since = (current.term + 1 if current else 1), now
                     current = Leadership(holder, address, term, since, now + ttl_s)
-                    self._db.execute(
+                    db.execute(
                         "INSERT INTO leadership (id, holder, address, term, since, expires_at) VALUES (1,?,?,?,?,?) "
                         "ON CONFLICT(id) DO UPDATE SET holder=excluded.holder, address=excluded.address, "
                         "term=excluded.term, since=excluded.since, expires_at=excluded.expires_at",
                         (holder, address, term, since, now + ttl_s))
             except BaseException:
-                self._db.execute("ROLLBACK")
+                db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+            db.execute("COMMIT")
         return current
 
     def leadership(self) -> Leadership | None:
