@@ -104,7 +104,6 @@ class SiteServicer(pb_grpc.SiteServiceServicer):
     @translate_stream
     async def Connect(self, request_iterator, context: grpc.aio.ServicerContext):
         _a_site(context)
-        run = self.pool.run
         try:
             async with asyncio.timeout(FIRST_MESSAGE_S):
                 first = await anext(aiter(request_iterator), None)
@@ -113,9 +112,7 @@ class SiteServicer(pb_grpc.SiteServiceServicer):
         if first is None or not first.site:
             raise InvalidSpec("the first message on Connect must name the site")
         site = first.site
-        who = await run(_authorize, self.control, context, site)
-        await run(self.control.views.site, site)  # NotFound for a site that never registered
-        await run(self._apply, site, first)
+        who = await self.pool.run(self._open, context, site, first)
         with self._only_stream(site) as replaced:
             reader = asyncio.ensure_future(self._read(site, who, request_iterator))
             try:
@@ -126,6 +123,12 @@ class SiteServicer(pb_grpc.SiteServiceServicer):
                 reader.cancel()
                 if reader.done() and not reader.cancelled():
                     reader.exception()   # retrieved: the stream's own error, if any, was raised above
+
+    def _open(self, context: grpc.ServicerContext, site: str, first: pb.ConnectRequest) -> Identity:
+        who = _authorize(self.control, context, site)
+        self.control.views.site(site)  # NotFound for a site that never registered
+        self._apply(site, first)
+        return who
 
     @contextlib.contextmanager
     def _only_stream(self, site: str) -> Iterator[asyncio.Event]:

@@ -13,7 +13,7 @@ from federation.spec.policy import LimitsSpec
 
 
 class StreamSlots:
-    def __init__(self, per_caller: int = 8, total: int = 256) -> None:
+    def __init__(self, per_caller: int, total: int) -> None:
         self.per_caller, self.total = per_caller, total
         self._open: Counter[str] = Counter()
         self._lock = threading.Lock()

@@ -39,12 +39,11 @@ async def _next_change(changes: Changes, seen: int) -> None:
 
 
 class FederationServicer(pb_grpc.FederationServiceServicer):
-    def __init__(self, control: ControlPlane, pool: Pool, trainings: TrainingLoop | None = None,
-                 streams: StreamSlots | None = None) -> None:
+    def __init__(self, control: ControlPlane, pool: Pool, trainings: TrainingLoop | None = None) -> None:
         self.control = control
         self.pool = pool   # where the streams' reads run (the users' calls run there too)
         self.trainings = trainings or TrainingLoop(control)
-        self.streams = streams or StreamSlots.of(control.core.policy.spec.limits)
+        self.streams = StreamSlots.of(control.core.policy.spec.limits)
 
     def _caller(self, context: grpc.ServicerContext) -> Identity:
         who = self.control.trust.authenticate(identity.of_context(context))
