@@ -23,9 +23,9 @@ from federation.spec import SiteConfig
 from federation.v1 import federation_pb2 as pb
 from federation.v1 import federation_pb2_grpc as pb_grpc
 from site_agent import anchor, lease_file, renewal, witness
-from site_agent.files import Fetch
+from site_agent.files import Fetch, work_dir
 from site_agent.inventory import site_capacity, site_gpus
-from site_agent.plan import fence_reason
+from site_agent.plan import ASK_AT, fence_reason
 from site_agent.ray_driver import RayDriver
 from site_agent.reconciler import Reconciler
 
@@ -56,7 +56,7 @@ class SiteAgent:
         self.lease_s = 0.0     # from the federation at registration; 0: no lease (never fence)
         self._renewed = time.monotonic()   # when the last acknowledged registration or heartbeat was sent
         self._saved = 0.0
-        self.lease_file = lease_file.lease_path(self.reconciler.files.root.parent, self.name)
+        self.lease_file = lease_file.lease_path(work_dir(config), self.name)
         kept = lease_file.load(self.lease_file)
         if kept is not None:   # a restart: the lease runs from when it was renewed before, not from now
             self.lease_s, renewed_at = kept
@@ -106,8 +106,12 @@ class SiteAgent:
         while not self._stop.wait(0.25):
             if self.config.spec.autonomous or self.reconciler.fenced:
                 continue
+            if fence_reason(time.monotonic(), self._renewed, self.lease_s, at=ASK_AT) is None:
+                continue   # heartbeats renew it
+            if self._federation_down():
+                continue   # renewed on the witnesses' word
             reason = fence_reason(time.monotonic(), self._renewed, self.lease_s)
-            if reason and not self._federation_down():
+            if reason:
                 n = self.reconciler.fence(reason)
                 log.warning("fenced: %s; stopped %d jobs, starting none until the federation answers", reason, n)
 

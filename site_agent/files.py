@@ -34,6 +34,10 @@ SID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 Fetch = Callable[[str, int, str], bytes]   # (job, attempt, name) -> data, from the federation
 
 
+def work_dir(config: SiteConfig) -> Path:
+    return config.spec.work_dir or Path(tempfile.gettempdir())
+
+
 @dataclass(frozen=True)
 class AttemptFiles:
     root: Path    # where attempts find their inputs and leave their outputs, one folder each
@@ -41,8 +45,7 @@ class AttemptFiles:
 
     @classmethod
     def of(cls, config: SiteConfig) -> AttemptFiles:
-        base = config.spec.work_dir or Path(tempfile.gettempdir())
-        return cls(base / PRIVATE / config.metadata.name, config.metadata.name)
+        return cls(work_dir(config) / PRIVATE / config.metadata.name, config.metadata.name)
 
     def prepare(self, sid: str, a: pb.Assignment, fetch: Fetch | None,
                 user: OSUser | None = None) -> dict[str, str] | SiteWord | None:

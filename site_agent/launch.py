@@ -14,10 +14,12 @@ from federation.service import wire
 from federation.service.spec_wire import spec_from_pb
 from federation.spec import JobSpec, SiteConfig
 from federation.v1 import federation_pb2 as pb
+from site_agent import guard
 from site_agent.binding import check, wrap
-from site_agent.files import AttemptFiles, Fetch
+from site_agent.files import AttemptFiles, Fetch, work_dir
 from site_agent.inventory import SiteGpus
 from site_agent.isolation import DatasetGrants, JobUsers
+from site_agent.lease_file import lease_path
 from site_agent.plan import SiteWord
 from site_agent.ray_driver import SITE_KEY, RayDriver
 from site_agent.tenant_heads import Busy
@@ -69,6 +71,9 @@ class Launcher:
                 return bound
             # The placement group holds the GPUs, so the entrypoint itself asks for none.
             entrypoint, env, gpus = bound[0], {**env, **bound[1]}, 0.0
+        if not (self.config.spec.autonomous or spec.spec.on_site_loss == "wait"):
+            entrypoint, guarded = guard.wrap(entrypoint, lease_path(work_dir(self.config), self.config.metadata.name))
+            env = {**env, **guarded}
         runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), **env}
         metadata = {"federation_job": a.job_id, "attempt": str(a.attempt), "tenant": spec.metadata.tenant,
                     SITE_KEY: self.config.metadata.name}

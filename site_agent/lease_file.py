@@ -1,6 +1,8 @@
-"""The site's lease, kept across agent restarts: an agent restarted while cut off from the
-federation must still fence in time, so it starts from its last lease and when it was renewed,
-not from a lease of zero (no lease: never fence)."""
+"""The site's lease, kept on disk: an agent restarted while cut off from the federation must still
+fence in time, so it starts from its last lease and when it was renewed, not from a lease of zero
+(no lease: never fence); and each attempt's guard (`site_agent.guard`) reads it to stop its job
+when the agent itself is gone. Every user may read it, since the guards run as the tenants' users;
+only the agent may write it or its folder."""
 from __future__ import annotations
 
 import json
@@ -8,9 +10,12 @@ from pathlib import Path
 
 from site_agent.private_file import write_private
 
+FENCE_AT = 2 / 3        # of the lease without an acknowledged heartbeat: stop this site's work
+FOLDER = ".fedctl-lease"
 
-def lease_path(work_root: Path, site: str) -> Path:
-    return work_root / f"{site}.lease.json"
+
+def lease_path(work_dir: Path, site: str) -> Path:
+    return work_dir / FOLDER / f"{site}.json"
 
 
 def load(path: Path) -> tuple[float, float] | None:
@@ -23,4 +28,4 @@ def load(path: Path) -> tuple[float, float] | None:
 
 
 def save(path: Path, lease_s: float, renewed_at: float) -> None:
-    write_private(path, json.dumps({"lease_s": lease_s, "renewed_at": renewed_at}))
+    write_private(path, json.dumps({"lease_s": lease_s, "renewed_at": renewed_at}), world_readable=True)

@@ -14,7 +14,11 @@ from dataclasses import dataclass
 
 from federation.jobs import AttemptState, parse_submission_id
 from site_agent.binding import MISMATCH, MISMATCH_EXIT
+from site_agent.guard import FENCED_EXIT
+from site_agent.lease_file import FENCE_AT
 from site_agent.ray_driver import RayJob
+
+ASK_AT = 1 / 2   # of the lease: ask the witnesses early, so an outage renews it well before the guards' deadline
 
 RAY_TO_ATTEMPT = {
     "PENDING": AttemptState.ASSIGNED,
@@ -25,8 +29,8 @@ RAY_TO_ATTEMPT = {
 }
 # Ray's own words before the job's output; only the code is taken from a kept job's failure.
 RAY_EXIT = re.compile(r"Job entrypoint command failed with exit code (-?\d{1,3})\b")
-FENCE_AT = 2 / 3        # of the lease without an acknowledged heartbeat: stop this site's work
 NO_LONGER_DESIRED = "no longer desired"
+GUARDED_OUT = "stopped at the site by its guard: the site's agent was silent for most of its lease"
 
 
 @dataclass(frozen=True)
@@ -203,8 +207,7 @@ def plan_report(desired: Collection[str], observed: Mapping[str, RayJob], local:
         if job.status == "SUCCEEDED" and sid in desired:
             outputs.append(ref)
         if not (sid in local and sid in desired):
-            message = "" if not job.terminal else ended_message(job) if sid in speaks else kept_message(job, site)
-            statuses.append(Status(ref.job_id, ref.attempt, RAY_TO_ATTEMPT[job.status], message))
+            statuses.append(ray_status(ref, job, sid in speaks, site))
         if sid in watched and sid not in logs_done and job.status != "PENDING":
             logs.append((ref, job.terminal))
     statuses += [Status(*_ids(sid), word.state, word.message) for sid, word in sorted(local.items()) if sid in desired]
@@ -216,13 +219,29 @@ def keep_folder(sid: str, desired: Collection[str], observed: Mapping[str, RayJo
     return sid in desired or (sid in observed and not observed[sid].terminal)
 
 
-def fence_reason(now: float, renewed: float, lease_s: float) -> str | None:
+def fence_reason(now: float, renewed: float, lease_s: float, at: float = FENCE_AT) -> str | None:
     """Why this site must fence its work now, if it must: its lease (0: none) is counted from when
-    the last acknowledged heartbeat was *sent*, and the site gives up a third of a lease early."""
+    the last acknowledged heartbeat was *sent*, and the site gives up a third of a lease early.
+    With `at`, whether the lease has run that far (ASK_AT: time to ask whether anybody leads)."""
     silent = now - renewed
-    if not lease_s or silent <= lease_s * FENCE_AT:
+    if not lease_s or silent <= lease_s * at:
         return None
     return f"lease expired (no heartbeat acknowledged for {silent:.1f}s of a {lease_s:g}s lease)"
+
+
+def ray_status(ref: Ref, job: RayJob, speaks: bool, site: str) -> Status:
+    if guarded_out(job):
+        return Status(ref.job_id, ref.attempt, AttemptState.LOST, GUARDED_OUT)
+    message = "" if not job.terminal else ended_message(job) if speaks else kept_message(job, site)
+    return Status(ref.job_id, ref.attempt, RAY_TO_ATTEMPT[job.status], message)
+
+
+def guarded_out(job: RayJob) -> bool:
+    """Stopped by its guard (`site_agent.guard`) while this site's agent was silent: lost, as a
+    fenced attempt is, not failed. A job could exit with the same code itself; it gains no more
+    than the retries its own policy allows."""
+    exited = RAY_EXIT.match(job.message) if job.status == "FAILED" else None
+    return exited is not None and int(exited.group(1)) == FENCED_EXIT
 
 
 def ended_message(job: RayJob) -> str:

@@ -287,7 +287,8 @@ def test_a_bound_attempt_runs_behind_its_placement_group(tmp_path, ray):
     r.reconcile()
     ((sid, env),) = ray.submitted
     entrypoint, gpus = ray.entrypoints[sid]
-    assert entrypoint.endswith("-m site_agent.binding") and gpus == 0.0
+    assert entrypoint.endswith("-m site_agent.guard") and gpus == 0.0
+    assert env["env_vars"]["FEDCTL_GUARDED"].endswith("-m site_agent.binding")
     assert env["env_vars"]["FEDCTL_ENTRYPOINT"] == "python train.py --lr 1e-3"
     assert env["env_vars"]["CUDA_VISIBLE_DEVICES"] == "2,3"
     assert json.loads(env["env_vars"]["FEDCTL_BINDING"]) == [["dgx", [2, 3], 1000]]
