@@ -1,7 +1,8 @@
 """Load: many submissions through the SDK against one federation process with several sites,
 and the same kind of trivial job submitted to a local Ray Jobs API directly, in one run.
 
-    python -m bench.load [--jobs 10000] [--threads 8] [--ray-jobs N (0: none)] [--profile OUT.svg]
+    python -m bench.load [--jobs 10000] [--threads 8] [--batch 100 (0: none)] [--ray-jobs N (0: none)]
+                         [--postgres] [--profile OUT.svg]
 
 The federation is a real `fedctl server start` process (mutual TLS, SQLite file, scheduling
 loop). Its sites are played in this process by raw Connect streams that report each assignment
@@ -10,6 +11,10 @@ Ray. Every job must end succeeded exactly once: the run fails if one is lost or 
 The Ray baseline submits as many `true` jobs (unless `--ray-jobs` says otherwise) from as many
 threads to a private Ray head's Jobs API, with its token; they ask for a resource no node has,
 so Ray stores them and never starts them: both sides measure submission alone.
+
+With `--batch N` the same jobs are also submitted N to a call (`Client.submit_many`, the
+`SubmitJobs` RPC: each job validated, audited and stored as by one `submit`) to a federation of
+its own, in the same run: its rate counts jobs, and its latencies are of calls.
 
 Beside each side's rate: its p50 and p99 submit latency (SDK call to acknowledgement; the
 federation acknowledges a submission once it is committed), and the federation process's CPU
@@ -83,11 +88,13 @@ class PlayedSite:
         self.channel.close()
 
 
-def federation_load(work: Path, jobs: int, threads: int, profile: Path | None = None, database: str = "") -> dict:
-    """With `database` (a PostgreSQL URL), the federation's store is there instead of a SQLite file."""
+def federation_load(work: Path, jobs: int, threads: int, profile: Path | None = None, database: str = "",
+                    batch: int = 0) -> dict:
+    """With `database` (a PostgreSQL URL), the federation's store is there instead of a SQLite file;
+    with `batch`, jobs go that many to a call."""
     specs = {name: {"location": {"jurisdiction": "DE", "region": name}} for name in SITES}
     fed = LocalFederation(work=work, sites=specs, port_bases={}, scheduler_interval_s=0.2,
-                          policy=bench_policy(work, pending=max(10_000, jobs)))
+                          policy=bench_policy(work, pending=max(10_000, jobs), per_second=100_000))
     if database:
         config = yaml.safe_load(fed.config.read_text())
         config["spec"].update(database=database, audit={"key": str(work / "audit.pem")})
@@ -101,9 +108,15 @@ def federation_load(work: Path, jobs: int, threads: int, profile: Path | None = 
             clients[0].submit(WARMUP)
         cpu = cpu_seconds(fed.server.pid)
         with profiled(fed.server.pid, profile):
-            run = timed_submits(jobs, threads, lambda i: clients[i % threads].submit(SPEC).id)
+            if batch:
+                run = timed_submits(-(-jobs // batch), threads, lambda i: [
+                    j.id for j in clients[i % threads].submit_many([SPEC] * min(batch, jobs - i * batch))])
+                run["rate"] *= batch
+                submitted = [job_id for ids in run["results"] for job_id in ids]
+            else:
+                run = timed_submits(jobs, threads, lambda i: clients[i % threads].submit(SPEC).id)
+                submitted = run["results"]
         run["cpu_ms"] = (cpu_seconds(fed.server.pid) - cpu) / jobs * 1000
-        submitted = run["results"]
         unfinished = [s.value for s in JobState if not s.terminal]
         deadline = time.monotonic() + 600
         while clients[0].jobs(tenant="load", states=unfinished, limit=1) and time.monotonic() < deadline:
@@ -153,6 +166,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--jobs", type=int, default=10_000)
     p.add_argument("--threads", type=int, default=8, help="concurrent SDK callers")
+    p.add_argument("--batch", type=int, default=100, help="also submit the jobs this many to a call (0: not)")
     p.add_argument("--ray-jobs", type=int, default=None,
                    help="jobs submitted to Ray directly (default: the same; 0: no Ray baseline)")
     p.add_argument("--ray-cap", type=float, default=300.0,
@@ -165,9 +179,12 @@ def main() -> None:
     ray_jobs = args.jobs if args.ray_jobs is None else args.ray_jobs
     with tempfile.TemporaryDirectory(prefix="fload-", dir="/tmp") as tmp:
         fed = federation_load(Path(tmp) / "fed", args.jobs, args.threads, args.profile)
+        many = federation_load(Path(tmp) / "many", args.jobs, args.threads, batch=args.batch) if args.batch else None
         pg = postgres_load(Path(tmp) / "pg", args.jobs, args.threads) if args.postgres else None
         ray = ray_load(Path(tmp), ray_jobs, args.threads, args.ray_cap) if ray_jobs else None
     report(fed, ray, ray_jobs, args)
+    if many is not None:
+        report_batched(many, fed, args.batch)
     if pg is not None:
         report_postgres(pg, fed)
 
@@ -193,6 +210,17 @@ def report_postgres(pg: dict, sqlite: dict) -> None:
     print(f"PostgreSQL/SQLite: submits/s x{pg['rate'] / sqlite['rate']:.2f}, p99 x{pg['p99'] / sqlite['p99']:.2f}; "
           f"lost {pg['lost']}, duplicated {pg['duplicated']}, not succeeded {pg['unfinished']}")
     if pg["lost"] or pg["duplicated"] or pg["unfinished"] or pg["ran_twice"]:
+        raise SystemExit("FAILED: every job must end succeeded exactly once")
+
+
+def report_batched(many: dict, one: dict, batch: int) -> None:
+    print(f"{f'federation, {batch} a call':<22} {many['done'] * batch:>6} {many['rate']:>10.0f} {many['p50']:>8.1f} "
+          f"{many['p99']:>8.1f}  (latencies of calls of {batch}; CPU {many['cpu_ms']:.2f} ms a job)")
+    print(f"{batch} a call / one a call: jobs/s x{many['rate'] / one['rate']:.2f}; vs targets: "
+          f"x{many['rate'] / 500:.2f} Slurm's documented 500/s, x{many['rate'] / 1000:.2f} the 1,000/s goal")
+    print(f"lost {many['lost']}, duplicated {many['duplicated']}, not succeeded {many['unfinished']}, "
+          f"with more than one attempt {many['ran_twice']}")
+    if many["lost"] or many["duplicated"] or many["unfinished"] or many["ran_twice"]:
         raise SystemExit("FAILED: every job must end succeeded exactly once")
 
 

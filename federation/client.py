@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from federation.errors import FederationError, InvalidSpec, Timeout, Unavailable
+from federation.errors import FederationError, InvalidSpec, Timeout, Unavailable, from_code
 from federation.results import (
     JobStatus,
     Placement,
@@ -40,8 +40,7 @@ from federation.service.spec_wire import spec_to_pb, training_spec_to_pb
 from federation.spec import (
     FederatedTrainingSpec,
     JobSpec,
-    job_from_dict,
-    load_job,
+    as_job,
     load_training,
     training_from_dict,
 )
@@ -284,14 +283,25 @@ class Client:
         Every submission carries a request id (a new one unless given): the call is retried on a
         lost connection, and the federation returns the job it stored the first time instead of
         storing it twice. Give your own id to make a retry of the whole program safe too."""
-        if isinstance(spec, (str, Path)):
-            spec = load_job(spec)
-        elif isinstance(spec, dict):
-            spec = job_from_dict(spec)
-        elif not isinstance(spec, JobSpec):
-            raise InvalidSpec(f"submit: expected a path, dict or JobSpec, got {type(spec).__name__}")
-        request = pb.SubmitJobRequest(spec=spec_to_pb(spec), request_id=request_id or uuid.uuid4().hex)
-        response = self._call("SubmitJob", request)
+        request = pb.SubmitJobRequest(spec=spec_to_pb(as_job(spec, "submit")),
+                                      request_id=request_id or uuid.uuid4().hex)
+        return self._submitted(self._call("SubmitJob", request))
+
+    def submit_many(self, specs: Iterable[str | Path | dict | JobSpec]) -> list[Job | JobArray | FederationError]:
+        """Many submissions in few calls: per spec, in order, its Job or JobArray, or the error that
+        refused it (`specs[3]: spec.resources: ...`); one refused never stops the others. Every spec
+        is read before anything is sent, and each carries its own request id, so a retried call
+        stores nothing twice."""
+        items = [pb.SubmitJobRequest(spec=spec_to_pb(as_job(s, f"specs[{i}]")), request_id=uuid.uuid4().hex)
+                 for i, s in enumerate(specs)]
+        out: list[Job | JobArray | FederationError] = []
+        for chunk in _chunks(items):
+            for r in self._call("SubmitJobs", pb.SubmitJobsRequest(items=chunk)).results:
+                out.append(from_code(r.error_code, f"specs[{len(out)}]: {r.error_message.partition(': ')[2]}")
+                           if r.error_code else self._submitted(r.submitted))
+        return out
+
+    def _submitted(self, response: pb.SubmitJobResponse) -> Job | JobArray:
         if response.elements:
             statuses = [job_status(e) for e in response.elements]
             return JobArray(self, response.job.array_id or response.job.gang_id, [Job(self, s.id, s) for s in statuses])
@@ -412,6 +422,20 @@ class Client:
         """No new work at the site; its running work finishes there, or with `handover` is stopped
         now and placed elsewhere (resuming from its checkpoint where it declares one)."""
         return self._set_site_state(name, pb.SITE_STATE_DRAINING, handover)
+
+
+def _chunks(items: list[pb.SubmitJobRequest], count: int = 500, size: int = 4 << 20) -> Iterator[list]:
+    """Calls of at most `count` items and about `size` bytes (a spec is at most 64 KiB)."""
+    chunk: list[pb.SubmitJobRequest] = []
+    total = 0
+    for item in items:
+        if chunk and (len(chunk) == count or total + item.ByteSize() > size):
+            yield chunk
+            chunk, total = [], 0
+        chunk.append(item)
+        total += item.ByteSize()
+    if chunk:
+        yield chunk
 
 
 def _path(p: str | Path | None) -> Path | None:

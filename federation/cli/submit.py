@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from federation.cli import render
@@ -13,6 +14,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from federation.client import JobArray
     from federation.spec import load_job
     from federation.spec.loader import read_file
+    if len(args.files) > 1:
+        return submit_many(args)
+    args.file = args.files[0]
     data, _, _ = read_file(args.file)
     if isinstance(data, dict) and data.get("kind") == "FederatedTraining":
         return submit_training(args)
@@ -36,7 +40,38 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return 0 if not args.wait or ok else EXIT_JOB_DID_NOT_SUCCEED
 
 
-def _with_flags(spec: Any, args: argparse.Namespace) -> Any:
+def submit_many(args: argparse.Namespace) -> int:
+    """Several job specs, read and checked here first (one bad file sends nothing), then sent in few
+    calls, each stored or refused on its own: ids on stdout, refusals on stderr naming the file."""
+    from federation.errors import FederationError, InvalidSpec
+    from federation.spec import load_job
+    if args.request_id or args.wait:
+        raise InvalidSpec(f"--{'request-id' if args.request_id else 'wait'}: for one file at a time")
+    specs = [_with_flags(load_job(path), args, path) for path in args.files]
+    with connect(args) as client:
+        results = client.submit_many(specs)
+    refused = [(path, r) for path, r in zip(args.files, results, strict=True) if isinstance(r, FederationError)]
+    if wants_json(args):
+        render.emit_json([{"file": path, "error": {"code": r.code.value, "message": _without_index(r.message)}}
+                          if isinstance(r, FederationError) else {"file": path, "jobs": [j.id for j in _jobs(r)]}
+                          for path, r in zip(args.files, results, strict=True)])
+    else:
+        print("\n".join(j.id for r in results if not isinstance(r, FederationError) for j in _jobs(r)), flush=True)
+        for path, e in refused:
+            sys.stderr.write(f"error[{e.code.value}]: {path}: {_without_index(e.message)}\n")
+    return refused[0][1].exit_status if refused else 0
+
+
+def _jobs(submitted: Any) -> list:
+    from federation.client import JobArray
+    return list(submitted) if isinstance(submitted, JobArray) else [submitted]
+
+
+def _without_index(message: str) -> str:
+    return message.partition(": ")[2] if message.startswith("specs[") else message
+
+
+def _with_flags(spec: Any, args: argparse.Namespace, path: str | None = None) -> Any:
     """The spec with --queue and --after-* from the command line added (validated like the file)."""
     from federation.spec import job_from_dict
     data = spec.model_dump(mode="json", exclude_none=True)
@@ -45,12 +80,13 @@ def _with_flags(spec: Any, args: argparse.Namespace) -> Any:
     deps = data["spec"].setdefault("dependencies", {})
     for kind in ("after_ok", "after_any", "after_not_ok"):
         deps[kind] = list(deps.get(kind, [])) + list(getattr(args, kind) or [])
-    return job_from_dict(data, source=f"{args.file} with command-line flags")
+    return job_from_dict(data, source=f"{path or args.file} with command-line flags")
 
 
 def register(sub: Subcommands, add: AddCommand) -> None:
-    sp = add(sub, "submit", cmd_submit, "submit a job or federated training spec; prints its id")
-    sp.add_argument("file")
+    sp = add(sub, "submit", cmd_submit, "submit a job or federated training spec, or several job specs; "
+                                        "prints their ids")
+    sp.add_argument("files", nargs="+", metavar="FILE")
     sp.add_argument("--wait", action="store_true", help="wait for the job to end; exit 1 unless it succeeded")
     sp.add_argument("--timeout", type=float, default=None, help="seconds to wait with --wait")
     sp.add_argument("--queue", help="charge this queue (overrides spec.queue)")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+from collections.abc import Sequence
 
 import policies
 from federation import queues
@@ -24,7 +25,7 @@ from federation.jobs import Job, new_job_id
 from federation.sites import SiteRecord
 from federation.spec import JobSpec, PolicyConfig, gang_parts
 from federation.spec.array import parse_array
-from federation.store import SubmitRequest
+from federation.store import NewSubmission, SubmitRequest
 from policies import fairshare
 
 
@@ -96,6 +97,47 @@ class Admission:
         With a request id, a repeated submission returns the jobs the first one stored. `inputs`:
         per part name ('' for a plain job), files its attempts fetch; stored before the jobs, so no
         attempt can start without them."""
+        ready = self._prepare(spec, actor, request_id)
+        if isinstance(ready, list):
+            return ready
+        now = self.core.clock()
+        for job in ready.jobs:
+            part = job.id[len(job.gang_id) + 1:] if job.gang_id else ""
+            for name, data in (inputs or {}).get(part, {}).items():
+                self.core.store.put_artifact(job.id, 0, name, data, now)
+        signer = self.core.signer
+        stored = self.core.store.add_jobs(ready.jobs, ready.request, ready.audit, signer.seal if signer else None)
+        self.core.changes.bump(assignments=False)
+        return self._stored(ready, stored)
+
+    def submit_many(self, items: Sequence[tuple[JobSpec, str]], actor: str = "") -> list[list[Job] | FederationError]:
+        """Several (spec, request id) submissions, each stored or refused on its own, in one
+        transaction where the store allows: per item, its jobs or the error that refused it."""
+        out: list[list[Job] | FederationError] = []
+        ready: list[tuple[int, NewSubmission]] = []
+        queued: dict[str, int] = {}   # jobs of this call waiting per tenant, not yet in the store's count
+        for i, (spec, request_id) in enumerate(items):
+            tenant = spec.metadata.tenant
+            r: NewSubmission | list[Job] | FederationError
+            try:
+                r = self._prepare(spec, actor, request_id, queued.get(tenant, 0))
+            except FederationError as e:
+                r = e
+            if isinstance(r, NewSubmission):
+                queued[tenant] = queued.get(tenant, 0) + len(r.jobs)
+                ready.append((i, r))
+            out.append(r if not isinstance(r, NewSubmission) else [])
+        signer = self.core.signer
+        stored = self.core.store.add_many([r for _, r in ready], signer.seal if signer else None)
+        for (i, r), ids in zip(ready, stored, strict=True):
+            out[i] = ids if isinstance(ids, FederationError) else self._stored(r, ids)
+        if ready:
+            self.core.changes.bump(assignments=False)
+        return out
+
+    def _prepare(self, spec: JobSpec, actor: str, request_id: str, queued: int = 0) -> NewSubmission | list[Job]:
+        """The submission's new jobs and audit records, checked; or the jobs an earlier submission
+        with the same request id stored. `queued`: the tenant's jobs waiting beside it, not yet stored."""
         store = self.core.store
         document = spec.model_dump_json().encode()
         digest = hashlib.sha256(document).hexdigest()
@@ -109,22 +151,17 @@ class Admission:
         queue = queues.resolve(self.core.policy, spec.metadata.tenant, spec.spec.queue)
         parts = parts_of(spec)
         self._check(spec, queue, parts)
-        now = self.core.clock()
-        jobs = new_jobs(spec, queue, now, parts)
-        self._check_bounds(spec.metadata.tenant, len(document), len(jobs))
-        for job in jobs:
-            part = job.id[len(job.gang_id) + 1:] if job.gang_id else ""
-            for name, data in (inputs or {}).get(part, {}).items():
-                store.put_artifact(job.id, 0, name, data, now)
-        signer = self.core.signer
+        jobs = new_jobs(spec, queue, self.core.clock(), parts)
+        self._check_bounds(spec.metadata.tenant, len(document), len(jobs), queued)
         audit = [self.core.audit_record(actor, "job.submit", j.id, tenant=j.tenant, queue=j.queue,
                                         name=j.spec.metadata.name, spec_sha256=digest)
-                 for j in jobs] if signer is not None else []
-        stored = store.add_jobs(jobs, request, audit, signer.seal if signer else None)
-        if request is not None and stored != [j.id for j in jobs]:
-            return store.jobs_by_id(stored)  # a concurrent retry of the same request stored first
-        self.core.changes.bump(assignments=False)
-        return jobs
+                 for j in jobs] if self.core.signer is not None else []
+        return NewSubmission(jobs, request, audit)
+
+    def _stored(self, ready: NewSubmission, ids: list[str]) -> list[Job]:
+        if ready.request is not None and ids != [j.id for j in ready.jobs]:
+            return self.core.store.jobs_by_id(ids)  # a concurrent retry of the same request stored first
+        return list(ready.jobs)
 
     def cancel(self, job_id: str, actor: str = "") -> Job:
         job = self.core.store.cancel_job(job_id, self.core.clock())
@@ -148,15 +185,15 @@ class Admission:
                     raise
                 raise type(e)(f"spec.gang.parts[{k}] ({name}): {e.message}") from None
 
-    def _check_bounds(self, tenant: str, size: int, count: int) -> None:
+    def _check_bounds(self, tenant: str, size: int, count: int, queued: int = 0) -> None:
         """What one submission may store: its spec (`size` bytes) times its elements, and the
-        tenant's waiting jobs."""
+        tenant's waiting jobs (`queued` more beside it, not yet stored)."""
         if size * count > MAX_SUBMISSION_BYTES:
             raise InvalidSpec(f"spec.array: {count} elements of a {size / 1024:.1f} KiB spec would store "
                               f"{size * count / 2**20:.0f} MiB; at most {MAX_SUBMISSION_BYTES >> 20} MiB "
                               "(fewer elements or a smaller spec)")
         limit = self.core.policy.spec.limits.pending_per_tenant
-        waiting = self.core.store.pending_count(tenant)
+        waiting = self.core.store.pending_count(tenant) + queued
         if waiting + count > limit:
             raise ResourceExhausted(f"tenant {tenant} has {waiting} jobs waiting; {count} more would pass its "
                                     f"limit of {limit} (policy spec.limits.pending_per_tenant); retry later")

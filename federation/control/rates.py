@@ -28,19 +28,22 @@ class SubmissionRates:
     def of(cls, limits: LimitsSpec, clock: Callable[[], float] = time.monotonic) -> SubmissionRates:
         return cls(limits.submissions_per_second, limits.burst, clock)
 
-    def take(self, caller: str) -> None:
-        """One submission by `caller`; ResourceExhausted, taking nothing, when its bucket is empty."""
+    def take(self, caller: str, n: int = 1) -> None:
+        """`n` submissions by `caller`; ResourceExhausted, taking nothing, when its bucket holds fewer."""
         with self._lock:
             now = self.clock()
             tokens = self._tokens(caller, now)
-            if tokens < 1:
+            if tokens < n:
                 self._buckets[caller] = (tokens, now)
-                wait = (1 - tokens) / self.per_second
+                if n > self.burst:
+                    raise ResourceExhausted(f"{n} submissions in one call pass {caller}'s burst of {self.burst} "
+                                            f"(policy {FIELD}); send fewer at a time")
+                wait = (n - tokens) / self.per_second
                 raise ResourceExhausted(f"{caller} submits faster than its limit of {self.per_second:g} a second "
                                         f"(burst {self.burst}; policy {FIELD}); retry in {wait:.2g}s")
             if caller not in self._buckets and len(self._buckets) >= MAX_CALLERS:
                 self._forget_full(now)
-            self._buckets[caller] = (tokens - 1, now)
+            self._buckets[caller] = (tokens - n, now)
 
     def _tokens(self, caller: str, now: float) -> float:
         tokens, at = self._buckets.get(caller, (float(self.burst), now))

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 
 import grpc
 from pydantic import ValidationError
@@ -14,7 +13,7 @@ from federation.errors import InvalidSpec, NotFound, PermissionDenied, Unavailab
 from federation.identity import Identity
 from federation.jobs import Job
 from federation.queues import GROUPS
-from federation.service import wire
+from federation.service import batch, wire
 from federation.service.errors import caller, translate, translate_stream
 from federation.service.loop import Pool
 from federation.service.spec_wire import spec_from_pb, training_spec_from_pb
@@ -25,8 +24,6 @@ from federation.training import TrainingLoop
 from federation.v1 import federation_pb2 as pb
 from federation.v1 import federation_pb2_grpc as pb_grpc
 from training.model import Training
-
-REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 LOG_CHUNK = 64 * 1024
 WAIT_S = 1.0
@@ -74,12 +71,17 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
         self.control.admission.rates.take(caller(context))
         spec = spec_from_pb(request.spec)
         self._caller(context).check_tenant(spec.metadata.tenant, "submit jobs")
-        if request.request_id and not REQUEST_ID_RE.match(request.request_id):
-            raise InvalidSpec("request_id: at most 128 letters, digits and . _ : -")
-        jobs = self.control.admission.submit(spec, caller(context), request.request_id)
-        return pb.SubmitJobResponse(job=wire.job_to_pb(jobs[0]),
-                                    elements=[wire.job_to_pb(j) for j in jobs] if len(jobs) > 1 or jobs[0].array_id
-                                    else [])
+        jobs = self.control.admission.submit(spec, caller(context), batch.request_id_of(request))
+        return batch.submitted(jobs)
+
+    @translate
+    def SubmitJobs(self, request: pb.SubmitJobsRequest, context: grpc.ServicerContext) -> pb.SubmitJobsResponse:
+        self.control.admission.rates.take(caller(context), max(1, len(request.items)))
+        items = batch.decode(request)
+        who = self._caller(context)
+        for tenant in sorted(batch.tenants(items)):   # one item for a tenant not the caller's refuses the call
+            who.check_tenant(tenant, "submit jobs")
+        return batch.submit(self.control.admission, items, caller(context))
 
     @translate
     def GetJob(self, request: pb.GetJobRequest, context: grpc.ServicerContext) -> pb.GetJobResponse:

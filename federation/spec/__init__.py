@@ -21,6 +21,7 @@ __all__ = [
     "JobSpec",
     "PolicyConfig",
     "SiteConfig",
+    "as_job",
     "gang_parts",
     "job_from_dict",
     "job_from_text",
@@ -68,6 +69,17 @@ def job_from_text(text: str, source: str = "<spec>") -> JobSpec:
 def job_from_dict(data: Any, source: str = "<spec>") -> JobSpec:
     _check_kind(JobSpec, data, source)
     return validate(JobSpec, data, source=source)
+
+
+def as_job(spec: str | Path | dict | JobSpec, where: str) -> JobSpec:
+    """A job spec given as a file's path, a dict or a JobSpec; `where` names it in the error."""
+    if isinstance(spec, (str, Path)):
+        return load_job(spec)
+    if isinstance(spec, dict):
+        return job_from_dict(spec)
+    if not isinstance(spec, JobSpec):
+        raise InvalidSpec(f"{where}: expected a path, dict or JobSpec, got {type(spec).__name__}")
+    return spec
 
 
 def load_training(path: str | Path) -> FederatedTrainingSpec:

@@ -185,7 +185,8 @@ class LimitsSpec(Strict):
     submissions_per_second: float = Field(
         default=2_000, gt=0, le=1_000_000,
         description="each caller's submissions (SubmitJob, SubmitTraining; a request counts once, however many "
-                    "array elements or gang parts it makes) a second, on average; past it and the burst a "
+                    "array elements or gang parts it makes; SubmitJobs counts each of its items) a second, on average; "
+                    "past it and the burst a "
                     "submission is refused (retry later)")
     submission_burst: int | None = Field(
         default=None, ge=1, le=10_000_000,

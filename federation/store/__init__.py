@@ -1,8 +1,8 @@
 """Durable state of the federation, behind one interface."""
-from federation.store.base import Leadership, Store, SubmitRequest
+from federation.store.base import Leadership, NewSubmission, Store, SubmitRequest
 from federation.store.sqlite import SQLiteStore
 
-__all__ = ["Leadership", "SQLiteStore", "Store", "SubmitRequest", "open_store"]
+__all__ = ["Leadership", "NewSubmission", "SQLiteStore", "Store", "SubmitRequest", "open_store"]
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 

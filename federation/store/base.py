@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from federation.audit import AuditRecord
+from federation.errors import FederationError
 from federation.jobs import Attempt, AttemptState, Explanation, Job, JobState
 from federation.queues import UsageRecord
 from federation.sites import Capacity, SiteRecord, SiteState
@@ -24,6 +25,15 @@ class SubmitRequest:
     request_id: str
     spec_sha256: str
     at: float
+
+
+@dataclass(frozen=True)
+class NewSubmission:
+    """One submission's jobs, request id and audit records, for `Store.add_many`."""
+
+    jobs: Sequence[Job]
+    request: SubmitRequest | None
+    audit: Sequence[AuditRecord] = ()
 
 
 @dataclass(frozen=True)
@@ -95,6 +105,18 @@ class Store(ABC):
         the jobs an earlier submission with the same actor and request id stored, and nothing
         added (Conflict if its spec differs); else the new ids. The `audit` records are appended
         (see append_audit) in the same transaction as the jobs."""
+
+    def add_many(self, batch: Sequence[NewSubmission],
+                 seal: Callable[[AuditRecord], AuditRecord] | None = None) -> list[list[str] | FederationError]:
+        """Several submissions, each all or none on its own: per submission, what `add_jobs` returns
+        or the FederationError that refused it. An error of the store itself fails the call."""
+        out: list[list[str] | FederationError] = []
+        for s in batch:
+            try:
+                out.append(self.add_jobs(s.jobs, s.request, s.audit, seal))
+            except FederationError as e:
+                out.append(e)
+        return out
 
     @abstractmethod
     def submission(self, request: SubmitRequest) -> list[str] | None:

@@ -41,6 +41,11 @@ class FederationServiceStub:
                 request_serializer=federation_dot_v1_dot_federation__pb2.SubmitJobRequest.SerializeToString,
                 response_deserializer=federation_dot_v1_dot_federation__pb2.SubmitJobResponse.FromString,
                 _registered_method=True)
+        self.SubmitJobs = channel.unary_unary(
+                '/federation.v1.FederationService/SubmitJobs',
+                request_serializer=federation_dot_v1_dot_federation__pb2.SubmitJobsRequest.SerializeToString,
+                response_deserializer=federation_dot_v1_dot_federation__pb2.SubmitJobsResponse.FromString,
+                _registered_method=True)
         self.GetJob = channel.unary_unary(
                 '/federation.v1.FederationService/GetJob',
                 request_serializer=federation_dot_v1_dot_federation__pb2.GetJobRequest.SerializeToString,
@@ -145,6 +150,13 @@ class FederationServiceServicer:
 
     def SubmitJob(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitJobs(self, request, context):
+        """Many submissions in one call, each stored or refused on its own (a sweep, a folder of specs).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -277,6 +289,11 @@ def add_FederationServiceServicer_to_server(servicer, server):
                     request_deserializer=federation_dot_v1_dot_federation__pb2.SubmitJobRequest.FromString,
                     response_serializer=federation_dot_v1_dot_federation__pb2.SubmitJobResponse.SerializeToString,
             ),
+            'SubmitJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitJobs,
+                    request_deserializer=federation_dot_v1_dot_federation__pb2.SubmitJobsRequest.FromString,
+                    response_serializer=federation_dot_v1_dot_federation__pb2.SubmitJobsResponse.SerializeToString,
+            ),
             'GetJob': grpc.unary_unary_rpc_method_handler(
                     servicer.GetJob,
                     request_deserializer=federation_dot_v1_dot_federation__pb2.GetJobRequest.FromString,
@@ -402,6 +419,33 @@ class FederationService:
             '/federation.v1.FederationService/SubmitJob',
             federation_dot_v1_dot_federation__pb2.SubmitJobRequest.SerializeToString,
             federation_dot_v1_dot_federation__pb2.SubmitJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/federation.v1.FederationService/SubmitJobs',
+            federation_dot_v1_dot_federation__pb2.SubmitJobsRequest.SerializeToString,
+            federation_dot_v1_dot_federation__pb2.SubmitJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,

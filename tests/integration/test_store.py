@@ -14,7 +14,7 @@ from federation.audit import AuditRecord
 from federation.errors import Conflict, Deposed, InvalidTransition, NotFound
 from federation.jobs import AttemptState, Explanation, Job, JobState
 from federation.sites import Capacity, DatasetRecord, SiteRecord, SiteState
-from federation.store import Leadership, SQLiteStore, Store, SubmitRequest, open_store
+from federation.store import Leadership, NewSubmission, SQLiteStore, Store, SubmitRequest, open_store
 from federation.store.postgres import PostgresStore
 from tests.conftest import make_spec
 
@@ -64,6 +64,19 @@ def test_add_get_list(store):
         store.get_job("nope")
     with pytest.raises(Conflict):
         add(store, "j-1")
+
+
+def test_a_batch_stores_each_submission_or_refuses_it_alone(store):
+    def new(job_id: str) -> Job:
+        return Job(id=job_id, spec=make_spec(), created_at=1.0, updated_at=1.0)
+    add(store, "j-old")
+    request = SubmitRequest("alice", "r-1", "sha", 1.0)
+    results = store.add_many([NewSubmission([new("j-a")], request), NewSubmission([new("j-old")], None),
+                              NewSubmission([new("j-b"), new("j-c")], None), NewSubmission([new("j-d")], request)])
+    assert results[0] == ["j-a"] and isinstance(results[1], Conflict)
+    assert results[2] == ["j-b", "j-c"] and results[3] == ["j-a"]   # the same request id: the first one's jobs
+    assert sorted(j.id for j in store.list_jobs()) == ["j-a", "j-b", "j-c", "j-old"]
+    assert store.add_many([]) == []
 
 
 def test_place_then_run_then_succeed(store):

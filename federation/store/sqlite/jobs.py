@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from federation.audit import AuditRecord
-from federation.errors import Conflict, NotFound
+from federation.errors import Conflict, FederationError, NotFound
 from federation.jobs import Attempt, Explanation, Job, JobState
-from federation.store.base import SubmitRequest
+from federation.store.base import NewSubmission, SubmitRequest
 from federation.store.sqlite.database import Database
 from federation.store.sqlite.rows import attempt_from_row, explanation_json, job_from_row
 from federation.store.sqlite.trust import insert_audit
@@ -116,6 +116,24 @@ class JobTables(Database):
         if mine.error is not None:
             raise mine.error
         return mine.ids
+
+    def add_many(self, batch: Sequence[NewSubmission], seal: Seal | None = None) -> list[list[str] | FederationError]:
+        mine = [_Submission(s.jobs, s.request, s.audit, seal) for s in batch]
+        if not mine:
+            return []
+        with self._queue:   # queued together, so the first one's transaction holds them all
+            self._queued.extend(mine)
+            lead, self._committing = not self._committing, True
+        if not lead:
+            mine[0].turn.wait()
+        if not mine[0].done:
+            self._commit_queued()
+        out: list[list[str] | FederationError] = []
+        for s in mine:
+            if s.error is not None and not isinstance(s.error, FederationError):
+                raise s.error
+            out.append(s.error if isinstance(s.error, FederationError) else s.ids)
+        return out
 
     def _commit_queued(self) -> None:
         """Every submission queued now, in one transaction; when there are several, each under its
