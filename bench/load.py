@@ -181,15 +181,20 @@ def main() -> None:
         fed = federation_load(Path(tmp) / "fed", args.jobs, args.threads, args.profile)
         many = federation_load(Path(tmp) / "many", args.jobs, args.threads, batch=args.batch) if args.batch else None
         pg = postgres_load(Path(tmp) / "pg", args.jobs, args.threads) if args.postgres else None
+        pg_many = postgres_load(Path(tmp) / "pg-many", args.jobs, args.threads, args.batch) \
+            if args.postgres and args.batch else None
         ray = ray_load(Path(tmp), ray_jobs, args.threads, args.ray_cap) if ray_jobs else None
     report(fed, ray, ray_jobs, args)
     if many is not None:
         report_batched(many, fed, args.batch)
     if pg is not None:
         report_postgres(pg, fed)
+    if pg_many is not None and many is not None:
+        print(f"PostgreSQL, {args.batch} a call: {pg_many['rate']:.0f} jobs/s, p99 {pg_many['p99']:.0f} ms a call; "
+              f"x{pg_many['rate'] / many['rate']:.2f} SQLite's, x{pg_many['rate'] / 1000:.2f} the 1,000/s goal")
 
 
-def postgres_load(work: Path, jobs: int, threads: int) -> dict:
+def postgres_load(work: Path, jobs: int, threads: int, batch: int = 0) -> dict:
     from tests.postgres import MISSING, PostgresServer, binaries
     bin_dir = binaries()
     if bin_dir is None:
@@ -198,7 +203,7 @@ def postgres_load(work: Path, jobs: int, threads: int) -> dict:
     server = PostgresServer(bin_dir, Path(tempfile.mkdtemp(prefix="fedctl-pg-")))
     server.start()
     try:
-        return federation_load(work, jobs, threads, database=server.database())
+        return federation_load(work, jobs, threads, database=server.database(), batch=batch)
     finally:
         server.stop()
         shutil.rmtree(server.root, ignore_errors=True)

@@ -106,17 +106,12 @@ class Store(ABC):
         added (Conflict if its spec differs); else the new ids. The `audit` records are appended
         (see append_audit) in the same transaction as the jobs."""
 
+    @abstractmethod
     def add_many(self, batch: Sequence[NewSubmission],
                  seal: Callable[[AuditRecord], AuditRecord] | None = None) -> list[list[str] | FederationError]:
-        """Several submissions, each all or none on its own: per submission, what `add_jobs` returns
-        or the FederationError that refused it. An error of the store itself fails the call."""
-        out: list[list[str] | FederationError] = []
-        for s in batch:
-            try:
-                out.append(self.add_jobs(s.jobs, s.request, s.audit, seal))
-            except FederationError as e:
-                out.append(e)
-        return out
+        """Several submissions in one transaction, each all or none on its own: per submission, what
+        `add_jobs` returns or the FederationError that refused it. An error of the store itself
+        (a deposed leader, say) fails the call and writes nothing."""
 
     @abstractmethod
     def submission(self, request: SubmitRequest) -> list[str] | None:

@@ -5,11 +5,11 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 
 from federation.audit import AuditRecord
-from federation.errors import Conflict, NotFound
+from federation.errors import Conflict, FederationError, NotFound
 from federation.jobs import Attempt, Explanation, Job, JobState
-from federation.store.base import SubmitRequest
+from federation.store.base import NewSubmission, SubmitRequest
 from federation.store.postgres.database import Args, Conn, Database
-from federation.store.postgres.trust import insert_audit
+from federation.store.postgres.trust import insert_audits
 from federation.store.sqlite.rows import attempt_from_row, explanation_json, job_from_row
 
 INSERT_JOB = ("INSERT INTO jobs (id, tenant, spec, state, site, message, created_at, updated_at, vetoed_by, queue,"
@@ -21,19 +21,41 @@ class JobTables(Database):
     def add_jobs(self, jobs: Sequence[Job], request: SubmitRequest | None = None, audit: Sequence[AuditRecord] = (),
                  seal: Callable[[AuditRecord], AuditRecord] | None = None) -> list[str]:
         with self._tx() as db:
-            # A racing submission with the same request id waits here for the other to commit (then
-            # gets its jobs) or to roll back (then goes on).
-            if request is not None and db.execute(
-                    "INSERT INTO submissions (actor, request_id, spec_sha256, job_ids, created_at)"
-                    " VALUES (%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING",
-                    (request.actor, request.request_id, request.spec_sha256, json.dumps([j.id for j in jobs]),
-                     request.at)).rowcount == 0:
-                return self._submission(db, request) or []
-            _insert_jobs(db, jobs)
+            ids = self._add(db, NewSubmission(jobs, request, audit))
+            if seal is not None and ids == [j.id for j in jobs]:   # new, not an earlier submission's
+                insert_audits(db, audit, seal)
+        return ids
+
+    def add_many(self, batch: Sequence[NewSubmission],
+                 seal: Callable[[AuditRecord], AuditRecord] | None = None) -> list[list[str] | FederationError]:
+        out: list[list[str] | FederationError] = []
+        audit: list[AuditRecord] = []
+        with self._tx() as db:
+            for s in batch:
+                try:
+                    with db.transaction():   # a savepoint: one refused leaves the others
+                        out.append(self._add(db, s))
+                except FederationError as e:
+                    out.append(e)
+                    continue
+                if out[-1] == [j.id for j in s.jobs]:   # new, not an earlier submission's
+                    audit += s.audit
             if seal is not None:
-                for record in audit:
-                    insert_audit(db, record, seal)
-        return [j.id for j in jobs]
+                insert_audits(db, audit, seal)
+        return out
+
+    def _add(self, db: Conn, s: NewSubmission) -> list[str]:
+        # A racing submission with the same request id waits here for the other to commit (then
+        # gets its jobs) or to roll back (then goes on).
+        request = s.request
+        if request is not None and db.execute(
+                "INSERT INTO submissions (actor, request_id, spec_sha256, job_ids, created_at)"
+                " VALUES (%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING",
+                (request.actor, request.request_id, request.spec_sha256, json.dumps([j.id for j in s.jobs]),
+                 request.at)).rowcount == 0:
+            return self._submission(db, request) or []
+        _insert_jobs(db, s.jobs)
+        return [j.id for j in s.jobs]
 
     def submission(self, request: SubmitRequest) -> list[str] | None:
         with self._pool.connection() as db:
