@@ -291,12 +291,17 @@ class Client:
         """Many submissions in few calls: per spec, in order, its Job or JobArray, or the error that
         refused it (`specs[3]: spec.resources: ...`); one refused never stops the others. Every spec
         is read before anything is sent, and each carries its own request id, so a retried call
-        stores nothing twice."""
+        stores nothing twice. A call that fails (a rate limit, the federation unreachable) ends the
+        sending: its specs and those after it carry its error, and what went before stays."""
         items = [pb.SubmitJobRequest(spec=spec_to_pb(as_job(s, f"specs[{i}]")), request_id=uuid.uuid4().hex)
                  for i, s in enumerate(specs)]
         out: list[Job | JobArray | FederationError] = []
         for chunk in _chunks(items):
-            for r in self._call("SubmitJobs", pb.SubmitJobsRequest(items=chunk)).results:
+            try:
+                results = self._call("SubmitJobs", pb.SubmitJobsRequest(items=chunk)).results
+            except FederationError as e:
+                return out + [type(e)(f"specs[{i}]: {e.message}", code=e.code) for i in range(len(out), len(items))]
+            for r in results:
                 out.append(from_code(r.error_code, f"specs[{len(out)}]: {r.error_message.partition(': ')[2]}")
                            if r.error_code else self._submitted(r.submitted))
         return out

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 
 import grpc
 
-from federation.errors import FederationError, NotFound, PermissionDenied, RayError, Unavailable
+from federation.errors import ConfigError, FederationError, NotFound, PermissionDenied, RayError, Unavailable
 from federation.service import wire
 from federation.service.errors import from_rpc_error
 from federation.sites import Capacity
@@ -24,6 +24,7 @@ from federation.v1 import federation_pb2 as pb
 from federation.v1 import federation_pb2_grpc as pb_grpc
 from site_agent import anchor, lease_file, renewal, witness
 from site_agent.files import Fetch, work_dir
+from site_agent.guard import GUARD_AT
 from site_agent.inventory import site_capacity, site_gpus
 from site_agent.plan import ASK_AT, fence_reason
 from site_agent.ray_driver import RayDriver
@@ -57,10 +58,17 @@ class SiteAgent:
         self._renewed = time.monotonic()   # when the last acknowledged registration or heartbeat was sent
         self._saved = 0.0
         self.lease_file = lease_file.lease_path(work_dir(config), self.name)
+        try:
+            lease_file.prepare(self.lease_file)
+        except PermissionError as e:
+            raise ConfigError(f"spec.work_dir: {e}") from None
         kept = lease_file.load(self.lease_file)
         if kept is not None:   # a restart: the lease runs from when it was renewed before, not from now
-            self.lease_s, renewed_at = kept
-            self._renewed -= max(0.0, time.time() - renewed_at)
+            silent = max(0.0, time.time() - kept.renewed_at)
+            self.lease_s = kept.lease_s
+            self._renewed -= silent
+            # Down long enough for its attempts' guards to have stopped them: those are lost, not failed.
+            self.reconciler.guards_fired = bool(kept.lease_s) and silent > kept.lease_s * GUARD_AT
         self.anchor = anchor.anchor_path(self.reconciler.files.root.parent, self.name)
         self._anchor_warning = ""
         self._outage = False   # the replicas said nobody leads; until the next registration
@@ -135,7 +143,9 @@ class SiteAgent:
         self._renewed = sent
         if self.lease_s and time.monotonic() - self._saved >= self.lease_s / 6:
             try:
-                lease_file.save(self.lease_file, self.lease_s, time.time() - (time.monotonic() - sent))
+                ago = time.monotonic() - sent
+                lease_file.save(self.lease_file, lease_file.Lease(self.lease_s, time.time() - ago,
+                                                                  lease_file.now_boot() - ago))
                 self._saved = time.monotonic()
             except OSError as e:
                 log.warning("cannot keep the lease in %s: %s", self.lease_file, e)

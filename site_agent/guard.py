@@ -3,11 +3,13 @@
 An agent fences its site's work when its lease runs out, before the federation may re-place that
 work elsewhere. An agent that is dead cannot: its jobs would run on while their next attempts
 start at another site. So each attempt runs behind this guard (`wrap`; run by Ray as
-`python -m site_agent.guard`), which starts the job's own entrypoint (FEDCTL_GUARDED) in a process
-group of its own and reads the lease file the agent keeps (FEDCTL_LEASE_FILE). Once the lease was
-last renewed more than five sixths of it ago, it stops the group
-(SIGTERM, then SIGKILL) and exits with FENCED_EXIT and a `fenced:` line, which the agent reports as
-a lost attempt. Without a lease file (no lease yet, or one this host cannot read) it only waits.
+`python -m site_agent.guard`), which starts the job's own entrypoint (FEDCTL_GUARDED) and reads
+the lease file the agent keeps (FEDCTL_LEASE_FILE), believing it only when it and its folder are
+the agent's (FEDCTL_LEASE_OWNER) alone to write. Once the lease was last renewed more than five
+sixths of it ago (by the host's boot clock, which no wall-clock step moves), it stops every process
+of its process group but itself and the shell above it (SIGTERM, then SIGKILL after a grace)
+and exits with FENCED_EXIT and a `fenced:` line. The job stays in the guard's group, Ray's, so
+whatever stops the group stops the job. Without a lease it may believe, it says so in the job's log and only waits.
 
 Standard library only: it runs once per attempt, as the tenant's user."""
 from __future__ import annotations
@@ -20,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from site_agent.lease_file import load
+from site_agent.lease_file import Lease, load, now_boot
 
 # Later than the agent's own fence (two thirds): a live agent fences, or learns from a witness
 # that the federation is down and renews, before its guards would; earlier than the federation.
@@ -28,60 +30,88 @@ GUARD_AT = 5 / 6
 FENCED_EXIT = 87
 FENCED = "fenced:"
 CHECK_S = 0.25
+ENTRYPOINT = f"{shlex.quote(sys.executable)} -m site_agent.guard"   # what Ray runs for a guarded attempt
+ENV = ("FEDCTL_GUARDED", "FEDCTL_LEASE_FILE", "FEDCTL_LEASE_OWNER")  # the site's alone: no spec may set them
 
 
 def wrap(entrypoint: str, lease: Path) -> tuple[str, dict[str, str]]:
     """The entrypoint Ray runs instead, and the environment it needs."""
-    return (f"{shlex.quote(sys.executable)} -m site_agent.guard",
-            {"FEDCTL_GUARDED": entrypoint, "FEDCTL_LEASE_FILE": str(lease)})
+    return ENTRYPOINT, dict(zip(ENV, (entrypoint, str(lease), str(os.geteuid())), strict=True))
 
 
-def lapsed(kept: tuple[float, float] | None, now: float) -> str:
-    """Why the job must stop now, or '' while the lease holds (or there is none)."""
-    if kept is None or not kept[0]:
+def lapsed(lease: Lease | None, now: float) -> str:
+    """Why the job must stop now (`now` by the boot clock), or '' while the lease holds (or there is none)."""
+    if lease is None or not lease.lease_s:
         return ""
-    lease_s, renewed_at = kept
-    silent = now - renewed_at
-    if silent <= lease_s * GUARD_AT:
+    silent = now - lease.renewed_boot
+    if silent <= lease.lease_s * GUARD_AT:
         return ""
-    return f"the site's agent renewed no lease for {silent:.1f}s of a {lease_s:g}s lease; stopping this attempt"
+    return f"the site's agent renewed no lease for {silent:.1f}s of a {lease.lease_s:g}s lease; stopping this attempt"
 
 
-def stop(child: subprocess.Popen, grace_s: float) -> None:
-    """The job's whole process group: asked, then made."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(child.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            child.wait(timeout=grace_s)
-            if sig == signal.SIGTERM:
-                os.killpg(child.pid, signal.SIGKILL)   # what it left behind in its group
-            return
-        except subprocess.TimeoutExpired:
+def others() -> list[int]:
+    """The live processes of this process group but this one and those it runs under (the shell
+    Ray starts the entrypoint with, which must see this guard's own exit code)."""
+    me, group = os.getpid(), os.getpgrp()
+    members: dict[int, int] = {}   # pid -> parent
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
             continue
-        except ProcessLookupError:
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                state, ppid, pgrp = f.read().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError):
+            continue
+        if int(pgrp) == group and state != "Z":
+            members[int(name)] = int(ppid)
+    above, pid = set(), me
+    while pid in members:
+        above.add(pid)
+        pid = members[pid]
+    return [pid for pid in members if pid not in above]
+
+
+def stop_group(child: subprocess.Popen, grace_s: float) -> None:
+    """Every other process of the group: asked once, and after `grace_s` made."""
+    _signal(others(), signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while others() and time.monotonic() < deadline:
+        child.poll()
+        time.sleep(0.05)
+    for _ in range(50):   # a process may fork while it is killed: until none is left
+        rest = others()
+        if not rest:
             return
+        _signal(rest, signal.SIGKILL)
+        child.poll()
+        time.sleep(0.02)
+
+
+def _signal(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
 
 
 def main() -> int:
-    lease = Path(os.environ["FEDCTL_LEASE_FILE"])
-    if load(lease) is None:   # a Ray node apart from the agent's, say: say so where the operator will look
-        print(f"fedctl guard: cannot read the site's lease at {lease}: this attempt runs on if the agent dies",
+    lease, owner = Path(os.environ["FEDCTL_LEASE_FILE"]), int(os.environ["FEDCTL_LEASE_OWNER"])
+    if load(lease, owner) is None:   # a Ray node apart from the agent's, say: say so where the operator will look
+        print(f"fedctl guard: no lease of the agent's to read at {lease}: this attempt runs on if the agent dies",
               file=sys.stderr, flush=True)
-    child = subprocess.Popen(os.environ["FEDCTL_GUARDED"], shell=True, process_group=0)
+    child = subprocess.Popen(os.environ["FEDCTL_GUARDED"], shell=True)
     while True:
         try:
             code = child.wait(timeout=CHECK_S)
             return code if code >= 0 else 128 - code
         except subprocess.TimeoutExpired:
             pass
-        kept = load(lease)
-        why = lapsed(kept, time.time())
+        kept = load(lease, owner)
+        why = lapsed(kept, now_boot())
         if why and kept is not None:
             print(f"{FENCED} {why}", file=sys.stderr, flush=True)
-            stop(child, min(5.0, max(0.5, kept[0] / 12)))
+            stop_group(child, min(5.0, max(0.5, kept.lease_s / 12)))
             return FENCED_EXIT
 
 

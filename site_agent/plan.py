@@ -195,19 +195,20 @@ class Report:
 
 def plan_report(desired: Collection[str], observed: Mapping[str, RayJob], local: Mapping[str, SiteWord],
                 watched: Collection[str], logs_done: Collection[str], *, speaks: Collection[str],
-                site: str) -> Report:
+                site: str, guards_fired: bool = False) -> Report:
     """Every federation attempt Ray holds for this site, with Ray's state unless the site has its
     own word on a desired one; then the site's own words. Outputs go with the terminal status until
     the federation takes both in; logs are read once Ray runs a job, until an ended one is drained.
     Ray's message goes up only for attempts in `speaks` (whose data lets logs cross); the others get
-    a fixed word instead (`kept_message`)."""
+    a fixed word instead (`kept_message`). With `guards_fired` (this agent's predecessor was silent
+    long enough), a guarded attempt its guard stopped is lost, not failed."""
     statuses, outputs, logs = [], [], []
     for sid, job in sorted(observed.items()):
         ref = Ref(sid, *_ids(sid))
         if job.status == "SUCCEEDED" and sid in desired:
             outputs.append(ref)
         if not (sid in local and sid in desired):
-            statuses.append(ray_status(ref, job, sid in speaks, site))
+            statuses.append(ray_status(ref, job, sid in speaks, site, guards_fired))
         if sid in watched and sid not in logs_done and job.status != "PENDING":
             logs.append((ref, job.terminal))
     statuses += [Status(*_ids(sid), word.state, word.message) for sid, word in sorted(local.items()) if sid in desired]
@@ -229,18 +230,18 @@ def fence_reason(now: float, renewed: float, lease_s: float, at: float = FENCE_A
     return f"lease expired (no heartbeat acknowledged for {silent:.1f}s of a {lease_s:g}s lease)"
 
 
-def ray_status(ref: Ref, job: RayJob, speaks: bool, site: str) -> Status:
-    if guarded_out(job):
+def ray_status(ref: Ref, job: RayJob, speaks: bool, site: str, guards_fired: bool) -> Status:
+    if guards_fired and guarded_out(job):
         return Status(ref.job_id, ref.attempt, AttemptState.LOST, GUARDED_OUT)
     message = "" if not job.terminal else ended_message(job) if speaks else kept_message(job, site)
     return Status(ref.job_id, ref.attempt, RAY_TO_ATTEMPT[job.status], message)
 
 
 def guarded_out(job: RayJob) -> bool:
-    """Stopped by its guard (`site_agent.guard`) while this site's agent was silent: lost, as a
-    fenced attempt is, not failed. A job could exit with the same code itself; it gains no more
-    than the retries its own policy allows."""
-    exited = RAY_EXIT.match(job.message) if job.status == "FAILED" else None
+    """Stopped by its guard (`site_agent.guard`): run behind one, and ended with its code. Its own
+    program could end with the same code; only while the agent's predecessor was silent long
+    enough does the agent take it for the guard's."""
+    exited = RAY_EXIT.match(job.message) if job.status == "FAILED" and job.guarded else None
     return exited is not None and int(exited.group(1)) == FENCED_EXIT
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from federation.errors import RayError
+from site_agent import guard
 
 SITE_KEY = "federation_site"   # job metadata naming the site that submitted it
 
@@ -19,6 +20,7 @@ class RayJob:
     message: str = ""
     site: str | None = None   # from the job's metadata; None for jobs submitted otherwise
     tenant: str | None = None  # likewise
+    guarded: bool = False      # run behind its guard (site_agent.guard)
 
     @property
     def terminal(self) -> bool:
@@ -112,7 +114,8 @@ class RayJobsDriver(RayDriver):
         except Exception as e:
             raise RayError(f"listing jobs at {self.address}: {_first_line(e)}") from None
         return {d.submission_id: RayJob(d.submission_id, d.status.value, d.message or "",
-                                        (d.metadata or {}).get(SITE_KEY), (d.metadata or {}).get("tenant"))
+                                        (d.metadata or {}).get(SITE_KEY), (d.metadata or {}).get("tenant"),
+                                        d.entrypoint == guard.ENTRYPOINT)
                 for d in details if d.submission_id}
 
     def status(self, submission_id: str) -> str | None:

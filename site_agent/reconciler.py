@@ -66,6 +66,7 @@ class Reconciler:
     gpus: SiteGpus = field(default_factory=SiteGpus)     # this site's GPU inventory, for bindings
     epochs: dict[str, int] = field(default_factory=dict)   # per job, the newest attempt seen here
     fenced: str = ""            # why this site stopped its work and starts none (its lease expired)
+    guards_fired: bool = False  # the agent before this one was silent past its attempts' guards' deadline
     fetch_input: Fetch | None = None   # (job, attempt, name) -> data, from the federation
     classified: dict[str, str] = field(default_factory=dict)   # dataset -> class, as the federation's policy says
     grants: DatasetGrants = field(default_factory=DatasetGrants)   # who may read which dataset now
@@ -193,7 +194,7 @@ class Reconciler:
     def _report(self, observed: dict[str, RayJob]) -> pb.ConnectRequest:
         speaks = {sid for sid, what in self.crossing.items() if LOGS in what}
         report = plan_report(self.desired.keys(), observed, self.local, self.watched, self.logs_done,
-                             speaks=speaks, site=self.config.metadata.name)
+                             speaks=speaks, site=self.config.metadata.name, guards_fired=self.guards_fired)
         files = self.files
         # Files leave only where the job's data lets results or model updates cross at all.
         outputs = [pb.Output(job_id=ref.job_id, attempt=ref.attempt, name=name, data=data)

@@ -66,6 +66,7 @@ def new_jobs(spec: JobSpec, queue: str, now: float, parts: list[tuple[str, JobSp
 
 
 MAX_SUBMISSION_BYTES = 16 << 20   # a spec times its array elements or gang parts
+MAX_CALL_BYTES = 64 << 20         # what one SubmitJobs call stores, in one transaction
 
 
 class Admission:
@@ -97,9 +98,10 @@ class Admission:
         With a request id, a repeated submission returns the jobs the first one stored. `inputs`:
         per part name ('' for a plain job), files its attempts fetch; stored before the jobs, so no
         attempt can start without them."""
-        ready = self._prepare(spec, actor, request_id)
-        if isinstance(ready, list):
-            return ready
+        prepared = self._prepare(spec, actor, request_id)
+        if isinstance(prepared, list):
+            return prepared
+        ready = prepared[0]
         now = self.core.clock()
         for job in ready.jobs:
             part = job.id[len(job.gang_id) + 1:] if job.gang_id else ""
@@ -116,28 +118,35 @@ class Admission:
         out: list[list[Job] | FederationError] = []
         ready: list[tuple[int, NewSubmission]] = []
         queued: dict[str, int] = {}   # jobs of this call waiting per tenant, not yet in the store's count
-        for i, (spec, request_id) in enumerate(items):
+        size = 0                      # what this call stores
+        for spec, request_id in items:
             tenant = spec.metadata.tenant
-            r: NewSubmission | list[Job] | FederationError
+            r: tuple[NewSubmission, int] | list[Job] | FederationError
             try:
                 r = self._prepare(spec, actor, request_id, queued.get(tenant, 0))
             except FederationError as e:
                 r = e
-            if isinstance(r, NewSubmission):
-                queued[tenant] = queued.get(tenant, 0) + len(r.jobs)
-                ready.append((i, r))
-            out.append(r if not isinstance(r, NewSubmission) else [])
+            if isinstance(r, tuple) and size + r[1] > MAX_CALL_BYTES:
+                r = ResourceExhausted(f"the submissions before it store {size / 2**20:.0f} MiB; at most "
+                                      f"{MAX_CALL_BYTES >> 20} MiB a call (send the rest in another)")
+            if isinstance(r, tuple):
+                queued[tenant] = queued.get(tenant, 0) + len(r[0].jobs)
+                size += r[1]
+                ready.append((len(out), r[0]))
+            out.append(r if not isinstance(r, tuple) else [])
         signer = self.core.signer
-        stored = self.core.store.add_many([r for _, r in ready], signer.seal if signer else None)
-        for (i, r), ids in zip(ready, stored, strict=True):
-            out[i] = ids if isinstance(ids, FederationError) else self._stored(r, ids)
+        stored = self.core.store.add_many([new for _, new in ready], signer.seal if signer else None)
+        for (i, new), ids in zip(ready, stored, strict=True):
+            out[i] = ids if isinstance(ids, FederationError) else self._stored(new, ids)
         if ready:
             self.core.changes.bump(assignments=False)
         return out
 
-    def _prepare(self, spec: JobSpec, actor: str, request_id: str, queued: int = 0) -> NewSubmission | list[Job]:
-        """The submission's new jobs and audit records, checked; or the jobs an earlier submission
-        with the same request id stored. `queued`: the tenant's jobs waiting beside it, not yet stored."""
+    def _prepare(self, spec: JobSpec, actor: str, request_id: str,
+                 queued: int = 0) -> tuple[NewSubmission, int] | list[Job]:
+        """The submission's new jobs and audit records, checked, and the bytes they store; or the jobs
+        an earlier submission with the same request id stored. `queued`: the tenant's jobs waiting
+        beside it, not yet stored."""
         store = self.core.store
         document = spec.model_dump_json().encode()
         digest = hashlib.sha256(document).hexdigest()
@@ -156,7 +165,7 @@ class Admission:
         audit = [self.core.audit_record(actor, "job.submit", j.id, tenant=j.tenant, queue=j.queue,
                                         name=j.spec.metadata.name, spec_sha256=digest)
                  for j in jobs] if self.core.signer is not None else []
-        return NewSubmission(jobs, request, audit)
+        return NewSubmission(jobs, request, audit), len(document) * len(jobs)
 
     def _stored(self, ready: NewSubmission, ids: list[str]) -> list[Job]:
         if ready.request is not None and ids != [j.id for j in ready.jobs]:

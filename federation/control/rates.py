@@ -30,14 +30,14 @@ class SubmissionRates:
 
     def take(self, caller: str, n: int = 1) -> None:
         """`n` submissions by `caller`; ResourceExhausted, taking nothing, when its bucket holds fewer."""
+        if n > self.burst:
+            raise ResourceExhausted(f"{n} submissions in one call pass {caller}'s burst of {self.burst} "
+                                    f"(policy {FIELD}); send fewer at a time")
         with self._lock:
             now = self.clock()
             tokens = self._tokens(caller, now)
             if tokens < n:
                 self._buckets[caller] = (tokens, now)
-                if n > self.burst:
-                    raise ResourceExhausted(f"{n} submissions in one call pass {caller}'s burst of {self.burst} "
-                                            f"(policy {FIELD}); send fewer at a time")
                 wait = (n - tokens) / self.per_second
                 raise ResourceExhausted(f"{caller} submits faster than its limit of {self.per_second:g} a second "
                                         f"(burst {self.burst}; policy {FIELD}); retry in {wait:.2g}s")

@@ -51,9 +51,9 @@ def submit(admission: Admission, items: list[Item], actor: str) -> pb.SubmitJobs
 
 
 def submitted(jobs: list[Job]) -> pb.SubmitJobResponse:
-    return pb.SubmitJobResponse(job=wire.job_to_pb(jobs[0]),
-                                elements=[wire.job_to_pb(j) for j in jobs] if len(jobs) > 1 or jobs[0].array_id
-                                else [])
+    return pb.SubmitJobResponse(job=wire.job_to_pb(jobs[0], brief=True),
+                                elements=[wire.job_to_pb(j, brief=True) for j in jobs]
+                                if len(jobs) > 1 or jobs[0].array_id else [])
 
 
 def _result(r: list[Job] | FederationError) -> pb.SubmitJobsResult:

@@ -39,8 +39,12 @@ def attempt_to_pb(a: Attempt) -> pb.Attempt:
                       started_at=a.started_at, ended_at=a.ended_at, binding=binding_to_pb(a.binding))
 
 
-def job_to_pb(job: Job) -> pb.Job:
-    return pb.Job(id=job.id, spec=spec_to_pb(job.spec), state=JOB_STATE_TO_PB[job.state], site=job.site,
+def job_to_pb(job: Job, *, brief: bool = False) -> pb.Job:
+    """`brief`: the spec's name and tenant only, for answers that list many jobs (a submitted array
+    of 10,000 elements, each with a 64 KiB spec, must not outgrow a message)."""
+    spec = pb.JobSpec(json=json.dumps({"metadata": {"name": job.spec.metadata.name, "tenant": job.tenant}})) \
+        if brief else spec_to_pb(job.spec)
+    return pb.Job(id=job.id, spec=spec, state=JOB_STATE_TO_PB[job.state], site=job.site,
                   message=job.message, created_at=job.created_at, updated_at=job.updated_at,
                   attempts=[attempt_to_pb(a) for a in job.attempts], queue=job.queue, array_id=job.array_id,
                   array_index=job.array_index, gang_id=job.gang_id)

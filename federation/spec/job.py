@@ -113,7 +113,9 @@ class Checkpoint(Strict):
 
 # Which devices a job sees is the site's to say, from the GPUs the job asked for and was given.
 RESERVED_ENV = frozenset({"CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES",
-                          "HIP_VISIBLE_DEVICES", "PYTHONUSERBASE"})
+                          "HIP_VISIBLE_DEVICES", "PYTHONUSERBASE",
+                          # an attempt's guard's (site_agent.guard.ENV): a job may not pose as one
+                          "FEDCTL_GUARDED", "FEDCTL_LEASE_FILE", "FEDCTL_LEASE_OWNER"})
 # Ray's token is the site's; pip and uv read their index, links and config from these, which would
 # bring back what runtime_env.pip/uv refuses.
 RESERVED_PREFIXES = ("RAY_AUTH", "PIP_", "UV_")

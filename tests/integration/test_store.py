@@ -326,6 +326,9 @@ def test_a_deposed_leader_cannot_write(store):
     now[0] = 110.5
     with pytest.raises(Deposed, match="ran out"):
         add(store, "j-2")
+    with pytest.raises(Deposed, match="ran out"):   # the whole call, not each submission
+        store.add_many([NewSubmission([Job(id=i, spec=make_spec(), created_at=1.0, updated_at=1.0)], None)
+                        for i in ("j-3", "j-4")])
     store.acquire_leadership("b", "y:1", now=111.0, ttl_s=10.0)
     now[0] = 112.0
     with pytest.raises(Deposed, match="another term"):

@@ -36,6 +36,8 @@ class _Submission:
     done: bool = False
     ids: list[str] = field(default_factory=list)
     error: BaseException | None = None
+    saved: bool = False      # under a savepoint of its own even when alone in its transaction (add_many)
+    alone: bool = False      # the error is its own, not its transaction's
     turn: threading.Event = field(default_factory=threading.Event)   # done, or its turn to commit
 
 
@@ -118,7 +120,7 @@ class JobTables(Database):
         return mine.ids
 
     def add_many(self, batch: Sequence[NewSubmission], seal: Seal | None = None) -> list[list[str] | FederationError]:
-        mine = [_Submission(s.jobs, s.request, s.audit, seal) for s in batch]
+        mine = [_Submission(s.jobs, s.request, s.audit, seal, saved=True) for s in batch]
         if not mine:
             return []
         with self._queue:   # queued together, so the first one's transaction holds them all
@@ -130,8 +132,8 @@ class JobTables(Database):
             self._commit_queued()
         out: list[list[str] | FederationError] = []
         for s in mine:
-            if s.error is not None and not isinstance(s.error, FederationError):
-                raise s.error
+            if s.error is not None and not (s.alone and isinstance(s.error, FederationError)):
+                raise s.error   # the transaction's (a deposed leader, say): nothing of the call was written
             out.append(s.error if isinstance(s.error, FederationError) else s.ids)
         return out
 
@@ -157,14 +159,14 @@ class JobTables(Database):
     def _commit(self, batch: list[_Submission]) -> None:
         try:
             with self._tx() as db:
-                if len(batch) == 1:
+                if len(batch) == 1 and not batch[0].saved:
                     batch[0].ids = self._insert_jobs(db, batch[0])
                 else:
                     for s in batch:
                         self._insert_saved(db, s)
         except BaseException as e:
             for s in batch:
-                s.error = e   # nothing of the batch was committed
+                s.error, s.alone = e, False   # nothing of the batch was committed
 
     def _insert_saved(self, db: sqlite3.Connection, s: _Submission) -> None:
         db.execute("SAVEPOINT submission")
@@ -172,7 +174,7 @@ class JobTables(Database):
             s.ids = self._insert_jobs(db, s)
         except Exception as e:
             db.execute("ROLLBACK TO submission")
-            s.error = e
+            s.error, s.alone = e, True
         db.execute("RELEASE submission")
 
     def _insert_jobs(self, db: sqlite3.Connection, s: _Submission) -> list[str]:
