@@ -121,6 +121,6 @@ def summarize(reasons: np.ndarray) -> str:
     return f"no site can take it ({parts})"
 
 
-def verdicts(unplaced: Unplaced, job: PendingJob, snapshot: Snapshot) -> tuple[Verdict, ...]:
-    """Per-site verdicts, with their human reasons, for an unplaced job."""
-    return tuple(describe(job, s, unplaced.reason_at(i), snapshot) for i, s in enumerate(snapshot.sites))
+def verdicts(unplaced: Unplaced, job: PendingJob, snapshot: Snapshot, limit: int | None = None) -> tuple[Verdict, ...]:
+    """Per-site verdicts, with their human reasons, for an unplaced job (of its first `limit` sites)."""
+    return tuple(describe(job, s, unplaced.reason_at(i), snapshot) for i, s in enumerate(snapshot.sites[:limit]))

@@ -17,6 +17,9 @@ from federation.jobs import Attempt, Explanation, Job
 
 log = logging.getLogger("federation.control")
 SLUGS = {int(r): r.slug for r in policies.Reason}
+# Sites an explanation names one by one; its summary counts them all. With 1,000 sites and 100,000
+# jobs waiting, a verdict for every site would be a hundred million rows written each time they change.
+MAX_VERDICTS = 16
 VerdictRow = tuple[str, bool, str, str]   # site, eligible, reason code, detail
 
 
@@ -34,7 +37,7 @@ def placed_explanation(d: policies.Decision, observed: Observed) -> Explanation:
     snapshot = observed.snapshot
     why = "; ".join(d.reasons)
     verdicts: list[VerdictRow] = [(d.site, True, "ok", why)]
-    for site, code in zip(snapshot.sites, d.reasons_by_site):
+    for site, code in zip(snapshot.sites[:MAX_VERDICTS - 1], d.reasons_by_site):
         if site.name == d.site:
             continue
         if code == policies.Reason.OK:
@@ -57,7 +60,7 @@ def unplaced_summary(u: policies.Unplaced, old: Explanation | None, result: poli
             return None  # still waiting on the work named when it was stopped
         return f"waiting: work stopping on {result.making_room[u.job_id]} makes room for it"
     if old is not None and old.summary == u.summary and [v[2] for v in old.verdicts] == [
-            SLUGS[c] for c in u.reasons]:
+            SLUGS[c] for c in u.reasons[:MAX_VERDICTS]]:
         return None  # unchanged: no write
     return u.summary
 
@@ -113,7 +116,7 @@ class Cycle:
             summary = f"held: {hold.detail}"
             old = by_id[job_id].explanation
             if old is None or old.summary != summary:
-                verdicts = tuple((s, False, hold.reason.slug, hold.detail) for s in sites)
+                verdicts = tuple((s, False, hold.reason.slug, hold.detail) for s in sites[:MAX_VERDICTS])
                 self.core.store.explain_job(job_id, Explanation(summary, now, verdicts))
         return set(found)
 
@@ -147,11 +150,13 @@ class Cycle:
                             reason=p.reason)
                 waiting_on.setdefault(p.for_job, []).append(f"{p.job_id} on {p.site}")
                 changed.add(p.site)
+        explained = []
         for u in result.unplaced:
             summary = unplaced_summary(u, observed.pending[u.job_id].explanation, result, waiting_on)
             if summary is not None:
-                verdicts = tuple((v.site, False, v.reason.slug, v.detail)
-                                 for v in policies.verdicts(u, observed.views[u.job_id], observed.snapshot))
-                core.store.explain_job(u.job_id, Explanation(summary, now, verdicts))
+                verdicts = tuple((v.site, False, v.reason.slug, v.detail) for v in policies.verdicts(
+                    u, observed.views[u.job_id], observed.snapshot, MAX_VERDICTS))
+                explained.append((u.job_id, Explanation(summary, now, verdicts)))
+        core.store.explain_jobs(explained)
         if changed:
             core.changes.bump(sites=changed)

@@ -154,8 +154,12 @@ class Store(ABC):
                   binding: Binding = (), gpu_model: str = "") -> Attempt | None:
         """PENDING -> PLACED with a new attempt holding `binding`, atomically; None if no longer pending."""
 
+    def explain_job(self, job_id: str, explanation: Explanation) -> None:
+        self.explain_jobs([(job_id, explanation)])
+
     @abstractmethod
-    def explain_job(self, job_id: str, explanation: Explanation) -> None: ...
+    def explain_jobs(self, explanations: Sequence[tuple[str, Explanation]]) -> None:
+        """Why each job (still pending) waits or went where it went, in one transaction."""
 
     @abstractmethod
     def cancel_job(self, job_id: str, now: float, message: str = "cancelled by user") -> Job: ...

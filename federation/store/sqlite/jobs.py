@@ -275,10 +275,13 @@ class JobTables(Database):
                 out[job.gang_id].append(job)
         return out
 
-    def explain_job(self, job_id: str, explanation: Explanation) -> None:
+    def explain_jobs(self, explanations: Sequence[tuple[str, Explanation]]) -> None:
+        if not explanations:
+            return
         with self._tx() as db:
-            db.execute("UPDATE jobs SET explanation=?, message=? WHERE id=? AND state=?",
-                       (explanation_json(explanation), explanation.summary, job_id, JobState.PENDING.value))
+            db.executemany("UPDATE jobs SET explanation=?, message=? WHERE id=? AND state=?",
+                           [(explanation_json(e), e.summary, job_id, JobState.PENDING.value)
+                            for job_id, e in explanations])
 
     def cancel_job(self, job_id: str, now: float, message: str = "cancelled by user") -> Job:
         with self._tx() as db:
