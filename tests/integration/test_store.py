@@ -79,6 +79,14 @@ def test_a_batch_stores_each_submission_or_refuses_it_alone(store):
     assert store.add_many([]) == []
 
 
+def test_jobs_of_one_spec_share_its_parsed_form(store):
+    add(store, "j-a")
+    add(store, "j-b")
+    add(store, "j-c", tenant="other")
+    a, b, c = (store.get_job(i).spec for i in ("j-a", "j-b", "j-c"))
+    assert a is b and a == b and c is not a and c.metadata.tenant == "other"
+
+
 def test_place_then_run_then_succeed(store):
     add(store)
     attempt = store.place_job("j-1", "a", EXPL, now=2.0)

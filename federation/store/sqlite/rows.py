@@ -1,6 +1,7 @@
 """Rows to domain records and back, and the cache of parsed job specs."""
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import threading
@@ -14,23 +15,25 @@ from training.model import Round, RoundState, Training, TrainingState
 
 
 class SpecCache:
-    """Parsed job specs by job id. A stored spec never changes, and parsing one is most of the cost
-    of reading a job, which the scheduler and every site's stream do many times."""
+    """Parsed job specs by their stored text. A stored spec never changes, parsing one is most of
+    the cost of reading a job (which the scheduler and every site's stream do many times), and the
+    jobs of a sweep or a load share one text, so they share one (frozen) parsed spec."""
 
     def __init__(self, size: int = 50_000) -> None:
         self._size = size
-        self._specs: OrderedDict[str, JobSpec] = OrderedDict()
+        self._specs: OrderedDict[bytes, JobSpec] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, job_id: str, text: str) -> JobSpec:
+    def get(self, text: str) -> JobSpec:
+        key = hashlib.blake2b(text.encode(), digest_size=16).digest()
         with self._lock:
-            spec = self._specs.get(job_id)
+            spec = self._specs.get(key)
             if spec is not None:
-                self._specs.move_to_end(job_id)
+                self._specs.move_to_end(key)
                 return spec
         spec = JobSpec.model_validate_json(text)
         with self._lock:
-            self._specs[job_id] = spec
+            self._specs[key] = spec
             if len(self._specs) > self._size:
                 self._specs.popitem(last=False)
         return spec
@@ -42,7 +45,7 @@ def job_from_row(row: sqlite3.Row, attempts: list[Attempt], specs: SpecCache) ->
         e = json.loads(row["explanation"])
         explanation = Explanation(e["summary"], e["evaluated_at"], tuple(tuple(v) for v in e["verdicts"]))
     return Job(
-        id=row["id"], spec=specs.get(row["id"], row["spec"]), state=JobState(row["state"]),
+        id=row["id"], spec=specs.get(row["spec"]), state=JobState(row["state"]),
         site=row["site"], message=row["message"], created_at=row["created_at"], updated_at=row["updated_at"],
         attempts=tuple(attempts), vetoed_by=frozenset(json.loads(row["vetoed_by"])), explanation=explanation,
         queue=row["queue"], array_id=row["array_id"], array_index=row["array_index"], gang_id=row["gang_id"],
