@@ -223,10 +223,7 @@ def report_batched(many: dict, one: dict, batch: int) -> None:
           f"{many['p99']:>8.1f}  (latencies of calls of {batch}; CPU {many['cpu_ms']:.2f} ms a job)")
     print(f"{batch} a call / one a call: jobs/s x{many['rate'] / one['rate']:.2f}; vs targets: "
           f"x{many['rate'] / 500:.2f} Slurm's documented 500/s, x{many['rate'] / 1000:.2f} the 1,000/s goal")
-    print(f"lost {many['lost']}, duplicated {many['duplicated']}, not succeeded {many['unfinished']}, "
-          f"with more than one attempt {many['ran_twice']}")
-    if many["lost"] or many["duplicated"] or many["unfinished"] or many["ran_twice"]:
-        raise SystemExit("FAILED: every job must end succeeded exactly once")
+    exactly_once(many)
 
 
 def report(fed: dict, ray: dict | None, ray_jobs: int, args: argparse.Namespace) -> None:
@@ -244,9 +241,13 @@ def report(fed: dict, ray: dict | None, ray_jobs: int, args: argparse.Namespace)
               f"p99 x{fed['p99'] / ray['p99']:.2f}")
     print(f"federation vs targets: x{fed['rate'] / 500:.2f} Slurm's documented 500/s, "
           f"x{fed['rate'] / 1000:.2f} the 1,000/s goal")
-    print(f"lost {fed['lost']}, duplicated {fed['duplicated']}, not succeeded {fed['unfinished']}, "
-          f"with more than one attempt {fed['ran_twice']}")
-    if fed["lost"] or fed["duplicated"] or fed["unfinished"] or fed["ran_twice"]:
+    exactly_once(fed)
+
+
+def exactly_once(r: dict) -> None:
+    print(f"lost {r['lost']}, duplicated {r['duplicated']}, not succeeded {r['unfinished']}, "
+          f"with more than one attempt {r['ran_twice']}")
+    if r["lost"] or r["duplicated"] or r["unfinished"] or r["ran_twice"]:
         raise SystemExit("FAILED: every job must end succeeded exactly once")
 
 

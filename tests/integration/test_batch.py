@@ -3,13 +3,15 @@ its own, named by its place in the call; a retried call stores nothing twice."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import grpc
 import pytest
 import yaml
 
 from federation.cli.main import main
-from federation.client import Job, JobArray
+from federation.client import Client, Job, JobArray
 from federation.errors import InvalidSpec, ResourceExhausted, UnknownDataset, Unsatisfiable
 from federation.local import CONFIGS
 from federation.v1 import federation_pb2 as pb
@@ -65,39 +67,39 @@ def test_a_retried_batch_and_a_request_id_given_twice_store_each_job_once(client
     assert sorted(j.name for j in client.jobs()) == ["once", "other"]
 
 
-def test_a_batch_counts_its_own_jobs_against_the_tenants_waiting_limit_and_the_callers_rate(tmp_path):
+@contextmanager
+def limited(tmp_path, **limits) -> Iterator[Client]:
+    """An admin's client of a federation whose policy has these `spec.limits`."""
     policy = yaml.safe_load((CONFIGS / "policy.yaml").read_text())
-    policy["spec"].setdefault("limits", {}).update(pending_per_tenant=3, submission_burst=5)
+    policy["spec"].setdefault("limits", {}).update(limits)
     (tmp_path / "policy.yaml").write_text(yaml.safe_dump(policy))
     federation = start(tmp_path, tmp_path / "policy.yaml")
     try:
         with admin_client(federation) as client:
-            results = client.submit_many([make_spec(f"j{i}", tenant="research") for i in range(4)])
-            assert [type(r).__name__ for r in results] == ["Job", "Job", "Job", "ResourceExhausted"]
-            assert "specs[3]: tenant research has 3 jobs waiting" in results[3].message
-            refused = client.submit_many([make_spec(f"k{i}", tenant="other") for i in range(6)])
-            assert [r.message for r in refused] == [f"specs[{i}]: 6 submissions in one call pass admin's burst of 5"
-                                                    " (policy spec.limits.submissions_per_second); send fewer at a time"
-                                                    for i in range(6)]
-            assert len(client.jobs()) == 3
+            yield client
     finally:
         federation.stop(grace=0)
+
+
+def test_a_batch_counts_its_own_jobs_against_the_tenants_waiting_limit_and_the_callers_rate(tmp_path):
+    with limited(tmp_path, pending_per_tenant=3, submission_burst=5) as client:
+        results = client.submit_many([make_spec(f"j{i}", tenant="research") for i in range(4)])
+        assert [type(r).__name__ for r in results] == ["Job", "Job", "Job", "ResourceExhausted"]
+        assert "specs[3]: tenant research has 3 jobs waiting" in results[3].message
+        refused = client.submit_many([make_spec(f"k{i}", tenant="other") for i in range(6)])
+        assert [r.message for r in refused] == [f"specs[{i}]: 6 submissions in one call pass admin's burst of 5"
+                                                " (policy spec.limits.submissions_per_second); send fewer at a time"
+                                                for i in range(6)]
+        assert len(client.jobs()) == 3
 
 
 def test_a_call_refused_midway_keeps_what_went_before_and_names_the_rest(tmp_path):
-    policy = yaml.safe_load((CONFIGS / "policy.yaml").read_text())
-    policy["spec"].setdefault("limits", {}).update(submission_burst=600, submissions_per_second=0.01)
-    (tmp_path / "policy.yaml").write_text(yaml.safe_dump(policy))
-    federation = start(tmp_path, tmp_path / "policy.yaml")
-    try:
-        with admin_client(federation) as client:
-            results = client.submit_many([make_spec(f"j{i}") for i in range(700)])   # two calls: 500, then 200
-            assert all(isinstance(r, Job) for r in results[:500])
-            assert all(isinstance(r, ResourceExhausted) for r in results[500:])
-            assert results[500].message.startswith("specs[500]: admin submits faster than its limit")
-            assert len(client.jobs(limit=None)) == 500
-    finally:
-        federation.stop(grace=0)
+    with limited(tmp_path, submission_burst=600, submissions_per_second=0.01) as client:
+        results = client.submit_many([make_spec(f"j{i}") for i in range(700)])   # two calls: 500, then 200
+        assert all(isinstance(r, Job) for r in results[:500])
+        assert all(isinstance(r, ResourceExhausted) for r in results[500:])
+        assert results[500].message.startswith("specs[500]: admin submits faster than its limit")
+        assert len(client.jobs(limit=None)) == 500
 
 
 def test_the_cli_submits_several_files_and_names_the_one_refused(federation, client, eu_site, tmp_path, capsys):
