@@ -26,6 +26,7 @@ from federation.sites import SiteRecord
 from federation.spec import JobSpec, PolicyConfig, gang_parts
 from federation.spec.array import parse_array
 from federation.store import NewSubmission, SubmitRequest
+from federation.store.base import over_pending
 from policies import fairshare
 
 
@@ -108,7 +109,8 @@ class Admission:
             for name, data in (inputs or {}).get(part, {}).items():
                 self.core.store.put_artifact(job.id, 0, name, data, now)
         signer = self.core.signer
-        stored = self.core.store.add_jobs(ready.jobs, ready.request, ready.audit, signer.seal if signer else None)
+        stored = self.core.store.add_jobs(ready.jobs, ready.request, ready.audit, signer.seal if signer else None,
+                                          ready.pending_limit)
         self.core.changes.bump(assignments=False)
         return self._stored(ready, stored)
 
@@ -165,7 +167,8 @@ class Admission:
         audit = [self.core.audit_record(actor, "job.submit", j.id, tenant=j.tenant, queue=j.queue,
                                         name=j.spec.metadata.name, spec_sha256=digest)
                  for j in jobs] if self.core.signer is not None else []
-        return NewSubmission(jobs, request, audit), len(document) * len(jobs)
+        limit = self.core.policy.spec.limits.pending_per_tenant
+        return NewSubmission(jobs, request, audit, limit), len(document) * len(jobs)
 
     def _stored(self, ready: NewSubmission, ids: list[str]) -> list[Job]:
         if ready.request is not None and ids != [j.id for j in ready.jobs]:
@@ -201,11 +204,11 @@ class Admission:
             raise InvalidSpec(f"spec.array: {count} elements of a {size / 1024:.1f} KiB spec would store "
                               f"{size * count / 2**20:.0f} MiB; at most {MAX_SUBMISSION_BYTES >> 20} MiB "
                               "(fewer elements or a smaller spec)")
-        limit = self.core.policy.spec.limits.pending_per_tenant
-        waiting = self.core.store.pending_count(tenant) + queued
-        if waiting + count > limit:
-            raise ResourceExhausted(f"tenant {tenant} has {waiting} jobs waiting; {count} more would pass its "
-                                    f"limit of {limit} (policy spec.limits.pending_per_tenant); retry later")
+        # A first look, off the write path; the store counts again in the transaction that adds them.
+        refused = over_pending(tenant, self.core.store.pending_count(tenant) + queued, count,
+                               self.core.policy.spec.limits.pending_per_tenant)
+        if refused:
+            raise refused
 
     def _check_dependencies(self, spec: JobSpec) -> None:
         after = spec.spec.dependencies.all()

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from federation.audit import AuditRecord
-from federation.errors import FederationError
+from federation.errors import FederationError, ResourceExhausted
 from federation.jobs import Attempt, AttemptState, Explanation, Job, JobState
 from federation.queues import UsageRecord
 from federation.sites import Capacity, SiteRecord, SiteState
@@ -34,6 +34,15 @@ class NewSubmission:
     jobs: Sequence[Job]
     request: SubmitRequest | None
     audit: Sequence[AuditRecord] = ()
+    pending_limit: int = 0   # the tenant's waiting jobs may not pass it (0: no limit), counted in the transaction
+
+
+def over_pending(tenant: str, waiting: int, count: int, limit: int) -> ResourceExhausted | None:
+    """The refusal of `count` more waiting jobs for a tenant with `waiting` already, if they pass `limit`."""
+    if not limit or waiting + count <= limit:
+        return None
+    return ResourceExhausted(f"tenant {tenant} has {waiting} jobs waiting; {count} more would pass its limit of "
+                             f"{limit} (policy spec.limits.pending_per_tenant); retry later")
 
 
 @dataclass(frozen=True)
@@ -100,8 +109,10 @@ class Store(ABC):
 
     @abstractmethod
     def add_jobs(self, jobs: Sequence[Job], request: SubmitRequest | None = None, audit: Sequence[AuditRecord] = (),
-                 seal: Callable[[AuditRecord], AuditRecord] | None = None) -> list[str]:
-        """All or none (an array's elements); Conflict if an id exists. With `request`: the ids of
+                 seal: Callable[[AuditRecord], AuditRecord] | None = None, pending_limit: int = 0) -> list[str]:
+        """All or none (an array's elements); Conflict if an id exists; ResourceExhausted if the
+        tenant's waiting jobs would pass `pending_limit`, counted in the same transaction so that
+        concurrent submissions cannot pass it together. With `request`: the ids of
         the jobs an earlier submission with the same actor and request id stored, and nothing
         added (Conflict if its spec differs); else the new ids. The `audit` records are appended
         (see append_audit) in the same transaction as the jobs."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import grpc
@@ -118,3 +119,12 @@ def test_the_cli_submits_several_files_and_names_the_one_refused(federation, cli
     assert main(["submit", str(files[0]), str(tmp_path / "bad.yaml"), *flags]) == 2
     assert "bad.yaml" in capsys.readouterr().err
     assert sorted(j.name for j in client.jobs()) == ["a", "c", "c"]   # the bad file sent nothing
+
+
+def test_concurrent_calls_never_pass_a_tenants_waiting_limit_together(tmp_path):
+    with limited(tmp_path, pending_per_tenant=50) as client:
+        with ThreadPoolExecutor(6) as pool:
+            calls = list(pool.map(lambda k: client.submit_many([make_spec(f"c{k}-{i}") for i in range(20)]), range(6)))
+        stored = [r for results in calls for r in results if isinstance(r, Job)]
+        assert len(stored) == 50 == len(client.jobs(limit=None))
+        assert all(isinstance(r, (Job, ResourceExhausted)) for results in calls for r in results)

@@ -11,7 +11,7 @@ from itertools import pairwise
 import pytest
 
 from federation.audit import AuditRecord
-from federation.errors import Conflict, Deposed, InvalidTransition, NotFound
+from federation.errors import Conflict, Deposed, InvalidTransition, NotFound, ResourceExhausted
 from federation.jobs import AttemptState, Explanation, Job, JobState
 from federation.sites import Capacity, DatasetRecord, SiteRecord, SiteState
 from federation.store import Leadership, NewSubmission, SQLiteStore, Store, SubmitRequest, open_store
@@ -77,6 +77,25 @@ def test_a_batch_stores_each_submission_or_refuses_it_alone(store):
     assert results[2] == ["j-b", "j-c"] and results[3] == ["j-a"]   # the same request id: the first one's jobs
     assert sorted(j.id for j in store.list_jobs()) == ["j-a", "j-b", "j-c", "j-old"]
     assert store.add_many([]) == []
+
+
+def test_concurrent_submissions_never_pass_a_tenants_waiting_limit_together(store):
+    refused: list[ResourceExhausted] = []
+
+    def submit(k: int) -> None:
+        jobs = [Job(id=f"j-{k}-{i}", spec=make_spec(tenant="t"), created_at=1.0, updated_at=1.0) for i in range(10)]
+        try:
+            store.add_jobs(jobs, pending_limit=30)
+        except ResourceExhausted as e:
+            refused.append(e)
+
+    run_together(*(partial(submit, k) for k in range(8)))
+    assert len(store.list_jobs()) == 30 and len(refused) == 5
+    assert "tenant t has 30 jobs waiting; 10 more would pass its limit of 30" in refused[0].message
+    batch = [NewSubmission([Job(id=f"k-{i}", spec=make_spec(tenant=t), created_at=1.0, updated_at=1.0)], None,
+                           pending_limit=31) for i, t in enumerate(("t", "t", "u"))]
+    results = store.add_many(batch)
+    assert results[0] == ["k-0"] and isinstance(results[1], ResourceExhausted) and results[2] == ["k-2"]
 
 
 def test_jobs_of_one_spec_share_its_parsed_form(store):

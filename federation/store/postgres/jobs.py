@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Sequence
 from federation.audit import AuditRecord
 from federation.errors import Conflict, FederationError, NotFound
 from federation.jobs import Attempt, Explanation, Job, JobState
-from federation.store.base import NewSubmission, SubmitRequest
+from federation.store.base import NewSubmission, SubmitRequest, over_pending
 from federation.store.postgres.database import Args, Conn, Database
 from federation.store.postgres.trust import insert_audits
 from federation.store.sqlite.rows import attempt_from_row, explanation_json, job_from_row
@@ -19,9 +19,9 @@ INSERT_JOB = ("INSERT INTO jobs (id, tenant, spec, state, site, message, created
 
 class JobTables(Database):
     def add_jobs(self, jobs: Sequence[Job], request: SubmitRequest | None = None, audit: Sequence[AuditRecord] = (),
-                 seal: Callable[[AuditRecord], AuditRecord] | None = None) -> list[str]:
+                 seal: Callable[[AuditRecord], AuditRecord] | None = None, pending_limit: int = 0) -> list[str]:
         with self._tx() as db:
-            ids = self._add(db, NewSubmission(jobs, request, audit))
+            ids = self._add(db, NewSubmission(jobs, request, audit, pending_limit))
             if seal is not None and ids == [j.id for j in jobs]:   # new, not an earlier submission's
                 insert_audits(db, audit, seal)
         return ids
@@ -54,6 +54,8 @@ class JobTables(Database):
                 (request.actor, request.request_id, request.spec_sha256, json.dumps([j.id for j in s.jobs]),
                  request.at)).rowcount == 0:
             return self._submission(db, request) or []
+        if s.pending_limit and s.jobs:
+            _check_pending(db, s.jobs[0].tenant, len(s.jobs), s.pending_limit)
         _insert_jobs(db, s.jobs)
         return [j.id for j in s.jobs]
 
@@ -168,6 +170,15 @@ class JobTables(Database):
             " WHERE id=%s",
             (job.state.value, job.site, job.message, job.updated_at, json.dumps(sorted(job.vetoed_by)),
              explanation_json(job.explanation), job.not_before, job.id))
+
+
+def _check_pending(db: Conn, tenant: str, count: int, limit: int) -> None:
+    """Submissions for one tenant take turns here until their commit, so each counts the others'."""
+    db.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("pending:" + tenant,))
+    (row,) = db.execute("SELECT COUNT(*) AS n FROM jobs WHERE tenant=%s AND state=%s",
+                        (tenant, JobState.PENDING.value)).fetchall()
+    if refused := over_pending(tenant, int(row["n"]), count, limit):
+        raise refused
 
 
 def _insert_jobs(db: Conn, jobs: Sequence[Job]) -> None:

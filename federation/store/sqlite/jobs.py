@@ -18,7 +18,7 @@ from pathlib import Path
 from federation.audit import AuditRecord
 from federation.errors import Conflict, FederationError, NotFound
 from federation.jobs import Attempt, Explanation, Job, JobState
-from federation.store.base import NewSubmission, SubmitRequest
+from federation.store.base import NewSubmission, SubmitRequest, over_pending
 from federation.store.sqlite.database import Database
 from federation.store.sqlite.rows import attempt_from_row, explanation_json, job_from_row
 from federation.store.sqlite.trust import insert_audit
@@ -33,6 +33,7 @@ class _Submission:
     request: SubmitRequest | None
     audit: Sequence[AuditRecord]
     seal: Seal | None
+    pending_limit: int = 0
     done: bool = False
     ids: list[str] = field(default_factory=list)
     error: BaseException | None = None
@@ -106,8 +107,8 @@ class JobTables(Database):
                 db.execute("COMMIT")
 
     def add_jobs(self, jobs: Sequence[Job], request: SubmitRequest | None = None, audit: Sequence[AuditRecord] = (),
-                 seal: Seal | None = None) -> list[str]:
-        mine = _Submission(jobs, request, audit, seal)
+                 seal: Seal | None = None, pending_limit: int = 0) -> list[str]:
+        mine = _Submission(jobs, request, audit, seal, pending_limit=pending_limit)
         with self._queue:
             self._queued.append(mine)
             lead, self._committing = not self._committing, True
@@ -120,7 +121,7 @@ class JobTables(Database):
         return mine.ids
 
     def add_many(self, batch: Sequence[NewSubmission], seal: Seal | None = None) -> list[list[str] | FederationError]:
-        mine = [_Submission(s.jobs, s.request, s.audit, seal, saved=True) for s in batch]
+        mine = [_Submission(s.jobs, s.request, s.audit, seal, s.pending_limit, saved=True) for s in batch]
         if not mine:
             return []
         with self._queue:   # queued together, so the first one's transaction holds them all
@@ -159,30 +160,39 @@ class JobTables(Database):
     def _commit(self, batch: list[_Submission]) -> None:
         try:
             with self._tx() as db:
+                waiting: dict[str, int] = {}   # per tenant, as this transaction leaves it so far
                 if len(batch) == 1 and not batch[0].saved:
-                    batch[0].ids = self._insert_jobs(db, batch[0])
+                    batch[0].ids = self._insert_jobs(db, batch[0], waiting)
                 else:
                     for s in batch:
-                        self._insert_saved(db, s)
+                        self._insert_saved(db, s, waiting)
         except BaseException as e:
             for s in batch:
                 s.error, s.alone = e, False   # nothing of the batch was committed
 
-    def _insert_saved(self, db: sqlite3.Connection, s: _Submission) -> None:
+    def _insert_saved(self, db: sqlite3.Connection, s: _Submission, waiting: dict[str, int]) -> None:
         db.execute("SAVEPOINT submission")
         try:
-            s.ids = self._insert_jobs(db, s)
+            s.ids = self._insert_jobs(db, s, waiting)
         except Exception as e:
             db.execute("ROLLBACK TO submission")
             s.error, s.alone = e, True
         db.execute("RELEASE submission")
 
-    def _insert_jobs(self, db: sqlite3.Connection, s: _Submission) -> list[str]:
+    def _insert_jobs(self, db: sqlite3.Connection, s: _Submission, waiting: dict[str, int]) -> list[str]:
         jobs, request, audit, seal = s.jobs, s.request, s.audit, s.seal
         if request is not None:
             earlier = self._submission(db, request)
             if earlier is not None:
                 return earlier
+        tenant = jobs[0].tenant if jobs else ""
+        if s.pending_limit:
+            if tenant not in waiting:
+                waiting[tenant] = db.execute("SELECT COUNT(*) FROM jobs WHERE tenant=? AND state=?",
+                                             (tenant, JobState.PENDING.value)).fetchone()[0]
+            if refused := over_pending(tenant, waiting[tenant], len(jobs), s.pending_limit):
+                raise refused
+        if request is not None:
             db.execute("INSERT INTO submissions (actor, request_id, spec_sha256, job_ids, created_at)"
                        " VALUES (?,?,?,?,?)", (request.actor, request.request_id, request.spec_sha256,
                                               json.dumps([j.id for j in jobs]), request.at))
@@ -199,6 +209,8 @@ class JobTables(Database):
         if seal is not None:
             for record in audit:
                 insert_audit(db, record, seal)
+        if tenant in waiting:
+            waiting[tenant] += len(jobs)
         return [j.id for j in jobs]
 
     def submission(self, request: SubmitRequest) -> list[str] | None:
