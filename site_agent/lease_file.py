@@ -48,8 +48,7 @@ def load(path: Path, owner: int | None = None) -> Lease | None:
         if owner is not None and not all(_owned(p.stat(), owner) for p in (path.parent, path)):
             return None
         data = json.loads(path.read_text())
-        return Lease(float(data["lease_s"]), float(data["renewed_at"]),
-                     float(data.get("renewed_boot", now_boot() - (time.time() - float(data["renewed_at"])))))
+        return Lease(float(data["lease_s"]), float(data["renewed_at"]), float(data["renewed_boot"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

@@ -23,7 +23,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     spec = _with_flags(load_job(args.file), args)  # validated here so a bad file never reaches the network
     with connect(args) as client:
         job = client.submit(spec, args.request_id)
-        jobs = list(job) if isinstance(job, JobArray) else [job]
+        jobs = _jobs(job)
         if not wants_json(args):
             print("\n".join(j.id for j in jobs), flush=True)
         if args.wait:

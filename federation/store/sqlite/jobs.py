@@ -109,13 +109,7 @@ class JobTables(Database):
     def add_jobs(self, jobs: Sequence[Job], request: SubmitRequest | None = None, audit: Sequence[AuditRecord] = (),
                  seal: Seal | None = None, pending_limit: int = 0) -> list[str]:
         mine = _Submission(jobs, request, audit, seal, pending_limit=pending_limit)
-        with self._queue:
-            self._queued.append(mine)
-            lead, self._committing = not self._committing, True
-        if not lead:
-            mine.turn.wait()   # until a batch committed it, or the last one handed this caller the turn
-        if not mine.done:
-            self._commit_queued()
+        self._committed([mine])
         if mine.error is not None:
             raise mine.error
         return mine.ids
@@ -124,19 +118,24 @@ class JobTables(Database):
         mine = [_Submission(s.jobs, s.request, s.audit, seal, s.pending_limit, saved=True) for s in batch]
         if not mine:
             return []
-        with self._queue:   # queued together, so the first one's transaction holds them all
-            self._queued.extend(mine)
-            lead, self._committing = not self._committing, True
-        if not lead:
-            mine[0].turn.wait()
-        if not mine[0].done:
-            self._commit_queued()
+        self._committed(mine)
         out: list[list[str] | FederationError] = []
         for s in mine:
             if s.error is not None and not (s.alone and isinstance(s.error, FederationError)):
                 raise s.error   # the transaction's (a deposed leader, say): nothing of the call was written
             out.append(s.error if isinstance(s.error, FederationError) else s.ids)
         return out
+
+    def _committed(self, mine: list[_Submission]) -> None:
+        """Queue `mine` together (so the first one's transaction holds them all) and return once a
+        transaction committed them: another caller's, or this one's when it is its turn."""
+        with self._queue:
+            self._queued.extend(mine)
+            lead, self._committing = not self._committing, True
+        if not lead:
+            mine[0].turn.wait()   # until a batch committed it, or the one before handed it the turn
+        if not mine[0].done:
+            self._commit_queued()
 
     def _commit_queued(self) -> None:
         """Every submission queued now, in one transaction; when there are several, each under its
