@@ -20,6 +20,7 @@ from site_agent.ray_driver import RayJob
 from site_agent.reconciler import Reconciler
 from tests.conftest import make_spec
 from tests.unit.test_reconciler import MemoryRay, assignment, site_config, states
+from tests.waiting import wait_for
 
 
 def renewed(tmp_path, lease_s: float, ago: float = 0.0) -> None:
@@ -69,15 +70,10 @@ def test_whatever_stops_the_guards_group_stops_the_job(tmp_path):
     renewed(tmp_path, 3600.0)
     marker = tmp_path / "job"
     p = guarded(tmp_path, f"sleep 60 & echo $! > {marker}; wait")
-    deadline = time.monotonic() + 10
-    while not marker.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    job = int(wait_for(lambda: marker.exists() and marker.read_text().strip(), 10, "the job to start"))
     os.killpg(p.pid, signal.SIGKILL)
     p.wait(timeout=10)
-    deadline = time.monotonic() + 5
-    while alive(int(marker.read_text())) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not alive(int(marker.read_text()))
+    wait_for(lambda: not alive(job), 5, "the job to go with its guard's group")
 
 
 @pytest.mark.parametrize("kept", [None, 0.0])
