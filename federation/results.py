@@ -105,9 +105,10 @@ class Placement:
     state: str
     summary: str
     verdicts: tuple[SiteVerdict, ...] = ()
+    execution: str = ""   # how its attempts start at a site, and why (federation.spec.execution)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"site": self.site, "state": self.state, "summary": self.summary,
+        return {"site": self.site, "state": self.state, "summary": self.summary, "execution": self.execution,
                 "verdicts": [v.__dict__ for v in self.verdicts]}
 
 
@@ -207,7 +208,8 @@ def queue_info(q: pb.QueueStatus) -> QueueInfo:
 
 def placement(r: pb.ExplainJobResponse) -> Placement:
     return Placement(site=r.job.site or None, state=JOB_STATES[r.job.state], summary=r.summary,
-                     verdicts=tuple(SiteVerdict(v.site, v.eligible, v.reason_code, v.reason) for v in r.verdicts))
+                     verdicts=tuple(SiteVerdict(v.site, v.eligible, v.reason_code, v.reason) for v in r.verdicts),
+                     execution=r.execution)
 
 
 def _resources(r: pb.Resources) -> dict[str, float]:

@@ -36,7 +36,12 @@ ENV = ("FEDCTL_GUARDED", "FEDCTL_LEASE_FILE", "FEDCTL_LEASE_OWNER")  # the site'
 
 def wrap(entrypoint: str, lease: Path) -> tuple[str, dict[str, str]]:
     """The entrypoint Ray runs instead, and the environment it needs."""
-    return ENTRYPOINT, dict(zip(ENV, (entrypoint, str(lease), str(os.geteuid())), strict=True))
+    return ENTRYPOINT, {ENV[0]: entrypoint, **lease_env(lease)}
+
+
+def lease_env(lease: Path) -> dict[str, str]:
+    """Where a guard finds the agent's lease, and whose alone it must be to be believed."""
+    return {ENV[1]: str(lease), ENV[2]: str(os.geteuid())}
 
 
 def lapsed(lease: Lease | None, now: float) -> str:

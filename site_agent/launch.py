@@ -13,6 +13,7 @@ from federation.jobs import AttemptState
 from federation.service import wire
 from federation.service.spec_wire import spec_from_pb
 from federation.spec import JobSpec, SiteConfig
+from federation.spec.execution import execution_of
 from federation.v1 import federation_pb2 as pb
 from site_agent import guard
 from site_agent.binding import check, wrap
@@ -71,15 +72,20 @@ class Launcher:
                 return bound
             # The placement group holds the GPUs, so the entrypoint itself asks for none.
             entrypoint, env, gpus = bound[0], {**env, **bound[1]}, 0.0
+        task = self.driver.runs_tasks and execution_of(spec).path == "task"
         if not (self.config.spec.autonomous or spec.spec.on_site_loss == "wait"):
-            entrypoint, guarded = guard.wrap(entrypoint, lease_path(work_dir(self.config), self.config.metadata.name))
-            env = {**env, **guarded}
+            lease = lease_path(work_dir(self.config), self.config.metadata.name)
+            if task:   # the runner's task guards it (site_agent.runner)
+                env = {**env, **guard.lease_env(lease)}
+            else:
+                entrypoint, guarded = guard.wrap(entrypoint, lease)
+                env = {**env, **guarded}
         runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), **env}
         metadata = {"federation_job": a.job_id, "attempt": str(a.attempt), "tenant": spec.metadata.tenant,
                     SITE_KEY: self.config.metadata.name}
         try:
             started = self.driver.submit(sid, entrypoint, runtime_env, cpus=r.cpus, memory=r.memory, gpus=gpus,
-                                         metadata=metadata)
+                                         metadata=metadata, task=task)
         except Busy as e:
             log.debug("%s", e.message)
             return None
@@ -89,7 +95,7 @@ class Launcher:
             log.warning("%s", e.message)
             return SiteWord(AttemptState.FAILED, e.message) if ray_reachable else None
         if started:
-            log.info("started %s (%s)", sid, spec.metadata.name)
+            log.info("started %s (%s)%s", sid, spec.metadata.name, " as a task" if task else "")
         else:
             log.info("adopted %s (%s): Ray already holds it", sid, spec.metadata.name)
         return Submitted(started)

@@ -17,9 +17,11 @@ from federation.spec import SiteConfig
 from federation.transport import open_channel
 from site_agent.agent import SiteAgent
 from site_agent.binding import NODE_LABEL
+from site_agent.files import work_dir
 from site_agent.isolation import DatasetGrants, JobUsers
 from site_agent.local_ray import LocalRayHead
 from site_agent.ray_driver import RayJobsDriver
+from site_agent.tasks import Executions, TaskRunner, runner_path
 from site_agent.tenant_heads import TenantHeads
 
 log = logging.getLogger("site_agent")
@@ -72,7 +74,9 @@ def run_site(config: SiteConfig, *, local_ray: bool,
         if head is not None:
             threading.Thread(target=_supervise, args=(head, driver, pool, done), daemon=True,
                              name="ray-head").start()
-        agent = SiteAgent(config, pool or driver, channel)
+        runner = TaskRunner(driver, config.metadata.name, runner_path(work_dir(config), config.metadata.name))
+        # Tenants kept on heads of their own run every attempt as a Ray job there: one runner per head is to come.
+        agent = SiteAgent(config, pool or Executions(driver, runner), channel)
         log.info("site %s (%s, %s) joining %s", config.metadata.name, body.location.jurisdiction,
                  body.location.region, fed.address)
         agent.run()

@@ -20,7 +20,8 @@ class RayJob:
     message: str = ""
     site: str | None = None   # from the job's metadata; None for jobs submitted otherwise
     tenant: str | None = None  # likewise
-    guarded: bool = False      # run behind its guard (site_agent.guard)
+    guarded: bool = False      # run behind its guard (site_agent.guard) with the agent's lease
+    log_size: int | None = None   # bytes of output so far, where known without reading them (the task path)
 
     @property
     def terminal(self) -> bool:
@@ -42,10 +43,13 @@ class RayNode:
 
 
 class RayDriver(ABC):
+    runs_tasks = False   # whether it has the task path (site_agent.tasks) besides Ray jobs
+
     @abstractmethod
     def submit(self, submission_id: str, entrypoint: str, runtime_env: dict[str, Any], *, cpus: float,
-               memory: int, gpus: float, metadata: dict[str, str]) -> bool:
-        """Start a job: True; a second call with the same id is a no-op: False."""
+               memory: int, gpus: float, metadata: dict[str, str], task: bool = False) -> bool:
+        """Start a job (with `task`, as a task of the site's runner): True; a second call with the
+        same id is a no-op: False."""
 
     @abstractmethod
     def jobs(self) -> dict[str, RayJob]:
@@ -55,11 +59,19 @@ class RayDriver(ABC):
     def status(self, submission_id: str) -> str | None:
         """One job's status name, or None if the cluster does not know it."""
 
+    def statuses(self, submission_ids: list[str]) -> dict[str, str | None]:
+        return {sid: self.status(sid) for sid in submission_ids}
+
     @abstractmethod
     def stop(self, submission_id: str) -> None: ...
 
     @abstractmethod
-    def logs(self, submission_id: str) -> bytes: ...
+    def logs(self, submission_id: str, offset: int = 0) -> bytes:
+        """The job's output from byte `offset` on."""
+
+    def forget(self, submission_ids: list[str]) -> None:
+        """Ended jobs the agent has reported and needs no more; Ray's Jobs API keeps them anyway."""
+        return None
 
     @abstractmethod
     def resources(self) -> RayResources: ...
@@ -94,7 +106,8 @@ class RayJobsDriver(RayDriver):
         return self._client
 
     def submit(self, submission_id: str, entrypoint: str, runtime_env: dict[str, Any], *, cpus: float,
-               memory: int, gpus: float, metadata: dict[str, str]) -> bool:
+               memory: int, gpus: float, metadata: dict[str, str], task: bool = False) -> bool:
+        assert not task, "the task path is site_agent.tasks.Executions'"
         try:
             self.client.submit_job(
                 entrypoint=entrypoint, submission_id=submission_id, runtime_env=runtime_env or None,
@@ -134,9 +147,9 @@ class RayJobsDriver(RayDriver):
         except Exception as e:
             raise RayError(f"stopping {submission_id}: {_first_line(e)}") from None
 
-    def logs(self, submission_id: str) -> bytes:
+    def logs(self, submission_id: str, offset: int = 0) -> bytes:
         try:
-            return self.client.get_job_logs(submission_id).encode("utf-8", "replace")
+            return self.client.get_job_logs(submission_id).encode("utf-8", "replace")[offset:]
         except Exception as e:
             raise RayError(f"reading logs of {submission_id}: {_first_line(e)}") from None
 

@@ -183,13 +183,10 @@ class Reconciler:
 
     def any_started(self) -> bool:
         """A cheap check between full passes: has Ray started any attempt we are waiting on?"""
-        for sid in list(self.starting):
-            try:
-                if self.driver.status(sid) not in (None, "PENDING"):
-                    return True
-            except RayError:
-                return True  # let the full pass find out
-        return False
+        try:
+            return any(s not in (None, "PENDING") for s in self.driver.statuses(list(self.starting)).values())
+        except RayError:
+            return True  # let the full pass find out
 
     def _report(self, observed: dict[str, RayJob]) -> pb.ConnectRequest:
         speaks = {sid for sid, what in self.crossing.items() if LOGS in what}
@@ -202,7 +199,7 @@ class Reconciler:
                    for name, data in files.outputs(ref.sid)]
         logs = []
         for ref, ended in report.logs:
-            chunk = self._new_log_bytes(ref.sid)
+            chunk = self._new_log_bytes(ref.sid, observed[ref.sid].log_size)
             if chunk is None:
                 pass  # Ray did not answer; try again next pass
             elif chunk[1] and ref.sid in speaks:
@@ -215,11 +212,23 @@ class Reconciler:
                                      message=s.message) for s in report.statuses]
         # Forget local decisions the federation has taken in, and attempts Ray no longer holds.
         self.local = {sid: w for sid, w in self.local.items() if sid in self.desired}
+        self._forget(observed)
         self.watched &= set(observed) | set(self.desired)
         self.crossing = {sid: what for sid, what in self.crossing.items() if sid in self.watched}
         files.forget(lambda sid: keep_folder(sid, self.desired.keys(), observed))
         return pb.ConnectRequest(site=self.config.metadata.name, statuses=statuses, logs=logs, outputs=outputs,
                                  complete=True)
+
+    def _forget(self, observed: dict[str, RayJob]) -> None:
+        """Ended attempts the federation has taken in (no longer desired) and whose logs are all read:
+        the runner of the task path lets them go, so each listing holds only recent work."""
+        done = [sid for sid, job in observed.items() if job.terminal and sid not in self.desired
+                and (sid in self.logs_done or sid not in self.watched)]
+        if done:
+            try:
+                self.driver.forget(done)
+            except RayError as e:
+                log.warning("letting %d ended attempts go: %s", len(done), e.message)
 
     def _keep_log(self, sid: str, offset: int, data: bytes) -> None:
         """The rules of the attempt's data keep its logs here: into the site's own folder, not the report."""
@@ -229,14 +238,17 @@ class Reconciler:
             log.warning("keeping the logs of %s at the site: %s", sid, e)
             self.shipped[sid] = offset   # read them again next pass
 
-    def _new_log_bytes(self, sid: str) -> tuple[int, bytes] | None:
-        """(offset, bytes not yet sent), or None when Ray cannot be read."""
+    def _new_log_bytes(self, sid: str, size: int | None) -> tuple[int, bytes] | None:
+        """(offset, bytes not yet sent), or None when Ray cannot be read. Not read at all when
+        the listing gave the log's `size` and nothing is new."""
+        start = self.shipped.get(sid, 0)
+        if size is not None and size <= start:
+            return start, b""
         try:
-            data = self.driver.logs(sid)
+            data = self.driver.logs(sid, start)
         except RayError:
             return None
-        start = self.shipped.get(sid, 0)
-        chunk = data[start:start + MAX_LOG_CHUNK]
+        chunk = data[:MAX_LOG_CHUNK]
         self.shipped[sid] = start + len(chunk)
         return start, chunk
 

@@ -116,7 +116,7 @@ class TenantHeads(RayDriver):
             return self.heads[tenant][1] if tenant in self.heads else self.driver
 
     def submit(self, submission_id: str, entrypoint: str, runtime_env: dict[str, Any], *, cpus: float,
-               memory: int, gpus: float, metadata: dict[str, str]) -> bool:
+               memory: int, gpus: float, metadata: dict[str, str], task: bool = False) -> bool:
         tenant = metadata["tenant"]
         driver = self.for_tenant(tenant)
         with self.lock:
@@ -148,8 +148,8 @@ class TenantHeads(RayDriver):
     def stop(self, submission_id: str) -> None:
         self._driver(submission_id).stop(submission_id)
 
-    def logs(self, submission_id: str) -> bytes:
-        return self._driver(submission_id).logs(submission_id)
+    def logs(self, submission_id: str, offset: int = 0) -> bytes:
+        return self._driver(submission_id).logs(submission_id, offset)
 
     def resources(self) -> RayResources:
         return self.driver.resources()

@@ -73,6 +73,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
         return 0
     print(f"{args.id}: {p.state}" + (f" on {p.site}" if p.site else ""))
     print(f"  {p.summary}")
+    if p.execution:
+        print(f"  starts as: {p.execution}")
     if p.verdicts:
         render.table(["SITE", "VERDICT", "WHY"],
                      [[v.site, "ok" if v.eligible else v.reason_code, v.reason] for v in p.verdicts])

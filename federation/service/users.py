@@ -19,6 +19,7 @@ from federation.service.loop import Pool
 from federation.service.spec_wire import spec_from_pb, training_spec_from_pb
 from federation.service.streams import StreamSlots
 from federation.spec.common import check_labels
+from federation.spec.execution import execution_of
 from federation.spec.site import Location, SiteMetadata
 from federation.training import TrainingLoop
 from federation.v1 import federation_pb2 as pb
@@ -156,11 +157,12 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
     @translate
     def ExplainJob(self, request: pb.ExplainJobRequest, context: grpc.ServicerContext) -> pb.ExplainJobResponse:
         job = self._job(context, request.id, "ExplainJob")
-        e = job.explanation
+        e, execution = job.explanation, str(execution_of(job.spec))
         if e is None:
-            return pb.ExplainJobResponse(job=wire.job_to_pb(job), summary="not yet evaluated by the scheduler")
+            return pb.ExplainJobResponse(job=wire.job_to_pb(job), summary="not yet evaluated by the scheduler",
+                                         execution=execution)
         return pb.ExplainJobResponse(
-            job=wire.job_to_pb(job), summary=e.summary, evaluated_at=e.evaluated_at,
+            job=wire.job_to_pb(job), summary=e.summary, evaluated_at=e.evaluated_at, execution=execution,
             verdicts=[pb.SiteVerdict(site=s, eligible=ok, reason_code=code, reason=detail)
                       for s, ok, code, detail in e.verdicts])
 

@@ -140,6 +140,11 @@ class JobBody(Strict):
     gang: Gang | None = Field(default=None, description="parts placed and started all together or not at all")
     retry: Retry = Field(default_factory=Retry)
     checkpoint: Checkpoint | None = None
+    execution: Literal["auto", "task", "driver"] = Field(
+        default="auto", description="how its attempts start at a site: task (in milliseconds, as a task of the "
+                                    "site's long-lived runner), driver (a Ray job with a driver of its own, for work "
+                                    "that uses Ray itself), or auto (task for array elements and training steps "
+                                    "whose entrypoint does not name Ray; driver otherwise); see `fedctl explain`")
     on_site_loss: Literal["replace", "wait"] = Field(
         default="replace", description="when its site stops answering: replace (the site stops the job and it runs "
                                        "again elsewhere, by spec.retry) or wait (it keeps running there, and the "

@@ -505,16 +505,18 @@ class ExplainJobRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class ExplainJobResponse(_message.Message):
-    __slots__ = ("job", "summary", "verdicts", "evaluated_at")
+    __slots__ = ("job", "summary", "verdicts", "evaluated_at", "execution")
     JOB_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
     VERDICTS_FIELD_NUMBER: _ClassVar[int]
     EVALUATED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXECUTION_FIELD_NUMBER: _ClassVar[int]
     job: Job
     summary: str
     verdicts: _containers.RepeatedCompositeFieldContainer[SiteVerdict]
     evaluated_at: float
-    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., summary: _Optional[str] = ..., verdicts: _Optional[_Iterable[_Union[SiteVerdict, _Mapping]]] = ..., evaluated_at: _Optional[float] = ...) -> None: ...
+    execution: str
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., summary: _Optional[str] = ..., verdicts: _Optional[_Iterable[_Union[SiteVerdict, _Mapping]]] = ..., evaluated_at: _Optional[float] = ..., execution: _Optional[str] = ...) -> None: ...
 
 class ListSitesRequest(_message.Message):
     __slots__ = ()

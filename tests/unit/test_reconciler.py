@@ -32,7 +32,7 @@ class MemoryRay(RayDriver):
         self.refuse = ""
         self.nodes_: list[RayNode] = []
 
-    def submit(self, submission_id, entrypoint, runtime_env, *, cpus, memory, gpus, metadata):
+    def submit(self, submission_id, entrypoint, runtime_env, *, cpus, memory, gpus, metadata, task=False):
         if self.down:
             raise RayError("down")
         if self.refuse:
@@ -57,8 +57,8 @@ class MemoryRay(RayDriver):
         self.stopped.append(submission_id)
         self.jobs_[submission_id] = RayJob(submission_id, "STOPPED")
 
-    def logs(self, submission_id):
-        return self.logs_.get(submission_id, b"")
+    def logs(self, submission_id, offset=0):
+        return self.logs_.get(submission_id, b"")[offset:]
 
     def resources(self):
         return RayResources(4, 2**30, 0, 1)

@@ -1,0 +1,209 @@
+"""The site's long-lived Ray driver for short jobs: the task path (`spec.execution: task`).
+
+A Ray job costs seconds of CPU to start (a supervisor actor, a driver process, a runtime_env set up
+for it). The agent therefore keeps one Ray job of its own on its cluster, this one, and hands it the
+attempts that need no driver of their own; each runs as a Ray task (`site_agent.task`) with the
+attempt's resources and runtime_env, in pooled workers, and starts in milliseconds. Their output
+goes to a sink actor, from which the agent reads it.
+
+The runner owns its tasks: when it dies, Ray kills their workers, each task's watcher stops its job,
+the agent finds the attempts gone and the federation calls them lost. The agent reaches the runner
+over HTTP on the head node with the token the runner prints, beside its address, as its first line
+(READY): whoever may read this Ray job's logs holds Ray's token already, and may start and stop
+the site's Ray jobs anyway.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import sys
+import threading
+from collections.abc import Callable
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from site_agent.task import run_attempt
+
+READY = "fedctl-runner listening on"
+MAX_LOG_BYTES = 64 << 20          # per attempt, kept in the sink until the agent has taken them
+EXIT_LINE = "Job entrypoint command failed with exit code {code}"   # Ray's own words, as plan.RAY_EXIT reads them
+
+
+class Sink:
+    """A Ray actor: each attempt's output and whether it started. One caller's calls run in order."""
+
+    def __init__(self) -> None:
+        self.logs: dict[str, bytearray] = {}
+        self.began: set[str] = set()
+
+    def started(self, sid: str) -> None:
+        self.began.add(sid)
+
+    def append(self, sid: str, offset: int, data: bytes) -> None:
+        log = self.logs.setdefault(sid, bytearray())
+        if offset == len(log) and len(log) + len(data) <= MAX_LOG_BYTES:
+            log += data
+
+    def sizes(self) -> dict[str, int]:
+        """Started attempts and their log sizes."""
+        return {sid: len(self.logs.get(sid, b"")) for sid in self.began}
+
+    def read(self, sid: str, offset: int, limit: int) -> bytes:
+        return bytes(self.logs.get(sid, b"")[offset:offset + limit])
+
+    def drop(self, sids: list[str]) -> None:
+        for sid in sids:
+            self.logs.pop(sid, None)
+            self.began.discard(sid)
+
+
+class Runner:
+    """The attempts this runner holds, by submission id. Thread-safe: the HTTP server calls it."""
+
+    def __init__(self, ray: Any, sink: Any) -> None:
+        self.ray, self.sink = ray, sink
+        self.task = ray.remote(run_attempt)
+        self.gcs = ray.get_runtime_context().gcs_address
+        self.attempts: dict[str, dict[str, Any]] = {}
+        self.refs: dict[str, Any] = {}
+        self.gone: set[str] = set()   # forgotten: never started again under the same id
+        self.lock = threading.Lock()
+
+    def start(self, a: dict[str, Any]) -> bool:
+        sid = a["sid"]
+        with self.lock:
+            if sid in self.attempts or sid in self.gone:
+                return False
+            # The attempt's variables go to its command, not its worker: workers are shared between
+            # attempts of the same runtime_env, and one of its own would take a second to start.
+            env = {k: v for k, v in a["runtime_env"].items() if k != "env_vars"}
+            options: dict[str, Any] = {"num_cpus": a["cpus"], "num_gpus": a["gpus"], "max_retries": 0,
+                                       "name": sid, "runtime_env": env or None}
+            if a["memory"]:
+                options["memory"] = a["memory"]
+            ref = self.task.options(**options).remote(sid, a["command"], a["env"], self.sink, self.gcs)
+            self.attempts[sid] = {"status": "PENDING", "message": "", "site": a["site"], "tenant": a["tenant"],
+                                  "guarded": a["guarded"], "stopping": False}
+            self.refs[sid] = ref
+        ref.future().add_done_callback(lambda f: self._ended(sid, f))
+        return True
+
+    def _ended(self, sid: str, future: Any) -> None:
+        with self.lock:
+            record = self.attempts.get(sid)
+            self.refs.pop(sid, None)
+            if record is None:
+                return
+            try:
+                code, tail = future.result()
+                record["status"] = "SUCCEEDED" if code == 0 else "FAILED"
+                if code:
+                    text = tail.decode("utf-8", "replace")
+                    record["message"] = EXIT_LINE.format(code=code) + f", last available logs:\n{text}"
+            except Exception as e:
+                record["status"] = "STOPPED" if record["stopping"] else "FAILED"
+                record["message"] = "stopped" if record["stopping"] else _first_line(e)
+
+    def stop(self, sid: str) -> None:
+        with self.lock:
+            ref, record = self.refs.get(sid), self.attempts.get(sid)
+            if record is not None:
+                record["stopping"] = True
+        if ref is not None:
+            self.ray.cancel(ref, force=False)
+
+    def listing(self) -> dict[str, dict[str, Any]]:
+        sizes = self.ray.get(self.sink.sizes.remote())
+        with self.lock:
+            out = {}
+            for sid, r in self.attempts.items():
+                status = "RUNNING" if r["status"] == "PENDING" and sid in sizes else r["status"]
+                out[sid] = {k: r[k] for k in ("message", "site", "tenant", "guarded")} | {
+                    "status": status, "log_size": sizes.get(sid, 0)}
+            return out
+
+    def logs(self, sid: str, offset: int, limit: int) -> bytes:
+        return self.ray.get(self.sink.read.remote(sid, offset, limit))
+
+    def forget(self, sids: list[str]) -> None:
+        with self.lock:
+            ended = [s for s in sids if s in self.attempts and s not in self.refs]
+            for sid in ended:
+                del self.attempts[sid]
+            self.gone.update(ended)
+        self.sink.drop.remote(ended)
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln for ln in str(e).splitlines() if ln.strip()]
+    return f"{type(e).__name__}: {lines[-1] if lines else ''}"[:500]
+
+
+def handler(runner: Runner, token: str) -> type[BaseHTTPRequestHandler]:
+    routes: dict[tuple[str, str], Callable[[dict[str, Any]], Any]] = {
+        ("POST", "/start"): lambda body: {"started": runner.start(body)},
+        ("POST", "/stop"): lambda body: runner.stop(body["sid"]),
+        ("POST", "/forget"): lambda body: runner.forget(list(body["sids"])),
+        ("GET", "/attempts"): lambda q: runner.listing(),
+        ("GET", "/logs"): lambda q: runner.logs(q["sid"], int(q.get("offset", 0)), int(q.get("limit", 1 << 20))),
+    }
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True   # a response's head and body are two writes: no 40 ms wait between
+
+        def _serve(self, method: str) -> None:
+            url = urlsplit(self.path)
+            route = routes.get((method, url.path))
+            if self.headers.get("Authorization") != f"Bearer {token}":
+                return self._send(HTTPStatus.UNAUTHORIZED, b"")
+            if route is None:
+                return self._send(HTTPStatus.NOT_FOUND, b"")
+            length = int(self.headers.get("Content-Length", 0))
+            arg = json.loads(self.rfile.read(length)) if method == "POST" else {
+                k: v[0] for k, v in parse_qs(url.query).items()}
+            try:
+                result = route(arg)
+            except Exception as e:   # the agent sees why; the runner goes on serving
+                return self._send(HTTPStatus.INTERNAL_SERVER_ERROR, _first_line(e).encode())
+            self._send(HTTPStatus.OK, result if isinstance(result, bytes) else json.dumps(result).encode())
+
+        def _send(self, status: HTTPStatus, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            self._serve("GET")
+
+        def do_POST(self) -> None:
+            self._serve("POST")
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return Handler
+
+
+def main() -> int:
+    token = secrets.token_hex(32)
+    import ray
+
+    from site_agent import runner as this  # by reference, not as __main__: workers import it
+    ray.init(log_to_driver=False, logging_level=logging.ERROR)
+    sink = ray.remote(this.Sink).options(num_cpus=0, max_concurrency=1).remote()
+    runner = this.Runner(ray, sink)
+    host = ray.util.get_node_ip_address()
+    server = ThreadingHTTPServer((host, 0), handler(runner, token))
+    server.daemon_threads = True
+    print(f"{READY} {host}:{server.server_address[1]} {token}", flush=True)
+    server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

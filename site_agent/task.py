@@ -1,0 +1,145 @@
+"""One attempt on the task path, as the Ray task that runs it (`site_agent.runner` submits it).
+
+The task starts the attempt's command in a process group of its own and is its guard: it stops the
+group (SIGTERM, then SIGKILL after a grace) when Ray cancels the task, and, like `site_agent.guard`
+on the Ray-job path, when the agent's lease has lapsed past GUARD_AT (exit FENCED_EXIT, with a
+`fenced:` line in the log). A job that outlives its first half second also gets a watcher, a small
+process outside Ray's reach, that stops the group if the task's worker dies: Ray kills the workers
+of a runner that died, and a job left running unseen would run again elsewhere beside itself.
+What is left of the group when the command ends is stopped too: it would hold nothing Ray counts.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from site_agent.guard import FENCED, FENCED_EXIT, lapsed
+from site_agent.lease_file import load, now_boot
+
+CHECK_S = 0.1
+WATCH_AFTER_S = 0.5
+FLUSH_S, FLUSH_BYTES = 0.2, 64 << 10
+TAIL = 2000
+# The watcher: double-forked (Ray kills a worker's direct children on its way out), it stops the
+# group once the worker (pid:starttime) is gone, and ends when the group has.
+WATCHER = """
+import os, signal, sys, time
+if os.fork(): os._exit(0)
+group, worker, grace = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+def alive(p):
+    pid, start = p.split(":")
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[19] == start
+    except (OSError, IndexError):
+        return False
+def kill(sig):
+    try: os.killpg(group, sig); return True
+    except ProcessLookupError: return False
+while kill(0):
+    if not alive(worker):
+        kill(signal.SIGTERM); time.sleep(grace); kill(signal.SIGKILL); break
+    time.sleep(0.25)
+"""
+
+
+def starttime(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[19]
+
+
+def grace_s() -> float:
+    return float(os.environ.get("RAY_JOB_STOP_WAIT_TIME_S", "3"))   # the site's stop_grace_s, as for Ray jobs
+
+
+def run_attempt(sid: str, command: str, env: dict[str, str], sink: Any, gcs: str) -> tuple[int, bytes]:
+    """Run the attempt's command, its output streamed to `sink` in order: (exit code, log tail)."""
+    sink.started.remote(sid)
+    lease_file, owner = env.pop("FEDCTL_LEASE_FILE", None), int(env.pop("FEDCTL_LEASE_OWNER", "-1"))
+    read, write = os.pipe()
+    proc = subprocess.Popen(["/bin/sh", "-c", command], env={**os.environ, **env, "RAY_ADDRESS": gcs},
+                            stdin=subprocess.DEVNULL, stdout=write, stderr=write, start_new_session=True)
+    tail = bytearray()
+    pump = threading.Thread(target=_pump, args=(sid, read, sink, tail), daemon=True)
+    pump.start()
+    try:
+        code = _wait(proc, write, Path(lease_file) if lease_file else None, owner)
+    except KeyboardInterrupt:   # ray.cancel: the attempt is stopped
+        stop_group(proc, grace_s())
+        raise
+    finally:
+        _signal(proc.pid, signal.SIGKILL)
+        os.close(write)
+    pump.join(timeout=5)
+    return code, bytes(tail)
+
+
+def _wait(proc: subprocess.Popen, write: int, lease: Path | None, owner: int) -> int:
+    began, watcher = time.monotonic(), None
+    while True:
+        try:
+            code = proc.wait(timeout=CHECK_S)
+            return code if code >= 0 else 128 - code
+        except subprocess.TimeoutExpired:
+            pass
+        kept = load(lease, owner) if lease is not None else None
+        if kept is not None and (why := lapsed(kept, now_boot())):
+            os.write(write, f"{FENCED} {why}\n".encode())
+            stop_group(proc, min(5.0, max(0.5, kept.lease_s / 12)))
+            return FENCED_EXIT
+        if watcher is None and time.monotonic() - began > WATCH_AFTER_S:
+            me = os.getpid()
+            watcher = subprocess.Popen([sys.executable, "-S", "-I", "-c", WATCHER, str(proc.pid),
+                                        f"{me}:{starttime(me)}", str(grace_s())], start_new_session=True,
+                                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            watcher.wait()   # its first fork returns at once; the second goes on alone
+
+
+def _pump(sid: str, fd: int, sink: Any, tail: bytearray) -> None:
+    """Output to the sink in chunks every FLUSH_S or FLUSH_BYTES; the last one is waited on, so an
+    attempt's logs are whole when its task ends."""
+    offset, pending, last = 0, bytearray(), time.monotonic()
+    try:
+        while chunk := os.read(fd, FLUSH_BYTES):
+            pending += chunk
+            if len(pending) >= FLUSH_BYTES or time.monotonic() - last >= FLUSH_S:
+                offset, last = _flush(sid, sink, offset, pending, tail, wait=False), time.monotonic()
+        _flush(sid, sink, offset, pending, tail, wait=True)
+    finally:
+        os.close(fd)
+
+
+def _flush(sid: str, sink: Any, offset: int, pending: bytearray, tail: bytearray, *, wait: bool) -> int:
+    if not pending:
+        return offset
+    ref = sink.append.remote(sid, offset, bytes(pending))
+    if wait:
+        import ray
+        ray.get(ref)
+    tail[:] = (tail + pending)[-TAIL:]
+    offset += len(pending)
+    pending.clear()
+    return offset
+
+
+def stop_group(proc: subprocess.Popen, grace: float) -> None:
+    """SIGTERM to the command's group, then SIGKILL after `grace` unless it has gone by then."""
+    if not _signal(proc.pid, signal.SIGTERM):
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and (proc.poll() is None or _signal(proc.pid, 0)):
+        time.sleep(0.05)
+    _signal(proc.pid, signal.SIGKILL)
+
+
+def _signal(group: int, sig: int) -> bool:
+    try:
+        os.killpg(group, sig)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False

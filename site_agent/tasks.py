@@ -1,0 +1,203 @@
+"""The agent's side of the task path: the site's runner (`site_agent.runner`), a Ray job of the agent's
+own that it starts once and adopts after a restart, and `Executions`, the driver that hands each
+attempt to the runner or to Ray's Jobs API as its spec says.
+
+The runner's submission id is kept in the agent's work_dir (`.fedctl-runner/<site>.json`, this
+user's alone), so an agent restarted finds the runner its predecessor left and the attempts it
+holds, and trusts no other job that calls itself a runner.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import secrets
+import shlex
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from federation.errors import RayError
+from site_agent.private_file import write_private
+from site_agent.ray_driver import SITE_KEY, RayDriver, RayJob, RayJobsDriver, RayNode, RayResources
+from site_agent.runner import READY
+from site_agent.tenant_heads import Busy
+
+log = logging.getLogger("site_agent")
+
+FOLDER = ".fedctl-runner"
+ENTRYPOINT = f"{shlex.quote(sys.executable)} -m site_agent.runner"
+CALL_TIMEOUT_S = 30.0
+READY_TIMEOUT_S = 120.0
+
+
+def runner_path(work_dir: Path, site: str) -> Path:
+    return work_dir / FOLDER / f"{site}.json"
+
+
+class TaskRunner:
+    """One site's runner, started on first use; its HTTP calls, one at a time."""
+
+    def __init__(self, jobs: RayJobsDriver, site: str, path: Path) -> None:
+        self.jobs, self.site, self.path = jobs, site, path
+        self.record: dict[str, str] | None = self._load()
+        self.address = self.token = ""
+        self.submitted_at = 0.0
+        self.conn: http.client.HTTPConnection | None = None
+        self.lock = threading.RLock()
+
+    def _load(self) -> dict[str, str] | None:
+        try:
+            data = json.loads(self.path.read_text())
+            return {"submission_id": str(data["submission_id"])}
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _up(self) -> bool:
+        """Whether the runner answers; False while it starts or when there is none (then it holds nothing)."""
+        if self.address:
+            return True
+        if self.record is None:
+            return False
+        sid = self.record["submission_id"]
+        status = self.jobs.status(sid)
+        if status in (None, "SUCCEEDED", "FAILED", "STOPPED"):
+            log.warning("the task runner %s is %s; its attempts are gone", sid, (status or "gone").lower())
+            self.record = None
+            self.path.unlink(missing_ok=True)
+            return False
+        if status == "RUNNING":
+            line = next((ln for ln in self.jobs.logs(sid).decode(errors="replace").splitlines()
+                         if ln.startswith(READY)), "")
+            self.address, _, self.token = line[len(READY):].strip().partition(" ")
+        if not self.address and self.submitted_at and time.monotonic() - self.submitted_at > READY_TIMEOUT_S:
+            self.jobs.stop(sid)   # stopped, it is found gone next time and another starts
+            raise RayError(f"the task runner {sid} did not answer within {READY_TIMEOUT_S:g}s; stopping it")
+        return bool(self.address)
+
+    def ensure(self) -> None:
+        """Raises Busy until the runner answers, starting one if there is none."""
+        with self.lock:
+            if self._up():
+                return
+            if self.record is None:
+                self.record = {"submission_id": f"fedctl-runner-{self.site}-{secrets.token_hex(4)}"}
+                write_private(self.path, json.dumps(self.record))   # before Ray holds it: never two unknown
+                self.jobs.submit(self.record["submission_id"], ENTRYPOINT, {}, cpus=0, memory=0, gpus=0,
+                                 metadata={SITE_KEY: self.site, "fedctl_role": "runner"})
+                self.submitted_at = time.monotonic()
+                log.info("starting the task runner %s", self.record["submission_id"])
+        raise Busy("the site's task runner is starting")
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> bytes:
+        with self.lock:
+            if not self._up():
+                raise Busy("the site's task runner is starting")
+            assert self.record is not None
+            payload = json.dumps(body).encode() if body is not None else None
+            headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
+            for tries in (1, 2):   # a kept connection the runner has closed: once more on a new one
+                try:
+                    if self.conn is None:
+                        host, port = self.address.rsplit(":", 1)
+                        self.conn = http.client.HTTPConnection(host, int(port), timeout=CALL_TIMEOUT_S)
+                    self.conn.request(method, path, body=payload, headers=headers)
+                    response = self.conn.getresponse()
+                    data = response.read()
+                except (OSError, http.client.HTTPException) as e:
+                    self.conn, self.address = None, ""
+                    if tries == 2 or not self._up():
+                        raise RayError(f"the task runner at {self.address or 'its address'}: {e}") from None
+                    continue
+                if response.status != 200:
+                    raise RayError(f"the task runner: {path}: {response.status} {data.decode(errors='replace')[:300]}")
+                return data
+        raise AssertionError("unreachable")
+
+    def attempts(self) -> dict[str, RayJob]:
+        with self.lock:
+            if not self._up():
+                return {}   # none, or one just submitted: it holds no attempt yet
+            try:
+                listed = json.loads(self.call("GET", "/attempts"))
+            except RayError:
+                if self.record is None:
+                    return {}   # the runner is gone, and its attempts with it
+                raise
+        return {sid: RayJob(sid, r["status"], r["message"], r["site"], r["tenant"], r["guarded"], r["log_size"])
+                for sid, r in listed.items()}
+
+
+class Executions(RayDriver):
+    """The site's Ray cluster with both paths: Ray jobs, and tasks of the site's runner."""
+
+    runs_tasks = True
+
+    def __init__(self, jobs: RayJobsDriver, runner: TaskRunner) -> None:
+        self.ray_jobs, self.runner = jobs, runner
+        self.tasks: set[str] = set()   # submission ids the runner holds, as last seen
+        self.lock = threading.Lock()
+
+    def _task(self, submission_id: str) -> bool:
+        with self.lock:
+            return submission_id in self.tasks
+
+    def submit(self, submission_id: str, entrypoint: str, runtime_env: dict[str, Any], *, cpus: float,
+               memory: int, gpus: float, metadata: dict[str, str], task: bool = False) -> bool:
+        if not task:
+            return self.ray_jobs.submit(submission_id, entrypoint, runtime_env, cpus=cpus, memory=memory, gpus=gpus,
+                                        metadata=metadata)
+        self.runner.ensure()
+        env = dict(runtime_env)
+        body = {"sid": submission_id, "command": entrypoint, "env": env.pop("env_vars", {}), "runtime_env": env,
+                "cpus": cpus, "memory": memory, "gpus": gpus, "site": metadata.get(SITE_KEY),
+                "tenant": metadata.get("tenant"), "guarded": "FEDCTL_LEASE_FILE" in runtime_env.get("env_vars", {})}
+        started = bool(json.loads(self.runner.call("POST", "/start", body))["started"])
+        with self.lock:
+            self.tasks.add(submission_id)
+        return started
+
+    def jobs(self) -> dict[str, RayJob]:
+        listed = self.ray_jobs.jobs()
+        tasks = self.runner.attempts()
+        with self.lock:
+            self.tasks = set(tasks)
+        return listed | tasks
+
+    def status(self, submission_id: str) -> str | None:
+        return self.statuses([submission_id])[submission_id]
+
+    def statuses(self, submission_ids: list[str]) -> dict[str, str | None]:
+        tasks = [sid for sid in submission_ids if self._task(sid)]
+        out = {sid: self.ray_jobs.status(sid) for sid in submission_ids if sid not in tasks}
+        if tasks:
+            held = self.runner.attempts()
+            out |= {sid: held[sid].status if sid in held else None for sid in tasks}
+        return out
+
+    def stop(self, submission_id: str) -> None:
+        if self._task(submission_id):
+            self.runner.call("POST", "/stop", {"sid": submission_id})
+        else:
+            self.ray_jobs.stop(submission_id)
+
+    def logs(self, submission_id: str, offset: int = 0) -> bytes:
+        if not self._task(submission_id):
+            return self.ray_jobs.logs(submission_id, offset)
+        return self.runner.call("GET", "/logs?" + urlencode({"sid": submission_id, "offset": offset}))
+
+    def forget(self, submission_ids: list[str]) -> None:
+        ended = [sid for sid in submission_ids if self._task(sid)]
+        if ended:
+            self.runner.call("POST", "/forget", {"sids": ended})
+            with self.lock:
+                self.tasks -= set(ended)
+
+    def resources(self) -> RayResources:
+        return self.ray_jobs.resources()
+
+    def nodes(self) -> list[RayNode]:
+        return self.ray_jobs.nodes()
