@@ -158,6 +158,13 @@ class LocalFederation:
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read())
 
+    def ray_jobs(self, name: str) -> dict[str, dict]:
+        """Every job of a site's Ray Jobs API, by submission id."""
+        request = urllib.request.Request(f"{self.dashboard(name)}/api/jobs/", headers={
+            "Authorization": f"Bearer {self.ray_token(name).read_text().strip()}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return {j["submission_id"]: j for j in json.loads(response.read()) if j.get("submission_id")}
+
     def start_server(self, timeout: float = 30) -> None:
         log = open(self.work / "federation.log", "ab")  # noqa: SIM115  # the child process keeps it open
         self.server = subprocess.Popen(fedctl("server", "start", "--config", str(self.config)), stdout=log,

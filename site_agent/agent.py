@@ -265,6 +265,8 @@ class SiteAgent:
         reader_error: list[BaseException] = []
         reader = threading.Thread(target=self._read, args=(responses, reader_error), daemon=True, name="assignments")
         reader.start()
+        if self.driver.runs_tasks:
+            threading.Thread(target=self._watch_tasks, args=(session_over,), daemon=True, name="task-ends").start()
         last_report, last_sent = first, time.monotonic()
         last_pass = time.monotonic()
         try:
@@ -289,6 +291,20 @@ class SiteAgent:
             reader.join(timeout=5)
         if reader_error:
             raise reader_error[0]
+
+    def _watch_tasks(self, session_over: threading.Event) -> None:
+        """A pass as soon as a task of the site's runner ends, not at the next interval: a short job's
+        slot goes back to the federation within milliseconds."""
+        version = 0
+        while not (self._stop.is_set() or session_over.is_set()):
+            try:
+                now = self.driver.changes(version, self.pass_interval_s * 2)
+            except RayError:   # Busy among them: no runner yet, or one starting
+                session_over.wait(self.pass_interval_s)
+                continue
+            if now != version:
+                version = now
+                self._wake.set()
 
     def _read(self, responses: Iterator[pb.ConnectResponse], errors: list[BaseException]) -> None:
         try:

@@ -69,6 +69,10 @@ class RayDriver(ABC):
     def logs(self, submission_id: str, offset: int = 0) -> bytes:
         """The job's output from byte `offset` on."""
 
+    def changes(self, since: int, wait_s: float) -> int:
+        """With `runs_tasks`: a version that moves past `since` once a task has ended, waiting up to `wait_s` for it."""
+        raise NotImplementedError
+
     def forget(self, submission_ids: list[str]) -> None:
         """Ended jobs the agent has reported and needs no more; Ray's Jobs API keeps them anyway."""
         return None
@@ -118,6 +122,17 @@ class RayJobsDriver(RayDriver):
             if "already exists" in str(e):
                 return False
             raise RayError(f"submitting {submission_id}: {_first_line(e)}") from None
+
+    def packaged(self, runtime_env: dict[str, Any]) -> dict[str, Any]:
+        """The runtime_env with its local working_dir and py_modules uploaded to the cluster, as for a
+        Ray job; a task (the task path) may name only such uploaded packages."""
+        env = dict(runtime_env)
+        try:
+            self.client._upload_working_dir_if_needed(env)
+            self.client._upload_py_modules_if_needed(env)
+        except Exception as e:
+            raise RayError(f"uploading the runtime_env's files: {_first_line(e)}") from None
+        return env
 
     def jobs(self) -> dict[str, RayJob]:
         try:

@@ -14,6 +14,8 @@ the site's Ray jobs anyway.
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import secrets
@@ -33,30 +35,54 @@ EXIT_LINE = "Job entrypoint command failed with exit code {code}"   # Ray's own 
 
 
 class Sink:
-    """A Ray actor: each attempt's output and whether it started. One caller's calls run in order."""
+    """A Ray actor (asyncio): each attempt's output, which attempts have started, and a version that
+    moves when one starts or ends, for the agent's long poll. Calls may run out of order, so output
+    is put together by offset."""
 
     def __init__(self) -> None:
         self.logs: dict[str, bytearray] = {}
+        self.early: dict[str, dict[int, bytes]] = {}   # chunks that came before those ahead of them
         self.began: set[str] = set()
+        self.version = 0
+        self.moved: asyncio.Event | None = None
 
-    def started(self, sid: str) -> None:
+    def _bump(self) -> None:
+        self.version += 1
+        if self.moved is not None:
+            self.moved.set()
+            self.moved = None
+
+    async def started(self, sid: str) -> None:
         self.began.add(sid)
+        self._bump()
 
-    def append(self, sid: str, offset: int, data: bytes) -> None:
-        log = self.logs.setdefault(sid, bytearray())
-        if offset == len(log) and len(log) + len(data) <= MAX_LOG_BYTES:
-            log += data
+    async def ended(self) -> None:
+        self._bump()
 
-    def sizes(self) -> dict[str, int]:
+    async def changes(self, since: int, wait_s: float) -> int:
+        if self.version <= since:
+            self.moved = self.moved or asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.moved.wait(), timeout=min(wait_s, 30.0))
+        return self.version
+
+    async def append(self, sid: str, offset: int, data: bytes) -> None:
+        log, early = self.logs.setdefault(sid, bytearray()), self.early.setdefault(sid, {})
+        early[offset] = data
+        while len(log) in early and len(log) < MAX_LOG_BYTES:
+            log += early.pop(len(log))
+
+    async def sizes(self) -> dict[str, int]:
         """Started attempts and their log sizes."""
         return {sid: len(self.logs.get(sid, b"")) for sid in self.began}
 
-    def read(self, sid: str, offset: int, limit: int) -> bytes:
+    async def read(self, sid: str, offset: int, limit: int) -> bytes:
         return bytes(self.logs.get(sid, b"")[offset:offset + limit])
 
-    def drop(self, sids: list[str]) -> None:
+    async def drop(self, sids: list[str]) -> None:
         for sid in sids:
             self.logs.pop(sid, None)
+            self.early.pop(sid, None)
             self.began.discard(sid)
 
 
@@ -106,6 +132,11 @@ class Runner:
             except Exception as e:
                 record["status"] = "STOPPED" if record["stopping"] else "FAILED"
                 record["message"] = "stopped" if record["stopping"] else _first_line(e)
+        self.sink.ended.remote()
+
+    def changes(self, since: int, wait_s: float) -> int:
+        """The version once an attempt has started or ended after `since`, or after `wait_s`."""
+        return int(self.ray.get(self.sink.changes.remote(since, wait_s)))
 
     def stop(self, sid: str) -> None:
         with self.lock:
@@ -148,6 +179,7 @@ def handler(runner: Runner, token: str) -> type[BaseHTTPRequestHandler]:
         ("POST", "/stop"): lambda body: runner.stop(body["sid"]),
         ("POST", "/forget"): lambda body: runner.forget(list(body["sids"])),
         ("GET", "/attempts"): lambda q: runner.listing(),
+        ("GET", "/changes"): lambda q: runner.changes(int(q.get("since", 0)), float(q.get("wait", 1))),
         ("GET", "/logs"): lambda q: runner.logs(q["sid"], int(q.get("offset", 0)), int(q.get("limit", 1 << 20))),
     }
 
@@ -195,7 +227,7 @@ def main() -> int:
 
     from site_agent import runner as this  # by reference, not as __main__: workers import it
     ray.init(log_to_driver=False, logging_level=logging.ERROR)
-    sink = ray.remote(this.Sink).options(num_cpus=0, max_concurrency=1).remote()
+    sink = ray.remote(this.Sink).options(num_cpus=0, max_concurrency=64).remote()
     runner = this.Runner(ray, sink)
     host = ray.util.get_node_ip_address()
     server = ThreadingHTTPServer((host, 0), handler(runner, token))

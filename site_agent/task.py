@@ -101,26 +101,27 @@ def _wait(proc: subprocess.Popen, write: int, lease: Path | None, owner: int) ->
 
 
 def _pump(sid: str, fd: int, sink: Any, tail: bytearray) -> None:
-    """Output to the sink in chunks every FLUSH_S or FLUSH_BYTES; the last one is waited on, so an
+    """Output to the sink in chunks every FLUSH_S or FLUSH_BYTES, each waited on at the end, so an
     attempt's logs are whole when its task ends."""
     offset, pending, last = 0, bytearray(), time.monotonic()
+    sent: list[Any] = []   # every chunk's call, waited on at the end
     try:
         while chunk := os.read(fd, FLUSH_BYTES):
             pending += chunk
             if len(pending) >= FLUSH_BYTES or time.monotonic() - last >= FLUSH_S:
-                offset, last = _flush(sid, sink, offset, pending, tail, wait=False), time.monotonic()
-        _flush(sid, sink, offset, pending, tail, wait=True)
+                offset, last = _flush(sid, sink, offset, pending, tail, sent), time.monotonic()
+        _flush(sid, sink, offset, pending, tail, sent)
+        if sent:
+            import ray
+            ray.get(sent)
     finally:
         os.close(fd)
 
 
-def _flush(sid: str, sink: Any, offset: int, pending: bytearray, tail: bytearray, *, wait: bool) -> int:
+def _flush(sid: str, sink: Any, offset: int, pending: bytearray, tail: bytearray, sent: list) -> int:
     if not pending:
         return offset
-    ref = sink.append.remote(sid, offset, bytes(pending))
-    if wait:
-        import ray
-        ray.get(ref)
+    sent.append(sink.append.remote(sid, offset, bytes(pending)))
     tail[:] = (tail + pending)[-TAIL:]
     offset += len(pending)
     pending.clear()

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from federation.errors import RayError
+from federation.jobs import parse_submission_id
 from site_agent.private_file import write_private
 from site_agent.ray_driver import SITE_KEY, RayDriver, RayJob, RayJobsDriver, RayNode, RayResources
 from site_agent.runner import READY
@@ -32,6 +33,8 @@ FOLDER = ".fedctl-runner"
 ENTRYPOINT = f"{shlex.quote(sys.executable)} -m site_agent.runner"
 CALL_TIMEOUT_S = 30.0
 READY_TIMEOUT_S = 120.0
+RAY_JOBS_EVERY_S = 2.0
+PACKAGES_KEPT_S = 5.0
 
 
 def runner_path(work_dir: Path, site: str) -> Path:
@@ -47,6 +50,7 @@ class TaskRunner:
         self.address = self.token = ""
         self.submitted_at = 0.0
         self.conn: http.client.HTTPConnection | None = None
+        self.poll: tuple[str, http.client.HTTPConnection] | None = None   # the long poll's own (address, connection)
         self.lock = threading.RLock()
 
     def _load(self) -> dict[str, str] | None:
@@ -117,6 +121,28 @@ class TaskRunner:
                 return data
         raise AssertionError("unreachable")
 
+    def changes(self, since: int, wait_s: float) -> int:
+        """The runner's version once an attempt has ended after version `since`, or after `wait_s`.
+        On a connection of its own, so that the other calls do not wait behind it."""
+        with self.lock:
+            if not self._up():
+                raise Busy("the site's task runner is starting")
+            address, token = self.address, self.token
+        if self.poll is None or self.poll[0] != address:
+            host, port = address.rsplit(":", 1)
+            self.poll = (address, http.client.HTTPConnection(host, int(port), timeout=wait_s + CALL_TIMEOUT_S))
+        try:
+            self.poll[1].request("GET", "/changes?" + urlencode({"since": since, "wait": wait_s}),
+                                 headers={"Authorization": f"Bearer {token}"})
+            response = self.poll[1].getresponse()
+            data = response.read()
+        except (OSError, http.client.HTTPException) as e:
+            self.poll = None
+            raise RayError(f"the task runner at {address}: {e}") from None
+        if response.status != 200:
+            raise RayError(f"the task runner: /changes: {response.status}")
+        return int(data)
+
     def attempts(self) -> dict[str, RayJob]:
         with self.lock:
             if not self._up():
@@ -138,7 +164,10 @@ class Executions(RayDriver):
 
     def __init__(self, jobs: RayJobsDriver, runner: TaskRunner) -> None:
         self.ray_jobs, self.runner = jobs, runner
-        self.tasks: set[str] = set()   # submission ids the runner holds, as last seen
+        self.tasks: dict[str, str] = {}   # the runner's attempts and their states, as last seen
+        self.listed: tuple[float, dict[str, RayJob]] | None = None   # Ray's job list, and when it was read
+        self.busy = False   # a federation job may be running on the Ray-job path
+        self.packages: dict[str, tuple[float, dict[str, Any]]] = {}   # local files -> (when, uploaded URIs)
         self.lock = threading.Lock()
 
     def _task(self, submission_id: str) -> bool:
@@ -148,35 +177,56 @@ class Executions(RayDriver):
     def submit(self, submission_id: str, entrypoint: str, runtime_env: dict[str, Any], *, cpus: float,
                memory: int, gpus: float, metadata: dict[str, str], task: bool = False) -> bool:
         if not task:
+            self.busy = True
             return self.ray_jobs.submit(submission_id, entrypoint, runtime_env, cpus=cpus, memory=memory, gpus=gpus,
                                         metadata=metadata)
         self.runner.ensure()
-        env = dict(runtime_env)
+        env = self._packaged(runtime_env)
         body = {"sid": submission_id, "command": entrypoint, "env": env.pop("env_vars", {}), "runtime_env": env,
                 "cpus": cpus, "memory": memory, "gpus": gpus, "site": metadata.get(SITE_KEY),
                 "tenant": metadata.get("tenant"), "guarded": "FEDCTL_LEASE_FILE" in runtime_env.get("env_vars", {})}
         started = bool(json.loads(self.runner.call("POST", "/start", body))["started"])
         with self.lock:
-            self.tasks.add(submission_id)
+            self.tasks.setdefault(submission_id, "PENDING")
         return started
 
     def jobs(self) -> dict[str, RayJob]:
-        listed = self.ray_jobs.jobs()
         tasks = self.runner.attempts()
+        listed = self._ray_jobs()
         with self.lock:
-            self.tasks = set(tasks)
+            self.tasks = {sid: job.status for sid, job in tasks.items()}
         return listed | tasks
+
+    def _packaged(self, runtime_env: dict[str, Any]) -> dict[str, Any]:
+        """Uploaded once for a burst of attempts alike (an array's elements): Ray hashes every file."""
+        files: dict[str, Any] = {k: runtime_env[k] for k in ("working_dir", "py_modules") if k in runtime_env}
+        if not files:
+            return dict(runtime_env)
+        key, now = json.dumps(files, sort_keys=True), time.monotonic()
+        cached = self.packages.get(key)
+        if cached is None or now - cached[0] > PACKAGES_KEPT_S:
+            self.packages = {k: v for k, v in self.packages.items() if now - v[0] <= PACKAGES_KEPT_S}
+            cached = self.packages[key] = (now, self.ray_jobs.packaged(files))
+        return {**runtime_env, **cached[1]}
+
+    def _ray_jobs(self) -> dict[str, RayJob]:
+        """Ray's own job list, which grows with its history and costs the dashboard a query: each pass
+        while a federation job may run there, else every RAY_JOBS_EVERY_S."""
+        now = time.monotonic()
+        if self.listed is None or self.busy or now - self.listed[0] > RAY_JOBS_EVERY_S:
+            listed = self.ray_jobs.jobs()
+            self.listed = (now, listed)
+            self.busy = any(not job.terminal and parse_submission_id(sid) for sid, job in listed.items())
+        return self.listed[1]
 
     def status(self, submission_id: str) -> str | None:
         return self.statuses([submission_id])[submission_id]
 
     def statuses(self, submission_ids: list[str]) -> dict[str, str | None]:
-        tasks = [sid for sid in submission_ids if self._task(sid)]
-        out = {sid: self.ray_jobs.status(sid) for sid in submission_ids if sid not in tasks}
-        if tasks:
-            held = self.runner.attempts()
-            out |= {sid: held[sid].status if sid in held else None for sid in tasks}
-        return out
+        """Tasks as last listed: the runner's long poll (`changes`) wakes a pass when one starts."""
+        with self.lock:
+            tasks = {sid: self.tasks.get(sid, "PENDING") for sid in submission_ids if sid in self.tasks}
+        return tasks | {sid: self.ray_jobs.status(sid) for sid in submission_ids if sid not in tasks}
 
     def stop(self, submission_id: str) -> None:
         if self._task(submission_id):
@@ -194,7 +244,11 @@ class Executions(RayDriver):
         if ended:
             self.runner.call("POST", "/forget", {"sids": ended})
             with self.lock:
-                self.tasks -= set(ended)
+                for sid in ended:
+                    self.tasks.pop(sid, None)
+
+    def changes(self, since: int, wait_s: float) -> int:
+        return self.runner.changes(since, wait_s)
 
     def resources(self) -> RayResources:
         return self.ray_jobs.resources()
