@@ -123,8 +123,25 @@ def test_an_agent_killed_with_jobs_running_adopts_them_when_it_returns(fed, clie
     assert "adopted the local Ray head" in (fed.work / "north.log").read_text()
 
 
-def test_an_agent_dead_past_its_lease_has_its_job_stopped_by_its_guard_before_it_runs_elsewhere(fed, client):
-    j = client.submit(ledger_job(fed, "orphaned", 12, placement={"prefer": ["north"]}))
+def test_an_agent_killed_with_tasks_running_adopts_them_from_its_runner(fed, client):
+    jobs = [client.submit(ledger_job(fed, f"adopt-task-{i}", 6, placement={"sites": ["north"]}, execution="task",
+                                     resources={"cpus": 0.1})) for i in range(3)]
+    wait_for(lambda: all(j.status().state == "running" for j in jobs), 60, "all three running on north")
+    fed.agents["north"].send_signal(signal.SIGKILL)
+    fed.agents["north"].wait()
+    fed.start_agent("north")    # well inside the lease: the runner and its tasks ran on meanwhile
+    fed.wait_connected(60)
+    wait_for(lambda: all(j.status().terminal for j in jobs), 60, "all three to end")
+    for runs in ran_once(fed, jobs).values():
+        assert [(n, site) for n, site, _, _ in runs] == [(1, "north")]   # adopted, never started again
+    assert not any(f"fed-{j.id}-1" in fed.ray_jobs("north") for j in jobs), "tasks of the runner, not Ray jobs"
+
+
+@pytest.mark.parametrize("execution", ["driver", "task"])
+def test_an_agent_dead_past_its_lease_has_its_job_stopped_by_its_guard_before_it_runs_elsewhere(fed, client,
+                                                                                                 execution):
+    j = client.submit(ledger_job(fed, f"orphaned-{execution}", 12, placement={"prefer": ["north"]},
+                                 execution=execution))
     wait_for(lambda: (s := j.status()).state == "running" and s.site == "north", 60, "running on north")
     try:
         fed.agents["north"].send_signal(signal.SIGKILL)   # nobody left at north to fence it
