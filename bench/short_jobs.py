@@ -4,8 +4,10 @@ and Ray's Jobs API directly, in the same run on this machine.
 
     python -m bench.short_jobs [--jobs 1000] [--array 1000] [--ray-jobs 100] [--no-slurm]
 
-Each job is `true`, 0.1 CPU on the federation's and Ray's side (Slurm cannot give less than one
-CPU; see bench.slurm for its slots). Per path: submit rate, time from the first submission until
+Each job is `true`, 0.1 CPU on the federation's and Ray's side, so 20 run at once on the 2 cores.
+Slurm cannot give less than one CPU, so its node declares 20 CPUs (`--slurm-slots`, see bench.slurm)
+and runs 20 at once too; with its real 2 CPUs it runs about 2 jobs a second (its scheduler starts
+batch jobs once a second). Per path: submit rate, time from the first submission until
 every job has ended, jobs a second over that time, and p50/p99 from a job's submission to its start
 (each system's own record of both: the federation's store, Ray's job table, Slurm's jobcomp file,
 which keeps whole seconds). The ratio that counts is all-done time against Slurm's (target <= 1).
@@ -93,12 +95,12 @@ def _times(run: dict, rows: list[tuple[float, float, float]]) -> dict:
 
 
 def ray_run(work: Path, jobs: int) -> dict:
-    from ray.job_submission import JobStatus, JobSubmissionClient
-
     from federation.spec.site import LocalRay
     from site_agent.local_ray import LocalRayHead
     head = LocalRayHead(LocalRay(port_base=RAY_PORT, num_cpus=2, temp_dir=work / "ray"), name="bench")
+    # Ray's clients read their token from the environment once, when first imported.
     os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(head.token_path))
+    from ray.job_submission import JobStatus, JobSubmissionClient
     try:
         head.start()
         client = JobSubmissionClient(head.dashboard_url)
@@ -119,14 +121,14 @@ def ray_run(work: Path, jobs: int) -> dict:
             "p99": float("nan"), "failed": sum(1 for j in listed if j.status != JobStatus.SUCCEEDED)}
 
 
-def slurm_runs(work: Path, jobs: int, array: int) -> dict[str, dict]:
+def slurm_runs(work: Path, jobs: int, array: int, slots: int) -> dict[str, dict]:
     from bench import slurm
     why = slurm.available()
     if why:
         print(f"Slurm: not measured: {why}")
         return {}
     out = {}
-    with slurm.local_slurm(work / "slurm") as cluster:
+    with slurm.local_slurm(work / "slurm", slots=slots) as cluster:
         began = time.time()
         submit_s, ids = slurm.run_wrap(cluster, jobs)
         times = slurm.wait_done(cluster, ids, timeout=900)
@@ -170,12 +172,14 @@ def main() -> None:
     parser.add_argument("--array", type=int, default=1000)
     parser.add_argument("--ray-jobs", type=int, default=100, help="0: skip Ray's Jobs API")
     parser.add_argument("--no-slurm", action="store_true")
+    parser.add_argument("--slurm-slots", type=int, default=20,
+                        help="CPUs Slurm's node declares: 1-CPU jobs it runs at once (20: as 0.1-CPU jobs on 2 CPUs)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="fedbench-short-"))
     keep = os.environ.get("FEDCTL_KEEP_BENCH") == "1"
     try:
         fed = federation_runs(work / "fed", args.jobs, args.array)
-        slurm = {} if args.no_slurm else slurm_runs(work, args.jobs, args.array)
+        slurm = {} if args.no_slurm else slurm_runs(work, args.jobs, args.array, args.slurm_slots)
         ray = ray_run(work, args.ray_jobs) if args.ray_jobs else None
         report(fed, ray, slurm, args.jobs)
     finally:

@@ -37,6 +37,15 @@ class NewSubmission:
     pending_limit: int = 0   # the tenant's waiting jobs may not pass it (0: no limit), counted in the transaction
 
 
+def started_at(attempt: Attempt, state: AttemptState, now: float) -> float:
+    """When an attempt started, as the federation saw it: one first seen ended (a short job, between two
+    reports) ran too, and its usage counts from the moment it was seen."""
+    if state is AttemptState.RUNNING or (state in (AttemptState.SUCCEEDED, AttemptState.FAILED)
+                                         and not attempt.started_at):
+        return now
+    return attempt.started_at
+
+
 def over_pending(tenant: str, waiting: int, count: int, limit: int) -> ResourceExhausted | None:
     """The refusal of `count` more waiting jobs for a tenant with `waiting` already, if they pass `limit`."""
     if not limit or waiting + count <= limit:

@@ -17,6 +17,7 @@ from federation.jobs import (
     check_attempt,
 )
 from federation.queues import UsageRecord
+from federation.store.base import started_at
 from federation.store.postgres.jobs import JobTables
 from federation.store.sqlite.attempts import LIVE
 from federation.store.sqlite.rows import attempt_from_row, job_from_row
@@ -57,7 +58,7 @@ class AttemptTables(JobTables):
             if state is AttemptState.STOPPED and attempt.stop_requested_at:
                 state, message = AttemptState.PREEMPTED, attempt.stop_reason
             check_attempt(job_id, number, attempt.state, state)
-            started = now if state is AttemptState.RUNNING else attempt.started_at
+            started = started_at(attempt, state, now)
             ended = 0.0 if state.live else now
             db.execute("UPDATE attempts SET state=%s, message=%s, started_at=%s, ended_at=%s"
                        " WHERE job_id=%s AND number=%s", (state.value, message[:2000], started, ended, job_id, number))

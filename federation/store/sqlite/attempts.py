@@ -16,6 +16,7 @@ from federation.jobs import (
     check_attempt,
 )
 from federation.queues import UsageRecord
+from federation.store.base import started_at
 from federation.store.sqlite.jobs import JobTables
 from federation.store.sqlite.rows import attempt_from_row
 from policies.gpus import Binding
@@ -53,7 +54,7 @@ class AttemptTables(JobTables):
             if state is AttemptState.STOPPED and attempt.stop_requested_at:
                 state, message = AttemptState.PREEMPTED, attempt.stop_reason
             check_attempt(job_id, number, attempt.state, state)
-            started = now if state is AttemptState.RUNNING else attempt.started_at
+            started = started_at(attempt, state, now)
             ended = 0.0 if state.live else now
             db.execute("UPDATE attempts SET state=?, message=?, started_at=?, ended_at=? WHERE job_id=? AND number=?",
                        (state.value, message[:2000], started, ended, job_id, number))
