@@ -153,17 +153,18 @@ class LocalFederation:
 
     def ray_job(self, name: str, submission_id: str) -> dict:
         """A job's record from a site's Ray Jobs API, authenticated with that head's token."""
-        request = urllib.request.Request(f"{self.dashboard(name)}/api/jobs/{submission_id}", headers={
-            "Authorization": f"Bearer {self.ray_token(name).read_text().strip()}"})
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
+        return self.ray_api(name, f"/api/jobs/{submission_id}")
 
     def ray_jobs(self, name: str) -> dict[str, dict]:
         """Every job of a site's Ray Jobs API, by submission id."""
-        request = urllib.request.Request(f"{self.dashboard(name)}/api/jobs/", headers={
+        return {j["submission_id"]: j for j in self.ray_api(name, "/api/jobs/") if j.get("submission_id")}
+
+    def ray_api(self, name: str, path: str) -> Any:
+        """A GET of a site's Ray dashboard, authenticated with that head's token."""
+        request = urllib.request.Request(f"{self.dashboard(name)}{path}", headers={
             "Authorization": f"Bearer {self.ray_token(name).read_text().strip()}"})
         with urllib.request.urlopen(request, timeout=10) as response:
-            return {j["submission_id"]: j for j in json.loads(response.read()) if j.get("submission_id")}
+            return json.loads(response.read())
 
     def start_server(self, timeout: float = 30) -> None:
         log = open(self.work / "federation.log", "ab")  # noqa: SIM115  # the child process keeps it open

@@ -54,6 +54,13 @@ def lapsed(lease: Lease | None, now: float) -> str:
     return f"the site's agent renewed no lease for {silent:.1f}s of a {lease.lease_s:g}s lease; stopping this attempt"
 
 
+def due(lease: Path, owner: int) -> tuple[str, float] | None:
+    """When the job must stop now: why, and the grace it gets (a twelfth of the lease, within 0.5-5 s)."""
+    kept = load(lease, owner)
+    why = lapsed(kept, now_boot())
+    return (why, min(5.0, max(0.5, kept.lease_s / 12))) if why and kept is not None else None
+
+
 def others() -> list[int]:
     """The live processes of this process group but this one and those it runs under (the shell
     Ray starts the entrypoint with, which must see this guard's own exit code)."""
@@ -112,11 +119,10 @@ def main() -> int:
             return code if code >= 0 else 128 - code
         except subprocess.TimeoutExpired:
             pass
-        kept = load(lease, owner)
-        why = lapsed(kept, now_boot())
-        if why and kept is not None:
-            print(f"{FENCED} {why}", file=sys.stderr, flush=True)
-            stop_group(child, min(5.0, max(0.5, kept.lease_s / 12)))
+        fence = due(lease, owner)
+        if fence is not None:
+            print(f"{FENCED} {fence[0]}", file=sys.stderr, flush=True)
+            stop_group(child, fence[1])
             return FENCED_EXIT
 
 

@@ -75,7 +75,7 @@ class Launcher:
         task = self.driver.runs_tasks and execution_of(spec).path == "task"
         if not (self.config.spec.autonomous or spec.spec.on_site_loss == "wait"):
             lease = lease_path(work_dir(self.config), self.config.metadata.name)
-            if task:   # the runner's task guards it (site_agent.runner)
+            if task:   # the task guards it itself (site_agent.task)
                 env = {**env, **guard.lease_env(lease)}
             else:
                 entrypoint, guarded = guard.wrap(entrypoint, lease)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
+import itertools
 import json
 import logging
 import secrets
@@ -31,6 +33,8 @@ from site_agent.task import run_attempt
 
 READY = "fedctl-runner listening on"
 MAX_LOG_BYTES = 64 << 20          # per attempt, kept in the sink until the agent has taken them
+MAX_GONE = 200_000                # ended attempts remembered, so that none starts twice under one id
+MAX_BODY = 32 << 20               # an attempt's spec may carry 8 MiB of environment; its JSON more
 EXIT_LINE = "Job entrypoint command failed with exit code {code}"   # Ray's own words, as plan.RAY_EXIT reads them
 
 
@@ -95,7 +99,7 @@ class Runner:
         self.gcs = ray.get_runtime_context().gcs_address
         self.attempts: dict[str, dict[str, Any]] = {}
         self.refs: dict[str, Any] = {}
-        self.gone: set[str] = set()   # forgotten: never started again under the same id
+        self.gone: dict[str, None] = {}   # forgotten, oldest first: never started again under the same id
         self.lock = threading.Lock()
 
     def start(self, a: dict[str, Any]) -> bool:
@@ -164,7 +168,9 @@ class Runner:
             ended = [s for s in sids if s in self.attempts and s not in self.refs]
             for sid in ended:
                 del self.attempts[sid]
-            self.gone.update(ended)
+            self.gone.update(dict.fromkeys(ended))
+            for sid in list(itertools.islice(self.gone, max(0, len(self.gone) - MAX_GONE))):
+                del self.gone[sid]   # the oldest: the federation will not ask for them again
         self.sink.drop.remote(ended)
 
 
@@ -190,14 +196,17 @@ def handler(runner: Runner, token: str) -> type[BaseHTTPRequestHandler]:
         def _serve(self, method: str) -> None:
             url = urlsplit(self.path)
             route = routes.get((method, url.path))
-            if self.headers.get("Authorization") != f"Bearer {token}":
+            if not hmac.compare_digest(self.headers.get("Authorization", ""), f"Bearer {token}"):
+                self.close_connection = True
                 return self._send(HTTPStatus.UNAUTHORIZED, b"")
             if route is None:
                 return self._send(HTTPStatus.NOT_FOUND, b"")
-            length = int(self.headers.get("Content-Length", 0))
-            arg = json.loads(self.rfile.read(length)) if method == "POST" else {
-                k: v[0] for k, v in parse_qs(url.query).items()}
             try:
+                length = int(self.headers.get("Content-Length", 0))
+                if not 0 <= length <= MAX_BODY:
+                    raise ValueError(f"a body of {length} bytes; at most {MAX_BODY}")
+                arg = json.loads(self.rfile.read(length)) if method == "POST" else {
+                    k: v[0] for k, v in parse_qs(url.query).items()}
                 result = route(arg)
             except Exception as e:   # the agent sees why; the runner goes on serving
                 return self._send(HTTPStatus.INTERNAL_SERVER_ERROR, _first_line(e).encode())

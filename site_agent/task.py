@@ -19,8 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from site_agent.guard import FENCED, FENCED_EXIT, lapsed
-from site_agent.lease_file import load, now_boot
+from site_agent.guard import FENCED, FENCED_EXIT, due
 
 CHECK_S = 0.1
 WATCH_AFTER_S = 0.5
@@ -87,10 +86,10 @@ def _wait(proc: subprocess.Popen, write: int, lease: Path | None, owner: int) ->
             return code if code >= 0 else 128 - code
         except subprocess.TimeoutExpired:
             pass
-        kept = load(lease, owner) if lease is not None else None
-        if kept is not None and (why := lapsed(kept, now_boot())):
-            os.write(write, f"{FENCED} {why}\n".encode())
-            stop_group(proc, min(5.0, max(0.5, kept.lease_s / 12)))
+        fence = due(lease, owner) if lease is not None else None
+        if fence is not None:
+            os.write(write, f"{FENCED} {fence[0]}\n".encode())
+            stop_group(proc, fence[1])
             return FENCED_EXIT
         if watcher is None and time.monotonic() - began > WATCH_AFTER_S:
             me = os.getpid()
@@ -112,10 +111,15 @@ def _pump(sid: str, fd: int, sink: Any, tail: bytearray) -> None:
                 offset, last = _flush(sid, sink, offset, pending, tail, sent), time.monotonic()
         _flush(sid, sink, offset, pending, tail, sent)
         if sent:
-            import ray
-            ray.get(sent)
+            settle(sent)
     finally:
         os.close(fd)
+
+
+def settle(calls: list[Any]) -> None:
+    """Wait until the sink has taken every chunk."""
+    import ray
+    ray.get(calls)
 
 
 def _flush(sid: str, sink: Any, offset: int, pending: bytearray, tail: bytearray, sent: list) -> int:

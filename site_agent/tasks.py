@@ -11,8 +11,10 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import os
 import secrets
 import shlex
+import stat
 import sys
 import threading
 import time
@@ -34,6 +36,7 @@ ENTRYPOINT = f"{shlex.quote(sys.executable)} -m site_agent.runner"
 CALL_TIMEOUT_S = 30.0
 READY_TIMEOUT_S = 120.0
 RAY_JOBS_EVERY_S = 2.0
+RUNNER_SILENT_S = 60.0
 PACKAGES_KEPT_S = 5.0
 
 
@@ -49,12 +52,18 @@ class TaskRunner:
         self.record: dict[str, str] | None = self._load()
         self.address = self.token = ""
         self.submitted_at = 0.0
+        self.failing_since = 0.0   # since when the runner has not answered, Ray saying it runs
         self.conn: http.client.HTTPConnection | None = None
         self.poll: tuple[str, http.client.HTTPConnection] | None = None   # the long poll's own (address, connection)
         self.lock = threading.RLock()
 
     def _load(self) -> dict[str, str] | None:
+        """The runner this site's agent started last, believed only when it and its folder are this user's alone:
+        a record planted by another would hand every task's command and environment to a server of theirs."""
         try:
+            if not all(_private(p.stat()) for p in (self.path.parent, self.path)):
+                log.warning("not reading %s: it or its folder is not this agent's alone", self.path)
+                return None
             data = json.loads(self.path.read_text())
             return {"submission_id": str(data["submission_id"])}
         except (OSError, ValueError, KeyError, TypeError):
@@ -143,18 +152,36 @@ class TaskRunner:
             raise RayError(f"the task runner: /changes: {response.status}")
         return int(data)
 
+    def _give_up(self, error: RayError) -> None:
+        """A runner Ray says runs but that has not answered for RUNNER_SILENT_S holds up every report
+        of this site: stop it. Its tasks go with it (their watchers stop their jobs), and the next
+        listing finds it gone, so the federation retries its attempts elsewhere or here."""
+        now = time.monotonic()
+        self.failing_since = self.failing_since or now
+        if now - self.failing_since > RUNNER_SILENT_S and self.record is not None:
+            log.error("the task runner %s has not answered for %.0fs (%s); stopping it",
+                      self.record["submission_id"], now - self.failing_since, error.message)
+            self.jobs.stop(self.record["submission_id"])
+            self.failing_since = 0.0
+
     def attempts(self) -> dict[str, RayJob]:
         with self.lock:
             if not self._up():
                 return {}   # none, or one just submitted: it holds no attempt yet
             try:
                 listed = json.loads(self.call("GET", "/attempts"))
-            except RayError:
+                self.failing_since = 0.0
+            except RayError as e:
                 if self.record is None:
                     return {}   # the runner is gone, and its attempts with it
+                self._give_up(e)
                 raise
         return {sid: RayJob(sid, r["status"], r["message"], r["site"], r["tenant"], r["guarded"], r["log_size"])
                 for sid, r in listed.items()}
+
+
+def _private(st: os.stat_result) -> bool:
+    return st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
 class Executions(RayDriver):

@@ -4,11 +4,14 @@ job's whole process tree goes; its logs come back whole and in order; its runtim
 binding hold as on the Ray-job path; a job that uses Ray itself keeps a driver of its own."""
 from __future__ import annotations
 
+import http.client
+import json
 import subprocess
 import uuid
 
 import pytest
 
+from site_agent.runner import READY
 from tests.e2e.test_federation import job, write
 from tests.e2e.test_topology import nvlink_job
 from tests.waiting import wait_for
@@ -87,3 +90,31 @@ def test_auto_runs_array_elements_as_tasks_and_jobs_naming_ray_as_ray_jobs(feder
     assert f"fed-{ray_user.id}-1" in listed
     assert client.explain(array.jobs[0].id).execution.startswith("task (an array element")
     assert client.explain(ray_user.id).execution.startswith("driver (its entrypoint names Ray")
+
+
+def runner_door(federation, site: str) -> tuple[str, str]:
+    """The runner's address and token, as its agent reads them: from its Ray job's first line."""
+    (sid,) = runner_ids(federation, site)
+    logs = federation.ray_api(site, f"/api/jobs/{sid}/logs")["logs"]
+    line = next(ln for ln in logs.splitlines() if ln.startswith(READY))
+    address, token = line[len(READY):].split()
+    return address, token
+
+
+def test_a_task_sees_no_runner_token_and_the_runner_opens_to_nobody_else(federation, client):
+    j = client.submit(job("task-env-dump", execution="task", resources={"cpus": 0.1}, entrypoint="env",
+                          placement={"sites": ["eu-west"]}))
+    assert j.wait(timeout=120).state == "succeeded"
+    address, token = runner_door(federation, "eu-west")
+    assert token not in j.logs() and "FEDCTL_LEASE" not in j.logs()
+    host, port = address.rsplit(":", 1)
+    evil = json.dumps({"sid": "fed-j-000000e71100-1", "command": "touch /tmp/pwned", "env": {}, "runtime_env": {},
+                       "cpus": 0, "memory": 0, "gpus": 0, "site": "eu-west", "tenant": "e2e", "guarded": False})
+    for guess in (None, "", "0" * 64, token[:-1] + ("0" if token[-1] != "0" else "1")):
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        conn.request("POST", "/start", body=evil, headers={"Authorization": f"Bearer {guess}"} if guess is not None
+                     else {})
+        assert conn.getresponse().status == 401
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.request("GET", "/attempts", headers={"Authorization": f"Bearer {token}"})
+    assert "fed-j-000000e71100-1" not in json.loads(conn.getresponse().read())
