@@ -63,10 +63,10 @@ def federation_runs(work: Path, jobs: int, array: int) -> dict[str, dict]:
     db = sqlite3.connect(work / "federation.db")
     for run in out.values():
         ids = run.pop("ids")
-        rows = db.execute(f"SELECT j.created_at, a.started_at, a.ended_at, j.state FROM jobs j JOIN attempts a "
+        rows = db.execute(f"SELECT j.created_at, a.started_at, a.ended_at, j.id, j.state FROM jobs j JOIN attempts a "
                           f"ON a.job_id = j.id WHERE j.id IN ({','.join('?' * len(ids))})", ids).fetchall()
-        run.update(_times(run, [(c, s, e) for c, s, e, _ in rows]),
-                   failed=sum(1 for *_, state in rows if state != "succeeded"), attempts=len(rows))
+        run.update(_times(run, [(c, s, e) for c, s, e, _, _ in rows]), attempts=len(rows),
+                   failed=len({job_id for *_, job_id, state in rows if state != "succeeded"}))
     db.close()
     return out
 
@@ -119,12 +119,16 @@ def ray_run(work: Path, jobs: int) -> dict:
         with ThreadPoolExecutor(8) as pool:
             ids = list(pool.map(submit, range(jobs)))
         submit_s = time.time() - began
+        deadline = time.monotonic() + 1800
         while True:
             listed = [j for j in client.list_jobs() if j.submission_id in set(ids)]
-            if len(listed) == jobs and all(j.status in (JobStatus.SUCCEEDED, JobStatus.FAILED) for j in listed):
+            if len(listed) == jobs and all(j.status.is_terminal() for j in listed):
                 break
+            if time.monotonic() > deadline:
+                raise SystemExit("FAILED: Ray's jobs unfinished after 30 minutes")
             time.sleep(1)
-        waits = [float(STAMP.findall(client.get_job_logs(sid))[-1]) - at for sid, at in submitted.items()]
+        stamps = {sid: STAMP.findall(client.get_job_logs(sid)) for sid in submitted}
+        waits = [float(stamps[sid][-1]) - at for sid, at in submitted.items() if stamps[sid]]
     finally:
         head.stop()
     ends = [j.end_time / 1000 for j in listed if j.end_time]   # Ray keeps milliseconds

@@ -299,7 +299,8 @@ class SiteAgent:
         while not (self._stop.is_set() or session_over.is_set()):
             try:
                 now = self.driver.changes(version, self.pass_interval_s * 2)
-            except RayError:   # Busy among them: no runner yet, or one starting
+            except Exception as e:   # Busy among them: no runner yet, or one starting; passes go on meanwhile
+                log.debug("waiting for the task runner's changes: %s", getattr(e, "message", e))
                 session_over.wait(self.pass_interval_s)
                 continue
             if now != version:

@@ -22,7 +22,7 @@ from site_agent.inventory import SiteGpus
 from site_agent.isolation import DatasetGrants, JobUsers
 from site_agent.lease_file import lease_path
 from site_agent.plan import SiteWord
-from site_agent.ray_driver import SITE_KEY, RayDriver
+from site_agent.ray_driver import SITE_KEY, RayDriver, Vanished
 from site_agent.tenant_heads import Busy
 from site_agent.veto import resolve_runtime_env, veto_reason
 
@@ -91,6 +91,8 @@ class Launcher:
             return None
         except ConfigError as e:   # this tenant's head cannot start here as its OS user
             return SiteWord(AttemptState.REJECTED, e.message)
+        except Vanished as e:   # its retry policy decides, under a new attempt and id
+            return SiteWord(AttemptState.LOST, e.message)
         except RayError as e:
             log.warning("%s", e.message)
             return SiteWord(AttemptState.FAILED, e.message) if ray_reachable else None

@@ -13,6 +13,10 @@ from site_agent import guard
 SITE_KEY = "federation_site"   # job metadata naming the site that submitted it
 
 
+class Vanished(RayError):
+    """The attempt was handed to a runner that is gone: it may have run, and never starts again under its id."""
+
+
 @dataclass(frozen=True)
 class RayJob:
     submission_id: str

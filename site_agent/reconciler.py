@@ -183,8 +183,9 @@ class Reconciler:
 
     def any_started(self) -> bool:
         """A cheap check between full passes: has Ray started any attempt we are waiting on?"""
+        handed = [sid for sid in self.starting if sid in self.submitted]   # the others Ray cannot have started
         try:
-            return any(s not in (None, "PENDING") for s in self.driver.statuses(list(self.starting)).values())
+            return any(s not in (None, "PENDING") for s in self.driver.statuses(handed).values())
         except RayError:
             return True  # let the full pass find out
 

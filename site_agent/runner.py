@@ -71,14 +71,21 @@ class Sink:
         return self.version
 
     async def append(self, sid: str, offset: int, data: bytes) -> None:
+        """Past MAX_LOG_BYTES an attempt's output is dropped: a job printing without end must not
+        take the head node's memory."""
         log, early = self.logs.setdefault(sid, bytearray()), self.early.setdefault(sid, {})
+        if offset >= MAX_LOG_BYTES or offset < len(log):
+            return
         early[offset] = data
-        while len(log) in early and len(log) < MAX_LOG_BYTES:
+        while len(log) in early:
             log += early.pop(len(log))
+        if len(log) >= MAX_LOG_BYTES:
+            del log[MAX_LOG_BYTES:]
+            early.clear()
 
     async def sizes(self) -> dict[str, int]:
-        """Started attempts and their log sizes."""
-        return {sid: len(self.logs.get(sid, b"")) for sid in self.began}
+        """Started attempts and their log sizes (output may come before the word that it started)."""
+        return dict.fromkeys(self.began, 0) | {sid: len(log) for sid, log in self.logs.items()}
 
     async def read(self, sid: str, offset: int, limit: int) -> bytes:
         return bytes(self.logs.get(sid, b"")[offset:offset + limit])
@@ -151,14 +158,15 @@ class Runner:
             self.ray.cancel(ref, force=False)
 
     def listing(self) -> dict[str, dict[str, Any]]:
-        sizes = self.ray.get(self.sink.sizes.remote())
+        """Every attempt held. States are read before log sizes: a task returns only once the sink
+        has all its output, so an attempt listed as ended is listed with its whole log's size."""
         with self.lock:
-            out = {}
-            for sid, r in self.attempts.items():
-                status = "RUNNING" if r["status"] == "PENDING" and sid in sizes else r["status"]
-                out[sid] = {k: r[k] for k in ("message", "site", "tenant", "guarded")} | {
-                    "status": status, "log_size": sizes.get(sid, 0)}
-            return out
+            held = {sid: dict(r) for sid, r in self.attempts.items()}
+        sizes = self.ray.get(self.sink.sizes.remote())
+        return {sid: {k: r[k] for k in ("message", "site", "tenant", "guarded")} | {
+                    "status": "RUNNING" if r["status"] == "PENDING" and sid in sizes else r["status"],
+                    "log_size": sizes.get(sid, 0)}
+                for sid, r in held.items()}
 
     def logs(self, sid: str, offset: int, limit: int) -> bytes:
         return self.ray.get(self.sink.read.remote(sid, offset, limit))

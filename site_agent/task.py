@@ -3,9 +3,9 @@
 The task starts the attempt's command in a process group of its own and is its guard: it stops the
 group (SIGTERM, then SIGKILL after a grace) when Ray cancels the task, and, like `site_agent.guard`
 on the Ray-job path, when the agent's lease has lapsed past GUARD_AT (exit FENCED_EXIT, with a
-`fenced:` line in the log). A job that outlives its first half second also gets a watcher, a small
-process outside Ray's reach, that stops the group if the task's worker dies: Ray kills the workers
-of a runner that died, and a job left running unseen would run again elsewhere beside itself.
+`fenced:` line in the log). Each job also gets a watcher, a small process outside Ray's reach, that
+stops the group if the task's worker dies: Ray kills the workers of a runner that died, and a job
+left running unseen would run again elsewhere beside itself.
 What is left of the group when the command ends is stopped too: it would hold nothing Ray counts.
 """
 from __future__ import annotations
@@ -22,7 +22,6 @@ from typing import Any
 from site_agent.guard import FENCED, FENCED_EXIT, due
 
 CHECK_S = 0.1
-WATCH_AFTER_S = 0.5
 FLUSH_S, FLUSH_BYTES = 0.2, 64 << 10
 TAIL = 2000
 # The watcher: double-forked (Ray kills a worker's direct children on its way out), it stops the
@@ -61,12 +60,19 @@ def run_attempt(sid: str, command: str, env: dict[str, str], sink: Any, gcs: str
     sink.started.remote(sid)
     lease_file, owner = env.pop("FEDCTL_LEASE_FILE", None), int(env.pop("FEDCTL_LEASE_OWNER", "-1"))
     read, write = os.pipe()
-    proc = subprocess.Popen(["/bin/sh", "-c", command], env={**os.environ, **env, "RAY_ADDRESS": gcs},
-                            stdin=subprocess.DEVNULL, stdout=write, stderr=write, start_new_session=True)
+    try:
+        proc = subprocess.Popen(["/bin/sh", "-c", command], env={**os.environ, **env, "RAY_ADDRESS": gcs},
+                                stdin=subprocess.DEVNULL, stdout=write, stderr=write, start_new_session=True)
+    except BaseException:
+        os.close(read)
+        os.close(write)
+        raise
     tail = bytearray()
     pump = threading.Thread(target=_pump, args=(sid, read, sink, tail), daemon=True)
     pump.start()
+    watcher = None
     try:
+        watcher = watch(proc.pid)
         code = _wait(proc, write, Path(lease_file) if lease_file else None, owner)
     except KeyboardInterrupt:   # ray.cancel: the attempt is stopped
         stop_group(proc, grace_s())
@@ -74,12 +80,22 @@ def run_attempt(sid: str, command: str, env: dict[str, str], sink: Any, gcs: str
     finally:
         _signal(proc.pid, signal.SIGKILL)
         os.close(write)
+        if watcher is not None:
+            watcher.wait()   # its first fork ended at once; the second goes on alone until the group has gone
     pump.join(timeout=5)
     return code, bytes(tail)
 
 
+def watch(group: int) -> subprocess.Popen:
+    """The watcher of `group`, started at once: a worker may die at any moment, and the job with it
+    escapes every other guard."""
+    me = os.getpid()
+    return subprocess.Popen([sys.executable, "-S", "-I", "-c", WATCHER, str(group), f"{me}:{starttime(me)}",
+                             str(grace_s())], start_new_session=True, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def _wait(proc: subprocess.Popen, write: int, lease: Path | None, owner: int) -> int:
-    began, watcher = time.monotonic(), None
     while True:
         try:
             code = proc.wait(timeout=CHECK_S)
@@ -91,12 +107,6 @@ def _wait(proc: subprocess.Popen, write: int, lease: Path | None, owner: int) ->
             os.write(write, f"{FENCED} {fence[0]}\n".encode())
             stop_group(proc, fence[1])
             return FENCED_EXIT
-        if watcher is None and time.monotonic() - began > WATCH_AFTER_S:
-            me = os.getpid()
-            watcher = subprocess.Popen([sys.executable, "-S", "-I", "-c", WATCHER, str(proc.pid),
-                                        f"{me}:{starttime(me)}", str(grace_s())], start_new_session=True,
-                                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            watcher.wait()   # its first fork returns at once; the second goes on alone
 
 
 def _pump(sid: str, fd: int, sink: Any, tail: bytearray) -> None:

@@ -25,7 +25,7 @@ from urllib.parse import urlencode
 from federation.errors import RayError
 from federation.jobs import parse_submission_id
 from site_agent.private_file import write_private
-from site_agent.ray_driver import SITE_KEY, RayDriver, RayJob, RayJobsDriver, RayNode, RayResources
+from site_agent.ray_driver import SITE_KEY, RayDriver, RayJob, RayJobsDriver, RayNode, RayResources, Vanished
 from site_agent.runner import READY
 from site_agent.tenant_heads import Busy
 
@@ -37,11 +37,45 @@ CALL_TIMEOUT_S = 30.0
 READY_TIMEOUT_S = 120.0
 RAY_JOBS_EVERY_S = 2.0
 RUNNER_SILENT_S = 60.0
+MAX_HANDED = 200_000
 PACKAGES_KEPT_S = 5.0
 
 
 def runner_path(work_dir: Path, site: str) -> Path:
     return work_dir / FOLDER / f"{site}.json"
+
+
+class Handed:
+    """Which runner each attempt was handed to, kept beside the runner's record (`<site>.handed`,
+    this user's alone). Ray's Jobs API keeps every job it ran, so a second start under one id is a
+    no-op; a runner keeps only its own: an attempt handed to one that is gone may have run, and must
+    never start again under its id (`Vanished`)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.runner: dict[str, str] = {}   # attempt -> runner, the newest MAX_HANDED
+        try:
+            if not all(_private(p.stat()) for p in (path.parent, path)):
+                raise PermissionError(f"{path} or its folder is not this agent's alone")
+            for line in path.read_text().splitlines()[-MAX_HANDED:]:
+                runner, _, sid = line.partition(" ")
+                self.runner[sid] = runner
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            log.warning("not reading %s: %s", path, e)
+        if len(self.runner) >= MAX_HANDED // 2:   # kept short: written again with only the newest
+            write_private(path, "".join(f"{r} {sid}\n" for sid, r in self.runner.items()))
+
+    def hand(self, sid: str, runner: str) -> None:
+        if self.runner.get(sid) == runner:
+            return
+        self.runner[sid] = runner
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, f"{runner} {sid}\n".encode())
+        finally:
+            os.close(fd)
 
 
 class TaskRunner:
@@ -50,11 +84,13 @@ class TaskRunner:
     def __init__(self, jobs: RayJobsDriver, site: str, path: Path) -> None:
         self.jobs, self.site, self.path = jobs, site, path
         self.record: dict[str, str] | None = self._load()
+        self.handed = Handed(path.with_suffix(".handed"))
         self.address = self.token = ""
         self.submitted_at = 0.0
         self.failing_since = 0.0   # since when the runner has not answered, Ray saying it runs
         self.conn: http.client.HTTPConnection | None = None
         self.poll: tuple[str, http.client.HTTPConnection] | None = None   # the long poll's own (address, connection)
+        self.poll_lock = threading.Lock()
         self.lock = threading.RLock()
 
     def _load(self) -> dict[str, str] | None:
@@ -65,7 +101,7 @@ class TaskRunner:
                 log.warning("not reading %s: it or its folder is not this agent's alone", self.path)
                 return None
             data = json.loads(self.path.read_text())
-            return {"submission_id": str(data["submission_id"])}
+            return {k: str(data[k]) for k in ("submission_id", "address", "token") if k in data}
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
@@ -82,10 +118,16 @@ class TaskRunner:
             self.record = None
             self.path.unlink(missing_ok=True)
             return False
-        if status == "RUNNING":
+        if status == "RUNNING" and "address" in self.record:
+            self.address, self.token = self.record["address"], self.record["token"]
+        elif status == "RUNNING":
+            # Read from its log once, then kept with its id: a line written there later is not believed.
             line = next((ln for ln in self.jobs.logs(sid).decode(errors="replace").splitlines()
                          if ln.startswith(READY)), "")
             self.address, _, self.token = line[len(READY):].strip().partition(" ")
+            if self.address:
+                self.record = {**self.record, "address": self.address, "token": self.token}
+                write_private(self.path, json.dumps(self.record))
         if not self.address and self.submitted_at and time.monotonic() - self.submitted_at > READY_TIMEOUT_S:
             self.jobs.stop(sid)   # stopped, it is found gone next time and another starts
             raise RayError(f"the task runner {sid} did not answer within {READY_TIMEOUT_S:g}s; stopping it")
@@ -121,9 +163,11 @@ class TaskRunner:
                     response = self.conn.getresponse()
                     data = response.read()
                 except (OSError, http.client.HTTPException) as e:
-                    self.conn, self.address = None, ""
+                    address, self.conn, self.address = self.address, None, ""
                     if tries == 2 or not self._up():
-                        raise RayError(f"the task runner at {self.address or 'its address'}: {e}") from None
+                        # Busy: the call is tried again next pass (each is idempotent), never taken for
+                        # the attempt's failure: the runner may hold it already.
+                        raise Busy(f"the task runner at {address} did not answer: {e}") from None
                     continue
                 if response.status != 200:
                     raise RayError(f"the task runner: {path}: {response.status} {data.decode(errors='replace')[:300]}")
@@ -137,6 +181,10 @@ class TaskRunner:
             if not self._up():
                 raise Busy("the site's task runner is starting")
             address, token = self.address, self.token
+        with self.poll_lock:   # a session's watcher may still be in its last poll when the next one's starts
+            return self._poll(address, token, since, wait_s)
+
+    def _poll(self, address: str, token: str, since: int, wait_s: float) -> int:
         if self.poll is None or self.poll[0] != address:
             host, port = address.rsplit(":", 1)
             self.poll = (address, http.client.HTTPConnection(host, int(port), timeout=wait_s + CALL_TIMEOUT_S))
@@ -208,6 +256,12 @@ class Executions(RayDriver):
             return self.ray_jobs.submit(submission_id, entrypoint, runtime_env, cpus=cpus, memory=memory, gpus=gpus,
                                         metadata=metadata)
         self.runner.ensure()
+        assert self.runner.record is not None
+        current, earlier = self.runner.record["submission_id"], self.runner.handed.runner.get(submission_id)
+        if earlier not in (None, current):
+            raise Vanished(f"handed to the task runner {earlier}, which is gone: it may have run, so it is not "
+                           "started again under its id")
+        self.runner.handed.hand(submission_id, current)
         env = self._packaged(runtime_env)
         body = {"sid": submission_id, "command": entrypoint, "env": env.pop("env_vars", {}), "runtime_env": env,
                 "cpus": cpus, "memory": memory, "gpus": gpus, "site": metadata.get(SITE_KEY),

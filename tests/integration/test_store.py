@@ -253,17 +253,6 @@ def test_usage_records_are_attempts_that_ran_with_their_job_queue_and_resources(
     assert store.get_job("j-1").queue == "oncology" and store.get_job("j-1").attempts[0].gpu_model == "H100"
 
 
-def test_an_attempt_first_seen_ended_is_counted_as_having_run_from_then(store):
-    """A short job on the task path may start and end between two reports of its site."""
-    for job_id, state in (("j-1", AttemptState.SUCCEEDED), ("j-2", AttemptState.FAILED), ("j-3", AttemptState.LOST)):
-        add(store, job_id)
-        store.place_job(job_id, "a", EXPL, 2.0)
-        store.apply_attempt_status(job_id, 1, state, "", 3.0)
-    ran = {j: (a.started_at, a.ended_at) for j in ("j-1", "j-2", "j-3") for a in store.get_job(j).attempts}
-    assert ran == {"j-1": (3.0, 3.0), "j-2": (3.0, 3.0), "j-3": (0.0, 3.0)}, "a lost attempt may never have run"
-    assert sorted(r.started_at for r in store.usage_records()) == [3.0, 3.0]
-
-
 def test_a_store_written_before_queues_gains_the_columns(tmp_path):
     import sqlite3
     path = tmp_path / "old.db"

@@ -199,3 +199,14 @@ def test_a_store_written_before_retention_gains_its_tables_and_indexes(tmp_path)
     assert s.compact(CUTOFF, 10).removed == 1 and s.usage_records() == usage != []
     assert s.dependency_states(["j-1"]) == {"j-1": ["succeeded"]}
     s.close()
+
+
+def test_an_attempt_first_seen_ended_is_counted_as_having_run_from_then(store):
+    """A short job on the task path may start and end between two reports of its site."""
+    for job_id, state in (("j-1", AttemptState.SUCCEEDED), ("j-2", AttemptState.FAILED), ("j-3", AttemptState.LOST)):
+        add(store, job_id)
+        store.place_job(job_id, "a", EXPL, 2.0)
+        store.apply_attempt_status(job_id, 1, state, "", 3.0)
+    ran = {j: (a.started_at, a.ended_at) for j in ("j-1", "j-2", "j-3") for a in store.get_job(j).attempts}
+    assert ran == {"j-1": (3.0, 3.0), "j-2": (3.0, 3.0), "j-3": (0.0, 3.0)}, "a lost attempt may never have run"
+    assert sorted(r.started_at for r in store.usage_records()) == [3.0, 3.0]

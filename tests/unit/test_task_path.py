@@ -21,8 +21,9 @@ from federation.spec.execution import execution_of
 from site_agent import lease_file, task
 from site_agent.guard import FENCED, FENCED_EXIT
 from site_agent.lease_file import Lease, now_boot
-from site_agent.runner import Sink, handler
-from site_agent.tasks import TaskRunner
+from site_agent.ray_driver import Vanished
+from site_agent.runner import READY, Sink, handler
+from site_agent.tasks import Executions, TaskRunner
 from tests.unit.test_guard import alive
 from tests.waiting import wait_for
 
@@ -103,7 +104,6 @@ def test_a_task_whose_agent_falls_silent_is_fenced_with_its_group(tmp_path):
 
 
 def _run_in_worker(marker: str) -> None:
-    task.WATCH_AFTER_S = 0.1
     task.run_attempt("fed-j-1-1", f"sleep 60 & echo $! > {marker}; wait", {}, Calls(), "x")
 
 
@@ -113,7 +113,6 @@ def test_a_task_whose_worker_dies_has_its_job_stopped_by_its_watcher(tmp_path):
     worker = multiprocessing.get_context("fork").Process(target=_run_in_worker, args=(str(marker),))
     worker.start()
     wait_for(lambda: marker.exists() and marker.read_text().strip(), 10, "the job to start")
-    time.sleep(0.5)   # past WATCH_AFTER_S: the watcher is out
     os.kill(worker.pid, signal.SIGKILL)
     worker.join()
     job = int(marker.read_text())
@@ -200,3 +199,33 @@ def test_a_runner_record_another_user_could_have_written_is_not_believed(tmp_pat
     path.chmod(0o600)
     path.parent.chmod(0o777)
     assert TaskRunner(None, "eu-west", Path(path)).record is None  # type: ignore[arg-type]
+
+
+class RunnerJob:
+    """Ray's Jobs API as the runner's agent sees it: the runner job runs and has said where it listens."""
+
+    def __init__(self, sid: str) -> None:
+        self.sid = sid
+
+    def status(self, sid: str) -> str | None:
+        return "RUNNING" if sid == self.sid else None
+
+    def logs(self, sid: str, offset: int = 0) -> bytes:
+        return f"{READY} 127.0.0.1:9 token\n".encode()
+
+
+def test_an_attempt_handed_to_a_runner_that_is_gone_is_lost_not_started_again(tmp_path):
+    """Ray's Jobs API keeps every job it ran, so a second start is a no-op; a runner keeps only its
+    own. An agent restarted after its runner died must not start what the dead one may have run."""
+    path = tmp_path / ".fedctl-runner" / "eu-west.json"
+    path.parent.mkdir(mode=0o700)
+    path.write_text(json.dumps({"submission_id": "fedctl-runner-eu-west-old"}))
+    TaskRunner(RunnerJob("fedctl-runner-eu-west-old"), "eu-west", path).handed.hand("fed-j-1-1",  # type: ignore[arg-type]
+                                                                                    "fedctl-runner-eu-west-old")
+    path.write_text(json.dumps({"submission_id": "fedctl-runner-eu-west-new"}))   # the old one died; a new one runs
+    runner = TaskRunner(RunnerJob("fedctl-runner-eu-west-new"), "eu-west", path)  # type: ignore[arg-type]
+    ray = Executions(RunnerJob("fedctl-runner-eu-west-new"), runner)  # type: ignore[arg-type]
+    with pytest.raises(Vanished, match="handed to the task runner fedctl-runner-eu-west-old, which is gone"):
+        ray.submit("fed-j-1-1", "true", {}, cpus=0.1, memory=0, gpus=0, metadata={}, task=True)
+    path.with_suffix(".handed").chmod(0o666)   # one another user could have written is not believed
+    assert TaskRunner(RunnerJob("x"), "eu-west", path).handed.runner == {}  # type: ignore[arg-type]
