@@ -74,7 +74,7 @@ class RayDriver(ABC):
         """The job's output from byte `offset` on."""
 
     def changes(self, since: int, wait_s: float) -> int:
-        """With `runs_tasks`: a version that moves past `since` once a task has ended, waiting up to `wait_s` for it."""
+        """With `runs_tasks`: a version that moves past `since` once a task starts or ends, waiting up to `wait_s`."""
         raise NotImplementedError
 
     def forget(self, submission_ids: list[str]) -> None:

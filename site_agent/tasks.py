@@ -71,6 +71,8 @@ class Handed:
         if self.runner.get(sid) == runner:
             return
         self.runner[sid] = runner
+        if len(self.runner) > MAX_HANDED:
+            del self.runner[next(iter(self.runner))]   # the oldest: long ended, and taken in by the federation
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
             os.write(fd, f"{runner} {sid}\n".encode())
