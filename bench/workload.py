@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 from policies import (
     ClassificationRule,
@@ -12,6 +13,7 @@ from policies import (
     Snapshot,
     expand_jurisdictions,
 )
+from policies.pricing import ALLOW, NEVER, PREFER, Elastic, NodeType, Pricing, Rates
 
 GiB = 2**30
 JURISDICTIONS = [("DE", "eu-central"), ("FR", "eu-west"), ("NL", "eu-west"), ("US", "us-east"), ("US", "us-west"),
@@ -25,7 +27,7 @@ RULES = Rules({
 
 
 def federation(sites: int, jobs: int, seed: int = 1, datasets: int = 200,
-               nodes_per_site: int = 1) -> tuple[Snapshot, list[PendingJob]]:
+               nodes_per_site: int = 1, priced: bool = False) -> tuple[Snapshot, list[PendingJob]]:
     rng = random.Random(seed)
     views = []
     for i in range(sites):
@@ -50,4 +52,33 @@ def federation(sites: int, jobs: int, seed: int = 1, datasets: int = 200,
             gpus=float(rng.choice([0, 0, 0, 1, 2, 8])),
             regions=(rng.choice(["eu", "us", "ap"]),) if rng.random() < 0.2 else (),
             priority=rng.choice([-1, 0, 0, 1]), submitted_at=float(j)))
+    if priced:
+        views, pending = _priced(views, pending, random.Random(seed + 1))
     return Snapshot(tuple(views), catalog, RULES), pending
+
+
+CLOUD_TYPES = (NodeType("cpu-od", 16, 64.0 * GiB, max=8, start_s=90),
+               NodeType("cpu-spot", 16, 64.0 * GiB, max=8, spot=True, start_s=120),
+               NodeType("gpu-od", 32, 256.0 * GiB, max=4, gpus=8, gpu_model="H100", gpu_memory=80.0 * GiB, start_s=240),
+               NodeType("gpu-spot", 32, 256.0 * GiB, max=4, gpus=8, gpu_model="H100", gpu_memory=80.0 * GiB, spot=True,
+                        start_s=300))
+
+
+def _priced(views: list[SiteView], pending: list[PendingJob], rng: random.Random
+            ) -> tuple[list[SiteView], list[PendingJob]]:
+    """Every site priced; a third of them elastic clouds (two thirds of those with nothing up yet);
+    jobs with goals, caps and spot settings of every kind."""
+    out = []
+    for v in views:
+        scale = rng.uniform(0.5, 2.0)
+        pricing = Pricing(Rates(0.04 * scale, 0.005 * scale, {"H100": 2.5 * scale, "": 1.0 * scale}),
+                          Rates(0.015 * scale, 0.002 * scale, {"H100": 0.9 * scale}))
+        if rng.random() < 1 / 3:
+            up = rng.choice([{}, {}, {"cpu-od": 2}])
+            cpus = 16.0 * up.get("cpu-od", 0)
+            v = replace(v, cpus=cpus, memory=64.0 * GiB * up.get("cpu-od", 0), gpus=0.0, used_cpus=0.0,
+                        elastic=Elastic(CLOUD_TYPES, 300.0, up))
+        out.append(replace(v, pricing=pricing))
+    jobs = [replace(j, optimize_cost=rng.random() < 0.3, spot=rng.choice([NEVER, NEVER, ALLOW, PREFER]),
+                    max_price=rng.choice([0.0, 0.0, 0.0, 0.5, 5.0, 40.0])) for j in pending]
+    return out, jobs

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from policies.gpus import Inventory
+from policies.pricing import Elastic, Pricing
 
 
 class SiteState(str, Enum):
@@ -44,6 +45,8 @@ class SiteRecord:
     inventory: Inventory = field(default_factory=Inventory)  # GPU topology; empty if none or not said
     autonomous: bool = False             # cut off, it keeps its work: nothing of it is re-placed
     agreement_key: str = ""              # hex X25519 public key, for secure aggregation
+    pricing: Pricing | None = None       # what it costs; None: priced at zero
+    elastic: Elastic | None = None       # the nodes its autoscaler may add, and how many are up
 
     def connected(self, now: float, timeout_s: float) -> bool:
         return now - self.last_heartbeat <= timeout_s

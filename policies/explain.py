@@ -22,6 +22,9 @@ Parts = Callable[[], tuple[str, bytes]]
 
 def describe(job: PendingJob, site: SiteView, reason: Reason, snapshot: Snapshot) -> Verdict:
     """The human reason behind a code `schedule` returned."""
+    if reason is Reason.NO_FREE_CAPACITY and site.elastic is not None:
+        return Verdict(site.name, reason, f"needs {fmt_resources(job.cpus, job.memory, job.gpus)}; not free now, "
+                                          "and no node the site may still add holds it")
     if reason in (Reason.NO_FREE_CAPACITY, Reason.FRAGMENTED):
         req = gpu_request(job)
         if reason is Reason.FRAGMENTED and req is not None:
@@ -76,8 +79,15 @@ def site_codes(masks: Masks, job: PendingJob, req: GpuRequest | None, now: np.nd
 
 
 def why(job: PendingJob, req: GpuRequest | None, site: SiteView, locality: float, prefer: float, m: Masks,
-        i: int, candidates: int, binding: Binding) -> tuple[str, ...]:
+        i: int, candidates: int, binding: Binding, node: str = "", delay: float = 0.0, price: float = 0.0
+        ) -> tuple[str, ...]:
     reasons = []
+    if node:
+        reasons.append(f"starts on a new {node} node the site adds (about {delay:.0f} s)")
+    if site.pricing is not None:
+        kind = "spot " if node and _spot(site, node) else ""
+        goal = "; optimized for cost" if job.optimize_cost else ""
+        reasons.append(f"{price:.4g} {site.pricing.currency}/h at the site's {kind}prices{goal}")
     if binding and req is not None:
         where = "; ".join(f"{s.node} GPU {','.join(map(str, s.gpus))}" for s in binding)
         reasons.append(f"{req.shape()} on {where}")
@@ -95,6 +105,10 @@ def why(job: PendingJob, req: GpuRequest | None, site: SiteView, locality: float
         reasons.append(f"{max(0.0, m.free_cpu[i] - job.cpus):g} of {site.cpus:g} cpus free after")
     reasons.append(f"best score of {candidates} eligible site{'s' if candidates != 1 else ''}")
     return tuple(reasons)
+
+
+def _spot(site: SiteView, node: str) -> bool:
+    return site.elastic is not None and any(t.spot for t in site.elastic.node_types if t.name == node)
 
 
 _TRANSIENT = np.zeros(256, dtype=bool)

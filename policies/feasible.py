@@ -16,12 +16,14 @@ import numpy as np
 from policies.gpu_state import GpuState
 from policies.gpus import MILLI, Binding, GpuRequest, Slot, synthesized
 from policies.model import PendingJob, Reason, SiteView
+from policies.pricing import NEVER, Costs, fits_node, has_spot_nodes, largest_node
 from policies.snapshot import Snapshot
 from policies.sovereignty import sovereignty_verdict
 
 EPS = 1e-9
 OK = int(Reason.OK)
 VETOED, FRAGMENTED, NO_FREE = int(Reason.VETOED), int(Reason.FRAGMENTED), int(Reason.NO_FREE_CAPACITY)
+PRICE = int(Reason.PRICE)
 
 
 def in_region(site_region: str, wanted: str) -> bool:
@@ -42,11 +44,13 @@ def static_verdict(job: PendingJob, site: SiteView, snapshot: Snapshot) -> tuple
     reason, detail = sovereignty_verdict(job.datasets, site, snapshot.catalog, snapshot.rules)
     if reason is not Reason.OK:
         return reason, detail
-    if job.cpus > site.cpus + EPS or job.memory > site.memory + EPS:
+    node_cpus, node_mem = largest_node(site)
+    if job.cpus > max(site.cpus, node_cpus) + EPS or job.memory > max(site.memory, node_mem) + EPS:
         return Reason.NEVER_FITS, (f"needs {fmt_resources(job.cpus, job.memory, job.gpus)}, "
                                    f"site has {fmt_resources(site.cpus, site.memory, site.gpus)} in all")
     req = gpu_request(job)
-    if req is not None:
+    grows = site.elastic is not None and any(fits_node(t, job.cpus, job.memory, req) for t in site.elastic.node_types)
+    if req is not None and not grows:
         state = gpu_state(snapshot)
         i = snapshot.sites.index(site)
         _, miss = state.fit(i, req, capacity=True)
@@ -54,6 +58,10 @@ def static_verdict(job: PendingJob, site: SiteView, snapshot: Snapshot) -> tuple
             if miss.kind == "capacity" or state.total(i) == 0:
                 return Reason.NEVER_FITS, f"needs {req.shape()}; {miss.detail or 'site has no GPUs'}"
             return (Reason.GPU_TYPE if miss.kind == "gpu-type" else Reason.TOPOLOGY), miss.detail
+    if job.max_price:
+        price = cheapest(job, req, site)
+        if price > job.max_price + EPS:
+            return Reason.PRICE, f"costs {price:.4g} an hour for this job, above its max_price {job.max_price:g}"
     if site.name in job.vetoed_by:
         return Reason.VETOED, "the site refused this job earlier"
     if not site.connected:
@@ -63,6 +71,21 @@ def static_verdict(job: PendingJob, site: SiteView, snapshot: Snapshot) -> tuple
     if site.cordoned:
         return Reason.CORDONED, "site is cordoned"
     return Reason.OK, ""
+
+
+def cheapest(job: PendingJob, req: GpuRequest | None, site: SiteView) -> float:
+    """The lowest price per hour the job can run at at the site (spot too if it accepts spot)."""
+    p = site.pricing
+    if p is None:
+        return 0.0
+    whole = req.whole if req is not None else 0.0
+    models = req.models if req is not None else frozenset()
+    rates = [p.on_demand] + ([p.spot] if p.spot is not None and job.spot != NEVER and has_spot_nodes(site) else [])
+    out = float("inf")
+    for r in rates:
+        gpu = min((v for m, v in r.gpu_hour.items() if not models or m in models), default=0.0) if whole else 0.0
+        out = min(out, r.hourly(job.cpus, job.memory, 0.0) + gpu * whole)
+    return out
 
 
 def fmt_resources(cpus: float, memory: float, gpus: float) -> str:
@@ -109,6 +132,14 @@ class Masks:
         self.cap_mem = np.array([s.memory for s in sites], dtype=f)
         self.free_cpu = self.cap_cpu - np.array([s.used_cpus for s in sites], dtype=f)
         self.free_mem = self.cap_mem - np.array([s.used_memory for s in sites], dtype=f)
+        self.costs = Costs(sites)
+        self.priced = bool(self.costs.priced.any()) or self.costs.elastic
+        if self.costs.elastic:  # whole-site capacity: what it has, or its largest node type may hold
+            largest = np.array([largest_node(s) for s in sites], dtype=f)
+            self.max_cpu = np.maximum(self.cap_cpu, largest[:, 0])
+            self.max_mem = np.maximum(self.cap_mem, largest[:, 1])
+        else:
+            self.max_cpu, self.max_mem = self.cap_cpu, self.cap_mem
         self.running = np.array([s.running for s in sites], dtype=f)
         self.inv = [np.divide(1.0, c, out=np.zeros_like(c), where=c > 0) for c in (self.cap_cpu, self.cap_mem)]
         dims = (self.cap_cpu > 0).astype(f) + (self.cap_mem > 0)
@@ -135,7 +166,7 @@ class Masks:
         self._by_data: dict[tuple, np.ndarray] = {}
         self._locality: dict[tuple, np.ndarray] = {}
         self._by_shape: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
-        self._free: dict[tuple, tuple[np.ndarray, np.ndarray, bool]] = {}
+        self._free: dict[tuple, tuple[np.ndarray, np.ndarray, bool, np.ndarray, np.ndarray]] = {}
         self._data_ok: dict[tuple, np.ndarray] = {}
         self._shape_fits: dict[tuple, np.ndarray] = {}
 
@@ -195,7 +226,7 @@ class Masks:
 
     def static(self, job: PendingJob, req: GpuRequest | None) -> tuple[np.ndarray, np.ndarray]:
         """(code per site before capacity and health, the same with site health applied)."""
-        key = (job.sites, job.regions, job.datasets, req, job.cpus, job.memory)
+        key = (job.sites, job.regions, job.datasets, req, job.cpus, job.memory, job.max_price, job.spot)
         hit = self._static.get(key)
         if hit is None:
             data = self._data(job.datasets)
@@ -228,7 +259,7 @@ class Masks:
 
     def _placement(self, job: PendingJob, req: GpuRequest | None) -> tuple[np.ndarray, np.ndarray]:
         """(codes of the job's site and region narrowing, codes of whole-site capacity and GPU shape)."""
-        key = (job.sites, job.regions, req, job.cpus, job.memory)
+        key = (job.sites, job.regions, req, job.cpus, job.memory, job.max_price, job.spot)
         hit = self._by_shape.get(key)
         if hit is None:
             narrow = np.full(self.n, OK, dtype=np.uint8)
@@ -238,10 +269,21 @@ class Masks:
                 allowed = np.zeros(self.n, dtype=bool)
                 allowed[[self.index[s] for s in job.sites if s in self.index]] = True
                 narrow[~allowed] = Reason.NOT_IN_SITES
-            capacity = np.where((self.cap_cpu < job.cpus - EPS) | (self.cap_mem < job.memory - EPS),
-                                Reason.NEVER_FITS, self.gpu_static(req)).astype(np.uint8)
+            gpu = self.gpu_static(req)
+            if self.costs.elastic and req is not None:  # a node it may add holds the job: its GPUs too
+                gpu = np.where(self.costs.node_fits(job.cpus, job.memory, req, static=True).any(axis=0), OK, gpu)
+            capacity = np.where((self.max_cpu < job.cpus - EPS) | (self.max_mem < job.memory - EPS),
+                                Reason.NEVER_FITS, gpu).astype(np.uint8)
+            if job.max_price and self.priced:
+                capacity = np.where((capacity == OK) & (self.cheapest(job, req) > job.max_price + EPS),
+                                    PRICE, capacity).astype(np.uint8)
             hit = self._by_shape[key] = (narrow, capacity)
         return hit
+
+    def cheapest(self, job: PendingJob, req: GpuRequest | None) -> np.ndarray:
+        """Per site, the lowest price per hour the job can run at (spot too if it accepts spot)."""
+        price = self.costs.hourly(job.cpus, job.memory, req)
+        return price[0] if job.spot == NEVER else price.min(axis=0)
 
     def in_regions(self, regions: tuple[str, ...]) -> np.ndarray:
         hit = self._regions.get(regions)
@@ -281,7 +323,7 @@ class Masks:
     def shape_fits(self, job: PendingJob, req: GpuRequest | None, fits: np.ndarray) -> np.ndarray:
         """Healthy sites the job's narrowing and whole-site shape allow, with room now; cached
         until the next placement."""
-        key = (job.sites, job.regions, req, job.cpus, job.memory)
+        key = (job.sites, job.regions, req, job.cpus, job.memory, job.max_price, job.spot)
         hit = self._shape_fits.get(key)
         if hit is None:
             narrow, capacity = self._placement(job, req)
@@ -289,10 +331,20 @@ class Masks:
         return hit
 
     def free_now(self, job: PendingJob, req: GpuRequest | None) -> tuple[np.ndarray, np.ndarray, bool]:
-        """(fits now, capacity code where it does not: FRAGMENTED when enough GPUs are free but not
-        in the shape, else NO_FREE_CAPACITY) per site, and whether any site fits; read-only,
-        cached until the next placement changes what is free."""
-        key = (req, job.cpus, job.memory)
+        """(fits now or on a node the site may add, capacity code where it does not: FRAGMENTED when
+        enough GPUs are free but not in the shape, else NO_FREE_CAPACITY) per site, and whether any
+        site fits; read-only, cached until the next placement changes what is free."""
+        hit = self._fits(job, req)
+        return hit[0], hit[1], hit[2]
+
+    def options(self, job: PendingJob, req: GpuRequest | None) -> tuple[np.ndarray, np.ndarray]:
+        """(fits now, (2, n): fits on new on-demand / spot nodes) per site; see `free_now`."""
+        hit = self._fits(job, req)
+        return hit[3], hit[4]
+
+    def _fits(self, job: PendingJob, req: GpuRequest | None) -> tuple[np.ndarray, np.ndarray, bool, np.ndarray,
+                                                                      np.ndarray]:
+        key = (req, job.cpus, job.memory, job.spot)
         hit = self._free.get(key)
         if hit is None:
             ok = (self.free_cpu >= job.cpus - EPS) & (self.free_mem >= job.memory - EPS)
@@ -302,14 +354,30 @@ class Masks:
                 shaped, enough = self.gpu.fits_now(req)
                 fits, fragmented = ok & shaped, ok & enough & ~shaped
             now = np.where(fragmented, FRAGMENTED, NO_FREE).astype(np.uint8)
-            fits.flags.writeable = now.flags.writeable = False
-            hit = self._free[key] = (fits, now, bool(fits.any()))
+            grow = self.costs.growth(job.cpus, job.memory, req, self.free_cpu, self.free_mem)
+            if job.spot == NEVER:
+                grow[1] = False
+            if job.max_price and self.priced:   # each way to start it, at its own price
+                price = self.costs.hourly(job.cpus, job.memory, req) <= job.max_price + EPS
+                fits, grow = fits & price[0], grow & price
+            either = fits | grow[0] | grow[1] if self.costs.elastic else fits
+            for a in (fits, now, grow, either):
+                a.flags.writeable = False
+            hit = self._free[key] = (either, now, bool(either.any()), fits, grow)
         return hit
 
-    def took(self, i: int, job: PendingJob, binding: Binding, sign: int = -1) -> None:
-        """A placement at site i (sign -1), or one undone (+1): what is free changed."""
-        self.free_cpu[i] += sign * job.cpus
-        self.free_mem[i] += sign * job.memory
+    def took(self, i: int, job: PendingJob, binding: Binding, sign: int = -1, kind: int = 0) -> None:
+        """A placement at site i (sign -1), or one undone (+1): what is free changed. `kind`: the job
+        starts on a new node the site is to add (pricing.ON_DEMAND or SPOT), partly on what is free."""
+        cpus, memory = job.cpus, job.memory
+        if sign < 0 and kind:
+            cpus, memory = self.costs.took(job.id, i, kind, cpus, memory, self.free_cpu[i], self.free_mem[i],
+                                           gpu_request(job))
+        elif sign > 0:
+            grown = self.costs.gave_back(job.id)
+            cpus, memory = cpus - grown[0], memory - grown[1]
+        self.free_cpu[i] += sign * cpus
+        self.free_mem[i] += sign * memory
         if binding:
             self.gpu.reserve(i, binding, sign)
         self.running[i] -= sign

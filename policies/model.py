@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 from policies.gpus import Binding, GpuRequest
+from policies.pricing import NEVER, Elastic, Pricing
 
 
 class Reason(IntEnum):
@@ -34,6 +35,7 @@ class Reason(IntEnum):
     SINGLETON = 20            # another job of its name and tenant is active or older
     ARRAY_LIMIT = 21          # its array already runs as many elements as it may
     GANG = 22                 # another part of its gang cannot be placed now; none is
+    PRICE = 23                # the site costs more per hour than the job's max_price
 
     @property
     def slug(self) -> str:
@@ -84,6 +86,8 @@ class SiteView:
     connected: bool = True
     cordoned: bool = False
     draining: bool = False
+    pricing: Pricing | None = None    # None: priced at zero
+    elastic: Elastic | None = None    # None: a fixed site; else the nodes its autoscaler may add
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +108,9 @@ class PendingJob:
     queue: str = "default"         # the fair-share queue it is charged to
     gang: str = ""                 # parts of one gang are placed all together or not at all
     gang_size: int = 0
+    optimize_cost: bool = False    # placement.optimize: cost (else time)
+    max_price: float = 0.0         # per hour; 0: no cap
+    spot: int = NEVER              # pricing.NEVER, ALLOW or PREFER
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +129,10 @@ class Decision:
     candidates: int              # sites that could have taken it
     binding: Binding = ()        # the GPUs reserved at the site
     gpu_model: str = ""          # their model
+    price: float = 0.0           # per hour, at the site's prices
+    node_type: str = ""          # "" : on capacity the site has now; else a node its autoscaler is to add
+    spot: bool = False           # on a spot node
+    start_s: float = 0.0         # the expected delay before it starts (a new node's start)
     site_codes: Callable[[], bytes] | None = field(default=None, repr=False, compare=False)
 
     @property

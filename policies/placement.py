@@ -22,12 +22,15 @@ from policies.gpu_state import GpuState
 from policies.gpus import Binding, GpuRequest
 from policies.model import Decision, PendingJob, Reason, Unplaced
 from policies.preemption import Preemption, preemptions
-from policies.scoring import best_first, score
+from policies.pricing import NOW, SPOT
+from policies.scoring import best_first, economics, offers, score
 from policies.snapshot import ScheduleResult, Snapshot
 
 DEFERRED, QUEUE_LIMIT, GANG = int(Reason.DEFERRED), int(Reason.QUEUE_LIMIT), int(Reason.GANG)
 # A job no site can take now, its GPU shape, and the sites where stopping work could make room.
 Starved = tuple[PendingJob, GpuRequest | None, np.ndarray]
+# Where a job goes: (site, GPUs bound, score, how it starts there, after how long, price per hour).
+Found = tuple[int, Binding, float, int, float, float]
 
 
 def schedule(snapshot: Snapshot, pending: Sequence[PendingJob], now: float,
@@ -110,7 +113,8 @@ class _Cycle:
             if held:
                 return Unplaced(job.id, parts=held_parts(self.masks, job, QUEUE_LIMIT,
                                                          f"held by a queue limit: {held}"))
-        key = (job.sites, job.regions, job.datasets, req, job.cpus, job.memory, job.vetoed_by, job.queue)
+        key = (job.sites, job.regions, job.datasets, req, job.cpus, job.memory, job.vetoed_by, job.queue,
+               job.max_price, job.spot)
         seen = self.refused.get(key)
         if seen is not None:
             if self.preempting and not in_gang:
@@ -133,22 +137,27 @@ class _Cycle:
         return self._refuse(job, req, key, now, topology, in_gang)
 
     def _first_fit(self, job: PendingJob, req: GpuRequest | None, ok: np.ndarray, eligible: int, now: np.ndarray,
-                   topology: list[int]) -> tuple[tuple[int, Binding, float] | None, np.ndarray]:
-        """The best-scored eligible site where the job's exact GPU block fits: (site, binding, score),
-        and the capacity codes with the sites tried and found wanting marked."""
+                   topology: list[int]) -> tuple[Found | None, np.ndarray]:
+        """The best-scored eligible site where the job's exact GPU block fits, and the capacity codes
+        with the sites tried and found wanting marked."""
         masks = self.masks
         prefer, locality = masks.prefer(job), masks.locality(job.datasets)
-        if eligible * 4 < masks.n:  # few eligible sites: score just those
-            sites = np.flatnonzero(ok)
-            scores = score(masks, sites, job, req, locality, prefer)
-        else:
-            sites = None
-            scores = np.where(ok, score(masks, slice(None), job, req, locality, prefer), -np.inf)
+        sites = np.flatnonzero(ok) if eligible * 4 < masks.n else None   # few eligible sites: score just those
+        sel = slice(None) if sites is None else sites
+        scores = score(masks, sel, job, req, locality, prefer)
+        kind = delay = price = None
+        if masks.priced:
+            kind, delay, price = offers(masks, sel, job, req)
+            scores += economics(kind, delay, price, job)
+        if sites is None:
+            scores = np.where(ok, scores, -np.inf)
         for best in best_first(scores):
             i = best if sites is None else int(sites[best])
-            binding, code = self._bind(job, req, i, topology)
+            how = NOW if kind is None else int(kind[best])
+            binding, code = self._bind(job, req, i, topology) if how == NOW else ((), OK)
             if code == OK:
-                return (i, binding, float(scores[best])), now
+                return (i, binding, float(scores[best]), how, 0.0 if delay is None else float(delay[best]),
+                        0.0 if price is None else float(price[best])), now
             if not now.flags.writeable:
                 now = now.copy()
             now[i] = code
@@ -170,19 +179,25 @@ class _Cycle:
             return binding, QUEUE_LIMIT  # this site's GPU model is capped for the queue
         return binding, OK
 
-    def _take(self, job: PendingJob, req: GpuRequest | None, found: tuple[int, Binding, float], ok: np.ndarray,
+    def _take(self, job: PendingJob, req: GpuRequest | None, found: Found, ok: np.ndarray,
               eligible: int, now: np.ndarray, topology: list[int]) -> Decision:
         """Place the job at the site found: it holds what it takes from here on."""
-        i, binding, best = found
+        i, binding, best, how, delay, price = found
         masks = self.masks
         site = self.snapshot.sites[i]
         model = masks.gpu.model_of_binding(i, binding) if binding else ""
-        masks.took(i, job, binding)
+        node = ""
+        if how != NOW:
+            j = masks.costs.node_for(how, i, job.cpus, job.memory, req)
+            node = site.elastic.node_types[j].name if site.elastic is not None and j >= 0 else ""
+            model = site.elastic.node_types[j].gpu_model if site.elastic is not None and j >= 0 and req else model
+        masks.took(i, job, binding, kind=how)
         self.ledger.charge(job.queue, demand(job, model))
         reasons = why(job, req, site, masks.locality(job.datasets)[i], masks.prefer(job)[i], masks, i, eligible,
-                      binding)
+                      binding, node, delay, price)
         return Decision(job_id=job.id, site=site.name, score=round(best, 4), reasons=reasons, candidates=eligible,
-                        binding=binding, gpu_model=model, site_codes=site_codes(masks, job, req, now, topology, ok))
+                        binding=binding, gpu_model=model, site_codes=site_codes(masks, job, req, now, topology, ok),
+                        price=price, node_type=node, spot=how == SPOT, start_s=delay)
 
     def _refuse(self, job: PendingJob, req: GpuRequest | None, key: tuple, now: np.ndarray, topology: list[int],
                 in_gang: bool) -> Unplaced:

@@ -13,6 +13,7 @@ import numpy as np
 from policies.feasible import Masks
 from policies.gpus import GpuRequest
 from policies.model import PendingJob
+from policies.pricing import NOW, ON_DEMAND, PREFER, SPOT
 
 W_LOCALITY = 4.0   # all of the job's data already at the site
 W_PREFER = 2.0     # the site or its region is in placement.prefer
@@ -21,6 +22,11 @@ W_LOAD = 0.5       # attempts already running there, saturating
 W_SHARED = 2.0     # a shared-GPU job fits on a GPU that is already shared
 W_NVLINK = 1.0     # a job that prefers one NVLink domain can have it here
 W_TIGHT = 2.0      # the site's tightest NVLink group / node holding the job leaves least free
+W_DELAY = 10.0     # a site that must add a node first ranks below every one that starts it now
+W_COST = 8.0       # optimize cost: the cheapest node to add wins over locality and load
+W_PRICE = 1.5      # the cheaper of otherwise equal sites
+W_WAIT = 1.0       # optimize cost: the sooner of equally priced ones
+DELAY_SCALE = 60.0  # seconds at which a start delay counts half
 
 
 def best_first(scores: np.ndarray) -> Iterator[int]:
@@ -67,3 +73,43 @@ def score(m: Masks, sel: np.ndarray | slice, job: PendingJob, req: GpuRequest | 
             # Else on a node already partly used, so untouched nodes stay whole.
             total += W_SHARED * shared + W_TIGHT * (~shared) * g.tightness(GpuRequest(count=1, models=req.models), sel)
     return total
+
+
+def offers(m: Masks, sel: np.ndarray | slice, job: PendingJob, req: GpuRequest | None
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per selected site: how the job would start there (pricing.NOW, ON_DEMAND or SPOT), after how
+    many seconds, at what price per hour. Free capacity first, always: it costs nothing extra to
+    start. Else on a new node: the sooner (optimize time) or the cheaper (optimize cost) kind, spot
+    first for a job that prefers it."""
+    fits, grow = m.options(job, req)
+    price = m.costs.hourly(job.cpus, job.memory, req)[:, sel]
+    if not m.costs.elastic:
+        return np.zeros(price.shape[1], dtype=np.int64), np.zeros(price.shape[1]), price[0]
+    delay = m.costs.start_delay(job.cpus, job.memory, req)[:, sel]
+    od, sp = grow[0][sel], grow[1][sel]
+    if job.spot == PREFER:
+        spot_first = np.ones_like(sp)
+    elif job.optimize_cost:
+        spot_first = (price[1] < price[0]) | ((price[1] == price[0]) & (delay[1] < delay[0]))
+    else:
+        spot_first = (delay[1] < delay[0]) | ((delay[1] == delay[0]) & (price[1] < price[0]))
+    use_spot = sp & (spot_first | ~od)
+    kind = np.where(fits[sel], NOW, np.where(use_spot, SPOT, ON_DEMAND))
+    k = (kind == SPOT).astype(np.int64)
+    cols = np.arange(k.size)
+    return kind, np.where(kind == NOW, 0.0, delay[k, cols]), price[k, cols]
+
+
+def economics(kind: np.ndarray, delay: np.ndarray, price: np.ndarray, job: PendingJob) -> np.ndarray:
+    """The score's part for start delay and price, over the sites scored."""
+    finite = price[np.isfinite(price)]
+    top = float(finite.max()) if finite.size else 0.0
+    share = price / top if top > 0 else np.zeros_like(price)   # the job's share of a site's price, 0..1
+    wait = np.divide(delay, delay + DELAY_SCALE, out=np.ones_like(delay), where=np.isfinite(delay))
+    later = kind != NOW
+    if not job.optimize_cost:
+        return -W_DELAY * (later + wait) - W_PRICE * share
+    # Capacity a site has adds nothing to the bill (it is paid for, or owned): it goes first, the
+    # cheaper of such sites first; else the cheapest node to add, the sooner of equals.
+    return -W_DELAY * later - W_COST * np.where(later, share, 0.0) - W_PRICE * np.where(later, 0.0, share) \
+        - W_WAIT * wait

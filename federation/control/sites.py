@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import replace
 
 from federation.control.catalog import bound_site
@@ -9,6 +10,7 @@ from federation.control.core import Core
 from federation.errors import InvalidSpec, NotFound
 from federation.identity import Identity
 from federation.jobs import Attempt, AttemptState, Job
+from federation.pricing import nodes_up
 from federation.sites import Capacity, SiteRecord, SiteState
 from policies.gpus import Inventory
 
@@ -23,6 +25,10 @@ class Sites:
         """The site as its certificate or the policy binds it (PermissionDenied otherwise), its
         datasets classified by the policy."""
         site = bound_site(who, site, self.core.policy)
+        currency = self.core.policy.spec.currency
+        if site.pricing is not None and site.pricing.currency != currency:
+            raise InvalidSpec(f"registration of {site.name!r}: pricing.currency: {site.pricing.currency}, but the "
+                              f"federation's policy prices in {currency} (spec.currency)")
         now = self.core.clock()
         record = self.core.store.upsert_site(replace(site, registered_at=now, last_heartbeat=now))
         if not record.autonomous:
@@ -32,12 +38,21 @@ class Sites:
         self.core.changes.bump()
         return record
 
-    def heartbeat(self, name: str, capacity: Capacity | None, inventory: Inventory | None = None) -> SiteRecord:
+    def heartbeat(self, name: str, capacity: Capacity | None, inventory: Inventory | None = None,
+                  up: Mapping[str, int] | None = None) -> SiteRecord:
+        """`up`: an elastic site's nodes alive per type; ignored from a fixed site."""
         now = self.core.clock()
-        site = self.core.store.heartbeat(name, capacity, now, inventory)
+        elastic = None
+        if up:
+            known = self.core.store.get_site(name).elastic
+            if known is not None:
+                counted = nodes_up(up, known.node_types, "nodes_up")
+                if counted != dict(known.up):
+                    elastic = replace(known, up=counted)
+        site = self.core.store.heartbeat(name, capacity, now, inventory, elastic)
         if not site.autonomous:
             self.core.heard(now)
-        if inventory is not None:
+        if inventory is not None or elastic is not None:
             self.core.changes.bump()
         return site
 

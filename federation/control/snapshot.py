@@ -13,11 +13,13 @@ from federation.jobs import Attempt, Job
 from federation.sites import Capacity, SiteRecord, SiteState
 from federation.spec import JobSpec, PolicyConfig
 from federation.spec.array import parse_array
-from policies import fairshare, preemption
+from federation.spec.job import JobBody
+from policies import fairshare, preemption, pricing
 from policies.gpus import Inventory, synthesized
 from policies.holds import Hold
 
 PRIORITY = {"low": -1, "normal": 0, "high": 1}
+SPOT = {"never": pricing.NEVER, "allow": pricing.ALLOW, "prefer": pricing.PREFER}
 
 
 def pending_view(job: Job, queue: str | None = None) -> policies.PendingJob:
@@ -33,7 +35,14 @@ def pending_view_of(spec: JobSpec, queue: str, job_id: str = "", submitted_at: f
         regions=tuple(body.placement.regions), sites=tuple(body.placement.sites),
         prefer=tuple(body.placement.prefer), priority=PRIORITY[body.priority],
         submitted_at=submitted_at, vetoed_by=vetoed_by, gpu=request_of(body), queue=queue,
-        gang=gang, gang_size=len(body.gang.parts) if gang and body.gang else 0)
+        gang=gang, gang_size=len(body.gang.parts) if gang and body.gang else 0,
+        optimize_cost=body.placement.optimize == "cost", max_price=body.placement.max_price or 0.0,
+        spot=SPOT[spot_of(body)])
+
+
+def spot_of(body: JobBody) -> str:
+    """placement.spot, or its default: allow for a job with a checkpoint to resume from, never otherwise."""
+    return body.placement.spot or ("allow" if body.checkpoint is not None else "never")
 
 
 def gpu_inventory(site: SiteRecord) -> Inventory:
@@ -136,7 +145,8 @@ def observe(core: Core, now: float, live: list[tuple[Attempt, Job]] | None = Non
             cpus=s.capacity.cpus, memory=float(s.capacity.memory), gpus=s.capacity.gpus,
             used_cpus=used.cpus, used_memory=float(used.memory), used_gpus=used.gpus, running=running,
             connected=core.connected(s, now),
-            cordoned=s.state is SiteState.CORDONED, draining=s.state is SiteState.DRAINING))
+            cordoned=s.state is SiteState.CORDONED, draining=s.state is SiteState.DRAINING,
+            pricing=s.pricing, elastic=s.elastic))
     live_views = [(a, pending_view(job)) for a, job in live]
     return policies.Snapshot(sites=tuple(sites), catalog=catalog(records, core.policy), rules=core.rules, gpus=gpus,
                              queues=queue_usage(core, live_views, now), running=running_views(live_views, index),

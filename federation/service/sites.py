@@ -96,7 +96,7 @@ class SiteServicer(pb_grpc.SiteServiceServicer):
         _authorize(self.control, context, request.name)
         capacity = wire.capacity_from_pb(request.capacity) if request.HasField("capacity") else None
         inventory = wire.inventory_from_pb(request.inventory, "inventory") if request.HasField("inventory") else None
-        site = self.control.sites.heartbeat(request.name, capacity, inventory)
+        site = self.control.sites.heartbeat(request.name, capacity, inventory, dict(request.nodes_up))
         seq, digest = self.control.store.audit_head()
         return pb.HeartbeatResponse(state=wire.SITE_STATE_TO_PB[site.state],
                                     audit_head=pb.AuditHead(seq=seq, hash=digest) if seq else None)

@@ -15,6 +15,7 @@ from google.protobuf import struct_pb2
 from federation.errors import InvalidSpec
 from federation.gpus import check_inventory, digest
 from federation.jobs import Attempt, AttemptState, Job, JobState
+from federation.pricing import elastic_from_pb, elastic_to_pb, pricing_from_pb, pricing_to_pb
 from federation.service.spec_wire import spec_to_pb, training_spec_to_pb
 from federation.sites import Capacity, DatasetRecord, SiteRecord, SiteState
 from federation.v1 import federation_pb2 as pb
@@ -65,16 +66,20 @@ def site_to_pb(site: SiteRecord, *, connected: bool, allocated: Capacity, runnin
         datasets=[pb.Dataset(name=d.name, classification=d.classification) for d in site.datasets],  # no paths
         state=SITE_STATE_TO_PB[site.state], connected=connected, capacity=capacity_to_pb(site.capacity),
         allocated=capacity_to_pb(allocated), running_attempts=running, last_heartbeat=site.last_heartbeat,
-        inventory=inventory_to_pb(site.inventory), autonomous=site.autonomous, lost=lost)
+        inventory=inventory_to_pb(site.inventory), autonomous=site.autonomous, lost=lost,
+        pricing=pricing_to_pb(site.pricing) if site.pricing else None,
+        elastic=elastic_to_pb(site.elastic) if site.elastic else None)
 
 
 def site_from_register(req: pb.RegisterSiteRequest) -> SiteRecord:
+    pricing = pricing_from_pb(req.pricing, "pricing") if req.HasField("pricing") else None
     return SiteRecord(
         name=req.name, jurisdiction=req.location.jurisdiction, region=req.location.region,
         labels=dict(req.labels),
         datasets=tuple(DatasetRecord(d.name, d.classification, d.path) for d in req.datasets),
         capacity=capacity_from_pb(req.capacity), inventory=inventory_from_pb(req.inventory, "inventory"),
-        autonomous=req.autonomous, agreement_key=req.agreement_key.hex() if len(req.agreement_key) == 32 else "")
+        autonomous=req.autonomous, agreement_key=req.agreement_key.hex() if len(req.agreement_key) == 32 else "",
+        pricing=pricing, elastic=elastic_from_pb(req.elastic, pricing, "elastic") if req.HasField("elastic") else None)
 
 
 def inventory_to_pb(inv: Inventory) -> pb.Inventory:

@@ -111,3 +111,12 @@ class PlacementSpec(Strict):
     regions: list[SiteName] = Field(default_factory=list, max_length=MAX_LIST, description="run only in these regions")
     sites: list[SiteName] = Field(default_factory=list, max_length=MAX_LIST, description="run only on these sites")
     prefer: list[SiteName] = Field(default_factory=list, max_length=MAX_LIST, description="regions or sites to prefer")
+    optimize: Literal["time", "cost"] = Field(
+        default="time", description="time: the site that starts it soonest, the cheaper of equals; cost: capacity "
+                                    "a site has first (it is paid for), else the cheapest node to add, however "
+                                    "slow to start")
+    max_price: float | None = Field(default=None, gt=0, le=1e9,
+                                    description="per hour, in the policy's currency: never a site dearer than this")
+    spot: Literal["never", "allow", "prefer"] | None = Field(
+        default=None, description="run on spot capacity, which may vanish mid-run: never, allow or prefer; "
+                                  "default: allow for a job with a checkpoint to resume from, never otherwise")

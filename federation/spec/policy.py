@@ -6,6 +6,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from federation.spec.common import API_VERSION, Strict, check_labels, check_name
+from federation.spec.pricing import Money, check_currency, parse_money
 from federation.spec.quantity import parse_bytes, parse_duration
 from federation.spec.site import Location
 
@@ -87,6 +88,14 @@ class Quota(Strict):
     memory: int | None = Field(default=None, ge=0, description="bytes; YAML takes quantities such as 4Gi")
     gpus: float | None = Field(default=None, ge=0, description="GPUs of any model")
     gpu_models: dict[str, float] = Field(default_factory=dict, description="GPUs of one model, e.g. {H100: 4}")
+    cost_per_day: Money | None = Field(
+        default=None, description="a budget (limit only): the queue's jobs wait while what it spent in the last "
+                                  "24 hours, at the sites' prices, reaches this; a number or e.g. '500 USD'")
+
+    @field_validator("cost_per_day", mode="before")
+    @classmethod
+    def _money(cls, v: Any) -> Money | None:
+        return None if v is None else parse_money(v)
 
     @field_validator("memory", mode="before")
     @classmethod
@@ -135,6 +144,8 @@ class QueueSpec(Strict):
     def _shape(self) -> QueueSpec:
         if self.queues and self.tenants:
             raise ValueError("tenants: only a queue without child queues takes jobs")
+        if self.deserved.cost_per_day is not None:
+            raise ValueError("deserved.cost_per_day: a budget is a limit, not a share (limit.cost_per_day)")
         deserved, limit = self.deserved.amounts(), self.limit.amounts()
         for dim, amount in deserved.items():
             if dim in limit and amount > limit[dim]:
@@ -219,6 +230,7 @@ class RetentionSpec(Strict):
 
 
 class PolicyBody(Strict):
+    currency: str = Field(default="USD", description="ISO 4217 code of every price: sites', jobs' max_price, budgets")
     jurisdiction_groups: dict[str, list[str]] = Field(default_factory=dict)
     classifications: dict[str, ClassificationRule]
     sites: dict[str, SiteEntry] = Field(
@@ -249,6 +261,23 @@ class PolicyBody(Strict):
                 tenants[t] = q.name
             stack.extend(q.queues)
         return v
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, v: str) -> str:
+        return check_currency(v)
+
+    @model_validator(mode="after")
+    def _budgets(self) -> PolicyBody:
+        stack = [(q, f"queues.{q.name}") for q in self.queues]
+        while stack:
+            q, where = stack.pop()
+            budget = q.limit.cost_per_day
+            if budget is not None and budget.currency not in ("", self.currency):
+                raise ValueError(f"{where}.limit.cost_per_day: {budget} is in {budget.currency}; this policy's "
+                                 f"prices are in {self.currency} (spec.currency)")
+            stack.extend((c, f"{where}.queues.{c.name}") for c in q.queues)
+        return self
 
     @model_validator(mode="after")
     def _catalog(self) -> PolicyBody:

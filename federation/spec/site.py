@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from federation.spec.common import API_VERSION, Resources, Strict, check_labels, check_name
+from federation.spec.pricing import Elastic, NodeGpus, Pricing, check_priced
 from federation.spec.quantity import parse_bytes
 
 JURISDICTION_RE = re.compile(r"^[A-Z]{2}$")
@@ -101,7 +102,8 @@ class TenantHeads(Strict):
 
 class LocalRay(Strict):
     port_base: int = Field(default=26000, ge=1024, le=65000, description="first of ~300 ports the head uses")
-    num_cpus: int | None = Field(default=None, ge=1)
+    num_cpus: int | None = Field(default=None, ge=0, description="CPUs the head offers jobs; 0 on an elastic site "
+                                                                 "whose nodes come on demand")
     num_gpus: int | None = Field(default=None, ge=0)
     object_store_memory: int = Field(default=100 * 2**20, ge=75 * 2**20)
     temp_dir: Path | None = None
@@ -133,17 +135,6 @@ class LocalRay(Strict):
     @field_validator("object_store_memory", mode="before")
     @classmethod
     def _osm(cls, v: Any) -> int:
-        return parse_bytes(v)
-
-
-class NodeGpus(Strict):
-    model: str = Field(min_length=1, max_length=64, description="GPU model, e.g. H100")
-    count: int = Field(ge=1, le=128)
-    memory: int = Field(ge=1, description="memory of each GPU, e.g. 80Gi")
-
-    @field_validator("memory", mode="before")
-    @classmethod
-    def _memory(cls, v: Any) -> int:
         return parse_bytes(v)
 
 
@@ -208,6 +199,8 @@ class SiteBody(Strict):
     work_dir: Path | None = None
     autonomous: bool = Field(default=False, description="an edge site: cut off from the federation, it keeps running "
                                                         "what it holds (nothing is re-placed) and reconciles on return")
+    pricing: Pricing | None = Field(default=None, description="what the site costs; none: it is priced at zero")
+    elastic: Elastic | None = Field(default=None, description="node types the site's Ray autoscaler may add")
 
     @model_validator(mode="before")
     @classmethod
@@ -228,6 +221,12 @@ class SiteBody(Strict):
         if len(set(names)) != len(names):
             raise ValueError("a node name is declared twice")
         return v
+
+    @model_validator(mode="after")
+    def _priced(self) -> SiteBody:
+        if self.pricing is not None or self.elastic is not None:
+            check_priced(self.pricing, self.elastic, {n.gpus.model for n in self.gpu_nodes or []})
+        return self
 
 
 class SiteMetadata(Strict):

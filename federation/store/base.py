@@ -12,6 +12,7 @@ from federation.jobs import Attempt, AttemptState, Explanation, Job, JobState
 from federation.queues import UsageRecord
 from federation.sites import Capacity, SiteRecord, SiteState
 from policies.gpus import Binding, Inventory
+from policies.pricing import Elastic
 from training.model import Round, Training
 
 MAX_LOG_BYTES_PER_ATTEMPT = 4 << 20
@@ -316,8 +317,8 @@ class Store(ABC):
 
     @abstractmethod
     def heartbeat(self, name: str, capacity: Capacity | None, now: float,
-                  inventory: Inventory | None = None) -> SiteRecord:
-        """Marks the site alive; a capacity or inventory given replaces the stored one."""
+                  inventory: Inventory | None = None, elastic: Elastic | None = None) -> SiteRecord:
+        """Marks the site alive; a capacity, inventory or elastic state given replaces the stored one."""
 
     def close(self) -> None:  # noqa: B027 - optional for backends without resources
         pass

@@ -119,6 +119,76 @@ class Inventory(_message.Message):
     digest: str
     def __init__(self, nodes: _Optional[_Iterable[_Union[GpuNode, _Mapping]]] = ..., digest: _Optional[str] = ...) -> None: ...
 
+class Rates(_message.Message):
+    __slots__ = ("cpu_hour", "memory_gib_hour", "gpu_hour")
+    class GpuHourEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    CPU_HOUR_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_GIB_HOUR_FIELD_NUMBER: _ClassVar[int]
+    GPU_HOUR_FIELD_NUMBER: _ClassVar[int]
+    cpu_hour: float
+    memory_gib_hour: float
+    gpu_hour: _containers.ScalarMap[str, float]
+    def __init__(self, cpu_hour: _Optional[float] = ..., memory_gib_hour: _Optional[float] = ..., gpu_hour: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class Pricing(_message.Message):
+    __slots__ = ("currency", "on_demand", "spot", "egress_gb")
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    ON_DEMAND_FIELD_NUMBER: _ClassVar[int]
+    SPOT_FIELD_NUMBER: _ClassVar[int]
+    EGRESS_GB_FIELD_NUMBER: _ClassVar[int]
+    currency: str
+    on_demand: Rates
+    spot: Rates
+    egress_gb: float
+    def __init__(self, currency: _Optional[str] = ..., on_demand: _Optional[_Union[Rates, _Mapping]] = ..., spot: _Optional[_Union[Rates, _Mapping]] = ..., egress_gb: _Optional[float] = ...) -> None: ...
+
+class NodeType(_message.Message):
+    __slots__ = ("name", "cpus", "memory_bytes", "min", "max", "gpu_model", "gpu_count", "gpu_memory_bytes", "spot", "start_s")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CPUS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MIN_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    GPU_MODEL_FIELD_NUMBER: _ClassVar[int]
+    GPU_COUNT_FIELD_NUMBER: _ClassVar[int]
+    GPU_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SPOT_FIELD_NUMBER: _ClassVar[int]
+    START_S_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    cpus: float
+    memory_bytes: int
+    min: int
+    max: int
+    gpu_model: str
+    gpu_count: int
+    gpu_memory_bytes: int
+    spot: bool
+    start_s: float
+    def __init__(self, name: _Optional[str] = ..., cpus: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., min: _Optional[int] = ..., max: _Optional[int] = ..., gpu_model: _Optional[str] = ..., gpu_count: _Optional[int] = ..., gpu_memory_bytes: _Optional[int] = ..., spot: _Optional[bool] = ..., start_s: _Optional[float] = ...) -> None: ...
+
+class Elastic(_message.Message):
+    __slots__ = ("node_types", "idle_timeout_s", "up")
+    class UpEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    NODE_TYPES_FIELD_NUMBER: _ClassVar[int]
+    IDLE_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    UP_FIELD_NUMBER: _ClassVar[int]
+    node_types: _containers.RepeatedCompositeFieldContainer[NodeType]
+    idle_timeout_s: float
+    up: _containers.ScalarMap[str, int]
+    def __init__(self, node_types: _Optional[_Iterable[_Union[NodeType, _Mapping]]] = ..., idle_timeout_s: _Optional[float] = ..., up: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
 class GpuSlot(_message.Message):
     __slots__ = ("node", "gpus", "milli")
     NODE_FIELD_NUMBER: _ClassVar[int]
@@ -216,7 +286,7 @@ class Location(_message.Message):
     def __init__(self, jurisdiction: _Optional[str] = ..., region: _Optional[str] = ...) -> None: ...
 
 class Site(_message.Message):
-    __slots__ = ("name", "location", "labels", "datasets", "state", "connected", "capacity", "allocated", "running_attempts", "last_heartbeat", "inventory", "autonomous", "lost")
+    __slots__ = ("name", "location", "labels", "datasets", "state", "connected", "capacity", "allocated", "running_attempts", "last_heartbeat", "inventory", "autonomous", "lost", "pricing", "elastic")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -237,6 +307,8 @@ class Site(_message.Message):
     INVENTORY_FIELD_NUMBER: _ClassVar[int]
     AUTONOMOUS_FIELD_NUMBER: _ClassVar[int]
     LOST_FIELD_NUMBER: _ClassVar[int]
+    PRICING_FIELD_NUMBER: _ClassVar[int]
+    ELASTIC_FIELD_NUMBER: _ClassVar[int]
     name: str
     location: Location
     labels: _containers.ScalarMap[str, str]
@@ -250,7 +322,9 @@ class Site(_message.Message):
     inventory: Inventory
     autonomous: bool
     lost: bool
-    def __init__(self, name: _Optional[str] = ..., location: _Optional[_Union[Location, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., datasets: _Optional[_Iterable[_Union[Dataset, _Mapping]]] = ..., state: _Optional[_Union[SiteState, str]] = ..., connected: _Optional[bool] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., allocated: _Optional[_Union[Resources, _Mapping]] = ..., running_attempts: _Optional[int] = ..., last_heartbeat: _Optional[float] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ..., autonomous: _Optional[bool] = ..., lost: _Optional[bool] = ...) -> None: ...
+    pricing: Pricing
+    elastic: Elastic
+    def __init__(self, name: _Optional[str] = ..., location: _Optional[_Union[Location, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., datasets: _Optional[_Iterable[_Union[Dataset, _Mapping]]] = ..., state: _Optional[_Union[SiteState, str]] = ..., connected: _Optional[bool] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., allocated: _Optional[_Union[Resources, _Mapping]] = ..., running_attempts: _Optional[int] = ..., last_heartbeat: _Optional[float] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ..., autonomous: _Optional[bool] = ..., lost: _Optional[bool] = ..., pricing: _Optional[_Union[Pricing, _Mapping]] = ..., elastic: _Optional[_Union[Elastic, _Mapping]] = ...) -> None: ...
 
 class TrainingSpec(_message.Message):
     __slots__ = ("json",)
@@ -609,7 +683,7 @@ class RenewCertificateResponse(_message.Message):
     def __init__(self, cert_pem: _Optional[bytes] = ...) -> None: ...
 
 class RegisterSiteRequest(_message.Message):
-    __slots__ = ("name", "location", "labels", "datasets", "capacity", "agent_version", "inventory", "autonomous", "agreement_key")
+    __slots__ = ("name", "location", "labels", "datasets", "capacity", "agent_version", "inventory", "autonomous", "agreement_key", "pricing", "elastic")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -626,6 +700,8 @@ class RegisterSiteRequest(_message.Message):
     INVENTORY_FIELD_NUMBER: _ClassVar[int]
     AUTONOMOUS_FIELD_NUMBER: _ClassVar[int]
     AGREEMENT_KEY_FIELD_NUMBER: _ClassVar[int]
+    PRICING_FIELD_NUMBER: _ClassVar[int]
+    ELASTIC_FIELD_NUMBER: _ClassVar[int]
     name: str
     location: Location
     labels: _containers.ScalarMap[str, str]
@@ -635,7 +711,9 @@ class RegisterSiteRequest(_message.Message):
     inventory: Inventory
     autonomous: bool
     agreement_key: bytes
-    def __init__(self, name: _Optional[str] = ..., location: _Optional[_Union[Location, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., datasets: _Optional[_Iterable[_Union[Dataset, _Mapping]]] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., agent_version: _Optional[str] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ..., autonomous: _Optional[bool] = ..., agreement_key: _Optional[bytes] = ...) -> None: ...
+    pricing: Pricing
+    elastic: Elastic
+    def __init__(self, name: _Optional[str] = ..., location: _Optional[_Union[Location, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., datasets: _Optional[_Iterable[_Union[Dataset, _Mapping]]] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., agent_version: _Optional[str] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ..., autonomous: _Optional[bool] = ..., agreement_key: _Optional[bytes] = ..., pricing: _Optional[_Union[Pricing, _Mapping]] = ..., elastic: _Optional[_Union[Elastic, _Mapping]] = ...) -> None: ...
 
 class RegisterSiteResponse(_message.Message):
     __slots__ = ("heartbeat_interval_s", "lease_s", "datasets")
@@ -648,14 +726,23 @@ class RegisterSiteResponse(_message.Message):
     def __init__(self, heartbeat_interval_s: _Optional[float] = ..., lease_s: _Optional[float] = ..., datasets: _Optional[_Iterable[_Union[Dataset, _Mapping]]] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("name", "capacity", "inventory")
+    __slots__ = ("name", "capacity", "inventory", "nodes_up")
+    class NodesUpEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
     INVENTORY_FIELD_NUMBER: _ClassVar[int]
+    NODES_UP_FIELD_NUMBER: _ClassVar[int]
     name: str
     capacity: Resources
     inventory: Inventory
-    def __init__(self, name: _Optional[str] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ...) -> None: ...
+    nodes_up: _containers.ScalarMap[str, int]
+    def __init__(self, name: _Optional[str] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ..., nodes_up: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
     __slots__ = ("state", "audit_head")

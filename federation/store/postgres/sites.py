@@ -7,10 +7,12 @@ import json
 
 from federation.errors import NotFound
 from federation.gpus import inventory_to_json
+from federation.pricing import elastic_to_json, pricing_to_json
 from federation.sites import Capacity, SiteRecord, SiteState
 from federation.store.postgres.database import Database
 from federation.store.sqlite.rows import site_from_row
 from policies.gpus import Inventory
+from policies.pricing import Elastic
 
 
 class SiteTables(Database):
@@ -18,17 +20,19 @@ class SiteTables(Database):
         with self._tx() as db:
             row = db.execute(
                 "INSERT INTO sites (name, jurisdiction, region, labels, datasets, cpus, memory, gpus, state,"
-                " registered_at, last_heartbeat, inventory, autonomous, agreement_key)"
-                " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+                " registered_at, last_heartbeat, inventory, autonomous, agreement_key, pricing, elastic)"
+                " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
                 " ON CONFLICT (name) DO UPDATE SET jurisdiction=excluded.jurisdiction, region=excluded.region,"
                 " labels=excluded.labels, datasets=excluded.datasets, cpus=excluded.cpus,"
                 " memory=excluded.memory, gpus=excluded.gpus, registered_at=excluded.registered_at,"
                 " last_heartbeat=excluded.last_heartbeat, inventory=excluded.inventory,"
-                " autonomous=excluded.autonomous, agreement_key=excluded.agreement_key RETURNING *",
+                " autonomous=excluded.autonomous, agreement_key=excluded.agreement_key, pricing=excluded.pricing,"
+                " elastic=excluded.elastic RETURNING *",
                 (site.name, site.jurisdiction, site.region, json.dumps(site.labels, sort_keys=True),
                  json.dumps([d.__dict__ for d in site.datasets]), site.capacity.cpus, site.capacity.memory,
                  site.capacity.gpus, site.state.value, site.registered_at, site.last_heartbeat,
-                 inventory_to_json(site.inventory), site.autonomous, site.agreement_key)).fetchall()[0]
+                 inventory_to_json(site.inventory), site.autonomous, site.agreement_key,
+                 pricing_to_json(site.pricing), elastic_to_json(site.elastic))).fetchall()[0]
             return site_from_row(row)
 
     def get_site(self, name: str) -> SiteRecord:
@@ -48,10 +52,12 @@ class SiteTables(Database):
             return site_from_row(row)
 
     def heartbeat(self, name: str, capacity: Capacity | None, now: float,
-                  inventory: Inventory | None = None) -> SiteRecord:
+                  inventory: Inventory | None = None, elastic: Elastic | None = None) -> SiteRecord:
         with self._tx() as db:
             if inventory is not None:
                 db.execute("UPDATE sites SET inventory=%s WHERE name=%s", (inventory_to_json(inventory), name))
+            if elastic is not None:
+                db.execute("UPDATE sites SET elastic=%s WHERE name=%s", (elastic_to_json(elastic), name))
             if capacity is None:
                 row = db.execute("UPDATE sites SET last_heartbeat=%s WHERE name=%s RETURNING *", (now, name))
             else:

@@ -9,6 +9,7 @@ from collections import OrderedDict
 
 from federation.gpus import binding_from_json, inventory_from_json
 from federation.jobs import Attempt, AttemptState, Explanation, Job, JobState
+from federation.pricing import elastic_from_json, pricing_from_json
 from federation.sites import Capacity, DatasetRecord, SiteRecord, SiteState
 from federation.spec import FederatedTrainingSpec, JobSpec
 from training.model import Round, RoundState, Training, TrainingState
@@ -72,7 +73,8 @@ def site_from_row(r: sqlite3.Row) -> SiteRecord:
         capacity=Capacity(r["cpus"], r["memory"], r["gpus"]), state=SiteState(r["state"]),
         registered_at=r["registered_at"], last_heartbeat=r["last_heartbeat"],
         inventory=inventory_from_json(r["inventory"]), autonomous=bool(r["autonomous"]),
-        agreement_key=r["agreement_key"])
+        agreement_key=r["agreement_key"], pricing=pricing_from_json(r["pricing"]),
+        elastic=elastic_from_json(r["elastic"]))
 
 
 def training_from_row(r: sqlite3.Row) -> Training:

@@ -181,6 +181,7 @@ ADDED = (
     ("attempts", "stop_reason", "TEXT NOT NULL DEFAULT ''"),
     ("jobs", "gang_id", "TEXT NOT NULL DEFAULT ''"), ("jobs", "not_before", "REAL NOT NULL DEFAULT 0"),
     ("sites", "autonomous", "INTEGER NOT NULL DEFAULT 0"), ("sites", "agreement_key", "TEXT NOT NULL DEFAULT ''"),
+    ("sites", "pricing", "TEXT NOT NULL DEFAULT ''"), ("sites", "elastic", "TEXT NOT NULL DEFAULT ''"),
 )
 
 

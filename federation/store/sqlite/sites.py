@@ -5,10 +5,12 @@ import json
 
 from federation.errors import NotFound
 from federation.gpus import inventory_to_json
+from federation.pricing import elastic_to_json, pricing_to_json
 from federation.sites import Capacity, SiteRecord, SiteState
 from federation.store.sqlite.database import Database
 from federation.store.sqlite.rows import site_from_row
 from policies.gpus import Inventory
+from policies.pricing import Elastic
 
 
 class SiteTables(Database):
@@ -17,17 +19,19 @@ class SiteTables(Database):
             self._sites = None
             db.execute(
                 "INSERT INTO sites (name, jurisdiction, region, labels, datasets, cpus, memory, gpus, state,"
-                " registered_at, last_heartbeat, inventory, autonomous, agreement_key)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                " registered_at, last_heartbeat, inventory, autonomous, agreement_key, pricing, elastic)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
                 " ON CONFLICT(name) DO UPDATE SET jurisdiction=excluded.jurisdiction, region=excluded.region,"
                 " labels=excluded.labels, datasets=excluded.datasets, cpus=excluded.cpus,"
                 " memory=excluded.memory, gpus=excluded.gpus, registered_at=excluded.registered_at,"
                 " last_heartbeat=excluded.last_heartbeat, inventory=excluded.inventory,"
-                " autonomous=excluded.autonomous, agreement_key=excluded.agreement_key",
+                " autonomous=excluded.autonomous, agreement_key=excluded.agreement_key, pricing=excluded.pricing,"
+                " elastic=excluded.elastic",
                 (site.name, site.jurisdiction, site.region, json.dumps(site.labels, sort_keys=True),
                  json.dumps([d.__dict__ for d in site.datasets]), site.capacity.cpus, site.capacity.memory,
                  site.capacity.gpus, site.state.value, site.registered_at, site.last_heartbeat,
-                 inventory_to_json(site.inventory), int(site.autonomous), site.agreement_key))
+                 inventory_to_json(site.inventory), int(site.autonomous), site.agreement_key,
+                 pricing_to_json(site.pricing), elastic_to_json(site.elastic)))
             return site_from_row(db.execute("SELECT * FROM sites WHERE name=?", (site.name,)).fetchone())
 
     def get_site(self, name: str) -> SiteRecord:
@@ -55,7 +59,7 @@ class SiteTables(Database):
             return site_from_row(db.execute("SELECT * FROM sites WHERE name=?", (name,)).fetchone())
 
     def heartbeat(self, name: str, capacity: Capacity | None, now: float,
-                  inventory: Inventory | None = None) -> SiteRecord:
+                  inventory: Inventory | None = None, elastic: Elastic | None = None) -> SiteRecord:
         """Once committed, the cached list gets the site's new record in place of its old one, rather
         than being read again whole: every site heartbeats every few seconds."""
         with self._lock:   # held past the commit: no other write comes between it and the cache
@@ -63,6 +67,8 @@ class SiteTables(Database):
             with self._tx() as db:
                 if inventory is not None:
                     db.execute("UPDATE sites SET inventory=? WHERE name=?", (inventory_to_json(inventory), name))
+            if elastic is not None:
+                db.execute("UPDATE sites SET elastic=? WHERE name=?", (elastic_to_json(elastic), name))
                 if capacity is None:
                     n = db.execute("UPDATE sites SET last_heartbeat=? WHERE name=?", (now, name)).rowcount
                 else:
