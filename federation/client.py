@@ -320,11 +320,12 @@ class Client:
         return [queue_entry(e) for e in r.entries], [queue_info(q) for q in r.queues]
 
     def usage(self, group_by: Iterable[str] = ("tenant",), since: float = 0.0, until: float = 0.0) -> list[dict]:
-        """Resource-seconds of attempts that ran within [since, until] (0: from the start / now), grouped."""
+        """Resource-seconds and cost of attempts that ran within [since, until] (0: from the start / now), grouped."""
         r = self._call("GetUsage", pb.GetUsageRequest(group_by=list(group_by), since=since, until=until))
         fields = list(group_by) or ["tenant"]
         return [{**{f: getattr(row, f) for f in fields}, "attempts": row.attempts, "cpu_seconds": row.cpu_seconds,
-                 "memory_gib_seconds": row.memory_gib_seconds, "gpu_seconds": row.gpu_seconds} for row in r.rows]
+                 "memory_gib_seconds": row.memory_gib_seconds, "gpu_seconds": row.gpu_seconds, "cost": row.cost}
+                for row in r.rows]
 
     def job(self, job_id: str) -> Job:
         return Job(self, job_id, self.get(job_id))

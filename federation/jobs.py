@@ -152,6 +152,8 @@ class Attempt:
     ended_at: float = 0.0
     binding: Binding = ()        # GPUs the federation reserved for this attempt
     gpu_model: str = ""          # the model of those GPUs, for accounting
+    node_type: str = ""          # "" : on what the site had; else the node its autoscaler was to add for it
+    price: float = 0.0           # per hour at the site's prices when placed, for accounting and budgets
     stop_requested_at: float = 0.0   # the federation asked the site to stop it (preemption)
     stop_reason: str = ""
 

@@ -32,6 +32,7 @@ class UsageRecord:
     gpus: float
     started_at: float
     ended_at: float            # 0: still running
+    price: float = 0.0         # per hour
 
     def amounts(self) -> dict[str, float]:
         out = {"cpus": self.cpus, "memory": self.memory, "gpus": self.gpus}
@@ -119,7 +120,7 @@ def fair_share_usage(records: Iterable[UsageRecord], running: Mapping[str, Mappi
 
 
 def report(records: Iterable[UsageRecord], by: tuple[str, ...], since: float, until: float) -> list[dict]:
-    """Resource-seconds within [since, until], grouped by the `by` fields, largest GPU use first."""
+    """Resource-seconds and cost within [since, until], grouped by the `by` fields, largest GPU use first."""
     rows: dict[tuple, dict] = {}
     for r in records:
         start, end = max(r.started_at, since), min(r.ended_at or until, until)
@@ -128,10 +129,11 @@ def report(records: Iterable[UsageRecord], by: tuple[str, ...], since: float, un
         seconds = end - start
         key = tuple(getattr(r, f) for f in by)
         row = rows.setdefault(key, {**dict(zip(by, key)), "attempts": 0, "cpu_seconds": 0.0,
-                                    "memory_gib_seconds": 0.0, "gpu_seconds": 0.0})
+                                    "memory_gib_seconds": 0.0, "gpu_seconds": 0.0, "cost": 0.0})
         row["attempts"] += 1
         row["cpu_seconds"] += r.cpus * seconds
         row["memory_gib_seconds"] += r.memory / 2**30 * seconds
         row["gpu_seconds"] += r.gpus * seconds
+        row["cost"] += r.price * seconds / 3600
     return sorted(rows.values(), key=lambda row: (-row["gpu_seconds"], -row["cpu_seconds"],
                                                   tuple(str(row[f]) for f in by)))

@@ -126,9 +126,15 @@ class SiteInfo:
     running_attempts: int = 0
     last_heartbeat: float = 0.0
     gpu_nodes: tuple[dict[str, Any], ...] = ()   # {"name", "model", "memory", "gpus", "nvlink_domains", rack, block}
+    pricing: dict[str, Any] = field(default_factory=dict)   # {} : priced at zero
+    # An elastic site's node types: {"name", "cpus", "memory", "gpus", "gpu_model", "spot", "min", "max", "up",
+    # "start_s", "price_hour"}, and how long an idle one is kept.
+    node_types: tuple[dict[str, Any], ...] = ()
+    idle_timeout_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__, datasets=list(self.datasets), gpu_nodes=list(self.gpu_nodes))
+        return dict(self.__dict__, datasets=list(self.datasets), gpu_nodes=list(self.gpu_nodes),
+                    node_types=list(self.node_types))
 
 
 @dataclass(frozen=True)
@@ -225,7 +231,27 @@ def site_info(s: pb.Site) -> SiteInfo:
         last_heartbeat=s.last_heartbeat,
         gpu_nodes=tuple({"name": n.name, "model": n.model, "memory": n.memory_bytes, "gpus": len(n.domains),
                          "nvlink_domains": len({d for d in n.domains if d}), "rack": n.rack, "block": n.block}
-                        for n in s.inventory.nodes))
+                        for n in s.inventory.nodes),
+        pricing=_pricing(s.pricing) if s.HasField("pricing") else {},
+        node_types=tuple(_node_type(t, s) for t in s.elastic.node_types),
+        idle_timeout_s=s.elastic.idle_timeout_s)
+
+
+def _pricing(p: pb.Pricing) -> dict[str, Any]:
+    def rates(r: pb.Rates) -> dict[str, Any]:
+        return {"cpu_hour": r.cpu_hour, "memory_gib_hour": r.memory_gib_hour, "gpu_hour": dict(r.gpu_hour)}
+    return {"currency": p.currency, **rates(p.on_demand), "spot": rates(p.spot) if p.HasField("spot") else None,
+            "egress_gb": p.egress_gb}
+
+
+def _node_type(t: pb.NodeType, s: pb.Site) -> dict[str, Any]:
+    """A node type as `site show` lists it, with what one node of it costs an hour."""
+    r = s.pricing.spot if t.spot else s.pricing.on_demand
+    price = (r.cpu_hour * t.cpus + r.memory_gib_hour * t.memory_bytes / 2**30
+             + r.gpu_hour.get(t.gpu_model, 0.0) * t.gpu_count)
+    return {"name": t.name, "cpus": t.cpus, "memory": t.memory_bytes, "gpus": t.gpu_count, "gpu_model": t.gpu_model,
+            "spot": t.spot, "min": t.min, "max": t.max, "up": s.elastic.up.get(t.name, 0), "start_s": t.start_s,
+            "price_hour": price}
 
 
 def training_status(t: pb.Training) -> TrainingStatus:

@@ -13,6 +13,7 @@ import numpy as np
 from policies.feasible import EPS, OK, Masks, fmt_resources, gpu_request, gpu_state, static_verdict
 from policies.gpus import Binding, GpuRequest
 from policies.model import PendingJob, Reason, SiteView, Unplaced, Verdict
+from policies.pricing import PREFER, fits_node
 from policies.snapshot import Snapshot
 
 DEFERRED = int(Reason.DEFERRED)
@@ -105,6 +106,32 @@ def why(job: PendingJob, req: GpuRequest | None, site: SiteView, locality: float
         reasons.append(f"{max(0.0, m.free_cpu[i] - job.cpus):g} of {site.cpus:g} cpus free after")
     reasons.append(f"best score of {candidates} eligible site{'s' if candidates != 1 else ''}")
     return tuple(reasons)
+
+
+def quote(job: PendingJob, site: SiteView) -> str:
+    """What the job would cost an hour at a site and when it would start, from the snapshot alone
+    (for sites it was eligible at but not sent to); "" for a site without prices or growth."""
+    if site.pricing is None and site.elastic is None:
+        return ""
+    req = gpu_request(job)
+    free = site.cpus - site.used_cpus >= job.cpus - EPS and site.memory - site.used_memory >= job.memory - EPS \
+        and (req is None or site.gpus - site.used_gpus >= req.whole - EPS)
+    p = site.pricing
+    rates, start = (p.on_demand if p else None), "starts now"
+    if not free and site.elastic is not None:
+        fitting = [t for t in site.elastic.node_types if site.elastic.addable(t) and (job.spot or not t.spot)
+                   and fits_node(t, job.cpus, job.memory, req)]
+        if fitting:
+            t = min(fitting, key=lambda t: (not (t.spot and job.spot == PREFER), t.start_s))
+            rates = (p.spot if t.spot else p.on_demand) if p else None
+            start = f"starts on a new {t.name} node in about {t.start_s:.0f} s"
+    if rates is None:
+        return start
+    gpus = req.whole if req is not None else 0.0
+    gpu = min((v for m, v in rates.gpu_hour.items() if req is None or not req.models or m in req.models),
+              default=0.0)
+    price = rates.hourly(job.cpus, job.memory, 0.0) + gpu * gpus
+    return f"{price:.4g} {p.currency if p else ''}/h, {start}"
 
 
 def _spot(site: SiteView, node: str) -> bool:

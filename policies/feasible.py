@@ -16,7 +16,7 @@ import numpy as np
 from policies.gpu_state import GpuState
 from policies.gpus import MILLI, Binding, GpuRequest, Slot, synthesized
 from policies.model import PendingJob, Reason, SiteView
-from policies.pricing import NEVER, Costs, fits_node, has_spot_nodes, largest_node
+from policies.pricing import NEVER, Costs, Pricing, fits_node, has_spot_nodes, largest_node
 from policies.snapshot import Snapshot
 from policies.sovereignty import sovereignty_verdict
 
@@ -75,12 +75,15 @@ def static_verdict(job: PendingJob, site: SiteView, snapshot: Snapshot) -> tuple
 
 def cheapest(job: PendingJob, req: GpuRequest | None, site: SiteView) -> float:
     """The lowest price per hour the job can run at at the site (spot too if it accepts spot)."""
-    p = site.pricing
+    return cheapest_of(job, req, site.pricing, has_spot_nodes(site))
+
+
+def cheapest_of(job: PendingJob, req: GpuRequest | None, p: Pricing | None, spot_nodes: bool) -> float:
     if p is None:
         return 0.0
     whole = req.whole if req is not None else 0.0
     models = req.models if req is not None else frozenset()
-    rates = [p.on_demand] + ([p.spot] if p.spot is not None and job.spot != NEVER and has_spot_nodes(site) else [])
+    rates = [p.on_demand] + ([p.spot] if p.spot is not None and job.spot != NEVER and spot_nodes else [])
     out = float("inf")
     for r in rates:
         gpu = min((v for m, v in r.gpu_hour.items() if not models or m in models), default=0.0) if whole else 0.0
@@ -344,7 +347,7 @@ class Masks:
 
     def _fits(self, job: PendingJob, req: GpuRequest | None) -> tuple[np.ndarray, np.ndarray, bool, np.ndarray,
                                                                       np.ndarray]:
-        key = (req, job.cpus, job.memory, job.spot)
+        key = (req, job.cpus, job.memory, job.spot, job.max_price)
         hit = self._free.get(key)
         if hit is None:
             ok = (self.free_cpu >= job.cpus - EPS) & (self.free_mem >= job.memory - EPS)

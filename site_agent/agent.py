@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 import grpc
 
 from federation.errors import ConfigError, FederationError, NotFound, PermissionDenied, RayError, Unavailable
+from federation.pricing import elastic_of, elastic_to_pb, pricing_of, pricing_to_pb
 from federation.service import wire
 from federation.service.errors import from_rpc_error
 from federation.sites import Capacity
@@ -23,6 +24,7 @@ from federation.spec import SiteConfig
 from federation.v1 import federation_pb2 as pb
 from federation.v1 import federation_pb2_grpc as pb_grpc
 from site_agent import anchor, lease_file, renewal, witness
+from site_agent.elastic import nodes_up
 from site_agent.files import Fetch, work_dir
 from site_agent.guard import GUARD_AT
 from site_agent.inventory import site_capacity, site_gpus
@@ -164,6 +166,17 @@ class SiteAgent:
             log.warning("inventory: %s", e.message)
             return None
 
+    def _nodes_up(self) -> dict[str, int] | None:
+        """An elastic site's nodes alive per type; None for a fixed site or while Ray does not answer."""
+        elastic = self.config.spec.elastic
+        if elastic is None:
+            return None
+        try:
+            return nodes_up(self.driver.nodes(), elastic)
+        except RayError as e:
+            log.warning("elastic nodes: %s", e.message)
+            return None
+
     def _inventory(self) -> pb.Inventory:
         gpus = site_gpus(self.config, self.driver)
         self.reconciler.gpus = gpus
@@ -178,7 +191,9 @@ class SiteAgent:
             name=self.name, location=pb.Location(jurisdiction=body.location.jurisdiction, region=body.location.region),
             labels=body.labels, capacity=wire.capacity_to_pb(capacity), agent_version="0.1.0", inventory=inventory,
             datasets=[pb.Dataset(name=d.name, classification=d.classification, path=d.path) for d in body.datasets],
-            autonomous=body.autonomous, agreement_key=self.reconciler.files.agreement_key().public)
+            autonomous=body.autonomous, agreement_key=self.reconciler.files.agreement_key().public,
+            pricing=pricing_to_pb(pricing_of(body.pricing)) if body.pricing else None,
+            elastic=elastic_to_pb(elastic_of(body.elastic, self._nodes_up())) if body.elastic else None)
         sent = time.monotonic()
         try:
             response = stub.RegisterSite(request, timeout=10)
@@ -210,6 +225,8 @@ class SiteAgent:
             inventory = self._inventory()
             if inventory.digest != self._published:
                 request.inventory.CopyFrom(inventory)  # only when it changed: a GPU lost, a node added
+            for name, n in (self._nodes_up() or {}).items():
+                request.nodes_up[name] = n
             sent = time.monotonic()
             try:
                 response = stub.Heartbeat(request, timeout=min(5.0, self.lease_s / 3 or 5.0))

@@ -17,6 +17,7 @@ from federation.spec.execution import execution_of
 from federation.v1 import federation_pb2 as pb
 from site_agent import guard
 from site_agent.binding import check, wrap
+from site_agent.elastic import label_selector
 from site_agent.files import AttemptFiles, Fetch, work_dir
 from site_agent.inventory import SiteGpus
 from site_agent.isolation import DatasetGrants, JobUsers
@@ -83,9 +84,10 @@ class Launcher:
         runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), **env}
         metadata = {"federation_job": a.job_id, "attempt": str(a.attempt), "tenant": spec.metadata.tenant,
                     SITE_KEY: self.config.metadata.name}
+        where = label_selector(spec.spec, self.config.spec.elastic, a.node_type)
         try:
             started = self.driver.submit(sid, entrypoint, runtime_env, cpus=r.cpus, memory=r.memory, gpus=gpus,
-                                         metadata=metadata, task=task)
+                                         metadata=metadata, task=task, label_selector=where)
         except Busy as e:
             log.debug("%s", e.message)
             return None

@@ -1,6 +1,7 @@
 """A private Ray head for one site, with every port distinct so several share a machine."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -13,7 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from federation.errors import RayError
+from federation.spec.pricing import Elastic
 from federation.spec.site import LocalRay
+from site_agent import elastic as elastic_site
 from site_agent.isolation import OSUser, as_user, check_runs_python
 from site_agent.ray_driver import RayJobsDriver
 
@@ -36,6 +39,7 @@ class LocalRayHead:
     labels: dict[str, str] | None = None   # Ray node labels, e.g. fedctl.io/node for GPU bindings
     num_gpus: int | None = None            # when settings.num_gpus is unset
     user: OSUser | None = None             # the OS user the head and its jobs run as; None: the agent's
+    elastic: Elastic | None = None         # nodes its autoscaler adds on demand (Ray's fake multi-node provider)
     process: subprocess.Popen | None = None
     pid: int | None = None                 # the head's (its process group's) pid, started or adopted
 
@@ -70,7 +74,21 @@ class LocalRayHead:
             args.append(f"--num-gpus={gpus}")
         if self.labels:
             args.append("--labels=" + ",".join(f"{k}={v}" for k, v in sorted(self.labels.items())))
+        if self.elastic is not None:
+            args.append(f"--autoscaling-config={self.autoscaling_config}")
         return args
+
+    @property
+    def autoscaling_config(self) -> Path:
+        return self.temp_dir / "autoscaler.json"
+
+    def _write_autoscaling_config(self) -> None:
+        """The fake provider reaches the GCS at the address Ray binds it to: this host's, not loopback."""
+        assert self.elastic is not None
+        from ray._private.services import get_node_ip_address
+        gcs = f"{get_node_ip_address()}:{self.settings.port_base + PORTS['port']}"
+        config = elastic_site.autoscaler_config(self.elastic, gcs, self.settings.num_cpus or 0)
+        self.autoscaling_config.write_text(json.dumps(config))
 
     @property
     def token_path(self) -> Path | None:
@@ -92,6 +110,8 @@ class LocalRayHead:
             env.pop("RAY_AUTH_TOKEN", None)
         if self.user is not None:
             env.update(HOME=str(self.ray_dir), USER=self.user.name, LOGNAME=self.user.name)
+        if self.elastic is not None:
+            env.update(elastic_site.head_environment())
         return env
 
     def _make_dirs(self) -> None:
@@ -167,6 +187,8 @@ class LocalRayHead:
         if taken:
             raise RayError(f"local Ray head for {self.name}: port {taken[0]} is already in use")
         log_path = self.temp_dir / "head.log"
+        if self.elastic is not None:
+            self._write_autoscaling_config()
         with open(log_path, "ab") as out:
             # Own session: the whole head (gcs, raylet, dashboard, workers) is one process group.
             self.process = subprocess.Popen(as_user(self.user, self.command()), stdout=out,

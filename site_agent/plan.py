@@ -17,6 +17,7 @@ from site_agent.binding import MISMATCH, MISMATCH_EXIT
 from site_agent.guard import FENCED_EXIT
 from site_agent.lease_file import FENCE_AT
 from site_agent.ray_driver import RayJob
+from site_agent.runner import NODE_DIED
 
 ASK_AT = 1 / 2   # of the lease: ask the witnesses early, so an outage renews it well before the guards' deadline
 
@@ -31,6 +32,7 @@ RAY_TO_ATTEMPT = {
 RAY_EXIT = re.compile(r"Job entrypoint command failed with exit code (-?\d{1,3})\b")
 NO_LONGER_DESIRED = "no longer desired"
 GUARDED_OUT = "stopped at the site by its guard: the site's agent was silent for most of its lease"
+NODE_LOST = "lost with its node (a spot node taken back, or a machine gone); its retry policy runs it again"
 
 
 @dataclass(frozen=True)
@@ -233,8 +235,19 @@ def fence_reason(now: float, renewed: float, lease_s: float, at: float = FENCE_A
 def ray_status(ref: Ref, job: RayJob, speaks: bool, site: str, guards_fired: bool) -> Status:
     if guards_fired and guarded_out(job):
         return Status(ref.job_id, ref.attempt, AttemptState.LOST, GUARDED_OUT)
+    if node_died(job):
+        return Status(ref.job_id, ref.attempt, AttemptState.LOST, NODE_LOST)
     message = "" if not job.terminal else ended_message(job) if speaks else kept_message(job, site)
     return Status(ref.job_id, ref.attempt, RAY_TO_ATTEMPT[job.status], message)
+
+
+def node_died(job: RayJob) -> bool:
+    """Failed because the node under it vanished (a spot node taken back, a machine lost), by Ray's
+    own words: they come before any of the job's output, which cannot pose as them."""
+    if job.status != "FAILED":
+        return False
+    m = job.message
+    return m.startswith(NODE_DIED) or (m.startswith("Job supervisor actor died") and "its node has died" in m)
 
 
 def guarded_out(job: RayJob) -> bool:

@@ -90,7 +90,7 @@ def run_site(config: SiteConfig, *, local_ray: bool,
 
 def _local_head(config: SiteConfig, users: JobUsers) -> LocalRayHead:
     body = config.spec
-    head = LocalRayHead(body.ray.local, name=config.metadata.name, user=users.base())
+    head = LocalRayHead(body.ray.local, name=config.metadata.name, user=users.base(), elastic=body.elastic)
     if body.gpu_nodes:
         # A local head stands for the first declared GPU node (one machine, one raylet).
         first = inventory_of(body.gpu_nodes[:1]).nodes[0]

@@ -51,9 +51,10 @@ class RayDriver(ABC):
 
     @abstractmethod
     def submit(self, submission_id: str, entrypoint: str, runtime_env: dict[str, Any], *, cpus: float,
-               memory: int, gpus: float, metadata: dict[str, str], task: bool = False) -> bool:
-        """Start a job (with `task`, as a task of the site's runner): True; a second call with the
-        same id is a no-op: False."""
+               memory: int, gpus: float, metadata: dict[str, str], task: bool = False,
+               label_selector: dict[str, str] | None = None) -> bool:
+        """Start a job (with `task`, as a task of the site's runner), on nodes whose labels match
+        `label_selector`: True; a second call with the same id is a no-op: False."""
 
     @abstractmethod
     def jobs(self) -> dict[str, RayJob]:
@@ -114,13 +115,14 @@ class RayJobsDriver(RayDriver):
         return self._client
 
     def submit(self, submission_id: str, entrypoint: str, runtime_env: dict[str, Any], *, cpus: float,
-               memory: int, gpus: float, metadata: dict[str, str], task: bool = False) -> bool:
+               memory: int, gpus: float, metadata: dict[str, str], task: bool = False,
+               label_selector: dict[str, str] | None = None) -> bool:
         assert not task, "the task path is site_agent.tasks.Executions'"
         try:
             self.client.submit_job(
                 entrypoint=entrypoint, submission_id=submission_id, runtime_env=runtime_env or None,
                 metadata=metadata, entrypoint_num_cpus=cpus or None, entrypoint_num_gpus=gpus or None,
-                entrypoint_memory=int(memory) or None)
+                entrypoint_memory=int(memory) or None, entrypoint_label_selector=label_selector or None)
             return True
         except Exception as e:
             if "already exists" in str(e):

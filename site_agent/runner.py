@@ -36,6 +36,7 @@ MAX_LOG_BYTES = 64 << 20          # per attempt, kept in the sink until the agen
 MAX_GONE = 200_000                # ended attempts remembered, so that none starts twice under one id
 MAX_BODY = 32 << 20               # an attempt's spec may carry 8 MiB of environment; its JSON more
 EXIT_LINE = "Job entrypoint command failed with exit code {code}"   # Ray's own words, as plan.RAY_EXIT reads them
+NODE_DIED = "Ray node died: "   # before a task's NodeDiedError, as plan.node_died reads it
 
 
 class Sink:
@@ -121,6 +122,8 @@ class Runner:
                                        "name": sid, "runtime_env": env or None}
             if a["memory"]:
                 options["memory"] = a["memory"]
+            if a.get("labels"):
+                options["label_selector"] = a["labels"]
             ref = self.task.options(**options).remote(sid, a["command"], a["env"], self.sink, self.gcs)
             self.attempts[sid] = {"status": "PENDING", "message": "", "site": a["site"], "tenant": a["tenant"],
                                   "guarded": a["guarded"], "stopping": False}
@@ -142,7 +145,8 @@ class Runner:
                     record["message"] = EXIT_LINE.format(code=code) + f", last available logs:\n{text}"
             except Exception as e:
                 record["status"] = "STOPPED" if record["stopping"] else "FAILED"
-                record["message"] = "stopped" if record["stopping"] else _first_line(e)
+                gone = type(e).__name__ == "NodeDiedError"   # its node vanished: a spot reclaim, a lost machine
+                record["message"] = "stopped" if record["stopping"] else (NODE_DIED if gone else "") + _first_line(e)
         self.sink.ended.remote()
 
     def changes(self, since: int, wait_s: float) -> int:

@@ -252,11 +252,12 @@ class Executions(RayDriver):
             return submission_id in self.tasks
 
     def submit(self, submission_id: str, entrypoint: str, runtime_env: dict[str, Any], *, cpus: float,
-               memory: int, gpus: float, metadata: dict[str, str], task: bool = False) -> bool:
+               memory: int, gpus: float, metadata: dict[str, str], task: bool = False,
+               label_selector: dict[str, str] | None = None) -> bool:
         if not task:
             self.busy = True
             return self.ray_jobs.submit(submission_id, entrypoint, runtime_env, cpus=cpus, memory=memory, gpus=gpus,
-                                        metadata=metadata)
+                                        metadata=metadata, label_selector=label_selector)
         self.runner.ensure()
         assert self.runner.record is not None
         current, earlier = self.runner.record["submission_id"], self.runner.handed.runner.get(submission_id)
@@ -266,7 +267,8 @@ class Executions(RayDriver):
         self.runner.handed.hand(submission_id, current)
         env = self._packaged(runtime_env)
         body = {"sid": submission_id, "command": entrypoint, "env": env.pop("env_vars", {}), "runtime_env": env,
-                "cpus": cpus, "memory": memory, "gpus": gpus, "site": metadata.get(SITE_KEY),
+                "cpus": cpus, "memory": memory, "gpus": gpus, "labels": label_selector or {},
+                "site": metadata.get(SITE_KEY),
                 "tenant": metadata.get("tenant"), "guarded": "FEDCTL_LEASE_FILE" in runtime_env.get("env_vars", {})}
         started = bool(json.loads(self.runner.call("POST", "/start", body))["started"])
         with self.lock:

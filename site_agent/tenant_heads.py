@@ -116,14 +116,15 @@ class TenantHeads(RayDriver):
             return self.heads[tenant][1] if tenant in self.heads else self.driver
 
     def submit(self, submission_id: str, entrypoint: str, runtime_env: dict[str, Any], *, cpus: float,
-               memory: int, gpus: float, metadata: dict[str, str], task: bool = False) -> bool:
+               memory: int, gpus: float, metadata: dict[str, str], task: bool = False,
+               label_selector: dict[str, str] | None = None) -> bool:
         tenant = metadata["tenant"]
         driver = self.for_tenant(tenant)
         with self.lock:
             self.owner[submission_id] = tenant
             self.busy_at[tenant] = time.monotonic()
         return driver.submit(submission_id, entrypoint, runtime_env, cpus=cpus, memory=memory, gpus=gpus,
-                             metadata=metadata)
+                             metadata=metadata, label_selector=label_selector)
 
     def jobs(self) -> dict[str, RayJob]:
         out = dict(self.driver.jobs())

@@ -122,18 +122,19 @@ def cmd_usage(args: argparse.Namespace) -> int:
     if args.csv:
         with contextlib.nullcontext(sys.stdout) if args.csv == "-" else open(args.csv, "w", newline="") as out:
             writer = csv.DictWriter(out, fieldnames=[*by, "attempts", "cpu_seconds", "memory_gib_seconds",
-                                                     "gpu_seconds"])
+                                                     "gpu_seconds", "cost"])
             writer.writeheader()
             writer.writerows(rows)
         return 0
     if wants_json(args):
         render.emit_json({"since": since, "until": until or now, "group_by": by, "rows": rows})
         return 0
-    render.table([f.upper() for f in by] + ["ATTEMPTS", "CPU-HOURS", "MEMORY-GIB-HOURS", "GPU-HOURS"],
+    cost = ["COST"] if args.cost else []
+    render.table([f.upper() for f in by] + ["ATTEMPTS", "CPU-HOURS", "MEMORY-GIB-HOURS", "GPU-HOURS"] + cost,
                  [[r[f] or "-" for f in by] + [r["attempts"], f"{r['cpu_seconds'] / 3600:.2f}",
                                                f"{r['memory_gib_seconds'] / 3600:.2f}",
                                                f"{r['gpu_seconds'] / 3600:.2f}"]
-                  for r in rows])
+                  + ([f"{r['cost']:.2f}"] if args.cost else []) for r in rows])
     return 0
 
 
@@ -164,6 +165,8 @@ def register(sub: Subcommands, add: AddCommand) -> None:
     sp.add_argument("--since", help="a duration ago (7d), an ISO date, or unix seconds; default: from the start")
     sp.add_argument("--until", help="as --since; default: now")
     sp.add_argument("--csv", metavar="FILE", help="write the rows as CSV to FILE (- for standard output)")
+    sp.add_argument("--cost", action="store_true", help="a COST column: each attempt's hours at the price of where "
+                                                        "it ran (the policy's currency; JSON and CSV always have it)")
 
     sp = add(sub, "jobs", cmd_jobs, "list jobs, newest first")
     sp.add_argument("--tenant")

@@ -21,6 +21,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from federation.simulate import engine, report
     from federation.spec import load_policy
 
+    if args.mode == "cost":
+        return _simulate_cost(args)
     rules = rules_from_policy(load_policy(args.policy))
     w = _workload(args)
     missing = {c for _, (c, _) in w.datasets.items()} - set(rules.classifications)
@@ -110,6 +112,54 @@ def _simulate_fairness(args: argparse.Namespace, w: Workload, rules: policies.Ru
     return 0
 
 
+def _simulate_cost(args: argparse.Namespace) -> int:
+    from federation.simulate import cost, cost_report, cost_setup
+    cfg = cost_setup.CostConfig(onprem_share=args.onprem_share, spot_rate=args.spot_rate, start_delay=args.start_delay,
+                          idle_timeout=args.idle_timeout, max_nodes=args.max_nodes, jobs_cap=args.jobs_cap,
+                          load=args.load, speedup=args.speedup, seed=args.seed)
+    for name, value in (("--onprem-share", cfg.onprem_share), ("--spot-rate", cfg.spot_rate),
+                        ("--start-delay", cfg.start_delay), ("--idle-timeout", cfg.idle_timeout)):
+        if value < 0 or (name == "--onprem-share" and value > 1):
+            raise ConfigError(f"{name}: {value:g} is out of range")
+    if args.speedup <= 0:
+        raise ConfigError(f"--speedup: {args.speedup:g} must be above 0")
+    w = cost_setup.from_trace(Path(args.trace), args.pods, cfg)
+    chosen = [s for s in args.strategy or cost_setup.STRATEGIES if s in cost_setup.STRATEGIES]
+    if not chosen:
+        raise ConfigError(f"--mode cost: --strategy is one of {', '.join(cost_setup.STRATEGIES)}")
+    rows = [cost_report.summary(cost.run(w, s, cfg)) for s in chosen]
+    if args.plot:
+        cost_report.plot(rows, Path(args.plot))
+    sites = cost_setup.sites_for(w, cfg)
+    against = {name: cost_report.dominance(rows, name) for name in cost_setup.OURS if name in chosen}
+    site_lines = cost_setup.describe(sites, cfg)
+    if wants_json(args):
+        render.emit_json({"workload": w.rules, "jobs": len(w.jobs), "sites": site_lines, "results": rows,
+                          "against_ours": against, "notes": cost_report.notes(rows)})
+        return 0
+    print(f"{len(w.jobs)} jobs: {w.rules}")
+    for line in site_lines:
+        print(f"  {line}")
+    render.table(["STRATEGY", "DONE", "CLOUD-$", "TOTAL-$", "GPU-H-BOUGHT", "NODES", "DELAY-P50-S", "DELAY-P99-S",
+                  "SPOT-INTERRUPTS", "LOST-GPU-H", "SPOT-UNASKED", "VIOLATIONS", "NVLINK-MISSES"],
+                 [[r["strategy"], f"{r['done']}/{r['jobs']}", f"{r['cloud_spend']:.0f}", f"{r['total_cost']:.0f}",
+                   f"{r['gpu_hours_bought']:.0f}", r["nodes_launched"], r["queue_delay_s"]["p50"],
+                   r["queue_delay_s"]["p99"], r["spot_interruptions"], f"{r['lost_gpu_hours']:.1f}", r["spot_unasked"],
+                   r["violations"], r["nvlink_misses"]] for r in rows])
+    print("TOTAL-$ adds on-prem's sunk cost (amortised price x capacity x span) to CLOUD-$")
+    for ours, against_ours in against.items():
+        for name, d in against_ours.items():
+            print(f"  {name} against {ours}: {'cheaper' if d['cheaper'] else 'not cheaper'}, "
+                  f"{'no slower' if d['no_slower'] else 'slower'} at p50 and p99"
+                  + (f": DOMINATES {ours}" if d["dominates"] else
+                     ": cheaper, at a delay within 5% of it" if d["dominates_within_5pct"] else ""))
+    for line in cost_report.notes(rows):
+        print(f"note: {line}")
+    if args.plot:
+        print(f"\nplot: {args.plot}")
+    return 0
+
+
 def register(sub: Subcommands, add: AddCommand) -> None:
     sp = add(sub, "simulate", cmd_simulate, "replay a trace through the placement code in simulated time")
     sp.add_argument("--trace", default=os.environ.get("FEDCTL_TRACE", "../shared/traces/alibaba-gpu-v2023"),
@@ -120,15 +170,27 @@ def register(sub: Subcommands, add: AddCommand) -> None:
     sp.add_argument("--site-config", action="append", help="a Site YAML with gpu_nodes (repeatable); needs --jobs")
     sp.add_argument("--jobs", help="a CSV of jobs: id,arrival_s,duration_s,cpus,gpus,gpu_type,nvlink,dataset,tenant")
     sp.add_argument("--policy", default="configs/policy.yaml")
-    sp.add_argument("--mode", choices=["replay", "inflation", "both", "fairness"], default="both",
+    sp.add_argument("--mode", choices=["replay", "inflation", "both", "fairness", "cost"], default="both",
                     help="replay: trace times; inflation: draw jobs until GPUs asked = GPUs (FGD's method); "
-                         "fairness: tenants on a contended federation, against per-site scheduling")
-    sp.add_argument("--speedup", type=float, default=1.0, help="divide arrival times by this (more load)")
+                         "fairness: tenants on a contended federation, against per-site scheduling; "
+                         "cost: an on-prem site and two elastic cloud regions, what each strategy buys")
+    sp.add_argument("--speedup", type=float, default=1.0,
+                    help="divide arrival times by this (more load; cost: after --load)")
     sp.add_argument("--strategy", action="append",
-                    choices=["topology", "blind", "round-robin", "federated", "fair-per-site", "fifo-per-site"])
+                    choices=["topology", "blind", "round-robin", "federated", "fair-per-site", "fifo-per-site",
+                             "ours", "ours-cost", "onprem-only", "cheapest-first", "spill-over"])
     sp.add_argument("--tenants", type=int, default=8, help="fairness: tenants to draw")
-    sp.add_argument("--load", type=float, default=2.0, help="fairness: most GPUs asked at once over GPUs held")
+    sp.add_argument("--load", type=float, default=2.0,
+                    help="fairness, cost: most GPUs asked at once over GPUs held (cost: on-prem's)")
     sp.add_argument("--keep-every", type=int, default=4, help="fairness: keep one GPU node in this many")
     sp.add_argument("--min-runtime", type=float, default=600.0, help="fairness: seconds before work may be preempted")
+    sp.add_argument("--onprem-share", type=float, default=0.005,
+                    help="cost: the share of the trace's GPU nodes on-prem (one in every 1/share)")
+    sp.add_argument("--spot-rate", type=float, default=0.05, help="cost: spot interruptions per spot node-hour")
+    sp.add_argument("--start-delay", type=float, default=180.0,
+                    help="cost: seconds until a new on-demand node runs jobs (spot: a third more)")
+    sp.add_argument("--idle-timeout", type=float, default=600.0, help="cost: seconds before an idle node is released")
+    sp.add_argument("--max-nodes", type=int, default=8, help="cost: most nodes of each type in each cloud region")
+    sp.add_argument("--jobs-cap", type=int, default=2000, help="cost: replay the trace's last N tasks")
     sp.add_argument("--seed", type=int, default=7)
     sp.add_argument("--plot", help="write a PNG here")

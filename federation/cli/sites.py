@@ -42,7 +42,20 @@ def cmd_site_show(args: argparse.Namespace) -> int:
         return 0
     render.table(SITE_HEADERS, [_site_row(s)])
     for d in s.datasets:
-        print(f"  dataset {d['name']} ({d['classification']}) {d['path']}")
+        print(f"  dataset {d['name']} ({d['classification']})")
+    p = s.pricing
+    if p:
+        gpus = "".join(f", {m} {v:g}" for m, v in sorted(p["gpu_hour"].items()))
+        spot = f"; spot cpu {p['spot']['cpu_hour']:g}" if p["spot"] else ""
+        print(f"  prices per hour ({p['currency']}): cpu {p['cpu_hour']:g}, memory GiB {p['memory_gib_hour']:g}"
+              f"{gpus}{spot}; egress per GB {p['egress_gb']:g}")
+    if s.node_types:
+        print(f"  elastic: idle nodes go after {s.idle_timeout_s:g}s")
+        render.table(["  NODE TYPE", "SHAPE", "MARKET", "UP", "MIN-MAX", "START", "PER HOUR"], [
+            [f"  {t['name']}", f"{t['cpus']:g} cpus, {render.gib(t['memory'])}"
+             + (f", {t['gpus']} {t['gpu_model']}" if t["gpus"] else ""), "spot" if t["spot"] else "on-demand",
+             t["up"], f"{t['min']}-{t['max']}", f"{t['start_s']:g}s", f"{t['price_hour']:.4g} {p.get('currency', '')}"]
+            for t in s.node_types])
     print(f"  last heartbeat {render.ago(s.last_heartbeat)}")
     return 0
 

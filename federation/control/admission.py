@@ -28,6 +28,8 @@ from federation.spec.array import parse_array
 from federation.store import NewSubmission, SubmitRequest
 from federation.store.base import over_pending
 from policies import fairshare
+from policies.feasible import cheapest_of
+from policies.pricing import fits_node
 
 
 def with_env(spec: JobSpec, extra: dict[str, str]) -> JobSpec:
@@ -233,6 +235,21 @@ class Admission:
             q = self.core.queue_by_name.get(q.parent) if q.parent else None
 
 
+def check_price(spec: JobSpec, sites: list[SiteRecord]) -> None:
+    """A max_price below what every site asks for the job could never be met: refused at once."""
+    cap = spec.spec.placement.max_price
+    if cap is None:
+        return
+    view = pending_view_of(spec, "")
+    req = policies.gpu_request(view)
+    quotes = [(cheapest_of(view, req, s.pricing, bool(s.elastic and any(t.spot for t in s.elastic.node_types))),
+               s.name) for s in sites]
+    price, name = min(quotes)
+    if price > cap + 1e-9:
+        raise Unsatisfiable(f"spec.placement.max_price: {cap:g} an hour is below every site's price for this job "
+                            f"(cheapest: {name} at {price:.4g} an hour)")
+
+
 def check_datasets(spec: JobSpec, sites: list[SiteRecord], policy: PolicyConfig) -> None:
     known = catalog(sites, policy)
     for i, name in enumerate(spec.spec.datasets):
@@ -247,8 +264,11 @@ def check_satisfiable(spec: JobSpec, sites: list[SiteRecord]) -> None:
     r = spec.spec.resources
     if not sites:
         return
-    roomy = [s for s in sites if r.cpus <= s.capacity.cpus and r.memory <= s.capacity.memory]
+    check_price(spec, sites)
     req = request_of(spec.spec)
+    if any(s.elastic and any(fits_node(t, r.cpus, r.memory, req) for t in s.elastic.node_types) for s in sites):
+        return   # a node an elastic site may add holds it
+    roomy = [s for s in sites if r.cpus <= s.capacity.cpus and r.memory <= s.capacity.memory]
     if roomy:
         if req is None:
             return

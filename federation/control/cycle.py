@@ -14,6 +14,7 @@ from federation.control.sites import Sites
 from federation.control.snapshot import holds, observe, pending_view
 from federation.errors import InvalidSpec
 from federation.jobs import Attempt, Explanation, Job
+from policies.explain import quote
 
 log = logging.getLogger("federation.control")
 SLUGS = {int(r): r.slug for r in policies.Reason}
@@ -41,7 +42,8 @@ def placed_explanation(d: policies.Decision, observed: Observed) -> Explanation:
         if site.name == d.site:
             continue
         if code == policies.Reason.OK:
-            verdicts.append((site.name, True, "ok", "eligible; scored lower"))
+            cost = quote(observed.views[d.job_id], site)
+            verdicts.append((site.name, True, "ok", f"eligible; scored lower{f' ({cost})' if cost else ''}"))
         else:
             v = policies.describe(observed.views[d.job_id], site, policies.Reason(code), snapshot)
             verdicts.append((site.name, False, v.reason.slug, v.detail))
@@ -136,7 +138,7 @@ class Cycle:
         changed: set[str] = set()   # sites whose desired sets changed
         for d in result.decisions:
             if core.store.place_job(d.job_id, d.site, placed_explanation(d, observed), now, d.binding,
-                                    d.gpu_model) is not None:
+                                    d.gpu_model, d.node_type, d.price) is not None:
                 changed.add(d.site)
                 core.record("scheduler", "job.place", d.job_id, site=d.site, reasons=list(d.reasons),
                             policy=f"{core.policy.metadata.name}@{core.policy.metadata.version}",

@@ -13,7 +13,7 @@ from federation.jobs import Attempt, Job
 from federation.sites import Capacity, SiteRecord, SiteState
 from federation.spec import JobSpec, PolicyConfig
 from federation.spec.array import parse_array
-from federation.spec.job import JobBody
+from federation.spec.job import spot_of
 from policies import fairshare, preemption, pricing
 from policies.gpus import Inventory, synthesized
 from policies.holds import Hold
@@ -38,11 +38,6 @@ def pending_view_of(spec: JobSpec, queue: str, job_id: str = "", submitted_at: f
         gang=gang, gang_size=len(body.gang.parts) if gang and body.gang else 0,
         optimize_cost=body.placement.optimize == "cost", max_price=body.placement.max_price or 0.0,
         spot=SPOT[spot_of(body)])
-
-
-def spot_of(body: JobBody) -> str:
-    """placement.spot, or its default: allow for a job with a checkpoint to resume from, never otherwise."""
-    return body.placement.spot or ("allow" if body.checkpoint is not None else "never")
 
 
 def gpu_inventory(site: SiteRecord) -> Inventory:

@@ -198,7 +198,7 @@ class SiteServicer(pb_grpc.SiteServiceServicer):
                                     spec=spec_to_pb(job.spec), binding=wire.binding_to_pb(a.binding),
                                     inputs=[pb.ArtifactRef(name=n, sha256=h, size=size)
                                             for n, h, size in inputs.get(job.id, ())],
-                                    may_cross_border=sorted(crossing[job.id]))
+                                    may_cross_border=sorted(crossing[job.id]), node_type=a.node_type)
             size = message.ByteSize()
             if size > budget and full:
                 break

@@ -198,6 +198,11 @@ class JobBody(Strict):
         return v
 
 
+def spot_of(body: JobBody) -> str:
+    """placement.spot, or its default: allow for a job with a checkpoint to resume from, never otherwise."""
+    return body.placement.spot or ("allow" if body.checkpoint is not None else "never")
+
+
 class JobSpec(Strict):
     """A job as the user submits it (YAML `kind: Job`)."""
 

@@ -172,8 +172,10 @@ class Store(ABC):
 
     @abstractmethod
     def place_job(self, job_id: str, site: str, explanation: Explanation, now: float,
-                  binding: Binding = (), gpu_model: str = "") -> Attempt | None:
-        """PENDING -> PLACED with a new attempt holding `binding`, atomically; None if no longer pending."""
+                  binding: Binding = (), gpu_model: str = "", node_type: str = "", price: float = 0.0
+                  ) -> Attempt | None:
+        """PENDING -> PLACED with a new attempt holding `binding` (on a node of `node_type` the site is to
+        add, at `price` an hour), atomically; None if no longer pending."""
 
     def explain_job(self, job_id: str, explanation: Explanation) -> None:
         self.explain_jobs([(job_id, explanation)])

@@ -761,7 +761,7 @@ class AuditHead(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., hash: _Optional[str] = ...) -> None: ...
 
 class Assignment(_message.Message):
-    __slots__ = ("job_id", "attempt", "submission_id", "spec", "binding", "inputs", "may_cross_border")
+    __slots__ = ("job_id", "attempt", "submission_id", "spec", "binding", "inputs", "may_cross_border", "node_type")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     SUBMISSION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -769,6 +769,7 @@ class Assignment(_message.Message):
     BINDING_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     MAY_CROSS_BORDER_FIELD_NUMBER: _ClassVar[int]
+    NODE_TYPE_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     attempt: int
     submission_id: str
@@ -776,7 +777,8 @@ class Assignment(_message.Message):
     binding: _containers.RepeatedCompositeFieldContainer[GpuSlot]
     inputs: _containers.RepeatedCompositeFieldContainer[ArtifactRef]
     may_cross_border: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., submission_id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., binding: _Optional[_Iterable[_Union[GpuSlot, _Mapping]]] = ..., inputs: _Optional[_Iterable[_Union[ArtifactRef, _Mapping]]] = ..., may_cross_border: _Optional[_Iterable[str]] = ...) -> None: ...
+    node_type: str
+    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., submission_id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., binding: _Optional[_Iterable[_Union[GpuSlot, _Mapping]]] = ..., inputs: _Optional[_Iterable[_Union[ArtifactRef, _Mapping]]] = ..., may_cross_border: _Optional[_Iterable[str]] = ..., node_type: _Optional[str] = ...) -> None: ...
 
 class ArtifactRef(_message.Message):
     __slots__ = ("name", "sha256", "size")
@@ -941,7 +943,7 @@ class GetUsageRequest(_message.Message):
     def __init__(self, group_by: _Optional[_Iterable[str]] = ..., since: _Optional[float] = ..., until: _Optional[float] = ...) -> None: ...
 
 class UsageRow(_message.Message):
-    __slots__ = ("tenant", "queue", "site", "gpu_model", "attempts", "cpu_seconds", "memory_gib_seconds", "gpu_seconds")
+    __slots__ = ("tenant", "queue", "site", "gpu_model", "attempts", "cpu_seconds", "memory_gib_seconds", "gpu_seconds", "cost")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     QUEUE_FIELD_NUMBER: _ClassVar[int]
     SITE_FIELD_NUMBER: _ClassVar[int]
@@ -950,6 +952,7 @@ class UsageRow(_message.Message):
     CPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
     MEMORY_GIB_SECONDS_FIELD_NUMBER: _ClassVar[int]
     GPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     queue: str
     site: str
@@ -958,7 +961,8 @@ class UsageRow(_message.Message):
     cpu_seconds: float
     memory_gib_seconds: float
     gpu_seconds: float
-    def __init__(self, tenant: _Optional[str] = ..., queue: _Optional[str] = ..., site: _Optional[str] = ..., gpu_model: _Optional[str] = ..., attempts: _Optional[int] = ..., cpu_seconds: _Optional[float] = ..., memory_gib_seconds: _Optional[float] = ..., gpu_seconds: _Optional[float] = ...) -> None: ...
+    cost: float
+    def __init__(self, tenant: _Optional[str] = ..., queue: _Optional[str] = ..., site: _Optional[str] = ..., gpu_model: _Optional[str] = ..., attempts: _Optional[int] = ..., cpu_seconds: _Optional[float] = ..., memory_gib_seconds: _Optional[float] = ..., gpu_seconds: _Optional[float] = ..., cost: _Optional[float] = ...) -> None: ...
 
 class GetUsageResponse(_message.Message):
     __slots__ = ("rows", "since", "until")

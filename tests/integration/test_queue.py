@@ -83,6 +83,9 @@ def test_queue_and_usage_from_the_cli(federation, client, capsys):
     table = capsys.readouterr().out
     assert "0% of deserved" in table and jobs[0].id in table
     assert main(["usage", "--by", "queue,site", "--since", "7d", "--csv", "-", *flags]) == 0
-    assert capsys.readouterr().out.splitlines()[0] == "queue,site,attempts,cpu_seconds,memory_gib_seconds,gpu_seconds"
+    assert capsys.readouterr().out.splitlines()[0] == \
+        "queue,site,attempts,cpu_seconds,memory_gib_seconds,gpu_seconds,cost"
+    assert main(["usage", "--by", "site", "--cost", *flags]) == 0
+    assert "COST" in capsys.readouterr().out
     assert main(["usage", "--since", "yesterday", *flags]) != 0
     assert "--since/--until: 'yesterday' is not a duration" in capsys.readouterr().err

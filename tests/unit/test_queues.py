@@ -130,10 +130,11 @@ def test_fair_share_usage_is_a_decayed_mean_rate():
 
 
 def test_usage_report_groups_and_clips_to_the_window():
-    records = [record("a", 0, 100, site="x"), record("a", 50, 0, site="y", gpus=1), record("b", 0, 10, gpus=0)]
+    records = [record("a", 0, 100, site="x", price=3.6), record("a", 50, 0, site="y", gpus=1),
+               record("b", 0, 10, gpus=0)]
     rows = report(records, ("queue",), since=20, until=200)
     assert rows[0] == {"queue": "a", "attempts": 2, "cpu_seconds": 80 + 150, "memory_gib_seconds": 230.0,
-                       "gpu_seconds": 2 * 80 + 1 * 150}
+                       "gpu_seconds": 2 * 80 + 1 * 150, "cost": pytest.approx(3.6 * 80 / 3600)}
     assert len(rows) == 1  # b ended before the window
     by_site = {r["site"]: r["gpu_seconds"] for r in report(records, ("queue", "site"), 0, 200)}
     assert by_site == {"x": 200, "y": 150, "s": 0}  # b ran 10 s on s, CPU only

@@ -32,7 +32,8 @@ class MemoryRay(RayDriver):
         self.refuse = ""
         self.nodes_: list[RayNode] = []
 
-    def submit(self, submission_id, entrypoint, runtime_env, *, cpus, memory, gpus, metadata, task=False):
+    def submit(self, submission_id, entrypoint, runtime_env, *, cpus, memory, gpus, metadata, task=False,
+               label_selector=None):
         if self.down:
             raise RayError("down")
         if self.refuse:

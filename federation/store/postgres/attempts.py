@@ -28,18 +28,21 @@ RESOURCE = "(j.spec::jsonb #>> '{{spec,resources,{0}}}')::float8 AS {0}"
 
 class AttemptTables(JobTables):
     def place_job(self, job_id: str, site: str, explanation: Explanation, now: float,
-                  binding: Binding = (), gpu_model: str = "") -> Attempt | None:
+                  binding: Binding = (), gpu_model: str = "", node_type: str = "", price: float = 0.0
+                  ) -> Attempt | None:
         with self._tx() as db:
             job = self._load(db, job_id, lock=True)
             if job.state is not JobState.PENDING:
                 return None
             attempt = Attempt(job_id=job_id, number=len(job.attempts) + 1, site=site, created_at=now,
-                              binding=binding, gpu_model=gpu_model)
+                              binding=binding, gpu_model=gpu_model, node_type=node_type, price=price)
             self._save(db, job.with_state(JobState.PLACED, site=site, message=f"placed on {site}",
                                           updated_at=now, explanation=explanation))
-            db.execute("INSERT INTO attempts (job_id, number, site, state, created_at, binding, gpu_model)"
-                       " VALUES (%s,%s,%s,%s,%s,%s,%s)",
-                       (job_id, attempt.number, site, attempt.state.value, now, binding_to_json(binding), gpu_model))
+            db.execute("INSERT INTO attempts (job_id, number, site, state, created_at, binding, gpu_model,"
+                       " node_type, price)"
+                       " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                       (job_id, attempt.number, site, attempt.state.value, now, binding_to_json(binding), gpu_model,
+                        node_type, price))
             return attempt
 
     def apply_attempt_status(self, job_id: str, number: int, state: AttemptState, message: str,
@@ -81,16 +84,17 @@ class AttemptTables(JobTables):
 
     def usage_records(self, since: float = 0.0) -> list[UsageRecord]:
         rows = self._read(
-            "SELECT a.job_id, a.number, a.site, a.gpu_model, a.started_at, a.ended_at, j.tenant, j.queue, "
+            "SELECT a.job_id, a.number, a.site, a.gpu_model, a.price, a.started_at, a.ended_at, j.tenant, j.queue, "
             + ", ".join(RESOURCE.format(r) for r in ("cpus", "memory", "gpus")) +
             " FROM attempts a JOIN jobs j ON j.id = a.job_id"
             " WHERE a.started_at > 0 AND (a.ended_at = 0 OR a.ended_at >= %s)"
             # Those of jobs removed by retention (postgres/retention.py): one statement, so never seen twice.
-            " UNION ALL SELECT job_id, attempt, site, gpu_model, started_at, ended_at, tenant, queue, cpus, memory,"
-            " gpus FROM compacted_usage WHERE ended_at >= %s ORDER BY started_at, job_id, number", (since, since))
+            " UNION ALL SELECT job_id, attempt, site, gpu_model, price, started_at, ended_at, tenant, queue, cpus,"
+            " memory, gpus FROM compacted_usage WHERE ended_at >= %s ORDER BY started_at, job_id, number",
+            (since, since))
         return [UsageRecord(r["job_id"], r["number"], r["tenant"], r["queue"], r["site"], r["gpu_model"],
                             float(r["cpus"] or 0), float(r["memory"] or 0), float(r["gpus"] or 0),
-                            r["started_at"], r["ended_at"]) for r in rows]
+                            r["started_at"], r["ended_at"], float(r["price"] or 0)) for r in rows]
 
     def live_attempts(self, site: str | None = None, jobs: Iterable[str] | None = None) -> list[tuple[Attempt, Job]]:
         sql = "SELECT * FROM attempts WHERE state = ANY(%s)"

@@ -18,8 +18,8 @@ CANDIDATES = ("SELECT id, array_id, gang_id, state, updated_at FROM jobs"
               f" WHERE state IN {TERMINAL_SQL} AND updated_at < %s{{after}} ORDER BY updated_at, id LIMIT %s")
 RESOURCE = "COALESCE((j.spec::jsonb #>> '{{spec,resources,{0}}}')::float8, 0)"
 KEEP_USAGE = (
-    "INSERT INTO compacted_usage (job_id, attempt, tenant, queue, site, gpu_model, cpus, memory, gpus,"
-    " started_at, ended_at) SELECT a.job_id, a.number, j.tenant, j.queue, a.site, a.gpu_model, "
+    "INSERT INTO compacted_usage (job_id, attempt, tenant, queue, site, gpu_model, price, cpus, memory, gpus,"
+    " started_at, ended_at) SELECT a.job_id, a.number, j.tenant, j.queue, a.site, a.gpu_model, a.price, "
     + ", ".join(RESOURCE.format(r) for r in ("cpus", "memory", "gpus")) +
     ", a.started_at, a.ended_at FROM attempts a JOIN jobs j ON j.id = a.job_id"
     " WHERE a.started_at > 0 AND a.job_id = ANY(%s) ON CONFLICT DO NOTHING")

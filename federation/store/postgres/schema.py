@@ -55,8 +55,12 @@ CREATE TABLE IF NOT EXISTS attempts (
     gpu_model TEXT NOT NULL DEFAULT '',
     stop_requested_at DOUBLE PRECISION NOT NULL DEFAULT 0,
     stop_reason TEXT NOT NULL DEFAULT '',
+    node_type TEXT NOT NULL DEFAULT '',
+    price DOUBLE PRECISION NOT NULL DEFAULT 0,
     PRIMARY KEY (job_id, number)
 );
+ALTER TABLE attempts ADD COLUMN IF NOT EXISTS node_type TEXT NOT NULL DEFAULT '';
+ALTER TABLE attempts ADD COLUMN IF NOT EXISTS price DOUBLE PRECISION NOT NULL DEFAULT 0;
 CREATE INDEX IF NOT EXISTS attempts_live ON attempts(site, state);
 CREATE INDEX IF NOT EXISTS attempts_state ON attempts(state);
 CREATE INDEX IF NOT EXISTS attempts_started ON attempts(started_at) WHERE started_at > 0;
@@ -190,8 +194,10 @@ CREATE TABLE IF NOT EXISTS compacted_usage (  -- the attempts that ran, of jobs 
     gpus DOUBLE PRECISION NOT NULL,
     started_at DOUBLE PRECISION NOT NULL,
     ended_at DOUBLE PRECISION NOT NULL,
+    price DOUBLE PRECISION NOT NULL DEFAULT 0,
     PRIMARY KEY (job_id, attempt)
 );
+ALTER TABLE compacted_usage ADD COLUMN IF NOT EXISTS price DOUBLE PRECISION NOT NULL DEFAULT 0;
 CREATE INDEX IF NOT EXISTS compacted_usage_ended ON compacted_usage(ended_at);
 -- Retention (federation.store.retention): ended jobs oldest first, and a submission by its first job.
 CREATE INDEX IF NOT EXISTS jobs_ended ON jobs(updated_at, id) WHERE state IN {terminal};

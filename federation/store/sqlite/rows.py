@@ -63,6 +63,7 @@ def attempt_from_row(r: sqlite3.Row) -> Attempt:
     return Attempt(job_id=r["job_id"], number=r["number"], site=r["site"], state=AttemptState(r["state"]),
                    message=r["message"], created_at=r["created_at"], started_at=r["started_at"],
                    ended_at=r["ended_at"], binding=binding_from_json(r["binding"]), gpu_model=r["gpu_model"],
+                   node_type=r["node_type"], price=r["price"],
                    stop_requested_at=r["stop_requested_at"], stop_reason=r["stop_reason"])
 
 

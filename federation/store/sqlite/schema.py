@@ -182,6 +182,8 @@ ADDED = (
     ("jobs", "gang_id", "TEXT NOT NULL DEFAULT ''"), ("jobs", "not_before", "REAL NOT NULL DEFAULT 0"),
     ("sites", "autonomous", "INTEGER NOT NULL DEFAULT 0"), ("sites", "agreement_key", "TEXT NOT NULL DEFAULT ''"),
     ("sites", "pricing", "TEXT NOT NULL DEFAULT ''"), ("sites", "elastic", "TEXT NOT NULL DEFAULT ''"),
+    ("attempts", "node_type", "TEXT NOT NULL DEFAULT ''"), ("attempts", "price", "REAL NOT NULL DEFAULT 0"),
+    ("compacted_usage", "price", "REAL NOT NULL DEFAULT 0"),
 )
 
 

@@ -67,8 +67,8 @@ class SiteTables(Database):
             with self._tx() as db:
                 if inventory is not None:
                     db.execute("UPDATE sites SET inventory=? WHERE name=?", (inventory_to_json(inventory), name))
-            if elastic is not None:
-                db.execute("UPDATE sites SET elastic=? WHERE name=?", (elastic_to_json(elastic), name))
+                if elastic is not None:
+                    db.execute("UPDATE sites SET elastic=? WHERE name=?", (elastic_to_json(elastic), name))
                 if capacity is None:
                     n = db.execute("UPDATE sites SET last_heartbeat=? WHERE name=?", (now, name)).rowcount
                 else:
