@@ -23,7 +23,7 @@ from policies.gpus import Binding, GpuRequest
 from policies.model import Decision, PendingJob, Reason, Unplaced
 from policies.preemption import Preemption, preemptions
 from policies.pricing import NOW, SPOT
-from policies.scoring import best_first, economics, offers, score
+from policies.scoring import W_PAID, best_first, economics, offers, paid, score
 from policies.snapshot import ScheduleResult, Snapshot
 
 DEFERRED, QUEUE_LIMIT, GANG = int(Reason.DEFERRED), int(Reason.QUEUE_LIMIT), int(Reason.GANG)
@@ -148,7 +148,7 @@ class _Cycle:
         kind = delay = price = None
         if masks.priced:
             kind, delay, price = offers(masks, sel, job, req)
-            scores += economics(kind, delay, price, job)
+            scores += economics(kind, delay, price, job) - W_PAID * paid(masks, sel, kind)
         if sites is None:
             scores = np.where(ok, scores, -np.inf)
         for best in best_first(scores):

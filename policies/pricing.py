@@ -98,9 +98,10 @@ class Costs:
         self.mem = np.array([[r.memory_gib_hour if r else 0.0 for r in rs] for rs in (self.rates, self.spot_rates)])
         self.types: list[tuple[NodeType, ...]] = [s.elastic.node_types if s.elastic else () for s in sites]
         self.elastic = any(self.types)
+        self.grows = np.array([bool(t) for t in self.types], dtype=bool)   # an elastic site, per site
         width = max((len(t) for t in self.types), default=0)
-        self.t_cpu, self.t_mem, self.t_gpus, self.t_gpu_mem, self.t_left, self.t_start = (
-            np.zeros((n, width)) for _ in range(6))
+        self.t_cpu, self.t_mem, self.t_gpus, self.t_gpu_mem, self.t_left, self.t_start, self.t_price = (
+            np.zeros((n, width)) for _ in range(7))
         self.t_spot = np.zeros((n, width), dtype=bool)
         self.t_model = np.full((n, width), "", dtype=object)
         self.grow_cpu, self.grow_mem = np.zeros((2, n)), np.zeros((2, n))
@@ -110,6 +111,7 @@ class Costs:
                 self.t_cpu[i, j], self.t_mem[i, j], self.t_gpus[i, j] = t.cpus, t.memory, t.gpus
                 self.t_gpu_mem[i, j], self.t_left[i, j], self.t_spot[i, j] = t.gpu_memory, left, t.spot
                 self.t_model[i, j], self.t_start[i, j] = t.gpu_model, t.start_s
+                self.t_price[i, j] = node_price(t, site.pricing)
                 self.grow_cpu[int(t.spot), i] += left * t.cpus
                 self.grow_mem[int(t.spot), i] += left * t.memory
         self._gpu_rate: dict[frozenset[str], np.ndarray] = {}
@@ -190,11 +192,15 @@ class Costs:
         return fits, delay
 
     def _fill(self, key: tuple, fits: np.ndarray, delay: np.ndarray, rows: np.ndarray | slice) -> None:
+        """The rows' fits and start delays per kind: the delay of the type `node_for` would add."""
         ok = self._shape_ok(*key)[rows] & (self.t_left[rows] > 0)
-        spot = self.t_spot[rows]
+        spot, start, price = self.t_spot[rows], self.t_start[rows], self.t_price[rows]
         for k, mask in enumerate((ok & ~spot, ok & spot)):
-            fits[k, rows] = mask.any(axis=1)
-            delay[k, rows] = np.where(mask, self.t_start[rows], np.inf).min(axis=1, initial=np.inf)
+            any_ = mask.any(axis=1)
+            fits[k, rows] = any_
+            if mask.shape[1]:
+                col = _cheapest(mask, price, start)
+                delay[k, rows] = np.where(any_, start[np.arange(col.size), col], np.inf)
 
     def growth(self, cpus: float, memory: float, req: GpuRequest | None, free_cpu: np.ndarray,
                free_mem: np.ndarray) -> np.ndarray:
@@ -205,12 +211,13 @@ class Costs:
         return room & self.node_fits(cpus, memory, req)
 
     def node_for(self, kind: int, i: int, cpus: float, memory: float, req: GpuRequest | None) -> int:
-        """The column of the fastest-starting node type of `kind` at site i that holds the job; -1: none."""
-        best, when = -1, np.inf
+        """The column of the node type of `kind` at site i to add for the job: of those that hold it, the
+        cheapest node, then the fastest to start; -1: none."""
+        best, key = -1, (np.inf, np.inf)
         for j, t in enumerate(self.types[i]):
             if t.spot == (kind == SPOT) and self.t_left[i, j] > 0 and fits_node(t, cpus, memory, req) \
-                    and t.start_s < when:
-                best, when = j, t.start_s
+                    and (self.t_price[i, j], t.start_s) < key:
+                best, key = j, (self.t_price[i, j], t.start_s)
         return best
 
     def took(self, job_id: str, i: int, kind: int, cpus: float, memory: float, free_cpu: float, free_mem: float,
@@ -240,6 +247,17 @@ class Costs:
             self.t_left[i, j] += 1
             self._claimed.append(i)
         return cpu, mem
+
+
+def node_price(t: NodeType, pricing: Pricing | None) -> float:
+    """What one node of type t costs an hour at the site's prices (0 for a site without)."""
+    rates = (pricing.spot if t.spot else pricing.on_demand) if pricing is not None else None
+    return 0.0 if rates is None else rates.hourly(t.cpus, t.memory, t.gpus, t.gpu_model)
+
+
+def _cheapest(mask: np.ndarray, price: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """Per row, the column of the cheapest (then fastest) type the mask allows; any column where none."""
+    return np.lexsort((np.where(mask, start, np.inf), np.where(mask, price, np.inf)), axis=1)[:, 0]
 
 
 def has_spot_nodes(site: object) -> bool:

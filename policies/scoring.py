@@ -1,8 +1,9 @@
 """Ranking: a score for each site that may take a job; the best one is tried first.
 
 Data locality, preference, CPU and memory left, load, and for GPU jobs: spread across
-sites (emptier in the models the job accepts wins), pack inside them (the tightest NVLink
-group or node that holds the job), shared GPUs before whole ones for fractional jobs.
+sites (emptier in the models the job accepts wins; elastic sites pack, so idle nodes go),
+pack inside them (the tightest NVLink group or node that holds the job), shared GPUs before
+whole ones for fractional jobs. With prices: `offers` and `economics` (start delay, price).
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ W_NVLINK = 1.0     # a job that prefers one NVLink domain can have it here
 W_TIGHT = 2.0      # the site's tightest NVLink group / node holding the job leaves least free
 W_DELAY = 10.0     # a site that must add a node first ranks below every one that starts it now
 W_COST = 8.0       # optimize cost: the cheapest node to add wins over locality and load
-W_PRICE = 1.5      # the cheaper of otherwise equal sites
+W_PRICE = 4.0      # the cheaper site, above spreading and load
+W_PAID = 3.0       # capacity an elastic site has is paid by the hour, and work there keeps its nodes up
 W_WAIT = 1.0       # optimize cost: the sooner of equally priced ones
 DELAY_SCALE = 60.0  # seconds at which a start delay counts half
 
@@ -47,8 +49,8 @@ def score(m: Masks, sel: np.ndarray | slice, job: PendingJob, req: GpuRequest | 
     free_frac = ((m.free_cpu[sel] - job.cpus) * m.inv[0][sel] + (m.free_mem[sel] - job.memory) * m.inv[1][sel]) \
         * m.inv_dims[sel] + m.no_dims[sel]
     running = m.running[sel]
-    total = (W_LOCALITY * locality[sel] + W_PREFER * prefer[sel] + W_FREE * free_frac
-             - W_LOAD * running / (running + 4.0))
+    spread = free_frac
+    total = W_LOCALITY * locality[sel] + W_PREFER * prefer[sel] - W_LOAD * running / (running + 4.0)
     if req is not None:
         g = m.gpu
         # Across sites, spread GPU work (emptier in the models the job accepts wins): every site keeps
@@ -59,7 +61,7 @@ def score(m: Masks, sel: np.ndarray | slice, job: PendingJob, req: GpuRequest | 
             free = np.divide(g.whole_free[sel][:, ms].sum(axis=1), cap, out=np.zeros(cap.shape), where=cap > 0)
         else:
             free = g.whole_total[sel] * m.gpu_inv[sel]
-        total += W_FREE * free
+        spread = spread + free
         if req.count:
             total += W_TIGHT * g.tightness(req, sel)
         if req.count and req.nvlink == "preferred":
@@ -72,7 +74,9 @@ def score(m: Masks, sel: np.ndarray | slice, job: PendingJob, req: GpuRequest | 
                 shared = np.asarray((g.shared_fit[sel][:, ms] >= g.share_per_model(req, ms)).any(axis=1))
             # Else on a node already partly used, so untouched nodes stay whole.
             total += W_SHARED * shared + W_TIGHT * (~shared) * g.tightness(GpuRequest(count=1, models=req.models), sel)
-    return total
+    if m.costs.elastic:   # elastic sites pack instead: an emptier node is one that could be let go
+        spread = np.where(m.costs.grows[sel], -spread, spread)
+    return total + W_FREE * spread
 
 
 def offers(m: Masks, sel: np.ndarray | slice, job: PendingJob, req: GpuRequest | None
@@ -98,6 +102,11 @@ def offers(m: Masks, sel: np.ndarray | slice, job: PendingJob, req: GpuRequest |
     k = (kind == SPOT).astype(np.int64)
     cols = np.arange(k.size)
     return kind, np.where(kind == NOW, 0.0, delay[k, cols]), price[k, cols]
+
+
+def paid(m: Masks, sel: np.ndarray | slice, kind: np.ndarray) -> np.ndarray:
+    """Per selected site: the job would run on nodes an elastic site has up (and pays for by the hour)."""
+    return (kind == NOW) & m.costs.grows[sel]
 
 
 def economics(kind: np.ndarray, delay: np.ndarray, price: np.ndarray, job: PendingJob) -> np.ndarray:
