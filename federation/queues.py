@@ -119,6 +119,50 @@ def fair_share_usage(records: Iterable[UsageRecord], running: Mapping[str, Mappi
             for q in set(history) | set(running)}
 
 
+DAY = 86400.0
+
+
+def budgets(policy: PolicyConfig) -> dict[str, tuple[float, str]]:
+    """Per queue with a cost_per_day, or under one: (the budget, the queue that sets it), nearest first.
+    A queue under two budgets gets both checked (`over_budget`); this maps each queue to its own."""
+    out: dict[str, tuple[float, str]] = {}
+    stack = list(policy.spec.queues)
+    while stack:
+        q = stack.pop()
+        if q.limit.cost_per_day is not None:
+            out[q.name] = (q.limit.cost_per_day.amount, q.name)
+        stack.extend(q.queues)
+    return out
+
+
+def over_budget(records: Iterable[UsageRecord], policy: PolicyConfig, parents: Mapping[str, str | None],
+                now: float) -> dict[str, str]:
+    """Per queue whose own budget, or a parent's, is spent (what its attempts cost in the last 24
+    hours, running ones up to now): why its jobs wait."""
+    limits = budgets(policy)
+    if not limits:
+        return {}
+    spent: dict[str, float] = {}
+    for r in records:
+        start, end = max(r.started_at, now - DAY), min(r.ended_at or now, now)
+        if end > start and r.price:
+            q: str | None = r.queue
+            while q is not None:   # a child's spending counts against every budget above it
+                spent[q] = spent.get(q, 0.0) + r.price * (end - start) / 3600
+                q = parents.get(q)
+    currency = policy.spec.currency
+    held: dict[str, str] = {}
+    for name in parents:
+        at: str | None = name
+        while at is not None:
+            if at in limits and spent.get(at, 0.0) >= limits[at][0]:
+                held[name] = (f"queue {at} spent {spent[at]:.2f} {currency} of its {limits[at][0]:g} {currency} "
+                              f"a day (limit.cost_per_day); it waits until the last 24 hours cost less")
+                break
+            at = parents.get(at)
+    return held
+
+
 def report(records: Iterable[UsageRecord], by: tuple[str, ...], since: float, until: float) -> list[dict]:
     """Resource-seconds and cost within [since, until], grouped by the `by` fields, largest GPU use first."""
     rows: dict[tuple, dict] = {}

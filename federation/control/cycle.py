@@ -11,7 +11,7 @@ from federation.collector import paused_gc
 from federation.control.core import Core
 from federation.control.gangs import watch_gangs
 from federation.control.sites import Sites
-from federation.control.snapshot import holds, observe, pending_view
+from federation.control.snapshot import budget_holds, holds, observe, pending_view
 from federation.errors import InvalidSpec
 from federation.jobs import Attempt, Explanation, Job
 from policies.explain import quote
@@ -105,7 +105,7 @@ class Cycle:
     def _settle_holds(self, pending: list[Job], live: list[tuple[Attempt, Job]], sites: list[str],
                       now: float) -> set[str]:
         """Explain (or, if it can never start, cancel) each job held back; their ids."""
-        found = holds(self.core, pending, live)
+        found = {**budget_holds(self.core, pending, now), **holds(self.core, pending, live)}
         if not found:
             return set()
         by_id = {j.id: j for j in pending}

@@ -86,6 +86,15 @@ def waiting(job: Job) -> policies.holds.Waiting:
         array_index=job.array_index, throttle=parse_array(body.array).throttle if job.array_id and body.array else None)
 
 
+def budget_holds(core: Core, pending: list[Job], now: float) -> dict[str, Hold]:
+    """Per pending job whose queue (or a parent) has spent its cost_per_day, why it waits."""
+    if not queues.budgets(core.policy):
+        return {}
+    parents = {q.name: q.parent for q in core.tree}
+    spent = queues.over_budget(core.store.usage_records(since=now - queues.DAY), core.policy, parents, now)
+    return {j.id: Hold(policies.Reason.QUEUE_LIMIT, spent[j.queue]) for j in pending if j.queue in spent}
+
+
 def holds(core: Core, pending: list[Job], live: list[tuple[Attempt, Job]]) -> dict[str, Hold]:
     """Per pending job held back by a dependency, a singleton or its array's limit, why."""
     candidates = [waiting(j) for j in pending

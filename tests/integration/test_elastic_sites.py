@@ -7,13 +7,14 @@ from dataclasses import replace
 
 import grpc
 import pytest
+import yaml
 
 from federation.errors import Unsatisfiable
 from federation.sites import Capacity, SiteRecord
 from federation.v1 import federation_pb2 as pb
 from policies.pricing import Elastic, NodeType, Pricing, Rates
 from tests.conftest import make_spec
-from tests.integration.harness import GiB, site_stub
+from tests.integration.harness import CONFIGS, AgentStream, GiB, admin_client, run_on, site_stub, start
 from tests.integration.test_store_retention import store  # noqa: F401  (the store suite's fixture)
 from tests.waiting import wait_for
 
@@ -122,3 +123,30 @@ def test_a_max_price_below_every_site_is_refused_at_submission_and_nothing_is_st
     p = wait_for(lambda: (p := job.placement).site and p, 5, "a placement")
     assert "starts on a new cpu-spot node" in p.summary and "0.02 USD/h" in p.summary
     channel.close()
+
+
+def test_a_queue_whose_budget_is_spent_holds_its_jobs_and_says_why(tmp_path):
+    data = yaml.safe_load((CONFIGS / "policy.yaml").read_text())
+    research = next(q for q in data["spec"]["queues"] if q["name"] == "research")
+    research.setdefault("limit", {})["cost_per_day"] = "1 USD"
+    (tmp_path / "policy.yaml").write_text(yaml.safe_dump(data))
+    federation = start(tmp_path, tmp_path / "policy.yaml")
+    try:
+        with admin_client(federation) as client:
+            stub, channel = site_stub(federation, "us-east")
+            register(stub, price=pricing(cpu_hour=360_000.0), cpus=4)   # 100 dollars a CPU-second
+            agent = AgentStream(stub, "us-east")
+            spender = client.submit(make_spec("spender", tenant="research", datasets=[]))
+            run_on(agent, spender)
+            other = client.submit(make_spec("other", tenant="oncology", datasets=[]))   # another queue
+            wait_for(lambda: other.status().state == "placed", 5, "the other queue's job placed")
+            held = client.submit(make_spec("held", tenant="research", datasets=[]))
+            p = wait_for(lambda: (p := held.placement).summary.startswith("held:") and p, 10, "a budget hold")
+            assert p.summary.startswith("held: queue research spent ") and "of its 1 USD a day" in p.summary
+            assert {v.reason_code for v in p.verdicts} == {"queue-limit"} and held.status().state == "pending"
+            rows = client.usage(group_by=["queue"])
+            assert next(r for r in rows if r["queue"] == "research")["cost"] >= 1.0
+            agent.close()
+            channel.close()
+    finally:
+        federation.stop(grace=0)

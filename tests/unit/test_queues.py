@@ -7,9 +7,11 @@ import pytest
 
 from federation.errors import InvalidSpec
 from federation.queues import (
+    DAY,
     UsageRecord,
     decayed,
     fair_share_usage,
+    over_budget,
     queue_tree,
     report,
     resolve,
@@ -138,3 +140,21 @@ def test_usage_report_groups_and_clips_to_the_window():
     assert len(rows) == 1  # b ended before the window
     by_site = {r["site"]: r["gpu_seconds"] for r in report(records, ("queue", "site"), 0, 200)}
     assert by_site == {"x": 200, "y": 150, "s": 0}  # b ran 10 s on s, CPU only
+
+
+def test_a_spent_budget_holds_its_queue_and_those_under_it_and_clears_as_the_day_slides():
+    policy = PolicyConfig.model_validate({"metadata": {"name": "p"}, "spec": {
+        "currency": "EUR", "classifications": {"open": {"allowed_jurisdictions": ["*"]}},
+        "queues": [{"name": "lab", "limit": {"cost_per_day": 10}, "queues": [
+            {"name": "a", "tenants": ["a"]}, {"name": "b", "tenants": ["b"], "limit": {"cost_per_day": "100 EUR"}}]},
+                   {"name": "free", "tenants": ["f"]}]}})
+    parents = {"lab": None, "a": "lab", "b": "lab", "free": None}
+    now = 10 * DAY
+    # 4 EUR an hour for 3 hours in b: 12 EUR, over lab's 10 (not b's own 100): a and b both wait.
+    spent = [record("b", now - 3 * 3600, now, price=4.0), record("free", now - DAY, now, price=100.0)]
+    held = over_budget(spent, policy, parents, now)
+    assert set(held) == {"lab", "a", "b"}
+    assert held["a"].startswith("queue lab spent 12.00 EUR of its 10 EUR a day")
+    # A day later that spending is out of the window; still running work keeps counting.
+    assert over_budget(spent[:1], policy, parents, now + DAY) == {}
+    assert set(over_budget([record("a", now - 3 * 3600, 0, price=4.0)], policy, parents, now)) == {"lab", "a", "b"}
