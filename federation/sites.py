@@ -19,6 +19,7 @@ class DatasetRecord:
     name: str
     classification: str
     path: str = ""
+    size: int = 0          # bytes; 0: not said
 
 
 @dataclass(frozen=True)

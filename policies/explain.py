@@ -85,6 +85,11 @@ def why(job: PendingJob, req: GpuRequest | None, site: SiteView, locality: float
     reasons = []
     if node:
         reasons.append(f"starts on a new {node} node the site adds (about {delay:.0f} s)")
+    stage_cost, stage_s = m.staging(job.datasets)
+    if stage_s[i]:
+        currency = site.pricing.currency if site.pricing else ""
+        cost = f", {stage_cost[i]:.4g} {currency} of egress" if stage_cost[i] else ""
+        reasons.append(f"its data is copied here first (about {stage_s[i]:.0f} s{cost})")
     if site.pricing is not None:
         kind = "spot " if node and _spot(site, node) else ""
         goal = "; optimized for cost" if job.optimize_cost else ""

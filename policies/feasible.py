@@ -16,7 +16,7 @@ import numpy as np
 from policies.gpu_state import GpuState
 from policies.gpus import MILLI, Binding, GpuRequest, Slot, synthesized
 from policies.model import PendingJob, Reason, SiteView
-from policies.pricing import NEVER, Costs, Pricing, fits_node, has_spot_nodes, largest_node
+from policies.pricing import NEVER, STAGING_BYTES_S, Costs, Pricing, fits_node, has_spot_nodes, largest_node
 from policies.snapshot import Snapshot
 from policies.sovereignty import sovereignty_verdict
 
@@ -172,6 +172,7 @@ class Masks:
         self._free: dict[tuple, tuple[np.ndarray, np.ndarray, bool, np.ndarray, np.ndarray]] = {}
         self._data_ok: dict[tuple, np.ndarray] = {}
         self._shape_fits: dict[tuple, np.ndarray] = {}
+        self._staging: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
     def _classification(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         hit = self._class.get(name)
@@ -281,6 +282,26 @@ class Masks:
                 capacity = np.where((capacity == OK) & (self.cheapest(job, req) > job.max_price + EPS),
                                     PRICE, capacity).astype(np.uint8)
             hit = self._by_shape[key] = (narrow, capacity)
+        return hit
+
+    def staging(self, datasets: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """Per site, what copying the job's data there would cost (the cheapest holder's egress) and
+        take (at STAGING_BYTES_S): zero where it is held, or its size is not said."""
+        hit = self._staging.get(datasets)
+        if hit is None:
+            cost, seconds = np.zeros(self.n), np.zeros(self.n)
+            for name in datasets:
+                info = self.snapshot.catalog.get(name)
+                if info is None or not info.size:
+                    continue
+                held = [self.index[s] for s in info.sites if s in self.index]
+                egress = min((p.egress_gb if (p := self.snapshot.sites[i].pricing) else 0.0 for i in held),
+                             default=0.0)
+                away = np.ones(self.n, dtype=bool)
+                away[held] = False
+                cost += away * egress * info.size / 1e9
+                seconds += away * info.size / STAGING_BYTES_S
+            hit = self._staging[datasets] = (cost, seconds)
         return hit
 
     def cheapest(self, job: PendingJob, req: GpuRequest | None) -> np.ndarray:

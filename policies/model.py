@@ -68,6 +68,7 @@ class DatasetInfo:
     name: str
     classification: str
     sites: frozenset[str]
+    size: float = 0.0        # bytes, as its holders say: what staging a copy moves
 
 
 @dataclass(frozen=True, slots=True)

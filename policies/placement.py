@@ -148,7 +148,10 @@ class _Cycle:
         kind = delay = price = None
         if masks.priced:
             kind, delay, price = offers(masks, sel, job, req)
-            scores += economics(kind, delay, price, job) - W_PAID * paid(masks, sel, kind)
+            # Data staged to a site: its egress counted as an hour's price, its copy as a start delay.
+            stage_cost, stage_s = masks.staging(job.datasets)
+            scores += economics(kind, delay + stage_s[sel], price + stage_cost[sel], job) \
+                - W_PAID * paid(masks, sel, kind)
         if sites is None:
             scores = np.where(ok, scores, -np.inf)
         for best in best_first(scores):

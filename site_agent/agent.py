@@ -190,7 +190,8 @@ class SiteAgent:
         request = pb.RegisterSiteRequest(
             name=self.name, location=pb.Location(jurisdiction=body.location.jurisdiction, region=body.location.region),
             labels=body.labels, capacity=wire.capacity_to_pb(capacity), agent_version="0.1.0", inventory=inventory,
-            datasets=[pb.Dataset(name=d.name, classification=d.classification, path=d.path) for d in body.datasets],
+            datasets=[pb.Dataset(name=d.name, classification=d.classification, path=d.path, size_bytes=d.size or 0)
+                      for d in body.datasets],
             autonomous=body.autonomous, agreement_key=self.reconciler.files.agreement_key().public,
             pricing=pricing_to_pb(pricing_of(body.pricing)) if body.pricing else None,
             elastic=elastic_to_pb(elastic_of(body.elastic, self._nodes_up())) if body.elastic else None)

@@ -42,7 +42,7 @@ def _dataset(site: str, i: int, d: DatasetRecord, policy: PolicyConfig) -> Datas
     if d.classification and d.classification != entry.classification:
         raise PermissionDenied(f"{where}: claimed {d.classification}; the policy classifies it "
                                f"{entry.classification} (spec.datasets.{d.name}.classification)")
-    return DatasetRecord(d.name, entry.classification)   # a site-local path is nobody else's business
+    return DatasetRecord(d.name, entry.classification, size=d.size)   # a site-local path is nobody else's business
 
 
 def check_access(tenant: str, datasets: dict[str, str], policy: PolicyConfig) -> None:

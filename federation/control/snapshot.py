@@ -52,12 +52,14 @@ def catalog(sites: list[SiteRecord], policy: PolicyConfig) -> dict[str, policies
     record, from a registration under an older policy, may say otherwise)."""
     listed = policy.spec.datasets
     holders: dict[str, set[str]] = {}
+    sizes: dict[str, float] = {}
     for site in sites:
         for d in site.datasets:
             entry = listed.get(d.name)
             if entry is not None and ("*" in entry.sites or site.name in entry.sites):
                 holders.setdefault(d.name, set()).add(site.name)
-    return {name: policies.DatasetInfo(name, listed[name].classification, frozenset(names))
+                sizes[d.name] = max(sizes.get(d.name, 0.0), float(d.size))
+    return {name: policies.DatasetInfo(name, listed[name].classification, frozenset(names), sizes.get(name, 0.0))
             for name, names in holders.items()}
 
 

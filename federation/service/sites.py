@@ -262,7 +262,7 @@ def _validate_registration(request: pb.RegisterSiteRequest) -> None:
         SiteMetadata(name=request.name)
         Location(jurisdiction=request.location.jurisdiction, region=request.location.region)
         for d in request.datasets:
-            DatasetSpec(name=d.name, classification=d.classification, path=d.path)
+            DatasetSpec(name=d.name, classification=d.classification, path=d.path, size=d.size_bytes)
     except ValidationError as e:
         err = e.errors()[0]
         raise InvalidSpec(f"registration of {request.name!r}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None

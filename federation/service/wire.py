@@ -76,7 +76,7 @@ def site_from_register(req: pb.RegisterSiteRequest) -> SiteRecord:
     return SiteRecord(
         name=req.name, jurisdiction=req.location.jurisdiction, region=req.location.region,
         labels=dict(req.labels),
-        datasets=tuple(DatasetRecord(d.name, d.classification, d.path) for d in req.datasets),
+        datasets=tuple(DatasetRecord(d.name, d.classification, d.path, d.size_bytes) for d in req.datasets),
         capacity=capacity_from_pb(req.capacity), inventory=inventory_from_pb(req.inventory, "inventory"),
         autonomous=req.autonomous, agreement_key=req.agreement_key.hex() if len(req.agreement_key) == 32 else "",
         pricing=pricing, elastic=elastic_from_pb(req.elastic, pricing, "elastic") if req.HasField("elastic") else None)

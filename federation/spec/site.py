@@ -19,6 +19,13 @@ class DatasetSpec(Strict):
     classification: str = Field(default="", description="the federation's policy classifies it; if given, it "
                                                          "must say the same or the site is refused")
     path: str = ""
+    size: int | None = Field(default=None, ge=0, description="e.g. 50Gi: what staging a copy elsewhere moves, "
+                                                              "priced at this site's egress")
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _size(cls, v: Any) -> int | None:
+        return None if v is None else parse_bytes(v)
 
     @field_validator("name")
     @classmethod

@@ -268,14 +268,16 @@ class Job(_message.Message):
     def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., site: _Optional[str] = ..., message: _Optional[str] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., queue: _Optional[str] = ..., array_id: _Optional[str] = ..., array_index: _Optional[int] = ..., gang_id: _Optional[str] = ...) -> None: ...
 
 class Dataset(_message.Message):
-    __slots__ = ("name", "classification", "path")
+    __slots__ = ("name", "classification", "path", "size_bytes")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CLASSIFICATION_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     name: str
     classification: str
     path: str
-    def __init__(self, name: _Optional[str] = ..., classification: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
+    size_bytes: int
+    def __init__(self, name: _Optional[str] = ..., classification: _Optional[str] = ..., path: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
 
 class Location(_message.Message):
     __slots__ = ("jurisdiction", "region")

@@ -150,3 +150,18 @@ def test_a_queue_whose_budget_is_spent_holds_its_jobs_and_says_why(tmp_path):
             channel.close()
     finally:
         federation.stop(grace=0)
+
+
+def test_a_dataset_s_size_is_kept_and_a_negative_one_refused(federation, client):
+    stub, channel = site_stub(federation)
+    request = pb.RegisterSiteRequest(name="eu-west", location=pb.Location(jurisdiction="DE", region="eu-west"),
+                                     datasets=[pb.Dataset(name="patient-records-eu", classification="gdpr-personal",
+                                                          size_bytes=-1)])
+    with pytest.raises(grpc.RpcError) as e:
+        stub.RegisterSite(request, timeout=5)
+    assert e.value.code() is grpc.StatusCode.INVALID_ARGUMENT and client.sites() == []
+    assert e.value.details() == "registration of 'eu-west': size: Value error, size must not be negative"
+    request.datasets[0].size_bytes = 50 * GiB
+    stub.RegisterSite(request, timeout=5)
+    assert federation.control.store.get_site("eu-west").datasets[0].size == 50 * GiB
+    channel.close()

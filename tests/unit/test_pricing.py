@@ -193,3 +193,16 @@ def test_property_growth_never_exceeds_what_a_site_may_add_and_reasons_agree(w):
         for i, s in enumerate(snapshot.sites):
             expected, _ = static_verdict(by_id[u.job_id], s, snapshot)
             assert u.reason_at(i) is (Reason.NO_FREE_CAPACITY if expected is Reason.OK else expected)
+
+
+def test_data_copied_to_a_site_costs_its_holder_s_egress_and_time_so_compute_goes_to_the_data():
+    egress = replace(ONPREM_PRICE, egress_gb=0.09)
+    held = replace(onprem(), pricing=egress)
+    cheap = SiteView(name="cheap", jurisdiction="FR", region="eu-central", labels={}, cpus=4, memory=16 * GiB,
+                     gpus=0, pricing=Pricing(Rates(cpu_hour=0.005)))
+    big = {**CATALOG, "open": DatasetInfo("open", "public", frozenset({"onprem"}), size=200e9)}
+    w = Snapshot((held, cheap), big, RULES)
+    (d,) = schedule(w, [job("near", datasets=("open",))], 0).decisions
+    assert d.site == "onprem", "200 GB at 0.09 a GB outweighs a cheaper CPU"
+    (d,) = schedule(w, [job("far", datasets=("open",), sites=("cheap",))], 0).decisions
+    assert d.site == "cheap" and d.reasons[0] == "its data is copied here first (about 2000 s, 18 USD of egress)"
