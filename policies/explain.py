@@ -13,7 +13,7 @@ import numpy as np
 from policies.feasible import EPS, OK, Masks, fmt_resources, gpu_request, gpu_state, static_verdict
 from policies.gpus import Binding, GpuRequest
 from policies.model import PendingJob, Reason, SiteView, Unplaced, Verdict
-from policies.pricing import PREFER, fits_node
+from policies.pricing import PREFER, NodeType, fits_node, node_price
 from policies.snapshot import Snapshot
 
 DEFERRED = int(Reason.DEFERRED)
@@ -127,7 +127,10 @@ def quote(job: PendingJob, site: SiteView) -> str:
         fitting = [t for t in site.elastic.node_types if site.elastic.addable(t) and (job.spot or not t.spot)
                    and fits_node(t, job.cpus, job.memory, req)]
         if fitting:
-            t = min(fitting, key=lambda t: (not (t.spot and job.spot == PREFER), t.start_s))
+            def rank(t: NodeType) -> tuple[bool, float, float]:   # as `scoring.offers` chooses
+                soon, cheap = t.start_s, node_price(t, p)
+                return not (t.spot and job.spot == PREFER), *((cheap, soon) if job.optimize_cost else (soon, cheap))
+            t = min(fitting, key=rank)
             rates = (p.spot if t.spot else p.on_demand) if p else None
             start = f"starts on a new {t.name} node in about {t.start_s:.0f} s"
     if rates is None:

@@ -16,7 +16,17 @@ import numpy as np
 from policies.gpu_state import GpuState
 from policies.gpus import MILLI, Binding, GpuRequest, Slot, synthesized
 from policies.model import PendingJob, Reason, SiteView
-from policies.pricing import NEVER, STAGING_BYTES_S, Costs, Pricing, fits_node, has_spot_nodes, largest_node
+from policies.pricing import (
+    NEVER,
+    STAGING_BYTES_S,
+    Costs,
+    Pricing,
+    fits_node,
+    gpu_price,
+    gpu_units,
+    has_spot_nodes,
+    largest_node,
+)
 from policies.snapshot import Snapshot
 from policies.sovereignty import sovereignty_verdict
 
@@ -59,7 +69,7 @@ def static_verdict(job: PendingJob, site: SiteView, snapshot: Snapshot) -> tuple
                 return Reason.NEVER_FITS, f"needs {req.shape()}; {miss.detail or 'site has no GPUs'}"
             return (Reason.GPU_TYPE if miss.kind == "gpu-type" else Reason.TOPOLOGY), miss.detail
     if job.max_price:
-        price = cheapest(job, req, site)
+        price = cheapest(job, req, site, snapshot)
         if price > job.max_price + EPS:
             return Reason.PRICE, f"costs {price:.4g} an hour for this job, above its max_price {job.max_price:g}"
     if site.name in job.vetoed_by:
@@ -73,21 +83,24 @@ def static_verdict(job: PendingJob, site: SiteView, snapshot: Snapshot) -> tuple
     return Reason.OK, ""
 
 
-def cheapest(job: PendingJob, req: GpuRequest | None, site: SiteView) -> float:
+def cheapest(job: PendingJob, req: GpuRequest | None, site: SiteView, snapshot: Snapshot) -> float:
     """The lowest price per hour the job can run at at the site (spot too if it accepts spot)."""
-    return cheapest_of(job, req, site.pricing, has_spot_nodes(site))
+    models = gpu_state(snapshot).models_at(snapshot.sites.index(site)) if req is not None else frozenset()
+    if site.elastic is not None:
+        models |= {t.gpu_model for t in site.elastic.node_types if t.gpu_model}
+    return cheapest_of(job, req, site.pricing, has_spot_nodes(site), models)
 
 
-def cheapest_of(job: PendingJob, req: GpuRequest | None, p: Pricing | None, spot_nodes: bool) -> float:
+def cheapest_of(job: PendingJob, req: GpuRequest | None, p: Pricing | None, spot_nodes: bool,
+                present: frozenset[str]) -> float:
+    """The lowest price an hour the job can run at at a site priced `p` with GPU models `present`."""
     if p is None:
         return 0.0
-    whole = req.whole if req is not None else 0.0
-    models = req.models if req is not None else frozenset()
     rates = [p.on_demand] + ([p.spot] if p.spot is not None and job.spot != NEVER and spot_nodes else [])
     out = float("inf")
     for r in rates:
-        gpu = min((v for m, v in r.gpu_hour.items() if not models or m in models), default=0.0) if whole else 0.0
-        out = min(out, r.hourly(job.cpus, job.memory, 0.0) + gpu * whole)
+        gpu = gpu_price(r, req.models, present) * gpu_units(req) if req is not None else 0.0
+        out = min(out, r.hourly(job.cpus, job.memory, 0.0) + gpu)
     return out
 
 
@@ -135,7 +148,9 @@ class Masks:
         self.cap_mem = np.array([s.memory for s in sites], dtype=f)
         self.free_cpu = self.cap_cpu - np.array([s.used_cpus for s in sites], dtype=f)
         self.free_mem = self.cap_mem - np.array([s.used_memory for s in sites], dtype=f)
-        self.costs = Costs(sites)
+        self.gpu = gpu_state(snapshot).copy()
+        priced = any(s.pricing is not None for s in sites)
+        self.costs = Costs(sites, [self.gpu.models_at(i) for i in range(self.n)] if priced else ())
         self.priced = bool(self.costs.priced.any()) or self.costs.elastic
         if self.costs.elastic:  # whole-site capacity: what it has, or its largest node type may hold
             largest = np.array([largest_node(s) for s in sites], dtype=f)
@@ -148,7 +163,6 @@ class Masks:
         dims = (self.cap_cpu > 0).astype(f) + (self.cap_mem > 0)
         self.inv_dims = np.divide(1.0, dims, out=np.zeros_like(dims), where=dims > 0)
         self.no_dims = (dims == 0).astype(f)   # a site with neither counts as all free
-        self.gpu = gpu_state(snapshot).copy()
         self.gpu_total = self.gpu.capacity[0].sum(axis=1).astype(f)
         self.gpu_inv = np.divide(1.0, self.gpu_total, out=np.zeros_like(self.gpu_total), where=self.gpu_total > 0)
         health = np.full(self.n, OK, dtype=np.uint8)

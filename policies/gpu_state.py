@@ -216,6 +216,10 @@ class GpuState:
         k = site.names.get(binding[0].node) if binding else None
         return "" if k is None else site.nodes[k].model
 
+    def models_at(self, s: int) -> frozenset[str]:
+        """The GPU models site s has."""
+        return frozenset(self.model_names[m] for m in np.flatnonzero(self.capacity[0][s] > 0))
+
     def total(self, s: int) -> int:
         site = self.sites[s]
         return site.end - site.start

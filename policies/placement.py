@@ -150,7 +150,7 @@ class _Cycle:
             kind, delay, price = offers(masks, sel, job, req)
             # Data staged to a site: its egress counted as an hour's price, its copy as a start delay.
             stage_cost, stage_s = masks.staging(job.datasets)
-            scores += economics(kind, delay + stage_s[sel], price + stage_cost[sel], job) \
+            scores += economics(kind, delay + stage_s[sel], price + stage_cost[sel], job, ok[sel]) \
                 - W_PAID * paid(masks, sel, kind)
         if sites is None:
             scores = np.where(ok, scores, -np.inf)
@@ -158,13 +158,25 @@ class _Cycle:
             i = best if sites is None else int(sites[best])
             how = NOW if kind is None else int(kind[best])
             binding, code = self._bind(job, req, i, topology) if how == NOW else ((), OK)
+            cost = self._price(job, req, i, how, binding) if kind is not None else 0.0
+            if code == OK and job.max_price and cost > job.max_price + 1e-9:
+                code = NO_FREE   # the GPUs free there now cost more than its cap: its cheaper ones are taken
             if code == OK:
-                return (i, binding, float(scores[best]), how, 0.0 if delay is None else float(delay[best]),
-                        0.0 if price is None else float(price[best])), now
+                return (i, binding, float(scores[best]), how, 0.0 if delay is None else float(delay[best]), cost), now
             if not now.flags.writeable:
                 now = now.copy()
             now[i] = code
         return None, now
+
+    def _price(self, job: PendingJob, req: GpuRequest | None, i: int, how: int, binding: Binding) -> float:
+        """The job's price an hour at site i on what it would be given: its bound GPUs' model, or the
+        node type the site is to add."""
+        costs = self.masks.costs
+        model = self.masks.gpu.model_of_binding(i, binding) if binding else ""
+        if how != NOW and req is not None:
+            j = costs.node_for(how, i, job.cpus, job.memory, req)
+            model = costs.types[i][j].gpu_model if j >= 0 else ""
+        return costs.price_at(i, how, job.cpus, job.memory, req, model)
 
     def _bind(self, job: PendingJob, req: GpuRequest | None, i: int, topology: list[int]) -> tuple[Binding, int]:
         """The GPUs the job would hold at site i, and OK, or the capacity code that says no."""

@@ -8,7 +8,7 @@ what one placement takes from the room to grow is taken here too (`took`).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,7 +29,7 @@ class Rates:
     gpu_hour: Mapping[str, float] = field(default_factory=dict)
 
     def hourly(self, cpus: float, memory: float, gpus: float, model: str = "") -> float:
-        """Per hour for these resources; GPUs of an unpriced (or unknown) model at the dearest known rate."""
+        """Per hour for these resources; GPUs of an unpriced (or unknown) model at the dearest rate."""
         gpu = 0.0
         if gpus:
             rates = self.gpu_hour
@@ -64,9 +64,27 @@ class Elastic:
     node_types: tuple[NodeType, ...]
     idle_timeout_s: float = 300.0
     up: Mapping[str, int] = field(default_factory=dict)   # nodes of each type alive now, as the site reports
+    # Nodes of each type claimed by GPU attempts placed on a node to add that have not started yet:
+    # until their node is up, it is not in `up`, and no other job may claim it.
+    claimed: Mapping[str, int] = field(default_factory=dict)
 
     def addable(self, t: NodeType) -> int:
-        return max(0, t.max - self.up.get(t.name, 0))
+        return max(0, t.max - self.up.get(t.name, 0) - self.claimed.get(t.name, 0))
+
+
+def gpu_price(rates: Rates, allowed: frozenset[str], present: Iterable[str]) -> float:
+    """One GPU an hour for a job that allows `allowed` models (empty: any) at a site whose GPUs (and
+    nodes it may add) are of the models `present`: the cheapest it could get there. A model without
+    a price costs the dearest rate, as does a site with none of the allowed models."""
+    dearest = max(rates.gpu_hour.values(), default=0.0)
+    return min((rates.gpu_hour.get(m, dearest) for m in present if not allowed or m in allowed), default=dearest)
+
+
+def gpu_units(req: GpuRequest | None) -> float:
+    """GPUs a request is priced for: a share of one, or one whole GPU for a slice sized by memory."""
+    if req is None:
+        return 0.0
+    return req.whole if req.whole > 0 else 1.0
 
 
 def fits_node(t: NodeType, cpus: float, memory: float, req: GpuRequest | None) -> bool:
@@ -86,8 +104,13 @@ class Costs:
     The node types of every site are padded into (sites, types) arrays, so whether a job fits a
     node a site may still add is one vector expression, not a loop over sites."""
 
-    def __init__(self, sites: Sequence) -> None:
+    def __init__(self, sites: Sequence, present: Sequence[frozenset[str]] = ()) -> None:
         n = len(sites)
+        # The GPU models each site has or may add: what a job there is priced for.
+        self.present = [frozenset(p) | frozenset(t.gpu_model for t in (s.elastic.node_types if s.elastic else ())
+                                                 if t.gpu_model)
+                        for s, p in zip(sites, present or [frozenset()] * n, strict=True)]
+        self.known = frozenset().union(*self.present) if self.present else frozenset()
         self.n = n
         self.priced = np.array([s.pricing is not None for s in sites], dtype=bool)
         self.rates = [s.pricing.on_demand if s.pricing else Rates() for s in sites]
@@ -115,26 +138,39 @@ class Costs:
                 self.t_price[i, j] = node_price(t, site.pricing)
                 self.grow_cpu[int(t.spot), i] += left * t.cpus
                 self.grow_mem[int(t.spot), i] += left * t.memory
-        self._gpu_rate: dict[frozenset[str], np.ndarray] = {}
+        self._gpu_rate: dict[tuple[bool, frozenset[str]], np.ndarray] = {}
         self._hourly: dict[tuple, np.ndarray] = {}
         self._nodes: dict[tuple, tuple[np.ndarray, np.ndarray, int]] = {}
         self._claimed: list[int] = []   # sites where t_left changed, in order
         self._shapes: dict[tuple, np.ndarray] = {}
-        self._taken: dict[str, tuple[int, int, float, float, int]] = {}
+        self._taken: dict[str, tuple[int, int, float, float, int, float, bool]] = {}
+        self.leftover = np.zeros((n, width))   # CPUs left on the last node of each type opened this cycle
 
     def gpu_rate(self, models: frozenset[str]) -> np.ndarray:
-        """(2, n): the cheapest price of one GPU of the allowed models, on demand and spot (inf: no spot)."""
-        hit = self._gpu_rate.get(models)
+        """(2, n): one GPU of the allowed models an hour, on demand and spot (inf: no spot); see `gpu_price`.
+        Keyed by the allowed models any site has, so made-up model names make no new work."""
+        key = (bool(models), models & self.known)
+        hit = self._gpu_rate.get(key)
         if hit is None:
+            allowed = key[1] if models else frozenset()
             hit = np.full((2, self.n), np.inf)
+            hit[0] = 0.0
             for k, rs in enumerate((self.rates, self.spot_rates)):
                 for i, r in enumerate(rs):
                     if r is not None:
-                        hit[k, i] = min((p for m, p in r.gpu_hour.items() if not models or m in models), default=0.0)
-                    elif k == 0:
-                        hit[k, i] = 0.0
-            self._gpu_rate[models] = hit
+                        hit[k, i] = gpu_price(r, allowed, self.present[i]) if allowed or not models else \
+                            max(r.gpu_hour.values(), default=0.0)
+            self._gpu_rate[key] = hit
         return hit
+
+    def price_at(self, i: int, kind: int, cpus: float, memory: float, req: GpuRequest | None, model: str) -> float:
+        """The job's price an hour at site i on what it is given: free capacity (`kind` NOW) or a new
+        node of `kind`, with GPUs of `model` (the bound GPUs', or the new node's)."""
+        rates = (self.spot_rates[i] if kind == SPOT else self.rates[i])
+        if rates is None:
+            return 0.0
+        return rates.hourly(cpus, memory, gpu_units(req), model) if req is not None else \
+            rates.hourly(cpus, memory, 0.0)
 
     def hourly(self, cpus: float, memory: float, req: GpuRequest | None) -> np.ndarray:
         """(2, n): the job's price per hour at each site, on demand and on spot (inf: no spot); read-only."""
@@ -143,7 +179,7 @@ class Costs:
         if hit is None:
             hit = self.cpu * cpus + self.mem * (memory / GIB)
             if req is not None:
-                hit = hit + self.gpu_rate(req.models) * req.whole
+                hit = hit + self.gpu_rate(req.models) * gpu_units(req)
             hit[1] = np.where(self.has_spot, hit[1], np.inf)
             hit.flags.writeable = False
             self._hourly[key] = hit
@@ -194,7 +230,7 @@ class Costs:
 
     def _fill(self, key: tuple, fits: np.ndarray, delay: np.ndarray, rows: np.ndarray | slice) -> None:
         """The rows' fits and start delays per kind: the delay of the type `node_for` would add."""
-        ok = self._shape_ok(*key)[rows] & (self.t_left[rows] > 0)
+        ok = self._shape_ok(*key)[rows] & ((self.t_left[rows] > 0) | (self.leftover[rows] >= key[0] - 1e-9))
         spot, start, price = self.t_spot[rows], self.t_start[rows], self.t_price[rows]
         for k, mask in enumerate((ok & ~spot, ok & spot)):
             any_ = mask.any(axis=1)
@@ -214,11 +250,12 @@ class Costs:
     def node_for(self, kind: int, i: int, cpus: float, memory: float, req: GpuRequest | None) -> int:
         """The column of the node type of `kind` at site i to add for the job: of those that hold it, the
         cheapest node, then the fastest to start; -1: none."""
-        best, key = -1, (np.inf, np.inf)
+        best, key = -1, (np.inf, np.inf, np.inf)
         for j, t in enumerate(self.types[i]):
-            if t.spot == (kind == SPOT) and self.t_left[i, j] > 0 and fits_node(t, cpus, memory, req) \
-                    and (self.t_price[i, j], t.start_s) < key:
-                best, key = j, (self.t_price[i, j], t.start_s)
+            room = req is None and self.leftover[i, j] >= cpus - 1e-9   # on a node opened this cycle
+            if t.spot == (kind == SPOT) and (self.t_left[i, j] > 0 or room) and fits_node(t, cpus, memory, req) \
+                    and (not room, self.t_price[i, j], t.start_s) < key:
+                best, key = j, (not room, self.t_price[i, j], t.start_s)
         return best
 
     def took(self, job_id: str, i: int, kind: int, cpus: float, memory: float, free_cpu: float, free_mem: float,
@@ -229,11 +266,21 @@ class Costs:
         cpu_free, mem_free = min(cpus, max(0.0, free_cpu)), min(memory, max(0.0, free_mem))
         self.grow_cpu[k, i] -= cpus - cpu_free
         self.grow_mem[k, i] -= memory - mem_free
-        j = self.node_for(kind, i, cpus, memory, req) if req is not None else -1
-        if j >= 0:   # a GPU job claims a node of its own: new nodes' GPUs are not bound ahead
-            self.t_left[i, j] -= 1
+        j = self.node_for(kind, i, cpus, memory, req)
+        before = float(self.leftover[i, j]) if j >= 0 else 0.0
+        if j >= 0:
             self._claimed.append(i)
-        self._taken[job_id] = (k, i, cpus - cpu_free, memory - mem_free, j)
+        if j >= 0 and (req is not None or before < cpus - cpu_free - 1e-9):
+            # A GPU job claims a node of its own (new nodes' GPUs are not bound ahead); a CPU job
+            # opens one when the last node of the type opened this cycle has too little left.
+            self.t_left[i, j] -= 1
+            self.leftover[i, j] = 0.0 if req is not None else self.t_cpu[i, j] - (cpus - cpu_free)
+            opened = True
+        else:
+            if j >= 0:
+                self.leftover[i, j] -= cpus - cpu_free
+            opened = False
+        self._taken[job_id] = (k, i, cpus - cpu_free, memory - mem_free, j, before, opened)
         return cpu_free, mem_free
 
     def gave_back(self, job_id: str) -> tuple[float, float]:
@@ -241,12 +288,14 @@ class Costs:
         taken = self._taken.pop(job_id, None)
         if taken is None:
             return 0.0, 0.0
-        k, i, cpu, mem, j = taken
+        k, i, cpu, mem, j, before, opened = taken
         self.grow_cpu[k, i] += cpu
         self.grow_mem[k, i] += mem
         if j >= 0:
-            self.t_left[i, j] += 1
+            self.leftover[i, j] = before
             self._claimed.append(i)
+        if opened:
+            self.t_left[i, j] += 1
         return cpu, mem
 
 

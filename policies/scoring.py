@@ -109,9 +109,11 @@ def paid(m: Masks, sel: np.ndarray | slice, kind: np.ndarray) -> np.ndarray:
     return (kind == NOW) & m.costs.grows[sel]
 
 
-def economics(kind: np.ndarray, delay: np.ndarray, price: np.ndarray, job: PendingJob) -> np.ndarray:
-    """The score's part for start delay and price, over the sites scored."""
-    finite = price[np.isfinite(price)]
+def economics(kind: np.ndarray, delay: np.ndarray, price: np.ndarray, job: PendingJob,
+              eligible: np.ndarray) -> np.ndarray:
+    """The score's part for start delay and price, over the sites scored; prices are compared among
+    the `eligible` ones only, so no site the job cannot use moves the scale."""
+    finite = price[eligible & np.isfinite(price)]
     top = float(finite.max()) if finite.size else 0.0
     share = price / top if top > 0 else np.zeros_like(price)   # the job's share of a site's price, 0..1
     wait = np.divide(delay, delay + DELAY_SCALE, out=np.ones_like(delay), where=np.isfinite(delay))

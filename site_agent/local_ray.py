@@ -88,7 +88,13 @@ class LocalRayHead:
         from ray._private.services import get_node_ip_address
         gcs = f"{get_node_ip_address()}:{self.settings.port_base + PORTS['port']}"
         config = elastic_site.autoscaler_config(self.elastic, gcs, self.settings.num_cpus or 0)
-        self.autoscaling_config.write_text(json.dumps(config))
+        path = self.autoscaling_config
+        fresh = path.with_name(f".{path.name}.{os.getpid()}")
+        fresh.unlink(missing_ok=True)
+        fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(config, f)
+        os.replace(fresh, path)   # a link planted at `path` is replaced, never written through
 
     @property
     def token_path(self) -> Path | None:

@@ -17,6 +17,7 @@ from federation.spec import SiteConfig
 from federation.transport import open_channel
 from site_agent.agent import SiteAgent
 from site_agent.binding import NODE_LABEL
+from site_agent.elastic import MARKET, market
 from site_agent.files import work_dir
 from site_agent.isolation import DatasetGrants, JobUsers
 from site_agent.local_ray import LocalRayHead
@@ -98,6 +99,8 @@ def _local_head(config: SiteConfig, users: JobUsers) -> LocalRayHead:
     else:
         # Ray finds this host's GPUs itself; NVML discovery names the node after the host.
         head.labels = {NODE_LABEL: socket.gethostname()}
+    if body.elastic is not None:   # the head is no spot node: a job that refuses spot may run on it
+        head.labels = {**head.labels, MARKET: market(False)}
     return head
 
 

@@ -242,7 +242,9 @@ def check_price(spec: JobSpec, sites: list[SiteRecord]) -> None:
         return
     view = pending_view_of(spec, "")
     req = policies.gpu_request(view)
-    quotes = [(cheapest_of(view, req, s.pricing, bool(s.elastic and any(t.spot for t in s.elastic.node_types))),
+    quotes = [(cheapest_of(view, req, s.pricing, bool(s.elastic and any(t.spot for t in s.elastic.node_types)),
+                           frozenset(n.model for n in s.inventory.nodes)
+                           | {t.gpu_model for t in (s.elastic.node_types if s.elastic else ()) if t.gpu_model}),
                s.name) for s in sites]
     price, name = min(quotes)
     if price > cap + 1e-9:

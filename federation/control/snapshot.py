@@ -3,13 +3,14 @@ snapshot of sites, data, live work and fair-share standing it decides on."""
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
 import policies
 import policies.holds
 from federation import queues
 from federation.control.core import Core
 from federation.gpus import request_of
-from federation.jobs import Attempt, Job
+from federation.jobs import Attempt, AttemptState, Job
 from federation.sites import Capacity, SiteRecord, SiteState
 from federation.spec import JobSpec, PolicyConfig
 from federation.spec.array import parse_array
@@ -143,16 +144,20 @@ def observe(core: Core, now: float, live: list[tuple[Attempt, Job]] | None = Non
     for attempt, _ in live:
         if attempt.binding and attempt.site in index:
             gpus.reserve(index[attempt.site], attempt.binding)
+    claimed = Counter((a.site, a.node_type) for a, job in live
+                      if a.node_type and a.state is AttemptState.ASSIGNED and request_of(job.spec.spec) is not None)
     sites = []
     for s in records:
         used, running = in_use.get(s.name, (Capacity(), 0))
+        elastic = s.elastic and replace(s.elastic, claimed={t.name: claimed[(s.name, t.name)]
+                                                            for t in s.elastic.node_types})
         sites.append(policies.SiteView(
             name=s.name, jurisdiction=s.jurisdiction, region=s.region, labels=s.labels,
             cpus=s.capacity.cpus, memory=float(s.capacity.memory), gpus=s.capacity.gpus,
             used_cpus=used.cpus, used_memory=float(used.memory), used_gpus=used.gpus, running=running,
             connected=core.connected(s, now),
             cordoned=s.state is SiteState.CORDONED, draining=s.state is SiteState.DRAINING,
-            pricing=s.pricing, elastic=s.elastic))
+            pricing=s.pricing, elastic=elastic or None))
     live_views = [(a, pending_view(job)) for a, job in live]
     return policies.Snapshot(sites=tuple(sites), catalog=catalog(records, core.policy), rules=core.rules, gpus=gpus,
                              queues=queue_usage(core, live_views, now), running=running_views(live_views, index),

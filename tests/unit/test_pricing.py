@@ -206,3 +206,36 @@ def test_data_copied_to_a_site_costs_its_holder_s_egress_and_time_so_compute_goe
     assert d.site == "onprem", "200 GB at 0.09 a GB outweighs a cheaper CPU"
     (d,) = schedule(w, [job("far", datasets=("open",), sites=("cheap",))], 0).decisions
     assert d.site == "cheap" and d.reasons[0] == "its data is copied here first (about 2000 s, 18 USD of egress)"
+
+
+def test_gpus_are_priced_as_the_model_given_and_a_memory_slice_as_a_whole_gpu():
+    from policies import GpuRequest
+    from policies.gpu_state import GpuState
+    from policies.gpus import GpuNode, Inventory
+    priced = Pricing(Rates(cpu_hour=0.01, gpu_hour={"A100": 0.5, "H100": 10.0}))
+    site = SiteView(name="h", jurisdiction="DE", region="eu", labels={}, cpus=16, memory=64 * GiB, gpus=1,
+                    pricing=priced)
+    gpus = GpuState([Inventory((GpuNode("n", "H100", 80 * GiB, ("",)),))])
+    w = Snapshot((site,), CATALOG, RULES, gpus=gpus)
+    capped = job("capped", gpus=1, max_price=1.0)
+    (u,) = schedule(w, [capped], 0).unplaced   # the site has H100s only: 10 an hour, not A100's 0.5
+    assert list(u.reasons) == [Reason.PRICE] and static_verdict(capped, site, w)[0] is Reason.PRICE
+    (d,) = schedule(w, [job("any", gpus=1)], 0).decisions
+    assert d.price == 10.01
+    sliced = job("slice", gpu=GpuRequest(memory=10 * GiB), max_price=1.0)
+    (u,) = schedule(w, [sliced], 0).unplaced
+    assert list(u.reasons) == [Reason.PRICE], "a memory slice costs at least a whole GPU's price"
+
+
+def test_a_node_type_is_never_claimed_past_its_max_within_a_cycle_or_across_cycles():
+    types = (NodeType("small", cpus=4, memory=16 * GiB, max=10, start_s=60),
+             NodeType("big", cpus=16, memory=64 * GiB, max=1, start_s=60))
+    r = schedule(world(cloud(types=types)), [job(f"b{i}", cpus=16, submitted_at=i) for i in range(3)], 0)
+    assert len(r.decisions) == 1 and r.decisions[0].node_type == "big"
+    gpu = (NodeType("h100x8", cpus=32, memory=64 * GiB, max=2, gpus=8, gpu_model="H100", gpu_memory=80.0 * GiB,
+                    start_s=60),)
+    pricey = replace(CLOUD_PRICE, on_demand=Rates(0.05, 0.0, {"H100": 3.0}))
+    # One node's job placed last cycle, its node not up yet: one more, not two.
+    site = replace(cloud(types=gpu), pricing=pricey, elastic=Elastic(gpu, claimed={"h100x8": 1}))
+    r = schedule(world(site), [job(f"g{i}", gpus=8, submitted_at=i) for i in range(2)], 0)
+    assert len(r.decisions) == 1
