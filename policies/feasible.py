@@ -183,7 +183,8 @@ class Masks:
         self._by_data: dict[tuple, np.ndarray] = {}
         self._locality: dict[tuple, np.ndarray] = {}
         self._by_shape: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
-        self._free: dict[tuple, tuple[np.ndarray, np.ndarray, bool, np.ndarray, np.ndarray]] = {}
+        self._free: dict[tuple, tuple[np.ndarray, np.ndarray, bool]] = {}
+        self._later: dict[tuple, tuple[np.ndarray, np.ndarray, bool]] = {}
         self._data_ok: dict[tuple, np.ndarray] = {}
         self._shape_fits: dict[tuple, np.ndarray] = {}
         self._staging: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
@@ -358,10 +359,11 @@ class Masks:
             hit = self._data_ok[datasets] = self._data(datasets) == OK
         return hit
 
-    def shape_fits(self, job: PendingJob, req: GpuRequest | None, fits: np.ndarray) -> np.ndarray:
-        """Healthy sites the job's narrowing and whole-site shape allow, with room now; cached
-        until the next placement."""
-        key = (job.sites, job.regions, req, job.cpus, job.memory, job.max_price, job.spot)
+    def shape_fits(self, job: PendingJob, req: GpuRequest | None, fits: np.ndarray, later: bool = False
+                   ) -> np.ndarray:
+        """Healthy sites the job's narrowing and whole-site shape allow, with room now (with `later`:
+        `fits` counts nodes the sites may add); cached until the next placement."""
+        key = (job.sites, job.regions, req, job.cpus, job.memory, job.max_price, job.spot, later)
         hit = self._shape_fits.get(key)
         if hit is None:
             narrow, capacity = self._placement(job, req)
@@ -369,20 +371,10 @@ class Masks:
         return hit
 
     def free_now(self, job: PendingJob, req: GpuRequest | None) -> tuple[np.ndarray, np.ndarray, bool]:
-        """(fits now or on a node the site may add, capacity code where it does not: FRAGMENTED when
-        enough GPUs are free but not in the shape, else NO_FREE_CAPACITY) per site, and whether any
-        site fits; read-only, cached until the next placement changes what is free."""
-        hit = self._fits(job, req)
-        return hit[0], hit[1], hit[2]
-
-    def options(self, job: PendingJob, req: GpuRequest | None) -> tuple[np.ndarray, np.ndarray]:
-        """(fits now, (2, n): fits on new on-demand / spot nodes) per site; see `free_now`."""
-        hit = self._fits(job, req)
-        return hit[3], hit[4]
-
-    def _fits(self, job: PendingJob, req: GpuRequest | None) -> tuple[np.ndarray, np.ndarray, bool, np.ndarray,
-                                                                      np.ndarray]:
-        key = (req, job.cpus, job.memory, job.spot, job.max_price)
+        """(fits now, capacity code where it does not: FRAGMENTED when enough GPUs are free but not in
+        the shape, else NO_FREE_CAPACITY) per site, and whether any site fits; read-only, cached until
+        the next placement changes what is free."""
+        key = (req, job.cpus, job.memory, job.max_price)
         hit = self._free.get(key)
         if hit is None:
             ok = (self.free_cpu >= job.cpus - EPS) & (self.free_mem >= job.memory - EPS)
@@ -391,17 +383,28 @@ class Masks:
             else:
                 shaped, enough = self.gpu.fits_now(req)
                 fits, fragmented = ok & shaped, ok & enough & ~shaped
+            if job.max_price and self.priced:   # on what the site has, at its on-demand price
+                fits = fits & (self.costs.hourly(job.cpus, job.memory, req)[0] <= job.max_price + EPS)
             now = np.where(fragmented, FRAGMENTED, NO_FREE).astype(np.uint8)
+            fits.flags.writeable = now.flags.writeable = False
+            hit = self._free[key] = (fits, now, bool(fits.any()))
+        return hit
+
+    def free_later(self, job: PendingJob, req: GpuRequest | None) -> tuple[np.ndarray, np.ndarray, bool]:
+        """(fits now or on a node the site may add, (2, n): fits on a new on-demand / spot node, whether
+        any site fits) per site; asked only when no site the job may use has room now."""
+        key = (req, job.cpus, job.memory, job.max_price, job.spot)
+        hit = self._later.get(key)
+        if hit is None:
+            fits = self.free_now(job, req)[0]
             grow = self.costs.growth(job.cpus, job.memory, req, self.free_cpu, self.free_mem)
             if job.spot == NEVER:
                 grow[1] = False
             if job.max_price and self.priced:   # each way to start it, at its own price
-                price = self.costs.hourly(job.cpus, job.memory, req) <= job.max_price + EPS
-                fits, grow = fits & price[0], grow & price
-            either = fits | grow[0] | grow[1] if self.costs.elastic else fits
-            for a in (fits, now, grow, either):
-                a.flags.writeable = False
-            hit = self._free[key] = (either, now, bool(either.any()), fits, grow)
+                grow &= self.costs.hourly(job.cpus, job.memory, req) <= job.max_price + EPS
+            either = fits | grow[0] | grow[1]
+            grow.flags.writeable = either.flags.writeable = False
+            hit = self._later[key] = (either, grow, bool(either.any()))
         return hit
 
     def took(self, i: int, job: PendingJob, binding: Binding, sign: int = -1, kind: int = 0) -> None:
@@ -420,6 +423,7 @@ class Masks:
             self.gpu.reserve(i, binding, sign)
         self.running[i] -= sign
         self._free.clear()
+        self._later.clear()
         self._shape_fits.clear()
 
     def gave_back(self, i: int, job: PendingJob, binding: Binding) -> None:

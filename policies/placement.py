@@ -120,24 +120,31 @@ class _Cycle:
             if self.preempting and not in_gang:
                 self.starved.append((job, req, self.masks.may_use(job, req, ())))
             return Unplaced(job.id, None, None, seen)
-        fits, now, anywhere = self.masks.free_now(job, req)
+        masks = self.masks
+        fits, now, anywhere = masks.free_now(job, req)
         topology: list[int] = []    # sites where the exact fit showed the shape can never be held
-        if anywhere:
+        # Capacity a site has comes first, always: nodes to add are looked at only when no site the
+        # job may use can start it now.
+        for later in (False, True) if masks.costs.elastic else (False,):
+            grow = None
+            if later:
+                fits, grow, anywhere = masks.free_later(job, req)
+            if not anywhere:
+                continue
             # Eligible = data may go there, the job's narrowing and whole-site shape allow it,
-            # the site is healthy, and it has room now; the per-site codes wait until needed.
-            masks = self.masks
-            ok = masks.data_ok(job.datasets) & masks.shape_fits(job, req, fits)
+            # the site is healthy, and it has room; the per-site codes wait until needed.
+            ok = masks.data_ok(job.datasets) & masks.shape_fits(job, req, fits, later)
             if job.vetoed_by:
                 ok[[masks.index[s] for s in job.vetoed_by if s in masks.index]] = False
             eligible = int(np.count_nonzero(ok))
             if eligible:
-                found, now = self._first_fit(job, req, ok, eligible, now, topology)
+                found, now = self._first_fit(job, req, ok, eligible, now, topology, grow)
                 if found is not None:
                     return self._take(job, req, found, ok, eligible, now, topology)
         return self._refuse(job, req, key, now, topology, in_gang)
 
     def _first_fit(self, job: PendingJob, req: GpuRequest | None, ok: np.ndarray, eligible: int, now: np.ndarray,
-                   topology: list[int]) -> tuple[Found | None, np.ndarray]:
+                   topology: list[int], grow: np.ndarray | None = None) -> tuple[Found | None, np.ndarray]:
         """The best-scored eligible site where the job's exact GPU block fits, and the capacity codes
         with the sites tried and found wanting marked."""
         masks = self.masks
@@ -147,7 +154,7 @@ class _Cycle:
         scores = score(masks, sel, job, req, locality, prefer)
         kind = delay = price = None
         if masks.priced:
-            kind, delay, price = offers(masks, sel, job, req)
+            kind, delay, price = offers(masks, sel, job, req, grow)
             # Data staged to a site: its egress counted as an hour's price, its copy as a start delay.
             stage_cost, stage_s = masks.staging(job.datasets)
             scores += economics(kind, delay + stage_s[sel], price + stage_cost[sel], job, ok[sel]) \

@@ -224,7 +224,7 @@ class Costs:
             return fits, delay
         fits, delay, seen = hit
         if seen < len(self._claimed):
-            self._fill(key, fits, delay, np.unique(self._claimed[seen:]))
+            self._fill(key, fits, delay, np.array(sorted(set(self._claimed[seen:]))))
             self._nodes[key] = (fits, delay, len(self._claimed))
         return fits, delay
 
@@ -235,7 +235,8 @@ class Costs:
         for k, mask in enumerate((ok & ~spot, ok & spot)):
             any_ = mask.any(axis=1)
             fits[k, rows] = any_
-            if mask.shape[1]:
+            delay[k, rows] = np.inf
+            if mask.shape[1] and any_.any():
                 col = _cheapest(mask, price, start)
                 delay[k, rows] = np.where(any_, start[np.arange(col.size), col], np.inf)
 
@@ -268,8 +269,8 @@ class Costs:
         self.grow_mem[k, i] -= memory - mem_free
         j = self.node_for(kind, i, cpus, memory, req)
         before = float(self.leftover[i, j]) if j >= 0 else 0.0
-        if j >= 0:
-            self._claimed.append(i)
+        if j >= 0 and (req is not None or before < cpus - cpu_free - 1e-9 or not self.t_left[i, j]):
+            self._claimed.append(i)   # what `_addable` read changed: t_left, or a spent type's leftover
         if j >= 0 and (req is not None or before < cpus - cpu_free - 1e-9):
             # A GPU job claims a node of its own (new nodes' GPUs are not bound ahead); a CPU job
             # opens one when the last node of the type opened this cycle has too little left.

@@ -79,16 +79,16 @@ def score(m: Masks, sel: np.ndarray | slice, job: PendingJob, req: GpuRequest | 
     return total + W_FREE * spread
 
 
-def offers(m: Masks, sel: np.ndarray | slice, job: PendingJob, req: GpuRequest | None
+def offers(m: Masks, sel: np.ndarray | slice, job: PendingJob, req: GpuRequest | None, grow: np.ndarray | None
            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per selected site: how the job would start there (pricing.NOW, ON_DEMAND or SPOT), after how
     many seconds, at what price per hour. Free capacity first, always: it costs nothing extra to
-    start. Else on a new node: the sooner (optimize time) or the cheaper (optimize cost) kind, spot
-    first for a job that prefers it."""
-    fits, grow = m.options(job, req)
+    start. Else (`grow`: (2, n) fits on a new on-demand / spot node) on a new node: the sooner
+    (optimize time) or the cheaper (optimize cost) kind, spot first for a job that prefers it."""
     price = m.costs.hourly(job.cpus, job.memory, req)[:, sel]
-    if not m.costs.elastic:
+    if grow is None:
         return np.zeros(price.shape[1], dtype=np.int64), np.zeros(price.shape[1]), price[0]
+    fits = m.free_now(job, req)[0]
     delay = m.costs.start_delay(job.cpus, job.memory, req)[:, sel]
     od, sp = grow[0][sel], grow[1][sel]
     if job.spot == PREFER:
