@@ -91,7 +91,7 @@ class LocalRayHead:
         path = self.autoscaling_config
         fresh = path.with_name(f".{path.name}.{os.getpid()}")
         fresh.unlink(missing_ok=True)
-        fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)   # no secret in it
         with os.fdopen(fd, "w") as f:
             json.dump(config, f)
         os.replace(fresh, path)   # a link planted at `path` is replaced, never written through
