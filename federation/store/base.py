@@ -47,6 +47,21 @@ def started_at(attempt: Attempt, state: AttemptState, now: float) -> float:
     return attempt.started_at
 
 
+def reported_end(attempt: Attempt, state: AttemptState, message: str, job_ended: bool
+                 ) -> tuple[AttemptState, str]:
+    """What a report that an attempt was stopped means. A stop the federation asked for is a
+    preemption. One it did not ask for, of a job not cancelled, is a loss its retry policy answers,
+    not the job's failure: its site stopped it (fenced past its lease, an operator), and an agent
+    killed before it said why leaves its successor only Ray's word that it was stopped."""
+    if state is not AttemptState.STOPPED:
+        return state, message
+    if attempt.stop_requested_at:
+        return AttemptState.PREEMPTED, attempt.stop_reason
+    if job_ended:
+        return state, message
+    return AttemptState.LOST, f"stopped at its site, not by the federation: {message}"
+
+
 def over_pending(tenant: str, waiting: int, count: int, limit: int) -> ResourceExhausted | None:
     """The refusal of `count` more waiting jobs for a tenant with `waiting` already, if they pass `limit`."""
     if not limit or waiting + count <= limit:

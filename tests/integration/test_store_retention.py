@@ -210,3 +210,25 @@ def test_an_attempt_first_seen_ended_is_counted_as_having_run_from_then(store):
     ran = {j: (a.started_at, a.ended_at) for j in ("j-1", "j-2", "j-3") for a in store.get_job(j).attempts}
     assert ran == {"j-1": (3.0, 3.0), "j-2": (3.0, 3.0), "j-3": (0.0, 3.0)}, "a lost attempt may never have run"
     assert sorted(r.started_at for r in store.usage_records()) == [3.0, 3.0]
+
+
+def test_a_stop_the_federation_did_not_ask_for_is_a_loss_its_retry_policy_answers(store):
+    """A site that fenced an attempt, then lost its agent before it said why, leaves its successor only
+    Ray's word that the attempt was stopped: the job is retried, not failed."""
+    add(store, "j-1")
+    store.place_job("j-1", "a", EXPL, 2.0)
+    store.apply_attempt_status("j-1", 1, AttemptState.RUNNING, "", 3.0)
+    job = store.apply_attempt_status("j-1", 1, AttemptState.STOPPED, "Job was intentionally stopped.", 4.0, jitter=0)
+    assert job is not None and job.state is JobState.PENDING
+    assert (job.attempts[0].state, job.attempts[0].message) == (
+        AttemptState.LOST, "stopped at its site, not by the federation: Job was intentionally stopped.")
+    # A cancelled job's stopped attempt stays stopped; one the federation asked to stop is preempted.
+    add(store, "j-2")
+    store.place_job("j-2", "a", EXPL, 2.0)
+    store.cancel_job("j-2", 3.0)
+    assert store.apply_attempt_status("j-2", 1, AttemptState.STOPPED, "", 4.0).attempts[0].state is AttemptState.STOPPED
+    add(store, "j-3")
+    store.place_job("j-3", "a", EXPL, 2.0)
+    store.request_stop("j-3", 1, "preempted for j-4", 3.0)
+    assert store.apply_attempt_status("j-3", 1, AttemptState.STOPPED, "", 4.0).attempts[0].state \
+        is AttemptState.PREEMPTED

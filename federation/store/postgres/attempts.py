@@ -17,7 +17,7 @@ from federation.jobs import (
     check_attempt,
 )
 from federation.queues import UsageRecord
-from federation.store.base import started_at
+from federation.store.base import reported_end, started_at
 from federation.store.postgres.jobs import JobTables
 from federation.store.sqlite.attempts import LIVE
 from federation.store.sqlite.rows import attempt_from_row, job_from_row
@@ -58,8 +58,8 @@ class AttemptTables(JobTables):
                 return None
             if not attempt.state.live:
                 return None  # a late or repeated report of an attempt that already ended
-            if state is AttemptState.STOPPED and attempt.stop_requested_at:
-                state, message = AttemptState.PREEMPTED, attempt.stop_reason
+            if state is AttemptState.STOPPED:
+                state, message = reported_end(attempt, state, message, self._load(db, job_id).state.terminal)
             check_attempt(job_id, number, attempt.state, state)
             started = started_at(attempt, state, now)
             ended = 0.0 if state.live else now
