@@ -6,7 +6,6 @@ price or an unpriced GPU model is refused with the field's path, as the file wou
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -55,7 +54,7 @@ def elastic_to_pb(e: Elastic) -> pb.Elastic:
                       idle_timeout_s=e.idle_timeout_s, up=dict(e.up))
 
 
-def pricing_from_pb(msg: pb.Pricing, where: str) -> Pricing:
+def pricing_from_pb(msg: pb.Pricing, where: str) -> spec.Pricing:
     """What a site says it costs, checked as its YAML would be."""
     rates = {"cpu_hour": msg.on_demand.cpu_hour, "memory_gib_hour": msg.on_demand.memory_gib_hour,
              "gpu_hour": dict(msg.on_demand.gpu_hour)}
@@ -63,10 +62,10 @@ def pricing_from_pb(msg: pb.Pricing, where: str) -> Pricing:
     if msg.HasField("spot"):
         data["spot"] = {"cpu_hour": msg.spot.cpu_hour, "memory_gib_hour": msg.spot.memory_gib_hour,
                         "gpu_hour": dict(msg.spot.gpu_hour)}
-    return pricing_of(_validate(spec.Pricing, data, where))
+    return _validate(spec.Pricing, data, where)
 
 
-def elastic_from_pb(msg: pb.Elastic, pricing: Pricing | None, where: str) -> Elastic:
+def elastic_from_pb(msg: pb.Elastic, pricing: spec.Pricing | None, where: str) -> Elastic:
     """An elastic site's node types, checked as its YAML would be, each priced."""
     types = [{"name": t.name, "cpus": t.cpus, "memory": t.memory_bytes, "min": t.min, "max": t.max, "spot": t.spot,
               "start": t.start_s,
@@ -76,12 +75,10 @@ def elastic_from_pb(msg: pb.Elastic, pricing: Pricing | None, where: str) -> Ela
     e = _validate(spec.Elastic, {"node_types": types, "idle_timeout": msg.idle_timeout_s}, where)
     if pricing is None:
         raise InvalidSpec(f"{where}: an elastic site needs pricing (what its nodes cost)")
-    for k, t in enumerate(e.node_types):
-        rates = pricing.spot if t.spot else pricing.on_demand
-        if rates is None:
-            raise InvalidSpec(f"{where}.node_types[{k}] ({t.name}) is spot: the site gives no spot prices")
-        if t.gpus is not None and t.gpus.model not in rates.gpu_hour:
-            raise InvalidSpec(f"{where}.node_types[{k}] ({t.name}): GPU model {t.gpus.model} has no price")
+    try:
+        spec.check_priced(pricing, e, set())
+    except ValueError as err:
+        raise InvalidSpec(str(err)) from None
     return elastic_of(e, nodes_up(msg.up, e.node_types, f"{where}.up"))
 
 
@@ -140,7 +137,3 @@ def elastic_from_json(text: str) -> Elastic | None:
         return None
     d = json.loads(text)
     return Elastic(tuple(NodeType(**t) for t in d["node_types"]), d["idle_timeout_s"], d["up"])
-
-
-def hourly_text(price: float, currency: str) -> str:
-    return f"{price:.4g} {currency}/h" if math.isfinite(price) else "-"

@@ -17,7 +17,6 @@ from policies.gpus import GpuRequest
 
 GIB = float(2**30)
 NOW, ON_DEMAND, SPOT = 0, 1, 2          # how a job starts at a site
-KINDS = ("now", "a new on-demand node", "a new spot node")
 NEVER, ALLOW, PREFER = 0, 1, 2          # a job's spot: never | allow | prefer
 STAGING_BYTES_S = 100e6                 # what copying data between sites is taken to move a second (WAN)
 

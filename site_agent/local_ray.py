@@ -18,6 +18,7 @@ from federation.spec.pricing import Elastic
 from federation.spec.site import LocalRay
 from site_agent import elastic as elastic_site
 from site_agent.isolation import OSUser, as_user, check_runs_python
+from site_agent.private_file import write_private
 from site_agent.ray_driver import RayJobsDriver
 
 log = logging.getLogger("site_agent.local_ray")
@@ -88,13 +89,8 @@ class LocalRayHead:
         from ray._private.services import get_node_ip_address
         gcs = f"{get_node_ip_address()}:{self.settings.port_base + PORTS['port']}"
         config = elastic_site.autoscaler_config(self.elastic, gcs, self.settings.num_cpus or 0)
-        path = self.autoscaling_config
-        fresh = path.with_name(f".{path.name}.{os.getpid()}")
-        fresh.unlink(missing_ok=True)
-        fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)   # no secret in it
-        with os.fdopen(fd, "w") as f:
-            json.dump(config, f)
-        os.replace(fresh, path)   # a link planted at `path` is replaced, never written through
+        # Renamed into place: a link planted there is replaced, never written through. No secret in it.
+        write_private(self.autoscaling_config, json.dumps(config), world_readable=True)
 
     @property
     def token_path(self) -> Path | None:

@@ -15,7 +15,7 @@ from google.protobuf import struct_pb2
 from federation.errors import InvalidSpec
 from federation.gpus import check_inventory, digest
 from federation.jobs import Attempt, AttemptState, Job, JobState
-from federation.pricing import elastic_from_pb, elastic_to_pb, pricing_from_pb, pricing_to_pb
+from federation.pricing import elastic_from_pb, elastic_to_pb, pricing_from_pb, pricing_of, pricing_to_pb
 from federation.service.spec_wire import spec_to_pb, training_spec_to_pb
 from federation.sites import Capacity, DatasetRecord, SiteRecord, SiteState
 from federation.v1 import federation_pb2 as pb
@@ -72,14 +72,15 @@ def site_to_pb(site: SiteRecord, *, connected: bool, allocated: Capacity, runnin
 
 
 def site_from_register(req: pb.RegisterSiteRequest) -> SiteRecord:
-    pricing = pricing_from_pb(req.pricing, "pricing") if req.HasField("pricing") else None
+    priced = pricing_from_pb(req.pricing, "pricing") if req.HasField("pricing") else None
     return SiteRecord(
         name=req.name, jurisdiction=req.location.jurisdiction, region=req.location.region,
         labels=dict(req.labels),
         datasets=tuple(DatasetRecord(d.name, d.classification, d.path, d.size_bytes) for d in req.datasets),
         capacity=capacity_from_pb(req.capacity), inventory=inventory_from_pb(req.inventory, "inventory"),
         autonomous=req.autonomous, agreement_key=req.agreement_key.hex() if len(req.agreement_key) == 32 else "",
-        pricing=pricing, elastic=elastic_from_pb(req.elastic, pricing, "elastic") if req.HasField("elastic") else None)
+        pricing=pricing_of(priced) if priced else None,
+        elastic=elastic_from_pb(req.elastic, priced, "elastic") if req.HasField("elastic") else None)
 
 
 def inventory_to_pb(inv: Inventory) -> pb.Inventory:
