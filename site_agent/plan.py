@@ -153,15 +153,18 @@ def _start(sid: str, wanted: Wanted, epochs: Mapping[str, int], *, ray_reachable
 def plan_fence(desired: Collection[str], observed: Mapping[str, RayJob], local: Mapping[str, SiteWord],
                reason: str, waiting: Collection[str] = ()) -> list[Action]:
     """The lease ran out: stop every running federation job of this site and call it lost, and
-    call every desired attempt not yet decided lost too (its retry policy covers that). Attempts
-    `waiting` for the site (`on_site_loss: wait`) are never re-placed, so they keep running."""
+    call every desired attempt not yet decided lost too (its retry policy covers that). One that
+    ended keeps Ray's word: calling a finished job lost would run it again. Attempts `waiting` for
+    the site (`on_site_loss: wait`) are never re-placed, so they keep running."""
     stops = [sid for sid, job in observed.items() if not job.terminal and sid not in waiting]
     actions: list[Action] = []
     for sid in stops:
         actions += [Stop(sid, f"fencing: {reason}"),
                     Settle(sid, SiteWord(AttemptState.LOST, f"stopped by the site: {reason}"))]
+    ended = {sid for sid, job in observed.items() if job.terminal}
     actions += [Settle(sid, SiteWord(AttemptState.LOST, f"not started: {reason}"))
-                for sid in desired if sid not in local and sid not in stops and sid not in waiting]
+                for sid in desired if sid not in local and sid not in stops and sid not in waiting
+                and sid not in ended]
     return actions
 
 
@@ -199,7 +202,8 @@ def plan_report(desired: Collection[str], observed: Mapping[str, RayJob], local:
                 watched: Collection[str], logs_done: Collection[str], *, speaks: Collection[str],
                 site: str, guards_fired: bool = False) -> Report:
     """Every federation attempt Ray holds for this site, with Ray's state unless the site has its
-    own word on a desired one; then the site's own words. Outputs go with the terminal status until
+    own word on a desired one (a job that succeeded did, whatever the site said: a fence's stop can
+    come as it ends); then the site's own words. Outputs go with the terminal status until
     the federation takes both in; logs are read once Ray runs a job, until an ended one is drained.
     Ray's message goes up only for attempts in `speaks` (whose data lets logs cross); the others get
     a fixed word instead (`kept_message`). With `guards_fired` (this agent's predecessor was silent
@@ -209,11 +213,12 @@ def plan_report(desired: Collection[str], observed: Mapping[str, RayJob], local:
         ref = Ref(sid, *_ids(sid))
         if job.status == "SUCCEEDED" and sid in desired:
             outputs.append(ref)
-        if not (sid in local and sid in desired):
+        if not (sid in local and sid in desired) or job.status == "SUCCEEDED":
             statuses.append(ray_status(ref, job, sid in speaks, site, guards_fired))
         if sid in watched and sid not in logs_done and job.status != "PENDING":
             logs.append((ref, job.terminal))
-    statuses += [Status(*_ids(sid), word.state, word.message) for sid, word in sorted(local.items()) if sid in desired]
+    statuses += [Status(*_ids(sid), word.state, word.message) for sid, word in sorted(local.items())
+                 if sid in desired and not (sid in observed and observed[sid].status == "SUCCEEDED")]
     return Report(tuple(statuses), tuple(outputs), tuple(logs))
 
 

@@ -69,7 +69,7 @@ def ran_once(fed, jobs, *, sites_silent_past_lease: bool = False) -> dict[str, l
         runs = sorted((n, ev[0][1], ev[0][2], ev[-1][2]) for (job_id, n), ev in lines.items() if job_id == j.id)
         ends = sorted(n for (job_id, n), ev in lines.items() if job_id == j.id and ev[-1][0] == "end")
         unseen = [a for a in status.attempts[:-1] if a.number in ends]
-        assert len(ends) == 1 or sites_silent_past_lease, (j.id, runs)
+        assert len(ends) == 1 or sites_silent_past_lease, (j.id, runs, status.attempts)
         assert all(a.state == "lost" and "no heartbeat" in a.message for a in unseen), (j.id, runs, status.attempts)
         assert ends[-1] == status.attempts[-1].number and status.attempts[-1].state == "succeeded"
         for (_, _, _, last), (n, _, first, _) in itertools.pairwise(runs):

@@ -109,6 +109,25 @@ def test_a_fence_stops_what_runs_and_calls_it_and_everything_undecided_lost():
     assert unreachable == [Settle(A1, SiteWord(AttemptState.LOST, "not started: x"))]
 
 
+def test_a_fence_leaves_an_ended_attempt_with_rays_word_so_it_never_runs_again():
+    # Seen in the fault tests: a job that ended while the federation was down, before the site could
+    # say so, was called lost by the fence and ran a second time elsewhere.
+    observed = jobs(a_1="SUCCEEDED", b_1="FAILED")
+    assert plan_fence({A1, B1}, observed, {}, "lease expired") == []
+    report = plan_report({A1, B1}, observed, {}, watched=set(), logs_done=set(), speaks=set(observed), site="s")
+    assert [s.state for s in report.statuses] == [AttemptState.SUCCEEDED, AttemptState.FAILED]
+
+
+def test_a_job_that_succeeded_as_the_fence_stopped_it_is_reported_succeeded():
+    lost = SiteWord(AttemptState.LOST, "stopped by the site: lease expired")
+    observed = jobs(a_1="SUCCEEDED", b_1="STOPPED")
+    report = plan_report({A1, B1}, observed, {A1: lost, B1: lost}, watched=set(), logs_done=set(),
+                         speaks=set(observed), site="s")
+    assert report.statuses == (Status("a", 1, AttemptState.SUCCEEDED, ""), Status("b", 1, AttemptState.LOST,
+                                                                                  lost.message))
+    assert report.outputs == (Ref(A1, "a", 1),)
+
+
 def test_a_fence_leaves_running_what_waits_for_its_site():
     observed = jobs(a_1="RUNNING", b_1="RUNNING")
     actions = plan_fence({A1, B1}, observed, {}, "lease expired", waiting={B1})
