@@ -184,9 +184,11 @@ class Masks:
         self._locality: dict[tuple, np.ndarray] = {}
         self._by_shape: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         self._free: dict[tuple, tuple[np.ndarray, np.ndarray, bool]] = {}
+        self._no_free = np.full(self.n, NO_FREE, dtype=np.uint8)
+        self._no_free.flags.writeable = False
         self._later: dict[tuple, tuple[np.ndarray, np.ndarray, bool]] = {}
         self._data_ok: dict[tuple, np.ndarray] = {}
-        self._shape_fits: dict[tuple, np.ndarray] = {}
+        self._shape_ok: dict[tuple, np.ndarray] = {}
         self._staging: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
     def _classification(self, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -353,22 +355,17 @@ class Masks:
             out[vetoed] = np.where(codes[vetoed] == OK, VETOED, out[vetoed])
         return out
 
-    def data_ok(self, datasets: tuple[str, ...]) -> np.ndarray:
-        hit = self._data_ok.get(datasets)
-        if hit is None:
-            hit = self._data_ok[datasets] = self._data(datasets) == OK
-        return hit
-
-    def shape_fits(self, job: PendingJob, req: GpuRequest | None, fits: np.ndarray, later: bool = False
-                   ) -> np.ndarray:
-        """Healthy sites the job's narrowing and whole-site shape allow, with room now (with `later`:
-        `fits` counts nodes the sites may add); cached until the next placement."""
-        key = (job.sites, job.regions, req, job.cpus, job.memory, job.max_price, job.spot, later)
-        hit = self._shape_fits.get(key)
-        if hit is None:
+    def allowed(self, job: PendingJob, req: GpuRequest | None) -> np.ndarray:
+        """Sites every filter but capacity now allows: data, narrowing, whole-site shape, health (a new array)."""
+        data_ok = self._data_ok.get(job.datasets)
+        if data_ok is None:
+            data_ok = self._data_ok[job.datasets] = self._data(job.datasets) == OK
+        key = (job.sites, job.regions, req, job.cpus, job.memory, job.max_price, job.spot)
+        shape_ok = self._shape_ok.get(key)
+        if shape_ok is None:
             narrow, capacity = self._placement(job, req)
-            hit = self._shape_fits[key] = (narrow == OK) & (capacity == OK) & (self.health == OK) & fits
-        return hit
+            shape_ok = self._shape_ok[key] = (narrow == OK) & (capacity == OK) & (self.health == OK)
+        return data_ok & shape_ok
 
     def free_now(self, job: PendingJob, req: GpuRequest | None) -> tuple[np.ndarray, np.ndarray, bool]:
         """(fits now, capacity code where it does not: FRAGMENTED when enough GPUs are free but not in
@@ -377,16 +374,16 @@ class Masks:
         key = (req, job.cpus, job.memory, job.max_price)
         hit = self._free.get(key)
         if hit is None:
-            ok = (self.free_cpu >= job.cpus - EPS) & (self.free_mem >= job.memory - EPS)
-            if req is None:
-                fits, fragmented = ok, np.zeros(self.n, dtype=bool)
-            else:
+            fits = (self.free_cpu >= job.cpus - EPS) & (self.free_mem >= job.memory - EPS)
+            now = self._no_free
+            if req is not None:
                 shaped, enough = self.gpu.fits_now(req)
-                fits, fragmented = ok & shaped, ok & enough & ~shaped
+                now = np.where(fits & enough & ~shaped, FRAGMENTED, NO_FREE).astype(np.uint8)
+                now.flags.writeable = False
+                fits &= shaped
             if job.max_price and self.priced:   # on what the site has, at its on-demand price
-                fits = fits & (self.costs.hourly(job.cpus, job.memory, req)[0] <= job.max_price + EPS)
-            now = np.where(fragmented, FRAGMENTED, NO_FREE).astype(np.uint8)
-            fits.flags.writeable = now.flags.writeable = False
+                fits &= self.costs.hourly(job.cpus, job.memory, req)[0] <= job.max_price + EPS
+            fits.flags.writeable = False
             hit = self._free[key] = (fits, now, bool(fits.any()))
         return hit
 
@@ -424,18 +421,15 @@ class Masks:
         self.running[i] -= sign
         self._free.clear()
         self._later.clear()
-        self._shape_fits.clear()
 
     def gave_back(self, i: int, job: PendingJob, binding: Binding) -> None:
         self.took(i, job, binding, +1)
 
     def may_use(self, job: PendingJob, req: GpuRequest | None, topology: Sequence[int]) -> np.ndarray:
         """Sites every filter but capacity now allows: where stopping other work could make room."""
-        ok = self.static(job, req)[1] == OK
+        ok = self.allowed(job, req)
         if topology:
-            ok = ok.copy()
             ok[list(topology)] = False
         if job.vetoed_by:
-            ok = ok.copy()
             ok[[self.index[s] for s in job.vetoed_by if s in self.index]] = False
         return ok

@@ -133,7 +133,7 @@ class _Cycle:
                 continue
             # Eligible = data may go there, the job's narrowing and whole-site shape allow it,
             # the site is healthy, and it has room; the per-site codes wait until needed.
-            ok = masks.data_ok(job.datasets) & masks.shape_fits(job, req, fits, later)
+            ok = masks.allowed(job, req) & fits
             if job.vetoed_by:
                 ok[[masks.index[s] for s in job.vetoed_by if s in masks.index]] = False
             eligible = int(np.count_nonzero(ok))

@@ -223,7 +223,12 @@ class Costs:
             return fits, delay
         fits, delay, seen = hit
         if seen < len(self._claimed):
-            self._fill(key, fits, delay, np.array(sorted(set(self._claimed[seen:]))))
+            rows = set(self._claimed[seen:])
+            if len(rows) > 8:
+                self._fill(key, fits, delay, np.array(sorted(rows)))
+            else:   # the usual case, a site or two: cheaper in Python than as arrays
+                for i in rows:
+                    self._fill_row(key, fits, delay, i)
             self._nodes[key] = (fits, delay, len(self._claimed))
         return fits, delay
 
@@ -238,6 +243,19 @@ class Costs:
             if mask.shape[1] and any_.any():
                 col = _cheapest(mask, price, start)
                 delay[k, rows] = np.where(any_, start[np.arange(col.size), col], np.inf)
+
+    def _fill_row(self, key: tuple, fits: np.ndarray, delay: np.ndarray, i: int) -> None:
+        """`_fill` of one row."""
+        shape_ok, left, leftover, price = self._shape_ok(*key)[i], self.t_left[i], self.leftover[i], self.t_price[i]
+        best = [(np.inf, np.inf), (np.inf, np.inf)]   # per kind: (price, start) of the cheapest addable type
+        found = [False, False]
+        for j, t in enumerate(self.types[i]):
+            if shape_ok[j] and (left[j] > 0 or leftover[j] >= key[0] - 1e-9):
+                k, cand = int(t.spot), (float(price[j]), t.start_s)
+                if not found[k] or cand < best[k]:
+                    best[k], found[k] = cand, True
+        for k in (0, 1):
+            fits[k, i], delay[k, i] = found[k], best[k][1]
 
     def growth(self, cpus: float, memory: float, req: GpuRequest | None, free_cpu: np.ndarray,
                free_mem: np.ndarray) -> np.ndarray:
@@ -268,8 +286,6 @@ class Costs:
         self.grow_mem[k, i] -= memory - mem_free
         j = self.node_for(kind, i, cpus, memory, req)
         before = float(self.leftover[i, j]) if j >= 0 else 0.0
-        if j >= 0 and (req is not None or before < cpus - cpu_free - 1e-9 or not self.t_left[i, j]):
-            self._claimed.append(i)   # what `_addable` read changed: t_left, or a spent type's leftover
         if j >= 0 and (req is not None or before < cpus - cpu_free - 1e-9):
             # A GPU job claims a node of its own (new nodes' GPUs are not bound ahead); a CPU job
             # opens one when the last node of the type opened this cycle has too little left.
@@ -280,6 +296,8 @@ class Costs:
             if j >= 0:
                 self.leftover[i, j] -= cpus - cpu_free
             opened = False
+        if j >= 0 and not self.t_left[i, j]:
+            self._claimed.append(i)   # the type's last node: whether it is addable now hangs on its leftover
         self._taken[job_id] = (k, i, cpus - cpu_free, memory - mem_free, j, before, opened)
         return cpu_free, mem_free
 

@@ -116,7 +116,7 @@ def economics(kind: np.ndarray, delay: np.ndarray, price: np.ndarray, job: Pendi
     finite = price[eligible & np.isfinite(price)]
     top = float(finite.max()) if finite.size else 0.0
     share = price / top if top > 0 else np.zeros_like(price)   # the job's share of a site's price, 0..1
-    wait = np.divide(delay, delay + DELAY_SCALE, out=np.ones_like(delay), where=np.isfinite(delay))
+    wait = 1.0 - DELAY_SCALE / (delay + DELAY_SCALE)   # 1 where the delay is infinite
     later = kind != NOW
     if not job.optimize_cost:
         return -W_DELAY * (later + wait) - W_PRICE * share

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,7 +20,7 @@ from policies import (
     schedule,
     static_verdict,
 )
-from policies.pricing import ALLOW, NEVER, PREFER, Elastic, NodeType, Pricing, Rates
+from policies.pricing import ALLOW, NEVER, ON_DEMAND, PREFER, SPOT, Costs, Elastic, NodeType, Pricing, Rates
 
 GiB = 2**30
 RULES = Rules({"gdpr-personal": ClassificationRule(expand_jurisdictions(["EU"])),
@@ -239,3 +240,30 @@ def test_a_node_type_is_never_claimed_past_its_max_within_a_cycle_or_across_cycl
     site = replace(cloud(types=gpu), pricing=pricey, elastic=Elastic(gpu, claimed={"h100x8": 1}))
     r = schedule(world(site), [job(f"g{i}", gpus=8, submitted_at=i) for i in range(2)], 0)
     assert len(r.decisions) == 1
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.data())
+def test_property_room_to_grow_kept_up_to_date_site_by_site_equals_a_fresh_count(data):
+    """`Costs` brings only the sites where a node type ran out up to date, in Python for a few: the
+    answer must be the one counted afresh over every site after the same claims."""
+    gpu = NodeType("gpu", cpus=8, memory=32 * GiB, max=1, gpus=1, gpu_model="A10G", gpu_memory=24 * GiB, start_s=200)
+    sites = [cloud(name=f"c{k}", types=(
+        NodeType("od", cpus=4, memory=16 * GiB, max=data.draw(st.integers(0, 3)), start_s=90),
+        NodeType("od-big", cpus=8, memory=32 * GiB, max=1, start_s=data.draw(st.sampled_from([60.0, 120.0]))),
+        NodeType("spot", cpus=4, memory=16 * GiB, max=data.draw(st.integers(0, 2)), spot=True, start_s=120), gpu))
+        for k in range(data.draw(st.integers(1, 12)))]
+    costs = Costs(sites)
+    shapes = [(c, c * GiB, None) for c in (1.0, 3.0, 4.0, 6.0)]
+    for n in range(data.draw(st.integers(1, 30))):
+        cpus, memory, req = data.draw(st.sampled_from(shapes))
+        for shape in data.draw(st.lists(st.sampled_from(shapes), max_size=3)):
+            costs._addable(*shape)   # cached now, brought up to date later
+        i, kind = data.draw(st.integers(0, len(sites) - 1)), data.draw(st.sampled_from([ON_DEMAND, SPOT]))
+        if costs.node_fits(cpus, memory, req)[kind - ON_DEMAND, i]:
+            costs.took(f"j{n}", i, kind, cpus, memory, 0.0, 0.0, req)
+    for shape in shapes:
+        fits, delay = np.zeros((2, costs.n), dtype=bool), np.full((2, costs.n), np.inf)
+        costs._fill(shape, fits, delay, slice(None))
+        kept = costs._addable(*shape)
+        assert (kept[0] == fits).all() and (kept[1] == delay).all(), shape
