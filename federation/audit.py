@@ -111,9 +111,11 @@ def load_public(path: Path) -> ec.EllipticCurvePublicKey:
     return key
 
 
-def verify(records: Iterable[AuditRecord], public: ec.EllipticCurvePublicKey) -> tuple[int, str, str]:
-    """(records checked, head hash, '' or what is wrong with the first bad record)."""
-    prev, expected, n = GENESIS, 1, 0
+def verify(records: Iterable[AuditRecord], public: ec.EllipticCurvePublicKey, after: int = 0,
+           head: str = GENESIS) -> tuple[int, str, str]:
+    """(records checked, head hash, '' or what is wrong with the first bad record); the records
+    follow record `after`, whose hash is `head` (by default, the log from its start)."""
+    prev, expected, n = head, after + 1, 0
     for r in records:
         n += 1
         where = f"record {r.seq} ({r.action} {r.subject})"

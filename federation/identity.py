@@ -11,6 +11,7 @@ user or site, and organizational units carry its role and scope (`role:submitter
 | submitter | the same for its tenants' jobs |
 | site-operator | cordon, uncordon, drain its sites; list sites |
 | site | the site service for the site it names, nothing else |
+| monitor | read the federation's and sites' metrics (what Prometheus scrapes with), nothing else |
 | anonymous (plain text) | submit, see, cancel, read logs of every tenant's jobs; the site service for any site |
 
 Plain text is served only when a config asks for `insecure: true` alone, never beside `tls`
@@ -31,7 +32,7 @@ from cryptography.x509.oid import NameOID
 from federation.errors import PermissionDenied
 
 BOUND = ("jurisdiction", "region", "label")
-ROLES = ("federation-admin", "tenant-admin", "submitter", "site-operator", "site")
+ROLES = ("federation-admin", "tenant-admin", "submitter", "site-operator", "site", "monitor")
 TENANT_ROLES = ("tenant-admin", "submitter")
 # Our CA dates every certificate's start this long before its issue, for machines whose clocks lag;
 # the issue time is read back from it (federation.pki issues, Trust refuses by name and issue time).
@@ -68,9 +69,14 @@ class Identity:
         if not (self.admin or (self.role == "site-operator" and site in self.sites)):
             raise PermissionDenied(f"{self.name} ({self.role or 'no role'}) may not {what} site {site!r}")
 
+    def reads_metrics(self, site: str = "") -> bool:
+        """May scrape the federation's metrics, or (with `site`) that site's agent's."""
+        return self.role in ("federation-admin", "monitor") or (
+            bool(site) and self.role == "site-operator" and site in self.sites)
+
     def check_user(self) -> None:
-        """Site agents' certificates are for the site service only."""
-        if self.role not in ROLES or self.role == "site":
+        """Site agents' certificates are for the site service only; a monitor's for metrics."""
+        if self.role not in ROLES or self.role in ("site", "monitor"):
             raise PermissionDenied(f"{self.name} ({self.role or 'no role'}) may not use the federation service")
 
 

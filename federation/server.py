@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from federation.audit import Signer, public_path
 from federation.control import ControlPlane
 from federation.errors import ConfigError
+from federation.observe.endpoint import federation_metrics
+from federation.observe.serve import MetricsServer
 from federation.pki import Issued
 from federation.replication import Elector, Gate, Refusal, lease_for
 from federation.scheduler import SchedulerLoop
@@ -32,9 +34,12 @@ class RunningServer:
     port: int
     enrolment_port: int = 0
     elector: Elector | None = None   # None: a witness
+    metrics: MetricsServer | None = None
 
     def stop(self, grace: float = 2.0) -> None:
         try:
+            if self.metrics is not None:
+                self.metrics.stop()
             self.scheduler.stop()
             self.rpc.stop(grace)
         finally:
@@ -113,6 +118,9 @@ def start_server(config: FederationConfig) -> RunningServer:
                                             key=tls.key if tls else None, client_ca=tls.client_ca if tls else None,
                                             insecure=body.insecure))
         enrolment_port = _enrolment(config, e, control, gate, rpc, enrolling) if e else 0
+        metrics = federation_metrics(control, body.metrics, body.tls) if body.metrics else None
+        if metrics is not None:
+            metrics.start()
     except Exception:
         rpc.stop(0)
         for pool in (users, sites, enrolling):
@@ -131,4 +139,4 @@ def start_server(config: FederationConfig) -> RunningServer:
              listening, "a PostgreSQL database" if body.database else body.store, policy.metadata.name,
              policy.metadata.version)
     return RunningServer(rpc=rpc, pools=(users, sites, enrolling), scheduler=scheduler, control=control, port=port,
-                         enrolment_port=enrolment_port, elector=elector)
+                         enrolment_port=enrolment_port, elector=elector, metrics=metrics)

@@ -192,7 +192,7 @@ class TrainingLoop:
         late = [j.id for s, j in jobs.items() if not j.state.terminal]
         self._cancel_jobs(late, f"round {r.number} of {t.id} went on without it")
         if state is plan.RoundState.FAIL:
-            self.store.save_round(replace(r, state=RoundState.FAILED, reported=reported, lost=lost, ended_at=now))
+            self._end_round(replace(r, state=RoundState.FAILED, reported=reported, lost=lost, ended_at=now))
             self._save(t, message=f"round {r.number}: only {len(reported)} of at least {body.sites.min} sites "
                                   f"reported (lost: {', '.join(lost) or 'none'}); starting it again")
             return
@@ -223,7 +223,7 @@ class TrainingLoop:
         jobs = self.store.jobs_by_id(list(r.reveals.values()))
         if any(j.state in (JobState.FAILED, JobState.CANCELLED) for j in jobs):
             self._cancel_jobs([j.id for j in jobs], f"round {r.number} of {t.id} starts again")
-            self.store.save_round(replace(r, state=RoundState.FAILED, ended_at=self.control.clock()))
+            self._end_round(replace(r, state=RoundState.FAILED, ended_at=self.control.clock()))
             self._save(t, message=f"round {r.number}: a survivor was lost while revealing; starting it again")
             return
         if not all(j.state is JobState.SUCCEEDED for j in jobs):
@@ -273,7 +273,7 @@ class TrainingLoop:
         job = self.store.get_job(r.aggregate_job)
         now = self.control.clock()
         if job.state in (JobState.FAILED, JobState.CANCELLED):
-            self.store.save_round(replace(r, state=RoundState.FAILED, ended_at=now))
+            self._end_round(replace(r, state=RoundState.FAILED, ended_at=now))
             self._save(t, message=f"round {r.number}: aggregation {job.state.value}: {job.message}; starting it again")
             return
         if job.state is not JobState.SUCCEEDED:
@@ -284,7 +284,7 @@ class TrainingLoop:
         examples = sum(m.get("examples", 0) for m in sites.values())
         if examples:
             metrics["accuracy"] = sum(m.get("accuracy", 0.0) * m.get("examples", 0) for m in sites.values()) / examples
-        self.store.save_round(replace(r, state=RoundState.DONE, ended_at=now, metrics=metrics,
+        self._end_round(replace(r, state=RoundState.DONE, ended_at=now, metrics=metrics,
                                       bytes_moved=r.bytes_moved + len(model)))
         done = r.number >= t.spec.spec.rounds
         t = self._save(t, round=r.number, model_job=job.id,
@@ -318,6 +318,12 @@ class TrainingLoop:
                 self.store.cancel_job(job.id, now, f"cancelled: {why}")
                 self.control.record("federation", "job.cancel", job.id, reason=why)
         self.control.changes.bump()
+
+    def _end_round(self, r: Round) -> None:
+        self.store.save_round(r)
+        metrics = self.control.core.metrics
+        metrics.rounds.labels(r.state.name.lower()).inc()
+        metrics.round_seconds.observe(max(0.0, r.ended_at - r.started_at))
 
     def _save(self, t: Training, **changes: Any) -> Training:
         t = replace(t, **changes, updated_at=self.control.clock())

@@ -28,6 +28,8 @@ from site_agent.elastic import nodes_up
 from site_agent.files import Fetch, work_dir
 from site_agent.guard import GUARD_AT
 from site_agent.inventory import site_capacity, site_gpus
+from site_agent.lease_file import FENCE_AT
+from site_agent.metrics import AgentMetrics
 from site_agent.plan import ASK_AT, fence_reason
 from site_agent.ray_driver import RayDriver
 from site_agent.reconciler import Reconciler
@@ -52,6 +54,7 @@ class SiteAgent:
         self.address = fed.address   # where the next session connects: the leader, when known
         self.pass_interval_s = pass_interval_s
         self.reconciler = Reconciler(config, driver)
+        self.metrics = AgentMetrics()
         self._stop = threading.Event()
         self._wake = threading.Event()
         self.heartbeat_interval_s = 2.0
@@ -90,6 +93,7 @@ class SiteAgent:
             try:
                 stub = pb_grpc.SiteServiceStub(channel)
                 self._register(stub)
+                self.metrics.connected.set(1)
                 backoff.reset()
                 # Back within a quarter of the lease once the federation returns: a restarted federation
                 # counts leases from its own start, and must not find this site silent for a whole one.
@@ -105,6 +109,7 @@ class SiteAgent:
                     if len(self.addresses) > 1:   # with one address there is nobody else to follow
                         self._follow(witness.ask(self.addresses, self.channel_factory, self.name, 2.0).leader)
             finally:
+                self.metrics.connected.set(0)
                 session_over.set()
                 channel.close()
             self._stop.wait(backoff.next())
@@ -273,11 +278,22 @@ class SiteAgent:
         log.info("certificate renewed: %s", tls.cert)
         return True
 
+    def _reconcile(self) -> pb.ConnectRequest | None:
+        started = time.perf_counter()
+        report = self.reconciler.reconcile()
+        running = sum(s.state == pb.ATTEMPT_STATE_RUNNING for s in report.statuses) if report is not None else 0
+        self.metrics.passed(time.perf_counter() - started, report is not None, running)
+        return report
+
+    def lease_left(self, now: float) -> float:
+        """Seconds until this site fences its work unless a heartbeat is acknowledged; 0 without a lease."""
+        return max(0.0, self._renewed + self.lease_s * FENCE_AT - now) if self.lease_s else 0.0
+
     def _stream(self, stub: pb_grpc.SiteServiceStub, session_over: threading.Event) -> None:
         outbox: queue.Queue[pb.ConnectRequest | None] = queue.Queue()
         self.reconciler.fetch_input = self._fetch_input(stub)
         self.reconciler.new_stream()
-        first = self.reconciler.reconcile()
+        first = self._reconcile()
         outbox.put(first or pb.ConnectRequest(site=self.name))
         responses = stub.Connect(_drain(outbox))
         reader_error: list[BaseException] = []
@@ -296,7 +312,7 @@ class SiteAgent:
                         and not self.reconciler.any_started()):
                     continue  # between full passes, only ask Ray about attempts that are starting
                 last_pass = time.monotonic()
-                report = self.reconciler.reconcile()
+                report = self._reconcile()
                 if report is None:
                     continue
                 now = time.monotonic()

@@ -13,6 +13,7 @@ import grpc
 
 from federation.errors import ConfigError, RayError
 from federation.gpus import inventory_of
+from federation.observe.serve import MetricsServer
 from federation.spec import SiteConfig
 from federation.transport import open_channel
 from site_agent.agent import SiteAgent
@@ -21,6 +22,7 @@ from site_agent.elastic import MARKET, market
 from site_agent.files import work_dir
 from site_agent.isolation import DatasetGrants, JobUsers
 from site_agent.local_ray import LocalRayHead
+from site_agent.metrics import agent_metrics
 from site_agent.ray_driver import RayJobsDriver
 from site_agent.tasks import Executions, TaskRunner, runner_path
 from site_agent.tenant_heads import TenantHeads
@@ -42,6 +44,7 @@ def run_site(config: SiteConfig, *, local_ray: bool,
     if head is None and (body.ray.local.tenant_heads or body.ray.local.run_as):
         raise ConfigError(f"site {config.metadata.name}: spec.ray.local.run_as and tenant_heads need --local-ray")
     pool: TenantHeads | None = None
+    metrics: MetricsServer | None = None
     agent: SiteAgent | None = None
 
     def stop() -> None:
@@ -80,9 +83,14 @@ def run_site(config: SiteConfig, *, local_ray: bool,
         agent = SiteAgent(config, pool or Executions(driver, runner), channel)
         log.info("site %s (%s, %s) joining %s", config.metadata.name, body.location.jurisdiction,
                  body.location.region, fed.address)
+        if body.metrics is not None:
+            metrics = agent_metrics(agent, body.metrics)
+            metrics.start()
         agent.run()
         return 0
     finally:
+        if metrics is not None:
+            metrics.stop()
         if pool is not None:
             pool.stop_all()
         if head is not None:

@@ -123,7 +123,7 @@ def register(sub: Subcommands, add: AddCommand) -> None:
     sp = add(user_sub, "add", cmd_user_add, "issue a user's certificate with the federation's CA")
     sp.add_argument("name")
     sp.add_argument("--role", required=True,
-                    choices=["submitter", "tenant-admin", "site-operator", "federation-admin"])
+                    choices=["submitter", "tenant-admin", "site-operator", "federation-admin", "monitor"])
     sp.add_argument("--tenant", action="append", help="a tenant the user works for (repeatable)")
     sp.add_argument("--site", action="append", help="a site the operator runs (repeatable)")
     sp.add_argument("--dir", default=".fedctl/pki", help="the CA's folder")

@@ -101,10 +101,16 @@ class Admission:
         With a request id, a repeated submission returns the jobs the first one stored. `inputs`:
         per part name ('' for a plain job), files its attempts fetch; stored before the jobs, so no
         attempt can start without them."""
-        prepared = self._prepare(spec, actor, request_id)
-        if isinstance(prepared, list):
-            return prepared
-        ready = prepared[0]
+        try:
+            prepared = self._prepare(spec, actor, request_id)
+            if isinstance(prepared, list):
+                return prepared
+            return self._store(prepared[0], inputs)
+        except FederationError as e:
+            self.core.metrics.refused.labels(e.code.value).inc()
+            raise
+
+    def _store(self, ready: NewSubmission, inputs: dict[str, dict[str, bytes]] | None) -> list[Job]:
         now = self.core.clock()
         for job in ready.jobs:
             part = job.id[len(job.gang_id) + 1:] if job.gang_id else ""
@@ -140,8 +146,12 @@ class Admission:
             out.append(r if not isinstance(r, tuple) else [])
         signer = self.core.signer
         stored = self.core.store.add_many([new for _, new in ready], signer.seal if signer else None)
+        metrics = self.core.metrics
         for (i, new), ids in zip(ready, stored, strict=True):
             out[i] = ids if isinstance(ids, FederationError) else self._stored(new, ids)
+        for r in out:
+            if isinstance(r, FederationError):
+                metrics.refused.labels(r.code.value).inc()
         if ready:
             self.core.changes.bump(assignments=False)
         return out
@@ -175,6 +185,7 @@ class Admission:
     def _stored(self, ready: NewSubmission, ids: list[str]) -> list[Job]:
         if ready.request is not None and ids != [j.id for j in ready.jobs]:
             return self.core.store.jobs_by_id(ids)  # a concurrent retry of the same request stored first
+        self.core.metrics.submissions.labels(ready.jobs[0].tenant).inc(len(ready.jobs))
         return list(ready.jobs)
 
     def cancel(self, job_id: str, actor: str = "") -> Job:

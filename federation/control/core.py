@@ -15,6 +15,8 @@ from federation.changes import Changes
 from federation.control.refusals import Refusals
 from federation.control.rules import rules_from_policy
 from federation.errors import Deposed
+from federation.jobs import Job
+from federation.observe.metrics import FederationMetrics
 from federation.sites import SiteRecord
 from federation.spec import PolicyConfig
 from federation.store import Store
@@ -40,11 +42,22 @@ class Core:
         self.changes = Changes()
         self.deaf = False   # heard no site for a lease, at the last look (see hearing)
         self.newest_heard = store.newest_heartbeat()
-        self.refusals = Refusals(self.record, lambda: self.clock())
+        self.metrics = FederationMetrics()
+        self.refusals = Refusals(self.record, lambda: self.clock(), seen=lambda action: self.metrics.denied.labels(
+            action).inc())
 
     def audit_record(self, actor: str, action: str, subject: str, **detail: Any) -> AuditRecord:
         plain = json.loads(json.dumps(detail, sort_keys=True, default=str))
         return AuditRecord(0, self.clock(), actor, action, subject, plain)
+
+    def applied(self, job: Job | None, number: int) -> bool:
+        """After `store.apply_attempt_status`: whether it changed anything; an attempt that ended is counted."""
+        if job is None:
+            return False
+        attempt = next((a for a in job.attempts if a.number == number), None)
+        if attempt is not None and not attempt.state.live:
+            self.metrics.attempt_ended(attempt.site, attempt.state.value)
+        return True
 
     def record(self, actor: str, action: str, subject: str, **detail: Any) -> None:
         """Append to the audit log (a no-op without a signing key, or on a replica that does not lead)."""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from collections import Counter
+from dataclasses import dataclass, field
 
 import policies
 from federation import queues
@@ -67,15 +69,37 @@ def unplaced_summary(u: policies.Unplaced, old: Explanation | None, result: poli
     return u.summary
 
 
+@dataclass
+class Stats:
+    """The last cycle, for monitoring: what it decided on and what holds the jobs it left waiting."""
+    at: float
+    observed: Observed | None
+    waiting: Counter[str] = field(default_factory=Counter)   # pending jobs by what holds them
+
+
+def waiting_reason(said: str | Explanation | None) -> str:
+    """A pending job's reason in a word, from its explanation's summary (a bounded set of labels)."""
+    summary = said if isinstance(said, str) else said.summary if said is not None else ""
+    for start, reason in (("deferred", "deferred"), ("waiting: no site", "no-capacity"),
+                          ("no site can take", "no-capacity"), ("no site may ever", "no-eligible-site"),
+                          ("waiting: ", "preempting"), ("held by a queue limit", "queue-limit"), ("gang ", "gang"),
+                          ("no sites are registered", "no-sites")):
+        if summary.startswith(start):
+            return reason
+    return "other"
+
+
 class Cycle:
     def __init__(self, core: Core, sites: Sites, max_placements: int | None = None) -> None:
         self.core = core
         self.sites = sites
         self.max_placements = max_placements
+        self.last = Stats(0.0, None)
 
     def run_once(self) -> policies.ScheduleResult:
         """One observe -> decide -> apply cycle of the scheduling loop."""
         store = self.core.store
+        started = time.perf_counter()
         now = self.core.clock()
         self.sites.expire_leases(now)
         live = store.live_attempts()
@@ -83,31 +107,40 @@ class Cycle:
             live = store.live_attempts()
         pending = store.pending_jobs()
         if not pending:
+            self.last = Stats(self.core.clock(), observed=None)
+            self.core.metrics.cycle_ended(time.perf_counter() - started, 0, self.last.at)
             return policies.ScheduleResult((), ())
         observed = self._observe(now, pending, live)
         with paused_gc():
             result = policies.schedule(observed.snapshot, list(observed.views.values()), now, self.max_placements)
         self._apply(result, observed)
+        self.core.metrics.cycle_ended(time.perf_counter() - started, len(result.decisions), self.core.clock())
         return result
 
     def _observe(self, now: float, pending: list[Job], live: list[tuple[Attempt, Job]]) -> Observed:
         snapshot = observe(self.core, now, live)
         held_back = self._settle_holds(pending, live, [s.name for s in snapshot.sites], now)
         views = {}
+        waiting = Counter(held_back.values())
         for j in pending:
             if j.id in held_back or j.not_before > now:
+                waiting["retry-backoff"] += j.id not in held_back
                 continue   # held back, or backing off before a retry (its message says until when)
             queue = j.queue if j.queue in self.core.queue_by_name else self._requeue(j, now)
             if queue:
                 views[j.id] = pending_view(j, queue)
-        return Observed(now, {j.id: j for j in pending}, snapshot, views)
+            else:
+                waiting["no-queue"] += 1
+        observed = Observed(now, {j.id: j for j in pending}, snapshot, views)
+        self.last = Stats(now, observed, waiting)
+        return observed
 
     def _settle_holds(self, pending: list[Job], live: list[tuple[Attempt, Job]], sites: list[str],
-                      now: float) -> set[str]:
-        """Explain (or, if it can never start, cancel) each job held back; their ids."""
+                      now: float) -> dict[str, str]:
+        """Explain (or, if it can never start, cancel) each job held back; what holds each one."""
         found = {**budget_holds(self.core, pending, now), **holds(self.core, pending, live)}
         if not found:
-            return set()
+            return {}
         by_id = {j.id: j for j in pending}
         for job_id, hold in found.items():
             if hold.never:
@@ -120,7 +153,7 @@ class Cycle:
             if old is None or old.summary != summary:
                 verdicts = tuple((s, False, hold.reason.slug, hold.detail) for s in sites[:MAX_VERDICTS])
                 self.core.store.explain_job(job_id, Explanation(summary, now, verdicts))
-        return set(found)
+        return {job_id: hold.reason.slug for job_id, hold in found.items() if not hold.never}
 
     def _requeue(self, job: Job, now: float) -> str | None:
         """The queue of a job whose queue left the policy, or None (and the job says why) if it has none."""
@@ -140,6 +173,7 @@ class Cycle:
             if core.store.place_job(d.job_id, d.site, placed_explanation(d, observed), now, d.binding,
                                     d.gpu_model, d.node_type, d.price) is not None:
                 changed.add(d.site)
+                core.metrics.placements.labels(observed.views[d.job_id].queue).inc()
                 core.record("scheduler", "job.place", d.job_id, site=d.site, reasons=list(d.reasons),
                             policy=f"{core.policy.metadata.name}@{core.policy.metadata.version}",
                             gpus=[(s.node, list(s.gpus), s.milli) for s in d.binding])
@@ -152,9 +186,11 @@ class Cycle:
                             reason=p.reason)
                 waiting_on.setdefault(p.for_job, []).append(f"{p.job_id} on {p.site}")
                 changed.add(p.site)
+                core.metrics.preemptions.labels(p.site).inc()
         explained = []
         for u in result.unplaced:
             summary = unplaced_summary(u, observed.pending[u.job_id].explanation, result, waiting_on)
+            self.last.waiting[waiting_reason(summary or observed.pending[u.job_id].explanation)] += 1
             if summary is not None:
                 verdicts = tuple((v.site, False, v.reason.slug, v.detail) for v in policies.verdicts(
                     u, observed.views[u.job_id], observed.snapshot, MAX_VERDICTS))

@@ -51,8 +51,9 @@ class _Counted:
 
 class Refusals:
     def __init__(self, write: Write, clock: Callable[[], float] = time.time, *, window_s: float = 60.0,
-                 max_keys: int = 64) -> None:
+                 max_keys: int = 64, seen: Callable[[str], None] = lambda action: None) -> None:
         self.write = write
+        self.seen = seen   # told of every refusal by its action, before counting (metrics)
         self.clock = clock
         self.window_s = window_s
         self.max_keys = max_keys
@@ -64,6 +65,7 @@ class Refusals:
 
     def refuse(self, actor: str, action: str, subject: str, kind: str, **detail: Any) -> None:
         """Count one refusal; written at once only when its key was quiet this window."""
+        self.seen(action)
         reason = str(detail.get("reason", ""))
         with self._lock:
             now = self.clock()

@@ -134,7 +134,8 @@ class Reports:
                 if r.state.live:
                     self._refuse_stale(site, r)
                 continue  # an attempt that ended here already, or one this site does not hold
-            changed |= self.core.store.apply_attempt_status(r.job_id, r.number, r.state, r.message, now) is not None
+            changed |= self.core.applied(self.core.store.apply_attempt_status(r.job_id, r.number, r.state, r.message,
+                                                                             now), r.number)
         return changed
 
     def _end_vanished(self, live: Live, seen: set[tuple[str, int]], now: float) -> bool:
@@ -143,8 +144,8 @@ class Reports:
             ending = None if key in seen else vanished(attempt, job)
             if ending is not None:
                 state, message = ending
-                changed |= self.core.store.apply_attempt_status(job.id, attempt.number, state, message,
-                                                                now) is not None
+                changed |= self.core.applied(self.core.store.apply_attempt_status(job.id, attempt.number, state,
+                                                                                 message, now), attempt.number)
         return changed
 
     def _refuse_stale(self, site: str, r: AttemptReport) -> None:

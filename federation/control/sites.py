@@ -92,7 +92,8 @@ class Sites:
                 if job.spec.spec.on_site_loss == "wait":
                     continue   # its site keeps it running (it does not fence it), and it waits for the site
                 message = f"site {site.name} lost: no heartbeat for {silent:.0f}s (lease {core.site_timeout_s:g}s)"
-                if store.apply_attempt_status(job.id, attempt.number, AttemptState.LOST, message, now):
+                if core.applied(store.apply_attempt_status(job.id, attempt.number, AttemptState.LOST, message, now),
+                                attempt.number):
                     lost += 1
                     log.warning("%s attempt %d: %s", job.id, attempt.number, message)
                     core.record("federation", "attempt.lost", job.id, attempt=attempt.number, site=site.name,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import TypeVar, cast
 
@@ -46,19 +47,29 @@ def _denied(self, context: grpc.ServicerContext, method: str, e: FederationError
         self.control.refuse(caller(context), "call.denied", method, f"{method}: permission denied", reason=e.message)
 
 
+def _observe(self, method: str, started: float, code: grpc.StatusCode) -> None:
+    self.control.core.metrics.rpc_seconds.labels(method, code.name).observe(time.perf_counter() - started)
+
+
 def translate(method: F) -> F:
     """Servicer decorator: FederationError -> status with the code in trailing metadata."""
 
     @functools.wraps(method)
     def unary(self, request, context: grpc.ServicerContext):
+        started, code = time.perf_counter(), grpc.StatusCode.INTERNAL
         try:
-            return method(self, request, context)
+            response = method(self, request, context)
+            code = grpc.StatusCode.OK
+            return response
         except FederationError as e:
+            code = TO_GRPC[e.code]
             _denied(self, context, method.__name__, e)
             _abort(context, e)
         except Exception:
             log.exception("unexpected error in %s", method.__name__)
             context.abort(grpc.StatusCode.INTERNAL, "internal error; see the federation log")
+        finally:
+            _observe(self, method.__name__, started, code)
 
     return unary  # type: ignore[return-value]
 
@@ -71,12 +82,16 @@ def offload(admit: Callable[[grpc.aio.ServicerContext], None] | None = None) -> 
     def decorate(method: F) -> F:
         @functools.wraps(method)
         async def unary(self, request, context: grpc.aio.ServicerContext):
+            started, code = time.perf_counter(), grpc.StatusCode.OK
             try:
                 if admit is not None:
                     admit(context)
                 return await self.pool.run(method, self, request, context)
             except Exception as e:
+                code = TO_GRPC[e.code] if isinstance(e, FederationError) else grpc.StatusCode.INTERNAL
                 await _abort_async(self, context, method.__name__, e)
+            finally:
+                _observe(self, method.__name__, started, code)
 
         return unary  # type: ignore[return-value]
 

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from federation.spec.common import API_VERSION, Strict
+from federation.spec.metrics import MetricsSettings
 
 
 class ServerTLS(Strict):
@@ -71,6 +72,7 @@ class FederationBody(Strict):
     site_timeout_s: float = Field(default=30.0, gt=0)
     heartbeat_interval_s: float = Field(default=2.0, gt=0)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    metrics: MetricsSettings | None = Field(default=None, description="serve Prometheus metrics at /metrics")
     replication: Replication = Field(default_factory=Replication)
     threads: int = Field(default=64, ge=8, le=8192,
                          description="threads that serve users' calls; sites' calls have a quarter as many (at least "

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from federation.spec.common import API_VERSION, Resources, Strict, check_labels, check_name
+from federation.spec.metrics import MetricsSettings
 from federation.spec.pricing import Elastic, NodeGpus, Pricing, check_priced
 from federation.spec.quantity import parse_bytes
 
@@ -208,6 +209,7 @@ class SiteBody(Strict):
                                                         "what it holds (nothing is re-placed) and reconciles on return")
     pricing: Pricing | None = Field(default=None, description="what the site costs; none: it is priced at zero")
     elastic: Elastic | None = Field(default=None, description="node types the site's Ray autoscaler may add")
+    metrics: MetricsSettings | None = Field(default=None, description="serve the agent's Prometheus metrics")
 
     @model_validator(mode="before")
     @classmethod

@@ -218,6 +218,14 @@ class Store(ABC):
         and signs it, in one transaction."""
 
     @abstractmethod
+    def audit_records(self, after: int, limit: int) -> list[AuditRecord]:
+        """Up to `limit` audit records after seq `after`, in order."""
+
+    @abstractmethod
+    def job_counts(self) -> list[tuple[JobState, str, str, int]]:
+        """(state, tenant, queue, how many jobs) for every combination that has any."""
+
+    @abstractmethod
     def audit_head(self) -> tuple[int, str]:
         """(seq, hash) of the last audit record; (0, GENESIS) when the log is empty."""
 

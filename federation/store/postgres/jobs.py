@@ -109,6 +109,10 @@ class JobTables(Database):
         args.append(limit)
         return self._jobs(sql + " ORDER BY created_at DESC, id DESC LIMIT %s", args)
 
+    def job_counts(self) -> list[tuple[JobState, str, str, int]]:
+        rows = self._read("SELECT state, tenant, queue, COUNT(*) AS n FROM jobs GROUP BY state, tenant, queue")
+        return [(JobState(r["state"]), r["tenant"], r["queue"], int(r["n"])) for r in rows]
+
     def pending_count(self, tenant: str) -> int:
         return int(self._read("SELECT COUNT(*) AS n FROM jobs WHERE tenant=%s AND state=%s",
                               (tenant, JobState.PENDING.value))[0]["n"])

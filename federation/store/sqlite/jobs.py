@@ -267,6 +267,11 @@ class JobTables(Database):
         args.append(limit)
         return self._jobs(sql, args)
 
+    def job_counts(self) -> list[tuple[JobState, str, str, int]]:
+        with self._reading(statements=1) as db:
+            rows = db.execute("SELECT state, tenant, queue, COUNT(*) AS n FROM jobs GROUP BY state, tenant, queue")
+            return [(JobState(r["state"]), r["tenant"], r["queue"], int(r["n"])) for r in rows]
+
     def pending_count(self, tenant: str) -> int:
         with self._reading(statements=1) as db:
             row = db.execute("SELECT COUNT(*) AS n FROM jobs WHERE tenant=? AND state=?",

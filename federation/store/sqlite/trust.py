@@ -29,6 +29,12 @@ class TrustTables(Database):
         with self._tx() as db:
             return insert_audit(db, record, seal)
 
+    def audit_records(self, after: int, limit: int) -> list[AuditRecord]:
+        rows = self._read("SELECT seq, at, actor, action, subject, detail, prev, hash, signature FROM audit"
+                          " WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit))
+        return [AuditRecord(r["seq"], r["at"], r["actor"], r["action"], r["subject"], _detail(r["detail"]), r["prev"],
+                            r["hash"], r["signature"]) for r in rows]
+
     def audit_head(self) -> tuple[int, str]:
         rows = self._read("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", ())
         return (rows[0]["seq"], rows[0]["hash"]) if rows else (0, GENESIS)
@@ -72,3 +78,10 @@ class TrustTables(Database):
 
     def revoked_names(self) -> dict[str, float]:
         return {r["name"]: r["revoked_at"] for r in self._read("SELECT name, revoked_at FROM revoked_names", ())}
+
+
+def _detail(text: str) -> dict:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return {"unreadable": text}   # verifying finds it: the hash will not match

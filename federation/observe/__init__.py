@@ -1,0 +1,1 @@
+"""What the federation and its site agents tell monitoring: Prometheus metrics, served over HTTPS."""

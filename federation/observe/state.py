@@ -1,0 +1,152 @@
+"""Metrics read from the federation's state when Prometheus scrapes: jobs, sites, queues, the
+last scheduling cycle and the audit chain. Nothing here is kept up to date between scrapes."""
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterator
+
+from cryptography.hazmat.primitives.asymmetric import ec
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+import policies
+from federation.audit import GENESIS, verify
+from federation.control import ControlPlane
+from policies import fairshare
+
+log = logging.getLogger("federation.observe")
+AUDIT_BATCH = 5000   # records verified a scrape, so a long log is caught up over several
+
+
+class StateCollector(Collector):
+    def __init__(self, control: ControlPlane) -> None:
+        self.control = control
+        signer = control.core.signer
+        self.audit = AuditWatch(signer.key.public_key() if signer is not None else None)
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._jobs()
+        yield from self._sites()
+        yield from self._cycle()
+        yield from self.audit.metrics(self.control)
+
+    def _jobs(self) -> Iterator[Metric]:
+        jobs = GaugeMetricFamily("fedctl_jobs", "Jobs in the store, by state, tenant and queue",
+                                 labels=["state", "tenant", "queue"])
+        for state, tenant, queue, n in self.control.store.job_counts():
+            jobs.add_metric([state.value, tenant, queue], n)
+        yield jobs
+
+    def _sites(self) -> Iterator[Metric]:
+        core = self.control.core
+        now = core.clock()
+        info = GaugeMetricFamily("fedctl_site_info", "1 per site, with where it is and its state",
+                                 labels=["site", "jurisdiction", "region", "state"])
+        up = GaugeMetricFamily("fedctl_site_connected", "1 while the site's heartbeats arrive", labels=["site"])
+        lost = GaugeMetricFamily("fedctl_site_lost", "1 once the site's lease expired", labels=["site"])
+        age = GaugeMetricFamily("fedctl_site_heartbeat_age_seconds", "Since the site's last heartbeat",
+                                labels=["site"])
+        capacity = GaugeMetricFamily("fedctl_site_capacity", "What the site has, by resource (cpus, memory_bytes, "
+                                     "gpus)", labels=["site", "resource"])
+        free = GaugeMetricFamily("fedctl_site_free", "What the site has that no live attempt holds, by resource",
+                                 labels=["site", "resource"])
+        gpus = GaugeMetricFamily("fedctl_site_gpus", "GPUs at the site by model", labels=["site", "model"])
+        gpus_free = GaugeMetricFamily("fedctl_site_gpus_free", "GPUs at the site by model that no live attempt holds",
+                                      labels=["site", "model"])
+        running = GaugeMetricFamily("fedctl_site_running_attempts", "Live attempts at the site", labels=["site"])
+        held = _gpus_held(self.control)
+        for s in self.control.views.site_statuses():
+            r = s.record
+            info.add_metric([r.name, r.jurisdiction, r.region, r.state.value], 1)
+            up.add_metric([r.name], float(s.connected))
+            lost.add_metric([r.name], float(s.lost))
+            age.add_metric([r.name], max(0.0, now - r.last_heartbeat))
+            for resource, total, used in (("cpus", r.capacity.cpus, s.allocated.cpus),
+                                          ("memory_bytes", r.capacity.memory, s.allocated.memory),
+                                          ("gpus", r.capacity.gpus, s.allocated.gpus)):
+                capacity.add_metric([r.name, resource], total)
+                free.add_metric([r.name, resource], max(0.0, total - used))
+            by_model: dict[str, int] = defaultdict(int)
+            for node in r.inventory.nodes:
+                by_model[node.model or "unknown"] += node.gpus
+            for model, n in sorted(by_model.items()):
+                gpus.add_metric([r.name, model], n)
+                gpus_free.add_metric([r.name, model], max(0.0, n - held.get((r.name, model), 0.0)))
+            running.add_metric([r.name], s.running)
+        yield from (info, up, lost, age, capacity, free, gpus, gpus_free, running)
+
+    def _cycle(self) -> Iterator[Metric]:
+        last = self.control.cycle.last
+        waiting = GaugeMetricFamily("fedctl_pending_jobs", "Jobs waiting at the last cycle, by what holds them",
+                                    labels=["reason"])
+        for reason, n in sorted(last.waiting.items()):
+            waiting.add_metric([reason], n)
+        yield waiting
+        yield from _queues(last.observed)
+
+
+def _gpus_held(control: ControlPlane) -> dict[tuple[str, str], float]:
+    held: dict[tuple[str, str], float] = defaultdict(float)
+    for attempt, job in control.store.live_attempts():
+        if attempt.gpu_model:
+            held[(attempt.site, attempt.gpu_model)] += job.spec.spec.resources.gpus
+    return held
+
+
+def _queues(observed) -> Iterator[Metric]:
+    """Each queue's fair-share standing as the last cycle saw it, before it placed anything."""
+    share = GaugeMetricFamily("fedctl_queue_share", "A queue's standing: its dominant use over what it deserves "
+                              "(tier 0), else its share of the federation over its weight", labels=["queue"])
+    tier = GaugeMetricFamily("fedctl_queue_tier", "0 below its deserved share, 1 over it, 2 over it with weight 0",
+                             labels=["queue"])
+    pending = GaugeMetricFamily("fedctl_queue_pending_jobs", "Jobs the last cycle could place, by queue",
+                                labels=["queue"])
+    if observed is not None and observed.snapshot.queues is not None:
+        views = list(observed.views.values())
+        ledger = fairshare.Ledger(observed.snapshot.queues, policies.placement.totals(observed.snapshot), views)
+        counts: dict[str, int] = defaultdict(int)
+        for v in views:
+            counts[v.queue] += 1
+        for q in observed.snapshot.queues.queues:
+            factors = ledger.factors(q.name)
+            share.add_metric([q.name], factors.ratio)
+            tier.add_metric([q.name], factors.tier)
+            pending.add_metric([q.name], counts[q.name])
+    yield from (share, tier, pending)
+
+
+class AuditWatch:
+    """Verifies the audit chain as it grows, a batch a scrape, from where it left off."""
+
+    def __init__(self, public: ec.EllipticCurvePublicKey | None) -> None:
+        self.public = public
+        self.seq, self.head, self.broken = 0, GENESIS, ""
+
+    def metrics(self, control: ControlPlane) -> Iterator[Metric]:
+        if self.public is None:
+            return
+        if not self.broken:
+            self.broken = self._check(control)
+            if self.broken:
+                log.error("the audit chain is broken: %s", self.broken)
+        yield GaugeMetricFamily("fedctl_audit_chain_verified", "1 while every audit record verified so far follows "
+                                "the one before it and carries the federation's signature; 0 once one does not",
+                                value=0.0 if self.broken else 1.0)
+        yield GaugeMetricFamily("fedctl_audit_records_verified", "Audit records verified so far", value=self.seq)
+
+
+    def _check(self, control: ControlPlane) -> str:
+        """'' or what is wrong: the last record verified is read again (it must not have changed), then
+        what follows it."""
+        records = control.store.audit_records(max(0, self.seq - 1), AUDIT_BATCH + 1)
+        if self.seq:
+            again = records.pop(0) if records and records[0].seq == self.seq else None
+            if again is None or again.hash != self.head or again.digest() != again.hash:
+                return f"record {self.seq}: removed or changed after it was verified"
+        if not records or self.public is None:
+            return ""
+        _, head, wrong = verify(records, self.public, self.seq, self.head)
+        if not wrong:
+            self.seq, self.head = records[-1].seq, head
+        return wrong
