@@ -37,11 +37,13 @@ SPEC = job_from_dict({"metadata": {"name": "bench", "tenant": "bench"},
 class Side:
     """One federation with its site and a client, over TLS or plain text."""
 
-    def __init__(self, work: Path, tls: bool) -> None:
+    def __init__(self, work: Path, tls: bool, **spec: object) -> None:
+        """`spec`: more of the federation's spec (`metrics`, say)."""
         self.tls = tls
-        pki = init_pki(work / "pki", clients=("admin", "site"))
+        self.pki = pki = init_pki(work / "pki", clients=("admin",),
+                                  sites={"site": {"location": {"jurisdiction": "DE", "region": "eu"}}})
         body = FederationBody(listen="127.0.0.1:0", store=work / "fed.db", policy=CONFIGS / "policy.yaml",
-                              scheduler={"interval_s": 0.05, "max_placements_per_cycle": 100_000},
+                              scheduler={"interval_s": 0.05, "max_placements_per_cycle": 100_000}, **spec,
                               **({"tls": ServerTLS(cert=pki["server"].cert, key=pki["server"].key,
                                                    client_ca=pki["ca"].cert)} if tls else {"insecure": True}))
         self.server = start_server(FederationConfig(spec=body))

@@ -111,6 +111,8 @@ class LocalFederation:
     policy: Path = CONFIGS / "policy.yaml"
     enrolment: bool = False                   # a join-token listener (fedctl site token create / site join)
     witness: bool = False                     # a witness beside the server (`spec.replication.role: witness`)
+    metrics: bool = False                     # /metrics at the server and every agent, over mutual TLS
+    metrics_ports: dict[str, int] = field(default_factory=dict)   # "federation" and each site -> its port
     address: str = field(default_factory=lambda: f"127.0.0.1:{free_port()}")
     server: subprocess.Popen | None = None
     witness_server: subprocess.Popen | None = None
@@ -128,13 +130,16 @@ class LocalFederation:
                         "client_ca": str(self.pki["ca"].cert)},
                 "scheduler": {"interval_s": self.scheduler_interval_s}, "heartbeat_interval_s": 1,
                 "site_timeout_s": self.site_timeout_s, **enrolment}
+        if self.metrics:
+            spec["metrics"] = {"listen": f"127.0.0.1:{self.metrics_ports.setdefault('federation', free_port())}"}
         self.config.write_text(yaml.safe_dump({
             "apiVersion": "federation/v1", "kind": "Federation", "metadata": {"name": "local"}, "spec": spec}))
         self.witness_address = f"127.0.0.1:{free_port()}" if self.witness else ""
         if self.witness:
             (self.work / "witness.yaml").write_text(yaml.safe_dump({
                 "apiVersion": "federation/v1", "kind": "Federation", "metadata": {"name": "witness"},
-                "spec": dict(spec, listen=self.witness_address, enrolment=None, replication={"role": "witness"})}))
+                "spec": dict(spec, listen=self.witness_address, enrolment=None, replication={"role": "witness"},
+                             metrics=None)}))
 
     @property
     def env(self) -> dict[str, str]:
@@ -185,6 +190,7 @@ class LocalFederation:
         data = yaml.safe_load(self.config.read_text())
         data["metadata"]["name"] = name
         data["spec"]["listen"] = address
+        data["spec"].pop("metrics", None)
         if database:
             data["spec"].update(database=database, audit={"key": str(self.work / "audit.pem")})
         path = self.work / f"{name}.yaml"
@@ -208,6 +214,11 @@ class LocalFederation:
         config = site_config(name, address=address or self.address, pki=self.pki, work=self.work,
                              port_base=self.port_bases.get(name), spec=self.sites[name],
                              replicas=(self.witness_address,) if self.witness else ())
+        if self.metrics:   # served with the federation's certificate: it names this host
+            config["spec"]["metrics"] = {"listen": f"127.0.0.1:{self.metrics_ports.setdefault(name, free_port())}",
+                                         "tls": {"cert": str(self.pki["server"].cert),
+                                                 "key": str(self.pki["server"].key),
+                                                 "client_ca": str(self.pki["ca"].cert)}}
         self.started[name] = time.time()
         self.agents[name] = start_agent(config, self.work)
         return self.agents[name]

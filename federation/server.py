@@ -79,6 +79,14 @@ def _signer(body: FederationBody) -> Signer:
         raise ConfigError(f"spec.audit.key: {path}: not an EC private key in PEM") from None
 
 
+def _metrics(control: ControlPlane, body: FederationBody) -> MetricsServer | None:
+    if body.metrics is None:
+        return None
+    server = federation_metrics(control, body.metrics, body.tls)
+    server.start()
+    return server
+
+
 def start_server(config: FederationConfig) -> RunningServer:
     body = config.spec
     max_workers = body.threads
@@ -118,9 +126,7 @@ def start_server(config: FederationConfig) -> RunningServer:
                                             key=tls.key if tls else None, client_ca=tls.client_ca if tls else None,
                                             insecure=body.insecure))
         enrolment_port = _enrolment(config, e, control, gate, rpc, enrolling) if e else 0
-        metrics = federation_metrics(control, body.metrics, body.tls) if body.metrics else None
-        if metrics is not None:
-            metrics.start()
+        metrics = _metrics(control, body)
     except Exception:
         rpc.stop(0)
         for pool in (users, sites, enrolling):

@@ -1,8 +1,7 @@
 """A site agent's Prometheus metrics: its reconcile passes, Ray, its lease, the attempts it runs."""
 from __future__ import annotations
 
-import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 
@@ -10,9 +9,6 @@ from federation.identity import Identity
 from federation.observe.metrics import SECONDS
 from federation.observe.serve import MetricsServer, Tls
 from federation.spec.metrics import MetricsSettings
-
-if TYPE_CHECKING:
-    from site_agent.agent import SiteAgent
 
 
 class AgentMetrics:
@@ -30,10 +26,10 @@ class AgentMetrics:
         self.lease = Gauge("fedctl_agent_lease_remaining_seconds", "Until this site fences its work unless a "
                            "heartbeat is acknowledged (0: no lease)", registry=r)
 
-    def watch(self, agent: SiteAgent) -> None:
+    def watch(self, fenced: Callable[[], bool], lease_left: Callable[[], float]) -> None:
         """Read the agent's state when scraped."""
-        self.fenced.set_function(lambda: float(bool(agent.reconciler.fenced)))
-        self.lease.set_function(lambda: agent.lease_left(time.monotonic()))
+        self.fenced.set_function(lambda: float(fenced()))
+        self.lease.set_function(lease_left)
 
     def passed(self, seconds: float, reachable: bool, running: int) -> None:
         self.reconcile_seconds.observe(seconds)
@@ -42,13 +38,12 @@ class AgentMetrics:
             self.running.set(running)
 
 
-def agent_metrics(agent: SiteAgent, settings: MetricsSettings) -> MetricsServer:
+def agent_metrics(metrics: AgentMetrics, site: str, settings: MetricsSettings) -> MetricsServer:
     """The agent's /metrics: readable by a monitor, a federation admin, or an operator of this site,
     as the CA vouches (the agent does not hold the federation's list of revoked certificates)."""
-    agent.metrics.watch(agent)
     tls = settings.tls
 
     def may_read(who: Identity) -> bool:
-        return who.reads_metrics(agent.name)
-    return MetricsServer(settings, agent.metrics.registry, Tls(tls.cert, tls.key, tls.client_ca) if tls else None,
+        return who.reads_metrics(site)
+    return MetricsServer(settings, metrics.registry, Tls(tls.cert, tls.key, tls.client_ca) if tls else None,
                          may_read)

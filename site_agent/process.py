@@ -1,11 +1,13 @@
 """`fedctl site start`: a site agent process, optionally with its own Ray head."""
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from federation.errors import ConfigError, RayError
 from federation.gpus import inventory_of
 from federation.observe.serve import MetricsServer
 from federation.spec import SiteConfig
+from federation.spec.site import FederationEndpoint
 from federation.transport import open_channel
 from site_agent.agent import SiteAgent
 from site_agent.binding import NODE_LABEL
@@ -39,10 +42,7 @@ def run_site(config: SiteConfig, *, local_ray: bool,
     head = _local_head(config, users) if local_ray else None
     if users.run_as or users.tenant_user:
         DatasetGrants().clear([Path(d.path) for d in body.datasets if d.path], users)
-    if head is None and not body.ray.address:
-        raise ConfigError(f"site {config.metadata.name}: spec.ray.address is not set; give it or use --local-ray")
-    if head is None and (body.ray.local.tenant_heads or body.ray.local.run_as):
-        raise ConfigError(f"site {config.metadata.name}: spec.ray.local.run_as and tenant_heads need --local-ray")
+    _check_ray(config, local_ray=head is not None)
     pool: TenantHeads | None = None
     metrics: MetricsServer | None = None
     agent: SiteAgent | None = None
@@ -70,21 +70,18 @@ def run_site(config: SiteConfig, *, local_ray: bool,
         if done.is_set():
             return 0
 
-        def channel(address: str) -> grpc.Channel:
-            tls = fed.tls
-            return open_channel(address, ca=tls.ca if tls else None, cert=tls.cert if tls else None,
-                                key=tls.key if tls else None, insecure=fed.insecure)
-
         if head is not None:
             threading.Thread(target=_supervise, args=(head, driver, pool, done), daemon=True,
                              name="ray-head").start()
         runner = TaskRunner(driver, config.metadata.name, runner_path(work_dir(config), config.metadata.name))
         # Tenants kept on heads of their own run every attempt as a Ray job there: one runner per head is to come.
-        agent = SiteAgent(config, pool or Executions(driver, runner), channel)
+        agent = SiteAgent(config, pool or Executions(driver, runner), functools.partial(_channel, fed))
         log.info("site %s (%s, %s) joining %s", config.metadata.name, body.location.jurisdiction,
                  body.location.region, fed.address)
         if body.metrics is not None:
-            metrics = agent_metrics(agent, body.metrics)
+            watched = agent
+            agent.metrics.watch(lambda: bool(watched.reconciler.fenced), lambda: watched.lease_left(time.monotonic()))
+            metrics = agent_metrics(agent.metrics, agent.name, body.metrics)
             metrics.start()
         agent.run()
         return 0
@@ -95,6 +92,20 @@ def run_site(config: SiteConfig, *, local_ray: bool,
             pool.stop_all()
         if head is not None:
             head.stop()
+
+
+def _check_ray(config: SiteConfig, *, local_ray: bool) -> None:
+    ray = config.spec.ray
+    if not local_ray and not ray.address:
+        raise ConfigError(f"site {config.metadata.name}: spec.ray.address is not set; give it or use --local-ray")
+    if not local_ray and (ray.local.tenant_heads or ray.local.run_as):
+        raise ConfigError(f"site {config.metadata.name}: spec.ray.local.run_as and tenant_heads need --local-ray")
+
+
+def _channel(fed: FederationEndpoint, address: str) -> grpc.Channel:
+    tls = fed.tls
+    return open_channel(address, ca=tls.ca if tls else None, cert=tls.cert if tls else None,
+                        key=tls.key if tls else None, insecure=fed.insecure)
 
 
 def _local_head(config: SiteConfig, users: JobUsers) -> LocalRayHead:

@@ -7,6 +7,9 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from federation.identity import scopes
+from federation.pki import issue
+
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
@@ -32,3 +35,11 @@ def total(samples: Samples, name: str, **labels: str) -> float:
     """The sum over every series of `name` whose labels include `labels`."""
     want = set(labels.items())
     return sum(v for (n, ls), v in samples.items() if n == name and want <= ls)
+
+
+def scraped(fed, name: str = "federation") -> Samples:
+    """A LocalFederation's server ("federation") or a site's agent, scraped as a monitor."""
+    if "monitor" not in fed.pki:
+        fed.pki["monitor"] = issue(fed.pki["ca"], fed.work / "pki", "monitor", units=tuple(scopes("monitor")))
+    monitor = fed.pki["monitor"]
+    return scrape(fed.metrics_ports[name], fed.pki["ca"].cert, monitor.cert, monitor.key)

@@ -20,6 +20,7 @@ from federation.local import LocalFederation, Proxy
 from site_agent.local_ray import descendants
 from tests.e2e.conftest import running
 from tests.e2e.test_federation import job
+from tests.scrape import scraped, value
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -34,7 +35,7 @@ SITES = {name: {"location": {"jurisdiction": "DE", "region": name}, "ray": {"loc
 def fed():
     work = Path(tempfile.mkdtemp(prefix="ffault-", dir="/tmp"))
     federation = LocalFederation(work=work, sites=SITES, port_bases={"north": 29000, "south": 29400},
-                                 site_timeout_s=LEASE_S, scheduler_interval_s=0.1, witness=True)
+                                 site_timeout_s=LEASE_S, scheduler_interval_s=0.1, witness=True, metrics=True)
     federation.ledger = work / "ledger"
     yield from running(federation)
 
@@ -218,6 +219,11 @@ def test_a_partitioned_site_fences_its_work_which_runs_once_elsewhere_and_it_rej
         assert runs[0][3] < cut + LEASE_S, "north fenced its attempt before the federation's lease ran out"
         log = (fed.work / "north.log").read_text()
         assert "fenced: lease expired" in log
+        seen = scraped(fed)
+        assert value(seen, "fedctl_site_lost", site="north") == 1 and value(seen, "fedctl_site_connected",
+                                                                            site="north") == 0
+        assert value(seen, "fedctl_attempts_ended_total", site="north", state="lost") >= 1
+        assert value(scraped(fed, "north"), "fedctl_agent_fenced") == 1, "north's own metrics say it fenced"
         print(f"\nsite loss to running elsewhere: {moved:.1f}s with a {LEASE_S:g}s lease")
         proxy.heal()
         wait_for(lambda: {s.name: s for s in client.sites()}["north"].connected, 60, "north to rejoin")

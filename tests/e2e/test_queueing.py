@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from tests.e2e.test_federation import job, write
+from tests.scrape import scraped, value
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -47,7 +48,8 @@ def test_a_ten_element_array_never_runs_more_than_two_at_once(federation, client
     assert most == 2, f"at most 2 at once, and the limit was used: {most}"
 
 
-def test_a_low_priority_job_is_preempted_requeued_and_finishes_with_usage_for_both(client, tmp_path):
+def test_a_low_priority_job_is_preempted_requeued_and_finishes_with_usage_for_both(federation, client, tmp_path):
+    preempted_before = value(scraped(federation), "fedctl_preemptions_total", site="us-east")
     only_us = {"sites": ["us-east"]}
     low = client.submit(job("low", tenant="e2e-batch", entrypoint="python stamp.py", priority="low",
                             env={"MARK": str(tmp_path / "first-run"), "HOLD_FIRST": "120", "HOLD": "0.5"},
@@ -67,3 +69,6 @@ def test_a_low_priority_job_is_preempted_requeued_and_finishes_with_usage_for_bo
     usage = {r["tenant"]: r for r in client.usage(group_by=["tenant", "site"])}
     assert usage["e2e-batch"]["attempts"] == 2 and usage["e2e-batch"]["cpu_seconds"] > 0
     assert usage["e2e-urgent"]["attempts"] == 1 and usage["e2e-urgent"]["site"] == "us-east"
+    after = scraped(federation)
+    assert value(after, "fedctl_preemptions_total", site="us-east") == preempted_before + 1
+    assert value(after, "fedctl_attempts_ended_total", site="us-east", state="preempted") >= 1
