@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from federation.audit import Signer, public_path
 from federation.control import ControlPlane
 from federation.errors import ConfigError
+from federation.http.gateway import Gateway
 from federation.observe.endpoint import federation_metrics
-from federation.observe.serve import MetricsServer
+from federation.observe.serve import AppServer, MetricsServer, Tls, tls_context
 from federation.pki import Issued
 from federation.replication import Elector, Gate, Refusal, lease_for
 from federation.scheduler import SchedulerLoop
@@ -35,11 +36,13 @@ class RunningServer:
     enrolment_port: int = 0
     elector: Elector | None = None   # None: a witness
     metrics: MetricsServer | None = None
+    http: AppServer | None = None
 
     def stop(self, grace: float = 2.0) -> None:
         try:
-            if self.metrics is not None:
-                self.metrics.stop()
+            for served in (self.metrics, self.http):
+                if served is not None:
+                    served.stop()
             self.scheduler.stop()
             self.rpc.stop(grace)
         finally:
@@ -87,6 +90,31 @@ def _metrics(control: ControlPlane, body: FederationBody) -> MetricsServer | Non
     return server
 
 
+def _http(servicer: FederationServicer, body: FederationBody) -> AppServer | None:
+    """The HTTP API beside gRPC, with its TLS: only callers with a certificate (gateway.py)."""
+    if body.http is None:
+        return None
+    tls = body.tls
+    if tls is None or tls.client_ca is None:
+        raise ConfigError("spec.http: the HTTP API needs spec.tls with a client_ca (its callers show certificates)")
+    host, port = body.http.listen.rsplit(":", 1)
+    server = AppServer(host.strip("[]"), int(port), tls_context(Tls(tls.cert, tls.key, tls.client_ca), "spec.tls"),
+                       "http")
+    server.start(Gateway(servicer).app())
+    return server
+
+
+def _served(control: ControlPlane, servicer: FederationServicer,
+            body: FederationBody) -> tuple[MetricsServer | None, AppServer | None]:
+    metrics = _metrics(control, body)
+    try:
+        return metrics, _http(servicer, body)
+    except Exception:
+        if metrics is not None:
+            metrics.stop()
+        raise
+
+
 def start_server(config: FederationConfig) -> RunningServer:
     body = config.spec
     max_workers = body.threads
@@ -115,8 +143,8 @@ def start_server(config: FederationConfig) -> RunningServer:
     try:
         server = rpc.server(users, [gate])
         trainings = TrainingLoop(control)
-        pb_grpc.add_FederationServiceServicer_to_server(FederationServicer(control, users, trainings),
-                                                        server)
+        servicer = FederationServicer(control, users, trainings)
+        pb_grpc.add_FederationServiceServicer_to_server(servicer, server)
         e = body.enrolment
         pb_grpc.add_SiteServiceServicer_to_server(SiteServicer(
             control, sites, body.heartbeat_interval_s, Issued(e.ca_cert, e.ca_key) if e else None,
@@ -126,7 +154,7 @@ def start_server(config: FederationConfig) -> RunningServer:
                                             key=tls.key if tls else None, client_ca=tls.client_ca if tls else None,
                                             insecure=body.insecure))
         enrolment_port = _enrolment(config, e, control, gate, rpc, enrolling) if e else 0
-        metrics = _metrics(control, body)
+        metrics, http = _served(control, servicer, body)
     except Exception:
         rpc.stop(0)
         for pool in (users, sites, enrolling):
@@ -145,4 +173,4 @@ def start_server(config: FederationConfig) -> RunningServer:
              listening, "a PostgreSQL database" if body.database else body.store, policy.metadata.name,
              policy.metadata.version)
     return RunningServer(rpc=rpc, pools=(users, sites, enrolling), scheduler=scheduler, control=control, port=port,
-                         enrolment_port=enrolment_port, elector=elector, metrics=metrics)
+                         enrolment_port=enrolment_port, elector=elector, metrics=metrics, http=http)

@@ -33,6 +33,7 @@ class Observed:
     pending: dict[str, Job]
     snapshot: policies.Snapshot
     views: dict[str, policies.PendingJob]   # of the jobs it may place: not held back, not backing off
+    waiting: Counter[str] = field(default_factory=Counter)   # jobs left waiting, by what holds them
 
 
 def placed_explanation(d: policies.Decision, observed: Observed) -> Explanation:
@@ -69,12 +70,15 @@ def unplaced_summary(u: policies.Unplaced, old: Explanation | None, result: poli
     return u.summary
 
 
-@dataclass
+@dataclass(frozen=True)
 class Stats:
-    """The last cycle, for monitoring: what it decided on and what holds the jobs it left waiting."""
+    """The last cycle, for monitoring: when it ran and what it decided on (None: nothing waited)."""
     at: float
     observed: Observed | None
-    waiting: Counter[str] = field(default_factory=Counter)   # pending jobs by what holds them
+
+    @property
+    def waiting(self) -> Counter[str]:
+        return self.observed.waiting if self.observed is not None else Counter()
 
 
 def waiting_reason(said: str | Explanation | None) -> str:
@@ -114,6 +118,7 @@ class Cycle:
         with paused_gc():
             result = policies.schedule(observed.snapshot, list(observed.views.values()), now, self.max_placements)
         self._apply(result, observed)
+        self.last = Stats(now, observed)   # whole: a scrape reads it from another thread
         self.core.metrics.cycle_ended(time.perf_counter() - started, len(result.decisions), self.core.clock())
         return result
 
@@ -131,9 +136,7 @@ class Cycle:
                 views[j.id] = pending_view(j, queue)
             else:
                 waiting["no-queue"] += 1
-        observed = Observed(now, {j.id: j for j in pending}, snapshot, views)
-        self.last = Stats(now, observed, waiting)
-        return observed
+        return Observed(now, {j.id: j for j in pending}, snapshot, views, waiting)
 
     def _settle_holds(self, pending: list[Job], live: list[tuple[Attempt, Job]], sites: list[str],
                       now: float) -> dict[str, str]:
@@ -190,7 +193,7 @@ class Cycle:
         explained = []
         for u in result.unplaced:
             summary = unplaced_summary(u, observed.pending[u.job_id].explanation, result, waiting_on)
-            self.last.waiting[waiting_reason(summary or observed.pending[u.job_id].explanation)] += 1
+            observed.waiting[waiting_reason(summary or observed.pending[u.job_id].explanation)] += 1
             if summary is not None:
                 verdicts = tuple((v.site, False, v.reason.slug, v.detail) for v in policies.verdicts(
                     u, observed.views[u.job_id], observed.snapshot, MAX_VERDICTS))

@@ -3,6 +3,7 @@ last scheduling cycle and the audit chain. Nothing here is kept up to date betwe
 from __future__ import annotations
 
 import logging
+import threading
 from collections import defaultdict
 from collections.abc import Iterator
 
@@ -16,7 +17,8 @@ from federation.control import ControlPlane
 from policies import fairshare
 
 log = logging.getLogger("federation.observe")
-AUDIT_BATCH = 5000   # records verified a scrape, so a long log is caught up over several
+AUDIT_BATCH = 1000   # records verified a scrape (each signature, ~60 us), so a long log is caught up over several
+MAX_MODELS = 32      # GPU models a site's series name; a site that reports more gets one "other" series
 
 
 class StateCollector(Collector):
@@ -26,10 +28,12 @@ class StateCollector(Collector):
         self.audit = AuditWatch(signer.key.public_key() if signer is not None else None)
 
     def collect(self) -> Iterator[Metric]:
-        yield from self._jobs()
-        yield from self._sites()
-        yield from self._cycle()
-        yield from self.audit.metrics(self.control)
+        # One part failing (an unreadable row) leaves the others, and the audit alarm, to be scraped.
+        for part in (self._jobs, self._sites, self._cycle, lambda: self.audit.metrics(self.control)):
+            try:
+                yield from list(part())
+            except Exception:
+                log.exception("metrics: a collector failed")
 
     def _jobs(self) -> Iterator[Metric]:
         jobs = GaugeMetricFamily("fedctl_jobs", "Jobs in the store, by state, tenant and queue",
@@ -69,7 +73,9 @@ class StateCollector(Collector):
                 free.add_metric([r.name, resource], max(0.0, total - used))
             by_model: dict[str, int] = defaultdict(int)
             for node in r.inventory.nodes:
-                by_model[node.model or "unknown"] += node.gpus
+                if node.gpus:
+                    model = node.model or "unknown"
+                    by_model[model if model in by_model or len(by_model) < MAX_MODELS else "other"] += node.gpus
             for model, n in sorted(by_model.items()):
                 gpus.add_metric([r.name, model], n)
                 gpus_free.add_metric([r.name, model], max(0.0, n - held.get((r.name, model), 0.0)))
@@ -122,14 +128,21 @@ class AuditWatch:
     def __init__(self, public: ec.EllipticCurvePublicKey | None) -> None:
         self.public = public
         self.seq, self.head, self.broken = 0, GENESIS, ""
+        self._lock = threading.Lock()   # scrapes may come at once (two Prometheus servers)
 
     def metrics(self, control: ControlPlane) -> Iterator[Metric]:
         if self.public is None:
             return
-        if not self.broken:
-            self.broken = self._check(control)
-            if self.broken:
-                log.error("the audit chain is broken: %s", self.broken)
+        with self._lock:
+            if not self.broken:
+                try:
+                    self.broken = self._check(control)
+                except Exception as e:   # a record that cannot even be read is no record the federation wrote
+                    self.broken = f"a record after {self.seq} cannot be read: {type(e).__name__}"
+                if self.broken:
+                    log.error("the audit chain is broken: %s", self.broken)
+        yield GaugeMetricFamily("fedctl_audit_records", "Audit records in the store (the newest's number): it never "
+                                "goes down", value=control.store.audit_head()[0])
         yield GaugeMetricFamily("fedctl_audit_chain_verified", "1 while every audit record verified so far follows "
                                 "the one before it and carries the federation's signature; 0 once one does not",
                                 value=0.0 if self.broken else 1.0)
@@ -146,7 +159,7 @@ class AuditWatch:
                 return f"record {self.seq}: removed or changed after it was verified"
         if not records or self.public is None:
             return ""
-        _, head, wrong = verify(records, self.public, self.seq, self.head, every_signature=False)
+        _, head, wrong = verify(records, self.public, self.seq, self.head)
         if not wrong:
             self.seq, self.head = records[-1].seq, head
         return wrong

@@ -16,6 +16,10 @@ class ServerTLS(Strict):
     client_ca: Path | None = Field(default=None, description="require client certificates from this CA")
 
 
+class HttpSettings(Strict):
+    listen: str = Field(pattern=r"^\[?[A-Za-z0-9.:-]+\]?:\d{1,5}$", description="host:port; port 0 picks one")
+
+
 class SchedulerSettings(Strict):
     interval_s: float = Field(default=0.5, gt=0, le=60)
     max_placements_per_cycle: int = Field(
@@ -73,6 +77,7 @@ class FederationBody(Strict):
     heartbeat_interval_s: float = Field(default=2.0, gt=0)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     metrics: MetricsSettings | None = Field(default=None, description="serve Prometheus metrics at /metrics")
+    http: HttpSettings | None = Field(default=None, description="serve the HTTP/JSON API (needs tls with a client_ca)")
     replication: Replication = Field(default_factory=Replication)
     threads: int = Field(default=64, ge=8, le=8192,
                          description="threads that serve users' calls; sites' calls have a quarter as many (at least "

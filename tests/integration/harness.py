@@ -42,7 +42,7 @@ def with_sites(policy: Path, directory: Path) -> Path:
 
 def start(tmp_path, policy: Path = CONFIGS / "policy.yaml", *, pki: dict[str, Issued] | None = None,
           enrolment: bool = False, site_timeout_s: float = 30.0, replication: dict | None = None,
-          metrics: dict | None = None, **scheduler):
+          metrics: dict | None = None, http: dict | None = None, **scheduler):
     """With `enrolment`, a join-token listener too (and so the CA key for renewals); with `pki`, its
     certificates (a restart, or another replica), else new ones for admin, eu-west and us-east."""
     pki = pki or init_pki(tmp_path / "pki", clients=("admin", "eu-west", "us-east"))
@@ -51,7 +51,7 @@ def start(tmp_path, policy: Path = CONFIGS / "policy.yaml", *, pki: dict[str, Is
         tls=ServerTLS(cert=pki["server"].cert, key=pki["server"].key, client_ca=pki["ca"].cert),
         enrolment=Enrolment(listen="127.0.0.1:0", ca_cert=pki["ca"].cert, ca_key=pki["ca"].key) if enrolment else None,
         scheduler={"interval_s": 0.1, **scheduler}, site_timeout_s=site_timeout_s, replication=replication or {},
-        metrics=metrics))
+        metrics=metrics, http=http))
     server = start_server(config)
     server.pki = pki
     server.address = f"127.0.0.1:{server.port}"

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 import urllib.error
+from dataclasses import replace
 
 import pytest
 
+from federation.audit import AuditRecord
 from federation.client import Client
 from federation.errors import PermissionDenied, Unsatisfiable
 from federation.identity import scopes
@@ -126,3 +129,32 @@ def test_an_audit_record_edited_in_the_store_turns_the_chain_metric_to_zero(fede
     assert value(broken, "fedctl_audit_chain_verified") == 0
     assert value(broken, "fedctl_audit_records_verified") == 2, "nothing after the edit is taken as verified"
     assert value(read(federation), "fedctl_audit_chain_verified") == 0, "once broken, it stays broken"
+
+
+def _append(db: sqlite3.Connection, **record) -> None:
+    """An audit row written below the federation, its hash chained onto the newest record's."""
+    seq, prev = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    forged = AuditRecord(seq + 1, time.time(), "insider", "job.cancel", "j-x", {}, prev, "", "00")
+    forged = replace(forged, hash=forged.digest())
+    row = {"seq": forged.seq, "at": forged.at, "actor": forged.actor, "action": forged.action,
+           "subject": forged.subject, "detail": "{}", "prev": forged.prev, "hash": forged.hash,
+           "signature": forged.signature, **record}
+    db.execute(f"INSERT INTO audit ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
+
+
+@pytest.mark.parametrize("forgery", ["unsigned", "unreadable"])
+def test_a_record_slipped_in_below_the_federation_turns_the_chain_metric_to_zero(federation, tmp_path, forgery):
+    """The federation chains its next record onto whatever is newest in the store and signs it: the
+    forged record before it is caught by its own signature, or by not being readable at all."""
+    with admin_client(federation) as c:
+        c.submit(make_spec("before"))
+        assert value(read(federation), "fedctl_audit_chain_verified") == 1
+        db = sqlite3.connect(tmp_path / "fed.db")
+        with db:
+            _append(db, **({"actor": b"\x00\xff"} if forgery == "unreadable" else {}))
+        db.close()
+        c.submit(make_spec("after"))   # signed by the federation, chained onto the forgery
+    samples = read(federation)   # still served: the other metrics stay readable
+    assert value(samples, "fedctl_audit_chain_verified") == 0
+    assert value(samples, "fedctl_audit_records") == 3 and value(samples, "fedctl_audit_records_verified") == 1
+    assert value(samples, "fedctl_jobs", state="pending", tenant="default", queue="default") == 2

@@ -1,0 +1,111 @@
+"""The HTTP/JSON API over HTTPS with client certificates: each route calls the gRPC servicer's own
+method with the caller's certificate, so who may do what, and every refusal, is the gRPC API's."""
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import cast
+
+import grpc
+from aiohttp import web
+from pydantic import TypeAdapter
+
+from federation.errors import ErrorCode, FederationError
+from federation.http.context import Aborted, HttpContext
+from federation.http.openapi import document
+from federation.http.routes import ROUTES, Params, Route
+from federation.service.users import FederationServicer
+
+MAX_BODY = 16 << 20   # a job spec; the federation refuses larger submissions anyway
+HTTP_STATUS = {
+    ErrorCode.INVALID_SPEC: 400, ErrorCode.UNKNOWN_DATASET: 400, ErrorCode.CONFIG: 400,
+    ErrorCode.UNSATISFIABLE: 422, ErrorCode.NOT_FOUND: 404, ErrorCode.CONFLICT: 409,
+    ErrorCode.INVALID_TRANSITION: 409, ErrorCode.PERMISSION_DENIED: 403, ErrorCode.UNAVAILABLE: 503,
+    ErrorCode.TIMEOUT: 504, ErrorCode.RESOURCE_EXHAUSTED: 429, ErrorCode.RAY: 500, ErrorCode.INTERNAL: 500,
+}
+
+
+def error(code: ErrorCode, message: str) -> web.Response:
+    return web.json_response({"code": code.value, "message": message}, status=HTTP_STATUS[code])
+
+
+def peer_certificate(request: web.Request) -> bytes | None:
+    obj = request.transport.get_extra_info("ssl_object") if request.transport is not None else None
+    return obj.getpeercert(binary_form=True) if isinstance(obj, ssl.SSLObject) else None
+
+
+class Gateway:
+    def __init__(self, servicer: FederationServicer, threads: int = 16) -> None:
+        self.servicer = servicer
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="http")
+        self.openapi = document()
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY)
+        for route in ROUTES:
+            app.router.add_route(route.method, route.path, self._handler(route))
+        app.router.add_get("/v1/jobs/{id}/logs", self._logs)
+        app.router.add_get("/v1/openapi.json", self._openapi)
+        app.on_cleanup.append(self._close)
+        return app
+
+    async def _openapi(self, _: web.Request) -> web.Response:
+        return web.json_response(self.openapi)
+
+    async def _close(self, _: web.Application) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def _handler(self, route: Route):
+        adapter = TypeAdapter(route.returns)
+
+        async def handle(request: web.Request) -> web.Response:
+            if route.body and request.content_type not in ("application/json", ""):
+                return error(ErrorCode.INVALID_SPEC,
+                             f"body: a job spec as application/json, not {request.content_type[:60]}")
+            params = Params(dict(request.match_info), request.query, await request.read() if route.body else b"")
+            context = HttpContext(peer_certificate(request))
+            return await _run(self.pool, lambda: self._call(route, params, context, adapter))
+        return handle
+
+    def _call(self, route: Route, params: Params, context: HttpContext, adapter: TypeAdapter) -> web.Response:
+        try:
+            message = route.build(params)
+            answer = route.answer(getattr(self.servicer, route.rpc)(message, context))
+        except FederationError as e:   # a query that cannot be read, before the call
+            return error(e.code, e.message)
+        except Aborted as e:
+            return error(e.code or _code_of(e.status), e.details)
+        return web.json_response(adapter.dump_python(answer, mode="json"),
+                                 status=201 if route.method == "POST" and route.rpc == "SubmitJob" else 200)
+
+    async def _logs(self, request: web.Request) -> web.Response:
+        """The job's log from `offset` (bytes), as text; 409 with where they are when its site keeps them."""
+        context = HttpContext(peer_certificate(request))
+        job_id = request.match_info["id"]
+
+        def read() -> web.Response:
+            try:
+                offset = int(request.query.get("offset", "0") or 0)
+            except ValueError:
+                return error(ErrorCode.INVALID_SPEC, "query offset: not a whole number of bytes")
+            try:
+                who = self.servicer._watcher(cast(grpc.ServicerContext, context), job_id, "StreamJobLogs")
+                _, kept, data = self.servicer._logs_after(who, job_id, max(0, offset))
+            except FederationError as e:
+                return error(e.code, e.message)
+            if kept:
+                return error(ErrorCode.INVALID_TRANSITION, kept)
+            return web.Response(body=data, content_type="text/plain", charset="utf-8",
+                                headers={"X-Log-Offset": str(max(0, offset) + len(data))})
+        return await _run(self.pool, read)
+
+
+async def _run(pool: ThreadPoolExecutor, fn: Callable[[], web.Response]) -> web.Response:
+    return await asyncio.get_running_loop().run_in_executor(pool, fn)
+
+
+def _code_of(status: grpc.StatusCode) -> ErrorCode:
+    return ErrorCode.INTERNAL if status is not grpc.StatusCode.PERMISSION_DENIED else ErrorCode.PERMISSION_DENIED
+
