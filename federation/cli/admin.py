@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -25,8 +26,12 @@ def cmd_ca_init(args: argparse.Namespace) -> int:
 
 
 def cmd_schema_export(args: argparse.Namespace) -> int:
+    from federation.http.openapi import document
     from federation.spec.schema import export_schemas
     written = export_schemas(Path(args.dir))
+    openapi = Path(args.dir) / "openapi.json"   # the HTTP API's, generated from its routes and types
+    openapi.write_text(json.dumps(document(), indent=2, sort_keys=True) + "\n")
+    written.append(openapi)
     if wants_json(args):
         render.emit_json({"written": [str(p) for p in written]})
     else:
