@@ -113,6 +113,8 @@ class LocalFederation:
     witness: bool = False                     # a witness beside the server (`spec.replication.role: witness`)
     metrics: bool = False                     # /metrics at the server and every agent, over mutual TLS
     metrics_ports: dict[str, int] = field(default_factory=dict)   # "federation" and each site -> its port
+    http: bool = False                        # the HTTP API and the console, at http_port
+    http_port: int = 0
     address: str = field(default_factory=lambda: f"127.0.0.1:{free_port()}")
     server: subprocess.Popen | None = None
     witness_server: subprocess.Popen | None = None
@@ -132,6 +134,9 @@ class LocalFederation:
                 "site_timeout_s": self.site_timeout_s, **enrolment}
         if self.metrics:
             spec["metrics"] = {"listen": f"127.0.0.1:{self.metrics_ports.setdefault('federation', free_port())}"}
+        if self.http:
+            self.http_port = self.http_port or free_port()
+            spec["http"] = {"listen": f"127.0.0.1:{self.http_port}"}
         self.config.write_text(yaml.safe_dump({
             "apiVersion": "federation/v1", "kind": "Federation", "metadata": {"name": "local"}, "spec": spec}))
         self.witness_address = f"127.0.0.1:{free_port()}" if self.witness else ""
@@ -139,7 +144,7 @@ class LocalFederation:
             (self.work / "witness.yaml").write_text(yaml.safe_dump({
                 "apiVersion": "federation/v1", "kind": "Federation", "metadata": {"name": "witness"},
                 "spec": dict(spec, listen=self.witness_address, enrolment=None, replication={"role": "witness"},
-                             metrics=None)}))
+                             metrics=None, http=None)}))
 
     @property
     def env(self) -> dict[str, str]:
@@ -191,6 +196,7 @@ class LocalFederation:
         data["metadata"]["name"] = name
         data["spec"]["listen"] = address
         data["spec"].pop("metrics", None)
+        data["spec"].pop("http", None)
         if database:
             data["spec"].update(database=database, audit={"key": str(self.work / "audit.pem")})
         path = self.work / f"{name}.yaml"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 from dataclasses import dataclass
 
 from federation.audit import Signer, public_path
@@ -91,15 +92,18 @@ def _metrics(control: ControlPlane, body: FederationBody) -> MetricsServer | Non
 
 
 def _http(servicer: FederationServicer, body: FederationBody) -> AppServer | None:
-    """The HTTP API beside gRPC, with its TLS: only callers with a certificate (gateway.py)."""
+    """The HTTP API and the console beside gRPC, with its TLS. A certificate is asked for but not
+    required at the handshake: API calls without one are refused as gRPC refuses them, and the
+    console takes a session cookie from a login link instead (gateway.py)."""
     if body.http is None:
         return None
     tls = body.tls
     if tls is None or tls.client_ca is None:
         raise ConfigError("spec.http: the HTTP API needs spec.tls with a client_ca (its callers show certificates)")
     host, port = body.http.listen.rsplit(":", 1)
-    server = AppServer(host.strip("[]"), int(port), tls_context(Tls(tls.cert, tls.key, tls.client_ca), "spec.tls"),
-                       "http")
+    context = tls_context(Tls(tls.cert, tls.key, tls.client_ca), "spec.tls")
+    context.verify_mode = ssl.CERT_OPTIONAL   # a browser logs into the console with a link instead
+    server = AppServer(host.strip("[]"), int(port), context, "http")
     server.start(Gateway(servicer).app())
     return server
 

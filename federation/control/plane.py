@@ -16,6 +16,7 @@ from federation.control.reports import Reports
 from federation.control.sites import Sites
 from federation.control.trust import Trust
 from federation.control.views import Views
+from federation.observe.audit_watch import AuditWatch
 from federation.spec import PolicyConfig
 from federation.store import Store
 
@@ -31,6 +32,7 @@ class ControlPlane:
         self.reports = Reports(self.core)        # what sites report about their attempts
         self.views = Views(self.core)            # read views
         self.cycle = Cycle(self.core, self.sites, max_placements)
+        self.audit_watch = AuditWatch(signer.key.public_key() if signer is not None else None)
 
     def begin_term(self) -> None:
         """This replica leads from now (`federation.replication`): leases count from now, and what

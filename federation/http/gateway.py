@@ -13,9 +13,11 @@ from aiohttp import web
 from pydantic import TypeAdapter
 
 from federation.errors import ErrorCode, FederationError
+from federation.http.console import Console
 from federation.http.context import Aborted, HttpContext
 from federation.http.openapi import document
 from federation.http.routes import ROUTES, Params, Route
+from federation.http.sessions import Sessions
 from federation.service.users import FederationServicer
 
 MAX_BODY = 16 << 20   # a job spec; the federation refuses larger submissions anyway
@@ -41,15 +43,33 @@ class Gateway:
         self.servicer = servicer
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="http")
         self.openapi = document()
+        self.sessions = Sessions()
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY)
         for route in ROUTES:
             app.router.add_route(route.method, route.path, self._handler(route))
         app.router.add_get("/v1/jobs/{id}/logs", self._logs)
+        app.router.add_post("/v1/console/sessions", self._console_session)
         app.router.add_get("/v1/openapi.json", self._openapi)
+        Console(self.servicer, self.sessions, self.pool, peer_certificate).routes(app)
         app.on_cleanup.append(self._close)
         return app
+
+    async def _console_session(self, request: web.Request) -> web.Response:
+        """A one-time link that logs a browser into the console as the calling certificate."""
+        der = peer_certificate(request)
+        context = HttpContext(der)
+
+        def link() -> web.Response:
+            try:
+                who = self.servicer._caller(cast(grpc.ServicerContext, context))
+            except FederationError as e:
+                return error(e.code, e.message)
+            assert der is not None   # a caller without a certificate is refused above
+            token, expires = self.sessions.login_link(der, who.name)
+            return web.json_response({"url": f"/console/login?token={token}", "expires_at": expires}, status=201)
+        return await _run(self.pool, link)
 
     async def _openapi(self, _: web.Request) -> web.Response:
         return web.json_response(self.openapi)

@@ -3,37 +3,43 @@ last scheduling cycle and the audit chain. Nothing here is kept up to date betwe
 from __future__ import annotations
 
 import logging
-import threading
 from collections import defaultdict
 from collections.abc import Iterator
 
-from cryptography.hazmat.primitives.asymmetric import ec
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 import policies
-from federation.audit import GENESIS, verify
 from federation.control import ControlPlane
 from policies import fairshare
 
 log = logging.getLogger("federation.observe")
-AUDIT_BATCH = 1000   # records verified a scrape (each signature, ~60 us), so a long log is caught up over several
 MAX_MODELS = 32      # GPU models a site's series name; a site that reports more gets one "other" series
 
 
 class StateCollector(Collector):
     def __init__(self, control: ControlPlane) -> None:
         self.control = control
-        signer = control.core.signer
-        self.audit = AuditWatch(signer.key.public_key() if signer is not None else None)
 
     def collect(self) -> Iterator[Metric]:
         # One part failing (an unreadable row) leaves the others, and the audit alarm, to be scraped.
-        for part in (self._jobs, self._sites, self._cycle, lambda: self.audit.metrics(self.control)):
+        for part in (self._jobs, self._sites, self._cycle, self._audit):
             try:
                 yield from list(part())
             except Exception:
                 log.exception("metrics: a collector failed")
+
+    def _audit(self) -> Iterator[Metric]:
+        watch = self.control.audit_watch
+        if watch.public is None:
+            return
+        seq, broken = watch.state(self.control.store)
+        yield GaugeMetricFamily("fedctl_audit_chain_verified", "1 while every audit record verified so far follows "
+                                "the one before it and carries the federation's signature; 0 once one does not",
+                                value=0.0 if broken else 1.0)
+        yield GaugeMetricFamily("fedctl_audit_records_verified", "Audit records verified so far", value=seq)
+        yield GaugeMetricFamily("fedctl_audit_records", "Audit records in the store (the newest's number): it never "
+                                "goes down", value=self.control.store.audit_head()[0])
 
     def _jobs(self) -> Iterator[Metric]:
         jobs = GaugeMetricFamily("fedctl_jobs", "Jobs in the store, by state, tenant and queue",
@@ -120,46 +126,3 @@ def _queues(observed) -> Iterator[Metric]:
             tier.add_metric([q.name], factors.tier)
             pending.add_metric([q.name], counts[q.name])
     yield from (share, tier, pending)
-
-
-class AuditWatch:
-    """Verifies the audit chain as it grows, a batch a scrape, from where it left off."""
-
-    def __init__(self, public: ec.EllipticCurvePublicKey | None) -> None:
-        self.public = public
-        self.seq, self.head, self.broken = 0, GENESIS, ""
-        self._lock = threading.Lock()   # scrapes may come at once (two Prometheus servers)
-
-    def metrics(self, control: ControlPlane) -> Iterator[Metric]:
-        if self.public is None:
-            return
-        with self._lock:
-            if not self.broken:
-                try:
-                    self.broken = self._check(control)
-                except Exception as e:   # a record that cannot even be read is no record the federation wrote
-                    self.broken = f"a record after {self.seq} cannot be read: {type(e).__name__}"
-                if self.broken:
-                    log.error("the audit chain is broken: %s", self.broken)
-        yield GaugeMetricFamily("fedctl_audit_records", "Audit records in the store (the newest's number): it never "
-                                "goes down", value=control.store.audit_head()[0])
-        yield GaugeMetricFamily("fedctl_audit_chain_verified", "1 while every audit record verified so far follows "
-                                "the one before it and carries the federation's signature; 0 once one does not",
-                                value=0.0 if self.broken else 1.0)
-        yield GaugeMetricFamily("fedctl_audit_records_verified", "Audit records verified so far", value=self.seq)
-
-
-    def _check(self, control: ControlPlane) -> str:
-        """'' or what is wrong: the last record verified is read again (it must not have changed), then
-        what follows it."""
-        records = control.store.audit_records(max(0, self.seq - 1), AUDIT_BATCH + 1)
-        if self.seq:
-            again = records.pop(0) if records and records[0].seq == self.seq else None
-            if again is None or again.hash != self.head or again.digest() != again.hash:
-                return f"record {self.seq}: removed or changed after it was verified"
-        if not records or self.public is None:
-            return ""
-        _, head, wrong = verify(records, self.public, self.seq, self.head)
-        if not wrong:
-            self.seq, self.head = records[-1].seq, head
-        return wrong

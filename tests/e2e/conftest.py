@@ -70,7 +70,7 @@ def federation():
         rule["tenants"] = [*rule.get("tenants", []), "e2e"]
     (work / "policy.yaml").write_text(yaml.safe_dump(policy))
     yield from running(E2EFederation(work=work, sites=SITES, port_bases={"eu-west": 27000, "us-east": 27400},
-                                     policy=work / "policy.yaml", metrics=True))
+                                     policy=work / "policy.yaml", metrics=True, http=True))
 
 
 @pytest.fixture

@@ -127,10 +127,16 @@ def test_another_tenants_job_is_not_found_for_reading_cancelling_or_its_logs(fed
     assert call(federation, "GET", f"/v1/jobs/{job['id']}")[1]["state"] == "pending", "still there, untouched"
 
 
-@pytest.mark.parametrize("who", [None, "stranger"])
-def test_no_certificate_or_another_cas_gets_no_connection(federation, who):
+def test_no_certificate_is_refused_and_another_cas_gets_no_connection(federation):
+    with grpc_client(federation, "admin") as c:
+        c.submit(make_spec("hidden"))
+    for method, path in (("GET", "/v1/jobs"), ("POST", "/v1/jobs"), ("GET", "/v1/sites"),
+                         ("POST", "/v1/console/sessions")):
+        status, body = call(federation, method, path, who=None, body=spec_json() if method == "POST" else None)
+        assert (status, body["code"]) == (403, "PERMISSION_DENIED"), path
+        assert "unauthenticated" in body["message"]
     with pytest.raises(OSError):
-        call(federation, "GET", "/v1/jobs", who=who)
+        call(federation, "GET", "/v1/jobs", who="stranger")
 
 
 @pytest.mark.parametrize("who", ["eu-west", "prom"])

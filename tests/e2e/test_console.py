@@ -1,0 +1,107 @@
+"""The web console in a real headless Chromium (from the OS packages, driven by Selenium) against a
+real federation with real sites: every page renders the live state, a submitter's browser sees
+only its tenant's work, and a screenshot of each page is written to build/console/."""
+from __future__ import annotations
+
+import json
+import shutil
+import ssl
+import urllib.request
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+
+from federation.identity import scopes
+from federation.pki import issue
+from tests.e2e.test_federation import job
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.e2e
+SHOTS = Path(__file__).resolve().parents[2] / "build" / "console"
+
+
+def login_link(fed, who: str) -> str:
+    """POST /v1/console/sessions with `who`'s certificate: the one-time link it answers."""
+    pki = fed.pki
+    context = ssl.create_default_context(cafile=str(pki["ca"].cert))
+    context.load_cert_chain(str(pki[who].cert), str(pki[who].key))
+    request = urllib.request.Request(f"https://127.0.0.1:{fed.http_port}/v1/console/sessions", method="POST")
+    with urllib.request.urlopen(request, context=context, timeout=10) as r:
+        return f"https://127.0.0.1:{fed.http_port}{json.loads(r.read())['url']}"
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if binary is None or driver is None:
+        pytest.fail("Chromium and its driver are needed: apt-get install chromium chromium-driver (.ci/run does)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000",
+                 "--ignore-certificate-errors"):   # the federation's CA is not the browser's; TLS is tested elsewhere
+        options.add_argument(flag)
+    browser = webdriver.Chrome(options=options, service=Service(driver))
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    yield browser
+    browser.quit()
+
+
+def visit(browser, fed, path: str, shot: str = "") -> str:
+    browser.get(f"https://127.0.0.1:{fed.http_port}{path}")
+    if shot:
+        browser.save_screenshot(str(SHOTS / f"{shot}.png"))
+    return browser.page_source
+
+
+def test_every_page_shows_the_live_federation_to_an_admin(federation, client, chromium):
+    browser = chromium
+    browser.delete_all_cookies()
+    browser.get(login_link(federation, "admin"))
+    assert browser.current_url.endswith("/console/sites")
+    rows = {r.get_attribute("data-site"): r.text for r in browser.find_elements(By.CSS_SELECTOR, "tr.site")}
+    assert set(rows) == {"eu-west", "us-east"} and "DE" in rows["eu-west"] and "US" in rows["us-east"]
+    us = browser.find_element(By.CSS_SELECTOR, 'div.gpus[data-site="us-east"]')
+    assert len(us.find_elements(By.CSS_SELECTOR, "rect")) == 2 and us.find_elements(By.CSS_SELECTOR, "line.nvlink")
+    eu = browser.find_element(By.CSS_SELECTOR, 'div.gpus[data-site="eu-west"]')
+    assert not eu.find_elements(By.CSS_SELECTOR, "line.nvlink"), "eu-west's PCIe GPUs share no NVLink"
+    browser.save_screenshot(str(SHOTS / "sites.png"))
+
+    j = client.submit(job("shown", entrypoint="python stamp.py", env={"HOLD": "1"}, resources={"cpus": 0.5}))
+    j.wait(timeout=120)
+    page = visit(browser, federation, "/console/jobs?state=succeeded", "jobs")
+    assert j.id in page
+    visit(browser, federation, f"/console/jobs/{j.id}", "job")
+    assert browser.find_element(By.ID, "state").text == "succeeded"
+    assert browser.find_element(By.ID, "summary").text.startswith("placed on ")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#verdicts tr")) >= 3   # a header and both sites
+    assert "start " in browser.find_element(By.ID, "log").text, "the job's log tail"
+    assert "Queues" in visit(browser, federation, "/console/queue", "queue")
+    assert "Federated trainings" in visit(browser, federation, "/console/trainings", "trainings")
+    visit(browser, federation, "/console/audit", "audit")
+    assert browser.find_element(By.ID, "verification").text.startswith("intact:")
+    assert j.id in browser.find_element(By.ID, "audit").text
+
+
+def test_a_submitters_browser_sees_only_its_own_tenants_work(federation, client, chromium):
+    pki = federation.pki
+    if "outsider" not in pki:
+        pki["outsider"] = issue(pki["ca"], federation.work / "pki", "outsider",
+                                units=tuple(scopes("submitter", ("e2e-other",))))
+    theirs = client.submit(job("not-yours", entrypoint="true", resources={"cpus": 0.1}))
+    browser = chromium
+    browser.delete_all_cookies()
+    browser.get(login_link(federation, "outsider"))
+    assert "outsider (submitter: e2e-other)" in browser.find_element(By.ID, "who").text
+    page = visit(browser, federation, "/console/jobs", "jobs-outsider")
+    assert theirs.id not in page and "no jobs" in page
+    visit(browser, federation, f"/console/jobs/{theirs.id}", "job-outsider")
+    assert browser.find_element(By.ID, "error").text == f"job {theirs.id} not found"
+    visit(browser, federation, "/console/audit")
+    assert "may not read the audit log" in browser.find_element(By.ID, "error").text
+    browser.delete_all_cookies()
+    visit(browser, federation, "/console/jobs")
+    assert "log in" in browser.find_element(By.ID, "error").text, "no session: no page"
+    wait_for(lambda: theirs.status().terminal, 60, "the job to end")
