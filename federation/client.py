@@ -14,7 +14,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -68,8 +68,10 @@ class Job:
         self._last = self._client.get(self.id)
         return self._last
 
-    def wait(self, timeout: float | None = None) -> JobStatus:
-        """Block until the job ends; rides out federation restarts. Raises federation.errors.Timeout."""
+    def wait(self, timeout: float | None = None,
+             on_change: Callable[[JobStatus], None] | None = None) -> JobStatus:
+        """Block until the job ends; rides out federation restarts. Raises federation.errors.Timeout.
+        `on_change` is told each state the job passes through."""
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = 0.1
         while True:
@@ -80,6 +82,8 @@ class Job:
             try:
                 for status in self._client.watch(self.id, timeout=remaining):
                     self._last = status
+                    if on_change is not None:
+                        on_change(status)
                     if status.terminal:
                         return status
             except Unavailable:
@@ -117,11 +121,14 @@ class Training:
         return training_status(self._client._call("GetTraining",
                                                    pb.GetTrainingRequest(id=self.id)).training)
 
-    def wait(self, timeout: float | None = None, poll: float = 0.5) -> TrainingStatus:
-        """Block until the training ends. Raises federation.errors.Timeout."""
+    def wait(self, timeout: float | None = None, poll: float = 0.5,
+             on_change: Callable[[TrainingStatus], None] | None = None) -> TrainingStatus:
+        """Block until the training ends. Raises federation.errors.Timeout. `on_change` sees each look."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             status = self.status()
+            if on_change is not None:
+                on_change(status)
             if status.terminal:
                 return status
             if deadline is not None and time.monotonic() >= deadline:
@@ -162,10 +169,12 @@ class JobArray:
     def statuses(self) -> list[JobStatus]:
         return [j.status() for j in self.jobs]
 
-    def wait(self, timeout: float | None = None) -> list[JobStatus]:
+    def wait(self, timeout: float | None = None,
+             on_change: Callable[[JobStatus], None] | None = None) -> list[JobStatus]:
         """Block until every element ends. Raises federation.errors.Timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        return [j.wait(None if deadline is None else max(0.0, deadline - time.monotonic())) for j in self.jobs]
+        return [j.wait(None if deadline is None else max(0.0, deadline - time.monotonic()), on_change)
+                for j in self.jobs]
 
     def cancel(self) -> list[JobStatus]:
         return [j.cancel() for j in self.jobs if not j.status().terminal]

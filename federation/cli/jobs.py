@@ -3,24 +3,59 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import sys
+import time
 from datetime import UTC
+from typing import Any
 
 from federation.cli import render
 from federation.cli.common import AddCommand, Subcommands, connect, wants_json
 from federation.errors import ConfigError
 
+JOB_HEADERS = ["ID", "NAME", "TENANT", "STATE", "SITE", "AGE", "MESSAGE"]
+
+
+def _job_row(j: Any) -> list[str]:
+    return [j.id, j.name, j.tenant, j.state, j.site or "-", render.ago(j.created_at), j.message]
+
 
 def cmd_jobs(args: argparse.Namespace) -> int:
     with connect(args) as client:
+        if args.watch:
+            return _watch_jobs(client, args)
         jobs = client.jobs(tenant=args.tenant, states=args.state or (), limit=args.limit or None)
     if wants_json(args):
         render.emit_json({"jobs": [j.to_dict() for j in jobs]})
     else:
-        render.table(["ID", "NAME", "TENANT", "STATE", "SITE", "AGE", "MESSAGE"],
-                     [[j.id, j.name, j.tenant, j.state, j.site or "-", render.ago(j.created_at), j.message[:60]]
-                      for j in jobs])
+        render.table(JOB_HEADERS, [_job_row(j) for j in jobs])
     return 0
+
+
+def _watch_jobs(client: Any, args: argparse.Namespace) -> int:
+    """The table again every `--interval` on a terminal; elsewhere (or with --format json) a line
+    (or a JSON object) for each job that appears or changes. Until Ctrl-C."""
+    seen: dict[str, tuple[str, str, int]] = {}
+    raw = getattr(sys.stdout, "raw", sys.stdout)
+    redraw = raw.isatty() and not wants_json(args)
+    try:
+        while True:
+            jobs = client.jobs(tenant=args.tenant, states=args.state or (), limit=args.limit or None)
+            if redraw:
+                raw.write("\x1b[H\x1b[2J")   # home and clear; the table below is escaped like any output
+                render.table(JOB_HEADERS, [_job_row(j) for j in jobs])
+            for j in jobs:
+                now = (j.state, j.site, len(j.attempts))
+                if not redraw and seen.get(j.id) != now:
+                    if wants_json(args):
+                        print(json.dumps(j.to_dict(), sort_keys=True), flush=True)
+                    else:
+                        print("  ".join(c for c in _job_row(j)[:5] + [j.message]), flush=True)
+                seen[j.id] = now
+            sys.stdout.flush()
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -173,6 +208,8 @@ def register(sub: Subcommands, add: AddCommand) -> None:
     sp.add_argument("--state", action="append", choices=["pending", "placed", "running", "succeeded", "failed",
                                                            "cancelled"])
     sp.add_argument("--limit", type=int, default=100, help="at most this many, fetched a page at a time (0: all)")
+    sp.add_argument("--watch", action="store_true", help="keep showing them as they change, until Ctrl-C")
+    sp.add_argument("--interval", type=float, default=2.0, help="seconds between looks with --watch")
 
     for name, fn, help in (("status", cmd_status, "a job's state and attempts"),
                            ("cancel", cmd_cancel, "cancel a job (stops its Ray job)"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import shutil
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -17,11 +18,34 @@ _LONE_CR = re.compile(r"\r(?!\n)")
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO | None = None) -> None:
+    """Columns as wide as their widest cell; on a terminal narrower than that, the widest columns
+    are cut (with an ellipsis) until the table fits. `--format json` always has the whole text."""
     out = out or sys.stdout  # looked up on each call: callers may redirect it
     cells = [[str(c) for c in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    widths = shrink([max(len(r[i]) for r in cells) for i in range(len(headers))], terminal_width(out))
     for r in cells:
-        out.write("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n")
+        out.write("  ".join(fit(c, w).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n")
+
+
+def terminal_width(out: TextIO) -> int:
+    """The terminal's columns when `out` is one; 0 (no limit) for a file or a pipe."""
+    return shutil.get_terminal_size((120, 24)).columns if out.isatty() else 0
+
+
+def shrink(widths: list[int], columns: int, least: int = 8) -> list[int]:
+    """Column widths (two spaces apart) cut, widest first, to fit `columns` (0: no limit)."""
+    widths = list(widths)
+    while columns and sum(widths) + 2 * (len(widths) - 1) > columns:
+        widest = max(range(len(widths)), key=lambda i: widths[i])
+        if widths[widest] <= least:
+            break
+        widths[widest] -= 1
+    return widths
+
+
+def fit(text: str, columns: int) -> str:
+    """`text` in `columns` characters at most (0: as it is), cut with an ellipsis."""
+    return text if not columns or len(text) <= columns else text[:max(0, columns - 1)] + "…"
 
 
 def emit_json(obj: Any, out: TextIO | None = None) -> None:

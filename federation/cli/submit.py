@@ -7,6 +7,7 @@ from typing import Any
 
 from federation.cli import render
 from federation.cli.common import EXIT_JOB_DID_NOT_SUCCEED, AddCommand, Subcommands, connect, wants_json
+from federation.cli.progress import StatusLine, array_line, job_line
 from federation.cli.training import submit_training
 
 
@@ -27,7 +28,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         if not wants_json(args):
             print("\n".join(j.id for j in jobs), flush=True)
         if args.wait:
-            statuses = job.wait(timeout=args.timeout) if isinstance(job, JobArray) else [job.wait(args.timeout)]
+            statuses = _wait(job, jobs, args.timeout, live=not wants_json(args))
             if not wants_json(args):
                 for st in statuses:
                     print(f"{st.id}: {st.message or st.state}" if len(statuses) > 1 else st.message or st.state)
@@ -38,6 +39,27 @@ def cmd_submit(args: argparse.Namespace) -> int:
                              if isinstance(job, JobArray) else statuses[0].to_dict())
         ok = all(st.state == "succeeded" for st in statuses)
         return 0 if not args.wait or ok else EXIT_JOB_DID_NOT_SUCCEED
+
+
+def _wait(job: Any, jobs: list, timeout: float | None, live: bool) -> list:
+    """Every job's final status; with `live`, a status line on stderr as they go."""
+    from federation.client import JobArray
+    line = StatusLine() if live else None
+    states = {j.id: j.status() for j in jobs} if isinstance(job, JobArray) else {}
+
+    def changed(status: Any) -> None:
+        if line is None:
+            return
+        if states:
+            states[status.id] = status
+            line.show(f"{job.id}: {array_line(states.values())}")
+        else:
+            line.show(job_line(status))
+    try:
+        return job.wait(timeout, changed) if isinstance(job, JobArray) else [job.wait(timeout, changed)]
+    finally:
+        if line is not None:
+            line.end()
 
 
 def submit_many(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ from typing import Any
 
 from federation.cli import render
 from federation.cli.common import EXIT_JOB_DID_NOT_SUCCEED, AddCommand, Subcommands, connect, wants_json
+from federation.cli.progress import StatusLine, training_line
 from federation.errors import InvalidSpec
 
 
@@ -19,7 +20,16 @@ def submit_training(args: argparse.Namespace) -> int:
         run = client.submit_training(spec)
         if not wants_json(args):
             print(run.id, flush=True)
-        status = run.wait(timeout=args.timeout) if args.wait else run.status()
+        if args.wait:
+            line = StatusLine() if not wants_json(args) else None
+            try:
+                status = run.wait(timeout=args.timeout,
+                                  on_change=(lambda t: line.show(training_line(t))) if line else None)
+            finally:
+                if line is not None:
+                    line.end()
+        else:
+            status = run.status()
     if wants_json(args):
         render.emit_json(status.to_dict())
     elif args.wait:

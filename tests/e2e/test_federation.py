@@ -117,6 +117,10 @@ def test_failed_job_reports_failure_and_cli_wait_exits_non_zero(federation, tmp_
     job_id, outcome = r.stdout.splitlines()[:2]
     assert outcome.startswith("failed on ")
     assert federation.cli_json("status", job_id)["state"] == "failed"
+    # Not a terminal: the live status goes to stderr as one plain line per change.
+    progress = [line for line in r.stderr.splitlines() if line.startswith(f"{job_id}: ")]
+    assert any(": running at " in line for line in progress), r.stderr
+    assert progress[-1].startswith(f"{job_id}: failed at ") and "\r" not in r.stderr, r.stderr
 
 
 def test_cordoned_site_gets_no_new_work(federation, client):
