@@ -68,22 +68,18 @@ class Job:
         self._last = self._client.get(self.id)
         return self._last
 
-    def wait(self, timeout: float | None = None,
-             on_change: Callable[[JobStatus], None] | None = None) -> JobStatus:
-        """Block until the job ends; rides out federation restarts. Raises federation.errors.Timeout.
-        `on_change` is told each state the job passes through."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.1
+    def wait(self, timeout: float | None = None, on_change: Callable[[JobStatus], None] = lambda s: None) -> JobStatus:
+        """Block until the job ends, telling `on_change` each state it passes through; rides out
+        federation restarts. Raises federation.errors.Timeout."""
+        deadline, delay = None if timeout is None else time.monotonic() + timeout, 0.1
         while True:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
-                state = self._last.state if self._last else "unknown"
-                raise Timeout(f"job {self.id} still {state} after {timeout:g}s")
+                raise Timeout(f"job {self.id} still {self._last.state if self._last else 'unknown'} after {timeout:g}s")
             try:
                 for status in self._client.watch(self.id, timeout=remaining):
                     self._last = status
-                    if on_change is not None:
-                        on_change(status)
+                    on_change(status)
                     if status.terminal:
                         return status
             except Unavailable:
@@ -122,13 +118,11 @@ class Training:
                                                    pb.GetTrainingRequest(id=self.id)).training)
 
     def wait(self, timeout: float | None = None, poll: float = 0.5,
-             on_change: Callable[[TrainingStatus], None] | None = None) -> TrainingStatus:
+             on_change: Callable[[TrainingStatus], None] = lambda t: None) -> TrainingStatus:
         """Block until the training ends. Raises federation.errors.Timeout. `on_change` sees each look."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            status = self.status()
-            if on_change is not None:
-                on_change(status)
+            on_change(status := self.status())
             if status.terminal:
                 return status
             if deadline is not None and time.monotonic() >= deadline:
@@ -169,12 +163,11 @@ class JobArray:
     def statuses(self) -> list[JobStatus]:
         return [j.status() for j in self.jobs]
 
-    def wait(self, timeout: float | None = None,
-             on_change: Callable[[JobStatus], None] | None = None) -> list[JobStatus]:
+    def wait(self, timeout: float | None = None, on_change: Callable[[JobStatus], None] = lambda s: None
+             ) -> list[JobStatus]:
         """Block until every element ends. Raises federation.errors.Timeout."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        return [j.wait(None if deadline is None else max(0.0, deadline - time.monotonic()), on_change)
-                for j in self.jobs]
+        end = None if timeout is None else time.monotonic() + timeout
+        return [j.wait(None if end is None else max(0.0, end - time.monotonic()), on_change) for j in self.jobs]
 
     def cancel(self) -> list[JobStatus]:
         return [j.cancel() for j in self.jobs if not j.status().terminal]

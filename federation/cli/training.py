@@ -24,7 +24,7 @@ def submit_training(args: argparse.Namespace) -> int:
             line = StatusLine() if not wants_json(args) else None
             try:
                 status = run.wait(timeout=args.timeout,
-                                  on_change=(lambda t: line.show(training_line(t))) if line else None)
+                                  on_change=(lambda t: line.show(training_line(t))) if line else lambda t: None)
             finally:
                 if line is not None:
                     line.end()
