@@ -91,7 +91,7 @@ def _metrics(control: ControlPlane, body: FederationBody) -> MetricsServer | Non
     return server
 
 
-def _http(servicer: FederationServicer, body: FederationBody) -> AppServer | None:
+def _http(servicer: FederationServicer, body: FederationBody, gate: Gate) -> AppServer | None:
     """The HTTP API and the console beside gRPC, with its TLS. A certificate is asked for but not
     required at the handshake: API calls without one are refused as gRPC refuses them, and the
     console takes a session cookie from a login link instead (gateway.py)."""
@@ -104,15 +104,15 @@ def _http(servicer: FederationServicer, body: FederationBody) -> AppServer | Non
     context = tls_context(Tls(tls.cert, tls.key, tls.client_ca), "spec.tls")
     context.verify_mode = ssl.CERT_OPTIONAL   # a browser logs into the console with a link instead
     server = AppServer(host.strip("[]"), int(port), context, "http")
-    server.start(Gateway(servicer).app())
+    server.start(Gateway(servicer, gate.leading, gate.refusal).app())
     return server
 
 
-def _served(control: ControlPlane, servicer: FederationServicer,
-            body: FederationBody) -> tuple[MetricsServer | None, AppServer | None]:
+def _served(control: ControlPlane, servicer: FederationServicer, body: FederationBody,
+            gate: Gate) -> tuple[MetricsServer | None, AppServer | None]:
     metrics = _metrics(control, body)
     try:
-        return metrics, _http(servicer, body)
+        return metrics, _http(servicer, body, gate)
     except Exception:
         if metrics is not None:
             metrics.stop()
@@ -158,7 +158,7 @@ def start_server(config: FederationConfig) -> RunningServer:
                                             key=tls.key if tls else None, client_ca=tls.client_ca if tls else None,
                                             insecure=body.insecure))
         enrolment_port = _enrolment(config, e, control, gate, rpc, enrolling) if e else 0
-        metrics, http = _served(control, servicer, body)
+        metrics, http = _served(control, servicer, body, gate)
     except Exception:
         rpc.stop(0)
         for pool in (users, sites, enrolling):

@@ -282,10 +282,11 @@ class TrainingLoop:
         metrics = dict(r.metrics, aggregate=self._metrics(job), seconds=round(now - r.started_at, 3))
         sites = metrics.get("sites", {})
         examples = sum(m.get("examples", 0) for m in sites.values())
-        if examples:
-            metrics["accuracy"] = sum(m.get("accuracy", 0.0) * m.get("examples", 0) for m in sites.values()) / examples
+        for name in ("accuracy", "loss"):   # the sites' own, weighted by their examples
+            if examples and any(name in m for m in sites.values()):
+                metrics[name] = sum(m.get(name, 0.0) * m.get("examples", 0) for m in sites.values()) / examples
         self._end_round(replace(r, state=RoundState.DONE, ended_at=now, metrics=metrics,
-                                      bytes_moved=r.bytes_moved + len(model)))
+                                bytes_moved=r.bytes_moved + len(model)))
         done = r.number >= t.spec.spec.rounds
         t = self._save(t, round=r.number, model_job=job.id,
                        state=TrainingState.SUCCEEDED if done else TrainingState.RUNNING,

@@ -17,10 +17,12 @@ from aiohttp import web
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from federation import results
+from federation.errors import FederationError, PermissionDenied
 from federation.http import drawing
-from federation.http.context import Aborted, HttpContext
+from federation.http.context import HTTP_STATUS, Aborted, HttpContext
 from federation.http.sessions import SESSION_TTL_S, Sessions
 from federation.identity import of_certificate
+from federation.service.errors import denied
 from federation.service.users import FederationServicer
 from federation.v1 import federation_pb2 as pb
 
@@ -82,17 +84,28 @@ class Console:
                                                "/v1/console/sessions (your certificate asks for it)"}, 401)
         context = HttpContext(der)
         try:
-            template, data = await asyncio.get_running_loop().run_in_executor(self.pool, page, request, context)
+            template, data = await asyncio.get_running_loop().run_in_executor(self.pool, self._drawn, page, request,
+                                                                              context)
         except Aborted as e:
-            status = {grpc.StatusCode.NOT_FOUND: 404, grpc.StatusCode.PERMISSION_DENIED: 403,
-                      grpc.StatusCode.INVALID_ARGUMENT: 400}.get(e.status, 500)
+            status = HTTP_STATUS[e.code] if e.code is not None else 500
             return self._render("error.html", {"status": status, "message": e.details}, status)
+        except FederationError as e:
+            return self._render("error.html", {"status": HTTP_STATUS[e.code], "message": e.message},
+                                HTTP_STATUS[e.code])
         who = of_certificate(context.auth_context()["x509_pem_cert"][0])
         return self._render(template, {**data, "who": who, "path": request.path})
 
     def _render(self, template: str, data: dict[str, Any], status: int = 200) -> web.Response:
         return web.Response(text=self.env.get_template(template).render(**data), status=status,
                             content_type="text/html", charset="utf-8", headers=HEADERS)
+
+    def _drawn(self, page: Page, request: web.Request, context: HttpContext) -> tuple[str, dict[str, Any]]:
+        """A page's data; what it was refused outside the servicer's own methods is audited as they do."""
+        try:
+            return page(request, context)
+        except FederationError as e:
+            denied(self.servicer, cast(grpc.ServicerContext, context), f"console {request.path[:80]}", e)
+            raise
 
     def _call(self, context: HttpContext, rpc: str, message: Any) -> Any:
         return getattr(self.servicer, rpc)(message, context)
@@ -136,8 +149,7 @@ class Console:
     def _audit(self, request: web.Request, context: HttpContext) -> tuple[str, dict[str, Any]]:
         who = self.servicer._caller(cast(grpc.ServicerContext, context))
         if not who.admin:
-            raise Aborted(grpc.StatusCode.PERMISSION_DENIED, f"{who.name} ({who.role}) may not read the audit log",
-                          None)
+            raise PermissionDenied(f"{who.name} ({who.role}) may not read the audit log")
         control = self.servicer.control
         seq, broken = control.audit_watch.state(control.store)
         head = control.store.audit_head()[0]

@@ -12,6 +12,13 @@ from cryptography.x509.oid import NameOID
 from federation.errors import ErrorCode
 from federation.service.errors import CODE_KEY
 
+HTTP_STATUS = {
+    ErrorCode.INVALID_SPEC: 400, ErrorCode.UNKNOWN_DATASET: 400, ErrorCode.CONFIG: 400,
+    ErrorCode.UNSATISFIABLE: 422, ErrorCode.NOT_FOUND: 404, ErrorCode.CONFLICT: 409,
+    ErrorCode.INVALID_TRANSITION: 409, ErrorCode.PERMISSION_DENIED: 403, ErrorCode.UNAVAILABLE: 503,
+    ErrorCode.TIMEOUT: 504, ErrorCode.RESOURCE_EXHAUSTED: 429, ErrorCode.RAY: 500, ErrorCode.INTERNAL: 500,
+}
+
 
 class Aborted(Exception):
     """What `context.abort` raises: the status, its details, and our error code when one was set."""

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import cast
+from typing import TypeVar, cast
 
 import grpc
 from aiohttp import web
@@ -14,19 +14,16 @@ from pydantic import TypeAdapter
 
 from federation.errors import ErrorCode, FederationError
 from federation.http.console import Console
-from federation.http.context import Aborted, HttpContext
+from federation.http.context import HTTP_STATUS, Aborted, HttpContext
 from federation.http.openapi import document
 from federation.http.routes import ROUTES, Params, Route
 from federation.http.sessions import Sessions
+from federation.service.errors import denied
 from federation.service.users import FederationServicer
 
-MAX_BODY = 16 << 20   # a job spec; the federation refuses larger submissions anyway
-HTTP_STATUS = {
-    ErrorCode.INVALID_SPEC: 400, ErrorCode.UNKNOWN_DATASET: 400, ErrorCode.CONFIG: 400,
-    ErrorCode.UNSATISFIABLE: 422, ErrorCode.NOT_FOUND: 404, ErrorCode.CONFLICT: 409,
-    ErrorCode.INVALID_TRANSITION: 409, ErrorCode.PERMISSION_DENIED: 403, ErrorCode.UNAVAILABLE: 503,
-    ErrorCode.TIMEOUT: 504, ErrorCode.RESOURCE_EXHAUSTED: 429, ErrorCode.RAY: 500, ErrorCode.INTERNAL: 500,
-}
+MAX_BODY = 4 << 20          # a job spec, as gRPC's largest message
+MAX_LOG_ANSWER = 1 << 20    # of a log, an answer; the rest from the offset it gives
+TEXT_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "default-src 'none'"}
 
 
 def error(code: ErrorCode, message: str) -> web.Response:
@@ -38,15 +35,44 @@ def peer_certificate(request: web.Request) -> bytes | None:
     return obj.getpeercert(binary_form=True) if isinstance(obj, ssl.SSLObject) else None
 
 
+def guarded(servicer: FederationServicer, context: HttpContext, method: str, fn: Callable[[], web.Response]
+            ) -> web.Response:
+    """A call made outside `translate`: its refusals are audited and answered as `translate`'s are."""
+    try:
+        return fn()
+    except FederationError as e:
+        denied(servicer, cast(grpc.ServicerContext, context), method, e)
+        return error(e.code, e.message)
+
+
 class Gateway:
-    def __init__(self, servicer: FederationServicer, threads: int = 16) -> None:
-        self.servicer = servicer
+    def __init__(self, servicer: FederationServicer, leading: Callable[[], bool] = lambda: True,
+                 refusal: Callable[[], str] = lambda: "", threads: int = 16) -> None:
+        self.servicer, self.leading, self.refusal = servicer, leading, refusal
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="http")
         self.openapi = document()
         self.sessions = Sessions()
 
+    @web.middleware
+    async def _admit(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                     ) -> web.StreamResponse:
+        """Before anything is read: only the leading replica serves (as gRPC's Gate), an API call
+        needs a certificate, and a POST is JSON (a browser's cross-site form cannot send it)."""
+        if request.path == "/v1/openapi.json":
+            return await handler(request)
+        if not self.leading():
+            return error(ErrorCode.UNAVAILABLE, await _run(self.pool, self.refusal))
+        if request.path.startswith("/v1/"):
+            if peer_certificate(request) is None:
+                return error(ErrorCode.PERMISSION_DENIED, "no client certificate: the API takes one from the "
+                                                          "federation's CA")
+            if request.method == "POST" and request.content_type != "application/json":
+                return error(ErrorCode.INVALID_SPEC,
+                             f"a POST carries application/json, not {request.content_type[:60]}")
+        return await handler(request)
+
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY)
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[self._admit])
         for route in ROUTES:
             app.router.add_route(route.method, route.path, self._handler(route))
         app.router.add_get("/v1/jobs/{id}/logs", self._logs)
@@ -62,14 +88,11 @@ class Gateway:
         context = HttpContext(der)
 
         def link() -> web.Response:
-            try:
-                who = self.servicer._caller(cast(grpc.ServicerContext, context))
-            except FederationError as e:
-                return error(e.code, e.message)
-            assert der is not None   # a caller without a certificate is refused above
+            who = self.servicer._caller(cast(grpc.ServicerContext, context))
+            assert der is not None   # a caller without a certificate is refused by _admit
             token, expires = self.sessions.login_link(der, who.name)
             return web.json_response({"url": f"/console/login?token={token}", "expires_at": expires}, status=201)
-        return await _run(self.pool, link)
+        return await _run(self.pool, lambda: guarded(self.servicer, context, "CreateConsoleSession", link))
 
     async def _openapi(self, _: web.Request) -> web.Response:
         return web.json_response(self.openapi)
@@ -81,9 +104,6 @@ class Gateway:
         adapter = TypeAdapter(route.returns)
 
         async def handle(request: web.Request) -> web.Response:
-            if route.body and request.content_type not in ("application/json", ""):
-                return error(ErrorCode.INVALID_SPEC,
-                             f"body: a job spec as application/json, not {request.content_type[:60]}")
             params = Params(dict(request.match_info), request.query, await request.read() if route.body else b"")
             context = HttpContext(peer_certificate(request))
             return await _run(self.pool, lambda: self._call(route, params, context, adapter))
@@ -107,22 +127,23 @@ class Gateway:
 
         def read() -> web.Response:
             try:
-                offset = int(request.query.get("offset", "0") or 0)
+                offset = max(0, int(request.query.get("offset", "0") or 0))
             except ValueError:
                 return error(ErrorCode.INVALID_SPEC, "query offset: not a whole number of bytes")
-            try:
-                who = self.servicer._watcher(cast(grpc.ServicerContext, context), job_id, "StreamJobLogs")
-                _, kept, data = self.servicer._logs_after(who, job_id, max(0, offset))
-            except FederationError as e:
-                return error(e.code, e.message)
+            who = self.servicer._watcher(cast(grpc.ServicerContext, context), job_id, "StreamJobLogs")
+            _, kept, data = self.servicer._logs_after(who, job_id, offset)
             if kept:
                 return error(ErrorCode.INVALID_TRANSITION, kept)
+            data = data[:MAX_LOG_ANSWER]   # the rest from X-Log-Offset
             return web.Response(body=data, content_type="text/plain", charset="utf-8",
-                                headers={"X-Log-Offset": str(max(0, offset) + len(data))})
-        return await _run(self.pool, read)
+                                headers={"X-Log-Offset": str(offset + len(data)), **TEXT_HEADERS})
+        return await _run(self.pool, lambda: guarded(self.servicer, context, "StreamJobLogs", read))
 
 
-async def _run(pool: ThreadPoolExecutor, fn: Callable[[], web.Response]) -> web.Response:
+T = TypeVar("T")
+
+
+async def _run(pool: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
     return await asyncio.get_running_loop().run_in_executor(pool, fn)
 
 

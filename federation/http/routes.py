@@ -2,6 +2,7 @@
 path, query and body, its answer typed (the OpenAPI document's schemas come from those types)."""
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,9 +104,16 @@ def _number(params: Params, name: str, default: float = 0.0) -> float:
     if raw is None or raw == "":
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
-        raise InvalidSpec(f"query {name}: {raw[:40]!r} is not a number") from None
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise InvalidSpec(f"query {name}: {raw[:40]!r} is not a number of 0 or more")
+    return value
+
+
+def _limit(params: Params) -> int:
+    return int(min(_number(params, "limit", 1000), 10_000)) or 1000
 
 
 def _many(params: Params, name: str) -> list[str]:
@@ -140,7 +148,7 @@ ROUTES: tuple[Route, ...] = (
           body=True),
     Route("GET", "/v1/jobs", "ListJobs", "Jobs the caller may see, newest first",
           lambda p: pb.ListJobsRequest(tenant=p.query.get("tenant", ""), states=_states(p),
-                                       limit=int(_number(p, "limit", 1000)), page_token=p.query.get("page_token", "")),
+                                       limit=_limit(p), page_token=p.query.get("page_token", "")),
           lambda r: JobPage([job_status(j) for j in r.jobs], r.next_page_token), JobPage,
           (Query("tenant", "only this tenant's"), Query("state", "pending, placed, running, ...", many=True),
            Query("limit", "at most this many (1000; at most 10000)", "integer"),
@@ -157,7 +165,7 @@ ROUTES: tuple[Route, ...] = (
           lambda p: pb.GetSiteRequest(name=p.path["name"]), lambda r: site_info(r.site), SiteInfo),
     Route("GET", "/v1/queue", "ListQueue", "Waiting jobs in the order the next cycle takes them, and each queue",
           lambda p: pb.ListQueueRequest(queue=p.query.get("queue", ""), tenant=p.query.get("tenant", ""),
-                                        limit=int(_number(p, "limit", 1000))),
+                                        limit=_limit(p)),
           lambda r: Queue([queue_entry(e) for e in r.entries], [queue_info(q) for q in r.queues]), Queue,
           (Query("queue", "only this queue"), Query("tenant", "only this tenant's jobs"),
            Query("limit", "at most this many entries", "integer"))),

@@ -41,7 +41,7 @@ def caller(context: grpc.ServicerContext) -> str:
     return names[0].decode() if names else "anonymous"
 
 
-def _denied(self, context: grpc.ServicerContext, method: str, e: FederationError) -> None:
+def denied(self, context: grpc.ServicerContext, method: str, e: FederationError) -> None:
     """Refused calls go to the audit log, counted with their like (`federation.control.refusals`)."""
     if e.code is ErrorCode.PERMISSION_DENIED:
         self.control.refuse(caller(context), "call.denied", method, f"{method}: permission denied", reason=e.message)
@@ -63,7 +63,7 @@ def translate(method: F) -> F:
             return response
         except FederationError as e:
             code = TO_GRPC[e.code]
-            _denied(self, context, method.__name__, e)
+            denied(self, context, method.__name__, e)
             _abort(context, e)
         except Exception:
             log.exception("unexpected error in %s", method.__name__)
@@ -120,7 +120,7 @@ async def _abort_async(self, context: grpc.aio.ServicerContext, method: str, e: 
         await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the federation log")
         return
     if e.code is ErrorCode.PERMISSION_DENIED:
-        await self.pool.run(_denied, self, context, method, e)
+        await self.pool.run(denied, self, context, method, e)
     context.set_trailing_metadata(((CODE_KEY, e.code.value),))
     await context.abort(TO_GRPC[e.code], e.message)
 

@@ -92,7 +92,7 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
     def ListJobs(self, request: pb.ListJobsRequest, context: grpc.ServicerContext) -> pb.ListJobsResponse:
         who = self._caller(context)
         states = [wire.JOB_STATE_FROM_PB[s] for s in request.states if s in wire.JOB_STATE_FROM_PB]
-        limit = min(request.limit or 1000, 10_000)
+        limit = max(1, min(request.limit or 1000, 10_000))
         if request.tenant:
             who.check_tenant(request.tenant, "list jobs")
         tenants = [request.tenant] if request.tenant else None if who.every_tenant else who.tenants
@@ -170,7 +170,7 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
     def ListQueue(self, request: pb.ListQueueRequest, context: grpc.ServicerContext) -> pb.ListQueueResponse:
         who = self._caller(context)
         entries, states = self.control.views.queue()
-        limit = request.limit or 1000
+        limit = max(1, min(request.limit or 1000, 10_000))
         chosen = [e for e in entries if (not request.queue or e.job.queue == request.queue)
                   and (not request.tenant or e.job.tenant == request.tenant) and who.sees_tenant(e.job.tenant)][:limit]
         return pb.ListQueueResponse(

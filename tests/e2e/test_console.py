@@ -3,63 +3,27 @@ real federation with real sites: every page renders the live state, a submitter'
 only its tenant's work, and a screenshot of each page is written to build/console/."""
 from __future__ import annotations
 
-import json
-import shutil
-import ssl
-import urllib.request
-from pathlib import Path
-
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
 from federation.identity import scopes
 from federation.pki import issue
+from tests.e2e.browser import SHOTS, chromium, log_in, visit
 from tests.e2e.test_federation import job
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
-SHOTS = Path(__file__).resolve().parents[2] / "build" / "console"
-
-
-def login_link(fed, who: str) -> str:
-    """POST /v1/console/sessions with `who`'s certificate: the one-time link it answers."""
-    pki = fed.pki
-    context = ssl.create_default_context(cafile=str(pki["ca"].cert))
-    context.load_cert_chain(str(pki[who].cert), str(pki[who].key))
-    request = urllib.request.Request(f"https://127.0.0.1:{fed.http_port}/v1/console/sessions", method="POST")
-    with urllib.request.urlopen(request, context=context, timeout=10) as r:
-        return f"https://127.0.0.1:{fed.http_port}{json.loads(r.read())['url']}"
 
 
 @pytest.fixture(scope="module")
-def chromium():
-    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if binary is None or driver is None:
-        pytest.fail("Chromium and its driver are needed: apt-get install chromium chromium-driver (.ci/run does)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000",
-                 "--ignore-certificate-errors"):   # the federation's CA is not the browser's; TLS is tested elsewhere
-        options.add_argument(flag)
-    browser = webdriver.Chrome(options=options, service=Service(driver))
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    yield browser
-    browser.quit()
+def browser():
+    driver = chromium()
+    yield driver
+    driver.quit()
 
 
-def visit(browser, fed, path: str, shot: str = "") -> str:
-    browser.get(f"https://127.0.0.1:{fed.http_port}{path}")
-    if shot:
-        browser.save_screenshot(str(SHOTS / f"{shot}.png"))
-    return browser.page_source
-
-
-def test_every_page_shows_the_live_federation_to_an_admin(federation, client, chromium):
-    browser = chromium
-    browser.delete_all_cookies()
-    browser.get(login_link(federation, "admin"))
+def test_every_page_shows_the_live_federation_to_an_admin(federation, client, browser):
+    log_in(browser, federation, "admin")
     assert browser.current_url.endswith("/console/sites")
     rows = {r.get_attribute("data-site"): r.text for r in browser.find_elements(By.CSS_SELECTOR, "tr.site")}
     assert set(rows) == {"eu-west", "us-east"} and "DE" in rows["eu-west"] and "US" in rows["us-east"]
@@ -85,15 +49,13 @@ def test_every_page_shows_the_live_federation_to_an_admin(federation, client, ch
     assert j.id in browser.find_element(By.ID, "audit").text
 
 
-def test_a_submitters_browser_sees_only_its_own_tenants_work(federation, client, chromium):
+def test_a_submitters_browser_sees_only_its_own_tenants_work(federation, client, browser):
     pki = federation.pki
     if "outsider" not in pki:
         pki["outsider"] = issue(pki["ca"], federation.work / "pki", "outsider",
                                 units=tuple(scopes("submitter", ("e2e-other",))))
     theirs = client.submit(job("not-yours", entrypoint="true", resources={"cpus": 0.1}))
-    browser = chromium
-    browser.delete_all_cookies()
-    browser.get(login_link(federation, "outsider"))
+    log_in(browser, federation, "outsider")
     assert "outsider (submitter: e2e-other)" in browser.find_element(By.ID, "who").text
     page = visit(browser, federation, "/console/jobs", "jobs-outsider")
     assert theirs.id not in page and "no jobs" in page

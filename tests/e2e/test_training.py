@@ -14,8 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from selenium.webdriver.common.by import By
 
 from federation.local import CONFIGS, LocalFederation
+from tests.e2e.browser import chromium, log_in, visit
 from tests.e2e.conftest import running
 from tests.e2e.test_faults import kill_ray
 from tests.waiting import wait_for
@@ -46,7 +48,7 @@ def fed():
     (work / "policy.yaml").write_text(yaml.safe_dump(policy))
     federation = LocalFederation(work=work, sites=sites, port_bases={"eu-west": 32000, "eu-north": 32400,
                                                                       "edge-paris": 30000},
-                                 site_timeout_s=6.0, scheduler_interval_s=0.1, policy=work / "policy.yaml")
+                                 site_timeout_s=6.0, scheduler_interval_s=0.1, policy=work / "policy.yaml", http=True)
     federation.shards, federation.test_set = shards, work / "data" / "test.npz"
     yield from running(federation)
 
@@ -83,6 +85,7 @@ def test_the_federated_model_matches_central_training_and_raw_records_never_leav
     central_accuracy = digits.accuracy(central, tx, ty)
     print(f"\nfederated {federated:.4f} vs central {central_accuracy:.4f} on {len(ty)} held-out digits")
     assert federated >= central_accuracy - 0.02
+    _console_shows(fed, run.id)
 
     # Every byte the federation and the other sites hold: the store (jobs, files, logs, audit),
     # its log, and every file under the other sites' folders, Ray's included.
@@ -95,6 +98,24 @@ def test_the_federated_model_matches_central_training_and_raw_records_never_leav
             blob = path.read_bytes()
             leaked = [i for i, row in enumerate(rows) if row in blob]
             assert not leaked, f"records of {site} found in {path}"
+
+
+def _console_shows(fed, training_id: str) -> None:
+    """The console's training page in a real browser: every round, who took part, both curves."""
+    browser = chromium()
+    try:
+        log_in(browser, fed, "admin")
+        assert "digits-fedavg" in visit(browser, fed, "/console/trainings", "trainings-list")
+        visit(browser, fed, f"/console/trainings/{training_id}", "training")
+        assert browser.find_element(By.ID, "state").text == "succeeded"
+        rows = browser.find_elements(By.CSS_SELECTOR, "#rounds tr")[1:]
+        assert len(rows) == ROUNDS and all(site in rows[0].text for site in SITES)
+        chart = browser.find_element(By.ID, "chart")
+        for curve in ("loss", "accuracy"):
+            assert len(chart.find_element(By.CSS_SELECTOR, f"polyline.{curve}").get_attribute("points").split()) \
+                == ROUNDS, curve
+    finally:
+        browser.quit()
 
 
 def _inside(path: Path, fed, site: str) -> bool:

@@ -1,8 +1,13 @@
-"""The console's pictures: NVLink domains drawn from a site's inventory, a training's curves, and
-nothing a site or a job names is ever markup."""
+"""The console's pictures (NVLink domains drawn from a site's inventory, a training's curves, and
+nothing a site or a job names is ever markup) and its sessions."""
 from __future__ import annotations
 
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
 from federation.http.drawing import rounds_chart, topology
+from federation.http.sessions import PER_NAME, SESSION_TTL_S, Sessions
+from federation.pki import create_ca, issue
 from federation.results import RoundInfo
 from federation.v1 import federation_pb2 as pb
 
@@ -39,3 +44,22 @@ def test_the_chart_draws_loss_and_accuracy_of_completed_rounds():
     loss_points = svg.split('class="loss"')[0].rsplit("points=", 1)[1]
     assert loss_points.count(",") == 4, "four completed rounds, the one in flight left out"
     assert "loss 0.5 (from 2)" in svg and rounds_chart([]) == ""
+
+
+def test_logging_in_often_logs_nobody_else_out_and_a_session_ends_with_its_certificate(tmp_path):
+    ca = create_ca(tmp_path)
+    ders = {}
+    for name in ("alice", "mallory"):
+        cert = issue(ca, tmp_path, name, units=("role:submitter",)).cert
+        ders[name] = x509.load_pem_x509_certificate(cert.read_bytes()).public_bytes(Encoding.DER)
+    sessions = Sessions()
+    alice = sessions.log_in(sessions.login_link(ders["alice"], "alice")[0])
+    for _ in range(3 * PER_NAME):
+        sessions.log_in(sessions.login_link(ders["mallory"], "mallory")[0])
+    assert alice is not None and sessions.get(alice) is not None, "mallory's logins do not evict alice"
+    assert sum(s.name == "mallory" for s in sessions._sessions.values()) == PER_NAME
+    assert sessions.log_in("not-a-token") is None
+    late = Sessions(clock=lambda: 10**10)   # far past the certificate's end
+    token = late.login_link(ders["alice"], "alice")[0]
+    assert late.log_in(token) is None, "a login link past the certificate's end is refused"
+    assert sessions.get(alice).expires_at <= sessions.clock() + SESSION_TTL_S
