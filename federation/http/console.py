@@ -43,6 +43,7 @@ class Console:
         self.env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                                autoescape=select_autoescape(default=True, default_for_string=True))
         self.env.filters["when"] = drawing.when
+        self.env.filters["num"] = lambda v: f"{v:.4g}" if isinstance(v, (int, float)) else ""
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/console/login", self._login)

@@ -33,7 +33,8 @@ def log_in(browser: webdriver.Chrome, fed, who: str) -> None:
     pki = fed.pki
     context = ssl.create_default_context(cafile=str(pki["ca"].cert))
     context.load_cert_chain(str(pki[who].cert), str(pki[who].key))
-    request = urllib.request.Request(f"https://127.0.0.1:{fed.http_port}/v1/console/sessions", method="POST")
+    request = urllib.request.Request(f"https://127.0.0.1:{fed.http_port}/v1/console/sessions", method="POST",
+                                     headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, context=context, timeout=10) as r:
         link = json.loads(r.read())["url"]
     browser.delete_all_cookies()

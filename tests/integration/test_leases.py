@@ -150,6 +150,8 @@ def test_an_autonomous_site_keeps_its_work_through_a_partition(federation, clien
     job = client.submit(make_spec("edge"))
     agent = AgentStream(eu, "eu-west")
     running(agent, job.id, 1)
+    # The report is applied after it is sent: on a loaded machine the 1 s lease can run out first.
+    wait_for(lambda: job.status().state == "running", 5, "the report of it running to be applied")
     wait_for(lambda: {s.name: s for s in client.sites()}["eu-west"].connected is False, 10, "the lease to run out")
     assert job.status().state == "running" and job.status().attempts[0].state == "running"
     agent.report([pb.AttemptStatus(job_id=job.id, attempt=1, state=pb.ATTEMPT_STATE_SUCCEEDED)])
