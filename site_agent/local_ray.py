@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,11 +156,13 @@ class LocalRayHead:
             return None
         return pid if "ray" in cmdline and str(self.temp_dir) in cmdline else None
 
-    def start(self, timeout: float = 90.0) -> RayJobsDriver:
+    def start(self, timeout: float = 90.0, cancel: threading.Event | None = None) -> RayJobsDriver:
+        """The head, adopted or launched; with `cancel` set meanwhile (the agent told to stop while
+        a loaded machine is slow to bring the head up), it is stopped and RayError raised."""
         if self.user is not None:
             check_runs_python(self.user, "spec.ray.local")
         self._make_dirs()
-        return self._adopt() or self._launch(timeout)
+        return self._adopt() or self._launch(timeout, cancel or threading.Event())
 
     @property
     def _uid(self) -> int:
@@ -183,7 +186,7 @@ class LocalRayHead:
         log.info("adopted the local Ray head %d already running for %s at %s", running, self.name, self.dashboard_url)
         return driver
 
-    def _launch(self, timeout: float) -> RayJobsDriver:
+    def _launch(self, timeout: float, cancel: threading.Event) -> RayJobsDriver:
         dashboard = self.settings.port_base + PORTS["dashboard-port"]
         taken = [p for p in (self.settings.port_base, dashboard) if listener_uid(p) is not None]
         if taken:
@@ -209,7 +212,8 @@ class LocalRayHead:
                     raise RayError("it exited")
                 if time.monotonic() > deadline:
                     raise RayError(f"it did not listen within {timeout:g}s")
-                time.sleep(0.1)
+                if cancel.wait(0.1):
+                    raise RayError("the agent was told to stop")
             driver.wait_ready(max(1.0, deadline - time.monotonic()))
         except RayError as e:
             tail = log_path.read_text(errors="replace").strip().splitlines()[-3:] if log_path.exists() else []

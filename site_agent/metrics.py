@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 
 from federation.identity import Identity
 from federation.observe.metrics import SECONDS
-from federation.observe.serve import MetricsServer, Tls
 from federation.spec.metrics import MetricsSettings
+
+if TYPE_CHECKING:
+    from federation.observe.serve import MetricsServer
 
 
 class AgentMetrics:
@@ -41,6 +44,7 @@ class AgentMetrics:
 def agent_metrics(metrics: AgentMetrics, site: str, settings: MetricsSettings) -> MetricsServer:
     """The agent's /metrics: readable by a monitor, a federation admin, or an operator of this site,
     as the CA vouches (the agent does not hold the federation's list of revoked certificates)."""
+    from federation.observe.serve import MetricsServer, Tls  # aiohttp: only for an agent that serves metrics
     tls = settings.tls
 
     def may_read(who: Identity) -> bool:

@@ -10,12 +10,12 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 
 from federation.errors import ConfigError, RayError
 from federation.gpus import inventory_of
-from federation.observe.serve import MetricsServer
 from federation.spec import SiteConfig
 from federation.spec.site import FederationEndpoint
 from federation.transport import open_channel
@@ -44,7 +44,7 @@ def run_site(config: SiteConfig, *, local_ray: bool,
         DatasetGrants().clear([Path(d.path) for d in body.datasets if d.path], users)
     _check_ray(config, local_ray=head is not None)
     pool: TenantHeads | None = None
-    metrics: MetricsServer | None = None
+    metrics: Any = None   # federation.observe.serve.MetricsServer, with spec.metrics
     agent: SiteAgent | None = None
 
     def stop() -> None:
@@ -60,7 +60,14 @@ def run_site(config: SiteConfig, *, local_ray: bool,
         os.environ.pop("RAY_AUTH_TOKEN", None)
     try:
         if head is not None:
-            driver = head.start()
+            if done.is_set():
+                return 0
+            try:
+                driver = head.start(cancel=done)
+            except RayError:
+                if done.is_set():
+                    return 0   # stopped while the head came up: it is stopped too
+                raise
             if body.ray.local.tenant_heads is not None:
                 pool = TenantHeads(head, driver, users)
         else:

@@ -89,6 +89,8 @@ def test_a_killed_demo_still_leaves_no_process_behind():
     p.communicate(timeout=30)
     try:
         wait_for(lambda: leftovers(before) == [], 60, "the agents and their Ray heads to stop")
+    except AssertionError:
+        raise AssertionError("left behind: " + "; ".join(c[:160] for c in leftovers(before))) from None
     finally:
         for folder in Path("/tmp").glob("fd-*"):
             shutil.rmtree(folder, ignore_errors=True)
