@@ -162,7 +162,7 @@ class LocalRayHead:
         if self.user is not None:
             check_runs_python(self.user, "spec.ray.local")
         self._make_dirs()
-        return self._adopt() or self._launch(timeout, cancel or threading.Event())
+        return self._adopt() or self._launch(timeout, cancel)
 
     @property
     def _uid(self) -> int:
@@ -186,7 +186,7 @@ class LocalRayHead:
         log.info("adopted the local Ray head %d already running for %s at %s", running, self.name, self.dashboard_url)
         return driver
 
-    def _launch(self, timeout: float, cancel: threading.Event) -> RayJobsDriver:
+    def _launch(self, timeout: float, cancel: threading.Event | None = None) -> RayJobsDriver:
         dashboard = self.settings.port_base + PORTS["dashboard-port"]
         taken = [p for p in (self.settings.port_base, dashboard) if listener_uid(p) is not None]
         if taken:
@@ -212,7 +212,7 @@ class LocalRayHead:
                     raise RayError("it exited")
                 if time.monotonic() > deadline:
                     raise RayError(f"it did not listen within {timeout:g}s")
-                if cancel.wait(0.1):
+                if (cancel or threading.Event()).wait(0.1):
                     raise RayError("the agent was told to stop")
             driver.wait_ready(max(1.0, deadline - time.monotonic()))
         except RayError as e:

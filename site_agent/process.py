@@ -53,21 +53,12 @@ def run_site(config: SiteConfig, *, local_ray: bool,
 
     done = on_stop(stop)
     _stop_with_parent()
-    token = head.token_path if head is not None else body.ray.auth_token_path
-    if token is not None:
-        # This process talks to one Ray cluster; Ray's clients read the token from the environment.
-        os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
-        os.environ.pop("RAY_AUTH_TOKEN", None)
+    _use_token(head.token_path if head is not None else body.ray.auth_token_path)
     try:
         if head is not None:
-            if done.is_set():
+            driver = _start_head(head, done)
+            if driver is None:
                 return 0
-            try:
-                driver = head.start(cancel=done)
-            except RayError:
-                if done.is_set():
-                    return 0   # stopped while the head came up: it is stopped too
-                raise
             if body.ray.local.tenant_heads is not None:
                 pool = TenantHeads(head, driver, users)
         else:
@@ -99,6 +90,25 @@ def run_site(config: SiteConfig, *, local_ray: bool,
             pool.stop_all()
         if head is not None:
             head.stop()
+
+
+def _use_token(token: Path | None) -> None:
+    if token is not None:
+        # This process talks to one Ray cluster; Ray's clients read the token from the environment.
+        os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
+        os.environ.pop("RAY_AUTH_TOKEN", None)
+
+
+def _start_head(head: LocalRayHead, done: threading.Event) -> RayJobsDriver | None:
+    """The head's driver; None when the agent was told to stop first or while it came up (it is stopped)."""
+    if done.is_set():
+        return None
+    try:
+        return head.start(cancel=done)
+    except RayError:
+        if done.is_set():
+            return None
+        raise
 
 
 def _check_ray(config: SiteConfig, *, local_ray: bool) -> None:
