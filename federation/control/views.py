@@ -11,7 +11,7 @@ from federation import queues
 from federation.control.border import Border, kept_notice
 from federation.control.core import Core
 from federation.control.snapshot import holds, observe, pending_view, usage
-from federation.jobs import Job, JobState
+from federation.jobs import Attempt, Job, JobState
 from federation.sites import Capacity, SiteRecord
 from policies import fairshare
 from training.model import Round, Training
@@ -88,11 +88,13 @@ class Views:
     def site(self, name: str) -> SiteRecord:
         return self.core.store.get_site(name)
 
-    def site_statuses(self, name: str | None = None) -> list[SiteStatus]:
-        """Every site (or the one named) with what it runs, whether it is connected and whether its lease expired."""
+    def site_statuses(self, name: str | None = None, live: list[tuple[Attempt, Job]] | None = None
+                      ) -> list[SiteStatus]:
+        """Every site (or the one named) with what it runs (`live`: the live attempts, when already
+        read), whether it is connected and whether its lease expired."""
         store = self.core.store
         records = store.list_sites() if name is None else [store.get_site(name)]
-        in_use = usage(store.live_attempts())
+        in_use = usage(store.live_attempts() if live is None else live)
         now = self.core.clock()
         return [SiteStatus(s, *in_use.get(s.name, (Capacity(), 0)),
                            connected=self.core.connected(s, now), lost=self.core.lease_expired(s, now))

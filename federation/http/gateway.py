@@ -3,7 +3,6 @@ method with the caller's certificate, so who may do what, and every refusal, is 
 from __future__ import annotations
 
 import asyncio
-import ssl
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar, cast
@@ -18,6 +17,7 @@ from federation.http.context import HTTP_STATUS, Aborted, HttpContext
 from federation.http.openapi import document
 from federation.http.routes import ROUTES, Params, Route
 from federation.http.sessions import Sessions
+from federation.observe.serve import peer_certificate
 from federation.service.errors import denied
 from federation.service.users import FederationServicer
 
@@ -28,11 +28,6 @@ TEXT_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": 
 
 def error(code: ErrorCode, message: str) -> web.Response:
     return web.json_response({"code": code.value, "message": message}, status=HTTP_STATUS[code])
-
-
-def peer_certificate(request: web.Request) -> bytes | None:
-    obj = request.transport.get_extra_info("ssl_object") if request.transport is not None else None
-    return obj.getpeercert(binary_form=True) if isinstance(obj, ssl.SSLObject) else None
 
 
 def guarded(servicer: FederationServicer, context: HttpContext, method: str, fn: Callable[[], web.Response]

@@ -42,12 +42,17 @@ def tls_context(tls: Tls, what: str = "spec.metrics.tls") -> ssl.SSLContext:
     return ctx
 
 
+def peer_certificate(request: web.Request) -> bytes | None:
+    """The DER of the client's verified certificate; None without one (or on plain HTTP)."""
+    obj = request.transport.get_extra_info("ssl_object") if request.transport is not None else None
+    return obj.getpeercert(binary_form=True) if isinstance(obj, ssl.SSLObject) else None
+
+
 def caller(request: web.Request) -> Identity:
     """The scraper: its verified certificate's identity; on plain HTTP (loopback), anonymous."""
-    obj = request.transport.get_extra_info("ssl_object") if request.transport is not None else None
-    if obj is None:
+    if request.transport is None or request.transport.get_extra_info("ssl_object") is None:
         return ANONYMOUS
-    der = obj.getpeercert(binary_form=True)
+    der = peer_certificate(request)
     return of_certificate(ssl.DER_cert_to_PEM_cert(der).encode()) if der else Identity("unauthenticated")
 
 

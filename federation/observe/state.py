@@ -11,6 +11,7 @@ from prometheus_client.registry import Collector
 
 import policies
 from federation.control import ControlPlane
+from federation.jobs import Attempt, Job
 from policies import fairshare
 
 log = logging.getLogger("federation.observe")
@@ -65,8 +66,9 @@ class StateCollector(Collector):
         gpus_free = GaugeMetricFamily("fedctl_site_gpus_free", "GPUs at the site by model that no live attempt holds",
                                       labels=["site", "model"])
         running = GaugeMetricFamily("fedctl_site_running_attempts", "Live attempts at the site", labels=["site"])
-        held = _gpus_held(self.control)
-        for s in self.control.views.site_statuses():
+        live = self.control.store.live_attempts()
+        held = _gpus_held(live)
+        for s in self.control.views.site_statuses(live=live):
             r = s.record
             info.add_metric([r.name, r.jurisdiction, r.region, r.state.value], 1)
             up.add_metric([r.name], float(s.connected))
@@ -98,9 +100,9 @@ class StateCollector(Collector):
         yield from _queues(last.observed)
 
 
-def _gpus_held(control: ControlPlane) -> dict[tuple[str, str], float]:
+def _gpus_held(live: list[tuple[Attempt, Job]]) -> dict[tuple[str, str], float]:
     held: dict[tuple[str, str], float] = defaultdict(float)
-    for attempt, job in control.store.live_attempts():
+    for attempt, job in live:
         if attempt.gpu_model:
             held[(attempt.site, attempt.gpu_model)] += job.spec.spec.resources.gpus
     return held
