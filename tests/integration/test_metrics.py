@@ -25,7 +25,9 @@ from tests.waiting import wait_for
 
 @pytest.fixture
 def federation(tmp_path):
-    server = start(tmp_path, metrics={"listen": "127.0.0.1:0"}, site_timeout_s=1.0)
+    # A 1 s site lease; the leadership lease longer than its default quarter of that, which lapses
+    # whenever a loaded machine stalls this process (each new term counts sites' leases again).
+    server = start(tmp_path, metrics={"listen": "127.0.0.1:0"}, site_timeout_s=1.0, replication={"lease_s": 4.0})
     pki, directory = server.pki, tmp_path / "pki"
     for name, units in (("prom", scopes("monitor")), ("alice", scopes("submitter", ("default",))),
                         ("ops", scopes("site-operator", sites=("eu-west",)))):
