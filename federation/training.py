@@ -1,4 +1,5 @@
-"""The federated training loop: rounds of local steps as gangs, then an aggregator job.
+"""The federated training loop: rounds of local steps as gangs, then an aggregator job (with
+secure aggregation, each site's keys before the steps and the survivors' reveals after them).
 
 Level-triggered like the scheduler, and driven by it each cycle: every decision is a function of
 the store (trainings, rounds, jobs, their files), so a federation restarted mid-round carries on
@@ -14,24 +15,26 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import secrets
 from dataclasses import replace
 from typing import Any
 
+from federation import privacy_budget as budget
+from federation import training_jobs as jobs_
 from federation.control import ControlPlane
 from federation.control.catalog import check_access
 from federation.control.snapshot import catalog
-from federation.errors import FederationError, InvalidSpec, NotFound
+from federation.errors import FederationError, InvalidSpec, NotFound, ResourceExhausted
 from federation.jobs import Job, JobState
-from federation.spec import FederatedTrainingSpec, job_from_dict
+from federation.spec import FederatedTrainingSpec
+from training import bonawitz
 from training import rounds as plan
 from training.model import Round, RoundState, Training, TrainingState
+from training.privacy import site_noise as dp_noise
 
 log = logging.getLogger("federation.training")
 
 MAX_ROUND_TRIES = 3
-FUNCTION_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
 class TrainingLoop:
@@ -57,6 +60,10 @@ class TrainingLoop:
         now = self.control.clock()
         training = Training(id=f"t-{secrets.token_hex(6)}", tenant=spec.metadata.tenant, actor=actor, spec=spec,
                             message="waiting for its first round", created_at=now, updated_at=now)
+        if body.privacy is not None:
+            planned = budget.check_training(training)
+            budget.check_budget(body.dataset, self.control.core.policy, self.store.trainings(), planned,
+                                f"{spec.metadata.name}'s {body.rounds} rounds")
         self.store.save_training(training)
         self.control.record(actor, "training.submit", training.id, tenant=training.tenant, dataset=body.dataset,
                             rounds=body.rounds, secure=body.aggregation.secure)
@@ -69,7 +76,8 @@ class TrainingLoop:
             return t
         current = self._current(t)
         if current is not None:
-            self._cancel_jobs(list(current.steps.values()) + [current.aggregate_job], f"training {t.id} cancelled")
+            self._cancel_jobs([*current.keys.values(), *current.steps.values(), *current.reveals.values(),
+                               current.aggregate_job], f"training {t.id} cancelled")
         t = self._save(t, state=TrainingState.CANCELLED, message=f"cancelled by {actor or 'an admin'}")
         self.control.record(actor, "training.cancel", t.id)
         return t
@@ -105,6 +113,8 @@ class TrainingLoop:
                 self.control.record("federation", "training.fail", t.id, round=t.round + 1)
                 return
             self._start_round(t, t.round + 1, attempt)
+        elif r.state is RoundState.KEYS:
+            self._watch_keys(t, r)
         elif r.state is RoundState.TRAINING:
             self._watch_steps(t, r)
         elif r.state is RoundState.REVEALING:
@@ -114,12 +124,15 @@ class TrainingLoop:
 
     def _start_round(self, t: Training, number: int, attempt: int) -> None:
         body = t.spec.spec
+        if body.privacy is not None and not self._within_budget(t, number):
+            return
         now = self.control.clock()
         snapshot = self.control.views.snapshot(now)
         chosen = plan.participants(body.dataset, snapshot.sites, snapshot.catalog, snapshot.rules, body.sites.max)
-        if len(chosen.chosen) < body.sites.min:
+        least = max(body.sites.min, bonawitz.MIN_SITES) if body.aggregation.secure else body.sites.min
+        if len(chosen.chosen) < least:
             why = "; ".join(f"{s}: {w}" for s, w in sorted(chosen.refused.items())) or "no site holds it"
-            self._save(t, message=f"waiting: {len(chosen.chosen)} of at least {body.sites.min} sites can take part "
+            self._save(t, message=f"waiting: {len(chosen.chosen)} of at least {least} sites can take part "
                                   f"in round {number} ({why})")
             return
         views = {s.name: s for s in snapshot.sites}
@@ -131,53 +144,100 @@ class TrainingLoop:
             why = "; ".join(f"{s}: {w}" for s, w in sorted(refused.items()))
             self._save(t, message=f"waiting: no site may aggregate round {number} ({why})")
             return
-        model = self._output(self.store.get_job(t.model_job), "model.npz") if t.model_job else None
-        given = {"model.npz": model} if model else {}
+        r = Round(t.id, number, attempt, RoundState.TRAINING, chosen.chosen, aggregators[0], started_at=now)
         if body.aggregation.secure:
             keys = {s.name: s.agreement_key for s in self.store.list_sites() if s.name in chosen.chosen}
             missing = sorted(s for s in chosen.chosen if not keys.get(s))
             if missing:
                 self._save(t, message=f"waiting: {', '.join(missing)} published no key for secure aggregation")
                 return
-            given["peers.json"] = self._peers(t, number, attempt, keys)
-        jobs = self.control.admission.submit(self._step_spec(t, number, chosen.chosen), t.actor,
-                                   inputs={(site if len(chosen.chosen) > 1 else ""): given for site in chosen.chosen})
-        steps = {site: job.id for site, job in zip(chosen.chosen, jobs)}
-        r = Round(t.id, number, attempt, RoundState.TRAINING, chosen.chosen, aggregators[0], steps, started_at=now,
-                  bytes_moved=len(model or b"") * len(chosen.chosen))
-        self.store.save_round(r)
-        self._save(t, message=f"round {number}: local steps at {', '.join(chosen.chosen)}")
+            peers = json.dumps({"context": self._context(r), "participants": list(chosen.chosen),
+                                "threshold": self._threshold(t, r), "keys": keys}, sort_keys=True).encode()
+            jobs = {site: self._submit(t, jobs_.site_spec(t, number, "keys", site), {"secagg-peers.json": peers})
+                    for site in chosen.chosen}
+            self.store.save_round(replace(r, state=RoundState.KEYS, keys=jobs))
+            self._save(t, message=f"round {number}: {', '.join(chosen.chosen)} making their keys")
+        else:
+            self._start_steps(t, r, chosen.chosen, {})
         self.control.record("federation", "training.round", t.id, round=number, attempt=attempt,
                             participants=list(chosen.chosen), aggregator=aggregators[0])
 
-    def _step_spec(self, t: Training, number: int, sites: tuple[str, ...]):
+    def _within_budget(self, t: Training, number: int) -> bool:
+        """Whether round `number` keeps the dataset within its privacy budget; else the training
+        stops before it (the policy's budget was lowered since it was admitted)."""
+        others = [o for o in self.store.trainings() if o.id != t.id]
+        try:
+            budget.check_budget(t.spec.spec.dataset, self.control.core.policy, others, budget.spent(t, number),
+                                f"round {number} of training {t.id}")
+        except ResourceExhausted as e:
+            self._save(t, state=TrainingState.FAILED, message=f"stopped before round {number}: {e.message}")
+            self.control.record("federation", "training.fail", t.id, round=number, reason="privacy budget")
+            return False
+        return True
+
+    def _privacy(self, t: Training, r: Round) -> dict[str, float] | None:
         body = t.spec.spec
-        step = body.local_step
-        config = {**step.config, "dataset": body.dataset, "round": number, "secure": body.aggregation.secure}
-        if body.strategy.name == "fedprox":
-            config["mu"] = body.strategy.mu
-        entrypoint = (f"python -m training.runner step {step.entrypoint}" if FUNCTION_RE.match(step.entrypoint)
-                      else step.entrypoint)
-        env = {**step.runtime_env.get("env_vars", {}), "FEDCTL_TRAINING_ID": t.id, "FEDCTL_ROUND": str(number),
-               "FEDCTL_TRAINING_CONFIG": json.dumps(config, sort_keys=True)}
-        spec: dict[str, Any] = {
-            "entrypoint": entrypoint, "runtime_env": {**step.runtime_env, "env_vars": env},
-            "datasets": [body.dataset], "resources": step.resources.model_dump(mode="json", exclude_none=True),
-            "topology": step.topology.model_dump(mode="json", exclude_none=True), "retry": {"limit": 0},
-            "priority": body.priority, "queue": body.queue}
-        if len(sites) > 1:
-            spec["gang"] = {"parts": [{"name": s, "placement": {"sites": [s]}} for s in sites],
-                            "timeout": body.round_timeout, "on_part_end": "continue"}
-        else:
-            spec["placement"] = {"sites": list(sites)}
-        return job_from_dict({"metadata": {"name": f"{t.spec.metadata.name}-r{number}", "tenant": t.tenant,
-                                           "labels": {"fedctl.io/training": t.id}}, "spec": spec})
+        if body.privacy is None:
+            return None
+        fewest = max(body.sites.min, self._threshold(t, r)) if body.aggregation.secure else 1
+        z = budget.noise_multiplier(body.privacy, body.rounds)
+        return {"clip": body.privacy.clip,
+                "noise_std": dp_noise(z, body.privacy.clip, body.aggregation.secure, fewest)}
+
+    def _start_steps(self, t: Training, r: Round, sites: tuple[str, ...], given: dict[str, bytes]) -> None:
+        model = self._output(self.store.get_job(t.model_job), "model.npz") if t.model_job else None
+        if model:
+            given = {**given, "model.npz": model}
+        jobs = self.control.admission.submit(jobs_.step_spec(t, r.number, sites, self._privacy(t, r)), t.actor,
+                                             inputs={(site if len(sites) > 1 else ""): given for site in sites})
+        self.store.save_round(replace(r, state=RoundState.TRAINING, participants=sites,
+                                      steps={site: job.id for site, job in zip(sites, jobs)},
+                                      bytes_moved=len(model or b"") * len(sites)))
+        self._save(t, message=f"round {r.number}: local steps at {', '.join(sites)}")
+
+    def _submit(self, t: Training, spec: Any, inputs: dict[str, bytes]) -> str:
+        (job,) = self.control.admission.submit(spec, t.actor, inputs={"": inputs})
+        return job.id
 
     @staticmethod
-    def _peers(t: Training, number: int, attempt: int, keys: dict[str, str]) -> bytes:
-        """The round's masking context and every participant's public key; each agent derives its
-        pairwise secrets from it and its own private key. A new attempt of a round gets new masks."""
-        return json.dumps({"context": f"{t.id}/{number}/{attempt}", "keys": keys}, sort_keys=True).encode()
+    def _context(r: Round) -> str:
+        """A secure round's context: a new attempt of a round is a new context (sites use each once)."""
+        return f"{r.training_id}/{r.number}/{r.attempt}"
+
+    @staticmethod
+    def _threshold(t: Training, r: Round) -> int:
+        return bonawitz.threshold(len(r.keys or r.participants), t.spec.spec.aggregation.threshold)
+
+    def _watch_keys(self, t: Training, r: Round) -> None:
+        """Secure: once the sites' keys are in (or the round's time is up), the local steps at the
+        sites that made them, each given every one's signed keys."""
+        jobs = self._jobs(r.keys)
+        ready = tuple(s for s, j in jobs.items() if j.state is JobState.SUCCEEDED)
+        if not self._phase_over(t, r, jobs, ready, "made their keys"):
+            return
+        setups = {site: json.loads(self._output(jobs[site], "secagg-setup.json")) for site in ready}
+        given = {"secagg-setups.json": json.dumps({"context": self._context(r), "setups": setups},
+                                                  sort_keys=True).encode()}
+        self._start_steps(t, r, ready, given)
+
+    def _phase_over(self, t: Training, r: Round, jobs: dict[str, Job], done: tuple[str, ...], what: str) -> bool:
+        """Whether a secure round's phase has ended with enough sites; when it ended with too few,
+        the round fails (and starts again)."""
+        body = t.spec.spec
+        now = self.control.clock()
+        failed = tuple(s for s, j in jobs.items() if j.state in (JobState.FAILED, JobState.CANCELLED))
+        need = max(body.sites.min, self._threshold(t, r))
+        state = plan.round_state(jobs, done, failed, now - r.started_at > body.round_timeout, need)
+        if state is plan.RoundState.WAIT:
+            return False
+        self._cancel_jobs([j.id for j in jobs.values() if not j.state.terminal], f"round {r.number} of {t.id} went on")
+        if state is plan.RoundState.FAIL:
+            self._end_round(replace(r, state=RoundState.FAILED, ended_at=now))
+            why = "; ".join(f"{s}: {jobs[s].message}" for s in failed)
+            self._save(t, message=f"round {r.number}: only {len(done)} of at least {need} sites {what}"
+                                  + (f" ({why})" if why else "") + "; starting it again")
+            return False
+        return True
 
     def _watch_steps(self, t: Training, r: Round) -> None:
         body = t.spec.spec
@@ -185,82 +245,59 @@ class TrainingLoop:
         jobs = self._steps(r)
         reported = tuple(s for s, j in jobs.items() if j.state is JobState.SUCCEEDED)
         lost = tuple(s for s, j in jobs.items() if j.state in (JobState.FAILED, JobState.CANCELLED))
-        state = plan.round_state(r.participants, reported, lost, now - r.started_at > body.round_timeout,
-                                 body.sites.min)
+        need = max(body.sites.min, self._threshold(t, r)) if body.aggregation.secure else body.sites.min
+        state = plan.round_state(r.participants, reported, lost, now - r.started_at > body.round_timeout, need)
         if state is plan.RoundState.WAIT:
             return
         late = [j.id for s, j in jobs.items() if not j.state.terminal]
         self._cancel_jobs(late, f"round {r.number} of {t.id} went on without it")
         if state is plan.RoundState.FAIL:
             self._end_round(replace(r, state=RoundState.FAILED, reported=reported, lost=lost, ended_at=now))
-            self._save(t, message=f"round {r.number}: only {len(reported)} of at least {body.sites.min} sites "
+            self._save(t, message=f"round {r.number}: only {len(reported)} of at least {need} sites "
                                   f"reported (lost: {', '.join(lost) or 'none'}); starting it again")
             return
         left_out = tuple(sorted(set(lost) | {s for s, j in jobs.items() if not j.state.terminal}))
-        if body.aggregation.secure and left_out:
-            # Their masks are in the survivors' inputs: each survivor reveals what it shared with them.
-            peers = self.store.get_artifact(jobs[reported[0]].id, 0, "peers.json")[0]
-            reveals = {}
-            for site in reported:
-                (job,) = self.control.admission.submit(self._reveal_spec(t, r, site), t.actor, inputs={"": {
-                    "peers.json": peers, "lost.json": json.dumps(list(left_out)).encode()}})
-                reveals[site] = job.id
+        if body.aggregation.secure:
+            # Every survivor reveals its shares: of the self masks of those that reported, and of
+            # the masking keys of those that did not, each told who did by their signed reports.
+            request = json.dumps({"context": self._context(r), "dropped": list(left_out), "reported": {
+                site: json.loads(self._output(jobs[site], "secagg-report.json")) for site in reported}},
+                sort_keys=True).encode()
+            reveals = {site: self._submit(t, jobs_.site_spec(t, r.number, "reveal", site),
+                                          {"secagg-reveal.json": request}) for site in reported}
             self.store.save_round(replace(r, state=RoundState.REVEALING, reported=reported, lost=left_out,
                                           reveals=reveals))
-            self._save(t, message=f"round {r.number}: {', '.join(reported)} revealing the masks shared with "
-                                  f"{', '.join(left_out)}")
+            self._save(t, message=f"round {r.number}: {', '.join(reported)} revealing their shares"
+                                  + (f" ({', '.join(left_out)} left out)" if left_out else ""))
             return
-        self._aggregate(t, r, jobs, reported, left_out, None)
-
-    def _reveal_spec(self, t: Training, r: Round, site: str):
-        return job_from_dict({"metadata": {"name": f"{t.spec.metadata.name}-r{r.number}-reveal", "tenant": t.tenant,
-                                           "labels": {"fedctl.io/training": t.id}},
-                              "spec": {"entrypoint": "python -m training.runner reveal", "resources": {"cpus": 0.1},
-                                       "placement": {"sites": [site]}, "retry": {"limit": 0},
-                                       "priority": t.spec.spec.priority, "queue": t.spec.spec.queue}})
+        self._aggregate(t, r, jobs, reported, left_out, {})
 
     def _watch_reveals(self, t: Training, r: Round) -> None:
-        jobs = self.store.jobs_by_id(list(r.reveals.values()))
-        if any(j.state in (JobState.FAILED, JobState.CANCELLED) for j in jobs):
-            self._cancel_jobs([j.id for j in jobs], f"round {r.number} of {t.id} starts again")
-            self._end_round(replace(r, state=RoundState.FAILED, ended_at=self.control.clock()))
-            self._save(t, message=f"round {r.number}: a survivor was lost while revealing; starting it again")
+        jobs = self._jobs(r.reveals)
+        revealed = tuple(s for s, j in jobs.items() if j.state is JobState.SUCCEEDED)
+        if not self._phase_over(t, r, jobs, revealed, "revealed their shares"):
             return
-        if not all(j.state is JobState.SUCCEEDED for j in jobs):
-            return
-        revealed: dict[str, str] = {}
-        for job in jobs:
-            revealed.update(json.loads(self._output(job, "revealed.json")))
-        self._aggregate(t, r, self._steps(r), r.reported, r.lost, json.dumps(revealed, sort_keys=True).encode())
+        shares = {f"revealed-{site}.json": self._output(jobs[site], "secagg-revealed.json") for site in revealed}
+        keys = self._jobs(r.keys)
+        shares["round-keys.json"] = json.dumps({site: json.loads(self._output(keys[site], "secagg-setup.json"))
+                                                for site in r.participants}, sort_keys=True).encode()
+        self._aggregate(t, r, self._steps(r), r.reported, r.lost, shares)
 
     def _aggregate(self, t: Training, r: Round, jobs: dict[str, Job], reported: tuple[str, ...],
-                   left_out: tuple[str, ...], revealed: bytes | None) -> None:
+                   left_out: tuple[str, ...], secure: dict[str, bytes]) -> None:
         body = t.spec.spec
-        inputs: dict[str, bytes] = {}
+        inputs: dict[str, bytes] = dict(secure)
         stem, ext = ("masked", "npy") if body.aggregation.secure else ("update", "npz")
         for site in reported:
             inputs[f"{stem}-{site}.{ext}"] = self._output(jobs[site], f"{stem}.{ext}")
         if body.aggregation.secure:
             inputs["shape.npz"] = self._output(jobs[reported[0]], "shape.npz")
-            if revealed is not None:
-                inputs["revealed.json"] = revealed
         if t.model_job:
             model_job = self.store.get_job(t.model_job)
             inputs["model.npz"] = self._output(model_job, "model.npz")
             inputs["state.npz"] = self._output(model_job, "state.npz")
-        spec = job_from_dict({"metadata": {"name": f"{t.spec.metadata.name}-r{r.number}-aggregate", "tenant": t.tenant,
-                                           "labels": {"fedctl.io/training": t.id}},
-                              "spec": {"entrypoint": "python -m training.runner aggregate",
-                                       "runtime_env": {"env_vars": {
-                                           "FEDCTL_TRAINING_ID": t.id, "FEDCTL_ROUND": str(r.number),
-                                           "FEDCTL_TRAINING_CONFIG": json.dumps({
-                                               "strategy": body.strategy.model_dump(mode="json"),
-                                               "secure": body.aggregation.secure}, sort_keys=True)}},
-                                       "resources": body.aggregation.resources.model_dump(mode="json",
-                                                                                          exclude_none=True),
-                                       "placement": {"sites": [r.aggregator]}, "retry": {"limit": 0},
-                                       "priority": body.priority, "queue": body.queue}})
-        (job,) = self.control.admission.submit(spec, t.actor, inputs={"": inputs})
+        (job,) = self.control.admission.submit(jobs_.aggregate_spec(t, r.number, r.aggregator, self._threshold(t, r)),
+                                               t.actor, inputs={"": inputs})
         moved = sum(len(v) for k, v in inputs.items() if k.startswith(("update-", "masked-")))
         metrics = {site: self._metrics(jobs[site]) for site in reported}
         self.store.save_round(replace(r, state=RoundState.AGGREGATING, reported=reported, lost=left_out,
@@ -285,13 +322,16 @@ class TrainingLoop:
         for name in ("accuracy", "loss"):   # the sites' own, weighted by their examples
             if examples and any(name in m for m in sites.values()):
                 metrics[name] = sum(m.get(name, 0.0) * m.get("examples", 0) for m in sites.values()) / examples
+        if t.spec.spec.privacy is not None:
+            metrics["epsilon"] = round(budget.spent(t, r.number).epsilon, 4)
         self._end_round(replace(r, state=RoundState.DONE, ended_at=now, metrics=metrics,
                                 bytes_moved=r.bytes_moved + len(model)))
         done = r.number >= t.spec.spec.rounds
         t = self._save(t, round=r.number, model_job=job.id,
                        state=TrainingState.SUCCEEDED if done else TrainingState.RUNNING,
                        message=f"{'done' if done else 'round'} {r.number} of {t.spec.spec.rounds}"
-                               + (f": local accuracy {metrics['accuracy']:.3f}" if "accuracy" in metrics else ""))
+                               + (f": local accuracy {metrics['accuracy']:.3f}" if "accuracy" in metrics else "")
+                               + (f", epsilon {metrics['epsilon']:.3g} spent" if "epsilon" in metrics else ""))
         self.control.record("federation", "training.round.done", t.id, round=r.number, reported=list(r.reported),
                             lost=list(r.lost), bytes_moved=r.bytes_moved + len(model))
 
@@ -299,8 +339,11 @@ class TrainingLoop:
 
     def _steps(self, r: Round) -> dict[str, Job]:
         """The round's local step jobs by site, in one read."""
-        by_id = {j.id: j for j in self.store.jobs_by_id(list(r.steps.values()))}
-        return {site: by_id[job_id] for site, job_id in r.steps.items()}
+        return self._jobs(r.steps)
+
+    def _jobs(self, ids: dict[str, str]) -> dict[str, Job]:
+        by_id = {j.id: j for j in self.store.jobs_by_id(list(ids.values()))}
+        return {site: by_id[job_id] for site, job_id in ids.items()}
 
     def _output(self, job: Job, name: str) -> bytes:
         attempt = job.attempts[-1].number if job.attempts else 0

@@ -1,10 +1,9 @@
-"""An attempt's files on this site: its input folder (fetched and checked), its output folder, the
-pairwise secrets of secure aggregation, this site's agreement key, and the logs its data's rules
-keep here. Nothing here leaves the site but what an attempt left in its output folder."""
+"""An attempt's files on this site: its input folder (fetched and checked, with this site's part of
+secure aggregation done in it), its output folder, this site's agreement key, and the logs its
+data's rules keep here. Nothing here leaves the site but what an attempt left in its output folder."""
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
@@ -18,10 +17,13 @@ from pathlib import Path
 from federation.errors import FederationError
 from federation.jobs import AttemptState, parse_submission_id
 from federation.spec import SiteConfig
+from federation.spec.site import TLSConfig
 from federation.v1 import federation_pb2 as pb
 from site_agent.isolation import OSUser, hand_over
 from site_agent.plan import SiteWord
+from site_agent.secure import PHASES, SecureAggregation
 from training import secagg
+from training.signing import Refused
 
 log = logging.getLogger("site_agent")
 
@@ -42,10 +44,12 @@ def work_dir(config: SiteConfig) -> Path:
 class AttemptFiles:
     root: Path    # where attempts find their inputs and leave their outputs, one folder each
     site: str
+    tls: TLSConfig | None = None   # the site's certificate, which signs its part of secure aggregation
 
     @classmethod
     def of(cls, config: SiteConfig) -> AttemptFiles:
-        return cls(work_dir(config) / PRIVATE / config.metadata.name, config.metadata.name)
+        return cls(work_dir(config) / PRIVATE / config.metadata.name, config.metadata.name,
+                   config.spec.federation.tls)
 
     def prepare(self, sid: str, a: pb.Assignment, fetch: Fetch | None,
                 user: OSUser | None = None) -> dict[str, str] | SiteWord | None:
@@ -67,11 +71,13 @@ class AttemptFiles:
                 return SiteWord(AttemptState.REJECTED, f"invalid input name {ref.name[:64]!r}")
             if not self._fetched(inbox / ref.name, ref, a, fetch):
                 return None
-        if any(ref.name == "peers.json" for ref in a.inputs):
+        if any(ref.name in PHASES for ref in a.inputs):
             try:
-                self._secrets(inbox)
-            except (ValueError, KeyError, TypeError) as e:
-                return SiteWord(AttemptState.REJECTED, f"invalid peers.json: {e}")
+                self.secure.prepare(sid, inbox)
+            except Refused as e:
+                return SiteWord(AttemptState.REJECTED, f"secure aggregation: {e}")
+            except (ValueError, KeyError, TypeError, AttributeError) as e:
+                return SiteWord(AttemptState.REJECTED, f"secure aggregation: a malformed input ({type(e).__name__}: {str(e)[:200]})")
         hand_over([folder, inbox, outbox, *inbox.iterdir()], user)
         return env
 
@@ -96,16 +102,9 @@ class AttemptFiles:
         """This site's X25519 key for secure aggregation, made here once and never sent."""
         return secagg.KeyPair.load_or_create(self.root.parent / f"{self.site}.x25519")
 
-    def _secrets(self, inbox: Path) -> None:
-        """From peers.json (the round's context and each peer's public key), write this site's
-        pairwise secrets for the job beside it: they never leave the site."""
-        peers = json.loads((inbox / "peers.json").read_text())
-        key = self.agreement_key()
-        secrets_ = {peer: secagg.pair_secret(key, self.site, peer, bytes.fromhex(public), peers["context"]).hex()
-                    for peer, public in peers["keys"].items() if peer != self.site}
-        fd = os.open(inbox / "secrets.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(secrets_, f)
+    @property
+    def secure(self) -> SecureAggregation:
+        return SecureAggregation(self.site, self.root.parent / f"{self.site}.secagg", self.agreement_key(), self.tls)
 
     def outputs(self, sid: str) -> list[tuple[str, bytes]]:
         """The plain files an attempt left in its output folder, at most MAX_OUTPUTS of

@@ -18,8 +18,9 @@ class TrainingState(str, Enum):
 
 
 class RoundState(str, Enum):
+    KEYS = "keys"                  # secure: each site makes and signs its keys for the round
     TRAINING = "training"          # local steps placed or running
-    REVEALING = "revealing"        # secure: the survivors reveal what they shared with lost sites
+    REVEALING = "revealing"        # secure: the survivors reveal their shares of the sites' masks
     AGGREGATING = "aggregating"    # the aggregator job holds the updates
     DONE = "done"
     FAILED = "failed"              # too few sites reported, or aggregation failed: the round starts again
@@ -49,10 +50,11 @@ class Round:
     aggregator: str = ""
     steps: dict[str, str] = field(default_factory=dict)       # site -> local step job id
     aggregate_job: str = ""
-    reveals: dict[str, str] = field(default_factory=dict)     # site -> reveal job id (secure, with losses)
+    reveals: dict[str, str] = field(default_factory=dict)     # site -> reveal job id (secure)
     reported: tuple[str, ...] = ()
     lost: tuple[str, ...] = ()
     bytes_moved: int = 0
     metrics: dict[str, Any] = field(default_factory=dict)
     started_at: float = 0.0
     ended_at: float = 0.0
+    keys: dict[str, str] = field(default_factory=dict)        # site -> keys job id (secure)

@@ -2,17 +2,20 @@
 
     python -m training.runner step MODULE:FUNCTION   # a participant's local step
     python -m training.runner aggregate              # the aggregator
-    python -m training.runner reveal                 # secure, after losses: a survivor's part of recovery
+    python -m training.runner keys                   # secure: a participant's signed keys for a round
+    python -m training.runner reveal                 # secure: a survivor's shares for the aggregator
 
 A local step reads the global model (FEDCTL_INPUT_DIR/model.npz; none in the first round) and
 its site's shard (FEDCTL_DATASET_<NAME>, a path that never leaves the site), calls
 FUNCTION(model, path, config) -> (model, examples, metrics), and leaves in FEDCTL_OUTPUT_DIR
 only `update.npz` (the trained parameters and the example count) and `metrics.json`. With secure
-aggregation it leaves instead the masked vector `masked.npy`, which hides its update.
+aggregation it leaves instead the masked vector `masked.npy`, which hides its update, and the
+site's signed report. The site agent did the protocol's part before the job started
+(`site_agent.secure`): `keys` and `reveal` only hand on what it left in the input folder.
 
-The aggregator reads every `update-<site>.npz` (or `masked-<site>.npy`, and the secrets the
-survivors revealed for lost peers), the global model and the strategy's state, and leaves the
-next `model.npz`, `state.npz` and `metrics.json`.
+The aggregator reads every `update-<site>.npz` (or `masked-<site>.npy`, the round's signed keys
+and the survivors' shares), the global model and the strategy's state, and leaves the next
+`model.npz`, `state.npz` and `metrics.json`.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training import secagg
+from training import bonawitz, secagg
 from training.strategies import Model, strategy, weighted_mean
 
 COUNT = "__examples__"
@@ -73,29 +76,41 @@ def step(target: str) -> None:
     started = time.perf_counter()
     trained, examples, metrics = fn(model, data, config)
     metrics = {**metrics, "examples": int(examples), "compute_s": time.perf_counter() - started}
+    weight = float(examples)
+    if config.get("privacy"):
+        # Clipped and noised here, before anything leaves the site; each site weighs the same, so
+        # that one site's whole contribution to the mean is bounded by the clip.
+        trained, weight = private(trained, model, config["privacy"]), 1.0
     if config.get("secure"):
         # n * parameters and n, masked: the aggregator learns only the sums, hence the weighted mean.
-        secrets = {peer: bytes.fromhex(s) for peer, s in json.loads((inbox / "secrets.json").read_text()).items()}
-        values = np.concatenate([flatten(trained) * examples, [float(examples)]])
-        np.save(outbox / "masked.npy", secagg.masked(values, os.environ["FEDCTL_SITE"], secrets))
+        masks = json.loads((inbox / "secrets.json").read_text())
+        pairs = {peer: bytes.fromhex(s) for peer, s in masks["pairs"].items()}
+        values = np.concatenate([flatten(trained) * weight, [weight]])
+        np.save(outbox / "masked.npy", secagg.masked(values, os.environ["FEDCTL_SITE"], pairs,
+                                                     bytes.fromhex(masks["seed"])))
         save_npz(outbox / "shape.npz", {k: np.zeros(v.shape) for k, v in trained.items()})
+        hand_on(inbox, outbox, "secagg-report.json")
     else:
-        save_npz(outbox / "update.npz", {**trained, COUNT: np.array(float(examples))})
+        save_npz(outbox / "update.npz", {**trained, COUNT: np.array(weight)})
     (outbox / "metrics.json").write_text(json.dumps(metrics))
     print(f"local step at {os.environ.get('FEDCTL_SITE')}: {examples} examples, "
           + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float))), flush=True)
 
 
-def reveal() -> None:
-    """Leave `revealed.json`: the secrets this site shares with each lost peer (lost.json), and no
-    other. The lost peers' updates are not in the sum, so these reveal nothing of them."""
-    inbox, outbox = Path(_env("FEDCTL_INPUT_DIR")), Path(_env("FEDCTL_OUTPUT_DIR"))
-    me = _env("FEDCTL_SITE")
-    lost = set(json.loads((inbox / "lost.json").read_text()))
-    shared = json.loads((inbox / "secrets.json").read_text())
-    revealed = {f"{me}|{peer}": secret for peer, secret in shared.items() if peer in lost and peer != me}
-    (outbox / "revealed.json").write_text(json.dumps(revealed, sort_keys=True))
-    print(f"revealed the masks {me} shared with {', '.join(sorted(lost)) or 'nobody'}", flush=True)
+def private(trained: Model, model: Model | None, settings: dict) -> Model:
+    """The trained model moved from the global one (zeros in the first round) by at most the clip,
+    plus this site's share of the round's Gaussian noise (`training.privacy`)."""
+    from training.privacy import privatise
+    reference = flatten(model) if model is not None else np.zeros_like(flatten(trained))
+    moved = privatise(flatten(trained), reference, float(settings["clip"]), float(settings["noise_std"]),
+                      np.random.default_rng())
+    return unflatten(moved, trained)
+
+
+def hand_on(inbox: Path, outbox: Path, name: str) -> None:
+    """Pass on a file the site agent made for this job (signed by the site, not by the job)."""
+    (outbox / name).write_bytes((inbox / name).read_bytes())
+    print(f"handed on {name} at {os.environ.get('FEDCTL_SITE')}", flush=True)
 
 
 def aggregate() -> None:
@@ -107,10 +122,9 @@ def aggregate() -> None:
         agg.load(load_npz(inbox / "state.npz"))
     if config.get("secure"):
         inputs = {p.stem.removeprefix("masked-"): np.load(p) for p in sorted(inbox.glob("masked-*.npy"))}
-        revealed = {tuple(k.split("|")): bytes.fromhex(v)
-                    for k, v in json.loads((inbox / "revealed.json").read_text()).items()} \
-            if (inbox / "revealed.json").exists() else {}
-        total = secagg.unmasked_sum(inputs, revealed)
+        revealed = [json.loads(p.read_text()) for p in sorted(inbox.glob("revealed-*.json"))]
+        setups = json.loads((inbox / "round-keys.json").read_text())
+        total = secagg.decode(bonawitz.unmask(inputs, setups, revealed, int(config["threshold"])))
         shape = load_npz(inbox / "shape.npz")
         mean = unflatten(total[:-1] / total[-1], shape)
         sites, examples = sorted(inputs), float(total[-1])
@@ -132,8 +146,10 @@ def main(argv: list[str]) -> None:
         step(argv[1])
     elif argv == ["aggregate"]:
         aggregate()
+    elif argv == ["keys"]:
+        hand_on(Path(_env("FEDCTL_INPUT_DIR")), Path(_env("FEDCTL_OUTPUT_DIR")), "secagg-setup.json")
     elif argv == ["reveal"]:
-        reveal()
+        hand_on(Path(_env("FEDCTL_INPUT_DIR")), Path(_env("FEDCTL_OUTPUT_DIR")), "secagg-revealed.json")
     else:
         raise SystemExit(__doc__.split("\n\n")[1])
 

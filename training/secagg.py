@@ -1,16 +1,11 @@
-"""Secure aggregation with pairwise masks (after Bonawitz et al., CCS 2017).
+"""Masks for secure aggregation (after Bonawitz et al., CCS 2017), and the arithmetic they need.
 
 Every participant holds an X25519 key; each pair agrees on a secret and stretches it, per
 training and round, into a mask as long as the update. The lower-named site of a pair adds the
-mask and the higher-named subtracts it, so the masks cancel in the sum and the aggregator learns
-only the sum of the updates. Arithmetic is on fixed-point integers modulo 2**64, where masking
-is exact; a float update is scaled by 2**SCALE_BITS and rounded, which is the only error.
-
-Dropout: when a participant is lost after the others masked their updates, its masks stay in
-their sum. Each survivor then reveals the secret it shares with the lost site (and only that
-one), and the aggregator removes those masks. The lost site's update is not in the sum, so its
-secrets reveal nothing else. (Bonawitz's double masking, which also protects against a server
-that lies about who was lost, is the next step.)
+mask and the higher-named subtracts it, so the masks cancel in the sum. Each site adds a self
+mask besides, which the aggregator removes only once the survivors reveal its seed
+(`training.bonawitz` runs the protocol). Arithmetic is on fixed-point integers modulo 2**64, where
+masking is exact; a float update is scaled by 2**SCALE_BITS and rounded, which is the only error.
 """
 from __future__ import annotations
 
@@ -85,29 +80,14 @@ def decode(words: np.ndarray) -> np.ndarray:
     return words.view(np.int64).astype(np.float64) / _SCALE
 
 
-def masked(values: np.ndarray, me: str, secrets: dict[str, bytes]) -> np.ndarray:
-    """What `me` sends: its encoded values plus the masks it shares with each peer (added when
-    `me` sorts first in the pair, else subtracted); `secrets` maps each peer to their secret."""
+def masked(values: np.ndarray, me: str, secrets: dict[str, bytes], seed: bytes) -> np.ndarray:
+    """What `me` sends: its encoded values plus its self mask (from `seed`) and the masks it shares
+    with each peer (added when `me` sorts first in the pair, else subtracted); `secrets` maps each
+    peer to their secret."""
     out = encode(values)
     with np.errstate(over="ignore"):
+        out = out + mask(seed, out.size)
         for peer, secret in secrets.items():
             m = mask(secret, out.size)
             out = out + m if me < peer else out - m
     return out
-
-
-def unmasked_sum(inputs: dict[str, np.ndarray], revealed: dict[tuple[str, str], bytes]) -> np.ndarray:
-    """The sum of the survivors' values from their masked inputs. `revealed` holds, for each
-    survivor and each lost peer, the secret they shared: (survivor, lost) -> secret."""
-    if not inputs:
-        raise ValueError("no masked inputs to sum")
-    total = np.zeros_like(next(iter(inputs.values())))
-    with np.errstate(over="ignore"):
-        for words in inputs.values():
-            total = total + words
-        for (survivor, lost), secret in revealed.items():
-            if survivor not in inputs or lost in inputs:
-                raise ValueError(f"revealed secret of {survivor} and {lost}: only a survivor's with a lost site")
-            m = mask(secret, total.size)
-            total = total - m if survivor < lost else total + m
-    return decode(total)

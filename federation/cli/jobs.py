@@ -146,12 +146,29 @@ def _amounts(a: dict[str, float]) -> str:
     return ", ".join(describe_dim(d, v) for d, v in sorted(a.items()) if v) or "-"
 
 
+def _privacy(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        rows = client.privacy()
+    if wants_json(args):
+        render.emit_json({"privacy": rows})
+        return 0
+    def left(r: dict) -> str:
+        return f"{r['budget_epsilon'] - r['spent_epsilon'] - r['held_epsilon']:.3g}" if r["budget_epsilon"] else "-"
+
+    render.table(["DATASET", "BUDGET-EPSILON", "SPENT", "HELD", "LEFT", "TRAININGS"],
+                 [[r["dataset"], f"{r['budget_epsilon']:g}" if r["budget_epsilon"] else "-",
+                   f"{r['spent_epsilon']:.3g}", f"{r['held_epsilon']:.3g}", left(r), r["trainings"]] for r in rows])
+    return 0
+
+
 def cmd_usage(args: argparse.Namespace) -> int:
     import csv
     import time as clock
     by = [f.strip() for f in args.by.split(",") if f.strip()]
     now = clock.time()
     since, until = _when(args.since, now) if args.since else 0.0, _when(args.until, now) if args.until else 0.0
+    if args.privacy:
+        return _privacy(args)
     with connect(args) as client:
         rows = client.usage(group_by=by, since=since, until=until)
     if args.csv:
@@ -202,6 +219,8 @@ def register(sub: Subcommands, add: AddCommand) -> None:
     sp.add_argument("--csv", metavar="FILE", help="write the rows as CSV to FILE (- for standard output)")
     sp.add_argument("--cost", action="store_true", help="a COST column: each attempt's hours at the price of where "
                                                         "it ran (the policy's currency; JSON and CSV always have it)")
+    sp.add_argument("--privacy", action="store_true", help="instead, each dataset's differential privacy budget: "
+                                                           "epsilon spent by ended trainings and held by running ones")
 
     sp = add(sub, "jobs", cmd_jobs, "list jobs, newest first")
     sp.add_argument("--tenant")

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import asdict
 
 import grpc
 from pydantic import ValidationError
 
 from federation import identity
+from federation import privacy_budget as budget
 from federation.changes import Changes
 from federation.control import ControlPlane, SiteStatus
 from federation.errors import InvalidSpec, NotFound, PermissionDenied, Unavailable
@@ -194,7 +196,10 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
         if request.since > until:
             raise InvalidSpec("since: after until")
         rows = self.control.views.usage_report(by, request.since, until, None if who.every_tenant else who.tenants)
-        return pb.GetUsageResponse(rows=[pb.UsageRow(**r) for r in rows], since=request.since, until=until)
+        privacy = budget.usage(self.control.core.policy, self.control.store.trainings(),
+                               None if who.every_tenant else who.tenants)
+        return pb.GetUsageResponse(rows=[pb.UsageRow(**r) for r in rows], since=request.since, until=until,
+                                   privacy=[pb.PrivacyUsage(**asdict(row)) for row in privacy])
 
     # ------------------------------------------------------------ federated training
 

@@ -20,7 +20,9 @@ from federation.service.spec_wire import spec_to_pb, training_spec_to_pb
 from federation.sites import Capacity, DatasetRecord, SiteRecord, SiteState
 from federation.v1 import federation_pb2 as pb
 from policies.gpus import Binding, GpuNode, Inventory, Slot
+from training.bonawitz import check_key
 from training.model import Round, RoundState, Training, TrainingState
+from training.signing import Refused
 
 JOB_STATE_TO_PB = {s: getattr(pb, f"JOB_STATE_{s.name}") for s in JobState}
 JOB_STATE_FROM_PB = {v: k for k, v in JOB_STATE_TO_PB.items()}
@@ -78,9 +80,21 @@ def site_from_register(req: pb.RegisterSiteRequest) -> SiteRecord:
         labels=dict(req.labels),
         datasets=tuple(DatasetRecord(d.name, d.classification, d.path, d.size_bytes) for d in req.datasets),
         capacity=capacity_from_pb(req.capacity), inventory=inventory_from_pb(req.inventory, "inventory"),
-        autonomous=req.autonomous, agreement_key=req.agreement_key.hex() if len(req.agreement_key) == 32 else "",
+        autonomous=req.autonomous, agreement_key=agreement_key(req.agreement_key),
         pricing=pricing_of(priced) if priced else None,
         elastic=elastic_from_pb(req.elastic, priced, "elastic") if req.HasField("elastic") else None)
+
+
+def agreement_key(key: bytes) -> str:
+    """A site's public key for secure aggregation (none: it takes no part), refused when zero or of
+    low order: every secret agreed with such a key is known to all, so one site could make every
+    secure round fail or be read."""
+    if not key:
+        return ""
+    try:
+        return check_key(key, "agreement_key").hex()
+    except Refused as e:
+        raise InvalidSpec(str(e)) from None
 
 
 def inventory_to_pb(inv: Inventory) -> pb.Inventory:

@@ -60,12 +60,23 @@ class SiteEntry(Location):
         return check_labels(v)
 
 
+class PrivacyBudget(Strict):
+    """Differential privacy is spent like a resource: every training on the dataset charges what
+    its rounds spend (basic composition: the epsilons and deltas add up), and a training that would
+    take it past this is refused, or stopped before the round that would."""
+
+    epsilon: float = Field(gt=0, le=1000)
+    delta: float = Field(default=1e-3, gt=0, lt=1)
+
+
 class DatasetEntry(Strict):
     """A dataset the federation knows: its classification, the sites that hold it and who may use it."""
 
     classification: str
     sites: list[str] = Field(min_length=1, description="sites that hold it; '*': any site")
     tenants: list[str] | None = Field(default=None, description="tenants that may use it; default: its class's")
+    privacy_budget: PrivacyBudget | None = Field(default=None, description="the differential privacy all trainings "
+                                                                           "on it may spend together")
 
     @field_validator("sites")
     @classmethod

@@ -16,6 +16,8 @@ from federation.spec.bounds import (
 from federation.spec.common import API_VERSION, Metadata, Priority, Resources, Strict, Topology, check_name
 from federation.spec.quantity import parse_duration
 
+MIN_SECURE_SITES = 3   # to take part in a secure round, as training.bonawitz.MIN_SITES
+
 
 class SiteCount(Strict):
     min: int = Field(default=2, ge=1, le=1000, description="a round proceeds with at least this many sites")
@@ -69,7 +71,24 @@ class AggregationSpec(Strict):
     sites: list[SiteName] = Field(default_factory=list, max_length=MAX_LIST)
     regions: list[SiteName] = Field(default_factory=list, max_length=MAX_LIST)
     resources: Resources = Field(default_factory=Resources)
-    secure: bool = Field(default=False, description="pairwise masks: the aggregator learns only the sum of updates")
+    secure: bool = Field(default=False, description="Bonawitz's double masking: the aggregator (and the federation) "
+                                                     "learns only the sum of the updates; a round needs 3 sites")
+    threshold: float = Field(default=0.6, gt=0.5, le=1.0,
+                             description="secure: the share of a round's sites whose shares unmask it (above half); "
+                                         "the rest may drop out mid-round")
+
+
+class PrivacySpec(Strict):
+    """Client-level differential privacy: each site's update (its change to the global model) is
+    clipped to `clip` and Gaussian noise is added at the sites, so that the model a round releases
+    says little about any one site's data. Spent by the accountant of dp-accounting."""
+
+    epsilon: float = Field(gt=0, le=100, description="the most this training may spend over its rounds")
+    delta: float = Field(default=1e-5, gt=0, lt=0.1)
+    clip: float = Field(gt=0, le=1e6, description="L2 bound on each site's update")
+    noise_multiplier: float | None = Field(default=None, gt=0, le=1000,
+                                           description="noise std over the clip; default: the least that keeps "
+                                                       "every round within epsilon")
 
 
 class TrainingBody(Strict):
@@ -79,6 +98,7 @@ class TrainingBody(Strict):
     local_step: LocalStep
     strategy: StrategySpec = Field(default_factory=StrategySpec)
     aggregation: AggregationSpec = Field(default_factory=AggregationSpec)
+    privacy: PrivacySpec | None = None
     round_timeout: float = Field(default=600.0, gt=0, description="stragglers past this are left out of the round")
     priority: Priority = "normal"
     queue: str | None = None
@@ -87,6 +107,14 @@ class TrainingBody(Strict):
     @classmethod
     def _dataset(cls, v: str) -> str:
         return check_name(v, "dataset")
+
+    @model_validator(mode="after")
+    def _secure_needs_three(self) -> TrainingBody:
+        if self.aggregation.secure and (self.sites.min < 2 or (self.sites.max or MIN_SECURE_SITES) < MIN_SECURE_SITES):
+            raise ValueError(f"sites: secure aggregation needs {MIN_SECURE_SITES} sites or more to take part in a "
+                             f"round and 2 or more to report (min {self.sites.min}, max {self.sites.max}): a sum of "
+                             "fewer tells each site's update")
+        return self
 
     @field_validator("round_timeout", mode="before")
     @classmethod

@@ -67,14 +67,15 @@ def plan(page: Sequence[Candidate], members: Mapping[str, Sequence[Candidate]], 
     return doomed, ((page[-1].updated_at, page[-1].id) if full and page else None)
 
 
-def training_jobs(model_jobs: Iterable[str], rounds: Iterable[tuple[str, str, str]]) -> set[str]:
+def training_jobs(model_jobs: Iterable[str], rounds: Iterable[tuple[str, str, str, str]]) -> set[str]:
     """The jobs trainings still need: each one's current model (`model_jobs`), and every job of
-    `rounds` (steps and reveals as stored, JSON objects of job ids; the aggregate job) of trainings
-    still running."""
+    `rounds` (steps, reveals and keys as stored, JSON objects of job ids; the aggregate job) of
+    trainings still running."""
     out = {j for j in model_jobs if j}
-    for steps, aggregate, reveals in rounds:
+    for steps, aggregate, reveals, keys in rounds:
         out.update(json.loads(steps).values())
         out.update(json.loads(reveals).values())
+        out.update(json.loads(keys).values())
         out.add(aggregate)
     out.discard("")
     return out

@@ -53,6 +53,7 @@ class RoundState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ROUND_STATE_DONE: _ClassVar[RoundState]
     ROUND_STATE_FAILED: _ClassVar[RoundState]
     ROUND_STATE_REVEALING: _ClassVar[RoundState]
+    ROUND_STATE_KEYS: _ClassVar[RoundState]
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_PENDING: JobState
 JOB_STATE_PLACED: JobState
@@ -84,6 +85,7 @@ ROUND_STATE_AGGREGATING: RoundState
 ROUND_STATE_DONE: RoundState
 ROUND_STATE_FAILED: RoundState
 ROUND_STATE_REVEALING: RoundState
+ROUND_STATE_KEYS: RoundState
 
 class Resources(_message.Message):
     __slots__ = ("cpus", "memory_bytes", "gpus")
@@ -967,14 +969,32 @@ class UsageRow(_message.Message):
     def __init__(self, tenant: _Optional[str] = ..., queue: _Optional[str] = ..., site: _Optional[str] = ..., gpu_model: _Optional[str] = ..., attempts: _Optional[int] = ..., cpu_seconds: _Optional[float] = ..., memory_gib_seconds: _Optional[float] = ..., gpu_seconds: _Optional[float] = ..., cost: _Optional[float] = ...) -> None: ...
 
 class GetUsageResponse(_message.Message):
-    __slots__ = ("rows", "since", "until")
+    __slots__ = ("rows", "since", "until", "privacy")
     ROWS_FIELD_NUMBER: _ClassVar[int]
     SINCE_FIELD_NUMBER: _ClassVar[int]
     UNTIL_FIELD_NUMBER: _ClassVar[int]
+    PRIVACY_FIELD_NUMBER: _ClassVar[int]
     rows: _containers.RepeatedCompositeFieldContainer[UsageRow]
     since: float
     until: float
-    def __init__(self, rows: _Optional[_Iterable[_Union[UsageRow, _Mapping]]] = ..., since: _Optional[float] = ..., until: _Optional[float] = ...) -> None: ...
+    privacy: _containers.RepeatedCompositeFieldContainer[PrivacyUsage]
+    def __init__(self, rows: _Optional[_Iterable[_Union[UsageRow, _Mapping]]] = ..., since: _Optional[float] = ..., until: _Optional[float] = ..., privacy: _Optional[_Iterable[_Union[PrivacyUsage, _Mapping]]] = ...) -> None: ...
+
+class PrivacyUsage(_message.Message):
+    __slots__ = ("dataset", "budget_epsilon", "budget_delta", "spent_epsilon", "held_epsilon", "trainings")
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_EPSILON_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_DELTA_FIELD_NUMBER: _ClassVar[int]
+    SPENT_EPSILON_FIELD_NUMBER: _ClassVar[int]
+    HELD_EPSILON_FIELD_NUMBER: _ClassVar[int]
+    TRAININGS_FIELD_NUMBER: _ClassVar[int]
+    dataset: str
+    budget_epsilon: float
+    budget_delta: float
+    spent_epsilon: float
+    held_epsilon: float
+    trainings: int
+    def __init__(self, dataset: _Optional[str] = ..., budget_epsilon: _Optional[float] = ..., budget_delta: _Optional[float] = ..., spent_epsilon: _Optional[float] = ..., held_epsilon: _Optional[float] = ..., trainings: _Optional[int] = ...) -> None: ...
 
 class RevokeCertificatesRequest(_message.Message):
     __slots__ = ("name",)

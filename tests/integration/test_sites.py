@@ -18,6 +18,7 @@ from federation.v1 import federation_pb2 as pb
 from tests.conftest import make_spec
 from tests.integration.harness import CONFIGS, AgentStream, GiB, register, site_stub
 from tests.waiting import wait_for
+from training import secagg
 
 
 def test_cordoned_site_gets_no_new_work(federation, client):
@@ -49,6 +50,17 @@ def test_site_registration_is_validated(federation):
     with pytest.raises(grpc.RpcError) as e:
         next(us_stub.Connect(iter([pb.ConnectRequest(site="us-east")])))  # never registered
     assert e.value.code() is grpc.StatusCode.NOT_FOUND
+    # A zero or low-order agreement key would make every secure round it joins fail or be read.
+    good = secagg.KeyPair.generate().public
+    for key in (bytes(32), (1).to_bytes(32, "little"), b"short"):
+        with pytest.raises(grpc.RpcError) as e:
+            stub.RegisterSite(pb.RegisterSiteRequest(name="eu-west", location=pb.Location(
+                jurisdiction="DE", region="eu-west"), agreement_key=key), timeout=5)
+        assert e.value.code() is grpc.StatusCode.INVALID_ARGUMENT, key
+        assert "agreement_key" in e.value.details(), e.value.details()
+    stub.RegisterSite(pb.RegisterSiteRequest(name="eu-west", location=pb.Location(jurisdiction="DE", region="eu-west"),
+                                             agreement_key=good), timeout=5)
+    assert federation.control.store.get_site("eu-west").agreement_key == good.hex()
     channel.close()
     us_channel.close()
 

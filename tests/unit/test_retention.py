@@ -38,8 +38,8 @@ def test_a_batch_stops_at_its_limit_and_says_where_to_go_on():
 
 
 def test_trainings_keep_their_model_and_a_running_trainings_round_jobs():
-    rounds = [('{"a": "j-s1", "b": "j-s2"}', "j-agg", '{"a": "j-r"}'), ('{}', "", '{}')]
-    assert training_jobs(["j-m", ""], rounds) == {"j-m", "j-s1", "j-s2", "j-agg", "j-r"}
+    rounds = [('{"a": "j-s1", "b": "j-s2"}', "j-agg", '{"a": "j-r"}', '{"a": "j-k"}'), ('{}', "", '{}', '{}')]
+    assert training_jobs(["j-m", ""], rounds) == {"j-m", "j-s1", "j-s2", "j-agg", "j-r", "j-k"}
     assert TERMINAL_SQL == "('cancelled', 'failed', 'succeeded')"
 
 

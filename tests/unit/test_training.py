@@ -47,12 +47,6 @@ def test_fedprox_adds_the_proximal_pull_and_strategies_are_named():
         strategy("fedsgd")
 
 
-def keys_and_secrets(sites, context="t-1/round-3"):
-    keys = {s: secagg.KeyPair.generate() for s in sites}
-    return {s: {p: secagg.pair_secret(keys[s], s, p, keys[p].public, context) for p in sites if p != s}
-            for s in sites}
-
-
 def test_pair_secrets_agree_within_a_pair_and_differ_across_pairs_and_rounds():
     keys = {s: secagg.KeyPair.generate() for s in SITES[:3]}
     ab = secagg.pair_secret(keys["eu-west"], "eu-west", "us-east", keys["us-east"].public, "t/1")
@@ -62,51 +56,6 @@ def test_pair_secrets_agree_within_a_pair_and_differ_across_pairs_and_rounds():
     assert ab != secagg.pair_secret(keys["eu-west"], "eu-west", "edge-paris", keys["edge-paris"].public, "t/1")
     with pytest.raises(ValueError, match="no mask with itself"):
         secagg.pair_secret(keys["eu-west"], "eu-west", "eu-west", keys["eu-west"].public, "t/1")
-
-
-def test_masked_inputs_hide_each_update_yet_sum_to_the_plain_sum():
-    rng = np.random.default_rng(7)
-    updates = {s: rng.normal(size=500) * 10 for s in SITES}
-    secrets = keys_and_secrets(SITES)
-    inputs = {s: secagg.masked(updates[s], s, secrets[s]) for s in SITES}
-    for s in SITES:
-        seen = secagg.decode(inputs[s])
-        # What the aggregator holds of one site is noise spread over the whole 64-bit range.
-        assert np.abs(np.corrcoef(seen, updates[s])[0, 1]) < 0.2
-        assert np.median(np.abs(seen)) > 1e6 * np.median(np.abs(updates[s]))
-    total = secagg.unmasked_sum(inputs, {})
-    assert np.allclose(total, sum(updates.values()), atol=1e-5)
-
-
-def test_a_site_lost_after_masking_is_recovered_from_its_peers_secrets_alone():
-    rng = np.random.default_rng(11)
-    updates = {s: rng.normal(size=64) for s in SITES}
-    secrets = keys_and_secrets(SITES)
-    lost = "us-east"
-    inputs = {s: secagg.masked(updates[s], s, secrets[s]) for s in SITES if s != lost}
-    assert not np.allclose(secagg.unmasked_sum(inputs, {}), sum(updates[s] for s in inputs), atol=1.0)
-    revealed = {(s, lost): secrets[s][lost] for s in inputs}
-    total = secagg.unmasked_sum(inputs, revealed)
-    assert np.allclose(total, sum(updates[s] for s in inputs), atol=1e-5)
-    with pytest.raises(ValueError, match="only a survivor's with a lost site"):
-        secagg.unmasked_sum(inputs, {("eu-west", "edge-paris"): secrets["eu-west"]["edge-paris"]})
-
-
-def test_secure_fedavg_equals_plain_fedavg():
-    rng = np.random.default_rng(3)
-    models = {s: {"w": rng.normal(size=(8, 4)), "b": rng.normal(size=4)} for s in SITES[:3]}
-    counts = {"eu-west": 120.0, "us-east": 40.0, "edge-paris": 300.0}
-    plain = weighted_mean([(models[s], counts[s]) for s in models])
-    secrets = keys_and_secrets(models)
-
-    def flat(s):   # each site sends n * weights and n, masked: the aggregator learns only sums
-        return np.concatenate([models[s]["w"].ravel() * counts[s], models[s]["b"] * counts[s], [counts[s]]])
-
-    total = secagg.unmasked_sum({s: secagg.masked(flat(s), s, secrets[s]) for s in models}, {})
-    n = total[-1]
-    assert n == pytest.approx(460.0)
-    assert np.allclose(total[:32].reshape(8, 4) / n, plain["w"], atol=1e-6)
-    assert np.allclose(total[32:36] / n, plain["b"], atol=1e-6)
 
 
 def test_an_update_too_large_to_encode_is_refused():
@@ -119,7 +68,7 @@ def test_a_training_spec_is_checked_like_a_job(tmp_path):
     from federation.spec import load_training, training_from_dict
     good = {"apiVersion": "federation/v1", "kind": "FederatedTraining",
             "metadata": {"name": "digits", "tenant": "research"},
-            "spec": {"dataset": "digits", "sites": {"min": 2, "max": 3}, "rounds": 20, "round_timeout": "2m",
+            "spec": {"dataset": "digits", "sites": {"min": 3, "max": 4}, "rounds": 20, "round_timeout": "2m",
                      "local_step": {"entrypoint": "training.examples.digits:local_step", "config": {"epochs": 2}},
                      "strategy": {"name": "fedprox", "mu": 0.1}, "aggregation": {"regions": ["eu"], "secure": True}}}
     spec = training_from_dict(good)
@@ -138,6 +87,12 @@ def test_a_training_spec_is_checked_like_a_job(tmp_path):
         training_from_dict(dict(good, kind="Job"))
     with pytest.raises(InvalidSpec, match="spec.strategy.name"):
         training_from_dict(dict(good, spec=dict(good["spec"], strategy={"name": "fedsgd"})))
+    for sites in ({"min": 1}, {"min": 2, "max": 2}):
+        with pytest.raises(InvalidSpec, match="sites: secure aggregation needs 3 sites or more to take part"):
+            training_from_dict(dict(good, spec=dict(good["spec"], sites=sites)))
+    half = dict(good["spec"]["aggregation"], threshold=0.5)
+    with pytest.raises(InvalidSpec, match="spec.aggregation.threshold: .*greater than 0.5"):
+        training_from_dict(dict(good, spec=dict(good["spec"], aggregation=half)))
 
 
 def views():

@@ -84,7 +84,7 @@ def _busy(db: Conn, ids: Sequence[str], ended_before: float) -> set[str]:
 
 def _in_trainings(db: Conn) -> set[str]:
     models = [r["model_job"] for r in db.execute("SELECT model_job FROM trainings WHERE model_job != ''")]
-    rounds = [(r["steps"], r["aggregate_job"], r["reveals"]) for r in db.execute(
-        "SELECT r.steps, r.aggregate_job, r.reveals FROM rounds r JOIN trainings t ON t.id = r.training_id"
+    rounds = [(r["steps"], r["aggregate_job"], r["reveals"], r["keys"]) for r in db.execute(
+        "SELECT r.steps, r.aggregate_job, r.reveals, r.keys FROM rounds r JOIN trainings t ON t.id = r.training_id"
         " WHERE t.state = %s", (TrainingState.RUNNING.value,))]
     return retention.training_jobs(models, rounds)

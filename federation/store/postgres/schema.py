@@ -110,6 +110,7 @@ CREATE TABLE IF NOT EXISTS rounds (
     ended_at DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (training_id, number, attempt)
 );
+ALTER TABLE rounds ADD COLUMN IF NOT EXISTS keys TEXT NOT NULL DEFAULT '{}';
 CREATE TABLE IF NOT EXISTS sites (
     name TEXT COLLATE "C" PRIMARY KEY,
     jurisdiction TEXT NOT NULL,

@@ -91,7 +91,7 @@ def _busy(db: sqlite3.Connection, ids: Sequence[str], ended_before: float) -> se
 
 def _in_trainings(db: sqlite3.Connection) -> set[str]:
     models = [r["model_job"] for r in db.execute("SELECT model_job FROM trainings WHERE model_job != ''")]
-    rounds = [(r["steps"], r["aggregate_job"], r["reveals"]) for r in db.execute(
-        "SELECT r.steps, r.aggregate_job, r.reveals FROM rounds r JOIN trainings t ON t.id = r.training_id"
+    rounds = [(r["steps"], r["aggregate_job"], r["reveals"], r["keys"]) for r in db.execute(
+        "SELECT r.steps, r.aggregate_job, r.reveals, r.keys FROM rounds r JOIN trainings t ON t.id = r.training_id"
         " WHERE t.state = ?", (TrainingState.RUNNING.value,))]
     return retention.training_jobs(models, rounds)

@@ -89,4 +89,4 @@ def round_from_row(r: sqlite3.Row) -> Round:
                  tuple(json.loads(r["participants"])), r["aggregator"], json.loads(r["steps"]),
                  r["aggregate_job"], json.loads(r["reveals"]), tuple(json.loads(r["reported"])),
                  tuple(json.loads(r["lost"])), r["bytes_moved"], json.loads(r["metrics"]), r["started_at"],
-                 r["ended_at"])
+                 r["ended_at"], json.loads(r["keys"]))

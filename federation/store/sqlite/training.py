@@ -37,14 +37,16 @@ class TrainingTables(Database):
 
     def save_round(self, r: Round) -> None:
         with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO rounds (training_id, number, attempt, state, participants, aggregator,"
-                       " steps, aggregate_job, reveals, reported, lost, bytes_moved, metrics, started_at, ended_at)"
-                       " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            db.execute("INSERT OR REPLACE INTO rounds (training_id, number, attempt, state, participants,"
+                       " aggregator, steps, aggregate_job, reveals, reported, lost, bytes_moved, metrics, started_at,"
+                       " ended_at, keys)"
+                       " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                        (r.training_id, r.number, r.attempt, r.state.value, json.dumps(list(r.participants)),
                         r.aggregator, json.dumps(r.steps, sort_keys=True), r.aggregate_job,
                         json.dumps(r.reveals, sort_keys=True),
                         json.dumps(list(r.reported)), json.dumps(list(r.lost)), r.bytes_moved,
-                        json.dumps(r.metrics, sort_keys=True), r.started_at, r.ended_at))
+                        json.dumps(r.metrics, sort_keys=True), r.started_at, r.ended_at,
+                        json.dumps(r.keys, sort_keys=True)))
 
     def rounds(self, training_id: str) -> list[Round]:
         return [round_from_row(r)
