@@ -77,7 +77,8 @@ class AttemptFiles:
             except Refused as e:
                 return SiteWord(AttemptState.REJECTED, f"secure aggregation: {e}")
             except (ValueError, KeyError, TypeError, AttributeError) as e:
-                return SiteWord(AttemptState.REJECTED, f"secure aggregation: a malformed input ({type(e).__name__}: {str(e)[:200]})")
+                why = f"{type(e).__name__}: {str(e)[:200]}"
+                return SiteWord(AttemptState.REJECTED, f"secure aggregation: a malformed input ({why})")
         hand_over([folder, inbox, outbox, *inbox.iterdir()], user)
         return env
 
