@@ -75,10 +75,21 @@ class UsageRow:
 
 
 @dataclass(frozen=True)
+class PrivacyRow:
+    dataset: str
+    budget_epsilon: float = 0.0
+    budget_delta: float = 0.0
+    spent_epsilon: float = 0.0
+    held_epsilon: float = 0.0
+    trainings: int = 0
+
+
+@dataclass(frozen=True)
 class Usage:
     rows: list[UsageRow]
     since: float
     until: float
+    privacy: list[PrivacyRow]
 
 
 @dataclass(frozen=True)
@@ -137,7 +148,9 @@ def _submitted(r: pb.SubmitJobResponse) -> Submitted:
 
 def _usage(r: pb.GetUsageResponse) -> Usage:
     return Usage([UsageRow(row.tenant, row.queue, row.site, row.gpu_model, row.attempts, row.cpu_seconds,
-                           row.memory_gib_seconds, row.gpu_seconds, row.cost) for row in r.rows], r.since, r.until)
+                           row.memory_gib_seconds, row.gpu_seconds, row.cost) for row in r.rows], r.since, r.until,
+                 [PrivacyRow(p.dataset, p.budget_epsilon, p.budget_delta, p.spent_epsilon, p.held_epsilon, p.trainings)
+                  for p in r.privacy])
 
 
 ROUTES: tuple[Route, ...] = (

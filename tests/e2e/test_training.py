@@ -21,7 +21,7 @@ from tests.e2e.browser import chromium, log_in, visit
 from tests.e2e.conftest import running
 from tests.e2e.test_faults import kill_ray
 from tests.waiting import wait_for
-from training import secagg
+from training import privacy, secagg
 from training.examples import digits
 from training.runner import flatten
 from training.strategies import weighted_mean
@@ -148,6 +148,27 @@ def test_secure_aggregation_masks_every_input_yet_equals_plain_fedavg(fed, clien
         seen = secagg.decode(words)
         assert not np.allclose(seen, vectors[site], atol=1.0)
         assert abs(np.corrcoef(seen, vectors[site])[0, 1]) < 0.2, f"{site}'s input tells of its update"
+
+
+def test_differential_privacy_spends_what_dp_accounting_says_at_a_cost_in_accuracy(fed, client):
+    """Client-level DP on top of secure aggregation: each site clips its update and adds its share
+    of the noise. With three sites one site's whole update is a third of the mean, so a useful
+    model needs a large epsilon; the accuracy against no DP is printed."""
+    run = client.submit_training(training("digits-private", ROUNDS, privacy={"epsilon": 100, "clip": 2.0},
+                                          aggregation={"resources": {"cpus": 0.5}, "secure": True}))
+    final = run.wait(timeout=400)
+    assert final.state == "succeeded", final.message
+    z = privacy.calibrate(100.0, 1e-5, ROUNDS)
+    done = [r for r in final.history if r.state == "done"]
+    assert [r.metrics["epsilon"] for r in done] == [round(privacy.spent(z, n, 1e-5), 4) for n in range(1, ROUNDS + 1)]
+    assert 99 < done[-1].metrics["epsilon"] <= 100 and "epsilon" in final.message
+    with np.load(fed.test_set) as test:
+        accuracy = digits.accuracy(run.model(), test["x"], test["y"])
+    print(f"\nwith DP (epsilon {done[-1].metrics['epsilon']:.1f}, delta 1e-5, noise multiplier {z}, clip 2): "
+          f"accuracy {accuracy:.4f}")
+    assert accuracy > 0.5, "noisy, but it learns"
+    (row,) = [p for p in client.privacy() if p["dataset"] == "digits"]
+    assert row["spent_epsilon"] == pytest.approx(done[-1].metrics["epsilon"], abs=1e-3) and row["held_epsilon"] == 0
 
 
 def test_a_site_killed_mid_round_does_not_stop_the_training_and_rejoins_later(fed, client):
