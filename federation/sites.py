@@ -46,6 +46,7 @@ class SiteRecord:
     inventory: Inventory = field(default_factory=Inventory)  # GPU topology; empty if none or not said
     autonomous: bool = False             # cut off, it keeps its work: nothing of it is re-placed
     agreement_key: str = ""              # hex X25519 public key, for secure aggregation
+    agreement_proof: str = ""            # the key signed by the site (training.bonawitz.agreement_proof)
     pricing: Pricing | None = None       # what it costs; None: priced at zero
     elastic: Elastic | None = None       # the nodes its autoscaler may add, and how many are up
 

@@ -146,13 +146,15 @@ class TrainingLoop:
             return
         r = Round(t.id, number, attempt, RoundState.TRAINING, chosen.chosen, aggregators[0], started_at=now)
         if body.aggregation.secure:
-            keys = {s.name: s.agreement_key for s in self.store.list_sites() if s.name in chosen.chosen}
-            missing = sorted(s for s in chosen.chosen if not keys.get(s))
+            proofs = {s.name: s.agreement_proof for s in self.store.list_sites() if s.name in chosen.chosen}
+            missing = sorted(s for s in chosen.chosen if not proofs.get(s))
             if missing:
-                self._save(t, message=f"waiting: {', '.join(missing)} published no key for secure aggregation")
+                self._save(t, message=f"waiting: {', '.join(missing)} published no signed key for secure aggregation")
                 return
             peers = json.dumps({"context": self._context(r), "participants": list(chosen.chosen),
-                                "threshold": self._threshold(t, r), "keys": keys}, sort_keys=True).encode()
+                                "threshold": self._threshold(t, r),
+                                "keys": {site: json.loads(proof) for site, proof in proofs.items()}},
+                               sort_keys=True).encode()
             jobs = {site: self._submit(t, jobs_.site_spec(t, number, "keys", site), {"secagg-peers.json": peers})
                     for site in chosen.chosen}
             self.store.save_round(replace(r, state=RoundState.KEYS, keys=jobs))

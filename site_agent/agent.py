@@ -198,6 +198,7 @@ class SiteAgent:
             datasets=[pb.Dataset(name=d.name, classification=d.classification, path=d.path, size_bytes=d.size or 0)
                       for d in body.datasets],
             autonomous=body.autonomous, agreement_key=self.reconciler.files.agreement_key().public,
+            agreement_proof=self.reconciler.files.agreement_proof(),
             pricing=pricing_to_pb(pricing_of(body.pricing)) if body.pricing else None,
             elastic=elastic_to_pb(elastic_of(body.elastic, self._nodes_up())) if body.elastic else None)
         sent = time.monotonic()

@@ -4,6 +4,7 @@ data's rules keep here. Nothing here leaves the site but what an attempt left in
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -21,9 +22,9 @@ from federation.spec.site import TLSConfig
 from federation.v1 import federation_pb2 as pb
 from site_agent.isolation import OSUser, hand_over
 from site_agent.plan import SiteWord
-from site_agent.secure import PHASES, SecureAggregation
-from training import secagg
-from training.signing import Refused
+from site_agent.secure import PHASES, RESERVED, SecureAggregation
+from training import bonawitz, secagg
+from training.signing import Refused, Signer
 
 log = logging.getLogger("site_agent")
 
@@ -69,11 +70,16 @@ class AttemptFiles:
         for ref in a.inputs:
             if Path(ref.name).name != ref.name or ref.name.startswith("."):
                 return SiteWord(AttemptState.REJECTED, f"invalid input name {ref.name[:64]!r}")
+            if ref.name in RESERVED:   # the federation could choose the masks
+                return SiteWord(AttemptState.REJECTED, f"input {ref.name}: a name this site keeps for what it makes "
+                                                       "for secure aggregation")
             if not self._fetched(inbox / ref.name, ref, a, fetch):
                 return None
         if any(ref.name in PHASES for ref in a.inputs):
+            digest = hashlib.sha256(a.spec.json.encode() + b"".join(
+                f"\0{r.name}\0{r.sha256}".encode() for r in sorted(a.inputs, key=lambda r: r.name))).hexdigest()
             try:
-                self.secure.prepare(sid, inbox)
+                self.secure.prepare(sid, inbox, digest)
             except Refused as e:
                 return SiteWord(AttemptState.REJECTED, f"secure aggregation: {e}")
             except (ValueError, KeyError, TypeError, AttributeError) as e:
@@ -102,6 +108,13 @@ class AttemptFiles:
     def agreement_key(self) -> secagg.KeyPair:
         """This site's X25519 key for secure aggregation, made here once and never sent."""
         return secagg.KeyPair.load_or_create(self.root.parent / f"{self.site}.x25519")
+
+    def agreement_proof(self) -> str:
+        """The agreement key signed with this site's TLS key, for its peers; none without TLS."""
+        if self.tls is None:
+            return ""
+        signer = Signer.load(self.site, self.tls.cert, self.tls.key)
+        return json.dumps(bonawitz.agreement_proof(signer, self.agreement_key()), sort_keys=True)
 
     @property
     def secure(self) -> SecureAggregation:

@@ -23,6 +23,8 @@ from training.secagg import KeyPair
 from training.signing import Refused, Signer
 
 PHASES = {"secagg-peers.json": "keys", "secagg-setups.json": "step", "secagg-reveal.json": "reveal"}
+# Made here only: an input of these names from the federation is refused (it could choose the masks).
+RESERVED = frozenset({"secrets.json", "secagg-setup.json", "secagg-report.json", "secagg-revealed.json"})
 
 
 @dataclass(frozen=True)
@@ -32,23 +34,32 @@ class SecureAggregation:
     agreement: KeyPair      # this site's long-term X25519 key (its public half is registered)
     tls: TLSConfig | None   # the site's certificate signs, the CA's checks the peers'
 
-    def prepare(self, sid: str, inbox: Path) -> None:
+    def prepare(self, sid: str, inbox: Path, digest: str) -> None:
         """Do the phase an attempt's inputs call for, leaving its files in `inbox`; Refused when
-        this site will not take part (the attempt is rejected, and the round with it)."""
+        this site will not take part (the attempt is rejected, and the round with it). `digest`
+        fixes the attempt's spec and inputs: the same attempt sent again with others (a new
+        model under the same masks would tell the difference of two updates) is refused."""
         phase = next((p for name, p in PHASES.items() if (inbox / name).exists()), None)
         if phase is None:
             return
         if self.tls is None:
             raise Refused("secure aggregation needs the site's TLS certificate to sign with")
         request = json.loads((inbox / next(n for n, p in PHASES.items() if p == phase)).read_text())
-        path = self.folder / (hashlib.sha256(str(request["context"]).encode()).hexdigest()[:40] + ".json")
+        if not isinstance(request.get("context"), str):
+            raise Refused("a round's context is a string")
+        path = self.folder / (hashlib.sha256(request["context"].encode()).hexdigest() + ".json")
         state = json.loads(path.read_text()) if path.exists() else None
         done = (state or {}).get("done", {}).get(phase)
-        if done is not None and done["sid"] != sid:
-            raise Refused(f"context {request['context']} is used once: attempt {done['sid']} had its {phase}")
+        if done is not None and (done["sid"], done["digest"]) != (sid, digest):
+            raise Refused(f"context {request['context']} is used once: attempt {done['sid']} had its {phase}"
+                          + (" with other inputs" if done["sid"] == sid else ""))
+        if done is not None and "out" not in done:
+            raise Refused(f"context {request['context']}: its secrets are gone (revealed)")
         if done is None:
             state, out = self._phase(phase, state, request)
-            state["done"] = {**state.get("done", {}), phase: {"sid": sid, "out": out}}
+            state["done"] = {**state.get("done", {}), phase: {"sid": sid, "digest": digest, "out": out}}
+            if phase == "reveal":   # the step's secrets go with the rest
+                state["done"]["step"] = {k: v for k, v in state["done"]["step"].items() if k != "out"}
             self._save(path, state)
             done = state["done"][phase]
         for name, content in done["out"].items():
@@ -62,9 +73,8 @@ class SecureAggregation:
         if phase == "keys":
             if state is not None:
                 raise Refused(f"context {request['context']} is used once: its keys were made already")
-            keys = {v: bytes.fromhex(k) for v, k in request["keys"].items()}
             state, setup = bonawitz.keys(self.site, request["context"], request["participants"],
-                                         int(request["threshold"]), self.agreement, keys, signer)
+                                         int(request["threshold"]), self.agreement, request["keys"], signer, ca)
             return state, {"secagg-setup.json": setup}
         if state is None:
             raise Refused(f"context {request['context']}: this site made no keys for it")

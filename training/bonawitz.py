@@ -6,7 +6,8 @@ A round (its `context`, used once) goes:
 
 1. **keys**: each site makes a masking key pair and a self-mask seed for the context, splits both
    secrets t-of-n (Shamir) among the participants, encrypts each share to its peer's agreement
-   key, and signs it all (`training.signing`) with the peer's agreement key it encrypted to.
+   key, which that peer signed when it registered (`agreement_proof`), and signs it all
+   (`training.signing`): its masking key, a hash of its seed, and the peer keys it encrypted to.
 2. **step**: each site checks every peer's signed keys (a substituted key is refused, the round
    with it), decrypts the shares sent to it, and masks its update with its self mask and the
    pairwise masks, which cancel in the sum. With it goes a signed report.
@@ -19,9 +20,11 @@ A round (its `context`, used once) goes:
 """
 from __future__ import annotations
 
+import hashlib
+import itertools
 import math
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -36,6 +39,7 @@ from training.secagg import KeyPair, mask, pair_secret
 from training.signing import Refused, Signer, verify
 
 MIN_SITES = 3
+SECRET = ("masking", "seed", "received")   # a context's secrets, dropped once this site revealed
 State = dict[str, Any]   # one site's secrets for one context, as the agent keeps them (JSON)
 
 
@@ -56,23 +60,43 @@ def check_key(public: bytes, whose: str) -> bytes:
     return public
 
 
+def agreement_proof(signer: Signer, mine: KeyPair) -> dict[str, Any]:
+    """This site's long-term agreement key, signed: sent when it registers, checked by every peer
+    before it encrypts a share to the key."""
+    return signer.sign({"site": signer.site, "agreement_key": mine.public.hex()})
+
+
+def peer_key(v: str, proof: Any, ca: x509.Certificate) -> bytes:
+    body = verify(proof, v, ca)
+    if body.get("site") != v:
+        raise Refused(f"{v}: its agreement key is stated for {body.get('site')!r}")
+    return check_key(bytes.fromhex(str(body.get("agreement_key", ""))), f"{v}'s agreement key")
+
+
 def keys(me: str, context: str, participants: list[str], t: int, mine: KeyPair,
-         agreement: Mapping[str, bytes], signer: Signer) -> tuple[State, dict[str, Any]]:
-    """Phase 1: this site's state for the context and its signed keys for the peers."""
+         proofs: Mapping[str, Any], signer: Signer, ca: x509.Certificate) -> tuple[State, dict[str, Any]]:
+    """Phase 1: this site's state for the context and its signed keys for the peers, each share
+    encrypted to a peer key that peer signed (`proofs`)."""
+    if not isinstance(context, str) or not context:
+        raise Refused("a round's context is a non-empty string")
     sites = sorted(participants)
     if me not in sites or len(set(sites)) != len(sites):
         raise Refused(f"{me} is not among the participants {sites}")
     if len(sites) < MIN_SITES or not len(sites) // 2 < t <= len(sites):
         raise Refused(f"a threshold of {t} of {len(sites)} sites: secure aggregation needs at least "
                       f"{MIN_SITES} sites and a threshold above half")
-    peers = {v: check_key(agreement.get(v, b""), f"{v}'s agreement key") for v in sites if v != me}
+    missing = [v for v in sites if v != me and v not in proofs]
+    if missing:
+        raise Refused(f"no signed agreement key of {', '.join(missing)}")
+    peers = {v: peer_key(v, proofs[v], ca) for v in sites if v != me}
     masking, seed = X25519PrivateKey.generate(), secrets.token_bytes(32)
     xs = {v: i + 1 for i, v in enumerate(sites)}
     b_shares = shamir.split(seed, list(xs.values()), t)
     s_shares = shamir.split(_raw(masking), list(xs.values()), t)
     mine_shares = {v: {"b": format(b_shares[x], "x"), "s": format(s_shares[x], "x")} for v, x in xs.items()}
     body = {"site": me, "context": context, "participants": sites, "threshold": t,
-            "masking_key": _public(masking).hex(), "agreement_key": mine.public.hex(), "peers": {
+            "masking_key": _public(masking).hex(), "seed_hash": hashlib.sha256(seed).hexdigest(),
+            "agreement_key": mine.public.hex(), "peers": {
                 v: key.hex() for v, key in peers.items()},
             "shares": {v: _seal(mine, key, context, me, v, mine_shares[v]).hex() for v, key in peers.items()}}
     state = {"context": context, "participants": sites, "threshold": t, "masking": _raw(masking).hex(),
@@ -131,7 +155,8 @@ def reveal(state: State, me: str, reported: Mapping[str, Any], dropped: list[str
     shares = state["received"]
     revealed = {"site": me, "x": x, "b": {v: shares[v]["b"] for v in sorted(r)},
                 "s": {v: shares[v]["s"] for v in sorted(d)}}
-    return {**state, "phase": "revealed"}, revealed
+    kept = {k: v for k, v in state.items() if k not in SECRET}   # what is left could unmask nothing
+    return {**kept, "phase": "revealed"}, revealed
 
 
 def unmask(masked: Mapping[str, np.ndarray], setups: Mapping[str, Any], revealed: list[dict[str, Any]],
@@ -146,15 +171,37 @@ def unmask(masked: Mapping[str, np.ndarray], setups: Mapping[str, Any], revealed
         for words in masked.values():
             total = total + words
         for v in masked:
-            seed = shamir.combine({r["x"]: int(r["b"][v], 16) for r in revealed}, t)
+            seed = _recover(v, {r["x"]: int(r["b"][v], 16) for r in revealed}, t,
+                            _hashes_to(setups[v]["body"]["seed_hash"]))
             total = total - mask(seed, total.size)
         for v in sorted(set(setups) - set(masked)):
-            lost = KeyPair(X25519PrivateKey.from_private_bytes(
-                shamir.combine({r["x"]: int(r["s"][v], 16) for r in revealed}, t)))
+            lost = KeyPair(X25519PrivateKey.from_private_bytes(_recover(
+                v, {r["x"]: int(r["s"][v], 16) for r in revealed}, t, _opens(setups[v]["body"]["masking_key"]))))
             for u in masked:
                 m = mask(pair_secret(lost, v, u, bytes.fromhex(setups[u]["body"]["masking_key"]), context), total.size)
                 total = total - m if u < v else total + m
     return total
+
+
+def _recover(v: str, shares: dict[int, int], t: int, matches: Callable[[bytes], bool]) -> bytes:
+    """The secret `v` committed to in its signed keys, from t of the revealed shares: a wrong share
+    (a survivor lying) is passed over while t good ones remain, never summed in silently."""
+    for chosen in itertools.islice(itertools.combinations(sorted(shares), t), 1000):
+        try:
+            secret = shamir.combine({x: shares[x] for x in chosen}, t)
+        except ValueError:
+            continue
+        if matches(secret):
+            return secret
+    raise ValueError(f"the shares revealed for {v} do not give back the secret it signed")
+
+
+def _hashes_to(signed: str) -> Callable[[bytes], bool]:
+    return lambda seed: hashlib.sha256(seed).hexdigest() == signed
+
+
+def _opens(signed: str) -> Callable[[bytes], bool]:
+    return lambda private: _public(X25519PrivateKey.from_private_bytes(private)).hex() == signed
 
 
 def _setup(v: str, signed: Any, state: State, ca: x509.Certificate) -> dict[str, Any]:

@@ -81,6 +81,7 @@ def site_from_register(req: pb.RegisterSiteRequest) -> SiteRecord:
         datasets=tuple(DatasetRecord(d.name, d.classification, d.path, d.size_bytes) for d in req.datasets),
         capacity=capacity_from_pb(req.capacity), inventory=inventory_from_pb(req.inventory, "inventory"),
         autonomous=req.autonomous, agreement_key=agreement_key(req.agreement_key),
+        agreement_proof=agreement_proof(req.agreement_proof, req.name, req.agreement_key),
         pricing=pricing_of(priced) if priced else None,
         elastic=elastic_from_pb(req.elastic, priced, "elastic") if req.HasField("elastic") else None)
 
@@ -95,6 +96,20 @@ def agreement_key(key: bytes) -> str:
         return check_key(key, "agreement_key").hex()
     except Refused as e:
         raise InvalidSpec(str(e)) from None
+
+
+def agreement_proof(proof: str, site: str, key: bytes) -> str:
+    """The site's signed statement of its agreement key, kept for its peers to check (they verify
+    the signature; here only that it states this site and this key)."""
+    if not proof:
+        return ""
+    try:
+        body = json.loads(proof)["body"] if len(proof) <= 8192 else None
+    except (ValueError, TypeError, KeyError):
+        body = None
+    if not isinstance(body, dict) or body.get("site") != site or body.get("agreement_key") != key.hex():
+        raise InvalidSpec("agreement_proof: not a statement of this site's agreement key")
+    return proof
 
 
 def inventory_to_pb(inv: Inventory) -> pb.Inventory:

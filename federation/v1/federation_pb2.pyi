@@ -687,7 +687,7 @@ class RenewCertificateResponse(_message.Message):
     def __init__(self, cert_pem: _Optional[bytes] = ...) -> None: ...
 
 class RegisterSiteRequest(_message.Message):
-    __slots__ = ("name", "location", "labels", "datasets", "capacity", "agent_version", "inventory", "autonomous", "agreement_key", "pricing", "elastic")
+    __slots__ = ("name", "location", "labels", "datasets", "capacity", "agent_version", "inventory", "autonomous", "agreement_key", "pricing", "elastic", "agreement_proof")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -706,6 +706,7 @@ class RegisterSiteRequest(_message.Message):
     AGREEMENT_KEY_FIELD_NUMBER: _ClassVar[int]
     PRICING_FIELD_NUMBER: _ClassVar[int]
     ELASTIC_FIELD_NUMBER: _ClassVar[int]
+    AGREEMENT_PROOF_FIELD_NUMBER: _ClassVar[int]
     name: str
     location: Location
     labels: _containers.ScalarMap[str, str]
@@ -717,7 +718,8 @@ class RegisterSiteRequest(_message.Message):
     agreement_key: bytes
     pricing: Pricing
     elastic: Elastic
-    def __init__(self, name: _Optional[str] = ..., location: _Optional[_Union[Location, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., datasets: _Optional[_Iterable[_Union[Dataset, _Mapping]]] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., agent_version: _Optional[str] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ..., autonomous: _Optional[bool] = ..., agreement_key: _Optional[bytes] = ..., pricing: _Optional[_Union[Pricing, _Mapping]] = ..., elastic: _Optional[_Union[Elastic, _Mapping]] = ...) -> None: ...
+    agreement_proof: str
+    def __init__(self, name: _Optional[str] = ..., location: _Optional[_Union[Location, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., datasets: _Optional[_Iterable[_Union[Dataset, _Mapping]]] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., agent_version: _Optional[str] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ..., autonomous: _Optional[bool] = ..., agreement_key: _Optional[bytes] = ..., pricing: _Optional[_Union[Pricing, _Mapping]] = ..., elastic: _Optional[_Union[Elastic, _Mapping]] = ..., agreement_proof: _Optional[str] = ...) -> None: ...
 
 class RegisterSiteResponse(_message.Message):
     __slots__ = ("heartbeat_interval_s", "lease_s", "datasets")

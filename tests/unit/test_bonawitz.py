@@ -7,14 +7,19 @@ import copy
 import itertools
 import json
 import stat
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from cryptography import x509
 
+from federation.jobs import AttemptState
 from federation.pki import init_pki
 from federation.spec.site import TLSConfig
-from site_agent.secure import SecureAggregation
+from federation.v1 import federation_pb2 as pb
+from site_agent.files import AttemptFiles
+from site_agent.plan import SiteWord
+from site_agent.secure import RESERVED, SecureAggregation
 from training import bonawitz, secagg, shamir
 from training.signing import Refused, Signer
 
@@ -28,25 +33,29 @@ def pki(tmp_path_factory):
     other = init_pki(tmp_path_factory.mktemp("other"), clients=("b-site",))   # a CA that is not the federation's
     ca = x509.load_pem_x509_certificate(pki["ca"].cert.read_bytes())
     signers = {s: Signer.load(s, pki[s].cert, pki[s].key) for s in SITES}
-    return ca, signers, Signer.load("b-site", other["b-site"].cert, other["b-site"].key)
+    return SimpleNamespace(ca=ca, signers=signers, issued=pki,
+                           stranger=Signer.load("b-site", other["b-site"].cert, other["b-site"].key))
 
 
 class Sites:
     """Each site's long-term key and secrets; the test plays the federation in between."""
 
     def __init__(self, pki, sites=SITES, fraction=0.6):
-        self.ca, self.signers, _ = pki
+        self.ca, self.signers = pki.ca, pki.signers
         self.sites = sites
         self.t = bonawitz.threshold(len(sites), fraction)
         self.agreement = {s: secagg.KeyPair.generate() for s in sites}
         self.states: dict = {}
 
+    def proofs(self):
+        return {s: bonawitz.agreement_proof(self.signers[s], k) for s, k in self.agreement.items()}
+
     def keys(self, relayed=None):
-        published = {s: k.public for s, k in self.agreement.items()}
+        published = self.proofs()
         setups = {}
         for s in self.sites:
             self.states[s], setups[s] = bonawitz.keys(s, CONTEXT, list(self.sites), self.t, self.agreement[s],
-                                                      (relayed or {}).get(s, published), self.signers[s])
+                                                      (relayed or {}).get(s, published), self.signers[s], self.ca)
         return setups
 
     def step(self, s, setups, values):
@@ -152,12 +161,18 @@ def test_the_reveal_checks_the_signed_list_of_who_reported(pki):
 def test_a_substituted_key_is_found_by_the_peers(pki):
     impostor = secagg.KeyPair.generate()   # the federation's own, posing as b-site's to a-site
     sites = Sites(pki)
-    published = {s: k.public for s, k in sites.agreement.items()}
-    setups = sites.keys(relayed={"a-site": {**published, "b-site": impostor.public}})
-    with pytest.raises(Refused, match="b-site's agreement key was substituted"):
-        sites.step("a-site", setups, updates()["a-site"])
-    with pytest.raises(Refused, match="a-site's agreement key was substituted"):
-        sites.step("b-site", setups, updates()["b-site"])
+    signers, stranger = pki.signers, pki.stranger
+    unsigned = copy.deepcopy(sites.proofs())
+    unsigned["b-site"]["body"]["agreement_key"] = impostor.public.hex()
+    with pytest.raises(Refused, match="b-site: the signature does not match"):
+        sites.keys(relayed={"a-site": unsigned})
+    for forged in ({**sites.proofs(), "b-site": bonawitz.agreement_proof(signers["c-site"], impostor)},
+                   {**sites.proofs(), "b-site": bonawitz.agreement_proof(stranger, impostor)}):
+        with pytest.raises(Refused, match="b-site: (signed by 'c-site'|its certificate is not one)"):
+            sites.keys(relayed={"a-site": forged})
+    without = {k: v for k, v in sites.proofs().items() if k != "b-site"}
+    with pytest.raises(Refused, match="no signed agreement key of b-site"):
+        sites.keys(relayed={"a-site": without})
     # A masking key swapped in transit breaks its site's signature.
     sites = Sites(pki)
     setups = sites.keys()
@@ -167,8 +182,22 @@ def test_a_substituted_key_is_found_by_the_peers(pki):
         sites.step("a-site", tampered, updates()["a-site"])
 
 
+def test_a_lying_survivors_share_is_passed_over_never_summed_in(pki):
+    values = updates()
+    sites = Sites(pki)
+    setups, masked, revealed = run_round(sites, values, ("e-site",))   # 4 survivors, t = 3: one to spare
+    liar = copy.deepcopy(revealed)
+    liar[0]["b"]["b-site"] = format(int(liar[0]["b"]["b-site"], 16) + 1, "x")
+    liar[1]["s"]["e-site"] = format(int(liar[1]["s"]["e-site"], 16) + 7, "x")
+    total = secagg.decode(bonawitz.unmask(masked, setups, liar, sites.t))
+    assert np.allclose(total, sum(values[s] for s in masked), atol=1e-5)
+    liar[2]["b"]["b-site"] = format(int(liar[2]["b"]["b-site"], 16) + 5, "x")   # two liars: too few good shares
+    with pytest.raises(ValueError, match="do not give back the secret it signed"):
+        bonawitz.unmask(masked, setups, liar, sites.t)
+
+
 def test_keys_signed_under_another_ca_or_for_another_round_are_refused(pki):
-    _, _, stranger = pki
+    stranger = pki.stranger
     sites = Sites(pki)
     setups = sites.keys()
     forged = {**setups, "b-site": stranger.sign(setups["b-site"]["body"])}
@@ -195,12 +224,17 @@ def test_zero_and_low_order_keys_and_thresholds_of_half_or_less_are_refused(pki)
         with pytest.raises(Refused):
             bonawitz.check_key(bad, "a key")
     sites = Sites(pki)
+    zero = bonawitz.agreement_proof(sites.signers["d-site"], secagg.KeyPair.generate())
+    zero["body"]["agreement_key"] = bytes(32).hex()
+    zero = sites.signers["d-site"].sign(zero["body"])   # signed by d-site itself: a site breaking rounds
     with pytest.raises(Refused, match="zero or low-order"):
-        sites.keys(relayed={"a-site": {**{s: k.public for s, k in sites.agreement.items()}, "d-site": bytes(32)}})
+        sites.keys(relayed={"a-site": {**sites.proofs(), "d-site": zero}})
     with pytest.raises(Refused, match="threshold above half"):
-        bonawitz.keys("a-site", CONTEXT, list(SITES[:4]), 2, sites.agreement["a-site"], {}, sites.signers["a-site"])
+        bonawitz.keys("a-site", CONTEXT, list(SITES[:4]), 2, sites.agreement["a-site"], {}, sites.signers["a-site"],
+                      sites.ca)
     with pytest.raises(Refused, match="at least 3 sites"):
-        bonawitz.keys("a-site", CONTEXT, list(SITES[:2]), 2, sites.agreement["a-site"], {}, sites.signers["a-site"])
+        bonawitz.keys("a-site", CONTEXT, list(SITES[:2]), 2, sites.agreement["a-site"], {}, sites.signers["a-site"],
+                      sites.ca)
     assert [bonawitz.threshold(n, 0.6) for n in (3, 4, 5, 10)] == [2, 3, 3, 6]
     assert bonawitz.threshold(4, 0.51) == 3
 
@@ -217,35 +251,70 @@ def test_any_t_shares_give_the_secret_and_fewer_do_not():
 
 
 def test_the_agent_keeps_each_contexts_secrets_to_itself_and_uses_a_context_once(pki, tmp_path):
-    """The agent's side (`site_agent.secure`): a phase prepared again for the same attempt gets the
-    same answer; another attempt of a context that has passed the phase is refused."""
-    issued = init_pki(tmp_path / "pki", clients=("admin", "a-site"))
-    tls = TLSConfig(ca=issued["ca"].cert, cert=issued["a-site"].cert, key=issued["a-site"].key)
-    agent = SecureAggregation("a-site", tmp_path / "secagg", secagg.KeyPair.generate(), tls)
-    peers = {"context": CONTEXT, "participants": ["a-site", "b-site", "c-site"], "threshold": 2,
-             "keys": {s: secagg.KeyPair.generate().public.hex() for s in ("b-site", "c-site")}}
+    """The agent's side (`site_agent.secure`): a phase prepared again for the same attempt and
+    inputs gets the same answer; another attempt, or the same with other inputs, is refused; once
+    the site revealed, the context's secrets are gone from its disk."""
+    ca, signers, issued = pki.ca, pki.signers, pki.issued
+    sites = Sites(pki, sites=("a-site", "b-site", "c-site"))
+    agent = SecureAggregation("a-site", tmp_path / "secagg", sites.agreement["a-site"], TLSConfig(
+        ca=issued["ca"].cert, cert=issued["a-site"].cert, key=issued["a-site"].key))
+    peers = {"context": CONTEXT, "participants": list(sites.sites), "threshold": 2, "keys": sites.proofs()}
 
-    def prepare(sid: str, name: str, content: dict):
-        inbox = tmp_path / sid
+    def prepare(sid: str, name: str, content: dict, digest: str = "d1"):
+        inbox = tmp_path / f"{sid}-{name}"
         inbox.mkdir(exist_ok=True)
         (inbox / name).write_text(json.dumps(content))
-        agent.prepare(sid, inbox)
+        agent.prepare(sid, inbox, digest)
         return inbox
 
     first = prepare("fed-j-1-1", "secagg-peers.json", peers).joinpath("secagg-setup.json").read_text()
     again = prepare("fed-j-1-1", "secagg-peers.json", peers).joinpath("secagg-setup.json").read_text()
     assert first == again, "the same attempt prepared again gets the same keys"
-    with pytest.raises(Refused, match="used once: attempt fed-j-1-1 had its keys"):
+    with pytest.raises(Refused, match="used once: attempt fed-j-1-1 had its keys$"):
         prepare("fed-j-2-1", "secagg-peers.json", peers)
+    with pytest.raises(Refused, match="had its keys with other inputs"):
+        prepare("fed-j-1-1", "secagg-peers.json", peers, digest="d2")
     (kept,) = (tmp_path / "secagg").iterdir()
     assert stat.S_IMODE(kept.stat().st_mode) == 0o600 and stat.S_IMODE(kept.parent.stat().st_mode) == 0o700
-    assert json.loads(first)["body"]["agreement_key"] == agent.agreement.public.hex()
-    assert "seed" not in first and json.loads(kept.read_text())["seed"] not in first
+    assert json.loads(kept.read_text())["seed"] not in first
+
+    # The peers make theirs; a-site masks, then reveals, and nothing secret of the context is left.
+    setups = {"a-site": json.loads(first)}
+    for s in ("b-site", "c-site"):
+        sites.states[s], setups[s] = bonawitz.keys(s, CONTEXT, list(sites.sites), 2, sites.agreement[s],
+                                                   sites.proofs(), signers[s], ca)
+    step = prepare("fed-j-3-1", "secagg-setups.json", {"context": CONTEXT, "setups": setups})
+    assert set(json.loads((step / "secrets.json").read_text())) == {"pairs", "seed"}
+    with pytest.raises(Refused, match="had its step with other inputs"):   # a new model under the same masks
+        prepare("fed-j-3-1", "secagg-setups.json", {"context": CONTEXT, "setups": setups}, digest="d2")
+    reports = {"a-site": json.loads((step / "secagg-report.json").read_text())}
+    for s in ("b-site", "c-site"):
+        sites.states[s], _, _ = bonawitz.step(sites.states[s], s, setups, ca, sites.agreement[s])
+        reports[s] = bonawitz.report(signers[s], CONTEXT)
+    prepare("fed-j-4-1", "secagg-reveal.json", {"context": CONTEXT, "reported": reports, "dropped": []})
+    left = json.loads(kept.read_text())
+    assert not set(bonawitz.SECRET) & set(left) and "out" not in left["done"]["step"], left.keys()
+    with pytest.raises(Refused, match="secrets are gone"):
+        prepare("fed-j-3-1", "secagg-setups.json", {"context": CONTEXT, "setups": setups})
     with pytest.raises(Refused, match="made no keys for it"):
-        prepare("fed-j-3-1", "secagg-reveal.json", {"context": "t-9/1/1", "reported": {}, "dropped": []})
+        prepare("fed-j-5-1", "secagg-reveal.json", {"context": "t-9/1/1", "reported": {}, "dropped": []})
+    with pytest.raises(Refused, match="context is a string"):
+        prepare("fed-j-6-1", "secagg-peers.json", {**peers, "context": [CONTEXT]})
     plain = SecureAggregation("a-site", tmp_path / "plain", secagg.KeyPair.generate(), None)
     inbox = tmp_path / "plain-inbox"
     inbox.mkdir()
     (inbox / "secagg-peers.json").write_text(json.dumps(peers))
     with pytest.raises(Refused, match="needs the site's TLS certificate"):
-        plain.prepare("fed-j-4-1", inbox)
+        plain.prepare("fed-j-7-1", inbox, "d1")
+
+
+def test_an_input_named_like_what_the_site_makes_is_refused(tmp_path):
+    """The federation cannot hand a step its own masks (`secrets.json`) or a site's signed files."""
+    files = AttemptFiles(tmp_path / "io", "a-site")
+    for name in sorted(RESERVED):
+        a = pb.Assignment(job_id="j-1", attempt=1, submission_id="fed-j-1-1",
+                          inputs=[pb.ArtifactRef(name=name, sha256="0" * 64, size=2)])
+        word = files.prepare("fed-j-1-1", a, fetch=lambda *_: b"{}")
+        assert isinstance(word, SiteWord) and word.state is AttemptState.REJECTED, name
+        assert f"input {name}: a name this site keeps" in word.message
+        assert not (tmp_path / "io" / "fed-j-1-1" / "in" / name).exists()

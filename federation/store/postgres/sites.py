@@ -20,19 +20,20 @@ class SiteTables(Database):
         with self._tx() as db:
             row = db.execute(
                 "INSERT INTO sites (name, jurisdiction, region, labels, datasets, cpus, memory, gpus, state,"
-                " registered_at, last_heartbeat, inventory, autonomous, agreement_key, pricing, elastic)"
-                " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+                " registered_at, last_heartbeat, inventory, autonomous, agreement_key, pricing, elastic,"
+                " agreement_proof)"
+                " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
                 " ON CONFLICT (name) DO UPDATE SET jurisdiction=excluded.jurisdiction, region=excluded.region,"
                 " labels=excluded.labels, datasets=excluded.datasets, cpus=excluded.cpus,"
                 " memory=excluded.memory, gpus=excluded.gpus, registered_at=excluded.registered_at,"
                 " last_heartbeat=excluded.last_heartbeat, inventory=excluded.inventory,"
                 " autonomous=excluded.autonomous, agreement_key=excluded.agreement_key, pricing=excluded.pricing,"
-                " elastic=excluded.elastic RETURNING *",
+                " elastic=excluded.elastic, agreement_proof=excluded.agreement_proof RETURNING *",
                 (site.name, site.jurisdiction, site.region, json.dumps(site.labels, sort_keys=True),
                  json.dumps([d.__dict__ for d in site.datasets]), site.capacity.cpus, site.capacity.memory,
                  site.capacity.gpus, site.state.value, site.registered_at, site.last_heartbeat,
                  inventory_to_json(site.inventory), site.autonomous, site.agreement_key,
-                 pricing_to_json(site.pricing), elastic_to_json(site.elastic))).fetchall()[0]
+                 pricing_to_json(site.pricing), elastic_to_json(site.elastic), site.agreement_proof)).fetchall()[0]
             return site_from_row(row)
 
     def get_site(self, name: str) -> SiteRecord:

@@ -74,7 +74,7 @@ def site_from_row(r: sqlite3.Row) -> SiteRecord:
         capacity=Capacity(r["cpus"], r["memory"], r["gpus"]), state=SiteState(r["state"]),
         registered_at=r["registered_at"], last_heartbeat=r["last_heartbeat"],
         inventory=inventory_from_json(r["inventory"]), autonomous=bool(r["autonomous"]),
-        agreement_key=r["agreement_key"], pricing=pricing_from_json(r["pricing"]),
+        agreement_key=r["agreement_key"], agreement_proof=r["agreement_proof"], pricing=pricing_from_json(r["pricing"]),
         elastic=elastic_from_json(r["elastic"]))
 
 
