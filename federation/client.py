@@ -14,14 +14,13 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 
 from federation.errors import FederationError, InvalidSpec, Timeout, Unavailable, from_code
-from federation.handles import Job, JobArray, Training
 from federation.results import (
     JobStatus,
     Placement,
@@ -31,6 +30,7 @@ from federation.results import (
     TrainingStatus,
     job_status,
     placement,
+    privacy_use,
     queue_entry,
     queue_info,
     site_info,
@@ -45,13 +45,133 @@ from federation.spec import (
     load_training,
     training_from_dict,
 )
-from federation.transport import open_channel
+from federation.transport import chunked, open_channel
 from federation.v1 import federation_pb2 as pb
 from federation.v1 import federation_pb2_grpc as pb_grpc
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 DEFAULT_PKI = Path(".fedctl/pki")
 T = TypeVar("T")
+
+
+class Job:
+    """A handle on a submitted job."""
+
+    def __init__(self, client: Client, job_id: str, last: JobStatus | None = None) -> None:
+        self._client = client
+        self.id = job_id
+        self._last = last
+
+    def __repr__(self) -> str:
+        return f"Job({self.id!r})"
+
+    def status(self) -> JobStatus:
+        self._last = self._client.get(self.id)
+        return self._last
+
+    def wait(self, timeout: float | None = None, on_change: Callable[[JobStatus], None] = lambda s: None) -> JobStatus:
+        """Block until the job ends, telling `on_change` each state it passes through; rides out
+        federation restarts. Raises federation.errors.Timeout."""
+        deadline, delay = None if timeout is None else time.monotonic() + timeout, 0.1
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise Timeout(f"job {self.id} still {self._last.state if self._last else 'unknown'} after {timeout:g}s")
+            try:
+                for status in self._client.watch(self.id, timeout=remaining):
+                    self._last = status
+                    on_change(status)
+                    if status.terminal:
+                        return status
+            except Unavailable:
+                self._client._next_replica(self._client.address)
+                time.sleep(min(delay * (0.5 + random.random()), max(0.0, remaining or delay)))
+                delay = min(delay * 2, 2.0)
+
+    def logs(self) -> str:
+        """The job's logs; where the rules of its data keep them at its site, the line that says so."""
+        return self._client.logs(self.id)
+
+    def follow_logs(self) -> Iterator[bytes]:
+        return self._client.stream_logs(self.id, follow=True)
+
+    def cancel(self) -> JobStatus:
+        self._last = self._client.cancel(self.id)
+        return self._last
+
+    @property
+    def placement(self) -> Placement:
+        return self._client.explain(self.id)
+
+
+class Training:
+    """A handle on a submitted federated training."""
+
+    def __init__(self, client: Client, training_id: str) -> None:
+        self._client = client
+        self.id = training_id
+
+    def __repr__(self) -> str:
+        return f"Training({self.id!r})"
+
+    def status(self) -> TrainingStatus:
+        return training_status(self._client._call("GetTraining",
+                                                   pb.GetTrainingRequest(id=self.id)).training)
+
+    def wait(self, timeout: float | None = None, poll: float = 0.5,
+             on_change: Callable[[TrainingStatus], None] = lambda t: None) -> TrainingStatus:
+        """Block until the training ends. Raises federation.errors.Timeout. `on_change` sees each look."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            on_change(status := self.status())
+            if status.terminal:
+                return status
+            if deadline is not None and time.monotonic() >= deadline:
+                raise Timeout(f"training {self.id} still at round {status.round} after {timeout:g}s: {status.message}")
+            time.sleep(poll)
+
+    def cancel(self) -> TrainingStatus:
+        return training_status(self._client._call("CancelTraining",
+                                                   pb.CancelTrainingRequest(id=self.id), retry=False).training)
+
+    def model(self) -> dict[str, Any]:
+        """The current global model as named NumPy arrays."""
+        import io
+
+        import numpy as np
+        r = self._client._call("GetTrainingModel", pb.GetTrainingModelRequest(id=self.id))
+        with np.load(io.BytesIO(r.model), allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+
+
+class JobArray:
+    """A handle on the elements of a job array (in index order) or the parts of a gang."""
+
+    def __init__(self, client: Client, array_id: str, jobs: list[Job]) -> None:
+        self._client = client
+        self.id = array_id
+        self.jobs = jobs
+
+    def __repr__(self) -> str:
+        return f"JobArray({self.id!r}, {len(self.jobs)} elements)"
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def __iter__(self) -> Iterator[Job]:
+        return iter(self.jobs)
+
+    def statuses(self) -> list[JobStatus]:
+        return [j.status() for j in self.jobs]
+
+    def wait(self, timeout: float | None = None, on_change: Callable[[JobStatus], None] = lambda s: None
+             ) -> list[JobStatus]:
+        """Block until every element ends. Raises federation.errors.Timeout."""
+        end = None if timeout is None else time.monotonic() + timeout
+        return [j.wait(None if end is None else max(0.0, end - time.monotonic()), on_change) for j in self.jobs]
+
+    def cancel(self) -> list[JobStatus]:
+        return [j.cancel() for j in self.jobs if not j.status().terminal]
 
 
 class Client:
@@ -179,7 +299,7 @@ class Client:
         items = [pb.SubmitJobRequest(spec=spec_to_pb(as_job(s, f"specs[{i}]")), request_id=uuid.uuid4().hex)
                  for i, s in enumerate(specs)]
         out: list[Job | JobArray | FederationError] = []
-        for chunk in _chunks(items):
+        for chunk in chunked(items):
             try:
                 results = self._call("SubmitJobs", pb.SubmitJobsRequest(items=chunk)).results
             except FederationError as e:
@@ -212,10 +332,7 @@ class Client:
 
     def privacy(self) -> list[dict]:
         """Per dataset with a privacy budget or a private training: the budget, epsilon spent and held."""
-        r = self._call("GetUsage", pb.GetUsageRequest())
-        return [{"dataset": p.dataset, "budget_epsilon": p.budget_epsilon, "budget_delta": p.budget_delta,
-                 "spent_epsilon": p.spent_epsilon, "held_epsilon": p.held_epsilon, "trainings": p.trainings}
-                for p in r.privacy]
+        return [privacy_use(p) for p in self._call("GetUsage", pb.GetUsageRequest()).privacy]
 
     def job(self, job_id: str) -> Job:
         return Job(self, job_id, self.get(job_id))
@@ -318,20 +435,6 @@ class Client:
         """No new work at the site; its running work finishes there, or with `handover` is stopped
         now and placed elsewhere (resuming from its checkpoint where it declares one)."""
         return self._set_site_state(name, pb.SITE_STATE_DRAINING, handover)
-
-
-def _chunks(items: list[pb.SubmitJobRequest], count: int = 500, size: int = 4 << 20) -> Iterator[list]:
-    """Calls of at most `count` items and about `size` bytes (a spec is at most 64 KiB)."""
-    chunk: list[pb.SubmitJobRequest] = []
-    total = 0
-    for item in items:
-        if chunk and (len(chunk) == count or total + item.ByteSize() > size):
-            yield chunk
-            chunk, total = [], 0
-        chunk.append(item)
-        total += item.ByteSize()
-    if chunk:
-        yield chunk
 
 
 def _path(p: str | Path | None) -> Path | None:

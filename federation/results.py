@@ -262,3 +262,8 @@ def training_status(t: pb.Training) -> TrainingStatus:
     meta = doc.get("metadata", {})
     return TrainingStatus(t.id, meta.get("name", ""), meta.get("tenant", ""), TRAINING_STATES[t.state],
                           t.round, doc.get("spec", {}).get("rounds", 0), t.message, history)
+
+
+def privacy_use(p: pb.PrivacyUsage) -> dict[str, Any]:
+    return {"dataset": p.dataset, "budget_epsilon": p.budget_epsilon, "budget_delta": p.budget_delta,
+            "spent_epsilon": p.spent_epsilon, "held_epsilon": p.held_epsilon, "trainings": p.trainings}

@@ -1,4 +1,4 @@
-"""gRPC channels and server ports, with TLS as a setting.
+"""gRPC channels and server ports, with TLS as a setting, and batches cut to fit a call.
 
 Mutual TLS when certificates are given; plain text only when asked for
 explicitly, and then with a loud warning.
@@ -6,9 +6,11 @@ explicitly, and then with a loud warning.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+from google.protobuf.message import Message
 
 from federation.errors import ConfigError
 
@@ -73,3 +75,18 @@ def open_channel(address: str, *, ca: Path | None = None, cert: Path | None = No
                                          private_key=_read_optional(key, "tls.key"),
                                          certificate_chain=_read_optional(cert, "tls.cert"))
     return grpc.secure_channel(address, creds, options=OPTIONS)
+
+
+def chunked(items: list[Message], count: int = 500, size: int = 4 << 20) -> Iterator[list]:
+    """`items` in calls of at most `count` and about `size` bytes, well within a call's limit (a
+    spec is at most 64 KiB)."""
+    chunk: list[Message] = []
+    total = 0
+    for item in items:
+        if chunk and (len(chunk) == count or total + item.ByteSize() > size):
+            yield chunk
+            chunk, total = [], 0
+        chunk.append(item)
+        total += item.ByteSize()
+    if chunk:
+        yield chunk
