@@ -110,7 +110,7 @@ class Launcher:
             spec = spec_from_pb(a.spec)
         except InvalidSpec as e:  # refuse what this site cannot read, rather than wedge on it
             return SiteWord(AttemptState.REJECTED, f"invalid assignment: {e.message}")
-        reason = veto_reason(spec, self.config.spec.veto, self.classifications)
+        reason = veto_reason(spec, self.config.spec.veto, self.classifications, [ref.name for ref in a.inputs])
         runtime_env, env_reason = resolve_runtime_env(spec.spec.runtime_env, self.config.spec.work_dir,
                                                       self.config.spec.veto.packages)
         reason = reason or env_reason

@@ -1,7 +1,8 @@
 """A site's own refusal: work its operator forbids, whatever the federation decided."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -9,13 +10,19 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from federation.spec import JobSpec
-from federation.spec.site import Veto
+from federation.spec.site import SecureTraining, Veto
 from site_agent.files import PRIVATE
 
 
-def veto_reason(spec: JobSpec, veto: Veto, held: Mapping[str, str]) -> str | None:
-    """Why this site refuses `spec`, or None. `held` maps dataset name -> classification here."""
+def veto_reason(spec: JobSpec, veto: Veto, held: Mapping[str, str], inputs: Collection[str] = ()) -> str | None:
+    """Why this site refuses `spec`, or None. `held` maps dataset name -> classification here;
+    `inputs` names the attempt's input files."""
     body = spec.spec
+    if veto.secure_training is not None:
+        kept = sorted(set(body.datasets) & set(veto.secure_training.datasets))
+        why = kept and not_secure_step(spec, veto.secure_training, inputs)
+        if why:
+            return f"dataset {kept[0]} leaves this site only as a secure-aggregated training update: {why}"
     tenant = spec.metadata.tenant
     if veto.tenants is not None and tenant not in veto.tenants:
         return f"tenant {tenant} may not run here"
@@ -28,6 +35,33 @@ def veto_reason(spec: JobSpec, veto: Veto, held: Mapping[str, str]) -> str | Non
             cls = held.get(name)
             if cls is not None and cls not in veto.classifications:
                 return f"dataset {name} is {cls}; this site runs only {', '.join(veto.classifications)} jobs"
+    return None
+
+
+# A local step's own variables: the training's, and those of the gang its round is (the agent sets
+# the paths, FEDCTL_INPUT_DIR and the datasets', over whatever a spec says).
+STEP_ENV = frozenset({"FEDCTL_TRAINING_ID", "FEDCTL_ROUND", "FEDCTL_TRAINING_CONFIG", "FEDCTL_GANG_ID",
+                      "FEDCTL_GANG_PART", "FEDCTL_GANG_SIZE"})
+
+
+def not_secure_step(spec: JobSpec, allowed: SecureTraining, inputs: Collection[str]) -> str | None:
+    """What keeps `spec` from being a secure training's local step by an allowed step function,
+    run by this site's own runner with nothing that could replace it (no code, no paths, no
+    environment of its own), or None."""
+    body = spec.spec
+    step = body.entrypoint.removeprefix("python -m training.runner step ")
+    if step == body.entrypoint or step not in allowed.steps:
+        return f"entrypoint {body.entrypoint[:120]!r} is not one of its allowed steps"
+    env = dict(body.runtime_env)
+    variables = env.pop("env_vars", {})
+    if env or set(variables) - STEP_ENV:
+        return "a step brings no runtime_env of its own beyond the training's FEDCTL_ variables"
+    try:
+        secure = json.loads(variables.get("FEDCTL_TRAINING_CONFIG", "{}")).get("secure") is True
+    except (ValueError, AttributeError):
+        secure = False
+    if not secure or "secagg-setups.json" not in inputs:
+        return "the step is not masked by secure aggregation"
     return None
 
 

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from federation.spec.bounds import MAX_LIST
 from federation.spec.common import API_VERSION, Resources, Strict, check_labels, check_name
 from federation.spec.metrics import MetricsSettings
 from federation.spec.pricing import Elastic, NodeGpus, Pricing, check_priced
@@ -183,6 +184,17 @@ class RaySpec(Strict):
     local: LocalRay = Field(default_factory=LocalRay)
 
 
+class SecureTraining(Strict):
+    """Datasets this site lets out only as updates of a secure-aggregated training, which it does
+    not have to trust the federation for: any job on one must be such a training's local step, by
+    a step function listed here, with nothing of its own code or environment beside it."""
+
+    datasets: list[str] = Field(min_length=1, max_length=MAX_LIST)
+    steps: list[str] = Field(min_length=1, max_length=MAX_LIST,
+                             description="module:function allowed as local steps "
+                                         "(e.g. training.examples.digits:local_step)")
+
+
 class Veto(Strict):
     """Work this site refuses whatever the federation decides."""
 
@@ -192,6 +204,7 @@ class Veto(Strict):
     classifications: list[str] | None = Field(default=None, description="only datasets of these classes")
     packages: list[str] | None = Field(default=None, description="only these packages from runtime_env pip/uv; "
                                                                  "null = any plain requirement")
+    secure_training: SecureTraining | None = None
 
 
 class SiteBody(Strict):

@@ -36,15 +36,20 @@ ROUNDS, EPOCHS = 5, 5
 def fed():
     work = Path(tempfile.mkdtemp(prefix="ftrain-", dir="/tmp"))
     shards = digits.write_shards(work / "data", list(SITES))
+    # digits-sealed is the same shard, which each site lets out only as secure-aggregated updates
     sites = {name: {"location": {"jurisdiction": j, "region": r}, "ray": {"local": {"num_cpus": 2}},
                     "work_dir": str(work / name),
-                    "datasets": [{"name": "digits", "classification": "gdpr-personal", "path": str(shards[name])}]}
+                    "datasets": [{"name": d, "classification": "gdpr-personal", "path": str(shards[name])}
+                                 for d in ("digits", "digits-sealed")],
+                    "veto": {"secure_training": {"datasets": ["digits-sealed"],
+                                                 "steps": ["training.examples.digits:local_step"]}}}
              for name, (j, r) in SITES.items()}
     for name in SITES:
         (work / name).mkdir()
     # each head takes ~300 ports from its base: all below 32768, where the kernel's ephemeral ports start
     policy = yaml.safe_load((CONFIGS / "policy.yaml").read_text())   # the shipped one, the digits personal data
     policy["spec"]["datasets"]["digits"]["classification"] = "gdpr-personal"
+    policy["spec"]["datasets"]["digits-sealed"] = {"classification": "gdpr-personal", "sites": ["*"]}
     (work / "policy.yaml").write_text(yaml.safe_dump(policy))
     federation = LocalFederation(work=work, sites=sites, port_bases={"eu-west": 32000, "eu-north": 32400,
                                                                       "edge-paris": 30000},
@@ -155,9 +160,12 @@ def test_differential_privacy_spends_what_dp_accounting_says_at_a_cost_in_accura
     of the noise. With three sites one site's whole update is a third of the mean, so a useful
     model needs a large epsilon; the accuracy against no DP is printed."""
     run = client.submit_training(training("digits-private", ROUNDS, privacy={"epsilon": 100, "clip": 2.0},
-                                          aggregation={"resources": {"cpus": 0.5}, "secure": True}))
-    final = run.wait(timeout=400)
-    assert final.state == "succeeded", final.message
+                                          aggregation={"resources": {"cpus": 0.5}, "secure": True},
+                                          dataset="digits-sealed"))
+    final = run.wait(timeout=200)
+    assert final.state == "succeeded", (final.message, [(j.name, j.site, [(a.state, a.message) for a in j.attempts])
+                                                        for j in client.jobs(tenant="research")
+                                                        if j.name == "digits-private-r1"][:3])
     z = privacy.calibrate(100.0, 1e-5, ROUNDS)
     done = [r for r in final.history if r.state == "done"]
     assert [r.metrics["epsilon"] for r in done] == [round(privacy.spent(z, n, 1e-5), 4) for n in range(1, ROUNDS + 1)]
@@ -167,8 +175,27 @@ def test_differential_privacy_spends_what_dp_accounting_says_at_a_cost_in_accura
     print(f"\nwith DP (epsilon {done[-1].metrics['epsilon']:.1f}, delta 1e-5, noise multiplier {z}, clip 2): "
           f"accuracy {accuracy:.4f}")
     assert accuracy > 0.5, "noisy, but it learns"
-    (row,) = [p for p in client.privacy() if p["dataset"] == "digits"]
+    (row,) = [p for p in client.privacy() if p["dataset"] == "digits-sealed"]
     assert row["spent_epsilon"] == pytest.approx(done[-1].metrics["epsilon"], abs=1e-3) and row["held_epsilon"] == 0
+
+
+def test_a_site_refuses_any_other_job_on_a_dataset_it_lets_out_only_securely(fed, client):
+    """Whatever the federation (or a user) asks: a job reading the shard, or a training without
+    secure aggregation, is refused by every site's own agent before it runs."""
+    job = client.submit({"apiVersion": "federation/v1", "kind": "Job",
+                         "metadata": {"name": "read-sealed", "tenant": "research"},
+                         "spec": {"entrypoint": "cat $FEDCTL_DATASET_DIGITS_SEALED", "datasets": ["digits-sealed"],
+                                  "resources": {"cpus": 0.1}, "retry": {"limit": 0}}})
+    refused = wait_for(lambda: (s := job.status()).attempts and s.attempts[0].state == "rejected" and s, 120,
+                       "the site to refuse the job")
+    assert "leaves this site only as a secure-aggregated training update" in refused.attempts[0].message
+    run = client.submit_training(training("digits-plain-sealed", 1, dataset="digits-sealed"))
+    steps = wait_for(lambda: [a for j in client.jobs(tenant="research") if j.name == "digits-plain-sealed-r1"
+                              for a in j.attempts if a.state == "rejected"], 120, "the plain round's steps refused")
+    assert all("not masked by secure aggregation" in a.message for a in steps), steps
+    assert run.cancel().state == "cancelled"
+    job.cancel()
+    assert all(a.state != "succeeded" for a in job.status().attempts), "the shard was never read"
 
 
 def test_a_site_killed_mid_round_does_not_stop_the_training_and_rejoins_later(fed, client):
