@@ -1,7 +1,7 @@
 """Federated training: the federation's overhead per round and the bytes it moves, for 3 and for
 10 participants, against the same rounds run in one process.
 
-    python -m bench.training [--participants 3,10] [--rounds 3] [--epochs 1]
+    python -m bench.training [--participants 3,10] [--rounds 3] [--epochs 1] [--secure]
 
 A real federation process; each participant is a real site agent. The sites share one local Ray
 head (agents keep to their own jobs on a shared cluster), so ten fit on two cores: the
@@ -32,7 +32,7 @@ from training.strategies import weighted_mean
 PORT_BASE = 31700   # below the kernel's ephemeral ports (32768 up), which a connection could take
 
 
-def federated(work: Path, head: LocalRayHead, n: int, rounds: int, epochs: int) -> dict:
+def federated(work: Path, head: LocalRayHead, n: int, rounds: int, epochs: int, secure: bool) -> dict:
     names = [f"site-{i:02d}" for i in range(n)]
     shards = digits.write_shards(work / "data", names)
     sites = {name: {"location": {"jurisdiction": "DE", "region": f"eu-{i}"}, "work_dir": str(work / name),
@@ -52,7 +52,7 @@ def federated(work: Path, head: LocalRayHead, n: int, rounds: int, epochs: int) 
                 "spec": {"dataset": "digits", "sites": {"min": n}, "rounds": rounds + 1, "round_timeout": "5m",
                          "local_step": {"entrypoint": "training.examples.digits:local_step",
                                         "config": {"epochs": epochs}, "resources": {"cpus": 0.1}},
-                         "aggregation": {"resources": {"cpus": 0.1}}}})
+                         "aggregation": {"resources": {"cpus": 0.1}, "secure": secure}}})
             status = run.wait(timeout=900)
         if status.state != "succeeded":
             raise SystemExit(f"FAILED: training {status.state}: {status.message}")
@@ -90,6 +90,7 @@ def main() -> None:
     p.add_argument("--participants", default="3,10")
     p.add_argument("--rounds", type=int, default=3, help="rounds measured (after one warm-up round)")
     p.add_argument("--epochs", type=int, default=1, help="local epochs a round")
+    p.add_argument("--secure", action="store_true", help="with secure aggregation (its keys and reveal jobs)")
     args = p.parse_args()
     rows = []
     work = Path(tempfile.mkdtemp(prefix="fbt-", dir="/tmp"))
@@ -99,13 +100,14 @@ def main() -> None:
     try:
         head.start()
         for n in (int(x) for x in args.participants.split(",")):
-            fed = federated(work / f"n{n}", head, n, args.rounds, args.epochs)
+            fed = federated(work / f"n{n}", head, n, args.rounds, args.epochs, args.secure)
             local = one_process(work / f"n{n}", n, args.rounds, args.epochs)
             rows.append((n, fed, local))
     finally:
         head.stop()
         shutil.rmtree(work, ignore_errors=True)
-    print(f"{args.rounds} rounds measured, {args.epochs} local epoch(s) a round (medians)")
+    print(f"{args.rounds} rounds measured, {args.epochs} local epoch(s) a round (medians)"
+          + (", secure aggregation" if args.secure else ""))
     print(f"{'sites':>5} {'round s':>8} {'slowest compute s':>18} {'overhead s':>11} {'KiB moved':>10} "
           f"{'one process s':>14} {'federated/one process':>22}")
     for n, fed, local in rows:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import threading
 from dataclasses import replace
 from typing import Any
 
@@ -41,6 +42,7 @@ class TrainingLoop:
     def __init__(self, control: ControlPlane) -> None:
         self.control = control
         self.store = control.store
+        self._budgets = threading.Lock()
 
     # ------------------------------------------------------------ requests
 
@@ -60,11 +62,12 @@ class TrainingLoop:
         now = self.control.clock()
         training = Training(id=f"t-{secrets.token_hex(6)}", tenant=spec.metadata.tenant, actor=actor, spec=spec,
                             message="waiting for its first round", created_at=now, updated_at=now)
-        if body.privacy is not None:
-            planned = budget.check_training(training)
-            budget.check_budget(body.dataset, self.control.core.policy, self.store.trainings(), planned,
-                                f"{spec.metadata.name}'s {body.rounds} rounds")
-        self.store.save_training(training)
+        with self._budgets:   # two submissions at once cannot both take the last of a budget
+            if body.privacy is not None:
+                planned = budget.check_training(training)
+                budget.check_budget(body.dataset, self.control.core.policy, self.store.trainings(), planned,
+                                    f"{spec.metadata.name}'s {body.rounds} rounds")
+            self.store.save_training(training)
         self.control.record(actor, "training.submit", training.id, tenant=training.tenant, dataset=body.dataset,
                             rounds=body.rounds, secure=body.aggregation.secure)
         self.control.changes.bump()
