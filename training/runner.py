@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 
-from training import bonawitz, secagg
 from training.strategies import Model, strategy, weighted_mean
 
 COUNT = "__examples__"
@@ -83,6 +82,7 @@ def step(target: str) -> None:
         trained, weight = private(trained, model, config["privacy"]), 1.0
     if config.get("secure"):
         # n * parameters and n, masked: the aggregator learns only the sums, hence the weighted mean.
+        from training import secagg  # here: a plain step does not pay for the cryptography's import
         masks = json.loads((inbox / "secrets.json").read_text())
         pairs = {peer: bytes.fromhex(s) for peer, s in masks["pairs"].items()}
         values = np.concatenate([flatten(trained) * weight, [weight]])
@@ -121,6 +121,7 @@ def aggregate() -> None:
     if (inbox / "state.npz").exists():
         agg.load(load_npz(inbox / "state.npz"))
     if config.get("secure"):
+        from training import bonawitz, secagg
         inputs = {p.stem.removeprefix("masked-"): np.load(p) for p in sorted(inbox.glob("masked-*.npy"))}
         revealed = [json.loads(p.read_text()) for p in sorted(inbox.glob("revealed-*.json"))]
         setups = json.loads((inbox / "round-keys.json").read_text())
