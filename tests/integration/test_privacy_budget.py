@@ -4,9 +4,12 @@ the dataset past a budget lowered since is stopped before that round (a real gRP
 mTLS and a SQLite file; the site by hand)."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 
+from federation.cli.main import main
 from federation.client import Client, Training
 from federation.errors import InvalidSpec, ResourceExhausted
 from federation.identity import scopes
@@ -32,7 +35,7 @@ def private(name: str, epsilon: float, rounds: int = 3, **privacy) -> dict:
                      "privacy": {"epsilon": epsilon, "clip": 1.0, **privacy}}}
 
 
-def test_trainings_charge_the_datasets_budget_and_one_past_it_is_refused(tmp_path):
+def test_trainings_charge_the_datasets_budget_and_one_past_it_is_refused(tmp_path, capsys):
     server = start(tmp_path, policy(tmp_path, 10.0))
     stub, channel = site_stub(server)
     register(stub)
@@ -51,6 +54,15 @@ def test_trainings_charge_the_datasets_budget_and_one_past_it_is_refused(tmp_pat
             with pytest.raises(InvalidSpec, match="spec.privacy.epsilon: no noise multiplier up to 1000"):
                 client.submit_training(private("impossible", 1e-4, rounds=100_000))
             assert [t.name for t in client.trainings()] == ["first"], "nothing stored of the refused"
+            pki = server.pki
+            flags = ["--address", server.address, "--ca", str(pki["ca"].cert), "--cert", str(pki["admin"].cert),
+                     "--key", str(pki["admin"].key)]
+            assert main(["usage", "--privacy", *flags]) == 0
+            lines = capsys.readouterr().out.splitlines()
+            assert lines[0].split() == ["DATASET", "BUDGET-EPSILON", "SPENT", "HELD", "LEFT", "TRAININGS"]
+            assert lines[1].split() == ["patient-records-eu", "10", "0", "5.99", "4.01", "1"], lines
+            assert main(["usage", "--privacy", "--format", "json", *flags]) == 0
+            assert json.loads(capsys.readouterr().out)["privacy"] == client.privacy()
             first.cancel()   # it ran no round: it spent nothing, and holds nothing now
             (row,) = client.privacy()
             assert (row["spent_epsilon"], row["held_epsilon"]) == (0.0, 0.0)
