@@ -10,14 +10,14 @@ from federation.errors import InvalidSpec, RayError
 from federation.service import wire
 from federation.service.spec_wire import spec_to_pb
 from federation.spec import SiteConfig
-from federation.spec.site import NodeSpec, Veto
+from federation.spec.site import NodeSpec
 from federation.v1 import federation_pb2 as pb
 from policies.gpus import Slot
 from site_agent.binding import NODE_LABEL
 from site_agent.inventory import site_gpus
 from site_agent.ray_driver import RayDriver, RayJob, RayNode, RayResources
 from site_agent.reconciler import Reconciler
-from site_agent.veto import resolve_runtime_env, veto_reason
+from site_agent.veto import resolve_runtime_env
 from tests.conftest import make_spec
 
 
@@ -77,10 +77,6 @@ def site_config(tmp_path: Path, **veto) -> SiteConfig:
         "spec": {"federation": {"insecure": True}, "location": {"jurisdiction": "DE", "region": "eu-west"},
                  "datasets": [{"name": "patients", "classification": "gdpr-personal", "path": "/data/p.csv"}],
                  "veto": veto, "work_dir": str(tmp_path)}})
-
-
-STEP = "python -m training.runner step training.examples.digits:local_step"
-SECURE_ONLY = {"secure_training": {"datasets": ["patients"], "steps": ["training.examples.digits:local_step"]}}
 
 
 def assignment(job_id="j-1", attempt=1, crosses=("results", "model-updates", "logs"), **spec) -> pb.Assignment:
@@ -184,19 +180,6 @@ def test_logs_are_shipped_incrementally(tmp_path, ray):
      "runtime_env.uv[0] 'pkg @ https://evil.example/pkg.whl' is not a plain requirement"),
     ({}, {"runtime_env": {"uv": ["-e ."]}}, "runtime_env.uv[0] '-e .' is not a plain requirement"),
     ({}, {"runtime_env": {"pip": ["./local_wheel.whl"]}}, "runtime_env.pip[0] './local_wheel.whl' is not a plain"),
-    # a dataset let out only as secure-aggregated updates, whatever a hostile federation asks
-    (SECURE_ONLY, {"datasets": ["patients"], "entrypoint": "cat $FEDCTL_DATASET_PATIENTS"},
-     "dataset patients leaves this site only as a secure-aggregated training update: entrypoint 'cat"),
-    (SECURE_ONLY, {"datasets": ["patients"], "entrypoint": "python -m training.runner step os:system"},
-     "entrypoint 'python -m training.runner step os:system' is not one of its allowed steps"),
-    (SECURE_ONLY, {"datasets": ["patients"], "entrypoint": STEP, "runtime_env": {"working_dir": "."}},
-     "a step brings no runtime_env of its own"),
-    (SECURE_ONLY, {"datasets": ["patients"], "entrypoint": STEP, "runtime_env": {"env_vars": {"PYTHONPATH": "/tmp"}}},
-     "a step brings no runtime_env of its own"),
-    (SECURE_ONLY, {"datasets": ["patients"], "entrypoint": STEP, "runtime_env": {"env_vars": {
-        "FEDCTL_TRAINING_CONFIG": '{"secure": false}'}}}, "the step is not masked by secure aggregation"),
-    (SECURE_ONLY, {"datasets": ["patients"], "entrypoint": STEP, "runtime_env": {"env_vars": {
-        "FEDCTL_TRAINING_CONFIG": '{"secure": true}'}}}, "the step is not masked by secure aggregation"),
 ])
 def test_site_veto_rejects_and_never_submits(tmp_path, ray, veto, spec, reason):
     r = Reconciler(site_config(tmp_path, **veto), ray)
@@ -207,17 +190,6 @@ def test_site_veto_rejects_and_never_submits(tmp_path, ray, veto, spec, reason):
     assert status.state == pb.ATTEMPT_STATE_REJECTED and reason in status.message
     r.set_desired([])
     assert list(r.reconcile().statuses) == [], "forgotten once the federation stops asking"
-
-
-def test_a_secure_step_by_an_allowed_function_passes_a_secure_only_dataset():
-    spec = make_spec(datasets=["patients"], entrypoint=STEP, runtime_env={"env_vars": {
-        "FEDCTL_TRAINING_ID": "t-1", "FEDCTL_ROUND": "2", "FEDCTL_TRAINING_CONFIG": '{"secure": true, "round": 2}',
-        "FEDCTL_GANG_ID": "j-1", "FEDCTL_GANG_PART": "eu-west", "FEDCTL_GANG_SIZE": "3"}})
-    veto = Veto(**SECURE_ONLY)
-    assert veto_reason(spec, veto, {"patients": "gdpr-personal"}, ["model.npz", "secagg-setups.json"]) is None
-    assert "not masked" in veto_reason(spec, veto, {"patients": "gdpr-personal"}, ["model.npz"])
-    other = make_spec(datasets=["open-weather"], entrypoint="cat x")
-    assert veto_reason(other, veto, {"patients": "gdpr-personal"}) is None, "other datasets are not held to it"
 
 
 def test_plain_requirements_pass_the_site(tmp_path):
