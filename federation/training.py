@@ -218,20 +218,21 @@ class TrainingLoop:
         sites that made them, each given every one's signed keys."""
         jobs = self._jobs(r.keys)
         ready = tuple(s for s, j in jobs.items() if j.state is JobState.SUCCEEDED)
-        if not self._phase_over(t, r, jobs, ready, "made their keys"):
+        if not self._phase_over(t, r, jobs, ready, "made their keys", bonawitz.MIN_SITES):
             return
         setups = {site: json.loads(self._output(jobs[site], "secagg-setup.json")) for site in ready}
         given = {"secagg-setups.json": json.dumps({"context": self._context(r), "setups": setups},
                                                   sort_keys=True).encode()}
         self._start_steps(t, r, ready, given)
 
-    def _phase_over(self, t: Training, r: Round, jobs: dict[str, Job], done: tuple[str, ...], what: str) -> bool:
-        """Whether a secure round's phase has ended with enough sites; when it ended with too few,
-        the round fails (and starts again)."""
+    def _phase_over(self, t: Training, r: Round, jobs: dict[str, Job], done: tuple[str, ...], what: str,
+                    least: int = 0) -> bool:
+        """Whether a secure round's phase has ended with enough sites (`least` at the fewest); when
+        it ended with too few, the round fails (and starts again)."""
         body = t.spec.spec
         now = self.control.clock()
         failed = tuple(s for s, j in jobs.items() if j.state in (JobState.FAILED, JobState.CANCELLED))
-        need = max(body.sites.min, self._threshold(t, r))
+        need = max(body.sites.min, self._threshold(t, r), least)
         state = plan.round_state(jobs, done, failed, now - r.started_at > body.round_timeout, need)
         if state is plan.RoundState.WAIT:
             return False

@@ -113,8 +113,9 @@ def step(state: State, me: str, setups: Mapping[str, Any], ca: x509.Certificate,
     u1 = sorted(bodies)
     if me not in bodies or bodies[me]["masking_key"] != _public(_private(state["masking"])).hex():
         raise Refused(f"{me}'s own keys are not the ones it made for {state['context']}")
-    if len(u1) < state["threshold"]:
-        raise Refused(f"{len(u1)} sites have keys, fewer than the threshold {state['threshold']}")
+    if len(u1) < max(state["threshold"], MIN_SITES):
+        raise Refused(f"{len(u1)} sites have keys: a secure round masks among at least {MIN_SITES} and the "
+                      f"threshold {state['threshold']}")
     mine_to = bodies[me]["peers"]
     received = dict(state["received"])
     for v in u1:

@@ -212,6 +212,8 @@ def test_keys_signed_under_another_ca_or_for_another_round_are_refused(pki):
 def test_a_context_masks_once_and_reveals_once(pki):
     sites, values = Sites(pki), updates()
     setups = sites.keys()
+    with pytest.raises(Refused, match="2 sites have keys: a secure round masks among at least 3"):
+        sites.step("a-site", {s: setups[s] for s in ("a-site", "b-site")}, values["a-site"])
     sites.step("a-site", setups, values["a-site"])
     with pytest.raises(Refused, match="used once"):
         sites.step("a-site", setups, values["a-site"])
