@@ -1,7 +1,8 @@
 """Federated training: the federation's overhead per round and the bytes it moves, for 3 and for
-10 participants, against the same rounds run in one process.
+10 participants, against the same rounds run in one process and under Flower's own deployment
+(`bench.flower`: a SuperLink and a SuperNode per participant, the same model, data and step).
 
-    python -m bench.training [--participants 3,10] [--rounds 3] [--epochs 1] [--secure]
+    python -m bench.training [--participants 3,10] [--rounds 3] [--epochs 1] [--secure] [--no-flower]
 
 A real federation process; each participant is a real site agent. The sites share one local Ray
 head (agents keep to their own jobs on a shared cluster), so ten fit on two cores: the
@@ -23,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import flower
 from federation.local import LocalFederation
 from federation.spec.site import LocalRay
 from site_agent.local_ray import LocalRayHead
@@ -91,6 +93,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3, help="rounds measured (after one warm-up round)")
     p.add_argument("--epochs", type=int, default=1, help="local epochs a round")
     p.add_argument("--secure", action="store_true", help="with secure aggregation (its keys and reveal jobs)")
+    p.add_argument("--no-flower", action="store_true", help="without Flower's deployment beside it")
     args = p.parse_args()
     rows = []
     work = Path(tempfile.mkdtemp(prefix="fbt-", dir="/tmp"))
@@ -102,17 +105,19 @@ def main() -> None:
         for n in (int(x) for x in args.participants.split(",")):
             fed = federated(work / f"n{n}", head, n, args.rounds, args.epochs, args.secure)
             local = one_process(work / f"n{n}", n, args.rounds, args.epochs)
-            rows.append((n, fed, local))
+            peer = 0.0 if args.no_flower else statistics.median(flower.rounds(n, args.rounds, args.epochs))
+            rows.append((n, fed, local, peer))
     finally:
         head.stop()
         shutil.rmtree(work, ignore_errors=True)
     print(f"{args.rounds} rounds measured, {args.epochs} local epoch(s) a round (medians)"
           + (", secure aggregation" if args.secure else ""))
     print(f"{'sites':>5} {'round s':>8} {'slowest compute s':>18} {'overhead s':>11} {'KiB moved':>10} "
-          f"{'one process s':>14} {'federated/one process':>22}")
-    for n, fed, local in rows:
+          f"{'one process s':>14} {'federated/one process':>22} {'Flower round s':>15} {'ours/Flower':>12}")
+    for n, fed, local, peer in rows:
         print(f"{n:>5} {fed['round_s']:>8.2f} {fed['compute_s']:>18.3f} {fed['overhead_s']:>11.2f} "
-              f"{fed['bytes'] / 1024:>10.1f} {local:>14.3f} {fed['round_s'] / local:>21.1f}x")
+              f"{fed['bytes'] / 1024:>10.1f} {local:>14.3f} {fed['round_s'] / local:>21.1f}x "
+              + (f"{peer:>15.2f} {fed['round_s'] / peer:>12.2f}" if peer else f"{'-':>15} {'-':>12}"))
 
 
 if __name__ == "__main__":
