@@ -126,6 +126,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def listening(port: int, timeout: float = 60.0) -> None:
+    """Once the SuperLink takes connections (SuperNodes started before it retry only slowly)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"FAILED: Flower's SuperLink did not listen on {port} within {timeout:g}s") from None
+            time.sleep(0.1)
+
+
 def rounds(n: int, count: int, epochs: int) -> list[float]:
     """Seconds of each Flower round after the first (which starts every ClientApp)."""
     bin_ = venv()
@@ -140,7 +153,7 @@ def rounds(n: int, count: int, epochs: int) -> list[float]:
     procs = [subprocess.Popen([str(bin_ / "flower-superlink"), "--insecure", "--port", str(link)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)]
     try:
-        time.sleep(3)
+        listening(link)
         procs += [subprocess.Popen([str(bin_ / "flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{link}",
                                     "--port", str(free_port()), "--node-config", f"shard='{path}'"], env=env,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

@@ -94,10 +94,11 @@ def usage(policy: PolicyConfig, trainings: Iterable[Training], tenants: frozense
         if body.privacy is None:
             continue
         row = out.setdefault(body.dataset, PrivacyUse(body.dataset))
+        done = spent(t, t.round).epsilon
         row.trainings += 1
-        row.spent_epsilon += spent(t, t.round).epsilon
+        row.spent_epsilon += done
         if not t.state.terminal:
-            row.held_epsilon += charge(t).epsilon - spent(t, t.round).epsilon
+            row.held_epsilon += charge(t).epsilon - done
     return [out[name] for name in sorted(out) if tenants is None or any(
         _may_use(tenant, name, policy) for tenant in tenants)]
 

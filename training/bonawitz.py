@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -92,14 +92,14 @@ def keys(me: str, context: str, participants: list[str], t: int, mine: KeyPair,
     masking, seed = X25519PrivateKey.generate(), secrets.token_bytes(32)
     xs = {v: i + 1 for i, v in enumerate(sites)}
     b_shares = shamir.split(seed, list(xs.values()), t)
-    s_shares = shamir.split(_raw(masking), list(xs.values()), t)
+    s_shares = shamir.split(KeyPair(masking).raw, list(xs.values()), t)
     mine_shares = {v: {"b": format(b_shares[x], "x"), "s": format(s_shares[x], "x")} for v, x in xs.items()}
     body = {"site": me, "context": context, "participants": sites, "threshold": t,
-            "masking_key": _public(masking).hex(), "seed_hash": hashlib.sha256(seed).hexdigest(),
+            "masking_key": KeyPair(masking).public.hex(), "seed_hash": hashlib.sha256(seed).hexdigest(),
             "agreement_key": mine.public.hex(), "peers": {
                 v: key.hex() for v, key in peers.items()},
             "shares": {v: _seal(mine, key, context, me, v, mine_shares[v]).hex() for v, key in peers.items()}}
-    state = {"context": context, "participants": sites, "threshold": t, "masking": _raw(masking).hex(),
+    state = {"context": context, "participants": sites, "threshold": t, "masking": KeyPair(masking).raw.hex(),
              "seed": seed.hex(), "received": {me: mine_shares[me]}, "phase": "keys"}
     return state, signer.sign(body)
 
@@ -111,7 +111,7 @@ def step(state: State, me: str, setups: Mapping[str, Any], ca: x509.Certificate,
         raise Refused(f"context {state['context']} has masked an update already: it is used once")
     bodies = {v: _setup(v, signed, state, ca) for v, signed in setups.items()}
     u1 = sorted(bodies)
-    if me not in bodies or bodies[me]["masking_key"] != _public(_private(state["masking"])).hex():
+    if me not in bodies or bodies[me]["masking_key"] != KeyPair(_private(state["masking"])).public.hex():
         raise Refused(f"{me}'s own keys are not the ones it made for {state['context']}")
     if len(u1) < max(state["threshold"], MIN_SITES):
         raise Refused(f"{len(u1)} sites have keys: a secure round masks among at least {MIN_SITES} and the "
@@ -202,7 +202,7 @@ def _hashes_to(signed: str) -> Callable[[bytes], bool]:
 
 
 def _opens(signed: str) -> Callable[[bytes], bool]:
-    return lambda private: _public(X25519PrivateKey.from_private_bytes(private)).hex() == signed
+    return lambda private: KeyPair(X25519PrivateKey.from_private_bytes(private)).public.hex() == signed
 
 
 def _setup(v: str, signed: Any, state: State, ca: x509.Certificate) -> dict[str, Any]:
@@ -211,15 +211,6 @@ def _setup(v: str, signed: Any, state: State, ca: x509.Certificate) -> dict[str,
     if (body.get("site"), body.get("context"), body.get("participants"), body.get("threshold")) != expected:
         raise Refused(f"{v}: its keys are for another round or set of sites")
     return body
-
-
-def _raw(key: X25519PrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                             serialization.NoEncryption())
-
-
-def _public(key: X25519PrivateKey) -> bytes:
-    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
 def _private(hex_key: str) -> X25519PrivateKey:

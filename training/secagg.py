@@ -39,13 +39,17 @@ class KeyPair:
         """The key kept at `path` (owner-only), made there the first time."""
         if path.exists():
             return cls(X25519PrivateKey.from_private_bytes(path.read_bytes()))
-        key = X25519PrivateKey.generate()
+        made = cls.generate()
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
-            f.write(key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                                      serialization.NoEncryption()))
-        return cls(key)
+            f.write(made.raw)
+        return made
+
+    @property
+    def raw(self) -> bytes:
+        return self.private.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                          serialization.NoEncryption())
 
     @property
     def public(self) -> bytes:
