@@ -15,7 +15,7 @@ from federation.service.spec_wire import spec_from_pb
 from federation.spec import JobSpec, SiteConfig
 from federation.spec.execution import execution_of
 from federation.v1 import federation_pb2 as pb
-from site_agent import guard
+from site_agent import guard, warm
 from site_agent.binding import check, wrap
 from site_agent.elastic import label_selector
 from site_agent.files import AttemptFiles, Fetch, work_dir
@@ -81,7 +81,10 @@ class Launcher:
             else:
                 entrypoint, guarded = guard.wrap(entrypoint, lease)
                 env = {**env, **guarded}
-        runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), **env}
+        variables = {**runtime_env.get("env_vars", {}), **env}
+        warm_key = warm.key(tenant=spec.metadata.tenant, site=self.config.metadata.name, entrypoint=entrypoint,
+                            runtime_env=runtime_env, env=variables) if task else ""
+        runtime_env["env_vars"] = {**variables, warm.ENV_KEY: warm_key, warm.ENV_SOCKET: ""}
         metadata = {"federation_job": a.job_id, "attempt": str(a.attempt), "tenant": spec.metadata.tenant,
                     SITE_KEY: self.config.metadata.name}
         where = label_selector(spec.spec, self.config.spec.elastic, a.node_type)

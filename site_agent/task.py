@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from site_agent import warm
 from site_agent.guard import FENCED, FENCED_EXIT, due
 
 CHECK_S = 0.1
@@ -50,31 +51,96 @@ def run_attempt(sid: str, command: str, env: dict[str, str], sink: Any, gcs: str
     """Run the attempt's command, its output streamed to `sink` in order: (exit code, log tail)."""
     sink.started.remote(sid)
     lease_file, owner = env.pop("FEDCTL_LEASE_FILE", None), int(env.pop("FEDCTL_LEASE_OWNER", "-1"))
+    warm_key = env.pop(warm.ENV_KEY, "")
+    env = {**os.environ, **env, "RAY_ADDRESS": gcs}
+    fence = Fence(Path(lease_file) if lease_file else None, owner)
     read, write = os.pipe()
-    try:
-        proc = subprocess.Popen(["/bin/sh", "-c", command], env={**os.environ, **env, "RAY_ADDRESS": gcs},
-                                stdin=subprocess.DEVNULL, stdout=write, stderr=write, start_new_session=True)
-    except BaseException:
-        os.close(read)
-        os.close(write)
-        raise
     tail = bytearray()
     pump = threading.Thread(target=_pump, args=(sid, read, sink, tail), daemon=True)
     pump.start()
+    try:
+        code = _warm(warm_key, command, env, write, fence) if warm_key else None
+        if code is None:
+            code = _cold(command, env, write, fence)
+    finally:
+        os.close(write)
+    pump.join(timeout=5)
+    return code, bytes(tail)
+
+
+class Fence:
+    """The agent's lease, read while an attempt runs: when it has lapsed, why and the grace left."""
+
+    def __init__(self, lease: Path | None, owner: int) -> None:
+        self.lease, self.owner = lease, owner
+
+    def due(self) -> tuple[str, float] | None:
+        return due(self.lease, self.owner) if self.lease is not None else None
+
+
+class Process:
+    """A command in a process group of its own, as the task waits on it."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc, self.group = proc, proc.pid
+
+    def poll(self, timeout: float) -> int | None:
+        try:
+            code = self.proc.wait(timeout=timeout)
+            return code if code >= 0 else 128 - code
+        except subprocess.TimeoutExpired:
+            return None
+
+    def reap(self) -> None:
+        self.proc.poll()
+
+
+class WarmStep(Process):
+    """A step handed to a warm worker (`site_agent.warm`): it ends with the worker's answer."""
+
+    def __init__(self, conn: Any, group: int, out: int) -> None:
+        self.conn, self.group, self.out = conn, group, out
+
+    def poll(self, timeout: float) -> int | None:
+        try:
+            return warm.reply(self.conn, timeout)
+        except (EOFError, OSError, ValueError) as e:
+            os.write(self.out, f"fedctl: {e}\n".encode())
+            return 1
+
+    def reap(self) -> None:
+        pass
+
+
+def _cold(command: str, env: dict[str, str], write: int, fence: Fence) -> int:
+    proc = subprocess.Popen(["/bin/sh", "-c", command], env=env, stdin=subprocess.DEVNULL, stdout=write,
+                            stderr=write, start_new_session=True)
     watcher = None
     try:
         watcher = watch(proc.pid)
-        code = _wait(proc, write, Path(lease_file) if lease_file else None, owner)
-    except KeyboardInterrupt:   # ray.cancel: the attempt is stopped
-        stop_group(proc, grace_s())
-        raise
+        return _wait(Process(proc), write, fence)
     finally:
-        _signal(proc.pid, signal.SIGKILL)
-        os.close(write)
+        _signal(proc.pid, signal.SIGKILL)   # what is left of the group
         if watcher is not None:
             watcher.wait()   # its first fork ended at once; the second goes on alone until the group has gone
-    pump.join(timeout=5)
-    return code, bytes(tail)
+
+
+def _warm(key: str, command: str, env: dict[str, str], write: int, fence: Fence) -> int | None:
+    """The exit code of the step as a warm worker ran it, starting one where this user has none for
+    `key`; None where none could take it (it runs cold)."""
+    found = warm.connect(key)
+    if found is None:
+        # The worker starts as the command would, and ends this process once it listens.
+        proc = subprocess.Popen(["/bin/sh", "-c", "exec " + command], env={**env, warm.ENV_SOCKET: key},
+                                stdin=subprocess.DEVNULL, stdout=write, stderr=write, start_new_session=True)
+        code = _wait(Process(proc), write, fence)
+        if code:
+            return code
+        found = warm.connect(key)
+    if found is None:
+        return None
+    conn = warm.begin(found, env, write)
+    return None if conn is None else _wait(WarmStep(conn, found[1], write), write, fence)
 
 
 def watch(group: int) -> subprocess.Popen:
@@ -86,18 +152,21 @@ def watch(group: int) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def _wait(proc: subprocess.Popen, write: int, lease: Path | None, owner: int) -> int:
-    while True:
-        try:
-            code = proc.wait(timeout=CHECK_S)
-            return code if code >= 0 else 128 - code
-        except subprocess.TimeoutExpired:
-            pass
-        fence = due(lease, owner) if lease is not None else None
-        if fence is not None:
-            os.write(write, f"{FENCED} {fence[0]}\n".encode())
-            stop_group(proc, fence[1])
-            return FENCED_EXIT
+def _wait(running: Process, write: int, fence: Fence) -> int:
+    """The exit code; stopped on ray.cancel (KeyboardInterrupt) or when the agent's lease lapses."""
+    try:
+        while True:
+            code = running.poll(CHECK_S)
+            if code is not None:
+                return code
+            lapsed = fence.due()
+            if lapsed is not None:
+                os.write(write, f"{FENCED} {lapsed[0]}\n".encode())
+                stop_group(running, lapsed[1])
+                return FENCED_EXIT
+    except KeyboardInterrupt:   # ray.cancel: the attempt is stopped
+        stop_group(running, grace_s())
+        raise
 
 
 def _pump(sid: str, fd: int, sink: Any, tail: bytearray) -> None:
@@ -133,14 +202,17 @@ def _flush(sid: str, sink: Any, offset: int, pending: bytearray, tail: bytearray
     return offset
 
 
-def stop_group(proc: subprocess.Popen, grace: float) -> None:
+def stop_group(running: Process, grace: float) -> None:
     """SIGTERM to the command's group, then SIGKILL after `grace` unless it has gone by then."""
-    if not _signal(proc.pid, signal.SIGTERM):
+    if not _signal(running.group, signal.SIGTERM):
         return
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and (proc.poll() is None or _signal(proc.pid, 0)):
+    while time.monotonic() < deadline:
+        running.reap()
+        if not _signal(running.group, 0):
+            return
         time.sleep(0.05)
-    _signal(proc.pid, signal.SIGKILL)
+    _signal(running.group, signal.SIGKILL)
 
 
 def _signal(group: int, sig: int) -> bool:

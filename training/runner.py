@@ -142,7 +142,16 @@ def aggregate() -> None:
     print(f"aggregated {len(sites)} updates ({', '.join(sites)}) with {agg.name}", flush=True)
 
 
-def main(argv: list[str]) -> None:
+def main(argv: list[str]) -> int:
+    """One job; with FEDCTL_WARM_SOCKET, one per attempt its site hands over (`site_agent.warm`)."""
+    warm_key = os.environ.pop("FEDCTL_WARM_SOCKET", "")
+    if warm_key:
+        from site_agent import warm
+        return warm.serve(warm_key, lambda: run(argv))
+    return run(argv)
+
+
+def run(argv: list[str]) -> int:
     if argv[:1] == ["step"] and len(argv) == 2 and ":" in argv[1]:
         step(argv[1])
     elif argv == ["aggregate"]:
@@ -153,7 +162,8 @@ def main(argv: list[str]) -> None:
         hand_on(Path(_env("FEDCTL_INPUT_DIR")), Path(_env("FEDCTL_OUTPUT_DIR")), "secagg-revealed.json")
     else:
         raise SystemExit(__doc__.split("\n\n")[1])
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))

@@ -32,5 +32,6 @@ def execution_of(spec: JobSpec) -> Execution:
     if "FEDCTL_ARRAY_INDEX" in body.runtime_env.get("env_vars", {}):
         return Execution("task", "an array element, started as a task of the site's runner")
     if TRAINING_LABEL in spec.metadata.labels:
-        return Execution("task", "a training's step, started as a task of the site's runner")
+        return Execution("task", "a training's step, started as a task of the site's runner and run by a worker kept "
+                                 "warm across rounds")
     return Execution("driver", "a single job runs as a Ray job; spec.execution: task starts it in milliseconds")

@@ -6,6 +6,7 @@ not stop the training, and it takes part again once back."""
 from __future__ import annotations
 
 import io
+import shutil
 import signal
 import sqlite3
 import tempfile
@@ -30,6 +31,7 @@ pytestmark = pytest.mark.e2e
 
 SITES = {"eu-west": ("DE", "eu-west"), "eu-north": ("SE", "eu-north"), "edge-paris": ("FR", "eu-west-edge")}
 ROUNDS, EPOCHS = 5, 5
+JOBS = Path(__file__).parent / "jobs"
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +48,7 @@ def fed():
              for name, (j, r) in SITES.items()}
     for name in SITES:
         (work / name).mkdir()
+        shutil.copytree(JOBS, work / name / "jobs")
     # each head takes ~300 ports from its base: all below 32768, where the kernel's ephemeral ports start
     policy = yaml.safe_load((CONFIGS / "policy.yaml").read_text())   # the shipped one, the digits personal data
     policy["spec"]["datasets"]["digits"]["classification"] = "gdpr-personal"
@@ -200,13 +203,17 @@ def test_a_site_refuses_any_other_job_on_a_dataset_it_lets_out_only_securely(fed
 
 def test_a_site_killed_mid_round_does_not_stop_the_training_and_rejoins_later(fed, client):
     # Secure aggregation on: the survivors reveal the masks they shared with the lost site.
-    run = client.submit_training(training("digits-loss", 50, aggregation={"resources": {"cpus": 0.5},
-                                                                          "secure": True}))   # cancelled later
-    wait_for(lambda: any(j.name == "digits-loss-r2" and j.site == "eu-north" and j.state == "running"
-                         for j in client.jobs(tenant="research")), 120, "round 2 running at eu-north")
+    hold = fed.work / "hold-digits-loss"
+    hold.touch()
+    step = {"entrypoint": "held_step:local_step", "runtime_env": {"working_dir": "./jobs"}, "resources": {"cpus": 0.5},
+            "config": {"epochs": EPOCHS, "hold": {"site": "eu-north", "round": 2, "file": str(hold)}}}
+    run = client.submit_training(training("digits-loss", 50, local_step=step,
+                                          aggregation={"resources": {"cpus": 0.5}, "secure": True}))   # cancelled later
+    wait_for(lambda: Path(f"{hold}.eu-north").exists(), 120, "round 2's step held at eu-north")
     fed.agents["eu-north"].send_signal(signal.SIGKILL)
     fed.agents["eu-north"].wait()
     kill_ray(fed, "eu-north")
+    hold.unlink()
     round2 = wait_for(lambda: next((r for r in run.status().history if r.number == 2 and r.state == "done"), None),
                       120, "round 2 to complete without eu-north")
     assert "eu-north" in round2.lost and sorted(round2.reported) == ["edge-paris", "eu-west"]
