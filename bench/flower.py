@@ -1,6 +1,6 @@
 """Flower's own deployment as the peer of `bench.training`: a SuperLink and one SuperNode per
-participant on this machine, the same NumPy model, data and local step, FedAvg, in a virtual
-environment of its own (build/flower-venv: flwr pins a protobuf older than ours).
+participant on this machine, the same NumPy model, data and local step, FedAvg; with the flwr of
+this environment (the `flower` extra), else one installed in build/flower-venv.
 
     python -m bench.flower --participants 3 --rounds 4
 """
@@ -103,7 +103,11 @@ app = ServerApp(server_fn=server_fn)
 
 
 def venv() -> Path:
-    """build/flower-venv with flwr, made the first time (from the package registry)."""
+    """The folder of Flower's commands: this environment's, else build/flower-venv's, made the
+    first time (from the package registry)."""
+    here = Path(sys.executable).parent
+    if (here / "flower-superlink").exists():
+        return here
     if not (VENV / "bin" / "flwr").exists():
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
         subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", "flwr", "numpy"], check=True)

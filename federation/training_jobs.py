@@ -17,7 +17,8 @@ def step_spec(t: Training, number: int, sites: tuple[str, ...], privacy: dict[st
     """`privacy`: the clip and the noise each site adds (`training.privacy.site_noise`)."""
     body = t.spec.spec
     step = body.local_step
-    config = {**step.config, "dataset": body.dataset, "round": number, "secure": body.aggregation.secure}
+    config = {**step.config, "dataset": body.dataset, "round": number, "secure": body.aggregation.secure,
+              "participants": sorted(sites)}
     if privacy:
         config["privacy"] = privacy
     if body.strategy.name == "fedprox":
@@ -42,6 +43,7 @@ def step_spec(t: Training, number: int, sites: tuple[str, ...], privacy: dict[st
 def site_spec(t: Training, number: int, phase: str, site: str) -> JobSpec:
     """A secure round's small job at one site: `keys` or `reveal` (the agent does the work)."""
     return _job(t, f"r{number}-{phase}", {"entrypoint": f"python -m training.runner {phase}", "resources": SMALL,
+                                         "runtime_env": {"env_vars": {"FEDCTL_TRAINING_ID": t.id}},
                                          "placement": {"sites": [site]}, "retry": {"limit": 0},
                                          "priority": t.spec.spec.priority, "queue": t.spec.spec.queue})
 

@@ -82,8 +82,9 @@ class Launcher:
                 entrypoint, guarded = guard.wrap(entrypoint, lease)
                 env = {**env, **guarded}
         variables = {**runtime_env.get("env_vars", {}), **env}
-        warm_key = warm.key(tenant=spec.metadata.tenant, site=self.config.metadata.name, entrypoint=entrypoint,
-                            runtime_env=runtime_env, env=variables) if task else ""
+        sealed = self.config.spec.veto.secure_training
+        warm_key = warm.key(spec, self.config.metadata.name, entrypoint, runtime_env,
+                            sealed.datasets if sealed else ()) if task else ""
         runtime_env["env_vars"] = {**variables, warm.ENV_KEY: warm_key, warm.ENV_SOCKET: ""}
         metadata = {"federation_job": a.job_id, "attempt": str(a.attempt), "tenant": spec.metadata.tenant,
                     SITE_KEY: self.config.metadata.name}

@@ -9,11 +9,19 @@ attempt's environment (naming its input and output folders, which hold the globa
 the update) goes in, with the attempt's output pipe; the exit code comes out.
 
 Who may use a worker: it listens on an abstract Unix socket named by a key the agent derives from
-the tenant, the training, the command, its runtime_env and GPUs (`key`; no spec can set it); it
-serves only callers of its own OS user and its callers talk only to a worker of theirs
-(SO_PEERCRED). It serves one attempt at a time (another is turned away, and runs cold); one
-whose step failed, or that waited IDLE_S for the next, exits; one whose caller goes mid-step (the
-attempt was stopped, its Ray worker died) kills its own process group, so no step runs on unseen.
+the tenant, the site, the command, its datasets, runtime_env and environment but for what changes
+each round (`key`; no spec can set it), and the OS user; it serves only callers of its own OS user,
+and callers talk only to a worker of theirs (SO_PEERCRED). That is the boundary: a process of the
+same OS user could take the socket's name first, as it could trace the step's process. So sites
+that keep tenants apart give each its own user (tenant heads), and steps naming a dataset the site
+lets out only through allowed, masked steps always run cold, in a process of their own.
+
+A worker serves one attempt at a time (another is turned away, and runs cold). It ends when a step
+failed or left a thread or an open file behind (the next round must not meet it), when it has
+waited IDLE_S for the next round, and, killing its own process group, when its caller goes mid-step
+(the attempt was stopped, its Ray worker died), so that no step runs on unseen. Each round starts
+from the worker's first folder, umask and sys.path. Unlike a process of its own, a step that calls
+os._exit ends its worker without an exit code: the attempt fails.
 """
 from __future__ import annotations
 
@@ -30,8 +38,11 @@ import struct
 import sys
 import threading
 import traceback
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from federation.spec import JobSpec
 
 ENV_KEY = "FEDCTL_WARM_KEY"        # set by the agent, "" where the attempt runs cold
 ENV_SOCKET = "FEDCTL_WARM_SOCKET"  # set by the task for the worker it starts
@@ -39,20 +50,29 @@ IDLE_S = float(os.environ.get("FEDCTL_WARM_IDLE_S", "120"))
 MAX_REQUEST = 32 << 20
 READY = b"ready\n"
 GREETING_S = 10.0
+LEFT_BEHIND = -1   # a step that succeeded but left a thread or an open file: its worker ends
 # Only our own runner knows how to serve: `python -m training.runner step MODULE:FUNCTION | aggregate | ...`.
 COMMAND = re.compile(r"^python3? -m training\.runner (step [A-Za-z_][\w.]*:[A-Za-z_]\w*|aggregate|keys|reveal)$")
+# What the federation sets anew each round; the rest of a step's environment is the same every round.
+ROUND_ENV = frozenset({"FEDCTL_ROUND", "FEDCTL_TRAINING_CONFIG", "FEDCTL_GANG_ID", "FEDCTL_GANG_PART",
+                       "FEDCTL_GANG_SIZE"})
 _CRED = struct.Struct("3i")
 
 
-def key(*, tenant: str, site: str, entrypoint: str, runtime_env: dict[str, Any], env: dict[str, str]) -> str:
+def key(spec: JobSpec, site: str, entrypoint: str, runtime_env: dict[str, Any], sealed: Collection[str]) -> str:
     """The warm worker an attempt may use, or '' when it runs cold: not a training's own step or
-    aggregator, or one bound to a placement group of its own."""
-    training = env.get("FEDCTL_TRAINING_ID", "")
-    if not training or not COMMAND.match(entrypoint) or "FEDCTL_BINDING" in env:
+    aggregator; bound to GPUs, which an idle worker would hold while Ray counts them free; or naming
+    a dataset the site lets out only through allowed, masked steps (`veto.secure_training`), whose
+    code no worker that another job of its user could have started may run."""
+    body = spec.spec
+    variables = body.runtime_env.get("env_vars", {})
+    training = variables.get("FEDCTL_TRAINING_ID", "")
+    gpus = bool(body.resources.gpus) or body.resources.gpu_memory is not None
+    if not training or not COMMAND.match(entrypoint) or gpus or set(body.datasets) & set(sealed):
         return ""
-    same = {"tenant": tenant, "site": site, "training": training, "entrypoint": entrypoint,
+    same = {"tenant": spec.metadata.tenant, "site": site, "entrypoint": entrypoint, "datasets": sorted(body.datasets),
             "runtime_env": {k: v for k, v in runtime_env.items() if k != "env_vars"},
-            "gpus": env.get("CUDA_VISIBLE_DEVICES")}
+            "env_vars": {k: v for k, v in variables.items() if k not in ROUND_ENV}}
     return hashlib.sha256(json.dumps(same, sort_keys=True).encode()).hexdigest()[:40]
 
 
@@ -138,6 +158,8 @@ def serve(warm_key: str, run: Callable[[], int]) -> int:
     handed: queue.Queue[socket.socket] = queue.Queue()
     free = threading.Semaphore()   # held from a caller's acceptance until its answer
     threading.Thread(target=_accept, args=(listener, handed, free), daemon=True).start()
+    cwd, path, mask = os.getcwd(), list(sys.path), os.umask(0o022)
+    os.umask(mask)
     while True:
         try:
             conn = handed.get(timeout=IDLE_S)
@@ -145,9 +167,12 @@ def serve(warm_key: str, run: Callable[[], int]) -> int:
             if free.acquire(blocking=False):   # none accepted meanwhile: none will be
                 return 0
             continue
+        os.chdir(cwd)   # as the step before may have left them
+        sys.path[:] = path
+        os.umask(mask)
         code = _one(conn, run, null, free)
         if code != 0:
-            return code
+            return max(code, 0)
 
 
 def _accept(listener: socket.socket, handed: queue.Queue, free: threading.Semaphore) -> None:
@@ -165,40 +190,57 @@ def _accept(listener: socket.socket, handed: queue.Queue, free: threading.Semaph
 
 def _one(conn: socket.socket, run: Callable[[], int], null: int, free: threading.Semaphore) -> int:
     """One attempt: its environment and output, `run`, then what the step left behind stopped and
-    the exit code sent, free for the next caller first unless it failed (then this worker ends).
-    Its caller gone mid-step, the whole process group goes too."""
+    the exit code sent, free for the next caller first unless it failed or left something behind
+    (then this worker ends: whatever it left must not see the next round). Its caller gone
+    mid-step, the whole process group goes too."""
     try:
+        conn.settimeout(GREETING_S)   # a caller that never sends must not hold the worker
         env, out = _request(conn)
+        conn.settimeout(None)
     except (OSError, ValueError, KeyError):
         conn.close()
         free.release()
         return 0
     done = threading.Event()
-    threading.Thread(target=_watch, args=(conn, done), daemon=True).start()
+    watcher = threading.Thread(target=_watch, args=(conn, done), daemon=True)
+    watcher.start()
     os.environ.clear()
     os.environ.update(env)
     os.dup2(out, 1)
     os.dup2(out, 2)
     os.close(out)
-    try:
-        code = run()
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        if not isinstance(e.code, int) and e.code is not None:
-            print(e.code, file=sys.stderr)
-    except BaseException:
-        traceback.print_exc()
-        code = 1
+    before = _held()
+    code = _run(run) & 0xFF   # as the shell would see it
     sys.stdout.flush()
     sys.stderr.flush()
     os.dup2(null, 1)
     os.dup2(null, 2)
     _stop_others()
     done.set()
-    if code == 0:
+    watcher.join()
+    left = _held() - before
+    if code == 0 and not left:
         free.release()
     _answer(conn, code)
-    return code
+    return code if code or not left else LEFT_BEHIND
+
+
+def _run(run: Callable[[], int]) -> int:
+    try:
+        return run()
+    except SystemExit as e:
+        if isinstance(e.code, int) or e.code is None:
+            return e.code or 0
+        print(e.code, file=sys.stderr)
+        return 1
+    except BaseException:
+        traceback.print_exc()
+        return 1
+
+
+def _held() -> set[str]:
+    """This process's threads and open files: what a step may leave running or open."""
+    return {f"thread {t.ident}" for t in threading.enumerate()} | {f"fd {fd}" for fd in os.listdir("/proc/self/fd")}
 
 
 def _request(conn: socket.socket) -> tuple[dict[str, str], int]:
@@ -240,10 +282,15 @@ def _watch(conn: socket.socket, done: threading.Event) -> None:
 
 
 def _stop_others() -> None:
-    """Whatever the step started in this group and left running."""
+    """Whatever the step started in this group and left running, killed and reaped."""
     from site_agent.guard import others
     for pid in others():
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        pass

@@ -7,7 +7,8 @@
 
 A local step reads the global model (FEDCTL_INPUT_DIR/model.npz; none in the first round) and
 its site's shard (FEDCTL_DATASET_<NAME>, a path that never leaves the site), calls
-FUNCTION(model, path, config) -> (model, examples, metrics), and leaves in FEDCTL_OUTPUT_DIR
+FUNCTION(model, path, config) -> (model, examples, metrics) (or runs a Flower client there,
+`training.flower`), and leaves in FEDCTL_OUTPUT_DIR
 only `update.npz` (the trained parameters and the example count) and `metrics.json`. With secure
 aggregation it leaves instead the masked vector `masked.npy`, which hides its update, and the
 site's signed report. The site agent did the protocol's part before the job started
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from training import flower
 from training.strategies import Model, strategy, weighted_mean
 
 COUNT = "__examples__"
@@ -73,7 +75,10 @@ def step(target: str) -> None:
     data = _env("FEDCTL_DATASET_" + config["dataset"].upper().replace("-", "_"))
     model = load_npz(inbox / "model.npz") if (inbox / "model.npz").exists() else None
     started = time.perf_counter()
-    trained, examples, metrics = fn(model, data, config)
+    if flower.is_flower(fn):
+        trained, examples, metrics = flower.local_step(fn, model, data, config)
+    else:
+        trained, examples, metrics = fn(model, data, config)
     metrics = {**metrics, "examples": int(examples), "compute_s": time.perf_counter() - started}
     weight = float(examples)
     if config.get("privacy"):

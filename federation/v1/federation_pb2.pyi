@@ -172,7 +172,7 @@ class NodeType(_message.Message):
     gpu_memory_bytes: int
     spot: bool
     start_s: float
-    def __init__(self, name: _Optional[str] = ..., cpus: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., min: _Optional[int] = ..., max: _Optional[int] = ..., gpu_model: _Optional[str] = ..., gpu_count: _Optional[int] = ..., gpu_memory_bytes: _Optional[int] = ..., spot: _Optional[bool] = ..., start_s: _Optional[float] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., cpus: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., min: _Optional[int] = ..., max: _Optional[int] = ..., gpu_model: _Optional[str] = ..., gpu_count: _Optional[int] = ..., gpu_memory_bytes: _Optional[int] = ..., spot: bool = ..., start_s: _Optional[float] = ...) -> None: ...
 
 class Elastic(_message.Message):
     __slots__ = ("node_types", "idle_timeout_s", "up")
@@ -239,7 +239,7 @@ class SiteVerdict(_message.Message):
     eligible: bool
     reason_code: str
     reason: str
-    def __init__(self, site: _Optional[str] = ..., eligible: _Optional[bool] = ..., reason_code: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    def __init__(self, site: _Optional[str] = ..., eligible: bool = ..., reason_code: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("id", "spec", "state", "site", "message", "created_at", "updated_at", "attempts", "queue", "array_id", "array_index", "gang_id")
@@ -328,7 +328,7 @@ class Site(_message.Message):
     lost: bool
     pricing: Pricing
     elastic: Elastic
-    def __init__(self, name: _Optional[str] = ..., location: _Optional[_Union[Location, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., datasets: _Optional[_Iterable[_Union[Dataset, _Mapping]]] = ..., state: _Optional[_Union[SiteState, str]] = ..., connected: _Optional[bool] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., allocated: _Optional[_Union[Resources, _Mapping]] = ..., running_attempts: _Optional[int] = ..., last_heartbeat: _Optional[float] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ..., autonomous: _Optional[bool] = ..., lost: _Optional[bool] = ..., pricing: _Optional[_Union[Pricing, _Mapping]] = ..., elastic: _Optional[_Union[Elastic, _Mapping]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., location: _Optional[_Union[Location, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., datasets: _Optional[_Iterable[_Union[Dataset, _Mapping]]] = ..., state: _Optional[_Union[SiteState, str]] = ..., connected: bool = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., allocated: _Optional[_Union[Resources, _Mapping]] = ..., running_attempts: _Optional[int] = ..., last_heartbeat: _Optional[float] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ..., autonomous: bool = ..., lost: bool = ..., pricing: _Optional[_Union[Pricing, _Mapping]] = ..., elastic: _Optional[_Union[Elastic, _Mapping]] = ...) -> None: ...
 
 class TrainingSpec(_message.Message):
     __slots__ = ("json",)
@@ -448,7 +448,7 @@ class DrainFederationRequest(_message.Message):
     __slots__ = ("drain",)
     DRAIN_FIELD_NUMBER: _ClassVar[int]
     drain: bool
-    def __init__(self, drain: _Optional[bool] = ...) -> None: ...
+    def __init__(self, drain: bool = ...) -> None: ...
 
 class DrainFederationResponse(_message.Message):
     __slots__ = ("draining", "pending", "live")
@@ -458,7 +458,7 @@ class DrainFederationResponse(_message.Message):
     draining: bool
     pending: int
     live: int
-    def __init__(self, draining: _Optional[bool] = ..., pending: _Optional[int] = ..., live: _Optional[int] = ...) -> None: ...
+    def __init__(self, draining: bool = ..., pending: _Optional[int] = ..., live: _Optional[int] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
     __slots__ = ("spec", "request_id")
@@ -562,7 +562,7 @@ class StreamJobLogsRequest(_message.Message):
     id: str
     follow: bool
     offset: int
-    def __init__(self, id: _Optional[str] = ..., follow: _Optional[bool] = ..., offset: _Optional[int] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., follow: bool = ..., offset: _Optional[int] = ...) -> None: ...
 
 class StreamJobLogsResponse(_message.Message):
     __slots__ = ("data", "offset", "attempt", "kept_at_site")
@@ -626,7 +626,7 @@ class SetSiteStateRequest(_message.Message):
     name: str
     state: SiteState
     handover: bool
-    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[SiteState, str]] = ..., handover: _Optional[bool] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[SiteState, str]] = ..., handover: bool = ...) -> None: ...
 
 class SetSiteStateResponse(_message.Message):
     __slots__ = ("site",)
@@ -652,7 +652,7 @@ class LeaderResponse(_message.Message):
     term: int
     answered_by: str
     hears_sites: bool
-    def __init__(self, live: _Optional[bool] = ..., address: _Optional[str] = ..., term: _Optional[int] = ..., answered_by: _Optional[str] = ..., hears_sites: _Optional[bool] = ...) -> None: ...
+    def __init__(self, live: bool = ..., address: _Optional[str] = ..., term: _Optional[int] = ..., answered_by: _Optional[str] = ..., hears_sites: bool = ...) -> None: ...
 
 class GetInputRequest(_message.Message):
     __slots__ = ("site", "job_id", "attempt", "name")
@@ -719,7 +719,7 @@ class RegisterSiteRequest(_message.Message):
     pricing: Pricing
     elastic: Elastic
     agreement_proof: str
-    def __init__(self, name: _Optional[str] = ..., location: _Optional[_Union[Location, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., datasets: _Optional[_Iterable[_Union[Dataset, _Mapping]]] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., agent_version: _Optional[str] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ..., autonomous: _Optional[bool] = ..., agreement_key: _Optional[bytes] = ..., pricing: _Optional[_Union[Pricing, _Mapping]] = ..., elastic: _Optional[_Union[Elastic, _Mapping]] = ..., agreement_proof: _Optional[str] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., location: _Optional[_Union[Location, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., datasets: _Optional[_Iterable[_Union[Dataset, _Mapping]]] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., agent_version: _Optional[str] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ..., autonomous: bool = ..., agreement_key: _Optional[bytes] = ..., pricing: _Optional[_Union[Pricing, _Mapping]] = ..., elastic: _Optional[_Union[Elastic, _Mapping]] = ..., agreement_proof: _Optional[str] = ...) -> None: ...
 
 class RegisterSiteResponse(_message.Message):
     __slots__ = ("heartbeat_interval_s", "lease_s", "datasets")
@@ -844,7 +844,7 @@ class ConnectRequest(_message.Message):
     logs: _containers.RepeatedCompositeFieldContainer[LogChunk]
     complete: bool
     outputs: _containers.RepeatedCompositeFieldContainer[Output]
-    def __init__(self, site: _Optional[str] = ..., statuses: _Optional[_Iterable[_Union[AttemptStatus, _Mapping]]] = ..., logs: _Optional[_Iterable[_Union[LogChunk, _Mapping]]] = ..., complete: _Optional[bool] = ..., outputs: _Optional[_Iterable[_Union[Output, _Mapping]]] = ...) -> None: ...
+    def __init__(self, site: _Optional[str] = ..., statuses: _Optional[_Iterable[_Union[AttemptStatus, _Mapping]]] = ..., logs: _Optional[_Iterable[_Union[LogChunk, _Mapping]]] = ..., complete: bool = ..., outputs: _Optional[_Iterable[_Union[Output, _Mapping]]] = ...) -> None: ...
 
 class ConnectResponse(_message.Message):
     __slots__ = ("generation", "assignments")

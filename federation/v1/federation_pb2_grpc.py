@@ -5,7 +5,7 @@ import warnings
 
 from federation.v1 import federation_pb2 as federation_dot_v1_dot_federation__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.80.1'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class FederationServiceStub:
+class FederationServiceStub(object):
     """---------------------------------------------------------------- users
 
     """
@@ -143,7 +143,7 @@ class FederationServiceStub:
                 _registered_method=True)
 
 
-class FederationServiceServicer:
+class FederationServiceServicer(object):
     """---------------------------------------------------------------- users
 
     """
@@ -397,7 +397,7 @@ def add_FederationServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class FederationService:
+class FederationService(object):
     """---------------------------------------------------------------- users
 
     """
@@ -970,7 +970,7 @@ class FederationService:
             _registered_method=True)
 
 
-class EnrollmentServiceStub:
+class EnrollmentServiceStub(object):
     """Served on the enrolment listener (TLS without client certificates): a token buys one
     certificate for the site it names.
     """
@@ -988,7 +988,7 @@ class EnrollmentServiceStub:
                 _registered_method=True)
 
 
-class EnrollmentServiceServicer:
+class EnrollmentServiceServicer(object):
     """Served on the enrolment listener (TLS without client certificates): a token buys one
     certificate for the site it names.
     """
@@ -1015,7 +1015,7 @@ def add_EnrollmentServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class EnrollmentService:
+class EnrollmentService(object):
     """Served on the enrolment listener (TLS without client certificates): a token buys one
     certificate for the site it names.
     """
@@ -1048,7 +1048,7 @@ class EnrollmentService:
             _registered_method=True)
 
 
-class SiteServiceStub:
+class SiteServiceStub(object):
     """---------------------------------------------------------------- site agents
 
     """
@@ -1091,7 +1091,7 @@ class SiteServiceStub:
                 _registered_method=True)
 
 
-class SiteServiceServicer:
+class SiteServiceServicer(object):
     """---------------------------------------------------------------- site agents
 
     """
@@ -1180,7 +1180,7 @@ def add_SiteServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class SiteService:
+class SiteService(object):
     """---------------------------------------------------------------- site agents
 
     """

@@ -201,6 +201,27 @@ def test_a_site_refuses_any_other_job_on_a_dataset_it_lets_out_only_securely(fed
     assert all(a.state != "succeeded" for a in job.status().attempts), "the shard was never read"
 
 
+def test_a_flower_client_app_trains_unchanged_with_secure_aggregation(fed, client):
+    """The digits step as a team's Flower ClientApp (a NumPyClient in a client_fn), run by each
+    site's worker; the federation masks and sums its updates as it does its own steps'."""
+    step = {"entrypoint": "training.examples.digits_flower:app", "config": {"epochs": EPOCHS},
+            "resources": {"cpus": 0.5}}
+    run = client.submit_training(training("digits-flower", ROUNDS, local_step=step,
+                                          aggregation={"resources": {"cpus": 0.5}, "secure": True}))
+    final = run.wait(timeout=400)
+    assert final.state == "succeeded", final.message
+    done = [r for r in final.history if r.state == "done"]
+    assert [r.number for r in done] == list(range(1, ROUNDS + 1))
+    assert all(sorted(r.reported) == sorted(SITES) for r in done)
+    model = run.model()   # Flower's parameters are a list: named in order, b then w as the client returns them
+    with np.load(fed.test_set) as test:
+        accuracy = digits.accuracy({"b": model["p000"], "w": model["p001"]}, test["x"], test["y"])
+    xs, ys = zip(*((np.load(p)["x"], np.load(p)["y"]) for p in fed.shards.values()))
+    central, _ = digits.train(digits.init(), np.concatenate(xs), np.concatenate(ys), epochs=ROUNDS * EPOCHS)
+    with np.load(fed.test_set) as test:
+        assert accuracy >= digits.accuracy(central, test["x"], test["y"]) - 0.02
+
+
 def test_a_site_killed_mid_round_does_not_stop_the_training_and_rejoins_later(fed, client):
     # Secure aggregation on: the survivors reveal the masks they shared with the lost site.
     hold = fed.work / "hold-digits-loss"

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from federation.spec import job_from_dict
 from site_agent import lease_file, task, warm
 from site_agent.guard import FENCED, FENCED_EXIT
 from site_agent.lease_file import Lease, now_boot
@@ -54,10 +55,13 @@ def work(tmp_path):
 RUN = uuid.uuid4().hex[:8]   # no worker of an earlier run of these tests is found
 
 
-def key(training: str = "t-1", **overrides) -> str:
-    args = {"tenant": "oncology", "site": "eu-west", "entrypoint": COMMAND, "runtime_env": {},
-            "env": {"FEDCTL_TRAINING_ID": f"{training}-{RUN}", "FEDCTL_ROUND": "1"}} | overrides
-    return warm.key(**args)
+def key(training: str = "t-1", *, tenant: str = "oncology", site: str = "eu-west", entrypoint: str = COMMAND,
+        runtime_env: dict | None = None, env: dict | None = None, sealed: tuple = (), **body) -> str:
+    variables = {"FEDCTL_TRAINING_ID": f"{training}-{RUN}", "FEDCTL_ROUND": "1"} if env is None else env
+    spec = job_from_dict({"metadata": {"name": "s", "tenant": tenant},
+                          "spec": {"entrypoint": entrypoint, "datasets": ["digits"],
+                                   "runtime_env": {"env_vars": variables}, **body}})
+    return warm.key(spec, site, entrypoint, runtime_env or {}, sealed)
 
 
 def attempt(work: Path, number: int, warm_key: str, **extra: str) -> tuple[int, bytes, int | None]:
@@ -76,15 +80,18 @@ def attempt(work: Path, number: int, warm_key: str, **extra: str) -> tuple[int, 
 
 
 def test_a_training_and_its_site_decide_the_worker_and_only_its_own_commands_are_kept_warm():
-    assert key() == key(env={"FEDCTL_TRAINING_ID": f"t-1-{RUN}", "FEDCTL_ROUND": "7"})   # rounds share it
+    ours = {"FEDCTL_TRAINING_ID": f"t-1-{RUN}"}
+    assert key() == key(env={**ours, "FEDCTL_ROUND": "7", "FEDCTL_TRAINING_CONFIG": "{}", "FEDCTL_GANG_SIZE": "2"})
     others = {key("t-2"), key(tenant="genomics"), key(site="us-east"), key(runtime_env={"working_dir": "/x"}),
-              key(env={"FEDCTL_TRAINING_ID": f"t-1-{RUN}", "CUDA_VISIBLE_DEVICES": "1"}),
+              key(env={**ours, "PATH": "/tmp/evil"}), key(datasets=["digits", "other"]),
               key(entrypoint="python -m training.runner aggregate")}
-    assert len(others) == 6 and key() not in others
+    assert len(others) == 7 and key() not in others
     assert key(entrypoint="python step.py") == ""
     assert key(entrypoint=COMMAND + "; curl evil") == ""
     assert key(env={"FEDCTL_ROUND": "1"}) == ""   # not a training's
-    assert key(env={"FEDCTL_TRAINING_ID": "t-1", "FEDCTL_BINDING": "[]"}) == ""   # a placement group of its own
+    assert key(resources={"gpus": 1}) == ""   # an idle worker would hold GPUs Ray counts free
+    assert key(resources={"gpu_memory": "4Gi"}) == ""
+    assert key(sealed=("digits",)) == ""   # only allowed steps, each in a process of its own
 
 
 def test_rounds_of_one_training_run_in_one_worker_each_with_its_own_environment_and_log(work):
@@ -193,4 +200,41 @@ def test_a_worker_serves_no_other_os_user(work):
     assert answer.get(timeout=5) == b""   # closed, no READY: it would never read a request
     code, _, same = attempt(work, 2, k)
     assert code == 0 and same == pid
+    os.kill(pid, signal.SIGKILL)
+
+
+THREAD = """
+import os, threading, time
+import numpy as np
+
+def local_step(model, path, config):
+    def linger():
+        time.sleep(0.5)
+        print("LEAKED into", os.environ.get("FEDCTL_ROUND"), flush=True)
+    threading.Thread(target=linger, daemon=True).start()
+    return {"w": np.ones(2)}, 1, {"pid": os.getpid()}
+"""
+
+
+def test_a_step_that_leaves_a_thread_behind_ends_its_worker_before_the_next_round_meets_it(work):
+    (work / "warmstep.py").write_text(THREAD)
+    k = key("t-thread")
+    code, _, pid = attempt(work, 1, k)
+    assert code == 0
+    wait_for(lambda: not alive(pid), 10, "the worker whose step left a thread to exit")
+    (work / "warmstep.py").write_text(STEP)
+    code, tail, again = attempt(work, 2, k)
+    assert code == 0 and again != pid and b"LEAKED" not in tail
+    os.kill(again, signal.SIGKILL)
+
+
+def test_a_caller_that_never_sends_its_request_does_not_hold_the_worker(work):
+    k = key("t-silent")
+    _, _, pid = attempt(work, 1, k)
+    silent, _ = warm.connect(k)
+    assert silent.recv(len(warm.READY)) == warm.READY   # accepted, and then nothing
+    code, _, same = wait_for(lambda: (r := attempt(work, 2, k)) and r[2] == pid and r, warm.GREETING_S + 10,
+                             "the worker to serve again once the silent caller timed out")
+    assert code == 0 and same == pid
+    silent.close()
     os.kill(pid, signal.SIGKILL)
