@@ -164,8 +164,8 @@ def register(sub: Subcommands, add: AddCommand) -> None:
     sp = add(sub, "simulate", cmd_simulate, "replay a trace through the placement code in simulated time")
     sp.add_argument("--trace", default=os.environ.get("FEDCTL_TRACE", "../shared/traces/alibaba-gpu-v2023"),
                     help="folder with the Alibaba 2023 GPU trace's csv files")
-    sp.add_argument("--pods", default="default", choices=["default", "gpuspec33", "multigpu50"],
-                    help="which of the trace's task lists")
+    sp.add_argument("--pods", default="default",
+                    help="the trace's task list: default, gpuspec33, multigpu50, or a path to a csv of its format")
     sp.add_argument("--sites", type=int, default=4, help="split the trace's nodes into this many sites (1-4)")
     sp.add_argument("--site-config", action="append", help="a Site YAML with gpu_nodes (repeatable); needs --jobs")
     sp.add_argument("--jobs", help="a CSV of jobs: id,arrival_s,duration_s,cpus,gpus,gpu_type,nvlink,dataset,tenant")

@@ -69,9 +69,23 @@ RULES = (
     "tenants uniform over 8. Arrival = creation_time, duration = deletion_time - creation_time.")
 
 
+SHIPPED_PODS = ("default", "gpuspec33", "multigpu50")
+POD_COLUMNS = ("name", "cpu_milli", "memory_mib", "num_gpu", "gpu_milli")
+
+
+def pod_list(folder: Path, pods: str) -> Path:
+    """The trace's pod list by its shipped name, or any file of its format by path."""
+    if pods in SHIPPED_PODS:
+        return folder / f"openb_pod_list_{pods}.csv"
+    if "/" in pods or pods.endswith(".csv"):
+        return Path(pods)
+    raise ConfigError(f"--pods: {pods!r} is neither a shipped list ({', '.join(SHIPPED_PODS)}) nor a path to a "
+                      "csv of the trace's format")
+
+
 def alibaba(folder: Path, pods: str = "default", sites: int = 4, seed: int = 7) -> Workload:
     node_file = folder / "openb_node_list_gpu_node.csv"
-    pod_file = folder / f"openb_pod_list_{pods}.csv"
+    pod_file = pod_list(folder, pods)
     for csv_file in (node_file, pod_file):
         if not csv_file.exists():
             raise ConfigError(f"{csv_file}: not found (expected the Alibaba 2023 GPU trace's csv files)")
@@ -98,9 +112,13 @@ def alibaba(folder: Path, pods: str = "default", sites: int = 4, seed: int = 7) 
     jobs = []
     with open(pod_file, newline="") as f:
         reader = csv.DictReader(f)
+        missing = [c for c in POD_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ConfigError(f"{pod_file}:1: no column {', '.join(missing)} (a pod list has "
+                              f"{', '.join(POD_COLUMNS)}, and creation_time, deletion_time for replays)")
         timed = "creation_time" in (reader.fieldnames or [])
         for k, row in enumerate(reader):
-            n, milli = int(row["num_gpu"]), int(row["gpu_milli"])
+            n, milli, cpu_milli, memory_mib = _integers(row, pod_file, k + 2)
             spec = row.get("gpu_spec") or ""
             models = frozenset(spec.split("|")) if spec else frozenset()
             if n == 0:
@@ -116,14 +134,39 @@ def alibaba(folder: Path, pods: str = "default", sites: int = 4, seed: int = 7) 
                 if draw < acc:
                     dataset = (name,) if DATASETS[name][1] & names else ()
                     break
-            start = float(row["creation_time"]) if timed else float(k)
-            end = float(row["deletion_time"]) if timed else float("inf")
-            jobs.append(SimJob(row["name"], start, max(1.0, end - start),
-                               int(row["cpu_milli"]) / 1000, int(row["memory_mib"]) * 2**20, gpu,
+            start, end = _times(row, pod_file, k + 2) if timed else (float(k), float("inf"))
+            jobs.append(SimJob(row["name"], start, max(1.0, end - start), cpu_milli / 1000, memory_mib * 2**20, gpu,
                                f"tenant-{rng.randrange(TENANTS)}", dataset))
     datasets = {k: (c, frozenset(held & names)) for k, (c, held) in DATASETS.items() if held & names}
     rules = RULES.format(n=sites, names=", ".join(s.name for s in out_sites), seed=seed)
     return Workload(out_sites, tuple(sorted(jobs, key=lambda j: (j.arrival, j.id))), datasets, rules, timed)
+
+
+def _integers(row: dict[str, str], path: Path, line: int) -> tuple[int, int, int, int]:
+    """num_gpu, gpu_milli, cpu_milli and memory_mib of a pod list's row, or why not."""
+    values = []
+    for column in ("num_gpu", "gpu_milli", "cpu_milli", "memory_mib"):
+        try:
+            value = int(row[column] or 0)
+        except ValueError:
+            raise ConfigError(f"{path}:{line}: {column}: {row[column]!r} is not a whole number") from None
+        if value < 0:
+            raise ConfigError(f"{path}:{line}: {column}: {value} is negative")
+        values.append(value)
+    if values[0] == 1 and not 0 < values[1] <= MILLI:
+        raise ConfigError(f"{path}:{line}: gpu_milli: {values[1]} is not a share of one GPU (1-{MILLI})")
+    return values[0], values[1], values[2], values[3]
+
+
+def _times(row: dict[str, str], path: Path, line: int) -> tuple[float, float]:
+    try:
+        start, end = float(row["creation_time"]), float(row["deletion_time"] or "inf")
+    except (TypeError, ValueError):
+        raise ConfigError(f"{path}:{line}: creation_time, deletion_time: {row.get('creation_time')!r}, "
+                          f"{row.get('deletion_time')!r} are not times in seconds") from None
+    if end < start:
+        raise ConfigError(f"{path}:{line}: deletion_time {end:g} is before creation_time {start:g}")
+    return start, end
 
 
 JOB_COLUMNS = ("id", "arrival_s", "duration_s", "cpus", "gpus", "gpu_type", "nvlink", "dataset", "tenant")

@@ -118,6 +118,39 @@ def test_bad_inputs_name_the_file_and_line(tmp_path):
         trace.csv_jobs(bad, base)
 
 
+def test_a_pod_list_of_the_traces_format_is_taken_by_path(tmp_path, capsys):
+    own = tmp_path / "my-variant.csv"
+    shipped = (ALIBABA / "openb_pod_list_default.csv").read_text().splitlines()
+    own.write_text("\n".join(shipped[:1] + [row for row in shipped[1:] if ",8," not in row]) + "\n")
+    mine, base = trace.alibaba(ALIBABA, str(own)), trace.alibaba(ALIBABA)
+    assert 0 < len(mine.jobs) < len(base.jobs) and all(j.id in {b.id for b in base.jobs} for j in mine.jobs)
+    assert main(["simulate", "--trace", str(ALIBABA), "--pods", str(own), "--mode", "inflation",
+                 "--policy", str(ROOT / "configs" / "policy.yaml"), "--format", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {r["strategy"] for r in out["inflation"]["results"]} >= {"topology", "blind"}
+
+
+@pytest.mark.parametrize(("rows", "error"), [
+    ("name,cpu_milli\na,1\n", r"my.csv:1: no column memory_mib, num_gpu, gpu_milli"),
+    ("name,cpu_milli,memory_mib,num_gpu,gpu_milli\na,1000,1024,1,500\nb,1000,1024,two,1000\n",
+     r"my.csv:3: num_gpu: 'two' is not a whole number"),
+    ("name,cpu_milli,memory_mib,num_gpu,gpu_milli\na,1000,-5,0,0\n", r"my.csv:2: memory_mib: -5 is negative"),
+    ("name,cpu_milli,memory_mib,num_gpu,gpu_milli\na,1000,1024,1,0\n", r"my.csv:2: gpu_milli: 0 is not a share"),
+    ("name,cpu_milli,memory_mib,num_gpu,gpu_milli,creation_time,deletion_time\na,1000,1024,1,1000,50,10\n",
+     r"my.csv:2: deletion_time 10 is before creation_time 50"),
+])
+def test_a_bad_pod_list_is_refused_with_its_file_line_and_column(tmp_path, rows, error):
+    (tmp_path / "my.csv").write_text(rows)
+    with pytest.raises(ConfigError, match=error):
+        trace.alibaba(ALIBABA, str(tmp_path / "my.csv"))
+
+
+def test_a_pod_list_that_is_neither_shipped_nor_a_path_is_refused(capsys):
+    assert main(["simulate", "--trace", str(ALIBABA), "--pods", "multigpu", "--mode", "inflation"]) != 0
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "--pods: 'multigpu' is neither a shipped list (default, gpuspec33, multigpu50)" in line
+
+
 def test_cli_replays_a_csv_on_configured_sites(tmp_path, capsys):
     site = tmp_path / "site.yaml"
     site.write_text("""
