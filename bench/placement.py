@@ -2,12 +2,13 @@
 
     python -m bench.placement [--sites 1000] [--jobs 10000]
 
-One full scheduling cycle over N pending jobs at S sites, timed, with decisions/s;
-the same with prices and elastic capacity in the model (every site priced, a third
-elastic clouds, jobs with cost goals, price caps and spot), and its ratio to the first;
-one priced cycle over 100,000 pending; and, in the same run, a naive scheduler (every
-job checks every site with the same filters, no caching or vectors) on a slice of the
-jobs, as the baseline ratio. Also the scaling when sites and jobs double.
+One full scheduling cycle over N pending jobs at S sites, timed, with decisions/s; the same
+with FGD choosing inside sites (`policies.fgd`), and its ratio to best fit; the same with prices
+and elastic capacity in the model (every site priced, a third elastic clouds, jobs with cost
+goals, price caps and spot), and its ratio to the first; one priced cycle over 100,000 pending;
+and, in the same run, a naive scheduler (every job checks every site with the same filters, no
+caching or vectors) on a slice of the jobs, as the baseline ratio. Also the scaling when sites
+and jobs double.
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from bench.workload import federation
 from federation.collector import paused_gc
 from federation.spec.server import SchedulerSettings
 from policies import Reason, schedule
-from policies.feasible import gpu_state, static_verdict
+from policies.feasible import gpu_request, gpu_state, static_verdict
+from policies.fgd import Demand
 from policies.placement import order
 
 LIMIT = SchedulerSettings().max_placements_per_cycle
@@ -64,8 +66,14 @@ def paused(snapshot, pending, limit=None):
         return schedule(snapshot, pending, 0.0, limit)
 
 
-def cycle(sites: int, jobs: int, repeat: int, priced: bool = False, limit: int | None = None) -> dict:
+def cycle(sites: int, jobs: int, repeat: int, priced: bool = False, limit: int | None = None,
+          fgd: bool | None = None) -> dict:
+    """With `fgd` True or False, on a GPU state made beforehand, with or without FGD inside sites
+    (against the asks of the jobs pending)."""
     snapshot, pending = federation(sites, jobs, priced=priced)
+    if fgd is not None:
+        snapshot = replace(snapshot, gpus=gpu_state(snapshot))
+        snapshot.gpus.demand = Demand.of(gpu_request(j) for j in pending) if fgd else None
     seconds, result = timed(lambda: paused(snapshot, pending, limit), repeat)
     return {"sites": sites, "jobs": jobs, "seconds": seconds, "placed": len(result.decisions),
             "unplaced": len(result.unplaced), "decisions_per_s": jobs / seconds}
@@ -83,6 +91,11 @@ def main() -> None:
     print(f"placement cycle: {args.sites} sites x {args.jobs} pending jobs: {main_run['seconds'] * 1000:.0f} ms, "
           f"{main_run['decisions_per_s']:,.0f} decisions/s "
           f"({main_run['placed']} placed, {main_run['unplaced']} explained as unplaceable)")
+
+    best_fit, with_fgd = (cycle(args.sites, args.jobs, args.repeat, fgd=f) for f in (False, True))
+    print(f"with FGD inside sites: {with_fgd['seconds'] * 1000:.0f} ms, {with_fgd['decisions_per_s']:,.0f} decisions/s "
+          f"({with_fgd['placed']} placed); x{with_fgd['seconds'] / best_fit['seconds']:.2f} the time of the same "
+          "cycle with best fit (target: >= 5,000/s)")
 
     priced = cycle(args.sites, args.jobs, args.repeat, priced=True)
     print(f"with prices and elastic capacity: {priced['seconds'] * 1000:.0f} ms, "

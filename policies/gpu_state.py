@@ -8,10 +8,12 @@ is `policies.gpu_fit`).
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
+from policies import fgd
+from policies.fgd import Demand
 from policies.gpu_fit import SiteGpus, SiteLayout, closeness, fit_share, fit_whole, type_miss
 from policies.gpus import MILLI, Binding, GpuRequest, Inventory, Miss, Slot, slice_of
 
@@ -70,6 +72,7 @@ class GpuState:
         self.memory_of = np.array(memory_of, dtype=np.int64)
         self.domain_of = np.array(domain_of, dtype=np.int64)
         self.free = np.full(len(site_of), MILLI, dtype=np.int32)
+        self.demand: Demand | None = None   # the workload's asks: with them, FGD chooses inside a site
         self._index_groups(node_count)
         shape = (len(self.sites), max(1, len(models)))
         self.model_memory = np.zeros(shape[1], dtype=np.int64)
@@ -332,24 +335,30 @@ class GpuState:
             if entry is None:
                 continue
             gpus, nodes, groups = entry
-            if not req.count:
-                need = req.share or slice_of(req.memory, int(self.model_memory[m]))
+            if not req.count or (req.count == 1 and self.demand is not None):
+                need = req.share or (slice_of(req.memory, int(self.model_memory[m])) if not req.count else MILLI)
                 f = self.free[gpus]
                 ok = np.flatnonzero(f >= need)
                 if not ok.size:
                     continue
-                # Best fit: the GPU with the least left, then the fullest node.
-                g = int(gpus[ok[np.lexsort((self.node_whole[self.node_of[gpus[ok]]], f[ok]))[0]]])
-                got = ((int(self.free[g]) - need, 0), (self._slot(s, [g], need),))
+                # Best fit: the GPU with the least left, then the fullest node; with FGD, first the
+                # GPU whose node fragments least.
+                keys = [self.node_whole[self.node_of[gpus[ok]]], f[ok]]
+                growth = self._growth(fgd.gpu_growth, gpus[ok], need)
+                i = int(np.lexsort(keys + [growth])[0])
+                g = int(gpus[ok[i]])
+                got = ((float(growth[i]), int(self.free[g]) - need, 0), (self._slot(s, [g], need),))
             elif req.nvlink == "required":
                 counts = self.group_whole[groups]
                 ok = np.flatnonzero(counts >= req.count)
                 if not ok.size:
                     continue
-                grp = int(groups[ok[np.argmin(counts[ok])]])
+                growth = self._growth(fgd.group_growth, groups[ok], req.count)
+                i = int(np.lexsort((counts[ok], growth))[0])
+                grp = int(groups[ok[i]])
                 members = self.group_gpus[self.group_ptr[grp]:self.group_ptr[grp + 1]]
                 chosen = members[self.free[members] == MILLI][:req.count]
-                got = ((int(counts.min()), 0), self._slots(s, chosen))
+                got = ((float(growth[i]), int(counts[ok[i]]), 0), self._slots(s, chosen))
             else:
                 counts = self.node_whole[nodes]
                 ok = np.flatnonzero(counts >= req.count)
@@ -364,11 +373,17 @@ class GpuState:
                 order = np.lexsort((on, -sizes, np.where(holds, sizes, 1 << 30)))
                 chosen = np.sort(on[order][:req.count])
                 split = len(set(self.group_of[chosen].tolist()))
-                got = ((int(counts[ok].min()) - req.count, split), self._slots(s, chosen))
+                got = ((0.0, int(counts[ok].min()) - req.count, split), self._slots(s, chosen))
             got = ((self._scarcity(s, int(m)), *got[0]), got[1])
             if best is None or got[0] < best[0]:
                 best = got
         return None if best is None else best[1]
+
+    def _growth(self, growth: Callable[..., np.ndarray | None], candidates: np.ndarray, need: int) -> np.ndarray:
+        """FGD's rank of each candidate (`policies.fgd`), rounded so that float noise breaks no tie;
+        all zero without a Demand (then best fit decides alone)."""
+        got = growth(self, candidates, need, self.demand) if self.demand is not None else None
+        return np.zeros(len(candidates)) if got is None else np.round(got, 6)
 
     def _scarcity(self, s: int, m: int) -> int:
         """Among the GPU models a job accepts, the one the site has most of goes first: jobs that

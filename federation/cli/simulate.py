@@ -31,10 +31,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.mode == "fairness":
         return _simulate_fairness(args, w, rules)
     modes = _modes(args, w)
-    strategies = args.strategy or ["topology", "blind", "round-robin"]
     outcomes: dict[str, Sequence[engine.Outcome]] = {
         m: [engine.run(w, rules, s, inflation=m == "inflation", speedup=args.speedup, seed=args.seed)
-            for s in strategies] for m in modes}
+            for s in args.strategy or DEFAULT_STRATEGIES[m]] for m in modes}
     results = {m: [report.summary(o) for o in runs] for m, runs in outcomes.items()}
     if args.plot:
         report.plot(outcomes, Path(args.plot))
@@ -45,6 +44,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         return 0
     _print_results(args, w, results)
     return 0
+
+
+# Inflation compares packing, against FGD and best fit too; replays compare ours with the federations
+# that do not see topology.
+DEFAULT_STRATEGIES = {"inflation": ["topology", "topology-bestfit", "fgd", "best-fit", "blind", "round-robin"],
+                      "replay": ["topology", "blind", "round-robin"]}
 
 
 def _workload(args: argparse.Namespace) -> Workload:
@@ -177,7 +182,8 @@ def register(sub: Subcommands, add: AddCommand) -> None:
     sp.add_argument("--speedup", type=float, default=1.0,
                     help="divide arrival times by this (more load; cost: after --load)")
     sp.add_argument("--strategy", action="append",
-                    choices=["topology", "blind", "round-robin", "federated", "fair-per-site", "fifo-per-site",
+                    choices=["topology", "topology-bestfit", "fgd", "best-fit", "blind", "round-robin", "federated",
+                             "fair-per-site", "fifo-per-site",
                              "ours", "ours-cost", "onprem-only", "cheapest-first", "spill-over"])
     sp.add_argument("--tenants", type=int, default=8, help="fairness: tenants to draw")
     sp.add_argument("--load", type=float, default=2.0,

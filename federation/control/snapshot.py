@@ -16,6 +16,7 @@ from federation.spec import JobSpec, PolicyConfig
 from federation.spec.array import parse_array
 from federation.spec.job import spot_of
 from policies import fairshare, preemption, pricing
+from policies.fgd import Demand
 from policies.gpus import Inventory, synthesized
 from policies.holds import Hold
 
@@ -144,6 +145,8 @@ def observe(core: Core, now: float, live: list[tuple[Attempt, Job]] | None = Non
     for attempt, _ in live:
         if attempt.binding and attempt.site in index:
             gpus.reserve(index[attempt.site], attempt.binding)
+    # FGD inside sites measures fragmentation against the asks of the work running now.
+    gpus.demand = Demand.of(request_of(job.spec.spec) for _, job in live)
     claimed = Counter((a.site, a.node_type) for a, job in live
                       if a.node_type and a.state is AttemptState.ASSIGNED and request_of(job.spec.spec) is not None)
     sites = []

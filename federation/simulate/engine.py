@@ -18,6 +18,7 @@ import policies
 from federation.simulate.baselines import strategies
 from federation.simulate.metrics import Shapes, fragmentation
 from federation.simulate.trace import SimJob, Workload
+from policies.fgd import Demand
 from policies.gpu_state import GpuState
 from policies.gpus import MILLI, Binding, check_binding
 
@@ -138,7 +139,7 @@ def run(w: Workload, rules: policies.Rules, strategy: str, *, inflation: bool = 
     """Replay `w` in simulated time (arrivals divided by `speedup`, durations as recorded).
     With `inflation` (the FGD paper's method) jobs are drawn from the trace with replacement,
     never end, and get one try each, until the GPUs asked reach the cluster's GPUs."""
-    place = strategies()[strategy]
+    place = strategies(Demand.of(j.gpu for j in w.jobs))[strategy]
     cluster = _Cluster.of(w)
     total = int(sum(s.inventory.gpus for s in w.sites))
     out = Outcome(strategy, total)

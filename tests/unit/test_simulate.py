@@ -84,6 +84,19 @@ def test_inflation_stops_when_asks_reach_capacity(excerpt):
     assert out.violations == {}
 
 
+def test_inflation_compares_ours_with_fgd_and_best_fit_which_break_only_nvlink(excerpt, capsys):
+    assert main(["simulate", "--trace", str(ALIBABA), "--mode", "inflation", "--format", "json",
+                 "--policy", str(ROOT / "configs" / "policy.yaml")]) == 0
+    out = json.loads(capsys.readouterr().out)["inflation"]
+    rows = {r["strategy"]: r for r in out["results"]}
+    assert set(rows) == {"topology", "topology-bestfit", "fgd", "best-fit", "blind", "round-robin"}
+    assert rows["topology"]["violations"] == rows["topology-bestfit"]["violations"] == 0
+    for name in ("fgd", "best-fit"):   # they keep sovereignty and GPU types; they do not see NVLink
+        assert set(rows[name]["violations_by_rule"]) <= {"nvlink"}
+        assert rows[name]["unallocated_gpus_at_full"] is not None
+    assert {"topology/fgd", "topology/best-fit", "topology/topology-bestfit"} <= set(out["ratios"])
+
+
 def test_auditor_flags_sovereignty_breaches():
     w = trace.Workload((trace.SimSite("us", "US", "us-east", Inventory(), 1, 1),), (),
                        {"eu-patients": ("gdpr-personal", frozenset({"us"}))}, "test")
