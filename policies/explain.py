@@ -36,6 +36,10 @@ def describe(job: PendingJob, site: SiteView, reason: Reason, snapshot: Snapshot
                              max(0.0, site.gpus - site.used_gpus))
         return Verdict(site.name, reason, f"needs {fmt_resources(job.cpus, job.memory, job.gpus)}; "
                                           f"not free now (free at the start of the cycle: {free})")
+    if reason is Reason.RESERVED:
+        return Verdict(site.name, reason, "it would fit, but would still run when a job ahead of it, which reserved "
+                                          "this site, is due to start (backfill: a time_limit that ends before it, "
+                                          "or a smaller ask, lets it start now)")
     if reason is Reason.GANG:
         return Verdict(site.name, reason, "another part of the job's gang cannot be placed now; see the summary")
     if reason is Reason.QUEUE_LIMIT:
@@ -58,6 +62,14 @@ def unplaced_parts(masks: Masks, job: PendingJob, req: GpuRequest | None, now: n
             done.append((summarize(reasons), reasons.tobytes()))
         return done[0]
     return parts
+
+
+def noting(parts: Parts, note: str) -> Parts:
+    """`parts` with `note` after its summary."""
+    def noted() -> tuple[str, bytes]:
+        summary, reasons = parts()
+        return f"{summary}; {note}", reasons
+    return noted
 
 
 def held_parts(masks: Masks, job: PendingJob, code: int, summary: str = "") -> Parts:

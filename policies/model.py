@@ -36,6 +36,7 @@ class Reason(IntEnum):
     ARRAY_LIMIT = 21          # its array already runs as many elements as it may
     GANG = 22                 # another part of its gang cannot be placed now; none is
     PRICE = 23                # the site costs more per hour than the job's max_price
+    RESERVED = 24             # it would fit, but delay a job ahead of it that reserved the site (backfill)
 
     @property
     def slug(self) -> str:
@@ -112,6 +113,21 @@ class PendingJob:
     optimize_cost: bool = False    # placement.optimize: cost (else time)
     max_price: float = 0.0         # per hour; 0: no cap
     spot: int = NEVER              # pricing.NEVER, ALLOW or PREFER
+    time_limit: float = 0.0        # seconds it may run (ended past them); 0: unknown
+
+
+@dataclass(frozen=True, slots=True)
+class BackfillSettings:
+    depth: int = 0                 # blocked jobs that may reserve each cycle (Slurm's bf_max_job_test); 0: none
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """Where and from when a job that cannot start now is to start (`policies.backfill`)."""
+
+    job_id: str
+    site: str
+    start: float                   # when what it needs is free there, by the running work's time limits
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from policies.explain import Parts, held_parts, site_codes, unplaced_parts, why
+from policies.backfill import Backfill
+from policies.explain import Parts, held_parts, noting, site_codes, unplaced_parts, why
 from policies.fairshare import Ledger, Queues, demand
 from policies.feasible import FRAGMENTED, NO_FREE, OK, Masks, gpu_request, gpu_state
 from policies.gpu_state import GpuState
@@ -27,6 +28,7 @@ from policies.scoring import W_PAID, best_first, economics, offers, paid, score
 from policies.snapshot import ScheduleResult, Snapshot
 
 DEFERRED, QUEUE_LIMIT, GANG = int(Reason.DEFERRED), int(Reason.QUEUE_LIMIT), int(Reason.GANG)
+RESERVED = int(Reason.RESERVED)
 # A job no site can take now, its GPU shape, and the sites where stopping work could make room.
 Starved = tuple[PendingJob, GpuRequest | None, np.ndarray]
 # Where a job goes: (site, GPUs bound, score, how it starts there, after how long, price per hour).
@@ -38,11 +40,12 @@ def schedule(snapshot: Snapshot, pending: Sequence[PendingJob], now: float,
     """Place as many pending jobs as fit, at most `max_placements`; give every other one a
     reason at every site. Jobs behind a reached limit are DEFERRED where nothing static
     excludes them: one cycle's time stays bounded in a burst, and the next cycle goes on."""
-    cycle = _Cycle(snapshot, pending)
+    cycle = _Cycle(snapshot, pending, now)
     decisions, unplaced, deferred = cycle.run(max_placements)
     victims, room = cycle.preempt(now)
     return ScheduleResult(decisions=tuple(decisions), unplaced=tuple(unplaced), deferred=deferred,
-                          preemptions=tuple(victims), making_room=room)
+                          preemptions=tuple(victims), making_room=room,
+                          reservations=tuple(cycle.backfill.made) if cycle.backfill else ())
 
 
 def order(pending: Iterable[PendingJob]) -> list[PendingJob]:
@@ -64,9 +67,11 @@ class _Cycle:
     """One cycle's working state: what is still free (`masks`), the fair-share ledger, the
     refusals seen so far and the jobs left waiting that preemption may make room for."""
 
-    def __init__(self, snapshot: Snapshot, pending: Sequence[PendingJob]) -> None:
+    def __init__(self, snapshot: Snapshot, pending: Sequence[PendingJob], now: float = 0.0) -> None:
         self.snapshot = snapshot
         self.masks = Masks(snapshot)
+        bf = snapshot.backfill
+        self.backfill = Backfill.of(self.masks, snapshot.running, now, bf) if bf is not None and bf.depth else None
         self.ledger = Ledger(snapshot.queues or Queues(), totals(snapshot, self.masks.gpu), pending)
         # Capacity only shrinks within a cycle (a gang tried and rolled back restores what it took),
         # so a job like one that did not fit does not fit either.
@@ -114,12 +119,12 @@ class _Cycle:
                 return Unplaced(job.id, parts=held_parts(self.masks, job, QUEUE_LIMIT,
                                                          f"held by a queue limit: {held}"))
         key = (job.sites, job.regions, job.datasets, req, job.cpus, job.memory, job.vetoed_by, job.queue,
-               job.max_price, job.spot)
+               job.max_price, job.spot, job.time_limit)
         seen = self.refused.get(key)
         if seen is not None:
             if self.preempting and not in_gang:
                 self.starved.append((job, req, self.masks.may_use(job, req, ())))
-            return Unplaced(job.id, None, None, seen)
+            return Unplaced(job.id, None, None, seen if in_gang else self._reserve(job, req, seen, []))
         masks = self.masks
         fits, now, anywhere = masks.free_now(job, req)
         topology: list[int] = []    # sites where the exact fit showed the shape can never be held
@@ -168,6 +173,8 @@ class _Cycle:
             cost = self._price(job, req, i, how, binding) if kind is not None else 0.0
             if code == OK and job.max_price and cost > job.max_price + 1e-9:
                 code = NO_FREE   # the GPUs free there now cost more than its cap: its cheaper ones are taken
+            if code == OK and how == NOW and self.backfill is not None and self.backfill.blocks(job, i):
+                code = RESERVED
             if code == OK:
                 return (i, binding, float(scores[best]), how, 0.0 if delay is None else float(delay[best]), cost), now
             if not now.flags.writeable:
@@ -214,6 +221,8 @@ class _Cycle:
             node = site.elastic.node_types[j].name if site.elastic is not None and j >= 0 else ""
             model = site.elastic.node_types[j].gpu_model if site.elastic is not None and j >= 0 and req else model
         masks.took(i, job, binding, kind=how)
+        if self.backfill is not None and how == NOW:
+            self.backfill.took(job, i)
         self.ledger.charge(job.queue, demand(job, model))
         reasons = why(job, req, site, masks.locality(job.datasets)[i], masks.prefer(job)[i], masks, i, eligible,
                       binding, node, delay, price)
@@ -229,7 +238,18 @@ class _Cycle:
             self.refused[key] = parts
             if self.preempting:
                 self.starved.append((job, req, self.masks.may_use(job, req, topology)))
+            parts = self._reserve(job, req, parts, topology)
         return Unplaced(job.id, parts=parts)
+
+    def _reserve(self, job: PendingJob, req: GpuRequest | None, parts: Parts, topology: list[int]) -> Parts:
+        """With backfill, a reservation for a job that cannot start now (while the depth lasts),
+        noted in its reasons."""
+        bf = self.backfill
+        made = bf.reserve(job, req, np.flatnonzero(self.masks.may_use(job, req, topology))) if bf else None
+        if bf is None or made is None:
+            return parts
+        return noting(parts, f"reserved {made.site} from {made.start - bf.now:.0f}s from now, when the work "
+                             "running there is due to end")
 
     def _place_gang(self, parts: list[PendingJob]) -> tuple[list[Decision], list[Unplaced]]:
         """All parts of a gang placed, or none: what the first parts took is given back when a later one

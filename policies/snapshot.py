@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from policies.fairshare import Queues
 from policies.gpu_state import GpuState
-from policies.model import DatasetInfo, Decision, Rules, SiteView, Unplaced
+from policies.model import BackfillSettings, DatasetInfo, Decision, Reservation, Rules, SiteView, Unplaced
 from policies.preemption import Preemption, Running, Settings
 
 
@@ -19,6 +19,7 @@ class Snapshot:
     queues: Queues | None = None  # fair-share queues and their usage; None: one queue for everyone
     running: tuple[Running, ...] = ()  # live attempts, for preemption
     preemption: Settings | None = None  # None: never preempt
+    backfill: BackfillSettings | None = None  # None: no reservations
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,3 +29,4 @@ class ScheduleResult:
     deferred: int = 0          # of the unplaced, those behind the cycle's placement limit, not tried
     preemptions: tuple[Preemption, ...] = ()   # running attempts to stop so that waiting jobs can start
     making_room: Mapping[str, str] = field(default_factory=dict)  # waiting job -> site where work stops for it
+    reservations: tuple[Reservation, ...] = ()   # where and from when the first blocked jobs start
