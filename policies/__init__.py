@@ -8,11 +8,13 @@ from policies.feasible import gpu_request, static_verdict
 from policies.gpu_state import GpuState
 from policies.gpus import Binding, GpuNode, GpuRequest, Inventory, Slot, check_binding
 from policies.model import (
+    BackfillSettings,
     ClassificationRule,
     DatasetInfo,
     Decision,
     PendingJob,
     Reason,
+    Reservation,
     Rules,
     SiteView,
     Unplaced,
@@ -24,6 +26,7 @@ from policies.sovereignty import LOGS, expand_jurisdictions, kept_by, may_cross,
 
 __all__ = [
     "LOGS",
+    "BackfillSettings",
     "Binding",
     "ClassificationRule",
     "DatasetInfo",
@@ -34,6 +37,7 @@ __all__ = [
     "Inventory",
     "PendingJob",
     "Reason",
+    "Reservation",
     "Rules",
     "ScheduleResult",
     "SiteView",

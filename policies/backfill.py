@@ -5,10 +5,13 @@ job behind them may start at that site now only if it ends before the reservatio
 limit says so) or takes only what the reservation will not need. So a stream of small jobs cannot
 keep a large one waiting for ever.
 
-Counted per site in CPUs, memory and GPUs (whole GPUs free of the models the job takes): the
-exact GPU block is found when the time comes. A reservation holds its ask from its start on, and
-the later ones at a site count it as taken. Pure: built from a cycle's snapshot and free capacity,
-changed only by the cycle that owns it.
+A GPU job reserves the very GPUs it will get: the block of its shape (one NVLink domain, or one
+node) whose GPUs are all whole soonest. A job that would still run at that moment is placed as if
+those GPUs were taken (`state_for`: a copy of the cycle's GPU state with every reserved block held).
+CPUs and memory are counted per site: a reservation keeps what is free besides its own ask while it
+runs as its slack, and a job started in its way must fit in that slack. Jobs of several nodes
+(`per_node`, a rack) reserve nothing. Pure: built from a cycle's snapshot, changed only by the cycle
+that owns it.
 """
 from __future__ import annotations
 
@@ -17,7 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from policies.feasible import EPS, Masks
-from policies.gpus import GpuRequest
+from policies.gpu_state import GpuState
+from policies.gpus import MILLI, Binding, GpuRequest
 from policies.model import BackfillSettings, PendingJob, Reservation
 from policies.preemption import Running
 
@@ -29,7 +33,7 @@ class _Held:
     job_id: str
     start: float
     end: float                     # start + its time limit; INF when it has none
-    need: np.ndarray
+    need: np.ndarray               # CPUs and memory
     slack: np.ndarray              # what is free there while it runs besides what it needs
 
 
@@ -40,89 +44,147 @@ class Backfill:
     masks: Masks
     now: float
     depth: int
-    ends: dict[int, list[tuple[float, np.ndarray]]] = field(default_factory=dict)   # site -> (end, resources)
+    ends: dict[int, dict[str, tuple[float, np.ndarray]]] = field(default_factory=dict)  # site -> job -> (end, need)
+    gpu_ends: dict[int, float] = field(default_factory=dict)   # flat GPU -> when the last work on it ends
     held: dict[int, list[_Held]] = field(default_factory=dict)
     made: list[Reservation] = field(default_factory=list)
+    shadow: GpuState | None = None   # the cycle's GPUs with every reserved block held
+    first_start: dict[int, float] = field(default_factory=dict)   # site -> its earliest GPU reservation
 
     @classmethod
     def of(cls, masks: Masks, running: tuple[Running, ...], now: float, settings: BackfillSettings) -> Backfill:
         out = cls(masks, now, settings.depth)
         for r in running:
             if not r.stopping:
-                out.ends.setdefault(r.site, []).append((_end(r.started_at or now, r.job), _need(r.job, None)))
+                out._ran(r.job, r.site, r.binding, r.started_at or now)
         return out
 
+    def _ran(self, job: PendingJob, i: int, binding: Binding, start: float) -> None:
+        end = _end(start, job)
+        self.ends.setdefault(i, {})[job.id] = (end, _need(job))
+        for g in _flat(self.masks.gpu, i, binding):
+            self.gpu_ends[g] = max(self.gpu_ends.get(g, 0.0), end)
+
+    def state_for(self, job: PendingJob, i: int) -> GpuState | None:
+        """The GPU state `job` is to be placed on at site i: with the reserved blocks held when it
+        would still run when the first of them is due; None for the cycle's own."""
+        start = self.first_start.get(i)
+        return self.shadow if start is not None and _end(self.now, job) > start + EPS else None
+
     def blocks(self, job: PendingJob, i: int) -> Reservation | None:
-        """The reservation at site i that starting `job` there now would delay, if any."""
-        end, need = _end(self.now, job), _need(job, None)
+        """The reservation at site i whose CPUs or memory starting `job` there now would take."""
+        end, need = _end(self.now, job), _need(job)
         for h in self.held.get(i, ()):
             if end > h.start + EPS and (need > h.slack + EPS).any():
                 return next(r for r in self.made if r.job_id == h.job_id)
         return None
 
-    def took(self, job: PendingJob, i: int) -> None:
-        """`job` starts at site i now: what it holds while a reservation runs comes off its slack."""
-        end, need = _end(self.now, job), _need(job, None)
+    def took(self, job: PendingJob, i: int, binding: Binding, sign: int = -1) -> None:
+        """`job` starts at site i now (sign -1), or gives back a start (+1, a gang rolled back)."""
+        end, need = _end(self.now, job), _need(job)
         for h in self.held.get(i, ()):
             if end > h.start + EPS:
-                h.slack = h.slack - need
-        self.ends.setdefault(i, []).append((end, need))
+                h.slack = h.slack + sign * need
+        if sign < 0:
+            self._ran(job, i, binding, self.now)
+        else:
+            self.ends.get(i, {}).pop(job.id, None)
+        if self.shadow is not None and binding:
+            self.shadow.reserve(i, binding, sign)
 
     def reserve(self, job: PendingJob, req: GpuRequest | None, sites: np.ndarray) -> Reservation | None:
         """The site among `sites` where `job` can start soonest, reserved; None past the depth or
-        when no site can say when (its capacity is held by work of unknown end)."""
-        if len(self.made) >= self.depth or not sites.size:
+        when no site can say when (what it needs is held by work of unknown end)."""
+        if len(self.made) >= self.depth or not sites.size or (req is not None and (req.per_node or req.colocate)):
             return None
-        need, run_s = _need(job, req), job.time_limit if job.time_limit > 0 else INF
-        best: tuple[float, int, np.ndarray] | None = None
+        need, run_s = _need(job), job.time_limit if job.time_limit > 0 else INF
+        best: tuple[float, int, np.ndarray, np.ndarray] | None = None
         for i in (int(s) for s in sites):
-            start, slack = self._earliest(i, need, run_s)
+            gpus, after = (np.zeros(0, dtype=np.int64), self.now) if req is None else self._block(i, req)
+            start, slack = self._earliest(i, need, run_s, after) if after < INF else (INF, need)
             if start < INF and (best is None or start < best[0]):
-                best = (start, i, slack)
+                best = (start, i, slack, gpus)
         if best is None:
             return None
-        start, i, slack = best
+        start, i, slack, gpus = best
         for h in self.held.get(i, ()):   # the earlier ones it overlaps have that much less to spare
             if h.start < start + run_s and start < h.end:
                 h.slack = h.slack - need
         self.held.setdefault(i, []).append(_Held(job.id, start, start + run_s, need, slack))
+        if gpus.size:
+            if self.shadow is None:
+                self.shadow = self.masks.gpu.copy()
+            shadow = self.shadow
+            shadow.reserve(i, shadow.slots(i, gpus[shadow.free[gpus] > 0]))
+            for g in gpus:
+                self.gpu_ends[int(g)] = max(self.gpu_ends.get(int(g), 0.0), start + run_s)
+            self.first_start[i] = min(self.first_start.get(i, INF), start)
         made = Reservation(job.id, self.masks.snapshot.sites[i].name, start)
         self.made.append(made)
         return made
 
-    def _earliest(self, i: int, need: np.ndarray, run_s: float) -> tuple[float, np.ndarray]:
-        """The first moment from which `need` stays free at site i for `run_s`, and the least that
-        is free besides it meanwhile; (INF, -) when there is none."""
+    def _block(self, i: int, req: GpuRequest) -> tuple[np.ndarray, float]:
+        """The GPUs of site i that are whole soonest in the shape `req` asks (one NVLink domain, or
+        one node), and when."""
+        g = self.masks.gpu
+        a, b = g.sites[i].start, g.sites[i].end
+        flat = np.arange(a, b)
+        ok = np.isin(g.model_of[a:b], g.model_ids(req.models)) & (g.memory_of[a:b] >= (req.memory if req.count else 0))
+        flat = flat[ok]
+        if not flat.size:
+            return flat, INF
+        free_at = np.array([self.now if g.free[x] == MILLI and x not in self.gpu_ends else
+                            max(self.now, self.gpu_ends.get(int(x), INF)) for x in flat])
+        unit = g.group_of[flat] if req.nvlink == "required" else g.node_of[flat]
+        k = max(1, req.count)
+        best: tuple[float, np.ndarray] = (INF, flat[:0])
+        for u in np.unique(unit):
+            mine = np.flatnonzero(unit == u)
+            if mine.size < k:
+                continue
+            soonest = mine[np.argsort(free_at[mine], kind="stable")[:k]]
+            when = float(free_at[soonest].max())
+            if when < best[0]:
+                best = (when, np.sort(flat[soonest]))
+        return best[1], best[0]
+
+    def _earliest(self, i: int, need: np.ndarray, run_s: float, after: float) -> tuple[float, np.ndarray]:
+        """The first moment from `after` on from which `need` (CPUs, memory) stays free at site i for
+        `run_s`, and the least free besides it meanwhile; (INF, -) when there is none."""
         m = self.masks
-        events = [(e, freed) for e, freed in self.ends.get(i, ()) if e < INF]
+        events = [(e, freed) for e, freed in self.ends.get(i, {}).values() if e < INF]
         for h in self.held.get(i, ()):
             events.append((h.start, -h.need))
             if h.end < INF:
                 events.append((h.end, h.need))
         events.sort(key=lambda e: e[0])
         times = np.array([self.now] + [max(e, self.now) for e, _ in events])
-        free = np.array([m.free_cpu[i], m.free_mem[i], self._gpus(i)])
-        avail = free + np.cumsum(np.vstack([np.zeros(3)] + [d for _, d in events]), axis=0)
-        # what is free at each moment: after every event up to it
-        last = np.searchsorted(times, times, side="right") - 1
-        avail = avail[last]
-        for k, t in enumerate(times):
-            if k and times[k - 1] == t:
-                continue
-            until = np.searchsorted(times, t + run_s, side="left") if run_s < INF else len(times)
+        avail = np.array([m.free_cpu[i], m.free_mem[i]]) + np.cumsum(
+            np.vstack([np.zeros(2)] + [d for _, d in events]), axis=0)
+        avail = avail[np.searchsorted(times, times, side="right") - 1]   # after every event up to each moment
+        candidates = [after] + [t for t in times if t > after]
+        for t in candidates:
+            k = int(np.searchsorted(times, t, side="right")) - 1
+            until = int(np.searchsorted(times, t + run_s, side="left")) if run_s < INF else len(times)
             window = avail[k:max(until, k + 1)]
             if (window >= need - EPS).all():
                 return float(t), window.min(axis=0) - need
-        return INF, np.zeros(3)
-
-    def _gpus(self, i: int) -> float:
-        g = self.masks.gpu
-        return float(g.whole_total[i]) if g.sites else 0.0
+        return INF, need
 
 
 def _end(start: float, job: PendingJob) -> float:
     return start + job.time_limit if job.time_limit > 0 else INF
 
 
-def _need(job: PendingJob, req: GpuRequest | None) -> np.ndarray:
-    return np.array([job.cpus, job.memory, req.whole if req is not None else job.gpus])
+def _need(job: PendingJob) -> np.ndarray:
+    return np.array([job.cpus, job.memory])
+
+
+def _flat(state: GpuState, i: int, binding: Binding) -> list[int]:
+    site = state.sites[i]
+    out: list[int] = []
+    for slot in binding:
+        k = site.names.get(slot.node)
+        if k is not None:
+            out.extend(site.node_start[k] + g for g in slot.gpus if g < site.nodes[k].gpus)
+    return out

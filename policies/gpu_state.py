@@ -358,7 +358,7 @@ class GpuState:
                 grp = int(groups[ok[i]])
                 members = self.group_gpus[self.group_ptr[grp]:self.group_ptr[grp + 1]]
                 chosen = members[self.free[members] == MILLI][:req.count]
-                got = ((float(growth[i]), int(counts[ok[i]]), 0), self._slots(s, chosen))
+                got = ((float(growth[i]), int(counts[ok[i]]), 0), self.slots(s, chosen))
             else:
                 counts = self.node_whole[nodes]
                 ok = np.flatnonzero(counts >= req.count)
@@ -373,7 +373,7 @@ class GpuState:
                 order = np.lexsort((on, -sizes, np.where(holds, sizes, 1 << 30)))
                 chosen = np.sort(on[order][:req.count])
                 split = len(set(self.group_of[chosen].tolist()))
-                got = ((0.0, int(counts[ok].min()) - req.count, split), self._slots(s, chosen))
+                got = ((0.0, int(counts[ok].min()) - req.count, split), self.slots(s, chosen))
             got = ((self._scarcity(s, int(m)), *got[0]), got[1])
             if best is None or got[0] < best[0]:
                 best = got
@@ -395,7 +395,8 @@ class GpuState:
         k = int(self.node_of[flat[0]]) - int(self.node_of[site.start])
         return Slot(site.nodes[k].name, tuple(int(self.local[g]) for g in flat), milli)
 
-    def _slots(self, s: int, flat: np.ndarray) -> Binding:
+    def slots(self, s: int, flat: np.ndarray) -> Binding:
+        """The binding that holds the flat GPUs `flat` of site s (sorted by node)."""
         out, start = [], 0
         for i in range(1, len(flat) + 1):
             if i == len(flat) or self.node_of[flat[i]] != self.node_of[flat[start]]:

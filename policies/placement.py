@@ -197,7 +197,10 @@ class _Cycle:
         if req is None:
             return (), OK
         gpu = self.masks.gpu
-        binding, miss = gpu.fit(i, req)
+        shadow = self.backfill.state_for(job, i) if self.backfill is not None else None
+        binding, miss = (shadow or gpu).fit(i, req)
+        if binding is None and shadow is not None and gpu.fit(i, req)[0] is not None:
+            return (), RESERVED   # it fits on GPUs a job ahead of it reserved, and would still hold them then
         if binding is None:
             assert miss is not None
             if miss.static:
@@ -222,7 +225,7 @@ class _Cycle:
             model = site.elastic.node_types[j].gpu_model if site.elastic is not None and j >= 0 and req else model
         masks.took(i, job, binding, kind=how)
         if self.backfill is not None and how == NOW:
-            self.backfill.took(job, i)
+            self.backfill.took(job, i, binding)
         self.ledger.charge(job.queue, demand(job, model))
         reasons = why(job, req, site, masks.locality(job.datasets)[i], masks.prefer(job)[i], masks, i, eligible,
                       binding, node, delay, price)
@@ -268,6 +271,8 @@ class _Cycle:
                 continue
             for q, d in reversed(done):
                 masks.gave_back(masks.index[d.site], q, d.binding)
+                if self.backfill is not None and not d.node_type:
+                    self.backfill.took(q, masks.index[d.site], d.binding, sign=+1)
                 self.ledger.charge(q.queue, demand(q, d.gpu_model), -1.0)
             note = f"gang {gang}: part {p.id} cannot be placed now ({got.summary}), so no part is"
             return [], [got if q is p else Unplaced(q.id, parts=held_parts(masks, q, GANG, note)) for q in parts]

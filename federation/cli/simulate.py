@@ -30,6 +30,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.policy}: no rule for classification(s) {', '.join(sorted(missing))}")
     if args.mode == "fairness":
         return _simulate_fairness(args, w, rules)
+    if args.mode == "load":
+        return _simulate_load(args, w, rules)
     modes = _modes(args, w)
     outcomes: dict[str, Sequence[engine.Outcome]] = {
         m: [engine.run(w, rules, s, inflation=m == "inflation", speedup=args.speedup, seed=args.seed)
@@ -117,6 +119,52 @@ def _simulate_fairness(args: argparse.Namespace, w: Workload, rules: policies.Ru
     return 0
 
 
+def _simulate_load(args: argparse.Namespace, w: Workload, rules: policies.Rules) -> int:
+    from dataclasses import replace
+
+    from federation.simulate import fairness, load
+    if not w.timed:
+        raise ConfigError(f"--mode load: the {args.pods} task list has no arrival times")
+    w = fairness.smaller(w, args.keep_every)
+    gpus = int(sum(s.inventory.gpus for s in w.sites))
+    out: dict[str, dict] = {}
+    for share in _levels(args.utilisation):
+        jobs, speedup, reached = fairness.compressed(w.jobs, gpus, share)
+        at = replace(w, jobs=tuple(sorted(jobs, key=lambda j: (j.arrival, j.id))))
+        rows = [load.summary(load.run(at, rules, s)) for s in args.strategy or load.STRATEGIES]
+        out[f"{share:g}"] = {"speedup": round(speedup, 3), "reached": round(reached, 3), "results": rows,
+                             "ratios": load.ratios(rows)}
+    setup = (f"{len(w.jobs)} jobs on {gpus} GPUs (one GPU node in {args.keep_every} of each site); arrivals divided "
+             f"until the most GPUs asked at once, were every job started on arrival, are the stated share of the "
+             f"GPUs; time limits = run times; backfill depth {load.DEPTH}")
+    if wants_json(args):
+        render.emit_json({"setup": setup, "rules": w.rules, "loads": out})
+        return 0
+    print(setup)
+    for level, got in out.items():
+        print(f"\npeak load {level} (reached {got['reached']:g}; arrivals divided by {got['speedup']:.4g}):")
+        render.table(["STRATEGY", "UTIL", "STARTED", "NEVER", "DELAY-P50-S", "DELAY-P99-S", "8+GPU-P50-S",
+                      "8+GPU-P99-S", "8+GPU-MAX-S", "8+GPU-JOBS"],
+                     [[r["strategy"], r["gpu_utilisation"], r["started"], r["never_started"],
+                       r["queue_delay_s"]["p50"], r["queue_delay_s"]["p99"], r["by_size"]["8+"]["p50"],
+                       r["by_size"]["8+"]["p99"], r["largest_jobs_max_delay_s"], r["by_size"]["8+"]["jobs"]]
+                      for r in got["results"]])
+        for name, r in got["ratios"].items():
+            print(f"  {name}: " + ", ".join(f"{k} x{v}" if k != "utilisation_points" else f"{k} {v:+g}"
+                                          for k, v in r.items()))
+    return 0
+
+
+def _levels(text: str) -> list[float]:
+    try:
+        levels = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"--utilisation: {text!r} is not a list of numbers (e.g. 0.7,0.9,1.1)") from None
+    if not levels or any(not 0 < x <= 5 for x in levels):
+        raise ConfigError(f"--utilisation: {text!r}: each share of the GPUs must be above 0 and at most 5")
+    return levels
+
+
 def _simulate_cost(args: argparse.Namespace) -> int:
     from federation.simulate import cost, cost_report, cost_setup
     cfg = cost_setup.CostConfig(onprem_share=args.onprem_share, spot_rate=args.spot_rate, start_delay=args.start_delay,
@@ -175,16 +223,19 @@ def register(sub: Subcommands, add: AddCommand) -> None:
     sp.add_argument("--site-config", action="append", help="a Site YAML with gpu_nodes (repeatable); needs --jobs")
     sp.add_argument("--jobs", help="a CSV of jobs: id,arrival_s,duration_s,cpus,gpus,gpu_type,nvlink,dataset,tenant")
     sp.add_argument("--policy", default="configs/policy.yaml")
-    sp.add_argument("--mode", choices=["replay", "inflation", "both", "fairness", "cost"], default="both",
+    sp.add_argument("--mode", choices=["replay", "inflation", "both", "fairness", "cost", "load"], default="both",
                     help="replay: trace times; inflation: draw jobs until GPUs asked = GPUs (FGD's method); "
                          "fairness: tenants on a contended federation, against per-site scheduling; "
-                         "cost: an on-prem site and two elastic cloud regions, what each strategy buys")
+                         "cost: an on-prem site and two elastic cloud regions, what each strategy buys; "
+                         "load: arrivals compressed to --utilisation, waits by job size with and without reservations")
     sp.add_argument("--speedup", type=float, default=1.0,
                     help="divide arrival times by this (more load; cost: after --load)")
     sp.add_argument("--strategy", action="append",
                     choices=["topology", "topology-bestfit", "fgd", "best-fit", "blind", "round-robin", "federated",
                              "fair-per-site", "fifo-per-site",
-                             "ours", "ours-cost", "onprem-only", "cheapest-first", "spill-over"])
+                             "ours", "ours-cost", "onprem-only", "cheapest-first", "spill-over", "ours-reserve"])
+    sp.add_argument("--utilisation", default="0.7,0.9,1.1",
+                    help="load: the GPU work offered, as shares of the GPUs held (comma-separated)")
     sp.add_argument("--tenants", type=int, default=8, help="fairness: tenants to draw")
     sp.add_argument("--load", type=float, default=2.0,
                     help="fairness, cost: most GPUs asked at once over GPUs held (cost: on-prem's)")

@@ -4,10 +4,14 @@ or takes what it will not need; and, over random worlds, no reservation is ever 
 started after it."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from policies import PendingJob, Rules, SiteView, Snapshot, schedule
+from policies.gpu_state import GpuState
+from policies.gpus import GpuNode, GpuRequest, Inventory, Slot
 from policies.model import BackfillSettings as Backfill
 from policies.model import Reason
 from policies.preemption import Running
@@ -111,3 +115,44 @@ def test_no_reservation_is_delayed_by_a_job_started_after_it(running, pending):
             assert 8 - held >= j.cpus - 1e-9, (reserved, at, work)
         assert reserved.job_id not in placed(r)
         work.append((reserved.site, reserved.start, end, j.cpus))   # the next ones count it as taken
+
+
+def gpu_world(running: list[Running], depth: int = 4) -> Snapshot:
+    nodes = tuple(GpuNode(n, "A100", 80 * GiB, tuple(f"{n}/nv" for _ in range(8))) for n in ("n1", "n2"))
+    state = GpuState([Inventory(nodes)])
+    for r in running:
+        state.reserve(0, r.binding)
+    view = SiteView("a", "DE", "eu", {}, 64, 512 * GiB, 16, used_cpus=sum(r.job.cpus for r in running),
+                    used_memory=sum(r.job.memory for r in running), used_gpus=sum(r.job.gpus for r in running))
+    return Snapshot((view,), {}, Rules({}), state, running=tuple(running),
+                    backfill=Backfill(depth) if depth else None)
+
+
+def gpu_job(id: str, gpus: int, limit: float, priority: int = 0, at: float = 0.0) -> PendingJob:
+    return replace(job(id, 1, limit, priority, at), gpus=float(gpus),
+                   gpu=GpuRequest(count=gpus, nvlink="required" if gpus > 1 else ""))
+
+
+def test_a_gpu_job_reserves_the_nvlink_block_that_frees_first_and_long_work_goes_around_it():
+    busy = [Running(gpu_job("on-n1", 6, limit=110), 1, 0, (Slot("n1", tuple(range(6))),), started_at=NOW - 10),
+            Running(gpu_job("on-n2", 4, limit=1010), 1, 0, (Slot("n2", tuple(range(4))),), started_at=NOW - 10)]
+    pending = [gpu_job("big", 8, limit=600, priority=1), gpu_job("long", 2, limit=500, at=1),
+               gpu_job("short", 2, limit=50, at=2)]
+    greedy = schedule(gpu_world(busy, depth=0), pending, NOW)
+    assert {d.job_id: d.binding[0].node for d in greedy.decisions} == {"long": "n1", "short": "n2"}
+    r = schedule(gpu_world(busy), pending, NOW)
+    (reserved,) = r.reservations
+    assert (reserved.job_id, reserved.start) == ("big", NOW + 100)
+    # short ends before big is due: it may take n1's last two; long would not, and goes to n2
+    assert {d.job_id: d.binding[0].node for d in r.decisions} == {"short": "n1", "long": "n2"}
+    r = schedule(gpu_world(busy), pending[:2], NOW)
+    assert {d.job_id: d.binding[0].node for d in r.decisions} == {"long": "n2"}
+
+
+def test_long_work_that_fits_only_on_reserved_gpus_waits_with_why():
+    busy = [Running(gpu_job("on-n1", 6, limit=110), 1, 0, (Slot("n1", tuple(range(6))),), started_at=NOW - 10),
+            Running(gpu_job("on-n2", 8, limit=0), 1, 0, (Slot("n2", tuple(range(8))),), started_at=NOW - 10)]
+    r = schedule(gpu_world(busy), [gpu_job("big", 8, limit=600, priority=1), gpu_job("long", 2, limit=500)], NOW)
+    assert r.decisions == () and r.reservations[0].job_id == "big"
+    (why,) = [u for u in r.unplaced if u.job_id == "long"]
+    assert why.reasons[0] == Reason.RESERVED

@@ -97,6 +97,19 @@ def test_inflation_compares_ours_with_fgd_and_best_fit_which_break_only_nvlink(e
     assert {"topology/fgd", "topology/best-fit", "topology/topology-bestfit"} <= set(out["ratios"])
 
 
+def test_under_load_reservations_shorten_the_wait_of_the_largest_jobs_without_costing_utilisation(capsys):
+    assert main(["simulate", "--trace", str(ALIBABA), "--mode", "load", "--utilisation", "1.1", "--format", "json",
+                 "--policy", str(ROOT / "configs" / "policy.yaml")]) == 0
+    got = json.loads(capsys.readouterr().out)["loads"]["1.1"]
+    rows = {r["strategy"]: r for r in got["results"]}
+    assert set(rows) == {"ours", "ours-reserve", "fifo-per-site"} and got["reached"] == pytest.approx(1.1, abs=0.01)
+    ours, reserve = rows["ours"], rows["ours-reserve"]
+    assert ours["never_started"] == reserve["never_started"] == 0
+    assert reserve["by_size"]["8+"]["p99"] < ours["by_size"]["8+"]["p99"]
+    assert reserve["gpu_utilisation"] >= ours["gpu_utilisation"] - 0.02
+    assert got["ratios"]["ours-reserve/ours"]["p99_delay_8plus"] < 1
+
+
 def test_auditor_flags_sovereignty_breaches():
     w = trace.Workload((trace.SimSite("us", "US", "us-east", Inventory(), 1, 1),), (),
                        {"eu-patients": ("gdpr-personal", frozenset({"us"}))}, "test")
