@@ -48,6 +48,7 @@ class Backfill:
     gpu_ends: dict[int, float] = field(default_factory=dict)   # flat GPU -> when the last work on it ends
     held: dict[int, list[_Held]] = field(default_factory=dict)
     made: list[Reservation] = field(default_factory=list)
+    tried: int = 0                   # jobs that asked for a reservation this cycle (made or not)
     shadow: GpuState | None = None   # the cycle's GPUs with every reserved block held
     first_start: dict[int, float] = field(default_factory=dict)   # site -> its earliest GPU reservation
 
@@ -93,10 +94,12 @@ class Backfill:
             self.shadow.reserve(i, binding, sign)
 
     def reserve(self, job: PendingJob, req: GpuRequest | None, sites: np.ndarray) -> Reservation | None:
-        """The site among `sites` where `job` can start soonest, reserved; None past the depth or
-        when no site can say when (what it needs is held by work of unknown end)."""
-        if len(self.made) >= self.depth or not sites.size or (req is not None and (req.per_node or req.colocate)):
+        """The site among `sites` where `job` can start soonest, reserved; None past the depth (the
+        jobs tried, as Slurm counts them, so a cycle's cost stays bounded) or when no site can say
+        when (what it needs is held by work of unknown end)."""
+        if self.tried >= self.depth or not sites.size or (req is not None and (req.per_node or req.colocate)):
             return None
+        self.tried += 1
         need, run_s = _need(job), job.time_limit if job.time_limit > 0 else INF
         best: tuple[float, int, np.ndarray, np.ndarray] | None = None
         for i in (int(s) for s in sites):
