@@ -72,12 +72,17 @@ def _totals_only(choose: Callable[[np.ndarray, Masks, GpuRequest | None], int]) 
             if binding is None:
                 unplaced.append(policies.Unplaced(job.id, "no site", b""))
                 continue
-            masks.free_cpu[i] -= job.cpus
-            if binding:
-                masks.gpu.reserve(i, binding)
-            decisions.append(policies.Decision(job.id, snapshot.sites[i].name, 0.0, (), int(candidates.size), binding))
+            decisions.append(_placed(masks, job, i, binding, int(candidates.size)))
         return policies.ScheduleResult(tuple(decisions), tuple(unplaced))
     return schedule
+
+
+def _placed(masks: Masks, job: policies.PendingJob, i: int, binding: Binding, candidates: int) -> policies.Decision:
+    """`job` placed at site i: it holds its CPUs and GPUs from here on."""
+    masks.free_cpu[i] -= job.cpus
+    if binding:
+        masks.gpu.reserve(i, binding)
+    return policies.Decision(job.id, masks.snapshot.sites[i].name, 0.0, (), candidates, binding)
 
 
 def _emptiest(candidates: np.ndarray, masks: Masks, req: GpuRequest | None) -> int:
@@ -174,11 +179,7 @@ def _anywhere(ranking: Callable[[GpuState, GpuRequest], Callable[[np.ndarray, np
             if got is None:
                 unplaced.append(policies.Unplaced(job.id, "no site", b""))
                 continue
-            i, binding = got
-            masks.free_cpu[i] -= job.cpus
-            if binding:
-                masks.gpu.reserve(i, binding)
-            decisions.append(policies.Decision(job.id, snapshot.sites[i].name, 0.0, (), int(sites.size), binding))
+            decisions.append(_placed(masks, job, got[0], got[1], int(sites.size)))
         return policies.ScheduleResult(tuple(decisions), tuple(unplaced))
     return schedule
 
