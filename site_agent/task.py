@@ -7,6 +7,8 @@ on the Ray-job path, when the agent's lease has lapsed past GUARD_AT (exit FENCE
 stops the group if the task's worker dies: Ray kills the workers of a runner that died, and a job
 left running unseen would run again elsewhere beside itself.
 What is left of the group when the command ends is stopped too: it would hold nothing Ray counts.
+A training's step or aggregator is handed to a warm worker instead (`site_agent.warm`), which the
+task guards the same way: cancelled or fenced, the worker's whole group is stopped.
 """
 from __future__ import annotations
 
