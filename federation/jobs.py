@@ -44,6 +44,12 @@ class AttemptState(str, Enum):
 
 
 TERMINAL_JOB_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+TIMED_OUT = "timed out:"   # the stop reason of an attempt past its job's time limit: the job fails
+
+
+def asked_stop_ends(attempt: Attempt) -> AttemptState:
+    """How an attempt the federation asked to stop ends: failed past its time limit, else preempted."""
+    return AttemptState.FAILED if attempt.stop_reason.startswith(TIMED_OUT) else AttemptState.PREEMPTED
 
 JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.PENDING: frozenset({JobState.PLACED, JobState.CANCELLED}),

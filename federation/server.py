@@ -130,7 +130,8 @@ def start_server(config: FederationConfig) -> RunningServer:
         store.close()
         raise
     control = ControlPlane(store, policy, site_timeout_s=body.site_timeout_s,
-                           max_placements=body.scheduler.max_placements_per_cycle, signer=signer)
+                           max_placements=body.scheduler.max_placements_per_cycle,
+                           backfill_depth=body.scheduler.backfill_depth, signer=signer)
     control.refusals.window_s = body.audit.refusal_window_s
     replication = body.replication
     witness = replication.role == "witness"

@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import policies
 from federation import queues
 from federation.collector import paused_gc
 from federation.control.core import Core
 from federation.control.gangs import watch_gangs
+from federation.control.limits import time_out
 from federation.control.sites import Sites
 from federation.control.snapshot import budget_holds, holds, observe, pending_view
 from federation.errors import InvalidSpec
@@ -94,10 +95,11 @@ def waiting_reason(said: str | Explanation | None) -> str:
 
 
 class Cycle:
-    def __init__(self, core: Core, sites: Sites, max_placements: int | None = None) -> None:
+    def __init__(self, core: Core, sites: Sites, max_placements: int | None = None, backfill_depth: int = 8) -> None:
         self.core = core
         self.sites = sites
         self.max_placements = max_placements
+        self.backfill = policies.BackfillSettings(backfill_depth) if backfill_depth else None
         self.last = Stats(0.0, None)
 
     def run_once(self) -> policies.ScheduleResult:
@@ -107,7 +109,7 @@ class Cycle:
         now = self.core.clock()
         self.sites.expire_leases(now)
         live = store.live_attempts()
-        if watch_gangs(self.core, live, now):
+        if watch_gangs(self.core, live, now) | time_out(self.core, live, now):
             live = store.live_attempts()
         pending = store.pending_jobs()
         if not pending:
@@ -123,7 +125,7 @@ class Cycle:
         return result
 
     def _observe(self, now: float, pending: list[Job], live: list[tuple[Attempt, Job]]) -> Observed:
-        snapshot = observe(self.core, now, live)
+        snapshot = replace(observe(self.core, now, live), backfill=self.backfill)
         held_back = self._settle_holds(pending, live, [s.name for s in snapshot.sites], now)
         views = {}
         waiting = Counter(held_back.values())

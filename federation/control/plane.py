@@ -23,7 +23,7 @@ from federation.store import Store
 
 class ControlPlane:
     def __init__(self, store: Store, policy: PolicyConfig, *, site_timeout_s: float = 30.0,
-                 max_placements: int | None = None, signer: Signer | None = None,
+                 max_placements: int | None = None, backfill_depth: int = 8, signer: Signer | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.core = Core(store, policy, site_timeout_s=site_timeout_s, signer=signer, clock=clock)
         self.trust = Trust(self.core)            # tokens, enrolment, renewal, revocation
@@ -31,7 +31,7 @@ class ControlPlane:
         self.sites = Sites(self.core)            # register, heartbeat, state, leases, desired work, inputs
         self.reports = Reports(self.core)        # what sites report about their attempts
         self.views = Views(self.core)            # read views
-        self.cycle = Cycle(self.core, self.sites, max_placements)
+        self.cycle = Cycle(self.core, self.sites, max_placements, backfill_depth)
         self.audit_watch = AuditWatch(signer.key.public_key() if signer is not None else None)
 
     def begin_term(self) -> None:

@@ -11,7 +11,7 @@ from federation.control.border import Border
 from federation.control.core import Core
 from federation.control.snapshot import catalog
 from federation.errors import InvalidSpec, NotFound
-from federation.jobs import Attempt, AttemptState, Job, JobState
+from federation.jobs import Attempt, AttemptState, Job, JobState, asked_stop_ends
 
 log = logging.getLogger("federation.control")
 
@@ -51,7 +51,7 @@ def vanished(attempt: Attempt, job: Job) -> tuple[AttemptState, str] | None:
     if job.state is JobState.CANCELLED:
         return AttemptState.STOPPED, "cancelled before it started"
     if attempt.stop_requested_at:
-        return AttemptState.PREEMPTED, f"{attempt.stop_reason} (before it started)"
+        return asked_stop_ends(attempt), f"{attempt.stop_reason} (before it started)"
     if attempt.state is AttemptState.RUNNING:
         return AttemptState.LOST, "vanished from the site's Ray cluster (restarted?)"
     return None  # assigned and not yet submitted: the agent will start it

@@ -39,7 +39,7 @@ def pending_view_of(spec: JobSpec, queue: str, job_id: str = "", submitted_at: f
         submitted_at=submitted_at, vetoed_by=vetoed_by, gpu=request_of(body), queue=queue,
         gang=gang, gang_size=len(body.gang.parts) if gang and body.gang else 0,
         optimize_cost=body.placement.optimize == "cost", max_price=body.placement.max_price or 0.0,
-        spot=SPOT[spot_of(body)])
+        spot=SPOT[spot_of(body)], time_limit=body.time_limit or 0.0)
 
 
 def gpu_inventory(site: SiteRecord) -> Inventory:

@@ -145,11 +145,20 @@ class JobBody(Strict):
                                     "site's long-lived runner), driver (a Ray job with a driver of its own, for work "
                                     "that uses Ray itself), or auto (task for array elements and training steps "
                                     "whose entrypoint does not name Ray; driver otherwise); see `fedctl explain`")
+    time_limit: float | None = Field(
+        default=None, gt=0, description="how long it may run, e.g. 2h: past it the job is stopped (SIGTERM, then "
+                                         "SIGKILL after the site's grace) and fails as timed out; the scheduler "
+                                         "plans reservations for large jobs by it (backfill)")
     on_site_loss: Literal["replace", "wait"] = Field(
         default="replace", description="when its site stops answering: replace (the site stops the job and it runs "
                                        "again elsewhere, by spec.retry) or wait (it keeps running there, and the "
                                        "federation waits for the site to return; a long training would rather "
                                        "wait than start over)")
+
+    @field_validator("time_limit", mode="before")
+    @classmethod
+    def _time_limit(cls, v: Any) -> float | None:
+        return None if v is None else parse_duration(v)
 
     @field_validator("array")
     @classmethod

@@ -25,6 +25,10 @@ class SchedulerSettings(Strict):
     max_placements_per_cycle: int = Field(
         default=5000, ge=1, le=1_000_000,
         description="jobs placed in one cycle at most; the rest are deferred and the next cycle starts at once")
+    backfill_depth: int = Field(
+        default=8, ge=0, le=1000,
+        description="jobs that cannot start which reserve where and when they will (by the time limits of the work "
+                    "running), tried each cycle, as Slurm's bf_max_job_test; 0: no reservations")
 
 
 class Enrolment(Strict):

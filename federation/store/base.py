@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from federation.audit import AuditRecord
 from federation.errors import FederationError, ResourceExhausted
-from federation.jobs import Attempt, AttemptState, Explanation, Job, JobState
+from federation.jobs import Attempt, AttemptState, Explanation, Job, JobState, asked_stop_ends
 from federation.queues import UsageRecord
 from federation.sites import Capacity, SiteRecord, SiteState
 from policies.gpus import Binding, Inventory
@@ -56,7 +56,7 @@ def reported_end(attempt: Attempt, state: AttemptState, message: str, job_ended:
     if state is not AttemptState.STOPPED:
         return state, message
     if attempt.stop_requested_at:
-        return AttemptState.PREEMPTED, attempt.stop_reason
+        return asked_stop_ends(attempt), attempt.stop_reason
     if job_ended:
         return state, message
     return AttemptState.LOST, f"stopped at its site, not by the federation: {message}"

@@ -158,3 +158,13 @@ def test_bad_quantities(text):
 def test_format_bytes():
     assert format_bytes(4 * 2**30) == "4Gi"
     assert format_bytes(100) == "100"
+
+
+@pytest.mark.parametrize(("value", "error"), [
+    ("-5s", r"spec.time_limit: '-5s' is not a duration"), ("soon", r"spec.time_limit: 'soon' is not a duration"),
+    (0, r"spec.time_limit: Input should be greater than 0")])
+def test_a_time_limit_is_a_positive_duration_and_a_bad_one_names_its_field(value, error):
+    assert job_from_dict({"metadata": {"name": "a", "tenant": "t"},
+                          "spec": {"entrypoint": "x", "time_limit": "2h"}}).spec.time_limit == 7200
+    with pytest.raises(InvalidSpec, match=error):
+        job_from_dict({"metadata": {"name": "a", "tenant": "t"}, "spec": {"entrypoint": "x", "time_limit": value}})

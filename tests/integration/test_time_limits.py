@@ -1,0 +1,61 @@
+"""Time limits and reservations through a real federation (gRPC, SQLite, a scripted site): a job
+past its time_limit is stopped at its site and fails as timed out, never requeued; a large job
+that cannot start says where and when it is reserved, and long work does not start in its way."""
+from __future__ import annotations
+
+from federation.v1 import federation_pb2 as pb
+from tests.conftest import make_spec
+from tests.integration.harness import CONFIGS, AgentStream, admin_client, register, run_on, site_stub, start
+from tests.waiting import wait_for
+
+
+def test_a_job_past_its_time_limit_is_stopped_and_fails_as_timed_out(tmp_path):
+    federation = start(tmp_path, CONFIGS / "policy.yaml")
+    try:
+        with admin_client(federation) as client:
+            stub, channel = site_stub(federation)
+            register(stub)
+            agent = AgentStream(stub, "eu-west")
+            short = client.submit(make_spec("short", time_limit="1s"))
+            run_on(agent, short)
+            # Past its limit, it leaves the site's desired set: the site stops it.
+            wait_for(lambda: agent.next_assignments() == [], 10, "the job past its limit no longer desired")
+            agent.report([pb.AttemptStatus(job_id=short.id, attempt=1, state=pb.ATTEMPT_STATE_STOPPED)])
+            final = short.wait(timeout=5)
+            assert final.state == "failed" and final.message.startswith("failed on eu-west: timed out: ran")
+            assert [a.state for a in final.attempts] == ["failed"], "a timed-out job is not requeued"
+            agent.close()
+            channel.close()
+    finally:
+        federation.stop(grace=0)
+
+
+def test_a_large_job_reserves_the_site_and_long_work_waits_behind_it(tmp_path):
+    federation = start(tmp_path, CONFIGS / "policy.yaml")
+    try:
+        with admin_client(federation) as client:
+            stub, channel = site_stub(federation)
+            register(stub)
+            agent = AgentStream(stub, "eu-west")
+            sizes = {s.name: s.capacity["cpus"] for s in client.sites()}
+            cpus = sizes["eu-west"]
+            running = client.submit(make_spec("running", time_limit="1h", resources={"cpus": cpus / 2},
+                                              placement={"sites": ["eu-west"]}))
+            run_on(agent, running)
+            big = client.submit(make_spec("big", time_limit="1h", resources={"cpus": cpus},
+                                          placement={"sites": ["eu-west"]}))
+            reserved = wait_for(lambda: "reserved eu-west from" in (m := big.status().message) and m, 10,
+                                "the large job's reservation")
+            assert "when the work running there is due to end" in reserved
+            long = client.submit(make_spec("long", time_limit="2h", resources={"cpus": 1},
+                                           placement={"sites": ["eu-west"]}))
+            (verdict,) = wait_for(lambda: (v := long.placement.verdicts) and v[0].reason_code == "reserved" and v,
+                                  10, "the long job held back by the reservation")
+            assert long.status().state == "pending" and "reserved this site" in verdict.reason
+            short = client.submit(make_spec("short", time_limit="10m", resources={"cpus": 1},
+                                            placement={"sites": ["eu-west"]}))
+            wait_for(lambda: short.status().state == "placed", 10, "the short job, which ends before it, placed")
+            agent.close()
+            channel.close()
+    finally:
+        federation.stop(grace=0)
