@@ -131,6 +131,18 @@ class Reservation:
 
 
 @dataclass(frozen=True, slots=True)
+class Nomination:
+    """Capacity that work stopped for a waiting job freed: held for that job, which alone may use it
+    (until it starts, or the hold runs out)."""
+
+    job_id: str                    # the job the work was stopped for
+    site: str
+    cpus: float
+    memory: float
+    binding: Binding = ()          # the GPUs the stopped work held
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
     site: str
     reason: Reason

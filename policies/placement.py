@@ -83,6 +83,15 @@ class _Cycle:
         for job in pending:
             if job.gang:
                 self.gangs.setdefault(job.gang, []).append(job)
+        # What preemption freed for a job is held for it: taken away from everyone until it is tried.
+        self.held: dict[str, list[tuple[int, PendingJob, Binding]]] = {}
+        waiting = {j.id for j in pending}
+        for n in snapshot.nominated:
+            i = self.masks.index.get(n.site)
+            if i is not None and n.job_id in waiting:
+                share = PendingJob(id=f"{n.job_id}/held", tenant="", cpus=n.cpus, memory=n.memory)
+                self.masks.took(i, share, n.binding)
+                self.held.setdefault(n.job_id, []).append((i, share, n.binding))
 
     def run(self, limit: int | None) -> tuple[list[Decision], list[Unplaced], int]:
         """Every job in the ledger's order: (decisions, unplaced, how many were deferred)."""
@@ -111,7 +120,19 @@ class _Cycle:
         return decisions, unplaced, 0
 
     def place(self, job: PendingJob, in_gang: bool = False) -> Decision | Unplaced:
-        """Place one job (taking what it holds), or say why not."""
+        """Place one job (taking what it holds), or say why not. A job that capacity was held for
+        gets it back for its try; if it still cannot start, the hold goes on."""
+        held = self.held.pop(job.id, [])
+        for i, share, binding in held:
+            self.masks.gave_back(i, share, binding)
+        got = self._place(job, in_gang, fresh=bool(held))
+        if held and not isinstance(got, Decision):
+            for i, share, binding in held:
+                self.masks.took(i, share, binding)
+            self.held[job.id] = held
+        return got
+
+    def _place(self, job: PendingJob, in_gang: bool, fresh: bool) -> Decision | Unplaced:
         req = gpu_request(job)
         if self.ledger.limited(job.queue):
             held = self.ledger.admits(job.queue, demand(job))
@@ -120,7 +141,7 @@ class _Cycle:
                                                          f"held by a queue limit: {held}"))
         key = (job.sites, job.regions, job.datasets, req, job.cpus, job.memory, job.vetoed_by, job.queue,
                job.max_price, job.spot, job.time_limit)
-        seen = self.refused.get(key)
+        seen = None if fresh else self.refused.get(key)   # held capacity: what others saw says nothing
         if seen is not None:
             if self.preempting and not in_gang:
                 self.starved.append((job, req, self.masks.may_use(job, req, ())))

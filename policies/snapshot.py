@@ -6,7 +6,16 @@ from dataclasses import dataclass, field
 
 from policies.fairshare import Queues
 from policies.gpu_state import GpuState
-from policies.model import BackfillSettings, DatasetInfo, Decision, Reservation, Rules, SiteView, Unplaced
+from policies.model import (
+    BackfillSettings,
+    DatasetInfo,
+    Decision,
+    Nomination,
+    Reservation,
+    Rules,
+    SiteView,
+    Unplaced,
+)
 from policies.preemption import Preemption, Running, Settings
 
 
@@ -20,6 +29,7 @@ class Snapshot:
     running: tuple[Running, ...] = ()  # live attempts, for preemption
     preemption: Settings | None = None  # None: never preempt
     backfill: BackfillSettings | None = None  # None: no reservations
+    nominated: tuple[Nomination, ...] = ()   # capacity freed by preemption, held for the job it was freed for
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from federation.collector import paused_gc
 from federation.control.core import Core
 from federation.control.gangs import watch_gangs
 from federation.control.limits import time_out
+from federation.control.nominations import Holds
 from federation.control.sites import Sites
 from federation.control.snapshot import budget_holds, holds, observe, pending_view
 from federation.errors import InvalidSpec
@@ -100,6 +101,7 @@ class Cycle:
         self.sites = sites
         self.max_placements = max_placements
         self.backfill = policies.BackfillSettings(backfill_depth) if backfill_depth else None
+        self.holds = Holds()
         self.last = Stats(0.0, None)
 
     def run_once(self) -> policies.ScheduleResult:
@@ -125,7 +127,8 @@ class Cycle:
         return result
 
     def _observe(self, now: float, pending: list[Job], live: list[tuple[Attempt, Job]]) -> Observed:
-        snapshot = replace(observe(self.core, now, live), backfill=self.backfill)
+        snapshot = replace(observe(self.core, now, live), backfill=self.backfill,
+                           nominated=self.holds.current({j.id for j in pending}, live, now))
         held_back = self._settle_holds(pending, live, [s.name for s in snapshot.sites], now)
         views = {}
         waiting = Counter(held_back.values())
@@ -190,6 +193,7 @@ class Cycle:
                 core.record("scheduler", "job.preempt", p.job_id, attempt=p.attempt, site=p.site, for_job=p.for_job,
                             reason=p.reason)
                 waiting_on.setdefault(p.for_job, []).append(f"{p.job_id} on {p.site}")
+                self.holds.add(p, observed.snapshot, now)
                 changed.add(p.site)
                 core.metrics.preemptions.labels(p.site).inc()
         explained = []

@@ -1,7 +1,7 @@
 """Backfill with reservations (`policies.backfill` in the cycle): the first blocked jobs reserve the
 site where they start soonest; a job behind them starts now only if it ends before the reservation
 or takes what it will not need; and, over random worlds, no reservation is ever delayed by a job
-started after it."""
+started after it. Nominated preemption: what stopping work freed for a job is held for it alone."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -13,6 +13,7 @@ from policies import PendingJob, Rules, SiteView, Snapshot, schedule
 from policies.gpu_state import GpuState
 from policies.gpus import GpuNode, GpuRequest, Inventory, Slot
 from policies.model import BackfillSettings as Backfill
+from policies.model import Nomination
 from policies.model import Reason
 from policies.preemption import Running
 
@@ -156,3 +157,33 @@ def test_long_work_that_fits_only_on_reserved_gpus_waits_with_why():
     assert r.decisions == () and r.reservations[0].job_id == "big"
     (why,) = [u for u in r.unplaced if u.job_id == "long"]
     assert why.reasons[0] == Reason.RESERVED
+
+
+def test_what_preemption_freed_for_a_job_is_held_for_it_and_no_other_job_takes_it():
+    held = (Nomination("preemptor", "a", cpus=8, memory=GiB),)
+    others = [job("early", 8, priority=1, at=0), job("preemptor", 8, at=5)]
+    free = replace(world([], depth=0), nominated=held)
+    r = schedule(free, others, NOW)
+    assert placed(r) == {"preemptor"}, "the job it was freed for starts; the one ahead of it does not take it"
+    refused_there = replace(job("preemptor", 8, at=5), vetoed_by=frozenset({"a"}))
+    r = schedule(free, [job("early", 8, priority=1), refused_there], NOW)
+    assert placed(r) == set(), "held while the job it was freed for waits"
+    r = schedule(free, [job("early", 8, priority=1)], NOW)
+    assert placed(r) == {"early"}, "a hold for a job no longer waiting holds nothing"
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 8), st.integers(-1, 1)), min_size=1, max_size=8),
+       st.lists(st.tuples(st.integers(0, 7), st.integers(1, 6)), max_size=3))
+def test_held_capacity_goes_only_to_the_job_it_was_held_for(asks, holds):
+    jobs = [job(f"p{k}", cpus, priority=prio, at=k) for k, (cpus, prio) in enumerate(asks)]
+    noms, total = [], 0
+    for k, cpus in holds:
+        if k < len(jobs) and jobs[k].id not in {n.job_id for n in noms} and total + cpus <= 8:
+            noms.append(Nomination(jobs[k].id, "a", cpus=cpus, memory=0))
+            total += cpus
+    r = schedule(replace(world([], depth=0), nominated=tuple(noms)), jobs, NOW)
+    by_id, done = {j.id: j for j in jobs}, placed(r)
+    used = sum(by_id[d].cpus for d in done)
+    still_held = sum(n.cpus for n in noms if n.job_id not in done)
+    assert used <= 8 - still_held + 1e-9, (asks, holds, done)
