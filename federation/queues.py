@@ -55,6 +55,22 @@ def queue_tree(policy: PolicyConfig) -> tuple[Queue, ...]:
     return tuple(out) or (Queue(DEFAULT),)
 
 
+def time_limits(policy: PolicyConfig) -> dict[str, float]:
+    """Each queue's default time limit for its jobs: its own, else its nearest parent's."""
+    out: dict[str, float] = {}
+
+    def walk(q: QueueSpec, inherited: float | None) -> None:
+        limit = q.time_limit or inherited
+        if limit:
+            out[q.name] = limit
+        for child in q.queues:
+            walk(child, limit)
+
+    for q in policy.spec.queues:
+        walk(q, None)
+    return out
+
+
 def leaves(policy: PolicyConfig) -> dict[str, QueueSpec]:
     return {q.name: q for q in _all(policy) if not q.queues}
 

@@ -33,6 +33,7 @@ class Core:
         self.policy = policy
         self.tree = queues.queue_tree(policy)
         self.queue_by_name: dict[str, fairshare.Queue] = {q.name: q for q in self.tree}
+        self.time_limits = queues.time_limits(policy)   # queue -> the time limit of jobs that declare none
         self.rules: policies.Rules = rules_from_policy(policy)
         self.site_timeout_s = site_timeout_s
         # Leases count from the later of a site's last heartbeat and this process's start: while
@@ -58,6 +59,10 @@ class Core:
         if attempt is not None and not attempt.state.live:
             self.metrics.attempt_ended(attempt.site, attempt.state.value)
         return True
+
+    def time_limit(self, job: Job) -> float:
+        """How long `job` may run: its own time_limit, else its queue's; 0: no limit."""
+        return job.spec.spec.time_limit or self.time_limits.get(job.queue, 0.0)
 
     def record(self, actor: str, action: str, subject: str, **detail: Any) -> None:
         """Append to the audit log (a no-op without a signing key, or on a replica that does not lead)."""

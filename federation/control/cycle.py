@@ -138,7 +138,7 @@ class Cycle:
                 continue   # held back, or backing off before a retry (its message says until when)
             queue = j.queue if j.queue in self.core.queue_by_name else self._requeue(j, now)
             if queue:
-                views[j.id] = pending_view(j, queue)
+                views[j.id] = pending_view(j, queue, self.core.time_limits.get(queue, 0.0))
             else:
                 waiting["no-queue"] += 1
         return Observed(now, {j.id: j for j in pending}, snapshot, views, waiting)

@@ -7,9 +7,9 @@ from federation.control.core import Core
 from federation.jobs import TIMED_OUT, Attempt, AttemptState, Job
 
 
-def overdue(attempt: Attempt, job: Job, now: float) -> str:
-    """Why `attempt` must stop now, or '' while it is within its job's time limit (or has none)."""
-    limit = job.spec.spec.time_limit
+def overdue(attempt: Attempt, job: Job, limit: float, now: float) -> str:
+    """Why `attempt` must stop now, or '' while it is within `limit` (its job's, or its queue's; 0:
+    none)."""
     if not limit or attempt.state is not AttemptState.RUNNING or not attempt.started_at or attempt.stop_requested_at:
         return ""
     ran = now - attempt.started_at
@@ -20,7 +20,7 @@ def time_out(core: Core, live: list[tuple[Attempt, Job]], now: float) -> bool:
     """Ask the sites to stop every attempt past its time limit. Whether any was asked."""
     asked = False
     for attempt, job in live:
-        why = overdue(attempt, job, now)
+        why = overdue(attempt, job, core.time_limit(job), now)
         if why and core.store.request_stop(job.id, attempt.number, why, now):
             core.record("scheduler", "job.time_out", job.id, attempt=attempt.number, site=attempt.site, reason=why)
             asked = True

@@ -24,12 +24,15 @@ PRIORITY = {"low": -1, "normal": 0, "high": 1}
 SPOT = {"never": pricing.NEVER, "allow": pricing.ALLOW, "prefer": pricing.PREFER}
 
 
-def pending_view(job: Job, queue: str | None = None) -> policies.PendingJob:
-    return pending_view_of(job.spec, queue or job.queue, job.id, job.created_at, job.vetoed_by, job.gang_id)
+def pending_view(job: Job, queue: str | None = None, time_limit: float = 0.0) -> policies.PendingJob:
+    """`time_limit`: the one its queue gives a job that declares none (`Core.time_limit`)."""
+    return pending_view_of(job.spec, queue or job.queue, job.id, job.created_at, job.vetoed_by, job.gang_id,
+                           time_limit)
 
 
 def pending_view_of(spec: JobSpec, queue: str, job_id: str = "", submitted_at: float = 0.0,
-                    vetoed_by: frozenset[str] = frozenset(), gang: str = "") -> policies.PendingJob:
+                    vetoed_by: frozenset[str] = frozenset(), gang: str = "", time_limit: float = 0.0
+                    ) -> policies.PendingJob:
     body = spec.spec
     return policies.PendingJob(
         id=job_id, tenant=spec.metadata.tenant, datasets=tuple(body.datasets), cpus=body.resources.cpus,
@@ -39,7 +42,7 @@ def pending_view_of(spec: JobSpec, queue: str, job_id: str = "", submitted_at: f
         submitted_at=submitted_at, vetoed_by=vetoed_by, gpu=request_of(body), queue=queue,
         gang=gang, gang_size=len(body.gang.parts) if gang and body.gang else 0,
         optimize_cost=body.placement.optimize == "cost", max_price=body.placement.max_price or 0.0,
-        spot=SPOT[spot_of(body)], time_limit=body.time_limit or 0.0)
+        spot=SPOT[spot_of(body)], time_limit=body.time_limit or time_limit)
 
 
 def gpu_inventory(site: SiteRecord) -> Inventory:
@@ -161,7 +164,7 @@ def observe(core: Core, now: float, live: list[tuple[Attempt, Job]] | None = Non
             connected=core.connected(s, now),
             cordoned=s.state is SiteState.CORDONED, draining=s.state is SiteState.DRAINING,
             pricing=s.pricing, elastic=elastic or None))
-    live_views = [(a, pending_view(job)) for a, job in live]
+    live_views = [(a, pending_view(job, time_limit=core.time_limit(job))) for a, job in live]
     return policies.Snapshot(sites=tuple(sites), catalog=catalog(records, core.policy), rules=core.rules, gpus=gpus,
                              queues=queue_usage(core, live_views, now), running=running_views(live_views, index),
                              preemption=preemption_settings(core, now))

@@ -137,12 +137,19 @@ class QueueSpec(Strict):
     deserved: Quota = Field(default_factory=Quota, description="the share this queue is owed when it has work")
     over_quota_weight: float = Field(default=1.0, ge=0, description="its part of what is left over; 0: none")
     limit: Quota = Field(default_factory=Quota, description="never more than this at once")
+    time_limit: float | None = Field(default=None, gt=0, description="for its jobs that declare no spec.time_limit "
+                                                                      "(and its child queues' that set none), e.g. 4h")
     queues: list[QueueSpec] = Field(default_factory=list)
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         return check_name(v, "queue name")
+
+    @field_validator("time_limit", mode="before")
+    @classmethod
+    def _time_limit(cls, v: Any) -> float | None:
+        return None if v is None else parse_duration(v)
 
     @field_validator("tenants")
     @classmethod

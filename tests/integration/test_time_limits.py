@@ -3,6 +3,8 @@ past its time_limit is stopped at its site and fails as timed out, never requeue
 that cannot start says where and when it is reserved, and long work does not start in its way."""
 from __future__ import annotations
 
+import yaml
+
 from federation.v1 import federation_pb2 as pb
 from tests.conftest import make_spec
 from tests.integration.harness import CONFIGS, AgentStream, admin_client, register, run_on, site_stub, start
@@ -24,6 +26,35 @@ def test_a_job_past_its_time_limit_is_stopped_and_fails_as_timed_out(tmp_path):
             final = short.wait(timeout=5)
             assert final.state == "failed" and final.message.startswith("failed on eu-west: timed out: ran")
             assert [a.state for a in final.attempts] == ["failed"], "a timed-out job is not requeued"
+            agent.close()
+            channel.close()
+    finally:
+        federation.stop(grace=0)
+
+
+def test_a_queue_gives_its_time_limit_to_the_jobs_that_declare_none(tmp_path):
+    policy = yaml.safe_load((CONFIGS / "policy.yaml").read_text())
+    clinical = next(q for q in policy["spec"]["queues"] if q["name"] == "clinical")
+    clinical["time_limit"] = "1s"   # inherited by oncology, its child
+    (tmp_path / "policy.yaml").write_text(yaml.safe_dump(policy))
+    federation = start(tmp_path, tmp_path / "policy.yaml")
+    try:
+        with admin_client(federation) as client:
+            stub, channel = site_stub(federation)
+            register(stub)
+            agent = AgentStream(stub, "eu-west")
+            own = client.submit(make_spec("own", tenant="oncology", time_limit="1h"))
+            run_on(agent, own)
+            undeclared = client.submit(make_spec("undeclared", tenant="oncology"))
+            wait_for(lambda: undeclared.id in [a.job_id for a in agent.next_assignments()], 5, "its assignment")
+            agent.report([pb.AttemptStatus(job_id=j.id, attempt=1, state=pb.ATTEMPT_STATE_RUNNING)
+                          for j in (own, undeclared)])
+            wait_for(lambda: [a.job_id for a in agent.next_assignments()] == [own.id], 10,
+                     "only the job without a time limit of its own stopped")
+            agent.report([pb.AttemptStatus(job_id=undeclared.id, attempt=1, state=pb.ATTEMPT_STATE_STOPPED),
+                          pb.AttemptStatus(job_id=own.id, attempt=1, state=pb.ATTEMPT_STATE_RUNNING)])
+            assert "past its time_limit of 1s" in undeclared.wait(timeout=5).message
+            assert own.status().state == "running"
             agent.close()
             channel.close()
     finally:

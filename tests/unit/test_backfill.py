@@ -13,8 +13,7 @@ from policies import PendingJob, Rules, SiteView, Snapshot, schedule
 from policies.gpu_state import GpuState
 from policies.gpus import GpuNode, GpuRequest, Inventory, Slot
 from policies.model import BackfillSettings as Backfill
-from policies.model import Nomination
-from policies.model import Reason
+from policies.model import Nomination, Reason
 from policies.preemption import Running
 
 GiB = 2**30
