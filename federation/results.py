@@ -65,11 +65,14 @@ class QueueEntry:
     tier: int        # its queue's tier: 0 below its deserved share, 1 over it, 2 over without weight; -1 held
     share: float     # tier 0: use / deserved; else share of the federation / over-quota weight
     held: str        # what holds it back beyond capacity, if anything
+    reserved_site: str = ""    # backfill: where the last cycle reserved it a start
+    reserved_at: float = 0.0   # and from when (seconds since the epoch); 0: not reserved
 
     def to_dict(self) -> dict[str, Any]:
         return {"position": self.position, "id": self.job.id, "name": self.job.name, "tenant": self.job.tenant,
                 "queue": self.job.queue, "priority": self.priority, "tier": self.tier, "share": self.share,
-                "held": self.held or None, "submitted_at": self.job.created_at}
+                "held": self.held or None, "submitted_at": self.job.created_at,
+                "reserved": {"site": self.reserved_site, "at": self.reserved_at} if self.reserved_at else None}
 
 
 @dataclass(frozen=True)
@@ -204,7 +207,7 @@ def job_status(job: pb.Job) -> JobStatus:
 
 def queue_entry(e: pb.QueueEntry) -> QueueEntry:
     priority = spec_document(e.job.spec).get("spec", {}).get("priority") or "normal"
-    return QueueEntry(e.position, job_status(e.job), priority, e.tier, e.share, e.held)
+    return QueueEntry(e.position, job_status(e.job), priority, e.tier, e.share, e.held, e.reserved_site, e.reserved_at)
 
 
 def queue_info(q: pb.QueueStatus) -> QueueInfo:

@@ -126,10 +126,18 @@ def cmd_queue(args: argparse.Namespace) -> int:
                  [[q.name, q.parent or "-", q.pending, _standing(q.tier, q.share), _amounts(q.running),
                    _amounts(q.deserved), _amounts(q.limit), f"{q.over_quota_weight:g}"] for q in queues])
     print()
-    render.table(["POS", "ID", "NAME", "TENANT", "QUEUE", "PRIORITY", "STANDING", "AGE", "HELD"],
+    render.table(["POS", "ID", "NAME", "TENANT", "QUEUE", "PRIORITY", "STANDING", "AGE", "HELD", "RESERVED"],
                  [[e.position, e.job.id, e.job.name, e.job.tenant, e.job.queue, e.priority,
-                   _standing(e.tier, e.share), render.ago(e.job.created_at), e.held or "-"] for e in entries])
+                   _standing(e.tier, e.share), render.ago(e.job.created_at), e.held or "-", _reserved(e)]
+                  for e in entries])
     return 0
+
+
+def _reserved(e: Any) -> str:
+    """Where and in how long the job is reserved a start (backfill)."""
+    if not e.reserved_at:
+        return "-"
+    return f"{e.reserved_site} in {max(0.0, e.reserved_at - time.time()):.0f}s"
 
 
 def _standing(tier: int, share: float) -> str:

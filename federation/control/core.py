@@ -34,6 +34,7 @@ class Core:
         self.tree = queues.queue_tree(policy)
         self.queue_by_name: dict[str, fairshare.Queue] = {q.name: q for q in self.tree}
         self.time_limits = queues.time_limits(policy)   # queue -> the time limit of jobs that declare none
+        self.reservations: dict[str, policies.Reservation] = {}   # job -> its start, as the last cycle reserved it
         self.rules: policies.Rules = rules_from_policy(policy)
         self.site_timeout_s = site_timeout_s
         # Leases count from the later of a site's last heartbeat and this process's start: while

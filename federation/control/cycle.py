@@ -115,6 +115,7 @@ class Cycle:
             live = store.live_attempts()
         pending = store.pending_jobs()
         if not pending:
+            self.core.reservations = {}
             self.last = Stats(self.core.clock(), observed=None)
             self.core.metrics.cycle_ended(time.perf_counter() - started, 0, self.last.at)
             return policies.ScheduleResult((), ())
@@ -122,6 +123,7 @@ class Cycle:
         with paused_gc():
             result = policies.schedule(observed.snapshot, list(observed.views.values()), now, self.max_placements)
         self._apply(result, observed)
+        self.core.reservations = {r.job_id: r for r in result.reservations}
         self.last = Stats(now, observed)   # whole: a scrape reads it from another thread
         self.core.metrics.cycle_ended(time.perf_counter() - started, len(result.decisions), self.core.clock())
         return result

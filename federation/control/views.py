@@ -23,6 +23,7 @@ class QueuedJob:
     tier: int            # its queue's fair-share tier when its turn comes; -1: held back
     share: float
     held_back: str       # what holds it back beyond capacity, if anything
+    reserved: policies.Reservation | None = None   # where and from when the last cycle reserved it a start
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,7 @@ class Views:
         for view in ledger:
             factors = ledger.factors(view.queue)
             blocked = ledger.admits(view.queue, fairshare.demand(view))
-            out.append(QueuedJob(by_id[view.id], factors.tier, factors.ratio, blocked))
+            out.append(QueuedJob(by_id[view.id], factors.tier, factors.ratio, blocked, core.reservations.get(view.id)))
             if not blocked:
                 ledger.charge(view.queue, fairshare.demand(view))
         out += [QueuedJob(by_id[i], -1, 0.0, h.detail) for i, h in held_back.items()]

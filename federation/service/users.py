@@ -177,7 +177,9 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
                   and (not request.tenant or e.job.tenant == request.tenant) and who.sees_tenant(e.job.tenant)][:limit]
         return pb.ListQueueResponse(
             entries=[pb.QueueEntry(position=k + 1, job=wire.job_to_pb(e.job), tier=e.tier, share=e.share,
-                                   held=e.held_back) for k, e in enumerate(chosen)],
+                                   held=e.held_back, reserved_site=e.reserved.site if e.reserved else "",
+                                   reserved_at=e.reserved.start if e.reserved else 0.0)
+                     for k, e in enumerate(chosen)],
             queues=[pb.QueueStatus(name=q.queue.name, parent=q.queue.parent or "", deserved=q.queue.deserved,
                                    limit=q.queue.limit, over_quota_weight=q.queue.weight, running=q.running,
                                    history=q.history, tier=q.factors.tier, share=q.factors.ratio, pending=q.pending)

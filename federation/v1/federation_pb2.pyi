@@ -865,18 +865,22 @@ class ListQueueRequest(_message.Message):
     def __init__(self, queue: _Optional[str] = ..., tenant: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class QueueEntry(_message.Message):
-    __slots__ = ("position", "job", "tier", "share", "held")
+    __slots__ = ("position", "job", "tier", "share", "held", "reserved_site", "reserved_at")
     POSITION_FIELD_NUMBER: _ClassVar[int]
     JOB_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
     SHARE_FIELD_NUMBER: _ClassVar[int]
     HELD_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_SITE_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_AT_FIELD_NUMBER: _ClassVar[int]
     position: int
     job: Job
     tier: int
     share: float
     held: str
-    def __init__(self, position: _Optional[int] = ..., job: _Optional[_Union[Job, _Mapping]] = ..., tier: _Optional[int] = ..., share: _Optional[float] = ..., held: _Optional[str] = ...) -> None: ...
+    reserved_site: str
+    reserved_at: float
+    def __init__(self, position: _Optional[int] = ..., job: _Optional[_Union[Job, _Mapping]] = ..., tier: _Optional[int] = ..., share: _Optional[float] = ..., held: _Optional[str] = ..., reserved_site: _Optional[str] = ..., reserved_at: _Optional[float] = ...) -> None: ...
 
 class QueueStatus(_message.Message):
     __slots__ = ("name", "parent", "deserved", "limit", "over_quota_weight", "running", "history", "tier", "share", "pending")

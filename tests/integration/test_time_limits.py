@@ -3,6 +3,8 @@ past its time_limit is stopped at its site and fails as timed out, never requeue
 that cannot start says where and when it is reserved, and long work does not start in its way."""
 from __future__ import annotations
 
+import time
+
 import yaml
 
 from federation.v1 import federation_pb2 as pb
@@ -78,6 +80,10 @@ def test_a_large_job_reserves_the_site_and_long_work_waits_behind_it(tmp_path):
             reserved = wait_for(lambda: "reserved eu-west from" in (m := big.status().message) and m, 10,
                                 "the large job's reservation")
             assert "when the work running there is due to end" in reserved
+            entries, _ = client.queue()
+            (entry,) = [e for e in entries if e.job.id == big.id]
+            assert entry.reserved_site == "eu-west" and 3500 < entry.reserved_at - time.time() <= 3600
+            assert entry.to_dict()["reserved"]["site"] == "eu-west"
             long = client.submit(make_spec("long", time_limit="2h", resources={"cpus": 1},
                                            placement={"sites": ["eu-west"]}))
             (verdict,) = wait_for(lambda: (v := long.placement.verdicts) and v[0].reason_code == "reserved" and v,
