@@ -12,6 +12,7 @@ import policies
 from federation import queues
 from federation.audit import AuditRecord, Signer
 from federation.changes import Changes
+from federation.control.estimates import RunTimes
 from federation.control.refusals import Refusals
 from federation.control.rules import rules_from_policy
 from federation.errors import Deposed
@@ -35,6 +36,7 @@ class Core:
         self.queue_by_name: dict[str, fairshare.Queue] = {q.name: q for q in self.tree}
         self.time_limits = queues.time_limits(policy)   # queue -> the time limit of jobs that declare none
         self.reservations: dict[str, policies.Reservation] = {}   # job -> its start, as the last cycle reserved it
+        self.run_times = RunTimes.from_store(store)   # for running jobs of no time limit, when they likely end
         self.rules: policies.Rules = rules_from_policy(policy)
         self.site_timeout_s = site_timeout_s
         # Leases count from the later of a site's last heartbeat and this process's start: while
@@ -59,11 +61,17 @@ class Core:
         attempt = next((a for a in job.attempts if a.number == number), None)
         if attempt is not None and not attempt.state.live:
             self.metrics.attempt_ended(attempt.site, attempt.state.value)
+            self.run_times.ended(job, attempt)
         return True
 
     def time_limit(self, job: Job) -> float:
         """How long `job` may run: its own time_limit, else its queue's; 0: no limit."""
         return job.spec.spec.time_limit or self.time_limits.get(job.queue, 0.0)
+
+    def expected_run(self, job: Job, started_at: float, now: float) -> float:
+        """How long a running `job` is planned to run: its time limit, else what its earlier runs
+        took (`estimates`); 0: unknown."""
+        return self.time_limit(job) or self.run_times.estimate(job, started_at, now)
 
     def record(self, actor: str, action: str, subject: str, **detail: Any) -> None:
         """Append to the audit log (a no-op without a signing key, or on a replica that does not lead)."""

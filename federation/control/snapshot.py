@@ -164,7 +164,7 @@ def observe(core: Core, now: float, live: list[tuple[Attempt, Job]] | None = Non
             connected=core.connected(s, now),
             cordoned=s.state is SiteState.CORDONED, draining=s.state is SiteState.DRAINING,
             pricing=s.pricing, elastic=elastic or None))
-    live_views = [(a, pending_view(job, time_limit=core.time_limit(job))) for a, job in live]
+    live_views = [(a, pending_view(job, time_limit=core.expected_run(job, a.started_at, now))) for a, job in live]
     return policies.Snapshot(sites=tuple(sites), catalog=catalog(records, core.policy), rules=core.rules, gpus=gpus,
                              queues=queue_usage(core, live_views, now), running=running_views(live_views, index),
                              preemption=preemption_settings(core, now))
