@@ -20,11 +20,28 @@ def _job_row(j: Any) -> list[str]:
     return [j.id, j.name, j.tenant, j.state, j.site or "-", render.ago(j.created_at), j.message]
 
 
+STATES = ("pending", "placed", "running", "succeeded", "failed", "cancelled")
+SLURM_STATES = {"pd": "pending", "cf": "placed", "configuring": "placed", "r": "running", "cd": "succeeded",
+                "completed": "succeeded", "f": "failed", "to": "failed", "timeout": "failed", "ca": "cancelled"}
+
+
+def states(text: str) -> list[str]:
+    """`--state` values: ours or Slurm's (`squeue -t PD,R`), any case, comma-separated."""
+    out = []
+    for word in (w.strip().lower() for w in text.split(",") if w.strip()):
+        state = word if word in STATES else SLURM_STATES.get(word)
+        if state is None:
+            raise argparse.ArgumentTypeError(f"{word!r} is not a state: use {', '.join(STATES)} or Slurm's "
+                                             "PENDING, CONFIGURING, RUNNING, COMPLETED, FAILED, TIMEOUT, CANCELLED")
+        out.append(state)
+    return out
+
+
 def cmd_jobs(args: argparse.Namespace) -> int:
     with connect(args) as client:
         if args.watch:
             return _watch_jobs(client, args)
-        jobs = client.jobs(tenant=args.tenant, states=args.state or (), limit=args.limit or None)
+        jobs = client.jobs(tenant=args.tenant, states=sorted(set(args.state or ())), limit=args.limit or None)
     if wants_json(args):
         render.emit_json({"jobs": [j.to_dict() for j in jobs]})
     else:
@@ -231,9 +248,11 @@ def register(sub: Subcommands, add: AddCommand) -> None:
                                                            "epsilon spent by ended trainings and held by running ones")
 
     sp = add(sub, "jobs", cmd_jobs, "list jobs, newest first")
-    sp.add_argument("--tenant")
-    sp.add_argument("--state", action="append", choices=["pending", "placed", "running", "succeeded", "failed",
-                                                           "cancelled"])
+    sp.add_argument("--tenant", "-A", "--account", dest="tenant", help="only this tenant (Slurm's account)")
+    sp.add_argument("--state", "-t", "--states", dest="state", action="extend", type=states,
+                    help="only these states, comma-separated (repeatable): pending, placed, running, succeeded, "
+                         "failed, cancelled, or Slurm's names and codes (PENDING/PD, CONFIGURING/CF, RUNNING/R, "
+                         "COMPLETED/CD, FAILED/F, TIMEOUT/TO, CANCELLED/CA)")
     sp.add_argument("--limit", type=int, default=100, help="at most this many, fetched a page at a time (0: all)")
     sp.add_argument("--watch", action="store_true", help="keep showing them as they change, until Ctrl-C")
     sp.add_argument("--interval", type=float, default=2.0, help="seconds between looks with --watch")

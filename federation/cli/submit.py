@@ -13,15 +13,16 @@ from federation.cli.training import submit_training
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from federation.client import JobArray
-    from federation.spec import load_job
     from federation.spec.loader import read_file
+    from federation.spec.sbatch import is_batch_script
     if len(args.files) > 1:
         return submit_many(args)
     args.file = args.files[0]
-    data, _, _ = read_file(args.file)
-    if isinstance(data, dict) and data.get("kind") == "FederatedTraining":
-        return submit_training(args)
-    spec = _with_flags(load_job(args.file), args)  # validated here so a bad file never reaches the network
+    if not is_batch_script(args.file):
+        data, _, _ = read_file(args.file)
+        if isinstance(data, dict) and data.get("kind") == "FederatedTraining":
+            return submit_training(args)
+    spec = _with_flags(_load(args.file), args)  # validated here so a bad file never reaches the network
     with connect(args) as client:
         job = client.submit(spec, args.request_id)
         jobs = _jobs(job)
@@ -66,10 +67,9 @@ def submit_many(args: argparse.Namespace) -> int:
     """Several job specs, read and checked here first (one bad file sends nothing), then sent in few
     calls, each stored or refused on its own: ids on stdout, refusals on stderr naming the file."""
     from federation.errors import FederationError, InvalidSpec
-    from federation.spec import load_job
     if args.request_id or args.wait:
         raise InvalidSpec(f"--{'request-id' if args.request_id else 'wait'}: for one file at a time")
-    specs = [_with_flags(load_job(path), args, path) for path in args.files]
+    specs = [_with_flags(_load(path), args, path) for path in args.files]
     with connect(args) as client:
         results = client.submit_many(specs)
     refused = [(path, r) for path, r in zip(args.files, results, strict=True) if isinstance(r, FederationError)]
@@ -82,6 +82,18 @@ def submit_many(args: argparse.Namespace) -> int:
         for path, e in refused:
             sys.stderr.write(f"error[{e.code.value}]: {path}: {_without_index(e.message)}\n")
     return refused[0][1].exit_status if refused else 0
+
+
+def _load(path: str) -> Any:
+    """A YAML job spec or an #SBATCH script; what a script's translation skipped goes to stderr."""
+    from federation.spec import load_batch, load_job
+    from federation.spec.sbatch import is_batch_script
+    if not is_batch_script(path):
+        return load_job(path)
+    spec, notes = load_batch(path)
+    for note in notes:
+        sys.stderr.write(f"note: {path}: {note}\n")
+    return spec
 
 
 def _jobs(submitted: Any) -> list:
@@ -105,6 +117,15 @@ def _with_flags(spec: Any, args: argparse.Namespace, path: str | None = None) ->
     return job_from_dict(data, source=f"{path or args.file} with command-line flags")
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    """An `#SBATCH` script's job spec as YAML on stdout, checked as `submit` would check it."""
+    from federation.spec import load_batch, sbatch
+    load_batch(args.file)   # refused here, with its line, as submit would refuse it
+    text, source = sbatch.read_script(args.file)
+    sys.stdout.write(sbatch.to_yaml(sbatch.translate(text, source), source))
+    return 0
+
+
 def register(sub: Subcommands, add: AddCommand) -> None:
     sp = add(sub, "submit", cmd_submit, "submit a job or federated training spec, or several job specs; "
                                         "prints their ids")
@@ -116,3 +137,5 @@ def register(sub: Subcommands, add: AddCommand) -> None:
     for kind in ("after_ok", "after_any", "after_not_ok"):
         sp.add_argument(f"--{kind.replace('_', '-')}", dest=kind, action="append", metavar="ID",
                         help=f"add a job or array id to spec.dependencies.{kind} (repeatable)")
+    sp = add(sub, "convert", cmd_convert, "print the YAML job spec an #SBATCH script gives (what submit would send)")
+    sp.add_argument("file", metavar="SCRIPT")

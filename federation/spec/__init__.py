@@ -8,7 +8,7 @@ from pydantic import BaseModel
 
 from federation.errors import InvalidSpec
 from federation.spec.job import JobSpec
-from federation.spec.loader import read_file, read_yaml, validate
+from federation.spec.loader import _Lines, read_file, read_yaml, validate
 from federation.spec.policy import PolicyConfig
 from federation.spec.server import FederationConfig
 from federation.spec.site import SiteConfig
@@ -25,6 +25,7 @@ __all__ = [
     "gang_parts",
     "job_from_dict",
     "job_from_text",
+    "load_batch",
     "load_federation",
     "load_job",
     "load_policy",
@@ -57,7 +58,17 @@ def _check_kind(model: type[BaseModel], data: Any, source: str) -> None:
 
 
 def load_job(path: str | Path) -> JobSpec:
-    return _load(JobSpec, path)
+    """A YAML job spec, or an `#SBATCH` script (`federation.spec.sbatch`)."""
+    from federation.spec import sbatch
+    return load_batch(path)[0] if sbatch.is_batch_script(path) else _load(JobSpec, path)
+
+
+def load_batch(path: str | Path) -> tuple[JobSpec, list[str]]:
+    """An `#SBATCH` script as a job spec, and what was skipped in it and why."""
+    from federation.spec import sbatch
+    text, source = sbatch.read_script(path)
+    script = sbatch.translate(text, source)
+    return validate(JobSpec, script.document, source=source, lines=_Lines.of(script.lines)), script.notes
 
 
 def job_from_text(text: str, source: str = "<spec>") -> JobSpec:

@@ -35,6 +35,13 @@ class _Lines:
             for i, item in enumerate(node.value):
                 self._walk(item, path + (i,))
 
+    @classmethod
+    def of(cls, lines: dict[tuple, int]) -> _Lines:
+        """From field paths already mapped to lines (a batch script's directives)."""
+        out = cls(None)
+        out._lines = dict(lines)
+        return out
+
     def line(self, path: tuple) -> int | None:
         while path:
             if path in self._lines:
