@@ -66,7 +66,7 @@ class Cluster:
         return [dict(f.split("=", 1) for f in line.split() if "=" in f) for line in lines]
 
 
-def _conf(work: Path, cpus: int, overrides: bool, munge_socket: Path | None) -> str:
+def _conf(work: Path, cpus: int, overrides: bool, munge_socket: Path | None, min_job_age: int = 2) -> str:
     mem_mib = int(Path("/proc/meminfo").read_text().split()[1]) // 1024 * 9 // 10
     lines = [
         "ClusterName=bench", "SlurmctldHost=localhost", "SlurmUser=root", "SlurmdUser=root",
@@ -79,7 +79,7 @@ def _conf(work: Path, cpus: int, overrides: bool, munge_socket: Path | None) -> 
         "SelectType=select/cons_tres", "SelectTypeParameters=CR_CPU",
         # throughput: schedule often and deep, drop ended jobs from memory soon (jobcomp keeps them)
         "SchedulerParameters=default_queue_depth=10000,sched_min_interval=0,batch_sched_delay=0",
-        "MinJobAge=2", "MaxJobCount=200000", "MaxArraySize=100001",
+        f"MinJobAge={min_job_age}", "MaxJobCount=200000", "MaxArraySize=100001",
         "JobCompType=jobcomp/filetxt", f"JobCompLoc={work}/jobcomp.txt",
         f"NodeName=localhost CPUs={cpus} RealMemory={mem_mib} State=UNKNOWN",
         "PartitionName=bench Nodes=localhost Default=YES State=UP MaxTime=INFINITE",
@@ -120,7 +120,7 @@ def _munge(work: Path) -> Iterator[Path | None]:
 
 @contextmanager
 def local_slurm(work: Path, cpus: int | None = None, slots: int | None = None,
-                timeout: float = 60) -> Iterator[Cluster]:
+                timeout: float = 60, min_job_age: int = 2) -> Iterator[Cluster]:
     """A one-node Slurm in `work` (its state wiped first) of `cpus` CPUs (default: this machine's).
 
     `slots`: declare that many CPUs instead, with `SlurmdParameters=config_overrides` so slurmd
@@ -128,6 +128,8 @@ def local_slurm(work: Path, cpus: int | None = None, slots: int | None = None,
     way the federation runs 0.1-CPU jobs 20 at a time on 2 cores. Slurm cannot allocate less than
     a CPU; the jobs share the real cores. (`OverSubscribe=FORCE:k` on the partition also works: k
     jobs on each real CPU, so only multiples of the CPUs; this keeps the count exact.)
+    `min_job_age`: seconds an ended job stays in `scontrol show job` (a Slurm site's agent reads
+    how its jobs ended there).
     """
     if reason := available():
         raise RuntimeError(reason)
@@ -142,7 +144,7 @@ def local_slurm(work: Path, cpus: int | None = None, slots: int | None = None,
     declared = slots or cpus or real
     with _munge(work) as socket:
         conf = work / "slurm.conf"
-        conf.write_text(_conf(work, declared, declared > real, socket))
+        conf.write_text(_conf(work, declared, declared > real, socket, min_job_age))
         env = {**os.environ, "SLURM_CONF": str(conf), "PATH": PATH}
         cluster = Cluster(work, env, declared)
         logs = [work / "slurmctld.log", work / "slurmd.log"]

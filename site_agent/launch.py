@@ -67,7 +67,7 @@ class Launcher:
         self.grants.allow(sid, [held[d] for d in spec.spec.datasets if d in held], user)
         r = spec.spec.resources
         entrypoint, env, gpus = spec.spec.entrypoint, {**job_env(self.config, a, spec), **io_env}, r.gpus
-        if a.binding:
+        if a.binding and self.driver.binds_gpus:
             bound = self._bind(a, entrypoint)
             if not isinstance(bound, tuple):
                 return bound
@@ -87,7 +87,7 @@ class Launcher:
                             sealed.datasets if sealed else ()) if task else ""
         runtime_env["env_vars"] = {**variables, warm.ENV_KEY: warm_key, warm.ENV_SOCKET: ""}
         metadata = {"federation_job": a.job_id, "attempt": str(a.attempt), "tenant": spec.metadata.tenant,
-                    SITE_KEY: self.config.metadata.name}
+                    SITE_KEY: self.config.metadata.name, "time_limit": f"{spec.spec.time_limit or 0:g}"}
         where = label_selector(spec.spec, self.config.spec.elastic, a.node_type)
         try:
             started = self.driver.submit(sid, entrypoint, runtime_env, cpus=r.cpus, memory=r.memory, gpus=gpus,

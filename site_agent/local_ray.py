@@ -156,13 +156,13 @@ class LocalRayHead:
             return None
         return pid if "ray" in cmdline and str(self.temp_dir) in cmdline else None
 
-    def start(self, timeout: float = 90.0, cancel: threading.Event | None = None) -> RayJobsDriver:
-        """The head, adopted or launched; with `cancel` set meanwhile (the agent told to stop while
-        a loaded machine is slow to bring the head up), it is stopped and RayError raised."""
+    def start(self, timeout: float = 90.0, cancel: threading.Event | None = None, adopt: bool = True) -> RayJobsDriver:
+        """The head, adopted (unless not `adopt`) or launched; with `cancel` set meanwhile (the agent
+        told to stop while a loaded machine is slow to bring the head up), it is stopped and RayError raised."""
         if self.user is not None:
             check_runs_python(self.user, "spec.ray.local")
         self._make_dirs()
-        return self._adopt() or self._launch(timeout, cancel)
+        return (self._adopt() if adopt else None) or self._launch(timeout, cancel)
 
     @property
     def _uid(self) -> int:

@@ -16,7 +16,7 @@ from federation.jobs import AttemptState, parse_submission_id
 from site_agent.binding import MISMATCH, MISMATCH_EXIT
 from site_agent.guard import FENCED_EXIT
 from site_agent.lease_file import FENCE_AT
-from site_agent.ray_driver import RayJob
+from site_agent.ray_driver import LOST_AT_SITE, RayJob
 from site_agent.runner import NODE_DIED
 
 ASK_AT = 1 / 2   # of the lease: ask the witnesses early, so an outage renews it well before the guards' deadline
@@ -242,6 +242,8 @@ def ray_status(ref: Ref, job: RayJob, speaks: bool, site: str, guards_fired: boo
         return Status(ref.job_id, ref.attempt, AttemptState.LOST, GUARDED_OUT)
     if node_died(job):
         return Status(ref.job_id, ref.attempt, AttemptState.LOST, NODE_LOST)
+    if job.status == "FAILED" and job.message.startswith(LOST_AT_SITE):
+        return Status(ref.job_id, ref.attempt, AttemptState.LOST, job.message[:500])
     message = "" if not job.terminal else ended_message(job) if speaks else kept_message(job, site)
     return Status(ref.job_id, ref.attempt, RAY_TO_ATTEMPT[job.status], message)
 

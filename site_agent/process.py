@@ -27,6 +27,7 @@ from site_agent.isolation import DatasetGrants, JobUsers
 from site_agent.local_ray import LocalRayHead
 from site_agent.metrics import agent_metrics
 from site_agent.ray_driver import RayJobsDriver
+from site_agent.slurm import SlurmDriver
 from site_agent.tasks import Executions, TaskRunner, runner_path
 from site_agent.tenant_heads import TenantHeads
 
@@ -38,6 +39,8 @@ def run_site(config: SiteConfig, *, local_ray: bool,
     """Run until `on_stop`'s event fires; a local Ray head is always stopped on the way out."""
     body = config.spec
     fed = body.federation
+    if body.backend == "slurm":
+        return _run_slurm_site(config, local_ray=local_ray, on_stop=on_stop)
     users = JobUsers.of_config(config)
     head = _local_head(config, users) if local_ray else None
     if users.run_as or users.tenant_user:
@@ -90,6 +93,22 @@ def run_site(config: SiteConfig, *, local_ray: bool,
             pool.stop_all()
         if head is not None:
             head.stop()
+
+
+def _run_slurm_site(config: SiteConfig, *, local_ray: bool,
+                    on_stop: Callable[[Callable[[], None]], threading.Event]) -> int:
+    """A site whose work Slurm runs (`site_agent.slurm`): no Ray cluster of its own to start."""
+    if local_ray:
+        raise ConfigError(f"site {config.metadata.name}: spec.backend is slurm; Ray starts inside each Slurm job, "
+                          "so --local-ray has no meaning")
+    driver = SlurmDriver(config.metadata.name, config.spec.slurm, work_dir(config) / "slurm")
+    driver.resources()   # Slurm answers, or the agent says why not now
+    agent = SiteAgent(config, driver, functools.partial(_channel, config.spec.federation))
+    on_stop(agent.stop)
+    _stop_with_parent()
+    log.info("site %s (Slurm) joining %s", config.metadata.name, config.spec.federation.address)
+    agent.run()
+    return 0
 
 
 def _use_token(token: Path | None) -> None:

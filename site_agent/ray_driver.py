@@ -11,6 +11,9 @@ from federation.errors import RayError
 from site_agent import guard
 
 SITE_KEY = "federation_site"   # job metadata naming the site that submitted it
+# A FAILED job's message from its driver (never from its output) when the site's own scheduler took
+# it away (Slurm's scancel, preemption, a node failure): the attempt is lost, and retried by policy.
+LOST_AT_SITE = "lost at the site: "
 
 
 class Vanished(RayError):
@@ -48,6 +51,7 @@ class RayNode:
 
 class RayDriver(ABC):
     runs_tasks = False   # whether it has the task path (site_agent.tasks) besides Ray jobs
+    binds_gpus = True    # whether it honours the federation's GPU binding (a Slurm site's Slurm binds its own)
 
     @abstractmethod
     def submit(self, submission_id: str, entrypoint: str, runtime_env: dict[str, Any], *, cpus: float,

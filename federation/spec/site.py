@@ -11,7 +11,7 @@ from federation.spec.bounds import MAX_LIST
 from federation.spec.common import API_VERSION, Resources, Strict, check_labels, check_name
 from federation.spec.metrics import MetricsSettings
 from federation.spec.pricing import Elastic, NodeGpus, Pricing, check_priced
-from federation.spec.quantity import parse_bytes
+from federation.spec.quantity import parse_bytes, parse_duration
 
 JURISDICTION_RE = re.compile(r"^[A-Z]{2}$")
 
@@ -184,6 +184,28 @@ class RaySpec(Strict):
     local: LocalRay = Field(default_factory=LocalRay)
 
 
+class SlurmSpec(Strict):
+    """A site whose nodes belong to Slurm: each attempt is a Slurm job that starts a Ray cluster on
+    its allocation, runs the job's entrypoint through it, and tears it down."""
+
+    partitions: list[str] = Field(default_factory=list, max_length=MAX_LIST, description="sbatch --partition")
+    account: str | None = Field(default=None, description="sbatch --account, charged for every attempt")
+    qos: str | None = Field(default=None, description="sbatch --qos")
+    time_limit: float | None = Field(default=None, gt=0, description="the Slurm time limit of a job that declares "
+                                                                      "none, e.g. 12h; none: the partition's")
+    conf: Path | None = Field(default=None, description="the slurm.conf the agent's sbatch, squeue and scancel use "
+                                                        "(SLURM_CONF); default: the system's")
+    ray_port_base: int = Field(default=40000, ge=1024, le=60000,
+                               description="first of the port ranges (300 each) a Ray head inside an allocation "
+                                           "takes; the first free one is used")
+    ray_slots: int = Field(default=16, ge=1, le=64, description="port ranges to try: Ray heads at once on one node")
+
+    @field_validator("time_limit", mode="before")
+    @classmethod
+    def _time_limit(cls, v: Any) -> float | None:
+        return None if v is None else parse_duration(v)
+
+
 class SecureTraining(Strict):
     """Datasets this site lets out only as updates of a secure-aggregated training, which it does
     not have to trust the federation for: any job on one must be such a training's local step, by
@@ -216,6 +238,9 @@ class SiteBody(Strict):
     gpu_nodes: list[NodeSpec] | None = Field(
         default=None, description="declared GPU topology; default: discovered through NVML and Ray node labels")
     ray: RaySpec = Field(default_factory=RaySpec)
+    backend: Literal["ray", "slurm"] = Field(default="ray", description="who runs the site's work: its Ray cluster "
+                                                                          "(spec.ray), or Slurm (spec.slurm)")
+    slurm: SlurmSpec = Field(default_factory=SlurmSpec)
     veto: Veto = Field(default_factory=Veto)
     work_dir: Path | None = None
     autonomous: bool = Field(default=False, description="an edge site: cut off from the federation, it keeps running "

@@ -1,0 +1,131 @@
+"""End to end against a real Slurm (slurmctld, slurmd and munged from the OS packages, bench/slurm.py):
+a federation of one Ray site and one Slurm-backed site. A job whose data lives at the Slurm site runs
+there as a Slurm job with a Ray cluster inside it; its logs come back; cancel scancels it; a Slurm-side
+scancel is a lost attempt, retried by policy; a restarted agent adopts the running Slurm job."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bench import slurm
+from federation.local import CONFIGS
+from tests.e2e.conftest import E2EFederation, running
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.e2e
+
+HPC, CLOUD = "hpc", "cloud"
+PROBE = ("python -c \"import os, ray; ray.init(); "
+         "print('ray cpus', int(ray.cluster_resources()['CPU']), 'in slurm job', os.environ['SLURM_JOB_ID'])\"")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if reason := slurm.available():
+        if os.environ.get("CI"):
+            pytest.fail(f"Slurm is needed: {reason} (.ci/run installs it)", pytrace=False)
+        pytest.skip(reason)
+    work = Path(tempfile.mkdtemp(prefix="fslurm-", dir="/tmp"))
+    try:
+        with slurm.local_slurm(work, slots=4, min_job_age=600) as c:
+            yield c
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def federation(cluster):
+    work = Path(tempfile.mkdtemp(prefix="fse2e-", dir="/tmp"))
+    policy = yaml.safe_load((CONFIGS / "policy.yaml").read_text())
+    policy["spec"]["classifications"]["hpc-internal"] = {
+        "allowed_jurisdictions": ["DE"], "allow_staging": False, "may_cross_border": ["results", "logs"]}
+    policy["spec"]["datasets"]["cohort-hpc"] = {"classification": "hpc-internal", "sites": [HPC]}
+    (work / "policy.yaml").write_text(yaml.safe_dump(policy))
+    sites = {
+        CLOUD: {"location": {"jurisdiction": "DE", "region": "eu-cloud"}, "ray": {"local": {"num_cpus": 2}}},
+        HPC: {"location": {"jurisdiction": "DE", "region": "eu-hpc"}, "backend": "slurm",
+              "slurm": {"conf": str(cluster.work / "slurm.conf"), "ray_port_base": 33500, "ray_slots": 4},
+              "datasets": [{"name": "cohort-hpc", "path": str(work)}]},
+    }
+    yield from running(E2EFederation(work=work, sites=sites, port_bases={CLOUD: 19000},
+                                     policy=work / "policy.yaml"))
+
+
+@pytest.fixture
+def client(federation):
+    with federation.client() as c:
+        yield c
+
+
+def submit(client, name: str, entrypoint: str, **spec):
+    return client.submit({"apiVersion": "federation/v1", "kind": "Job", "metadata": {"name": name, "tenant": "e2e"},
+                          "spec": {"entrypoint": entrypoint, "datasets": ["cohort-hpc"], "resources": {"cpus": 1},
+                                   **spec}})
+
+
+def slurm_jobs(cluster, name: str) -> list[dict[str, str]]:
+    """Every job Slurm holds of this name (ended ones for its MinJobAge), as scontrol prints them."""
+    from site_agent.slurm import _fields
+    return [f for line in cluster.run("scontrol", "-o", "show", "job", failed="").splitlines()
+            if (f := _fields(line)).get("JobName") == name]
+
+
+def running_in_slurm(cluster, name: str) -> bool:
+    return [j["JobState"] for j in slurm_jobs(cluster, name)] == ["RUNNING"]
+
+
+def test_a_job_on_data_at_the_slurm_site_runs_there_as_a_slurm_job_with_ray_inside(cluster, client):
+    job = submit(client, "ray-probe", PROBE)
+    final = job.wait(timeout=240)
+    assert (final.state, final.site) == ("succeeded", HPC), final.message
+    (record,) = slurm_jobs(cluster, f"fed-{job.id}-1")
+    assert (record["JobState"], record["Comment"]) == ("COMPLETED", f"federation_site={HPC}")
+    logs = client.logs(job.id)
+    assert f"ray cpus 1 in slurm job {record['JobId']}\n" in logs, logs
+    assert "Connected to Ray cluster" in logs
+
+
+def test_cancel_scancels_the_slurm_job_and_its_processes_end(cluster, client):
+    job = submit(client, "sleeper", "sleep 301")
+    wait_for(lambda: running_in_slurm(cluster, f"fed-{job.id}-1") and
+             subprocess.run(["pgrep", "-f", "sleep 301"], capture_output=True).returncode == 0,
+             240, "the job's sleep running inside its Slurm job")
+    client.cancel(job.id)
+    wait_for(lambda: [j["JobState"] for j in slurm_jobs(cluster, f"fed-{job.id}-1")] == ["CANCELLED"], 60,
+             "the Slurm job cancelled")
+    assert job.wait(timeout=60).state == "cancelled"
+    wait_for(lambda: subprocess.run(["pgrep", "-f", "sleep 301"], capture_output=True).returncode == 1, 60,
+             "no process of the job left")
+
+
+def test_a_slurm_side_scancel_is_a_lost_attempt_retried_by_policy(cluster, client):
+    job = submit(client, "scancelled", "sleep 302", retry={"limit": 1, "backoff": 0})
+    wait_for(lambda: running_in_slurm(cluster, f"fed-{job.id}-1"), 240, "the first attempt running in Slurm")
+    cluster.run("scancel", f"--name=fed-{job.id}-1")
+    status = wait_for(lambda: len((s := client.get(job.id)).attempts) == 2 and s, 120, "a second attempt")
+    first = status.attempts[0]
+    assert first.state == "lost" and "was cancelled there" in first.message, first
+    wait_for(lambda: running_in_slurm(cluster, f"fed-{job.id}-2"), 240, "the second attempt, a new Slurm job")
+    client.cancel(job.id)
+    assert job.wait(timeout=60).state == "cancelled"
+
+
+def test_a_restarted_agent_adopts_the_running_slurm_job(federation, cluster, client):
+    job = submit(client, "adopted", "sleep 20 && echo finished")
+    name = f"fed-{job.id}-1"
+    wait_for(lambda: running_in_slurm(cluster, name), 240, "the job running in Slurm")
+    (before,) = slurm_jobs(cluster, name)
+    federation.agents[HPC].kill()   # SIGKILL: no goodbye
+    federation.agents[HPC].wait()
+    federation.start_agent(HPC)
+    final = job.wait(timeout=240)
+    assert final.state == "succeeded" and [a.state for a in final.attempts] == ["succeeded"], final
+    (after,) = slurm_jobs(cluster, name)   # the same Slurm job: never submitted twice
+    assert (after["JobId"], after["JobState"]) == (before["JobId"], "COMPLETED")
+    assert client.logs(job.id).endswith("finished\n")
