@@ -54,12 +54,14 @@ def attempt_state(state: str, exit_code: str, job_id: str, stopping: bool) -> tu
     return "FAILED", f"Job entrypoint command failed with exit code {code or '?'} (Slurm job {job_id} {state})"
 
 
-def parse_jobs(text: str, site: str) -> dict[str, dict[str, str]]:
-    """`scontrol -o show job` output: this site's jobs, by name (the submission id)."""
+def parse_jobs(text: str, site: str, uid: int) -> dict[str, dict[str, str]]:
+    """`scontrol -o show job` output: this site's jobs, by name (the submission id). Only jobs of the
+    agent's own user count: another user's job named and marked alike is not ours to adopt."""
     out: dict[str, dict[str, str]] = {}
     for line in text.splitlines():
         fields = _fields(line)
-        if fields.get("Comment") == COMMENT + site and fields.get("JobName"):
+        if (fields.get("Comment") == COMMENT + site and fields.get("JobName")
+                and fields.get("UserId", "").endswith(f"({uid})")):
             name = fields["JobName"]
             if name not in out or int(fields.get("JobId", 0)) > int(out[name].get("JobId", 0)):
                 out[name] = fields   # a name resubmitted by hand: the newest counts
@@ -140,7 +142,7 @@ class SlurmDriver(RayDriver):
         return done.stdout
 
     def _held(self) -> dict[str, dict[str, str]]:
-        return parse_jobs(self._run("scontrol", "-o", "show", "job"), self.site)
+        return parse_jobs(self._run("scontrol", "-o", "show", "job"), self.site, os.geteuid())
 
     def submit(self, submission_id: str, entrypoint: str, runtime_env: dict[str, Any], *, cpus: float,
                memory: int, gpus: float, metadata: dict[str, str], task: bool = False,

@@ -47,7 +47,8 @@ def test_shipped_examples_load(path):
         assert load_job(path).spec.entrypoint
 
 
-@pytest.mark.parametrize("path", sorted([*(CONFIGS / "sites").glob("*.yaml"), *(CONFIGS / "clouds").glob("*.yaml")]),
+@pytest.mark.parametrize("path", sorted([*(CONFIGS / "sites").glob("*.yaml"), *(CONFIGS / "clouds").glob("*.yaml"),
+                                         *(CONFIGS / "slurm").glob("*.yaml")]),
                          ids=lambda p: p.name)
 def test_shipped_site_configs_load_with_paths_resolved(path):
     site = load_site(path)
