@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from bench import slurm_accounting
 from bench.common import pct
 
 PORTS = (16817, 16818)   # slurmctld, slurmd: clear of the 6817/6818 a system Slurm would use
@@ -120,7 +121,7 @@ def _munge(work: Path) -> Iterator[Path | None]:
 
 @contextmanager
 def local_slurm(work: Path, cpus: int | None = None, slots: int | None = None,
-                timeout: float = 60, min_job_age: int = 2) -> Iterator[Cluster]:
+                timeout: float = 60, min_job_age: int = 2, accounting: bool = False) -> Iterator[Cluster]:
     """A one-node Slurm in `work` (its state wiped first) of `cpus` CPUs (default: this machine's).
 
     `slots`: declare that many CPUs instead, with `SlurmdParameters=config_overrides` so slurmd
@@ -129,7 +130,8 @@ def local_slurm(work: Path, cpus: int | None = None, slots: int | None = None,
     a CPU; the jobs share the real cores. (`OverSubscribe=FORCE:k` on the partition also works: k
     jobs on each real CPU, so only multiples of the CPUs; this keeps the count exact.)
     `min_job_age`: seconds an ended job stays in `scontrol show job` (a Slurm site's agent reads
-    how its jobs ended there).
+    how its jobs ended there). `accounting`: with MariaDB and slurmdbd (`bench.slurm_accounting`),
+    so `sacct` answers.
     """
     if reason := available():
         raise RuntimeError(reason)
@@ -144,22 +146,29 @@ def local_slurm(work: Path, cpus: int | None = None, slots: int | None = None,
     declared = slots or cpus or real
     with _munge(work) as socket:
         conf = work / "slurm.conf"
-        conf.write_text(_conf(work, declared, declared > real, socket, min_job_age))
+        extra = slurm_accounting.conf_lines(socket) if accounting else []
+        conf.write_text(_conf(work, declared, declared > real, socket, min_job_age) + "\n".join(extra) + "\n")
         env = {**os.environ, "SLURM_CONF": str(conf), "PATH": PATH}
         cluster = Cluster(work, env, declared)
-        logs = [work / "slurmctld.log", work / "slurmd.log"]
+        logs = [work / "slurmctld.log", work / "slurmd.log", work / "slurmdbd.log", work / "mariadb.log"]
         procs: list[subprocess.Popen] = []
+
+        def start(argv: list[str]) -> None:
+            procs.append(subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                                          start_new_session=True))
         try:
+            if accounting:
+                slurm_accounting.start_accounting(work, socket, env, start,
+                                                  lambda ready, t, what: _until(ready, t, what, logs))
             for argv in (["slurmctld", "-D"], ["slurmd", "-D", "-N", "localhost"]):
-                procs.append(subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                                              start_new_session=True))
+                start(argv)
             idle = lambda: cluster.run("sinfo", "-h", "-n", "localhost", "-o", "%t", failed="").strip() == "idle"
             _until(lambda: idle() or any(p.poll() is not None for p in procs), timeout, "node idle", logs)
             if any(p.poll() is not None for p in procs):
                 raise RuntimeError(f"a Slurm daemon exited:\n{_tails(logs)}")
             yield cluster
         finally:
-            if procs and procs[0].poll() is None:
+            if any(p.args[0] == "slurmctld" and p.poll() is None for p in procs):
                 with suppress(RuntimeError, TimeoutError):
                     cluster.run("scancel", f"--user={os.getuid()}")
                     _until(lambda: not cluster.run("squeue", "-h").strip(), 30, "jobs cancelled", logs)

@@ -1,4 +1,5 @@
-"""End to end against a real Slurm (slurmctld, slurmd and munged from the OS packages, bench/slurm.py):
+"""End to end against a real Slurm (slurmctld, slurmd, munged, and slurmdbd on MariaDB for `sacct`, from
+the OS packages; bench/slurm.py):
 a federation of one Ray site and one Slurm-backed site. A job whose data lives at the Slurm site runs
 there as a Slurm job with a Ray cluster inside it; its logs come back; cancel scancels it; a Slurm-side
 scancel is a lost attempt, retried by policy; a restarted agent adopts the running Slurm job."""
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench import slurm
+from bench import slurm, slurm_accounting
 from federation.local import CONFIGS
 from tests.e2e.conftest import E2EFederation, running
 from tests.waiting import wait_for
@@ -27,13 +28,13 @@ PROBE = ("python -c \"import os, ray; ray.init(); "
 
 @pytest.fixture(scope="module")
 def cluster():
-    if reason := slurm.available():
+    if reason := slurm.available() or slurm_accounting.available():
         if os.environ.get("CI"):
             pytest.fail(f"Slurm is needed: {reason} (.ci/run installs it)", pytrace=False)
         pytest.skip(reason)
     work = Path(tempfile.mkdtemp(prefix="fslurm-", dir="/tmp"))
     try:
-        with slurm.local_slurm(work, slots=4, min_job_age=600) as c:
+        with slurm.local_slurm(work, slots=4, min_job_age=600, accounting=True) as c:
             yield c
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -42,6 +43,7 @@ def cluster():
 @pytest.fixture(scope="module")
 def federation(cluster):
     work = Path(tempfile.mkdtemp(prefix="fse2e-", dir="/tmp"))
+    (work / "hpc").mkdir()
     policy = yaml.safe_load((CONFIGS / "policy.yaml").read_text())
     policy["spec"]["classifications"]["hpc-internal"] = {
         "allowed_jurisdictions": ["DE"], "allow_staging": False, "may_cross_border": ["results", "logs"]}
@@ -51,7 +53,7 @@ def federation(cluster):
         CLOUD: {"location": {"jurisdiction": "DE", "region": "eu-cloud"}, "ray": {"local": {"num_cpus": 2}}},
         HPC: {"location": {"jurisdiction": "DE", "region": "eu-hpc"}, "backend": "slurm",
               "slurm": {"conf": str(cluster.work / "slurm.conf"), "ray_port_base": 33500, "ray_slots": 4},
-              "datasets": [{"name": "cohort-hpc", "path": str(work)}]},
+              "datasets": [{"name": "cohort-hpc", "path": str(work)}], "work_dir": str(work / "hpc")},
     }
     yield from running(E2EFederation(work=work, sites=sites, port_bases={CLOUD: 19000},
                                      policy=work / "policy.yaml"))
@@ -86,6 +88,9 @@ def test_a_job_on_data_at_the_slurm_site_runs_there_as_a_slurm_job_with_ray_insi
     assert (final.state, final.site) == ("succeeded", HPC), final.message
     (record,) = slurm_jobs(cluster, f"fed-{job.id}-1")
     assert (record["JobState"], record["Comment"]) == ("COMPLETED", f"federation_site={HPC}")
+    accounted = f"{record['JobId']}|fed-{job.id}-1|COMPLETED"   # slurmdbd records it soon after
+    wait_for(lambda: accounted in cluster.run("sacct", "-n", "-X", "-P", "-o", "JobID,JobName,State",
+                                              f"--name=fed-{job.id}-1", failed=""), 30, "sacct's record of the job")
     logs = client.logs(job.id)
     assert f"ray cpus 1 in slurm job {record['JobId']}\n" in logs, logs
     assert "Connected to Ray cluster" in logs
