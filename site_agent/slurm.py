@@ -11,8 +11,10 @@ A job Slurm itself cancelled, preempted or lost with its node is reported lost, 
 policy runs it again; one past its Slurm time limit failed."""
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -31,6 +33,8 @@ RUNNING = frozenset({"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING", "SUSPEND
 TAKEN = frozenset({"NODE_FAIL", "PREEMPTED", "BOOT_FAIL"})   # by the site, not by the job
 PLAIN_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
 RUNTIME_ENV = frozenset({"working_dir", "env_vars"})
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SUBMISSION = re.compile(r"^fed-[A-Za-z0-9-]{1,120}$")   # an attempt's name: safe as a file name
 
 
 def attempt_state(state: str, exit_code: str, job_id: str, stopping: bool) -> tuple[str, str]:
@@ -54,32 +58,17 @@ def attempt_state(state: str, exit_code: str, job_id: str, stopping: bool) -> tu
     return "FAILED", f"Job entrypoint command failed with exit code {code or '?'} (Slurm job {job_id} {state})"
 
 
-def parse_jobs(text: str, site: str, uid: int) -> dict[str, dict[str, str]]:
-    """`scontrol -o show job` output: this site's jobs, by name (the submission id). Only jobs of the
-    agent's own user count: another user's job named and marked alike is not ours to adopt."""
-    out: dict[str, dict[str, str]] = {}
-    for line in text.splitlines():
-        fields = _fields(line)
-        if (fields.get("Comment") == COMMENT + site and fields.get("JobName")
-                and fields.get("UserId", "").endswith(f"({uid})")):
-            name = fields["JobName"]
-            if name not in out or int(fields.get("JobId", 0)) > int(out[name].get("JobId", 0)):
-                out[name] = fields   # a name resubmitted by hand: the newest counts
-    return out
+def parse_jobs(text: str, site: str, uid: int) -> dict[str, dict[str, Any]]:
+    """`squeue --json` (every job slurmctld holds, ended ones for its MinJobAge): this site's jobs, by
+    Slurm job id. Only jobs of the agent's own user count: another user's job named and marked alike
+    is not ours."""
+    return {str(job["job_id"]): job for job in json.loads(text).get("jobs", [])
+            if job.get("comment") == COMMENT + site and job.get("name") and job.get("user_id") == uid}
 
 
-def _fields(line: str) -> dict[str, str]:
-    """`Key=Value Key=Value` as scontrol prints one job a line; values may hold spaces only in
-    fields we do not read, so a word without `=` belongs to the value before it."""
-    out: dict[str, str] = {}
-    key = ""
-    for word in line.split():
-        k, eq, v = word.partition("=")
-        if eq and k and k[0].isupper():
-            key, out[k] = k, v
-        elif key:
-            out[key] += " " + word
-    return out
+def exit_code(status: int) -> str:
+    """Slurm's `N:S` from a wait status as squeue --json gives it."""
+    return f"{status >> 8}:{status & 0x7F}"
 
 
 def gres_gpus(gres: str) -> int:
@@ -92,30 +81,39 @@ def gres_gpus(gres: str) -> int:
     return total
 
 
-def batch_script(sid: str, site: str, entrypoint: str, runtime_env: dict[str, Any], *, cpus: float, memory: int,
-                 gpus: float, time_limit: float, settings: SlurmSpec, folder: Path) -> str:
-    """The batch script of one attempt; ConfigError when the site cannot run it as asked."""
+def sbatch_args(sid: str, site: str, *, cpus: float, memory: int, gpus: float, time_limit: float,
+                settings: SlurmSpec, folder: Path) -> list[str]:
+    """sbatch's options for one attempt, given as arguments: nothing a job sets is read from a script."""
+    if gpus and gpus != int(gpus):
+        raise ConfigError(f"resources.gpus: {gpus:g}; Slurm gives whole GPUs")
+    limit = time_limit or settings.time_limit
+    out = [f"--job-name={sid}", f"--comment={COMMENT}{site}", f"--output={folder / sid}.out", "--nodes=1",
+           "--ntasks=1", f"--cpus-per-task={max(1, math.ceil(cpus))}", "--export=NONE", "--no-requeue",
+           f"--chdir={folder}"]
+    out += [f"--mem={max(1, math.ceil(memory / 2**20))}M"] if memory else []
+    out += [f"--gres=gpu:{int(gpus)}"] if gpus else []
+    out += [f"--time={max(1, math.ceil(limit / 60))}"] if limit else []
+    out += [f"--partition={','.join(settings.partitions)}"] if settings.partitions else []
+    out += [f"--account={settings.account}"] if settings.account else []
+    out += [f"--qos={settings.qos}"] if settings.qos else []
+    return out
+
+
+def batch_script(entrypoint: str, runtime_env: dict[str, Any], settings: SlurmSpec, folder: Path) -> str:
+    """The batch script of one attempt: its environment, its working folder, then Ray and the
+    entrypoint (`site_agent.slurm_ray`); ConfigError when the site cannot run it as asked."""
     unknown = sorted(set(runtime_env) - RUNTIME_ENV)
     if unknown:
         raise ConfigError(f"runtime_env.{unknown[0]}: a Slurm site runs jobs in its own environment "
                           "(working_dir and env_vars only)")
-    if gpus and gpus != int(gpus):
-        raise ConfigError(f"resources.gpus: {gpus:g}; Slurm gives whole GPUs")
-    limit = time_limit or settings.time_limit
-    head = [f"--job-name={sid}", f"--comment={COMMENT}{site}", f"--output={folder / sid}.out", "--nodes=1",
-            "--ntasks=1", f"--cpus-per-task={max(1, math.ceil(cpus))}", "--export=NONE",
-            f"--chdir={runtime_env.get('working_dir') or folder}"]
-    head += [f"--mem={max(1, math.ceil(memory / 2**20))}M"] if memory else []
-    head += [f"--gres=gpu:{int(gpus)}"] if gpus else []
-    head += [f"--time={max(1, math.ceil(limit / 60))}"] if limit else []
-    head += [f"--partition={','.join(settings.partitions)}"] if settings.partitions else []
-    head += [f"--account={settings.account}"] if settings.account else []
-    head += [f"--qos={settings.qos}"] if settings.qos else []
     env = {k: os.environ[k] for k in PLAIN_ENV if k in os.environ}
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "/usr/bin:/bin")])
-    env |= {k: str(v) for k, v in runtime_env.get("env_vars", {}).items()}
-    lines = ["#!/bin/bash", *(f"#SBATCH {shlex.quote(h)}" for h in head)]
-    lines += [f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())]
+    for name, value in runtime_env.get("env_vars", {}).items():
+        if not ENV_NAME.match(str(name)):
+            raise ConfigError(f"runtime_env.env_vars: {str(name)[:64]!r} is not a variable name a shell can set")
+        env[name] = str(value)
+    lines = ["#!/bin/bash", *(f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items()))]
+    lines.append(f"cd {shlex.quote(str(runtime_env.get('working_dir') or folder))} || exit 1")
     ray = [sys.executable, "-m", "site_agent.slurm_ray", f"--port-base={settings.ray_port_base}",
            f"--slots={settings.ray_slots}", f"--temp={folder / 'ray'}", "--", entrypoint]
     lines.append("exec " + " ".join(shlex.quote(w) for w in ray))
@@ -123,6 +121,11 @@ def batch_script(sid: str, site: str, entrypoint: str, runtime_env: dict[str, An
 
 
 class SlurmDriver(RayDriver):
+    """Each attempt is claimed before it is submitted: `<sid>.jobid` in the agent's folder, made
+    exclusively, then holding the Slurm job id. A claimed attempt is never submitted again, by this
+    agent or one after it; one that Slurm no longer lists (ended longer ago than its MinJobAge) is
+    read from `sacct`, else reported lost."""
+
     binds_gpus = False
 
     def __init__(self, site: str, settings: SlurmSpec, folder: Path) -> None:
@@ -130,6 +133,7 @@ class SlurmDriver(RayDriver):
         self.env = {**os.environ, **({"SLURM_CONF": str(settings.conf)} if settings.conf else {})}
         self.env["PATH"] = os.pathsep.join([self.env.get("PATH", ""), "/usr/sbin", "/sbin"])
         self.stopping: set[str] = set()
+        self.gone: dict[str, RayJob] = {}   # claimed attempts Slurm no longer lists, as they ended
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def _run(self, *args: str) -> str:
@@ -141,29 +145,69 @@ class SlurmDriver(RayDriver):
             raise RayError(f"{' '.join(args[:2])}: exit {done.returncode}: {done.stderr.strip()[:300]}")
         return done.stdout
 
-    def _held(self) -> dict[str, dict[str, str]]:
-        return parse_jobs(self._run("scontrol", "-o", "show", "job"), self.site, os.geteuid())
+    def _held(self) -> dict[str, dict[str, Any]]:
+        try:
+            return parse_jobs(self._run("squeue", "--json"), self.site, os.geteuid())
+        except (ValueError, KeyError, TypeError) as e:
+            raise RayError(f"squeue --json: unreadable: {e}") from None
+
+    def _claim(self, sid: str) -> Path:
+        return self.folder / f"{sid}.jobid"
+
+    def _claims(self) -> dict[str, str]:
+        """Claimed attempts and their Slurm job ids ('' while sbatch has not answered)."""
+        return {p.name.removesuffix(".jobid"): p.read_text().strip() for p in self.folder.glob("*.jobid")}
 
     def submit(self, submission_id: str, entrypoint: str, runtime_env: dict[str, Any], *, cpus: float,
                memory: int, gpus: float, metadata: dict[str, str], task: bool = False,
                label_selector: dict[str, str] | None = None) -> bool:
-        if submission_id in self._held():
-            return False   # Slurm holds it already: adopted, never submitted twice
-        script = batch_script(submission_id, metadata[SITE_KEY], entrypoint, runtime_env, cpus=cpus, memory=memory,
-                              gpus=gpus, time_limit=float(metadata.get("time_limit") or 0), settings=self.settings,
-                              folder=self.folder)
+        args = sbatch_args(submission_id, metadata[SITE_KEY], cpus=cpus, memory=memory, gpus=gpus,
+                           time_limit=float(metadata.get("time_limit") or 0), settings=self.settings,
+                           folder=self.folder)
+        script = batch_script(entrypoint, runtime_env, self.settings, self.folder)
+        try:
+            fd = os.open(self._claim(submission_id), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return False   # claimed already: adopted, never submitted twice
         path = self.folder / f"{submission_id}.sbatch"
         path.write_text(script)
-        self._run("sbatch", "--parsable", str(path))
+        try:
+            job_id = self._run("sbatch", "--parsable", *args, str(path)).strip().split(";")[0]
+        except RayError:
+            os.close(fd)
+            self._claim(submission_id).unlink(missing_ok=True)   # never submitted: free to try again
+            raise
+        os.write(fd, job_id.encode())
+        os.close(fd)
         return True
 
     def jobs(self) -> dict[str, RayJob]:
-        out = {}
-        for sid, f in self._held().items():
-            status, message = attempt_state(f.get("JobState", ""), f.get("ExitCode", ""), f.get("JobId", "?"),
-                                            sid in self.stopping)
-            out[sid] = RayJob(sid, status, message, self.site, None, False, self._log_size(sid))
+        held, claims, out = self._held(), self._claims(), {}
+        for job_id, job in sorted(held.items(), key=lambda kv: int(kv[0])):
+            if job["name"] not in claims and SUBMISSION.match(job["name"]):
+                self._claim(job["name"]).write_text(job_id)   # an agent whose folder was lost sent it: adopted
+                claims[job["name"]] = job_id
+        for sid, job_id in claims.items():
+            found = held.get(job_id)
+            if found is not None:
+                code = exit_code(int(found.get("exit_code") or 0))
+                status, message = attempt_state(found.get("job_state", ""), code, job_id, sid in self.stopping)
+                out[sid] = RayJob(sid, status, message, self.site, None, False, self._log_size(sid))
+            elif job_id:
+                out[sid] = self.gone.get(sid) or self._ended(sid, job_id)
         return out
+
+    def _ended(self, sid: str, job_id: str) -> RayJob:
+        """A claimed attempt Slurm no longer lists: how it ended, by sacct where Slurm keeps accounts."""
+        try:
+            fields = self._run("sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State,ExitCode").split("|")
+            state, code = fields[0].split()[0], fields[1].strip()
+        except (RayError, IndexError):
+            state, code = "", ""
+        status, message = (attempt_state(state, code, job_id, sid in self.stopping) if state else
+                           ("FAILED", f"{LOST_AT_SITE}Slurm no longer knows job {job_id}, and keeps no account of it"))
+        self.gone[sid] = RayJob(sid, status, message, self.site, None, False, self._log_size(sid))
+        return self.gone[sid]
 
     def status(self, submission_id: str) -> str | None:
         job = self.jobs().get(submission_id)
@@ -171,7 +215,9 @@ class SlurmDriver(RayDriver):
 
     def stop(self, submission_id: str) -> None:
         self.stopping.add(submission_id)
-        self._run("scancel", f"--name={submission_id}", f"--user={os.geteuid()}")
+        job_id = self._claims().get(submission_id)
+        if job_id:
+            self._run("scancel", job_id)
 
     def logs(self, submission_id: str, offset: int = 0) -> bytes:
         try:
@@ -188,6 +234,10 @@ class SlurmDriver(RayDriver):
             return 0
 
     def forget(self, submission_ids: list[str]) -> None:
+        """Ended attempts the federation has taken in: their claims go (their logs stay)."""
+        for sid in submission_ids:
+            self._claim(sid).unlink(missing_ok=True)
+            self.gone.pop(sid, None)
         self.stopping -= set(submission_ids)
 
     def _nodes(self) -> list[tuple[str, int, int, int]]:

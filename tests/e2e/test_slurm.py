@@ -5,6 +5,7 @@ there as a Slurm job with a Ray cluster inside it; its logs come back; cancel sc
 scancel is a lost attempt, retried by policy; a restarted agent adopts the running Slurm job."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -71,15 +72,13 @@ def submit(client, name: str, entrypoint: str, **spec):
                                    **spec}})
 
 
-def slurm_jobs(cluster, name: str) -> list[dict[str, str]]:
-    """Every job Slurm holds of this name (ended ones for its MinJobAge), as scontrol prints them."""
-    from site_agent.slurm import _fields
-    return [f for line in cluster.run("scontrol", "-o", "show", "job", failed="").splitlines()
-            if (f := _fields(line)).get("JobName") == name]
+def slurm_jobs(cluster, name: str) -> list[dict]:
+    """Every job Slurm holds of this name (ended ones for its MinJobAge)."""
+    return [j for j in json.loads(cluster.run("squeue", "--json"))["jobs"] if j["name"] == name]
 
 
 def running_in_slurm(cluster, name: str) -> bool:
-    return [j["JobState"] for j in slurm_jobs(cluster, name)] == ["RUNNING"]
+    return [j["job_state"] for j in slurm_jobs(cluster, name)] == ["RUNNING"]
 
 
 def test_a_job_on_data_at_the_slurm_site_runs_there_as_a_slurm_job_with_ray_inside(cluster, client):
@@ -87,12 +86,12 @@ def test_a_job_on_data_at_the_slurm_site_runs_there_as_a_slurm_job_with_ray_insi
     final = job.wait(timeout=240)
     assert (final.state, final.site) == ("succeeded", HPC), final.message
     (record,) = slurm_jobs(cluster, f"fed-{job.id}-1")
-    assert (record["JobState"], record["Comment"]) == ("COMPLETED", f"federation_site={HPC}")
-    accounted = f"{record['JobId']}|fed-{job.id}-1|COMPLETED"   # slurmdbd records it soon after
+    assert (record["job_state"], record["comment"]) == ("COMPLETED", f"federation_site={HPC}")
+    accounted = f"{record['job_id']}|fed-{job.id}-1|COMPLETED"   # slurmdbd records it soon after
     wait_for(lambda: accounted in cluster.run("sacct", "-n", "-X", "-P", "-o", "JobID,JobName,State",
                                               f"--name=fed-{job.id}-1", failed=""), 30, "sacct's record of the job")
     logs = client.logs(job.id)
-    assert f"ray cpus 1 in slurm job {record['JobId']}\n" in logs, logs
+    assert f"ray cpus 1 in slurm job {record['job_id']}\n" in logs, logs
     assert "Connected to Ray cluster" in logs
 
 
@@ -102,7 +101,7 @@ def test_cancel_scancels_the_slurm_job_and_its_processes_end(cluster, client):
              subprocess.run(["pgrep", "-f", "sleep 301"], capture_output=True).returncode == 0,
              240, "the job's sleep running inside its Slurm job")
     client.cancel(job.id)
-    wait_for(lambda: [j["JobState"] for j in slurm_jobs(cluster, f"fed-{job.id}-1")] == ["CANCELLED"], 60,
+    wait_for(lambda: [j["job_state"] for j in slurm_jobs(cluster, f"fed-{job.id}-1")] == ["CANCELLED"], 60,
              "the Slurm job cancelled")
     assert job.wait(timeout=60).state == "cancelled"
     wait_for(lambda: subprocess.run(["pgrep", "-f", "sleep 301"], capture_output=True).returncode == 1, 60,
@@ -132,5 +131,17 @@ def test_a_restarted_agent_adopts_the_running_slurm_job(federation, cluster, cli
     final = job.wait(timeout=240)
     assert final.state == "succeeded" and [a.state for a in final.attempts] == ["succeeded"], final
     (after,) = slurm_jobs(cluster, name)   # the same Slurm job: never submitted twice
-    assert (after["JobId"], after["JobState"]) == (before["JobId"], "COMPLETED")
+    assert (after["job_id"], after["job_state"]) == (before["job_id"], "COMPLETED")
     assert client.logs(job.id).endswith("finished\n")
+
+
+def test_another_users_slurm_job_named_as_an_attempt_is_not_taken_for_it(cluster, client):
+    job = submit(client, "spoofed", "sleep 15 && echo finished")
+    name = f"fed-{job.id}-1"
+    wait_for(lambda: running_in_slurm(cluster, name), 240, "the job running in Slurm")
+    # Another user of the cluster (nobody) submits a job of the same name and site mark that fails at once.
+    cluster.run("sbatch", "--uid=65534", "--gid=65534", f"--job-name={name}", f"--comment=federation_site={HPC}",
+                "--chdir=/tmp", "-o", "/dev/null", "--wrap=exit 7")
+    wait_for(lambda: "FAILED" in [j["job_state"] for j in slurm_jobs(cluster, name)], 60, "the impostor failed")
+    final = job.wait(timeout=240)
+    assert final.state == "succeeded" and [a.state for a in final.attempts] == ["succeeded"], final

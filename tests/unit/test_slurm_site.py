@@ -1,7 +1,11 @@
-"""The pure parts of a Slurm-backed site: Slurm's job states as attempt states, `scontrol -o show job`
-read for this site's jobs only, GPUs from GRES, and the batch script of an attempt."""
+"""The pure parts of a Slurm-backed site: Slurm's job states as attempt states, `squeue --json` read
+for this site's jobs of the agent's user only, GPUs from GRES, sbatch's arguments and the batch
+script of an attempt (nothing a job sets can become an sbatch option or a shell command)."""
 from __future__ import annotations
 
+import json
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,7 +15,7 @@ from federation.jobs import AttemptState
 from federation.spec.site import SlurmSpec
 from site_agent.plan import Ref, ray_status
 from site_agent.ray_driver import RayJob
-from site_agent.slurm import attempt_state, batch_script, gres_gpus, parse_jobs
+from site_agent.slurm import attempt_state, batch_script, exit_code, gres_gpus, parse_jobs, sbatch_args
 
 
 @pytest.mark.parametrize("state, stopping, status, attempt", [
@@ -42,23 +46,26 @@ LINE = ("JobId={id} JobName={name} UserId={user} JobState={state} Reason=None Ex
         "WorkDir=/tmp Comment={comment} StdErr=/tmp/x.out Power=")
 
 
-AGENT = "fedagent(500)"
+def job(job_id: int, name: str, comment: str = "federation_site=hpc", uid: int = 500, **extra) -> dict:
+    return {"job_id": job_id, "name": name, "user_id": uid, "comment": comment, "job_state": "RUNNING",
+            "exit_code": 0, **extra}
 
 
-def test_only_this_sites_jobs_are_read_and_the_newest_of_a_name_counts():
-    text = "\n".join([
-        LINE.format(id=7, name="fed-j-0a1b2c3d4e5f-1", state="CANCELLED", comment="federation_site=hpc", user=AGENT),
-        LINE.format(id=9, name="fed-j-0a1b2c3d4e5f-1", state="RUNNING", comment="federation_site=hpc", user=AGENT),
-        LINE.format(id=8, name="fed-j-1a1b2c3d4e5f-1", state="RUNNING", comment="federation_site=other", user=AGENT),
-        LINE.format(id=10, name="fed-j-2a1b2c3d4e5f-1", state="RUNNING", comment="(null)", user=AGENT),
-        # another user's job, named and marked as one of ours: not adopted, and its state not reported
-        LINE.format(id=12, name="fed-j-3a1b2c3d4e5f-1", state="COMPLETED", comment="federation_site=hpc",
-                    user="mallory(1001)"),
-        f"JobId=11 JobName=spaced name UserId={AGENT} JobState=COMPLETED Comment=federation_site=hpc  Power=",
-    ])
-    jobs = parse_jobs(text, "hpc", 500)
-    assert sorted(jobs) == ["fed-j-0a1b2c3d4e5f-1", "spaced name"]
-    assert (jobs["fed-j-0a1b2c3d4e5f-1"]["JobId"], jobs["fed-j-0a1b2c3d4e5f-1"]["JobState"]) == ("9", "RUNNING")
+def test_only_this_sites_jobs_of_the_agents_user_are_read():
+    text = json.dumps({"jobs": [
+        job(7, "fed-j-0a1b2c3d4e5f-1"),
+        job(8, "fed-j-1a1b2c3d4e5f-1", comment="federation_site=other"),
+        job(9, "fed-j-2a1b2c3d4e5f-1", comment=""),
+        # another user's job, named and marked as one of ours, even in text that reads like scontrol's
+        job(10, "fed-j-3a1b2c3d4e5f-1", comment="federation_site=hpc", uid=1001),
+        job(11, "x UserId=fedagent(500)", comment="federation_site=hpc UserId=fedagent(500) JobId=7", uid=1001),
+    ]})
+    assert sorted(parse_jobs(text, "hpc", 500)) == ["7"]
+
+
+@pytest.mark.parametrize("status, code", [(0, "0:0"), (3 << 8, "3:0"), (9, "0:9")])
+def test_exit_codes_from_wait_statuses(status, code):
+    assert exit_code(status) == code
 
 
 @pytest.mark.parametrize("gres, gpus", [("(null)", 0), ("gpu:4", 4), ("gpu:a100:4(S:0-1)", 4),
@@ -67,36 +74,46 @@ def test_gpus_from_gres(gres, gpus):
     assert gres_gpus(gres) == gpus
 
 
-def script(**kw) -> str:
-    args = dict(cpus=1.5, memory=3 << 30, gpus=2, time_limit=3600.0, settings=SlurmSpec(partitions=["gpu", "long"],
-                account="proj", qos="normal"), folder=Path("/srv/fed/slurm"))
-    args.update(kw)
-    return batch_script("fed-j-0a1b2c3d4e5f-1", "hpc", "python train.py 'a b'",
-                        {"working_dir": "/srv/fed/jobs", "env_vars": {"MODEL": "it's $x"}}, **args)
+SETTINGS = SlurmSpec(partitions=["gpu", "long"], account="proj", qos="normal")
+FOLDER = Path("/srv/fed/slurm")
 
 
-def test_the_batch_script_asks_slurm_for_the_attempts_resources():
-    text = script()
-    directives = [line.split(" ", 1)[1] for line in text.splitlines() if line.startswith("#SBATCH")]
-    assert directives == ["--job-name=fed-j-0a1b2c3d4e5f-1", "--comment=federation_site=hpc",
-                          "--output=/srv/fed/slurm/fed-j-0a1b2c3d4e5f-1.out", "--nodes=1", "--ntasks=1",
-                          "--cpus-per-task=2", "--export=NONE", "--chdir=/srv/fed/jobs", "--mem=3072M",
-                          "--gres=gpu:2", "--time=60", "--partition=gpu,long", "--account=proj", "--qos=normal"]
+def args(**kw) -> list[str]:
+    return sbatch_args("fed-j-0a1b2c3d4e5f-1", "hpc", **{"cpus": 1.5, "memory": 3 << 30, "gpus": 2,
+                                                         "time_limit": 3600.0, "settings": SETTINGS,
+                                                         "folder": FOLDER, **kw})
+
+
+def test_sbatch_is_asked_for_the_attempts_resources_as_arguments():
+    assert args() == ["--job-name=fed-j-0a1b2c3d4e5f-1", "--comment=federation_site=hpc",
+                      "--output=/srv/fed/slurm/fed-j-0a1b2c3d4e5f-1.out", "--nodes=1", "--ntasks=1",
+                      "--cpus-per-task=2", "--export=NONE", "--no-requeue", "--chdir=/srv/fed/slurm", "--mem=3072M",
+                      "--gres=gpu:2", "--time=60", "--partition=gpu,long", "--account=proj", "--qos=normal"]
+    assert "--time=720" in args(time_limit=0.0, settings=SlurmSpec(time_limit="12h"))   # the site's default
+    assert not any(a.startswith("--time") for a in args(time_limit=0.0))
+    with pytest.raises(ConfigError, match=r"resources.gpus: 0.5; Slurm gives whole GPUs"):
+        args(gpus=0.5)
+
+
+def test_the_script_sets_the_environment_and_folder_and_reads_as_no_directive(tmp_path):
+    # A folder whose name would be sbatch options were it read as a directive: it is only a cd here.
+    odd = tmp_path / "x\\'' --job-name=fed-j-victim-1 --gres=gpu:8 #"
+    odd.mkdir()
+    text = batch_script("python train.py 'a b'", {"working_dir": str(odd), "env_vars": {"MODEL": "it's $x"}},
+                        SETTINGS, FOLDER)
+    assert not [line for line in text.splitlines() if line.startswith("#SBATCH")]
     assert "export MODEL='it'\"'\"'s $x'\n" in text
     assert text.rstrip().endswith("-- 'python train.py '\"'\"'a b'\"'\"''")
+    probe = text.replace(text.splitlines()[-1], 'echo "$PWD|$MODEL"')
+    out = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out == f"{odd}|it's $x\n"
 
 
-def test_the_sites_default_time_limit_applies_to_a_job_without_one():
-    assert "#SBATCH --time=720\n" in script(time_limit=0.0, settings=SlurmSpec(time_limit="12h"))
-    assert "--time" not in script(time_limit=0.0)
-
-
-@pytest.mark.parametrize("kw, env, message", [
-    ({"gpus": 0.5}, {}, "resources.gpus: 0.5; Slurm gives whole GPUs"),
-    ({}, {"pip": ["numpy"]}, "runtime_env.pip: a Slurm site runs jobs in its own environment"),
+@pytest.mark.parametrize("env, message", [
+    ({"pip": ["numpy"]}, "runtime_env.pip: a Slurm site runs jobs in its own environment"),
+    ({"env_vars": {"A;touch /tmp/pwned;B": "1"}}, "is not a variable name a shell can set"),
+    ({"env_vars": {"Z=1 FEDCTL_LEASE_FILE": "x"}}, "is not a variable name a shell can set"),
 ])
-def test_what_a_slurm_site_cannot_run_is_refused(kw, env, message):
-    args = dict(cpus=1, memory=0, gpus=0, time_limit=0.0, settings=SlurmSpec(), folder=Path("/tmp/x"))
-    args.update(kw)
-    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
-        batch_script("fed-j-0a1b2c3d4e5f-1", "hpc", "true", env, **args)
+def test_what_a_slurm_site_cannot_run_is_refused(env, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        batch_script("true", env, SlurmSpec(), FOLDER)
