@@ -26,6 +26,9 @@ SUFFIXES = (".sbatch", ".slurm")
 MAX_ENTRYPOINT = 8192
 SHELLS = frozenset({"sh", "bash", "zsh", "dash", "ksh"})
 PYTHONS = re.compile(r"^python(3(\.\d+)?)?$")
+DIRECTIVE = re.compile(r"^#(SBATCH|FED)(?:\s+(.*))?$")
+# Interpreter options a shebang may carry: none that runs code of its own in place of the script.
+FLAGS = {"shell": re.compile(r"^(-[elxuv]+|--login|--norc|--noprofile)$"), "python": re.compile(r"^-[uBEOsSI]+$")}
 
 
 @dataclass
@@ -69,21 +72,22 @@ def read_script(path: str | Path) -> tuple[str, str]:
 
 
 def directives(text: str, source: str) -> list[Directive]:
-    """The `#SBATCH` and `#FED` directives before the script's first command, in order."""
+    """The `#SBATCH` and `#FED` directives before the script's first command, in order: as sbatch
+    reads them, from column 0 and followed by any whitespace (an indented one is a comment)."""
     out: list[Directive] = []
     for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if number == 1 and line.startswith("#!"):
+        if number == 1 and raw.startswith("#!"):
             continue
-        if not line or (line.startswith("#") and not line.startswith(("#SBATCH", "#FED"))):
+        m = DIRECTIVE.match(raw.rstrip())
+        if m is None:
+            if raw.strip() and not raw.strip().startswith("#"):
+                break   # the first command: sbatch reads no directive after it
             continue
-        prefix, _, rest = line.partition(" ") if " " in line else (line, "", "")
-        if prefix not in ("#SBATCH", "#FED"):
-            break   # the first command: sbatch reads no directive after it
+        prefix, rest = "#" + m.group(1), m.group(2) or ""
         try:
             words = shlex.split(rest, comments=True)
         except ValueError as e:
-            raise InvalidSpec(one_line(f"{source}:{number}: {line}: {e}")) from None
+            raise InvalidSpec(one_line(f"{source}:{number}: {raw.strip()}: {e}")) from None
         out.extend(_options(words, prefix, number, source))
     return out
 
@@ -137,7 +141,10 @@ def translate(text: str, source: str = "<script>") -> Script:
 def entrypoint(text: str, ask: opts.Asks, source: str) -> str:
     """The script, run by its own interpreter with SLURM_* variables set from the job."""
     first = text.splitlines()[0] if text else ""
-    words = shlex.split(first[2:]) if first.startswith("#!") else ["/bin/bash"]
+    try:
+        words = shlex.split(first[2:]) if first.startswith("#!") else ["/bin/bash"]
+    except ValueError as e:
+        raise InvalidSpec(one_line(f"{source}:1: {first}: {e}")) from None
     if words and Path(words[0]).name == "env":
         words = [w for w in words[1:] if w != "-S"]
     if not words:
@@ -146,6 +153,10 @@ def entrypoint(text: str, ask: opts.Asks, source: str) -> str:
     if program not in SHELLS and not PYTHONS.match(program):
         raise InvalidSpec(one_line(f"{source}:1: {first}: runs a script of {program}; a batch script here is a "
                                    f"shell or Python script (call {program} from a bash script)"))
+    kind = "shell" if program in SHELLS else "python"
+    if bad := next((w for w in words[1:] if not FLAGS[kind].match(w)), None):
+        raise InvalidSpec(one_line(f"{source}:1: {first}: {bad}: only {kind} options that run the script itself "
+                                   f"may follow the interpreter"))
     env = " ".join(f"{k}={v}" for k, v in ask.slurm_env().items())
     run = " ".join(shlex.quote(w) for w in words) + " -c " + shlex.quote(text)
     if program in SHELLS:

@@ -98,15 +98,18 @@ class Asks:
         self.spec_at[path] = line
 
     def slurm_env(self) -> dict[str, str]:
-        """The SLURM_* variables a script commonly reads, as Slurm would set them for this job."""
-        out = {"SLURM_JOB_ID": '"$FEDCTL_JOB_ID"', "SLURM_JOB_NAME": self.name,
-               "SLURM_NTASKS": str(self.values.get("ntasks", 1)), "SLURM_NNODES": str(self.values.get("nodes", 1)),
-               "SLURM_JOB_NUM_NODES": str(self.values.get("nodes", 1)), "SLURM_SUBMIT_DIR": '"$PWD"'}
+        """The SLURM_* variables a script commonly reads, as Slurm would set them for this job; where
+        the job runs inside a real Slurm allocation (a Slurm site), Slurm's own are kept."""
+        nodes = self.values.get("nodes", 1)
+        per_node = self.values.get("ntasks-per-node")
+        ours = {"SLURM_JOB_ID": "$FEDCTL_JOB_ID", "SLURM_JOB_NAME": self.name,
+                "SLURM_NTASKS": str(self.values.get("ntasks", per_node * nodes if per_node else nodes)),
+                "SLURM_NNODES": str(nodes), "SLURM_JOB_NUM_NODES": str(nodes), "SLURM_SUBMIT_DIR": "$PWD"}
         if "cpus-per-task" in self.values:
-            out["SLURM_CPUS_PER_TASK"] = str(self.values["cpus-per-task"])
+            ours["SLURM_CPUS_PER_TASK"] = str(self.values["cpus-per-task"])
         if "array" in self.spec.get("spec", {}):
-            out |= {"SLURM_ARRAY_TASK_ID": '"$FEDCTL_ARRAY_INDEX"', "SLURM_ARRAY_JOB_ID": '"$FEDCTL_JOB_ID"'}
-        return out
+            ours |= {"SLURM_ARRAY_TASK_ID": "$FEDCTL_ARRAY_INDEX", "SLURM_ARRAY_JOB_ID": "$FEDCTL_JOB_ID"}
+        return {k: f'"${{{k}:-{v}}}"' for k, v in ours.items()}
 
 
 def job_name(text: str, strict: bool = True) -> str:
@@ -138,7 +141,7 @@ def apply(ask: Asks, d: Directive) -> None:
         ask.put(("metadata", "tenant"), v, line)
     elif o in ("ntasks", "cpus-per-task", "nodes", "ntasks-per-node", "cpus-per-gpu"):
         ask.set(o, _count(v), line)
-    elif o == "mem" and v.strip() in ("0", "0M", "0G"):
+    elif o == "mem" and re.fullmatch(r"0[KMGT]?B?", v.strip(), re.IGNORECASE):
         ask.notes.append(f"line {line}: {d} (all of a node's memory) skipped: no memory is asked; say how much "
                          "the job needs for the federation to count it")
     elif o in ("mem", "mem-per-cpu", "mem-per-gpu"):
@@ -241,8 +244,10 @@ def gpus(v: str, gres: bool) -> tuple[str, int]:
         raise ValueError(f"{v!r}: only GPUs are known here (gpu[:TYPE]:N)")
     if gres and "," in v:
         raise ValueError(f"{v!r}: only GPUs are known here, one --gres=gpu[:TYPE]:N")
+    if gres and re.fullmatch(r"gpu(:[A-Za-z][\w.-]*)?", v):
+        v += ":1"   # Slurm's count defaults to one
     m = _GPUS.match(v if gres or not v.startswith("gpu:") else v[4:])
-    if not m or (gres and not v.startswith("gpu:") and v != "gpu"):
+    if not m or (gres and not v.startswith("gpu:")):
         raise ValueError(f"{v!r}: write {'gpu[:TYPE]:N' if gres else '[TYPE:]N'}, such as "
                          f"{'gpu:a100:4' if gres else 'a100:4'}")
     return (m.group(1) or "").upper(), int(m.group(2))

@@ -270,6 +270,14 @@ class SiteBody(Strict):
         return v
 
     @model_validator(mode="after")
+    def _slurm_alone(self) -> SiteBody:
+        local = self.ray.local
+        if self.backend == "slurm" and (local.run_as or local.tenant_heads or self.elastic):
+            raise ValueError("backend: slurm runs each attempt as a Slurm job of the agent's user: "
+                             "ray.local.run_as, ray.local.tenant_heads and elastic are for a Ray site")
+        return self
+
+    @model_validator(mode="after")
     def _priced(self) -> SiteBody:
         if self.pricing is not None or self.elastic is not None:
             check_priced(self.pricing, self.elastic, {n.gpus.model for n in self.gpu_nodes or []})

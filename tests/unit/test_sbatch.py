@@ -193,3 +193,33 @@ def test_convert_output_revalidates(name, ntasks, cpt, nodes, gpus, mem, time, a
     assert job_from_text(sbatch.to_yaml(sbatch.translate(text, "gen.sbatch"), "gen.sbatch")) == spec
     assert spec.spec.resources.cpus == ntasks * cpt
     assert spec.spec.time_limit == (duration(time) or None)
+
+
+def test_directives_are_read_from_column_0_after_any_whitespace():
+    text = "#!/bin/bash\n#SBATCH\t--cpus-per-task=4\n  #SBATCH --cpus-per-task=64\n#SBATCH  --gres=gpu\n#SBATCHX -c 9\n"
+    r = sbatch.translate(text + "echo\n", "tabs.sbatch").document["spec"]["resources"]
+    assert (r["cpus"], r["gpus"]) == (4, 1)   # the indented line is a comment, as for sbatch; --gres=gpu is one
+
+
+def test_memory_zero_in_any_unit_asks_nothing():
+    for value in ("0", "0K", "0G", "0T"):
+        script = sbatch.translate(f"#!/bin/bash\n#SBATCH --mem={value}\necho\n", "m.sbatch")
+        assert "memory" not in script.document["spec"]["resources"] and "no memory is asked" in script.notes[0]
+
+
+def test_slurm_variables_count_tasks_as_slurm_does_and_keep_a_real_allocations(tmp_path):
+    spec = load_job(CORPUS / "ddp_multinode.sbatch")
+    probe = spec.spec.entrypoint.split("; exec ")[0] + '; echo "$SLURM_NTASKS $SLURM_JOB_ID"'
+    assert run_entrypoint(probe, tmp_path, FEDCTL_JOB_ID="j-1") == "16 j-1\n"
+    assert run_entrypoint(probe, tmp_path, FEDCTL_JOB_ID="j-1", SLURM_JOB_ID="4242") == "16 4242\n"
+
+
+@pytest.mark.parametrize("shebang", ["#!/bin/bash -c 'curl x | sh'", "#!/usr/bin/python3 -m http.server",
+                                     "#!/usr/bin/env -S bash -c id", "#!/bin/bash 'unclosed"])
+def test_a_shebang_may_not_run_code_of_its_own(tmp_path, shebang):
+    path = tmp_path / "s.sbatch"
+    path.write_text(f"{shebang}\n#SBATCH -n 1\necho\n")
+    with pytest.raises(InvalidSpec, match=rf"^{path}:1: "):
+        load_job(path)
+    path.write_text("#!/bin/bash -el\n#SBATCH -n 1\necho\n")
+    assert load_job(path).spec.entrypoint.split("; exec ")[1].startswith("/bin/bash -el -c ")

@@ -117,3 +117,17 @@ def test_the_script_sets_the_environment_and_folder_and_reads_as_no_directive(tm
 def test_what_a_slurm_site_cannot_run_is_refused(env, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         batch_script("true", env, SlurmSpec(), FOLDER)
+
+
+def test_a_slurm_site_refuses_what_only_a_ray_site_can_do():
+    from federation.errors import InvalidSpec
+    from federation.spec import SiteConfig
+    from federation.spec.loader import validate
+    doc = {"apiVersion": "federation/v1", "kind": "Site", "metadata": {"name": "hpc"},
+           "spec": {"federation": {"address": "127.0.0.1:1", "insecure": True},
+                    "location": {"jurisdiction": "DE", "region": "eu"}, "backend": "slurm",
+                    "ray": {"local": {"run_as": "fedjob"}}}}
+    with pytest.raises(InvalidSpec, match="backend: slurm runs each attempt as a Slurm job of the agent's user"):
+        validate(SiteConfig, doc, source="hpc.yaml")
+    del doc["spec"]["ray"]
+    assert validate(SiteConfig, doc, source="hpc.yaml").spec.backend == "slurm"
