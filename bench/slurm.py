@@ -129,7 +129,7 @@ def local_slurm(work: Path, cpus: int | None = None, slots: int | None = None,
     way the federation runs 0.1-CPU jobs 20 at a time on 2 cores. Slurm cannot allocate less than
     a CPU; the jobs share the real cores. (`OverSubscribe=FORCE:k` on the partition also works: k
     jobs on each real CPU, so only multiples of the CPUs; this keeps the count exact.)
-    `min_job_age`: seconds an ended job stays in `scontrol show job` (a Slurm site's agent reads
+    `min_job_age`: seconds an ended job stays listed (`squeue`, `scontrol`; a Slurm site's agent reads
     how its jobs ended there). `accounting`: with MariaDB and slurmdbd (`bench.slurm_accounting`),
     so `sacct` answers.
     """

@@ -4,9 +4,10 @@ site in its comment, that starts a Ray cluster on its allocation (`site_agent.sl
 job's entrypoint through it and tears it down. Slurm keeps deciding which node and when (its fair
 share, partitions, limits); the federation decides which site.
 
-Submitting is idempotent across agent restarts: a job of that name that Slurm holds is adopted,
-never submitted again. `scontrol` lists what Slurm holds (ended jobs for its MinJobAge);
-`scancel` stops a job (SIGTERM, then SIGKILL after Slurm's KillWait); its output file is its log.
+Submitting is idempotent across agent restarts: each attempt is claimed in the agent's folder
+before `sbatch` and followed by its Slurm job id (`SlurmDriver`). `squeue --json` lists what Slurm
+holds (ended jobs for its MinJobAge); `scancel` stops a job (SIGTERM, then SIGKILL after Slurm's
+KillWait); its output file is its log.
 A job Slurm itself cancelled, preempted or lost with its node is reported lost, and its retry
 policy runs it again; one past its Slurm time limit failed."""
 from __future__ import annotations

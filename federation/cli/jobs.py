@@ -249,7 +249,7 @@ def register(sub: Subcommands, add: AddCommand) -> None:
 
     sp = add(sub, "jobs", cmd_jobs, "list jobs, newest first")
     sp.add_argument("--tenant", "-A", "--account", dest="tenant", help="only this tenant (Slurm's account)")
-    sp.add_argument("--state", "-t", "--states", dest="state", action="extend", type=states,
+    sp.add_argument("--state", "-t", dest="state", action="extend", type=states,
                     help="only these states, comma-separated (repeatable): pending, placed, running, succeeded, "
                          "failed, cancelled, or Slurm's names and codes (PENDING/PD, CONFIGURING/CF, RUNNING/R, "
                          "COMPLETED/CD, FAILED/F, TIMEOUT/TO, CANCELLED/CA)")
