@@ -65,20 +65,25 @@ def read_yaml(text: str, source: str) -> tuple[Any, _Lines]:
     return data, _Lines(node)
 
 
-def read_file(path: str | Path) -> tuple[Any, _Lines, str]:
+def read_text(path: str | Path, what: str = "a YAML file") -> str:
+    """A spec file's text; InvalidSpec naming the file when it is missing, too big or not UTF-8."""
     p = Path(path)
     try:
         if p.stat().st_size > MAX_SPEC_BYTES:
             raise InvalidSpec(f"{p}: file is larger than {MAX_SPEC_BYTES // 1024} KiB")
-        text = p.read_text(encoding="utf-8")
+        return p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InvalidSpec(f"{p}: no such file") from None
     except IsADirectoryError:
-        raise InvalidSpec(f"{p}: is a directory, expected a YAML file") from None
+        raise InvalidSpec(f"{p}: is a directory, expected {what}") from None
     except UnicodeDecodeError:
         raise InvalidSpec(f"{p}: not UTF-8 text") from None
-    data, lines = read_yaml(text, str(p))
-    return data, lines, str(p)
+
+
+def read_file(path: str | Path) -> tuple[Any, _Lines, str]:
+    source = str(Path(path))
+    data, lines = read_yaml(read_text(path), source)
+    return data, lines, source
 
 
 def validate(model: type[M], data: Any, *, source: str = "<spec>", lines: _Lines | None = None) -> M:

@@ -19,7 +19,7 @@ import yaml
 
 from federation.errors import InvalidSpec
 from federation.spec import sbatch_options as opts
-from federation.spec.loader import MAX_SPEC_BYTES, one_line
+from federation.spec.loader import one_line, read_text
 from federation.spec.sbatch_options import Directive
 
 SUFFIXES = (".sbatch", ".slurm")
@@ -58,17 +58,7 @@ def is_batch_script(path: str | Path, text: str | None = None) -> bool:
 
 
 def read_script(path: str | Path) -> tuple[str, str]:
-    p = Path(path)
-    try:
-        if p.stat().st_size > MAX_SPEC_BYTES:
-            raise InvalidSpec(f"{p}: file is larger than {MAX_SPEC_BYTES // 1024} KiB")
-        return p.read_text(encoding="utf-8"), str(p)
-    except FileNotFoundError:
-        raise InvalidSpec(f"{p}: no such file") from None
-    except IsADirectoryError:
-        raise InvalidSpec(f"{p}: is a directory, expected a batch script") from None
-    except UnicodeDecodeError:
-        raise InvalidSpec(f"{p}: not UTF-8 text") from None
+    return read_text(path, "a batch script"), str(Path(path))
 
 
 def directives(text: str, source: str) -> list[Directive]:
