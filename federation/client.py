@@ -340,13 +340,16 @@ class Client:
     def get(self, job_id: str) -> JobStatus:
         return job_status(self._call("GetJob", pb.GetJobRequest(id=job_id)).job)
 
-    def jobs(self, tenant: str | None = None, states: Iterable[str] = (), limit: int | None = 1000) -> list[JobStatus]:
-        """Newest first, at most `limit` (None: every one), fetched a page at a time."""
-        return list(itertools.islice(self.iter_jobs(tenant, states), limit))
+    def jobs(self, tenant: str | None = None, states: Iterable[str] = (), limit: int | None = 1000,
+             submitter: str | None = None) -> list[JobStatus]:
+        """Newest first, at most `limit` (None: every one), fetched a page at a time; with `submitter`,
+        only the jobs that identity submitted."""
+        return list(itertools.islice(self.iter_jobs(tenant, states, submitter=submitter), limit))
 
-    def iter_jobs(self, tenant: str | None = None, states: Iterable[str] = (), page: int = 1000) -> Iterator[JobStatus]:
+    def iter_jobs(self, tenant: str | None = None, states: Iterable[str] = (), page: int = 1000,
+                  submitter: str | None = None) -> Iterator[JobStatus]:
         """Every job, newest first, a page of `page` jobs per call."""
-        request = pb.ListJobsRequest(tenant=tenant or "", limit=page,
+        request = pb.ListJobsRequest(tenant=tenant or "", limit=page, submitter=submitter or "",
                                      states=[getattr(pb, f"JOB_STATE_{s.upper()}") for s in states])
         while True:
             response = self._call("ListJobs", request)

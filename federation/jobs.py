@@ -194,6 +194,7 @@ class Job:
     array_index: int = 0
     gang_id: str = ""            # set on the parts of a gang
     not_before: float = 0.0      # a retried job waits until then (its backoff)
+    submitter: str = ""          # the identity that submitted it (its certificate's or token's name)
 
     @property
     def tenant(self) -> str:

@@ -38,6 +38,7 @@ class JobStatus:
     array_id: str = ""          # set on an element of a job array
     array_index: int = 0
     gang_id: str = ""           # set on a part of a gang
+    submitter: str = ""         # the identity that submitted it
 
     @property
     def terminal(self) -> bool:
@@ -52,6 +53,8 @@ class JobStatus:
             out.update(array_id=self.array_id, array_index=self.array_index)
         if self.gang_id:
             out["gang_id"] = self.gang_id
+        if self.submitter:
+            out["submitter"] = self.submitter
         return out
 
 
@@ -198,7 +201,7 @@ def job_status(job: pb.Job) -> JobStatus:
         id=job.id, name=meta.get("name", ""), tenant=meta.get("tenant", ""),
         state=JOB_STATES[job.state], site=job.site, message=job.message, created_at=job.created_at,
         updated_at=job.updated_at, queue=job.queue, array_id=job.array_id, array_index=job.array_index,
-        gang_id=job.gang_id,
+        gang_id=job.gang_id, submitter=job.submitter,
         attempts=tuple(AttemptInfo(a.number, a.site, ATTEMPT_STATES[a.state], a.message,
                                    a.submission_id,
                                    tuple({"node": b.node, "gpus": list(b.gpus), "milli": b.milli} for b in a.binding))

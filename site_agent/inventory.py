@@ -76,6 +76,13 @@ def site_gpus(config: SiteConfig, driver: RayDriver | None) -> SiteGpus:
     if config.spec.gpu_nodes is not None:
         return SiteGpus(inventory_of(config.spec.gpu_nodes))
     try:
+        known = driver.inventory() if driver is not None else None
+    except RayError as e:
+        log.warning("inventory: %s", e.message)
+        known = Inventory()
+    if known is not None:
+        return SiteGpus(known)
+    try:
         import pynvml
     except ImportError:
         return SiteGpus()

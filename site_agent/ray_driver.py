@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from federation.errors import RayError
+from policies.gpus import Inventory
 from site_agent import guard
 
 SITE_KEY = "federation_site"   # job metadata naming the site that submitted it
@@ -88,6 +89,10 @@ class RayDriver(ABC):
 
     @abstractmethod
     def resources(self) -> RayResources: ...
+
+    def inventory(self) -> Inventory | None:
+        """GPU nodes as the cluster's own scheduler knows them; None: ask NVML (a Ray cluster)."""
+        return None
 
     @abstractmethod
     def nodes(self) -> list[RayNode]:

@@ -24,7 +24,10 @@ from typing import Any
 
 from federation.errors import ConfigError, RayError
 from federation.spec.site import SlurmSpec
+from policies.gpus import Inventory
+from site_agent import slurm_inventory
 from site_agent.ray_driver import LOST_AT_SITE, SITE_KEY, RayDriver, RayJob, RayNode, RayResources
+from site_agent.slurm_inventory import gres_gpus_by_model
 
 COMMENT = "federation_site="
 # Slurm's job states by what they mean for an attempt (`squeue --help`, JOB STATE CODES).
@@ -70,16 +73,6 @@ def parse_jobs(text: str, site: str, uid: int) -> dict[str, dict[str, Any]]:
 def exit_code(status: int) -> str:
     """Slurm's `N:S` from a wait status as squeue --json gives it."""
     return f"{status >> 8}:{status & 0x7F}"
-
-
-def gres_gpus(gres: str) -> int:
-    """GPUs in a node's GRES, e.g. `gpu:a100:4(S:0-1),nvme:1` -> 4."""
-    total = 0
-    for item in gres.split(","):
-        parts = item.split("(")[0].split(":")
-        if parts[0] == "gpu" and parts[-1].isdigit():
-            total += int(parts[-1])
-    return total
 
 
 def sbatch_args(sid: str, site: str, *, cpus: float, memory: int, gpus: float, time_limit: float,
@@ -249,8 +242,18 @@ class SlurmDriver(RayDriver):
         for line in self._run(*args).splitlines():
             name, cpus, mem, gres, state = (line.split("|") + [""] * 5)[:5]
             if not state.startswith(("down", "drain", "fail")) and name not in seen:
-                seen[name] = (name, int(cpus or 0), int(mem.rstrip("+") or 0), gres_gpus(gres))
+                seen[name] = (name, int(cpus or 0), int(mem.rstrip("+") or 0), sum(gres_gpus_by_model(gres).values()))
         return list(seen.values())
+
+    def inventory(self) -> Inventory:
+        """GPU nodes by Slurm's GRES, in racks and blocks by its topology where configured."""
+        args = ["sinfo", "-h", "-N", "-o", "%N|%G|%t"]
+        args += [f"--partition={','.join(self.settings.partitions)}"] if self.settings.partitions else []
+        try:
+            topology = self._run("scontrol", "show", "topology")
+        except RayError:
+            topology = ""   # no topology plugin
+        return slurm_inventory.inventory(self._run(*args), topology)
 
     def resources(self) -> RayResources:
         nodes = self._nodes()

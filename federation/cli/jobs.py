@@ -41,7 +41,8 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     with connect(args) as client:
         if args.watch:
             return _watch_jobs(client, args)
-        jobs = client.jobs(tenant=args.tenant, states=sorted(set(args.state or ())), limit=args.limit or None)
+        jobs = client.jobs(tenant=args.tenant, states=sorted(set(args.state or ())), limit=args.limit or None,
+                           submitter=args.user)
     if wants_json(args):
         render.emit_json({"jobs": [j.to_dict() for j in jobs]})
     else:
@@ -57,7 +58,8 @@ def _watch_jobs(client: Any, args: argparse.Namespace) -> int:
     redraw = raw.isatty() and not wants_json(args)
     try:
         while True:
-            jobs = client.jobs(tenant=args.tenant, states=args.state or (), limit=args.limit or None)
+            jobs = client.jobs(tenant=args.tenant, states=args.state or (), limit=args.limit or None,
+                               submitter=args.user)
             if redraw:
                 raw.write("\x1b[H\x1b[2J")   # home and clear; the table below is escaped like any output
                 render.table(JOB_HEADERS, [_job_row(j) for j in jobs])
@@ -249,6 +251,7 @@ def register(sub: Subcommands, add: AddCommand) -> None:
 
     sp = add(sub, "jobs", cmd_jobs, "list jobs, newest first")
     sp.add_argument("--tenant", "-A", "--account", dest="tenant", help="only this tenant (Slurm's account)")
+    sp.add_argument("--user", "-u", help="only the jobs this identity submitted (a certificate's or token's name)")
     sp.add_argument("--state", "-t", dest="state", action="extend", type=states,
                     help="only these states, comma-separated (repeatable): pending, placed, running, succeeded, "
                          "failed, cancelled, or Slurm's names and codes (PENDING/PD, CONFIGURING/CF, RUNNING/R, "

@@ -49,22 +49,25 @@ def parts_of(spec: JobSpec) -> list[tuple[str, JobSpec]]:
     return gang_parts(spec) if spec.spec.gang is not None else [("", spec)]
 
 
-def new_jobs(spec: JobSpec, queue: str, now: float, parts: list[tuple[str, JobSpec]] | None = None) -> list[Job]:
+def new_jobs(spec: JobSpec, queue: str, now: float, parts: list[tuple[str, JobSpec]] | None = None,
+             submitter: str = "") -> list[Job]:
     """The job, or every element of its array or part of its gang (`parts`, if already made), under one
-    new id."""
+    new id, each recording who submitted it."""
     job_id = new_job_id()
     if spec.spec.gang is not None:
         parts = parts or gang_parts(spec)
         return [Job(id=f"{job_id}-{name}", spec=with_env(part, {
                     "FEDCTL_GANG_ID": job_id, "FEDCTL_GANG_PART": name, "FEDCTL_GANG_SIZE": str(len(parts))}),
-                    created_at=now, updated_at=now, message="waiting for placement", queue=queue, gang_id=job_id)
+                    created_at=now, updated_at=now, message="waiting for placement", queue=queue, gang_id=job_id,
+                    submitter=submitter)
                 for name, part in parts]
     if spec.spec.array is None:
         return [Job(id=job_id, spec=spec, created_at=now, updated_at=now, message="waiting for placement",
-                    queue=queue)]
+                    queue=queue, submitter=submitter)]
     indices = parse_array(spec.spec.array).indices
     return [Job(id=f"{job_id}-{i}", spec=element(spec, job_id, i, len(indices)), created_at=now,
-                updated_at=now, message="waiting for placement", queue=queue, array_id=job_id, array_index=i)
+                updated_at=now, message="waiting for placement", queue=queue, array_id=job_id, array_index=i,
+                submitter=submitter)
             for i in indices]
 
 
@@ -174,7 +177,7 @@ class Admission:
         queue = queues.resolve(self.core.policy, spec.metadata.tenant, spec.spec.queue)
         parts = parts_of(spec)
         self._check(spec, queue, parts)
-        jobs = new_jobs(spec, queue, self.core.clock(), parts)
+        jobs = new_jobs(spec, queue, self.core.clock(), parts, actor)
         self._check_bounds(spec.metadata.tenant, len(document), len(jobs), queued)
         audit = [self.core.audit_record(actor, "job.submit", j.id, tenant=j.tenant, queue=j.queue,
                                         name=j.spec.metadata.name, spec_sha256=digest)

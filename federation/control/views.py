@@ -54,9 +54,11 @@ class Views:
         return self.core.store.get_job(job_id)
 
     def jobs(self, tenants: Iterable[str] | None, states: list[JobState], limit: int,
-             before: tuple[float, str] | None = None) -> list[Job]:
-        """A page of jobs, newest first: of `tenants` (None: every tenant's), older than `before`."""
-        return self.core.store.list_jobs(tenants=tenants, states=states, limit=limit, before=before)
+             before: tuple[float, str] | None = None, submitter: str | None = None) -> list[Job]:
+        """A page of jobs, newest first: of `tenants` (None: every tenant's), older than `before`,
+        submitted by `submitter` (None: anyone)."""
+        return self.core.store.list_jobs(tenants=tenants, states=states, limit=limit, before=before,
+                                         submitter=submitter)
 
     def log(self, job_id: str, offset: int) -> bytes:
         return self.core.store.read_log(job_id, offset)

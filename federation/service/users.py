@@ -98,7 +98,8 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
         if request.tenant:
             who.check_tenant(request.tenant, "list jobs")
         tenants = [request.tenant] if request.tenant else None if who.every_tenant else who.tenants
-        jobs = self.control.views.jobs(tenants, states, limit, wire.page_after(request.page_token))
+        jobs = self.control.views.jobs(tenants, states, limit, wire.page_after(request.page_token),
+                                       request.submitter or None)
         return pb.ListJobsResponse(jobs=[wire.job_to_pb(j, brief=True) for j in jobs],
                                    next_page_token=wire.page_token(jobs[-1]) if len(jobs) == limit else "")
 

@@ -50,7 +50,7 @@ def job_to_pb(job: Job, *, brief: bool = False) -> pb.Job:
     return pb.Job(id=job.id, spec=spec, state=JOB_STATE_TO_PB[job.state], site=job.site,
                   message=job.message, created_at=job.created_at, updated_at=job.updated_at,
                   attempts=[attempt_to_pb(a) for a in job.attempts], queue=job.queue, array_id=job.array_id,
-                  array_index=job.array_index, gang_id=job.gang_id)
+                  array_index=job.array_index, gang_id=job.gang_id, submitter=job.submitter)
 
 
 def capacity_to_pb(c: Capacity) -> pb.Resources:

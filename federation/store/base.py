@@ -175,8 +175,9 @@ class Store(ABC):
 
     @abstractmethod
     def list_jobs(self, tenants: Iterable[str] | None = None, states: Iterable[JobState] = (), limit: int = 1000,
-                  before: tuple[float, str] | None = None) -> list[Job]:
-        """Newest first: of `tenants` (None: every tenant's), older than `before` (created_at, id)."""
+                  before: tuple[float, str] | None = None, submitter: str | None = None) -> list[Job]:
+        """Newest first: of `tenants` (None: every tenant's), older than `before` (created_at, id),
+        submitted by `submitter` (None: anyone)."""
 
     @abstractmethod
     def pending_jobs(self) -> list[Job]: ...

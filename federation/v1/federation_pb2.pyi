@@ -242,7 +242,7 @@ class SiteVerdict(_message.Message):
     def __init__(self, site: _Optional[str] = ..., eligible: bool = ..., reason_code: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "spec", "state", "site", "message", "created_at", "updated_at", "attempts", "queue", "array_id", "array_index", "gang_id")
+    __slots__ = ("id", "spec", "state", "site", "message", "created_at", "updated_at", "attempts", "queue", "array_id", "array_index", "gang_id", "submitter")
     ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -255,6 +255,7 @@ class Job(_message.Message):
     ARRAY_ID_FIELD_NUMBER: _ClassVar[int]
     ARRAY_INDEX_FIELD_NUMBER: _ClassVar[int]
     GANG_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBMITTER_FIELD_NUMBER: _ClassVar[int]
     id: str
     spec: JobSpec
     state: JobState
@@ -267,7 +268,8 @@ class Job(_message.Message):
     array_id: str
     array_index: int
     gang_id: str
-    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., site: _Optional[str] = ..., message: _Optional[str] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., queue: _Optional[str] = ..., array_id: _Optional[str] = ..., array_index: _Optional[int] = ..., gang_id: _Optional[str] = ...) -> None: ...
+    submitter: str
+    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., site: _Optional[str] = ..., message: _Optional[str] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., queue: _Optional[str] = ..., array_id: _Optional[str] = ..., array_index: _Optional[int] = ..., gang_id: _Optional[str] = ..., submitter: _Optional[str] = ...) -> None: ...
 
 class Dataset(_message.Message):
     __slots__ = ("name", "classification", "path", "size_bytes")
@@ -511,16 +513,18 @@ class GetJobResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
-    __slots__ = ("tenant", "states", "limit", "page_token")
+    __slots__ = ("tenant", "states", "limit", "page_token", "submitter")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     STATES_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SUBMITTER_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     states: _containers.RepeatedScalarFieldContainer[JobState]
     limit: int
     page_token: str
-    def __init__(self, tenant: _Optional[str] = ..., states: _Optional[_Iterable[_Union[JobState, str]]] = ..., limit: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    submitter: str
+    def __init__(self, tenant: _Optional[str] = ..., states: _Optional[_Iterable[_Union[JobState, str]]] = ..., limit: _Optional[int] = ..., page_token: _Optional[str] = ..., submitter: _Optional[str] = ...) -> None: ...
 
 class ListJobsResponse(_message.Message):
     __slots__ = ("jobs", "next_page_token")

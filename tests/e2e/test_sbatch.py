@@ -40,9 +40,11 @@ def test_an_sbatch_array_runs_with_its_slurm_variables(federation, client, tmp_p
     spec = yaml.safe_load(converted.stdout)
     assert spec["spec"]["resources"] == {"cpus": 1, "memory": "64Mi"} and spec["spec"]["time_limit"] == "5m"
 
-    done = federation.cli_json("jobs", "--state", "CD,PD", "-A", "e2e", "--limit", "0")
-    assert set(ids) <= {j["id"] for j in done["jobs"]}
+    submitter = client.get(ids[0]).submitter
+    done = federation.cli_json("jobs", "--state", "CD,PD", "-A", "e2e", "--user", submitter, "--limit", "0")
+    assert set(ids) <= {j["id"] for j in done["jobs"]} and submitter
     assert {j["state"] for j in done["jobs"]} <= {"succeeded", "pending"}
+    assert federation.cli_json("jobs", "-u", "someone-else", "--limit", "0")["jobs"] == []
 
 
 def test_a_refused_directive_names_its_line_and_stores_nothing(federation, client, tmp_path):

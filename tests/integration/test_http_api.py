@@ -27,7 +27,7 @@ def federation(tmp_path):
     server = start(tmp_path, http={"listen": "127.0.0.1:0"})
     pki, directory = server.pki, tmp_path / "pki"
     for name, units in (("alice", scopes("submitter", ("default",))), ("bob", scopes("submitter", ("research",))),
-                        ("prom", scopes("monitor"))):
+                        ("carol", scopes("submitter", ("default",))), ("prom", scopes("monitor"))):
         pki[name] = issue(pki["ca"], directory, name, units=tuple(units))
     pki["stranger"] = init_pki(tmp_path / "other-ca", clients=("admin",))["admin"]   # another CA's admin
     yield server
@@ -91,6 +91,20 @@ def test_submit_get_list_explain_logs_and_cancel_over_https(federation):
     {"metadata": {"name": "x", "tenant": "research"}, "spec": {"entrypoint": "true"}},   # not alice's tenant
     {"metadata": {"name": "x"}},
 ])
+def test_jobs_record_who_submitted_them_and_list_by_submitter_within_the_callers_tenants(federation):
+    mine = call(federation, "POST", "/v1/jobs", body=spec_json(name="alices"))[1]["job"]
+    with grpc_client(federation, "carol") as carol:
+        theirs = carol.submit(make_spec("carols"))
+        assert carol.get(theirs.id).submitter == "carol" and mine["submitter"] == "alice"
+        assert [j.id for j in carol.jobs(submitter="alice")] == [mine["id"]]
+    listed = call(federation, "GET", "/v1/jobs?submitter=carol")[1]
+    assert [(j["id"], j["submitter"]) for j in listed["jobs"]] == [(theirs.id, "carol")]
+    # Another tenant's submitter learns nothing of alice's jobs by naming her.
+    assert call(federation, "GET", "/v1/jobs?submitter=alice", who="bob")[1]["jobs"] == []
+    with grpc_client(federation, "bob") as bob:
+        assert bob.jobs(submitter="alice") == []
+
+
 def test_bad_submissions_are_refused_as_grpc_refuses_them(federation, spec):
     with grpc_client(federation, "alice") as c:
         with pytest.raises(FederationError) as refused:

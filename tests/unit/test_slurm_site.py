@@ -15,7 +15,8 @@ from federation.jobs import AttemptState
 from federation.spec.site import SlurmSpec
 from site_agent.plan import Ref, ray_status
 from site_agent.ray_driver import RayJob
-from site_agent.slurm import attempt_state, batch_script, exit_code, gres_gpus, parse_jobs, sbatch_args
+from site_agent.slurm import attempt_state, batch_script, exit_code, parse_jobs, sbatch_args
+from site_agent.slurm_inventory import gres_gpus_by_model, hostnames, inventory
 
 
 @pytest.mark.parametrize("state, stopping, status, attempt", [
@@ -68,10 +69,35 @@ def test_exit_codes_from_wait_statuses(status, code):
     assert exit_code(status) == code
 
 
-@pytest.mark.parametrize("gres, gpus", [("(null)", 0), ("gpu:4", 4), ("gpu:a100:4(S:0-1)", 4),
-                                        ("gpu:a100:2,gpu:v100:2,nvme:1", 4), ("nvme:1", 0)])
+@pytest.mark.parametrize("gres, gpus", [("(null)", {}), ("gpu:4", {"": 4}), ("gpu:a100:4(S:0-1)", {"A100": 4}),
+                                        ("gpu:a100:2,gpu:v100:2,nvme:1", {"A100": 2, "V100": 2}), ("nvme:1", {})])
 def test_gpus_from_gres(gres, gpus):
-    assert gres_gpus(gres) == gpus
+    assert gres_gpus_by_model(gres) == gpus
+
+
+def test_slurm_host_lists_expand():
+    assert hostnames("gpu[01-03,07],login,s[9-10]") == ["gpu01", "gpu02", "gpu03", "gpu07", "login", "s9", "s10"]
+    assert hostnames("") == []
+    with pytest.raises(ValueError, match="'x' is not a number or a range"):
+        hostnames("gpu[x]")
+
+
+SINFO = """gpu01|gpu:a100:4(S:0-1)|idle
+gpu01|gpu:a100:4(S:0-1)|idle
+gpu02|gpu:a100:4|mixed
+gpu03|gpu:a100:4|drained
+mix01|gpu:a100:2,gpu:v100:2|idle
+cpu01|(null)|idle"""
+TOPOLOGY = """SwitchName=leaf1 Level=0 LinkSpeed=1 Nodes=gpu[01-02]
+SwitchName=leaf2 Level=0 LinkSpeed=1 Nodes=gpu03,mix01
+SwitchName=spine Level=1 LinkSpeed=1 Switches=leaf[1-2]"""
+
+
+def test_a_slurm_sites_gpu_nodes_in_racks_and_blocks_of_its_topology():
+    nodes = {n.name: (n.model, n.gpus, n.rack, n.block) for n in inventory(SINFO, TOPOLOGY).nodes}
+    assert nodes == {"gpu01": ("A100", 4, "leaf1", "spine"), "gpu02": ("A100", 4, "leaf1", "spine"),
+                     "mix01:A100": ("A100", 2, "leaf2", "spine"), "mix01:V100": ("V100", 2, "leaf2", "spine")}
+    assert {n.rack for n in inventory(SINFO, "").nodes} == {""}   # no topology plugin: no racks
 
 
 SETTINGS = SlurmSpec(partitions=["gpu", "long"], account="proj", qos="normal")

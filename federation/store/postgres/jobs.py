@@ -13,7 +13,7 @@ from federation.store.postgres.trust import insert_audits
 from federation.store.sqlite.rows import attempt_from_row, explanation_json, job_from_row
 
 INSERT_JOB = ("INSERT INTO jobs (id, tenant, spec, state, site, message, created_at, updated_at, vetoed_by, queue,"
-              " array_id, array_index, gang_id) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+              " array_id, array_index, gang_id, submitter) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
               " ON CONFLICT (id) DO NOTHING RETURNING id")
 
 
@@ -92,9 +92,12 @@ class JobTables(Database):
             return self._load(db, job_id)
 
     def list_jobs(self, tenants: Iterable[str] | None = None, states: Iterable[JobState] = (), limit: int = 1000,
-                  before: tuple[float, str] | None = None) -> list[Job]:
+                  before: tuple[float, str] | None = None, submitter: str | None = None) -> list[Job]:
         where: list[str] = []
         args: list = []
+        if submitter is not None:
+            where.append("submitter = %s")
+            args.append(submitter)
         if tenants is not None:
             where.append("tenant = ANY(%s)")
             args.append(sorted(set(tenants)))
@@ -193,7 +196,7 @@ def _insert_jobs(db: Conn, jobs: Sequence[Job]) -> None:
         cur.executemany(INSERT_JOB, [
             (job.id, job.tenant, job.spec.model_dump_json(), job.state.value, job.site, job.message, job.created_at,
              job.updated_at, json.dumps(sorted(job.vetoed_by)), job.queue, job.array_id, job.array_index,
-             job.gang_id) for job in ordered], returning=True)
+             job.gang_id, job.submitter) for job in ordered], returning=True)
         stored = []
         while True:
             stored += [r["id"] for r in cur.fetchall()]

@@ -34,8 +34,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     array_id TEXT COLLATE "C" NOT NULL DEFAULT '',
     array_index BIGINT NOT NULL DEFAULT 0,
     gang_id TEXT COLLATE "C" NOT NULL DEFAULT '',
-    not_before DOUBLE PRECISION NOT NULL DEFAULT 0
+    not_before DOUBLE PRECISION NOT NULL DEFAULT 0,
+    submitter TEXT NOT NULL DEFAULT ''
 );
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS submitter TEXT NOT NULL DEFAULT '';
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
 CREATE INDEX IF NOT EXISTS jobs_tenant ON jobs(tenant, created_at);
 CREATE INDEX IF NOT EXISTS jobs_tenant_state ON jobs(tenant, state);

@@ -199,10 +199,10 @@ class JobTables(Database):
             try:
                 db.execute(
                     "INSERT INTO jobs (id, tenant, spec, state, site, message, created_at, updated_at, vetoed_by,"
-                    " queue, array_id, array_index, gang_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " queue, array_id, array_index, gang_id, submitter) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (job.id, job.tenant, job.spec.model_dump_json(), job.state.value, job.site, job.message,
                      job.created_at, job.updated_at, json.dumps(sorted(job.vetoed_by)), job.queue, job.array_id,
-                     job.array_index, job.gang_id))
+                     job.array_index, job.gang_id, job.submitter))
             except sqlite3.IntegrityError:
                 raise Conflict(f"job {job.id} already exists") from None
         if seal is not None:
@@ -248,9 +248,12 @@ class JobTables(Database):
             return self._load(db, job_id)
 
     def list_jobs(self, tenants: Iterable[str] | None = None, states: Iterable[JobState] = (), limit: int = 1000,
-                  before: tuple[float, str] | None = None) -> list[Job]:
+                  before: tuple[float, str] | None = None, submitter: str | None = None) -> list[Job]:
         where: list[str] = []
         args: list[str | int | float] = []
+        if submitter is not None:
+            where.append("submitter=?")
+            args.append(submitter)
         if tenants is not None:
             names = sorted(set(tenants))
             where.append(f"tenant IN ({','.join('?' * len(names))})")

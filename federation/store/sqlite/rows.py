@@ -50,7 +50,7 @@ def job_from_row(row: sqlite3.Row, attempts: list[Attempt], specs: SpecCache) ->
         site=row["site"], message=row["message"], created_at=row["created_at"], updated_at=row["updated_at"],
         attempts=tuple(attempts), vetoed_by=frozenset(json.loads(row["vetoed_by"])), explanation=explanation,
         queue=row["queue"], array_id=row["array_id"], array_index=row["array_index"], gang_id=row["gang_id"],
-        not_before=row["not_before"])
+        not_before=row["not_before"], submitter=row["submitter"])
 
 
 def explanation_json(e: Explanation | None) -> str | None:

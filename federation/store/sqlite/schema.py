@@ -184,7 +184,7 @@ ADDED = (
     ("sites", "pricing", "TEXT NOT NULL DEFAULT ''"), ("sites", "elastic", "TEXT NOT NULL DEFAULT ''"),
     ("attempts", "node_type", "TEXT NOT NULL DEFAULT ''"), ("attempts", "price", "REAL NOT NULL DEFAULT 0"),
     ("compacted_usage", "price", "REAL NOT NULL DEFAULT 0"), ("rounds", "keys", "TEXT NOT NULL DEFAULT '{}'"),
-    ("sites", "agreement_proof", "TEXT NOT NULL DEFAULT ''"),
+    ("sites", "agreement_proof", "TEXT NOT NULL DEFAULT ''"), ("jobs", "submitter", "TEXT NOT NULL DEFAULT ''"),
 )
 
 
