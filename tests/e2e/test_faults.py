@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from federation.errors import Timeout
 from federation.local import LocalFederation, Proxy
 from site_agent.local_ray import descendants
 from tests.e2e.conftest import running
@@ -246,7 +247,13 @@ def test_restarting_everything_in_turn_during_a_stream_of_submissions(fed, clien
     def submit_stream():
         i = 0
         while not done.is_set():
-            submitted.append(client.submit(ledger_job(fed, f"rolling-{i}", 1, retry={"backoff": "0.5s"})))
+            spec = ledger_job(fed, f"rolling-{i}", 1, retry={"backoff": "0.5s"})
+            for _ in range(30):
+                try:   # a restarting server may not answer in time: the same request id never stores twice
+                    submitted.append(client.submit(spec, f"rolling-{i}"))
+                    break
+                except Timeout:
+                    continue
             i += 1
             done.wait(0.3)   # a steady stream, ending as soon as the restarts are over
 

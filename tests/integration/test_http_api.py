@@ -83,14 +83,6 @@ def test_submit_get_list_explain_logs_and_cancel_over_https(federation):
     assert call(federation, "GET", "/v1/sites")[1] == {"sites": []}
 
 
-@pytest.mark.parametrize("spec", [
-    {"metadata": {"name": "x", "tenant": "default"}, "spec": {"entrypoint": "true", "resourcez": {}}},
-    {"metadata": {"name": "x", "tenant": "default"}, "spec": {"entrypoint": "true", "resources": {"cpus": -1}}},
-    {"metadata": {"name": "x", "tenant": "default"}, "spec": {"entrypoint": "true", "datasets": ["nope"]}},
-    {"metadata": {"name": "x", "tenant": "default"}, "spec": {"entrypoint": "true", "priority": "nope"}},
-    {"metadata": {"name": "x", "tenant": "research"}, "spec": {"entrypoint": "true"}},   # not alice's tenant
-    {"metadata": {"name": "x"}},
-])
 def test_jobs_record_who_submitted_them_and_list_by_submitter_within_the_callers_tenants(federation):
     mine = call(federation, "POST", "/v1/jobs", body=spec_json(name="alices"))[1]["job"]
     with grpc_client(federation, "carol") as carol:
@@ -105,6 +97,14 @@ def test_jobs_record_who_submitted_them_and_list_by_submitter_within_the_callers
         assert bob.jobs(submitter="alice") == []
 
 
+@pytest.mark.parametrize("spec", [
+    {"metadata": {"name": "x", "tenant": "default"}, "spec": {"entrypoint": "true", "resourcez": {}}},
+    {"metadata": {"name": "x", "tenant": "default"}, "spec": {"entrypoint": "true", "resources": {"cpus": -1}}},
+    {"metadata": {"name": "x", "tenant": "default"}, "spec": {"entrypoint": "true", "datasets": ["nope"]}},
+    {"metadata": {"name": "x", "tenant": "default"}, "spec": {"entrypoint": "true", "priority": "nope"}},
+    {"metadata": {"name": "x", "tenant": "research"}, "spec": {"entrypoint": "true"}},   # not alice's tenant
+    {"metadata": {"name": "x"}},
+])
 def test_bad_submissions_are_refused_as_grpc_refuses_them(federation, spec):
     with grpc_client(federation, "alice") as c:
         with pytest.raises(FederationError) as refused:
