@@ -236,10 +236,8 @@ class SlurmDriver(RayDriver):
 
     def _nodes(self) -> list[tuple[str, int, int, int]]:
         """(node, CPUs, memory MiB, GPUs) of each node of the site's partitions that is up."""
-        args = ["sinfo", "-h", "-N", "-o", "%N|%c|%m|%G|%t"]
-        args += [f"--partition={','.join(self.settings.partitions)}"] if self.settings.partitions else []
         seen = {}
-        for line in self._run(*args).splitlines():
+        for line in self._sinfo("%N|%c|%m|%G|%t").splitlines():
             name, cpus, mem, gres, state = (line.split("|") + [""] * 5)[:5]
             if not state.startswith(("down", "drain", "fail")) and name not in seen:
                 seen[name] = (name, int(cpus or 0), int(mem.rstrip("+") or 0), sum(gres_gpus_by_model(gres).values()))
@@ -247,13 +245,16 @@ class SlurmDriver(RayDriver):
 
     def inventory(self) -> Inventory:
         """GPU nodes by Slurm's GRES, in racks and blocks by its topology where configured."""
-        args = ["sinfo", "-h", "-N", "-o", "%N|%G|%t"]
-        args += [f"--partition={','.join(self.settings.partitions)}"] if self.settings.partitions else []
         try:
             topology = self._run("scontrol", "show", "topology")
         except RayError:
             topology = ""   # no topology plugin
-        return slurm_inventory.inventory(self._run(*args), topology)
+        return slurm_inventory.inventory(self._sinfo("%N|%G|%t"), topology)
+
+    def _sinfo(self, fields: str) -> str:
+        """One line per node (and partition) of the site's partitions."""
+        partitions = [f"--partition={','.join(self.settings.partitions)}"] if self.settings.partitions else []
+        return self._run("sinfo", "-h", "-N", "-o", fields, *partitions)
 
     def resources(self) -> RayResources:
         nodes = self._nodes()

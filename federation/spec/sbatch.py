@@ -9,6 +9,7 @@ this does not know, or knows but cannot honour, is refused with its line and wha
 ones that only say where Slurm writes output or whom it mails are noted and skipped."""
 from __future__ import annotations
 
+import copy
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -166,7 +167,7 @@ def _default_name(source: str) -> str:
 
 def to_yaml(script: Script, source: str) -> str:
     """The job spec a script gives, as YAML a user can keep, with what was skipped as comments."""
-    doc = script.document
+    doc = copy.deepcopy(script.document)   # the script's own document stays as validation reads it
     resources = doc["spec"].get("resources", {})
     if "memory" in resources:
         resources["memory"] = _quantity(resources["memory"])
