@@ -31,6 +31,7 @@ PORTS = {
     "metrics-export-port": 7, "runtime-env-agent-port": 8,
 }
 WORKER_PORTS = (100, 299)
+WORKER_IDLE_MS = 60_000   # how long Ray keeps an idle worker it has more of than CPUs (its default: 1 s)
 PLAIN_ENV = frozenset({"PATH", "LANG", "LANGUAGE", "TZ", "TMPDIR", "PYTHONUNBUFFERED"})
 
 
@@ -106,6 +107,9 @@ class LocalRayHead:
             k: v for k, v in os.environ.items() if k in PLAIN_ENV or k.startswith("LC_")}
         env = dict(inherited, RAY_USAGE_STATS_ENABLED="0",
                    RAY_JOB_STOP_WAIT_TIME_S=str(int(self.settings.stop_grace_s)))
+        # Ray ends a worker past its CPU count after a second idle; the task path runs more (0.1-CPU
+        # jobs) and would start a new one, at half a second of CPU, for most short jobs.
+        env.setdefault("RAY_idle_worker_killing_time_threshold_ms", str(WORKER_IDLE_MS))
         # Jobs' `python` is the agent's own, with Ray in it, even when its venv is not activated.
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         if self.token_path is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from selenium.webdriver.common.by import By
 
+from federation.client import Client
 from federation.identity import scopes
 from federation.pki import issue
 from tests.e2e.browser import SHOTS, chromium, log_in, visit
@@ -42,7 +43,11 @@ def test_every_page_shows_the_live_federation_to_an_admin(federation, client, br
     assert browser.find_element(By.ID, "summary").text.startswith("placed on ")
     assert len(browser.find_elements(By.CSS_SELECTOR, "#verdicts tr")) >= 3   # a header and both sites
     assert "start " in browser.find_element(By.ID, "log").text, "the job's log tail"
-    assert "Queues" in visit(browser, federation, "/console/queue", "queue")
+    visit(browser, federation, "/console/queue", "queue")
+    _, queues = client.queue()
+    shown = {r.find_elements(By.TAG_NAME, "td")[0].text: r.find_elements(By.TAG_NAME, "td")[3].text
+             for r in browser.find_elements(By.CSS_SELECTOR, "#queues tr") if r.find_elements(By.TAG_NAME, "td")}
+    assert shown == {q.name: f"{q.share:.3f}" for q in queues}, "each queue with its fair-share standing"
     assert "Federated trainings" in visit(browser, federation, "/console/trainings", "trainings")
     visit(browser, federation, "/console/audit", "audit")
     assert browser.find_element(By.ID, "verification").text.startswith("intact:")
@@ -55,10 +60,14 @@ def test_a_submitters_browser_sees_only_its_own_tenants_work(federation, client,
         pki["outsider"] = issue(pki["ca"], federation.work / "pki", "outsider",
                                 units=tuple(scopes("submitter", ("e2e-other",))))
     theirs = client.submit(job("not-yours", entrypoint="true", resources={"cpus": 0.1}))
+    with Client(federation.address, ca=pki["ca"].cert, cert=pki["outsider"].cert, key=pki["outsider"].key) as own:
+        mine = client.job(own.submit(job("mine", tenant="e2e-other", entrypoint="true", resources={"cpus": 0.1})).id)
     log_in(browser, federation, "outsider")
     assert "outsider (submitter: e2e-other)" in browser.find_element(By.ID, "who").text
     page = visit(browser, federation, "/console/jobs", "jobs-outsider")
-    assert theirs.id not in page and "no jobs" in page
+    assert mine.id in page and theirs.id not in page
+    visit(browser, federation, f"/console/jobs/{mine.id}")
+    assert browser.find_element(By.ID, "state").text in {"pending", "placed", "running", "succeeded"}
     visit(browser, federation, f"/console/jobs/{theirs.id}", "job-outsider")
     assert browser.find_element(By.ID, "error").text == f"job {theirs.id} not found"
     visit(browser, federation, "/console/audit")
@@ -66,4 +75,4 @@ def test_a_submitters_browser_sees_only_its_own_tenants_work(federation, client,
     browser.delete_all_cookies()
     visit(browser, federation, "/console/jobs")
     assert "log in" in browser.find_element(By.ID, "error").text, "no session: no page"
-    wait_for(lambda: theirs.status().terminal, 60, "the job to end")
+    wait_for(lambda: theirs.status().terminal and mine.status().terminal, 60, "the jobs to end")

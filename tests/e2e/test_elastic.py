@@ -32,7 +32,7 @@ SITES = {
     "cloud": {"location": {"jurisdiction": "US", "region": "us-east"}, "ray": {"local": {"num_cpus": 0}},
               "pricing": PRICES, "work_dir": str(HERE),
               "elastic": {"idle_timeout": "6s", "node_types": [
-                  {"name": "cpu-od", "cpus": 1, "memory": "1Gi", "max": 2, "start": "10s"},
+                  {"name": "cpu-od", "cpus": 1, "memory": "1Gi", "max": 1, "start": "10s"},
                   {"name": "cpu-spot", "cpus": 1, "memory": "1Gi", "max": 1, "spot": True, "start": "15s"}]}},
 }
 
@@ -74,7 +74,7 @@ def test_the_cloud_site_shows_its_prices_and_node_types(client):
     cloud = client.site("cloud")
     assert cloud.pricing["currency"] == "USD" and cloud.pricing["spot"]["cpu_hour"] == 0.015
     types = {t["name"]: t for t in cloud.node_types}
-    assert (types["cpu-od"]["max"], types["cpu-spot"]["spot"], types["cpu-od"]["up"]) == (2, True, 0)
+    assert (types["cpu-od"]["max"], types["cpu-spot"]["spot"], types["cpu-od"]["up"]) == (1, True, 0)
     assert types["cpu-od"]["price_hour"] == pytest.approx(0.05 + 0.005)
 
 
@@ -88,9 +88,7 @@ def test_work_spills_to_a_new_cloud_node_which_goes_when_idle_and_gdpr_work_wait
     assert "0.05 USD/h" in placed.summary
     wait_for(lambda: up(client, "cpu-od") >= 1, 60, "a cpu-od node to come up at the cloud")
     assert spill.wait(timeout=90).state == "succeeded"
-    node = [n for n in fed.ray_api("cloud", "/api/v0/nodes?detail=1")["data"]["result"]["result"]
-            if n["labels"].get("node-type") == "cpu-od"]
-    assert node, "the job ran on a node of the type the site declared"
+    assert node_type_of(fed, spill.status().attempts[-1]) == "cpu-od", "the job ran on the node added for it"
     # GDPR data may not leave DE: the US cloud is no place for it, however much room it has.
     why = client.explain(gdpr.id)
     assert gdpr.status().state == "pending" and not why.site
@@ -101,10 +99,22 @@ def test_work_spills_to_a_new_cloud_node_which_goes_when_idle_and_gdpr_work_wait
     wait_for(lambda: up(client, "cpu-od") == 0, 90, "the idle cloud node to be removed")
 
 
-def kill_node(fed, node_type: str) -> None:
-    """A spot reclaim: the node's raylet, then everything of it, killed."""
-    nodes = fed.ray_api("cloud", "/api/v0/nodes?detail=1")["data"]["result"]["result"]
-    node_id = next(n["node_id"] for n in nodes if n["labels"].get("node-type") == node_type
+def nodes(fed) -> list[dict]:
+    return fed.ray_api("cloud", "/api/v0/nodes?detail=1")["data"]["result"]["result"]
+
+
+def node_of(fed, attempt) -> str:
+    """The Ray node the attempt's driver ran on, by Ray's own record of the job."""
+    return fed.ray_api("cloud", f"/api/jobs/{attempt.submission_id}")["driver_node_id"]
+
+
+def node_type_of(fed, attempt) -> str:
+    return next(n["labels"].get("node-type", "head") for n in nodes(fed) if n["node_id"] == node_of(fed, attempt))
+
+
+def kill_node(fed, node_type: str) -> str:
+    """A spot reclaim: the node's raylet, then everything of it, killed; its id."""
+    node_id = next(n["node_id"] for n in nodes(fed) if n["labels"].get("node-type") == node_type
                    and n["state"] == "ALIVE")
     victims = []
     for proc in Path("/proc").glob("[0-9]*/cmdline"):
@@ -121,6 +131,7 @@ def kill_node(fed, node_type: str) -> None:
                 os.kill(p, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+    return node_id
 
 
 def test_a_spot_node_taken_back_mid_job_resumes_from_the_checkpoint_once(fed, client, tmp_path):
@@ -133,13 +144,16 @@ def test_a_spot_node_taken_back_mid_job_resumes_from_the_checkpoint_once(fed, cl
     assert "spot" in client.explain(j.id).summary
     wait_for(lambda: (tmp_path / f"{j.id}.ckpt").exists() and int((tmp_path / f"{j.id}.ckpt").read_text()) >= 4,
              60, "a few checkpointed ticks")
-    kill_node(fed, "cpu-spot")
+    taken = kill_node(fed, "cpu-spot")
+    assert node_of(fed, j.status().attempts[0]) == taken
     final = j.wait(timeout=180)
     assert final.state == "succeeded", final
     assert [a.state for a in final.attempts] == ["lost", "succeeded"], final.attempts
     assert "lost with its node" in final.attempts[0].message
     runs = ran_once(fed, [j])[j.id]
     assert [n for n, *_ in runs] == [1, 2] and runs[0][1] == "cloud"
+    again = final.attempts[1]
+    assert again.site == "onprem" or node_of(fed, again) != taken, "resumed elsewhere, not on the node taken back"
     log = client.logs(j.id)
     assert "resumed at tick" in log, log
     assert [f.wait(timeout=60).state for f in fillers] == ["succeeded", "succeeded"]

@@ -9,6 +9,7 @@ import io
 import shutil
 import signal
 import sqlite3
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pytest
 import yaml
 from selenium.webdriver.common.by import By
 
-from federation.local import CONFIGS, LocalFederation
+from federation.local import CONFIGS, LocalFederation, fedctl
 from tests.e2e.browser import chromium, log_in, visit
 from tests.e2e.conftest import running
 from tests.e2e.test_faults import kill_ray
@@ -132,6 +133,24 @@ def _console_shows(fed, training_id: str) -> None:
 def _inside(path: Path, fed, site: str) -> bool:
     own = [fed.work / site, fed.work / f"r{fed.port_bases[site]}", fed.work / "data" / site]
     return any(path.is_relative_to(d) for d in own) or path.parent == fed.work / "data"
+
+
+def test_fedctl_submit_wait_shows_each_round_as_it_ends_then_the_rounds(fed, tmp_path):
+    """Not on a terminal, `fedctl submit TRAINING --wait` writes a plain status line whenever the
+    training moves (stderr) and, at the end, its rounds (stdout)."""
+    spec = tmp_path / "training.yaml"
+    spec.write_text(yaml.safe_dump(training("digits-cli", 2)))
+    r = subprocess.run(fedctl("submit", str(spec), "--wait", "--timeout", "300"), env=fed.env,
+                       capture_output=True, text=True, timeout=320)
+    assert r.returncode == 0, r.stderr + r.stdout
+    training_id = r.stdout.split()[0]
+    lines = r.stderr.splitlines()
+    assert all(line.startswith(f"{training_id}: ") for line in lines), lines
+    assert any("round 1 of 2" in line for line in lines) and "succeeded, round 2 of 2" in lines[-1], lines
+    assert "accuracy" in lines[-1], "the last round's metrics on its line"
+    assert len(lines) == len(set(lines)), "a line only when something changed"
+    rounds = [line.split()[0] for line in r.stdout.splitlines() if line.split() and line.split()[0] in ("1", "2")]
+    assert rounds == ["1", "2"], r.stdout
 
 
 def test_secure_aggregation_masks_every_input_yet_equals_plain_fedavg(fed, client):
