@@ -20,6 +20,8 @@ import threading
 import time
 from pathlib import Path
 
+import grpc
+
 from federation.client import Client
 from federation.pki import init_pki
 from federation.server import start_server
@@ -62,7 +64,17 @@ class Side:
         self.outbox.put(pb.ConnectRequest(site="site"))
         self.responses = stub.Connect(iter(self.outbox.get, None))
         self.reported: set[str] = set()
+        self.stub, self.stop = stub, threading.Event()
         threading.Thread(target=self._agent, daemon=True).start()
+        threading.Thread(target=self._heartbeat, daemon=True).start()
+
+    def _heartbeat(self) -> None:
+        """A site the federation does not hear from for its lease gets no work placed."""
+        while not self.stop.wait(1.0):
+            try:
+                self.stub.Heartbeat(pb.HeartbeatRequest(name="site"), timeout=10)
+            except grpc.RpcError:
+                pass   # closing
 
     def _agent(self) -> None:
         """Report every new assignment RUNNING at once, then SUCCEEDED."""
@@ -92,6 +104,7 @@ class Side:
         raise RuntimeError(f"{job.id} never ran")
 
     def close(self) -> None:
+        self.stop.set()
         self.outbox.put(None)
         self.responses.cancel()
         self.channel.close()
