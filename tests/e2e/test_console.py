@@ -45,8 +45,9 @@ def test_every_page_shows_the_live_federation_to_an_admin(federation, client, br
     assert "start " in browser.find_element(By.ID, "log").text, "the job's log tail"
     visit(browser, federation, "/console/queue", "queue")
     _, queues = client.queue()
-    shown = {r.find_elements(By.TAG_NAME, "td")[0].text: r.find_elements(By.TAG_NAME, "td")[3].text
-             for r in browser.find_elements(By.CSS_SELECTOR, "#queues tr") if r.find_elements(By.TAG_NAME, "td")}
+    rows = [[c.text for c in r.find_elements(By.TAG_NAME, "td")]
+            for r in browser.find_elements(By.CSS_SELECTOR, "#queues tr")]
+    shown = {cells[0]: cells[3] for cells in rows if cells}   # queue, parent, tier, standing
     assert shown == {q.name: f"{q.share:.3f}" for q in queues}, "each queue with its fair-share standing"
     assert "Federated trainings" in visit(browser, federation, "/console/trainings", "trainings")
     visit(browser, federation, "/console/audit", "audit")
