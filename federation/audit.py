@@ -21,7 +21,7 @@ import json
 import os
 import re
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -62,8 +62,28 @@ class AuditRecord:
 class Signer:
     """The federation's audit key: EC P-256, mode 0600, beside the store unless configured elsewhere."""
 
+    MEMO = 100_000   # signatures remembered for a watch (32 bytes each); past that, a watch verifies them
+
     def __init__(self, key: ec.EllipticCurvePrivateKey) -> None:
         self.key = key
+        self._made: set[bytes] | None = None
+
+    def remember(self) -> None:
+        """From now on, keep what this process signs, so that a watch over the log need not verify
+        those signatures (`signed_here`): verifying one costs as much CPU as a submission's audit."""
+        if self._made is None:
+            self._made = set()
+
+    def signed_here(self, record: AuditRecord) -> bool:
+        """Whether this process signed `record`'s hash with `record`'s signature (so the signature is
+        the key's); forgotten once asked."""
+        if self._made is None:
+            return False
+        mark = _mark(record)
+        if mark in self._made:
+            self._made.discard(mark)
+            return True
+        return False
 
     @classmethod
     def beside(cls, store: Path) -> Signer:
@@ -93,7 +113,14 @@ class Signer:
     def seal(self, record: AuditRecord) -> AuditRecord:
         digest = record.digest()
         signature = self.key.sign(bytes.fromhex(digest), ec.ECDSA(hashes.SHA256())).hex()
-        return replace(record, hash=digest, signature=signature)
+        sealed = replace(record, hash=digest, signature=signature)
+        if self._made is not None and len(self._made) < self.MEMO:
+            self._made.add(_mark(sealed))
+        return sealed
+
+
+def _mark(record: AuditRecord) -> bytes:
+    return hashlib.sha256(f"{record.hash}:{record.signature}".encode()).digest()
 
 
 def key_path(store: Path) -> Path:
@@ -112,9 +139,11 @@ def load_public(path: Path) -> ec.EllipticCurvePublicKey:
 
 
 def verify(records: Iterable[AuditRecord], public: ec.EllipticCurvePublicKey, after: int = 0,
-           head: str = GENESIS) -> tuple[int, str, str]:
+           head: str = GENESIS, signed_here: Callable[[AuditRecord], bool] = lambda r: False
+           ) -> tuple[int, str, str]:
     """(records checked, head hash, '' or what is wrong with the first bad record); the records
-    follow record `after`, whose hash is `head` (by default, the log from its start)."""
+    follow record `after`, whose hash is `head` (by default, the log from its start). A record
+    `signed_here` (by this process, with this signature) needs no signature check."""
     prev, expected, n = head, after + 1, 0
     for r in records:
         n += 1
@@ -125,10 +154,11 @@ def verify(records: Iterable[AuditRecord], public: ec.EllipticCurvePublicKey, af
             return n, prev, f"{where}: does not follow record {expected - 1} (its previous hash differs)"
         if r.digest() != r.hash:
             return n, prev, f"{where}: its content does not match its hash (edited)"
-        try:
-            public.verify(bytes.fromhex(r.signature), bytes.fromhex(r.hash), ec.ECDSA(hashes.SHA256()))
-        except (InvalidSignature, ValueError):
-            return n, prev, f"{where}: the signature is not the federation's"
+        if not signed_here(r):
+            try:
+                public.verify(bytes.fromhex(r.signature), bytes.fromhex(r.hash), ec.ECDSA(hashes.SHA256()))
+            except (InvalidSignature, ValueError):
+                return n, prev, f"{where}: the signature is not the federation's"
         prev, expected = r.hash, expected + 1
     return n, prev, ""
 

@@ -32,7 +32,7 @@ class ControlPlane:
         self.reports = Reports(self.core)        # what sites report about their attempts
         self.views = Views(self.core)            # read views
         self.cycle = Cycle(self.core, self.sites, max_placements, backfill_depth)
-        self.audit_watch = AuditWatch(signer.key.public_key() if signer is not None else None)
+        self.audit_watch = AuditWatch(signer)
 
     def begin_term(self) -> None:
         """This replica leads from now (`federation.replication`): leases count from now, and what

@@ -3,6 +3,7 @@ snapshot of sites, data, live work and fair-share standing it decides on."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import replace
 
 import policies
@@ -14,6 +15,7 @@ from federation.jobs import Attempt, AttemptState, Job
 from federation.sites import Capacity, SiteRecord, SiteState
 from federation.spec import JobSpec, PolicyConfig
 from federation.spec.array import parse_array
+from federation.spec.common import Resources
 from federation.spec.job import spot_of
 from policies import fairshare, preemption, pricing
 from policies.fgd import Demand
@@ -68,13 +70,12 @@ def catalog(sites: list[SiteRecord], policy: PolicyConfig) -> dict[str, policies
             for name, names in holders.items()}
 
 
-def usage(live: list[tuple[Attempt, Job]]) -> dict[str, tuple[Capacity, int]]:
-    """Per site: resources in use by its live attempts, and how many there are."""
+def usage(live: Iterable[tuple[str, Resources]]) -> dict[str, tuple[Capacity, int]]:
+    """Per site: resources in use by its live attempts (given as (site, resources asked)), and how many there are."""
     by_site: dict[str, tuple[Capacity, int]] = {}
-    for attempt, job in live:
-        r = job.spec.spec.resources
-        in_use, n = by_site.get(attempt.site, (Capacity(), 0))
-        by_site[attempt.site] = (in_use + Capacity(r.cpus, r.memory, r.gpus), n + 1)
+    for site, r in live:
+        in_use, n = by_site.get(site, (Capacity(), 0))
+        by_site[site] = (in_use + Capacity(r.cpus, r.memory, r.gpus), n + 1)
     return by_site
 
 
@@ -141,7 +142,7 @@ def queue_usage(core: Core, live_views: list[tuple[Attempt, policies.PendingJob]
 def observe(core: Core, now: float, live: list[tuple[Attempt, Job]] | None = None) -> policies.Snapshot:
     """The snapshot the pure scheduler decides on, read from the store."""
     live = core.store.live_attempts() if live is None else live
-    in_use = usage(live)
+    in_use = usage((a.site, j.spec.spec.resources) for a, j in live)
     records = core.store.list_sites()
     gpus = policies.GpuState([gpu_inventory(s) for s in records])
     index = {s.name: i for i, s in enumerate(records)}

@@ -11,8 +11,9 @@ from federation import queues
 from federation.control.border import Border, kept_notice
 from federation.control.core import Core
 from federation.control.snapshot import holds, observe, pending_view, usage
-from federation.jobs import Attempt, Job, JobState
+from federation.jobs import Job, JobState
 from federation.sites import Capacity, SiteRecord
+from federation.spec.common import Resources
 from policies import fairshare
 from training.model import Round, Training
 
@@ -91,13 +92,13 @@ class Views:
     def site(self, name: str) -> SiteRecord:
         return self.core.store.get_site(name)
 
-    def site_statuses(self, name: str | None = None, live: list[tuple[Attempt, Job]] | None = None
+    def site_statuses(self, name: str | None = None, live: list[tuple[str, str, Resources]] | None = None
                       ) -> list[SiteStatus]:
-        """Every site (or the one named) with what it runs (`live`: the live attempts, when already
+        """Every site (or the one named) with what it runs (`live`: `Store.live_use`, when already
         read), whether it is connected and whether its lease expired."""
         store = self.core.store
         records = store.list_sites() if name is None else [store.get_site(name)]
-        in_use = usage(store.live_attempts() if live is None else live)
+        in_use = usage((site, r) for site, _, r in (store.live_use() if live is None else live))
         now = self.core.clock()
         return [SiteStatus(s, *in_use.get(s.name, (Capacity(), 0)),
                            connected=self.core.connected(s, now), lost=self.core.lease_expired(s, now))

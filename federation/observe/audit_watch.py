@@ -5,9 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from cryptography.hazmat.primitives.asymmetric import ec
-
-from federation.audit import GENESIS, verify
+from federation.audit import GENESIS, Signer, verify
 from federation.store import Store
 
 log = logging.getLogger("federation.observe")
@@ -15,27 +13,28 @@ BATCH = 1000   # records verified a look (each signature, ~60 us), so a long log
 
 
 class AuditWatch:
-    def __init__(self, public: ec.EllipticCurvePublicKey | None) -> None:
-        self.public = public
+    def __init__(self, signer: Signer | None) -> None:
+        self.signer = signer
         self.seq, self.head, self.broken = 0, GENESIS, ""
         self._lock = threading.Lock()   # looks may come at once (two Prometheus servers, a console page)
 
     def state(self, store: Store) -> tuple[int, str]:
         """(records verified, '' or what is wrong), after verifying the next batch. Once broken, it stays broken."""
         with self._lock:
-            if self.public is not None and not self.broken:
+            if self.signer is not None and not self.broken:
+                self.signer.remember()
                 try:
-                    self.broken = self._check(store, self.public)
+                    self.broken = self._check(store, self.signer)
                 except Exception as e:   # a record that cannot even be read is no record the federation wrote
                     self.broken = f"a record after {self.seq} cannot be read: {type(e).__name__}"
                 if self.broken:
                     log.error("the audit chain is broken: %s", self.broken)
             return self.seq, self.broken
 
-    def _check(self, store: Store, public: ec.EllipticCurvePublicKey) -> str:
+    def _check(self, store: Store, signer: Signer) -> str:
         """The last record verified is read again (it must not have changed), then what follows it.
-        Every signature is checked: the federation chains each record onto whatever is newest in the
-        store, so a signed record does not vouch for the ones before it."""
+        Every signature is checked (or known to be this process's): the federation chains each record
+        onto whatever is newest in the store, so a signed record does not vouch for the ones before it."""
         records = store.audit_records(max(0, self.seq - 1), BATCH + 1)
         if self.seq:
             again = records.pop(0) if records and records[0].seq == self.seq else None
@@ -43,7 +42,7 @@ class AuditWatch:
                 return f"record {self.seq}: removed or changed after it was verified"
         if not records:
             return ""
-        _, head, wrong = verify(records, public, self.seq, self.head)
+        _, head, wrong = verify(records, signer.key.public_key(), self.seq, self.head, signer.signed_here)
         if not wrong:
             self.seq, self.head = records[-1].seq, head
         return wrong

@@ -11,7 +11,7 @@ from prometheus_client.registry import Collector
 
 import policies
 from federation.control import ControlPlane
-from federation.jobs import Attempt, Job
+from federation.spec.common import Resources
 from policies import fairshare
 
 log = logging.getLogger("federation.observe")
@@ -32,7 +32,7 @@ class StateCollector(Collector):
 
     def _audit(self) -> Iterator[Metric]:
         watch = self.control.audit_watch
-        if watch.public is None:
+        if watch.signer is None:
             return
         seq, broken = watch.state(self.control.store)
         yield GaugeMetricFamily("fedctl_audit_chain_verified", "1 while every audit record verified so far follows "
@@ -66,7 +66,7 @@ class StateCollector(Collector):
         gpus_free = GaugeMetricFamily("fedctl_site_gpus_free", "GPUs at the site by model that no live attempt holds",
                                       labels=["site", "model"])
         running = GaugeMetricFamily("fedctl_site_running_attempts", "Live attempts at the site", labels=["site"])
-        live = self.control.store.live_attempts()
+        live = self.control.store.live_use()
         held = _gpus_held(live)
         for s in self.control.views.site_statuses(live=live):
             r = s.record
@@ -100,11 +100,11 @@ class StateCollector(Collector):
         yield from _queues(last.observed)
 
 
-def _gpus_held(live: list[tuple[Attempt, Job]]) -> dict[tuple[str, str], float]:
+def _gpus_held(live: list[tuple[str, str, Resources]]) -> dict[tuple[str, str], float]:
     held: dict[tuple[str, str], float] = defaultdict(float)
-    for attempt, job in live:
-        if attempt.gpu_model:
-            held[(attempt.site, attempt.gpu_model)] += job.spec.spec.resources.gpus
+    for site, model, resources in live:
+        if model:
+            held[(site, model)] += resources.gpus
     return held
 
 

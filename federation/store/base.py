@@ -11,6 +11,7 @@ from federation.errors import FederationError, ResourceExhausted
 from federation.jobs import Attempt, AttemptState, Explanation, Job, JobState, asked_stop_ends
 from federation.queues import UsageRecord
 from federation.sites import Capacity, SiteRecord, SiteState
+from federation.spec.common import Resources
 from policies.gpus import Binding, Inventory
 from policies.pricing import Elastic
 from training.model import Round, Training
@@ -281,6 +282,11 @@ class Store(ABC):
     @abstractmethod
     def live_attempts(self, site: str | None = None, jobs: Iterable[str] | None = None) -> list[tuple[Attempt, Job]]:
         """Attempts ASSIGNED or RUNNING (at `site`, of `jobs`), with their jobs."""
+
+    @abstractmethod
+    def live_use(self) -> list[tuple[str, str, Resources]]:
+        """(site, GPU model, resources asked) of every attempt ASSIGNED or RUNNING: what
+        `live_attempts` says they hold, without reading their jobs."""
 
     # ----------------------------------------------------------- artifacts
 

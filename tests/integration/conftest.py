@@ -2,8 +2,12 @@
 and sites played by hand (see harness for the helpers)."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
+from federation.store import SQLiteStore, Store
+from federation.store.postgres import PostgresStore
 from federation.v1 import federation_pb2 as pb
 from tests.integration.harness import (
     AgentStream,
@@ -51,3 +55,14 @@ def eu_agent(eu_site):
     agent = AgentStream(eu_site, "eu-west")
     yield agent
     agent.close()
+
+
+@pytest.fixture(params=["sqlite-file", "sqlite-memory", "postgres"])
+def store(request, tmp_path) -> Iterator[Store]:
+    """Every storage backend, for the store's suites."""
+    if request.param == "postgres":
+        s: Store = PostgresStore(request.getfixturevalue("postgres_url"))
+    else:
+        s = SQLiteStore(tmp_path / "fed.db" if request.param == "sqlite-file" else ":memory:")
+    yield s
+    s.close()

@@ -15,7 +15,6 @@ from federation.v1 import federation_pb2 as pb
 from policies.pricing import Elastic, NodeType, Pricing, Rates
 from tests.conftest import make_spec
 from tests.integration.harness import CONFIGS, AgentStream, GiB, admin_client, run_on, site_stub, start
-from tests.integration.test_store_retention import store  # noqa: F401  (the store suite's fixture)
 from tests.waiting import wait_for
 
 CPU_OD = pb.NodeType(name="cpu-od", cpus=4, memory_bytes=16 * GiB, max=2, start_s=90)
@@ -91,7 +90,7 @@ def test_a_heartbeat_cannot_claim_nodes_the_site_does_not_have(federation, clien
     channel.close()
 
 
-def test_the_store_keeps_prices_and_node_types_and_a_heartbeat_updates_only_what_it_carries(store):  # noqa: F811
+def test_the_store_keeps_prices_and_node_types_and_a_heartbeat_updates_only_what_it_carries(store):
     elastic = Elastic((NodeType("cpu-od", 4, 16.0 * GiB, max=2, start_s=90),
                        NodeType("gpu", 8, 64.0 * GiB, max=1, gpus=8, gpu_model="H100", gpu_memory=80.0 * GiB,
                                 spot=True)), 60.0, {"cpu-od": 0, "gpu": 0})

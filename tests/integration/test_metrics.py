@@ -133,6 +133,24 @@ def test_an_audit_record_edited_in_the_store_turns_the_chain_metric_to_zero(fede
     assert value(read(federation), "fedctl_audit_chain_verified") == 0, "once broken, it stays broken"
 
 
+def test_a_signature_of_the_federation_moved_onto_another_record_turns_the_chain_metric_to_zero(federation,
+                                                                                              tmp_path):
+    """The watch takes the signatures this process made as verified; one moved onto another record
+    in the store is not one it made, and is checked and refused."""
+    with admin_client(federation) as c:
+        c.submit(make_spec("first"))
+        assert value(read(federation), "fedctl_audit_chain_verified") == 1   # the watch remembers from here
+        c.submit(make_spec("second"))
+        c.submit(make_spec("third"))
+        db = sqlite3.connect(tmp_path / "fed.db")
+        with db:
+            db.execute("UPDATE audit SET signature=(SELECT signature FROM audit WHERE seq=2) WHERE seq=3")
+        db.close()
+    samples = read(federation)
+    assert value(samples, "fedctl_audit_chain_verified") == 0
+    assert value(samples, "fedctl_audit_records_verified") == 1
+
+
 def _append(db: sqlite3.Connection, **record) -> None:
     """An audit row written below the federation, its hash chained onto the newest record's."""
     seq, prev = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()

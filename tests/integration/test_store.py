@@ -15,18 +15,7 @@ from federation.errors import Conflict, Deposed, InvalidTransition, NotFound, Re
 from federation.jobs import AttemptState, Explanation, Job, JobState
 from federation.sites import Capacity, DatasetRecord, SiteRecord, SiteState
 from federation.store import Leadership, NewSubmission, SQLiteStore, Store, SubmitRequest, open_store
-from federation.store.postgres import PostgresStore
 from tests.conftest import make_spec
-
-
-@pytest.fixture(params=["sqlite-file", "sqlite-memory", "postgres"])
-def store(request, tmp_path) -> Store:
-    if request.param == "postgres":
-        s: Store = PostgresStore(request.getfixturevalue("postgres_url"))
-    else:
-        s = SQLiteStore(tmp_path / "fed.db" if request.param == "sqlite-file" else ":memory:")
-    yield s
-    s.close()
 
 
 @pytest.fixture(params=["sqlite-file", "postgres"])
@@ -251,6 +240,19 @@ def test_usage_records_are_attempts_that_ran_with_their_job_queue_and_resources(
     assert store.usage_records(since=30.0)[0].ended_at == 30.0
     assert store.usage_records(since=31.0) == [], "ended before the window"
     assert store.get_job("j-1").queue == "oncology" and store.get_job("j-1").attempts[0].gpu_model == "H100"
+
+
+def test_live_use_is_what_live_attempts_hold_without_their_jobs(store):
+    for i, (gpus, model) in enumerate(((1, "H100"), (0, ""), (2, "A100"))):
+        store.add_job(Job(id=f"j-{i}", spec=make_spec(resources={"cpus": i + 1, "memory": "1Gi", "gpus": gpus}),
+                          created_at=1.0, updated_at=1.0))
+        store.place_job(f"j-{i}", "a" if i < 2 else "b", EXPL, 2.0, gpu_model=model)
+    store.apply_attempt_status("j-0", 1, AttemptState.RUNNING, "", 3.0)
+    store.apply_attempt_status("j-1", 1, AttemptState.SUCCEEDED, "", 3.0)   # no longer live
+    use = sorted((site, model, r.cpus, r.memory, r.gpus) for site, model, r in store.live_use())
+    assert use == [("a", "H100", 1.0, 2**30, 1.0), ("b", "A100", 3.0, 2**30, 2.0)]
+    assert sorted((a.site, a.gpu_model, j.spec.spec.resources.cpus) for a, j in store.live_attempts()) == \
+        [(site, model, cpus) for site, model, cpus, _, _ in use]
 
 
 def test_a_store_written_before_queues_gains_the_columns(tmp_path):

@@ -3,7 +3,6 @@ a SQLite file, SQLite in memory, PostgreSQL; and a SQLite file's upgrade."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 
 import pytest
 
@@ -11,23 +10,11 @@ from federation.errors import NotFound
 from federation.jobs import AttemptState, Job, JobState
 from federation.spec import training_from_dict
 from federation.store import SQLiteStore, Store, SubmitRequest
-from federation.store.postgres import PostgresStore
 from tests.conftest import make_spec
 from tests.integration.test_store import EXPL, add
 from training.model import Round, Training, TrainingState
 
 CUTOFF = 100.0   # compacting jobs that ended before this
-
-
-@pytest.fixture(params=["sqlite-file", "sqlite-memory", "postgres"])
-def store(request, tmp_path) -> Iterator[Store]:
-    """Every backend, as the store suite's fixture."""
-    if request.param == "postgres":
-        s: Store = PostgresStore(request.getfixturevalue("postgres_url"))
-    else:
-        s = SQLiteStore(tmp_path / "fed.db" if request.param == "sqlite-file" else ":memory:")
-    yield s
-    s.close()
 
 
 def ended(store: Store, job_id: str, at: float, state: AttemptState = AttemptState.SUCCEEDED) -> None:

@@ -17,6 +17,7 @@ from federation.jobs import (
     check_attempt,
 )
 from federation.queues import UsageRecord
+from federation.spec.common import Resources
 from federation.store.base import reported_end, started_at
 from federation.store.postgres.jobs import JobTables
 from federation.store.sqlite.attempts import LIVE
@@ -112,3 +113,8 @@ class AttemptTables(JobTables):
             history = self._attempts(db, list(by_id))
         jobs_by_id = {i: job_from_row(r, history[i], self._specs) for i, r in by_id.items()}
         return [(a, jobs_by_id[a.job_id]) for a in attempts]
+
+    def live_use(self) -> list[tuple[str, str, Resources]]:
+        rows = self._read("SELECT a.site, a.gpu_model, j.spec FROM attempts a JOIN jobs j ON j.id = a.job_id"
+                          " WHERE a.state = ANY(%s)", (list(LIVE),))
+        return [(r["site"], r["gpu_model"], self._specs.get(r["spec"]).spec.resources) for r in rows]

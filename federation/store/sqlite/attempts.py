@@ -16,9 +16,10 @@ from federation.jobs import (
     check_attempt,
 )
 from federation.queues import UsageRecord
+from federation.spec.common import Resources
 from federation.store.base import reported_end, started_at
 from federation.store.sqlite.jobs import JobTables
-from federation.store.sqlite.rows import attempt_from_row
+from federation.store.sqlite.rows import attempt_from_row, job_from_row
 from policies.gpus import Binding
 
 LIVE = (AttemptState.ASSIGNED.value, AttemptState.RUNNING.value)
@@ -101,14 +102,23 @@ class AttemptTables(JobTables):
         if site is not None:
             sql += " AND site=?"
             args.append(site)
-        with self._lock:
+        # One reader's snapshot, not the writer's lock: the scheduler and every scrape read this.
+        with self._reading() as db:
             if jobs is None:
-                rows = self._db.execute(sql, args).fetchall()
+                rows = db.execute(sql, args).fetchall()
             else:
                 ids = sorted(set(jobs))
-                rows = [r for chunk in range(0, len(ids), 500) for r in self._db.execute(
+                rows = [r for chunk in range(0, len(ids), 500) for r in db.execute(
                     sql + f" AND job_id IN ({','.join('?' * len(ids[chunk:chunk + 500]))})",
                     args + ids[chunk:chunk + 500]).fetchall()]
             attempts = [attempt_from_row(r) for r in rows]
-            by_id = {j.id: j for j in self._jobs_by_id({a.job_id for a in attempts})}
+            job_rows = self._job_rows(db, {a.job_id for a in attempts})
+            history = self._attempts(db, [r["id"] for r in job_rows])
+        by_id = {r["id"]: job_from_row(r, history[r["id"]], self._specs) for r in job_rows}
         return [(a, by_id[a.job_id]) for a in attempts]
+
+    def live_use(self) -> list[tuple[str, str, Resources]]:
+        with self._reading(statements=1) as db:
+            rows = db.execute("SELECT a.site, a.gpu_model, j.spec FROM attempts a JOIN jobs j ON j.id = a.job_id"
+                              f" WHERE a.state IN ({','.join('?' * len(LIVE))})", LIVE).fetchall()
+        return [(r["site"], r["gpu_model"], self._specs.get(r["spec"]).spec.resources) for r in rows]

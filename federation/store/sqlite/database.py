@@ -40,6 +40,7 @@ class Database:
         # lock, which a big read (every pending job, at scale) can hold for seconds.
         self._lease_db = self._db if path == ":memory:" else _connect(path)
         self._lease_lock = self._lock if path == ":memory:" else threading.Lock()
+        self._readers = None if path == ":memory:" else _Readers(path)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -61,11 +62,31 @@ class Database:
         if row["expires_at"] <= self._clock():
             raise Deposed(f"this replica's lease on term {self._term} ran out: it may not write until it leads again")
 
+    @contextmanager
+    def _reading(self, statements: int = 2) -> Iterator[sqlite3.Connection]:
+        """A connection to read committed rows from: one of the readers, else (in memory) the writer's.
+        A read of more than one statement reads them all from one snapshot."""
+        if self._readers is None:
+            with self._lock:
+                yield self._db
+            return
+        with self._readers.connection() as db:
+            if statements == 1:
+                yield db
+                return
+            db.execute("BEGIN")
+            try:
+                yield db
+            finally:
+                db.execute("COMMIT")
+
     def _read(self, sql: str, args: tuple) -> list[sqlite3.Row]:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
 
     def close(self) -> None:
+        if self._readers is not None:
+            self._readers.close()
         with self._lease_lock:
             self._lease_db.close()
         with self._lock:
@@ -80,6 +101,39 @@ class Database:
         with self._tx() as db:
             db.execute("INSERT INTO meta (key, value) VALUES (?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                        (key, value))
+
+
+class _Readers:
+    """Read-only connections to the store's file, reused; as many as readers at once."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._free: list[sqlite3.Connection] = []
+        self._open: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def connection(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            db = self._free.pop() if self._free else None
+        if db is None:
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA query_only=ON")
+            with self._lock:
+                self._open.append(db)
+        try:
+            yield db
+        finally:
+            with self._lock:
+                self._free.append(db)
+
+    def close(self) -> None:
+        with self._lock:
+            for db in self._open:
+                db.close()
+            self._open.clear()
+            self._free.clear()
 
 
 def _connect(path: str) -> sqlite3.Connection:

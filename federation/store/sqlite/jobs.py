@@ -10,8 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,69 +41,12 @@ class _Submission:
     turn: threading.Event = field(default_factory=threading.Event)   # done, or its turn to commit
 
 
-class _Readers:
-    """Read-only connections to the store's file, reused; as many as readers at once."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._free: list[sqlite3.Connection] = []
-        self._open: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
-
-    @contextmanager
-    def connection(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            db = self._free.pop() if self._free else None
-        if db is None:
-            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-            db.row_factory = sqlite3.Row
-            db.execute("PRAGMA query_only=ON")
-            with self._lock:
-                self._open.append(db)
-        try:
-            yield db
-        finally:
-            with self._lock:
-                self._free.append(db)
-
-    def close(self) -> None:
-        with self._lock:
-            for db in self._open:
-                db.close()
-            self._open.clear()
-            self._free.clear()
-
-
 class JobTables(Database):
     def __init__(self, path: str | Path) -> None:
         super().__init__(path)
-        self._readers = None if str(path) == ":memory:" else _Readers(str(path))
         self._queued: list[_Submission] = []   # submissions waiting for the next transaction
         self._queue = threading.Lock()
         self._committing = False                # a caller is committing a batch now
-
-    def close(self) -> None:
-        if self._readers is not None:
-            self._readers.close()
-        super().close()
-
-    @contextmanager
-    def _reading(self, statements: int = 2) -> Iterator[sqlite3.Connection]:
-        """A connection to read committed rows from: one of the readers, else (in memory) the writer's.
-        A read of more than one statement reads them all from one snapshot."""
-        if self._readers is None:
-            with self._lock:
-                yield self._db
-            return
-        with self._readers.connection() as db:
-            if statements == 1:
-                yield db
-                return
-            db.execute("BEGIN")
-            try:
-                yield db
-            finally:
-                db.execute("COMMIT")
 
     def add_jobs(self, jobs: Sequence[Job], request: SubmitRequest | None = None, audit: Sequence[AuditRecord] = (),
                  seal: Seal | None = None, pending_limit: int = 0) -> list[str]:
@@ -320,12 +262,17 @@ class JobTables(Database):
         return [job_from_row(r, attempts[r["id"]], self._specs) for r in rows]
 
     def _jobs_by_id(self, ids: set[str]) -> list[Job]:
-        out: list[Job] = []
+        with self._reading() as db:
+            rows = self._job_rows(db, ids)
+            attempts = self._attempts(db, [r["id"] for r in rows])
+        return [job_from_row(r, attempts[r["id"]], self._specs) for r in rows]
+
+    @staticmethod
+    def _job_rows(db: sqlite3.Connection, ids: set[str]) -> list[sqlite3.Row]:
         ids_list = sorted(ids)
-        for chunk in range(0, len(ids_list), 500):
-            part = ids_list[chunk:chunk + 500]
-            out += self._jobs(f"SELECT * FROM jobs WHERE id IN ({','.join('?' * len(part))})", part)
-        return out
+        return [r for chunk in range(0, len(ids_list), 500) for r in db.execute(
+            f"SELECT * FROM jobs WHERE id IN ({','.join('?' * len(ids_list[chunk:chunk + 500]))})",
+            ids_list[chunk:chunk + 500]).fetchall()]
 
     @staticmethod
     def _attempts(db: sqlite3.Connection, job_ids: list[str]) -> dict[str, list[Attempt]]:

@@ -30,13 +30,15 @@ class TrustTables(Database):
             return insert_audit(db, record, seal)
 
     def audit_records(self, after: int, limit: int) -> list[AuditRecord]:
-        rows = self._read("SELECT seq, at, actor, action, subject, detail, prev, hash, signature FROM audit"
-                          " WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit))
+        with self._reading(statements=1) as db:   # read by every scrape: never queued behind writers
+            rows = db.execute("SELECT seq, at, actor, action, subject, detail, prev, hash, signature FROM audit"
+                              " WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)).fetchall()
         return [AuditRecord(r["seq"], r["at"], r["actor"], r["action"], r["subject"], _detail(r["detail"]), r["prev"],
                             r["hash"], r["signature"]) for r in rows]
 
     def audit_head(self) -> tuple[int, str]:
-        rows = self._read("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", ())
+        with self._reading(statements=1) as db:
+            rows = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchall()
         return (rows[0]["seq"], rows[0]["hash"]) if rows else (0, GENESIS)
 
     def add_join_token(self, token_id: str, secret_sha256: str, name: str, attributes: dict, now: float,
