@@ -102,7 +102,7 @@ class AttemptTables(JobTables):
         if site is not None:
             sql += " AND site=?"
             args.append(site)
-        # One reader's snapshot, not the writer's lock: the scheduler and every scrape read this.
+        # One reader's snapshot, not the writer's lock: every scheduling cycle reads this.
         with self._reading() as db:
             if jobs is None:
                 rows = db.execute(sql, args).fetchall()
