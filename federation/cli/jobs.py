@@ -38,11 +38,11 @@ def states(text: str) -> list[str]:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
+    states = sorted(set(args.state or ()))   # Slurm's words and ours may name one state twice
     with connect(args) as client:
         if args.watch:
-            return _watch_jobs(client, args)
-        jobs = client.jobs(tenant=args.tenant, states=sorted(set(args.state or ())), limit=args.limit or None,
-                           submitter=args.user)
+            return _watch_jobs(client, args, states)
+        jobs = client.jobs(tenant=args.tenant, states=states, limit=args.limit or None, submitter=args.user)
     if wants_json(args):
         render.emit_json({"jobs": [j.to_dict() for j in jobs]})
     else:
@@ -50,7 +50,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _watch_jobs(client: Any, args: argparse.Namespace) -> int:
+def _watch_jobs(client: Any, args: argparse.Namespace, states: list[str]) -> int:
     """The table again every `--interval` on a terminal; elsewhere (or with --format json) a line
     (or a JSON object) for each job that appears or changes. Until Ctrl-C."""
     seen: dict[str, tuple[str, str, int]] = {}
@@ -58,8 +58,7 @@ def _watch_jobs(client: Any, args: argparse.Namespace) -> int:
     redraw = raw.isatty() and not wants_json(args)
     try:
         while True:
-            jobs = client.jobs(tenant=args.tenant, states=args.state or (), limit=args.limit or None,
-                               submitter=args.user)
+            jobs = client.jobs(tenant=args.tenant, states=states, limit=args.limit or None, submitter=args.user)
             if redraw:
                 raw.write("\x1b[H\x1b[2J")   # home and clear; the table below is escaped like any output
                 render.table(JOB_HEADERS, [_job_row(j) for j in jobs])
