@@ -112,9 +112,8 @@ class AttemptTables(JobTables):
                     sql + f" AND job_id IN ({','.join('?' * len(ids[chunk:chunk + 500]))})",
                     args + ids[chunk:chunk + 500]).fetchall()]
             attempts = [attempt_from_row(r) for r in rows]
-            job_rows = self._job_rows(db, {a.job_id for a in attempts})
-            history = self._attempts(db, [r["id"] for r in job_rows])
-        by_id = {r["id"]: job_from_row(r, history[r["id"]], self._specs) for r in job_rows}
+            job_rows = self._rows_of(db, {a.job_id for a in attempts})
+        by_id = {r["id"]: job_from_row(r, history, self._specs) for r, history in job_rows}
         return [(a, by_id[a.job_id]) for a in attempts]
 
     def live_use(self) -> list[tuple[str, str, Resources]]:

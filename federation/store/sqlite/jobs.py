@@ -263,16 +263,17 @@ class JobTables(Database):
 
     def _jobs_by_id(self, ids: set[str]) -> list[Job]:
         with self._reading() as db:
-            rows = self._job_rows(db, ids)
-            attempts = self._attempts(db, [r["id"] for r in rows])
-        return [job_from_row(r, attempts[r["id"]], self._specs) for r in rows]
+            rows = self._rows_of(db, ids)
+        return [job_from_row(r, attempts, self._specs) for r, attempts in rows]
 
-    @staticmethod
-    def _job_rows(db: sqlite3.Connection, ids: set[str]) -> list[sqlite3.Row]:
+    def _rows_of(self, db: sqlite3.Connection, ids: set[str]) -> list[tuple[sqlite3.Row, list[Attempt]]]:
+        """The rows of the jobs `ids` with their attempts, read on `db` (parse them outside its lock)."""
         ids_list = sorted(ids)
-        return [r for chunk in range(0, len(ids_list), 500) for r in db.execute(
+        rows = [r for chunk in range(0, len(ids_list), 500) for r in db.execute(
             f"SELECT * FROM jobs WHERE id IN ({','.join('?' * len(ids_list[chunk:chunk + 500]))})",
             ids_list[chunk:chunk + 500]).fetchall()]
+        attempts = self._attempts(db, [r["id"] for r in rows])
+        return [(r, attempts[r["id"]]) for r in rows]
 
     @staticmethod
     def _attempts(db: sqlite3.Connection, job_ids: list[str]) -> dict[str, list[Attempt]]:
