@@ -159,10 +159,15 @@ class Masks:
         else:
             self.max_cpu, self.max_mem = self.cap_cpu, self.cap_mem
         self.running = np.array([s.running for s in sites], dtype=f)
-        self.inv = [np.divide(1.0, c, out=np.zeros_like(c), where=c > 0) for c in (self.cap_cpu, self.cap_mem)]
         dims = (self.cap_cpu > 0).astype(f) + (self.cap_mem > 0)
-        self.inv_dims = np.divide(1.0, dims, out=np.zeros_like(dims), where=dims > 0)
+        inv_dims = np.divide(1.0, dims, out=np.zeros_like(dims), where=dims > 0)
+        # The mean fraction of CPUs and memory free is `free_frac - cpus * per_cpu - memory * per_byte`
+        # for a job; `free_frac` and `load` are kept up to date row by row as jobs are placed.
+        self.per_cpu, self.per_byte = (np.divide(1.0, c, out=np.zeros_like(c), where=c > 0) * inv_dims
+                                       for c in (self.cap_cpu, self.cap_mem))
         self.no_dims = (dims == 0).astype(f)   # a site with neither counts as all free
+        self.free_frac = self.free_cpu * self.per_cpu + self.free_mem * self.per_byte + self.no_dims
+        self.load = self.running / (self.running + 4.0)
         self.gpu_total = self.gpu.capacity[0].sum(axis=1).astype(f)
         self.gpu_inv = np.divide(1.0, self.gpu_total, out=np.zeros_like(self.gpu_total), where=self.gpu_total > 0)
         health = np.full(self.n, OK, dtype=np.uint8)
@@ -190,6 +195,7 @@ class Masks:
         self._data_ok: dict[tuple, np.ndarray] = {}
         self._shape_ok: dict[tuple, np.ndarray] = {}
         self._staging: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        self.scoring: dict[tuple, np.ndarray] = {}   # the scorer's arrays by what jobs share (`scoring`)
 
     def _classification(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         hit = self._class.get(name)
@@ -384,7 +390,7 @@ class Masks:
             if job.max_price and self.priced:   # on what the site has, at its on-demand price
                 fits &= self.costs.hourly(job.cpus, job.memory, req)[0] <= job.max_price + EPS
             fits.flags.writeable = False
-            hit = self._free[key] = (fits, now, bool(fits.any()))
+            hit = self._free[key] = (fits, now, bool(np.count_nonzero(fits)))
         return hit
 
     def free_later(self, job: PendingJob, req: GpuRequest | None) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -401,7 +407,7 @@ class Masks:
                 grow &= self.costs.hourly(job.cpus, job.memory, req) <= job.max_price + EPS
             either = fits | grow[0] | grow[1]
             grow.flags.writeable = either.flags.writeable = False
-            hit = self._later[key] = (either, grow, bool(either.any()))
+            hit = self._later[key] = (either, grow, bool(np.count_nonzero(either)))
         return hit
 
     def took(self, i: int, job: PendingJob, binding: Binding, sign: int = -1, kind: int = 0) -> None:
@@ -419,6 +425,8 @@ class Masks:
         if binding:
             self.gpu.reserve(i, binding, sign)
         self.running[i] -= sign
+        self.free_frac[i] = self.free_cpu[i] * self.per_cpu[i] + self.free_mem[i] * self.per_byte[i] + self.no_dims[i]
+        self.load[i] = self.running[i] / (self.running[i] + 4.0)
         self._free.clear()
         self._later.clear()
 

@@ -24,7 +24,7 @@ from policies.gpus import Binding, GpuRequest
 from policies.model import Decision, PendingJob, Reason, Unplaced
 from policies.preemption import Preemption, preemptions
 from policies.pricing import NOW, SPOT
-from policies.scoring import W_PAID, best_first, economics, offers, paid, score
+from policies.scoring import best_first, economics, offers, score
 from policies.snapshot import ScheduleResult, Snapshot
 
 DEFERRED, QUEUE_LIMIT, GANG = int(Reason.DEFERRED), int(Reason.QUEUE_LIMIT), int(Reason.GANG)
@@ -149,6 +149,7 @@ class _Cycle:
         masks = self.masks
         fits, now, anywhere = masks.free_now(job, req)
         topology: list[int] = []    # sites where the exact fit showed the shape can never be held
+        allowed = None
         # Capacity a site has comes first, always: nodes to add are looked at only when no site the
         # job may use can start it now.
         for later in (False, True) if masks.costs.elastic else (False,):
@@ -159,9 +160,9 @@ class _Cycle:
                 continue
             # Eligible = data may go there, the job's narrowing and whole-site shape allow it,
             # the site is healthy, and it has room; the per-site codes wait until needed.
-            ok = masks.allowed(job, req) & fits
-            if job.vetoed_by:
-                ok[[masks.index[s] for s in job.vetoed_by if s in masks.index]] = False
+            if allowed is None:
+                allowed = masks.may_use(job, req, ())
+            ok = allowed & fits
             eligible = int(np.count_nonzero(ok))
             if eligible:
                 found, now = self._first_fit(job, req, ok, eligible, now, topology, grow)
@@ -181,17 +182,14 @@ class _Cycle:
         kind = delay = price = None
         if masks.priced:
             kind, delay, price = offers(masks, sel, job, req, grow)
-            # Data staged to a site: its egress counted as an hour's price, its copy as a start delay.
-            stage_cost, stage_s = masks.staging(job.datasets)
-            scores += economics(kind, delay + stage_s[sel], price + stage_cost[sel], job, ok[sel]) \
-                - W_PAID * paid(masks, sel, kind)
+            scores += economics(masks, sel, job, kind, delay, price, ok[sel])
         if sites is None:
             scores = np.where(ok, scores, -np.inf)
         for best in best_first(scores):
             i = best if sites is None else int(sites[best])
             how = NOW if kind is None else int(kind[best])
             binding, code = self._bind(job, req, i, topology) if how == NOW else ((), OK)
-            cost = self._price(job, req, i, how, binding) if kind is not None else 0.0
+            cost = self._price(job, req, i, how, binding) if masks.priced else 0.0
             if code == OK and job.max_price and cost > job.max_price + 1e-9:
                 code = NO_FREE   # the GPUs free there now cost more than its cap: its cheaper ones are taken
             if code == OK and how == NOW and self.backfill is not None and self.backfill.blocks(job, i):

@@ -100,8 +100,9 @@ def fits_node(t: NodeType, cpus: float, memory: float, req: GpuRequest | None) -
 class Costs:
     """Per-site rates and room to grow, for one cycle. Kind k of growth: 0 on-demand, 1 spot.
 
-    The node types of every site are padded into (sites, types) arrays, so whether a job fits a
-    node a site may still add is one vector expression, not a loop over sites."""
+    The node types of every site are padded into (types, sites) arrays, so whether a job fits a
+    node a site may still add is one vector expression, not a loop over sites (and reductions over
+    the types run along the short axis, fast in numpy)."""
 
     def __init__(self, sites: Sequence, present: Sequence[frozenset[str]] = ()) -> None:
         n = len(sites)
@@ -124,17 +125,17 @@ class Costs:
         self.grows = np.array([bool(t) for t in self.types], dtype=bool)   # an elastic site, per site
         width = max((len(t) for t in self.types), default=0)
         self.t_cpu, self.t_mem, self.t_gpus, self.t_gpu_mem, self.t_left, self.t_start, self.t_price = (
-            np.zeros((n, width)) for _ in range(7))
-        self.t_spot = np.zeros((n, width), dtype=bool)
-        self.t_model = np.full((n, width), "", dtype=object)
+            np.zeros((width, n)) for _ in range(7))
+        self.t_spot = np.zeros((width, n), dtype=bool)
+        self.t_model = np.full((width, n), "", dtype=object)
         self.grow_cpu, self.grow_mem = np.zeros((2, n)), np.zeros((2, n))
         for i, (site, types) in enumerate(zip(sites, self.types, strict=True)):
             for j, t in enumerate(types):
                 left = site.elastic.addable(t)
-                self.t_cpu[i, j], self.t_mem[i, j], self.t_gpus[i, j] = t.cpus, t.memory, t.gpus
-                self.t_gpu_mem[i, j], self.t_left[i, j], self.t_spot[i, j] = t.gpu_memory, left, t.spot
-                self.t_model[i, j], self.t_start[i, j] = t.gpu_model, t.start_s
-                self.t_price[i, j] = node_price(t, site.pricing)
+                self.t_cpu[j, i], self.t_mem[j, i], self.t_gpus[j, i] = t.cpus, t.memory, t.gpus
+                self.t_gpu_mem[j, i], self.t_left[j, i], self.t_spot[j, i] = t.gpu_memory, left, t.spot
+                self.t_model[j, i], self.t_start[j, i] = t.gpu_model, t.start_s
+                self.t_price[j, i] = node_price(t, site.pricing)
                 self.grow_cpu[int(t.spot), i] += left * t.cpus
                 self.grow_mem[int(t.spot), i] += left * t.memory
         self._gpu_rate: dict[tuple[bool, frozenset[str]], np.ndarray] = {}
@@ -143,7 +144,7 @@ class Costs:
         self._claimed: list[int] = []   # sites where t_left changed, in order
         self._shapes: dict[tuple, np.ndarray] = {}
         self._taken: dict[str, tuple[int, int, float, float, int, float, bool]] = {}
-        self.leftover = np.zeros((n, width))   # CPUs left on the last node of each type opened this cycle
+        self.leftover = np.zeros((width, n))   # CPUs left on the last node of each type opened this cycle
 
     def gpu_rate(self, models: frozenset[str]) -> np.ndarray:
         """(2, n): one GPU of the allowed models an hour, on demand and spot (inf: no spot); see `gpu_price`.
@@ -185,7 +186,7 @@ class Costs:
         return hit
 
     def _shape_ok(self, cpus: float, memory: float, req: GpuRequest | None) -> np.ndarray:
-        """(sites, types): one node of the type holds the job."""
+        """(types, sites): one node of the type holds the job."""
         key = (cpus, memory, req)
         hit = self._shapes.get(key)
         if hit is None:
@@ -204,7 +205,7 @@ class Costs:
         """(2, n): a node of some type of that kind holds the job (and, unless static, one is still addable)."""
         if static:
             ok = self._shape_ok(cpus, memory, req)
-            return np.stack([(ok & ~self.t_spot).any(axis=1), (ok & self.t_spot).any(axis=1)])
+            return np.stack([(ok & ~self.t_spot).any(axis=0), (ok & self.t_spot).any(axis=0)])
         return self._addable(cpus, memory, req)[0]
 
     def start_delay(self, cpus: float, memory: float, req: GpuRequest | None) -> np.ndarray:
@@ -233,20 +234,22 @@ class Costs:
         return fits, delay
 
     def _fill(self, key: tuple, fits: np.ndarray, delay: np.ndarray, rows: np.ndarray | slice) -> None:
-        """The rows' fits and start delays per kind: the delay of the type `node_for` would add."""
-        ok = self._shape_ok(*key)[rows] & ((self.t_left[rows] > 0) | (self.leftover[rows] >= key[0] - 1e-9))
-        spot, start, price = self.t_spot[rows], self.t_start[rows], self.t_price[rows]
+        """The rows' fits and start delays per kind: the delay of the type `node_for` would add (the
+        cheapest, then the fastest to start)."""
+        ok = self._shape_ok(*key)[:, rows] & ((self.t_left[:, rows] > 0) | (self.leftover[:, rows] >= key[0] - 1e-9))
+        spot, start, price = self.t_spot[:, rows], self.t_start[:, rows], self.t_price[:, rows]
         for k, mask in enumerate((ok & ~spot, ok & spot)):
-            any_ = mask.any(axis=1)
-            fits[k, rows] = any_
-            delay[k, rows] = np.inf
-            if mask.shape[1] and any_.any():
-                col = _cheapest(mask, price, start)
-                delay[k, rows] = np.where(any_, start[np.arange(col.size), col], np.inf)
+            fits[k, rows] = mask.any(axis=0)
+            if not mask.shape[0]:
+                delay[k, rows] = np.inf
+                continue
+            cost = np.where(mask, price, np.inf)
+            cheapest = mask & (cost == cost.min(axis=0))
+            delay[k, rows] = np.where(cheapest, start, np.inf).min(axis=0)
 
     def _fill_row(self, key: tuple, fits: np.ndarray, delay: np.ndarray, i: int) -> None:
         """`_fill` of one row."""
-        shape_ok, left, leftover, price = self._shape_ok(*key)[i], self.t_left[i], self.leftover[i], self.t_price[i]
+        shape_ok, left, leftover, price = self._shape_ok(*key)[:, i], self.t_left[:, i], self.leftover[:, i], self.t_price[:, i]
         best = [(np.inf, np.inf), (np.inf, np.inf)]   # per kind: (price, start) of the cheapest addable type
         found = [False, False]
         for j, t in enumerate(self.types[i]):
@@ -270,10 +273,10 @@ class Costs:
         cheapest node, then the fastest to start; -1: none."""
         best, key = -1, (np.inf, np.inf, np.inf)
         for j, t in enumerate(self.types[i]):
-            room = req is None and self.leftover[i, j] >= cpus - 1e-9   # on a node opened this cycle
-            if t.spot == (kind == SPOT) and (self.t_left[i, j] > 0 or room) and fits_node(t, cpus, memory, req) \
-                    and (not room, self.t_price[i, j], t.start_s) < key:
-                best, key = j, (not room, self.t_price[i, j], t.start_s)
+            room = req is None and self.leftover[j, i] >= cpus - 1e-9   # on a node opened this cycle
+            if t.spot == (kind == SPOT) and (self.t_left[j, i] > 0 or room) and fits_node(t, cpus, memory, req) \
+                    and (not room, self.t_price[j, i], t.start_s) < key:
+                best, key = j, (not room, self.t_price[j, i], t.start_s)
         return best
 
     def took(self, job_id: str, i: int, kind: int, cpus: float, memory: float, free_cpu: float, free_mem: float,
@@ -285,18 +288,18 @@ class Costs:
         self.grow_cpu[k, i] -= cpus - cpu_free
         self.grow_mem[k, i] -= memory - mem_free
         j = self.node_for(kind, i, cpus, memory, req)
-        before = float(self.leftover[i, j]) if j >= 0 else 0.0
+        before = float(self.leftover[j, i]) if j >= 0 else 0.0
         if j >= 0 and (req is not None or before < cpus - cpu_free - 1e-9):
             # A GPU job claims a node of its own (new nodes' GPUs are not bound ahead); a CPU job
             # opens one when the last node of the type opened this cycle has too little left.
-            self.t_left[i, j] -= 1
-            self.leftover[i, j] = 0.0 if req is not None else self.t_cpu[i, j] - (cpus - cpu_free)
+            self.t_left[j, i] -= 1
+            self.leftover[j, i] = 0.0 if req is not None else self.t_cpu[j, i] - (cpus - cpu_free)
             opened = True
         else:
             if j >= 0:
-                self.leftover[i, j] -= cpus - cpu_free
+                self.leftover[j, i] -= cpus - cpu_free
             opened = False
-        if j >= 0 and not self.t_left[i, j]:
+        if j >= 0 and not self.t_left[j, i]:
             self._claimed.append(i)   # the type's last node: whether it is addable now hangs on its leftover
         self._taken[job_id] = (k, i, cpus - cpu_free, memory - mem_free, j, before, opened)
         return cpu_free, mem_free
@@ -310,10 +313,10 @@ class Costs:
         self.grow_cpu[k, i] += cpu
         self.grow_mem[k, i] += mem
         if j >= 0:
-            self.leftover[i, j] = before
+            self.leftover[j, i] = before
             self._claimed.append(i)
         if opened:
-            self.t_left[i, j] += 1
+            self.t_left[j, i] += 1
         return cpu, mem
 
 
@@ -321,11 +324,6 @@ def node_price(t: NodeType, pricing: Pricing | None) -> float:
     """What one node of type t costs an hour at the site's prices (0 for a site without)."""
     rates = (pricing.spot if t.spot else pricing.on_demand) if pricing is not None else None
     return 0.0 if rates is None else rates.hourly(t.cpus, t.memory, t.gpus, t.gpu_model)
-
-
-def _cheapest(mask: np.ndarray, price: np.ndarray, start: np.ndarray) -> np.ndarray:
-    """Per row, the column of the cheapest (then fastest) type the mask allows; any column where none."""
-    return np.lexsort((np.where(mask, start, np.inf), np.where(mask, price, np.inf)), axis=1)[:, 0]
 
 
 def has_spot_nodes(site: object) -> bool:

@@ -14,7 +14,7 @@ import numpy as np
 from policies.feasible import Masks
 from policies.gpus import GpuRequest
 from policies.model import PendingJob
-from policies.pricing import NOW, ON_DEMAND, PREFER, SPOT
+from policies.pricing import NEVER, NOW, ON_DEMAND, PREFER, SPOT
 
 W_LOCALITY = 4.0   # all of the job's data already at the site
 W_PREFER = 2.0     # the site or its region is in placement.prefer
@@ -46,11 +46,8 @@ def best_first(scores: np.ndarray) -> Iterator[int]:
 def score(m: Masks, sel: np.ndarray | slice, job: PendingJob, req: GpuRequest | None, locality: np.ndarray,
           prefer: np.ndarray) -> np.ndarray:
     """Scores of the sites `sel` picks (an index array, or slice(None) for all of them)."""
-    free_frac = ((m.free_cpu[sel] - job.cpus) * m.inv[0][sel] + (m.free_mem[sel] - job.memory) * m.inv[1][sel]) \
-        * m.inv_dims[sel] + m.no_dims[sel]
-    running = m.running[sel]
-    spread = free_frac
-    total = W_LOCALITY * locality[sel] + W_PREFER * prefer[sel] - W_LOAD * running / (running + 4.0)
+    spread = m.free_frac[sel] - _taking(m, job.cpus, job.memory)[sel]
+    total = _affinity(m, job, locality, prefer)[sel] - W_LOAD * m.load[sel]
     if req is not None:
         g = m.gpu
         # Across sites, spread GPU work (emptier in the models the job accepts wins): every site keeps
@@ -75,52 +72,94 @@ def score(m: Masks, sel: np.ndarray | slice, job: PendingJob, req: GpuRequest | 
             # Else on a node already partly used, so untouched nodes stay whole.
             total += W_SHARED * shared + W_TIGHT * (~shared) * g.tightness(GpuRequest(count=1, models=req.models), sel)
     if m.costs.elastic:   # elastic sites pack instead: an emptier node is one that could be let go
-        spread = np.where(m.costs.grows[sel], -spread, spread)
+        spread *= _packing(m)[sel]
     return total + W_FREE * spread
 
 
+def _taking(m: Masks, cpus: float, memory: float) -> np.ndarray:
+    """Per site, the mean fraction of its CPUs and memory a job of this size takes."""
+    key = ("taking", cpus, memory)
+    hit = m.scoring.get(key)
+    if hit is None:
+        hit = m.scoring[key] = cpus * m.per_cpu + memory * m.per_byte
+    return hit
+
+
+def _affinity(m: Masks, job: PendingJob, locality: np.ndarray, prefer: np.ndarray) -> np.ndarray:
+    """Per site, the score of holding the job's data and of being preferred by it."""
+    key = ("affinity", job.datasets, job.prefer)
+    hit = m.scoring.get(key)
+    if hit is None:
+        hit = m.scoring[key] = W_LOCALITY * locality + W_PREFER * prefer
+    return hit
+
+
+def _packing(m: Masks) -> np.ndarray:
+    key = ("packing",)
+    hit = m.scoring.get(key)
+    if hit is None:
+        hit = m.scoring[key] = np.where(m.costs.grows, -1.0, 1.0)
+    return hit
+
+
 def offers(m: Masks, sel: np.ndarray | slice, job: PendingJob, req: GpuRequest | None, grow: np.ndarray | None
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+           ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray]:
     """Per selected site: how the job would start there (pricing.NOW, ON_DEMAND or SPOT), after how
     many seconds, at what price per hour. Free capacity first, always: it costs nothing extra to
     start. Else (`grow`: (2, n) fits on a new on-demand / spot node) on a new node: the sooner
-    (optimize time) or the cheaper (optimize cost) kind, spot first for a job that prefers it."""
+    (optimize time) or the cheaper (optimize cost) kind, spot first for a job that prefers it.
+    Without `grow`, every site starts it now: (None, None, price)."""
     price = m.costs.hourly(job.cpus, job.memory, req)[:, sel]
     if grow is None:
-        return np.zeros(price.shape[1], dtype=np.int64), np.zeros(price.shape[1]), price[0]
-    fits = m.free_now(job, req)[0]
+        return None, None, price[0]
+    fits = m.free_now(job, req)[0][sel]
     delay = m.costs.start_delay(job.cpus, job.memory, req)[:, sel]
     od, sp = grow[0][sel], grow[1][sel]
+    if job.spot == NEVER:   # free_later took spot growth away
+        kind = np.where(fits, NOW, ON_DEMAND)
+        return kind, np.where(fits, 0.0, delay[0]), price[0]
     if job.spot == PREFER:
         spot_first = np.ones_like(sp)
     elif job.optimize_cost:
         spot_first = (price[1] < price[0]) | ((price[1] == price[0]) & (delay[1] < delay[0]))
     else:
         spot_first = (delay[1] < delay[0]) | ((delay[1] == delay[0]) & (price[1] < price[0]))
-    use_spot = sp & (spot_first | ~od)
-    kind = np.where(fits[sel], NOW, np.where(use_spot, SPOT, ON_DEMAND))
-    k = (kind == SPOT).astype(np.int64)
-    cols = np.arange(k.size)
-    return kind, np.where(kind == NOW, 0.0, delay[k, cols]), price[k, cols]
+    use_spot = sp & (spot_first | ~od) & ~fits
+    kind = np.where(fits, NOW, np.where(use_spot, SPOT, ON_DEMAND))
+    return kind, np.where(fits, 0.0, np.where(use_spot, delay[1], delay[0])), np.where(use_spot, price[1], price[0])
 
-
-def paid(m: Masks, sel: np.ndarray | slice, kind: np.ndarray) -> np.ndarray:
-    """Per selected site: the job would run on nodes an elastic site has up (and pays for by the hour)."""
-    return (kind == NOW) & m.costs.grows[sel]
-
-
-def economics(kind: np.ndarray, delay: np.ndarray, price: np.ndarray, job: PendingJob,
-              eligible: np.ndarray) -> np.ndarray:
-    """The score's part for start delay and price, over the sites scored; prices are compared among
-    the `eligible` ones only, so no site the job cannot use moves the scale."""
-    finite = price[eligible & np.isfinite(price)]
-    top = float(finite.max()) if finite.size else 0.0
+def economics(m: Masks, sel: np.ndarray | slice, job: PendingJob, kind: np.ndarray | None, delay: np.ndarray | None,
+              price: np.ndarray, eligible: np.ndarray) -> np.ndarray:
+    """The score's part for start delay and price over the sites scored, from `offers`; prices are
+    compared among the `eligible` ones only, so no site the job cannot use moves the scale. Data staged
+    to a site counts: its egress as an hour's price, its copy as a start delay."""
+    if job.datasets:
+        stage_cost, stage_s = m.staging(job.datasets)
+        price = price + stage_cost[sel]
+        delay = stage_s[sel] if delay is None else delay + stage_s[sel]
+    finite = price[eligible if kind is None else eligible & np.isfinite(price)]   # on-demand prices are finite
+    top = float(np.maximum.reduce(finite, initial=0.0))
     share = price / top if top > 0 else np.zeros_like(price)   # the job's share of a site's price, 0..1
-    wait = 1.0 - DELAY_SCALE / (delay + DELAY_SCALE)   # 1 where the delay is infinite
+    wait = None if delay is None else 1.0 - DELAY_SCALE / (delay + DELAY_SCALE)   # 1 where the delay is infinite
+    if kind is None:   # every site starts it now, on capacity it has
+        out = -W_PRICE * share - _paid(m)[sel]
+        return out if wait is None else out - (W_WAIT if job.optimize_cost else W_DELAY) * wait
+    assert wait is not None
     later = kind != NOW
+    paid = W_PAID * (~later & m.costs.grows[sel])
     if not job.optimize_cost:
-        return -W_DELAY * (later + wait) - W_PRICE * share
+        return -W_DELAY * (later + wait) - W_PRICE * share - paid
     # Capacity a site has adds nothing to the bill (it is paid for, or owned): it goes first, the
     # cheaper of such sites first; else the cheapest node to add, the sooner of equals.
     return -W_DELAY * later - W_COST * np.where(later, share, 0.0) - W_PRICE * np.where(later, 0.0, share) \
-        - W_WAIT * wait
+        - W_WAIT * wait - paid
+
+
+def _paid(m: Masks) -> np.ndarray:
+    """Per site, the score lost by running on nodes an elastic site has up (and pays for by the hour)."""
+    key = ("paid",)
+    hit = m.scoring.get(key)
+    if hit is None:
+        hit = m.scoring[key] = W_PAID * m.costs.grows
+    return hit
+
