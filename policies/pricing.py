@@ -249,7 +249,8 @@ class Costs:
 
     def _fill_row(self, key: tuple, fits: np.ndarray, delay: np.ndarray, i: int) -> None:
         """`_fill` of one row."""
-        shape_ok, left, leftover, price = self._shape_ok(*key)[:, i], self.t_left[:, i], self.leftover[:, i], self.t_price[:, i]
+        shape_ok, left = self._shape_ok(*key)[:, i], self.t_left[:, i]
+        leftover, price = self.leftover[:, i], self.t_price[:, i]
         best = [(np.inf, np.inf), (np.inf, np.inf)]   # per kind: (price, start) of the cheapest addable type
         found = [False, False]
         for j, t in enumerate(self.types[i]):
