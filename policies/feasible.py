@@ -189,8 +189,8 @@ class Masks:
         self._locality: dict[tuple, np.ndarray] = {}
         self._by_shape: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         self._free: dict[tuple, tuple[np.ndarray, np.ndarray, bool]] = {}
-        self._no_free = np.full(self.n, NO_FREE, dtype=np.uint8)
-        self._no_free.flags.writeable = False
+        self.no_free = np.full(self.n, NO_FREE, dtype=np.uint8)   # capacity codes where nothing is free
+        self.no_free.flags.writeable = False
         self._later: dict[tuple, tuple[np.ndarray, np.ndarray, bool]] = {}
         self._data_ok: dict[tuple, np.ndarray] = {}
         self._shape_ok: dict[tuple, np.ndarray] = {}
@@ -381,7 +381,7 @@ class Masks:
         hit = self._free.get(key)
         if hit is None:
             fits = (self.free_cpu >= job.cpus - EPS) & (self.free_mem >= job.memory - EPS)
-            now = self._no_free
+            now = self.no_free
             if req is not None:
                 shaped, enough = self.gpu.fits_now(req)
                 now = np.where(fits & enough & ~shaped, FRAGMENTED, NO_FREE).astype(np.uint8)

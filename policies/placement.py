@@ -147,9 +147,12 @@ class _Cycle:
                 self.starved.append((job, req, self.masks.may_use(job, req, ())))
             return Unplaced(job.id, None, None, seen if in_gang else self._reserve(job, req, seen, []))
         masks = self.masks
-        fits, now, anywhere = masks.free_now(job, req)
         topology: list[int] = []    # sites where the exact fit showed the shape can never be held
-        allowed = None
+        # Every filter but capacity now: where none passes, what is free says nothing of why not.
+        allowed = masks.may_use(job, req, ())
+        if not np.count_nonzero(allowed):
+            return self._refuse(job, req, key, masks.no_free, topology, in_gang)
+        fits, now, anywhere = masks.free_now(job, req)
         # Capacity a site has comes first, always: nodes to add are looked at only when no site the
         # job may use can start it now.
         for later in (False, True) if masks.costs.elastic else (False,):
@@ -160,8 +163,6 @@ class _Cycle:
                 continue
             # Eligible = data may go there, the job's narrowing and whole-site shape allow it,
             # the site is healthy, and it has room; the per-site codes wait until needed.
-            if allowed is None:
-                allowed = masks.may_use(job, req, ())
             ok = allowed & fits
             eligible = int(np.count_nonzero(ok))
             if eligible:

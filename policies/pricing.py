@@ -249,13 +249,13 @@ class Costs:
 
     def _fill_row(self, key: tuple, fits: np.ndarray, delay: np.ndarray, i: int) -> None:
         """`_fill` of one row."""
-        shape_ok, left = self._shape_ok(*key)[:, i], self.t_left[:, i]
-        leftover, price = self.leftover[:, i], self.t_price[:, i]
+        shape_ok, left = self._shape_ok(*key)[:, i].tolist(), self.t_left[:, i].tolist()
+        leftover, price = self.leftover[:, i].tolist(), self.t_price[:, i].tolist()
         best = [(np.inf, np.inf), (np.inf, np.inf)]   # per kind: (price, start) of the cheapest addable type
         found = [False, False]
         for j, t in enumerate(self.types[i]):
             if shape_ok[j] and (left[j] > 0 or leftover[j] >= key[0] - 1e-9):
-                k, cand = int(t.spot), (float(price[j]), t.start_s)
+                k, cand = int(t.spot), (price[j], t.start_s)
                 if not found[k] or cand < best[k]:
                     best[k], found[k] = cand, True
         for k in (0, 1):
