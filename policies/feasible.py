@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from policies.gpu_state import GpuState
-from policies.gpus import MILLI, Binding, GpuRequest, Slot, synthesized
+from policies.gpus import MILLI, Binding, GpuRequest, Slot, refusing_spot, synthesized
 from policies.model import PendingJob, Reason, SiteView
 from policies.pricing import (
     NEVER,
@@ -109,14 +109,17 @@ def fmt_resources(cpus: float, memory: float, gpus: float) -> str:
 
 
 def gpu_request(job: PendingJob) -> GpuRequest | None:
-    """The job's GPU shape; legacy `gpus` alone means that many whole GPUs of any type."""
+    """The job's GPU shape; legacy `gpus` alone means that many whole GPUs of any type. A job that
+    refuses spot is never given GPUs of a spot node."""
     if job.gpu is not None and job.gpu.wanted:
-        return job.gpu
-    if job.gpus <= EPS:
+        req = job.gpu
+    elif job.gpus <= EPS:
         return None
-    if job.gpus < 1:
-        return GpuRequest(share=max(1, round(job.gpus * MILLI)))
-    return GpuRequest(count=round(job.gpus))
+    elif job.gpus < 1:
+        req = GpuRequest(share=max(1, round(job.gpus * MILLI)))
+    else:
+        req = GpuRequest(count=round(job.gpus))
+    return refusing_spot(req) if job.spot == NEVER and req.spot else req
 
 
 def gpu_state(snapshot: Snapshot) -> GpuState:

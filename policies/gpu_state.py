@@ -71,6 +71,9 @@ class GpuState:
         self.model_of = np.array(model_of, dtype=np.int16)
         self.memory_of = np.array(memory_of, dtype=np.int64)
         self.domain_of = np.array(domain_of, dtype=np.int64)
+        # GPUs of spot nodes and sites with any: there a request refusing spot takes the general search.
+        self.spot_of = np.array([n.spot for inv in inventories for n in inv.nodes for _ in n.domains], dtype=bool)
+        self.spot_sites = np.bincount(self.site_of[self.spot_of], minlength=len(self.sites)) > 0
         self.free = np.full(len(site_of), MILLI, dtype=np.int32)
         self.demand: Demand | None = None   # the workload's asks: with them, FGD chooses inside a site
         self._index_groups(node_count)
@@ -259,7 +262,22 @@ class GpuState:
 
     def fits_now(self, req: GpuRequest) -> tuple[np.ndarray, np.ndarray]:
         """Per site: (`may_fit` now, enough whole GPUs of a wanted model whatever their shape).
-        One comparison on a per-site array for the common requests; `may_fit` otherwise."""
+        One comparison on a per-site array for the common requests; `may_fit` otherwise. For a
+        request that refuses spot, exact at the sites with spot nodes."""
+        shaped, enough = self._fits_now(req)
+        if req.spot or not self.spot_sites.any():
+            return shaped, enough
+        shaped, enough = shaped.copy(), enough.copy()
+        ms = self.model_ids(req.models)
+        for s in np.flatnonzero(self.spot_sites).tolist():
+            a, b = self.sites[s].start, self.sites[s].end
+            mine = ~self.spot_of[a:b] & np.isin(self.model_of[a:b], ms)
+            shaped[s] = self.fit(s, req)[0] is not None
+            enough[s] = int(np.count_nonzero(mine & (self.free[a:b] == MILLI))) >= req.count if req.count \
+                else shaped[s]
+        return shaped, enough
+
+    def _fits_now(self, req: GpuRequest) -> tuple[np.ndarray, np.ndarray]:
         one = None
         if not req.models and not req.memory and not req.per_node:
             one = (self.whole_any, self.domain_any, self.share_any)
@@ -292,7 +310,8 @@ class GpuState:
 
     def fit(self, s: int, req: GpuRequest, capacity: bool = False) -> tuple[Binding | None, Miss | None]:
         """The best block for `req` at site s, or why there is none."""
-        if not capacity:
+        no_spot = not req.spot and bool(self.spot_sites[s])
+        if not capacity and not no_spot:
             fast = self._fit_fast(s, req)
             if fast is not None:
                 return fast, None
@@ -302,6 +321,10 @@ class GpuState:
         model = self.model_of[a:b]
         ms = self.model_ids(req.models)
         have = np.isin(model, ms) & (self.memory_of[a:b] >= (req.memory if req.count else 0))
+        if no_spot and have.any():
+            have &= ~self.spot_of[a:b]
+            if not have.any():   # spot nodes come and go; an on-demand one may yet be added
+                return None, Miss(False, "only spot nodes here have such GPUs; the job refuses spot", "capacity")
         if not have.any():
             return None, Miss(True, type_miss(site, req), "gpu-type")
         view = SiteGpus(site, free, self.node_of[a:b], self.domain_of[a:b], self.memory_of[a:b], self.local[a:b])

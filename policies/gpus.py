@@ -7,8 +7,9 @@ federation; the federation-wide free-GPU state is `policies.gpu_state.GpuState`.
 """
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 MILLI = 1000  # one whole GPU in thousandths
@@ -24,6 +25,7 @@ class GpuNode:
     domains: tuple[str, ...] = ()         # NVLink domain of each GPU; "" = no NVLink peer
     rack: str = ""
     block: str = ""
+    spot: bool = False                    # a spot node, which the cloud may take back at any time
 
     @property
     def gpus(self) -> int:
@@ -51,12 +53,13 @@ class GpuRequest:
     nvlink: Need = ""
     per_node: int = 0
     colocate: Colocate = ""
+    spot: bool = True                     # may be given GPUs of spot nodes (False: a job that refuses spot)
     _hash: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Requests key the scheduler's per-cycle caches: hash once, not on every lookup.
         object.__setattr__(self, "_hash", hash((self.count, self.share, self.memory, self.models, self.nvlink,
-                                                self.per_node, self.colocate)))
+                                                self.per_node, self.colocate, self.spot)))
 
     def __hash__(self) -> int:
         return self._hash
@@ -86,6 +89,12 @@ class GpuRequest:
         if self.colocate:
             s += f", nodes in one {self.colocate}"
         return s
+
+
+@functools.lru_cache(maxsize=4096)
+def refusing_spot(req: GpuRequest) -> GpuRequest:
+    """The request of a job that refuses spot: never given GPUs of a spot node."""
+    return replace(req, spot=False)
 
 
 @dataclass(frozen=True, slots=True)

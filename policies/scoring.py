@@ -62,7 +62,8 @@ def score(m: Masks, sel: np.ndarray | slice, job: PendingJob, req: GpuRequest | 
         if req.count:
             total += W_TIGHT * g.tightness(req, sel)
         if req.count and req.nvlink == "preferred":
-            total += W_NVLINK * g.fits_now(GpuRequest(count=req.count, models=req.models, nvlink="required"))[0][sel]
+            total += W_NVLINK * g.fits_now(GpuRequest(count=req.count, models=req.models, nvlink="required",
+                                                     spot=req.spot))[0][sel]
         elif not req.count:
             if req.share and not req.models:
                 shared = g.shared_any[sel] >= req.share

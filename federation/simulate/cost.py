@@ -69,7 +69,8 @@ class _Node:
         self.jobs: set[str] = set()
         self.waiting: list[_Run] = []
         self.idle_stamp = 0
-        self.inv = GpuNode(name, t.gpu_model, int(t.gpu_memory), (f"{name}/nv" if nvlink else "",) * t.gpus)
+        self.inv = GpuNode(name, t.gpu_model, int(t.gpu_memory), (f"{name}/nv" if nvlink else "",) * t.gpus,
+                           spot=t.spot)
 
     def room(self, j: CostJob) -> Binding | None:
         """The GPUs `j` would take here (first fit; shares packed onto a shared GPU first); None: no room."""
@@ -206,7 +207,7 @@ class _Sim:
         i = self.index[d.site]
         site = self.sites[i]
         if not d.node_type:
-            node = self.cloud_node(i, d.binding, r.job) if site.types else None
+            node = self.cloud_node(i, d.binding, r.job, r.pending.spot != NEVER) if site.types else None
             binding = d.binding
         else:
             t_ = next(x for x in site.types if x.name == d.node_type)
@@ -240,13 +241,14 @@ class _Sim:
             return True
         return self.state.fit(0, r.job.gpu)[0] is not None
 
-    def cloud_node(self, i: int, binding: Binding, j: CostJob) -> _Node | None:
+    def cloud_node(self, i: int, binding: Binding, j: CostJob, spot: bool) -> _Node | None:
         """The ready node a job placed on a cloud site's capacity runs on: its GPUs', or for a CPU job the
-        node with most free CPUs (CPU nodes first); None for a job that holds nothing where nothing is up."""
+        node with most free CPUs (CPU nodes first; on-demand ones for a job that refuses spot, as the
+        agent's label selector asks of Ray); None for a job that holds nothing where nothing is up."""
         nodes = self.nodes[i]
         if binding:
             return nodes[binding[0].node]
-        ready = [n for n in nodes.values() if n.ready]
+        ready = [n for n in nodes.values() if n.ready and (spot or not n.type.spot)]
         return max(ready, key=lambda n: (n.free_cpus >= j.cpus, not n.type.gpus, n.free_cpus), default=None)
 
     def audit(self, j: CostJob, i: int, node: _Node | None, binding: Binding) -> None:

@@ -20,6 +20,8 @@ from policies import (
     schedule,
     static_verdict,
 )
+from policies.gpu_state import GpuState
+from policies.gpus import GpuNode, GpuRequest, Inventory, Slot
 from policies.pricing import ALLOW, NEVER, ON_DEMAND, PREFER, SPOT, Costs, Elastic, NodeType, Pricing, Rates
 
 GiB = 2**30
@@ -267,3 +269,21 @@ def test_property_room_to_grow_kept_up_to_date_site_by_site_equals_a_fresh_count
         costs._fill(shape, fits, delay, slice(None))
         kept = costs._addable(*shape)
         assert (kept[0] == fits).all() and (kept[1] == delay).all(), shape
+
+
+def test_a_job_that_refuses_spot_is_never_given_gpus_of_a_spot_node_that_is_up():
+    a10g = dict(cpus=4, memory=16 * GiB, max=2, gpus=1, gpu_model="A10G", gpu_memory=24 * GiB)
+    types = (NodeType("a10g-od", start_s=150, **a10g), NodeType("a10g-spot", spot=True, start_s=180, **a10g))
+    spot_node = GpuNode("a10g-spot-0", "A10G", 24 * GiB, ("",), spot=True)
+    site = cloud(types=types, up={"a10g-spot": 1}, cpus=4.0, memory=16 * GiB, gpus=1.0)
+    w = replace(world(onprem(), site), gpus=GpuState([Inventory(), Inventory((spot_node,))]))
+    got = {d.job_id: (d.node_type, d.binding, d.spot) for d in
+           (schedule(w, [job(name, gpus=1, spot=spot)], 0).decisions[0]
+            for name, spot in (("never", NEVER), ("allow", ALLOW)))}
+    assert got == {"never": ("a10g-od", (), False), "allow": ("", (Slot("a10g-spot-0", (0,)),), False)}
+    # The GPU state itself: the spot node's GPU is free, yet not for a request that refuses spot.
+    state, refusing = w.gpus, GpuRequest(count=1, spot=False)
+    assert state.fits_now(GpuRequest(count=1))[0].tolist() == [False, True]
+    assert state.fits_now(refusing)[0].tolist() == [False, False]
+    binding, miss = state.fit(1, refusing)
+    assert binding is None and miss is not None and not miss.static   # an on-demand node may yet be added

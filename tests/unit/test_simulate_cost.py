@@ -145,3 +145,12 @@ def test_the_cli_defaults_are_the_config_defaults():
             args.load, args.speedup, args.seed) == (cfg.onprem_share, cfg.spot_rate, cfg.start_delay,
                                                     cfg.idle_timeout, cfg.max_nodes, cfg.jobs_cap, cfg.load,
                                                     cfg.speedup, cfg.seed)
+
+
+def test_a_job_that_refuses_spot_never_rides_a_spot_node_that_is_up():
+    # Optimizing cost, the checkpointing job starts a US spot 4 x T4 node; the second job, without a
+    # checkpoint, arrives while three of its GPUs are free, and starts an on-demand node instead.
+    w = workload(job("a", checkpoint=True), job("b", arrival=1000.0))
+    o = cost.run(w, "ours-cost", CFG)
+    assert o.spot_unasked == 0 and o.done == 2
+    assert sorted(b.node_type for b in o.bills) == ["t4x4-od", "t4x4-spot"]
