@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.needs import missing
+
 MISSING = "PostgreSQL not installed: apt-get install postgresql"
 DATABASE = "fedctl"
 # A throwaway cluster: durability is not what is tested, speed is.
@@ -104,9 +106,7 @@ def _free_port() -> int:
 def postgres() -> Iterator[PostgresServer]:
     bin_dir = binaries()
     if bin_dir is None:
-        if os.environ.get("CI"):
-            pytest.fail(MISSING, pytrace=False)
-        pytest.skip(MISSING)
+        missing(MISSING)
     root = Path(tempfile.mkdtemp(prefix="fedctl-pg-"))
     server = PostgresServer(bin_dir, root)
     try:

@@ -20,6 +20,7 @@ from federation.local import CONFIGS, LocalFederation
 from site_agent.isolation import _ACL, _USER, _entries
 from tests.e2e.conftest import running
 from tests.e2e.test_federation import job
+from tests.needs import missing
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -32,7 +33,7 @@ USERS = ("fedjob", "fedjob-alpha", "fedjob-beta")
 @pytest.fixture(scope="module")
 def fed():
     if os.geteuid() != 0:
-        pytest.skip("jobs run as OS users of their own only when the agent runs as root")
+        missing("jobs run as OS users of their own only when the agent runs as root (CI runs as root)")
     for user in USERS:
         if subprocess.run(["id", user], capture_output=True).returncode != 0:
             subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", user],
