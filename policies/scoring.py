@@ -7,7 +7,7 @@ whole ones for fractional jobs. With prices: `offers` and `economics` (start del
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -46,8 +46,11 @@ def best_first(scores: np.ndarray) -> Iterator[int]:
 def score(m: Masks, sel: np.ndarray | slice, job: PendingJob, req: GpuRequest | None, locality: np.ndarray,
           prefer: np.ndarray) -> np.ndarray:
     """Scores of the sites `sel` picks (an index array, or slice(None) for all of them)."""
-    spread = m.free_frac[sel] - _taking(m, job.cpus, job.memory)[sel]
-    total = _affinity(m, job, locality, prefer)[sel] - W_LOAD * m.load[sel]
+    # The mean fraction of CPUs and memory left free after placing, and the data and preference terms.
+    spread = m.free_frac[sel] - _kept(m, ("taking", job.cpus, job.memory),
+                                      lambda: job.cpus * m.per_cpu + job.memory * m.per_byte)[sel]
+    total = _kept(m, ("affinity", job.datasets, job.prefer),
+                  lambda: W_LOCALITY * locality + W_PREFER * prefer)[sel] - W_LOAD * m.load[sel]
     if req is not None:
         g = m.gpu
         # Across sites, spread GPU work (emptier in the models the job accepts wins): every site keeps
@@ -73,33 +76,15 @@ def score(m: Masks, sel: np.ndarray | slice, job: PendingJob, req: GpuRequest | 
             # Else on a node already partly used, so untouched nodes stay whole.
             total += W_SHARED * shared + W_TIGHT * (~shared) * g.tightness(GpuRequest(count=1, models=req.models), sel)
     if m.costs.elastic:   # elastic sites pack instead: an emptier node is one that could be let go
-        spread *= _packing(m)[sel]
+        spread *= _kept(m, ("packing",), lambda: np.where(m.costs.grows, -1.0, 1.0))[sel]
     return total + W_FREE * spread
 
 
-def _taking(m: Masks, cpus: float, memory: float) -> np.ndarray:
-    """Per site, the mean fraction of its CPUs and memory a job of this size takes."""
-    key = ("taking", cpus, memory)
+def _kept(m: Masks, key: tuple, make: Callable[[], np.ndarray]) -> np.ndarray:
+    """One of the scorer's per-cycle arrays, made on first use (`Masks.scoring`)."""
     hit = m.scoring.get(key)
     if hit is None:
-        hit = m.scoring[key] = cpus * m.per_cpu + memory * m.per_byte
-    return hit
-
-
-def _affinity(m: Masks, job: PendingJob, locality: np.ndarray, prefer: np.ndarray) -> np.ndarray:
-    """Per site, the score of holding the job's data and of being preferred by it."""
-    key = ("affinity", job.datasets, job.prefer)
-    hit = m.scoring.get(key)
-    if hit is None:
-        hit = m.scoring[key] = W_LOCALITY * locality + W_PREFER * prefer
-    return hit
-
-
-def _packing(m: Masks) -> np.ndarray:
-    key = ("packing",)
-    hit = m.scoring.get(key)
-    if hit is None:
-        hit = m.scoring[key] = np.where(m.costs.grows, -1.0, 1.0)
+        hit = m.scoring[key] = make()
     return hit
 
 
@@ -129,6 +114,7 @@ def offers(m: Masks, sel: np.ndarray | slice, job: PendingJob, req: GpuRequest |
     kind = np.where(fits, NOW, np.where(use_spot, SPOT, ON_DEMAND))
     return kind, np.where(fits, 0.0, np.where(use_spot, delay[1], delay[0])), np.where(use_spot, price[1], price[0])
 
+
 def economics(m: Masks, sel: np.ndarray | slice, job: PendingJob, kind: np.ndarray | None, delay: np.ndarray | None,
               price: np.ndarray, eligible: np.ndarray) -> np.ndarray:
     """The score's part for start delay and price over the sites scored, from `offers`; prices are
@@ -143,7 +129,7 @@ def economics(m: Masks, sel: np.ndarray | slice, job: PendingJob, kind: np.ndarr
     share = price / top if top > 0 else np.zeros_like(price)   # the job's share of a site's price, 0..1
     wait = None if delay is None else 1.0 - DELAY_SCALE / (delay + DELAY_SCALE)   # 1 where the delay is infinite
     if kind is None:   # every site starts it now, on capacity it has
-        out = -W_PRICE * share - _paid(m)[sel]
+        out = -W_PRICE * share - _kept(m, ("paid",), lambda: W_PAID * m.costs.grows)[sel]
         return out if wait is None else out - (W_WAIT if job.optimize_cost else W_DELAY) * wait
     assert wait is not None
     later = kind != NOW
@@ -154,13 +140,4 @@ def economics(m: Masks, sel: np.ndarray | slice, job: PendingJob, kind: np.ndarr
     # cheaper of such sites first; else the cheapest node to add, the sooner of equals.
     return -W_DELAY * later - W_COST * np.where(later, share, 0.0) - W_PRICE * np.where(later, 0.0, share) \
         - W_WAIT * wait - paid
-
-
-def _paid(m: Masks) -> np.ndarray:
-    """Per site, the score lost by running on nodes an elastic site has up (and pays for by the hour)."""
-    key = ("paid",)
-    hit = m.scoring.get(key)
-    if hit is None:
-        hit = m.scoring[key] = W_PAID * m.costs.grows
-    return hit
 
