@@ -37,20 +37,22 @@ def inventory_of(nodes: list[NodeSpec]) -> Inventory:
             for k, group in enumerate(spec.nvlink):
                 for g in group:
                     domains[g] = f"{name}/nvlink{k}"
-            out.append(GpuNode(name, spec.gpus.model, spec.gpus.memory, tuple(domains), spec.rack, spec.block))
+            out.append(GpuNode(name, spec.gpus.model, spec.gpus.memory, tuple(domains), spec.rack, spec.block,
+                               spec.spot))
     return Inventory(tuple(out))
 
 
 def inventory_to_json(inv: Inventory) -> str:
-    return json.dumps([[n.name, n.model, n.memory, list(n.domains), n.rack, n.block] for n in inv.nodes],
-                      separators=(",", ":"))
+    # A spot node's row has a seventh field: rows stored before spot existed read back unchanged.
+    return json.dumps([[n.name, n.model, n.memory, list(n.domains), n.rack, n.block, *([True] if n.spot else [])]
+                       for n in inv.nodes], separators=(",", ":"))
 
 
 def inventory_from_json(text: str | None) -> Inventory:
     if not text:
         return Inventory()
-    return Inventory(tuple(GpuNode(name, model, int(memory), tuple(domains), rack, block)
-                           for name, model, memory, domains, rack, block in json.loads(text)))
+    return Inventory(tuple(GpuNode(name, model, int(memory), tuple(domains), rack, block, bool(spot and spot[0]))
+                           for name, model, memory, domains, rack, block, *spot in json.loads(text)))
 
 
 def digest(inv: Inventory) -> str:

@@ -114,12 +114,13 @@ def agreement_proof(proof: str, site: str, key: bytes) -> str:
 
 def inventory_to_pb(inv: Inventory) -> pb.Inventory:
     return pb.Inventory(nodes=[pb.GpuNode(name=n.name, model=n.model, memory_bytes=n.memory, domains=n.domains,
-                                          rack=n.rack, block=n.block) for n in inv.nodes], digest=digest(inv))
+                                          rack=n.rack, block=n.block, spot=n.spot) for n in inv.nodes],
+                        digest=digest(inv))
 
 
 def inventory_from_pb(msg: pb.Inventory, where: str) -> Inventory:
     """What an agent published, bounded and checked: InvalidSpec names the node."""
-    inv = Inventory(tuple(GpuNode(n.name, n.model, n.memory_bytes, tuple(n.domains), n.rack, n.block)
+    inv = Inventory(tuple(GpuNode(n.name, n.model, n.memory_bytes, tuple(n.domains), n.rack, n.block, n.spot)
                           for n in msg.nodes))
     return check_inventory(inv, where)
 

@@ -157,6 +157,8 @@ class NodeSpec(Strict):
     fabric: str | None = Field(default=None, description="NVLink fabric clique id shared with other nodes")
     rack: str = ""
     block: str = ""
+    spot: bool = Field(default=False, description="a spot node, which the cloud may take back: only jobs "
+                                                  "that accept spot are given its GPUs")
 
     @field_validator("name")
     @classmethod

@@ -98,20 +98,22 @@ class Resources(_message.Message):
     def __init__(self, cpus: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., gpus: _Optional[float] = ...) -> None: ...
 
 class GpuNode(_message.Message):
-    __slots__ = ("name", "model", "memory_bytes", "domains", "rack", "block")
+    __slots__ = ("name", "model", "memory_bytes", "domains", "rack", "block", "spot")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     DOMAINS_FIELD_NUMBER: _ClassVar[int]
     RACK_FIELD_NUMBER: _ClassVar[int]
     BLOCK_FIELD_NUMBER: _ClassVar[int]
+    SPOT_FIELD_NUMBER: _ClassVar[int]
     name: str
     model: str
     memory_bytes: int
     domains: _containers.RepeatedScalarFieldContainer[str]
     rack: str
     block: str
-    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., domains: _Optional[_Iterable[str]] = ..., rack: _Optional[str] = ..., block: _Optional[str] = ...) -> None: ...
+    spot: bool
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., domains: _Optional[_Iterable[str]] = ..., rack: _Optional[str] = ..., block: _Optional[str] = ..., spot: bool = ...) -> None: ...
 
 class Inventory(_message.Message):
     __slots__ = ("nodes", "digest")

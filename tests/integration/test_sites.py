@@ -195,3 +195,22 @@ def test_a_user_calling_site_methods_is_refused_before_taking_a_sites_thread(fed
         assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
         assert refused.value.details() == "certificate for admin (federation-admin) is not a site's"
     channel.close()
+
+
+def test_a_job_that_refuses_spot_is_never_bound_to_a_spot_node_an_agent_published(federation, client):
+    stub, channel = site_stub(federation)
+    spot = gpu_node("spot-0", 4)
+    spot.spot = True
+    stub.RegisterSite(pb.RegisterSiteRequest(name="eu-west", location=pb.Location(jurisdiction="DE", region="eu-west"),
+                                             capacity=pb.Resources(cpus=8, memory_bytes=8 * GiB, gpus=4),
+                                             inventory=pb.Inventory(nodes=[spot])), timeout=5)
+    agent = AgentStream(stub, "eu-west")
+    refusing = client.submit(make_spec(resources={"gpus": 1}))   # no checkpoint: spot never, by default
+    p = wait_for(lambda: (e := refusing.placement).verdicts and e, 5, "a verdict")
+    assert p.verdicts[0].reason_code == "no-free-capacity"
+    accepting = client.submit(make_spec(resources={"gpus": 1}, placement={"spot": "allow"}))
+    (a,) = wait_for(lambda: agent.next_assignments(), 5, "an assignment")
+    assert a.job_id == accepting.id and [s.node for s in a.binding] == ["spot-0"]
+    assert refusing.status().state == "pending"
+    agent.close()
+    channel.close()

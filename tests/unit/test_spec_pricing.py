@@ -1,5 +1,5 @@
-"""Prices, elastic node types, a job's cost goals and a queue's budget: good specs load, bad ones
-get one line naming the field, the file and the line."""
+"""Prices, elastic node types, spot nodes, a job's cost goals and a queue's budget: good specs load,
+bad ones get one line naming the field, the file and the line."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from federation.errors import InvalidSpec
+from federation.gpus import inventory_from_json, inventory_of, inventory_to_json
 from federation.spec import job_from_text, load_policy, load_site
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,3 +118,16 @@ def test_a_budget_is_a_limit_not_a_share(tmp_path):
     path.write_text(POLICY.replace("limit: {cpus: 64, cost_per_day: 250}", "deserved: {cost_per_day: 250}"))
     with pytest.raises(InvalidSpec, match="deserved.cost_per_day: a budget is a limit, not a share"):
         load_policy(path)
+
+
+def test_a_declared_spot_node_is_marked_in_the_inventory_and_survives_the_store_s_json(tmp_path):
+    text = (ROOT / "configs" / "sites" / "eu-west.yaml").read_text().replace(
+        "{name: eu-pcie, gpus: {model: L4, count: 2, memory: 24Gi}}",
+        "{name: eu-pcie, gpus: {model: L4, count: 2, memory: 24Gi}}\n"
+        "    - {name: eu-spot, replicas: 2, gpus: {model: L4, count: 1, memory: 24Gi}, spot: true}")
+    (tmp_path / "site.yaml").write_text(text)
+    inv = inventory_of(load_site(tmp_path / "site.yaml").spec.gpu_nodes)
+    assert [(n.name, n.spot) for n in inv.nodes] == [("eu-pcie", False), ("eu-spot-0", True), ("eu-spot-1", True)]
+    assert inventory_from_json(inventory_to_json(inv)) == inv
+    # A row stored before spot existed has six fields and reads back as an on-demand node.
+    assert inventory_from_json('[["old","L4",0,[""],"",""]]').nodes[0].spot is False
