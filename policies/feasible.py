@@ -169,8 +169,8 @@ class Masks:
         self.per_cpu, self.per_byte = (np.divide(1.0, c, out=np.zeros_like(c), where=c > 0) * inv_dims
                                        for c in (self.cap_cpu, self.cap_mem))
         self.no_dims = (dims == 0).astype(f)   # a site with neither counts as all free
-        self.free_frac = self.free_cpu * self.per_cpu + self.free_mem * self.per_byte + self.no_dims
-        self.load = self.running / (self.running + 4.0)
+        self.free_frac, self.load = np.empty(self.n), np.empty(self.n)
+        self._rescore(slice(None))
         self.gpu_total = self.gpu.capacity[0].sum(axis=1).astype(f)
         self.gpu_inv = np.divide(1.0, self.gpu_total, out=np.zeros_like(self.gpu_total), where=self.gpu_total > 0)
         health = np.full(self.n, OK, dtype=np.uint8)
@@ -428,10 +428,14 @@ class Masks:
         if binding:
             self.gpu.reserve(i, binding, sign)
         self.running[i] -= sign
-        self.free_frac[i] = self.free_cpu[i] * self.per_cpu[i] + self.free_mem[i] * self.per_byte[i] + self.no_dims[i]
-        self.load[i] = self.running[i] / (self.running[i] + 4.0)
+        self._rescore(i)
         self._free.clear()
         self._later.clear()
+
+    def _rescore(self, rows: int | slice) -> None:
+        self.free_frac[rows] = self.free_cpu[rows] * self.per_cpu[rows] + self.free_mem[rows] * self.per_byte[rows] \
+            + self.no_dims[rows]
+        self.load[rows] = self.running[rows] / (self.running[rows] + 4.0)
 
     def gave_back(self, i: int, job: PendingJob, binding: Binding) -> None:
         self.took(i, job, binding, +1)

@@ -13,9 +13,13 @@ from pydantic import ValidationError
 from federation.errors import ConfigError
 from federation.spec.site import LocalRay
 from site_agent.isolation import DatasetGrants, JobUsers, as_user, hand_over, os_user
+from tests.needs import missing
 
-root_only = pytest.mark.skipif(os.geteuid() != 0 and not os.environ.get("CI"),
-                               reason="switching users needs root (CI runs as root)")
+
+@pytest.fixture
+def as_root() -> None:
+    if os.geteuid() != 0:
+        missing("switching users needs root (CI runs as root)")
 
 
 @pytest.fixture
@@ -55,7 +59,7 @@ def test_tenant_heads_need_a_user_per_tenant():
         LocalRay(run_as="fedjob", token_auth=False)
 
 
-@root_only
+@pytest.mark.usefixtures("as_root")
 def test_a_command_run_as_a_user_has_its_ids_and_none_of_the_agents_groups():
     user = JobUsers(run_as="nobody").base()
     assert user is not None
@@ -65,7 +69,7 @@ def test_a_command_run_as_a_user_has_its_ids_and_none_of_the_agents_groups():
     assert as_user(None, ["true"]) == ["true"]
 
 
-@root_only
+@pytest.mark.usefixtures("as_root")
 def test_a_dataset_is_readable_by_an_attempts_user_only_while_the_attempt_lives(open_dir):
     data = open_dir / "data"
     data.mkdir(mode=0o700)
@@ -83,7 +87,7 @@ def test_a_dataset_is_readable_by_an_attempts_user_only_while_the_attempt_lives(
     assert oct((data / "rows.csv").stat().st_mode & 0o777) == "0o600"
 
 
-@root_only
+@pytest.mark.usefixtures("as_root")
 def test_handed_over_folders_are_their_users_alone(open_dir):
     folder = open_dir / "in"
     folder.mkdir()
@@ -93,7 +97,7 @@ def test_handed_over_folders_are_their_users_alone(open_dir):
     assert reads("nobody", folder / "x")
 
 
-@root_only
+@pytest.mark.usefixtures("as_root")
 def test_grants_an_earlier_agent_left_behind_are_taken_back_at_start(open_dir):
     data = open_dir / "rows.csv"
     data.write_text("secret")
@@ -105,7 +109,7 @@ def test_grants_an_earlier_agent_left_behind_are_taken_back_at_start(open_dir):
     assert not reads("nobody", data)
 
 
-@root_only
+@pytest.mark.usefixtures("as_root")
 def test_a_jobs_link_in_a_heads_folder_never_leads_the_agent_elsewhere(open_dir):
     from federation.errors import RayError
     from site_agent.local_ray import PORTS, LocalRayHead
@@ -132,7 +136,7 @@ def test_a_jobs_link_in_a_heads_folder_never_leads_the_agent_elsewhere(open_dir)
             head._launch(5)
 
 
-@root_only
+@pytest.mark.usefixtures("as_root")
 def test_a_head_folder_a_job_made_in_tmp_is_never_adopted(open_dir):
     from site_agent.local_ray import LocalRayHead
     from site_agent.tenant_heads import SPAN, TenantHeads
