@@ -24,7 +24,7 @@ from dataclasses import replace
 
 from bench.workload import federation
 from federation.collector import paused_gc
-from federation.spec.server import SchedulerSettings
+from federation.spec.server import BACKFILL_DEPTH, SchedulerSettings
 from policies import BackfillSettings, PendingJob, Reason, schedule
 from policies.feasible import gpu_request, gpu_state, static_verdict
 from policies.fgd import Demand
@@ -108,8 +108,8 @@ def main() -> None:
     print(f"with FGD inside sites: {with_fgd['seconds'] * 1000:.0f} ms, {with_fgd['decisions_per_s']:,.0f} decisions/s "
           f"({with_fgd['placed']} placed); x{with_fgd['seconds'] / best_fit['seconds']:.2f} the time of the same "
           "cycle with best fit (target: >= 5,000/s)")
-    both = cycle(args.sites, args.jobs, args.repeat, fgd=True, reserve=8)
-    print(f"with FGD and backfill reservations (depth 8, every job with a time limit): "
+    both = cycle(args.sites, args.jobs, args.repeat, fgd=True, reserve=BACKFILL_DEPTH)
+    print(f"with FGD and backfill reservations (depth {BACKFILL_DEPTH}, every job with a time limit): "
           f"{both['seconds'] * 1000:.0f} ms, {both['decisions_per_s']:,.0f} decisions/s ({both['placed']} placed); "
           f"x{both['seconds'] / best_fit['seconds']:.2f} the time of best fit alone (target: >= 5,000/s)")
 

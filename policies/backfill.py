@@ -10,7 +10,9 @@ node) whose GPUs are all whole soonest. A job that would still run at that momen
 those GPUs were taken (`state_for`: a copy of the cycle's GPU state with every reserved block held).
 CPUs and memory are counted per site: a reservation keeps what is free besides its own ask while it
 runs as its slack, and a job started in its way must fit in that slack. Jobs of several nodes
-(`per_node`, a rack) reserve nothing. Pure: built from a cycle's snapshot, changed only by the cycle
+(`per_node`, a rack) reserve nothing. The same ends time each GPU node (`drain`): a job is
+placed where it keeps a node busy no longer than its other work, so nodes empty together and the
+big jobs' reservations come due sooner. Pure: built from a cycle's snapshot, changed only by the cycle
 that owns it.
 """
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from policies.drain import Drain
 from policies.feasible import EPS, Masks
 from policies.gpu_state import GpuState
 from policies.gpus import MILLI, Binding, GpuRequest
@@ -45,16 +48,19 @@ class Backfill:
     now: float
     depth: int
     ends: dict[int, dict[str, tuple[float, np.ndarray]]] = field(default_factory=dict)  # site -> job -> (end, need)
-    gpu_ends: dict[int, float] = field(default_factory=dict)   # flat GPU -> when the last work on it ends
+    gpu_end: np.ndarray = field(default_factory=lambda: np.zeros(0))    # per flat GPU, when its last work ends
+    node_end: np.ndarray = field(default_factory=lambda: np.zeros(0))   # the same per GPU node
     held: dict[int, list[_Held]] = field(default_factory=dict)
     made: list[Reservation] = field(default_factory=list)
     tried: int = 0                   # jobs that asked for a reservation this cycle (made or not)
     shadow: GpuState | None = None   # the cycle's GPUs with every reserved block held
     first_start: dict[int, float] = field(default_factory=dict)   # site -> its earliest GPU reservation
+    usable: dict[tuple, np.ndarray] = field(default_factory=dict)   # (site, models, memory) -> flat GPUs of that kind
 
     @classmethod
     def of(cls, masks: Masks, running: tuple[Running, ...], now: float, settings: BackfillSettings) -> Backfill:
-        out = cls(masks, now, settings.depth)
+        out = cls(masks, now, settings.depth, gpu_end=np.full(masks.gpu.free.size, -INF),
+                  node_end=np.full(masks.gpu.node_whole.size, now))
         for r in running:
             if not r.stopping:
                 out._ran(r.job, r.site, r.binding, r.started_at or now)
@@ -63,8 +69,16 @@ class Backfill:
     def _ran(self, job: PendingJob, i: int, binding: Binding, start: float) -> None:
         end = _end(start, job)
         self.ends.setdefault(i, {})[job.id] = (end, _need(job))
-        for g in _flat(self.masks.gpu, i, binding):
-            self.gpu_ends[g] = max(self.gpu_ends.get(g, 0.0), end)
+        self._busy(_flat(self.masks.gpu, i, binding), end)
+
+    def _busy(self, gpus: list[int], until: float) -> None:
+        self.gpu_end[gpus] = np.maximum(self.gpu_end[gpus], until)
+        nodes = self.masks.gpu.node_of[gpus]
+        self.node_end[nodes] = np.maximum(self.node_end[nodes], until)
+
+    def drain(self, job: PendingJob) -> Drain | None:
+        """What times the GPU nodes for `job`: none when it declares no time limit."""
+        return Drain(self.node_end, _end(self.now, job)) if job.time_limit > 0 else None
 
     def state_for(self, job: PendingJob, i: int) -> GpuState | None:
         """The GPU state `job` is to be placed on at site i: with the reserved blocks held when it
@@ -119,8 +133,7 @@ class Backfill:
                 self.shadow = self.masks.gpu.copy()
             shadow = self.shadow
             shadow.reserve(i, shadow.slots(i, gpus[shadow.free[gpus] > 0]))
-            for g in gpus:
-                self.gpu_ends[int(g)] = max(self.gpu_ends.get(int(g), 0.0), start + run_s)
+            self._busy(gpus.tolist(), start + run_s)
             self.first_start[i] = min(self.first_start.get(i, INF), start)
         made = Reservation(job.id, self.masks.snapshot.sites[i].name, start)
         self.made.append(made)
@@ -130,26 +143,28 @@ class Backfill:
         """The GPUs of site i that are whole soonest in the shape `req` asks (one NVLink domain, or
         one node), and when."""
         g = self.masks.gpu
-        a, b = g.sites[i].start, g.sites[i].end
-        flat = np.arange(a, b)
-        ok = np.isin(g.model_of[a:b], g.model_ids(req.models)) & (g.memory_of[a:b] >= (req.memory if req.count else 0))
-        flat = flat[ok]
+        memory = req.memory if req.count else 0
+        flat = self.usable.get((i, req.models, memory))
+        if flat is None:
+            a, b = g.sites[i].start, g.sites[i].end
+            ok = np.isin(g.model_of[a:b], g.model_ids(req.models)) & (g.memory_of[a:b] >= memory)
+            flat = self.usable[(i, req.models, memory)] = np.flatnonzero(ok) + a
         if not flat.size:
             return flat, INF
-        free_at = np.array([self.now if g.free[x] == MILLI and x not in self.gpu_ends else
-                            max(self.now, self.gpu_ends.get(int(x), INF)) for x in flat])
+        known = self.gpu_end[flat]
+        # A whole GPU no work is known on is free now; one in use by work of unknown end, never.
+        free_at = np.where((g.free[flat] == MILLI) & (known == -INF), self.now,
+                           np.maximum(self.now, np.where(known == -INF, INF, known)))
         unit = g.group_of[flat] if req.nvlink == "required" else g.node_of[flat]
         k = max(1, req.count)
-        best: tuple[float, np.ndarray] = (INF, flat[:0])
-        for u in np.unique(unit):
-            mine = np.flatnonzero(unit == u)
-            if mine.size < k:
-                continue
-            soonest = mine[np.argsort(free_at[mine], kind="stable")[:k]]
-            when = float(free_at[soonest].max())
-            if when < best[0]:
-                best = (when, np.sort(flat[soonest]))
-        return best[1], best[0]
+        order = np.lexsort((free_at, unit))   # by unit, soonest first (stable: file order on ties)
+        _, first, size = np.unique(unit[order], return_index=True, return_counts=True)
+        big = np.flatnonzero(size >= k)
+        if not big.size:
+            return flat[:0], INF
+        when = free_at[order[first[big] + k - 1]]   # the k-th soonest of each unit
+        u = int(first[big[int(np.argmin(when))]])
+        return np.sort(flat[order[u:u + k]]), float(when.min())
 
     def _earliest(self, i: int, need: np.ndarray, run_s: float, after: float) -> tuple[float, np.ndarray]:
         """The first moment from `after` on from which `need` (CPUs, memory) stays free at site i for
@@ -161,18 +176,22 @@ class Backfill:
             if h.end < INF:
                 events.append((h.end, h.need))
         events.sort(key=lambda e: e[0])
-        times = np.array([self.now] + [max(e, self.now) for e, _ in events])
-        avail = np.array([m.free_cpu[i], m.free_mem[i]]) + np.cumsum(
-            np.vstack([np.zeros(2)] + [d for _, d in events]), axis=0)
+        times = np.maximum(np.array([self.now] + [e for e, _ in events]), self.now)
+        steps = np.array([[0.0, 0.0]] + [d for _, d in events]).reshape(-1, 2)
+        avail = np.array([m.free_cpu[i], m.free_mem[i]]) + np.cumsum(steps, axis=0)
         avail = avail[np.searchsorted(times, times, side="right") - 1]   # after every event up to each moment
-        candidates = [after] + [t for t in times if t > after]
-        for t in candidates:
-            k = int(np.searchsorted(times, t, side="right")) - 1
-            until = int(np.searchsorted(times, t + run_s, side="left")) if run_s < INF else len(times)
-            window = avail[k:max(until, k + 1)]
-            if (window >= need - EPS).all():
-                return float(t), window.min(axis=0) - need
-        return INF, need
+        # Each candidate start (`after`, then every later event) fits when no moment from it until
+        # it would end lacks `need`: the first moment short of it is at or past that end.
+        starts = np.concatenate([[after], times[times > after]])
+        k = np.searchsorted(times, starts, side="right") - 1
+        until = np.searchsorted(times, starts + run_s, side="left") if run_s < INF else np.full(k.size, times.size)
+        until = np.maximum(until, k + 1)
+        short = np.append(np.flatnonzero(~(avail >= need - EPS).all(axis=1)), times.size)
+        fits = short[np.searchsorted(short, k)] >= until
+        if not fits.any():
+            return INF, need
+        c = int(np.argmax(fits))
+        return float(starts[c]), avail[k[c]:until[c]].min(axis=0) - need
 
 
 def _end(start: float, job: PendingJob) -> float:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 
 from policies import fgd
+from policies.drain import Drain
 from policies.fgd import Demand
 from policies.gpu_fit import SiteGpus, SiteLayout, closeness, fit_share, fit_whole, type_miss
 from policies.gpus import MILLI, Binding, GpuRequest, Inventory, Miss, Slot, slice_of
@@ -308,11 +309,13 @@ class GpuState:
 
     # ---------------------------------------------------------------- exact fit
 
-    def fit(self, s: int, req: GpuRequest, capacity: bool = False) -> tuple[Binding | None, Miss | None]:
-        """The best block for `req` at site s, or why there is none."""
+    def fit(self, s: int, req: GpuRequest, capacity: bool = False,
+            drain: Drain | None = None) -> tuple[Binding | None, Miss | None]:
+        """The best block for `req` at site s, or why there is none; with `drain`, among the common
+        shapes, first on nodes the job keeps busy no longer than their other work."""
         no_spot = not req.spot and bool(self.spot_sites[s])
         if not capacity and not no_spot:
-            fast = self._fit_fast(s, req)
+            fast = self._fit_fast(s, req, drain)
             if fast is not None:
                 return fast, None
         site = self.sites[s]
@@ -346,7 +349,7 @@ class GpuState:
             return best[1], None
         return None, miss
 
-    def _fit_fast(self, s: int, req: GpuRequest) -> Binding | None:
+    def _fit_fast(self, s: int, req: GpuRequest, drain: Drain | None = None) -> Binding | None:
         """The common shapes from the counters: a share, a block inside one NVLink domain, or whole
         GPUs on one node. None sends the caller to the general search (which also explains misses)."""
         if req.per_node or req.colocate or (req.count and req.memory):
@@ -366,28 +369,31 @@ class GpuState:
                     continue
                 # Best fit: the GPU with the least left, then the fullest node; with FGD, first the
                 # GPU whose node fragments least.
-                keys = [self.node_whole[self.node_of[gpus[ok]]], f[ok]]
+                on = self.node_of[gpus[ok]]
                 growth = self._growth(fgd.gpu_growth, gpus[ok], need)
-                i = int(np.lexsort(keys + [growth])[0])
+                late = self._late(drain, on)
+                i = int(np.lexsort([self.node_whole[on], f[ok], growth] + self._timed(drain, late))[0])
                 g = int(gpus[ok[i]])
-                got = ((float(growth[i]), int(self.free[g]) - need, 0), (self._slot(s, [g], need),))
+                got = ((float(late[i]), float(growth[i]), int(self.free[g]) - need, 0), (self._slot(s, [g], need),))
             elif req.nvlink == "required":
                 counts = self.group_whole[groups]
                 ok = np.flatnonzero(counts >= req.count)
                 if not ok.size:
                     continue
                 growth = self._growth(fgd.group_growth, groups[ok], req.count)
-                i = int(np.lexsort((counts[ok], growth))[0])
+                # A domain that spans nodes is timed by its first node.
+                late = self._late(drain, self.node_of[self.group_gpus[self.group_ptr[groups[ok]]]])
+                i = int(np.lexsort([counts[ok], growth] + self._timed(drain, late))[0])
                 grp = int(groups[ok[i]])
                 members = self.group_gpus[self.group_ptr[grp]:self.group_ptr[grp + 1]]
                 chosen = members[self.free[members] == MILLI][:req.count]
-                got = ((float(growth[i]), int(counts[ok[i]]), 0), self.slots(s, chosen))
+                got = ((float(late[i]), float(growth[i]), int(counts[ok[i]]), 0), self.slots(s, chosen))
             else:
                 counts = self.node_whole[nodes]
                 ok = np.flatnonzero(counts >= req.count)
                 if not ok.size:
                     return None  # spread over nodes: the general search
-                node = int(nodes[ok[np.argmin(counts[ok])]])
+                node = int(nodes[ok[np.argmin(counts[ok])]])   # best fit, not timed (`policies.drain`)
                 on = np.arange(self.node_ptr[node], self.node_ptr[node + 1])
                 on = on[self.free[on] == MILLI]
                 # Inside the node: GPUs of the fullest NVLink group that still holds the ask, else the largest.
@@ -396,7 +402,7 @@ class GpuState:
                 order = np.lexsort((on, -sizes, np.where(holds, sizes, 1 << 30)))
                 chosen = np.sort(on[order][:req.count])
                 split = len(set(self.group_of[chosen].tolist()))
-                got = ((0.0, int(counts[ok].min()) - req.count, split), self.slots(s, chosen))
+                got = ((0.0, 0.0, int(counts[ok].min()) - req.count, split), self.slots(s, chosen))
             got = ((self._scarcity(s, int(m)), *got[0]), got[1])
             if best is None or got[0] < best[0]:
                 best = got
@@ -407,6 +413,15 @@ class GpuState:
         all zero without a Demand (then best fit decides alone)."""
         got = growth(self, candidates, need, self.demand) if self.demand is not None else None
         return np.zeros(len(candidates)) if got is None else np.round(got, 6)
+
+    @staticmethod
+    def _late(drain: Drain | None, nodes: np.ndarray) -> np.ndarray:
+        return np.zeros(len(nodes)) if drain is None else drain.late(nodes)
+
+    @staticmethod
+    def _timed(drain: Drain | None, late: np.ndarray) -> list[np.ndarray]:
+        """The sort key `late` gives, first of all, when there is a drain to keep."""
+        return [] if drain is None else [late]
 
     def _scarcity(self, s: int, m: int) -> int:
         """Among the GPU models a job accepts, the one the site has most of goes first: jobs that

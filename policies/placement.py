@@ -218,7 +218,7 @@ class _Cycle:
             return (), OK
         gpu = self.masks.gpu
         shadow = self.backfill.state_for(job, i) if self.backfill is not None else None
-        binding, miss = (shadow or gpu).fit(i, req)
+        binding, miss = (shadow or gpu).fit(i, req, drain=self.backfill.drain(job) if self.backfill else None)
         if binding is None and shadow is not None and gpu.fit(i, req)[0] is not None:
             return (), RESERVED   # it fits on GPUs a job ahead of it reserved, and would still hold them then
         if binding is None:

@@ -122,27 +122,34 @@ def _simulate_fairness(args: argparse.Namespace, w: Workload, rules: policies.Ru
 def _simulate_load(args: argparse.Namespace, w: Workload, rules: policies.Rules) -> int:
     from dataclasses import replace
 
-    from federation.simulate import fairness, load
-    if not w.timed:
-        raise ConfigError(f"--mode load: the {args.pods} task list has no arrival times")
+    from federation.simulate import fairness, load, trace
+    if not w.jobs:
+        raise ConfigError(f"--mode load: the {args.pods} task list has no tasks")
+    if args.draws is not None and args.draws < 2:
+        raise ConfigError(f"--draws: {args.draws} is fewer than 2 jobs")
     w = fairness.smaller(w, args.keep_every)
+    timing = "its run time"
+    if not w.timed:
+        w = replace(w, jobs=tuple(load.timed_like(w.jobs, trace.alibaba(Path(args.trace)).jobs, args.seed)))
+        timing = "a run time drawn from the default list's jobs of its size"
     gpus = int(sum(s.inventory.gpus for s in w.sites))
+    draws = args.draws or 3 * len(w.jobs)
     out: dict[str, dict] = {}
     for share in _levels(args.utilisation):
-        jobs, speedup, reached = fairness.compressed(w.jobs, gpus, share)
-        at = replace(w, jobs=tuple(sorted(jobs, key=lambda j: (j.arrival, j.id))))
+        jobs, gap, reached = load.steady(w.jobs, gpus, share, draws, args.seed)
+        at = replace(w, jobs=tuple(jobs))
         rows = [load.summary(load.run(at, rules, s)) for s in args.strategy or load.STRATEGIES]
-        out[f"{share:g}"] = {"speedup": round(speedup, 3), "reached": round(reached, 3), "results": rows,
+        out[f"{share:g}"] = {"mean_gap_s": round(gap, 3), "reached": round(reached, 3), "results": rows,
                              "ratios": load.ratios(rows)}
-    setup = (f"{len(w.jobs)} jobs on {gpus} GPUs (one GPU node in {args.keep_every} of each site); arrivals divided "
-             f"until the most GPUs asked at once, were every job started on arrival, are the stated share of the "
-             f"GPUs; time limits = run times; backfill depth {load.DEPTH}")
+    setup = (f"{draws} jobs drawn from the {len(w.jobs)} of the list (seed {args.seed}), each with {timing}, on "
+             f"{gpus} GPUs (one GPU node in {args.keep_every} of each site); Poisson arrivals at the rate that "
+             f"offers the stated share of the GPUs held; time limits = run times; backfill depth {load.DEPTH}")
     if wants_json(args):
         render.emit_json({"setup": setup, "rules": w.rules, "loads": out})
         return 0
     print(setup)
     for level, got in out.items():
-        print(f"\npeak load {level} (reached {got['reached']:g}; arrivals divided by {got['speedup']:.4g}):")
+        print(f"\noffered load {level} (reached {got['reached']:g}; one arrival every {got['mean_gap_s']:.4g}s):")
         render.table(["STRATEGY", "UTIL", "STARTED", "NEVER", "DELAY-P50-S", "DELAY-P99-S", "8+GPU-P50-S",
                       "8+GPU-P99-S", "8+GPU-MAX-S", "8+GPU-JOBS"],
                      [[r["strategy"], r["gpu_utilisation"], r["started"], r["never_started"],
@@ -227,7 +234,8 @@ def register(sub: Subcommands, add: AddCommand) -> None:
                     help="replay: trace times; inflation: draw jobs until GPUs asked = GPUs (FGD's method); "
                          "fairness: tenants on a contended federation, against per-site scheduling; "
                          "cost: an on-prem site and two elastic cloud regions, what each strategy buys; "
-                         "load: arrivals compressed to --utilisation, waits by job size with and without reservations")
+                         "load: the list's jobs drawn at random, arriving at the rate that offers --utilisation, "
+                         "waits by job size with and without reservations")
     sp.add_argument("--speedup", type=float, default=1.0,
                     help="divide arrival times by this (more load; cost: after --load)")
     sp.add_argument("--strategy", action="append",
@@ -236,10 +244,11 @@ def register(sub: Subcommands, add: AddCommand) -> None:
                              "ours", "ours-cost", "onprem-only", "cheapest-first", "spill-over", "ours-reserve"])
     sp.add_argument("--utilisation", default="0.7,0.9,1.1",
                     help="load: the GPU work offered, as shares of the GPUs held (comma-separated)")
+    sp.add_argument("--draws", type=int, help="load: jobs to draw from the list (default: three times its tasks)")
     sp.add_argument("--tenants", type=int, default=8, help="fairness: tenants to draw")
     sp.add_argument("--load", type=float, default=2.0,
                     help="fairness, cost: most GPUs asked at once over GPUs held (cost: on-prem's)")
-    sp.add_argument("--keep-every", type=int, default=4, help="fairness: keep one GPU node in this many")
+    sp.add_argument("--keep-every", type=int, default=4, help="fairness, load: keep one GPU node in this many")
     sp.add_argument("--min-runtime", type=float, default=600.0, help="fairness: seconds before work may be preempted")
     sp.add_argument("--onprem-share", type=float, default=0.005,
                     help="cost: the share of the trace's GPU nodes on-prem (one in every 1/share)")

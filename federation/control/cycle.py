@@ -18,6 +18,7 @@ from federation.control.sites import Sites
 from federation.control.snapshot import budget_holds, holds, observe, pending_view
 from federation.errors import InvalidSpec
 from federation.jobs import Attempt, Explanation, Job
+from federation.spec.server import BACKFILL_DEPTH
 from policies.explain import quote
 
 log = logging.getLogger("federation.control")
@@ -96,7 +97,8 @@ def waiting_reason(said: str | Explanation | None) -> str:
 
 
 class Cycle:
-    def __init__(self, core: Core, sites: Sites, max_placements: int | None = None, backfill_depth: int = 8) -> None:
+    def __init__(self, core: Core, sites: Sites, max_placements: int | None = None,
+                 backfill_depth: int = BACKFILL_DEPTH) -> None:
         self.core = core
         self.sites = sites
         self.max_placements = max_placements

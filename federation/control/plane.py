@@ -18,12 +18,13 @@ from federation.control.trust import Trust
 from federation.control.views import Views
 from federation.observe.audit_watch import AuditWatch
 from federation.spec import PolicyConfig
+from federation.spec.server import BACKFILL_DEPTH
 from federation.store import Store
 
 
 class ControlPlane:
     def __init__(self, store: Store, policy: PolicyConfig, *, site_timeout_s: float = 30.0,
-                 max_placements: int | None = None, backfill_depth: int = 8, signer: Signer | None = None,
+                 max_placements: int | None = None, backfill_depth: int = BACKFILL_DEPTH, signer: Signer | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.core = Core(store, policy, site_timeout_s=site_timeout_s, signer=signer, clock=clock)
         self.trust = Trust(self.core)            # tokens, enrolment, renewal, revocation

@@ -1,20 +1,27 @@
-"""A loaded federation, in simulated time: arrivals compressed until the most GPUs asked at once (were
-every job started on arrival) are a stated share of the GPUs held (say 70%, 90%, 110%;
-`fairness.compressed`), and how long jobs wait by their size.
+"""A loaded federation, in simulated time, and how long jobs wait by their size.
+
+The load is steady and stated: FGD's method draws the list's tasks at random (with replacement,
+seeded) and here they arrive as a Poisson process whose rate makes the offered GPU load a stated
+share of the GPUs held (say 70%, 90%, 110%; `steady`): the GPU-seconds the jobs ask inside the
+arrival window (work that would run past its end not counted) over the GPU-seconds the GPUs hold
+in it. The trace's own arrival times are bursty (the default list's last quarter arrives in
+one burst after a quiet spell): compressing them to any share fills the federation only during the
+burst. A list without times takes run times drawn from the default list's, by job size
+(`timed_like`).
 
 - `ours`: `policies.schedule` over every site, as the federation runs it: whatever fits starts.
-- `ours-reserve`: the same with backfill reservations (`policies.backfill`, depth DEPTH): the first
-  jobs that cannot start reserve the site where they start soonest, and the jobs behind them start
-  there only if they end before or take what the reservation will not need.
+- `ours-reserve`: the same with backfill (`policies.backfill`, depth DEPTH): the first jobs that
+  cannot start reserve the site where they start soonest, the jobs behind them start there only if
+  they end before or take what the reservation will not need, and GPU jobs go to the nodes they
+  keep busy no longer than their other work (`policies.drain`).
 - `fifo-per-site`: each job goes to its tenant's site (or where its data must stay) and each site
   starts its jobs strictly first come, first served: the first that does not fit holds back the
   ones behind it.
 
-Every job declares a time limit of its recorded run time (an exact estimate: users who ask for more
+Every job declares a time limit of its run time (an exact estimate: users who ask for more
 make reservations later, not wrong). Cycles run at each arrival and end, at most once a simulated
-minute. The measures: GPU utilisation while jobs arrive (the months-long jobs of the trace run on
-long after, alone), queueing delay (start - arrival) at p50, p95, p99 overall and by the GPUs a job
-asks, and the largest jobs' worst wait.
+minute. The measures: GPU utilisation while jobs arrive, queueing delay (start - arrival) at p50,
+p95, p99 overall and by the GPUs a job asks, and the largest jobs' worst wait.
 """
 from __future__ import annotations
 
@@ -28,12 +35,13 @@ import policies
 from federation.collector import paused_gc
 from federation.simulate.engine import catalog_of, snapshot_of
 from federation.simulate.trace import SimJob, Workload
+from federation.spec.server import BACKFILL_DEPTH
 from policies.gpu_state import GpuState
 from policies.gpus import MILLI, Binding
 from policies.preemption import Running
 
 STRATEGIES = ("ours", "ours-reserve", "fifo-per-site")
-DEPTH = 8
+DEPTH = BACKFILL_DEPTH
 SIZES = ("cpu", "share", "1", "2-4", "8+")   # by the GPUs a job asks
 WAIT = frozenset({policies.Reason.NO_FREE_CAPACITY, policies.Reason.FRAGMENTED, policies.Reason.RESERVED})
 
@@ -76,6 +84,38 @@ class _Cluster:
             self.state.reserve(i, binding, +1)
             self.used_cpus[i] -= job.cpus
             self.running[i] -= 1
+
+
+def steady(jobs: Sequence[SimJob], gpus: int, load: float, draws: int,
+           seed: int) -> tuple[list[SimJob], float, float]:
+    """`draws` jobs drawn from `jobs`, arriving as a Poisson process at the rate that offers `load`
+    times `gpus` (a bisection on the mean gap); the jobs, the mean gap in seconds, and the load
+    reached (less than `load` when even all jobs at once offer less)."""
+    rng = np.random.default_rng(seed)
+    picked = [jobs[int(k)] for k in rng.integers(0, len(jobs), draws)] if jobs else []
+    size = np.array([j.gpu.whole if j.gpu else 0.0 for j in picked])
+    run_s = np.array([j.duration for j in picked])
+    unit = np.cumsum(np.concatenate([[0.0], rng.exponential(1.0, max(0, draws - 1))]))[:draws]
+    span = float(unit[-1]) if draws else 0.0
+
+    def offered(gap: float) -> float:
+        return float((size * np.minimum(run_s, gap * (span - unit))).sum() / (gpus * gap * span)) if span else 0.0
+    lo, hi = 1e-6, 1e9
+    for _ in range(100):
+        mid = (lo * hi) ** 0.5
+        lo, hi = (mid, hi) if offered(mid) > load else (lo, mid)
+    out = [replace(j, id=f"{j.id}#{k}", arrival=float(unit[k] * hi)) for k, j in enumerate(picked)]
+    return out, hi, offered(hi)
+
+
+def timed_like(jobs: Sequence[SimJob], reference: Sequence[SimJob], seed: int) -> list[SimJob]:
+    """`jobs` with run times drawn from those of `reference`'s jobs of the same size."""
+    rng = np.random.default_rng(seed)
+    by_size: dict[str, list[float]] = {}
+    for j in reference:
+        by_size.setdefault(size_of(j), []).append(j.duration)
+    every = [d for ds in by_size.values() for d in ds]
+    return [replace(j, duration=float(rng.choice(by_size.get(size_of(j)) or every))) for j in jobs]
 
 
 def run(w: Workload, rules: policies.Rules, strategy: str, cycle_s: float = 60.0) -> LoadOutcome:

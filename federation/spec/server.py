@@ -20,13 +20,18 @@ class HttpSettings(Strict):
     listen: str = Field(pattern=r"^\[?[A-Za-z0-9.:-]+\]?:\d{1,5}$", description="host:port; port 0 picks one")
 
 
+# Blocked jobs that reserve each cycle unless configured: deep enough that a large job reaches a
+# reservation while the small ones ahead of it wait too (Slurm's bf_max_job_test defaults to 500).
+BACKFILL_DEPTH = 32
+
+
 class SchedulerSettings(Strict):
     interval_s: float = Field(default=0.5, gt=0, le=60)
     max_placements_per_cycle: int = Field(
         default=5000, ge=1, le=1_000_000,
         description="jobs placed in one cycle at most; the rest are deferred and the next cycle starts at once")
     backfill_depth: int = Field(
-        default=8, ge=0, le=1000,
+        default=BACKFILL_DEPTH, ge=0, le=1000,
         description="jobs that cannot start which reserve where and when they will (by the time limits of the work "
                     "running), tried each cycle, as Slurm's bf_max_job_test; 0: no reservations")
 

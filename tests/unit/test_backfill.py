@@ -186,3 +186,16 @@ def test_held_capacity_goes_only_to_the_job_it_was_held_for(asks, holds):
     used = sum(by_id[d].cpus for d in done)
     still_held = sum(n.cpus for n in noms if n.job_id not in done)
     assert used <= 8 - still_held + 1e-9, (asks, holds, done)
+
+
+def test_with_time_limits_long_work_goes_to_the_node_that_stays_busy_and_the_other_empties_whole():
+    busy = [Running(gpu_job("ends-soon", 1, limit=110), 1, 0, (Slot("n1", (0,)),), started_at=NOW - 10),
+            Running(gpu_job("ends-late", 1, limit=50_010), 1, 0, (Slot("n2", (0,)),), started_at=NOW - 10)]
+    for ask in (GpuRequest(count=2, nvlink="required"), GpuRequest(share=500)):
+        long = replace(gpu_job("long", 1, limit=30_000), gpu=ask)
+        greedy = schedule(gpu_world(busy, depth=0), [long], NOW)
+        assert greedy.decisions[0].binding[0].node == "n1"   # without time limits read: the first of equals
+        (d,) = schedule(gpu_world(busy), [long], NOW).decisions
+        assert d.binding[0].node == "n2"                     # n1 is whole again at NOW + 100
+        short = replace(long, id="short", time_limit=50)     # ends before either: the packing rule decides
+        assert schedule(gpu_world(busy), [short], NOW).decisions[0].binding[0].node == "n1"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -108,6 +109,22 @@ def test_under_load_reservations_shorten_the_wait_of_the_largest_jobs_without_co
     assert reserve["by_size"]["8+"]["p99"] < ours["by_size"]["8+"]["p99"]
     assert reserve["gpu_utilisation"] >= ours["gpu_utilisation"] - 0.02
     assert got["ratios"]["ours-reserve/ours"]["p99_delay_8plus"] < 1
+
+
+def test_a_list_without_times_is_loaded_with_run_times_drawn_from_the_default_list(tmp_path, capsys):
+    rows = (ALIBABA / "openb_pod_list_default.csv").read_text().splitlines()
+    keep = rows[0].split(",").index("gpu_spec") + 1
+    untimed = tmp_path / "untimed.csv"
+    untimed.write_text("\n".join(",".join(r.split(",")[:keep]) for r in rows) + "\n")
+    assert main(["simulate", "--trace", str(ALIBABA), "--pods", str(untimed), "--mode", "load", "--utilisation",
+                 "0.7", "--draws", "300", "--strategy", "ours", "--format", "json",
+                 "--policy", str(ROOT / "configs" / "policy.yaml")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert "a run time drawn from the default list's jobs of its size" in out["setup"]
+    (row,) = out["loads"]["0.7"]["results"]
+    assert row["started"] == 300 and row["never_started"] == 0 and 0 < row["gpu_utilisation"] < 1
+    assert main(["simulate", "--trace", str(ALIBABA), "--mode", "load", "--draws", "1"]) == 2
+    assert capsys.readouterr().err.strip() == "error[CONFIG]: --draws: 1 is fewer than 2 jobs"
 
 
 def test_auditor_flags_sovereignty_breaches():
@@ -238,3 +255,25 @@ def test_fairness_on_a_contended_excerpt_federated_is_fairest_and_keeps_every_ru
     assert rows["fifo-per-site"]["preemptions"] == 0
     assert rows["federated"]["jain_over_time"] >= rows["fifo-per-site"]["jain_over_time"]
     assert set(out["ratios"]) == {"federated/fair-per-site", "federated/fifo-per-site"}
+
+
+def test_a_steady_load_offers_the_stated_share_and_draws_the_same_jobs_for_the_same_seed(excerpt):
+    from federation.simulate import load
+    gpus = int(sum(s.inventory.gpus for s in excerpt.sites))
+    jobs, gap, reached = load.steady(excerpt.jobs, gpus, 0.9, 2000, seed=3)
+    assert len(jobs) == len({j.id for j in jobs}) == 2000 and reached == pytest.approx(0.9, rel=1e-3)
+    arrivals = [j.arrival for j in jobs]
+    assert arrivals == sorted(arrivals) and arrivals[0] == 0 and gap > 0
+    window = arrivals[-1]
+    asked = sum((j.gpu.whole if j.gpu else 0) * min(j.duration, window - j.arrival) for j in jobs)
+    assert asked / (gpus * window) == pytest.approx(0.9, rel=1e-3)      # the definition, recomputed
+    by_id = {j.id: j for j in excerpt.jobs}
+    assert all(replace(j, id=j.id.split("#")[0], arrival=0) == replace(by_id[j.id.split("#")[0]], arrival=0)
+               for j in jobs)
+    assert load.steady(excerpt.jobs, gpus, 0.9, 2000, seed=3) == (jobs, gap, reached)
+    assert load.steady(excerpt.jobs, gpus, 0.9, 2000, seed=4)[0] != jobs
+    untimed = [replace(j, duration=0.0) for j in excerpt.jobs]
+    timed = load.timed_like(untimed, excerpt.jobs, seed=3)
+    for size in load.SIZES:
+        have = {j.duration for j in excerpt.jobs if load.size_of(j) == size}
+        assert {j.duration for j in timed if load.size_of(j) == size} <= have
