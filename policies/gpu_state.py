@@ -371,10 +371,10 @@ class GpuState:
                 # GPU whose node fragments least.
                 on = self.node_of[gpus[ok]]
                 growth = self._growth(fgd.gpu_growth, gpus[ok], need)
-                late = self._late(drain, on)
-                i = int(np.lexsort([self.node_whole[on], f[ok], growth] + self._timed(drain, late))[0])
+                timed = self._timed(drain, on)
+                i = int(np.lexsort([self.node_whole[on], f[ok], growth] + timed)[0])
                 g = int(gpus[ok[i]])
-                got = ((float(late[i]), float(growth[i]), int(self.free[g]) - need, 0), (self._slot(s, [g], need),))
+                got = ((_at(timed, i), float(growth[i]), int(self.free[g]) - need, 0), (self._slot(s, [g], need),))
             elif req.nvlink == "required":
                 counts = self.group_whole[groups]
                 ok = np.flatnonzero(counts >= req.count)
@@ -382,12 +382,12 @@ class GpuState:
                     continue
                 growth = self._growth(fgd.group_growth, groups[ok], req.count)
                 # A domain that spans nodes is timed by its first node.
-                late = self._late(drain, self.node_of[self.group_gpus[self.group_ptr[groups[ok]]]])
-                i = int(np.lexsort([counts[ok], growth] + self._timed(drain, late))[0])
+                timed = self._timed(drain, self.node_of[self.group_gpus[self.group_ptr[groups[ok]]]])
+                i = int(np.lexsort([counts[ok], growth] + timed)[0])
                 grp = int(groups[ok[i]])
                 members = self.group_gpus[self.group_ptr[grp]:self.group_ptr[grp + 1]]
                 chosen = members[self.free[members] == MILLI][:req.count]
-                got = ((float(late[i]), float(growth[i]), int(counts[ok[i]]), 0), self.slots(s, chosen))
+                got = ((_at(timed, i), float(growth[i]), int(counts[ok[i]]), 0), self.slots(s, chosen))
             else:
                 counts = self.node_whole[nodes]
                 ok = np.flatnonzero(counts >= req.count)
@@ -415,13 +415,10 @@ class GpuState:
         return np.zeros(len(candidates)) if got is None else np.round(got, 6)
 
     @staticmethod
-    def _late(drain: Drain | None, nodes: np.ndarray) -> np.ndarray:
-        return np.zeros(len(nodes)) if drain is None else drain.late(nodes)
-
-    @staticmethod
-    def _timed(drain: Drain | None, late: np.ndarray) -> list[np.ndarray]:
-        """The sort key `late` gives, first of all, when there is a drain to keep."""
-        return [] if drain is None else [late]
+    def _timed(drain: Drain | None, nodes: np.ndarray) -> list[np.ndarray]:
+        """The first sort key of candidates on `nodes`, when there is a drain to keep: how late
+        each would make its node empty."""
+        return [] if drain is None else [drain.late(nodes)]
 
     def _scarcity(self, s: int, m: int) -> int:
         """Among the GPU models a job accepts, the one the site has most of goes first: jobs that
@@ -441,3 +438,7 @@ class GpuState:
                 out.append(self._slot(s, flat[start:i].tolist()))
                 start = i
         return tuple(out)
+
+
+def _at(timed: list[np.ndarray], i: int) -> float:
+    return float(timed[0][i]) if timed else 0.0
