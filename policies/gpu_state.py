@@ -368,7 +368,7 @@ class GpuState:
                 if not ok.size:
                     continue
                 # Best fit: the GPU with the least left, then the fullest node; with FGD, first the
-                # GPU whose node fragments least.
+                # GPU whose node fragments least; with a drain, before all, the node it keeps busy least.
                 on = self.node_of[gpus[ok]]
                 growth = self._growth(fgd.gpu_growth, gpus[ok], need)
                 timed = self._timed(drain, on)
