@@ -19,6 +19,7 @@ import os
 import secrets
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -33,6 +34,7 @@ from bench import slurm_accounting
 from bench.common import pct
 
 PORTS = (16817, 16818)   # slurmctld, slurmd: clear of the 6817/6818 a system Slurm would use
+NODE_PORTS = 16830       # slurmd of node i of several on this host: NODE_PORTS + i
 SYSTEM_MUNGE = Path("/run/munge/munge.socket.2")
 PATH = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
 
@@ -67,14 +69,21 @@ class Cluster:
         return [dict(f.split("=", 1) for f in line.split() if "=" in f) for line in lines]
 
 
-def _conf(work: Path, cpus: int, overrides: bool, munge_socket: Path | None, min_job_age: int = 2) -> str:
-    mem_mib = int(Path("/proc/meminfo").read_text().split()[1]) // 1024 * 9 // 10
+def node_names(nodes: int) -> list[str]:
+    """One node is this host's own name; several are node0, node1, ..., each a slurmd on this host."""
+    return ["localhost"] if nodes == 1 else [f"node{i}" for i in range(nodes)]
+
+
+def _conf(work: Path, cpus: int, overrides: bool, munge_socket: Path | None, min_job_age: int = 2,
+          nodes: int = 1, gpus: int = 0) -> str:
+    mem_mib = int(Path("/proc/meminfo").read_text().split()[1]) // 1024 * 9 // 10 // nodes
+    names = node_names(nodes)
     lines = [
         "ClusterName=bench", "SlurmctldHost=localhost", "SlurmUser=root", "SlurmdUser=root",
         f"SlurmctldPort={PORTS[0]}", f"SlurmdPort={PORTS[1]}",
-        f"StateSaveLocation={work}/state", f"SlurmdSpoolDir={work}/spool",
-        f"SlurmctldPidFile={work}/slurmctld.pid", f"SlurmdPidFile={work}/slurmd.pid",
-        f"SlurmctldLogFile={work}/slurmctld.log", f"SlurmdLogFile={work}/slurmd.log",
+        f"StateSaveLocation={work}/state", f"SlurmdSpoolDir={work}/spool/%n",
+        f"SlurmctldPidFile={work}/slurmctld.pid", f"SlurmdPidFile={work}/slurmd-%n.pid",
+        f"SlurmctldLogFile={work}/slurmctld.log", f"SlurmdLogFile={work}/slurmd-%n.log",
         "AuthType=auth/munge", "CredType=cred/munge", "MpiDefault=none", "ReturnToService=2", "MailProg=/bin/true",
         "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none", "JobAcctGatherType=jobacct_gather/none",
         "SelectType=select/cons_tres", "SelectTypeParameters=CR_CPU",
@@ -82,9 +91,12 @@ def _conf(work: Path, cpus: int, overrides: bool, munge_socket: Path | None, min
         "SchedulerParameters=default_queue_depth=10000,sched_min_interval=0,batch_sched_delay=0",
         f"MinJobAge={min_job_age}", "MaxJobCount=200000", "MaxArraySize=100001",
         "JobCompType=jobcomp/filetxt", f"JobCompLoc={work}/jobcomp.txt",
-        f"NodeName=localhost CPUs={cpus} RealMemory={mem_mib} State=UNKNOWN",
-        "PartitionName=bench Nodes=localhost Default=YES State=UP MaxTime=INFINITE",
+        *(f"NodeName={name} NodeHostname=localhost Port={PORTS[1] if nodes == 1 else NODE_PORTS + i} CPUs={cpus} "
+          f"RealMemory={mem_mib}{f' Gres=gpu:{gpus}' if gpus else ''} State=UNKNOWN" for i, name in enumerate(names)),
+        f"PartitionName=bench Nodes={','.join(names)} Default=YES State=UP MaxTime=INFINITE",
     ]
+    if gpus:
+        lines.append("GresTypes=gpu")
     if munge_socket:
         lines.append(f"AuthInfo=socket={munge_socket}")
     if overrides:   # more CPUs declared than exist: without this slurmd's registration drains the node
@@ -121,8 +133,11 @@ def _munge(work: Path) -> Iterator[Path | None]:
 
 @contextmanager
 def local_slurm(work: Path, cpus: int | None = None, slots: int | None = None,
-                timeout: float = 60, min_job_age: int = 2, accounting: bool = False) -> Iterator[Cluster]:
-    """A one-node Slurm in `work` (its state wiped first) of `cpus` CPUs (default: this machine's).
+                timeout: float = 60, min_job_age: int = 2, accounting: bool = False, nodes: int = 1,
+                gpus: int = 0) -> Iterator[Cluster]:
+    """A Slurm in `work` (its state wiped first) of `nodes` nodes (a slurmd each, all on this host)
+    of `cpus` CPUs each (default: this machine's) and `gpus` GPUs each (GRES of null devices: Slurm
+    counts and hands them out, there is nothing behind them).
 
     `slots`: declare that many CPUs instead, with `SlurmdParameters=config_overrides` so slurmd
     does not drain a node that claims more than it has: `slots` 1-CPU jobs then run at once, the
@@ -136,21 +151,26 @@ def local_slurm(work: Path, cpus: int | None = None, slots: int | None = None,
     if reason := available():
         raise RuntimeError(reason)
     work = work.resolve()
-    for name in ("state", "spool", "jobcomp.txt", "slurmctld.log", "slurmd.log"):   # a clean start each time
+    names = node_names(nodes)
+    logs = ("slurmctld.log", *(f"slurmd-{n}.log" for n in names))
+    for name in ("state", "spool", "dev", "gres.conf", "jobcomp.txt", *logs):   # a clean start each time
         if (work / name).is_dir():
             shutil.rmtree(work / name)
         (work / name).unlink(missing_ok=True)
-    for sub in ("state", "spool"):
+    for sub in ("state", *(f"spool/{n}" for n in names)):
         (work / sub).mkdir(parents=True)
+    _gres(work, names, gpus)
     real = len(os.sched_getaffinity(0))
     declared = slots or cpus or real
     with _munge(work) as socket:
         conf = work / "slurm.conf"
         extra = slurm_accounting.conf_lines(socket) if accounting else []
-        conf.write_text(_conf(work, declared, declared > real, socket, min_job_age) + "\n".join(extra) + "\n")
+        conf.write_text(_conf(work, declared, declared > real, socket, min_job_age, nodes, gpus)
+                        + "\n".join(extra) + "\n")
         env = {**os.environ, "SLURM_CONF": str(conf), "PATH": PATH}
         cluster = Cluster(work, env, declared)
-        logs = [work / "slurmctld.log", work / "slurmd.log", work / "slurmdbd.log", work / "mariadb.log"]
+        logs = [work / "slurmctld.log", *(work / f"slurmd-{n}.log" for n in names), work / "slurmdbd.log",
+                work / "mariadb.log"]
         procs: list[subprocess.Popen] = []
 
         def start(argv: list[str]) -> None:
@@ -160,9 +180,9 @@ def local_slurm(work: Path, cpus: int | None = None, slots: int | None = None,
             if accounting:
                 slurm_accounting.start_accounting(work, socket, env, start,
                                                   lambda ready, t, what: _until(ready, t, what, logs))
-            for argv in (["slurmctld", "-D"], ["slurmd", "-D", "-N", "localhost"]):
+            for argv in (["slurmctld", "-D"], *(["slurmd", "-D", "-N", n] for n in names)):
                 start(argv)
-            idle = lambda: cluster.run("sinfo", "-h", "-n", "localhost", "-o", "%t", failed="").strip() == "idle"
+            idle = lambda: cluster.run("sinfo", "-h", "-N", "-o", "%t", failed="").split() == ["idle"] * nodes
             _until(lambda: idle() or any(p.poll() is not None for p in procs), timeout, "node idle", logs)
             if any(p.poll() is not None for p in procs):
                 raise RuntimeError(f"a Slurm daemon exited:\n{_tails(logs)}")
@@ -174,6 +194,17 @@ def local_slurm(work: Path, cpus: int | None = None, slots: int | None = None,
                     _until(lambda: not cluster.run("squeue", "-h").strip(), 30, "jobs cancelled", logs)
             for p in reversed(procs):
                 _stop(p)
+
+
+def _gres(work: Path, names: list[str], gpus: int) -> None:
+    """gres.conf: `gpus` GPUs on each node, as character devices Slurm accepts (null's numbers)."""
+    if not gpus:
+        return
+    (work / "dev").mkdir()
+    for k in range(gpus):
+        os.mknod(work / "dev" / f"gpu{k}", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+    files = f"{work}/dev/gpu[0-{gpus - 1}]" if gpus > 1 else f"{work}/dev/gpu0"
+    (work / "gres.conf").write_text("".join(f"NodeName={n} Name=gpu File={files}\n" for n in names))
 
 
 def _stop(proc: subprocess.Popen) -> None:

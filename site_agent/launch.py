@@ -87,7 +87,8 @@ class Launcher:
                             sealed.datasets if sealed else ()) if task else ""
         runtime_env["env_vars"] = {**variables, warm.ENV_KEY: warm_key, warm.ENV_SOCKET: ""}
         metadata = {"federation_job": a.job_id, "attempt": str(a.attempt), "tenant": spec.metadata.tenant,
-                    SITE_KEY: self.config.metadata.name, "time_limit": f"{spec.spec.time_limit or 0:g}"}
+                    SITE_KEY: self.config.metadata.name, "time_limit": f"{spec.spec.time_limit or 0:g}",
+                    "nodes": str(nodes_of(spec))}
         where = label_selector(spec.spec, self.config.spec.elastic, a.node_type)
         try:
             started = self.driver.submit(sid, entrypoint, runtime_env, cpus=r.cpus, memory=r.memory, gpus=gpus,
@@ -152,3 +153,9 @@ def job_env(config: SiteConfig, a: pb.Assignment, spec: JobSpec) -> dict[str, st
         if a.attempt > 1:   # an earlier attempt was lost, failed or preempted: carry on from its checkpoint
             env["FEDCTL_RESUME"] = "1"
     return env
+
+
+def nodes_of(spec: JobSpec) -> int:
+    """How many nodes the job spans: its GPUs over `topology.gpus_per_node`, else one."""
+    per_node, gpus = spec.spec.topology.gpus_per_node, int(spec.spec.resources.gpus)
+    return gpus // per_node if per_node and gpus > per_node else 1

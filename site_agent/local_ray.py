@@ -43,6 +43,7 @@ class LocalRayHead:
     num_gpus: int | None = None            # when settings.num_gpus is unset
     user: OSUser | None = None             # the OS user the head and its jobs run as; None: the agent's
     elastic: Elastic | None = None         # nodes its autoscaler adds on demand (Ray's fake multi-node provider)
+    node_ip: str = "127.0.0.1"             # where its GCS listens: loopback unless workers elsewhere join it
     process: subprocess.Popen | None = None
     pid: int | None = None                 # the head's (its process group's) pid, started or adopted
 
@@ -65,7 +66,7 @@ class LocalRayHead:
         s = self.settings
         ray = Path(sys.executable).with_name("ray")
         args = [str(ray) if ray.exists() else "ray", "start", "--head", "--block", "--disable-usage-stats",
-                "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", "--include-dashboard=true",
+                f"--node-ip-address={self.node_ip}", "--dashboard-host=127.0.0.1", "--include-dashboard=true",
                 f"--temp-dir={self.ray_dir}", f"--object-store-memory={s.object_store_memory}",
                 f"--min-worker-port={s.port_base + WORKER_PORTS[0]}",
                 f"--max-worker-port={s.port_base + WORKER_PORTS[1]}"]

@@ -76,16 +76,19 @@ def exit_code(status: int) -> str:
 
 
 def sbatch_args(sid: str, site: str, *, cpus: float, memory: int, gpus: float, time_limit: float,
-                settings: SlurmSpec, folder: Path) -> list[str]:
-    """sbatch's options for one attempt, given as arguments: nothing a job sets is read from a script."""
+                settings: SlurmSpec, folder: Path, nodes: int = 1) -> list[str]:
+    """sbatch's options for one attempt, given as arguments: nothing a job sets is read from a script.
+    Over several nodes, the job's CPUs, memory and GPUs are split evenly, one task on each node."""
     if gpus and gpus != int(gpus):
         raise ConfigError(f"resources.gpus: {gpus:g}; Slurm gives whole GPUs")
+    if gpus and int(gpus) % nodes:
+        raise ConfigError(f"resources.gpus: {gpus:g} do not split evenly over {nodes} nodes")
     limit = time_limit or settings.time_limit
-    out = [f"--job-name={sid}", f"--comment={COMMENT}{site}", f"--output={folder / sid}.out", "--nodes=1",
-           "--ntasks=1", f"--cpus-per-task={max(1, math.ceil(cpus))}", "--export=NONE", "--no-requeue",
-           f"--chdir={folder}"]
-    out += [f"--mem={max(1, math.ceil(memory / 2**20))}M"] if memory else []
-    out += [f"--gres=gpu:{int(gpus)}"] if gpus else []
+    out = [f"--job-name={sid}", f"--comment={COMMENT}{site}", f"--output={folder / sid}.out", f"--nodes={nodes}",
+           f"--ntasks={nodes}", "--ntasks-per-node=1", f"--cpus-per-task={max(1, math.ceil(cpus / nodes))}",
+           "--export=NONE", "--no-requeue", f"--chdir={folder}"]
+    out += [f"--mem={max(1, math.ceil(memory / nodes / 2**20))}M"] if memory else []
+    out += [f"--gres=gpu:{int(gpus) // nodes}"] if gpus else []
     out += [f"--time={max(1, math.ceil(limit / 60))}"] if limit else []
     out += [f"--partition={','.join(settings.partitions)}"] if settings.partitions else []
     out += [f"--account={settings.account}"] if settings.account else []
@@ -157,7 +160,7 @@ class SlurmDriver(RayDriver):
                label_selector: dict[str, str] | None = None) -> bool:
         args = sbatch_args(submission_id, metadata[SITE_KEY], cpus=cpus, memory=memory, gpus=gpus,
                            time_limit=float(metadata.get("time_limit") or 0), settings=self.settings,
-                           folder=self.folder)
+                           folder=self.folder, nodes=int(metadata.get("nodes") or 1))
         script = batch_script(entrypoint, runtime_env, self.settings, self.folder)
         try:
             fd = os.open(self._claim(submission_id), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -33,7 +33,7 @@ def cluster():
         missing(f"Slurm is needed: {reason} (.ci/run installs it)")
     work = Path(tempfile.mkdtemp(prefix="fslurm-", dir="/tmp"))
     try:
-        with slurm.local_slurm(work, slots=4, min_job_age=600, accounting=True) as c:
+        with slurm.local_slurm(work, slots=4, min_job_age=600, accounting=True, nodes=2, gpus=1) as c:
             yield c
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -91,6 +91,18 @@ def test_a_job_on_data_at_the_slurm_site_runs_there_as_a_slurm_job_with_ray_insi
     logs = client.logs(job.id)
     assert f"ray cpus 1 in slurm job {record['job_id']}\n" in logs, logs
     assert "Connected to Ray cluster" in logs
+
+
+def test_a_job_over_two_nodes_gets_one_ray_cluster_over_its_whole_allocation(federation, cluster, client):
+    probe = ("python -c \"import ray; ray.init(); alive = [n for n in ray.nodes() if n['Alive']]; "
+             "print('ray nodes', len(alive), 'gpus', int(ray.cluster_resources()['GPU']))\"")
+    job = submit(client, "two-nodes", probe, resources={"cpus": 2, "gpus": 2}, topology={"gpus_per_node": 1})
+    final = job.wait(timeout=300)
+    assert (final.state, final.site) == ("succeeded", HPC), (final.message, client.logs(job.id))
+    (record,) = slurm_jobs(cluster, f"fed-{job.id}-1")
+    assert (record["job_state"], record["nodes"]) == ("COMPLETED", "node[0-1]"), record
+    assert "ray nodes 2 gpus 2\n" in client.logs(job.id)
+    assert not list(federation.work.glob("**/ray/fr*")), "the Ray folders of the allocation are left"
 
 
 def test_cancel_scancels_the_slurm_job_and_its_processes_end(cluster, client):

@@ -12,7 +12,9 @@ import pytest
 
 from federation.errors import ConfigError
 from federation.jobs import AttemptState
+from federation.spec import JobSpec
 from federation.spec.site import SlurmSpec
+from site_agent.launch import nodes_of
 from site_agent.plan import Ref, ray_status
 from site_agent.ray_driver import RayJob
 from site_agent.slurm import attempt_state, batch_script, exit_code, parse_jobs, sbatch_args
@@ -113,12 +115,30 @@ def args(**kw) -> list[str]:
 def test_sbatch_is_asked_for_the_attempts_resources_as_arguments():
     assert args() == ["--job-name=fed-j-0a1b2c3d4e5f-1", "--comment=federation_site=hpc",
                       "--output=/srv/fed/slurm/fed-j-0a1b2c3d4e5f-1.out", "--nodes=1", "--ntasks=1",
-                      "--cpus-per-task=2", "--export=NONE", "--no-requeue", "--chdir=/srv/fed/slurm", "--mem=3072M",
-                      "--gres=gpu:2", "--time=60", "--partition=gpu,long", "--account=proj", "--qos=normal"]
+                      "--ntasks-per-node=1", "--cpus-per-task=2", "--export=NONE", "--no-requeue",
+                      "--chdir=/srv/fed/slurm", "--mem=3072M", "--gres=gpu:2", "--time=60", "--partition=gpu,long",
+                      "--account=proj", "--qos=normal"]
     assert "--time=720" in args(time_limit=0.0, settings=SlurmSpec(time_limit="12h"))   # the site's default
     assert not any(a.startswith("--time") for a in args(time_limit=0.0))
     with pytest.raises(ConfigError, match=r"resources.gpus: 0.5; Slurm gives whole GPUs"):
         args(gpus=0.5)
+
+
+@pytest.mark.parametrize("gpus, topology, nodes", [
+    (8, {"gpus_per_node": 2}, 4), (4, {"gpus_per_node": 4}, 1), (8, {}, 1),
+    (8, {"nvlink": "required"}, 1)])
+def test_a_job_spans_its_gpus_over_gpus_per_node_nodes(gpus, topology, nodes):
+    spec = JobSpec.model_validate({"apiVersion": "federation/v1", "kind": "Job", "metadata": {"name": "j"},
+                                   "spec": {"entrypoint": "true", "resources": {"gpus": gpus}, "topology": topology}})
+    assert nodes_of(spec) == nodes
+
+
+def test_a_job_over_several_nodes_asks_each_node_for_its_even_part():
+    over = args(cpus=6, memory=12 << 30, gpus=8, nodes=4)
+    assert {"--nodes=4", "--ntasks=4", "--ntasks-per-node=1", "--cpus-per-task=2", "--mem=3072M",
+            "--gres=gpu:2"} <= set(over)
+    with pytest.raises(ConfigError, match=r"resources.gpus: 6 do not split evenly over 4 nodes"):
+        args(gpus=6, nodes=4)
 
 
 def test_the_script_sets_the_environment_and_folder_and_reads_as_no_directive(tmp_path):
