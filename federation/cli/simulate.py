@@ -132,24 +132,28 @@ def _simulate_load(args: argparse.Namespace, w: Workload, rules: policies.Rules)
     if not w.timed:
         w = replace(w, jobs=tuple(load.timed_like(w.jobs, trace.alibaba(Path(args.trace)).jobs, args.seed)))
         timing = "a run time drawn from the default list's jobs of its size"
-    gpus = int(sum(s.inventory.gpus for s in w.sites))
+    nodes = [n for site in w.sites for n in site.inventory.nodes]
+    gpus = sum(n.gpus for n in nodes)
     draws = args.draws or 3 * len(w.jobs)
     out: dict[str, dict] = {}
     for share in _levels(args.utilisation):
-        jobs, gap, reached = load.steady(w.jobs, gpus, share, draws, args.seed)
-        at = replace(w, jobs=tuple(jobs))
-        rows = [load.summary(load.run(at, rules, s)) for s in args.strategy or load.STRATEGIES]
-        out[f"{share:g}"] = {"mean_gap_s": round(gap, 3), "reached": round(reached, 3), "results": rows,
+        at = load.steady(w.jobs, nodes, share, draws, args.seed)
+        rows = [load.summary(load.run(replace(w, jobs=tuple(at.jobs)), rules, s))
+                for s in args.strategy or load.STRATEGIES]
+        out[f"{share:g}"] = {"mean_gap_s": round(at.gap, 3), "reached": round(at.load, 3),
+                             "busiest_gpus": at.busiest, "on_all_gpus": round(at.on_all, 3), "results": rows,
                              "ratios": load.ratios(rows)}
     setup = (f"{draws} jobs drawn from the {len(w.jobs)} of the list (seed {args.seed}), each with {timing}, on "
              f"{gpus} GPUs (one GPU node in {args.keep_every} of each site); Poisson arrivals at the rate that "
-             f"offers the stated share of the GPUs held; time limits = run times; backfill depth {load.DEPTH}")
+             "offers the stated share of the busiest GPUs (those some jobs' asks fit only on, else all); time "
+             f"limits = run times; backfill depth {load.DEPTH}")
     if wants_json(args):
         render.emit_json({"setup": setup, "rules": w.rules, "loads": out})
         return 0
     print(setup)
     for level, got in out.items():
-        print(f"\noffered load {level} (reached {got['reached']:g}; one arrival every {got['mean_gap_s']:.4g}s):")
+        print(f"\noffered load {level} (reached {got['reached']:g} on the busiest {got['busiest_gpus']} GPUs, "
+              f"{got['on_all_gpus']:g} on all; one arrival every {got['mean_gap_s']:.4g}s):")
         render.table(["STRATEGY", "UTIL", "STARTED", "NEVER", "DELAY-P50-S", "DELAY-P99-S", "8+GPU-P50-S",
                       "8+GPU-P99-S", "8+GPU-MAX-S", "8+GPU-JOBS"],
                      [[r["strategy"], r["gpu_utilisation"], r["started"], r["never_started"],

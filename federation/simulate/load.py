@@ -26,6 +26,7 @@ p95, p99 overall and by the GPUs a job asks, and the largest jobs' worst wait.
 from __future__ import annotations
 
 import heapq
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -37,7 +38,7 @@ from federation.simulate.engine import catalog_of, snapshot_of
 from federation.simulate.trace import SimJob, Workload
 from federation.spec.server import BACKFILL_DEPTH
 from policies.gpu_state import GpuState
-from policies.gpus import MILLI, Binding
+from policies.gpus import MILLI, Binding, GpuNode, GpuRequest, Inventory
 from policies.preemption import Running
 
 STRATEGIES = ("ours", "ours-reserve", "fifo-per-site")
@@ -86,26 +87,57 @@ class _Cluster:
             self.running[i] -= 1
 
 
-def steady(jobs: Sequence[SimJob], gpus: int, load: float, draws: int,
-           seed: int) -> tuple[list[SimJob], float, float]:
+@dataclass(frozen=True)
+class Steady:
+    jobs: list[SimJob]
+    gap: float        # mean seconds between arrivals
+    load: float       # offered to the busiest GPUs: `load` asked, less when even all jobs at once offer less
+    on_all: float     # offered to all GPUs
+    busiest: int      # how many GPUs the busiest are
+
+
+def steady(jobs: Sequence[SimJob], nodes: Sequence[GpuNode], load: float, draws: int, seed: int) -> Steady:
     """`draws` jobs drawn from `jobs`, arriving as a Poisson process at the rate that offers `load`
-    times `gpus` (a bisection on the mean gap); the jobs, the mean gap in seconds, and the load
-    reached (less than `load` when even all jobs at once offer less)."""
+    to the busiest GPUs of `nodes` (a bisection on the mean gap). GPUs are busiest by the work only
+    they can run: a job counts against the GPUs of the nodes its ask fits on (2-8 GPUs in one NVLink
+    domain: the NVLink nodes alone), so no kind of node is offered more than `load` while another
+    idles; on a list where every ask fits most nodes, the busiest are all GPUs."""
     rng = np.random.default_rng(seed)
     picked = [jobs[int(k)] for k in rng.integers(0, len(jobs), draws)] if jobs else []
     size = np.array([j.gpu.whole if j.gpu else 0.0 for j in picked])
     run_s = np.array([j.duration for j in picked])
     unit = np.cumsum(np.concatenate([[0.0], rng.exponential(1.0, max(0, draws - 1))]))[:draws]
     span = float(unit[-1]) if draws else 0.0
+    held = _held(nodes, [j.gpu for j in picked])
 
-    def offered(gap: float) -> float:
-        return float((size * np.minimum(run_s, gap * (span - unit))).sum() / (gpus * gap * span)) if span else 0.0
+    def offered(gap: float) -> np.ndarray:
+        asked = size * np.minimum(run_s, gap * (span - unit))
+        return np.array([float(asked[mask].sum()) / (gpus * gap * span) if span else 0.0 for gpus, mask in held])
     lo, hi = 1e-6, 1e9
     for _ in range(100):
         mid = (lo * hi) ** 0.5
-        lo, hi = (mid, hi) if offered(mid) > load else (lo, mid)
+        lo, hi = (mid, hi) if offered(mid).max() > load else (lo, mid)
     out = [replace(j, id=f"{j.id}#{k}", arrival=float(unit[k] * hi)) for k, j in enumerate(picked)]
-    return out, hi, offered(hi)
+    loads = offered(hi)
+    return Steady(out, hi, float(loads.max()), float(loads[0]), held[int(loads.argmax())][0])
+
+
+def _held(nodes: Sequence[GpuNode], asks: Sequence[GpuRequest | None]) -> list[tuple[int, np.ndarray]]:
+    """(GPUs, which asks count against them) for all GPUs first, then for the nodes each distinct ask
+    fits on when empty, with every ask that fits only within them."""
+    kinds: dict[tuple, list[GpuNode]] = {}
+    for n in nodes:   # nodes alike in model, memory and NVLink domains fit the same asks
+        shape = tuple(sorted(Counter(d or f"alone{i}" for i, d in enumerate(n.domains)).values()))
+        kinds.setdefault((n.model, n.memory, shape), []).append(n)
+    fits = {a: frozenset(k for k, alike in kinds.items() if GpuState([Inventory((alike[0],))]).fit(0, a)[0])
+            for a in set(asks) if a is not None}
+    everything = frozenset(kinds)
+    within = [fits.get(a, frozenset()) or everything if a is not None else frozenset() for a in asks]
+    out = [(sum(n.gpus for n in nodes), np.array([a is not None for a in asks], dtype=bool))]
+    for kind_set in sorted(set(fits.values()) - {everything, frozenset()}, key=sorted):
+        gpus = sum(n.gpus for k in kind_set for n in kinds[k])
+        out.append((gpus, np.array([bool(w) and w <= kind_set for w in within], dtype=bool)))
+    return out
 
 
 def timed_like(jobs: Sequence[SimJob], reference: Sequence[SimJob], seed: int) -> list[SimJob]:

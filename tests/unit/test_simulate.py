@@ -259,21 +259,39 @@ def test_fairness_on_a_contended_excerpt_federated_is_fairest_and_keeps_every_ru
 
 def test_a_steady_load_offers_the_stated_share_and_draws_the_same_jobs_for_the_same_seed(excerpt):
     from federation.simulate import load
-    gpus = int(sum(s.inventory.gpus for s in excerpt.sites))
-    jobs, gap, reached = load.steady(excerpt.jobs, gpus, 0.9, 2000, seed=3)
-    assert len(jobs) == len({j.id for j in jobs}) == 2000 and reached == pytest.approx(0.9, rel=1e-3)
+    nodes = [n for s in excerpt.sites for n in s.inventory.nodes]
+    gpus = sum(n.gpus for n in nodes)
+    at = load.steady(excerpt.jobs, nodes, 0.9, 2000, seed=3)
+    jobs, gap = at.jobs, at.gap
+    assert len(jobs) == len({j.id for j in jobs}) == 2000 and at.load == pytest.approx(0.9, rel=1e-3)
     arrivals = [j.arrival for j in jobs]
     assert arrivals == sorted(arrivals) and arrivals[0] == 0 and gap > 0
     window = arrivals[-1]
     asked = sum((j.gpu.whole if j.gpu else 0) * min(j.duration, window - j.arrival) for j in jobs)
+    assert (at.busiest, at.on_all) == (gpus, at.load)   # every ask of this excerpt fits most nodes
     assert asked / (gpus * window) == pytest.approx(0.9, rel=1e-3)      # the definition, recomputed
     by_id = {j.id: j for j in excerpt.jobs}
     assert all(replace(j, id=j.id.split("#")[0], arrival=0) == replace(by_id[j.id.split("#")[0]], arrival=0)
                for j in jobs)
-    assert load.steady(excerpt.jobs, gpus, 0.9, 2000, seed=3) == (jobs, gap, reached)
-    assert load.steady(excerpt.jobs, gpus, 0.9, 2000, seed=4)[0] != jobs
+    assert load.steady(excerpt.jobs, nodes, 0.9, 2000, seed=3) == at
+    assert load.steady(excerpt.jobs, nodes, 0.9, 2000, seed=4).jobs != jobs
     untimed = [replace(j, duration=0.0) for j in excerpt.jobs]
     timed = load.timed_like(untimed, excerpt.jobs, seed=3)
     for size in load.SIZES:
         have = {j.duration for j in excerpt.jobs if load.size_of(j) == size}
         assert {j.duration for j in timed if load.size_of(j) == size} <= have
+
+
+def test_the_load_is_stated_on_the_gpus_that_only_some_asks_fit():
+    from federation.simulate import load
+    nodes = [GpuNode("sxm", "G2", 0, ("sxm/nv",) * 8), *(GpuNode(f"t4-{k}", "T4", 0, ("", "")) for k in range(4))]
+    eight = GpuRequest(count=8, nvlink="required")
+    jobs = [trace.SimJob("big", 0, 3600.0, 8, 0, eight), trace.SimJob("one", 0, 600.0, 1, 0, GpuRequest(count=1))]
+    at = load.steady(jobs, nodes, 0.8, 400, seed=1)
+    window = at.jobs[-1].arrival
+
+    def offered(which) -> float:
+        return sum(j.gpu.whole * min(j.duration, window - j.arrival) for j in at.jobs if which(j)) / window
+    assert at.busiest == 8 and at.load == pytest.approx(0.8, rel=1e-3)
+    assert offered(lambda j: j.gpu == eight) / 8 == pytest.approx(0.8, rel=1e-3)   # only the NVLink node holds them
+    assert offered(lambda j: True) / 16 == pytest.approx(at.on_all, rel=1e-3) and at.on_all < 0.8
