@@ -152,14 +152,7 @@ def local_slurm(work: Path, cpus: int | None = None, slots: int | None = None,
         raise RuntimeError(reason)
     work = work.resolve()
     names = node_names(nodes)
-    logs = ("slurmctld.log", *(f"slurmd-{n}.log" for n in names))
-    for name in ("state", "spool", "dev", "gres.conf", "jobcomp.txt", *logs):   # a clean start each time
-        if (work / name).is_dir():
-            shutil.rmtree(work / name)
-        (work / name).unlink(missing_ok=True)
-    for sub in ("state", *(f"spool/{n}" for n in names)):
-        (work / sub).mkdir(parents=True)
-    _gres(work, names, gpus)
+    _fresh(work, names, gpus)
     real = len(os.sched_getaffinity(0))
     declared = slots or cpus or real
     with _munge(work) as socket:
@@ -194,6 +187,18 @@ def local_slurm(work: Path, cpus: int | None = None, slots: int | None = None,
                     _until(lambda: not cluster.run("squeue", "-h").strip(), 30, "jobs cancelled", logs)
             for p in reversed(procs):
                 _stop(p)
+
+
+def _fresh(work: Path, names: list[str], gpus: int) -> None:
+    """A clean start each time: no state, spool, devices or logs of an earlier cluster."""
+    logs = ("slurmctld.log", *(f"slurmd-{n}.log" for n in names))
+    for name in ("state", "spool", "dev", "gres.conf", "jobcomp.txt", *logs):
+        if (work / name).is_dir():
+            shutil.rmtree(work / name)
+        (work / name).unlink(missing_ok=True)
+    for sub in ("state", *(f"spool/{n}" for n in names)):
+        (work / sub).mkdir(parents=True)
+    _gres(work, names, gpus)
 
 
 def _gres(work: Path, names: list[str], gpus: int) -> None:
