@@ -190,14 +190,17 @@ def local_slurm(work: Path, cpus: int | None = None, slots: int | None = None,
 
 
 def _fresh(work: Path, names: list[str], gpus: int) -> None:
-    """A clean start each time: no state, spool, devices or logs of an earlier cluster."""
+    """A clean start each time: no state, spool, devices or logs of an earlier cluster. Jobs of
+    other users pass through to their scripts in the spool, as on a real cluster."""
+    work.mkdir(parents=True, exist_ok=True)
+    work.chmod(0o711)
     logs = ("slurmctld.log", *(f"slurmd-{n}.log" for n in names))
     for name in ("state", "spool", "dev", "gres.conf", "jobcomp.txt", *logs):
         if (work / name).is_dir():
             shutil.rmtree(work / name)
         (work / name).unlink(missing_ok=True)
     for sub in ("state", *(f"spool/{n}" for n in names)):
-        (work / sub).mkdir(parents=True)
+        (work / sub).mkdir(parents=True, mode=0o755)
     _gres(work, names, gpus)
 
 

@@ -4,10 +4,11 @@ federation to a Slurm site, against `sbatch` of it directly, in the same run on 
 
     python -m bench.slurm_site [--runs 5]
 
-Three paths, alternated so all see the same machine: `sbatch` (the script directly), `sbatch+ray`
+Four paths, alternated so all see the same machine: `sbatch` (the script directly), `sbatch+ray`
 (the script under `site_agent.slurm_ray`, as a Slurm site's job runs it: a Ray head on the
-allocation first), and `federation` (the SDK submits a job whose data is at the Slurm site; the
-federation places it, the agent writes and submits the batch script). "Start" is when the script
+allocation first), `federation` (the SDK submits a job whose data is at the Slurm site; the
+federation places it, the agent writes and submits the batch script), and `sbatch+ray` over two
+nodes (the head, then a Ray worker on the other node, joined before the script starts). "Start" is when the script
 itself begins, by its own clock, so it needs no polling; submit is when the submitter began.
 """
 from __future__ import annotations
@@ -34,12 +35,13 @@ def started_at(text: str) -> float:
     return float(next(line.split()[1] for line in text.splitlines() if line.startswith("started ")))
 
 
-def direct(cluster: slurm.Cluster, work: Path, i: int, with_ray: bool) -> float:
-    out = work / f"direct-{i}-{int(with_ray)}.out"
-    command = (f"{sys.executable} -m site_agent.slurm_ray --port-base=35000 --slots=4 --temp={work}/ray -- "
+def direct(cluster: slurm.Cluster, work: Path, i: int, with_ray: bool, nodes: int = 1) -> float:
+    out = work / f"direct-{i}-{int(with_ray)}-{nodes}.out"
+    command = (f"{sys.executable} -m site_agent.slurm_ray --port-base=35000 --slots=4 -- "
                f"{shlex.quote(STAMP)}" if with_ray else STAMP)
     script = work / f"direct-{i}.sbatch"
-    script.write_text(f"#!/bin/bash\n#SBATCH --output={out}\n#SBATCH --cpus-per-task=1\nexport PATH="
+    script.write_text(f"#!/bin/bash\n#SBATCH --output={out}\n#SBATCH --cpus-per-task=1\n#SBATCH --nodes={nodes}\n"
+                      f"#SBATCH --ntasks-per-node=1\nexport PATH="
                       f"{Path(sys.executable).parent}:$PATH\n{command}\n")
     t = time.time()
     job = cluster.run("sbatch", "--parsable", str(script)).strip()
@@ -80,9 +82,9 @@ def main() -> None:
         raise SystemExit(reason)
     work = Path(tempfile.mkdtemp(prefix="bslurm-", dir="/tmp"))
     (work / "fed").mkdir()
-    times: dict[str, list[float]] = {"sbatch": [], "sbatch+ray": [], "federation": []}
+    times: dict[str, list[float]] = {"sbatch": [], "sbatch+ray": [], "federation": [], "sbatch+ray, 2 nodes": []}
     try:
-        with slurm.local_slurm(work / "slurm", slots=4, min_job_age=600) as cluster:
+        with slurm.local_slurm(work / "slurm", slots=4, min_job_age=600, nodes=2) as cluster:
             fed = federation_on(cluster, work)
             try:
                 fed.start_server()
@@ -93,6 +95,7 @@ def main() -> None:
                         times["sbatch"].append(direct(cluster, work, i, with_ray=False))
                         times["sbatch+ray"].append(direct(cluster, work, i, with_ray=True))
                         times["federation"].append(federated(client, i))
+                        times["sbatch+ray, 2 nodes"].append(direct(cluster, work, i, with_ray=True, nodes=2))
             finally:
                 fed.shutdown()
             version = cluster.run("sinfo", "-V").split()[-1]
@@ -103,11 +106,12 @@ def main() -> None:
 
 def report(times: dict[str, list[float]], version: str) -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"Slurm {version}, one node; submit-to-start of a trivial script, {len(times['sbatch'])} runs each, "
-          "median (min-max) seconds")
+    print(f"Slurm {version}, two nodes (two slurmd on this host); submit-to-start of a trivial script, "
+          f"{len(times['sbatch'])} runs each, median (min-max) seconds")
     for name, values in times.items():
-        print(f"  {name:>11}: {med[name]:6.2f}  ({min(values):.2f}-{max(values):.2f})")
-    print(f"  Ray started inside the allocation: +{med['sbatch+ray'] - med['sbatch']:.2f} s")
+        print(f"  {name:>19}: {med[name]:6.2f}  ({min(values):.2f}-{max(values):.2f})")
+    print(f"  Ray started inside the allocation: +{med['sbatch+ray'] - med['sbatch']:.2f} s; over two nodes (a head, "
+          f"then an srun step of workers that join it): +{med['sbatch+ray, 2 nodes'] - med['sbatch']:.2f} s")
     print(f"  the federation's own part (placement, agent, sbatch): +{med['federation'] - med['sbatch+ray']:.2f} s")
     print(f"  ratio federation/sbatch: x{med['federation'] / med['sbatch']:.2f}; "
           f"federation/(sbatch+ray): x{med['federation'] / med['sbatch+ray']:.2f}")

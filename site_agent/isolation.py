@@ -57,9 +57,12 @@ class JobUsers:
 
     run_as: str | None = None
     tenant_user: str | None = None   # with {tenant} in it
+    where: str = "spec.ray.local.tenant_heads.user"
 
     @classmethod
     def of_config(cls, config: SiteConfig) -> JobUsers:
+        if config.spec.backend == "slurm":
+            return cls(None, config.spec.slurm.users, "spec.slurm.users")
         local = config.spec.ray.local
         return cls(local.run_as, local.tenant_heads.user if local.tenant_heads else None)
 
@@ -81,7 +84,7 @@ class JobUsers:
 
     def of(self, tenant: str) -> OSUser | None:
         if self.tenant_user:
-            return os_user(self.tenant_user.replace("{tenant}", tenant), "spec.ray.local.tenant_heads.user")
+            return os_user(self.tenant_user.replace("{tenant}", tenant), self.where)
         return self.base()
 
 

@@ -103,6 +103,8 @@ def _run_slurm_site(config: SiteConfig, *, local_ray: bool,
                           "so --local-ray has no meaning")
     driver = SlurmDriver(config.metadata.name, config.spec.slurm, work_dir(config) / "slurm")
     driver.resources()   # Slurm answers, or the agent says why not now
+    if config.spec.slurm.users:   # what an earlier agent granted, taken back: live attempts are granted again
+        DatasetGrants().clear([Path(d.path) for d in config.spec.datasets if d.path], JobUsers.of_config(config))
     agent = SiteAgent(config, driver, functools.partial(_channel, config.spec.federation))
     on_stop(agent.stop)
     _stop_with_parent()

@@ -4,12 +4,14 @@ Slurm template does), wait until every node has joined, run the job's entrypoint
 pointing at the head, stop the cluster, and exit with the entrypoint's code. SIGTERM (scancel,
 Slurm's time limit) stops the entrypoint's process group first.
 
-    python -m site_agent.slurm_ray --port-base 40000 --slots 16 --temp /tmp -- ENTRYPOINT
+    python -m site_agent.slurm_ray --port-base 40000 --slots 16 -- ENTRYPOINT
 
 Several allocations may share a node: each Ray node takes the first of `slots` port ranges (300
-ports each, from `port-base`) that is free, and a folder named after the Slurm job. Alone, the head
-listens on loopback only; with workers, on the address Slurm gives the node (its NodeAddr), behind
-Ray's token, which only the job's user can read."""
+ports each, from `port-base`) that is free. Ray's folders are the job user's own, made fresh on
+each node's local disk (`--temp`, default $TMPDIR or /tmp: Ray's socket paths must stay short)
+and removed at the end; a worker leaves when its head is gone. Alone, the head listens on loopback
+only; with workers, on the address Slurm gives the node (its NodeAddr), behind Ray's token, which
+reaches the workers in the step's environment, never in a file others could read."""
 from __future__ import annotations
 
 import argparse
@@ -19,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -44,24 +47,23 @@ def node_resources() -> tuple[int, int]:
     return cpus, int(os.environ.get("SLURM_GPUS_ON_NODE") or len(visible))
 
 
-def node_address(env: dict[str, str]) -> str:
+def node_address() -> str:
     """This node's IP as Slurm reaches it (`scontrol show node`'s NodeAddr), where workers find the head."""
     name = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
     try:
-        shown = subprocess.run(["scontrol", "show", "node", name], env=env, capture_output=True, text=True,
-                               timeout=30).stdout
+        shown = subprocess.run(["scontrol", "show", "node", name], capture_output=True, text=True, timeout=30).stdout
         addr = next((w.split("=", 1)[1] for w in shown.split() if w.startswith("NodeAddr=")), name)
         return socket.gethostbyname(addr)
     except (OSError, subprocess.TimeoutExpired) as e:
         raise RayError(f"the address of node {name}: {e}") from None
 
 
-def start_head(port_base: int, slots: int, temp: Path, job: str, node_ip: str = "127.0.0.1") -> LocalRayHead:
+def start_head(port_base: int, slots: int, folder: Path, job: str, node_ip: str = "127.0.0.1") -> LocalRayHead:
     cpus, gpus = node_resources()
     last: RayError | None = None
     for slot in range(slots):
         base = port_base + slot * RANGE
-        head = LocalRayHead(LocalRay(port_base=base, num_cpus=cpus, num_gpus=gpus, temp_dir=temp / f"fr{job}-{slot}"),
+        head = LocalRayHead(LocalRay(port_base=base, num_cpus=cpus, num_gpus=gpus, temp_dir=folder / str(slot)),
                             name=f"slurm job {job}", node_ip=node_ip)
         try:
             head.start(timeout=120, adopt=False)
@@ -76,12 +78,16 @@ def start_workers(head: LocalRayHead, nodes: int, args: argparse.Namespace, log:
     """One Ray worker on each allocated node but this one, as one `srun` step writing to `log`."""
     address = f"{head.node_ip}:{head.settings.port_base + PORTS['port']}"
     worker = [sys.executable, "-m", "site_agent.slurm_ray", f"--join={address}", f"--port-base={args.port_base}",
-              f"--slots={args.slots}", f"--temp={args.temp}"]
-    # --export=ALL: the head's environment (Ray's token among it), though the batch job's is NONE
+              f"--slots={args.slots}"]
+    env = head.environment()
+    if head.token_path is not None:   # the head's folder is on this node's disk: the token goes by environment
+        env.pop("RAY_AUTH_TOKEN_PATH", None)
+        env["RAY_AUTH_TOKEN"] = head.token_path.read_text().strip()
+    # --export=ALL: this environment, though the batch job's is NONE
     srun = ["srun", "--export=ALL", f"--nodes={nodes - 1}", f"--ntasks={nodes - 1}", "--ntasks-per-node=1",
             f"--exclude={os.environ.get('SLURMD_NODENAME', '')}", "--kill-on-bad-exit=1", *worker]
     with log.open("ab") as out:
-        return subprocess.Popen(srun, env=head.environment(), start_new_session=True, stdin=subprocess.DEVNULL,
+        return subprocess.Popen(srun, env=env, start_new_session=True, stdin=subprocess.DEVNULL,
                                 stdout=out, stderr=subprocess.STDOUT)
 
 
@@ -113,42 +119,60 @@ def port_free(ip: str, port: int) -> bool:
             return False
 
 
+def answers(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
 def join(address: str, port_base: int, slots: int, temp: Path) -> int:
-    """A Ray worker on this node, joined to the head at `address` until the step is stopped."""
-    ip, (cpus, gpus) = node_address(dict(os.environ)), node_resources()
+    """A Ray worker on this node, joined to the head at `address` until the head is gone or the step
+    is stopped; its folder removed after."""
+    ip, (cpus, gpus) = node_address(), node_resources()
     rank = int(os.environ.get("SLURM_NODEID") or 0)
     bases = [port_base + (rank + k) % slots * RANGE for k in range(slots)]
     base = next((b for b in bases if all(port_free(ip, b + PORTS[flag]) for flag in WORKER_FLAGS)), None)
     if base is None:
         print(f"fedctl: no free port range for a Ray worker among {slots} from {port_base}", file=sys.stderr)
         return 1
-    folder = temp / f"fr{os.environ.get('SLURM_JOB_ID', os.getpid())}-{os.environ.get('SLURMD_NODENAME', rank)}"
+    folder = Path(tempfile.mkdtemp(prefix=f"fr{os.environ.get('SLURM_JOB_ID', '')}-", dir=temp))
     ray = Path(sys.executable).with_name("ray")
     command = [str(ray) if ray.exists() else "ray", "start", f"--address={address}", "--block",
                "--disable-usage-stats", f"--node-ip-address={ip}", f"--temp-dir={folder}", f"--num-cpus={cpus}",
                f"--num-gpus={gpus}", f"--object-store-memory={LocalRay().object_store_memory}",
                f"--min-worker-port={base + WORKER_PORTS[0]}", f"--max-worker-port={base + WORKER_PORTS[1]}"]
     command += [f"--{flag}={base + PORTS[flag]}" for flag in WORKER_FLAGS]
-    # In the step's own process group: whatever ends the step ends the node.
-    node = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-    signal.signal(signal.SIGTERM, lambda _s, _f: node.terminate())
-    return node.wait()
+    node = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
+    signal.signal(signal.SIGTERM, lambda _s, _f: os.killpg(node.pid, signal.SIGTERM))
+    try:
+        while node.poll() is None and answers(address):
+            try:
+                node.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                pass
+        return 0
+    finally:
+        stop_group(node)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port-base", type=int, default=40000)
     parser.add_argument("--slots", type=int, default=16)
-    parser.add_argument("--temp", type=Path, default=Path("/tmp"))
+    parser.add_argument("--temp", type=Path, default=Path(os.environ.get("TMPDIR") or "/tmp"))
     parser.add_argument("--join", default="", help=argparse.SUPPRESS)   # a worker of this address's head
     parser.add_argument("entrypoint", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
-    args.temp.mkdir(parents=True, exist_ok=True)
     if args.join:
         return join(args.join, args.port_base, args.slots, args.temp)
     entrypoint = " ".join(args.entrypoint[1:] if args.entrypoint[:1] == ["--"] else args.entrypoint)
     job = os.environ.get("SLURM_JOB_ID", str(os.getpid()))
     nodes = int(os.environ.get("SLURM_JOB_NUM_NODES") or 1)
+    folder = Path(tempfile.mkdtemp(prefix=f"fr{job}-", dir=args.temp))   # this user's alone, made fresh
     workers: subprocess.Popen | None = None
     proc: subprocess.Popen | None = None
 
@@ -161,12 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     head: LocalRayHead | None = None
     try:
-        head = start_head(args.port_base, args.slots, args.temp, job,
-                          node_address(dict(os.environ)) if nodes > 1 else "127.0.0.1")
+        head = start_head(args.port_base, args.slots, folder, job, node_address() if nodes > 1 else "127.0.0.1")
         if nodes > 1:
-            log = args.temp / f"fr{job}-workers.log"
-            workers = start_workers(head, nodes, args, log)
-            wait_joined(head, nodes, workers, log)
+            workers = start_workers(head, nodes, args, folder / "workers.log")
+            wait_joined(head, nodes, workers, folder / "workers.log")
         env = {**head.environment(), **{k: v for k, v in os.environ.items() if k not in ("PATH",)},
                "RAY_ADDRESS": f"{head.node_ip}:{head.settings.port_base + PORTS['port']}"}
         proc = subprocess.Popen(["/bin/bash", "-c", entrypoint], env=env, start_new_session=True)
@@ -177,23 +199,24 @@ def main(argv: list[str] | None = None) -> int:
     except Stopped:
         code = 128 + signal.SIGTERM
     finally:
-        if workers is not None:
-            stop_group(workers)
         if head is not None:
-            head.stop()
-        for left in args.temp.glob(f"fr{job}-*"):   # the head's and the workers' (a shared folder)
-            shutil.rmtree(left, ignore_errors=True) if left.is_dir() else left.unlink(missing_ok=True)
+            head.stop()   # the workers see it gone and leave
+        if workers is not None:
+            stop_group(workers, first=None)
+        shutil.rmtree(folder, ignore_errors=True)
     return code if code >= 0 else 128 - code
 
 
-def stop_group(proc: subprocess.Popen, grace: float = 15.0) -> None:
-    """SIGTERM to `proc`'s process group (srun passes it to its tasks, `ray start --block` stops its
-    node), then SIGKILL to what is left."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+def stop_group(proc: subprocess.Popen, grace: float = 15.0,
+               first: signal.Signals | None = signal.SIGTERM) -> None:
+    """`first` (None: nothing, only the wait) to `proc`'s process group, then SIGKILL to what is left
+    after `grace`."""
+    for sig in (first, signal.SIGKILL):
         if proc.poll() is not None:
             return
         try:
-            os.killpg(proc.pid, sig)
+            if sig is not None:
+                os.killpg(proc.pid, sig)
             proc.wait(timeout=grace)
         except (ProcessLookupError, subprocess.TimeoutExpired):
             pass

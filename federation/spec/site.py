@@ -103,10 +103,14 @@ class TenantHeads(Strict):
     @field_validator("user")
     @classmethod
     def _user(cls, v: str) -> str:
-        if "{tenant}" not in v or v == "{tenant}" or not USER_RE.match(v.replace("{tenant}", "t")):
-            raise ValueError(f"user {v!r} must be an OS user name with {{tenant}} and a fixed part in it, e.g. "
-                             "fedjob-{tenant} (a tenant must not be able to name a system account)")
-        return v
+        return tenant_user(v)
+
+
+def tenant_user(v: str) -> str:
+    if "{tenant}" not in v or v == "{tenant}" or not USER_RE.match(v.replace("{tenant}", "t")):
+        raise ValueError(f"user {v!r} must be an OS user name with {{tenant}} and a fixed part in it, e.g. "
+                         "fedjob-{tenant} (a tenant must not be able to name a system account)")
+    return v
 
 
 class LocalRay(Strict):
@@ -201,6 +205,15 @@ class SlurmSpec(Strict):
                                description="first of the port ranges (300 each) a Ray head inside an allocation "
                                            "takes; the first free one is used")
     ray_slots: int = Field(default=16, ge=1, le=64, description="port ranges to try: Ray heads at once on one node")
+    users: str | None = Field(
+        default=None, description="OS user of each tenant's Slurm jobs, {tenant} replaced (e.g. fedjob-{tenant}): "
+                                  "one tenant's jobs cannot read another's files or logs; the agent runs as root "
+                                  "to submit as them (sbatch --uid); default: the agent's own user")
+
+    @field_validator("users")
+    @classmethod
+    def _users(cls, v: str | None) -> str | None:
+        return None if v is None else tenant_user(v)
 
     @field_validator("time_limit", mode="before")
     @classmethod
@@ -275,8 +288,8 @@ class SiteBody(Strict):
     def _slurm_alone(self) -> SiteBody:
         local = self.ray.local
         if self.backend == "slurm" and (local.run_as or local.tenant_heads or self.elastic):
-            raise ValueError("backend: slurm runs each attempt as a Slurm job of the agent's user: "
-                             "ray.local.run_as, ray.local.tenant_heads and elastic are for a Ray site")
+            raise ValueError("backend: slurm runs each attempt as a Slurm job (of each tenant's user with "
+                             "slurm.users): ray.local.run_as, ray.local.tenant_heads and elastic are for a Ray site")
         return self
 
     @model_validator(mode="after")

@@ -2,12 +2,17 @@
 the OS packages; bench/slurm.py):
 a federation of one Ray site and one Slurm-backed site. A job whose data lives at the Slurm site runs
 there as a Slurm job with a Ray cluster inside it; its logs come back; cancel scancels it; a Slurm-side
-scancel is a lost attempt, retried by policy; a restarted agent adopts the running Slurm job."""
+scancel is a lost attempt, retried by policy; a restarted agent adopts the running Slurm job. Each
+tenant's jobs are its own OS user's (`slurm.users`): another tenant cannot read them, and a job that
+replaces its log with a link gets nothing of what the link points at."""
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -17,12 +22,15 @@ import yaml
 from bench import slurm, slurm_accounting
 from federation.local import CONFIGS
 from tests.e2e.conftest import E2EFederation, running
+from tests.e2e.test_isolation import open_path_to
 from tests.needs import missing
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
 HPC, CLOUD = "hpc", "cloud"
+USERS = ("fedslurm-e2e", "fedslurm-mallory")   # slurm.users: fedslurm-{tenant}
+SECRET = "ROOT-ONLY-SECRET\n" * 8192          # 136 KiB: whatever offset a log is read from, it shows
 PROBE = ("python -c \"import os, ray; ray.init(); "
          "print('ray cpus', int(ray.cluster_resources()['CPU']), 'in slurm job', os.environ['SLURM_JOB_ID'])\"")
 
@@ -41,8 +49,19 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def federation(cluster):
+    if os.geteuid() != 0:
+        missing("jobs run as each tenant's OS user only when the agent runs as root (CI runs as root)")
+    for user in USERS:
+        if subprocess.run(["id", user], capture_output=True).returncode != 0:
+            subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", user],
+                           check=True)
+    open_path_to(Path(os.path.realpath(sys.executable)), Path(sys.executable), Path(__file__))
     work = Path(tempfile.mkdtemp(prefix="fse2e-", dir="/tmp"))
-    (work / "hpc").mkdir()
+    work.chmod(0o711)   # the tenants' users pass through to their own folders
+    (work / "hpc").mkdir(mode=0o711)
+    (work / "cohort").mkdir()
+    (work / "root-only.txt").write_text(SECRET)
+    (work / "root-only.txt").chmod(0o600)
     policy = yaml.safe_load((CONFIGS / "policy.yaml").read_text())
     policy["spec"]["classifications"]["hpc-internal"] = {
         "allowed_jurisdictions": ["DE"], "allow_staging": False, "may_cross_border": ["results", "logs"]}
@@ -51,8 +70,9 @@ def federation(cluster):
     sites = {
         CLOUD: {"location": {"jurisdiction": "DE", "region": "eu-cloud"}, "ray": {"local": {"num_cpus": 2}}},
         HPC: {"location": {"jurisdiction": "DE", "region": "eu-hpc"}, "backend": "slurm",
-              "slurm": {"conf": str(cluster.work / "slurm.conf"), "ray_port_base": 33500, "ray_slots": 4},
-              "datasets": [{"name": "cohort-hpc", "path": str(work)}], "work_dir": str(work / "hpc")},
+              "slurm": {"conf": str(cluster.work / "slurm.conf"), "ray_port_base": 33500, "ray_slots": 4,
+                        "users": "fedslurm-{tenant}"},
+              "datasets": [{"name": "cohort-hpc", "path": str(work / "cohort")}], "work_dir": str(work / "hpc")},
     }
     yield from running(E2EFederation(work=work, sites=sites, port_bases={CLOUD: 19000},
                                      policy=work / "policy.yaml"))
@@ -64,8 +84,8 @@ def client(federation):
         yield c
 
 
-def submit(client, name: str, entrypoint: str, **spec):
-    return client.submit({"apiVersion": "federation/v1", "kind": "Job", "metadata": {"name": name, "tenant": "e2e"},
+def submit(client, name: str, entrypoint: str, tenant: str = "e2e", **spec):
+    return client.submit({"apiVersion": "federation/v1", "kind": "Job", "metadata": {"name": name, "tenant": tenant},
                           "spec": {"entrypoint": entrypoint, "datasets": ["cohort-hpc"], "resources": {"cpus": 1},
                                    **spec}})
 
@@ -82,7 +102,7 @@ def running_in_slurm(cluster, name: str) -> bool:
 def test_a_job_on_data_at_the_slurm_site_runs_there_as_a_slurm_job_with_ray_inside(cluster, client):
     job = submit(client, "ray-probe", PROBE)
     final = job.wait(timeout=240)
-    assert (final.state, final.site) == ("succeeded", HPC), final.message
+    assert (final.state, final.site) == ("succeeded", HPC), (final.message, client.logs(job.id))
     (record,) = slurm_jobs(cluster, f"fed-{job.id}-1")
     assert (record["job_state"], record["comment"]) == ("COMPLETED", f"federation_site={HPC}")
     accounted = f"{record['job_id']}|fed-{job.id}-1|COMPLETED"   # slurmdbd records it soon after
@@ -93,7 +113,7 @@ def test_a_job_on_data_at_the_slurm_site_runs_there_as_a_slurm_job_with_ray_insi
     assert "Connected to Ray cluster" in logs
 
 
-def test_a_job_over_two_nodes_gets_one_ray_cluster_over_its_whole_allocation(federation, cluster, client):
+def test_a_job_over_two_nodes_gets_one_ray_cluster_over_its_whole_allocation(cluster, client):
     probe = ("python -c \"import ray; ray.init(); alive = [n for n in ray.nodes() if n['Alive']]; "
              "print('ray nodes', len(alive), 'gpus', int(ray.cluster_resources()['GPU']))\"")
     job = submit(client, "two-nodes", probe, resources={"cpus": 2, "gpus": 2}, topology={"gpus_per_node": 1})
@@ -102,7 +122,35 @@ def test_a_job_over_two_nodes_gets_one_ray_cluster_over_its_whole_allocation(fed
     (record,) = slurm_jobs(cluster, f"fed-{job.id}-1")
     assert (record["job_state"], record["nodes"]) == ("COMPLETED", "node[0-1]"), record
     assert "ray nodes 2 gpus 2\n" in client.logs(job.id)
-    assert not list(federation.work.glob("**/ray/fr*")), "the Ray folders of the allocation are left"
+    uid, since = pwd.getpwnam("fedslurm-e2e").pw_uid, record["start_time"]
+    left = [p for p in Path(tempfile.gettempdir()).glob(f"fr{record['job_id']}-*")
+            if p.stat().st_uid == uid and p.stat().st_ctime >= since]
+    assert not left, f"the allocation's Ray folders are left: {left}"
+
+
+def test_each_tenants_job_is_its_own_users_and_another_tenant_reads_nothing_of_it(federation, cluster, client):
+    job = submit(client, "mine", "id -un; echo my-private-result-42 > $HOME/result.txt; echo my-private-log-42")
+    assert job.wait(timeout=240).state == "succeeded"
+    (record,) = slurm_jobs(cluster, f"fed-{job.id}-1")
+    assert record["user_name"] == "fedslurm-e2e"
+    assert client.logs(job.id).startswith("fedslurm-e2e\nmy-private-log-42\n")
+    home = federation.work / "hpc" / "slurm" / "users" / "fedslurm-e2e"
+    look = (f"id -un; cat {home}/fed-{job.id}-1.out {home}/result.txt; ls {home} {home.parent} "
+            f"{federation.work / 'hpc' / 'slurm'}; cat {federation.work / 'root-only.txt'}; true")
+    spy = submit(client, "spy", look, tenant="mallory")
+    assert spy.wait(timeout=240).state == "succeeded"
+    first, *rest = client.logs(spy.id).splitlines()
+    assert first == "fedslurm-mallory" and len(rest) == 6, rest   # two files, three folders, root's file
+    assert all("Permission denied" in line for line in rest), rest
+
+
+def test_a_job_that_links_its_log_to_a_file_of_roots_gets_none_of_it(federation, client):
+    link = (f'echo before; rm "$HOME/$SLURM_JOB_NAME.out"; ln -s {federation.work / "root-only.txt"} '
+            '"$HOME/$SLURM_JOB_NAME.out"; echo after')
+    job = submit(client, "linker", link)
+    assert job.wait(timeout=240).state == "succeeded"
+    assert "ROOT-ONLY" not in client.logs(job.id)
+    assert f"the log of fed-{job.id}-1 is a link: not read" in (federation.work / f"{HPC}.log").read_text()
 
 
 def test_cancel_scancels_the_slurm_job_and_its_processes_end(cluster, client):

@@ -54,7 +54,7 @@ def job(job_id: int, name: str, comment: str = "federation_site=hpc", uid: int =
             "exit_code": 0, **extra}
 
 
-def test_only_this_sites_jobs_of_the_agents_user_are_read():
+def test_only_this_sites_jobs_of_its_users_are_read():
     text = json.dumps({"jobs": [
         job(7, "fed-j-0a1b2c3d4e5f-1"),
         job(8, "fed-j-1a1b2c3d4e5f-1", comment="federation_site=other"),
@@ -63,7 +63,8 @@ def test_only_this_sites_jobs_of_the_agents_user_are_read():
         job(10, "fed-j-3a1b2c3d4e5f-1", comment="federation_site=hpc", uid=1001),
         job(11, "x UserId=fedagent(500)", comment="federation_site=hpc UserId=fedagent(500) JobId=7", uid=1001),
     ]})
-    assert sorted(parse_jobs(text, "hpc", 500)) == ["7"]
+    assert sorted(parse_jobs(text, "hpc", lambda uid: uid == 500)) == ["7"]
+    assert sorted(parse_jobs(text, "hpc", lambda uid: uid in (500, 1001))) == ["10", "7"]
 
 
 @pytest.mark.parametrize("status, code", [(0, "0:0"), (3 << 8, "3:0"), (9, "0:9")])
@@ -133,6 +134,16 @@ def test_a_job_spans_its_gpus_over_gpus_per_node_nodes(gpus, topology, nodes):
     assert nodes_of(spec) == nodes
 
 
+def test_a_tenants_job_is_its_users_with_that_users_folder_as_its_home():
+    from site_agent.isolation import OSUser
+    user = OSUser("fedjob-a", 2001, 2002)
+    home = FOLDER / "users" / "fedjob-a"
+    assert args(user=user, folder=home)[-2:] == ["--uid=2001", "--gid=2002"]
+    assert f"--output={home}/fed-j-0a1b2c3d4e5f-1.out" in args(user=user, folder=home)
+    text = batch_script("true", {}, SETTINGS, home, user)
+    assert f"export HOME={home}\n" in text and "export USER=fedjob-a\n" in text
+
+
 def test_a_job_over_several_nodes_asks_each_node_for_its_even_part():
     over = args(cpus=6, memory=12 << 30, gpus=8, nodes=4)
     assert {"--nodes=4", "--ntasks=4", "--ntasks-per-node=1", "--cpus-per-task=2", "--mem=3072M",
@@ -173,7 +184,24 @@ def test_a_slurm_site_refuses_what_only_a_ray_site_can_do():
            "spec": {"federation": {"address": "127.0.0.1:1", "insecure": True},
                     "location": {"jurisdiction": "DE", "region": "eu"}, "backend": "slurm",
                     "ray": {"local": {"run_as": "fedjob"}}}}
-    with pytest.raises(InvalidSpec, match="backend: slurm runs each attempt as a Slurm job of the agent's user"):
+    with pytest.raises(InvalidSpec, match=r"backend: slurm runs each attempt as a Slurm job \(of each tenant's user"):
         validate(SiteConfig, doc, source="hpc.yaml")
     del doc["spec"]["ray"]
     assert validate(SiteConfig, doc, source="hpc.yaml").spec.backend == "slurm"
+    doc["spec"]["slurm"] = {"users": "{tenant}"}   # a tenant named root would run as root
+    with pytest.raises(InvalidSpec, match=r"hpc.yaml: spec.slurm.users: .*an OS user name with \{tenant\} and a fixed"):
+        validate(SiteConfig, doc, source="hpc.yaml")
+
+
+def test_a_log_is_read_only_as_a_plain_file_never_through_a_link(tmp_path, caplog):
+    from site_agent.slurm import SlurmDriver
+    driver = SlurmDriver("hpc", SlurmSpec(), tmp_path / "agent")
+    secret = tmp_path / "secret"
+    secret.write_text("agent's secret\n")
+    (tmp_path / "agent" / "fed-j-1.jobid").write_text("41")
+    (tmp_path / "agent" / "fed-j-1.out").symlink_to(secret)
+    (tmp_path / "agent" / "fed-j-2.jobid").write_text("42")
+    (tmp_path / "agent" / "fed-j-2.out").write_text("job 2 says hello\n")
+    assert (driver.logs("fed-j-1"), driver._log_size("fed-j-1")) == (b"", 0)
+    assert "the log of fed-j-1 is a link: not read" in caplog.text
+    assert (driver.logs("fed-j-2", 4), driver._log_size("fed-j-2")) == (b"2 says hello\n", 17)
