@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 import yaml
 
 from federation.local import LocalFederation, fedctl
+from tests.needs import missing
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -31,6 +33,32 @@ SITES = {
                 "gpu_nodes": [{"name": "us-dgx", "gpus": {"model": "H100", "count": 2, "memory": "80Gi"},
                                "nvlink": [[0, 1]]}]},
 }
+
+
+def os_users(names: tuple[str, ...], *more: Path) -> list[tuple[Path, int]]:
+    """OS users `names` (made when missing), able to pass through the folders above this Python,
+    its environment and `more`; (folder, old mode) of each folder changed. Jobs of their own users
+    need the agent to run as root."""
+    if os.geteuid() != 0:
+        missing("jobs run as OS users of their own only when the agent runs as root (CI runs as root)")
+    for user in names:
+        if subprocess.run(["id", user], capture_output=True).returncode != 0:
+            subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", user],
+                           check=True)
+    return open_path_to(Path(os.path.realpath(sys.executable)), Path(sys.executable), *more)
+
+
+def open_path_to(*paths: Path) -> list[tuple[Path, int]]:
+    """Let every user pass through the folders above `paths` (a Python under /root, say), as a
+    site that runs its jobs as other users must; (folder, old mode) of each one changed."""
+    changed = []
+    for path in paths:
+        for folder in path.parents:
+            mode = folder.stat().st_mode & 0o7777
+            if not mode & 0o001:
+                folder.chmod(mode | 0o001)
+                changed.append((folder, mode))
+    return changed
 
 
 def running(federation: LocalFederation):

@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -18,9 +16,8 @@ import yaml
 from federation.errors import Timeout
 from federation.local import CONFIGS, LocalFederation
 from site_agent.isolation import _ACL, _USER, _entries
-from tests.e2e.conftest import running
+from tests.e2e.conftest import os_users, running
 from tests.e2e.test_federation import job
-from tests.needs import missing
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -32,13 +29,7 @@ USERS = ("fedjob", "fedjob-alpha", "fedjob-beta")
 
 @pytest.fixture(scope="module")
 def fed():
-    if os.geteuid() != 0:
-        missing("jobs run as OS users of their own only when the agent runs as root (CI runs as root)")
-    for user in USERS:
-        if subprocess.run(["id", user], capture_output=True).returncode != 0:
-            subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", user],
-                           check=True)
-    opened = open_path_to(Path(os.path.realpath(sys.executable)), Path(sys.executable), HERE)
+    opened = os_users(USERS, HERE)
     work = Path(tempfile.mkdtemp(prefix="fiso-", dir="/tmp"))
     work.chmod(0o711)                                  # the heads' users pass through to their own folders
     shutil.copytree(HERE / "jobs", work / "jobs")
@@ -65,19 +56,6 @@ def fed():
     finally:
         for folder, mode in opened:
             folder.chmod(mode)
-
-
-def open_path_to(*paths: Path) -> list[tuple[Path, int]]:
-    """Let every user pass through the folders above `paths` (a Python under /root, say), as a
-    site that runs its jobs as other users must; (folder, old mode) of each one changed."""
-    changed = []
-    for path in paths:
-        for folder in path.parents:
-            mode = folder.stat().st_mode & 0o7777
-            if not mode & 0o001:
-                folder.chmod(mode | 0o001)
-                changed.append((folder, mode))
-    return changed
 
 
 def probe(fed, name: str, tenant: str, probes: dict[str, tuple[str, str]], hold: float = 0, **spec) -> dict:

@@ -8,11 +8,9 @@ replaces its log with a link gets nothing of what the link points at."""
 from __future__ import annotations
 
 import json
-import os
 import pwd
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -21,8 +19,7 @@ import yaml
 
 from bench import slurm, slurm_accounting
 from federation.local import CONFIGS
-from tests.e2e.conftest import E2EFederation, running
-from tests.e2e.test_isolation import open_path_to
+from tests.e2e.conftest import E2EFederation, os_users, running
 from tests.needs import missing
 from tests.waiting import wait_for
 
@@ -49,13 +46,7 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def federation(cluster):
-    if os.geteuid() != 0:
-        missing("jobs run as each tenant's OS user only when the agent runs as root (CI runs as root)")
-    for user in USERS:
-        if subprocess.run(["id", user], capture_output=True).returncode != 0:
-            subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", user],
-                           check=True)
-    open_path_to(Path(os.path.realpath(sys.executable)), Path(sys.executable), Path(__file__))
+    os_users(USERS, Path(__file__))
     work = Path(tempfile.mkdtemp(prefix="fse2e-", dir="/tmp"))
     work.chmod(0o711)   # the tenants' users pass through to their own folders
     (work / "hpc").mkdir(mode=0o711)
