@@ -37,6 +37,7 @@ from federation.collector import paused_gc
 from federation.simulate.engine import catalog_of, snapshot_of
 from federation.simulate.trace import SimJob, Workload
 from federation.spec.server import BACKFILL_DEPTH
+from policies.fgd import Demand
 from policies.gpu_state import GpuState
 from policies.gpus import MILLI, Binding, GpuNode, GpuRequest, Inventory
 from policies.preemption import Running
@@ -154,6 +155,7 @@ def run(w: Workload, rules: policies.Rules, strategy: str, cycle_s: float = 60.0
     total = int(sum(s.inventory.gpus for s in w.sites))
     out = LoadOutcome(strategy, total_gpus=total)
     cluster = _Cluster(GpuState([s.inventory for s in w.sites]), np.zeros(len(w.sites)), np.zeros(len(w.sites)))
+    cluster.state.demand = Demand.of(j.gpu for j in w.jobs)   # FGD's workload, as the control plane's live jobs
     catalog, index = catalog_of(w), {s.name: i for i, s in enumerate(w.sites)}
     homes = _homes(w) if strategy == "fifo-per-site" else {}
     views = {j.id: _view(j, homes.get(j.id, "")) for j in w.jobs}

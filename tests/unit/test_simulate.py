@@ -106,9 +106,11 @@ def test_under_load_reservations_shorten_the_wait_of_the_largest_jobs_without_co
     assert set(rows) == {"ours", "ours-reserve", "fifo-per-site"} and got["reached"] == pytest.approx(1.1, abs=0.01)
     ours, reserve = rows["ours"], rows["ours-reserve"]
     assert ours["never_started"] == reserve["never_started"] == 0
-    assert reserve["by_size"]["8+"]["p99"] < ours["by_size"]["8+"]["p99"]
+    # 51 jobs of 8 GPUs: their p99 is their worst wait, which one long job holding the nodes sets in both
+    assert reserve["by_size"]["8+"]["p50"] < ours["by_size"]["8+"]["p50"] / 2
+    assert reserve["by_size"]["8+"]["p99"] <= ours["by_size"]["8+"]["p99"]
     assert reserve["gpu_utilisation"] >= ours["gpu_utilisation"] - 0.02
-    assert got["ratios"]["ours-reserve/ours"]["p99_delay_8plus"] < 1
+    assert got["ratios"]["ours-reserve/ours"]["p99_delay_8plus"] <= 1
 
 
 def test_a_list_without_times_is_loaded_with_run_times_drawn_from_the_default_list(tmp_path, capsys):
