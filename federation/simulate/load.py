@@ -2,12 +2,12 @@
 
 The load is steady and stated: FGD's method draws the list's tasks at random (with replacement,
 seeded) and here they arrive as a Poisson process whose rate makes the offered GPU load a stated
-share of the GPUs held (say 70%, 90%, 110%; `steady`): the GPU-seconds the jobs ask inside the
+share of the busiest GPUs (say 70%, 90%, 110%; `steady`): the GPU-seconds the jobs ask inside the
 arrival window (work that would run past its end not counted) over the GPU-seconds the GPUs hold
-in it. The trace's own arrival times are bursty (the default list's last quarter arrives in
-one burst after a quiet spell): compressing them to any share fills the federation only during the
-burst. A list without times takes run times drawn from the default list's, by job size
-(`timed_like`).
+in it, a job counting against the nodes its ask fits on. The trace's own arrival times are bursty
+(the default list's last quarter arrives in one burst after a quiet spell): compressing them to
+any share fills the federation only during the burst. A list without times takes run times drawn from the default list's, by job size
+(`timed_like`). FGD's workload (`policies.fgd.Demand`) is the list's asks.
 
 - `ours`: `policies.schedule` over every site, as the federation runs it: whatever fits starts.
 - `ours-reserve`: the same with backfill (`policies.backfill`, depth DEPTH): the first jobs that
