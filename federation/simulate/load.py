@@ -6,8 +6,9 @@ share of the busiest GPUs (say 70%, 90%, 110%; `steady`): the GPU-seconds the jo
 arrival window (work that would run past its end not counted) over the GPU-seconds the GPUs hold
 in it, a job counting against the nodes its ask fits on. The trace's own arrival times are bursty
 (the default list's last quarter arrives in one burst after a quiet spell): compressing them to
-any share fills the federation only during the burst. A list without times takes run times drawn from the default list's, by job size
-(`timed_like`). FGD's workload (`policies.fgd.Demand`) is the list's asks.
+any share fills the federation only during the burst. A list without times takes run times
+drawn from the default list's, by job size (`timed_like`). FGD's workload (`policies.fgd.Demand`)
+is the list's asks.
 
 - `ours`: `policies.schedule` over every site, as the federation runs it: whatever fits starts.
 - `ours-reserve`: the same with backfill (`policies.backfill`, depth DEPTH): the first jobs that
