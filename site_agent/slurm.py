@@ -137,7 +137,7 @@ class SlurmDriver(RayDriver):
     longer ago than its MinJobAge) is read from `sacct`, else reported lost.
 
     With `slurm.users`, each tenant's jobs are its OS user's, in a folder of that user's alone
-    (`users/<user>/`: its output, its Ray folder, its home), and the agent reads a log only as a file
+    (`users/<user>/`: its output, its working folder, its home), and the agent reads a log only as a file
     of that user's, never through a link."""
 
     binds_gpus = False
