@@ -52,6 +52,10 @@ class LocalRayHead:
         return f"http://127.0.0.1:{self.settings.port_base + PORTS['dashboard-port']}"
 
     @property
+    def gcs_address(self) -> str:
+        return f"{self.node_ip}:{self.settings.port_base + PORTS['port']}"
+
+    @property
     def temp_dir(self) -> Path:
         # Ray's socket paths must stay short, so the default lives directly under /tmp.
         return self.settings.temp_dir or Path(f"/tmp/fedray-{self.settings.port_base}")

@@ -223,24 +223,24 @@ class SlurmDriver(RayDriver):
         return True
 
     def jobs(self) -> dict[str, RayJob]:
-        held, claims, out = self._held(), self._claims(), {}
+        held, claims, out = self._held(), self._claimed(), {}
         for job_id, job in sorted(held.items(), key=lambda kv: int(kv[0])):
             # An agent whose folder was lost sent it: adopted. Only a job of the agent's own user, never
             # one a tenant's user could have submitted named as an attempt to come.
             if job["name"] not in claims and SUBMISSION.match(job["name"]) and job.get("user_id") == os.geteuid():
                 self._claim(job["name"]).write_text(job_id)
-                claims[job["name"]] = job_id
-        for sid, job_id in claims.items():
+                claims[job["name"]] = (job_id, "")
+        for sid, (job_id, user) in claims.items():
             found = held.get(job_id)
             if found is not None:
                 code = exit_code(int(found.get("exit_code") or 0))
                 status, message = attempt_state(found.get("job_state", ""), code, job_id, sid in self.stopping)
-                out[sid] = RayJob(sid, status, message, self.site, None, False, self._log_size(sid))
+                out[sid] = RayJob(sid, status, message, self.site, None, False, self._log_size(sid, user))
             elif job_id:
-                out[sid] = self.gone.get(sid) or self._ended(sid, job_id)
+                out[sid] = self.gone.get(sid) or self._ended(sid, job_id, user)
         return out
 
-    def _ended(self, sid: str, job_id: str) -> RayJob:
+    def _ended(self, sid: str, job_id: str, user: str) -> RayJob:
         """A claimed attempt Slurm no longer lists: how it ended, by sacct where Slurm keeps accounts."""
         try:
             fields = self._run("sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State,ExitCode").split("|")
@@ -249,7 +249,7 @@ class SlurmDriver(RayDriver):
             state, code = "", ""
         status, message = (attempt_state(state, code, job_id, sid in self.stopping) if state else
                            ("FAILED", f"{LOST_AT_SITE}Slurm no longer knows job {job_id}, and keeps no account of it"))
-        job = RayJob(sid, status, message, self.site, None, False, self._log_size(sid))
+        job = RayJob(sid, status, message, self.site, None, False, self._log_size(sid, user))
         if job.terminal:   # one squeue stopped listing as ours (its comment changed) is asked again
             self.gone[sid] = job
         return job
@@ -272,8 +272,8 @@ class SlurmDriver(RayDriver):
             f.seek(offset)
             return f.read()
 
-    def _log_size(self, sid: str) -> int | None:
-        fd = self._open_log(sid)
+    def _log_size(self, sid: str, user: str | None = None) -> int | None:
+        fd = self._open_log(sid, user)
         if fd is None:
             return 0
         try:
@@ -281,14 +281,15 @@ class SlurmDriver(RayDriver):
         finally:
             os.close(fd)
 
-    def _open_log(self, sid: str) -> int | None:
+    def _open_log(self, sid: str, name: str | None = None) -> int | None:
         """The attempt's output file, open for reading; None while there is none, or when it is not
-        a plain file of the user the attempt runs as (a job may replace its output with a link to
-        what only the agent may read)."""
-        try:
-            _, _, name = self._claim(sid).read_text().strip().partition(" ")
-        except FileNotFoundError:
-            name = ""
+        a plain file of the user the attempt runs as (`name`, '' for the agent's; None: read from its
+        claim). A job may replace its output with a link to what only the agent may read."""
+        if name is None:
+            try:
+                name = self._claim(sid).read_text().strip().partition(" ")[2]
+            except FileNotFoundError:
+                name = ""
         path = self.folder / "users" / name / f"{sid}.out" if name else self.folder / f"{sid}.out"
         try:
             owner = pwd.getpwnam(name).pw_uid if name else os.geteuid()

@@ -76,9 +76,8 @@ def start_head(port_base: int, slots: int, folder: Path, job: str, node_ip: str 
 
 def start_workers(head: LocalRayHead, nodes: int, args: argparse.Namespace, log: Path) -> subprocess.Popen:
     """One Ray worker on each allocated node but this one, as one `srun` step writing to `log`."""
-    address = f"{head.node_ip}:{head.settings.port_base + PORTS['port']}"
-    worker = [sys.executable, "-m", "site_agent.slurm_ray", f"--join={address}", f"--port-base={args.port_base}",
-              f"--slots={args.slots}"]
+    worker = [sys.executable, "-m", "site_agent.slurm_ray", f"--join={head.gcs_address}",
+              f"--port-base={args.port_base}", f"--slots={args.slots}"]
     env = head.environment()
     if head.token_path is not None:   # the head's folder is on this node's disk: the token goes by environment
         env.pop("RAY_AUTH_TOKEN_PATH", None)
@@ -190,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             workers = start_workers(head, nodes, args, folder / "workers.log")
             wait_joined(head, nodes, workers, folder / "workers.log")
         env = {**head.environment(), **{k: v for k, v in os.environ.items() if k not in ("PATH",)},
-               "RAY_ADDRESS": f"{head.node_ip}:{head.settings.port_base + PORTS['port']}"}
+               "RAY_ADDRESS": head.gcs_address}
         proc = subprocess.Popen(["/bin/bash", "-c", entrypoint], env=env, start_new_session=True)
         code = proc.wait()
     except RayError as e:
