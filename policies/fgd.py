@@ -116,3 +116,21 @@ def group_growth(state: GpuState, groups: np.ndarray, count: int, demand: Demand
     take = np.cumsum(mine, axis=1) <= count   # the group's first `count` whole GPUs
     after[mine & take] = 0
     return expected(after, domains[at], models[at], state, demand) - before[at]
+
+
+def pressure(state: GpuState, demand: Demand) -> np.ndarray:
+    """Per site and GPU model, the workload's GPUs each of its GPUs would carry, were every ask
+    spread evenly over the site's GPUs that can serve it (by model, and by topology: a block of
+    NVLink GPUs only where a domain holds it). A model that only it serves some asks of, or serves
+    asks few other GPUs can, is pressed; one that serves only what every GPU serves is not."""
+    whole, domain, node = state.capacity
+    out = np.zeros(whole.shape)
+    for req, weight in zip(demand.requests, demand.weights):
+        serves = np.zeros(whole.shape, dtype=bool)
+        serves[:, state.model_ids(req.models)] = True
+        if req.count > 1 and not req.per_node:
+            serves &= (domain if req.nvlink == "required" else node) >= req.count
+        held = np.where(serves, whole, 0).sum(axis=1, keepdims=True)
+        gpus = req.count or req.share / MILLI
+        out += np.where(serves & (held > 0), weight * gpus / np.maximum(held, 1), 0.0)
+    return out

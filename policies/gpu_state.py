@@ -35,6 +35,8 @@ class GpuState:
     a scheduling cycle works on its own copy and never mutates the caller's state.
     """
 
+    _pressed: tuple[Demand | None, np.ndarray | None] = (None, None)   # `fgd.pressure` of `demand`, when made
+
     def __init__(self, inventories: Sequence[Inventory]) -> None:
         models: dict[str, int] = {}
         site_of: list[int] = []
@@ -420,10 +422,13 @@ class GpuState:
         each would make its node empty."""
         return [] if drain is None else [drain.late(nodes)]
 
-    def _scarcity(self, s: int, m: int) -> int:
-        """Among the GPU models a job accepts, the one the site has most of goes first: jobs that
-        take any GPU should not use up the models that jobs asking for them by name need."""
-        return -int(self.capacity[0][s, m])
+    def _scarcity(self, s: int, m: int) -> tuple[float, int]:
+        """Among the GPU models a job accepts, the least pressed by the workload goes first (`fgd.pressure`),
+        then the one the site has most of: jobs that take any GPU leave the models others need."""
+        if self._pressed[0] is not self.demand:
+            self._pressed = (self.demand, None if self.demand is None else fgd.pressure(self, self.demand))
+        pressed = self._pressed[1]
+        return (0.0 if pressed is None else round(float(pressed[s, m]), 9)), -int(self.capacity[0][s, m])
 
     def _slot(self, s: int, flat: Sequence[int], milli: int = MILLI) -> Slot:
         site = self.sites[s]

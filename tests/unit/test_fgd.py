@@ -79,6 +79,42 @@ def test_without_a_demand_the_choice_is_best_fit_as_before():
     assert state.fit(0, GpuRequest(share=300))[0][0].node == "a"
 
 
+def mixed_site() -> GpuState:
+    """One 8-GPU NVLink node of G2 and two PCIe nodes of 2 T4s each."""
+    return GpuState([Inventory((GpuNode("g", "G2", 80 << 30, ("g/nv",) * 8),
+                                GpuNode("t0", "T4", 16 << 30, ("", "")), GpuNode("t1", "T4", 16 << 30, ("", ""))))])
+
+
+EIGHT = GpuRequest(count=8, nvlink="required")
+T4 = GpuRequest(count=1, models=frozenset({"T4"}))
+
+
+def test_a_models_pressure_is_the_workload_only_it_serves_spread_over_the_gpus_serving_it():
+    state = mixed_site()
+    g2, t4 = state.models["G2"], state.models["T4"]
+    pressed = fgd.pressure(state, Demand((ONE, EIGHT, T4), (0.5, 0.25, 0.25)))
+    # ONE: 1 GPU over all 12; EIGHT: 8 over the 8 of the NVLink node; T4: 1 over the 4 T4s
+    assert pressed[0, g2] == pytest.approx(0.5 / 12 + 0.25 * 8 / 8)
+    assert pressed[0, t4] == pytest.approx(0.5 / 12 + 0.25 / 4)
+
+
+def test_a_gpu_of_any_model_leaves_the_nvlink_node_the_workloads_big_asks_need():
+    state = mixed_site()
+    assert state.fit(0, ONE)[0][0].node == "g"   # no workload known: the model the site has most of
+    state.demand = Demand((ONE, EIGHT), (0.8, 0.2))
+    assert state.fit(0, ONE)[0][0].node in {"t0", "t1"}
+    state.demand = Demand((ONE, GpuRequest(share=500)), (0.5, 0.5))   # nothing needs the G2s more
+    assert state.fit(0, GpuRequest(share=500))[0][0].node == "g"
+
+
+def test_a_gpu_of_any_model_leaves_the_model_the_workload_asks_for_by_name():
+    state = mixed_site()
+    state.demand = Demand((ONE, T4, EIGHT), (0.4, 0.5, 0.1))   # T4s: 0.5 / 4 by name; G2s: 0.1 * 8 / 8
+    assert state.fit(0, ONE)[0][0].node == "g"
+    state.demand = Demand((ONE, T4, EIGHT), (0.4, 0.05, 0.55))
+    assert state.fit(0, ONE)[0][0].node in {"t0", "t1"}
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.lists(st.sampled_from([0, 200, 500, 800, MILLI]), min_size=4, max_size=4), min_size=2, max_size=5),
        st.sampled_from([GpuRequest(share=300), GpuRequest(share=500), ONE]),
