@@ -9,6 +9,8 @@ how often the workload makes it (`Demand`). FGD places a job where that expectat
 ours does so among the blocks that keep the job's topology rules (`GpuState.fit`), FGD alone
 ignores them (`federation.simulate.baselines`).
 
+`pressure` weighs the same workload per GPU model, for the choice among the models a job accepts.
+
 Pure: reads `GpuState`'s arrays, changes nothing. Evaluates only the nodes of the candidates, so
 its cost grows with the candidates of one site, not with the federation.
 """
@@ -121,8 +123,9 @@ def group_growth(state: GpuState, groups: np.ndarray, count: int, demand: Demand
 def pressure(state: GpuState, demand: Demand) -> np.ndarray:
     """Per site and GPU model, the workload's GPUs each of its GPUs would carry, were every ask
     spread evenly over the site's GPUs that can serve it (by model, and by topology: a block of
-    NVLink GPUs only where a domain holds it). A model that only it serves some asks of, or serves
-    asks few other GPUs can, is pressed; one that serves only what every GPU serves is not."""
+    NVLink GPUs only where a domain holds it). Models that asks need by name or by NVLink domain
+    are pressed more than those serving only what any GPU serves (`GpuState` takes the least
+    pressed of the models a job accepts)."""
     whole, domain, node = state.capacity
     out = np.zeros(whole.shape)
     for req, weight in zip(demand.requests, demand.weights):
