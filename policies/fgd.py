@@ -134,6 +134,5 @@ def pressure(state: GpuState, demand: Demand) -> np.ndarray:
         if req.count > 1 and not req.per_node:
             serves &= (domain if req.nvlink == "required" else node) >= req.count
         held = np.where(serves, whole, 0).sum(axis=1, keepdims=True)
-        gpus = req.count or req.share / MILLI
-        out += np.where(serves & (held > 0), weight * gpus / np.maximum(held, 1), 0.0)
+        out += np.where(serves & (held > 0), weight * req.whole / np.maximum(held, 1), 0.0)
     return out
